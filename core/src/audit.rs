@@ -1,0 +1,222 @@
+//! The audit log: who did what, when, from where, with the record before and after. Each company
+//! schema has its own `audit_log`; platform actions go to `control.audit_log`. Entries are
+//! written in the same transaction as the change they describe, so a change without its entry
+//! (or the reverse) cannot happen.
+
+use crate::auth::Principal;
+use crate::error::{CoreError, CoreResult};
+use crate::page::{self, Page};
+use crate::xlsx::{Cell, Column, Sheet};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sqlx::{PgConnection, QueryBuilder, Row};
+use uuid::Uuid;
+
+/// One audit entry as lists and exports show it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AuditEntry {
+    pub id: Uuid,
+    pub at: DateTime<Utc>,
+    pub actor_id: Option<Uuid>,
+    pub actor_name: String,
+    pub actor_role: String,
+    pub source_ip: Option<String>,
+    pub action: String,
+    pub target_kind: String,
+    pub target_id: Option<String>,
+    pub before: Option<Value>,
+    pub after: Option<Value>,
+}
+
+/// Filters of the audit list; every field optional.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct AuditFilter {
+    /// Actions starting with this text (`user.` for everything about users).
+    pub action: Option<String>,
+    /// Actor username, exact.
+    pub actor: Option<String>,
+    pub target_id: Option<String>,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    pub cursor: Option<String>,
+    pub limit: Option<i64>,
+}
+
+fn actor_label(actor: &Principal) -> String {
+    if actor.display_name.is_empty() {
+        actor.username.clone()
+    } else {
+        format!("{} ({})", actor.username, actor.display_name)
+    }
+}
+
+/// Records an entry in the `audit_log` of the transaction's current schema.
+pub async fn record(
+    conn: &mut PgConnection,
+    actor: &Principal,
+    action: &str,
+    target_kind: &str,
+    target_id: Option<String>,
+    before: Option<Value>,
+    after: Option<Value>,
+) -> CoreResult<()> {
+    sqlx::query(
+        "insert into audit_log
+             (id, actor_id, actor_name, actor_role, source_ip, action, target_kind, target_id, before, after)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(Uuid::now_v7())
+    .bind(actor.user_id)
+    .bind(actor_label(actor))
+    .bind(actor.role.as_str())
+    .bind(actor.source_ip.as_deref())
+    .bind(action)
+    .bind(target_kind)
+    .bind(target_id)
+    .bind(before)
+    .bind(after)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Records a platform action in `control.audit_log`, whatever the current schema.
+pub async fn record_platform(
+    conn: &mut PgConnection,
+    actor: &Principal,
+    action: &str,
+    company_id: Option<i64>,
+    before: Option<Value>,
+    after: Option<Value>,
+) -> CoreResult<()> {
+    sqlx::query(
+        "insert into control.audit_log
+             (id, actor_id, actor_name, actor_role, source_ip, action, target_kind, target_id,
+              company_id, before, after)
+         values ($1, $2, $3, $4, $5, $6, 'company', $7, $8, $9, $10)",
+    )
+    .bind(Uuid::now_v7())
+    .bind(actor.user_id)
+    .bind(actor_label(actor))
+    .bind(actor.role.as_str())
+    .bind(actor.source_ip.as_deref())
+    .bind(action)
+    .bind(company_id.map(|id| id.to_string()))
+    .bind(company_id)
+    .bind(before)
+    .bind(after)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Lists entries of the current schema's audit log, newest first.
+pub async fn list(conn: &mut PgConnection, filter: &AuditFilter) -> CoreResult<Page<AuditEntry>> {
+    let limit = page::limit(filter.limit)?;
+    let cursor = page::decode_cursor(filter.cursor.as_deref())?;
+    let rows = query(conn, filter, cursor, limit + 1).await?;
+    Ok(page::page_from(rows, limit, |e| e.id))
+}
+
+/// Every entry matching `filter`, up to the export limit, newest first.
+pub async fn list_for_export(conn: &mut PgConnection, filter: &AuditFilter) -> CoreResult<Vec<AuditEntry>> {
+    let rows = query(conn, filter, None, page::EXPORT_ROWS_MAX + 1).await?;
+    if rows.len() as i64 > page::EXPORT_ROWS_MAX {
+        return Err(CoreError::field(
+            "from",
+            format!("more than {} entries: narrow the time range", page::EXPORT_ROWS_MAX),
+        ));
+    }
+    Ok(rows)
+}
+
+async fn query(
+    conn: &mut PgConnection,
+    filter: &AuditFilter,
+    cursor: Option<Uuid>,
+    fetch: i64,
+) -> CoreResult<Vec<AuditEntry>> {
+    let mut q = QueryBuilder::new(
+        "select id, at, actor_id, actor_name, actor_role, source_ip, action, target_kind, target_id, before, after
+         from audit_log where true",
+    );
+    if let Some(action) = filter.action.as_deref().filter(|a| !a.is_empty()) {
+        q.push(" and starts_with(action, ").push_bind(action.to_owned()).push(")");
+    }
+    if let Some(actor) = filter.actor.as_deref().filter(|a| !a.is_empty()) {
+        // actor_name is "username (display name)"; match the username part exactly.
+        q.push(" and split_part(actor_name, ' ', 1) = ").push_bind(actor.to_owned());
+    }
+    if let Some(target) = filter.target_id.as_deref().filter(|a| !a.is_empty()) {
+        q.push(" and target_id = ").push_bind(target.to_owned());
+    }
+    if let Some(from) = filter.from {
+        q.push(" and at >= ").push_bind(from);
+    }
+    if let Some(to) = filter.to {
+        q.push(" and at < ").push_bind(to);
+    }
+    if let Some(cursor) = cursor {
+        q.push(" and id < ").push_bind(cursor);
+    }
+    q.push(" order by id desc limit ").push_bind(fetch);
+    let rows = q.build().fetch_all(conn).await?;
+    rows.into_iter()
+        .map(|r| {
+            Ok(AuditEntry {
+                id: r.try_get("id")?,
+                at: r.try_get("at")?,
+                actor_id: r.try_get("actor_id")?,
+                actor_name: r.try_get("actor_name")?,
+                actor_role: r.try_get("actor_role")?,
+                source_ip: r.try_get("source_ip")?,
+                action: r.try_get("action")?,
+                target_kind: r.try_get("target_kind")?,
+                target_id: r.try_get("target_id")?,
+                before: r.try_get("before")?,
+                after: r.try_get("after")?,
+            })
+        })
+        .collect()
+}
+
+/// The audit log as an Excel sheet (`lang` picks the header language: "zh" or "en").
+pub fn to_sheet(entries: &[AuditEntry], lang: &str) -> Sheet {
+    let zh = lang != "en";
+    let h = |zh_text: &str, en_text: &str| if zh { zh_text.to_owned() } else { en_text.to_owned() };
+    let columns = vec![
+        Column::new(h("時(shí)間", "Time"), 20.0),
+        Column::new(h("操作人", "Actor"), 24.0),
+        Column::new(h("角色", "Role"), 16.0),
+        Column::new(h("來源地址", "Source address"), 16.0),
+        Column::new(h("操作", "Action"), 24.0),
+        Column::new(h("對(duì)象類型", "Target kind"), 12.0),
+        Column::new(h("對(duì)象", "Target"), 38.0),
+        Column::new(h("修改前", "Before"), 40.0),
+        Column::new(h("修改后", "After"), 40.0),
+    ];
+    let json = |v: &Option<Value>| Cell::Text(v.as_ref().map(|v| v.to_string()).unwrap_or_default());
+    let rows = entries
+        .iter()
+        .map(|e| {
+            vec![
+                Cell::Time(e.at),
+                Cell::Text(e.actor_name.clone()),
+                Cell::Text(e.actor_role.clone()),
+                Cell::Text(e.source_ip.clone().unwrap_or_default()),
+                Cell::Text(e.action.clone()),
+                Cell::Text(e.target_kind.clone()),
+                Cell::Text(e.target_id.clone().unwrap_or_default()),
+                json(&e.before),
+                json(&e.after),
+            ]
+        })
+        .collect();
+    Sheet {
+        name: h("操作日志", "Audit log"),
+        columns,
+        rows,
+        totals: None,
+    }
+}

@@ -1,0 +1,47 @@
+//! Connection pool and tenant scoping. Every company-scoped piece of work runs in a transaction
+//! whose `search_path` is that company's schema, set with `set_config(…, true)` so it ends with
+//! the transaction and a pooled connection never carries one company into the next request.
+
+use crate::error::CoreResult;
+use crate::names::SchemaName;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{PgPool, Postgres, Transaction};
+use std::time::Duration;
+
+/// A transaction; company-scoped ones have their schema on the search path.
+pub type Tx = Transaction<'static, Postgres>;
+
+/// Opens a pool of at most `connections_max` connections (PostgreSQL allows 100 in all, so
+/// tests use small pools).
+pub async fn connect(database_url: &str, connections_max: u32) -> CoreResult<PgPool> {
+    let pool = PgPoolOptions::new()
+        .max_connections(connections_max)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect(database_url)
+        .await?;
+    Ok(pool)
+}
+
+/// Begins a transaction whose unqualified names resolve in `schema`.
+pub async fn begin_in(pool: &PgPool, schema: &SchemaName) -> CoreResult<Tx> {
+    let mut tx = pool.begin().await?;
+    set_schema(&mut tx, schema).await?;
+    Ok(tx)
+}
+
+/// Points the rest of the transaction at `schema`.
+pub async fn set_schema(tx: &mut sqlx::PgConnection, schema: &SchemaName) -> CoreResult<()> {
+    sqlx::query("select set_config('search_path', $1, true)")
+        .bind(schema.as_str())
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
+/// Whether the database answers (for `/readyz`).
+pub async fn ping(pool: &PgPool) -> bool {
+    sqlx::query_scalar::<_, i32>("select 1")
+        .fetch_one(pool)
+        .await
+        .is_ok()
+}

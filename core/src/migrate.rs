@@ -1,0 +1,120 @@
+//! Schema migrations, tracked per schema. The `control` schema has one migration set and every
+//! company schema another (both in `migrations/`, embedded at compile time). Each schema keeps a
+//! `schema_migrations` table of what it has applied, so companies can be at different versions
+//! while an upgrade rolls through them. Applying is idempotent and serialised by an advisory
+//! lock, so two processes starting at once do not race.
+
+use crate::error::CoreResult;
+use crate::names::SchemaName;
+use sqlx::PgPool;
+
+/// One embedded migration file.
+#[derive(Debug, Clone, Copy)]
+pub struct Migration {
+    pub version: i32,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+/// Migrations of the `control` schema, in order. Never edit one once applied; add a new one.
+pub const CONTROL: &[Migration] = &[Migration {
+    version: 1,
+    name: "init",
+    sql: include_str!("../../migrations/control/0001_init.sql"),
+}];
+
+/// Migrations of every company schema, in order. Never edit one once applied; add a new one.
+pub const COMPANY: &[Migration] = &[Migration {
+    version: 1,
+    name: "init",
+    sql: include_str!("../../migrations/company/0001_init.sql"),
+}];
+
+/// Arbitrary constant for `pg_advisory_xact_lock`: "PT" migrations.
+const MIGRATION_LOCK_KEY: i64 = 0x5054_4d49_4752;
+
+/// What `migrate_schema` did to one schema.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchemaReport {
+    pub schema: String,
+    pub applied: Vec<i32>,
+    pub version: i32,
+}
+
+/// Creates `schema` if needed and applies the migrations it lacks, all in one transaction.
+pub async fn migrate_schema(
+    pool: &PgPool,
+    schema: &SchemaName,
+    set: &[Migration],
+) -> CoreResult<SchemaReport> {
+    let mut tx = pool.begin().await?;
+    let report = migrate_schema_in(&mut tx, schema, set).await?;
+    tx.commit().await?;
+    Ok(report)
+}
+
+/// Like [`migrate_schema`] inside the caller's transaction (onboarding a company creates its row
+/// and its schema atomically). Leaves `search_path` set to `schema` for the rest of the
+/// transaction.
+pub async fn migrate_schema_in(
+    tx: &mut sqlx::PgConnection,
+    schema: &SchemaName,
+    set: &[Migration],
+) -> CoreResult<SchemaReport> {
+    sqlx::query("select pg_advisory_xact_lock($1)")
+        .bind(MIGRATION_LOCK_KEY)
+        .execute(&mut *tx)
+        .await?;
+    // The schema name is a checked SchemaName, never request text.
+    sqlx::query(&format!("create schema if not exists {schema}"))
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(&format!(
+        "create table if not exists {schema}.schema_migrations (
+             version integer primary key,
+             name text not null,
+             applied_at timestamptz not null default now())"
+    ))
+    .execute(&mut *tx)
+    .await?;
+    let done: Vec<i32> = sqlx::query_scalar(&format!(
+        "select version from {schema}.schema_migrations order by version"
+    ))
+    .fetch_all(&mut *tx)
+    .await?;
+    sqlx::query("select set_config('search_path', $1, true)")
+        .bind(schema.as_str())
+        .execute(&mut *tx)
+        .await?;
+    let mut applied = Vec::new();
+    for migration in set.iter().filter(|m| !done.contains(&m.version)) {
+        sqlx::raw_sql(migration.sql).execute(&mut *tx).await?;
+        sqlx::query("insert into schema_migrations (version, name) values ($1, $2)")
+            .bind(migration.version)
+            .bind(migration.name)
+            .execute(&mut *tx)
+            .await?;
+        applied.push(migration.version);
+    }
+    let version = set.last().map_or(0, |m| m.version);
+    Ok(SchemaReport {
+        schema: schema.to_string(),
+        applied,
+        version,
+    })
+}
+
+/// Upgrades `control` and then every company schema. Returns one report per schema.
+pub async fn migrate_all(pool: &PgPool) -> CoreResult<Vec<SchemaReport>> {
+    let mut reports = vec![migrate_schema(pool, &SchemaName::control(), CONTROL).await?];
+    let schemas: Vec<String> =
+        sqlx::query_scalar("select schema_name from control.company order by id")
+            .fetch_all(pool)
+            .await?;
+    for stored in schemas {
+        let schema = SchemaName::from_stored(&stored)
+            .map_err(|e| crate::CoreError::Internal(format!("{stored}: {e}")))?;
+        reports.push(migrate_schema(pool, &schema, COMPANY).await?);
+    }
+    Ok(reports)
+}
