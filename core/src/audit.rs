@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 /// One audit entry as lists and exports show it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditEntry {
     pub id: Uuid,
     pub at: DateTime<Utc>,

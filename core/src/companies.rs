@@ -18,6 +18,7 @@ use uuid::Uuid;
 
 /// A company as platform staff see it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Company {
     pub id: i64,
     pub slug: String,
@@ -34,6 +35,7 @@ pub struct Company {
 
 /// Onboarding input. Quotas default to the column defaults when absent.
 #[derive(Debug, Clone, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NewCompany {
     pub slug: String,
     pub name: String,
@@ -47,6 +49,7 @@ pub struct NewCompany {
 
 /// The first company admin, created by platform staff.
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NewAdmin {
     pub username: String,
     #[serde(default)]
@@ -253,6 +256,7 @@ pub async fn set_status(pool: &PgPool, actor: &Principal, id: i64, active: bool)
 
 /// Quota changes by platform admins.
 #[derive(Debug, Clone, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct QuotaPatch {
     pub max_meters: Option<i32>,
     pub max_gateways: Option<i32>,
@@ -407,5 +411,17 @@ pub fn system_actor() -> Principal {
         company: None,
         must_change_password: false,
         source_ip: None,
+    }
+}
+
+/// Compile-time check: service futures must be `Send` to run in axum handlers (an iterator
+/// adapter or `sqlx::raw_sql` held across an await silently breaks this).
+#[cfg(test)]
+mod send_check {
+    fn assert_send<T: Send>(_: &T) {}
+    #[allow(dead_code)]
+    fn futures_are_send(pool: &sqlx::PgPool, actor: &super::Principal, input: &super::NewCompany) {
+        let f = super::create(pool, actor, input);
+        assert_send(&f);
     }
 }

@@ -87,8 +87,12 @@ pub async fn migrate_schema_in(
         .execute(&mut *tx)
         .await?;
     let mut applied = Vec::new();
-    for migration in set.iter().filter(|m| !done.contains(&m.version)) {
-        sqlx::raw_sql(migration.sql).execute(&mut *tx).await?;
+    // Collected first: an iterator adapter held across `.await` makes the future !Send.
+    let pending: Vec<Migration> = set.iter().filter(|m| !done.contains(&m.version)).copied().collect();
+    for migration in pending {
+        // A plain &str has no arguments, so sqlx sends it with the simple-query protocol, which
+        // runs multi-statement files. (`sqlx::raw_sql` does too, but its future is not Send.)
+        sqlx::Executor::execute(&mut *tx, migration.sql).await?;
         sqlx::query("insert into schema_migrations (version, name) values ($1, $2)")
             .bind(migration.version)
             .bind(migration.name)

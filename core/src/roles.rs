@@ -9,6 +9,7 @@ use std::str::FromStr;
 /// A user's role. Platform roles live in `control`; the others in a company schema.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Role {
     PlatformAdmin,
     /// Read-only platform staff.
@@ -76,6 +77,7 @@ impl FromStr for Role {
 /// An action a company admin can grant to an operator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Right {
     TopUp,
     Refund,
@@ -140,8 +142,11 @@ pub fn allows(role: Role, rights: &[Right], need: Need) -> bool {
         Need::ReadCompany => !matches!(role, Role::ShopTenant),
         Need::Administer => matches!(role, Role::CompanyAdmin | Role::PlatformAdmin),
         // Exporting only reads; read-only roles may export what they can see.
-        Need::Act(Right::Export) => !matches!(role, Role::ShopTenant | Role::Operator)
-            || rights.contains(&Right::Export),
+        Need::Act(Right::Export) => match role {
+            Role::CompanyAdmin | Role::PlatformAdmin | Role::Auditor | Role::PlatformSupport => true,
+            Role::Operator => rights.contains(&Right::Export),
+            Role::ShopTenant => false,
+        },
         Need::Act(right) => match role {
             Role::CompanyAdmin | Role::PlatformAdmin => true,
             Role::Operator => rights.contains(&right),

@@ -19,6 +19,7 @@ use uuid::Uuid;
 
 /// A user as admins see it (never the password hash).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct User {
     pub id: Uuid,
     pub username: String,
@@ -45,6 +46,7 @@ pub struct UserRow {
 
 /// What an admin sends to create a user.
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NewUser {
     pub username: String,
     #[serde(default)]
@@ -62,6 +64,7 @@ pub struct NewUser {
 
 /// What an admin may change on a user; absent fields stay as they are.
 #[derive(Debug, Clone, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UserPatch {
     pub display_name: Option<String>,
     pub phone: Option<String>,

@@ -1,0 +1,30 @@
+//! The REST API under `/api/v1` (DESIGN.md: API conventions) and its OpenAPI document, which
+//! utoipa generates from the handlers themselves, so it lists every route that exists.
+
+pub mod auth;
+pub mod company;
+pub mod error;
+pub mod platform;
+pub mod session;
+pub mod users;
+pub mod xlsx;
+
+use crate::app::AppState;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "PowerTab API", description = "Remote prepaid electricity for commercial buildings."),
+    components(schemas(error::ErrorBody, error::ErrorDetail))
+)]
+struct ApiDoc;
+
+/// Every API route, with the OpenAPI document describing them.
+pub fn api_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(auth::router())
+        .merge(platform::router())
+        .merge(users::router())
+        .merge(company::router())
+}

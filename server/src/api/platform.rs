@@ -1,0 +1,202 @@
+//! `/api/v1/platform/*`: what platform staff do: onboard, suspend and reactivate companies, set
+//! quotas, create company admins, enter a company, read the platform audit log. Company users get
+//! 404 here; platform support gets 403 on changes.
+
+use super::error::{ApiResult, ErrorBody};
+use super::session::{ApiJson, ApiQuery, Session};
+use super::xlsx::{self, ExportLang};
+use crate::app::AppState;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::Json;
+use powertab_core::audit::{self, AuditEntry, AuditFilter};
+use powertab_core::auth::TokenPair;
+use powertab_core::companies::{self, Company, CompanyFilter, NewAdmin, NewCompany, QuotaPatch};
+use powertab_core::page::Page;
+use powertab_core::xlsx::{Cell, Column, Sheet};
+use powertab_core::CoreError;
+use serde::Serialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_companies, create_company))
+        .routes(routes!(export_companies))
+        .routes(routes!(get_company))
+        .routes(routes!(set_quotas))
+        .routes(routes!(suspend))
+        .routes(routes!(reactivate))
+        .routes(routes!(create_admin))
+        .routes(routes!(enter))
+        .routes(routes!(platform_audit))
+        .routes(routes!(export_platform_audit))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CompanyList {
+    pub items: Vec<Company>,
+    pub next_cursor: Option<String>,
+}
+
+fn require_platform(session: &Session) -> ApiResult<()> {
+    if session.principal.role.is_platform() {
+        Ok(())
+    } else {
+        Err(CoreError::NotFound("resource").into())
+    }
+}
+
+/// Companies, filtered by `status` and `q` (slug or name).
+#[utoipa::path(get, path = "/api/v1/platform/companies", tag = "platform",
+    responses((status = 200, body = CompanyList), (status = 404, body = ErrorBody)))]
+async fn list_companies(
+    State(state): State<AppState>,
+    session: Session,
+    ApiQuery(filter): ApiQuery<CompanyFilter>,
+) -> ApiResult<Json<CompanyList>> {
+    let items = companies::list(&state.pool, &session.principal, &filter).await?;
+    Ok(Json(CompanyList { items, next_cursor: None }))
+}
+
+/// Onboard a company: its record and its own schema.
+#[utoipa::path(post, path = "/api/v1/platform/companies", tag = "platform", request_body = NewCompany,
+    responses((status = 201, body = Company), (status = 422, body = ErrorBody)))]
+async fn create_company(
+    State(state): State<AppState>,
+    session: Session,
+    ApiJson(input): ApiJson<NewCompany>,
+) -> ApiResult<(StatusCode, Json<Company>)> {
+    let company = companies::create(&state.pool, &session.principal, &input).await?;
+    Ok((StatusCode::CREATED, Json(company)))
+}
+
+/// The company list as Excel.
+#[utoipa::path(get, path = "/api/v1/platform/companies.xlsx", tag = "platform",
+    responses((status = 200, content_type = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")))]
+async fn export_companies(
+    State(state): State<AppState>,
+    session: Session,
+    ApiQuery(filter): ApiQuery<CompanyFilter>,
+    ApiQuery(lang): ApiQuery<ExportLang>,
+) -> ApiResult<Response> {
+    let items = companies::list(&state.pool, &session.principal, &filter).await?;
+    let zh = lang.lang.as_deref() != Some("en");
+    let h = |a: &str, b: &str| if zh { a.to_owned() } else { b.to_owned() };
+    let sheet = Sheet {
+        name: h("物業(yè)公司", "Companies"),
+        columns: vec![
+            Column::new("ID", 8.0),
+            Column::new(h("登錄標(biāo)識(shí)", "Slug"), 16.0),
+            Column::new(h("名稱", "Name"), 28.0),
+            Column::new(h("狀態(tài)", "Status"), 10.0),
+            Column::new(h("時(shí)區(qū)", "Time zone"), 16.0),
+            Column::new(h("電表上限", "Max meters"), 10.0),
+            Column::new(h("網(wǎng)關(guān)上限", "Max gateways"), 10.0),
+            Column::new(h("操作員上限", "Max staff"), 10.0),
+            Column::new(h("創(chuàng)建時(shí)間", "Created"), 20.0),
+        ],
+        rows: items
+            .iter()
+            .map(|c| {
+                vec![
+                    Cell::Int(c.id),
+                    Cell::Text(c.slug.clone()),
+                    Cell::Text(c.name.clone()),
+                    Cell::Text(c.status.clone()),
+                    Cell::Text(c.time_zone.clone()),
+                    Cell::Int(c.max_meters.into()),
+                    Cell::Int(c.max_gateways.into()),
+                    Cell::Int(c.max_operators.into()),
+                    Cell::Time(c.created_at),
+                ]
+            })
+            .collect(),
+        totals: None,
+    };
+    xlsx::respond(sheet, "Asia/Shanghai".into(), "companies.xlsx").await
+}
+
+/// One company.
+#[utoipa::path(get, path = "/api/v1/platform/companies/{id}", tag = "platform",
+    params(("id" = i64, Path)), responses((status = 200, body = Company), (status = 404, body = ErrorBody)))]
+async fn get_company(State(state): State<AppState>, session: Session, Path(id): Path<i64>) -> ApiResult<Json<Company>> {
+    Ok(Json(companies::get(&state.pool, &session.principal, id).await?))
+}
+
+/// Change quotas (meters, gateways, staff users).
+#[utoipa::path(patch, path = "/api/v1/platform/companies/{id}/quotas", tag = "platform",
+    params(("id" = i64, Path)), request_body = QuotaPatch, responses((status = 200, body = Company)))]
+async fn set_quotas(
+    State(state): State<AppState>,
+    session: Session,
+    Path(id): Path<i64>,
+    ApiJson(patch): ApiJson<QuotaPatch>,
+) -> ApiResult<Json<Company>> {
+    Ok(Json(companies::set_quotas(&state.pool, &session.principal, id, &patch).await?))
+}
+
+/// Suspend: the company's users cannot log in or use their tokens; its field side keeps running.
+#[utoipa::path(post, path = "/api/v1/platform/companies/{id}/suspend", tag = "platform",
+    params(("id" = i64, Path)), responses((status = 200, body = Company), (status = 409, body = ErrorBody)))]
+async fn suspend(State(state): State<AppState>, session: Session, Path(id): Path<i64>) -> ApiResult<Json<Company>> {
+    Ok(Json(companies::set_status(&state.pool, &session.principal, id, false).await?))
+}
+
+/// Reactivate a suspended company.
+#[utoipa::path(post, path = "/api/v1/platform/companies/{id}/reactivate", tag = "platform",
+    params(("id" = i64, Path)), responses((status = 200, body = Company), (status = 409, body = ErrorBody)))]
+async fn reactivate(State(state): State<AppState>, session: Session, Path(id): Path<i64>) -> ApiResult<Json<Company>> {
+    Ok(Json(companies::set_status(&state.pool, &session.principal, id, true).await?))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Created {
+    pub id: Uuid,
+}
+
+/// Create a company admin with an initial password (changed at first login).
+#[utoipa::path(post, path = "/api/v1/platform/companies/{id}/admins", tag = "platform",
+    params(("id" = i64, Path)), request_body = NewAdmin, responses((status = 201, body = Created)))]
+async fn create_admin(
+    State(state): State<AppState>,
+    session: Session,
+    Path(id): Path<i64>,
+    ApiJson(input): ApiJson<NewAdmin>,
+) -> ApiResult<(StatusCode, Json<Created>)> {
+    let user_id = companies::create_admin(&state.pool, &session.principal, id, &input).await?;
+    Ok((StatusCode::CREATED, Json(Created { id: user_id })))
+}
+
+/// Enter a company: a token pair that works inside it with the caller's platform role.
+#[utoipa::path(post, path = "/api/v1/platform/companies/{id}/enter", tag = "platform",
+    params(("id" = i64, Path)), responses((status = 200, body = TokenPair), (status = 404, body = ErrorBody)))]
+async fn enter(State(state): State<AppState>, session: Session, Path(id): Path<i64>) -> ApiResult<Json<TokenPair>> {
+    Ok(Json(companies::enter(&state.pool, &state.auth, &session.principal, id).await?))
+}
+
+/// The platform audit log (company onboarding, suspension, entering, …), newest first.
+#[utoipa::path(get, path = "/api/v1/platform/audit-log", tag = "platform",
+    responses((status = 200, body = Page<AuditEntry>)))]
+async fn platform_audit(mut session: Session, ApiQuery(filter): ApiQuery<AuditFilter>) -> ApiResult<Json<Page<AuditEntry>>> {
+    require_platform(&session)?;
+    powertab_core::db::set_schema(&mut session.tx, &powertab_core::names::SchemaName::control()).await?;
+    Ok(Json(audit::list(&mut session.tx, &filter).await?))
+}
+
+/// The platform audit log as Excel.
+#[utoipa::path(get, path = "/api/v1/platform/audit-log.xlsx", tag = "platform",
+    responses((status = 200, content_type = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")))]
+async fn export_platform_audit(
+    mut session: Session,
+    ApiQuery(filter): ApiQuery<AuditFilter>,
+    ApiQuery(lang): ApiQuery<ExportLang>,
+) -> ApiResult<Response> {
+    require_platform(&session)?;
+    powertab_core::db::set_schema(&mut session.tx, &powertab_core::names::SchemaName::control()).await?;
+    let entries = audit::list_for_export(&mut session.tx, &filter).await?;
+    let sheet = audit::to_sheet(&entries, lang.lang.as_deref().unwrap_or("zh"));
+    xlsx::respond(sheet, "Asia/Shanghai".into(), "platform-audit-log.xlsx").await
+}

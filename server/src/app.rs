@@ -1,0 +1,118 @@
+//! The HTTP application: shared state, the router (REST API, OpenAPI document, health and
+//! metrics endpoints, web pages), and the `run(listener, shutdown)` seam that `main` and the
+//! tests both use.
+
+use crate::api;
+use crate::config::Config;
+use crate::web;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use powertab_core::auth::AuthConfig;
+use sqlx::PgPool;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+use tokio::net::TcpListener;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub auth: Arc<AuthConfig>,
+    pub config: Arc<Config>,
+}
+
+impl AppState {
+    pub fn new(pool: PgPool, config: Config) -> anyhow::Result<AppState> {
+        let auth = config.auth()?;
+        Ok(AppState {
+            pool,
+            auth: Arc::new(auth),
+            config: Arc::new(config),
+        })
+    }
+}
+
+/// The process-wide Prometheus recorder, installed on first use (tests start many apps in one
+/// process, and a global recorder can be installed only once).
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            // Another recorder may already be installed by an embedding program; then ours only
+            // renders what it sees.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}
+
+/// The whole router, ready to serve.
+pub fn router(state: AppState) -> Router {
+    let (api_routes, openapi) = api::api_router().split_for_parts();
+    let openapi = Arc::new(openapi);
+    let ops = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(|| async { metrics_handle().render() }))
+        .route(
+            "/api/openapi.json",
+            get(move || {
+                let doc = openapi.clone();
+                async move { Json((*doc).clone()) }
+            }),
+        );
+    Router::new()
+        .merge(ops)
+        .merge(api_routes)
+        .merge(web::router(state.clone()))
+        .layer(middleware::from_fn_with_state(state.clone(), web::refresh_web_session))
+        .layer(middleware::from_fn(track_metrics))
+        .with_state(state)
+}
+
+/// The answer for an unknown `/api/…` path: our JSON 404, not a web page.
+pub async fn api_not_found() -> Response {
+    api::error::ApiError::Core(powertab_core::CoreError::NotFound("route")).into_response()
+}
+
+async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
+    if powertab_core::db::ping(&state.pool).await {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "database unreachable")
+    }
+}
+
+/// Counts requests and their latency by route template and status.
+async fn track_metrics(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = request.method().to_string();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("powertab_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("powertab_http_request_duration_seconds", "method" => method, "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Serves the app on `listener` until `shutdown` completes, then finishes in-flight requests.
+pub async fn run(listener: TcpListener, state: AppState, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+    Ok(())
+}

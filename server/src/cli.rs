@@ -1,0 +1,216 @@
+//! The `powertab` command line: one binary with subcommands (clap). `main` only parses, sets up
+//! logging and calls [`run`].
+
+use crate::app::{self, AppState};
+use crate::config::Config;
+use crate::demo;
+use clap::{Args, Parser, Subcommand};
+use powertab_core::companies::{self, NewCompany};
+use powertab_core::roles::Role;
+use powertab_core::{db, migrate};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(name = "powertab", version, about = "PowerTab: remote prepaid electricity for commercial buildings")]
+pub struct Cli {
+    /// Configuration file (TOML); defaults to ./powertab.toml when present.
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the API, the web app and the workers.
+    Serve,
+    /// Run the field side (gateway sessions, polling).
+    Ingest,
+    /// Run everything in one process.
+    All,
+    /// Prepare the database, create a demo company with a login for each role, and run everything.
+    Demo,
+    /// Upgrade the control schema and every company schema (idempotent).
+    Migrate,
+    /// Manage property companies.
+    #[command(subcommand)]
+    Company(CompanyCommand),
+    /// Manage users.
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CompanyCommand {
+    /// Onboard a company (its record and schema).
+    Create(CompanyCreate),
+    /// List companies.
+    List,
+}
+
+#[derive(Debug, Args)]
+pub struct CompanyCreate {
+    /// Login slug, e.g. `wanda-plaza`.
+    #[arg(long)]
+    pub slug: String,
+    #[arg(long)]
+    pub name: String,
+    #[arg(long, default_value = "Asia/Shanghai")]
+    pub time_zone: String,
+    #[arg(long)]
+    pub max_meters: Option<i32>,
+    #[arg(long)]
+    pub max_gateways: Option<i32>,
+    #[arg(long)]
+    pub max_operators: Option<i32>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a platform staff user, or a company admin with `--company`.
+    Create(UserCreate),
+}
+
+#[derive(Debug, Args)]
+pub struct UserCreate {
+    /// Company slug; leave out for platform staff.
+    #[arg(long)]
+    pub company: Option<String>,
+    #[arg(long)]
+    pub username: String,
+    #[arg(long, default_value = "")]
+    pub display_name: String,
+    /// platform_admin or platform_support without --company; company_admin with it.
+    #[arg(long)]
+    pub role: String,
+    /// Initial password; read from POWERTAB_NEW_PASSWORD when not given.
+    #[arg(long, env = "POWERTAB_NEW_PASSWORD", hide_env_values = true)]
+    pub password: String,
+}
+
+/// Resolves when the process is asked to stop (Ctrl-C or SIGTERM).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut signal) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            signal.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down");
+}
+
+/// Runs one subcommand.
+pub async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Demo => demo::run(config).await,
+        Command::Serve => serve(config, false).await,
+        Command::All => serve(config, true).await,
+        Command::Ingest => {
+            let pool = db::connect(config.database_url()?, 5).await?;
+            powertab_ingest::run(pool, shutdown_signal()).await
+        }
+        Command::Migrate => {
+            let pool = db::connect(config.database_url()?, 2).await?;
+            for report in migrate::migrate_all(&pool).await? {
+                if report.applied.is_empty() {
+                    println!("{}: up to date at version {}", report.schema, report.version);
+                } else {
+                    println!("{}: applied {:?}, now at version {}", report.schema, report.applied, report.version);
+                }
+            }
+            Ok(())
+        }
+        Command::Company(CompanyCommand::Create(args)) => {
+            let pool = db::connect(config.database_url()?, 2).await?;
+            migrate::migrate_schema(&pool, &powertab_core::names::SchemaName::control(), migrate::CONTROL).await?;
+            let company = companies::create(
+                &pool,
+                &companies::system_actor(),
+                &NewCompany {
+                    slug: args.slug,
+                    name: args.name,
+                    time_zone: Some(args.time_zone),
+                    max_meters: args.max_meters,
+                    max_gateways: args.max_gateways,
+                    max_operators: args.max_operators,
+                    contact_name: None,
+                    contact_phone: None,
+                },
+            )
+            .await
+            .map_err(describe)?;
+            println!("created company {} (id {}, schema c_{})", company.slug, company.id, company.id);
+            Ok(())
+        }
+        Command::Company(CompanyCommand::List) => {
+            let pool = db::connect(config.database_url()?, 2).await?;
+            for c in companies::list(&pool, &companies::system_actor(), &Default::default()).await? {
+                println!("{}\t{}\t{}\t{}", c.id, c.slug, c.status, c.name);
+            }
+            Ok(())
+        }
+        Command::User(UserCommand::Create(args)) => create_user(config, args).await,
+    }
+}
+
+/// A core error as a one-line CLI message, with field messages.
+fn describe(err: powertab_core::CoreError) -> anyhow::Error {
+    match &err {
+        powertab_core::CoreError::Validation { fields, .. } => {
+            let detail: Vec<String> = fields.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+            anyhow::anyhow!("{err} ({})", detail.join("; "))
+        }
+        _ => anyhow::anyhow!("{err}"),
+    }
+}
+
+async fn create_user(config: Config, args: UserCreate) -> anyhow::Result<()> {
+    let pool = db::connect(config.database_url()?, 2).await?;
+    let role: Role = args.role.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+    match args.company {
+        None => {
+            companies::create_platform_user(&pool, &args.username, &args.display_name, &args.password, role, true)
+                .await
+                .map_err(describe)?;
+            println!("created platform user {} ({role}); the password must be changed at first login", args.username);
+        }
+        Some(slug) => {
+            anyhow::ensure!(role == Role::CompanyAdmin, "with --company the role is company_admin; admins create the rest");
+            let company = companies::find_by_slug(&pool, &slug)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no company {slug}"))?;
+            let input = companies::NewAdmin {
+                username: args.username.clone(),
+                display_name: args.display_name,
+                password: args.password,
+            };
+            companies::create_admin(&pool, &companies::system_actor(), company.id, &input)
+                .await
+                .map_err(describe)?;
+            println!("created company admin {} in {slug}; the password must be changed at first login", args.username);
+        }
+    }
+    Ok(())
+}
+
+/// Runs the HTTP server (and the field side when `with_ingest`).
+pub async fn serve(config: Config, with_ingest: bool) -> anyhow::Result<()> {
+    let pool = db::connect(config.database_url()?, config.db_connections_max).await?;
+    migrate::migrate_all(&pool).await?;
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    tracing::info!(address = %listener.local_addr()?, "listening");
+    let state = AppState::new(pool.clone(), config)?;
+    if with_ingest {
+        tokio::spawn(powertab_ingest::run(pool, shutdown_signal()));
+    }
+    app::run(listener, state, shutdown_signal()).await
+}

@@ -1,0 +1,137 @@
+//! Configuration in layers: built-in defaults, then a TOML file (`--config`, or `powertab.toml`
+//! in the working directory when present), then environment variables `POWERTAB_*` (nested keys
+//! with `__`, e.g. `POWERTAB_THROTTLE__ACCOUNT_FAILURES_MAX`), and `DATABASE_URL`. Secrets are
+//! `Secret`s, so printing the configuration never shows them.
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use powertab_core::auth::{AuthConfig, Secret, ThrottleConfig};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Config {
+    /// PostgreSQL URL; `DATABASE_URL` also sets it.
+    pub database_url: Option<Secret>,
+    /// Address of the HTTP server (API and web).
+    pub listen: SocketAddr,
+    /// HS256 key for access tokens, at least 32 bytes. Required by `serve` and `all`; `demo`
+    /// makes a random one when absent.
+    pub jwt_secret: Option<Secret>,
+    pub access_ttl_s: i64,
+    pub refresh_ttl_s: i64,
+    pub throttle: ThrottleConfig,
+    /// Mark cookies `Secure` (set when served over HTTPS).
+    pub cookie_secure: bool,
+    /// Take the client address from `X-Forwarded-For` (only behind a trusted proxy).
+    pub trust_forwarded_for: bool,
+    /// Folder holding `pkg/` with the hydration script and WebAssembly.
+    pub site_root: PathBuf,
+    /// Connections of the server's pool.
+    pub db_connections_max: u32,
+    /// `text` or `json` logs.
+    pub log_format: String,
+}
+
+/// Defaults, as a serialisable mirror of `Config` (figment's first layer).
+#[derive(Serialize)]
+struct Defaults {
+    listen: SocketAddr,
+    access_ttl_s: i64,
+    refresh_ttl_s: i64,
+    throttle: ThrottleConfig,
+    cookie_secure: bool,
+    trust_forwarded_for: bool,
+    site_root: PathBuf,
+    db_connections_max: u32,
+    log_format: String,
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Defaults {
+            listen: "127.0.0.1:8080".parse().expect("a valid address"),
+            access_ttl_s: AuthConfig::ACCESS_TTL_S_DEFAULT,
+            refresh_ttl_s: AuthConfig::REFRESH_TTL_S_DEFAULT,
+            throttle: ThrottleConfig::default(),
+            cookie_secure: false,
+            trust_forwarded_for: false,
+            site_root: PathBuf::from("target/site"),
+            db_connections_max: 20,
+            log_format: "text".into(),
+        }
+    }
+}
+
+impl Config {
+    /// Loads the layers; `file` is the `--config` path.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
+        let mut figment = Figment::from(Serialized::defaults(Defaults::default()));
+        match file {
+            Some(path) => {
+                anyhow::ensure!(path.exists(), "config file {} not found", path.display());
+                figment = figment.merge(Toml::file(path));
+            }
+            None => figment = figment.merge(Toml::file("powertab.toml")),
+        }
+        figment = figment.merge(Env::prefixed("POWERTAB_").split("__"));
+        if let Ok(url) = std::env::var("DATABASE_URL") {
+            figment = figment.merge(Serialized::default("database_url", url));
+        }
+        Ok(figment.extract()?)
+    }
+
+    pub fn database_url(&self) -> anyhow::Result<&str> {
+        self.database_url
+            .as_ref()
+            .map(Secret::expose)
+            .ok_or_else(|| anyhow::anyhow!("no database: set DATABASE_URL (infra/services.sh finds or starts one)"))
+    }
+
+    /// The auth settings; fails when the JWT secret is missing or short.
+    pub fn auth(&self) -> anyhow::Result<AuthConfig> {
+        let secret = self
+            .jwt_secret
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("set POWERTAB_JWT_SECRET (at least 32 bytes)"))?;
+        anyhow::ensure!(secret.expose().len() >= 32, "POWERTAB_JWT_SECRET must be at least 32 bytes");
+        Ok(AuthConfig {
+            jwt_secret: secret,
+            access_ttl_s: self.access_ttl_s,
+            refresh_ttl_s: self.refresh_ttl_s,
+            throttle: self.throttle.clone(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_redacted_when_the_config_is_printed() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("POWERTAB_JWT_SECRET", "a-very-secret-value-of-32-bytes-or-more");
+            jail.set_env("DATABASE_URL", "postgres://user:pw-secret@host/db");
+            jail.set_env("POWERTAB_THROTTLE__ACCOUNT_FAILURES_MAX", "3");
+            let config = Config::load(None).expect("loads");
+            let printed = format!("{config:?}");
+            assert!(!printed.contains("a-very-secret"));
+            assert!(!printed.contains("pw-secret"));
+            assert_eq!(config.throttle.account_failures_max, 3);
+            assert_eq!(config.database_url().unwrap(), "postgres://user:pw-secret@host/db");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn short_jwt_secrets_are_refused() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("POWERTAB_JWT_SECRET", "short");
+            let config = Config::load(None).expect("loads");
+            assert!(config.auth().is_err());
+            Ok(())
+        });
+    }
+}
