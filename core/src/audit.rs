@@ -121,12 +121,18 @@ pub async fn list(conn: &mut PgConnection, filter: &AuditFilter) -> CoreResult<P
 }
 
 /// Every entry matching `filter`, up to the export limit, newest first.
-pub async fn list_for_export(conn: &mut PgConnection, filter: &AuditFilter) -> CoreResult<Vec<AuditEntry>> {
+pub async fn list_for_export(
+    conn: &mut PgConnection,
+    filter: &AuditFilter,
+) -> CoreResult<Vec<AuditEntry>> {
     let rows = query(conn, filter, None, page::EXPORT_ROWS_MAX + 1).await?;
     if rows.len() as i64 > page::EXPORT_ROWS_MAX {
         return Err(CoreError::field(
             "from",
-            format!("more than {} entries: narrow the time range", page::EXPORT_ROWS_MAX),
+            format!(
+                "more than {} entries: narrow the time range",
+                page::EXPORT_ROWS_MAX
+            ),
         ));
     }
     Ok(rows)
@@ -143,11 +149,14 @@ async fn query(
          from audit_log where true",
     );
     if let Some(action) = filter.action.as_deref().filter(|a| !a.is_empty()) {
-        q.push(" and starts_with(action, ").push_bind(action.to_owned()).push(")");
+        q.push(" and starts_with(action, ")
+            .push_bind(action.to_owned())
+            .push(")");
     }
     if let Some(actor) = filter.actor.as_deref().filter(|a| !a.is_empty()) {
         // actor_name is "username (display name)"; match the username part exactly.
-        q.push(" and split_part(actor_name, ' ', 1) = ").push_bind(actor.to_owned());
+        q.push(" and split_part(actor_name, ' ', 1) = ")
+            .push_bind(actor.to_owned());
     }
     if let Some(target) = filter.target_id.as_deref().filter(|a| !a.is_empty()) {
         q.push(" and target_id = ").push_bind(target.to_owned());
@@ -185,7 +194,13 @@ async fn query(
 /// The audit log as an Excel sheet (`lang` picks the header language: "zh" or "en").
 pub fn to_sheet(entries: &[AuditEntry], lang: &str) -> Sheet {
     let zh = lang != "en";
-    let h = |zh_text: &str, en_text: &str| if zh { zh_text.to_owned() } else { en_text.to_owned() };
+    let h = |zh_text: &str, en_text: &str| {
+        if zh {
+            zh_text.to_owned()
+        } else {
+            en_text.to_owned()
+        }
+    };
     let columns = vec![
         Column::new(h("時(shí)間", "Time"), 20.0),
         Column::new(h("操作人", "Actor"), 24.0),
@@ -197,7 +212,8 @@ pub fn to_sheet(entries: &[AuditEntry], lang: &str) -> Sheet {
         Column::new(h("修改前", "Before"), 40.0),
         Column::new(h("修改后", "After"), 40.0),
     ];
-    let json = |v: &Option<Value>| Cell::Text(v.as_ref().map(|v| v.to_string()).unwrap_or_default());
+    let json =
+        |v: &Option<Value>| Cell::Text(v.as_ref().map(|v| v.to_string()).unwrap_or_default());
     let rows = entries
         .iter()
         .map(|e| {

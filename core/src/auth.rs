@@ -16,7 +16,9 @@ use crate::db::{self, Tx};
 use crate::error::{CoreError, CoreResult};
 use crate::names::{CompanySlug, NewPassword, SchemaName};
 use crate::roles::{allows, Need, Right, Role};
-use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{
+    rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
+};
 use argon2::Argon2;
 use base64::Engine;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -219,7 +221,12 @@ fn now_s() -> i64 {
 }
 
 /// Signs an access token for `sub` in `cid` with `role`.
-pub fn issue_access(config: &AuthConfig, sub: Uuid, cid: Option<i64>, role: Role) -> CoreResult<String> {
+pub fn issue_access(
+    config: &AuthConfig,
+    sub: Uuid,
+    cid: Option<i64>,
+    role: Role,
+) -> CoreResult<String> {
     let iat = now_s();
     let claims = Claims {
         sub,
@@ -369,7 +376,9 @@ pub async fn login(
         return Err(bad_login());
     }
     if !row.active {
-        return Err(CoreError::Unauthorized("this account is deactivated".into()));
+        return Err(CoreError::Unauthorized(
+            "this account is deactivated".into(),
+        ));
     }
     if let Some((_, _, status)) = &company {
         if status != "active" {
@@ -379,7 +388,15 @@ pub async fn login(
     throttle_clear(pool, &account_key).await?;
     let mut tx = pool.begin().await?;
     let company_id = company.as_ref().map(|(id, _, _)| *id);
-    let tokens = issue_pair(&mut tx, config, Uuid::now_v7(), row.id, company_id, row.role).await?;
+    let tokens = issue_pair(
+        &mut tx,
+        config,
+        Uuid::now_v7(),
+        row.id,
+        company_id,
+        row.role,
+    )
+    .await?;
     tx.commit().await?;
     Ok(LoginOutcome {
         tokens,
@@ -418,12 +435,11 @@ async fn find_login(
     let Ok(slug) = CompanySlug::parse(company) else {
         return Ok(None);
     };
-    let Some(company_row) = sqlx::query(
-        "select id, slug, schema_name, status from control.company where slug = $1",
-    )
-    .bind(slug.as_str())
-    .fetch_optional(pool)
-    .await?
+    let Some(company_row) =
+        sqlx::query("select id, slug, schema_name, status from control.company where slug = $1")
+            .bind(slug.as_str())
+            .fetch_optional(pool)
+            .await?
     else {
         return Ok(None);
     };
@@ -451,7 +467,11 @@ fn stored_schema(text: String) -> CoreResult<SchemaName> {
 // ---------------------------------------------------------------------------------------------
 // Throttling
 
-async fn throttle_check(pool: &PgPool, account_key: &str, address_key: Option<&str>) -> CoreResult<()> {
+async fn throttle_check(
+    pool: &PgPool,
+    account_key: &str,
+    address_key: Option<&str>,
+) -> CoreResult<()> {
     let locked: bool = sqlx::query_scalar(
         "select exists (select 1 from control.login_throttle
                         where key in ($1, $2) and locked_until > now())",
@@ -477,7 +497,10 @@ async fn throttle_fail(
 ) -> CoreResult<()> {
     metrics::counter!("powertab_login_failed_total").increment(1);
     let t = &config.throttle;
-    let keys = [(Some(account_key), t.account_failures_max), (address_key, t.address_failures_max)];
+    let keys = [
+        (Some(account_key), t.account_failures_max),
+        (address_key, t.address_failures_max),
+    ];
     for (key, failures_max) in keys {
         let Some(key) = key else { continue };
         // A failure outside the window starts a new window.
@@ -516,7 +539,11 @@ async fn throttle_clear(pool: &PgPool, account_key: &str) -> CoreResult<()> {
 
 /// Rotates a refresh token: the presented one is used up and a new pair is issued. A token that
 /// was already used revokes its whole family.
-pub async fn refresh(pool: &PgPool, config: &AuthConfig, refresh_token: &str) -> CoreResult<TokenPair> {
+pub async fn refresh(
+    pool: &PgPool,
+    config: &AuthConfig,
+    refresh_token: &str,
+) -> CoreResult<TokenPair> {
     let invalid = || CoreError::Unauthorized("invalid refresh token".into());
     let mut tx = pool.begin().await?;
     let row = sqlx::query(
@@ -573,7 +600,9 @@ async fn current_role(
         .bind(user_id)
         .fetch_optional(&mut **tx)
         .await?;
-        return role.map(|r| r.parse().map_err(CoreError::Internal)).transpose();
+        return role
+            .map(|r| r.parse().map_err(CoreError::Internal))
+            .transpose();
     }
     let Some(company_id) = company_id else {
         return Ok(None);
@@ -590,7 +619,8 @@ async fn current_role(
             .bind(user_id)
             .fetch_optional(&mut **tx)
             .await?;
-    role.map(|r| r.parse().map_err(CoreError::Internal)).transpose()
+    role.map(|r| r.parse().map_err(CoreError::Internal))
+        .transpose()
 }
 
 /// Revokes one refresh token (logout). Unknown tokens are ignored: logging out twice is fine.
@@ -616,7 +646,10 @@ pub async fn revoke_user_tokens(conn: &mut sqlx::PgConnection, user_id: Uuid) ->
 }
 
 /// Revokes every refresh token in a company (suspension).
-pub async fn revoke_company_tokens(conn: &mut sqlx::PgConnection, company_id: i64) -> CoreResult<()> {
+pub async fn revoke_company_tokens(
+    conn: &mut sqlx::PgConnection,
+    company_id: i64,
+) -> CoreResult<()> {
     sqlx::query("update control.refresh_token set revoked_at = now() where company_id = $1 and revoked_at is null")
         .bind(company_id)
         .execute(conn)
@@ -628,7 +661,10 @@ pub async fn revoke_company_tokens(conn: &mut sqlx::PgConnection, company_id: i6
 // Per-request resolution
 
 /// Reads a company row from `control`.
-pub async fn load_company(conn: &mut sqlx::PgConnection, company_id: i64) -> CoreResult<Option<CompanyScope>> {
+pub async fn load_company(
+    conn: &mut sqlx::PgConnection,
+    company_id: i64,
+) -> CoreResult<Option<CompanyScope>> {
     let row = sqlx::query(
         "select id, slug, name, schema_name, time_zone, status from control.company where id = $1",
     )
@@ -651,7 +687,11 @@ pub async fn load_company(conn: &mut sqlx::PgConnection, company_id: i64) -> Cor
 /// Turns verified claims into the caller and a transaction: scoped to the company's schema when
 /// the token names one, else to `control`. Fails with `Unauthorized` when the user or company is
 /// no longer active, so suspension and deactivation take effect on the very next request.
-pub async fn resolve(pool: &PgPool, claims: &Claims, source_ip: Option<String>) -> CoreResult<(Principal, Tx)> {
+pub async fn resolve(
+    pool: &PgPool,
+    claims: &Claims,
+    source_ip: Option<String>,
+) -> CoreResult<(Principal, Tx)> {
     let gone = || CoreError::Unauthorized("session ended: sign in again".into());
     let mut tx = pool.begin().await?;
     let company = match claims.cid {
@@ -728,16 +768,24 @@ pub async fn change_own_password(
     new: &str,
 ) -> CoreResult<()> {
     let new = NewPassword::parse(new).map_err(|e| CoreError::field("new_password", e.0))?;
-    let table = if principal.role.is_platform() { "control.platform_user" } else { "users" };
-    let hash: String = sqlx::query_scalar(&format!("select password_hash from {table} where id = $1"))
-        .bind(principal.user_id)
-        .fetch_one(&mut **tx)
-        .await?;
+    let table = if principal.role.is_platform() {
+        "control.platform_user"
+    } else {
+        "users"
+    };
+    let hash: String =
+        sqlx::query_scalar(&format!("select password_hash from {table} where id = $1"))
+            .bind(principal.user_id)
+            .fetch_one(&mut **tx)
+            .await?;
     if !verify_password(hash, current.to_owned()).await {
         return Err(CoreError::field("current_password", "wrong password"));
     }
     if current == new.expose() {
-        return Err(CoreError::field("new_password", "must differ from the current password"));
+        return Err(CoreError::field(
+            "new_password",
+            "must differ from the current password",
+        ));
     }
     let hash = hash_password(&new).await?;
     sqlx::query(&format!(
@@ -748,7 +796,16 @@ pub async fn change_own_password(
     .execute(&mut **tx)
     .await?;
     revoke_user_tokens(tx, principal.user_id).await?;
-    crate::audit::record(tx, principal, "user.password_change", "user", Some(principal.user_id.to_string()), None, None).await?;
+    crate::audit::record(
+        tx,
+        principal,
+        "user.password_change",
+        "user",
+        Some(principal.user_id.to_string()),
+        None,
+        None,
+    )
+    .await?;
     Ok(())
 }
 
@@ -759,7 +816,15 @@ pub async fn issue_entered(
     principal: &Principal,
     company_id: i64,
 ) -> CoreResult<TokenPair> {
-    issue_pair(conn, config, Uuid::now_v7(), principal.user_id, Some(company_id), principal.role).await
+    issue_pair(
+        conn,
+        config,
+        Uuid::now_v7(),
+        principal.user_id,
+        Some(company_id),
+        principal.role,
+    )
+    .await
 }
 
 #[cfg(test)]
@@ -780,7 +845,10 @@ mod tests {
         let id = Uuid::now_v7();
         let token = issue_access(&config(), id, Some(7), Role::Operator).unwrap();
         let claims = decode_access(&config(), &token).unwrap();
-        assert_eq!((claims.sub, claims.cid, claims.role), (id, Some(7), Role::Operator));
+        assert_eq!(
+            (claims.sub, claims.cid, claims.role),
+            (id, Some(7), Role::Operator)
+        );
     }
 
     #[test]
@@ -798,18 +866,31 @@ mod tests {
         let none_header = engine.encode(r#"{"alg":"none","typ":"JWT"}"#);
         assert!(decode_access(&cfg, &format!("{none_header}.{}.", parts[1])).is_err());
         // Expired.
-        let expired_cfg = AuthConfig { access_ttl_s: -60, ..config() };
-        let expired = issue_access(&expired_cfg, Uuid::now_v7(), None, Role::PlatformAdmin).unwrap();
-        assert!(matches!(decode_access(&cfg, &expired), Err(CoreError::Unauthorized(m)) if m.contains("expired")));
+        let expired_cfg = AuthConfig {
+            access_ttl_s: -60,
+            ..config()
+        };
+        let expired =
+            issue_access(&expired_cfg, Uuid::now_v7(), None, Role::PlatformAdmin).unwrap();
+        assert!(
+            matches!(decode_access(&cfg, &expired), Err(CoreError::Unauthorized(m)) if m.contains("expired"))
+        );
         // Signed with another key.
-        let other = AuthConfig { jwt_secret: Secret::new("another-secret-another-secret-!!"), ..config() };
+        let other = AuthConfig {
+            jwt_secret: Secret::new("another-secret-another-secret-!!"),
+            ..config()
+        };
         assert!(decode_access(&other, &token).is_err());
     }
 
     #[test]
     fn secrets_and_tokens_never_print() {
         assert_eq!(format!("{:?}", Secret::new("hunter2")), "Secret(***)");
-        let input = LoginInput { company: "a".into(), username: "b".into(), password: "hunter2".into() };
+        let input = LoginInput {
+            company: "a".into(),
+            username: "b".into(),
+            password: "hunter2".into(),
+        };
         assert!(!format!("{input:?}").contains("hunter2"));
     }
 
@@ -853,7 +934,10 @@ pub fn session_cookie_headers(pair: &TokenPair, csrf: &str, secure: bool) -> Vec
             "{REFRESH_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
             pair.refresh_token, pair.refresh_expires_in
         ),
-        format!("{CSRF_COOKIE}={csrf}; Path=/; SameSite=Strict; Max-Age={}{secure}", pair.refresh_expires_in),
+        format!(
+            "{CSRF_COOKIE}={csrf}; Path=/; SameSite=Strict; Max-Age={}{secure}",
+            pair.refresh_expires_in
+        ),
     ]
 }
 
@@ -875,5 +959,9 @@ pub fn cookie_value<'a>(cookie_header: &'a str, name: &str) -> Option<&'a str> {
 
 /// Compares two secrets in time independent of where they differ.
 pub fn constant_time_eq(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }

@@ -97,7 +97,10 @@ fn check_new(input: &NewCompany) -> CoreResult<Checked> {
         .filter(|t| !t.trim().is_empty())
         .unwrap_or_else(|| "Asia/Shanghai".into());
     if time_zone.parse::<chrono_tz::Tz>().is_err() {
-        fields.insert("time_zone".into(), "an IANA time zone such as Asia/Shanghai".into());
+        fields.insert(
+            "time_zone".into(),
+            "an IANA time zone such as Asia/Shanghai".into(),
+        );
     }
     for (field, value) in [
         ("max_meters", input.max_meters),
@@ -121,7 +124,8 @@ fn check_new(input: &NewCompany) -> CoreResult<Checked> {
     })
 }
 
-const COMPANY_COLUMNS: &str = "id, slug, name, status, time_zone, max_meters, max_gateways, max_operators,
+const COMPANY_COLUMNS: &str =
+    "id, slug, name, status, time_zone, max_meters, max_gateways, max_operators,
      contact_name, contact_phone, created_at";
 
 fn company_from(row: sqlx::postgres::PgRow) -> CoreResult<Company> {
@@ -145,10 +149,11 @@ pub async fn create(pool: &PgPool, actor: &Principal, input: &NewCompany) -> Cor
     require_platform_admin(actor)?;
     let checked = check_new(input)?;
     let mut tx = pool.begin().await?;
-    let taken: bool = sqlx::query_scalar("select exists (select 1 from control.company where slug = $1)")
-        .bind(checked.slug.as_str())
-        .fetch_one(&mut *tx)
-        .await?;
+    let taken: bool =
+        sqlx::query_scalar("select exists (select 1 from control.company where slug = $1)")
+            .bind(checked.slug.as_str())
+            .fetch_one(&mut *tx)
+            .await?;
     if taken {
         return Err(CoreError::field("slug", "this slug is taken"));
     }
@@ -179,7 +184,15 @@ pub async fn create(pool: &PgPool, actor: &Principal, input: &NewCompany) -> Cor
         .await?;
     migrate::migrate_schema_in(&mut tx, &schema, migrate::COMPANY).await?;
     let company = get_in(&mut tx, id).await?;
-    audit::record_platform(&mut tx, actor, "company.create", Some(id), None, Some(to_json(&company))).await?;
+    audit::record_platform(
+        &mut tx,
+        actor,
+        "company.create",
+        Some(id),
+        None,
+        Some(to_json(&company)),
+    )
+    .await?;
     tx.commit().await?;
     Ok(company)
 }
@@ -189,11 +202,13 @@ fn to_json<T: Serialize>(value: &T) -> serde_json::Value {
 }
 
 async fn get_in(conn: &mut PgConnection, id: i64) -> CoreResult<Company> {
-    let row = sqlx::query(&format!("select {COMPANY_COLUMNS} from control.company where id = $1"))
-        .bind(id)
-        .fetch_optional(conn)
-        .await?
-        .ok_or(CoreError::NotFound("company"))?;
+    let row = sqlx::query(&format!(
+        "select {COMPANY_COLUMNS} from control.company where id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(conn)
+    .await?
+    .ok_or(CoreError::NotFound("company"))?;
     company_from(row)
 }
 
@@ -213,7 +228,11 @@ pub struct CompanyFilter {
 }
 
 /// Every company (the platform has few hundred at most; the list is not paginated).
-pub async fn list(pool: &PgPool, actor: &Principal, filter: &CompanyFilter) -> CoreResult<Vec<Company>> {
+pub async fn list(
+    pool: &PgPool,
+    actor: &Principal,
+    filter: &CompanyFilter,
+) -> CoreResult<Vec<Company>> {
     require_platform(actor)?;
     let rows = sqlx::query(&format!(
         "select {COMPANY_COLUMNS} from control.company
@@ -231,13 +250,20 @@ pub async fn list(pool: &PgPool, actor: &Principal, filter: &CompanyFilter) -> C
 /// Suspends (`active = false`) or reactivates a company. Suspension revokes every refresh
 /// token of the company; access tokens stop working on the next request because every request
 /// checks the company's status.
-pub async fn set_status(pool: &PgPool, actor: &Principal, id: i64, active: bool) -> CoreResult<Company> {
+pub async fn set_status(
+    pool: &PgPool,
+    actor: &Principal,
+    id: i64,
+    active: bool,
+) -> CoreResult<Company> {
     require_platform_admin(actor)?;
     let mut tx = pool.begin().await?;
     let before = get_in(&mut tx, id).await?;
     let status = if active { "active" } else { "suspended" };
     if before.status == status {
-        return Err(CoreError::Conflict(format!("the company is already {status}")));
+        return Err(CoreError::Conflict(format!(
+            "the company is already {status}"
+        )));
     }
     sqlx::query("update control.company set status = $2, updated_at = now() where id = $1")
         .bind(id)
@@ -248,8 +274,20 @@ pub async fn set_status(pool: &PgPool, actor: &Principal, id: i64, active: bool)
         auth::revoke_company_tokens(&mut tx, id).await?;
     }
     let after = get_in(&mut tx, id).await?;
-    let action = if active { "company.reactivate" } else { "company.suspend" };
-    audit::record_platform(&mut tx, actor, action, Some(id), Some(to_json(&before)), Some(to_json(&after))).await?;
+    let action = if active {
+        "company.reactivate"
+    } else {
+        "company.suspend"
+    };
+    audit::record_platform(
+        &mut tx,
+        actor,
+        action,
+        Some(id),
+        Some(to_json(&before)),
+        Some(to_json(&after)),
+    )
+    .await?;
     tx.commit().await?;
     Ok(after)
 }
@@ -264,7 +302,12 @@ pub struct QuotaPatch {
 }
 
 /// Changes a company's quotas.
-pub async fn set_quotas(pool: &PgPool, actor: &Principal, id: i64, patch: &QuotaPatch) -> CoreResult<Company> {
+pub async fn set_quotas(
+    pool: &PgPool,
+    actor: &Principal,
+    id: i64,
+    patch: &QuotaPatch,
+) -> CoreResult<Company> {
     require_platform_admin(actor)?;
     check_new(&NewCompany {
         slug: "placeholder".into(),
@@ -289,14 +332,27 @@ pub async fn set_quotas(pool: &PgPool, actor: &Principal, id: i64, patch: &Quota
     .execute(&mut *tx)
     .await?;
     let after = get_in(&mut tx, id).await?;
-    audit::record_platform(&mut tx, actor, "company.quotas", Some(id), Some(to_json(&before)), Some(to_json(&after))).await?;
+    audit::record_platform(
+        &mut tx,
+        actor,
+        "company.quotas",
+        Some(id),
+        Some(to_json(&before)),
+        Some(to_json(&after)),
+    )
+    .await?;
     tx.commit().await?;
     Ok(after)
 }
 
 /// Creates a company admin in company `id` (the first one, or another). The password is
 /// initial: it must be changed at first login.
-pub async fn create_admin(pool: &PgPool, actor: &Principal, id: i64, input: &NewAdmin) -> CoreResult<Uuid> {
+pub async fn create_admin(
+    pool: &PgPool,
+    actor: &Principal,
+    id: i64,
+    input: &NewAdmin,
+) -> CoreResult<Uuid> {
     require_platform_admin(actor)?;
     let mut fields = BTreeMap::new();
     let username = Username::parse(&input.username);
@@ -334,15 +390,37 @@ pub async fn create_admin(pool: &PgPool, actor: &Principal, id: i64, input: &New
     )
     .await?;
     let after = serde_json::json!({"username": input.username.trim(), "role": "company_admin"});
-    audit::record(&mut tx, actor, "user.create", "user", Some(user_id.to_string()), None, Some(after.clone())).await?;
-    audit::record_platform(&mut tx, actor, "company.create_admin", Some(id), None, Some(after)).await?;
+    audit::record(
+        &mut tx,
+        actor,
+        "user.create",
+        "user",
+        Some(user_id.to_string()),
+        None,
+        Some(after.clone()),
+    )
+    .await?;
+    audit::record_platform(
+        &mut tx,
+        actor,
+        "company.create_admin",
+        Some(id),
+        None,
+        Some(after),
+    )
+    .await?;
     tx.commit().await?;
     Ok(user_id)
 }
 
 /// Platform staff enter a company: a token pair scoped to it, with their own platform role
 /// (support stays read-only). Audited in both the platform's and the company's log.
-pub async fn enter(pool: &PgPool, config: &AuthConfig, actor: &Principal, id: i64) -> CoreResult<TokenPair> {
+pub async fn enter(
+    pool: &PgPool,
+    config: &AuthConfig,
+    actor: &Principal,
+    id: i64,
+) -> CoreResult<TokenPair> {
     require_platform(actor)?;
     let mut tx = pool.begin().await?;
     let company = auth::load_company(&mut tx, id)
@@ -350,7 +428,16 @@ pub async fn enter(pool: &PgPool, config: &AuthConfig, actor: &Principal, id: i6
         .ok_or(CoreError::NotFound("company"))?;
     audit::record_platform(&mut tx, actor, "company.enter", Some(id), None, None).await?;
     db::set_schema(&mut tx, &company.schema).await?;
-    audit::record(&mut tx, actor, "platform.enter", "company", Some(id.to_string()), None, None).await?;
+    audit::record(
+        &mut tx,
+        actor,
+        "platform.enter",
+        "company",
+        Some(id.to_string()),
+        None,
+        None,
+    )
+    .await?;
     let pair = auth::issue_entered(&mut tx, config, actor, id).await?;
     tx.commit().await?;
     Ok(pair)
@@ -366,7 +453,10 @@ pub async fn create_platform_user(
     must_change_password: bool,
 ) -> CoreResult<Uuid> {
     if !role.is_platform() {
-        return Err(CoreError::field("role", "platform_admin or platform_support"));
+        return Err(CoreError::field(
+            "role",
+            "platform_admin or platform_support",
+        ));
     }
     let username = Username::parse(username).map_err(|e| CoreError::field("username", e.0))?;
     let password = NewPassword::parse(password).map_err(|e| CoreError::field("password", e.0))?;
@@ -392,10 +482,12 @@ pub async fn create_platform_user(
 
 /// Finds a company by slug (CLI and demo).
 pub async fn find_by_slug(pool: &PgPool, slug: &str) -> CoreResult<Option<Company>> {
-    let row = sqlx::query(&format!("select {COMPANY_COLUMNS} from control.company where slug = $1"))
-        .bind(slug.trim().to_ascii_lowercase())
-        .fetch_optional(pool)
-        .await?;
+    let row = sqlx::query(&format!(
+        "select {COMPANY_COLUMNS} from control.company where slug = $1"
+    ))
+    .bind(slug.trim().to_ascii_lowercase())
+    .fetch_optional(pool)
+    .await?;
     row.map(company_from).transpose()
 }
 

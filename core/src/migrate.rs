@@ -88,7 +88,11 @@ pub async fn migrate_schema_in(
         .await?;
     let mut applied = Vec::new();
     // Collected first: an iterator adapter held across `.await` makes the future !Send.
-    let pending: Vec<Migration> = set.iter().filter(|m| !done.contains(&m.version)).copied().collect();
+    let pending: Vec<Migration> = set
+        .iter()
+        .filter(|m| !done.contains(&m.version))
+        .copied()
+        .collect();
     for migration in pending {
         // A plain &str has no arguments, so sqlx sends it with the simple-query protocol, which
         // runs multi-statement files. (`sqlx::raw_sql` does too, but its future is not Send.)

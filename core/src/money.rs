@@ -5,7 +5,9 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// An amount of money in fen. May be negative (a debit, an overdrawn balance).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
 #[serde(transparent)]
 pub struct AmountFen(i64);
 
@@ -95,7 +97,10 @@ mod tests {
         assert_eq!(AmountFen::parse_yuan("12"), Ok(AmountFen::from_fen(1200)));
         assert_eq!(AmountFen::parse_yuan("12.5"), Ok(AmountFen::from_fen(1250)));
         assert_eq!(AmountFen::parse_yuan(" 0.07 "), Ok(AmountFen::from_fen(7)));
-        assert_eq!(AmountFen::parse_yuan("-3.05"), Ok(AmountFen::from_fen(-305)));
+        assert_eq!(
+            AmountFen::parse_yuan("-3.05"),
+            Ok(AmountFen::from_fen(-305))
+        );
     }
 
     #[test]

@@ -220,8 +220,20 @@ mod tests {
 
     #[test]
     fn company_slugs_are_lowercased_and_checked() {
-        assert_eq!(CompanySlug::parse(" Wanda-Plaza ").unwrap().as_str(), "wanda-plaza");
-        for bad in ["", "a", "1abc", "ab_c", "ab c", "abc-", "a".repeat(33).as_str(), "商場"] {
+        assert_eq!(
+            CompanySlug::parse(" Wanda-Plaza ").unwrap().as_str(),
+            "wanda-plaza"
+        );
+        for bad in [
+            "",
+            "a",
+            "1abc",
+            "ab_c",
+            "ab c",
+            "abc-",
+            "a".repeat(33).as_str(),
+            "商場",
+        ] {
             assert!(CompanySlug::parse(bad).is_err(), "{bad:?}");
         }
     }
@@ -241,7 +253,10 @@ mod tests {
         assert!(Username::parse("op.zhang@mall").is_ok());
         assert!(Username::parse("x").is_err());
         assert!(Username::parse("with space").is_err());
-        assert_eq!(PhoneNumber::parse("+86 138-0013-8000").unwrap().as_str(), "13800138000");
+        assert_eq!(
+            PhoneNumber::parse("+86 138-0013-8000").unwrap().as_str(),
+            "13800138000"
+        );
         assert!(PhoneNumber::parse("2380013800").is_err());
         assert!(PhoneNumber::parse("23800138000").is_err());
     }

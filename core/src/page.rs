@@ -26,7 +26,10 @@ pub fn limit(requested: Option<i64>) -> CoreResult<i64> {
     match requested {
         None => Ok(LIMIT_DEFAULT),
         Some(n) if (1..=LIMIT_MAX).contains(&n) => Ok(n),
-        Some(_) => Err(CoreError::field("limit", format!("between 1 and {LIMIT_MAX}"))),
+        Some(_) => Err(CoreError::field(
+            "limit",
+            format!("between 1 and {LIMIT_MAX}"),
+        )),
     }
 }
 

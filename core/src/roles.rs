@@ -143,7 +143,9 @@ pub fn allows(role: Role, rights: &[Right], need: Need) -> bool {
         Need::Administer => matches!(role, Role::CompanyAdmin | Role::PlatformAdmin),
         // Exporting only reads; read-only roles may export what they can see.
         Need::Act(Right::Export) => match role {
-            Role::CompanyAdmin | Role::PlatformAdmin | Role::Auditor | Role::PlatformSupport => true,
+            Role::CompanyAdmin | Role::PlatformAdmin | Role::Auditor | Role::PlatformSupport => {
+                true
+            }
             Role::Operator => rights.contains(&Right::Export),
             Role::ShopTenant => false,
         },
@@ -184,7 +186,11 @@ mod tests {
         for role in [Role::Auditor, Role::PlatformSupport] {
             for right in Right::ALL {
                 let expected = right == Right::Export;
-                assert_eq!(allows(role, &Right::ALL, Need::Act(right)), expected, "{role} {right:?}");
+                assert_eq!(
+                    allows(role, &Right::ALL, Need::Act(right)),
+                    expected,
+                    "{role} {right:?}"
+                );
             }
             assert!(!allows(role, &[], Need::Administer));
         }
@@ -193,6 +199,10 @@ mod tests {
     #[test]
     fn shop_tenants_see_no_company_data() {
         assert!(!allows(Role::ShopTenant, &Right::ALL, Need::ReadCompany));
-        assert!(!allows(Role::ShopTenant, &Right::ALL, Need::Act(Right::Export)));
+        assert!(!allows(
+            Role::ShopTenant,
+            &Right::ALL,
+            Need::Act(Right::Export)
+        ));
     }
 }

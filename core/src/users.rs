@@ -115,7 +115,12 @@ fn rights_text(rights: &[Right]) -> Vec<String> {
 }
 
 /// Inserts a user after checking the username is free and the staff quota allows it.
-pub async fn insert_user(conn: &mut PgConnection, company_id: i64, row: &UserRow, password_hash: &str) -> CoreResult<Uuid> {
+pub async fn insert_user(
+    conn: &mut PgConnection,
+    company_id: i64,
+    row: &UserRow,
+    password_hash: &str,
+) -> CoreResult<Uuid> {
     let taken: bool = sqlx::query_scalar("select exists (select 1 from users where username = $1)")
         .bind(&row.username)
         .fetch_one(&mut *conn)
@@ -146,10 +151,11 @@ pub async fn insert_user(conn: &mut PgConnection, company_id: i64, row: &UserRow
 
 async fn check_staff_quota(conn: &mut PgConnection, company_id: i64) -> CoreResult<()> {
     // Lock the company row so two concurrent creations cannot both pass the check.
-    let max: i32 = sqlx::query_scalar("select max_operators from control.company where id = $1 for update")
-        .bind(company_id)
-        .fetch_one(&mut *conn)
-        .await?;
+    let max: i32 =
+        sqlx::query_scalar("select max_operators from control.company where id = $1 for update")
+            .bind(company_id)
+            .fetch_one(&mut *conn)
+            .await?;
     let count: i64 = sqlx::query_scalar(
         "select count(*) from users where status = 'active'
            and role in ('company_admin', 'operator', 'auditor')",
@@ -174,7 +180,11 @@ fn check_role_assignable(actor: &Principal, role: Role) -> CoreResult<()> {
 }
 
 /// Creates a company user (admins only).
-pub async fn create(conn: &mut PgConnection, actor: &Principal, input: &NewUser) -> CoreResult<User> {
+pub async fn create(
+    conn: &mut PgConnection,
+    actor: &Principal,
+    input: &NewUser,
+) -> CoreResult<User> {
     actor.require(Need::Administer)?;
     let company_id = actor.company()?.id;
     let mut fields = BTreeMap::new();
@@ -195,10 +205,16 @@ pub async fn create(conn: &mut PgConnection, actor: &Principal, input: &NewUser)
         fields.insert("phone".to_owned(), e.0.to_string());
     }
     if input.display_name.chars().count() > 100 {
-        fields.insert("display_name".to_owned(), "at most 100 characters".to_owned());
+        fields.insert(
+            "display_name".to_owned(),
+            "at most 100 characters".to_owned(),
+        );
     }
     if input.role == Role::ShopTenant && PhoneNumber::parse(&input.username).is_err() {
-        fields.insert("username".to_owned(), "shop tenants log in with their mobile number".to_owned());
+        fields.insert(
+            "username".to_owned(),
+            "shop tenants log in with their mobile number".to_owned(),
+        );
     }
     if let Err(CoreError::Validation { fields: f, .. }) = check_role_assignable(actor, input.role) {
         fields.extend(f);
@@ -210,7 +226,11 @@ pub async fn create(conn: &mut PgConnection, actor: &Principal, input: &NewUser)
         });
     }
     let hash = auth::hash_password(&password.expect("checked")).await?;
-    let rights = if input.role == Role::Operator { input.rights.clone() } else { vec![] };
+    let rights = if input.role == Role::Operator {
+        input.rights.clone()
+    } else {
+        vec![]
+    };
     let row = UserRow {
         username: username.expect("checked").as_str().to_owned(),
         display_name: input.display_name.trim().to_owned(),
@@ -221,7 +241,16 @@ pub async fn create(conn: &mut PgConnection, actor: &Principal, input: &NewUser)
     };
     let id = insert_user(conn, company_id, &row, &hash).await?;
     let user = get(conn, actor, id).await?;
-    audit::record(conn, actor, "user.create", "user", Some(id.to_string()), None, Some(json(&user))).await?;
+    audit::record(
+        conn,
+        actor,
+        "user.create",
+        "user",
+        Some(id.to_string()),
+        None,
+        Some(json(&user)),
+    )
+    .await?;
     Ok(user)
 }
 
@@ -245,7 +274,11 @@ pub async fn get(conn: &mut PgConnection, actor: &Principal, id: Uuid) -> CoreRe
 }
 
 /// Lists users of the caller's company, newest first.
-pub async fn list(conn: &mut PgConnection, actor: &Principal, filter: &UserFilter) -> CoreResult<Page<User>> {
+pub async fn list(
+    conn: &mut PgConnection,
+    actor: &Principal,
+    filter: &UserFilter,
+) -> CoreResult<Page<User>> {
     actor.company()?;
     if !actor.can(Need::ReadCompany) {
         return Err(CoreError::NotFound("resource"));
@@ -257,13 +290,25 @@ pub async fn list(conn: &mut PgConnection, actor: &Principal, filter: &UserFilte
 }
 
 /// Every user matching `filter`, for export.
-pub async fn list_for_export(conn: &mut PgConnection, actor: &Principal, filter: &UserFilter) -> CoreResult<Vec<User>> {
+pub async fn list_for_export(
+    conn: &mut PgConnection,
+    actor: &Principal,
+    filter: &UserFilter,
+) -> CoreResult<Vec<User>> {
     actor.company()?;
+    if !actor.can(Need::ReadCompany) {
+        return Err(CoreError::NotFound("resource"));
+    }
     actor.require(Need::Act(Right::Export))?;
     query(conn, filter, None, page::EXPORT_ROWS_MAX).await
 }
 
-async fn query(conn: &mut PgConnection, filter: &UserFilter, cursor: Option<Uuid>, fetch: i64) -> CoreResult<Vec<User>> {
+async fn query(
+    conn: &mut PgConnection,
+    filter: &UserFilter,
+    cursor: Option<Uuid>,
+    fetch: i64,
+) -> CoreResult<Vec<User>> {
     let mut q = QueryBuilder::new(format!("select {USER_COLUMNS} from users where true"));
     if let Some(role) = filter.role {
         q.push(" and role = ").push_bind(role.as_str());
@@ -286,16 +331,28 @@ async fn query(conn: &mut PgConnection, filter: &UserFilter, cursor: Option<Uuid
 }
 
 /// Changes a user's name, phone, role, rights or building limits (admins only).
-pub async fn update(conn: &mut PgConnection, actor: &Principal, id: Uuid, patch: &UserPatch) -> CoreResult<User> {
-    actor.require(Need::Administer)?;
+pub async fn update(
+    conn: &mut PgConnection,
+    actor: &Principal,
+    id: Uuid,
+    patch: &UserPatch,
+) -> CoreResult<User> {
+    // Existence first: a user the caller cannot see is 404, never 403.
     let before = get(conn, actor, id).await?;
+    actor.require(Need::Administer)?;
     let mut fields = BTreeMap::new();
     if let Some(role) = patch.role {
         if role.is_platform() || (role == Role::ShopTenant) != (before.role == Role::ShopTenant) {
-            fields.insert("role".to_owned(), "staff roles change only among staff roles".to_owned());
+            fields.insert(
+                "role".to_owned(),
+                "staff roles change only among staff roles".to_owned(),
+            );
         }
         if id == actor.user_id && role != before.role {
-            fields.insert("role".to_owned(), "you cannot change your own role".to_owned());
+            fields.insert(
+                "role".to_owned(),
+                "you cannot change your own role".to_owned(),
+            );
         }
     }
     let phone = match patch.phone.as_deref().map(str::trim) {
@@ -317,7 +374,10 @@ pub async fn update(conn: &mut PgConnection, actor: &Principal, id: Uuid, patch:
     }
     let role = patch.role.unwrap_or(before.role);
     let rights = if role == Role::Operator {
-        patch.rights.clone().unwrap_or_else(|| before.rights.clone())
+        patch
+            .rights
+            .clone()
+            .unwrap_or_else(|| before.rights.clone())
     } else {
         vec![]
     };
@@ -339,16 +399,30 @@ pub async fn update(conn: &mut PgConnection, actor: &Principal, id: Uuid, patch:
         auth::revoke_user_tokens(conn, id).await?;
     }
     let after = get(conn, actor, id).await?;
-    audit::record(conn, actor, "user.update", "user", Some(id.to_string()), Some(json(&before)), Some(json(&after))).await?;
+    audit::record(
+        conn,
+        actor,
+        "user.update",
+        "user",
+        Some(id.to_string()),
+        Some(json(&before)),
+        Some(json(&after)),
+    )
+    .await?;
     Ok(after)
 }
 
 /// Deactivates or reactivates a user (admins only). Deactivation revokes refresh tokens and
 /// takes effect on the user's next request.
-pub async fn set_active(conn: &mut PgConnection, actor: &Principal, id: Uuid, active: bool) -> CoreResult<User> {
+pub async fn set_active(
+    conn: &mut PgConnection,
+    actor: &Principal,
+    id: Uuid,
+    active: bool,
+) -> CoreResult<User> {
+    let before = get(conn, actor, id).await?;
     actor.require(Need::Administer)?;
     let company_id = actor.company()?.id;
-    let before = get(conn, actor, id).await?;
     if id == actor.user_id && !active {
         return Err(CoreError::Conflict("you cannot deactivate yourself".into()));
     }
@@ -368,15 +442,33 @@ pub async fn set_active(conn: &mut PgConnection, actor: &Principal, id: Uuid, ac
         auth::revoke_user_tokens(conn, id).await?;
     }
     let after = get(conn, actor, id).await?;
-    let action = if active { "user.reactivate" } else { "user.deactivate" };
-    audit::record(conn, actor, action, "user", Some(id.to_string()), Some(json(&before)), Some(json(&after))).await?;
+    let action = if active {
+        "user.reactivate"
+    } else {
+        "user.deactivate"
+    };
+    audit::record(
+        conn,
+        actor,
+        action,
+        "user",
+        Some(id.to_string()),
+        Some(json(&before)),
+        Some(json(&after)),
+    )
+    .await?;
     Ok(after)
 }
 
 /// Sets a new initial password that the user must change at next login (admins only).
-pub async fn reset_password(conn: &mut PgConnection, actor: &Principal, id: Uuid, password: &str) -> CoreResult<User> {
-    actor.require(Need::Administer)?;
+pub async fn reset_password(
+    conn: &mut PgConnection,
+    actor: &Principal,
+    id: Uuid,
+    password: &str,
+) -> CoreResult<User> {
     get(conn, actor, id).await?;
+    actor.require(Need::Administer)?;
     let password = NewPassword::parse(password).map_err(|e| CoreError::field("password", e.0))?;
     let hash = auth::hash_password(&password).await?;
     sqlx::query("update users set password_hash = $2, must_change_password = true, updated_at = now() where id = $1")
@@ -385,14 +477,29 @@ pub async fn reset_password(conn: &mut PgConnection, actor: &Principal, id: Uuid
         .execute(&mut *conn)
         .await?;
     auth::revoke_user_tokens(conn, id).await?;
-    audit::record(conn, actor, "user.reset_password", "user", Some(id.to_string()), None, None).await?;
+    audit::record(
+        conn,
+        actor,
+        "user.reset_password",
+        "user",
+        Some(id.to_string()),
+        None,
+        None,
+    )
+    .await?;
     get(conn, actor, id).await
 }
 
 /// The user list as an Excel sheet.
 pub fn to_sheet(users: &[User], lang: &str) -> Sheet {
     let zh = lang != "en";
-    let h = |zh_text: &str, en_text: &str| if zh { zh_text.to_owned() } else { en_text.to_owned() };
+    let h = |zh_text: &str, en_text: &str| {
+        if zh {
+            zh_text.to_owned()
+        } else {
+            en_text.to_owned()
+        }
+    };
     let columns = vec![
         Column::new(h("用戶名", "Username"), 20.0),
         Column::new(h("姓名", "Name"), 16.0),

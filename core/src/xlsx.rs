@@ -63,11 +63,15 @@ impl Sheet {
         let header = Format::new().set_bold();
         let money = Format::new().set_num_format("0.00");
         let time = Format::new().set_num_format("yyyy-mm-dd hh:mm:ss");
-        let sheet = workbook.add_worksheet_with_constant_memory().map_err(xlsx_err)?;
+        let sheet = workbook
+            .add_worksheet_with_constant_memory()
+            .map_err(xlsx_err)?;
         sheet.set_name(&self.name).map_err(xlsx_err)?;
         for (col, column) in self.columns.iter().enumerate() {
             let col = u16::try_from(col).expect("sheets have few columns");
-            sheet.set_column_width(col, column.width).map_err(xlsx_err)?;
+            sheet
+                .set_column_width(col, column.width)
+                .map_err(xlsx_err)?;
             sheet
                 .write_string_with_format(0, col, &column.header, &header)
                 .map_err(xlsx_err)?;
@@ -84,7 +88,9 @@ impl Sheet {
                     }
                     Cell::Int(n) => {
                         // Excel numbers are doubles: exact up to 2^53, far beyond our counts.
-                        sheet.write_number(row_index, c, *n as f64).map_err(xlsx_err)?;
+                        sheet
+                            .write_number(row_index, c, *n as f64)
+                            .map_err(xlsx_err)?;
                     }
                     Cell::MoneyFen(fen) => {
                         totals_fen[col] = totals_fen[col]
@@ -109,7 +115,9 @@ impl Sheet {
             row_index += 1;
         }
         if let Some(label) = &self.totals {
-            sheet.write_string_with_format(row_index, 0, label, &header).map_err(xlsx_err)?;
+            sheet
+                .write_string_with_format(row_index, 0, label, &header)
+                .map_err(xlsx_err)?;
             let money_columns = self.rows.first().map(|r| {
                 r.iter()
                     .enumerate()

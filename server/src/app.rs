@@ -31,6 +31,8 @@ pub struct AppState {
 impl AppState {
     pub fn new(pool: PgPool, config: Config) -> anyhow::Result<AppState> {
         let auth = config.auth()?;
+        // Install the recorder before anything counts, or early counts are lost.
+        metrics_handle();
         Ok(AppState {
             pool,
             auth: Arc::new(auth),
@@ -74,7 +76,10 @@ pub fn router(state: AppState) -> Router {
         .merge(ops)
         .merge(api_routes)
         .merge(web::router(state.clone()))
-        .layer(middleware::from_fn_with_state(state.clone(), web::refresh_web_session))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            web::refresh_web_session,
+        ))
         .layer(middleware::from_fn(track_metrics))
         .with_state(state)
 }
@@ -111,8 +116,14 @@ async fn track_metrics(request: Request, next: Next) -> Response {
 }
 
 /// Serves the app on `listener` until `shutdown` completes, then finishes in-flight requests.
-pub async fn run(listener: TcpListener, state: AppState, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn run(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await?;
     Ok(())
 }

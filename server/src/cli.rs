@@ -11,7 +11,11 @@ use powertab_core::{db, migrate};
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
-#[command(name = "powertab", version, about = "PowerTab: remote prepaid electricity for commercial buildings")]
+#[command(
+    name = "powertab",
+    version,
+    about = "PowerTab: remote prepaid electricity for commercial buildings"
+)]
 pub struct Cli {
     /// Configuration file (TOML); defaults to ./powertab.toml when present.
     #[arg(long, global = true)]
@@ -95,7 +99,9 @@ pub async fn shutdown_signal() {
     };
     #[cfg(unix)]
     let term = async {
-        if let Ok(mut signal) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        if let Ok(mut signal) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
             signal.recv().await;
         }
     };
@@ -122,16 +128,27 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
             let pool = db::connect(config.database_url()?, 2).await?;
             for report in migrate::migrate_all(&pool).await? {
                 if report.applied.is_empty() {
-                    println!("{}: up to date at version {}", report.schema, report.version);
+                    println!(
+                        "{}: up to date at version {}",
+                        report.schema, report.version
+                    );
                 } else {
-                    println!("{}: applied {:?}, now at version {}", report.schema, report.applied, report.version);
+                    println!(
+                        "{}: applied {:?}, now at version {}",
+                        report.schema, report.applied, report.version
+                    );
                 }
             }
             Ok(())
         }
         Command::Company(CompanyCommand::Create(args)) => {
             let pool = db::connect(config.database_url()?, 2).await?;
-            migrate::migrate_schema(&pool, &powertab_core::names::SchemaName::control(), migrate::CONTROL).await?;
+            migrate::migrate_schema(
+                &pool,
+                &powertab_core::names::SchemaName::control(),
+                migrate::CONTROL,
+            )
+            .await?;
             let company = companies::create(
                 &pool,
                 &companies::system_actor(),
@@ -148,12 +165,16 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
             )
             .await
             .map_err(describe)?;
-            println!("created company {} (id {}, schema c_{})", company.slug, company.id, company.id);
+            println!(
+                "created company {} (id {}, schema c_{})",
+                company.slug, company.id, company.id
+            );
             Ok(())
         }
         Command::Company(CompanyCommand::List) => {
             let pool = db::connect(config.database_url()?, 2).await?;
-            for c in companies::list(&pool, &companies::system_actor(), &Default::default()).await? {
+            for c in companies::list(&pool, &companies::system_actor(), &Default::default()).await?
+            {
                 println!("{}\t{}\t{}\t{}", c.id, c.slug, c.status, c.name);
             }
             Ok(())
@@ -178,13 +199,26 @@ async fn create_user(config: Config, args: UserCreate) -> anyhow::Result<()> {
     let role: Role = args.role.parse().map_err(|e: String| anyhow::anyhow!(e))?;
     match args.company {
         None => {
-            companies::create_platform_user(&pool, &args.username, &args.display_name, &args.password, role, true)
-                .await
-                .map_err(describe)?;
-            println!("created platform user {} ({role}); the password must be changed at first login", args.username);
+            companies::create_platform_user(
+                &pool,
+                &args.username,
+                &args.display_name,
+                &args.password,
+                role,
+                true,
+            )
+            .await
+            .map_err(describe)?;
+            println!(
+                "created platform user {} ({role}); the password must be changed at first login",
+                args.username
+            );
         }
         Some(slug) => {
-            anyhow::ensure!(role == Role::CompanyAdmin, "with --company the role is company_admin; admins create the rest");
+            anyhow::ensure!(
+                role == Role::CompanyAdmin,
+                "with --company the role is company_admin; admins create the rest"
+            );
             let company = companies::find_by_slug(&pool, &slug)
                 .await?
                 .ok_or_else(|| anyhow::anyhow!("no company {slug}"))?;
@@ -196,7 +230,10 @@ async fn create_user(config: Config, args: UserCreate) -> anyhow::Result<()> {
             companies::create_admin(&pool, &companies::system_actor(), company.id, &input)
                 .await
                 .map_err(describe)?;
-            println!("created company admin {} in {slug}; the password must be changed at first login", args.username);
+            println!(
+                "created company admin {} in {slug}; the password must be changed at first login",
+                args.username
+            );
         }
     }
     Ok(())

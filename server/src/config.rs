@@ -86,7 +86,11 @@ impl Config {
         self.database_url
             .as_ref()
             .map(Secret::expose)
-            .ok_or_else(|| anyhow::anyhow!("no database: set DATABASE_URL (infra/services.sh finds or starts one)"))
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "no database: set DATABASE_URL (infra/services.sh finds or starts one)"
+                )
+            })
     }
 
     /// The auth settings; fails when the JWT secret is missing or short.
@@ -95,7 +99,10 @@ impl Config {
             .jwt_secret
             .clone()
             .ok_or_else(|| anyhow::anyhow!("set POWERTAB_JWT_SECRET (at least 32 bytes)"))?;
-        anyhow::ensure!(secret.expose().len() >= 32, "POWERTAB_JWT_SECRET must be at least 32 bytes");
+        anyhow::ensure!(
+            secret.expose().len() >= 32,
+            "POWERTAB_JWT_SECRET must be at least 32 bytes"
+        );
         Ok(AuthConfig {
             jwt_secret: secret,
             access_ttl_s: self.access_ttl_s,
@@ -112,7 +119,10 @@ mod tests {
     #[test]
     fn secrets_are_redacted_when_the_config_is_printed() {
         figment::Jail::expect_with(|jail| {
-            jail.set_env("POWERTAB_JWT_SECRET", "a-very-secret-value-of-32-bytes-or-more");
+            jail.set_env(
+                "POWERTAB_JWT_SECRET",
+                "a-very-secret-value-of-32-bytes-or-more",
+            );
             jail.set_env("DATABASE_URL", "postgres://user:pw-secret@host/db");
             jail.set_env("POWERTAB_THROTTLE__ACCOUNT_FAILURES_MAX", "3");
             let config = Config::load(None).expect("loads");
@@ -120,7 +130,10 @@ mod tests {
             assert!(!printed.contains("a-very-secret"));
             assert!(!printed.contains("pw-secret"));
             assert_eq!(config.throttle.account_failures_max, 3);
-            assert_eq!(config.database_url().unwrap(), "postgres://user:pw-secret@host/db");
+            assert_eq!(
+                config.database_url().unwrap(),
+                "postgres://user:pw-secret@host/db"
+            );
             Ok(())
         });
     }

@@ -26,12 +26,36 @@ pub struct DemoLogin {
 }
 
 pub const DEMO_LOGINS: [DemoLogin; 6] = [
-    DemoLogin { company: "", username: "platform", role: Role::PlatformAdmin },
-    DemoLogin { company: "", username: "support", role: Role::PlatformSupport },
-    DemoLogin { company: DEMO_COMPANY, username: "admin", role: Role::CompanyAdmin },
-    DemoLogin { company: DEMO_COMPANY, username: "operator", role: Role::Operator },
-    DemoLogin { company: DEMO_COMPANY, username: "auditor", role: Role::Auditor },
-    DemoLogin { company: DEMO_COMPANY, username: "13800138000", role: Role::ShopTenant },
+    DemoLogin {
+        company: "",
+        username: "platform",
+        role: Role::PlatformAdmin,
+    },
+    DemoLogin {
+        company: "",
+        username: "support",
+        role: Role::PlatformSupport,
+    },
+    DemoLogin {
+        company: DEMO_COMPANY,
+        username: "admin",
+        role: Role::CompanyAdmin,
+    },
+    DemoLogin {
+        company: DEMO_COMPANY,
+        username: "operator",
+        role: Role::Operator,
+    },
+    DemoLogin {
+        company: DEMO_COMPANY,
+        username: "auditor",
+        role: Role::Auditor,
+    },
+    DemoLogin {
+        company: DEMO_COMPANY,
+        username: "13800138000",
+        role: Role::ShopTenant,
+    },
 ];
 
 /// Creates what the demo needs, idempotently.
@@ -39,7 +63,15 @@ pub async fn prepare(pool: &PgPool) -> anyhow::Result<()> {
     migrate::migrate_all(pool).await?;
     for login in DEMO_LOGINS.iter().filter(|l| l.role.is_platform()) {
         // An existing user keeps its password; the error for a taken username is expected.
-        let _ = companies::create_platform_user(pool, login.username, login.username, DEMO_PASSWORD, login.role, false).await;
+        let _ = companies::create_platform_user(
+            pool,
+            login.username,
+            login.username,
+            DEMO_PASSWORD,
+            login.role,
+            false,
+        )
+        .await;
     }
     let actor = companies::system_actor();
     let company = match companies::find_by_slug(pool, DEMO_COMPANY).await? {
@@ -56,25 +88,40 @@ pub async fn prepare(pool: &PgPool) -> anyhow::Result<()> {
     let schema = SchemaName::for_company(company.id);
     let exists: bool = {
         let mut tx = db::begin_in(pool, &schema).await?;
-        sqlx::query_scalar("select exists (select 1 from users)").fetch_one(&mut *tx).await?
+        sqlx::query_scalar("select exists (select 1 from users)")
+            .fetch_one(&mut *tx)
+            .await?
     };
     if exists {
         return Ok(());
     }
-    let admin = NewAdmin { username: "admin".into(), display_name: "物業(yè)管理員".into(), password: DEMO_PASSWORD.into() };
+    let admin = NewAdmin {
+        username: "admin".into(),
+        display_name: "物業(yè)管理員".into(),
+        password: DEMO_PASSWORD.into(),
+    };
     companies::create_admin(pool, &actor, company.id, &admin).await?;
     let mut tx = db::begin_in(pool, &schema).await?;
     let mut admin_actor = actor.clone();
     admin_actor.company = powertab_core::auth::load_company(&mut tx, company.id).await?;
     for (username, display_name, role, rights) in [
-        ("operator", "收費(fèi)員", Role::Operator, vec![Right::TopUp, Right::Refund, Right::TripClose, Right::Export]),
+        (
+            "operator",
+            "收費(fèi)員",
+            Role::Operator,
+            vec![Right::TopUp, Right::Refund, Right::TripClose, Right::Export],
+        ),
         ("auditor", "審計(jì)", Role::Auditor, vec![]),
         ("13800138000", "一樓101 奶茶店", Role::ShopTenant, vec![]),
     ] {
         let input = NewUser {
             username: username.into(),
             display_name: display_name.into(),
-            phone: if role == Role::ShopTenant { username.into() } else { String::new() },
+            phone: if role == Role::ShopTenant {
+                username.into()
+            } else {
+                String::new()
+            },
             role,
             password: DEMO_PASSWORD.into(),
             rights,
@@ -83,7 +130,9 @@ pub async fn prepare(pool: &PgPool) -> anyhow::Result<()> {
         users::create(&mut tx, &admin_actor, &input).await?;
     }
     // Demo logins skip the forced first-login password change.
-    sqlx::query("update users set must_change_password = false").execute(&mut *tx).await?;
+    sqlx::query("update users set must_change_password = false")
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
     Ok(())
 }
@@ -92,17 +141,30 @@ pub async fn prepare(pool: &PgPool) -> anyhow::Result<()> {
 pub async fn run(mut config: Config) -> anyhow::Result<()> {
     if config.jwt_secret.is_none() {
         // A fresh key per run: restarting the demo signs everybody out, which is fine for a demo.
-        config.jwt_secret = Some(Secret::new(powertab_core::auth::new_csrf_token() + &powertab_core::auth::new_csrf_token()));
+        config.jwt_secret = Some(Secret::new(
+            powertab_core::auth::new_csrf_token() + &powertab_core::auth::new_csrf_token(),
+        ));
     }
     let pool = db::connect(config.database_url()?, 5).await?;
     prepare(&pool).await?;
     pool.close().await;
     let url = format!("http://{}", config.listen);
     println!("\nPowerTab demo is running at {url}\n");
-    println!("  {:<10} {:<14} {:<18} password", "company", "username", "role");
+    println!(
+        "  {:<10} {:<14} {:<18} password",
+        "company", "username", "role"
+    );
     for login in DEMO_LOGINS {
-        let company = if login.company.is_empty() { "(empty)" } else { login.company };
-        println!("  {company:<10} {:<14} {:<18} {DEMO_PASSWORD}", login.username, login.role.as_str());
+        let company = if login.company.is_empty() {
+            "(empty)"
+        } else {
+            login.company
+        };
+        println!(
+            "  {company:<10} {:<14} {:<18} {DEMO_PASSWORD}",
+            login.username,
+            login.role.as_str()
+        );
     }
     println!("\nStop with Ctrl-C.\n");
     cli::serve(config, true).await

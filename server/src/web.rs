@@ -26,7 +26,11 @@ async fn fallback(request: Request) -> Response {
 /// When a browser's access cookie is missing or expired but its refresh cookie is present,
 /// rotates the refresh token, lets this request through with the new access token, and sets
 /// the new cookies on the response. Bearer-token requests and static files are left alone.
-pub async fn refresh_web_session(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+pub async fn refresh_web_session(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let path = request.uri().path();
     let is_static = path.starts_with("/pkg/") || path == "/favicon.ico";
     let has_bearer = request.headers().contains_key(header::AUTHORIZATION);
@@ -39,7 +43,9 @@ pub async fn refresh_web_session(State(state): State<AppState>, mut request: Req
     let refresh_token = auth::cookie_value(&cookies, REFRESH_COOKIE).filter(|t| !t.is_empty());
     let access_valid = auth::cookie_value(&cookies, ACCESS_COOKIE)
         .is_some_and(|token| auth::decode_access(&state.auth, token).is_ok());
-    let (Some(refresh_token), false, false, false) = (refresh_token, access_valid, has_bearer, is_static) else {
+    let (Some(refresh_token), false, false, false) =
+        (refresh_token, access_valid, has_bearer, is_static)
+    else {
         return next.run(request).await;
     };
     match auth::refresh(&state.pool, &state.auth, refresh_token).await {
@@ -51,7 +57,10 @@ pub async fn refresh_web_session(State(state): State<AppState>, mut request: Req
             let rewritten: Vec<String> = cookies
                 .split(';')
                 .map(str::trim)
-                .filter(|c| !c.starts_with(&format!("{ACCESS_COOKIE}=")) && !c.starts_with(&format!("{REFRESH_COOKIE}=")))
+                .filter(|c| {
+                    !c.starts_with(&format!("{ACCESS_COOKIE}="))
+                        && !c.starts_with(&format!("{REFRESH_COOKIE}="))
+                })
                 .map(str::to_owned)
                 .chain([
                     format!("{ACCESS_COOKIE}={}", pair.access_token),

@@ -13,7 +13,8 @@ pub const TEST_POOL_CONNECTIONS_MAX: u32 = 5;
 
 /// The server every test database is created on.
 pub fn admin_url() -> String {
-    std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 /// A database that exists for one test.
@@ -28,8 +29,12 @@ impl TestDb {
     /// Creates an empty database with a unique name and a small pool on it.
     pub async fn new() -> TestDb {
         let name = format!("pt_test_{}", uuid::Uuid::new_v4().simple());
-        let admin = PgConnectOptions::from_str(&admin_url()).expect("DATABASE_URL is a postgres url");
-        let mut conn = admin.connect().await.expect("connect to the test PostgreSQL server");
+        let admin =
+            PgConnectOptions::from_str(&admin_url()).expect("DATABASE_URL is a postgres url");
+        let mut conn = admin
+            .connect()
+            .await
+            .expect("connect to the test PostgreSQL server");
         sqlx::query(&format!("create database {name}"))
             .execute(&mut conn)
             .await
@@ -50,16 +55,16 @@ impl TestDb {
 impl Drop for TestDb {
     fn drop(&mut self) {
         // Drop the database on a separate thread: Drop cannot await, and the test's runtime
-        // may already be shutting down.
+        // may already be shutting down. The pool is not closed first: `close()` waits for
+        // connections the app still holds, and the app's tasks cannot run while this blocks the
+        // test's (single-threaded) runtime. `with (force)` ends those backends instead.
         let name = self.name.clone();
-        let pool = self.pool.clone();
         let dropper = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .expect("a runtime for cleanup");
             rt.block_on(async move {
-                pool.close().await;
                 let admin = PgConnectOptions::from_str(&admin_url()).expect("url");
                 if let Ok(mut conn) = PgConnection::connect_with(&admin).await {
                     let _ = sqlx::query(&format!("drop database if exists {name} with (force)"))

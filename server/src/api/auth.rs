@@ -39,7 +39,10 @@ pub struct ClientIp(pub Option<String>);
 
 impl FromRequestParts<AppState> for ClientIp {
     type Rejection = std::convert::Infallible;
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         Ok(ClientIp(client_ip(parts, state.config.trust_forwarded_for)))
     }
 }
@@ -72,14 +75,22 @@ pub struct RefreshInput {
 /// Exchange a refresh token for a new pair; the old refresh token is used up.
 #[utoipa::path(post, path = "/api/v1/auth/refresh", tag = "auth", request_body = RefreshInput,
     responses((status = 200, body = TokenPair), (status = 401, body = ErrorBody)))]
-async fn refresh(State(state): State<AppState>, ApiJson(input): ApiJson<RefreshInput>) -> ApiResult<Json<TokenPair>> {
-    Ok(Json(auth::refresh(&state.pool, &state.auth, &input.refresh_token).await?))
+async fn refresh(
+    State(state): State<AppState>,
+    ApiJson(input): ApiJson<RefreshInput>,
+) -> ApiResult<Json<TokenPair>> {
+    Ok(Json(
+        auth::refresh(&state.pool, &state.auth, &input.refresh_token).await?,
+    ))
 }
 
 /// End a session: its refresh token (and every rotation of it) is revoked.
 #[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth", request_body = RefreshInput,
     responses((status = 204)))]
-async fn logout(State(state): State<AppState>, ApiJson(input): ApiJson<RefreshInput>) -> ApiResult<StatusCode> {
+async fn logout(
+    State(state): State<AppState>,
+    ApiJson(input): ApiJson<RefreshInput>,
+) -> ApiResult<StatusCode> {
     auth::logout(&state.pool, &input.refresh_token).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -101,8 +112,17 @@ pub struct PasswordChange {
 /// sessions: log in again with the new password.
 #[utoipa::path(post, path = "/api/v1/me/password", tag = "auth", request_body = PasswordChange,
     responses((status = 204), (status = 422, body = ErrorBody)))]
-async fn change_password(mut session: Session, ApiJson(input): ApiJson<PasswordChange>) -> ApiResult<StatusCode> {
-    auth::change_own_password(&mut session.tx, &session.principal, &input.current_password, &input.new_password).await?;
+async fn change_password(
+    mut session: Session,
+    ApiJson(input): ApiJson<PasswordChange>,
+) -> ApiResult<StatusCode> {
+    auth::change_own_password(
+        &mut session.tx,
+        &session.principal,
+        &input.current_password,
+        &input.new_password,
+    )
+    .await?;
     session.tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -66,7 +66,10 @@ async fn company(mut session: Session) -> ApiResult<Json<CompanyInfo>> {
 /// The company's audit log, filtered by `action` prefix, `actor`, `target_id`, `from`, `to`.
 #[utoipa::path(get, path = "/api/v1/audit-log", tag = "company",
     responses((status = 200, body = Page<AuditEntry>), (status = 404, body = ErrorBody)))]
-async fn audit_log(mut session: Session, ApiQuery(filter): ApiQuery<AuditFilter>) -> ApiResult<Json<Page<AuditEntry>>> {
+async fn audit_log(
+    mut session: Session,
+    ApiQuery(filter): ApiQuery<AuditFilter>,
+) -> ApiResult<Json<Page<AuditEntry>>> {
     session.principal.company()?;
     if !session.principal.can(Need::ReadCompany) {
         return Err(CoreError::NotFound("resource").into());

@@ -85,7 +85,12 @@ impl ApiError {
                 "missing or wrong X-CSRF-Token header".to_owned(),
                 BTreeMap::new(),
             ),
-            ApiError::BadRequest(message) => (StatusCode::BAD_REQUEST, "bad_request", message.clone(), BTreeMap::new()),
+            ApiError::BadRequest(message) => (
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                message.clone(),
+                BTreeMap::new(),
+            ),
         };
         (
             status,

@@ -15,7 +15,10 @@ use utoipa_axum::router::OpenApiRouter;
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "PowerTab API", description = "Remote prepaid electricity for commercial buildings."),
+    info(
+        title = "PowerTab API",
+        description = "Remote prepaid electricity for commercial buildings."
+    ),
     components(schemas(error::ErrorBody, error::ErrorDetail))
 )]
 struct ApiDoc;

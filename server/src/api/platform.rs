@@ -58,7 +58,10 @@ async fn list_companies(
     ApiQuery(filter): ApiQuery<CompanyFilter>,
 ) -> ApiResult<Json<CompanyList>> {
     let items = companies::list(&state.pool, &session.principal, &filter).await?;
-    Ok(Json(CompanyList { items, next_cursor: None }))
+    Ok(Json(CompanyList {
+        items,
+        next_cursor: None,
+    }))
 }
 
 /// Onboard a company: its record and its own schema.
@@ -122,8 +125,14 @@ async fn export_companies(
 /// One company.
 #[utoipa::path(get, path = "/api/v1/platform/companies/{id}", tag = "platform",
     params(("id" = i64, Path)), responses((status = 200, body = Company), (status = 404, body = ErrorBody)))]
-async fn get_company(State(state): State<AppState>, session: Session, Path(id): Path<i64>) -> ApiResult<Json<Company>> {
-    Ok(Json(companies::get(&state.pool, &session.principal, id).await?))
+async fn get_company(
+    State(state): State<AppState>,
+    session: Session,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<Company>> {
+    Ok(Json(
+        companies::get(&state.pool, &session.principal, id).await?,
+    ))
 }
 
 /// Change quotas (meters, gateways, staff users).
@@ -135,21 +144,35 @@ async fn set_quotas(
     Path(id): Path<i64>,
     ApiJson(patch): ApiJson<QuotaPatch>,
 ) -> ApiResult<Json<Company>> {
-    Ok(Json(companies::set_quotas(&state.pool, &session.principal, id, &patch).await?))
+    Ok(Json(
+        companies::set_quotas(&state.pool, &session.principal, id, &patch).await?,
+    ))
 }
 
 /// Suspend: the company's users cannot log in or use their tokens; its field side keeps running.
 #[utoipa::path(post, path = "/api/v1/platform/companies/{id}/suspend", tag = "platform",
     params(("id" = i64, Path)), responses((status = 200, body = Company), (status = 409, body = ErrorBody)))]
-async fn suspend(State(state): State<AppState>, session: Session, Path(id): Path<i64>) -> ApiResult<Json<Company>> {
-    Ok(Json(companies::set_status(&state.pool, &session.principal, id, false).await?))
+async fn suspend(
+    State(state): State<AppState>,
+    session: Session,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<Company>> {
+    Ok(Json(
+        companies::set_status(&state.pool, &session.principal, id, false).await?,
+    ))
 }
 
 /// Reactivate a suspended company.
 #[utoipa::path(post, path = "/api/v1/platform/companies/{id}/reactivate", tag = "platform",
     params(("id" = i64, Path)), responses((status = 200, body = Company), (status = 409, body = ErrorBody)))]
-async fn reactivate(State(state): State<AppState>, session: Session, Path(id): Path<i64>) -> ApiResult<Json<Company>> {
-    Ok(Json(companies::set_status(&state.pool, &session.principal, id, true).await?))
+async fn reactivate(
+    State(state): State<AppState>,
+    session: Session,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<Company>> {
+    Ok(Json(
+        companies::set_status(&state.pool, &session.principal, id, true).await?,
+    ))
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -173,16 +196,29 @@ async fn create_admin(
 /// Enter a company: a token pair that works inside it with the caller's platform role.
 #[utoipa::path(post, path = "/api/v1/platform/companies/{id}/enter", tag = "platform",
     params(("id" = i64, Path)), responses((status = 200, body = TokenPair), (status = 404, body = ErrorBody)))]
-async fn enter(State(state): State<AppState>, session: Session, Path(id): Path<i64>) -> ApiResult<Json<TokenPair>> {
-    Ok(Json(companies::enter(&state.pool, &state.auth, &session.principal, id).await?))
+async fn enter(
+    State(state): State<AppState>,
+    session: Session,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<TokenPair>> {
+    Ok(Json(
+        companies::enter(&state.pool, &state.auth, &session.principal, id).await?,
+    ))
 }
 
 /// The platform audit log (company onboarding, suspension, entering, …), newest first.
 #[utoipa::path(get, path = "/api/v1/platform/audit-log", tag = "platform",
     responses((status = 200, body = Page<AuditEntry>)))]
-async fn platform_audit(mut session: Session, ApiQuery(filter): ApiQuery<AuditFilter>) -> ApiResult<Json<Page<AuditEntry>>> {
+async fn platform_audit(
+    mut session: Session,
+    ApiQuery(filter): ApiQuery<AuditFilter>,
+) -> ApiResult<Json<Page<AuditEntry>>> {
     require_platform(&session)?;
-    powertab_core::db::set_schema(&mut session.tx, &powertab_core::names::SchemaName::control()).await?;
+    powertab_core::db::set_schema(
+        &mut session.tx,
+        &powertab_core::names::SchemaName::control(),
+    )
+    .await?;
     Ok(Json(audit::list(&mut session.tx, &filter).await?))
 }
 
@@ -195,7 +231,11 @@ async fn export_platform_audit(
     ApiQuery(lang): ApiQuery<ExportLang>,
 ) -> ApiResult<Response> {
     require_platform(&session)?;
-    powertab_core::db::set_schema(&mut session.tx, &powertab_core::names::SchemaName::control()).await?;
+    powertab_core::db::set_schema(
+        &mut session.tx,
+        &powertab_core::names::SchemaName::control(),
+    )
+    .await?;
     let entries = audit::list_for_export(&mut session.tx, &filter).await?;
     let sheet = audit::to_sheet(&entries, lang.lang.as_deref().unwrap_or("zh"));
     xlsx::respond(sheet, "Asia/Shanghai".into(), "platform-audit-log.xlsx").await

@@ -22,7 +22,8 @@ pub struct Session {
 }
 
 /// Paths a user who must change the initial password may still use.
-const PASSWORD_CHANGE_PATHS: [&str; 3] = ["/api/v1/me", "/api/v1/me/password", "/api/v1/auth/logout"];
+const PASSWORD_CHANGE_PATHS: [&str; 3] =
+    ["/api/v1/me", "/api/v1/me/password", "/api/v1/auth/logout"];
 
 /// The client's address: the socket peer, or the first `X-Forwarded-For` entry when configured
 /// to trust a proxy.
@@ -56,7 +57,10 @@ fn cookie_header(parts: &Parts) -> &str {
 impl FromRequestParts<AppState> for Session {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let bearer = parts
             .headers
             .get(header::AUTHORIZATION)

@@ -29,14 +29,22 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// Users of the caller's company, filtered by `role`, `status` and `q`; newest first.
 #[utoipa::path(get, path = "/api/v1/users", tag = "users",
     responses((status = 200, body = Page<User>), (status = 404, body = ErrorBody)))]
-async fn list_users(mut session: Session, ApiQuery(filter): ApiQuery<UserFilter>) -> ApiResult<Json<Page<User>>> {
-    Ok(Json(users::list(&mut session.tx, &session.principal, &filter).await?))
+async fn list_users(
+    mut session: Session,
+    ApiQuery(filter): ApiQuery<UserFilter>,
+) -> ApiResult<Json<Page<User>>> {
+    Ok(Json(
+        users::list(&mut session.tx, &session.principal, &filter).await?,
+    ))
 }
 
 /// Create a user with an initial password (changed at first login).
 #[utoipa::path(post, path = "/api/v1/users", tag = "users", request_body = NewUser,
     responses((status = 201, body = User), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
-async fn create_user(mut session: Session, ApiJson(input): ApiJson<NewUser>) -> ApiResult<(StatusCode, Json<User>)> {
+async fn create_user(
+    mut session: Session,
+    ApiJson(input): ApiJson<NewUser>,
+) -> ApiResult<(StatusCode, Json<User>)> {
     let user = users::create(&mut session.tx, &session.principal, &input).await?;
     session.tx.commit().await?;
     Ok((StatusCode::CREATED, Json(user)))
@@ -60,13 +68,19 @@ async fn export_users(
 #[utoipa::path(get, path = "/api/v1/users/{id}", tag = "users", params(("id" = Uuid, Path)),
     responses((status = 200, body = User), (status = 404, body = ErrorBody)))]
 async fn get_user(mut session: Session, Path(id): Path<Uuid>) -> ApiResult<Json<User>> {
-    Ok(Json(users::get(&mut session.tx, &session.principal, id).await?))
+    Ok(Json(
+        users::get(&mut session.tx, &session.principal, id).await?,
+    ))
 }
 
 /// Change name, phone, role, rights or building limits.
 #[utoipa::path(patch, path = "/api/v1/users/{id}", tag = "users", params(("id" = Uuid, Path)),
     request_body = UserPatch, responses((status = 200, body = User), (status = 403, body = ErrorBody)))]
-async fn update_user(mut session: Session, Path(id): Path<Uuid>, ApiJson(patch): ApiJson<UserPatch>) -> ApiResult<Json<User>> {
+async fn update_user(
+    mut session: Session,
+    Path(id): Path<Uuid>,
+    ApiJson(patch): ApiJson<UserPatch>,
+) -> ApiResult<Json<User>> {
     let user = users::update(&mut session.tx, &session.principal, id, &patch).await?;
     session.tx.commit().await?;
     Ok(Json(user))
@@ -99,8 +113,13 @@ pub struct PasswordReset {
 /// Reset a user's password to a new initial one.
 #[utoipa::path(post, path = "/api/v1/users/{id}/reset-password", tag = "users", params(("id" = Uuid, Path)),
     request_body = PasswordReset, responses((status = 200, body = User)))]
-async fn reset_password(mut session: Session, Path(id): Path<Uuid>, ApiJson(input): ApiJson<PasswordReset>) -> ApiResult<Json<User>> {
-    let user = users::reset_password(&mut session.tx, &session.principal, id, &input.password).await?;
+async fn reset_password(
+    mut session: Session,
+    Path(id): Path<Uuid>,
+    ApiJson(input): ApiJson<PasswordReset>,
+) -> ApiResult<Json<User>> {
+    let user =
+        users::reset_password(&mut session.tx, &session.principal, id, &input.password).await?;
     session.tx.commit().await?;
     Ok(Json(user))
 }

@@ -22,7 +22,10 @@ pub async fn respond(sheet: Sheet, time_zone: String, filename: &str) -> ApiResu
     Ok((
         [
             (header::CONTENT_TYPE, CONTENT_TYPE.to_owned()),
-            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{filename}\"")),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{filename}\""),
+            ),
         ],
         bytes,
     )

@@ -1,0 +1,242 @@
+//! `spawn_app()`: the real application on a free port with its own database, plus helpers that
+//! log in and create companies and users through the API as a person would.
+
+use powertab_core::auth::{Secret, ThrottleConfig};
+use powertab_core::companies;
+use powertab_core::migrate;
+use powertab_core::roles::Role;
+use powertab_server::app::{self, AppState};
+use powertab_server::config::Config;
+use powertab_testkit::TestDb;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use tokio::sync::oneshot;
+
+pub const PASSWORD: &str = "test-pass-2026";
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub db: TestDb,
+    pub http: reqwest::Client,
+    _shutdown: oneshot::Sender<()>,
+}
+
+/// A logged-in caller.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    pub token: String,
+    pub refresh: String,
+}
+
+pub fn test_config(throttle: ThrottleConfig) -> Config {
+    Config {
+        database_url: None,
+        listen: "127.0.0.1:0".parse().unwrap(),
+        jwt_secret: Some(Secret::new("test-jwt-secret-test-jwt-secret-0123")),
+        access_ttl_s: 900,
+        refresh_ttl_s: 3600,
+        throttle,
+        cookie_secure: false,
+        trust_forwarded_for: true,
+        site_root: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/site"),
+        db_connections_max: 5,
+        log_format: "text".into(),
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    // Generous thresholds so tests that log in often are never throttled by accident.
+    spawn_app_with(ThrottleConfig {
+        account_failures_max: 1000,
+        address_failures_max: 1000,
+        window_s: 900,
+        lockout_s: 900,
+    })
+    .await
+}
+
+pub async fn spawn_app_with(throttle: ThrottleConfig) -> TestApp {
+    let db = TestDb::new().await;
+    migrate::migrate_all(&db.pool)
+        .await
+        .expect("migrations apply");
+    companies::create_platform_user(
+        &db.pool,
+        "root",
+        "Root",
+        PASSWORD,
+        Role::PlatformAdmin,
+        false,
+    )
+    .await
+    .expect("platform admin");
+    companies::create_platform_user(
+        &db.pool,
+        "helpdesk",
+        "Helpdesk",
+        PASSWORD,
+        Role::PlatformSupport,
+        false,
+    )
+    .await
+    .expect("platform support");
+    let state = AppState::new(db.pool.clone(), test_config(throttle)).expect("state");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = oneshot::channel::<()>();
+    tokio::spawn(app::run(listener, state, async move {
+        let _ = rx.await;
+    }));
+    TestApp {
+        addr,
+        db,
+        http: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
+        _shutdown: tx,
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Sends a request with an optional bearer token and JSON body; returns status and JSON.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        caller: Option<&Caller>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = self.http.request(method, self.url(path));
+        if let Some(caller) = caller {
+            request = request.bearer_auth(&caller.token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request sent");
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    pub async fn get(&self, path: &str, caller: &Caller) -> (StatusCode, Value) {
+        self.call(Method::GET, path, Some(caller), None).await
+    }
+
+    pub async fn post(&self, path: &str, caller: &Caller, body: Value) -> (StatusCode, Value) {
+        self.call(Method::POST, path, Some(caller), Some(body))
+            .await
+    }
+
+    pub async fn try_login(
+        &self,
+        company: &str,
+        username: &str,
+        password: &str,
+    ) -> (StatusCode, Value) {
+        self.call(
+            Method::POST,
+            "/api/v1/auth/login",
+            None,
+            Some(json!({"company": company, "username": username, "password": password})),
+        )
+        .await
+    }
+
+    pub async fn login(&self, company: &str, username: &str) -> Caller {
+        let (status, body) = self.try_login(company, username, PASSWORD).await;
+        assert_eq!(status, StatusCode::OK, "login {company}/{username}: {body}");
+        Caller {
+            token: body["access_token"].as_str().unwrap().to_owned(),
+            refresh: body["refresh_token"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    pub async fn root(&self) -> Caller {
+        self.login("", "root").await
+    }
+
+    /// Onboards a company with an admin whose initial password is already changed; returns the
+    /// company id and the admin's session.
+    pub async fn company_with_admin(&self, slug: &str) -> (i64, Caller) {
+        let root = self.root().await;
+        let (status, company) = self
+            .post(
+                "/api/v1/platform/companies",
+                &root,
+                json!({"slug": slug, "name": format!("{slug} plaza")}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{company}");
+        let id = company["id"].as_i64().unwrap();
+        let (status, body) = self
+            .post(
+                &format!("/api/v1/platform/companies/{id}/admins"),
+                &root,
+                json!({"username": "boss", "password": "initial-pass-1"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let (status, body) = self.try_login(slug, "boss", "initial-pass-1").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["must_change_password"], true);
+        let first = Caller {
+            token: body["access_token"].as_str().unwrap().into(),
+            refresh: String::new(),
+        };
+        let (status, body) = self
+            .post(
+                "/api/v1/me/password",
+                &first,
+                json!({"current_password": "initial-pass-1", "new_password": PASSWORD}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+        (id, self.login(slug, "boss").await)
+    }
+
+    /// Creates a user through the API (as `admin`) with an initial password changed to
+    /// [`PASSWORD`]; returns its id and session.
+    pub async fn user(
+        &self,
+        admin: &Caller,
+        slug: &str,
+        username: &str,
+        role: &str,
+        rights: &[&str],
+    ) -> (String, Caller) {
+        let (status, body) = self
+            .post(
+                "/api/v1/users",
+                admin,
+                json!({"username": username, "role": role, "password": "initial-pass-1", "rights": rights}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let id = body["id"].as_str().unwrap().to_owned();
+        let (_, login) = self.try_login(slug, username, "initial-pass-1").await;
+        let first = Caller {
+            token: login["access_token"].as_str().unwrap().into(),
+            refresh: String::new(),
+        };
+        let (status, body) = self
+            .post(
+                "/api/v1/me/password",
+                &first,
+                json!({"current_password": "initial-pass-1", "new_password": PASSWORD}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+        (id, self.login(slug, username).await)
+    }
+}
