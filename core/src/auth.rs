@@ -827,6 +827,67 @@ pub async fn issue_entered(
     .await
 }
 
+// ---------------------------------------------------------------------------------------------
+// Web session cookies (shared by the REST middleware and the Leptos server functions)
+
+/// HttpOnly cookie with the access token.
+pub const ACCESS_COOKIE: &str = "pt_access";
+/// HttpOnly cookie with the refresh token, sent only to the session paths.
+pub const REFRESH_COOKIE: &str = "pt_refresh";
+/// Readable cookie holding the CSRF token that forms and `X-CSRF-Token` headers must repeat.
+pub const CSRF_COOKIE: &str = "pt_csrf";
+
+/// A fresh random CSRF token.
+pub fn new_csrf_token() -> String {
+    let mut bytes = [0u8; 18];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// `Set-Cookie` header values that store a session in the browser.
+pub fn session_cookie_headers(pair: &TokenPair, csrf: &str, secure: bool) -> Vec<String> {
+    let secure = if secure { "; Secure" } else { "" };
+    vec![
+        format!(
+            "{ACCESS_COOKIE}={}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{secure}",
+            pair.access_token, pair.refresh_expires_in
+        ),
+        format!(
+            "{REFRESH_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
+            pair.refresh_token, pair.refresh_expires_in
+        ),
+        format!(
+            "{CSRF_COOKIE}={csrf}; Path=/; SameSite=Strict; Max-Age={}{secure}",
+            pair.refresh_expires_in
+        ),
+    ]
+}
+
+/// `Set-Cookie` header values that end a browser session.
+pub fn clear_cookie_headers() -> Vec<String> {
+    [ACCESS_COOKIE, REFRESH_COOKIE, CSRF_COOKIE]
+        .iter()
+        .map(|name| format!("{name}=; Path=/; Max-Age=0"))
+        .collect()
+}
+
+/// The value of cookie `name` in a `Cookie` request header.
+pub fn cookie_value<'a>(cookie_header: &'a str, name: &str) -> Option<&'a str> {
+    cookie_header.split(';').find_map(|pair| {
+        let (key, value) = pair.trim().split_once('=')?;
+        (key == name).then_some(value)
+    })
+}
+
+/// Compares two secrets in time independent of where they differ.
+pub fn constant_time_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -903,65 +964,4 @@ mod tests {
         assert!(!verify_password(hash, "wrong horse 9".into()).await);
         assert!(!verify_password("garbage".into(), "x".into()).await);
     }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Web session cookies (shared by the REST middleware and the Leptos server functions)
-
-/// HttpOnly cookie with the access token.
-pub const ACCESS_COOKIE: &str = "pt_access";
-/// HttpOnly cookie with the refresh token, sent only to the session paths.
-pub const REFRESH_COOKIE: &str = "pt_refresh";
-/// Readable cookie holding the CSRF token that forms and `X-CSRF-Token` headers must repeat.
-pub const CSRF_COOKIE: &str = "pt_csrf";
-
-/// A fresh random CSRF token.
-pub fn new_csrf_token() -> String {
-    let mut bytes = [0u8; 18];
-    rand::thread_rng().fill_bytes(&mut bytes);
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
-
-/// `Set-Cookie` header values that store a session in the browser.
-pub fn session_cookie_headers(pair: &TokenPair, csrf: &str, secure: bool) -> Vec<String> {
-    let secure = if secure { "; Secure" } else { "" };
-    vec![
-        format!(
-            "{ACCESS_COOKIE}={}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{secure}",
-            pair.access_token, pair.refresh_expires_in
-        ),
-        format!(
-            "{REFRESH_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
-            pair.refresh_token, pair.refresh_expires_in
-        ),
-        format!(
-            "{CSRF_COOKIE}={csrf}; Path=/; SameSite=Strict; Max-Age={}{secure}",
-            pair.refresh_expires_in
-        ),
-    ]
-}
-
-/// `Set-Cookie` header values that end a browser session.
-pub fn clear_cookie_headers() -> Vec<String> {
-    [ACCESS_COOKIE, REFRESH_COOKIE, CSRF_COOKIE]
-        .iter()
-        .map(|name| format!("{name}=; Path=/; Max-Age=0"))
-        .collect()
-}
-
-/// The value of cookie `name` in a `Cookie` request header.
-pub fn cookie_value<'a>(cookie_header: &'a str, name: &str) -> Option<&'a str> {
-    cookie_header.split(';').find_map(|pair| {
-        let (key, value) = pair.trim().split_once('=')?;
-        (key == name).then_some(value)
-    })
-}
-
-/// Compares two secrets in time independent of where they differ.
-pub fn constant_time_eq(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
 }

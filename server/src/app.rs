@@ -5,12 +5,13 @@
 use crate::api;
 use crate::config::Config;
 use crate::web;
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{FromRef, MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use leptos::config::LeptosOptions;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use powertab_core::auth::AuthConfig;
 use sqlx::PgPool;
@@ -26,6 +27,14 @@ pub struct AppState {
     pub pool: PgPool,
     pub auth: Arc<AuthConfig>,
     pub config: Arc<Config>,
+    /// Where the web app's hydration bundle is served from.
+    pub leptos: LeptosOptions,
+}
+
+impl FromRef<AppState> for LeptosOptions {
+    fn from_ref(state: &AppState) -> Self {
+        state.leptos.clone()
+    }
 }
 
 impl AppState {
@@ -33,10 +42,16 @@ impl AppState {
         let auth = config.auth()?;
         // Install the recorder before anything counts, or early counts are lost.
         metrics_handle();
+        let leptos = LeptosOptions::builder()
+            .output_name("powertab")
+            .site_root(config.site_root.to_string_lossy().to_string())
+            .site_pkg_dir("pkg")
+            .build();
         Ok(AppState {
             pool,
             auth: Arc::new(auth),
             config: Arc::new(config),
+            leptos,
         })
     }
 }

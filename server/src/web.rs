@@ -7,13 +7,47 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use axum::Router;
+use leptos::prelude::provide_context;
+use leptos_axum::{generate_route_list, LeptosRoutes};
 use powertab_core::auth::{self, ACCESS_COOKIE, CSRF_COOKIE, REFRESH_COOKIE};
+use powertab_frontend::app::{shell, App};
+use powertab_frontend::server::WebContext;
+use tower_http::services::ServeDir;
 
-/// Web routes: pages, server functions and static files.
+/// The stylesheet, compiled in so the server needs no files besides the wasm bundle.
+const STYLESHEET: &str = include_str!("../../frontend/style/powertab.css");
+
+/// Web routes: pages, server functions, the stylesheet and the hydration bundle.
 pub fn router(state: AppState) -> Router<AppState> {
-    let _ = state;
-    Router::new().fallback(fallback)
+    let routes = generate_route_list(App);
+    let web_context = WebContext {
+        pool: state.pool.clone(),
+        auth: state.auth.clone(),
+        cookie_secure: state.config.cookie_secure,
+        trust_forwarded_for: state.config.trust_forwarded_for,
+    };
+    let options = state.leptos.clone();
+    let pkg_dir = state.config.site_root.join("pkg");
+    Router::new()
+        .route(
+            "/style.css",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+                    STYLESHEET,
+                )
+            }),
+        )
+        .nest_service("/pkg", ServeDir::new(pkg_dir))
+        .leptos_routes_with_context(
+            &state,
+            routes,
+            move || provide_context(web_context.clone()),
+            move || shell(options.clone()),
+        )
+        .fallback(fallback)
 }
 
 async fn fallback(request: Request) -> Response {

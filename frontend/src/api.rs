@@ -1,0 +1,305 @@
+//! Server functions: the web app's only way to the server. Reads return plain view types;
+//! changes are posted by ordinary HTML forms (so they work without JavaScript), check the CSRF
+//! field, call a core service, and always answer with a redirect: to the next page on success,
+//! or back to the form's page with `?error=<code>` (and field names) on failure.
+//! Bodies stay thin: extract the session, call core, convert the error.
+
+use leptos::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// Who is logged in, as pages need it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SessionView {
+    pub username: String,
+    pub display_name: String,
+    pub role: String,
+    pub company_slug: Option<String>,
+    pub company_name: Option<String>,
+    pub is_platform: bool,
+    pub must_change_password: bool,
+    /// Repeated in every form as the hidden `csrf` field.
+    pub csrf: String,
+    pub can_administer: bool,
+    pub can_export: bool,
+    pub can_write_platform: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct CompanyRow {
+    pub id: i64,
+    pub slug: String,
+    pub name: String,
+    pub status: String,
+    pub time_zone: String,
+    pub max_meters: i32,
+    pub max_gateways: i32,
+    pub max_operators: i32,
+    pub created: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct UserRow {
+    pub id: String,
+    pub username: String,
+    pub display_name: String,
+    pub phone: String,
+    pub role: String,
+    pub status: String,
+    pub must_change_password: bool,
+    pub rights: Vec<String>,
+    pub building_ids: Vec<String>,
+    pub created: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct AuditRow {
+    pub id: String,
+    pub at: String,
+    pub actor: String,
+    pub role: String,
+    pub source_ip: String,
+    pub action: String,
+    pub target: String,
+    pub change: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PageView<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+/// The rights an operator can be granted, in display order (names of `powertab_core::roles::Right`).
+pub const RIGHTS: [&str; 8] = [
+    "top_up",
+    "refund",
+    "reversal",
+    "approve",
+    "trip_close",
+    "keep_power",
+    "settings",
+    "export",
+];
+
+// ---------------------------------------------------------------------------------------------
+// Reads
+
+/// The current session, or `None` when nobody is logged in.
+#[server(prefix = "/sfn", endpoint = "session")]
+pub async fn get_session() -> Result<Option<SessionView>, ServerFnError> {
+    crate::server::session_view().await
+}
+
+#[server(prefix = "/sfn", endpoint = "companies")]
+pub async fn list_companies(q: String, status: String) -> Result<Vec<CompanyRow>, ServerFnError> {
+    crate::server::list_companies(q, status).await
+}
+
+#[server(prefix = "/sfn", endpoint = "company")]
+pub async fn get_company(id: i64) -> Result<CompanyRow, ServerFnError> {
+    crate::server::get_company(id).await
+}
+
+#[server(prefix = "/sfn", endpoint = "users")]
+pub async fn list_users(
+    q: String,
+    role: String,
+    status: String,
+    cursor: String,
+) -> Result<PageView<UserRow>, ServerFnError> {
+    crate::server::list_users(q, role, status, cursor).await
+}
+
+#[server(prefix = "/sfn", endpoint = "user")]
+pub async fn get_user(id: String) -> Result<UserRow, ServerFnError> {
+    crate::server::get_user(id).await
+}
+
+#[server(prefix = "/sfn", endpoint = "audit")]
+pub async fn list_audit(
+    platform: bool,
+    action: String,
+    actor: String,
+    from: String,
+    to: String,
+    cursor: String,
+) -> Result<PageView<AuditRow>, ServerFnError> {
+    crate::server::list_audit(platform, action, actor, from, to, cursor).await
+}
+
+// ---------------------------------------------------------------------------------------------
+// Changes (HTML form posts)
+
+#[server(prefix = "/sfn", endpoint = "login")]
+pub async fn login(
+    company: String,
+    username: String,
+    password: String,
+) -> Result<(), ServerFnError> {
+    crate::server::login(company, username, password).await
+}
+
+#[server(prefix = "/sfn", endpoint = "logout")]
+pub async fn logout(csrf: String) -> Result<(), ServerFnError> {
+    crate::server::logout(csrf).await
+}
+
+#[server(prefix = "/sfn", endpoint = "language")]
+pub async fn set_language(lang: String) -> Result<(), ServerFnError> {
+    crate::server::set_language(lang)
+}
+
+#[server(prefix = "/sfn", endpoint = "password")]
+pub async fn change_password(
+    csrf: String,
+    current_password: String,
+    new_password: String,
+) -> Result<(), ServerFnError> {
+    crate::server::change_password(csrf, current_password, new_password).await
+}
+
+#[server(prefix = "/sfn", endpoint = "company_create")]
+pub async fn create_company(
+    csrf: String,
+    slug: String,
+    name: String,
+    time_zone: String,
+    max_meters: String,
+    max_gateways: String,
+    max_operators: String,
+) -> Result<(), ServerFnError> {
+    crate::server::create_company(
+        csrf,
+        slug,
+        name,
+        time_zone,
+        [max_meters, max_gateways, max_operators],
+    )
+    .await
+}
+
+#[server(prefix = "/sfn", endpoint = "company_status")]
+pub async fn company_status(csrf: String, id: i64, action: String) -> Result<(), ServerFnError> {
+    crate::server::company_status(csrf, id, action).await
+}
+
+#[server(prefix = "/sfn", endpoint = "company_admin")]
+pub async fn create_company_admin(
+    csrf: String,
+    id: i64,
+    username: String,
+    display_name: String,
+    password: String,
+) -> Result<(), ServerFnError> {
+    crate::server::create_company_admin(csrf, id, username, display_name, password).await
+}
+
+#[server(prefix = "/sfn", endpoint = "company_enter")]
+pub async fn enter_company(csrf: String, id: i64) -> Result<(), ServerFnError> {
+    crate::server::enter_company(csrf, id).await
+}
+
+/// Rights arrive as one optional checkbox field each.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct RightBoxes {
+    #[serde(default)]
+    pub right_top_up: Option<String>,
+    #[serde(default)]
+    pub right_refund: Option<String>,
+    #[serde(default)]
+    pub right_reversal: Option<String>,
+    #[serde(default)]
+    pub right_approve: Option<String>,
+    #[serde(default)]
+    pub right_trip_close: Option<String>,
+    #[serde(default)]
+    pub right_keep_power: Option<String>,
+    #[serde(default)]
+    pub right_settings: Option<String>,
+    #[serde(default)]
+    pub right_export: Option<String>,
+}
+
+impl RightBoxes {
+    /// The names of the ticked rights.
+    pub fn ticked(&self) -> Vec<&'static str> {
+        let boxes = [
+            &self.right_top_up,
+            &self.right_refund,
+            &self.right_reversal,
+            &self.right_approve,
+            &self.right_trip_close,
+            &self.right_keep_power,
+            &self.right_settings,
+            &self.right_export,
+        ];
+        RIGHTS
+            .iter()
+            .zip(boxes)
+            .filter(|(_, b)| b.is_some())
+            .map(|(r, _)| *r)
+            .collect()
+    }
+}
+
+#[server(prefix = "/sfn", endpoint = "user_create")]
+pub async fn create_user(
+    csrf: String,
+    username: String,
+    display_name: String,
+    phone: String,
+    role: String,
+    password: String,
+    #[server(flatten)]
+    #[server(default)]
+    rights: RightBoxes,
+) -> Result<(), ServerFnError> {
+    crate::server::create_user(
+        csrf,
+        username,
+        display_name,
+        phone,
+        role,
+        password,
+        rights.ticked(),
+    )
+    .await
+}
+
+#[server(prefix = "/sfn", endpoint = "user_update")]
+pub async fn update_user(
+    csrf: String,
+    id: String,
+    display_name: String,
+    phone: String,
+    role: String,
+    building_ids: String,
+    #[server(flatten)]
+    #[server(default)]
+    rights: RightBoxes,
+) -> Result<(), ServerFnError> {
+    crate::server::update_user(
+        csrf,
+        id,
+        display_name,
+        phone,
+        role,
+        building_ids,
+        rights.ticked(),
+    )
+    .await
+}
+
+#[server(prefix = "/sfn", endpoint = "user_status")]
+pub async fn user_status(csrf: String, id: String, action: String) -> Result<(), ServerFnError> {
+    crate::server::user_status(csrf, id, action).await
+}
+
+#[server(prefix = "/sfn", endpoint = "user_password")]
+pub async fn reset_user_password(
+    csrf: String,
+    id: String,
+    password: String,
+) -> Result<(), ServerFnError> {
+    crate::server::reset_user_password(csrf, id, password).await
+}

@@ -1,0 +1,83 @@
+//! The document shell, the router and the session every page shares.
+
+use crate::api::{get_session, SessionView};
+use crate::i18n::{Lang, LANG_COOKIE};
+use crate::pages;
+use leptos::prelude::*;
+use leptos_meta::{provide_meta_context, MetaTags, Title};
+use leptos_router::components::{FlatRoutes, Route, Router};
+use leptos_router::{path, SsrMode};
+
+/// The session of the browser, loaded once per page load.
+pub type SessionResource = Resource<Result<Option<SessionView>, ServerFnError>>;
+
+/// The language of this page: the `pt_lang` cookie on the server, `<html lang>` in the browser
+/// (the server wrote it there), so both render the same text.
+pub fn current_lang() -> Lang {
+    #[cfg(feature = "ssr")]
+    {
+        let _ = LANG_COOKIE;
+        crate::server::request_cookie(LANG_COOKIE)
+            .map(|v| Lang::parse(&v))
+            .unwrap_or_default()
+    }
+    #[cfg(not(feature = "ssr"))]
+    {
+        let _ = LANG_COOKIE;
+        document()
+            .document_element()
+            .and_then(|e| e.get_attribute("lang"))
+            .map(|l| Lang::parse(&l))
+            .unwrap_or_default()
+    }
+}
+
+/// The language from context (set by [`App`]).
+pub fn use_lang() -> Lang {
+    use_context::<Lang>().unwrap_or_default()
+}
+
+/// The whole HTML document, rendered on the server.
+pub fn shell(options: LeptosOptions) -> impl IntoView {
+    let lang = current_lang();
+    view! {
+        <!DOCTYPE html>
+        <html lang=lang.code()>
+            <head>
+                <meta charset="utf-8"/>
+                <meta name="viewport" content="width=device-width, initial-scale=1"/>
+                <link rel="stylesheet" href="/style.css"/>
+                <HydrationScripts options/>
+                <MetaTags/>
+            </head>
+            <body>
+                <App/>
+            </body>
+        </html>
+    }
+}
+
+#[component]
+pub fn App() -> impl IntoView {
+    provide_meta_context();
+    let lang = current_lang();
+    provide_context(lang);
+    let session: SessionResource = Resource::new(|| (), |_| get_session());
+    provide_context(session);
+    view! {
+        <Title text=crate::i18n::tr(lang, "app.name")/>
+        <Router>
+            <FlatRoutes fallback=move || view! { <p class="page">{crate::i18n::tr(lang, "error.page_not_found")}</p> }>
+                <Route path=path!("/login") view=pages::login::LoginPage ssr=SsrMode::Async/>
+                <Route path=path!("/") view=pages::home::HomePage ssr=SsrMode::Async/>
+                <Route path=path!("/password") view=pages::password::PasswordPage ssr=SsrMode::Async/>
+                <Route path=path!("/platform/companies") view=pages::companies::CompaniesPage ssr=SsrMode::Async/>
+                <Route path=path!("/platform/companies/:id") view=pages::companies::CompanyPage ssr=SsrMode::Async/>
+                <Route path=path!("/platform/audit") view=pages::audit::PlatformAuditPage ssr=SsrMode::Async/>
+                <Route path=path!("/users") view=pages::users::UsersPage ssr=SsrMode::Async/>
+                <Route path=path!("/users/:id") view=pages::users::UserPage ssr=SsrMode::Async/>
+                <Route path=path!("/audit") view=pages::audit::AuditPage ssr=SsrMode::Async/>
+            </FlatRoutes>
+        </Router>
+    }
+}

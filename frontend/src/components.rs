@@ -1,0 +1,126 @@
+//! Pieces every page uses: the layout with role-based navigation, the language switch and
+//! logout, the message line (errors and confirmations from the query string), and the hidden
+//! CSRF field of forms.
+
+use crate::api::SessionView;
+use crate::app::{use_lang, SessionResource};
+use crate::i18n::tr;
+use leptos::prelude::*;
+use leptos_router::components::Redirect;
+use leptos_router::hooks::{use_location, use_query_map};
+
+/// The hidden field that proves a form came from our page.
+#[component]
+pub fn Csrf(token: String) -> impl IntoView {
+    view! { <input type="hidden" name="csrf" value=token/> }
+}
+
+/// The error or confirmation a redirect put in the query (`?error=code&fields=a,b` or `?ok=key`).
+#[component]
+pub fn Flash() -> impl IntoView {
+    let lang = use_lang();
+    let query = use_query_map();
+    move || {
+        let q = query.read();
+        if let Some(code) = q.get("error") {
+            let fields = q.get("fields").unwrap_or_default();
+            let message = tr(lang, &format!("error.{code}"));
+            let detail = (!fields.is_empty()).then(|| format!(" ({fields})"));
+            Some(view! { <p class="flash error" role="alert">{message}{detail}</p> }.into_any())
+        } else {
+            q.get("ok").map(|key| {
+                view! { <p class="flash ok" role="status">{tr(lang, &key)}</p> }.into_any()
+            })
+        }
+    }
+}
+
+/// A role's display name.
+pub fn role_name(role: &str) -> String {
+    tr(use_lang(), &format!("role.{role}"))
+}
+
+/// The header of logged-in pages: navigation by role, language switch, logout.
+#[component]
+fn Header(session: SessionView) -> impl IntoView {
+    let lang = use_lang();
+    let in_company = session.company_slug.is_some();
+    let staff = in_company && session.role != "shop_tenant";
+    let platform_nav = session.is_platform && !in_company;
+    view! {
+        <header class="top">
+            <a class="brand" href="/">{tr(lang, "app.name")}</a>
+            <nav>
+                <a href="/">{tr(lang, "nav.home")}</a>
+                {platform_nav.then(|| view! {
+                    <a href="/platform/companies">{tr(lang, "nav.companies")}</a>
+                    <a href="/platform/audit">{tr(lang, "nav.platform_audit")}</a>
+                })}
+                {staff.then(|| view! {
+                    <a href="/users">{tr(lang, "nav.users")}</a>
+                    <a href="/audit">{tr(lang, "nav.audit")}</a>
+                })}
+                <a href="/password">{tr(lang, "nav.password")}</a>
+            </nav>
+            <div class="who">
+                <span class="user">{session.username.clone()}</span>
+                <LanguageSwitch/>
+                <form method="post" action="/sfn/logout" class="inline">
+                    <Csrf token=session.csrf.clone()/>
+                    <button type="submit" class="link">{tr(lang, "nav.logout")}</button>
+                </form>
+            </div>
+        </header>
+    }
+}
+
+/// A one-button form that switches the language and comes back to this page.
+#[component]
+pub fn LanguageSwitch() -> impl IntoView {
+    let lang = use_lang();
+    let other = if lang.other() == crate::i18n::Lang::En {
+        "en"
+    } else {
+        "zh"
+    };
+    view! {
+        <form method="post" action="/sfn/language" class="inline">
+            <input type="hidden" name="lang" value=other/>
+            <button type="submit" class="link" id="lang-switch">{tr(lang, "lang.switch")}</button>
+        </form>
+    }
+}
+
+/// The frame of every logged-in page. Sends anonymous visitors to the login page and users with
+/// an initial password to the password page; renders `children` with the session otherwise.
+#[component]
+pub fn Layout<F>(page: F) -> impl IntoView
+where
+    F: Fn(SessionView) -> AnyView + Clone + Send + Sync + 'static,
+{
+    let session = expect_context::<SessionResource>();
+    let location = use_location();
+    view! {
+        <Suspense fallback=|| ()>
+            {move || {
+                let page = page.clone();
+                Suspend::new(async move {
+                    let path = location.pathname.get_untracked();
+                    match session.await {
+                        Ok(Some(s)) if s.must_change_password && path != "/password" => {
+                            view! { <Redirect path="/password"/> }.into_any()
+                        }
+                        Ok(Some(s)) => view! {
+                            {view! { <Header session=s.clone()/> }.into_any()}
+                            <main class="page">
+                                <Flash/>
+                                {page(s)}
+                            </main>
+                        }.into_any(),
+                        _ => view! { <Redirect path="/login"/> }.into_any(),
+                    }
+                })
+            }}
+        </Suspense>
+    }
+}

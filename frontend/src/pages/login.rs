@@ -1,0 +1,62 @@
+//! The login page: company slug (remembered from the last login), username, password.
+
+use crate::app::use_lang;
+use crate::components::{Flash, LanguageSwitch};
+use crate::i18n::tr;
+use leptos::prelude::*;
+
+/// The company typed at the last login (the `pt_company` cookie), to prefill the form.
+fn remembered_company() -> String {
+    #[cfg(feature = "ssr")]
+    {
+        crate::server::request_cookie("pt_company")
+            .map(|v| v.replace("%2D", "-"))
+            .unwrap_or_default()
+    }
+    #[cfg(not(feature = "ssr"))]
+    {
+        String::new()
+    }
+}
+
+#[component]
+pub fn LoginPage() -> impl IntoView {
+    let lang = use_lang();
+    // Read on the server and carried to the browser in the page's data, so hydration matches.
+    let company = Resource::new(|| (), |_| async { remembered_company() });
+    view! {
+        <main class="login">
+            <div class="card">
+                <div class="login-head">
+                    <h1>{tr(lang, "app.name")}</h1>
+                    <LanguageSwitch/>
+                </div>
+                <p class="muted">{tr(lang, "app.tagline")}</p>
+                <Flash/>
+                <Suspense fallback=|| ()>
+                    {move || Suspend::new(async move {
+                        let company = company.await;
+                        view! {
+                            <form method="post" action="/sfn/login" class="stack" id="login-form">
+                                <label>
+                                    {tr(lang, "login.company")}
+                                    <input name="company" value=company autocomplete="organization"
+                                        placeholder=tr(lang, "login.company_hint")/>
+                                </label>
+                                <label>
+                                    {tr(lang, "login.username")}
+                                    <input name="username" required autocomplete="username"/>
+                                </label>
+                                <label>
+                                    {tr(lang, "login.password")}
+                                    <input name="password" type="password" required autocomplete="current-password"/>
+                                </label>
+                                <button type="submit">{tr(lang, "login.submit")}</button>
+                            </form>
+                        }
+                    })}
+                </Suspense>
+            </div>
+        </main>
+    }
+}

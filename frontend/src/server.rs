@@ -1,0 +1,713 @@
+//! The server side of the server functions (built with the `ssr` feature only): reading the
+//! browser session from cookies, CSRF checks, redirects, and the calls into core services.
+//! The server mounts the app with a [`WebContext`] in the reactive context.
+
+use crate::api::{AuditRow, CompanyRow, PageView, SessionView, UserRow};
+use crate::i18n::LANG_COOKIE;
+use axum::extract::ConnectInfo;
+use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+use http::header;
+use http::request::Parts;
+use leptos::prelude::*;
+use leptos_axum::ResponseOptions;
+use powertab_core::audit::{self, AuditFilter};
+use powertab_core::auth::{
+    self, AuthConfig, LoginInput, Principal, ACCESS_COOKIE, CSRF_COOKIE, REFRESH_COOKIE,
+};
+use powertab_core::companies::{self, NewAdmin, NewCompany};
+use powertab_core::db::Tx;
+use powertab_core::names::SchemaName;
+use powertab_core::roles::{Need, Right, Role};
+use powertab_core::users::{self, NewUser, UserFilter, UserPatch};
+use powertab_core::CoreError;
+use sqlx::PgPool;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// What server functions need from the server, provided into the reactive context per request.
+#[derive(Clone)]
+pub struct WebContext {
+    pub pool: PgPool,
+    pub auth: Arc<AuthConfig>,
+    pub cookie_secure: bool,
+    pub trust_forwarded_for: bool,
+}
+
+fn internal(message: impl std::fmt::Display) -> ServerFnError {
+    ServerFnError::new(message.to_string())
+}
+
+fn ctx() -> Result<WebContext, ServerFnError> {
+    use_context::<WebContext>().ok_or_else(|| internal("web context missing"))
+}
+
+fn parts() -> Result<Parts, ServerFnError> {
+    use_context::<Parts>().ok_or_else(|| internal("request missing"))
+}
+
+/// The value of a request cookie.
+pub fn request_cookie(name: &str) -> Option<String> {
+    let parts = use_context::<Parts>()?;
+    let header = parts.headers.get(header::COOKIE)?.to_str().ok()?;
+    auth::cookie_value(header, name).map(str::to_owned)
+}
+
+fn client_ip(parts: &Parts, trust_forwarded_for: bool) -> Option<String> {
+    if trust_forwarded_for {
+        if let Some(ip) = parts
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+        {
+            return Some(ip.trim().to_owned());
+        }
+    }
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+}
+
+fn set_cookies(values: Vec<String>) {
+    if let Some(response) = use_context::<ResponseOptions>() {
+        for value in values {
+            if let Ok(value) = http::HeaderValue::from_str(&value) {
+                response.append_header(header::SET_COOKIE, value);
+            }
+        }
+    }
+}
+
+/// The session from the access cookie; `None` when absent, expired or no longer valid.
+async fn session() -> Result<Option<(Principal, Tx)>, ServerFnError> {
+    let ctx = ctx()?;
+    let Some(token) = request_cookie(ACCESS_COOKIE) else {
+        return Ok(None);
+    };
+    let Ok(claims) = auth::decode_access(&ctx.auth, &token) else {
+        return Ok(None);
+    };
+    let ip = client_ip(&parts()?, ctx.trust_forwarded_for);
+    match auth::resolve(&ctx.pool, &claims, ip).await {
+        Ok(found) => Ok(Some(found)),
+        Err(CoreError::Unauthorized(_)) => Ok(None),
+        Err(e) => Err(internal(e)),
+    }
+}
+
+/// An error a form shows: a code that the page translates, and the fields it concerns.
+#[derive(Debug)]
+struct UiError {
+    code: String,
+    fields: Vec<String>,
+}
+
+impl From<CoreError> for UiError {
+    fn from(err: CoreError) -> Self {
+        if let CoreError::Internal(cause) = &err {
+            tracing::error!(%cause, "internal error in a server function");
+        }
+        let fields = match &err {
+            CoreError::Validation { fields, .. } => fields.keys().cloned().collect(),
+            _ => vec![],
+        };
+        UiError {
+            code: err.code().to_owned(),
+            fields,
+        }
+    }
+}
+
+impl From<sqlx::Error> for UiError {
+    fn from(err: sqlx::Error) -> Self {
+        CoreError::from(err).into()
+    }
+}
+
+fn ui(code: &str) -> UiError {
+    UiError {
+        code: code.to_owned(),
+        fields: vec![],
+    }
+}
+
+/// A session for a change: logged in, and the form's CSRF field matches the cookie.
+async fn session_for_change(csrf: &str) -> Result<(Principal, Tx), UiError> {
+    let expected = request_cookie(CSRF_COOKIE).unwrap_or_default();
+    if expected.is_empty() || !auth::constant_time_eq(&expected, csrf) {
+        return Err(ui("csrf_mismatch"));
+    }
+    session()
+        .await
+        .map_err(|_| ui("internal"))?
+        .ok_or_else(|| ui("unauthorized"))
+}
+
+/// The path of the page the form was on (from `Referer`), without its query.
+fn back_path() -> String {
+    use_context::<Parts>()
+        .and_then(|p| {
+            p.headers
+                .get(header::REFERER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        })
+        .and_then(|referer| {
+            let after_scheme = referer
+                .split_once("://")
+                .map(|(_, rest)| rest.to_owned())
+                .unwrap_or(referer);
+            after_scheme.find('/').map(|i| after_scheme[i..].to_owned())
+        })
+        .map(|path| path.split('?').next().unwrap_or("/").to_owned())
+        .filter(|p| p.starts_with('/') && !p.starts_with("//"))
+        .unwrap_or_else(|| "/".into())
+}
+
+/// Percent-encodes a query value.
+pub fn encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Ends a change: redirect to `Ok(url)`, or back to the form with the error in the query.
+fn finish(result: Result<String, UiError>) -> Result<(), ServerFnError> {
+    let target = match result {
+        Ok(url) => url,
+        Err(err) => {
+            let mut url = format!("{}?error={}", back_path(), encode(&err.code));
+            if !err.fields.is_empty() {
+                url.push_str(&format!("&fields={}", encode(&err.fields.join(","))));
+            }
+            url
+        }
+    };
+    leptos_axum::redirect(&target);
+    Ok(())
+}
+
+fn local_time(at: DateTime<Utc>, time_zone: &str) -> String {
+    let tz: chrono_tz::Tz = time_zone.parse().unwrap_or(chrono_tz::Asia::Shanghai);
+    at.with_timezone(&tz)
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string()
+}
+
+fn company_tz(principal: &Principal) -> String {
+    principal
+        .company
+        .as_ref()
+        .map(|c| c.time_zone.clone())
+        .unwrap_or_else(|| "Asia/Shanghai".into())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reads
+
+pub async fn session_view() -> Result<Option<SessionView>, ServerFnError> {
+    let Some((principal, _tx)) = session().await? else {
+        return Ok(None);
+    };
+    let csrf = request_cookie(CSRF_COOKIE).unwrap_or_default();
+    Ok(Some(SessionView {
+        username: principal.username.clone(),
+        display_name: principal.display_name.clone(),
+        role: principal.role.as_str().to_owned(),
+        company_slug: principal.company.as_ref().map(|c| c.slug.clone()),
+        company_name: principal.company.as_ref().map(|c| c.name.clone()),
+        is_platform: principal.role.is_platform(),
+        must_change_password: principal.must_change_password,
+        csrf,
+        can_administer: principal.can(Need::Administer),
+        can_export: principal.can(Need::Act(Right::Export)) || principal.role.is_platform(),
+        can_write_platform: principal.role == Role::PlatformAdmin,
+    }))
+}
+
+/// Reads need a session; an anonymous read is a plain error (the page redirects to login).
+async fn read_session() -> Result<(Principal, Tx), ServerFnError> {
+    session().await?.ok_or_else(|| internal("unauthorized"))
+}
+
+fn read_err(err: CoreError) -> ServerFnError {
+    if let CoreError::Internal(cause) = &err {
+        tracing::error!(%cause, "internal error in a server function");
+    }
+    internal(err.code())
+}
+
+fn company_row(c: companies::Company) -> CompanyRow {
+    CompanyRow {
+        created: local_time(c.created_at, &c.time_zone),
+        id: c.id,
+        slug: c.slug,
+        name: c.name,
+        status: c.status,
+        time_zone: c.time_zone,
+        max_meters: c.max_meters,
+        max_gateways: c.max_gateways,
+        max_operators: c.max_operators,
+    }
+}
+
+pub async fn list_companies(q: String, status: String) -> Result<Vec<CompanyRow>, ServerFnError> {
+    let (principal, _tx) = read_session().await?;
+    let filter = companies::CompanyFilter {
+        status: Some(status),
+        q: Some(q),
+    };
+    let list = companies::list(&ctx()?.pool, &principal, &filter)
+        .await
+        .map_err(read_err)?;
+    Ok(list.into_iter().map(company_row).collect())
+}
+
+pub async fn get_company(id: i64) -> Result<CompanyRow, ServerFnError> {
+    let (principal, _tx) = read_session().await?;
+    companies::get(&ctx()?.pool, &principal, id)
+        .await
+        .map(company_row)
+        .map_err(read_err)
+}
+
+fn user_row(u: users::User, tz: &str) -> UserRow {
+    UserRow {
+        id: u.id.to_string(),
+        username: u.username,
+        display_name: u.display_name,
+        phone: u.phone,
+        role: u.role.as_str().to_owned(),
+        status: u.status,
+        must_change_password: u.must_change_password,
+        rights: u.rights.iter().map(|r| r.as_str().to_owned()).collect(),
+        building_ids: u.building_ids.iter().map(Uuid::to_string).collect(),
+        created: local_time(u.created_at, tz),
+    }
+}
+
+fn non_empty(text: String) -> Option<String> {
+    let text = text.trim().to_owned();
+    (!text.is_empty()).then_some(text)
+}
+
+pub async fn list_users(
+    q: String,
+    role: String,
+    status: String,
+    cursor: String,
+) -> Result<PageView<UserRow>, ServerFnError> {
+    let (principal, mut tx) = read_session().await?;
+    let filter = UserFilter {
+        role: non_empty(role).and_then(|r| r.parse().ok()),
+        status: non_empty(status),
+        q: non_empty(q),
+        cursor: non_empty(cursor),
+        limit: Some(50),
+    };
+    let page = users::list(&mut tx, &principal, &filter)
+        .await
+        .map_err(read_err)?;
+    let tz = company_tz(&principal);
+    Ok(PageView {
+        items: page.items.into_iter().map(|u| user_row(u, &tz)).collect(),
+        next_cursor: page.next_cursor,
+    })
+}
+
+pub async fn get_user(id: String) -> Result<UserRow, ServerFnError> {
+    let (principal, mut tx) = read_session().await?;
+    let id: Uuid = id.parse().map_err(|_| internal("not_found"))?;
+    let user = users::get(&mut tx, &principal, id)
+        .await
+        .map_err(read_err)?;
+    Ok(user_row(user, &company_tz(&principal)))
+}
+
+/// A local date (`YYYY-MM-DD`) in `tz` at 00:00, as UTC.
+fn local_midnight(date: &str, tz: &str, days_after: i64) -> Option<DateTime<Utc>> {
+    let tz: chrono_tz::Tz = tz.parse().unwrap_or(chrono_tz::Asia::Shanghai);
+    let date = NaiveDate::parse_from_str(date.trim(), "%Y-%m-%d").ok()?
+        + chrono::Duration::days(days_after);
+    tz.from_local_datetime(&date.and_hms_opt(0, 0, 0)?)
+        .earliest()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+pub async fn list_audit(
+    platform: bool,
+    action: String,
+    actor: String,
+    from: String,
+    to: String,
+    cursor: String,
+) -> Result<PageView<AuditRow>, ServerFnError> {
+    let (principal, mut tx) = read_session().await?;
+    if platform {
+        if !principal.role.is_platform() {
+            return Err(internal("not_found"));
+        }
+        powertab_core::db::set_schema(&mut tx, &SchemaName::control())
+            .await
+            .map_err(read_err)?;
+    } else if !principal.can(Need::ReadCompany) {
+        return Err(internal("not_found"));
+    }
+    let tz = company_tz(&principal);
+    let filter = AuditFilter {
+        action: non_empty(action),
+        actor: non_empty(actor),
+        target_id: None,
+        from: local_midnight(&from, &tz, 0),
+        to: local_midnight(&to, &tz, 1),
+        cursor: non_empty(cursor),
+        limit: Some(50),
+    };
+    let page = audit::list(&mut tx, &filter).await.map_err(read_err)?;
+    let change = |before: &Option<serde_json::Value>, after: &Option<serde_json::Value>| match (
+        before, after,
+    ) {
+        (Some(b), Some(a)) => format!("{b} → {a}"),
+        (None, Some(a)) => a.to_string(),
+        (Some(b), None) => b.to_string(),
+        (None, None) => String::new(),
+    };
+    Ok(PageView {
+        items: page
+            .items
+            .into_iter()
+            .map(|e| AuditRow {
+                id: e.id.to_string(),
+                at: local_time(e.at, &tz),
+                change: change(&e.before, &e.after),
+                actor: e.actor_name,
+                role: e.actor_role,
+                source_ip: e.source_ip.unwrap_or_default(),
+                action: e.action,
+                target: format!("{} {}", e.target_kind, e.target_id.unwrap_or_default()),
+            })
+            .collect(),
+        next_cursor: page.next_cursor,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Changes
+
+pub async fn login(
+    company: String,
+    username: String,
+    password: String,
+) -> Result<(), ServerFnError> {
+    let ctx = ctx()?;
+    let ip = client_ip(&parts()?, ctx.trust_forwarded_for);
+    let input = LoginInput {
+        company: company.clone(),
+        username,
+        password,
+    };
+    // The login page remembers the company for next time.
+    let remember = format!(
+        "pt_company={}; Path=/; Max-Age=31536000; SameSite=Lax",
+        encode(company.trim())
+    );
+    let result = match auth::login(&ctx.pool, &ctx.auth, &input, ip.as_deref()).await {
+        Ok(outcome) => {
+            let mut cookies = auth::session_cookie_headers(
+                &outcome.tokens,
+                &auth::new_csrf_token(),
+                ctx.cookie_secure,
+            );
+            cookies.push(remember);
+            set_cookies(cookies);
+            Ok(if outcome.must_change_password {
+                "/password".to_owned()
+            } else {
+                "/".to_owned()
+            })
+        }
+        Err(err) => {
+            set_cookies(vec![remember]);
+            Err(UiError::from(err))
+        }
+    };
+    finish(result)
+}
+
+pub async fn logout(csrf: String) -> Result<(), ServerFnError> {
+    let expected = request_cookie(CSRF_COOKIE).unwrap_or_default();
+    if !expected.is_empty() && auth::constant_time_eq(&expected, &csrf) {
+        if let Some(refresh) = request_cookie(REFRESH_COOKIE) {
+            auth::logout(&ctx()?.pool, &refresh)
+                .await
+                .map_err(internal)?;
+        }
+    }
+    set_cookies(auth::clear_cookie_headers());
+    finish(Ok("/login".into()))
+}
+
+pub fn set_language(lang: String) -> Result<(), ServerFnError> {
+    let lang = if lang == "en" { "en" } else { "zh" };
+    set_cookies(vec![format!(
+        "{LANG_COOKIE}={lang}; Path=/; Max-Age=31536000; SameSite=Lax"
+    )]);
+    finish(Ok(back_path()))
+}
+
+pub async fn change_password(
+    csrf: String,
+    current: String,
+    new: String,
+) -> Result<(), ServerFnError> {
+    let result = async {
+        let (principal, mut tx) = session_for_change(&csrf).await?;
+        auth::change_own_password(&mut tx, &principal, &current, &new).await?;
+        tx.commit().await?;
+        // Changing the password ends every session of the user, this one included.
+        set_cookies(auth::clear_cookie_headers());
+        Ok("/login?ok=password.changed".to_owned())
+    }
+    .await;
+    finish(result)
+}
+
+fn parse_quota(text: &str, field: &str) -> Result<Option<i32>, UiError> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse().map(Some).map_err(|_| UiError {
+        code: "validation_failed".into(),
+        fields: vec![field.into()],
+    })
+}
+
+pub async fn create_company(
+    csrf: String,
+    slug: String,
+    name: String,
+    time_zone: String,
+    quotas: [String; 3],
+) -> Result<(), ServerFnError> {
+    let result = async {
+        let (principal, _tx) = session_for_change(&csrf).await?;
+        let input = NewCompany {
+            slug,
+            name,
+            time_zone: non_empty(time_zone),
+            max_meters: parse_quota(&quotas[0], "max_meters")?,
+            max_gateways: parse_quota(&quotas[1], "max_gateways")?,
+            max_operators: parse_quota(&quotas[2], "max_operators")?,
+            contact_name: None,
+            contact_phone: None,
+        };
+        let company =
+            companies::create(&ctx().map_err(|_| ui("internal"))?.pool, &principal, &input).await?;
+        Ok(format!(
+            "/platform/companies/{}?ok=common.saved",
+            company.id
+        ))
+    }
+    .await;
+    finish(result)
+}
+
+pub async fn company_status(csrf: String, id: i64, action: String) -> Result<(), ServerFnError> {
+    let result = async {
+        let (principal, _tx) = session_for_change(&csrf).await?;
+        let pool = ctx().map_err(|_| ui("internal"))?.pool;
+        companies::set_status(&pool, &principal, id, action == "reactivate").await?;
+        Ok(format!("/platform/companies/{id}?ok=common.saved"))
+    }
+    .await;
+    finish(result)
+}
+
+pub async fn create_company_admin(
+    csrf: String,
+    id: i64,
+    username: String,
+    display_name: String,
+    password: String,
+) -> Result<(), ServerFnError> {
+    let result = async {
+        let (principal, _tx) = session_for_change(&csrf).await?;
+        let pool = ctx().map_err(|_| ui("internal"))?.pool;
+        companies::create_admin(
+            &pool,
+            &principal,
+            id,
+            &NewAdmin {
+                username,
+                display_name,
+                password,
+            },
+        )
+        .await?;
+        Ok(format!("/platform/companies/{id}?ok=common.saved"))
+    }
+    .await;
+    finish(result)
+}
+
+pub async fn enter_company(csrf: String, id: i64) -> Result<(), ServerFnError> {
+    let result = async {
+        let (principal, _tx) = session_for_change(&csrf).await?;
+        let ctx = ctx().map_err(|_| ui("internal"))?;
+        let pair = companies::enter(&ctx.pool, &ctx.auth, &principal, id).await?;
+        set_cookies(auth::session_cookie_headers(
+            &pair,
+            &auth::new_csrf_token(),
+            ctx.cookie_secure,
+        ));
+        Ok("/".to_owned())
+    }
+    .await;
+    finish(result)
+}
+
+fn parse_rights(names: &[&str]) -> Vec<Right> {
+    names.iter().filter_map(|n| n.parse().ok()).collect()
+}
+
+fn parse_role(text: &str) -> Result<Role, UiError> {
+    text.parse().map_err(|_| UiError {
+        code: "validation_failed".into(),
+        fields: vec!["role".into()],
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+pub async fn create_user(
+    csrf: String,
+    username: String,
+    display_name: String,
+    phone: String,
+    role: String,
+    password: String,
+    rights: Vec<&'static str>,
+) -> Result<(), ServerFnError> {
+    let result = async {
+        let (principal, mut tx) = session_for_change(&csrf).await?;
+        let input = NewUser {
+            username,
+            display_name,
+            phone,
+            role: parse_role(&role)?,
+            password,
+            rights: parse_rights(&rights),
+            building_ids: vec![],
+        };
+        let user = users::create(&mut tx, &principal, &input).await?;
+        tx.commit().await?;
+        Ok(format!("/users/{}?ok=common.saved", user.id))
+    }
+    .await;
+    finish(result)
+}
+
+fn parse_building_ids(text: &str) -> Result<Vec<Uuid>, UiError> {
+    text.split([',', ' ', '\n'])
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse().map_err(|_| UiError {
+                code: "validation_failed".into(),
+                fields: vec!["building_ids".into()],
+            })
+        })
+        .collect()
+}
+
+#[allow(clippy::too_many_arguments)]
+pub async fn update_user(
+    csrf: String,
+    id: String,
+    display_name: String,
+    phone: String,
+    role: String,
+    building_ids: String,
+    rights: Vec<&'static str>,
+) -> Result<(), ServerFnError> {
+    let result = async {
+        let (principal, mut tx) = session_for_change(&csrf).await?;
+        let id: Uuid = id.parse().map_err(|_| ui("not_found"))?;
+        let patch = UserPatch {
+            display_name: Some(display_name),
+            phone: Some(phone),
+            role: Some(parse_role(&role)?),
+            rights: Some(parse_rights(&rights)),
+            building_ids: Some(parse_building_ids(&building_ids)?),
+        };
+        users::update(&mut tx, &principal, id, &patch).await?;
+        tx.commit().await?;
+        Ok(format!("/users/{id}?ok=common.saved"))
+    }
+    .await;
+    finish(result)
+}
+
+pub async fn user_status(csrf: String, id: String, action: String) -> Result<(), ServerFnError> {
+    let result = async {
+        let (principal, mut tx) = session_for_change(&csrf).await?;
+        let id: Uuid = id.parse().map_err(|_| ui("not_found"))?;
+        users::set_active(&mut tx, &principal, id, action == "reactivate").await?;
+        tx.commit().await?;
+        Ok(format!("/users/{id}?ok=common.saved"))
+    }
+    .await;
+    finish(result)
+}
+
+pub async fn reset_user_password(
+    csrf: String,
+    id: String,
+    password: String,
+) -> Result<(), ServerFnError> {
+    let result = async {
+        let (principal, mut tx) = session_for_change(&csrf).await?;
+        let id: Uuid = id.parse().map_err(|_| ui("not_found"))?;
+        users::reset_password(&mut tx, &principal, id, &password).await?;
+        tx.commit().await?;
+        Ok(format!("/users/{id}?ok=common.saved"))
+    }
+    .await;
+    finish(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_values_are_percent_encoded() {
+        assert_eq!(encode("a b&c=d/電"), "a%20b%26c%3Dd%2F%E9%9B%BB");
+        assert_eq!(encode("plain-text_1.2~"), "plain-text_1.2~");
+    }
+
+    #[test]
+    fn local_dates_become_utc_midnights_of_the_property() {
+        let start = local_midnight("2026-11-25", "Asia/Shanghai", 0).unwrap();
+        assert_eq!(start.to_rfc3339(), "2026-11-24T16:00:00+00:00");
+        let end = local_midnight("2026-11-25", "Asia/Shanghai", 1).unwrap();
+        assert_eq!(end.to_rfc3339(), "2026-11-25T16:00:00+00:00");
+        assert!(local_midnight("25/11/2026", "Asia/Shanghai", 0).is_none());
+    }
+
+    #[test]
+    fn building_ids_parse_or_name_the_field() {
+        let id = Uuid::now_v7();
+        assert_eq!(parse_building_ids(&format!(" {id}, ")).unwrap(), vec![id]);
+        assert!(parse_building_ids("").unwrap().is_empty());
+        let err = parse_building_ids("not-a-uuid").unwrap_err();
+        assert_eq!(err.fields, vec!["building_ids".to_owned()]);
+    }
+}

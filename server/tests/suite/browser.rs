@@ -1,0 +1,352 @@
+//! End-to-end tests in a real headless Chromium (Debian's `chromium` and `chromium-driver`,
+//! driven over WebDriver with fantoccini): log in, navigate, switch language and log out with
+//! the hydrated app; the same login and a form with JavaScript off; and a 360-px phone screen.
+//! The pages need the wasm bundle that `infra/build-wasm.sh` writes to target/site/pkg.
+
+use crate::helpers::{spawn_app, TestApp, PASSWORD};
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{json, Value};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A chromedriver process and a browser session on it; the driver is killed on drop.
+struct Browser {
+    client: Client,
+    driver: Child,
+    _profile: std::path::PathBuf,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+        let _ = std::fs::remove_dir_all(&self._profile);
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn browser(javascript: bool, width: u32, height: u32) -> Browser {
+    let port = free_port();
+    let driver = Command::new("chromedriver")
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromedriver (Debian chromium-driver; infra/test.sh installs it)");
+    let ready = powertab_testkit::wait_until(Duration::from_secs(20), || async move {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+    })
+    .await;
+    assert!(ready, "chromedriver did not start");
+    let profile = std::env::temp_dir().join(format!("pt-chromium-{}", uuid::Uuid::now_v7()));
+    let mut options = json!({
+        "binary": "/usr/bin/chromium",
+        "args": [
+            "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            "--disable-dev-shm-usage",
+            format!("--window-size={width},{height}"),
+            format!("--user-data-dir={}", profile.display()),
+        ],
+    });
+    if !javascript {
+        options["prefs"] = json!({"profile.managed_default_content_settings.javascript": 2});
+    }
+    if width < 500 {
+        // Headless windows are at least 500 px wide; a phone viewport needs device emulation.
+        options["mobileEmulation"] =
+            json!({"deviceMetrics": {"width": width, "height": height, "pixelRatio": 1.0}});
+    }
+    let mut caps = serde_json::Map::new();
+    caps.insert("goog:chromeOptions".into(), options);
+    let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{port}"))
+        .await
+        .expect("a Chromium session");
+    Browser {
+        client,
+        driver,
+        _profile: profile,
+    }
+}
+
+fn assert_bundle_built() {
+    let wasm = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/site/pkg/powertab_bg.wasm");
+    assert!(
+        wasm.exists(),
+        "run infra/build-wasm.sh first (infra/test.sh does): {} missing",
+        wasm.display()
+    );
+}
+
+async fn text_of(client: &Client, css: &str) -> String {
+    client
+        .wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css} not found: {e}"))
+        .text()
+        .await
+        .unwrap()
+}
+
+async fn login(app: &TestApp, client: &Client, company: &str, username: &str) {
+    client.goto(&app.url("/login")).await.unwrap();
+    let form = client
+        .wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Css("#login-form"))
+        .await
+        .unwrap();
+    let company_field = form
+        .find(Locator::Css("input[name=company]"))
+        .await
+        .unwrap();
+    company_field.clear().await.unwrap();
+    company_field.send_keys(company).await.unwrap();
+    form.find(Locator::Css("input[name=username]"))
+        .await
+        .unwrap()
+        .send_keys(username)
+        .await
+        .unwrap();
+    form.find(Locator::Css("input[name=password]"))
+        .await
+        .unwrap()
+        .send_keys(PASSWORD)
+        .await
+        .unwrap();
+    form.find(Locator::Css("button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+async fn wait_for_hydration(client: &Client) {
+    let hydrated = powertab_testkit::wait_until(Duration::from_secs(30), || async {
+        let value = client
+            .execute("return document.body.getAttribute('data-hydrated')", vec![])
+            .await
+            .unwrap_or(Value::Null);
+        value == json!("true")
+    })
+    .await;
+    assert!(hydrated, "the page never hydrated");
+}
+
+#[tokio::test]
+async fn a_person_logs_in_navigates_switches_language_and_logs_out() {
+    assert_bundle_built();
+    let app = spawn_app().await;
+    app.company_with_admin("acme").await;
+    let b = browser(true, 1280, 900).await;
+    let c = &b.client;
+
+    login(&app, c, "acme", "boss").await;
+    assert!(
+        text_of(c, "#welcome").await.contains("歡迎"),
+        "Chinese by default"
+    );
+    assert_eq!(text_of(c, "#role").await, "物業(yè)管理員");
+    wait_for_hydration(c).await;
+
+    // A marker on `window` survives only client-side navigation: proof the router took over.
+    c.execute("window.__ptMarker = 42", vec![]).await.unwrap();
+    c.find(Locator::Css("a[href='/users']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let users = text_of(c, "#users").await;
+    assert!(users.contains("boss"), "{users}");
+    assert_eq!(
+        c.execute("return window.__ptMarker", vec![]).await.unwrap(),
+        json!(42)
+    );
+
+    c.find(Locator::Css("#lang-switch"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let switched = powertab_testkit::wait_until(Duration::from_secs(20), || async {
+        c.source()
+            .await
+            .map(|html| html.contains("Operators &amp; users"))
+            .unwrap_or(false)
+    })
+    .await;
+    assert!(switched, "the page switched to English");
+    assert!(
+        c.current_url().await.unwrap().path().starts_with("/users"),
+        "language switch stays on the page"
+    );
+
+    wait_for_hydration(c).await;
+    c.find(Locator::Css("button.link[type=submit]:not(#lang-switch)"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Css("#login-form"))
+        .await
+        .unwrap();
+    assert_eq!(c.current_url().await.unwrap().path(), "/login");
+    // Logged out for real: the app sends us back to login.
+    c.goto(&app.url("/users")).await.unwrap();
+    c.wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Css("#login-form"))
+        .await
+        .unwrap();
+    b.client.clone().close().await.unwrap();
+}
+
+#[tokio::test]
+async fn login_and_forms_work_with_javascript_off() {
+    let app = spawn_app().await;
+    app.company_with_admin("acme").await;
+    let b = browser(false, 1280, 900).await;
+    let c = &b.client;
+
+    // Wrong password first: the message comes back through the redirect.
+    c.goto(&app.url("/login")).await.unwrap();
+    let form = c
+        .wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Css("#login-form"))
+        .await
+        .unwrap();
+    form.find(Locator::Css("input[name=company]"))
+        .await
+        .unwrap()
+        .send_keys("acme")
+        .await
+        .unwrap();
+    form.find(Locator::Css("input[name=username]"))
+        .await
+        .unwrap()
+        .send_keys("boss")
+        .await
+        .unwrap();
+    form.find(Locator::Css("input[name=password]"))
+        .await
+        .unwrap()
+        .send_keys("wrong-password-1")
+        .await
+        .unwrap();
+    form.find(Locator::Css("button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert!(text_of(c, ".flash.error").await.contains("錯(cuò)誤"));
+
+    login(&app, c, "acme", "boss").await;
+    assert!(text_of(c, "#welcome").await.contains("boss"));
+    // The page's own scripts never ran, so it was never hydrated: this is the no-JS path.
+    assert!(
+        !c.source().await.unwrap().contains("data-hydrated"),
+        "no hydration without JavaScript"
+    );
+
+    c.goto(&app.url("/users")).await.unwrap();
+    let form = c
+        .wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Css("#new-user-form"))
+        .await
+        .unwrap();
+    form.find(Locator::Css("input[name=username]"))
+        .await
+        .unwrap()
+        .send_keys("cashier1")
+        .await
+        .unwrap();
+    form.find(Locator::Css("input[name=password]"))
+        .await
+        .unwrap()
+        .send_keys("initial-pass-1")
+        .await
+        .unwrap();
+    form.find(Locator::Css("input[name=right_top_up]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    form.find(Locator::Css("button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    // `#user-rights` exists only on the user page: waiting for it waits for the navigation.
+    assert_eq!(text_of(c, "#user-rights").await, "售電");
+    assert!(text_of(c, "h1").await.contains("cashier1"));
+    b.client.clone().close().await.unwrap();
+}
+
+#[tokio::test]
+async fn pages_fit_a_360_px_phone_screen() {
+    let app = spawn_app().await;
+    let (_, admin) = app.company_with_admin("acme").await;
+    app.user(
+        &admin,
+        "acme",
+        "a-rather-long-operator-name",
+        "operator",
+        &["top_up", "refund", "export"],
+    )
+    .await;
+    // JavaScript on: with it off, chromedriver's click under mobile emulation never returns.
+    assert_bundle_built();
+    let b = browser(true, 360, 800).await;
+    let c = &b.client;
+    login(&app, c, "acme", "boss").await;
+    text_of(c, "#welcome").await;
+    for path in ["/", "/users", "/audit", "/password"] {
+        c.goto(&app.url(path)).await.unwrap();
+        text_of(c, "h1").await;
+        let widths = c
+            .execute(
+                "return [document.documentElement.scrollWidth, window.innerWidth]",
+                vec![],
+            )
+            .await
+            .unwrap();
+        let (page, screen) = (widths[0].as_i64().unwrap(), widths[1].as_i64().unwrap());
+        assert_eq!(screen, 360, "the viewport is a phone's");
+        assert!(
+            page <= screen,
+            "{path} is {page} px wide on a {screen} px screen"
+        );
+    }
+    c.goto(&app.url("/users")).await.unwrap();
+    text_of(c, "#users").await;
+    let png = c.screenshot().await.unwrap();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("users-360.png"), png).unwrap();
+    b.client.clone().close().await.unwrap();
+}
