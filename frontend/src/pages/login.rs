@@ -5,17 +5,21 @@ use crate::components::{Flash, LanguageSwitch};
 use crate::i18n::tr;
 use leptos::prelude::*;
 
-/// The company typed at the last login (the `pt_company` cookie), to prefill the form.
-fn remembered_company() -> String {
+/// The company to prefill: from a company's own login link (`/login?company=slug`, also what
+/// shop tenants' QR codes carry), else the one typed at the last login (`pt_company` cookie).
+fn remembered_company(from_link: String) -> String {
     #[cfg(feature = "ssr")]
     {
+        if !from_link.is_empty() {
+            return from_link;
+        }
         crate::server::request_cookie("pt_company")
             .map(|v| v.replace("%2D", "-"))
             .unwrap_or_default()
     }
     #[cfg(not(feature = "ssr"))]
     {
-        String::new()
+        from_link
     }
 }
 
@@ -23,7 +27,8 @@ fn remembered_company() -> String {
 pub fn LoginPage() -> impl IntoView {
     let lang = use_lang();
     // Read on the server and carried to the browser in the page's data, so hydration matches.
-    let company = Resource::new(|| (), |_| async { remembered_company() });
+    let from_link = super::query_param("company");
+    let company = Resource::new(from_link, |link| async move { remembered_company(link) });
     view! {
         <main class="login">
             <div class="card">

@@ -120,3 +120,67 @@ async fn cookie_sessions_need_the_csrf_header_for_changes() {
         .unwrap();
     assert_eq!(right.status(), StatusCode::CREATED);
 }
+
+#[tokio::test]
+async fn a_browser_with_an_expired_access_cookie_is_refreshed_by_its_refresh_cookie() {
+    let app = spawn_app().await;
+    let (_, admin) = app.company_with_admin("acme").await;
+    // Only the refresh cookie: the access cookie has expired and the browser dropped it.
+    let response = app
+        .http
+        .get(app.url("/users"))
+        .header("accept", "text/html")
+        .header(
+            "cookie",
+            format!("pt_refresh={}; pt_csrf=abc", admin.refresh),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let set_cookies: Vec<String> = response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        set_cookies.iter().any(|c| c.starts_with("pt_access=ey")),
+        "{set_cookies:?}"
+    );
+    assert!(set_cookies
+        .iter()
+        .any(|c| c.starts_with("pt_refresh=") && !c.contains(&admin.refresh)));
+    let page = response.text().await.unwrap();
+    assert!(
+        page.contains("id=\"users\""),
+        "the page rendered for the refreshed session"
+    );
+    // The old refresh token is used up.
+    let (status, _) = app
+        .call(
+            Method::POST,
+            "/api/v1/auth/refresh",
+            None,
+            Some(json!({"refresh_token": admin.refresh})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn the_login_page_prefills_the_company_of_a_login_link() {
+    let app = spawn_app().await;
+    let page = app
+        .http
+        .get(app.url("/login?company=acme-plaza"))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("value=\"acme-plaza\""), "{page}");
+    assert!(page.contains("lang=\"zh-CN\""), "Chinese by default");
+}
