@@ -6,6 +6,8 @@
 #     (-Zbuild-std, RUSTC_BOOTSTRAP=1).
 #  2. wasm-bindgen-cli at exactly the version in Cargo.lock (cargo install, cached by version).
 #  3. wasm-opt when present (npm package `binaryen`); skipped otherwise.
+# PT_WASM_FORCE_DEBIAN=1 takes the Debian route even when rustup works (to test it).
+# CARGO_TARGET_DIR is honoured; the bundle always goes to target/site/pkg.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
@@ -16,23 +18,24 @@ version=$(awk '/^name = "wasm-bindgen"$/ {getline; gsub(/version = |"/, ""); pri
 
 cargo_cmd=(cargo)
 build_std=()
-if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
-  if ! rustup target add wasm32-unknown-unknown >&2; then
+target_dir="${CARGO_TARGET_DIR:-$repo/target}"
+if [ "${PT_WASM_FORCE_DEBIAN:-}" = 1 ] || ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
+  if [ "${PT_WASM_FORCE_DEBIAN:-}" = 1 ] || ! rustup target add wasm32-unknown-unknown >&2; then
     log "rustup cannot add wasm32-unknown-unknown: using Debian's rustc-web"
     web="$repo/.local/rustc-web"
-    if [ ! -x "$web/usr/bin/rustc-web" ] && [ -z "$(find "$web" -name rustc -path '*bin*' 2>/dev/null | head -n 1)" ]; then
+    if [ ! -x "$web/usr/bin/rustc" ]; then
       mkdir -p "$web/debs"
       (cd "$web/debs" &&
         DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2 &&
         apt-get download rustc-web cargo-web libstd-rust-web-dev libstd-rust-web-1.96 rust-web-src libllvm22 lld-22 >&2)
       for deb in "$web"/debs/*.deb; do dpkg -x "$deb" "$web"; done
     fi
-    rustc_bin=$(find "$web" -type f -name rustc -path '*bin*' | head -n 1)
-    cargo_bin=$(find "$web" -type f -name cargo -path '*bin*' | head -n 1)
-    export LD_LIBRARY_PATH="$(find "$web" -name '*.so*' -printf '%h\n' | sort -u | paste -sd:):${LD_LIBRARY_PATH:-}"
-    export PATH="$(dirname "$(find "$web" -name 'rust-lld' -o -name 'lld' | head -n 1)"):$PATH"
-    export RUSTC="$rustc_bin" RUSTC_BOOTSTRAP=1
-    cargo_cmd=("$cargo_bin")
+    # rustc finds its sysroot (usr/lib/rustlib, with the std sources) next to its binary.
+    export LD_LIBRARY_PATH="$web/usr/lib/x86_64-linux-gnu:$web/usr/lib/llvm-22/lib:${LD_LIBRARY_PATH:-}"
+    export RUSTC="$web/usr/bin/rustc" RUSTC_BOOTSTRAP=1
+    export CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER="$web/usr/lib/llvm-22/bin/wasm-ld"
+    # The machine's own cargo drives Debian's rustc (cargo-web needs libgit2, often absent).
+    command -v cargo >/dev/null || cargo_cmd=("$web/usr/bin/cargo")
     build_std=(-Zbuild-std=std,panic_abort)
   fi
 fi
@@ -50,7 +53,7 @@ log "building the frontend for wasm32"
   --no-default-features --features hydrate --profile wasm-release >&2
 mkdir -p target/site/pkg
 "$bindgen" --target web --no-typescript --out-dir target/site/pkg --out-name powertab \
-  target/wasm32-unknown-unknown/wasm-release/powertab_frontend.wasm
+  "$target_dir/wasm32-unknown-unknown/wasm-release/powertab_frontend.wasm"
 if command -v wasm-opt >/dev/null; then
   wasm-opt -Oz target/site/pkg/powertab_bg.wasm -o target/site/pkg/powertab_bg.wasm || log "wasm-opt failed; keeping the unoptimised file"
 fi
