@@ -397,6 +397,7 @@ pub async fn login(
         row.role,
     )
     .await?;
+    audit_login(&mut tx, &row, username, company_id, source_ip).await?;
     tx.commit().await?;
     Ok(LoginOutcome {
         tokens,
@@ -404,6 +405,46 @@ pub async fn login(
         company_slug: company.map(|(_, slug, _)| slug),
         must_change_password: row.must_change_password,
     })
+}
+
+/// Records a successful login in the company's audit log (platform staff: the platform's).
+async fn audit_login(
+    tx: &mut Tx,
+    row: &LoginRow,
+    username: &str,
+    company_id: Option<i64>,
+    source_ip: Option<&str>,
+) -> CoreResult<()> {
+    let actor = Principal {
+        user_id: row.id,
+        username: username.to_owned(),
+        display_name: String::new(),
+        role: row.role,
+        rights: vec![],
+        building_ids: vec![],
+        company: None,
+        must_change_password: row.must_change_password,
+        source_ip: source_ip.map(str::to_owned),
+    };
+    match company_id {
+        Some(id) => {
+            let company = load_company(tx, id)
+                .await?
+                .ok_or(CoreError::NotFound("company"))?;
+            db::set_schema(tx, &company.schema).await?;
+            crate::audit::record(
+                tx,
+                &actor,
+                "user.login",
+                "user",
+                Some(row.id.to_string()),
+                None,
+                None,
+            )
+            .await
+        }
+        None => crate::audit::record_platform(tx, &actor, "platform.login", None, None, None).await,
+    }
 }
 
 /// Finds the user for a login: platform staff when `company` is empty, else the company's user.
@@ -807,6 +848,28 @@ pub async fn change_own_password(
     )
     .await?;
     Ok(())
+}
+
+/// Issues platform staff a token pair outside any company again (leaving an entered company).
+pub async fn issue_platform(
+    conn: &mut sqlx::PgConnection,
+    config: &AuthConfig,
+    principal: &Principal,
+) -> CoreResult<TokenPair> {
+    if !principal.role.is_platform() {
+        return Err(CoreError::Forbidden(
+            "only platform staff work outside a company".into(),
+        ));
+    }
+    issue_pair(
+        conn,
+        config,
+        Uuid::now_v7(),
+        principal.user_id,
+        None,
+        principal.role,
+    )
+    .await
 }
 
 /// Issues a token pair that works inside `company_id` for platform staff (the `enter` call).

@@ -199,6 +199,12 @@ pub async fn enter_company(csrf: String, id: i64) -> Result<(), ServerFnError> {
     crate::server::enter_company(csrf, id).await
 }
 
+/// Platform staff inside a company go back to the platform view.
+#[server(prefix = "/sfn", endpoint = "company_leave")]
+pub async fn leave_company(csrf: String) -> Result<(), ServerFnError> {
+    crate::server::leave_company(csrf).await
+}
+
 /// Rights arrive as one optional checkbox field each.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct RightBoxes {

@@ -574,6 +574,23 @@ pub async fn enter_company(csrf: String, id: i64) -> Result<(), ServerFnError> {
     finish(result)
 }
 
+pub async fn leave_company(csrf: String) -> Result<(), ServerFnError> {
+    let result = async {
+        let (principal, mut tx) = session_for_change(&csrf).await?;
+        let ctx = ctx().map_err(|_| ui("internal"))?;
+        let pair = auth::issue_platform(&mut tx, &ctx.auth, &principal).await?;
+        tx.commit().await?;
+        set_cookies(auth::session_cookie_headers(
+            &pair,
+            &auth::new_csrf_token(),
+            ctx.cookie_secure,
+        ));
+        Ok("/platform/companies".to_owned())
+    }
+    .await;
+    finish(result)
+}
+
 fn parse_rights(names: &[&str]) -> Vec<Right> {
     names.iter().filter_map(|n| n.parse().ok()).collect()
 }

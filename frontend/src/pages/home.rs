@@ -1,7 +1,7 @@
 //! The landing page after login: who you are, in which company, and where to go.
 
 use crate::app::use_lang;
-use crate::components::{role_name, Layout};
+use crate::components::{role_name, Csrf, Layout};
 use crate::i18n::tr;
 use leptos::prelude::*;
 
@@ -20,7 +20,13 @@ pub fn HomePage() -> impl IntoView {
                     <dt>{tr(lang, "home.company")}</dt>
                     <dd id="company">{company}</dd>
                 </dl>
-                {entered.then(|| view! { <p class="flash ok">{tr(lang, "home.entered")}</p> })}
+                {entered.then(|| view! {
+                    <p class="flash ok">{tr(lang, "home.entered")}</p>
+                    <form method="post" action="/sfn/company_leave" class="inline">
+                        <Csrf token=s.csrf.clone()/>
+                        <button type="submit" class="secondary" id="leave">{tr(lang, "home.leave")}</button>
+                    </form>
+                })}
             }.into_any()
         }/>
     }

@@ -103,6 +103,10 @@ async fn text_of(client: &Client, css: &str) -> String {
 }
 
 async fn login(app: &TestApp, client: &Client, company: &str, username: &str) {
+    login_with(app, client, company, username, PASSWORD).await;
+}
+
+async fn login_with(app: &TestApp, client: &Client, company: &str, username: &str, password: &str) {
     client.goto(&app.url("/login")).await.unwrap();
     let form = client
         .wait()
@@ -110,24 +114,19 @@ async fn login(app: &TestApp, client: &Client, company: &str, username: &str) {
         .for_element(Locator::Css("#login-form"))
         .await
         .unwrap();
-    let company_field = form
-        .find(Locator::Css("input[name=company]"))
-        .await
-        .unwrap();
+    let field = |name: &'static str| {
+        let form = form.clone();
+        async move {
+            form.find(Locator::Css(&format!("input[name={name}]")))
+                .await
+                .unwrap()
+        }
+    };
+    let company_field = field("company").await;
     company_field.clear().await.unwrap();
     company_field.send_keys(company).await.unwrap();
-    form.find(Locator::Css("input[name=username]"))
-        .await
-        .unwrap()
-        .send_keys(username)
-        .await
-        .unwrap();
-    form.find(Locator::Css("input[name=password]"))
-        .await
-        .unwrap()
-        .send_keys(PASSWORD)
-        .await
-        .unwrap();
+    field("username").await.send_keys(username).await.unwrap();
+    field("password").await.send_keys(password).await.unwrap();
     form.find(Locator::Css("button[type=submit]"))
         .await
         .unwrap()
@@ -229,37 +228,7 @@ async fn login_and_forms_work_with_javascript_off() {
     let c = &b.client;
 
     // Wrong password first: the message comes back through the redirect.
-    c.goto(&app.url("/login")).await.unwrap();
-    let form = c
-        .wait()
-        .at_most(Duration::from_secs(20))
-        .for_element(Locator::Css("#login-form"))
-        .await
-        .unwrap();
-    form.find(Locator::Css("input[name=company]"))
-        .await
-        .unwrap()
-        .send_keys("acme")
-        .await
-        .unwrap();
-    form.find(Locator::Css("input[name=username]"))
-        .await
-        .unwrap()
-        .send_keys("boss")
-        .await
-        .unwrap();
-    form.find(Locator::Css("input[name=password]"))
-        .await
-        .unwrap()
-        .send_keys("wrong-password-1")
-        .await
-        .unwrap();
-    form.find(Locator::Css("button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    login_with(&app, c, "acme", "boss", "wrong-password-1").await;
     assert!(text_of(c, ".flash.error").await.contains("錯(cuò)誤"));
 
     login(&app, c, "acme", "boss").await;

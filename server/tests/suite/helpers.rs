@@ -187,7 +187,13 @@ impl TestApp {
             )
             .await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
-        let (status, body) = self.try_login(slug, "boss", "initial-pass-1").await;
+        (id, self.first_login(slug, "boss").await)
+    }
+
+    /// Logs in with the initial password `initial-pass-1`, changes it to [`PASSWORD`] as the
+    /// app demands, and logs in again.
+    pub async fn first_login(&self, slug: &str, username: &str) -> Caller {
+        let (status, body) = self.try_login(slug, username, "initial-pass-1").await;
         assert_eq!(status, StatusCode::OK, "{body}");
         assert_eq!(body["must_change_password"], true);
         let first = Caller {
@@ -202,7 +208,7 @@ impl TestApp {
             )
             .await;
         assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
-        (id, self.login(slug, "boss").await)
+        self.login(slug, username).await
     }
 
     /// Creates a user through the API (as `admin`) with an initial password changed to
@@ -224,19 +230,6 @@ impl TestApp {
             .await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
         let id = body["id"].as_str().unwrap().to_owned();
-        let (_, login) = self.try_login(slug, username, "initial-pass-1").await;
-        let first = Caller {
-            token: login["access_token"].as_str().unwrap().into(),
-            refresh: String::new(),
-        };
-        let (status, body) = self
-            .post(
-                "/api/v1/me/password",
-                &first,
-                json!({"current_password": "initial-pass-1", "new_password": PASSWORD}),
-            )
-            .await;
-        assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
-        (id, self.login(slug, username).await)
+        (id, self.first_login(slug, username).await)
     }
 }

@@ -11,3 +11,4 @@ mod isolation;
 mod ops;
 mod roles;
 mod users;
+mod web;

@@ -213,3 +213,24 @@ async fn platform_admins_enter_a_company_and_it_is_audited_on_both_sides() {
     );
     assert_eq!(platform_log["items"][0]["target_id"], id.to_string());
 }
+
+#[tokio::test]
+async fn logins_are_audited_with_their_source_address() {
+    let app = spawn_app().await;
+    let (_, admin) = app.company_with_admin("acme").await;
+    let (_, log) = app.get("/api/v1/audit-log?action=user.login", &admin).await;
+    let logins = log["items"].as_array().unwrap();
+    assert!(
+        logins.len() >= 2,
+        "first login and the one after the password change: {log}"
+    );
+    assert!(logins[0]["source_ip"].as_str().unwrap().starts_with("127."));
+    let root = app.root().await;
+    let (_, platform) = app
+        .get("/api/v1/platform/audit-log?action=platform.login", &root)
+        .await;
+    assert!(
+        !platform["items"].as_array().unwrap().is_empty(),
+        "{platform}"
+    );
+}

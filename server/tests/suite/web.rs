@@ -1,0 +1,142 @@
+//! Web forms over plain HTTP, as a browser without JavaScript sends them: cookies, the CSRF
+//! field, and the redirects server functions answer with.
+
+use crate::helpers::{spawn_app, TestApp, PASSWORD};
+use reqwest::StatusCode;
+
+/// A cookie-keeping client that posts forms like a browser (Accept: text/html, Referer).
+fn browser_like() -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+async fn post_form(
+    app: &TestApp,
+    client: &reqwest::Client,
+    from: &str,
+    action: &str,
+    form: &[(&str, &str)],
+) -> (StatusCode, String) {
+    let response = client
+        .post(app.url(action))
+        .header("accept", "text/html")
+        .header("referer", app.url(from))
+        .form(form)
+        .send()
+        .await
+        .unwrap();
+    let location = response
+        .headers()
+        .get("location")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (response.status(), location)
+}
+
+async fn page(app: &TestApp, client: &reqwest::Client, path: &str) -> String {
+    client
+        .get(app.url(path))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// The CSRF token the page put in its forms.
+fn csrf_of(html: &str) -> String {
+    let start = html
+        .find("name=\"csrf\" value=\"")
+        .expect("a form with a CSRF field")
+        + 19;
+    html[start..].split('"').next().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn platform_staff_enter_a_company_and_leave_it_again() {
+    let app = spawn_app().await;
+    let (id, _) = app.company_with_admin("acme").await;
+    let client = browser_like();
+    let (status, location) = post_form(
+        &app,
+        &client,
+        "/login",
+        "/sfn/login",
+        &[
+            ("company", ""),
+            ("username", "root"),
+            ("password", PASSWORD),
+        ],
+    )
+    .await;
+    assert_eq!((status, location.as_str()), (StatusCode::FOUND, "/"));
+
+    let detail = page(&app, &client, &format!("/platform/companies/{id}")).await;
+    let csrf = csrf_of(&detail);
+    let id_text = id.to_string();
+    let (_, location) = post_form(
+        &app,
+        &client,
+        "/platform/companies",
+        "/sfn/company_enter",
+        &[("csrf", &csrf), ("id", &id_text)],
+    )
+    .await;
+    assert_eq!(location, "/");
+    let home = page(&app, &client, "/").await;
+    assert!(
+        home.contains("acme plaza") && home.contains("id=\"leave\""),
+        "{home}"
+    );
+    let users = page(&app, &client, "/users").await;
+    assert!(
+        users.contains("boss"),
+        "inside the company the platform admin sees its users"
+    );
+
+    let csrf = csrf_of(&home);
+    let (_, location) =
+        post_form(&app, &client, "/", "/sfn/company_leave", &[("csrf", &csrf)]).await;
+    assert_eq!(location, "/platform/companies");
+    let companies = page(&app, &client, "/platform/companies").await;
+    assert!(
+        companies.contains("id=\"companies\""),
+        "back on the platform pages"
+    );
+}
+
+#[tokio::test]
+async fn a_form_without_the_right_csrf_field_changes_nothing() {
+    let app = spawn_app().await;
+    app.company_with_admin("acme").await;
+    let client = browser_like();
+    post_form(
+        &app,
+        &client,
+        "/login",
+        "/sfn/login",
+        &[
+            ("company", "acme"),
+            ("username", "boss"),
+            ("password", PASSWORD),
+        ],
+    )
+    .await;
+    let form = [
+        ("csrf", "forged"),
+        ("username", "intruder"),
+        ("display_name", ""),
+        ("phone", ""),
+        ("role", "company_admin"),
+        ("password", "initial-pass-1"),
+    ];
+    let (status, location) = post_form(&app, &client, "/users", "/sfn/user_create", &form).await;
+    assert_eq!(status, StatusCode::FOUND);
+    assert_eq!(location, "/users?error=csrf_mismatch");
+    assert!(!page(&app, &client, "/users").await.contains("intruder"));
+}
