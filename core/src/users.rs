@@ -170,15 +170,6 @@ async fn check_staff_quota(conn: &mut PgConnection, company_id: i64) -> CoreResu
     Ok(())
 }
 
-fn check_role_assignable(actor: &Principal, role: Role) -> CoreResult<()> {
-    if role.is_platform() {
-        return Err(CoreError::field("role", "not a company role"));
-    }
-    // Only an admin may create another admin; `Administer` already limits callers to admins.
-    let _ = actor;
-    Ok(())
-}
-
 /// Creates a company user (admins only).
 pub async fn create(
     conn: &mut PgConnection,
@@ -216,8 +207,9 @@ pub async fn create(
             "shop tenants log in with their mobile number".to_owned(),
         );
     }
-    if let Err(CoreError::Validation { fields: f, .. }) = check_role_assignable(actor, input.role) {
-        fields.extend(f);
+    // Platform roles live in `control`; a company can only have company roles.
+    if input.role.is_platform() {
+        fields.insert("role".to_owned(), "not a company role".to_owned());
     }
     if !fields.is_empty() {
         return Err(CoreError::Validation {

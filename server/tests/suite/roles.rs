@@ -234,3 +234,18 @@ async fn logins_are_audited_with_their_source_address() {
         "{platform}"
     );
 }
+
+#[tokio::test]
+async fn a_company_admin_cannot_create_platform_staff() {
+    let app = spawn_app().await;
+    let (_, admin) = app.company_with_admin("acme").await;
+    let (status, body) = app
+        .post(
+            "/api/v1/users",
+            &admin,
+            json!({"username": "sneaky", "role": "platform_admin", "password": "initial-pass-1"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body["error"]["fields"]["role"].is_string());
+}
