@@ -8,7 +8,8 @@
 #                 otherwise a private broker on a free port (Debian's `mosquitto` installed when
 #                 missing and we are root).
 # Use it with `source infra/services.sh`; both README commands do. Safe to run again: a private
-# cluster or broker that is already running is reused.
+# cluster or broker that is already running is reused. PT_SERVICES_PRIVATE=1 skips the shared
+# 127.0.0.1:5432 / :1883 services and uses private ones (to test that path).
 
 _pt_repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 _pt_log() { printf '[services] %s\n' "$*" >&2; }
@@ -46,7 +47,7 @@ _pt_ensure_postgres() {
     _pt_log "using DATABASE_URL from the environment"
     return 0
   fi
-  if _pt_port_open 5432 && command -v psql >/dev/null &&
+  if [ "${PT_SERVICES_PRIVATE:-}" != 1 ] && _pt_port_open 5432 && command -v psql >/dev/null &&
     PGCONNECT_TIMEOUT=5 psql -w -h 127.0.0.1 -p 5432 -U postgres -d postgres -Atc 'select 1' >/dev/null 2>&1; then
     export DATABASE_URL="postgres://postgres@127.0.0.1:5432/postgres"
     _pt_log "using PostgreSQL at 127.0.0.1:5432"
@@ -85,7 +86,7 @@ _pt_ensure_mosquitto() {
     _pt_log "using MQTT_URL from the environment"
     return 0
   fi
-  if _pt_port_open 1883; then
+  if [ "${PT_SERVICES_PRIVATE:-}" != 1 ] && _pt_port_open 1883; then
     export MQTT_URL="mqtt://127.0.0.1:1883"
     _pt_log "using Mosquitto at 127.0.0.1:1883"
     return 0
