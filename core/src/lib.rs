@@ -9,7 +9,9 @@
 pub mod error;
 pub mod money;
 pub mod names;
+pub mod rating;
 pub mod roles;
+pub mod tariff;
 
 #[cfg(feature = "db")]
 pub mod audit;
