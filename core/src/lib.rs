@@ -26,6 +26,8 @@ pub mod migrate;
 #[cfg(feature = "db")]
 pub mod page;
 #[cfg(feature = "db")]
+pub mod property;
+#[cfg(feature = "db")]
 pub mod users;
 #[cfg(feature = "db")]
 pub mod xlsx;

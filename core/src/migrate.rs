@@ -24,11 +24,18 @@ pub const CONTROL: &[Migration] = &[Migration {
 }];
 
 /// Migrations of every company schema, in order. Never edit one once applied; add a new one.
-pub const COMPANY: &[Migration] = &[Migration {
-    version: 1,
-    name: "init",
-    sql: include_str!("../../migrations/company/0001_init.sql"),
-}];
+pub const COMPANY: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        sql: include_str!("../../migrations/company/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "property",
+        sql: include_str!("../../migrations/company/0002_property.sql"),
+    },
+];
 
 /// Arbitrary constant for `pg_advisory_xact_lock`: "PT" migrations.
 const MIGRATION_LOCK_KEY: i64 = 0x5054_4d49_4752;

@@ -46,6 +46,13 @@ impl AmountFen {
     /// Parses a yuan amount as people type it: `12`, `12.5`, `12.50`, `-3.05`, `0.07`.
     /// More than two decimals is refused rather than rounded: money is never invented.
     pub fn parse_yuan(text: &str) -> Result<AmountFen, AmountParseError> {
+        parse_hundredths(text).map(AmountFen)
+    }
+}
+
+/// Parses a decimal with at most two decimals into hundredths (yuan → fen, m² → 0.01 m²).
+pub fn parse_hundredths(text: &str) -> Result<i64, AmountParseError> {
+    {
         let text = text.trim();
         let (negative, digits) = match text.strip_prefix('-') {
             Some(rest) => (true, rest),
@@ -75,7 +82,7 @@ impl AmountFen {
         let fen = whole_fen
             .checked_add(frac_fen)
             .ok_or(AmountParseError::TooLarge)?;
-        Ok(AmountFen(if negative { -fen } else { fen }))
+        Ok(if negative { -fen } else { fen })
     }
 }
 

@@ -14,8 +14,10 @@ use rust_xlsxwriter::{Format, Workbook};
 pub enum Cell {
     Text(String),
     Int(i64),
-    /// Money in fen, shown in yuan with two decimals.
+    /// Money in fen, shown in yuan with two decimals (summed in the totals row).
     MoneyFen(i64),
+    /// A quantity in hundredths (e.g. 0.01 m²), shown with two decimals, never summed.
+    Decimal2(i64),
     /// A UTC instant, shown in the property's local time.
     Time(DateTime<Utc>),
     Bool(bool),
@@ -98,6 +100,16 @@ impl Sheet {
                             .ok_or_else(|| CoreError::Internal("export total overflows".into()))?;
                         sheet
                             .write_number_with_format(row_index, c, *fen as f64 / 100.0, &money)
+                            .map_err(xlsx_err)?;
+                    }
+                    Cell::Decimal2(hundredths) => {
+                        sheet
+                            .write_number_with_format(
+                                row_index,
+                                c,
+                                *hundredths as f64 / 100.0,
+                                &money,
+                            )
                             .map_err(xlsx_err)?;
                     }
                     Cell::Time(at) => {

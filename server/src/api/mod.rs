@@ -5,6 +5,7 @@ pub mod auth;
 pub mod company;
 pub mod error;
 pub mod platform;
+pub mod property;
 pub mod session;
 pub mod users;
 pub mod xlsx;
@@ -30,4 +31,5 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(platform::router())
         .merge(users::router())
         .merge(company::router())
+        .merge(property::router())
 }

@@ -18,6 +18,9 @@ const PUBLIC: [&str; 3] = [
 struct CompanyB {
     company_id: i64,
     user_id: String,
+    building_id: String,
+    floor_id: String,
+    shop_id: String,
     markers: Vec<String>,
 }
 
@@ -32,14 +35,44 @@ async fn company_b(app: &TestApp) -> CompanyB {
             &[],
         )
         .await;
+    let (_, building) = app
+        .post(
+            "/api/v1/buildings",
+            &admin,
+            json!({"name": "bravo-tower-secret"}),
+        )
+        .await;
+    let building_id = building["id"].as_str().unwrap().to_owned();
+    let (_, floor) = app
+        .post(
+            &format!("/api/v1/buildings/{building_id}/floors"),
+            &admin,
+            json!({"name": "9F"}),
+        )
+        .await;
+    let floor_id = floor["id"].as_str().unwrap().to_owned();
+    let (_, shop) = app
+        .post(
+            "/api/v1/shops",
+            &admin,
+            json!({"floor_id": floor_id, "number": "bravo-shop-secret"}),
+        )
+        .await;
+    let shop_id = shop["id"].as_str().expect("B's shop").to_owned();
     CompanyB {
         company_id,
         markers: vec![
             "bravo-secret".into(),
             "bravo-operator-secret".into(),
             user_id.clone(),
+            building_id.clone(),
+            floor_id.clone(),
+            shop_id.clone(),
         ],
         user_id,
+        building_id,
+        floor_id,
+        shop_id,
     }
 }
 
@@ -49,6 +82,12 @@ fn b_id_for(path: &str, b: &CompanyB) -> String {
         b.company_id.to_string()
     } else if path.starts_with("/api/v1/users/{id}") {
         b.user_id.clone()
+    } else if path.starts_with("/api/v1/buildings/{id}") {
+        b.building_id.clone()
+    } else if path.starts_with("/api/v1/floors/{id}") {
+        b.floor_id.clone()
+    } else if path.starts_with("/api/v1/shops/{id}") {
+        b.shop_id.clone()
     } else {
         panic!("isolation test: no company-B resource id known for {path}; add one to b_id_for")
     }
@@ -77,6 +116,7 @@ fn example(doc: &Value, schema: &Value) -> Value {
         _ => "object".into(),
     };
     match kind.as_str() {
+        "string" if schema["format"] == "uuid" => json!(uuid::Uuid::now_v7()),
         "string" => json!("iso-probe-1A"),
         "integer" | "number" => json!(1),
         "boolean" => json!(false),

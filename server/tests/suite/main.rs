@@ -9,6 +9,7 @@ mod cli;
 mod companies;
 mod isolation;
 mod ops;
+mod property;
 mod roles;
 mod users;
 mod web;
