@@ -747,7 +747,7 @@ pub fn shops_sheet(shops: &[Shop], lang: &str) -> crate::xlsx::Sheet {
                     Cell::Text(s.number.clone()),
                     Cell::Text(s.name.clone()),
                     // Area is a plain decimal (not money): two decimals, no currency.
-                    s.area_centi_m2.map_or(Cell::Empty, |a| Cell::Decimal2(a)),
+                    s.area_centi_m2.map_or(Cell::Empty, Cell::Decimal2),
                     Cell::Text(s.contact_name.clone()),
                     Cell::Text(s.contact_phone.clone()),
                     Cell::Text(s.status.clone()),
