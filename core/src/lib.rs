@@ -28,6 +28,10 @@ pub mod page;
 #[cfg(feature = "db")]
 pub mod property;
 #[cfg(feature = "db")]
+pub mod settings;
+#[cfg(feature = "db")]
+pub mod tariffs;
+#[cfg(feature = "db")]
 pub mod users;
 #[cfg(feature = "db")]
 pub mod xlsx;

@@ -24,6 +24,7 @@ pub const MINUTES_PER_DAY: u16 = 24 * 60;
 /// A time-of-use period (尖 峰 平 谷 深谷).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Period {
     Sharp,
     Peak,
@@ -54,6 +55,7 @@ impl Period {
 
 /// From this minute of the local day on (until the next switch), energy is in `period`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Switch {
     /// Minute of the local day, 0..1440.
     pub minute: u16,
@@ -62,6 +64,7 @@ pub struct Switch {
 
 /// Which period each minute of a day belongs to. The first switch is at minute 0.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DaySchedule {
     pub switches: Vec<Switch>,
 }
@@ -87,10 +90,13 @@ impl DaySchedule {
 /// A date range of the year (inclusive month/day bounds, may wrap over New Year) with its day
 /// schedules.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Season {
-    /// First day, as (month, day).
+    /// First day, as [month, day].
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<u32>))]
     pub from: (u32, u32),
-    /// Last day, as (month, day); before `from` means the season wraps over New Year.
+    /// Last day, as [month, day]; before `from` means the season wraps over New Year.
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<u32>))]
     pub to: (u32, u32),
     pub workday: DaySchedule,
     /// Weekends and holidays; the workday schedule when absent.
@@ -111,6 +117,7 @@ impl Season {
 /// How tier thresholds count energy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum TierBasis {
     /// kWh rated for the meter in the local calendar month.
     Monthly,
@@ -121,6 +128,7 @@ pub enum TierBasis {
 /// What a tier does to the price.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind", content = "price_units")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum TierPrice {
     /// Replaces the base price (flat plans only).
     Absolute(i64),
@@ -130,6 +138,7 @@ pub enum TierPrice {
 
 /// From `from_wh` of cumulative energy on, this tier's price applies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Tier {
     pub from_wh: i64,
     pub price: TierPrice,
@@ -137,6 +146,7 @@ pub struct Tier {
 
 /// Tiers of a version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Tiers {
     pub basis: TierBasis,
     /// Sorted by `from_wh`, the first from 0.
@@ -146,6 +156,7 @@ pub struct Tiers {
 /// A fixed service fee (charged by the billing side per local day or month, not by rating).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "per", content = "amount_fen")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Fee {
     Day(i64),
     Month(i64),
@@ -153,14 +164,18 @@ pub enum Fee {
 
 /// One version of a plan.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TariffVersion {
     /// In force from 00:00 local time of this date.
     pub effective: NaiveDate,
     /// Price units per period; a flat plan has only `flat`.
     pub prices: BTreeMap<Period, i64>,
     /// Seasons covering the whole year; empty means "flat all year" (every minute `flat`).
+    #[serde(default)]
     pub seasons: Vec<Season>,
+    #[serde(default)]
     pub tiers: Option<Tiers>,
+    #[serde(default)]
     pub fees: Vec<Fee>,
 }
 

@@ -7,6 +7,7 @@ pub mod error;
 pub mod platform;
 pub mod property;
 pub mod session;
+pub mod setup;
 pub mod users;
 pub mod xlsx;
 
@@ -32,4 +33,5 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(users::router())
         .merge(company::router())
         .merge(property::router())
+        .merge(setup::router())
 }

@@ -15,12 +15,16 @@ const PUBLIC: [&str; 3] = [
     "/api/v1/auth/logout",
 ];
 
+/// A day only company B marks in its holiday calendar.
+const B_HOLIDAY: &str = "2031-10-01";
+
 struct CompanyB {
     company_id: i64,
     user_id: String,
     building_id: String,
     floor_id: String,
     shop_id: String,
+    plan_id: String,
     markers: Vec<String>,
 }
 
@@ -59,6 +63,22 @@ async fn company_b(app: &TestApp) -> CompanyB {
         )
         .await;
     let shop_id = shop["id"].as_str().expect("B's shop").to_owned();
+    let (_, plan) = app
+        .post(
+            "/api/v1/tariff-plans",
+            &admin,
+            json!({"name": "bravo-plan-secret", "version": {"effective": "2020-01-01", "prices": {"flat": 8123}}}),
+        )
+        .await;
+    let plan_id = plan["id"].as_str().expect("B's plan").to_owned();
+    let (status, _) = app
+        .post(
+            "/api/v1/calendar",
+            &admin,
+            json!({"day": B_HOLIDAY, "kind": "holiday", "name": "bravo-day-secret"}),
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::OK);
     CompanyB {
         company_id,
         markers: vec![
@@ -68,11 +88,14 @@ async fn company_b(app: &TestApp) -> CompanyB {
             building_id.clone(),
             floor_id.clone(),
             shop_id.clone(),
+            plan_id.clone(),
+            "bravo-day-secret".into(),
         ],
         user_id,
         building_id,
         floor_id,
         shop_id,
+        plan_id,
     }
 }
 
@@ -88,6 +111,8 @@ fn b_id_for(path: &str, b: &CompanyB) -> String {
         b.floor_id.clone()
     } else if path.starts_with("/api/v1/shops/{id}") {
         b.shop_id.clone()
+    } else if path.starts_with("/api/v1/tariff-plans/{id}") {
+        b.plan_id.clone()
     } else {
         panic!("isolation test: no company-B resource id known for {path}; add one to b_id_for")
     }
@@ -117,6 +142,7 @@ fn example(doc: &Value, schema: &Value) -> Value {
     };
     match kind.as_str() {
         "string" if schema["format"] == "uuid" => json!(uuid::Uuid::now_v7()),
+        "string" if schema["format"] == "date" => json!("2099-01-01"),
         "string" => json!("iso-probe-1A"),
         "integer" | "number" => json!(1),
         "boolean" => json!(false),
@@ -177,7 +203,12 @@ async fn company_a_gets_404_for_every_company_b_resource_on_every_endpoint() {
             let schema = &operation["requestBody"]["content"]["application/json"]["schema"];
             let body = (!schema.is_null()).then(|| example(&doc, schema));
             for caller in [&admin_a, &operator_a] {
-                if template.contains("{id}") {
+                if template.contains("{day}") {
+                    let path = template.replace("{day}", B_HOLIDAY);
+                    let (status, body) = call_as(&app, caller, method, &path, body.clone()).await;
+                    assert_eq!(status, StatusCode::NOT_FOUND, "{method} {path}: {body}");
+                    checked += 1;
+                } else if template.contains("{id}") {
                     let path = template.replace("{id}", &b_id_for(template, &b));
                     let (status, body) = call_as(&app, caller, method, &path, body.clone()).await;
                     assert_eq!(status, StatusCode::NOT_FOUND, "{method} {path}: {body}");

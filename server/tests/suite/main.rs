@@ -11,5 +11,6 @@ mod isolation;
 mod ops;
 mod property;
 mod roles;
+mod setup;
 mod users;
 mod web;

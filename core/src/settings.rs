@@ -1,0 +1,335 @@
+//! Company defaults every meter inherits unless it overrides them (alarm levels, overdraft,
+//! restore level, quiet hours, holiday rules) and the company's holiday calendar with make-up
+//! workdays. Admins and operators with the `settings` right change them; every change is audited.
+
+use crate::audit;
+use crate::auth::Principal;
+use crate::error::{CoreError, CoreResult};
+use crate::roles::{Need, Right};
+use crate::tariff::Calendar;
+use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
+use sqlx::{PgConnection, Row};
+use std::collections::BTreeMap;
+
+/// Money limits: 1,000,000 yuan is far beyond any shop's alarm level.
+const LEVEL_FEN_MAX: i64 = 100_000_000;
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CompanySettings {
+    /// First low-balance warning at or below this available balance.
+    pub alarm1_fen: i64,
+    /// Second warning; alarm 1 ≥ alarm 2 ≥ 0.
+    pub alarm2_fen: i64,
+    /// Trip when the available balance is at or below −overdraft limit.
+    pub overdraft_limit_fen: i64,
+    /// Close again when the available balance is at or above this; > −overdraft limit.
+    pub restore_level_fen: i64,
+    /// Quiet hours (no automatic trips), local minutes of the day; both or neither.
+    pub quiet_start_minute: Option<i32>,
+    pub quiet_end_minute: Option<i32>,
+    /// No automatic trips on holidays and weekends.
+    pub no_trip_on_holidays: bool,
+    /// Most arrears a postponed trip may let a shop run up.
+    pub arrears_cap_fen: i64,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CalendarDay {
+    pub day: NaiveDate,
+    /// `holiday` or `workday` (a make-up workday on a weekend).
+    pub kind: String,
+    #[serde(default)]
+    pub name: String,
+}
+
+fn require_read(principal: &Principal) -> CoreResult<()> {
+    principal.company()?;
+    if principal.can(Need::ReadCompany) {
+        Ok(())
+    } else {
+        Err(CoreError::NotFound("resource"))
+    }
+}
+
+pub async fn get(conn: &mut PgConnection, principal: &Principal) -> CoreResult<CompanySettings> {
+    require_read(principal)?;
+    load(conn).await
+}
+
+/// The settings without a permission check (for workers and other services).
+pub async fn load(conn: &mut PgConnection) -> CoreResult<CompanySettings> {
+    let r = sqlx::query(
+        "select alarm1_fen, alarm2_fen, overdraft_limit_fen, restore_level_fen, quiet_start_minute,
+                quiet_end_minute, no_trip_on_holidays, arrears_cap_fen from settings",
+    )
+    .fetch_one(conn)
+    .await?;
+    Ok(CompanySettings {
+        alarm1_fen: r.try_get("alarm1_fen")?,
+        alarm2_fen: r.try_get("alarm2_fen")?,
+        overdraft_limit_fen: r.try_get("overdraft_limit_fen")?,
+        restore_level_fen: r.try_get("restore_level_fen")?,
+        quiet_start_minute: r.try_get("quiet_start_minute")?,
+        quiet_end_minute: r.try_get("quiet_end_minute")?,
+        no_trip_on_holidays: r.try_get("no_trip_on_holidays")?,
+        arrears_cap_fen: r.try_get("arrears_cap_fen")?,
+    })
+}
+
+/// Checks the levels' order (DESIGN.md: alarm 1 ≥ alarm 2 ≥ 0 ≥ −overdraft limit; restore level
+/// > −overdraft limit); every problem is named by field.
+pub fn validate(s: &CompanySettings) -> Result<(), BTreeMap<String, String>> {
+    let mut fields = BTreeMap::new();
+    for (field, value) in [
+        ("alarm1_fen", s.alarm1_fen),
+        ("alarm2_fen", s.alarm2_fen),
+        ("overdraft_limit_fen", s.overdraft_limit_fen),
+        ("arrears_cap_fen", s.arrears_cap_fen),
+    ] {
+        if !(0..=LEVEL_FEN_MAX).contains(&value) {
+            fields.insert(field.to_owned(), "between 0 and 1,000,000 yuan".to_owned());
+        }
+    }
+    if s.alarm1_fen < s.alarm2_fen {
+        fields.insert(
+            "alarm1_fen".into(),
+            "alarm 1 must be at least alarm 2".into(),
+        );
+    }
+    if !(-LEVEL_FEN_MAX..=LEVEL_FEN_MAX).contains(&s.restore_level_fen)
+        || s.restore_level_fen <= -s.overdraft_limit_fen
+    {
+        fields.insert(
+            "restore_level_fen".into(),
+            "must be above minus the overdraft limit".into(),
+        );
+    }
+    match (s.quiet_start_minute, s.quiet_end_minute) {
+        (None, None) => {}
+        (Some(a), Some(b)) if (0..1440).contains(&a) && (0..1440).contains(&b) && a != b => {}
+        _ => {
+            fields.insert(
+                "quiet_start_minute".into(),
+                "give both ends of the quiet hours, as different times of day".into(),
+            );
+        }
+    }
+    if fields.is_empty() {
+        Ok(())
+    } else {
+        Err(fields)
+    }
+}
+
+pub async fn update(
+    conn: &mut PgConnection,
+    principal: &Principal,
+    input: &CompanySettings,
+) -> CoreResult<CompanySettings> {
+    let before = get(conn, principal).await?;
+    principal.require(Need::Act(Right::Settings))?;
+    validate(input).map_err(|fields| CoreError::Validation {
+        message: "please correct the highlighted fields".into(),
+        fields,
+    })?;
+    sqlx::query(
+        "update settings set alarm1_fen = $1, alarm2_fen = $2, overdraft_limit_fen = $3, restore_level_fen = $4,
+             quiet_start_minute = $5, quiet_end_minute = $6, no_trip_on_holidays = $7, arrears_cap_fen = $8,
+             updated_at = now()",
+    )
+    .bind(input.alarm1_fen)
+    .bind(input.alarm2_fen)
+    .bind(input.overdraft_limit_fen)
+    .bind(input.restore_level_fen)
+    .bind(input.quiet_start_minute)
+    .bind(input.quiet_end_minute)
+    .bind(input.no_trip_on_holidays)
+    .bind(input.arrears_cap_fen)
+    .execute(&mut *conn)
+    .await?;
+    let after = load(conn).await?;
+    let json = |s: &CompanySettings| serde_json::to_value(s).expect("plain struct");
+    audit::record(
+        conn,
+        principal,
+        "settings.update",
+        "settings",
+        None,
+        Some(json(&before)),
+        Some(json(&after)),
+    )
+    .await?;
+    Ok(after)
+}
+
+/// The calendar days of `year` (all years when `None`).
+pub async fn calendar_days(
+    conn: &mut PgConnection,
+    principal: &Principal,
+    year: Option<i32>,
+) -> CoreResult<Vec<CalendarDay>> {
+    require_read(principal)?;
+    let rows = sqlx::query(
+        "select day, kind, name from calendar_days
+         where $1::int is null or extract(year from day) = $1 order by day",
+    )
+    .bind(year)
+    .fetch_all(conn)
+    .await?;
+    rows.into_iter()
+        .map(|r| {
+            Ok(CalendarDay {
+                day: r.try_get("day")?,
+                kind: r.try_get("kind")?,
+                name: r.try_get("name")?,
+            })
+        })
+        .collect()
+}
+
+/// The whole calendar, for rating and trip rules.
+pub async fn calendar(conn: &mut PgConnection) -> CoreResult<Calendar> {
+    let rows = sqlx::query("select day, kind from calendar_days")
+        .fetch_all(conn)
+        .await?;
+    let mut calendar = Calendar::default();
+    for r in rows {
+        let day: NaiveDate = r.try_get("day")?;
+        if r.try_get::<String, _>("kind")? == "workday" {
+            calendar.workdays.insert(day);
+        } else {
+            calendar.holidays.insert(day);
+        }
+    }
+    Ok(calendar)
+}
+
+/// Marks (or re-marks) a day as a holiday or a make-up workday.
+pub async fn set_day(
+    conn: &mut PgConnection,
+    principal: &Principal,
+    input: &CalendarDay,
+) -> CoreResult<CalendarDay> {
+    require_read(principal)?;
+    principal.require(Need::Act(Right::Settings))?;
+    if input.kind != "holiday" && input.kind != "workday" {
+        return Err(CoreError::field("kind", "holiday or workday"));
+    }
+    if input.name.chars().count() > 50 {
+        return Err(CoreError::field("name", "at most 50 characters"));
+    }
+    sqlx::query(
+        "insert into calendar_days (day, kind, name) values ($1, $2, $3)
+         on conflict (day) do update set kind = excluded.kind, name = excluded.name",
+    )
+    .bind(input.day)
+    .bind(&input.kind)
+    .bind(input.name.trim())
+    .execute(&mut *conn)
+    .await?;
+    let json = serde_json::to_value(input).expect("plain struct");
+    audit::record(
+        conn,
+        principal,
+        "calendar.set",
+        "calendar_day",
+        Some(input.day.to_string()),
+        None,
+        Some(json),
+    )
+    .await?;
+    Ok(input.clone())
+}
+
+/// Returns a day to its ordinary weekday/weekend rule.
+pub async fn clear_day(
+    conn: &mut PgConnection,
+    principal: &Principal,
+    day: NaiveDate,
+) -> CoreResult<()> {
+    require_read(principal)?;
+    // Existence first: a day the company never marked is 404 for everyone.
+    let exists: bool =
+        sqlx::query_scalar("select exists (select 1 from calendar_days where day = $1)")
+            .bind(day)
+            .fetch_one(&mut *conn)
+            .await?;
+    if !exists {
+        return Err(CoreError::NotFound("calendar day"));
+    }
+    principal.require(Need::Act(Right::Settings))?;
+    sqlx::query("delete from calendar_days where day = $1")
+        .bind(day)
+        .execute(&mut *conn)
+        .await?;
+    audit::record(
+        conn,
+        principal,
+        "calendar.clear",
+        "calendar_day",
+        Some(day.to_string()),
+        None,
+        None,
+    )
+    .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn defaults() -> CompanySettings {
+        CompanySettings {
+            alarm1_fen: 5000,
+            alarm2_fen: 2000,
+            overdraft_limit_fen: 0,
+            restore_level_fen: 100,
+            quiet_start_minute: None,
+            quiet_end_minute: None,
+            no_trip_on_holidays: true,
+            arrears_cap_fen: 100_000,
+        }
+    }
+
+    #[test]
+    fn the_defaults_are_valid() {
+        assert_eq!(validate(&defaults()), Ok(()));
+    }
+
+    #[test]
+    fn levels_must_be_in_order() {
+        let s = CompanySettings {
+            alarm1_fen: 1000,
+            alarm2_fen: 2000,
+            ..defaults()
+        };
+        assert!(validate(&s).unwrap_err().contains_key("alarm1_fen"));
+        let s = CompanySettings {
+            overdraft_limit_fen: 500,
+            restore_level_fen: -500,
+            ..defaults()
+        };
+        assert!(validate(&s).unwrap_err().contains_key("restore_level_fen"));
+        let s = CompanySettings {
+            overdraft_limit_fen: 500,
+            restore_level_fen: -499,
+            ..defaults()
+        };
+        assert_eq!(validate(&s), Ok(()));
+        let s = CompanySettings {
+            quiet_start_minute: Some(22 * 60),
+            ..defaults()
+        };
+        assert!(validate(&s).unwrap_err().contains_key("quiet_start_minute"));
+        let s = CompanySettings {
+            quiet_start_minute: Some(22 * 60),
+            quiet_end_minute: Some(6 * 60),
+            ..defaults()
+        };
+        assert_eq!(validate(&s), Ok(()));
+    }
+}
