@@ -22,6 +22,8 @@ pub mod companies;
 #[cfg(feature = "db")]
 pub mod db;
 #[cfg(feature = "db")]
+pub mod field;
+#[cfg(feature = "db")]
 pub mod migrate;
 #[cfg(feature = "db")]
 pub mod page;

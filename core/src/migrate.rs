@@ -17,11 +17,18 @@ pub struct Migration {
 }
 
 /// Migrations of the `control` schema, in order. Never edit one once applied; add a new one.
-pub const CONTROL: &[Migration] = &[Migration {
-    version: 1,
-    name: "init",
-    sql: include_str!("../../migrations/control/0001_init.sql"),
-}];
+pub const CONTROL: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        sql: include_str!("../../migrations/control/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "gateway_directory",
+        sql: include_str!("../../migrations/control/0002_gateway_directory.sql"),
+    },
+];
 
 /// Migrations of every company schema, in order. Never edit one once applied; add a new one.
 pub const COMPANY: &[Migration] = &[
@@ -34,6 +41,11 @@ pub const COMPANY: &[Migration] = &[
         version: 2,
         name: "property",
         sql: include_str!("../../migrations/company/0002_property.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "field",
+        sql: include_str!("../../migrations/company/0003_field.sql"),
     },
 ];
 

@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod company;
 pub mod error;
+pub mod field;
 pub mod platform;
 pub mod property;
 pub mod session;
@@ -34,4 +35,5 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(company::router())
         .merge(property::router())
         .merge(setup::router())
+        .merge(field::router())
 }

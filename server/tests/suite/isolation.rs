@@ -25,6 +25,8 @@ struct CompanyB {
     floor_id: String,
     shop_id: String,
     plan_id: String,
+    gateway_id: String,
+    meter_id: String,
     markers: Vec<String>,
 }
 
@@ -71,6 +73,22 @@ async fn company_b(app: &TestApp) -> CompanyB {
         )
         .await;
     let plan_id = plan["id"].as_str().expect("B's plan").to_owned();
+    let (_, gateway) = app
+        .post(
+            "/api/v1/gateways",
+            &admin,
+            json!({"identity": "bravo-dtu-secret", "kind": "dtu", "registration": "bravo-reg", "buses": [{"number": 1, "protocol": "modbus_rtu"}]}),
+        )
+        .await;
+    let gateway_id = gateway["id"].as_str().expect("B's gateway").to_owned();
+    let (_, meter) = app
+        .post(
+            "/api/v1/meters",
+            &admin,
+            json!({"bus_id": gateway["buses"][0]["id"], "model": "dtsy1352", "address": "7", "meter_number": "9876543210"}),
+        )
+        .await;
+    let meter_id = meter["id"].as_str().expect("B's meter").to_owned();
     let (status, _) = app
         .post(
             "/api/v1/calendar",
@@ -90,12 +108,18 @@ async fn company_b(app: &TestApp) -> CompanyB {
             shop_id.clone(),
             plan_id.clone(),
             "bravo-day-secret".into(),
+            "bravo-dtu-secret".into(),
+            gateway_id.clone(),
+            meter_id.clone(),
+            "9876543210".into(),
         ],
         user_id,
         building_id,
         floor_id,
         shop_id,
         plan_id,
+        gateway_id,
+        meter_id,
     }
 }
 
@@ -113,6 +137,10 @@ fn b_id_for(path: &str, b: &CompanyB) -> String {
         b.shop_id.clone()
     } else if path.starts_with("/api/v1/tariff-plans/{id}") {
         b.plan_id.clone()
+    } else if path.starts_with("/api/v1/gateways/{id}") {
+        b.gateway_id.clone()
+    } else if path.starts_with("/api/v1/meters/{id}") {
+        b.meter_id.clone()
     } else {
         panic!("isolation test: no company-B resource id known for {path}; add one to b_id_for")
     }

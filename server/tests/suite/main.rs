@@ -7,6 +7,7 @@ mod auth;
 mod browser;
 mod cli;
 mod companies;
+mod field;
 mod isolation;
 mod ops;
 mod property;

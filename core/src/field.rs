@@ -1,0 +1,891 @@
+//! The field as a company configures it: gateways of three kinds, their RS485 buses, and the
+//! meters on the buses (DESIGN.md: Ingest; DOMAIN.md: serial servers, DTUs and gateways).
+//! Gateway identities and DTU registration bytes are unique across the platform: they are also
+//! written to `control.gateway_directory`, where ingest looks them up before it knows the company.
+//! A taken identity answers "taken" without saying by whom. Quotas (gateways, meters) are
+//! enforced here. Changes need the `settings` right and are audited.
+
+use crate::audit;
+use crate::auth::{self, Principal};
+use crate::error::{CoreError, CoreResult};
+use crate::names::NewPassword;
+use crate::roles::{Need, Right};
+use serde::{Deserialize, Serialize};
+use sqlx::{PgConnection, QueryBuilder, Row};
+use std::collections::BTreeMap;
+use uuid::Uuid;
+
+/// Meters per bus beyond which RS485 gets unreliable: more needs the admin's confirmation.
+pub const BUS_METERS_WARN: i64 = 32;
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Bus {
+    pub id: Uuid,
+    pub number: i32,
+    /// `modbus_rtu` or `dlt645`.
+    pub protocol: String,
+    pub baud: i32,
+    /// `N`, `E` or `O`.
+    pub parity: String,
+    pub stop_bits: i32,
+    pub gap_ms: i32,
+    pub timeout_ms: i32,
+    pub tcp_port: Option<i32>,
+    pub meter_count: i64,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Gateway {
+    pub id: Uuid,
+    pub identity: String,
+    pub name: String,
+    /// `dtu`, `modbus_tcp` or `mqtt`.
+    pub kind: String,
+    pub status: String,
+    pub registration_hex: Option<String>,
+    pub registration_repeats: bool,
+    pub heartbeat_hex: Option<String>,
+    pub host: Option<String>,
+    pub buses: Vec<Bus>,
+}
+
+/// A bus as forms give it; absent fields take the protocol's usual settings (Modbus 9600 8N1,
+/// DL/T 645 2400 8E1).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct BusInput {
+    pub number: i32,
+    pub protocol: String,
+    pub baud: Option<i32>,
+    pub parity: Option<String>,
+    pub stop_bits: Option<i32>,
+    pub gap_ms: Option<i32>,
+    pub timeout_ms: Option<i32>,
+    pub tcp_port: Option<i32>,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct GatewayInput {
+    pub identity: String,
+    #[serde(default)]
+    pub name: String,
+    pub kind: String,
+    /// DTU registration bytes as text (`registration_is_hex` false) or hex.
+    #[serde(default)]
+    pub registration: String,
+    #[serde(default)]
+    pub registration_is_hex: bool,
+    #[serde(default)]
+    pub registration_repeats: bool,
+    #[serde(default)]
+    pub heartbeat: String,
+    #[serde(default)]
+    pub heartbeat_is_hex: bool,
+    #[serde(default)]
+    pub host: String,
+    /// MQTT gateways: the credential the gateway logs in with.
+    #[serde(default)]
+    pub mqtt_password: String,
+    pub buses: Vec<BusInput>,
+}
+
+fn invalid(fields: BTreeMap<String, String>) -> CoreResult<()> {
+    if fields.is_empty() {
+        Ok(())
+    } else {
+        Err(CoreError::Validation {
+            message: "please correct the highlighted fields".into(),
+            fields,
+        })
+    }
+}
+
+fn require_read(principal: &Principal) -> CoreResult<()> {
+    principal.company()?;
+    if principal.can(Need::ReadCompany) {
+        Ok(())
+    } else {
+        Err(CoreError::NotFound("resource"))
+    }
+}
+
+/// Bytes typed as text or hex, as lowercase hex; `None` when empty, `Err` when not hex.
+pub fn bytes_hex(text: &str, is_hex: bool) -> Result<Option<String>, &'static str> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    if !is_hex {
+        return Ok(Some(text.bytes().map(|b| format!("{b:02x}")).collect()));
+    }
+    let compact: String = text
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect::<String>()
+        .to_ascii_lowercase();
+    if compact.len() % 2 == 1 || !compact.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err("pairs of hex digits, e.g. 50 54 01");
+    }
+    Ok(Some(compact))
+}
+
+/// A checked bus with the protocol's defaults filled in.
+fn check_bus(i: usize, bus: &BusInput, kind: &str, fields: &mut BTreeMap<String, String>) -> Bus {
+    let key = |f: &str| format!("buses.{i}.{f}");
+    let dlt645 = bus.protocol == "dlt645";
+    if bus.protocol != "modbus_rtu" && !dlt645 {
+        fields.insert(key("protocol"), "modbus_rtu or dlt645".into());
+    }
+    if kind == "modbus_tcp" && dlt645 {
+        fields.insert(
+            key("protocol"),
+            "a Modbus-TCP gateway carries Modbus RTU buses".into(),
+        );
+    }
+    if !(1..=64).contains(&bus.number) {
+        fields.insert(key("number"), "serial port 1 to 64".into());
+    }
+    let baud = bus.baud.unwrap_or(if dlt645 { 2400 } else { 9600 });
+    if ![1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200].contains(&baud) {
+        fields.insert(key("baud"), "a standard baud rate (1200 … 115200)".into());
+    }
+    let parity = bus
+        .parity
+        .clone()
+        .unwrap_or_else(|| if dlt645 { "E".into() } else { "N".into() });
+    if !["N", "E", "O"].contains(&parity.as_str()) {
+        fields.insert(key("parity"), "N, E or O".into());
+    }
+    let stop_bits = bus.stop_bits.unwrap_or(1);
+    if stop_bits != 1 && stop_bits != 2 {
+        fields.insert(key("stop_bits"), "1 or 2".into());
+    }
+    let gap_ms = bus.gap_ms.unwrap_or(50);
+    if !(0..=10_000).contains(&gap_ms) {
+        fields.insert(key("gap_ms"), "0 to 10,000 ms".into());
+    }
+    let timeout_ms = bus.timeout_ms.unwrap_or(1000);
+    if !(50..=60_000).contains(&timeout_ms) {
+        fields.insert(key("timeout_ms"), "50 to 60,000 ms".into());
+    }
+    match (kind, bus.tcp_port) {
+        ("modbus_tcp", Some(port)) if (1..=65535).contains(&port) => {}
+        ("modbus_tcp", _) => {
+            fields.insert(
+                key("tcp_port"),
+                "the TCP port of this bus on the gateway".into(),
+            );
+        }
+        (_, Some(_)) => {
+            fields.insert(
+                key("tcp_port"),
+                "only Modbus-TCP gateways have ports per bus".into(),
+            );
+        }
+        _ => {}
+    }
+    Bus {
+        id: Uuid::now_v7(),
+        number: bus.number,
+        protocol: bus.protocol.clone(),
+        baud,
+        parity,
+        stop_bits,
+        gap_ms,
+        timeout_ms,
+        tcp_port: bus.tcp_port,
+        meter_count: 0,
+    }
+}
+
+pub async fn list_gateways(
+    conn: &mut PgConnection,
+    principal: &Principal,
+) -> CoreResult<Vec<Gateway>> {
+    require_read(principal)?;
+    let ids: Vec<Uuid> = sqlx::query_scalar("select id from gateways order by identity")
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut gateways = Vec::with_capacity(ids.len());
+    for id in ids {
+        gateways.push(load_gateway(conn, id).await?);
+    }
+    Ok(gateways)
+}
+
+pub async fn gateway(
+    conn: &mut PgConnection,
+    principal: &Principal,
+    id: Uuid,
+) -> CoreResult<Gateway> {
+    require_read(principal)?;
+    load_gateway(conn, id).await
+}
+
+async fn load_gateway(conn: &mut PgConnection, id: Uuid) -> CoreResult<Gateway> {
+    let r = sqlx::query(
+        "select id, identity, name, kind, status, registration_hex, registration_repeats, heartbeat_hex, host
+         from gateways where id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or(CoreError::NotFound("gateway"))?;
+    let buses = sqlx::query(
+        "select b.id, b.number, b.protocol, b.baud, b.parity, b.stop_bits, b.gap_ms, b.timeout_ms, b.tcp_port,
+                (select count(*) from meters m where m.bus_id = b.id and m.status = 'active') as meter_count
+         from buses b where b.gateway_id = $1 order by b.number",
+    )
+    .bind(id)
+    .fetch_all(&mut *conn)
+    .await?
+    .into_iter()
+    .map(|b| {
+        Ok(Bus {
+            id: b.try_get("id")?,
+            number: b.try_get("number")?,
+            protocol: b.try_get("protocol")?,
+            baud: b.try_get("baud")?,
+            parity: b.try_get("parity")?,
+            stop_bits: b.try_get("stop_bits")?,
+            gap_ms: b.try_get("gap_ms")?,
+            timeout_ms: b.try_get("timeout_ms")?,
+            tcp_port: b.try_get("tcp_port")?,
+            meter_count: b.try_get("meter_count")?,
+        })
+    })
+    .collect::<CoreResult<Vec<Bus>>>()?;
+    Ok(Gateway {
+        id: r.try_get("id")?,
+        identity: r.try_get("identity")?,
+        name: r.try_get("name")?,
+        kind: r.try_get("kind")?,
+        status: r.try_get("status")?,
+        registration_hex: r.try_get("registration_hex")?,
+        registration_repeats: r.try_get("registration_repeats")?,
+        heartbeat_hex: r.try_get("heartbeat_hex")?,
+        host: r.try_get("host")?,
+        buses,
+    })
+}
+
+/// Creates a gateway with its buses, registers its identity platform-wide, checks the quota.
+pub async fn create_gateway(
+    conn: &mut PgConnection,
+    principal: &Principal,
+    input: &GatewayInput,
+) -> CoreResult<Gateway> {
+    require_read(principal)?;
+    principal.require(Need::Act(Right::Settings))?;
+    let company_id = principal.company()?.id;
+    let mut fields = BTreeMap::new();
+    let identity = input.identity.trim();
+    if identity.is_empty() || identity.len() > 64 || !identity.chars().all(|c| c.is_ascii_graphic())
+    {
+        fields.insert("identity".into(), "1–64 visible ASCII characters".into());
+    }
+    let kind = input.kind.as_str();
+    if !["dtu", "modbus_tcp", "mqtt"].contains(&kind) {
+        fields.insert("kind".into(), "dtu, modbus_tcp or mqtt".into());
+    }
+    let registration =
+        bytes_hex(&input.registration, input.registration_is_hex).unwrap_or_else(|e| {
+            fields.insert("registration".into(), e.into());
+            None
+        });
+    let heartbeat = bytes_hex(&input.heartbeat, input.heartbeat_is_hex).unwrap_or_else(|e| {
+        fields.insert("heartbeat".into(), e.into());
+        None
+    });
+    if kind == "dtu" && registration.is_none() && !fields.contains_key("registration") {
+        fields.insert(
+            "registration".into(),
+            "a DTU identifies itself with registration bytes".into(),
+        );
+    }
+    let host = input.host.trim();
+    if kind == "modbus_tcp" && (host.is_empty() || host.len() > 253) {
+        fields.insert("host".into(), "the gateway's host name or address".into());
+    }
+    let mqtt_hash = if kind == "mqtt" {
+        match NewPassword::parse(&input.mqtt_password) {
+            Ok(pw) => Some(auth::hash_password(&pw).await?),
+            Err(e) => {
+                fields.insert("mqtt_password".into(), e.0.into());
+                None
+            }
+        }
+    } else {
+        None
+    };
+    if input.buses.is_empty() || input.buses.len() > 64 {
+        fields.insert("buses".into(), "1 to 64 buses".into());
+    }
+    let buses: Vec<Bus> = input
+        .buses
+        .iter()
+        .enumerate()
+        .map(|(i, b)| check_bus(i, b, kind, &mut fields))
+        .collect();
+    let mut numbers: Vec<i32> = buses.iter().map(|b| b.number).collect();
+    numbers.sort_unstable();
+    if numbers.windows(2).any(|w| w[0] == w[1]) {
+        fields.insert("buses".into(), "two buses share a port number".into());
+    }
+    invalid(fields)?;
+    check_quota(
+        conn,
+        company_id,
+        "max_gateways",
+        "select count(*) from gateways",
+        "gateways",
+    )
+    .await?;
+    let id = Uuid::now_v7();
+    // The directory is the platform-wide uniqueness check; "taken" never says by whom.
+    let inserted = sqlx::query(
+        "insert into control.gateway_directory (identity, registration_hex, company_id, gateway_id, kind, status)
+         values ($1, $2, $3, $4, $5, 'enabled') on conflict do nothing",
+    )
+    .bind(identity)
+    .bind(registration.as_deref())
+    .bind(company_id)
+    .bind(id)
+    .bind(kind)
+    .execute(&mut *conn)
+    .await?;
+    if inserted.rows_affected() == 0 {
+        return Err(CoreError::field(
+            "identity",
+            "this identity or registration is already taken",
+        ));
+    }
+    sqlx::query(
+        "insert into gateways (id, identity, name, kind, registration_hex, registration_repeats, heartbeat_hex, host, mqtt_password_hash)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(id)
+    .bind(identity)
+    .bind(input.name.trim())
+    .bind(kind)
+    .bind(registration.as_deref())
+    .bind(input.registration_repeats && kind == "dtu")
+    .bind(heartbeat.as_deref())
+    .bind((kind == "modbus_tcp").then_some(host))
+    .bind(mqtt_hash)
+    .execute(&mut *conn)
+    .await?;
+    for bus in &buses {
+        sqlx::query(
+            "insert into buses (id, gateway_id, number, protocol, baud, parity, stop_bits, gap_ms, timeout_ms, tcp_port)
+             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(bus.id)
+        .bind(id)
+        .bind(bus.number)
+        .bind(&bus.protocol)
+        .bind(bus.baud)
+        .bind(&bus.parity)
+        .bind(bus.stop_bits)
+        .bind(bus.gap_ms)
+        .bind(bus.timeout_ms)
+        .bind(bus.tcp_port)
+        .execute(&mut *conn)
+        .await?;
+    }
+    let created = load_gateway(conn, id).await?;
+    let json = serde_json::to_value(&created).expect("plain data");
+    audit::record(
+        conn,
+        principal,
+        "gateway.create",
+        "gateway",
+        Some(id.to_string()),
+        None,
+        Some(json),
+    )
+    .await?;
+    Ok(created)
+}
+
+/// Enables or suspends a gateway (ingest refuses suspended ones).
+pub async fn set_gateway_status(
+    conn: &mut PgConnection,
+    principal: &Principal,
+    id: Uuid,
+    enabled: bool,
+) -> CoreResult<Gateway> {
+    let before = gateway(conn, principal, id).await?;
+    principal.require(Need::Act(Right::Settings))?;
+    let status = if enabled { "enabled" } else { "suspended" };
+    sqlx::query("update gateways set status = $2, updated_at = now() where id = $1")
+        .bind(id)
+        .bind(status)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("update control.gateway_directory set status = $2 where gateway_id = $1")
+        .bind(id)
+        .bind(status)
+        .execute(&mut *conn)
+        .await?;
+    let after = load_gateway(conn, id).await?;
+    let json = |g: &Gateway| serde_json::to_value(g).expect("plain data");
+    let action = if enabled {
+        "gateway.enable"
+    } else {
+        "gateway.suspend"
+    };
+    audit::record(
+        conn,
+        principal,
+        action,
+        "gateway",
+        Some(id.to_string()),
+        Some(json(&before)),
+        Some(json(&after)),
+    )
+    .await?;
+    Ok(after)
+}
+
+async fn check_quota(
+    conn: &mut PgConnection,
+    company_id: i64,
+    column: &str,
+    count_sql: &str,
+    what: &str,
+) -> CoreResult<()> {
+    // Lock the company row so concurrent creations cannot both pass the check.
+    let max: i32 = sqlx::query_scalar(&format!(
+        "select {column} from control.company where id = $1 for update"
+    ))
+    .bind(company_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    let count: i64 = sqlx::query_scalar(count_sql).fetch_one(&mut *conn).await?;
+    if count >= i64::from(max) {
+        return Err(CoreError::QuotaExceeded(format!(
+            "the company's quota of {max} {what} is reached"
+        )));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Meters
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Meter {
+    pub id: Uuid,
+    pub bus_id: Uuid,
+    pub gateway_id: Uuid,
+    pub gateway_identity: String,
+    pub bus_number: i32,
+    pub model: String,
+    pub address: String,
+    pub meter_number: String,
+    pub ct_ratio: i32,
+    pub pt_ratio: i32,
+    pub prepayment_mode: String,
+    pub role: String,
+    pub parent_id: Option<Uuid>,
+    pub shop_id: Option<Uuid>,
+    pub tariff_plan_id: Option<Uuid>,
+    pub alarm1_fen: Option<i64>,
+    pub alarm2_fen: Option<i64>,
+    pub install_date: Option<chrono::NaiveDate>,
+    pub initial_energy_wh: i64,
+    pub status: String,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct MeterInput {
+    pub bus_id: Uuid,
+    /// `dtsy1352`, `ddsy1352`, `dlt645` or `modbus_generic`.
+    pub model: String,
+    pub address: String,
+    pub meter_number: String,
+    pub ct_ratio: Option<i32>,
+    pub pt_ratio: Option<i32>,
+    /// `platform` (default) or `meter`.
+    pub prepayment_mode: Option<String>,
+    /// `shop` (default), `main` or `common`.
+    pub role: Option<String>,
+    pub parent_id: Option<Uuid>,
+    pub shop_id: Option<Uuid>,
+    pub tariff_plan_id: Option<Uuid>,
+    pub alarm1_fen: Option<i64>,
+    pub alarm2_fen: Option<i64>,
+    pub install_date: Option<chrono::NaiveDate>,
+    pub initial_energy_wh: Option<i64>,
+    #[serde(default)]
+    pub dlt645_password: String,
+    #[serde(default)]
+    pub dlt645_operator: String,
+    /// Confirms adding a meter to a bus that already has 32 or more.
+    #[serde(default)]
+    pub accept_crowded_bus: bool,
+}
+
+/// Filters of the meter list.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct MeterFilter {
+    pub gateway_id: Option<Uuid>,
+    pub building_id: Option<Uuid>,
+    pub model: Option<String>,
+    pub prepayment_mode: Option<String>,
+    pub status: Option<String>,
+    /// Matches meter number or address.
+    pub q: Option<String>,
+}
+
+const METER_SELECT: &str = "select m.id, m.bus_id, b.gateway_id, g.identity as gateway_identity, b.number as bus_number,
+        m.model, m.address, m.meter_number, m.ct_ratio, m.pt_ratio, m.prepayment_mode, m.role, m.parent_id,
+        m.shop_id, m.tariff_plan_id, m.alarm1_fen, m.alarm2_fen, m.install_date, m.initial_energy_wh, m.status
+     from meters m join buses b on b.id = m.bus_id join gateways g on g.id = b.gateway_id
+     left join shops s on s.id = m.shop_id";
+
+fn meter_from(r: sqlx::postgres::PgRow) -> CoreResult<Meter> {
+    Ok(Meter {
+        id: r.try_get("id")?,
+        bus_id: r.try_get("bus_id")?,
+        gateway_id: r.try_get("gateway_id")?,
+        gateway_identity: r.try_get("gateway_identity")?,
+        bus_number: r.try_get("bus_number")?,
+        model: r.try_get("model")?,
+        address: r.try_get("address")?,
+        meter_number: r.try_get("meter_number")?,
+        ct_ratio: r.try_get("ct_ratio")?,
+        pt_ratio: r.try_get("pt_ratio")?,
+        prepayment_mode: r.try_get("prepayment_mode")?,
+        role: r.try_get("role")?,
+        parent_id: r.try_get("parent_id")?,
+        shop_id: r.try_get("shop_id")?,
+        tariff_plan_id: r.try_get("tariff_plan_id")?,
+        alarm1_fen: r.try_get("alarm1_fen")?,
+        alarm2_fen: r.try_get("alarm2_fen")?,
+        install_date: r.try_get("install_date")?,
+        initial_energy_wh: r.try_get("initial_energy_wh")?,
+        status: r.try_get("status")?,
+    })
+}
+
+pub async fn meters(
+    conn: &mut PgConnection,
+    principal: &Principal,
+    filter: &MeterFilter,
+) -> CoreResult<Vec<Meter>> {
+    require_read(principal)?;
+    let mut q = QueryBuilder::new(METER_SELECT);
+    q.push(" where true");
+    if let Some(id) = filter.gateway_id {
+        q.push(" and b.gateway_id = ").push_bind(id);
+    }
+    if let Some(id) = filter.building_id {
+        q.push(" and s.building_id = ").push_bind(id);
+    }
+    for (column, value) in [
+        ("m.model", &filter.model),
+        ("m.prepayment_mode", &filter.prepayment_mode),
+        ("m.status", &filter.status),
+    ] {
+        if let Some(value) = value.as_deref().filter(|v| !v.is_empty()) {
+            q.push(format!(" and {column} = "))
+                .push_bind(value.to_owned());
+        }
+    }
+    if let Some(text) = filter.q.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        q.push(" and (m.meter_number like ")
+            .push_bind(format!("%{text}%"));
+        q.push(" or m.address = ")
+            .push_bind(text.to_owned())
+            .push(")");
+    }
+    q.push(" order by g.identity, b.number, m.address limit 20000");
+    q.build()
+        .fetch_all(conn)
+        .await?
+        .into_iter()
+        .map(meter_from)
+        .collect()
+}
+
+pub async fn meter(conn: &mut PgConnection, principal: &Principal, id: Uuid) -> CoreResult<Meter> {
+    require_read(principal)?;
+    let row = sqlx::query(&format!("{METER_SELECT} where m.id = $1"))
+        .bind(id)
+        .fetch_optional(conn)
+        .await?
+        .ok_or(CoreError::NotFound("meter"))?;
+    meter_from(row)
+}
+
+/// Whether `model` has a driver with the secure purchase (meter-side prepayment). The simulator
+/// and secure firmware implement SECURE-COMMAND.md for the Acrel models; DL/T 645 and generic
+/// Modbus meters do not.
+pub fn model_supports_meter_side(model: &str) -> bool {
+    matches!(model, "dtsy1352" | "ddsy1352")
+}
+
+/// Checks a meter's address for its bus protocol.
+pub fn check_address(protocol: &str, address: &str) -> Result<String, &'static str> {
+    let address = address.trim();
+    if protocol == "dlt645" {
+        if address.len() == 12 && address.bytes().all(|b| b.is_ascii_digit()) {
+            return Ok(address.to_owned());
+        }
+        return Err("a DL/T 645 address is 12 digits");
+    }
+    match address.parse::<u8>() {
+        Ok(n) if (1..=247).contains(&n) => Ok(n.to_string()),
+        _ => Err("a Modbus address is 1 to 247"),
+    }
+}
+
+pub async fn create_meter(
+    conn: &mut PgConnection,
+    principal: &Principal,
+    input: &MeterInput,
+) -> CoreResult<Meter> {
+    require_read(principal)?;
+    principal.require(Need::Act(Right::Settings))?;
+    let company_id = principal.company()?.id;
+    let mut fields = BTreeMap::new();
+    let bus = sqlx::query("select protocol, (select count(*) from meters m where m.bus_id = b.id and m.status = 'active') as n from buses b where id = $1")
+        .bind(input.bus_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let (protocol, on_bus): (String, i64) = match bus {
+        Some(r) => (r.try_get("protocol")?, r.try_get("n")?),
+        None => {
+            fields.insert("bus_id".into(), "no such bus".into());
+            (String::new(), 0)
+        }
+    };
+    let model = input.model.as_str();
+    let model_protocol = match model {
+        "dtsy1352" | "ddsy1352" | "modbus_generic" => "modbus_rtu",
+        "dlt645" => "dlt645",
+        _ => {
+            fields.insert(
+                "model".into(),
+                "dtsy1352, ddsy1352, dlt645 or modbus_generic".into(),
+            );
+            ""
+        }
+    };
+    if !protocol.is_empty() && !model_protocol.is_empty() && protocol != model_protocol {
+        fields.insert(
+            "model".into(),
+            format!("this model speaks {model_protocol}; the bus is {protocol}"),
+        );
+    }
+    let address = check_address(
+        if protocol.is_empty() {
+            model_protocol
+        } else {
+            &protocol
+        },
+        &input.address,
+    )
+    .unwrap_or_else(|e| {
+        fields.insert("address".into(), e.into());
+        String::new()
+    });
+    let number = input.meter_number.trim();
+    if number.is_empty() || number.len() > 16 || !number.bytes().all(|b| b.is_ascii_digit()) {
+        fields.insert("meter_number".into(), "1 to 16 digits".into());
+    }
+    let mode = input
+        .prepayment_mode
+        .clone()
+        .unwrap_or_else(|| "platform".into());
+    match mode.as_str() {
+        "platform" => {}
+        "meter" if model_supports_meter_side(model) => {}
+        "meter" => {
+            fields.insert(
+                "prepayment_mode".into(),
+                "meter-side prepayment needs a model with the secure purchase".into(),
+            );
+        }
+        _ => {
+            fields.insert("prepayment_mode".into(), "platform or meter".into());
+        }
+    }
+    let role = input.role.clone().unwrap_or_else(|| "shop".into());
+    if !["shop", "main", "common"].contains(&role.as_str()) {
+        fields.insert("role".into(), "shop, main or common".into());
+    }
+    for (field, value) in [("ct_ratio", input.ct_ratio), ("pt_ratio", input.pt_ratio)] {
+        if value.is_some_and(|v| !(1..=10_000).contains(&v)) {
+            fields.insert(field.into(), "1 to 10,000".into());
+        }
+    }
+    if let (Some(a1), Some(a2)) = (input.alarm1_fen, input.alarm2_fen) {
+        if a1 < a2 {
+            fields.insert(
+                "alarm1_fen".into(),
+                "alarm 1 must be at least alarm 2".into(),
+            );
+        }
+    }
+    if input.initial_energy_wh.is_some_and(|wh| wh < 0) {
+        fields.insert("initial_energy_wh".into(), "not negative".into());
+    }
+    if model == "dlt645" {
+        for (field, value) in [
+            ("dlt645_password", &input.dlt645_password),
+            ("dlt645_operator", &input.dlt645_operator),
+        ] {
+            let well_formed = value.is_empty()
+                || (value.len() == 8 && value.bytes().all(|b| b.is_ascii_hexdigit()));
+            if !well_formed {
+                fields.insert(field.into(), "8 hex digits".into());
+            }
+        }
+    }
+    if let Some(shop_id) = input.shop_id {
+        if crate::property::shop(conn, principal, shop_id)
+            .await
+            .is_err()
+        {
+            fields.insert("shop_id".into(), "no such shop".into());
+        }
+    }
+    if let Some(plan_id) = input.tariff_plan_id {
+        match crate::tariffs::get(conn, principal, plan_id).await {
+            Ok(plan)
+                if mode == "meter"
+                    && plan
+                        .versions
+                        .iter()
+                        .any(|v| v.tiers.is_some() || !v.fees.is_empty()) =>
+            {
+                fields.insert(
+                    "tariff_plan_id".into(),
+                    "meter-side prepayment takes plans without tiers or fees".into(),
+                );
+            }
+            Ok(_) => {}
+            Err(_) => {
+                fields.insert("tariff_plan_id".into(), "no such tariff plan".into());
+            }
+        }
+    }
+    if let Some(parent_id) = input.parent_id {
+        if meter(conn, principal, parent_id).await.is_err() {
+            fields.insert("parent_id".into(), "no such meter".into());
+        }
+    }
+    if fields.is_empty() {
+        let taken: Option<String> = sqlx::query_scalar(
+            "select case when bus_id = $1 and address = $2 then 'address' else 'meter_number' end
+             from meters where status = 'active' and ((bus_id = $1 and address = $2) or meter_number = $3) limit 1",
+        )
+        .bind(input.bus_id)
+        .bind(&address)
+        .bind(number)
+        .fetch_optional(&mut *conn)
+        .await?;
+        match taken.as_deref() {
+            Some("address") => {
+                fields.insert(
+                    "address".into(),
+                    "another meter on this bus has this address".into(),
+                );
+            }
+            Some(_) => {
+                fields.insert(
+                    "meter_number".into(),
+                    "another meter has this number".into(),
+                );
+            }
+            None => {}
+        }
+        if on_bus >= BUS_METERS_WARN && !input.accept_crowded_bus {
+            fields.insert(
+                "accept_crowded_bus".into(),
+                format!("the bus already has {on_bus} meters; confirm to add more"),
+            );
+        }
+    }
+    invalid(fields)?;
+    check_quota(
+        conn,
+        company_id,
+        "max_meters",
+        "select count(*) from meters where status = 'active'",
+        "meters",
+    )
+    .await?;
+    let id = Uuid::now_v7();
+    sqlx::query(
+        "insert into meters (id, bus_id, model, address, meter_number, ct_ratio, pt_ratio, prepayment_mode, role, parent_id,
+             shop_id, tariff_plan_id, alarm1_fen, alarm2_fen, install_date, initial_energy_wh, dlt645_password, dlt645_operator)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
+    )
+    .bind(id)
+    .bind(input.bus_id)
+    .bind(model)
+    .bind(&address)
+    .bind(number)
+    .bind(input.ct_ratio.unwrap_or(1))
+    .bind(input.pt_ratio.unwrap_or(1))
+    .bind(&mode)
+    .bind(&role)
+    .bind(input.parent_id)
+    .bind(input.shop_id)
+    .bind(input.tariff_plan_id)
+    .bind(input.alarm1_fen)
+    .bind(input.alarm2_fen)
+    .bind(input.install_date)
+    .bind(input.initial_energy_wh.unwrap_or(0))
+    .bind(Some(input.dlt645_password.as_str()).filter(|s| !s.is_empty()))
+    .bind(Some(input.dlt645_operator.as_str()).filter(|s| !s.is_empty()))
+    .execute(&mut *conn)
+    .await?;
+    let created = meter(conn, principal, id).await?;
+    let json = serde_json::to_value(&created).expect("plain data");
+    audit::record(
+        conn,
+        principal,
+        "meter.create",
+        "meter",
+        Some(id.to_string()),
+        None,
+        Some(json),
+    )
+    .await?;
+    Ok(created)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registration_bytes_are_taken_as_text_or_hex() {
+        assert_eq!(bytes_hex("PT01", false), Ok(Some("50543031".into())));
+        assert_eq!(bytes_hex("50 54 0A ff", true), Ok(Some("50540aff".into())));
+        assert_eq!(bytes_hex("", true), Ok(None));
+        assert!(bytes_hex("5", true).is_err());
+        assert!(bytes_hex("zz", true).is_err());
+    }
+
+    #[test]
+    fn addresses_follow_the_bus_protocol() {
+        assert_eq!(check_address("modbus_rtu", " 017 "), Ok("17".into()));
+        assert!(check_address("modbus_rtu", "0").is_err());
+        assert!(check_address("modbus_rtu", "248").is_err());
+        assert_eq!(
+            check_address("dlt645", "202611250001"),
+            Ok("202611250001".into())
+        );
+        assert!(check_address("dlt645", "12345").is_err());
+    }
+}

@@ -1,0 +1,169 @@
+//! `/api/v1/gateways*` and `/api/v1/meters*`: the field as the company configures it.
+
+use super::error::{ApiResult, ErrorBody};
+use super::session::{ApiJson, ApiQuery, Session};
+use super::xlsx::{self, ExportLang};
+use crate::app::AppState;
+use axum::extract::Path;
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::Json;
+use powertab_core::field::{self, Gateway, GatewayInput, Meter, MeterFilter, MeterInput};
+use powertab_core::roles::{Need, Right};
+use powertab_core::xlsx::{Cell, Column, Sheet};
+use serde::Serialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_gateways, create_gateway))
+        .routes(routes!(get_gateway))
+        .routes(routes!(suspend_gateway))
+        .routes(routes!(enable_gateway))
+        .routes(routes!(list_meters, create_meter))
+        .routes(routes!(export_meters))
+        .routes(routes!(get_meter))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct GatewayList {
+    pub items: Vec<Gateway>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct MeterList {
+    pub items: Vec<Meter>,
+    pub next_cursor: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/gateways", tag = "field", responses((status = 200, body = GatewayList)))]
+async fn list_gateways(mut session: Session) -> ApiResult<Json<GatewayList>> {
+    let items = field::list_gateways(&mut session.tx, &session.principal).await?;
+    Ok(Json(GatewayList {
+        items,
+        next_cursor: None,
+    }))
+}
+
+/// Add a gateway (DTU, Modbus-TCP or MQTT) with its buses; its identity is unique platform-wide.
+#[utoipa::path(post, path = "/api/v1/gateways", tag = "field", request_body = GatewayInput,
+    responses((status = 201, body = Gateway), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn create_gateway(
+    mut session: Session,
+    ApiJson(input): ApiJson<GatewayInput>,
+) -> ApiResult<(StatusCode, Json<Gateway>)> {
+    let gateway = field::create_gateway(&mut session.tx, &session.principal, &input).await?;
+    session.tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(gateway)))
+}
+
+#[utoipa::path(get, path = "/api/v1/gateways/{id}", tag = "field", params(("id" = Uuid, Path)),
+    responses((status = 200, body = Gateway), (status = 404, body = ErrorBody)))]
+async fn get_gateway(mut session: Session, Path(id): Path<Uuid>) -> ApiResult<Json<Gateway>> {
+    Ok(Json(
+        field::gateway(&mut session.tx, &session.principal, id).await?,
+    ))
+}
+
+/// Suspend a gateway: ingest refuses its connections until it is enabled again.
+#[utoipa::path(post, path = "/api/v1/gateways/{id}/suspend", tag = "field", params(("id" = Uuid, Path)),
+    responses((status = 200, body = Gateway)))]
+async fn suspend_gateway(mut session: Session, Path(id): Path<Uuid>) -> ApiResult<Json<Gateway>> {
+    let gateway = field::set_gateway_status(&mut session.tx, &session.principal, id, false).await?;
+    session.tx.commit().await?;
+    Ok(Json(gateway))
+}
+
+#[utoipa::path(post, path = "/api/v1/gateways/{id}/enable", tag = "field", params(("id" = Uuid, Path)),
+    responses((status = 200, body = Gateway)))]
+async fn enable_gateway(mut session: Session, Path(id): Path<Uuid>) -> ApiResult<Json<Gateway>> {
+    let gateway = field::set_gateway_status(&mut session.tx, &session.principal, id, true).await?;
+    session.tx.commit().await?;
+    Ok(Json(gateway))
+}
+
+/// Meters filtered by `gateway_id`, `building_id`, `model`, `prepayment_mode`, `status`, `q`.
+#[utoipa::path(get, path = "/api/v1/meters", tag = "field", responses((status = 200, body = MeterList)))]
+async fn list_meters(
+    mut session: Session,
+    ApiQuery(filter): ApiQuery<MeterFilter>,
+) -> ApiResult<Json<MeterList>> {
+    let items = field::meters(&mut session.tx, &session.principal, &filter).await?;
+    Ok(Json(MeterList {
+        items,
+        next_cursor: None,
+    }))
+}
+
+/// Add a meter to a bus (422 per field; more than 32 on a bus needs `accept_crowded_bus`).
+#[utoipa::path(post, path = "/api/v1/meters", tag = "field", request_body = MeterInput,
+    responses((status = 201, body = Meter), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn create_meter(
+    mut session: Session,
+    ApiJson(input): ApiJson<MeterInput>,
+) -> ApiResult<(StatusCode, Json<Meter>)> {
+    let meter = field::create_meter(&mut session.tx, &session.principal, &input).await?;
+    session.tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(meter)))
+}
+
+#[utoipa::path(get, path = "/api/v1/meters.xlsx", tag = "field",
+    responses((status = 200, content_type = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")))]
+async fn export_meters(
+    mut session: Session,
+    ApiQuery(filter): ApiQuery<MeterFilter>,
+    ApiQuery(lang): ApiQuery<ExportLang>,
+) -> ApiResult<Response> {
+    let items = field::meters(&mut session.tx, &session.principal, &filter).await?;
+    session.principal.require(Need::Act(Right::Export))?;
+    let zh = lang.lang.as_deref() != Some("en");
+    let h = |a: &str, b: &str| if zh { a.to_owned() } else { b.to_owned() };
+    let sheet = Sheet {
+        name: h("電表", "Meters"),
+        columns: vec![
+            Column::new(h("表號(hào)", "Meter number"), 18.0),
+            Column::new(h("型號(hào)", "Model"), 12.0),
+            Column::new(h("網(wǎng)關(guān)", "Gateway"), 18.0),
+            Column::new(h("總線", "Bus"), 6.0),
+            Column::new(h("地址", "Address"), 14.0),
+            Column::new("CT", 6.0),
+            Column::new("PT", 6.0),
+            Column::new(h("預(yù)付費(fèi)模式", "Prepayment"), 10.0),
+            Column::new(h("用途", "Role"), 8.0),
+            Column::new(h("初始讀數(shù)(Wh)", "Initial reading (Wh)"), 14.0),
+            Column::new(h("狀態(tài)", "Status"), 8.0),
+        ],
+        rows: items
+            .iter()
+            .map(|m| {
+                vec![
+                    Cell::Text(m.meter_number.clone()),
+                    Cell::Text(m.model.clone()),
+                    Cell::Text(m.gateway_identity.clone()),
+                    Cell::Int(m.bus_number.into()),
+                    Cell::Text(m.address.clone()),
+                    Cell::Int(m.ct_ratio.into()),
+                    Cell::Int(m.pt_ratio.into()),
+                    Cell::Text(m.prepayment_mode.clone()),
+                    Cell::Text(m.role.clone()),
+                    Cell::Int(m.initial_energy_wh),
+                    Cell::Text(m.status.clone()),
+                ]
+            })
+            .collect(),
+        totals: None,
+    };
+    let tz = session.principal.company()?.time_zone.clone();
+    xlsx::respond(sheet, tz, "meters.xlsx").await
+}
+
+#[utoipa::path(get, path = "/api/v1/meters/{id}", tag = "field", params(("id" = Uuid, Path)),
+    responses((status = 200, body = Meter), (status = 404, body = ErrorBody)))]
+async fn get_meter(mut session: Session, Path(id): Path<Uuid>) -> ApiResult<Json<Meter>> {
+    Ok(Json(
+        field::meter(&mut session.tx, &session.principal, id).await?,
+    ))
+}

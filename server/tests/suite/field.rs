@@ -1,0 +1,203 @@
+//! Gateways, buses and meters: kinds, platform-wide identities, validation, quotas.
+
+use crate::helpers::spawn_app;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+fn dtu(identity: &str, registration: &str) -> Value {
+    json!({"identity": identity, "kind": "dtu", "registration": registration, "heartbeat": "FE", "heartbeat_is_hex": true,
+           "buses": [{"number": 1, "protocol": "modbus_rtu"}, {"number": 2, "protocol": "dlt645"}]})
+}
+
+#[tokio::test]
+async fn gateways_of_each_kind_with_protocol_defaults() {
+    let app = spawn_app().await;
+    let (_, admin) = app.company_with_admin("acme").await;
+    let (status, g) = app
+        .post("/api/v1/gateways", &admin, dtu("dtu-0001", "IMEI861234"))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{g}");
+    assert_eq!(g["registration_hex"], "494d4549383631323334");
+    assert_eq!(g["heartbeat_hex"], "fe");
+    assert_eq!(
+        (
+            g["buses"][0]["baud"].clone(),
+            g["buses"][0]["parity"].clone()
+        ),
+        (json!(9600), json!("N"))
+    );
+    assert_eq!(
+        (
+            g["buses"][1]["baud"].clone(),
+            g["buses"][1]["parity"].clone()
+        ),
+        (json!(2400), json!("E"))
+    );
+    let (status, body) = app
+        .post("/api/v1/gateways", &admin, json!({"identity": "mb-1", "kind": "modbus_tcp", "host": "10.0.0.5", "buses": [{"number": 1, "protocol": "modbus_rtu", "tcp_port": 502}]}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = app
+        .post("/api/v1/gateways", &admin, json!({"identity": "mq-1", "kind": "mqtt", "mqtt_password": "gateway-secret-1", "buses": [{"number": 1, "protocol": "modbus_rtu"}]}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert!(
+        !body.to_string().contains("gateway-secret-1"),
+        "the credential is never shown"
+    );
+    let (_, list) = app.get("/api/v1/gateways", &admin).await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn identities_are_unique_across_the_platform_without_saying_whose() {
+    let app = spawn_app().await;
+    let (_, alpha) = app.company_with_admin("alpha").await;
+    let (_, bravo) = app.company_with_admin("bravo").await;
+    assert_eq!(
+        app.post("/api/v1/gateways", &alpha, dtu("dtu-0001", "REG-A"))
+            .await
+            .0,
+        StatusCode::CREATED
+    );
+    for body in [dtu("dtu-0001", "REG-B"), dtu("dtu-0002", "REG-A")] {
+        let (status, answer) = app.post("/api/v1/gateways", &bravo, body).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(answer["error"]["fields"]["identity"]
+            .as_str()
+            .unwrap()
+            .contains("taken"));
+        assert!(!answer.to_string().contains("alpha"), "{answer}");
+    }
+}
+
+#[tokio::test]
+async fn gateway_validation_names_each_field() {
+    let app = spawn_app().await;
+    let (_, admin) = app.company_with_admin("acme").await;
+    let (status, body) = app
+        .post("/api/v1/gateways", &admin, json!({"identity": "", "kind": "dtu", "registration": "5", "registration_is_hex": true,
+            "buses": [{"number": 0, "protocol": "can", "baud": 1234, "parity": "X", "tcp_port": 502}]}))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let fields: Vec<&String> = body["error"]["fields"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .collect();
+    for f in [
+        "identity",
+        "registration",
+        "buses.0.number",
+        "buses.0.protocol",
+        "buses.0.baud",
+        "buses.0.parity",
+        "buses.0.tcp_port",
+    ] {
+        assert!(fields.contains(&&f.to_owned()), "{f}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn meters_are_checked_against_their_bus_and_the_quota() {
+    let app = spawn_app().await;
+    let root = app.root().await;
+    let (company, admin) = app.company_with_admin("acme").await;
+    let (_, g) = app
+        .post("/api/v1/gateways", &admin, dtu("dtu-0001", "REG-A"))
+        .await;
+    let (modbus_bus, dlt_bus) = (g["buses"][0]["id"].clone(), g["buses"][1]["id"].clone());
+    let (status, m) = app
+        .post("/api/v1/meters", &admin, json!({"bus_id": modbus_bus, "model": "dtsy1352", "address": "017", "meter_number": "202611250001", "ct_ratio": 40}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{m}");
+    assert_eq!(
+        (m["address"].clone(), m["gateway_identity"].clone()),
+        (json!("17"), json!("dtu-0001"))
+    );
+    // Same address on the bus, wrong protocol, meter-side on a DL/T 645 meter, bad number.
+    let (status, body) = app
+        .post("/api/v1/meters", &admin, json!({"bus_id": modbus_bus, "model": "dtsy1352", "address": "17", "meter_number": "202611250002"}))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(body["error"]["fields"]["address"]
+        .as_str()
+        .unwrap()
+        .contains("this address"));
+    let (_, body) = app
+        .post("/api/v1/meters", &admin, json!({"bus_id": modbus_bus, "model": "dlt645", "address": "202611250003", "meter_number": "x"}))
+        .await;
+    let fields = body["error"]["fields"].as_object().unwrap();
+    assert!(
+        fields.contains_key("model") && fields.contains_key("meter_number"),
+        "{body}"
+    );
+    let (_, body) = app
+        .post("/api/v1/meters", &admin, json!({"bus_id": dlt_bus, "model": "dlt645", "address": "202611250003", "meter_number": "3", "prepayment_mode": "meter"}))
+        .await;
+    assert!(
+        body["error"]["fields"]["prepayment_mode"].is_string(),
+        "{body}"
+    );
+    // Quota: one more meter is allowed, then 409.
+    let (status, _) = app
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/platform/companies/{company}/quotas"),
+            Some(&root),
+            Some(json!({"max_meters": 2})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = app
+        .post("/api/v1/meters", &admin, json!({"bus_id": dlt_bus, "model": "dlt645", "address": "202611250003", "meter_number": "3"}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = app
+        .post("/api/v1/meters", &admin, json!({"bus_id": dlt_bus, "model": "dlt645", "address": "202611250004", "meter_number": "4"}))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(body["error"]["code"], "quota_exceeded");
+    let response = app
+        .http
+        .get(app.url("/api/v1/meters.xlsx"))
+        .bearer_auth(&admin.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_crowded_bus_needs_confirmation() {
+    let app = spawn_app().await;
+    let root = app.root().await;
+    let (company, admin) = app.company_with_admin("acme").await;
+    app.call(
+        Method::PATCH,
+        &format!("/api/v1/platform/companies/{company}/quotas"),
+        Some(&root),
+        Some(json!({"max_meters": 100})),
+    )
+    .await;
+    let (_, g) = app
+        .post("/api/v1/gateways", &admin, dtu("dtu-0001", "REG-A"))
+        .await;
+    let bus = g["buses"][0]["id"].clone();
+    for address in 1..=32 {
+        let (status, body) = app
+            .post("/api/v1/meters", &admin, json!({"bus_id": bus, "model": "ddsy1352", "address": address.to_string(), "meter_number": address.to_string()}))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let meter = json!({"bus_id": bus, "model": "ddsy1352", "address": "33", "meter_number": "33"});
+    let (status, body) = app.post("/api/v1/meters", &admin, meter.clone()).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(body["error"]["fields"]["accept_crowded_bus"].is_string());
+    let mut confirmed = meter;
+    confirmed["accept_crowded_bus"] = json!(true);
+    assert_eq!(
+        app.post("/api/v1/meters", &admin, confirmed).await.0,
+        StatusCode::CREATED
+    );
+}
