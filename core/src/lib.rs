@@ -24,6 +24,8 @@ pub mod db;
 #[cfg(feature = "db")]
 pub mod field;
 #[cfg(feature = "db")]
+pub mod import;
+#[cfg(feature = "db")]
 pub mod migrate;
 #[cfg(feature = "db")]
 pub mod page;

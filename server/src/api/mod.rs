@@ -5,6 +5,7 @@ pub mod auth;
 pub mod company;
 pub mod error;
 pub mod field;
+pub mod import;
 pub mod platform;
 pub mod property;
 pub mod session;
@@ -36,4 +37,5 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(property::router())
         .merge(setup::router())
         .merge(field::router())
+        .merge(import::router())
 }

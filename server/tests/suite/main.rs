@@ -2,6 +2,7 @@
 //! app on 127.0.0.1:0 against its own fresh database.
 
 mod helpers;
+mod import;
 
 mod auth;
 mod browser;

@@ -1,0 +1,264 @@
+//! Importing shops, gateways and meters: templates, dry runs with every row's errors,
+//! all-or-nothing imports, CSV and Excel.
+
+use crate::helpers::{spawn_app, Caller, TestApp};
+use calamine::{Reader, Xlsx};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use std::io::Cursor;
+
+async fn upload(
+    app: &TestApp,
+    caller: &Caller,
+    kind: &str,
+    filename: &str,
+    bytes: Vec<u8>,
+    dry_run: bool,
+) -> (StatusCode, Value) {
+    let response = app
+        .http
+        .post(app.url(&format!(
+            "/api/v1/import?kind={kind}&filename={filename}&dry_run={dry_run}"
+        )))
+        .bearer_auth(&caller.token)
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap())
+}
+
+const SHOPS_CSV: &str =
+    "建筑 building,樓層 floor,商鋪號(hào) number,名稱 name,面積 area_m2,電話 contact_phone\n\
+A座,1F,101,奶茶店,85.5,13800138000\n\
+A座,1F,102,書店,40,\n\
+A座,2F,201,,,\n";
+
+const GATEWAYS_CSV: &str = "identity,kind,registration,bus,protocol,baud\n\
+dtu-0001,dtu,REG-0001,1,modbus_rtu,9600\n\
+dtu-0001,dtu,REG-0001,2,dlt645,\n\
+dtu-0002,dtu,REG-0002,1,modbus_rtu,\n";
+
+#[tokio::test]
+async fn templates_download_for_each_kind() {
+    let app = spawn_app().await;
+    let (_, admin) = app.company_with_admin("acme").await;
+    for kind in ["shops", "gateways", "meters"] {
+        let response = app
+            .http
+            .get(app.url(&format!("/api/v1/import/template.xlsx?kind={kind}")))
+            .bearer_auth(&admin.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{kind}");
+        let mut book = Xlsx::new(Cursor::new(response.bytes().await.unwrap().to_vec())).unwrap();
+        let sheet = book.worksheet_range_at(0).unwrap().unwrap();
+        assert!(sheet.height() == 2, "header and an example row");
+    }
+}
+
+#[tokio::test]
+async fn a_dry_run_lists_every_rows_errors_and_keeps_nothing() {
+    let app = spawn_app().await;
+    let (_, admin) = app.company_with_admin("acme").await;
+    let bad = format!("{SHOPS_CSV}A座,1F,101,duplicate,,\nA座,1F,103,,12.345,12345\n");
+    let (status, report) = upload(&app, &admin, "shops", "shops.csv", bad.into_bytes(), true).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(report["rows"], 5);
+    let errors: Vec<(u64, String)> = report["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["row"].as_u64().unwrap(),
+                e["column"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        errors,
+        vec![
+            (5, "number".into()),
+            (6, "area_m2".into()),
+            (6, "contact_phone".into())
+        ]
+    );
+    assert_eq!(report["committed"], false);
+    let (_, tree) = app.get("/api/v1/buildings", &admin).await;
+    assert!(
+        tree["items"].as_array().unwrap().is_empty(),
+        "a dry run creates nothing, not even buildings"
+    );
+}
+
+#[tokio::test]
+async fn an_import_with_any_error_keeps_nothing_and_a_clean_one_keeps_everything() {
+    let app = spawn_app().await;
+    let (_, admin) = app.company_with_admin("acme").await;
+    let bad = format!("{SHOPS_CSV}A座,1F,101,duplicate,,\n");
+    let (_, report) = upload(&app, &admin, "shops", "shops.csv", bad.into_bytes(), false).await;
+    assert_eq!(
+        (
+            report["committed"].clone(),
+            report["errors"].as_array().unwrap().len()
+        ),
+        (json!(false), 1)
+    );
+    let (_, shops) = app.get("/api/v1/shops", &admin).await;
+    assert!(shops["items"].as_array().unwrap().is_empty());
+
+    let (_, report) = upload(
+        &app,
+        &admin,
+        "shops",
+        "shops.csv",
+        SHOPS_CSV.as_bytes().to_vec(),
+        false,
+    )
+    .await;
+    assert_eq!(
+        (report["committed"].clone(), report["created"].clone()),
+        (json!(true), json!(3)),
+        "{report}"
+    );
+    let (_, tree) = app.get("/api/v1/buildings", &admin).await;
+    assert_eq!(
+        tree["items"][0]["floors"].as_array().unwrap().len(),
+        2,
+        "buildings and floors made as needed"
+    );
+
+    let (_, report) = upload(
+        &app,
+        &admin,
+        "gateways",
+        "gateways.csv",
+        GATEWAYS_CSV.as_bytes().to_vec(),
+        false,
+    )
+    .await;
+    assert_eq!(report["created"], 2, "{report}");
+    let (_, gateways) = app.get("/api/v1/gateways", &admin).await;
+    assert_eq!(gateways["items"][0]["buses"].as_array().unwrap().len(), 2);
+
+    app.post("/api/v1/tariff-plans", &admin, json!({"name": "商鋪電價(jià)", "version": {"effective": "2020-01-01", "prices": {"flat": 8123}}})).await;
+    let meters =
+        "gateway,bus,model,address,meter_number,building,shop_number,tariff_plan,install_date\n\
+dtu-0001,1,dtsy1352,1,202611250001,A座,101,商鋪電價(jià),2026-11-25\n\
+dtu-0001,2,dlt645,202611250002,202611250002,A座,102,,\n\
+dtu-0002,1,ddsy1352,1,202611250003,,,,\n";
+    let (_, report) = upload(
+        &app,
+        &admin,
+        "meters",
+        "meters.csv",
+        meters.as_bytes().to_vec(),
+        false,
+    )
+    .await;
+    assert_eq!(report["created"], 3, "{report}");
+    let (_, list) = app.get("/api/v1/meters", &admin).await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 3);
+    let (_, log) = app.get("/api/v1/audit-log?action=import", &admin).await;
+    assert_eq!(
+        log["items"].as_array().unwrap().len(),
+        3,
+        "one summary entry per confirmed import"
+    );
+}
+
+#[tokio::test]
+async fn meter_rows_name_unknown_references_by_column() {
+    let app = spawn_app().await;
+    let (_, admin) = app.company_with_admin("acme").await;
+    upload(
+        &app,
+        &admin,
+        "gateways",
+        "gateways.csv",
+        GATEWAYS_CSV.as_bytes().to_vec(),
+        false,
+    )
+    .await;
+    let meters =
+        "gateway,bus,model,address,meter_number,building,shop_number,tariff_plan,install_date\n\
+dtu-9999,1,dtsy1352,1,1,,,,\n\
+dtu-0001,1,dtsy1352,1,2,A座,999,nope,25/11/2026\n";
+    let (_, report) = upload(
+        &app,
+        &admin,
+        "meters",
+        "meters.csv",
+        meters.as_bytes().to_vec(),
+        true,
+    )
+    .await;
+    let errors: Vec<(u64, String)> = report["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["row"].as_u64().unwrap(),
+                e["column"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        errors,
+        vec![
+            (2, "bus".into()),
+            (3, "shop_number".into()),
+            (3, "tariff_plan".into()),
+            (3, "install_date".into())
+        ]
+    );
+}
+
+#[tokio::test]
+async fn unreadable_files_and_missing_columns_are_refused_clearly() {
+    let app = spawn_app().await;
+    let (_, admin) = app.company_with_admin("acme").await;
+    let (status, body) = upload(
+        &app,
+        &admin,
+        "meters",
+        "meters.xlsx",
+        b"not a workbook".to_vec(),
+        true,
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(body["error"]["fields"]["file"]
+        .as_str()
+        .unwrap()
+        .contains("spreadsheet"));
+    let (status, body) = upload(
+        &app,
+        &admin,
+        "meters",
+        "m.csv",
+        b"gateway,bus\n".to_vec(),
+        true,
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(body["error"]["fields"]["file"]
+        .as_str()
+        .unwrap()
+        .contains("meter_number"));
+    let (_, operator) = app.user(&admin, "acme", "op", "operator", &[]).await;
+    let (status, _) = upload(
+        &app,
+        &operator,
+        "shops",
+        "shops.csv",
+        SHOPS_CSV.as_bytes().to_vec(),
+        true,
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}
