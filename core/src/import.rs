@@ -411,11 +411,9 @@ async fn import_shops(
         let floor_id = match floors.get(&key) {
             Some(id) => *id,
             None => {
-                let created = {
-                    savepoint(conn).await?;
-                    let result = ensure_floor(conn, principal, &key.0, &key.1).await;
-                    end_savepoint(conn, result).await?
-                };
+                savepoint(conn).await?;
+                let result = ensure_floor(conn, principal, &key.0, &key.1).await;
+                let created = end_savepoint(conn, result).await?;
                 match created {
                     Ok(id) => {
                         floors.insert(key, id);
@@ -443,11 +441,9 @@ async fn import_shops(
             contact_phone: get("contact_phone"),
             status: get("status"),
         };
-        match {
-            savepoint(conn).await?;
-            let result = property::create_shop(conn, principal, &input).await;
-            end_savepoint(conn, result).await?
-        } {
+        savepoint(conn).await?;
+        let result = property::create_shop(conn, principal, &input).await;
+        match end_savepoint(conn, result).await? {
             Ok(_) => report.created += 1,
             Err(e) => report
                 .errors
@@ -563,11 +559,9 @@ async fn import_gateways(
             mqtt_password: get("mqtt_password"),
             buses,
         };
-        match {
-            savepoint(conn).await?;
-            let result = field::create_gateway(conn, principal, &input).await;
-            end_savepoint(conn, result).await?
-        } {
+        savepoint(conn).await?;
+        let result = field::create_gateway(conn, principal, &input).await;
+        match end_savepoint(conn, result).await? {
             Ok(_) => report.created += 1,
             Err(e) => report
                 .errors
@@ -680,11 +674,9 @@ async fn import_meters(
             report.errors.extend(errors);
             continue;
         }
-        match {
-            savepoint(conn).await?;
-            let result = field::create_meter(conn, principal, &input).await;
-            end_savepoint(conn, result).await?
-        } {
+        savepoint(conn).await?;
+        let result = field::create_meter(conn, principal, &input).await;
+        match end_savepoint(conn, result).await? {
             Ok(_) => report.created += 1,
             Err(e) => report
                 .errors
