@@ -160,6 +160,17 @@ impl Principal {
         }
     }
 
+    /// `NotFound` unless the caller works in a company and may read its data (shop tenants and
+    /// platform staff outside a company see no company resources at all).
+    pub fn require_read_company(&self) -> CoreResult<()> {
+        self.company()?;
+        if self.can(Need::ReadCompany) {
+            Ok(())
+        } else {
+            Err(CoreError::NotFound("resource"))
+        }
+    }
+
     /// The company scope, or `NotFound` for platform staff who have not entered one (company
     /// resources do not exist for them).
     pub fn company(&self) -> CoreResult<&CompanyScope> {

@@ -48,6 +48,18 @@ impl CoreError {
         CoreError::Validation { message, fields }
     }
 
+    /// `Ok` when `fields` is empty, else a validation error naming each field.
+    pub fn check_fields(fields: BTreeMap<String, String>) -> CoreResult<()> {
+        if fields.is_empty() {
+            Ok(())
+        } else {
+            Err(CoreError::Validation {
+                message: "please correct the highlighted fields".into(),
+                fields,
+            })
+        }
+    }
+
     /// Stable snake_case code for API error bodies and translations.
     pub fn code(&self) -> &'static str {
         match self {

@@ -92,26 +92,6 @@ pub struct GatewayInput {
     pub buses: Vec<BusInput>,
 }
 
-fn invalid(fields: BTreeMap<String, String>) -> CoreResult<()> {
-    if fields.is_empty() {
-        Ok(())
-    } else {
-        Err(CoreError::Validation {
-            message: "please correct the highlighted fields".into(),
-            fields,
-        })
-    }
-}
-
-fn require_read(principal: &Principal) -> CoreResult<()> {
-    principal.company()?;
-    if principal.can(Need::ReadCompany) {
-        Ok(())
-    } else {
-        Err(CoreError::NotFound("resource"))
-    }
-}
-
 /// Bytes typed as text or hex, as lowercase hex; `None` when empty, `Err` when not hex.
 pub fn bytes_hex(text: &str, is_hex: bool) -> Result<Option<String>, &'static str> {
     if text.is_empty() {
@@ -204,7 +184,7 @@ pub async fn list_gateways(
     conn: &mut PgConnection,
     principal: &Principal,
 ) -> CoreResult<Vec<Gateway>> {
-    require_read(principal)?;
+    principal.require_read_company()?;
     let ids: Vec<Uuid> = sqlx::query_scalar("select id from gateways order by identity")
         .fetch_all(&mut *conn)
         .await?;
@@ -220,7 +200,7 @@ pub async fn gateway(
     principal: &Principal,
     id: Uuid,
 ) -> CoreResult<Gateway> {
-    require_read(principal)?;
+    principal.require_read_company()?;
     load_gateway(conn, id).await
 }
 
@@ -277,7 +257,7 @@ pub async fn create_gateway(
     principal: &Principal,
     input: &GatewayInput,
 ) -> CoreResult<Gateway> {
-    require_read(principal)?;
+    principal.require_read_company()?;
     principal.require(Need::Act(Right::Settings))?;
     let company_id = principal.company()?.id;
     let mut fields = BTreeMap::new();
@@ -334,8 +314,8 @@ pub async fn create_gateway(
     if numbers.windows(2).any(|w| w[0] == w[1]) {
         fields.insert("buses".into(), "two buses share a port number".into());
     }
-    invalid(fields)?;
-    check_quota(
+    CoreError::check_fields(fields)?;
+    check_quota_of(
         conn,
         company_id,
         "max_gateways",
@@ -450,7 +430,7 @@ pub async fn set_gateway_status(
     Ok(after)
 }
 
-async fn check_quota(
+async fn check_quota_of(
     conn: &mut PgConnection,
     company_id: i64,
     column: &str,
@@ -579,7 +559,7 @@ pub async fn meters(
     principal: &Principal,
     filter: &MeterFilter,
 ) -> CoreResult<Vec<Meter>> {
-    require_read(principal)?;
+    principal.require_read_company()?;
     let mut q = QueryBuilder::new(METER_SELECT);
     q.push(" where true");
     if let Some(id) = filter.gateway_id {
@@ -615,7 +595,7 @@ pub async fn meters(
 }
 
 pub async fn meter(conn: &mut PgConnection, principal: &Principal, id: Uuid) -> CoreResult<Meter> {
-    require_read(principal)?;
+    principal.require_read_company()?;
     let row = sqlx::query(&format!("{METER_SELECT} where m.id = $1"))
         .bind(id)
         .fetch_optional(conn)
@@ -646,12 +626,49 @@ pub fn check_address(protocol: &str, address: &str) -> Result<String, &'static s
     }
 }
 
+/// Creates a meter after every check, including the meter quota.
 pub async fn create_meter(
     conn: &mut PgConnection,
     principal: &Principal,
     input: &MeterInput,
 ) -> CoreResult<Meter> {
-    require_read(principal)?;
+    let id = insert_meter(conn, principal, input, true).await?;
+    meter(conn, principal, id).await
+}
+
+/// Checks `count` more meters against the company's quota at once (imports check their whole
+/// file before the first row).
+pub async fn check_meter_quota_for(
+    conn: &mut PgConnection,
+    principal: &Principal,
+    count: usize,
+) -> CoreResult<()> {
+    let company_id = principal.company()?.id;
+    let max: i32 =
+        sqlx::query_scalar("select max_meters from control.company where id = $1 for update")
+            .bind(company_id)
+            .fetch_one(&mut *conn)
+            .await?;
+    let active: i64 = sqlx::query_scalar("select count(*) from meters where status = 'active'")
+        .fetch_one(&mut *conn)
+        .await?;
+    if active + i64::try_from(count).unwrap_or(i64::MAX) > i64::from(max) {
+        return Err(CoreError::QuotaExceeded(format!(
+            "the company's quota of {max} meters would be exceeded"
+        )));
+    }
+    Ok(())
+}
+
+/// Validates and inserts a meter; returns its id. `check_quota` is false only when the caller
+/// already checked the quota for all the meters it adds.
+pub async fn insert_meter(
+    conn: &mut PgConnection,
+    principal: &Principal,
+    input: &MeterInput,
+    check_quota: bool,
+) -> CoreResult<Uuid> {
+    principal.require_read_company()?;
     principal.require(Need::Act(Right::Settings))?;
     let company_id = principal.company()?.id;
     let mut fields = BTreeMap::new();
@@ -783,29 +800,31 @@ pub async fn create_meter(
         }
     }
     if fields.is_empty() {
-        let taken: Option<String> = sqlx::query_scalar(
-            "select case when bus_id = $1 and address = $2 then 'address' else 'meter_number' end
-             from meters where status = 'active' and ((bus_id = $1 and address = $2) or meter_number = $3) limit 1",
+        // Two lookups, each served by its partial unique index (an `or` would scan all meters).
+        let address_taken: bool = sqlx::query_scalar(
+            "select exists (select 1 from meters where status = 'active' and bus_id = $1 and address = $2)",
         )
         .bind(input.bus_id)
         .bind(&address)
-        .bind(number)
-        .fetch_optional(&mut *conn)
+        .fetch_one(&mut *conn)
         .await?;
-        match taken.as_deref() {
-            Some("address") => {
-                fields.insert(
-                    "address".into(),
-                    "another meter on this bus has this address".into(),
-                );
-            }
-            Some(_) => {
-                fields.insert(
-                    "meter_number".into(),
-                    "another meter has this number".into(),
-                );
-            }
-            None => {}
+        if address_taken {
+            fields.insert(
+                "address".into(),
+                "another meter on this bus has this address".into(),
+            );
+        }
+        let number_taken: bool = sqlx::query_scalar(
+            "select exists (select 1 from meters where status = 'active' and meter_number = $1)",
+        )
+        .bind(number)
+        .fetch_one(&mut *conn)
+        .await?;
+        if number_taken {
+            fields.insert(
+                "meter_number".into(),
+                "another meter has this number".into(),
+            );
         }
         if on_bus >= BUS_METERS_WARN && !input.accept_crowded_bus {
             fields.insert(
@@ -814,15 +833,17 @@ pub async fn create_meter(
             );
         }
     }
-    invalid(fields)?;
-    check_quota(
-        conn,
-        company_id,
-        "max_meters",
-        "select count(*) from meters where status = 'active'",
-        "meters",
-    )
-    .await?;
+    CoreError::check_fields(fields)?;
+    if check_quota {
+        check_quota_of(
+            conn,
+            company_id,
+            "max_meters",
+            "select count(*) from meters where status = 'active'",
+            "meters",
+        )
+        .await?;
+    }
     let id = Uuid::now_v7();
     sqlx::query(
         "insert into meters (id, bus_id, model, address, meter_number, ct_ratio, pt_ratio, prepayment_mode, role, parent_id,
@@ -849,8 +870,13 @@ pub async fn create_meter(
     .bind(Some(input.dlt645_operator.as_str()).filter(|s| !s.is_empty()))
     .execute(&mut *conn)
     .await?;
-    let created = meter(conn, principal, id).await?;
-    let json = serde_json::to_value(&created).expect("plain data");
+    // The audit entry is built from what was stored, without reading the row back (imports
+    // insert thousands).
+    let after = serde_json::json!({
+        "bus_id": input.bus_id, "model": model, "address": address, "meter_number": number,
+        "prepayment_mode": mode, "role": role, "shop_id": input.shop_id,
+        "tariff_plan_id": input.tariff_plan_id, "initial_energy_wh": input.initial_energy_wh.unwrap_or(0),
+    });
     audit::record(
         conn,
         principal,
@@ -858,10 +884,10 @@ pub async fn create_meter(
         "meter",
         Some(id.to_string()),
         None,
-        Some(json),
+        Some(after),
     )
     .await?;
-    Ok(created)
+    Ok(id)
 }
 
 #[cfg(test)]

@@ -591,6 +591,8 @@ async fn import_meters(
             .into_iter()
             .map(|s| ((s.building_name, s.number), s.id))
             .collect();
+    // The quota is checked once for the whole file instead of once per row.
+    field::check_meter_quota_for(conn, principal, rows.len()).await?;
     let plans: BTreeMap<String, Uuid> = crate::tariffs::list(conn, principal)
         .await?
         .into_iter()
@@ -675,7 +677,7 @@ async fn import_meters(
             continue;
         }
         savepoint(conn).await?;
-        let result = field::create_meter(conn, principal, &input).await;
+        let result = field::insert_meter(conn, principal, &input, false).await;
         match end_savepoint(conn, result).await? {
             Ok(_) => report.created += 1,
             Err(e) => report

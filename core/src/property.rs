@@ -107,26 +107,6 @@ fn can_see_building(principal: &Principal, building_id: Uuid) -> bool {
     limited_to(principal).is_none_or(|ids| ids.contains(&building_id))
 }
 
-fn require_read(principal: &Principal) -> CoreResult<()> {
-    principal.company()?;
-    if principal.can(Need::ReadCompany) {
-        Ok(())
-    } else {
-        Err(CoreError::NotFound("resource"))
-    }
-}
-
-fn validation(fields: BTreeMap<String, String>) -> CoreResult<()> {
-    if fields.is_empty() {
-        Ok(())
-    } else {
-        Err(CoreError::Validation {
-            message: "please correct the highlighted fields".into(),
-            fields,
-        })
-    }
-}
-
 fn check_name(fields: &mut BTreeMap<String, String>, field: &str, value: &str, max: usize) {
     let len = value.trim().chars().count();
     if len == 0 || len > max {
@@ -143,7 +123,7 @@ fn json<T: Serialize>(value: &T) -> serde_json::Value {
 
 /// Every building the caller may see, with floors and shop counts, by name.
 pub async fn tree(conn: &mut PgConnection, principal: &Principal) -> CoreResult<Vec<Building>> {
-    require_read(principal)?;
+    principal.require_read_company()?;
     let rows = sqlx::query(
         "select b.id, b.name, b.address, (select count(*) from shops s where s.building_id = b.id) as shop_count
          from buildings b where ($1::uuid[] is null or b.id = any($1)) order by b.name",
@@ -219,7 +199,7 @@ pub async fn create_building(
     principal: &Principal,
     input: &BuildingInput,
 ) -> CoreResult<Building> {
-    require_read(principal)?;
+    principal.require_read_company()?;
     principal.require(Need::Act(Right::Settings))?;
     if limited_to(principal).is_some() {
         return Err(CoreError::Forbidden(
@@ -239,7 +219,7 @@ pub async fn create_building(
     {
         fields.insert("name".into(), "a building with this name exists".into());
     }
-    validation(fields)?;
+    CoreError::check_fields(fields)?;
     let id = Uuid::now_v7();
     sqlx::query("insert into buildings (id, name, address) values ($1, $2, $3)")
         .bind(id)
@@ -282,7 +262,7 @@ pub async fn update_building(
     {
         fields.insert("name".into(), "a building with this name exists".into());
     }
-    validation(fields)?;
+    CoreError::check_fields(fields)?;
     sqlx::query("update buildings set name = $2, address = $3, updated_at = now() where id = $1")
         .bind(id)
         .bind(input.name.trim())
@@ -336,7 +316,7 @@ pub async fn delete_building(
 }
 
 async fn floor(conn: &mut PgConnection, principal: &Principal, id: Uuid) -> CoreResult<Floor> {
-    require_read(principal)?;
+    principal.require_read_company()?;
     let row = sqlx::query(
         "select f.id, f.building_id, f.name, f.sort_order, (select count(*) from shops s where s.floor_id = f.id) as shop_count
          from floors f where f.id = $1",
@@ -389,7 +369,7 @@ pub async fn create_floor(
             "this building already has a floor with this name".into(),
         );
     }
-    validation(fields)?;
+    CoreError::check_fields(fields)?;
     let id = Uuid::now_v7();
     sqlx::query("insert into floors (id, building_id, name, sort_order) values ($1, $2, $3, $4)")
         .bind(id)
@@ -435,7 +415,7 @@ pub async fn update_floor(
             "this building already has a floor with this name".into(),
         );
     }
-    validation(fields)?;
+    CoreError::check_fields(fields)?;
     sqlx::query("update floors set name = $2, sort_order = $3 where id = $1")
         .bind(id)
         .bind(input.name.trim())
@@ -514,7 +494,7 @@ pub async fn shops(
     principal: &Principal,
     filter: &ShopFilter,
 ) -> CoreResult<Vec<Shop>> {
-    require_read(principal)?;
+    principal.require_read_company()?;
     let mut q = QueryBuilder::new(SHOP_SELECT);
     q.push(" where true");
     if let Some(ids) = limited_to(principal) {
@@ -552,7 +532,7 @@ pub async fn shops(
 }
 
 pub async fn shop(conn: &mut PgConnection, principal: &Principal, id: Uuid) -> CoreResult<Shop> {
-    require_read(principal)?;
+    principal.require_read_company()?;
     let row = sqlx::query(&format!("{SHOP_SELECT} where s.id = $1"))
         .bind(id)
         .fetch_optional(conn)
@@ -635,7 +615,7 @@ async fn check_shop(
             );
         }
     }
-    validation(fields)?;
+    CoreError::check_fields(fields)?;
     Ok(CheckedShop {
         building_id: floor.expect("checked above").building_id,
         area_centi_m2: area,
@@ -649,7 +629,7 @@ pub async fn create_shop(
     principal: &Principal,
     input: &ShopInput,
 ) -> CoreResult<Shop> {
-    require_read(principal)?;
+    principal.require_read_company()?;
     principal.require(Need::Act(Right::Settings))?;
     let checked = check_shop(conn, principal, input, None).await?;
     let id = Uuid::now_v7();

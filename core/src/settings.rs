@@ -45,17 +45,8 @@ pub struct CalendarDay {
     pub name: String,
 }
 
-fn require_read(principal: &Principal) -> CoreResult<()> {
-    principal.company()?;
-    if principal.can(Need::ReadCompany) {
-        Ok(())
-    } else {
-        Err(CoreError::NotFound("resource"))
-    }
-}
-
 pub async fn get(conn: &mut PgConnection, principal: &Principal) -> CoreResult<CompanySettings> {
-    require_read(principal)?;
+    principal.require_read_company()?;
     load(conn).await
 }
 
@@ -171,7 +162,7 @@ pub async fn calendar_days(
     principal: &Principal,
     year: Option<i32>,
 ) -> CoreResult<Vec<CalendarDay>> {
-    require_read(principal)?;
+    principal.require_read_company()?;
     let rows = sqlx::query(
         "select day, kind, name from calendar_days
          where $1::int is null or extract(year from day) = $1 order by day",
@@ -213,7 +204,7 @@ pub async fn set_day(
     principal: &Principal,
     input: &CalendarDay,
 ) -> CoreResult<CalendarDay> {
-    require_read(principal)?;
+    principal.require_read_company()?;
     principal.require(Need::Act(Right::Settings))?;
     if input.kind != "holiday" && input.kind != "workday" {
         return Err(CoreError::field("kind", "holiday or workday"));
@@ -250,7 +241,7 @@ pub async fn clear_day(
     principal: &Principal,
     day: NaiveDate,
 ) -> CoreResult<()> {
-    require_read(principal)?;
+    principal.require_read_company()?;
     // Existence first: a day the company never marked is 404 for everyone.
     let exists: bool =
         sqlx::query_scalar("select exists (select 1 from calendar_days where day = $1)")

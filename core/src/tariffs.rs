@@ -60,15 +60,6 @@ pub struct PreviewResult {
     pub by_period: BTreeMap<Period, (i64, i64)>,
 }
 
-fn require_read(principal: &Principal) -> CoreResult<()> {
-    principal.company()?;
-    if principal.can(Need::ReadCompany) {
-        Ok(())
-    } else {
-        Err(CoreError::NotFound("resource"))
-    }
-}
-
 fn invalid(fields: BTreeMap<String, String>) -> CoreError {
     CoreError::Validation {
         message: "please correct the highlighted fields".into(),
@@ -110,7 +101,7 @@ async fn versions(conn: &mut PgConnection, plan_id: Uuid) -> CoreResult<Vec<Tari
 }
 
 pub async fn list(conn: &mut PgConnection, principal: &Principal) -> CoreResult<Vec<TariffPlan>> {
-    require_read(principal)?;
+    principal.require_read_company()?;
     let rows = sqlx::query("select id, name, description from tariff_plans order by name")
         .fetch_all(&mut *conn)
         .await?;
@@ -132,7 +123,7 @@ pub async fn get(
     principal: &Principal,
     id: Uuid,
 ) -> CoreResult<TariffPlan> {
-    require_read(principal)?;
+    principal.require_read_company()?;
     let r = sqlx::query("select id, name, description from tariff_plans where id = $1")
         .bind(id)
         .fetch_optional(&mut *conn)
@@ -168,7 +159,7 @@ pub async fn create(
     principal: &Principal,
     input: &NewPlan,
 ) -> CoreResult<TariffPlan> {
-    require_read(principal)?;
+    principal.require_read_company()?;
     principal.require(Need::Act(Right::Settings))?;
     let mut fields = input
         .version
@@ -255,7 +246,7 @@ pub async fn preview(
     input: &PreviewInput,
     calendar: &Calendar,
 ) -> CoreResult<Vec<PreviewResult>> {
-    require_read(principal)?;
+    principal.require_read_company()?;
     if input.hourly_wh.len() != 24
         || input
             .hourly_wh
