@@ -109,7 +109,6 @@ fn columns(kind: ImportKind) -> &'static [(&'static str, &'static str)] {
 
 /// The template: the header row, and one example row so people see the format.
 pub fn template(kind: ImportKind) -> Sheet {
-    let cols = columns(kind);
     let example: Vec<&str> = match kind {
         ImportKind::Shops => vec![
             "A座",
@@ -160,18 +159,138 @@ pub fn template(kind: ImportKind) -> Sheet {
             "0",
         ],
     };
-    Sheet {
-        name: format!("{kind:?}"),
-        columns: cols
-            .iter()
-            .map(|(key, label)| Column::new(format!("{label} {key}"), 16.0))
-            .collect(),
-        rows: vec![example
+    sheet(
+        kind,
+        "zh",
+        vec![example
             .into_iter()
             .map(|v| Cell::Text(v.to_owned()))
             .collect()],
+    )
+}
+
+/// A sheet of `kind` in the import columns (headers "label key"), so what is exported imports
+/// again unchanged.
+pub fn sheet(kind: ImportKind, lang: &str, rows: Vec<Vec<Cell>>) -> Sheet {
+    let zh = lang != "en";
+    let name = match (kind, zh) {
+        (ImportKind::Shops, true) => "商鋪",
+        (ImportKind::Gateways, true) => "網(wǎng)關(guān)",
+        (ImportKind::Meters, true) => "電表",
+        (ImportKind::Shops, false) => "Shops",
+        (ImportKind::Gateways, false) => "Gateways",
+        (ImportKind::Meters, false) => "Meters",
+    };
+    Sheet {
+        name: name.to_owned(),
+        columns: columns(kind)
+            .iter()
+            .map(|(key, label)| Column::new(format!("{label} {key}"), 16.0))
+            .collect(),
+        rows,
         totals: None,
     }
+}
+
+fn text(value: &str) -> Cell {
+    Cell::Text(value.to_owned())
+}
+
+/// Shops as an importable sheet.
+pub fn shops_sheet(shops: &[property::Shop], lang: &str) -> Sheet {
+    let rows = shops
+        .iter()
+        .map(|s| {
+            vec![
+                text(&s.building_name),
+                text(&s.floor_name),
+                text(&s.number),
+                text(&s.name),
+                s.area_centi_m2.map_or(Cell::Empty, Cell::Decimal2),
+                text(&s.contact_name),
+                text(&s.contact_phone),
+                text(&s.status),
+            ]
+        })
+        .collect();
+    sheet(ImportKind::Shops, lang, rows)
+}
+
+/// Gateways as an importable sheet, one row per bus. MQTT credentials are never exported: a
+/// re-import of an MQTT gateway needs its credential typed in again.
+pub fn gateways_sheet(gateways: &[field::Gateway], lang: &str) -> Sheet {
+    let mut rows = Vec::new();
+    for g in gateways {
+        for b in &g.buses {
+            rows.push(vec![
+                text(&g.identity),
+                text(&g.name),
+                text(&g.kind),
+                text(g.registration_hex.as_deref().unwrap_or("")),
+                text("true"),
+                text(if g.registration_repeats {
+                    "true"
+                } else {
+                    "false"
+                }),
+                text(g.heartbeat_hex.as_deref().unwrap_or("")),
+                text("true"),
+                text(g.host.as_deref().unwrap_or("")),
+                Cell::Empty,
+                Cell::Int(b.number.into()),
+                text(&b.protocol),
+                Cell::Int(b.baud.into()),
+                text(&b.parity),
+                Cell::Int(b.stop_bits.into()),
+                Cell::Int(b.gap_ms.into()),
+                Cell::Int(b.timeout_ms.into()),
+                b.tcp_port.map_or(Cell::Empty, |p| Cell::Int(p.into())),
+            ]);
+        }
+    }
+    sheet(ImportKind::Gateways, lang, rows)
+}
+
+/// Meters as an importable sheet; shops by building and number, plans by name.
+pub fn meters_sheet(
+    meters: &[field::Meter],
+    shops: &BTreeMap<Uuid, (String, String)>,
+    plans: &BTreeMap<Uuid, String>,
+    lang: &str,
+) -> Sheet {
+    let rows = meters
+        .iter()
+        .map(|m| {
+            let (building, shop) = m
+                .shop_id
+                .and_then(|id| shops.get(&id).cloned())
+                .unwrap_or_default();
+            let opt_int = |v: Option<i64>| v.map_or(Cell::Empty, Cell::Int);
+            vec![
+                text(&m.gateway_identity),
+                Cell::Int(m.bus_number.into()),
+                text(&m.model),
+                text(&m.address),
+                text(&m.meter_number),
+                Cell::Int(m.ct_ratio.into()),
+                Cell::Int(m.pt_ratio.into()),
+                text(&m.prepayment_mode),
+                text(&m.role),
+                text(&building),
+                text(&shop),
+                text(
+                    m.tariff_plan_id
+                        .and_then(|id| plans.get(&id))
+                        .map_or("", String::as_str),
+                ),
+                opt_int(m.alarm1_fen),
+                opt_int(m.alarm2_fen),
+                m.install_date.map_or(Cell::Empty, |d| text(&d.to_string())),
+                Cell::Int(m.initial_energy_wh),
+            ]
+        })
+        .collect();
+    sheet(ImportKind::Meters, lang, rows)
 }
 
 /// A data cell as text: whole numbers without ".0", dates as YYYY-MM-DD.

@@ -10,7 +10,7 @@ use axum::response::Response;
 use axum::Json;
 use powertab_core::field::{self, Gateway, GatewayInput, Meter, MeterFilter, MeterInput};
 use powertab_core::roles::{Need, Right};
-use powertab_core::xlsx::{Cell, Column, Sheet};
+use powertab_core::{import, property, tariffs};
 use serde::Serialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -19,6 +19,7 @@ use uuid::Uuid;
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_gateways, create_gateway))
+        .routes(routes!(export_gateways))
         .routes(routes!(get_gateway))
         .routes(routes!(suspend_gateway))
         .routes(routes!(enable_gateway))
@@ -58,6 +59,24 @@ async fn create_gateway(
     let gateway = field::create_gateway(&mut session.tx, &session.principal, &input).await?;
     session.tx.commit().await?;
     Ok((StatusCode::CREATED, Json(gateway)))
+}
+
+/// Gateways as Excel, one row per bus, in the import columns (MQTT credentials are not exported).
+#[utoipa::path(get, path = "/api/v1/gateways.xlsx", tag = "field",
+    responses((status = 200, content_type = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")))]
+async fn export_gateways(
+    mut session: Session,
+    ApiQuery(lang): ApiQuery<ExportLang>,
+) -> ApiResult<Response> {
+    let items = field::list_gateways(&mut session.tx, &session.principal).await?;
+    session.principal.require(Need::Act(Right::Export))?;
+    let tz = session.principal.company()?.time_zone.clone();
+    xlsx::respond(
+        import::gateways_sheet(&items, lang.lang.as_deref().unwrap_or("zh")),
+        tz,
+        "gateways.xlsx",
+    )
+    .await
 }
 
 #[utoipa::path(get, path = "/api/v1/gateways/{id}", tag = "field", params(("id" = Uuid, Path)),
@@ -119,43 +138,17 @@ async fn export_meters(
 ) -> ApiResult<Response> {
     let items = field::meters(&mut session.tx, &session.principal, &filter).await?;
     session.principal.require(Need::Act(Right::Export))?;
-    let zh = lang.lang.as_deref() != Some("en");
-    let h = |a: &str, b: &str| if zh { a.to_owned() } else { b.to_owned() };
-    let sheet = Sheet {
-        name: h("電表", "Meters"),
-        columns: vec![
-            Column::new(h("表號(hào)", "Meter number"), 18.0),
-            Column::new(h("型號(hào)", "Model"), 12.0),
-            Column::new(h("網(wǎng)關(guān)", "Gateway"), 18.0),
-            Column::new(h("總線", "Bus"), 6.0),
-            Column::new(h("地址", "Address"), 14.0),
-            Column::new("CT", 6.0),
-            Column::new("PT", 6.0),
-            Column::new(h("預(yù)付費(fèi)模式", "Prepayment"), 10.0),
-            Column::new(h("用途", "Role"), 8.0),
-            Column::new(h("初始讀數(shù)(Wh)", "Initial reading (Wh)"), 14.0),
-            Column::new(h("狀態(tài)", "Status"), 8.0),
-        ],
-        rows: items
-            .iter()
-            .map(|m| {
-                vec![
-                    Cell::Text(m.meter_number.clone()),
-                    Cell::Text(m.model.clone()),
-                    Cell::Text(m.gateway_identity.clone()),
-                    Cell::Int(m.bus_number.into()),
-                    Cell::Text(m.address.clone()),
-                    Cell::Int(m.ct_ratio.into()),
-                    Cell::Int(m.pt_ratio.into()),
-                    Cell::Text(m.prepayment_mode.clone()),
-                    Cell::Text(m.role.clone()),
-                    Cell::Int(m.initial_energy_wh),
-                    Cell::Text(m.status.clone()),
-                ]
-            })
-            .collect(),
-        totals: None,
-    };
+    let shops = property::shops(&mut session.tx, &session.principal, &Default::default())
+        .await?
+        .into_iter()
+        .map(|s| (s.id, (s.building_name, s.number)))
+        .collect();
+    let plans = tariffs::list(&mut session.tx, &session.principal)
+        .await?
+        .into_iter()
+        .map(|p| (p.id, p.name))
+        .collect();
+    let sheet = import::meters_sheet(&items, &shops, &plans, lang.lang.as_deref().unwrap_or("zh"));
     let tz = session.principal.company()?.time_zone.clone();
     xlsx::respond(sheet, tz, "meters.xlsx").await
 }

@@ -158,7 +158,7 @@ async fn export_shops(
     session.principal.require(Need::Act(Right::Export))?;
     let tz = session.principal.company()?.time_zone.clone();
     xlsx::respond(
-        property::shops_sheet(&items, lang.lang.as_deref().unwrap_or("zh")),
+        powertab_core::import::shops_sheet(&items, lang.lang.as_deref().unwrap_or("zh")),
         tz,
         "shops.xlsx",
     )

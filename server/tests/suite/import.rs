@@ -262,3 +262,185 @@ async fn unreadable_files_and_missing_columns_are_refused_clearly() {
     .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 }
+
+async fn download(app: &TestApp, caller: &Caller, path: &str) -> Vec<u8> {
+    let response = app
+        .http
+        .get(app.url(path))
+        .bearer_auth(&caller.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK, "{path}");
+    response.bytes().await.unwrap().to_vec()
+}
+
+/// A list without ids (they differ between companies), as comparable JSON.
+async fn list_without_ids(app: &TestApp, caller: &Caller, path: &str, keep: &[&str]) -> Vec<Value> {
+    let (_, list) = app.get(path, caller).await;
+    let mut items: Vec<Value> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| {
+            Value::Object(
+                keep.iter()
+                    .map(|k| ((*k).to_owned(), item[*k].clone()))
+                    .collect(),
+            )
+        })
+        .collect();
+    items.sort_by_key(|v| v.to_string());
+    items
+}
+
+#[tokio::test]
+async fn exported_lists_import_into_an_empty_company_unchanged() {
+    // Two platforms: gateway identities are unique platform-wide, so the copy goes to another.
+    let source = spawn_app().await;
+    let (_, alpha) = source.company_with_admin("alpha").await;
+    upload(
+        &source,
+        &alpha,
+        "shops",
+        "shops.csv",
+        SHOPS_CSV.as_bytes().to_vec(),
+        false,
+    )
+    .await;
+    upload(
+        &source,
+        &alpha,
+        "gateways",
+        "gateways.csv",
+        GATEWAYS_CSV.as_bytes().to_vec(),
+        false,
+    )
+    .await;
+    let (status, _) = source
+        .post("/api/v1/gateways", &alpha, json!({"identity": "mb-1", "kind": "modbus_tcp", "host": "10.0.0.5", "buses": [{"number": 3, "protocol": "modbus_rtu", "tcp_port": 502, "gap_ms": 80}]}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let plan = json!({"name": "商鋪電價(jià)", "version": {"effective": "2020-01-01", "prices": {"flat": 8123}}});
+    source
+        .post("/api/v1/tariff-plans", &alpha, plan.clone())
+        .await;
+    let meters = "gateway,bus,model,address,meter_number,ct_ratio,building,shop_number,tariff_plan,alarm1_fen,install_date,initial_energy_wh\n\
+dtu-0001,1,dtsy1352,1,202611250001,40,A座,101,商鋪電價(jià),3000,2026-11-25,123450\n\
+dtu-0001,2,dlt645,202611250002,202611250002,,A座,102,,,,\n\
+mb-1,3,modbus_generic,9,9,,,,,,,\n";
+    let (_, report) = upload(
+        &source,
+        &alpha,
+        "meters",
+        "meters.csv",
+        meters.as_bytes().to_vec(),
+        false,
+    )
+    .await;
+    assert_eq!(report["created"], 3, "{report}");
+
+    let shops_file = download(&source, &alpha, "/api/v1/shops.xlsx").await;
+    let gateways_file = download(&source, &alpha, "/api/v1/gateways.xlsx").await;
+    let meters_file = download(&source, &alpha, "/api/v1/meters.xlsx").await;
+
+    let target = spawn_app().await;
+    let (_, bravo) = target.company_with_admin("bravo").await;
+    target.post("/api/v1/tariff-plans", &bravo, plan).await;
+    for (kind, file) in [
+        ("shops", shops_file),
+        ("gateways", gateways_file),
+        ("meters", meters_file),
+    ] {
+        let (_, report) = upload(&target, &bravo, kind, "export.xlsx", file, false).await;
+        assert_eq!(report["committed"], true, "{kind}: {report}");
+    }
+
+    let shop_keys = [
+        "building_name",
+        "floor_name",
+        "number",
+        "name",
+        "area_centi_m2",
+        "contact_name",
+        "contact_phone",
+        "status",
+    ];
+    let gateway_keys = [
+        "identity",
+        "name",
+        "kind",
+        "status",
+        "registration_hex",
+        "registration_repeats",
+        "heartbeat_hex",
+        "host",
+    ];
+    let meter_keys = [
+        "gateway_identity",
+        "bus_number",
+        "model",
+        "address",
+        "meter_number",
+        "ct_ratio",
+        "pt_ratio",
+        "prepayment_mode",
+        "role",
+        "alarm1_fen",
+        "alarm2_fen",
+        "install_date",
+        "initial_energy_wh",
+        "status",
+    ];
+    for (path, keys) in [
+        ("/api/v1/shops", &shop_keys[..]),
+        ("/api/v1/gateways", &gateway_keys[..]),
+        ("/api/v1/meters", &meter_keys[..]),
+    ] {
+        let before = list_without_ids(&source, &alpha, path, keys).await;
+        let after = list_without_ids(&target, &bravo, path, keys).await;
+        assert!(!before.is_empty());
+        assert_eq!(before, after, "{path}");
+    }
+    // Buses (with their settings) and the meters' shops and plans came along too.
+    let buses = |list: Value| {
+        let mut v: Vec<String> = list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|g| {
+                g["buses"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|b| {
+                        format!(
+                            "{}:{}:{}:{}:{}:{}",
+                            b["number"],
+                            b["protocol"],
+                            b["baud"],
+                            b["parity"],
+                            b["gap_ms"],
+                            b["tcp_port"]
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        buses(source.get("/api/v1/gateways", &alpha).await.1),
+        buses(target.get("/api/v1/gateways", &bravo).await.1)
+    );
+    let (_, copied) = target.get("/api/v1/meters?q=202611250001", &bravo).await;
+    let shop_id = copied["items"][0]["shop_id"]
+        .as_str()
+        .expect("the meter kept its shop");
+    let (_, shop) = target
+        .get(&format!("/api/v1/shops/{shop_id}"), &bravo)
+        .await;
+    assert_eq!(shop["number"], "101");
+    assert!(copied["items"][0]["tariff_plan_id"].is_string());
+}
