@@ -14,7 +14,7 @@ use crate::property::{self, BuildingInput, FloorInput, ShopInput};
 use crate::xlsx::{Cell, Column, Sheet};
 use calamine::{Data, Reader};
 use serde::{Deserialize, Serialize};
-use sqlx::PgConnection;
+use sqlx::{PgConnection, Row};
 use std::collections::BTreeMap;
 use std::io::Cursor;
 use uuid::Uuid;
@@ -807,8 +807,136 @@ async fn import_meters(
     Ok(())
 }
 
+/// An upload of the import wizard with its latest report.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Upload {
+    pub id: Uuid,
+    pub kind: ImportKind,
+    pub filename: String,
+    pub report: ImportReport,
+    pub confirmed: bool,
+}
+
+/// Uploads older than this are deleted; the wizard asks for the file again.
+pub const UPLOAD_KEEP_HOURS: i64 = 24;
+
+/// Keeps an uploaded file with its dry-run report (the dry run's changes are undone), so the
+/// person can look at the errors and confirm later from another request.
+pub async fn stage(
+    conn: &mut PgConnection,
+    principal: &Principal,
+    kind: ImportKind,
+    filename: &str,
+    bytes: &[u8],
+) -> CoreResult<Upload> {
+    principal.require_read_company()?;
+    principal.require(crate::roles::Need::Act(crate::roles::Right::Settings))?;
+    let rows = read_rows(bytes, filename)?;
+    sqlx::query("savepoint dry_run").execute(&mut *conn).await?;
+    let report = import(conn, principal, kind, &rows, true).await;
+    sqlx::query("rollback to savepoint dry_run")
+        .execute(&mut *conn)
+        .await?;
+    let report = report?;
+    sqlx::query("delete from import_uploads where created_at < now() - $1 * interval '1 hour'")
+        .bind(UPLOAD_KEEP_HOURS)
+        .execute(&mut *conn)
+        .await?;
+    let id = Uuid::now_v7();
+    sqlx::query("insert into import_uploads (id, kind, filename, content, report, created_by) values ($1, $2, $3, $4, $5, $6)")
+        .bind(id)
+        .bind(serde_json::to_value(kind).expect("an enum").as_str().unwrap_or("shops"))
+        .bind(filename)
+        .bind(bytes)
+        .bind(serde_json::to_value(&report).expect("plain data"))
+        .bind(principal.user_id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(Upload {
+        id,
+        kind,
+        filename: filename.to_owned(),
+        report,
+        confirmed: false,
+    })
+}
+
+fn kind_from(text: &str) -> CoreResult<ImportKind> {
+    serde_json::from_value(serde_json::Value::String(text.to_owned()))
+        .map_err(|_| CoreError::Internal(format!("stored import kind {text:?}")))
+}
+
+/// One upload of the caller's company.
+pub async fn upload(
+    conn: &mut PgConnection,
+    principal: &Principal,
+    id: Uuid,
+) -> CoreResult<Upload> {
+    principal.require_read_company()?;
+    let r = sqlx::query("select kind, filename, report, confirmed_at is not null as confirmed from import_uploads where id = $1")
+        .bind(id)
+        .fetch_optional(conn)
+        .await?
+        .ok_or(CoreError::NotFound("upload"))?;
+    let report: serde_json::Value = r.try_get("report")?;
+    Ok(Upload {
+        id,
+        kind: kind_from(&r.try_get::<String, _>("kind")?)?,
+        filename: r.try_get("filename")?,
+        report: serde_json::from_value(report)
+            .map_err(|e| CoreError::Internal(format!("stored report: {e}")))?,
+        confirmed: r.try_get("confirmed")?,
+    })
+}
+
+/// Imports a staged upload for real. The caller commits when the report says `committed`;
+/// otherwise it rolls back and the person sees the new report's errors.
+pub async fn confirm(
+    conn: &mut PgConnection,
+    principal: &Principal,
+    id: Uuid,
+) -> CoreResult<Upload> {
+    let staged = upload(conn, principal, id).await?;
+    principal.require(crate::roles::Need::Act(crate::roles::Right::Settings))?;
+    if staged.confirmed {
+        return Err(CoreError::Conflict("this file was imported already".into()));
+    }
+    let content: Vec<u8> =
+        sqlx::query_scalar("select content from import_uploads where id = $1 for update")
+            .bind(id)
+            .fetch_one(&mut *conn)
+            .await?;
+    let rows = read_rows(&content, &staged.filename)?;
+    let report = import(conn, principal, staged.kind, &rows, false).await?;
+    if report.committed {
+        sqlx::query("update import_uploads set confirmed_at = now(), report = $2 where id = $1")
+            .bind(id)
+            .bind(serde_json::to_value(&report).expect("plain data"))
+            .execute(&mut *conn)
+            .await?;
+        let summary = serde_json::json!({"kind": staged.kind, "file": staged.filename, "rows": report.rows, "created": report.created});
+        crate::audit::record(
+            conn,
+            principal,
+            "import",
+            "import",
+            Some(id.to_string()),
+            None,
+            Some(summary),
+        )
+        .await?;
+    }
+    let confirmed = report.committed;
+    Ok(Upload {
+        report,
+        confirmed,
+        ..staged
+    })
+}
+
 #[cfg(test)]
 mod tests {
+
     use super::*;
 
     #[test]

@@ -47,6 +47,11 @@ pub const COMPANY: &[Migration] = &[
         name: "field",
         sql: include_str!("../../migrations/company/0003_field.sql"),
     },
+    Migration {
+        version: 4,
+        name: "import_uploads",
+        sql: include_str!("../../migrations/company/0004_import_uploads.sql"),
+    },
 ];
 
 /// Arbitrary constant for `pg_advisory_xact_lock`: "PT" migrations.

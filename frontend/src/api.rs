@@ -22,6 +22,8 @@ pub struct SessionView {
     pub can_administer: bool,
     pub can_export: bool,
     pub can_write_platform: bool,
+    /// May change the property setup (admins, operators with the `settings` right).
+    pub can_settings: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -61,6 +63,19 @@ pub struct AuditRow {
     pub action: String,
     pub target: String,
     pub change: String,
+}
+
+/// An import wizard upload and its report.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ImportView {
+    pub id: String,
+    pub kind: String,
+    pub filename: String,
+    pub rows: usize,
+    pub created: usize,
+    /// (row, column, message)
+    pub errors: Vec<(usize, String, String)>,
+    pub confirmed: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -127,8 +142,19 @@ pub async fn list_audit(
     crate::server::list_audit(platform, action, actor, from, to, cursor).await
 }
 
+#[server(prefix = "/sfn", endpoint = "import_upload")]
+pub async fn get_import(id: String) -> Result<ImportView, ServerFnError> {
+    crate::server::get_import(id).await
+}
+
 // ---------------------------------------------------------------------------------------------
 // Changes (HTML form posts)
+
+/// Imports a checked upload for real.
+#[server(prefix = "/sfn", endpoint = "import_confirm")]
+pub async fn confirm_import(csrf: String, id: String) -> Result<(), ServerFnError> {
+    crate::server::confirm_import(csrf, id).await
+}
 
 #[server(prefix = "/sfn", endpoint = "login")]
 pub async fn login(

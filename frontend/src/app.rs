@@ -77,6 +77,8 @@ pub fn App() -> impl IntoView {
                 <Route path=path!("/users") view=pages::users::UsersPage ssr=SsrMode::Async/>
                 <Route path=path!("/users/:id") view=pages::users::UserPage ssr=SsrMode::Async/>
                 <Route path=path!("/audit") view=pages::audit::AuditPage ssr=SsrMode::Async/>
+                <Route path=path!("/import") view=pages::import::ImportPage ssr=SsrMode::Async/>
+                <Route path=path!("/import/:id") view=pages::import::ImportResultPage ssr=SsrMode::Async/>
             </FlatRoutes>
         </Router>
     }

@@ -60,6 +60,7 @@ fn Header(session: SessionView) -> impl IntoView {
                     <a href="/users">{tr(lang, "nav.users")}</a>
                     <a href="/audit">{tr(lang, "nav.audit")}</a>
                 })}
+                {(staff && session.can_settings).then(|| view! { <a href="/import">{tr(lang, "nav.import")}</a> })}
                 <a href="/password">{tr(lang, "nav.password")}</a>
             </nav>
             <div class="who">

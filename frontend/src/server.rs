@@ -229,6 +229,7 @@ pub async fn session_view() -> Result<Option<SessionView>, ServerFnError> {
         can_administer: principal.can(Need::Administer),
         can_export: principal.can(Need::Act(Right::Export)) || principal.role.is_platform(),
         can_write_platform: principal.role == Role::PlatformAdmin,
+        can_settings: principal.can(Need::Act(Right::Settings)),
     }))
 }
 
@@ -586,6 +587,52 @@ pub async fn leave_company(csrf: String) -> Result<(), ServerFnError> {
             ctx.cookie_secure,
         ));
         Ok("/platform/companies".to_owned())
+    }
+    .await;
+    finish(result)
+}
+
+fn import_view(upload: powertab_core::import::Upload) -> crate::api::ImportView {
+    crate::api::ImportView {
+        id: upload.id.to_string(),
+        kind: serde_json::to_value(upload.kind)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default(),
+        filename: upload.filename,
+        rows: upload.report.rows,
+        created: upload.report.created,
+        errors: upload
+            .report
+            .errors
+            .into_iter()
+            .map(|e| (e.row, e.column, e.message))
+            .collect(),
+        confirmed: upload.confirmed,
+    }
+}
+
+pub async fn get_import(id: String) -> Result<crate::api::ImportView, ServerFnError> {
+    let (principal, mut tx) = read_session().await?;
+    let id: Uuid = id.parse().map_err(|_| internal("not_found"))?;
+    let upload = powertab_core::import::upload(&mut tx, &principal, id)
+        .await
+        .map_err(read_err)?;
+    Ok(import_view(upload))
+}
+
+pub async fn confirm_import(csrf: String, id: String) -> Result<(), ServerFnError> {
+    let result = async {
+        let (principal, mut tx) = session_for_change(&csrf).await?;
+        let id: Uuid = id.parse().map_err(|_| ui("not_found"))?;
+        let upload = powertab_core::import::confirm(&mut tx, &principal, id).await?;
+        if upload.report.committed {
+            tx.commit().await?;
+            Ok(format!("/import/{id}?ok=import.done"))
+        } else {
+            // Something changed since the dry run (a duplicate appeared): nothing was kept.
+            Ok(format!("/import/{id}?error=validation_failed"))
+        }
     }
     .await;
     finish(result)

@@ -3,17 +3,21 @@
 //! cookie when the short-lived access cookie has expired.
 
 use crate::app::{api_not_found, AppState};
+use axum::extract::{ConnectInfo, Multipart};
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue};
 use axum::middleware::Next;
+use axum::response::Redirect;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use leptos::prelude::provide_context;
 use leptos_axum::{generate_route_list, LeptosRoutes};
 use powertab_core::auth::{self, ACCESS_COOKIE, CSRF_COOKIE, REFRESH_COOKIE};
+use powertab_core::import::{self, ImportKind};
 use powertab_frontend::app::{shell, App};
 use powertab_frontend::server::WebContext;
+use std::net::SocketAddr;
 use tower_http::services::ServeDir;
 
 /// The stylesheet, compiled in so the server needs no files besides the wasm bundle.
@@ -41,6 +45,12 @@ pub fn router(state: AppState) -> Router<AppState> {
             }),
         )
         .nest_service("/pkg", ServeDir::new(pkg_dir))
+        .route(
+            "/web/import",
+            post(upload_import).layer(axum::extract::DefaultBodyLimit::max(
+                IMPORT_UPLOAD_BYTES_MAX,
+            )),
+        )
         .leptos_routes_with_context(
             &state,
             routes,
@@ -48,6 +58,84 @@ pub fn router(state: AppState) -> Router<AppState> {
             move || shell(options.clone()),
         )
         .fallback(fallback)
+}
+
+/// Largest file the import wizard takes.
+const IMPORT_UPLOAD_BYTES_MAX: usize = 20 * 1024 * 1024;
+
+/// The import wizard's upload (a multipart form, so it needs no JavaScript): checks the CSRF
+/// field and the session cookie, stages the file with its dry-run report, and redirects to the
+/// report page (or back to the form with `?error=`).
+async fn upload_import(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: axum::http::HeaderMap,
+    mut multipart: Multipart,
+) -> Response {
+    let back = |code: &str| Redirect::to(&format!("/import?error={code}")).into_response();
+    let (mut csrf, mut kind, mut file) = (String::new(), String::new(), None::<(String, Vec<u8>)>);
+    loop {
+        match multipart.next_field().await {
+            Ok(Some(field)) => {
+                let name = field.name().unwrap_or("").to_owned();
+                let filename = field.file_name().map(str::to_owned);
+                let Ok(bytes) = field.bytes().await else {
+                    return back("validation_failed");
+                };
+                match name.as_str() {
+                    "csrf" => csrf = String::from_utf8_lossy(&bytes).into_owned(),
+                    "kind" => kind = String::from_utf8_lossy(&bytes).into_owned(),
+                    "file" => file = filename.map(|f| (f, bytes.to_vec())),
+                    _ => {}
+                }
+            }
+            Ok(None) => break,
+            Err(_) => return back("validation_failed"),
+        }
+    }
+    let cookies = headers
+        .get(header::COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let expected = auth::cookie_value(cookies, CSRF_COOKIE).unwrap_or("");
+    if expected.is_empty() || !auth::constant_time_eq(expected, &csrf) {
+        return back("csrf_mismatch");
+    }
+    let Some(claims) = auth::cookie_value(cookies, ACCESS_COOKIE)
+        .and_then(|t| auth::decode_access(&state.auth, t).ok())
+    else {
+        return Redirect::to("/login").into_response();
+    };
+    let Ok(kind) = serde_json::from_value::<ImportKind>(serde_json::Value::String(kind)) else {
+        return back("validation_failed");
+    };
+    let Some((filename, bytes)) = file.filter(|(f, b)| !f.is_empty() && !b.is_empty()) else {
+        return back("missing_file");
+    };
+    let staged = async {
+        let (principal, mut tx) =
+            auth::resolve(&state.pool, &claims, Some(peer.ip().to_string())).await?;
+        let upload = import::stage(&mut tx, &principal, kind, &filename, &bytes).await?;
+        tx.commit().await?;
+        Ok::<_, powertab_core::CoreError>(upload)
+    }
+    .await;
+    match staged {
+        Ok(upload) => Redirect::to(&format!("/import/{}", upload.id)).into_response(),
+        Err(powertab_core::CoreError::Internal(cause)) => {
+            tracing::error!(%cause, "import upload");
+            back("internal")
+        }
+        Err(powertab_core::CoreError::Validation { fields, .. }) => {
+            let names: Vec<String> = fields.into_keys().collect();
+            Redirect::to(&format!(
+                "/import?error=validation_failed&fields={}",
+                names.join(",")
+            ))
+            .into_response()
+        }
+        Err(err) => back(err.code()),
+    }
 }
 
 async fn fallback(request: Request) -> Response {

@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod companies;
 pub mod home;
+pub mod import;
 pub mod login;
 pub mod password;
 pub mod users;

@@ -319,3 +319,67 @@ async fn pages_fit_a_360_px_phone_screen() {
     std::fs::write(dir.join("users-360.png"), png).unwrap();
     b.client.clone().close().await.unwrap();
 }
+
+async fn upload_file(app: &TestApp, c: &Client, path: &std::path::Path) {
+    c.goto(&app.url("/import")).await.unwrap();
+    let form = c
+        .wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Css("#import-form"))
+        .await
+        .unwrap();
+    let input = form.find(Locator::Css("input[type=file]")).await.unwrap();
+    input.send_keys(&path.display().to_string()).await.unwrap();
+    form.find(Locator::Css("button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn the_import_wizard_shows_row_errors_then_imports_a_clean_file() {
+    assert_bundle_built();
+    let app = spawn_app().await;
+    app.company_with_admin("acme").await;
+    let dir = std::env::temp_dir().join(format!("pt-import-{}", uuid::Uuid::now_v7()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad-shops.csv");
+    std::fs::write(
+        &bad,
+        "建筑 building,樓層 floor,商鋪號(hào) number,電話 contact_phone\nA座,1F,101,12345\n",
+    )
+    .unwrap();
+    let good = dir.join("shops.csv");
+    std::fs::write(&good, "建筑 building,樓層 floor,商鋪號(hào) number,名稱 name\nA座,1F,101,奶茶店\nA座,2F,201,書店\n").unwrap();
+    let b = browser(true, 1280, 900).await;
+    let c = &b.client;
+    login(&app, c, "acme", "boss").await;
+    text_of(c, "#welcome").await;
+
+    upload_file(&app, c, &bad).await;
+    let errors = text_of(c, "#import-errors").await;
+    assert!(errors.contains("contact_phone"), "{errors}");
+    assert!(
+        c.find(Locator::Css("#confirm")).await.is_err(),
+        "no import button while rows have errors"
+    );
+
+    upload_file(&app, c, &good).await;
+    assert_eq!(text_of(c, "#import-created").await, "2");
+    c.find(Locator::Css("#confirm"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    text_of(c, "#import-done").await;
+    let _ = std::fs::remove_dir_all(&dir);
+    b.client.clone().close().await.unwrap();
+    let (_, admin_list) = {
+        let admin = app.login("acme", "boss").await;
+        app.get("/api/v1/shops", &admin).await
+    };
+    assert_eq!(admin_list["items"].as_array().unwrap().len(), 2);
+}
