@@ -65,6 +65,56 @@ pub struct AuditRow {
     pub change: String,
 }
 
+/// The property tree for the property page.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct BuildingView {
+    pub id: String,
+    pub name: String,
+    pub address: String,
+    pub shop_count: i64,
+    /// (floor id, name, shop count)
+    pub floors: Vec<(String, String, i64)>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ShopView {
+    pub building: String,
+    pub floor: String,
+    pub number: String,
+    pub name: String,
+    pub area_m2: String,
+    pub contact: String,
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PropertyView {
+    pub buildings: Vec<BuildingView>,
+    pub shops: Vec<ShopView>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct GatewayView {
+    pub identity: String,
+    pub name: String,
+    pub kind: String,
+    pub status: String,
+    /// "1: modbus_rtu 9600 8N1 (12 meters)" per bus.
+    pub buses: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct MeterView {
+    pub meter_number: String,
+    pub model: String,
+    pub gateway: String,
+    pub bus: i32,
+    pub address: String,
+    pub prepayment_mode: String,
+    pub role: String,
+    pub status: String,
+}
+
 /// An import wizard upload and its report.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct ImportView {
@@ -142,6 +192,25 @@ pub async fn list_audit(
     crate::server::list_audit(platform, action, actor, from, to, cursor).await
 }
 
+#[server(prefix = "/sfn", endpoint = "property")]
+pub async fn get_property(q: String, building: String) -> Result<PropertyView, ServerFnError> {
+    crate::server::get_property(q, building).await
+}
+
+#[server(prefix = "/sfn", endpoint = "gateways")]
+pub async fn list_gateways() -> Result<Vec<GatewayView>, ServerFnError> {
+    crate::server::list_gateways().await
+}
+
+#[server(prefix = "/sfn", endpoint = "meters")]
+pub async fn list_meters(
+    q: String,
+    model: String,
+    mode: String,
+) -> Result<Vec<MeterView>, ServerFnError> {
+    crate::server::list_meters(q, model, mode).await
+}
+
 #[server(prefix = "/sfn", endpoint = "import_upload")]
 pub async fn get_import(id: String) -> Result<ImportView, ServerFnError> {
     crate::server::get_import(id).await
@@ -149,6 +218,46 @@ pub async fn get_import(id: String) -> Result<ImportView, ServerFnError> {
 
 // ---------------------------------------------------------------------------------------------
 // Changes (HTML form posts)
+
+#[server(prefix = "/sfn", endpoint = "building_create")]
+pub async fn create_building(
+    csrf: String,
+    name: String,
+    address: String,
+) -> Result<(), ServerFnError> {
+    crate::server::create_building(csrf, name, address).await
+}
+
+#[server(prefix = "/sfn", endpoint = "floor_create")]
+pub async fn create_floor(
+    csrf: String,
+    building_id: String,
+    name: String,
+) -> Result<(), ServerFnError> {
+    crate::server::create_floor(csrf, building_id, name).await
+}
+
+#[server(prefix = "/sfn", endpoint = "shop_create")]
+pub async fn create_shop(
+    csrf: String,
+    floor_id: String,
+    number: String,
+    name: String,
+    area_m2: String,
+    contact_name: String,
+    contact_phone: String,
+) -> Result<(), ServerFnError> {
+    crate::server::create_shop(
+        csrf,
+        floor_id,
+        number,
+        name,
+        area_m2,
+        contact_name,
+        contact_phone,
+    )
+    .await
+}
 
 /// Imports a checked upload for real.
 #[server(prefix = "/sfn", endpoint = "import_confirm")]

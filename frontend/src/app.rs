@@ -78,6 +78,9 @@ pub fn App() -> impl IntoView {
                 <Route path=path!("/users/:id") view=pages::users::UserPage ssr=SsrMode::Async/>
                 <Route path=path!("/audit") view=pages::audit::AuditPage ssr=SsrMode::Async/>
                 <Route path=path!("/import") view=pages::import::ImportPage ssr=SsrMode::Async/>
+                <Route path=path!("/property") view=pages::property::PropertyPage ssr=SsrMode::Async/>
+                <Route path=path!("/gateways") view=pages::property::GatewaysPage ssr=SsrMode::Async/>
+                <Route path=path!("/meters") view=pages::property::MetersPage ssr=SsrMode::Async/>
                 <Route path=path!("/import/:id") view=pages::import::ImportResultPage ssr=SsrMode::Async/>
             </FlatRoutes>
         </Router>

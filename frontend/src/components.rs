@@ -57,6 +57,9 @@ fn Header(session: SessionView) -> impl IntoView {
                     <a href="/platform/audit">{tr(lang, "nav.platform_audit")}</a>
                 })}
                 {staff.then(|| view! {
+                    <a href="/property">{tr(lang, "nav.property")}</a>
+                    <a href="/gateways">{tr(lang, "nav.gateways")}</a>
+                    <a href="/meters">{tr(lang, "nav.meters")}</a>
                     <a href="/users">{tr(lang, "nav.users")}</a>
                     <a href="/audit">{tr(lang, "nav.audit")}</a>
                 })}

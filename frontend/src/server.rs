@@ -592,6 +592,191 @@ pub async fn leave_company(csrf: String) -> Result<(), ServerFnError> {
     finish(result)
 }
 
+pub async fn get_property(
+    q: String,
+    building: String,
+) -> Result<crate::api::PropertyView, ServerFnError> {
+    use powertab_core::property;
+    let (principal, mut tx) = read_session().await?;
+    let tree = property::tree(&mut tx, &principal)
+        .await
+        .map_err(read_err)?;
+    let filter = property::ShopFilter {
+        building_id: building.parse().ok(),
+        floor_id: None,
+        status: None,
+        q: non_empty(q),
+    };
+    let shops = property::shops(&mut tx, &principal, &filter)
+        .await
+        .map_err(read_err)?;
+    Ok(crate::api::PropertyView {
+        buildings: tree
+            .into_iter()
+            .map(|b| crate::api::BuildingView {
+                id: b.id.to_string(),
+                name: b.name,
+                address: b.address,
+                shop_count: b.shop_count,
+                floors: b
+                    .floors
+                    .into_iter()
+                    .map(|f| (f.id.to_string(), f.name, f.shop_count))
+                    .collect(),
+            })
+            .collect(),
+        shops: shops
+            .into_iter()
+            .map(|s| crate::api::ShopView {
+                building: s.building_name,
+                floor: s.floor_name,
+                number: s.number,
+                name: s.name,
+                area_m2: s
+                    .area_centi_m2
+                    .map(|a| format!("{}.{:02}", a / 100, a % 100))
+                    .unwrap_or_default(),
+                contact: [s.contact_name, s.contact_phone]
+                    .join(" ")
+                    .trim()
+                    .to_owned(),
+                status: s.status,
+            })
+            .collect(),
+    })
+}
+
+pub async fn list_gateways() -> Result<Vec<crate::api::GatewayView>, ServerFnError> {
+    let (principal, mut tx) = read_session().await?;
+    let gateways = powertab_core::field::list_gateways(&mut tx, &principal)
+        .await
+        .map_err(read_err)?;
+    Ok(gateways
+        .into_iter()
+        .map(|g| crate::api::GatewayView {
+            buses: g
+                .buses
+                .iter()
+                .map(|b| {
+                    format!(
+                        "{}: {} {} 8{}{} ({})",
+                        b.number, b.protocol, b.baud, b.parity, b.stop_bits, b.meter_count
+                    )
+                })
+                .collect(),
+            identity: g.identity,
+            name: g.name,
+            kind: g.kind,
+            status: g.status,
+        })
+        .collect())
+}
+
+pub async fn list_meters(
+    q: String,
+    model: String,
+    mode: String,
+) -> Result<Vec<crate::api::MeterView>, ServerFnError> {
+    let (principal, mut tx) = read_session().await?;
+    let filter = powertab_core::field::MeterFilter {
+        q: non_empty(q),
+        model: non_empty(model),
+        prepayment_mode: non_empty(mode),
+        ..Default::default()
+    };
+    let meters = powertab_core::field::meters(&mut tx, &principal, &filter)
+        .await
+        .map_err(read_err)?;
+    Ok(meters
+        .into_iter()
+        .map(|m| crate::api::MeterView {
+            meter_number: m.meter_number,
+            model: m.model,
+            gateway: m.gateway_identity,
+            bus: m.bus_number,
+            address: m.address,
+            prepayment_mode: m.prepayment_mode,
+            role: m.role,
+            status: m.status,
+        })
+        .collect())
+}
+
+pub async fn create_building(
+    csrf: String,
+    name: String,
+    address: String,
+) -> Result<(), ServerFnError> {
+    let result = async {
+        let (principal, mut tx) = session_for_change(&csrf).await?;
+        powertab_core::property::create_building(
+            &mut tx,
+            &principal,
+            &powertab_core::property::BuildingInput { name, address },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok("/property?ok=common.saved".to_owned())
+    }
+    .await;
+    finish(result)
+}
+
+pub async fn create_floor(
+    csrf: String,
+    building_id: String,
+    name: String,
+) -> Result<(), ServerFnError> {
+    let result = async {
+        let (principal, mut tx) = session_for_change(&csrf).await?;
+        let id: Uuid = building_id.parse().map_err(|_| UiError {
+            code: "validation_failed".into(),
+            fields: vec!["building_id".into()],
+        })?;
+        let input = powertab_core::property::FloorInput {
+            name,
+            sort_order: 0,
+        };
+        powertab_core::property::create_floor(&mut tx, &principal, id, &input).await?;
+        tx.commit().await?;
+        Ok("/property?ok=common.saved".to_owned())
+    }
+    .await;
+    finish(result)
+}
+
+pub async fn create_shop(
+    csrf: String,
+    floor_id: String,
+    number: String,
+    name: String,
+    area_m2: String,
+    contact_name: String,
+    contact_phone: String,
+) -> Result<(), ServerFnError> {
+    let result = async {
+        let (principal, mut tx) = session_for_change(&csrf).await?;
+        let floor_id: Uuid = floor_id.parse().map_err(|_| UiError {
+            code: "validation_failed".into(),
+            fields: vec!["floor_id".into()],
+        })?;
+        let input = powertab_core::property::ShopInput {
+            floor_id,
+            number,
+            name,
+            area_m2,
+            contact_name,
+            contact_phone,
+            status: String::new(),
+        };
+        powertab_core::property::create_shop(&mut tx, &principal, &input).await?;
+        tx.commit().await?;
+        Ok("/property?ok=common.saved".to_owned())
+    }
+    .await;
+    finish(result)
+}
+
 fn import_view(upload: powertab_core::import::Upload) -> crate::api::ImportView {
     crate::api::ImportView {
         id: upload.id.to_string(),

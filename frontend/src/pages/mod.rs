@@ -6,6 +6,7 @@ pub mod home;
 pub mod import;
 pub mod login;
 pub mod password;
+pub mod property;
 pub mod users;
 
 use leptos::prelude::*;

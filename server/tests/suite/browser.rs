@@ -294,7 +294,16 @@ async fn pages_fit_a_360_px_phone_screen() {
     let c = &b.client;
     login(&app, c, "acme", "boss").await;
     text_of(c, "#welcome").await;
-    for path in ["/", "/users", "/audit", "/password"] {
+    for path in [
+        "/",
+        "/users",
+        "/audit",
+        "/password",
+        "/property",
+        "/gateways",
+        "/meters",
+        "/import",
+    ] {
         c.goto(&app.url(path)).await.unwrap();
         text_of(c, "h1").await;
         let widths = c

@@ -140,3 +140,78 @@ async fn a_form_without_the_right_csrf_field_changes_nothing() {
     assert_eq!(location, "/users?error=csrf_mismatch");
     assert!(!page(&app, &client, "/users").await.contains("intruder"));
 }
+
+#[tokio::test]
+async fn the_property_pages_add_buildings_floors_and_shops_with_plain_forms() {
+    let app = spawn_app().await;
+    let (_, admin) = app.company_with_admin("acme").await;
+    let client = browser_like();
+    post_form(
+        &app,
+        &client,
+        "/login",
+        "/sfn/login",
+        &[
+            ("company", "acme"),
+            ("username", "boss"),
+            ("password", PASSWORD),
+        ],
+    )
+    .await;
+    let page_html = page(&app, &client, "/property").await;
+    let csrf = csrf_of(&page_html);
+    let (_, location) = post_form(
+        &app,
+        &client,
+        "/property",
+        "/sfn/building_create",
+        &[("csrf", &csrf), ("name", "A座"), ("address", "")],
+    )
+    .await;
+    assert_eq!(location, "/property?ok=common.saved");
+    let (_, tree) = app.get("/api/v1/buildings", &admin).await;
+    let building_id = tree["items"][0]["id"].as_str().unwrap().to_owned();
+    post_form(
+        &app,
+        &client,
+        "/property",
+        "/sfn/floor_create",
+        &[
+            ("csrf", &csrf),
+            ("building_id", &building_id),
+            ("name", "1F"),
+        ],
+    )
+    .await;
+    let (_, tree) = app.get("/api/v1/buildings", &admin).await;
+    let floor_id = tree["items"][0]["floors"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let shop = [
+        ("csrf", csrf.as_str()),
+        ("floor_id", &floor_id),
+        ("number", "101"),
+        ("name", "奶茶店"),
+        ("area_m2", "12.5"),
+        ("contact_name", ""),
+        ("contact_phone", ""),
+    ];
+    let (_, location) = post_form(&app, &client, "/property", "/sfn/shop_create", &shop).await;
+    assert_eq!(location, "/property?ok=common.saved");
+    // The same shop number again: the form comes back with the field named.
+    let (_, location) = post_form(&app, &client, "/property", "/sfn/shop_create", &shop).await;
+    assert_eq!(location, "/property?error=validation_failed&fields=number");
+    let html = page(&app, &client, "/property?q=奶茶").await;
+    assert!(
+        html.contains("奶茶店") && html.contains("12.50"),
+        "the shop is listed"
+    );
+    for path in ["/gateways", "/meters"] {
+        let html = page(&app, &client, path).await;
+        assert!(
+            html.contains(&format!("id=\"{}\"", &path[1..])),
+            "{path} renders its table"
+        );
+    }
+}

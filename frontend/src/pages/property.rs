@@ -1,0 +1,231 @@
+//! Property setup pages: the building/floor/shop tree with shop search and forms to add
+//! buildings, floors and shops; the gateway list with buses; the meter list with filters.
+//! Every list links its Excel export.
+
+use super::query_param;
+use crate::api::{get_property, list_gateways, list_meters, PropertyView};
+use crate::app::use_lang;
+use crate::components::{Csrf, Layout};
+use crate::i18n::tr;
+use leptos::prelude::*;
+
+#[component]
+pub fn PropertyPage() -> impl IntoView {
+    let lang = use_lang();
+    let (q, building) = (query_param("q"), query_param("building"));
+    let source = {
+        let (q, building) = (q.clone(), building.clone());
+        move || (q(), building())
+    };
+    let property = Resource::new(source, |(q, building)| get_property(q, building));
+    view! {
+        <Layout page=move |s| {
+            let q = q.clone();
+            view! {
+                <h1>{tr(lang, "property.title")}</h1>
+                <form method="get" class="filters">
+                    <input name="q" value=q() placeholder=tr(lang, "property.search")/>
+                    <button type="submit">{tr(lang, "common.search")}</button>
+                    {s.can_export.then(|| view! { <a class="button secondary" href="/api/v1/shops.xlsx">{tr(lang, "common.export")}</a> })}
+                </form>
+                <Suspense fallback=|| ()>
+                    {move || {
+                        let s = s.clone();
+                        Suspend::new(async move {
+                            match property.await {
+                                Ok(p) => view! { <PropertyTree p csrf=s.csrf.clone() can_change=s.can_settings/> }.into_any(),
+                                Err(_) => view! { <p class="flash error">{tr(lang, "error.not_found")}</p> }.into_any(),
+                            }
+                        })
+                    }}
+                </Suspense>
+            }.into_any()
+        }/>
+    }
+}
+
+#[component]
+fn PropertyTree(p: PropertyView, csrf: String, can_change: bool) -> impl IntoView {
+    let lang = use_lang();
+    let floors: Vec<(String, String)> = p
+        .buildings
+        .iter()
+        .flat_map(|b| {
+            b.floors
+                .iter()
+                .map(move |(id, name, _)| (id.clone(), format!("{} {}", b.name, name)))
+        })
+        .collect();
+    let buildings: Vec<(String, String)> = p
+        .buildings
+        .iter()
+        .map(|b| (b.id.clone(), b.name.clone()))
+        .collect();
+    view! {
+        <ul class="tree" id="property-tree">
+            {p.buildings.iter().map(|b| view! {
+                <li>
+                    <a href=format!("/property?building={}", b.id)><strong>{b.name.clone()}</strong></a>
+                    " (" {b.shop_count} ")"
+                    <ul>
+                        {b.floors.iter().map(|(_, name, count)| view! { <li>{name.clone()} " (" {*count} ")"</li> }).collect_view()}
+                    </ul>
+                </li>
+            }).collect_view()}
+        </ul>
+        <div class="table-wrap">
+            <table id="shops">
+                <thead><tr>
+                    <th>{tr(lang, "property.building")}</th>
+                    <th>{tr(lang, "property.floor")}</th>
+                    <th>{tr(lang, "property.number")}</th>
+                    <th>{tr(lang, "property.name")}</th>
+                    <th>{tr(lang, "property.area")}</th>
+                    <th>{tr(lang, "property.contact")}</th>
+                    <th>{tr(lang, "common.status")}</th>
+                </tr></thead>
+                <tbody>
+                    {p.shops.into_iter().map(|s| view! {
+                        <tr>
+                            <td>{s.building}</td><td>{s.floor}</td><td>{s.number}</td><td>{s.name}</td>
+                            <td>{s.area_m2}</td><td>{s.contact}</td><td>{tr(lang, &format!("shop_status.{}", s.status))}</td>
+                        </tr>
+                    }).collect_view()}
+                </tbody>
+            </table>
+        </div>
+        {can_change.then(|| view! {
+            <h2>{tr(lang, "property.add")}</h2>
+            <div class="grid">
+                <form method="post" action="/sfn/building_create" class="stack" id="building-form">
+                    <Csrf token=csrf.clone()/>
+                    <label>{tr(lang, "property.building")}<input name="name" required/></label>
+                    <label>{tr(lang, "property.address")}<input name="address"/></label>
+                    <button type="submit">{tr(lang, "property.add_building")}</button>
+                </form>
+                <form method="post" action="/sfn/floor_create" class="stack" id="floor-form">
+                    <Csrf token=csrf.clone()/>
+                    <label>{tr(lang, "property.building")}
+                        <select name="building_id">
+                            {buildings.iter().map(|(id, name)| view! { <option value=id.clone()>{name.clone()}</option> }).collect_view()}
+                        </select>
+                    </label>
+                    <label>{tr(lang, "property.floor")}<input name="name" required/></label>
+                    <button type="submit">{tr(lang, "property.add_floor")}</button>
+                </form>
+                <form method="post" action="/sfn/shop_create" class="stack" id="shop-form">
+                    <Csrf token=csrf.clone()/>
+                    <label>{tr(lang, "property.floor")}
+                        <select name="floor_id">
+                            {floors.iter().map(|(id, name)| view! { <option value=id.clone()>{name.clone()}</option> }).collect_view()}
+                        </select>
+                    </label>
+                    <label>{tr(lang, "property.number")}<input name="number" required/></label>
+                    <label>{tr(lang, "property.name")}<input name="name"/></label>
+                    <label>{tr(lang, "property.area")}<input name="area_m2" inputmode="decimal"/></label>
+                    <label>{tr(lang, "property.contact")}<input name="contact_name"/></label>
+                    <label>{tr(lang, "users.phone")}<input name="contact_phone" inputmode="tel"/></label>
+                    <button type="submit">{tr(lang, "property.add_shop")}</button>
+                </form>
+            </div>
+        })}
+    }
+}
+
+#[component]
+pub fn GatewaysPage() -> impl IntoView {
+    let lang = use_lang();
+    let gateways = Resource::new(|| (), |_| list_gateways());
+    view! {
+        <Layout page=move |s| view! {
+            <h1>{tr(lang, "gateways.title")}</h1>
+            {s.can_export.then(|| view! { <p><a class="button secondary" href="/api/v1/gateways.xlsx">{tr(lang, "common.export")}</a></p> })}
+            <Suspense fallback=|| ()>
+                {move || Suspend::new(async move {
+                    let rows = gateways.await.unwrap_or_default();
+                    view! {
+                        <div class="table-wrap">
+                            <table id="gateways">
+                                <thead><tr>
+                                    <th>{tr(lang, "gateways.identity")}</th>
+                                    <th>{tr(lang, "property.name")}</th>
+                                    <th>{tr(lang, "gateways.kind")}</th>
+                                    <th>{tr(lang, "common.status")}</th>
+                                    <th>{tr(lang, "gateways.buses")}</th>
+                                </tr></thead>
+                                <tbody>
+                                    {rows.into_iter().map(|g| view! {
+                                        <tr>
+                                            <td class="mono">{g.identity}</td><td>{g.name}</td><td>{g.kind}</td><td>{g.status}</td>
+                                            <td>{g.buses.join("; ")}</td>
+                                        </tr>
+                                    }).collect_view()}
+                                </tbody>
+                            </table>
+                        </div>
+                    }
+                })}
+            </Suspense>
+        }.into_any()/>
+    }
+}
+
+#[component]
+pub fn MetersPage() -> impl IntoView {
+    let lang = use_lang();
+    let (q, model, mode) = (query_param("q"), query_param("model"), query_param("mode"));
+    let source = {
+        let (q, model, mode) = (q.clone(), model.clone(), mode.clone());
+        move || (q(), model(), mode())
+    };
+    let meters = Resource::new(source, |(q, model, mode)| list_meters(q, model, mode));
+    view! {
+        <Layout page=move |s| {
+            let (q, model, mode) = (q.clone(), model.clone(), mode.clone());
+            view! {
+                <h1>{tr(lang, "meters.title")}</h1>
+                <form method="get" class="filters">
+                    <input name="q" value=q() placeholder=tr(lang, "meters.number")/>
+                    <select name="model">
+                        <option value="">{tr(lang, "common.all")}</option>
+                        {["dtsy1352", "ddsy1352", "dlt645", "modbus_generic"].map(|m| view! { <option value=m selected=model() == m>{m}</option> })}
+                    </select>
+                    <select name="mode">
+                        <option value="">{tr(lang, "common.all")}</option>
+                        {["platform", "meter"].map(|m| view! { <option value=m selected=mode() == m>{tr(lang, &format!("meters.mode.{m}"))}</option> })}
+                    </select>
+                    <button type="submit">{tr(lang, "common.search")}</button>
+                    {s.can_export.then(|| view! { <a class="button secondary" href="/api/v1/meters.xlsx">{tr(lang, "common.export")}</a> })}
+                </form>
+                <Suspense fallback=|| ()>
+                    {move || Suspend::new(async move {
+                        let rows = meters.await.unwrap_or_default();
+                        view! {
+                            <div class="table-wrap">
+                                <table id="meters">
+                                    <thead><tr>
+                                        <th>{tr(lang, "meters.number")}</th>
+                                        <th>{tr(lang, "meters.model")}</th>
+                                        <th>{tr(lang, "gateways.identity")}</th>
+                                        <th>{tr(lang, "meters.bus_address")}</th>
+                                        <th>{tr(lang, "meters.mode")}</th>
+                                        <th>{tr(lang, "common.status")}</th>
+                                    </tr></thead>
+                                    <tbody>
+                                        {rows.into_iter().map(|m| view! {
+                                            <tr>
+                                                <td class="mono">{m.meter_number}</td><td>{m.model}</td><td class="mono">{m.gateway}</td>
+                                                <td>{m.bus} " / " {m.address}</td>
+                                                <td>{tr(lang, &format!("meters.mode.{}", m.prepayment_mode))}</td><td>{m.status}</td>
+                                            </tr>
+                                        }).collect_view()}
+                                    </tbody>
+                                </table>
+                            </div>
+                        }
+                    })}
+                </Suspense>
+            }.into_any()
+        }/>
+    }
+}
