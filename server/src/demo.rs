@@ -133,7 +133,59 @@ pub async fn prepare(pool: &PgPool) -> anyhow::Result<()> {
     sqlx::query("update users set must_change_password = false")
         .execute(&mut *tx)
         .await?;
+    seed_property(&mut tx, &admin_actor).await?;
     tx.commit().await?;
+    Ok(())
+}
+
+/// A small mall: one building, two floors, six shops, a TOU tariff, one DTU with a Modbus bus of
+/// Acrel meters. Loaded through the same import code a company uses.
+async fn seed_property(
+    tx: &mut sqlx::PgConnection,
+    actor: &powertab_core::auth::Principal,
+) -> anyhow::Result<()> {
+    use powertab_core::import::{self, ImportKind};
+    let csv = |text: &str| -> Vec<Vec<String>> {
+        text.lines()
+            .map(|l| l.split(',').map(str::to_owned).collect())
+            .collect()
+    };
+    let shops = "building,floor,number,name,area_m2,status\n\
+演示廣場(chǎng),1F,101,奶茶店,35,occupied\n演示廣場(chǎng),1F,102,便利店,60,occupied\n演示廣場(chǎng),1F,103,花店,28,occupied\n\
+演示廣場(chǎng),2F,201,服裝店,120,occupied\n演示廣場(chǎng),2F,202,書店,90,occupied\n演示廣場(chǎng),2F,203,,75,vacant\n";
+    let gateways = "identity,name,kind,registration,heartbeat,heartbeat_is_hex,bus,protocol\n\
+demo-dtu-01,演示廣場(chǎng)配電房,dtu,DEMO-DTU-01,FE,true,1,modbus_rtu\n";
+    let plan = powertab_core::tariffs::NewPlan {
+        name: "商鋪分時(shí)電價(jià)".into(),
+        description: "峰谷平".into(),
+        version: serde_json::from_value(serde_json::json!({
+            "effective": "2020-01-01",
+            "prices": {"peak": 14800, "flat": 8000, "valley": 3200},
+            "seasons": [{"from": [1, 1], "to": [12, 31], "holiday": null, "workday": {"switches": [
+                {"minute": 0, "period": "valley"}, {"minute": 480, "period": "flat"},
+                {"minute": 1080, "period": "peak"}, {"minute": 1320, "period": "valley"}]}}]
+        }))?,
+    };
+    powertab_core::tariffs::create(tx, actor, &plan).await?;
+    let mut meters =
+        String::from("gateway,bus,model,address,meter_number,building,shop_number,tariff_plan\n");
+    for (i, shop) in ["101", "102", "103", "201", "202", "203"]
+        .iter()
+        .enumerate()
+    {
+        let address = i + 1;
+        meters.push_str(&format!(
+            "demo-dtu-01,1,dtsy1352,{address},20261125{address:04},演示廣場(chǎng),{shop},商鋪分時(shí)電價(jià)\n"
+        ));
+    }
+    for (kind, text) in [
+        (ImportKind::Shops, shops),
+        (ImportKind::Gateways, gateways),
+        (ImportKind::Meters, meters.as_str()),
+    ] {
+        let report = import::import(tx, actor, kind, &csv(text), false).await?;
+        anyhow::ensure!(report.committed, "demo {kind:?}: {:?}", report.errors);
+    }
     Ok(())
 }
 

@@ -109,3 +109,39 @@ async fn administrators_set_up_a_platform_from_the_command_line() {
             .unwrap();
     assert!(must_change);
 }
+
+#[tokio::test]
+async fn the_demo_prepares_a_property_with_every_role_and_can_run_again() {
+    let db = TestDb::new().await;
+    powertab_server::demo::prepare(&db.pool)
+        .await
+        .expect("first run");
+    powertab_server::demo::prepare(&db.pool)
+        .await
+        .expect("second run reuses what exists");
+    let shops: i64 = sqlx::query_scalar("select count(*) from c_1.shops")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    let meters: i64 = sqlx::query_scalar(
+        "select count(*) from c_1.meters where tariff_plan_id is not null and shop_id is not null",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!((shops, meters), (6, 6));
+    let config = crate::helpers::test_config(Default::default());
+    let auth = config.auth().unwrap();
+    for login in powertab_server::demo::DEMO_LOGINS {
+        let input = powertab_core::auth::LoginInput {
+            company: login.company.into(),
+            username: login.username.into(),
+            password: powertab_server::demo::DEMO_PASSWORD.into(),
+        };
+        let outcome = powertab_core::auth::login(&db.pool, &auth, &input, None)
+            .await
+            .expect(login.username);
+        assert_eq!(outcome.role, login.role);
+        assert!(!outcome.must_change_password);
+    }
+}
