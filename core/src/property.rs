@@ -194,6 +194,28 @@ async fn name_taken(
         .await?)
 }
 
+/// Checks a building's fields; `except` is the building being renamed.
+async fn check_building(
+    conn: &mut PgConnection,
+    input: &BuildingInput,
+    except: Option<Uuid>,
+) -> CoreResult<()> {
+    let mut fields = BTreeMap::new();
+    check_name(&mut fields, "name", &input.name, 100);
+    if fields.is_empty()
+        && name_taken(
+            conn,
+            "select exists (select 1 from buildings where name = $1 and id is distinct from $2)",
+            &input.name,
+            except,
+        )
+        .await?
+    {
+        fields.insert("name".into(), "a building with this name exists".into());
+    }
+    CoreError::check_fields(fields)
+}
+
 pub async fn create_building(
     conn: &mut PgConnection,
     principal: &Principal,
@@ -206,20 +228,7 @@ pub async fn create_building(
             "an operator limited to buildings cannot add buildings".into(),
         ));
     }
-    let mut fields = BTreeMap::new();
-    check_name(&mut fields, "name", &input.name, 100);
-    if fields.is_empty()
-        && name_taken(
-            conn,
-            "select exists (select 1 from buildings where name = $1 and id is distinct from $2)",
-            &input.name,
-            None,
-        )
-        .await?
-    {
-        fields.insert("name".into(), "a building with this name exists".into());
-    }
-    CoreError::check_fields(fields)?;
+    check_building(conn, input, None).await?;
     let id = Uuid::now_v7();
     sqlx::query("insert into buildings (id, name, address) values ($1, $2, $3)")
         .bind(id)
@@ -249,20 +258,7 @@ pub async fn update_building(
 ) -> CoreResult<Building> {
     let before = building(conn, principal, id).await?;
     principal.require(Need::Act(Right::Settings))?;
-    let mut fields = BTreeMap::new();
-    check_name(&mut fields, "name", &input.name, 100);
-    if fields.is_empty()
-        && name_taken(
-            conn,
-            "select exists (select 1 from buildings where name = $1 and id is distinct from $2)",
-            &input.name,
-            Some(id),
-        )
-        .await?
-    {
-        fields.insert("name".into(), "a building with this name exists".into());
-    }
-    CoreError::check_fields(fields)?;
+    check_building(conn, input, Some(id)).await?;
     sqlx::query("update buildings set name = $2, address = $3, updated_at = now() where id = $1")
         .bind(id)
         .bind(input.name.trim())
