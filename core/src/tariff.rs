@@ -293,6 +293,84 @@ impl TariffVersion {
     }
 }
 
+/// Parses a price typed in yuan/kWh with up to four decimals (`0.8123`) into price units.
+pub fn parse_price_units(text: &str) -> Result<i64, &'static str> {
+    let text = text.trim();
+    let (whole, frac) = text.split_once('.').unwrap_or((text, ""));
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(whole)
+        || (!frac.is_empty() && !digits(frac))
+        || frac.len() > 4
+        || (text.contains('.') && frac.is_empty())
+    {
+        return Err("yuan per kWh with at most four decimals, e.g. 0.8123");
+    }
+    let whole: i64 = whole.parse().map_err(|_| "too large")?;
+    let frac: i64 = format!("{frac:0<4}").parse().expect("four ascii digits");
+    let units = whole
+        .checked_mul(10_000)
+        .and_then(|w| w.checked_add(frac))
+        .ok_or("too large")?;
+    if units > PRICE_UNITS_MAX {
+        return Err("at most 100 yuan/kWh");
+    }
+    Ok(units)
+}
+
+/// Formats price units as yuan/kWh with four decimals.
+pub fn format_price_units(units: i64) -> String {
+    format!("{}.{:04}", units / 10_000, units % 10_000)
+}
+
+impl Period {
+    /// Reads an English or Chinese period name (`peak`, `峰`, …).
+    pub fn parse(text: &str) -> Option<Period> {
+        match text.trim() {
+            "sharp" | "尖" => Some(Period::Sharp),
+            "peak" | "峰" => Some(Period::Peak),
+            "flat" | "平" => Some(Period::Flat),
+            "valley" | "谷" => Some(Period::Valley),
+            "deep_valley" | "深谷" => Some(Period::DeepValley),
+            _ => None,
+        }
+    }
+}
+
+/// Parses a day schedule typed as `00:00 valley, 08:00 flat, 18:00 peak, 22:00 valley`
+/// (Chinese period names work too; commas, semicolons or new lines separate switch points).
+pub fn parse_schedule(text: &str) -> Result<DaySchedule, String> {
+    let mut switches = Vec::new();
+    for item in text
+        .split([',', ';', '\n', '，', '；'])
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        let (time, period) = item
+            .split_once(char::is_whitespace)
+            .ok_or_else(|| format!("\"{item}\": write a time and a period, e.g. 08:00 flat"))?;
+        let (h, m) = time
+            .split_once(':')
+            .ok_or_else(|| format!("\"{time}\" is not a time like 08:00"))?;
+        let (h, m): (u16, u16) = match (h.parse(), m.parse()) {
+            (Ok(h), Ok(m)) if h < 24 && m < 60 => (h, m),
+            _ => return Err(format!("\"{time}\" is not a time like 08:00")),
+        };
+        let period = Period::parse(period).ok_or_else(|| {
+            format!(
+                "\"{}\" is not a period (sharp, peak, flat, valley, deep_valley)",
+                period.trim()
+            )
+        })?;
+        switches.push(Switch {
+            minute: h * 60 + m,
+            period,
+        });
+    }
+    let schedule = DaySchedule { switches };
+    check_schedule(&schedule)?;
+    Ok(schedule)
+}
+
 fn check_schedule(schedule: &DaySchedule) -> Result<(), String> {
     let switches = &schedule.switches;
     if switches.is_empty() || switches[0].minute != 0 {
@@ -433,6 +511,26 @@ mod tests {
             v.schedule_for(date(2026, 10, 10), &calendar),
             tou_schedule()
         );
+    }
+
+    #[test]
+    fn prices_and_schedules_parse_as_people_type_them() {
+        assert_eq!(parse_price_units("0.8123"), Ok(8123));
+        assert_eq!(parse_price_units("1.48"), Ok(14_800));
+        assert_eq!(parse_price_units("2"), Ok(20_000));
+        for bad in ["", "0.81234", "-1", "1.", "abc", "101"] {
+            assert!(parse_price_units(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(format_price_units(8123), "0.8123");
+        let s = parse_schedule("00:00 谷, 08:00 flat；18:00 峰\n22:00 valley").unwrap();
+        assert_eq!(s.switches.len(), 4);
+        assert_eq!(s.period_at(19 * 60), Period::Peak);
+        assert!(parse_schedule("08:00 flat").unwrap_err().contains("00:00"));
+        assert!(parse_schedule("00:00 flat, 25:00 peak").is_err());
+        assert!(parse_schedule("00:00 cheap").unwrap_err().contains("cheap"));
+        assert!(parse_schedule("00:00 flat, 08:00 peak, 07:00 valley")
+            .unwrap_err()
+            .contains("order"));
     }
 
     #[test]

@@ -115,6 +115,55 @@ pub struct MeterView {
     pub status: String,
 }
 
+/// A tariff plan for the tariff page.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PlanView {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    pub versions: Vec<VersionView>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct VersionView {
+    pub effective: String,
+    /// (period, yuan/kWh)
+    pub prices: Vec<(String, String)>,
+    /// One line per season: ("01-01 – 12-31", workday segments, holiday segments).
+    pub seasons: Vec<SeasonView>,
+    pub tiers: usize,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SeasonView {
+    pub range: String,
+    /// (start minute, end minute, period)
+    pub workday: Vec<(u16, u16, String)>,
+    pub holiday: Option<Vec<(u16, u16, String)>>,
+}
+
+/// The form fields of a tariff version (prices in yuan/kWh; empty = period unused).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct VersionForm {
+    pub effective: String,
+    #[serde(default)]
+    pub price_sharp: String,
+    #[serde(default)]
+    pub price_peak: String,
+    #[serde(default)]
+    pub price_flat: String,
+    #[serde(default)]
+    pub price_valley: String,
+    #[serde(default)]
+    pub price_deep_valley: String,
+    /// Workday switch points, e.g. `00:00 valley, 08:00 flat`; empty = flat all day.
+    #[serde(default)]
+    pub schedule: String,
+    /// Holiday switch points; empty = as on workdays.
+    #[serde(default)]
+    pub holiday_schedule: String,
+}
+
 /// An import wizard upload and its report.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct ImportView {
@@ -211,6 +260,11 @@ pub async fn list_meters(
     crate::server::list_meters(q, model, mode).await
 }
 
+#[server(prefix = "/sfn", endpoint = "plans")]
+pub async fn list_plans() -> Result<Vec<PlanView>, ServerFnError> {
+    crate::server::list_plans().await
+}
+
 #[server(prefix = "/sfn", endpoint = "import_upload")]
 pub async fn get_import(id: String) -> Result<ImportView, ServerFnError> {
     crate::server::get_import(id).await
@@ -257,6 +311,25 @@ pub async fn create_shop(
         contact_phone,
     )
     .await
+}
+
+#[server(prefix = "/sfn", endpoint = "plan_create")]
+pub async fn create_plan(
+    csrf: String,
+    name: String,
+    description: String,
+    #[server(flatten)] version: VersionForm,
+) -> Result<(), ServerFnError> {
+    crate::server::create_plan(csrf, name, description, version).await
+}
+
+#[server(prefix = "/sfn", endpoint = "plan_version")]
+pub async fn add_plan_version(
+    csrf: String,
+    plan_id: String,
+    #[server(flatten)] version: VersionForm,
+) -> Result<(), ServerFnError> {
+    crate::server::add_plan_version(csrf, plan_id, version).await
 }
 
 /// Imports a checked upload for real.

@@ -81,6 +81,7 @@ pub fn App() -> impl IntoView {
                 <Route path=path!("/property") view=pages::property::PropertyPage ssr=SsrMode::Async/>
                 <Route path=path!("/gateways") view=pages::property::GatewaysPage ssr=SsrMode::Async/>
                 <Route path=path!("/meters") view=pages::property::MetersPage ssr=SsrMode::Async/>
+                <Route path=path!("/tariffs") view=pages::tariffs::TariffsPage ssr=SsrMode::Async/>
                 <Route path=path!("/import/:id") view=pages::import::ImportResultPage ssr=SsrMode::Async/>
             </FlatRoutes>
         </Router>

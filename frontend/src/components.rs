@@ -60,6 +60,7 @@ fn Header(session: SessionView) -> impl IntoView {
                     <a href="/property">{tr(lang, "nav.property")}</a>
                     <a href="/gateways">{tr(lang, "nav.gateways")}</a>
                     <a href="/meters">{tr(lang, "nav.meters")}</a>
+                    <a href="/tariffs">{tr(lang, "nav.tariffs")}</a>
                     <a href="/users">{tr(lang, "nav.users")}</a>
                     <a href="/audit">{tr(lang, "nav.audit")}</a>
                 })}

@@ -777,6 +777,184 @@ pub async fn create_shop(
     finish(result)
 }
 
+fn segments(schedule: &powertab_core::tariff::DaySchedule) -> Vec<(u16, u16, String)> {
+    schedule
+        .switches
+        .iter()
+        .enumerate()
+        .map(|(i, sw)| {
+            let end = schedule
+                .switches
+                .get(i + 1)
+                .map_or(powertab_core::tariff::MINUTES_PER_DAY, |n| n.minute);
+            (sw.minute, end, sw.period.as_str().to_owned())
+        })
+        .collect()
+}
+
+pub async fn list_plans() -> Result<Vec<crate::api::PlanView>, ServerFnError> {
+    use powertab_core::tariff::{format_price_units, DaySchedule, Period};
+    let (principal, mut tx) = read_session().await?;
+    let plans = powertab_core::tariffs::list(&mut tx, &principal)
+        .await
+        .map_err(read_err)?;
+    Ok(plans
+        .into_iter()
+        .map(|p| crate::api::PlanView {
+            id: p.id.to_string(),
+            name: p.name,
+            description: p.description,
+            versions: p
+                .versions
+                .iter()
+                .rev()
+                .map(|v| crate::api::VersionView {
+                    effective: v.effective.to_string(),
+                    prices: v
+                        .prices
+                        .iter()
+                        .map(|(k, u)| (k.as_str().to_owned(), format_price_units(*u)))
+                        .collect(),
+                    seasons: if v.seasons.is_empty() {
+                        vec![crate::api::SeasonView {
+                            range: "01-01 – 12-31".into(),
+                            workday: segments(&DaySchedule::all_day(Period::Flat)),
+                            holiday: None,
+                        }]
+                    } else {
+                        v.seasons
+                            .iter()
+                            .map(|season| crate::api::SeasonView {
+                                range: format!(
+                                    "{:02}-{:02} – {:02}-{:02}",
+                                    season.from.0, season.from.1, season.to.0, season.to.1
+                                ),
+                                workday: segments(&season.workday),
+                                holiday: season.holiday.as_ref().map(segments),
+                            })
+                            .collect()
+                    },
+                    tiers: v.tiers.as_ref().map_or(0, |t| t.tiers.len()),
+                })
+                .collect(),
+        })
+        .collect())
+}
+
+/// A version from the form, or the fields in error.
+fn version_from(
+    form: &crate::api::VersionForm,
+) -> Result<powertab_core::tariff::TariffVersion, UiError> {
+    use powertab_core::tariff::{parse_price_units, parse_schedule, Period, Season, TariffVersion};
+    let mut fields = Vec::new();
+    let effective =
+        NaiveDate::parse_from_str(form.effective.trim(), "%Y-%m-%d").unwrap_or_else(|_| {
+            fields.push("effective".to_owned());
+            NaiveDate::MIN
+        });
+    let mut prices = std::collections::BTreeMap::new();
+    for (period, text, field) in [
+        (Period::Sharp, &form.price_sharp, "price_sharp"),
+        (Period::Peak, &form.price_peak, "price_peak"),
+        (Period::Flat, &form.price_flat, "price_flat"),
+        (Period::Valley, &form.price_valley, "price_valley"),
+        (
+            Period::DeepValley,
+            &form.price_deep_valley,
+            "price_deep_valley",
+        ),
+    ] {
+        if text.trim().is_empty() {
+            continue;
+        }
+        match parse_price_units(text) {
+            Ok(units) => {
+                prices.insert(period, units);
+            }
+            Err(_) => fields.push(field.to_owned()),
+        }
+    }
+    let seasons = if form.schedule.trim().is_empty() {
+        vec![]
+    } else {
+        let workday = parse_schedule(&form.schedule)
+            .map_err(|_| fields.push("schedule".into()))
+            .ok();
+        let holiday = if form.holiday_schedule.trim().is_empty() {
+            None
+        } else {
+            parse_schedule(&form.holiday_schedule)
+                .map_err(|_| fields.push("holiday_schedule".into()))
+                .ok()
+        };
+        workday
+            .map(|workday| {
+                vec![Season {
+                    from: (1, 1),
+                    to: (12, 31),
+                    workday,
+                    holiday,
+                }]
+            })
+            .unwrap_or_default()
+    };
+    if !fields.is_empty() {
+        return Err(UiError {
+            code: "validation_failed".into(),
+            fields,
+        });
+    }
+    let version = TariffVersion {
+        effective,
+        prices,
+        seasons,
+        tiers: None,
+        fees: vec![],
+    };
+    version.validate().map_err(|f| UiError {
+        code: "validation_failed".into(),
+        fields: f.into_keys().collect(),
+    })?;
+    Ok(version)
+}
+
+pub async fn create_plan(
+    csrf: String,
+    name: String,
+    description: String,
+    form: crate::api::VersionForm,
+) -> Result<(), ServerFnError> {
+    let result = async {
+        let (principal, mut tx) = session_for_change(&csrf).await?;
+        let input = powertab_core::tariffs::NewPlan {
+            name,
+            description,
+            version: version_from(&form)?,
+        };
+        powertab_core::tariffs::create(&mut tx, &principal, &input).await?;
+        tx.commit().await?;
+        Ok("/tariffs?ok=common.saved".to_owned())
+    }
+    .await;
+    finish(result)
+}
+
+pub async fn add_plan_version(
+    csrf: String,
+    plan_id: String,
+    form: crate::api::VersionForm,
+) -> Result<(), ServerFnError> {
+    let result = async {
+        let (principal, mut tx) = session_for_change(&csrf).await?;
+        let id: Uuid = plan_id.parse().map_err(|_| ui("not_found"))?;
+        powertab_core::tariffs::add_version(&mut tx, &principal, id, &version_from(&form)?).await?;
+        tx.commit().await?;
+        Ok("/tariffs?ok=common.saved".to_owned())
+    }
+    .await;
+    finish(result)
+}
+
 fn import_view(upload: powertab_core::import::Upload) -> crate::api::ImportView {
     crate::api::ImportView {
         id: upload.id.to_string(),

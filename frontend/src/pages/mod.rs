@@ -7,6 +7,7 @@ pub mod import;
 pub mod login;
 pub mod password;
 pub mod property;
+pub mod tariffs;
 pub mod users;
 
 use leptos::prelude::*;

@@ -392,3 +392,75 @@ async fn the_import_wizard_shows_row_errors_then_imports_a_clean_file() {
     };
     assert_eq!(admin_list["items"].as_array().unwrap().len(), 2);
 }
+
+async fn fill_plan_form(app: &TestApp, c: &Client, schedule: &str) {
+    c.goto(&app.url("/tariffs")).await.unwrap();
+    let form = c
+        .wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Css("#plan-form"))
+        .await
+        .unwrap();
+    for (name, value) in [
+        ("name", "商鋪分時(shí)"),
+        ("price_peak", "1.48"),
+        ("price_flat", "0.80"),
+        ("price_valley", "0.32"),
+        ("schedule", schedule),
+    ] {
+        let field = form
+            .find(Locator::Css(&format!("[name={name}]")))
+            .await
+            .unwrap();
+        field.send_keys(value).await.unwrap();
+    }
+    // The date input takes its digits in the browser's locale order; set its value directly.
+    c.execute(
+        "document.querySelector('#plan-form [name=effective]').value = '2020-01-01'",
+        vec![],
+    )
+    .await
+    .unwrap();
+    form.find(Locator::Css("button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_tariff_plan_is_created_in_the_editor_and_its_day_schedule_drawn() {
+    assert_bundle_built();
+    let app = spawn_app().await;
+    app.company_with_admin("acme").await;
+    let b = browser(true, 1280, 900).await;
+    let c = &b.client;
+    login(&app, c, "acme", "boss").await;
+    text_of(c, "#welcome").await;
+
+    fill_plan_form(&app, c, "08:00 平, 18:00 峰").await;
+    assert!(
+        text_of(c, ".flash.error").await.contains("schedule"),
+        "the schedule field is named"
+    );
+
+    fill_plan_form(&app, c, "00:00 谷, 08:00 平, 18:00 峰, 22:00 谷").await;
+    text_of(c, ".flash.ok").await;
+    let plan = text_of(c, "#plans").await;
+    assert!(
+        plan.contains("商鋪分時(shí)") && plan.contains("1.4800"),
+        "{plan}"
+    );
+    let segments = c
+        .find_all(Locator::Css("#plans .tou-segment"))
+        .await
+        .unwrap();
+    assert_eq!(segments.len(), 4);
+    let peak_width = segments[2].attr("style").await.unwrap().unwrap_or_default();
+    assert!(
+        peak_width.contains("16.667%"),
+        "18:00–22:00 is a sixth of the day: {peak_width}"
+    );
+    b.client.clone().close().await.unwrap();
+}
