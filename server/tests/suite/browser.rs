@@ -462,5 +462,8 @@ async fn a_tariff_plan_is_created_in_the_editor_and_its_day_schedule_drawn() {
         peak_width.contains("16.667%"),
         "18:00–22:00 is a sixth of the day: {peak_width}"
     );
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("tariffs.png"), c.screenshot().await.unwrap()).unwrap();
     b.client.clone().close().await.unwrap();
 }
