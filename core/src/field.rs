@@ -660,17 +660,22 @@ pub async fn check_meter_quota_for(
     Ok(())
 }
 
-/// Validates and inserts a meter; returns its id. `check_quota` is false only when the caller
-/// already checked the quota for all the meters it adds.
-pub async fn insert_meter(
+/// A meter's fields after validation.
+struct CheckedMeter {
+    address: String,
+    number: String,
+    mode: String,
+    role: String,
+}
+
+/// Checks a meter's fields against its bus, the shop, the plan and the other meters; `except`
+/// is the meter being edited (it does not collide with itself).
+async fn validate_meter(
     conn: &mut PgConnection,
     principal: &Principal,
     input: &MeterInput,
-    check_quota: bool,
-) -> CoreResult<Uuid> {
-    principal.require_read_company()?;
-    principal.require(Need::Act(Right::Settings))?;
-    let company_id = principal.company()?.id;
+    except: Option<Uuid>,
+) -> CoreResult<CheckedMeter> {
     let mut fields = BTreeMap::new();
     let bus = sqlx::query("select protocol, (select count(*) from meters m where m.bus_id = b.id and m.status = 'active') as n from buses b where id = $1")
         .bind(input.bus_id)
@@ -802,10 +807,11 @@ pub async fn insert_meter(
     if fields.is_empty() {
         // Two lookups, each served by its partial unique index (an `or` would scan all meters).
         let address_taken: bool = sqlx::query_scalar(
-            "select exists (select 1 from meters where status = 'active' and bus_id = $1 and address = $2)",
+            "select exists (select 1 from meters where status = 'active' and bus_id = $1 and address = $2 and id is distinct from $3)",
         )
         .bind(input.bus_id)
         .bind(&address)
+        .bind(except)
         .fetch_one(&mut *conn)
         .await?;
         if address_taken {
@@ -815,9 +821,10 @@ pub async fn insert_meter(
             );
         }
         let number_taken: bool = sqlx::query_scalar(
-            "select exists (select 1 from meters where status = 'active' and meter_number = $1)",
+            "select exists (select 1 from meters where status = 'active' and meter_number = $1 and id is distinct from $2)",
         )
         .bind(number)
+        .bind(except)
         .fetch_one(&mut *conn)
         .await?;
         if number_taken {
@@ -826,7 +833,17 @@ pub async fn insert_meter(
                 "another meter has this number".into(),
             );
         }
-        if on_bus >= BUS_METERS_WARN && !input.accept_crowded_bus {
+        let joins_bus = match except {
+            None => true,
+            Some(id) => {
+                sqlx::query_scalar::<_, Uuid>("select bus_id from meters where id = $1")
+                    .bind(id)
+                    .fetch_optional(&mut *conn)
+                    .await?
+                    != Some(input.bus_id)
+            }
+        };
+        if joins_bus && on_bus >= BUS_METERS_WARN && !input.accept_crowded_bus {
             fields.insert(
                 "accept_crowded_bus".into(),
                 format!("the bus already has {on_bus} meters; confirm to add more"),
@@ -834,6 +851,33 @@ pub async fn insert_meter(
         }
     }
     CoreError::check_fields(fields)?;
+    Ok(CheckedMeter {
+        address,
+        number: number.to_owned(),
+        mode,
+        role,
+    })
+}
+
+/// Validates and inserts a meter; returns its id. `check_quota` is false only when the caller
+/// already checked the quota for all the meters it adds.
+pub async fn insert_meter(
+    conn: &mut PgConnection,
+    principal: &Principal,
+    input: &MeterInput,
+    check_quota: bool,
+) -> CoreResult<Uuid> {
+    principal.require_read_company()?;
+    principal.require(Need::Act(Right::Settings))?;
+    let company_id = principal.company()?.id;
+    let checked = validate_meter(conn, principal, input, None).await?;
+    let CheckedMeter {
+        address,
+        number,
+        mode,
+        role,
+    } = checked;
+    let model = input.model.as_str();
     if check_quota {
         check_quota_of(
             conn,
@@ -854,7 +898,7 @@ pub async fn insert_meter(
     .bind(input.bus_id)
     .bind(model)
     .bind(&address)
-    .bind(number)
+    .bind(&number)
     .bind(input.ct_ratio.unwrap_or(1))
     .bind(input.pt_ratio.unwrap_or(1))
     .bind(&mode)
@@ -888,6 +932,202 @@ pub async fn insert_meter(
     )
     .await?;
     Ok(id)
+}
+
+/// `Some(None)` for an explicit `null` (clear the value), `None` when the field is absent.
+fn double_option<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+/// Changes to a meter; absent fields stay, `null` clears the optional ones.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct MeterPatch {
+    pub ct_ratio: Option<i32>,
+    pub pt_ratio: Option<i32>,
+    pub prepayment_mode: Option<String>,
+    pub role: Option<String>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Uuid>))]
+    pub parent_id: Option<Option<Uuid>>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Uuid>))]
+    pub shop_id: Option<Option<Uuid>>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Uuid>))]
+    pub tariff_plan_id: Option<Option<Uuid>>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<i64>))]
+    pub alarm1_fen: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<i64>))]
+    pub alarm2_fen: Option<Option<i64>>,
+}
+
+/// Whether a meter carries an open shop account. Accounts arrive with the billing issue, whose
+/// migration creates the `accounts` table; until then no meter can carry one.
+async fn meter_has_open_account(conn: &mut PgConnection, id: Uuid) -> CoreResult<bool> {
+    let has_table: bool = sqlx::query_scalar("select to_regclass('accounts') is not null")
+        .fetch_one(&mut *conn)
+        .await?;
+    if !has_table {
+        return Ok(false);
+    }
+    Ok(sqlx::query_scalar(
+        "select exists (select 1 from accounts where meter_id = $1 and closed_at is null)",
+    )
+    .bind(id)
+    .fetch_one(conn)
+    .await?)
+}
+
+/// Edits a meter with the same checks as creation. Its prepayment mode cannot change while it
+/// carries an open account (the money would be on the wrong side).
+pub async fn update_meter(
+    conn: &mut PgConnection,
+    principal: &Principal,
+    id: Uuid,
+    patch: &MeterPatch,
+) -> CoreResult<Meter> {
+    let before = meter(conn, principal, id).await?;
+    principal.require(Need::Act(Right::Settings))?;
+    let input = MeterInput {
+        bus_id: before.bus_id,
+        model: before.model.clone(),
+        address: before.address.clone(),
+        meter_number: before.meter_number.clone(),
+        ct_ratio: Some(patch.ct_ratio.unwrap_or(before.ct_ratio)),
+        pt_ratio: Some(patch.pt_ratio.unwrap_or(before.pt_ratio)),
+        prepayment_mode: Some(
+            patch
+                .prepayment_mode
+                .clone()
+                .unwrap_or_else(|| before.prepayment_mode.clone()),
+        ),
+        role: Some(patch.role.clone().unwrap_or_else(|| before.role.clone())),
+        parent_id: patch.parent_id.unwrap_or(before.parent_id),
+        shop_id: patch.shop_id.unwrap_or(before.shop_id),
+        tariff_plan_id: patch.tariff_plan_id.unwrap_or(before.tariff_plan_id),
+        alarm1_fen: patch.alarm1_fen.unwrap_or(before.alarm1_fen),
+        alarm2_fen: patch.alarm2_fen.unwrap_or(before.alarm2_fen),
+        install_date: before.install_date,
+        initial_energy_wh: Some(before.initial_energy_wh),
+        dlt645_password: String::new(),
+        dlt645_operator: String::new(),
+        accept_crowded_bus: true,
+    };
+    if input.parent_id == Some(id) {
+        return Err(CoreError::field("parent_id", "a meter cannot feed itself"));
+    }
+    let mode_changes = input.prepayment_mode.as_deref() != Some(before.prepayment_mode.as_str());
+    if mode_changes && meter_has_open_account(conn, id).await? {
+        return Err(CoreError::field(
+            "prepayment_mode",
+            "close the meter's account before changing its prepayment mode",
+        ));
+    }
+    let checked = validate_meter(conn, principal, &input, Some(id)).await?;
+    sqlx::query(
+        "update meters set ct_ratio = $2, pt_ratio = $3, prepayment_mode = $4, role = $5, parent_id = $6, shop_id = $7,
+             tariff_plan_id = $8, alarm1_fen = $9, alarm2_fen = $10, updated_at = now()
+         where id = $1",
+    )
+    .bind(id)
+    .bind(input.ct_ratio)
+    .bind(input.pt_ratio)
+    .bind(&checked.mode)
+    .bind(&checked.role)
+    .bind(input.parent_id)
+    .bind(input.shop_id)
+    .bind(input.tariff_plan_id)
+    .bind(input.alarm1_fen)
+    .bind(input.alarm2_fen)
+    .execute(&mut *conn)
+    .await?;
+    let after = meter(conn, principal, id).await?;
+    let json = |m: &Meter| serde_json::to_value(m).expect("plain data");
+    audit::record(
+        conn,
+        principal,
+        "meter.update",
+        "meter",
+        Some(id.to_string()),
+        Some(json(&before)),
+        Some(json(&after)),
+    )
+    .await?;
+    Ok(after)
+}
+
+/// The same change for many meters: a tariff plan, alarm levels or a prepayment mode.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Deserialize)]
+pub struct BulkMeterChange {
+    pub meter_ids: Vec<Uuid>,
+    #[serde(flatten)]
+    pub patch: MeterPatch,
+}
+
+/// What a bulk change did: every meter changed, or none with each meter's problems.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct BulkReport {
+    /// Meters whose change passed its checks.
+    pub updated: usize,
+    /// Whether the changes were kept: only when no meter had an error.
+    pub committed: bool,
+    /// (meter id, field, message)
+    pub errors: Vec<(Uuid, String, String)>,
+}
+
+/// Applies `change` to each meter in a savepoint; the caller commits only when `errors` is empty.
+pub async fn bulk_update(
+    conn: &mut PgConnection,
+    principal: &Principal,
+    change: &BulkMeterChange,
+) -> CoreResult<BulkReport> {
+    principal.require_read_company()?;
+    principal.require(Need::Act(Right::Settings))?;
+    if change.meter_ids.is_empty() || change.meter_ids.len() > 5000 {
+        return Err(CoreError::field("meter_ids", "1 to 5,000 meters"));
+    }
+    let mut report = BulkReport {
+        updated: 0,
+        committed: false,
+        errors: Vec::new(),
+    };
+    for &id in &change.meter_ids {
+        sqlx::query("savepoint bulk_meter")
+            .execute(&mut *conn)
+            .await?;
+        let result = update_meter(conn, principal, id, &change.patch).await;
+        let end = if result.is_ok() {
+            "release savepoint bulk_meter"
+        } else {
+            "rollback to savepoint bulk_meter"
+        };
+        sqlx::query(end).execute(&mut *conn).await?;
+        match result {
+            Ok(_) => report.updated += 1,
+            Err(CoreError::Validation { fields, .. }) => {
+                report
+                    .errors
+                    .extend(fields.into_iter().map(|(f, m)| (id, f, m)));
+            }
+            Err(CoreError::NotFound(_)) => {
+                report
+                    .errors
+                    .push((id, "meter_ids".into(), "no such meter".into()))
+            }
+            Err(other) => return Err(other),
+        }
+    }
+    report.committed = report.errors.is_empty();
+    Ok(report)
 }
 
 #[cfg(test)]

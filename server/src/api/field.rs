@@ -8,7 +8,10 @@ use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;
-use powertab_core::field::{self, Gateway, GatewayInput, Meter, MeterFilter, MeterInput};
+use powertab_core::field::{
+    self, BulkMeterChange, BulkReport, Gateway, GatewayInput, Meter, MeterFilter, MeterInput,
+    MeterPatch,
+};
 use powertab_core::roles::{Need, Right};
 use powertab_core::{import, property, tariffs};
 use serde::Serialize;
@@ -25,7 +28,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(enable_gateway))
         .routes(routes!(list_meters, create_meter))
         .routes(routes!(export_meters))
-        .routes(routes!(get_meter))
+        .routes(routes!(get_meter, update_meter))
+        .routes(routes!(bulk_update))
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -159,4 +163,32 @@ async fn get_meter(mut session: Session, Path(id): Path<Uuid>) -> ApiResult<Json
     Ok(Json(
         field::meter(&mut session.tx, &session.principal, id).await?,
     ))
+}
+
+/// Change a meter: CT/PT, prepayment mode, role, feeder, shop, tariff plan, alarm levels
+/// (`null` clears the optional ones).
+#[utoipa::path(patch, path = "/api/v1/meters/{id}", tag = "field", params(("id" = Uuid, Path)),
+    request_body = MeterPatch, responses((status = 200, body = Meter), (status = 422, body = ErrorBody)))]
+async fn update_meter(
+    mut session: Session,
+    Path(id): Path<Uuid>,
+    ApiJson(patch): ApiJson<MeterPatch>,
+) -> ApiResult<Json<Meter>> {
+    let meter = field::update_meter(&mut session.tx, &session.principal, id, &patch).await?;
+    session.tx.commit().await?;
+    Ok(Json(meter))
+}
+
+/// Apply one change to many meters (tariff plan, alarm levels, prepayment mode): all or none.
+#[utoipa::path(post, path = "/api/v1/meters/bulk", tag = "field", request_body = BulkMeterChange,
+    responses((status = 200, body = BulkReport), (status = 422, body = ErrorBody)))]
+async fn bulk_update(
+    mut session: Session,
+    ApiJson(change): ApiJson<BulkMeterChange>,
+) -> ApiResult<Json<BulkReport>> {
+    let report = field::bulk_update(&mut session.tx, &session.principal, &change).await?;
+    if report.committed {
+        session.tx.commit().await?;
+    }
+    Ok(Json(report))
 }

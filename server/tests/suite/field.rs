@@ -201,3 +201,145 @@ async fn a_crowded_bus_needs_confirmation() {
         StatusCode::CREATED
     );
 }
+
+async fn three_meters(
+    app: &crate::helpers::TestApp,
+    admin: &crate::helpers::Caller,
+) -> (Vec<String>, String) {
+    let (_, g) = app
+        .post("/api/v1/gateways", admin, dtu("dtu-0001", "REG-A"))
+        .await;
+    let (modbus_bus, dlt_bus) = (g["buses"][0]["id"].clone(), g["buses"][1]["id"].clone());
+    let mut ids = Vec::new();
+    for (bus, model, address) in [
+        (&modbus_bus, "dtsy1352", "1"),
+        (&modbus_bus, "ddsy1352", "2"),
+        (&dlt_bus, "dlt645", "202611250003"),
+    ] {
+        let (status, m) = app
+            .post(
+                "/api/v1/meters",
+                admin,
+                json!({"bus_id": bus, "model": model, "address": address, "meter_number": address}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{m}");
+        ids.push(m["id"].as_str().unwrap().to_owned());
+    }
+    let (_, plan) = app
+        .post("/api/v1/tariff-plans", admin, json!({"name": "flat", "version": {"effective": "2020-01-01", "prices": {"flat": 8123}}}))
+        .await;
+    (ids, plan["id"].as_str().unwrap().to_owned())
+}
+
+#[tokio::test]
+async fn meters_are_edited_with_the_same_rules_as_creation() {
+    let app = spawn_app().await;
+    let (_, admin) = app.company_with_admin("acme").await;
+    let (ids, plan) = three_meters(&app, &admin).await;
+    let path = format!("/api/v1/meters/{}", ids[0]);
+    let (status, m) = app
+        .call(Method::PATCH, &path, Some(&admin), Some(json!({"tariff_plan_id": plan, "alarm1_fen": 5000, "alarm2_fen": 1000, "prepayment_mode": "meter"})))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{m}");
+    assert_eq!(
+        (m["tariff_plan_id"].as_str(), m["prepayment_mode"].as_str()),
+        (Some(plan.as_str()), Some("meter"))
+    );
+    // null clears, absent keeps.
+    let (_, m) = app
+        .call(
+            Method::PATCH,
+            &path,
+            Some(&admin),
+            Some(json!({"alarm1_fen": null, "alarm2_fen": null})),
+        )
+        .await;
+    assert!(
+        m["alarm1_fen"].is_null() && m["tariff_plan_id"].as_str() == Some(plan.as_str()),
+        "{m}"
+    );
+    let (status, body) = app
+        .call(
+            Method::PATCH,
+            &path,
+            Some(&admin),
+            Some(json!({"parent_id": ids[0]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let dlt = format!("/api/v1/meters/{}", ids[2]);
+    let (status, body) = app
+        .call(
+            Method::PATCH,
+            &dlt,
+            Some(&admin),
+            Some(json!({"prepayment_mode": "meter"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(body["error"]["fields"]["prepayment_mode"].is_string());
+    let (_, log) = app
+        .get(
+            &format!("/api/v1/audit-log?action=meter.update&target_id={}", ids[0]),
+            &admin,
+        )
+        .await;
+    assert_eq!(log["items"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn a_bulk_change_applies_to_every_meter_or_to_none() {
+    let app = spawn_app().await;
+    let (_, admin) = app.company_with_admin("acme").await;
+    let (ids, plan) = three_meters(&app, &admin).await;
+    // Meter-side mode is refused for the DL/T 645 meter, so no meter changes.
+    let (status, report) = app
+        .post(
+            "/api/v1/meters/bulk",
+            &admin,
+            json!({"meter_ids": ids, "prepayment_mode": "meter"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        (report["updated"].clone(), report["committed"].clone()),
+        (json!(2), json!(false))
+    );
+    assert_eq!(report["errors"][0][0], ids[2].as_str());
+    let (_, list) = app
+        .get("/api/v1/meters?prepayment_mode=meter", &admin)
+        .await;
+    assert!(
+        list["items"].as_array().unwrap().is_empty(),
+        "all or nothing"
+    );
+    let (_, report) = app
+        .post("/api/v1/meters/bulk", &admin, json!({"meter_ids": ids, "tariff_plan_id": plan, "alarm1_fen": 3000, "alarm2_fen": 1000}))
+        .await;
+    assert_eq!(
+        (
+            report["updated"].clone(),
+            report["errors"].as_array().unwrap().len()
+        ),
+        (json!(3), 0),
+        "{report}"
+    );
+    let (_, list) = app.get("/api/v1/meters", &admin).await;
+    assert!(list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|m| m["tariff_plan_id"].as_str() == Some(plan.as_str()) && m["alarm1_fen"] == 3000));
+    let (_, operator) = app.user(&admin, "acme", "op", "operator", &[]).await;
+    assert_eq!(
+        app.post(
+            "/api/v1/meters/bulk",
+            &operator,
+            json!({"meter_ids": ids, "alarm1_fen": 1})
+        )
+        .await
+        .0,
+        StatusCode::FORBIDDEN
+    );
+}
