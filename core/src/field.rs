@@ -390,6 +390,127 @@ pub async fn create_gateway(
     Ok(created)
 }
 
+/// Changes to a gateway's connection settings; absent fields stay.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct GatewayPatch {
+    pub name: Option<String>,
+    /// DTU registration bytes, as text or hex (`registration_is_hex`).
+    pub registration: Option<String>,
+    #[serde(default)]
+    pub registration_is_hex: bool,
+    pub registration_repeats: Option<bool>,
+    /// Heartbeat bytes; an empty string removes them.
+    pub heartbeat: Option<String>,
+    #[serde(default)]
+    pub heartbeat_is_hex: bool,
+    /// Modbus-TCP gateways: the host the platform dials.
+    pub host: Option<String>,
+}
+
+/// Edits a gateway's name and connection settings; a new registration is checked for
+/// uniqueness across the platform in the same transaction.
+pub async fn update_gateway(
+    conn: &mut PgConnection,
+    principal: &Principal,
+    id: Uuid,
+    patch: &GatewayPatch,
+) -> CoreResult<Gateway> {
+    let before = gateway(conn, principal, id).await?;
+    principal.require(Need::Act(Right::Settings))?;
+    let mut fields = BTreeMap::new();
+    let registration = match (&patch.registration, before.kind.as_str()) {
+        (None, _) => before.registration_hex.clone(),
+        (Some(_), kind) if kind != "dtu" => {
+            fields.insert(
+                "registration".into(),
+                "only DTUs register with bytes".into(),
+            );
+            None
+        }
+        (Some(text), _) => match bytes_hex(text, patch.registration_is_hex) {
+            Ok(Some(hex)) => Some(hex),
+            Ok(None) => {
+                fields.insert(
+                    "registration".into(),
+                    "a DTU identifies itself with registration bytes".into(),
+                );
+                None
+            }
+            Err(e) => {
+                fields.insert("registration".into(), e.into());
+                None
+            }
+        },
+    };
+    let heartbeat = match &patch.heartbeat {
+        None => before.heartbeat_hex.clone(),
+        Some(text) => bytes_hex(text, patch.heartbeat_is_hex).unwrap_or_else(|e| {
+            fields.insert("heartbeat".into(), e.into());
+            None
+        }),
+    };
+    let host = match (&patch.host, before.kind.as_str()) {
+        (None, _) => before.host.clone(),
+        (Some(h), "modbus_tcp") if !h.trim().is_empty() && h.trim().len() <= 253 => {
+            Some(h.trim().to_owned())
+        }
+        (Some(_), "modbus_tcp") => {
+            fields.insert("host".into(), "the gateway's host name or address".into());
+            None
+        }
+        (Some(_), _) => {
+            fields.insert("host".into(), "only Modbus-TCP gateways are dialled".into());
+            None
+        }
+    };
+    CoreError::check_fields(fields)?;
+    if registration != before.registration_hex {
+        let taken = sqlx::query(
+            "update control.gateway_directory set registration_hex = $2 where gateway_id = $1",
+        )
+        .bind(id)
+        .bind(registration.as_deref())
+        .execute(&mut *conn)
+        .await;
+        if let Err(sqlx::Error::Database(e)) = &taken {
+            if e.code().as_deref() == Some("23505") {
+                return Err(CoreError::field(
+                    "registration",
+                    "this registration is already taken",
+                ));
+            }
+        }
+        taken?;
+    }
+    sqlx::query(
+        "update gateways set name = $2, registration_hex = $3, registration_repeats = $4, heartbeat_hex = $5,
+             host = $6, updated_at = now()
+         where id = $1",
+    )
+    .bind(id)
+    .bind(patch.name.as_deref().map_or(before.name.as_str(), str::trim))
+    .bind(registration.as_deref())
+    .bind(patch.registration_repeats.unwrap_or(before.registration_repeats) && before.kind == "dtu")
+    .bind(heartbeat.as_deref())
+    .bind(host.as_deref())
+    .execute(&mut *conn)
+    .await?;
+    let after = load_gateway(conn, id).await?;
+    let json = |g: &Gateway| serde_json::to_value(g).expect("plain data");
+    audit::record(
+        conn,
+        principal,
+        "gateway.update",
+        "gateway",
+        Some(id.to_string()),
+        Some(json(&before)),
+        Some(json(&after)),
+    )
+    .await?;
+    Ok(after)
+}
+
 /// Enables or suspends a gateway (ingest refuses suspended ones).
 pub async fn set_gateway_status(
     conn: &mut PgConnection,

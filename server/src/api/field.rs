@@ -9,8 +9,8 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;
 use powertab_core::field::{
-    self, BulkMeterChange, BulkReport, Gateway, GatewayInput, Meter, MeterFilter, MeterInput,
-    MeterPatch,
+    self, BulkMeterChange, BulkReport, Gateway, GatewayInput, GatewayPatch, Meter, MeterFilter,
+    MeterInput, MeterPatch,
 };
 use powertab_core::roles::{Need, Right};
 use powertab_core::{import, property, tariffs};
@@ -23,7 +23,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_gateways, create_gateway))
         .routes(routes!(export_gateways))
-        .routes(routes!(get_gateway))
+        .routes(routes!(get_gateway, update_gateway))
         .routes(routes!(suspend_gateway))
         .routes(routes!(enable_gateway))
         .routes(routes!(list_meters, create_meter))
@@ -191,4 +191,17 @@ async fn bulk_update(
         session.tx.commit().await?;
     }
     Ok(Json(report))
+}
+
+/// Change a gateway's name, registration bytes, heartbeat or host.
+#[utoipa::path(patch, path = "/api/v1/gateways/{id}", tag = "field", params(("id" = Uuid, Path)),
+    request_body = GatewayPatch, responses((status = 200, body = Gateway), (status = 422, body = ErrorBody)))]
+async fn update_gateway(
+    mut session: Session,
+    Path(id): Path<Uuid>,
+    ApiJson(patch): ApiJson<GatewayPatch>,
+) -> ApiResult<Json<Gateway>> {
+    let gateway = field::update_gateway(&mut session.tx, &session.principal, id, &patch).await?;
+    session.tx.commit().await?;
+    Ok(Json(gateway))
 }

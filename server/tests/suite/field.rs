@@ -343,3 +343,59 @@ async fn a_bulk_change_applies_to_every_meter_or_to_none() {
         StatusCode::FORBIDDEN
     );
 }
+
+#[tokio::test]
+async fn gateways_are_edited_and_registrations_stay_unique_across_the_platform() {
+    let app = spawn_app().await;
+    let (_, alpha) = app.company_with_admin("alpha").await;
+    let (_, bravo) = app.company_with_admin("bravo").await;
+    app.post("/api/v1/gateways", &alpha, dtu("dtu-a", "REG-A"))
+        .await;
+    let (_, g) = app
+        .post("/api/v1/gateways", &bravo, dtu("dtu-b", "REG-B"))
+        .await;
+    let path = format!("/api/v1/gateways/{}", g["id"].as_str().unwrap());
+    let (status, edited) = app
+        .call(Method::PATCH, &path, Some(&bravo), Some(json!({"name": "二樓配電房", "heartbeat": "", "registration": "52 45 47 2d 43", "registration_is_hex": true, "registration_repeats": true})))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{edited}");
+    assert_eq!(edited["registration_hex"], "5245472d43");
+    assert!(edited["heartbeat_hex"].is_null() && edited["registration_repeats"] == true);
+    let (status, body) = app
+        .call(
+            Method::PATCH,
+            &path,
+            Some(&bravo),
+            Some(json!({"registration": "REG-A"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(body["error"]["fields"]["registration"]
+        .as_str()
+        .unwrap()
+        .contains("taken"));
+    assert!(!body.to_string().contains("alpha"));
+    let (status, _) = app
+        .call(
+            Method::PATCH,
+            &path,
+            Some(&bravo),
+            Some(json!({"host": "10.0.0.9"})),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "a DTU is not dialled"
+    );
+    let (_, log) = app
+        .get(
+            &format!(
+                "/api/v1/audit-log?action=gateway.update&target_id={}",
+                g["id"].as_str().unwrap()
+            ),
+            &bravo,
+        )
+        .await;
+    assert_eq!(log["items"].as_array().unwrap().len(), 1);
+}
