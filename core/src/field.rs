@@ -195,6 +195,30 @@ pub async fn list_gateways(
     Ok(gateways)
 }
 
+/// One page of gateways, newest first (`limit` ≤ 500, opaque `cursor`).
+pub async fn gateways_page(
+    conn: &mut PgConnection,
+    principal: &Principal,
+    cursor: Option<&str>,
+    limit: Option<i64>,
+) -> CoreResult<crate::page::Page<Gateway>> {
+    principal.require_read_company()?;
+    let limit = crate::page::limit(limit)?;
+    let cursor = crate::page::decode_cursor(cursor)?;
+    let ids: Vec<Uuid> = sqlx::query_scalar(
+        "select id from gateways where ($1::uuid is null or id < $1) order by id desc limit $2",
+    )
+    .bind(cursor)
+    .bind(limit + 1)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut gateways = Vec::with_capacity(ids.len());
+    for id in ids {
+        gateways.push(load_gateway(conn, id).await?);
+    }
+    Ok(crate::page::page_from(gateways, limit, |g| g.id))
+}
+
 pub async fn gateway(
     conn: &mut PgConnection,
     principal: &Principal,
@@ -642,6 +666,9 @@ pub struct MeterFilter {
     pub status: Option<String>,
     /// Matches meter number or address.
     pub q: Option<String>,
+    /// For [`meters_page`]: opaque cursor and page size (≤ 500).
+    pub cursor: Option<String>,
+    pub limit: Option<i64>,
 }
 
 const METER_SELECT: &str = "select m.id, m.bus_id, b.gateway_id, g.identity as gateway_identity, b.number as bus_number,
@@ -675,10 +702,32 @@ fn meter_from(r: sqlx::postgres::PgRow) -> CoreResult<Meter> {
     })
 }
 
+/// Every meter matching `filter` (up to 20,000), in wiring order: gateway, bus, address.
 pub async fn meters(
     conn: &mut PgConnection,
     principal: &Principal,
     filter: &MeterFilter,
+) -> CoreResult<Vec<Meter>> {
+    query_meters(conn, principal, filter, None).await
+}
+
+/// One page of meters matching `filter`, newest first.
+pub async fn meters_page(
+    conn: &mut PgConnection,
+    principal: &Principal,
+    filter: &MeterFilter,
+) -> CoreResult<crate::page::Page<Meter>> {
+    let limit = crate::page::limit(filter.limit)?;
+    let cursor = crate::page::decode_cursor(filter.cursor.as_deref())?;
+    let rows = query_meters(conn, principal, filter, Some((cursor, limit + 1))).await?;
+    Ok(crate::page::page_from(rows, limit, |m| m.id))
+}
+
+async fn query_meters(
+    conn: &mut PgConnection,
+    principal: &Principal,
+    filter: &MeterFilter,
+    page: Option<(Option<Uuid>, i64)>,
 ) -> CoreResult<Vec<Meter>> {
     principal.require_read_company()?;
     let mut q = QueryBuilder::new(METER_SELECT);
@@ -706,7 +755,18 @@ pub async fn meters(
             .push_bind(text.to_owned())
             .push(")");
     }
-    q.push(" order by g.identity, b.number, m.address limit 20000");
+    match page {
+        Some((cursor, fetch)) => {
+            if let Some(cursor) = cursor {
+                q.push(" and m.id < ").push_bind(cursor);
+            }
+            q.push(" order by m.id desc limit ").push_bind(fetch);
+        }
+        // Whole lists (pages, exports) read in wiring order.
+        None => {
+            q.push(" order by g.identity, b.number, m.address limit 20000");
+        }
+    }
     q.build()
         .fetch_all(conn)
         .await?

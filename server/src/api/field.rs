@@ -45,12 +45,28 @@ pub struct MeterList {
 }
 
 #[utoipa::path(get, path = "/api/v1/gateways", tag = "field", responses((status = 200, body = GatewayList)))]
-async fn list_gateways(mut session: Session) -> ApiResult<Json<GatewayList>> {
-    let items = field::list_gateways(&mut session.tx, &session.principal).await?;
+async fn list_gateways(
+    mut session: Session,
+    ApiQuery(page): ApiQuery<PageQuery>,
+) -> ApiResult<Json<GatewayList>> {
+    let page = field::gateways_page(
+        &mut session.tx,
+        &session.principal,
+        page.cursor.as_deref(),
+        page.limit,
+    )
+    .await?;
     Ok(Json(GatewayList {
-        items,
-        next_cursor: None,
+        items: page.items,
+        next_cursor: page.next_cursor,
     }))
+}
+
+/// `?cursor=&limit=` of paged lists.
+#[derive(Debug, serde::Deserialize)]
+struct PageQuery {
+    cursor: Option<String>,
+    limit: Option<i64>,
 }
 
 /// Add a gateway (DTU, Modbus-TCP or MQTT) with its buses; its identity is unique platform-wide.
@@ -108,16 +124,17 @@ async fn enable_gateway(mut session: Session, Path(id): Path<Uuid>) -> ApiResult
     Ok(Json(gateway))
 }
 
-/// Meters filtered by `gateway_id`, `building_id`, `model`, `prepayment_mode`, `status`, `q`.
+/// Meters filtered by `gateway_id`, `building_id`, `model`, `prepayment_mode`, `status`, `q`;
+/// newest first, paged with `limit` (≤ 500) and `cursor`.
 #[utoipa::path(get, path = "/api/v1/meters", tag = "field", responses((status = 200, body = MeterList)))]
 async fn list_meters(
     mut session: Session,
     ApiQuery(filter): ApiQuery<MeterFilter>,
 ) -> ApiResult<Json<MeterList>> {
-    let items = field::meters(&mut session.tx, &session.principal, &filter).await?;
+    let page = field::meters_page(&mut session.tx, &session.principal, &filter).await?;
     Ok(Json(MeterList {
-        items,
-        next_cursor: None,
+        items: page.items,
+        next_cursor: page.next_cursor,
     }))
 }
 

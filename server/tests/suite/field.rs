@@ -399,3 +399,38 @@ async fn gateways_are_edited_and_registrations_stay_unique_across_the_platform()
         .await;
     assert_eq!(log["items"].as_array().unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn gateway_and_meter_lists_page_with_a_cursor() {
+    let app = spawn_app().await;
+    let (_, admin) = app.company_with_admin("acme").await;
+    let (ids, _) = three_meters(&app, &admin).await;
+    app.post("/api/v1/gateways", &admin, dtu("dtu-0002", "REG-2"))
+        .await;
+    let (_, first) = app.get("/api/v1/meters?limit=2", &admin).await;
+    assert_eq!(first["items"].as_array().unwrap().len(), 2);
+    let cursor = first["next_cursor"].as_str().expect("a second page");
+    let (_, second) = app
+        .get(&format!("/api/v1/meters?limit=2&cursor={cursor}"), &admin)
+        .await;
+    assert_eq!(second["items"].as_array().unwrap().len(), 1);
+    assert!(second["next_cursor"].is_null());
+    let mut seen: Vec<String> = first["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(second["items"].as_array().unwrap())
+        .map(|m| m["id"].as_str().unwrap().to_owned())
+        .collect();
+    seen.sort();
+    let mut expected = ids.clone();
+    expected.sort();
+    assert_eq!(seen, expected, "every meter exactly once");
+    let (_, gateways) = app.get("/api/v1/gateways?limit=1", &admin).await;
+    assert_eq!(gateways["items"][0]["identity"], "dtu-0002", "newest first");
+    assert!(gateways["next_cursor"].is_string());
+    assert_eq!(
+        app.get("/api/v1/meters?limit=501", &admin).await.0,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+}

@@ -142,7 +142,13 @@ async fn an_import_with_any_error_keeps_nothing_and_a_clean_one_keeps_everything
     .await;
     assert_eq!(report["created"], 2, "{report}");
     let (_, gateways) = app.get("/api/v1/gateways", &admin).await;
-    assert_eq!(gateways["items"][0]["buses"].as_array().unwrap().len(), 2);
+    let dtu1 = gateways["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["identity"] == "dtu-0001")
+        .expect("dtu-0001");
+    assert_eq!(dtu1["buses"].as_array().unwrap().len(), 2);
 
     app.post("/api/v1/tariff-plans", &admin, json!({"name": "商鋪電價(jià)", "version": {"effective": "2020-01-01", "prices": {"flat": 8123}}})).await;
     let meters =
