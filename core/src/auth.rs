@@ -953,6 +953,23 @@ pub fn cookie_value<'a>(cookie_header: &'a str, name: &str) -> Option<&'a str> {
     })
 }
 
+/// The client address for throttling and the audit log: the first `X-Forwarded-For` entry when
+/// the server is configured to trust its proxy (and the entry is not empty), else the socket peer.
+pub fn client_address(
+    forwarded_for: Option<&str>,
+    peer: Option<std::net::IpAddr>,
+    trust_forwarded_for: bool,
+) -> Option<String> {
+    let forwarded = forwarded_for
+        .filter(|_| trust_forwarded_for)
+        .and_then(|v| v.split(',').next())
+        .map(str::trim)
+        .filter(|v| !v.is_empty());
+    forwarded
+        .map(str::to_owned)
+        .or_else(|| peer.map(|ip| ip.to_string()))
+}
+
 /// Compares two secrets in time independent of where they differ.
 pub fn constant_time_eq(a: &str, b: &str) -> bool {
     a.len() == b.len()
@@ -973,6 +990,24 @@ mod tests {
             refresh_ttl_s: 3600,
             throttle: ThrottleConfig::default(),
         }
+    }
+
+    #[test]
+    fn the_forwarded_address_counts_only_behind_a_trusted_proxy() {
+        let peer = Some("127.0.0.1".parse().unwrap());
+        assert_eq!(
+            client_address(Some("203.0.113.9, 10.0.0.1"), peer, true).as_deref(),
+            Some("203.0.113.9")
+        );
+        assert_eq!(
+            client_address(Some("203.0.113.9"), peer, false).as_deref(),
+            Some("127.0.0.1")
+        );
+        assert_eq!(
+            client_address(Some(" "), peer, true).as_deref(),
+            Some("127.0.0.1")
+        );
+        assert_eq!(client_address(None, None, true), None);
     }
 
     #[test]

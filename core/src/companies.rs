@@ -480,6 +480,73 @@ pub async fn create_platform_user(
     Ok(id)
 }
 
+/// A company quota (stored in `control.company`, counted in the company's schema).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quota {
+    /// Active company admins, operators and auditors.
+    Staff,
+    Gateways,
+    /// Active meters.
+    Meters,
+}
+
+impl Quota {
+    fn column(self) -> &'static str {
+        match self {
+            Quota::Staff => "max_operators",
+            Quota::Gateways => "max_gateways",
+            Quota::Meters => "max_meters",
+        }
+    }
+
+    fn count_sql(self) -> &'static str {
+        match self {
+            Quota::Staff => {
+                "select count(*) from users where status = 'active'
+                   and role in ('company_admin', 'operator', 'auditor')"
+            }
+            Quota::Gateways => "select count(*) from gateways",
+            Quota::Meters => "select count(*) from meters where status = 'active'",
+        }
+    }
+
+    fn what(self) -> &'static str {
+        match self {
+            Quota::Staff => "staff users",
+            Quota::Gateways => "gateways",
+            Quota::Meters => "meters",
+        }
+    }
+}
+
+/// Checks that `adding` more fit the company's quota. Runs in the caller's company-scoped
+/// transaction and locks the company row, so two concurrent creations cannot both pass.
+pub async fn check_quota(
+    conn: &mut PgConnection,
+    company_id: i64,
+    quota: Quota,
+    adding: usize,
+) -> CoreResult<()> {
+    let max: i32 = sqlx::query_scalar(&format!(
+        "select {} from control.company where id = $1 for update",
+        quota.column()
+    ))
+    .bind(company_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    let count: i64 = sqlx::query_scalar(quota.count_sql())
+        .fetch_one(&mut *conn)
+        .await?;
+    let adding = i64::try_from(adding).unwrap_or(i64::MAX);
+    if count.saturating_add(adding) > i64::from(max) {
+        return Err(CoreError::QuotaExceeded(format!(
+            "the company's quota of {max} {} would be exceeded",
+            quota.what()
+        )));
+    }
+    Ok(())
+}
+
 /// Finds a company by slug (CLI and demo).
 pub async fn find_by_slug(pool: &PgPool, slug: &str) -> CoreResult<Option<Company>> {
     let row = sqlx::query(&format!(

@@ -7,6 +7,7 @@
 
 use crate::audit;
 use crate::auth::{self, Principal};
+use crate::companies::{check_quota, Quota};
 use crate::error::{CoreError, CoreResult};
 use crate::names::NewPassword;
 use crate::roles::{Need, Right};
@@ -339,14 +340,7 @@ pub async fn create_gateway(
         fields.insert("buses".into(), "two buses share a port number".into());
     }
     CoreError::check_fields(fields)?;
-    check_quota_of(
-        conn,
-        company_id,
-        "max_gateways",
-        "select count(*) from gateways",
-        "gateways",
-    )
-    .await?;
+    check_quota(conn, company_id, Quota::Gateways, 1).await?;
     let id = Uuid::now_v7();
     // The directory is the platform-wide uniqueness check; "taken" never says by whom.
     let inserted = sqlx::query(
@@ -575,29 +569,6 @@ pub async fn set_gateway_status(
     Ok(after)
 }
 
-async fn check_quota_of(
-    conn: &mut PgConnection,
-    company_id: i64,
-    column: &str,
-    count_sql: &str,
-    what: &str,
-) -> CoreResult<()> {
-    // Lock the company row so concurrent creations cannot both pass the check.
-    let max: i32 = sqlx::query_scalar(&format!(
-        "select {column} from control.company where id = $1 for update"
-    ))
-    .bind(company_id)
-    .fetch_one(&mut *conn)
-    .await?;
-    let count: i64 = sqlx::query_scalar(count_sql).fetch_one(&mut *conn).await?;
-    if count >= i64::from(max) {
-        return Err(CoreError::QuotaExceeded(format!(
-            "the company's quota of {max} {what} is reached"
-        )));
-    }
-    Ok(())
-}
-
 // ---------------------------------------------------------------------------------------------
 // Meters
 
@@ -815,30 +786,6 @@ pub async fn create_meter(
 ) -> CoreResult<Meter> {
     let id = insert_meter(conn, principal, input, true).await?;
     meter(conn, principal, id).await
-}
-
-/// Checks `count` more meters against the company's quota at once (imports check their whole
-/// file before the first row).
-pub async fn check_meter_quota_for(
-    conn: &mut PgConnection,
-    principal: &Principal,
-    count: usize,
-) -> CoreResult<()> {
-    let company_id = principal.company()?.id;
-    let max: i32 =
-        sqlx::query_scalar("select max_meters from control.company where id = $1 for update")
-            .bind(company_id)
-            .fetch_one(&mut *conn)
-            .await?;
-    let active: i64 = sqlx::query_scalar("select count(*) from meters where status = 'active'")
-        .fetch_one(&mut *conn)
-        .await?;
-    if active + i64::try_from(count).unwrap_or(i64::MAX) > i64::from(max) {
-        return Err(CoreError::QuotaExceeded(format!(
-            "the company's quota of {max} meters would be exceeded"
-        )));
-    }
-    Ok(())
 }
 
 /// A meter's fields after validation.
@@ -1060,14 +1007,7 @@ pub async fn insert_meter(
     } = checked;
     let model = input.model.as_str();
     if check_quota {
-        check_quota_of(
-            conn,
-            company_id,
-            "max_meters",
-            "select count(*) from meters where status = 'active'",
-            "meters",
-        )
-        .await?;
+        crate::companies::check_quota(conn, company_id, Quota::Meters, 1).await?;
     }
     let id = Uuid::now_v7();
     sqlx::query(

@@ -711,7 +711,13 @@ async fn import_meters(
             .map(|s| ((s.building_name, s.number), s.id))
             .collect();
     // The quota is checked once for the whole file instead of once per row.
-    field::check_meter_quota_for(conn, principal, rows.len()).await?;
+    crate::companies::check_quota(
+        conn,
+        principal.company()?.id,
+        crate::companies::Quota::Meters,
+        rows.len(),
+    )
+    .await?;
     let plans: BTreeMap<String, Uuid> = crate::tariffs::list(conn, principal)
         .await?
         .into_iter()

@@ -334,13 +334,33 @@ async fn floor(conn: &mut PgConnection, principal: &Principal, id: Uuid) -> Core
     Ok(floor)
 }
 
-fn check_floor(input: &FloorInput) -> BTreeMap<String, String> {
+/// Checks a floor's fields in its building; `except` is the floor being renamed.
+async fn check_floor(
+    conn: &mut PgConnection,
+    building_id: Uuid,
+    input: &FloorInput,
+    except: Option<Uuid>,
+) -> CoreResult<()> {
     let mut fields = BTreeMap::new();
     check_name(&mut fields, "name", &input.name, 30);
     if !(-100..=1000).contains(&input.sort_order) {
         fields.insert("sort_order".into(), "between -100 and 1000".into());
     }
-    fields
+    let taken: bool = sqlx::query_scalar(
+        "select exists (select 1 from floors where building_id = $1 and name = $2 and id is distinct from $3)",
+    )
+    .bind(building_id)
+    .bind(input.name.trim())
+    .bind(except)
+    .fetch_one(&mut *conn)
+    .await?;
+    if taken {
+        fields.insert(
+            "name".into(),
+            "this building already has a floor with this name".into(),
+        );
+    }
+    CoreError::check_fields(fields)
 }
 
 pub async fn create_floor(
@@ -351,21 +371,7 @@ pub async fn create_floor(
 ) -> CoreResult<Floor> {
     building(conn, principal, building_id).await?;
     principal.require(Need::Act(Right::Settings))?;
-    let mut fields = check_floor(input);
-    let taken: bool = sqlx::query_scalar(
-        "select exists (select 1 from floors where building_id = $1 and name = $2)",
-    )
-    .bind(building_id)
-    .bind(input.name.trim())
-    .fetch_one(&mut *conn)
-    .await?;
-    if taken {
-        fields.insert(
-            "name".into(),
-            "this building already has a floor with this name".into(),
-        );
-    }
-    CoreError::check_fields(fields)?;
+    check_floor(conn, building_id, input, None).await?;
     let id = Uuid::now_v7();
     sqlx::query("insert into floors (id, building_id, name, sort_order) values ($1, $2, $3, $4)")
         .bind(id)
@@ -396,22 +402,7 @@ pub async fn update_floor(
 ) -> CoreResult<Floor> {
     let before = floor(conn, principal, id).await?;
     principal.require(Need::Act(Right::Settings))?;
-    let mut fields = check_floor(input);
-    let taken: bool = sqlx::query_scalar(
-        "select exists (select 1 from floors where building_id = $1 and name = $2 and id <> $3)",
-    )
-    .bind(before.building_id)
-    .bind(input.name.trim())
-    .bind(id)
-    .fetch_one(&mut *conn)
-    .await?;
-    if taken {
-        fields.insert(
-            "name".into(),
-            "this building already has a floor with this name".into(),
-        );
-    }
-    CoreError::check_fields(fields)?;
+    check_floor(conn, before.building_id, input, Some(id)).await?;
     sqlx::query("update floors set name = $2, sort_order = $3 where id = $1")
         .bind(id)
         .bind(input.name.trim())

@@ -60,13 +60,6 @@ pub struct PreviewResult {
     pub by_period: BTreeMap<Period, (i64, i64)>,
 }
 
-fn invalid(fields: BTreeMap<String, String>) -> CoreError {
-    CoreError::Validation {
-        message: "please correct the highlighted fields".into(),
-        fields,
-    }
-}
-
 fn prefixed(prefix: &str, fields: BTreeMap<String, String>) -> BTreeMap<String, String> {
     fields
         .into_iter()
@@ -179,9 +172,7 @@ pub async fn create(
             fields.insert("name".into(), "a plan with this name exists".into());
         }
     }
-    if !fields.is_empty() {
-        return Err(invalid(fields));
-    }
+    CoreError::check_fields(fields)?;
     let id = Uuid::now_v7();
     sqlx::query("insert into tariff_plans (id, name, description) values ($1, $2, $3)")
         .bind(id)
@@ -215,7 +206,7 @@ pub async fn add_version(
     let before = get(conn, principal, plan_id).await?;
     principal.require(Need::Act(Right::Settings))?;
     if let Err(fields) = version.validate() {
-        return Err(invalid(fields));
+        CoreError::check_fields(fields)?;
     }
     if version.effective <= today(principal) {
         return Err(CoreError::field(

@@ -129,7 +129,7 @@ pub async fn insert_user(
         return Err(CoreError::field("username", "this username is taken"));
     }
     if row.role.is_company_staff() {
-        check_staff_quota(conn, company_id).await?;
+        crate::companies::check_quota(conn, company_id, crate::companies::Quota::Staff, 1).await?;
     }
     let id = Uuid::now_v7();
     sqlx::query(
@@ -147,27 +147,6 @@ pub async fn insert_user(
     .execute(conn)
     .await?;
     Ok(id)
-}
-
-async fn check_staff_quota(conn: &mut PgConnection, company_id: i64) -> CoreResult<()> {
-    // Lock the company row so two concurrent creations cannot both pass the check.
-    let max: i32 =
-        sqlx::query_scalar("select max_operators from control.company where id = $1 for update")
-            .bind(company_id)
-            .fetch_one(&mut *conn)
-            .await?;
-    let count: i64 = sqlx::query_scalar(
-        "select count(*) from users where status = 'active'
-           and role in ('company_admin', 'operator', 'auditor')",
-    )
-    .fetch_one(&mut *conn)
-    .await?;
-    if count >= i64::from(max) {
-        return Err(CoreError::QuotaExceeded(format!(
-            "the company's quota of {max} staff users is reached"
-        )));
-    }
-    Ok(())
 }
 
 /// Creates a company user (admins only).
@@ -423,7 +402,7 @@ pub async fn set_active(
         return Err(CoreError::Conflict(format!("the user is already {status}")));
     }
     if active && before.role.is_company_staff() {
-        check_staff_quota(conn, company_id).await?;
+        crate::companies::check_quota(conn, company_id, crate::companies::Quota::Staff, 1).await?;
     }
     sqlx::query("update users set status = $2, updated_at = now() where id = $1")
         .bind(id)

@@ -54,20 +54,15 @@ pub fn request_cookie(name: &str) -> Option<String> {
 }
 
 fn client_ip(parts: &Parts, trust_forwarded_for: bool) -> Option<String> {
-    if trust_forwarded_for {
-        if let Some(ip) = parts
-            .headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-        {
-            return Some(ip.trim().to_owned());
-        }
-    }
-    parts
+    let forwarded = parts
+        .headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok());
+    let peer = parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip().to_string())
+        .map(|c| c.0.ip());
+    auth::client_address(forwarded, peer, trust_forwarded_for)
 }
 
 fn set_cookies(values: Vec<String>) {

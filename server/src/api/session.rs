@@ -28,22 +28,15 @@ const PASSWORD_CHANGE_PATHS: [&str; 3] =
 /// The client's address: the socket peer, or the first `X-Forwarded-For` entry when configured
 /// to trust a proxy.
 pub fn client_ip(parts: &Parts, trust_forwarded_for: bool) -> Option<String> {
-    if trust_forwarded_for {
-        let forwarded = parts
-            .headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .map(|v| v.trim().to_owned())
-            .filter(|v| !v.is_empty());
-        if forwarded.is_some() {
-            return forwarded;
-        }
-    }
-    parts
+    let forwarded = parts
+        .headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok());
+    let peer = parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| addr.ip().to_string())
+        .map(|c| c.0.ip());
+    auth::client_address(forwarded, peer, trust_forwarded_for)
 }
 
 fn cookie_header(parts: &Parts) -> &str {
