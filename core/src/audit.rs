@@ -202,13 +202,13 @@ pub fn to_sheet(entries: &[AuditEntry], lang: &str) -> Sheet {
         }
     };
     let columns = vec![
-        Column::new(h("時(shí)間", "Time"), 20.0),
+        Column::new(h("时间", "Time"), 20.0),
         Column::new(h("操作人", "Actor"), 24.0),
         Column::new(h("角色", "Role"), 16.0),
-        Column::new(h("來源地址", "Source address"), 16.0),
+        Column::new(h("来源地址", "Source address"), 16.0),
         Column::new(h("操作", "Action"), 24.0),
-        Column::new(h("對(duì)象類型", "Target kind"), 12.0),
-        Column::new(h("對(duì)象", "Target"), 38.0),
+        Column::new(h("对象类型", "Target kind"), 12.0),
+        Column::new(h("对象", "Target"), 38.0),
         Column::new(h("修改前", "Before"), 40.0),
         Column::new(h("修改后", "After"), 40.0),
     ];

@@ -505,7 +505,7 @@ impl Quota {
                 "select count(*) from users where status = 'active'
                    and role in ('company_admin', 'operator', 'auditor')"
             }
-            Quota::Gateways => "select count(*) from gateways",
+            Quota::Gateways => "select count(*) from gateways where status <> 'removed'",
             Quota::Meters => "select count(*) from meters where status = 'active'",
         }
     }

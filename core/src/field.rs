@@ -113,7 +113,12 @@ pub fn bytes_hex(text: &str, is_hex: bool) -> Result<Option<String>, &'static st
 }
 
 /// A checked bus with the protocol's defaults filled in.
-fn check_bus(i: usize, bus: &BusInput, kind: &str, fields: &mut BTreeMap<String, String>) -> Bus {
+pub(crate) fn check_bus(
+    i: usize,
+    bus: &BusInput,
+    kind: &str,
+    fields: &mut BTreeMap<String, String>,
+) -> Bus {
     let key = |f: &str| format!("buses.{i}.{f}");
     let dlt645 = bus.protocol == "dlt645";
     if bus.protocol != "modbus_rtu" && !dlt645 {
@@ -186,9 +191,10 @@ pub async fn list_gateways(
     principal: &Principal,
 ) -> CoreResult<Vec<Gateway>> {
     principal.require_read_company()?;
-    let ids: Vec<Uuid> = sqlx::query_scalar("select id from gateways order by identity")
-        .fetch_all(&mut *conn)
-        .await?;
+    let ids: Vec<Uuid> =
+        sqlx::query_scalar("select id from gateways where status <> 'removed' order by identity")
+            .fetch_all(&mut *conn)
+            .await?;
     let mut gateways = Vec::with_capacity(ids.len());
     for id in ids {
         gateways.push(load_gateway(conn, id).await?);
@@ -207,7 +213,7 @@ pub async fn gateways_page(
     let limit = crate::page::limit(limit)?;
     let cursor = crate::page::decode_cursor(cursor)?;
     let ids: Vec<Uuid> = sqlx::query_scalar(
-        "select id from gateways where ($1::uuid is null or id < $1) order by id desc limit $2",
+        "select id from gateways where status <> 'removed' and ($1::uuid is null or id < $1) order by id desc limit $2",
     )
     .bind(cursor)
     .bind(limit + 1)
@@ -226,10 +232,15 @@ pub async fn gateway(
     id: Uuid,
 ) -> CoreResult<Gateway> {
     principal.require_read_company()?;
-    load_gateway(conn, id).await
+    let gateway = load_gateway(conn, id).await?;
+    if gateway.status == "removed" {
+        // A removed gateway lives on only in its meters' history.
+        return Err(CoreError::NotFound("gateway"));
+    }
+    Ok(gateway)
 }
 
-async fn load_gateway(conn: &mut PgConnection, id: Uuid) -> CoreResult<Gateway> {
+pub(crate) async fn load_gateway(conn: &mut PgConnection, id: Uuid) -> CoreResult<Gateway> {
     let r = sqlx::query(
         "select id, identity, name, kind, status, registration_hex, registration_repeats, heartbeat_hex, host
          from gateways where id = $1",
@@ -241,7 +252,7 @@ async fn load_gateway(conn: &mut PgConnection, id: Uuid) -> CoreResult<Gateway> 
     let buses = sqlx::query(
         "select b.id, b.number, b.protocol, b.baud, b.parity, b.stop_bits, b.gap_ms, b.timeout_ms, b.tcp_port,
                 (select count(*) from meters m where m.bus_id = b.id and m.status = 'active') as meter_count
-         from buses b where b.gateway_id = $1 order by b.number",
+         from buses b where b.gateway_id = $1 and b.removed_at is null order by b.number",
     )
     .bind(id)
     .fetch_all(&mut *conn)
@@ -595,6 +606,10 @@ pub struct Meter {
     pub install_date: Option<chrono::NaiveDate>,
     pub initial_energy_wh: i64,
     pub status: String,
+    /// When a removed meter was taken off (a swap or a removal).
+    pub removed_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// A removed meter's last register reading.
+    pub final_energy_wh: Option<i64>,
 }
 
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -644,7 +659,8 @@ pub struct MeterFilter {
 
 const METER_SELECT: &str = "select m.id, m.bus_id, b.gateway_id, g.identity as gateway_identity, b.number as bus_number,
         m.model, m.address, m.meter_number, m.ct_ratio, m.pt_ratio, m.prepayment_mode, m.role, m.parent_id,
-        m.shop_id, m.tariff_plan_id, m.alarm1_fen, m.alarm2_fen, m.install_date, m.initial_energy_wh, m.status
+        m.shop_id, m.tariff_plan_id, m.alarm1_fen, m.alarm2_fen, m.install_date, m.initial_energy_wh, m.status,
+        m.removed_at, m.final_energy_wh
      from meters m join buses b on b.id = m.bus_id join gateways g on g.id = b.gateway_id
      left join shops s on s.id = m.shop_id";
 
@@ -670,6 +686,8 @@ fn meter_from(r: sqlx::postgres::PgRow) -> CoreResult<Meter> {
         install_date: r.try_get("install_date")?,
         initial_energy_wh: r.try_get("initial_energy_wh")?,
         status: r.try_get("status")?,
+        removed_at: r.try_get("removed_at")?,
+        final_energy_wh: r.try_get("final_energy_wh")?,
     })
 }
 
@@ -789,23 +807,23 @@ pub async fn create_meter(
 }
 
 /// A meter's fields after validation.
-struct CheckedMeter {
-    address: String,
-    number: String,
-    mode: String,
-    role: String,
+pub(crate) struct CheckedMeter {
+    pub(crate) address: String,
+    pub(crate) number: String,
+    pub(crate) mode: String,
+    pub(crate) role: String,
 }
 
 /// Checks a meter's fields against its bus, the shop, the plan and the other meters; `except`
 /// is the meter being edited (it does not collide with itself).
-async fn validate_meter(
+pub(crate) async fn validate_meter(
     conn: &mut PgConnection,
     principal: &Principal,
     input: &MeterInput,
     except: Option<Uuid>,
 ) -> CoreResult<CheckedMeter> {
     let mut fields = BTreeMap::new();
-    let bus = sqlx::query("select protocol, (select count(*) from meters m where m.bus_id = b.id and m.status = 'active') as n from buses b where id = $1")
+    let bus = sqlx::query("select protocol, (select count(*) from meters m where m.bus_id = b.id and m.status = 'active') as n from buses b where id = $1 and removed_at is null")
         .bind(input.bus_id)
         .fetch_optional(&mut *conn)
         .await?;
@@ -1091,7 +1109,7 @@ pub struct MeterPatch {
 
 /// Whether a meter carries an open shop account. Accounts arrive with the billing issue, whose
 /// migration creates the `accounts` table; until then no meter can carry one.
-async fn meter_has_open_account(conn: &mut PgConnection, id: Uuid) -> CoreResult<bool> {
+pub(crate) async fn meter_has_open_account(conn: &mut PgConnection, id: Uuid) -> CoreResult<bool> {
     let has_table: bool = sqlx::query_scalar("select to_regclass('accounts') is not null")
         .fetch_one(&mut *conn)
         .await?;
@@ -1116,6 +1134,11 @@ pub async fn update_meter(
 ) -> CoreResult<Meter> {
     let before = meter(conn, principal, id).await?;
     principal.require(Need::Act(Right::Settings))?;
+    if before.status == "removed" {
+        return Err(CoreError::Conflict(
+            "this meter was removed; its record is kept as history".into(),
+        ));
+    }
     let input = MeterInput {
         bus_id: before.bus_id,
         model: before.model.clone(),

@@ -5,7 +5,7 @@
 //! nothing; a confirmed import is all-or-nothing: any error and nothing is kept.
 //!
 //! Columns are found by their header: the last word of each header cell is the column key
-//! (`表號(hào) meter_number`), so the Chinese label can be anything and columns may be in any order.
+//! (`表号 meter_number`), so the Chinese label can be anything and columns may be in any order.
 
 use crate::auth::Principal;
 use crate::error::{CoreError, CoreResult};
@@ -58,51 +58,51 @@ fn columns(kind: ImportKind) -> &'static [(&'static str, &'static str)] {
     match kind {
         ImportKind::Shops => &[
             ("building", "建筑"),
-            ("floor", "樓層"),
-            ("number", "商鋪號(hào)"),
-            ("name", "名稱"),
-            ("area_m2", "面積m2"),
-            ("contact_name", "聯(lián)系人"),
-            ("contact_phone", "聯(lián)系電話"),
-            ("status", "狀態(tài)"),
+            ("floor", "楼层"),
+            ("number", "商铺号"),
+            ("name", "名称"),
+            ("area_m2", "面积m2"),
+            ("contact_name", "联系人"),
+            ("contact_phone", "联系电话"),
+            ("status", "状态"),
         ],
         ImportKind::Gateways => &[
-            ("identity", "網(wǎng)關(guān)標(biāo)識(shí)"),
-            ("name", "名稱"),
-            ("kind", "類型"),
-            ("registration", "注冊(cè)包"),
-            ("registration_is_hex", "注冊(cè)包為十六進(jìn)制"),
-            ("registration_repeats", "每包帶注冊(cè)包"),
+            ("identity", "网关标识"),
+            ("name", "名称"),
+            ("kind", "类型"),
+            ("registration", "注册包"),
+            ("registration_is_hex", "注册包为十六进制"),
+            ("registration_repeats", "每包带注册包"),
             ("heartbeat", "心跳包"),
-            ("heartbeat_is_hex", "心跳包為十六進(jìn)制"),
-            ("host", "主機(jī)"),
-            ("mqtt_password", "MQTT密碼"),
-            ("bus", "總線號(hào)"),
-            ("protocol", "協(xié)議"),
+            ("heartbeat_is_hex", "心跳包为十六进制"),
+            ("host", "主机"),
+            ("mqtt_password", "MQTT密码"),
+            ("bus", "总线号"),
+            ("protocol", "协议"),
             ("baud", "波特率"),
-            ("parity", "校驗(yàn)"),
+            ("parity", "校验"),
             ("stop_bits", "停止位"),
-            ("gap_ms", "間隔ms"),
-            ("timeout_ms", "超時(shí)ms"),
+            ("gap_ms", "间隔ms"),
+            ("timeout_ms", "超时ms"),
             ("tcp_port", "TCP端口"),
         ],
         ImportKind::Meters => &[
-            ("gateway", "網(wǎng)關(guān)標(biāo)識(shí)"),
-            ("bus", "總線號(hào)"),
-            ("model", "型號(hào)"),
+            ("gateway", "网关标识"),
+            ("bus", "总线号"),
+            ("model", "型号"),
             ("address", "地址"),
-            ("meter_number", "表號(hào)"),
-            ("ct_ratio", "CT變比"),
-            ("pt_ratio", "PT變比"),
-            ("prepayment_mode", "預(yù)付費(fèi)模式"),
+            ("meter_number", "表号"),
+            ("ct_ratio", "CT变比"),
+            ("pt_ratio", "PT变比"),
+            ("prepayment_mode", "预付费模式"),
             ("role", "用途"),
             ("building", "建筑"),
-            ("shop_number", "商鋪號(hào)"),
-            ("tariff_plan", "電價(jià)方案"),
-            ("alarm1_fen", "報(bào)警1(分)"),
-            ("alarm2_fen", "報(bào)警2(分)"),
-            ("install_date", "安裝日期"),
-            ("initial_energy_wh", "初始讀數(shù)Wh"),
+            ("shop_number", "商铺号"),
+            ("tariff_plan", "电价方案"),
+            ("alarm1_fen", "报警1(分)"),
+            ("alarm2_fen", "报警2(分)"),
+            ("install_date", "安装日期"),
+            ("initial_energy_wh", "初始读数Wh"),
         ],
     }
 }
@@ -116,7 +116,7 @@ pub fn template(kind: ImportKind) -> Sheet {
             "101",
             "奶茶店",
             "85.5",
-            "張三",
+            "张三",
             "13800138000",
             "occupied",
         ],
@@ -152,7 +152,7 @@ pub fn template(kind: ImportKind) -> Sheet {
             "shop",
             "A座",
             "101",
-            "商鋪電價(jià)",
+            "商铺电价",
             "",
             "",
             "2026-11-25",
@@ -174,9 +174,9 @@ pub fn template(kind: ImportKind) -> Sheet {
 pub fn sheet(kind: ImportKind, lang: &str, rows: Vec<Vec<Cell>>) -> Sheet {
     let zh = lang != "en";
     let name = match (kind, zh) {
-        (ImportKind::Shops, true) => "商鋪",
-        (ImportKind::Gateways, true) => "網(wǎng)關(guān)",
-        (ImportKind::Meters, true) => "電表",
+        (ImportKind::Shops, true) => "商铺",
+        (ImportKind::Gateways, true) => "网关",
+        (ImportKind::Meters, true) => "电表",
         (ImportKind::Shops, false) => "Shops",
         (ImportKind::Gateways, false) => "Gateways",
         (ImportKind::Meters, false) => "Meters",
@@ -948,14 +948,14 @@ mod tests {
     #[test]
     fn csv_files_are_read_with_or_without_a_bom() {
         let rows = read_rows(
-            "\u{feff}建筑 building,樓層 floor,商鋪號(hào) number\nA座,1F,101\n".as_bytes(),
+            "\u{feff}建筑 building,楼层 floor,商铺号 number\nA座,1F,101\n".as_bytes(),
             "shops.csv",
         )
         .unwrap();
         assert_eq!(
             rows,
             vec![
-                vec!["建筑 building", "樓層 floor", "商鋪號(hào) number"],
+                vec!["建筑 building", "楼层 floor", "商铺号 number"],
                 vec!["A座", "1F", "101"]
             ]
         );
@@ -967,7 +967,7 @@ mod tests {
     fn columns_are_found_by_the_last_word_of_their_header_and_blank_rows_skipped() {
         let rows: Vec<Vec<String>> = vec![
             vec![
-                "樓層 floor".into(),
+                "楼层 floor".into(),
                 "anything building".into(),
                 "number".into(),
             ],

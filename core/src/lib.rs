@@ -9,6 +9,7 @@
 pub mod error;
 pub mod money;
 pub mod names;
+pub mod profile;
 pub mod rating;
 pub mod roles;
 pub mod tariff;
@@ -23,6 +24,8 @@ pub mod companies;
 pub mod db;
 #[cfg(feature = "db")]
 pub mod field;
+#[cfg(feature = "db")]
+pub mod field_changes;
 #[cfg(feature = "db")]
 pub mod import;
 #[cfg(feature = "db")]

@@ -52,6 +52,11 @@ pub const COMPANY: &[Migration] = &[
         name: "import_uploads",
         sql: include_str!("../../migrations/company/0004_import_uploads.sql"),
     },
+    Migration {
+        version: 5,
+        name: "field_history",
+        sql: include_str!("../../migrations/company/0005_field_history.sql"),
+    },
 ];
 
 /// Arbitrary constant for `pg_advisory_xact_lock`: "PT" migrations.

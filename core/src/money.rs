@@ -52,38 +52,68 @@ impl AmountFen {
 
 /// Parses a decimal with at most two decimals into hundredths (yuan → fen, m² → 0.01 m²).
 pub fn parse_hundredths(text: &str) -> Result<i64, AmountParseError> {
-    {
-        let text = text.trim();
-        let (negative, digits) = match text.strip_prefix('-') {
-            Some(rest) => (true, rest),
-            None => (false, text),
-        };
-        let (whole, frac) = match digits.split_once('.') {
-            Some((w, f)) => (w, f),
-            None => (digits, ""),
-        };
-        let all_digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
-        if whole.is_empty() || !all_digits(whole) || !all_digits(frac) || frac.len() > 2 {
-            return Err(AmountParseError::Malformed);
-        }
-        if digits.contains('.') && frac.is_empty() {
-            return Err(AmountParseError::Malformed);
-        }
-        let whole_fen = whole
-            .parse::<i64>()
-            .map_err(|_| AmountParseError::TooLarge)?
-            .checked_mul(100)
-            .ok_or(AmountParseError::TooLarge)?;
-        let frac_fen = match frac.len() {
-            0 => 0,
-            1 => frac.parse::<i64>().expect("one ascii digit parses") * 10,
-            _ => frac.parse::<i64>().expect("two ascii digits parse"),
-        };
-        let fen = whole_fen
-            .checked_add(frac_fen)
-            .ok_or(AmountParseError::TooLarge)?;
-        Ok(if negative { -fen } else { fen })
+    parse_fixed(text, 2)
+}
+
+/// Parses kWh as people type them (`1234.5`, up to three decimals) into whole Wh; never
+/// negative (register readings only count up from zero).
+pub fn parse_kwh_as_wh(text: &str) -> Result<i64, AmountParseError> {
+    match parse_fixed(text, 3)? {
+        wh if wh < 0 => Err(AmountParseError::Malformed),
+        wh => Ok(wh),
     }
+}
+
+/// Whole Wh as kWh with up to three decimals, trailing zeros dropped (`1234.5`).
+pub fn format_wh_as_kwh(wh: i64) -> String {
+    let sign = if wh < 0 { "-" } else { "" };
+    let abs = wh.unsigned_abs();
+    let frac = format!("{:03}", abs % 1000);
+    let frac = frac.trim_end_matches('0');
+    if frac.is_empty() {
+        format!("{sign}{}", abs / 1000)
+    } else {
+        format!("{sign}{}.{frac}", abs / 1000)
+    }
+}
+
+/// Parses a decimal with at most `decimals` decimals into an integer of that scale.
+fn parse_fixed(text: &str, decimals: u32) -> Result<i64, AmountParseError> {
+    let text = text.trim();
+    let (negative, digits) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (whole, frac) = match digits.split_once('.') {
+        Some((w, f)) => (w, f),
+        None => (digits, ""),
+    };
+    let all_digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty() || !all_digits(whole) || !all_digits(frac) || frac.len() > decimals as usize
+    {
+        return Err(AmountParseError::Malformed);
+    }
+    if digits.contains('.') && frac.is_empty() {
+        return Err(AmountParseError::Malformed);
+    }
+    let scale = 10_i64.pow(decimals);
+    let whole_units = whole
+        .parse::<i64>()
+        .map_err(|_| AmountParseError::TooLarge)?
+        .checked_mul(scale)
+        .ok_or(AmountParseError::TooLarge)?;
+    // `frac` has at most `decimals` (≤ 18) ASCII digits, so it parses; pad it to the scale.
+    let frac_units = if frac.is_empty() {
+        0
+    } else {
+        frac.parse::<i64>()
+            .map_err(|_| AmountParseError::Malformed)?
+            * 10_i64.pow(decimals - frac.len() as u32)
+    };
+    let units = whole_units
+        .checked_add(frac_units)
+        .ok_or(AmountParseError::TooLarge)?;
+    Ok(if negative { -units } else { units })
 }
 
 impl fmt::Display for AmountFen {
@@ -132,6 +162,20 @@ mod tests {
             assert_eq!(AmountFen::parse_yuan(&amount.to_string()), Ok(amount));
         }
         assert_eq!(AmountFen::from_fen(-305).to_string(), "-3.05");
+    }
+
+    #[test]
+    fn kwh_parse_to_whole_wh_and_back() {
+        assert_eq!(parse_kwh_as_wh("1234.5"), Ok(1_234_500));
+        assert_eq!(parse_kwh_as_wh("0.001"), Ok(1));
+        assert_eq!(parse_kwh_as_wh("7"), Ok(7000));
+        for bad in ["-1", "1.2345", "", "1."] {
+            assert!(parse_kwh_as_wh(bad).is_err(), "{bad:?}");
+        }
+        for wh in [0, 1, 10, 1_234_500, 7000, 999_999_999] {
+            assert_eq!(parse_kwh_as_wh(&format_wh_as_kwh(wh)), Ok(wh));
+        }
+        assert_eq!(format_wh_as_kwh(1_234_500), "1234.5");
     }
 
     #[test]

@@ -232,7 +232,7 @@ mod tests {
             "ab c",
             "abc-",
             "a".repeat(33).as_str(),
-            "商場",
+            "商场",
         ] {
             assert!(CompanySlug::parse(bad).is_err(), "{bad:?}");
         }

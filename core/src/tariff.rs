@@ -179,7 +179,7 @@ pub struct TariffVersion {
     pub fees: Vec<Fee>,
 }
 
-/// Weekend and public-holiday rules of a company (holidays and make-up workdays, 調(diào)休).
+/// Weekend and public-holiday rules of a company (holidays and make-up workdays, 调休).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Calendar {
     pub holidays: BTreeSet<NaiveDate>,

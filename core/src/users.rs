@@ -472,14 +472,14 @@ pub fn to_sheet(users: &[User], lang: &str) -> Sheet {
         }
     };
     let columns = vec![
-        Column::new(h("用戶名", "Username"), 20.0),
+        Column::new(h("用户名", "Username"), 20.0),
         Column::new(h("姓名", "Name"), 16.0),
-        Column::new(h("手機(jī)", "Phone"), 14.0),
+        Column::new(h("手机", "Phone"), 14.0),
         Column::new(h("角色", "Role"), 14.0),
-        Column::new(h("狀態(tài)", "Status"), 10.0),
-        Column::new(h("權(quán)限", "Rights"), 40.0),
-        Column::new(h("限定建筑數(shù)", "Buildings limited to"), 12.0),
-        Column::new(h("創(chuàng)建時(shí)間", "Created"), 20.0),
+        Column::new(h("状态", "Status"), 10.0),
+        Column::new(h("权限", "Rights"), 40.0),
+        Column::new(h("限定建筑数", "Buildings limited to"), 12.0),
+        Column::new(h("创建时间", "Created"), 20.0),
     ];
     let rows = users
         .iter()
@@ -497,7 +497,7 @@ pub fn to_sheet(users: &[User], lang: &str) -> Sheet {
         })
         .collect();
     Sheet {
-        name: h("用戶", "Users"),
+        name: h("用户", "Users"),
         columns,
         rows,
         totals: None,

@@ -79,9 +79,13 @@ pub fn App() -> impl IntoView {
                 <Route path=path!("/audit") view=pages::audit::AuditPage ssr=SsrMode::Async/>
                 <Route path=path!("/import") view=pages::import::ImportPage ssr=SsrMode::Async/>
                 <Route path=path!("/property") view=pages::property::PropertyPage ssr=SsrMode::Async/>
-                <Route path=path!("/gateways") view=pages::property::GatewaysPage ssr=SsrMode::Async/>
-                <Route path=path!("/meters") view=pages::property::MetersPage ssr=SsrMode::Async/>
+                <Route path=path!("/gateways") view=pages::field::GatewaysPage ssr=SsrMode::Async/>
+                <Route path=path!("/gateways/:id") view=pages::field::GatewayPage ssr=SsrMode::Async/>
+                <Route path=path!("/meters") view=pages::field::MetersPage ssr=SsrMode::Async/>
+                <Route path=path!("/meters/:id") view=pages::field::MeterPage ssr=SsrMode::Async/>
                 <Route path=path!("/tariffs") view=pages::tariffs::TariffsPage ssr=SsrMode::Async/>
+                <Route path=path!("/tariffs/preview") view=pages::preview::PreviewPage ssr=SsrMode::Async/>
+                <Route path=path!("/settings") view=pages::settings::SettingsPage ssr=SsrMode::Async/>
                 <Route path=path!("/import/:id") view=pages::import::ImportResultPage ssr=SsrMode::Async/>
             </FlatRoutes>
         </Router>

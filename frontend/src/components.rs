@@ -25,8 +25,16 @@ pub fn Flash() -> impl IntoView {
         if let Some(code) = q.get("error") {
             let fields = q.get("fields").unwrap_or_default();
             let message = tr(lang, &format!("error.{code}"));
-            let detail = (!fields.is_empty()).then(|| format!(" ({fields})"));
-            Some(view! { <p class="flash error" role="alert">{message}{detail}</p> }.into_any())
+            let names = (!fields.is_empty()).then(|| format!(" ({fields})"));
+            let detail = q.get("detail").filter(|d| !d.is_empty());
+            Some(
+                view! {
+                    <p class="flash error" role="alert">{message}{names}
+                        {detail.map(|d| view! { <br/><small class="detail">{d}</small> })}
+                    </p>
+                }
+                .into_any(),
+            )
         } else {
             q.get("ok").map(|key| {
                 view! { <p class="flash ok" role="status">{tr(lang, &key)}</p> }.into_any()
@@ -61,6 +69,7 @@ fn Header(session: SessionView) -> impl IntoView {
                     <a href="/gateways">{tr(lang, "nav.gateways")}</a>
                     <a href="/meters">{tr(lang, "nav.meters")}</a>
                     <a href="/tariffs">{tr(lang, "nav.tariffs")}</a>
+                    <a href="/settings">{tr(lang, "nav.settings")}</a>
                     <a href="/users">{tr(lang, "nav.users")}</a>
                     <a href="/audit">{tr(lang, "nav.audit")}</a>
                 })}

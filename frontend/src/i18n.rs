@@ -95,11 +95,33 @@ mod tests {
         }
     }
 
+    /// Some editing tools turn a simplified character into its traditional form plus pinyin
+    /// ("\u{7db2}(w\u{1ce}ng)" for "\u{7f51}"); `infra/dev/normalize-zh.py` repairs such text.
+    #[test]
+    fn chinese_strings_carry_no_pinyin_annotations() {
+        let tone_marked = |c: char| ('\u{e0}'..='\u{1dc}').contains(&c);
+        for (key, value) in ZH.iter() {
+            let chars: Vec<char> = value.chars().collect();
+            for (i, window) in chars.windows(3).enumerate() {
+                let annotated = ('\u{3400}'..='\u{9fff}').contains(&window[0])
+                    && window[1] == '('
+                    && chars[i + 2..]
+                        .iter()
+                        .take_while(|c| **c != ')')
+                        .any(|c| tone_marked(*c));
+                assert!(
+                    !annotated,
+                    "{key}: {value:?} carries pinyin; run infra/dev/normalize-zh.py"
+                );
+            }
+        }
+    }
+
     #[test]
     fn unknown_languages_fall_back_to_chinese() {
         assert_eq!(Lang::parse("fr"), Lang::Zh);
         assert_eq!(Lang::parse("en-US"), Lang::En);
         assert_eq!(tr(Lang::En, "login.title"), "Log in");
-        assert_eq!(tr(Lang::Zh, "login.title"), "登錄");
+        assert_eq!(tr(Lang::Zh, "login.title"), "登录");
     }
 }

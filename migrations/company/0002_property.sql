@@ -20,7 +20,7 @@ insert into settings default values;
 
 create table calendar_days (
     day date primary key,
-    kind text not null check (kind in ('holiday', 'workday')), -- workday = make-up workday (調(diào)休)
+    kind text not null check (kind in ('holiday', 'workday')), -- workday = make-up workday (调休)
     name text not null default ''
 );
 

@@ -79,7 +79,7 @@ pub async fn prepare(pool: &PgPool) -> anyhow::Result<()> {
         None => {
             let input = NewCompany {
                 slug: DEMO_COMPANY.into(),
-                name: "演示廣場(chǎng) Demo Plaza".into(),
+                name: "演示广场 Demo Plaza".into(),
                 ..NewCompany::default()
             };
             companies::create(pool, &actor, &input).await?
@@ -97,7 +97,7 @@ pub async fn prepare(pool: &PgPool) -> anyhow::Result<()> {
     }
     let admin = NewAdmin {
         username: "admin".into(),
-        display_name: "物業(yè)管理員".into(),
+        display_name: "物业管理员".into(),
         password: DEMO_PASSWORD.into(),
     };
     companies::create_admin(pool, &actor, company.id, &admin).await?;
@@ -107,12 +107,12 @@ pub async fn prepare(pool: &PgPool) -> anyhow::Result<()> {
     for (username, display_name, role, rights) in [
         (
             "operator",
-            "收費(fèi)員",
+            "收费员",
             Role::Operator,
             vec![Right::TopUp, Right::Refund, Right::TripClose, Right::Export],
         ),
-        ("auditor", "審計(jì)", Role::Auditor, vec![]),
-        ("13800138000", "一樓101 奶茶店", Role::ShopTenant, vec![]),
+        ("auditor", "审计", Role::Auditor, vec![]),
+        ("13800138000", "一楼101 奶茶店", Role::ShopTenant, vec![]),
     ] {
         let input = NewUser {
             username: username.into(),
@@ -151,12 +151,12 @@ async fn seed_property(
             .collect()
     };
     let shops = "building,floor,number,name,area_m2,status\n\
-演示廣場(chǎng),1F,101,奶茶店,35,occupied\n演示廣場(chǎng),1F,102,便利店,60,occupied\n演示廣場(chǎng),1F,103,花店,28,occupied\n\
-演示廣場(chǎng),2F,201,服裝店,120,occupied\n演示廣場(chǎng),2F,202,書店,90,occupied\n演示廣場(chǎng),2F,203,,75,vacant\n";
+演示广场,1F,101,奶茶店,35,occupied\n演示广场,1F,102,便利店,60,occupied\n演示广场,1F,103,花店,28,occupied\n\
+演示广场,2F,201,服装店,120,occupied\n演示广场,2F,202,书店,90,occupied\n演示广场,2F,203,,75,vacant\n";
     let gateways = "identity,name,kind,registration,heartbeat,heartbeat_is_hex,bus,protocol\n\
-demo-dtu-01,演示廣場(chǎng)配電房,dtu,DEMO-DTU-01,FE,true,1,modbus_rtu\n";
+demo-dtu-01,演示广场配电房,dtu,DEMO-DTU-01,FE,true,1,modbus_rtu\n";
     let plan = powertab_core::tariffs::NewPlan {
-        name: "商鋪分時(shí)電價(jià)".into(),
+        name: "商铺分时电价".into(),
         description: "峰谷平".into(),
         version: serde_json::from_value(serde_json::json!({
             "effective": "2020-01-01",
@@ -175,7 +175,7 @@ demo-dtu-01,演示廣場(chǎng)配電房,dtu,DEMO-DTU-01,FE,true,1,modbus_rtu\n
     {
         let address = i + 1;
         meters.push_str(&format!(
-            "demo-dtu-01,1,dtsy1352,{address},20261125{address:04},演示廣場(chǎng),{shop},商鋪分時(shí)電價(jià)\n"
+            "demo-dtu-01,1,dtsy1352,{address},20261125{address:04},演示广场,{shop},商铺分时电价\n"
         ));
     }
     for (kind, text) in [

@@ -2,11 +2,14 @@
 
 pub mod audit;
 pub mod companies;
+pub mod field;
 pub mod home;
 pub mod import;
 pub mod login;
 pub mod password;
+pub mod preview;
 pub mod property;
+pub mod settings;
 pub mod tariffs;
 pub mod users;
 
@@ -17,4 +20,36 @@ use leptos_router::hooks::use_query_map;
 pub fn query_param(name: &'static str) -> impl Fn() -> String + Clone + Send + Sync + 'static {
     let query = use_query_map();
     move || query.read().get(name).unwrap_or_default()
+}
+
+/// `key=value&…` with the values percent-encoded; empty values are left out.
+pub fn query_string(pairs: &[(&str, &str)]) -> String {
+    pairs
+        .iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| format!("{k}={}", percent_encode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn query_strings_encode_values_and_skip_empty_ones() {
+        assert_eq!(
+            super::query_string(&[("q", "A 1&b"), ("model", ""), ("status", "any")]),
+            "q=A%201%26b&status=any"
+        );
+    }
 }

@@ -3,7 +3,7 @@
 //! Every list links its Excel export.
 
 use super::query_param;
-use crate::api::{get_property, list_gateways, list_meters, PropertyView};
+use crate::api::{get_property, PropertyView};
 use crate::app::use_lang;
 use crate::components::{Csrf, Layout};
 use crate::i18n::tr;
@@ -129,103 +129,5 @@ fn PropertyTree(p: PropertyView, csrf: String, can_change: bool) -> impl IntoVie
                 </form>
             </div>
         })}
-    }
-}
-
-#[component]
-pub fn GatewaysPage() -> impl IntoView {
-    let lang = use_lang();
-    let gateways = Resource::new(|| (), |_| list_gateways());
-    view! {
-        <Layout page=move |s| view! {
-            <h1>{tr(lang, "gateways.title")}</h1>
-            {s.can_export.then(|| view! { <p><a class="button secondary" href="/api/v1/gateways.xlsx">{tr(lang, "common.export")}</a></p> })}
-            <Suspense fallback=|| ()>
-                {move || Suspend::new(async move {
-                    let rows = gateways.await.unwrap_or_default();
-                    view! {
-                        <div class="table-wrap">
-                            <table id="gateways">
-                                <thead><tr>
-                                    <th>{tr(lang, "gateways.identity")}</th>
-                                    <th>{tr(lang, "property.name")}</th>
-                                    <th>{tr(lang, "gateways.kind")}</th>
-                                    <th>{tr(lang, "common.status")}</th>
-                                    <th>{tr(lang, "gateways.buses")}</th>
-                                </tr></thead>
-                                <tbody>
-                                    {rows.into_iter().map(|g| view! {
-                                        <tr>
-                                            <td class="mono">{g.identity}</td><td>{g.name}</td><td>{g.kind}</td><td>{g.status}</td>
-                                            <td>{g.buses.join("; ")}</td>
-                                        </tr>
-                                    }).collect_view()}
-                                </tbody>
-                            </table>
-                        </div>
-                    }
-                })}
-            </Suspense>
-        }.into_any()/>
-    }
-}
-
-#[component]
-pub fn MetersPage() -> impl IntoView {
-    let lang = use_lang();
-    let (q, model, mode) = (query_param("q"), query_param("model"), query_param("mode"));
-    let source = {
-        let (q, model, mode) = (q.clone(), model.clone(), mode.clone());
-        move || (q(), model(), mode())
-    };
-    let meters = Resource::new(source, |(q, model, mode)| list_meters(q, model, mode));
-    view! {
-        <Layout page=move |s| {
-            let (q, model, mode) = (q.clone(), model.clone(), mode.clone());
-            view! {
-                <h1>{tr(lang, "meters.title")}</h1>
-                <form method="get" class="filters">
-                    <input name="q" value=q() placeholder=tr(lang, "meters.number")/>
-                    <select name="model">
-                        <option value="">{tr(lang, "common.all")}</option>
-                        {["dtsy1352", "ddsy1352", "dlt645", "modbus_generic"].map(|m| view! { <option value=m selected=model() == m>{m}</option> })}
-                    </select>
-                    <select name="mode">
-                        <option value="">{tr(lang, "common.all")}</option>
-                        {["platform", "meter"].map(|m| view! { <option value=m selected=mode() == m>{tr(lang, &format!("meters.mode.{m}"))}</option> })}
-                    </select>
-                    <button type="submit">{tr(lang, "common.search")}</button>
-                    {s.can_export.then(|| view! { <a class="button secondary" href="/api/v1/meters.xlsx">{tr(lang, "common.export")}</a> })}
-                </form>
-                <Suspense fallback=|| ()>
-                    {move || Suspend::new(async move {
-                        let rows = meters.await.unwrap_or_default();
-                        view! {
-                            <div class="table-wrap">
-                                <table id="meters">
-                                    <thead><tr>
-                                        <th>{tr(lang, "meters.number")}</th>
-                                        <th>{tr(lang, "meters.model")}</th>
-                                        <th>{tr(lang, "gateways.identity")}</th>
-                                        <th>{tr(lang, "meters.bus_address")}</th>
-                                        <th>{tr(lang, "meters.mode")}</th>
-                                        <th>{tr(lang, "common.status")}</th>
-                                    </tr></thead>
-                                    <tbody>
-                                        {rows.into_iter().map(|m| view! {
-                                            <tr>
-                                                <td class="mono">{m.meter_number}</td><td>{m.model}</td><td class="mono">{m.gateway}</td>
-                                                <td>{m.bus} " / " {m.address}</td>
-                                                <td>{tr(lang, &format!("meters.mode.{}", m.prepayment_mode))}</td><td>{m.status}</td>
-                                            </tr>
-                                        }).collect_view()}
-                                    </tbody>
-                                </table>
-                            </div>
-                        }
-                    })}
-                </Suspense>
-            }.into_any()
-        }/>
     }
 }

@@ -19,7 +19,10 @@ pub fn TariffsPage() -> impl IntoView {
             let (csrf, can_settings) = (s.csrf.clone(), s.can_settings);
             view! {
             <h1>{tr(lang, "tariffs.title")}</h1>
-            {s.can_export.then(|| view! { <p><a class="button secondary" href="/api/v1/tariff-plans.xlsx">{tr(lang, "common.export")}</a></p> })}
+            <p>
+                <a class="button secondary" href="/tariffs/preview">{tr(lang, "preview.title")}</a>
+                {s.can_export.then(|| view! { " " <a class="button secondary" href="/api/v1/tariff-plans.xlsx">{tr(lang, "common.export")}</a> })}
+            </p>
             <p class="legend">
                 {PERIODS.map(|p| view! { <span class=format!("tou-{p} swatch")></span>{tr(lang, &format!("period.{p}"))}" " })}
             </p>
@@ -51,6 +54,11 @@ pub fn TariffsPage() -> impl IntoView {
     }
 }
 
+/// Season rows offered by the form (a year rarely has more than three TOU seasons).
+const SEASON_ROWS: usize = 4;
+const TIER_ROWS: usize = 4;
+const FEE_ROWS: usize = 2;
+
 #[component]
 fn VersionFields() -> impl IntoView {
     let lang = use_lang();
@@ -61,12 +69,68 @@ fn VersionFields() -> impl IntoView {
                 <input name=format!("price_{p}") inputmode="decimal" placeholder="0.8000"/>
             </label>
         })}
-        <label class="wide">{tr(lang, "tariffs.schedule")}
-            <textarea name="schedule" rows="2" placeholder="00:00 谷, 08:00 平, 10:00 峰, 15:00 平, 18:00 峰, 21:00 平, 23:00 谷"></textarea>
-        </label>
-        <label class="wide">{tr(lang, "tariffs.holiday_schedule")}
-            <textarea name="holiday_schedule" rows="2" placeholder="00:00 谷, 08:00 平, 23:00 谷"></textarea>
-        </label>
+        <fieldset class="wide">
+            <legend>{tr(lang, "tariffs.seasons")}</legend>
+            <p class="muted">{tr(lang, "tariffs.seasons_hint")}</p>
+            {(0..SEASON_ROWS).map(|i| {
+                let name = move |f: &str| format!("seasons[{i}][{f}]");
+                let (from, to) = if i == 0 { ("01-01", "12-31") } else { ("", "") };
+                view! {
+                    <div class="season-row">
+                        <label>{tr(lang, "tariffs.season_from")}<input name=name("from") value=from placeholder="MM-DD" size="5"/></label>
+                        <label>{tr(lang, "tariffs.season_to")}<input name=name("to") value=to placeholder="MM-DD" size="5"/></label>
+                        <label class="wide">{tr(lang, "tariffs.schedule")}
+                            <textarea name=name("schedule") rows="2" placeholder="00:00 谷, 08:00 平, 10:00 峰, 15:00 平, 18:00 峰, 21:00 平, 23:00 谷"></textarea>
+                        </label>
+                        <label class="wide">{tr(lang, "tariffs.holiday_schedule")}
+                            <textarea name=name("holiday") rows="2" placeholder="00:00 谷, 08:00 平, 23:00 谷"></textarea>
+                        </label>
+                    </div>
+                }
+            }).collect_view()}
+        </fieldset>
+        <fieldset class="wide">
+            <legend>{tr(lang, "tariffs.tiers")}</legend>
+            <label>{tr(lang, "tariffs.tier_basis")}
+                <select name="tier_basis">
+                    <option value="">{tr(lang, "tariffs.no_tiers")}</option>
+                    <option value="monthly">{tr(lang, "tariffs.monthly")}</option>
+                    <option value="annual">{tr(lang, "tariffs.annual")}</option>
+                </select>
+            </label>
+            {(0..TIER_ROWS).map(|i| {
+                let name = move |f: &str| format!("tiers[{i}][{f}]");
+                view! {
+                    <div class="tier-row">
+                        <label>{tr(lang, "tariffs.tier_from_kwh")}<input name=name("from_kwh") inputmode="decimal" placeholder=if i == 0 { "0" } else { "" } size="8"/></label>
+                        <label>{tr(lang, "tariffs.tier_kind")}
+                            <select name=name("kind")>
+                                <option value="add_on">{tr(lang, "tariffs.add_on")}</option>
+                                <option value="absolute">{tr(lang, "tariffs.absolute")}</option>
+                            </select>
+                        </label>
+                        <label>{tr(lang, "tariffs.yuan_per_kwh")}<input name=name("price") inputmode="decimal" size="8"/></label>
+                    </div>
+                }
+            }).collect_view()}
+        </fieldset>
+        <fieldset class="wide">
+            <legend>{tr(lang, "tariffs.fees")}</legend>
+            {(0..FEE_ROWS).map(|i| {
+                let name = move |f: &str| format!("fees[{i}][{f}]");
+                view! {
+                    <div class="fee-row">
+                        <label>{tr(lang, "tariffs.fee_amount")}<input name=name("amount") inputmode="decimal" size="8"/></label>
+                        <label>{tr(lang, "tariffs.fee_per")}
+                            <select name=name("per")>
+                                <option value="month">{tr(lang, "tariffs.per_month")}</option>
+                                <option value="day">{tr(lang, "tariffs.per_day")}</option>
+                            </select>
+                        </label>
+                    </div>
+                }
+            }).collect_view()}
+        </fieldset>
     }
 }
 
@@ -112,6 +176,14 @@ fn PlanCard(p: PlanView, csrf: String, can_change: bool) -> impl IntoView {
                     " · "
                     {v.prices.iter().map(|(period, price)| format!("{} {price}", tr(lang, &format!("period.{period}")))).collect::<Vec<_>>().join(" / ")}
                     {v.seasons.into_iter().map(|season| view! { <SeasonRow season/> }).collect_view()}
+                    {(!v.tiers.is_empty()).then(|| view! {
+                        <p class="tiers"><small>{tr(lang, "tariffs.tiers")}": "{v.tiers.join(" · ")}</small></p>
+                    })}
+                    {(!v.fees.is_empty()).then(|| view! {
+                        <p class="fees"><small>{tr(lang, "tariffs.fees")}": "
+                            {v.fees.iter().map(|(per, yuan)| format!("{yuan} {}", tr(lang, &format!("tariffs.per_{per}")))).collect::<Vec<_>>().join(" · ")}
+                        </small></p>
+                    })}
                 </div>
             }).collect_view()}
             {can_change.then(|| view! {

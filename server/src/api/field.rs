@@ -12,6 +12,9 @@ use powertab_core::field::{
     self, BulkMeterChange, BulkReport, Gateway, GatewayInput, GatewayPatch, Meter, MeterFilter,
     MeterInput, MeterPatch,
 };
+use powertab_core::field_changes::{
+    self, BusesInput, MeterRemoval, MeterSwap, MeterSwapInput, SwapResult,
+};
 use powertab_core::roles::{Need, Right};
 use powertab_core::{import, property, tariffs};
 use serde::Serialize;
@@ -23,13 +26,17 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_gateways, create_gateway))
         .routes(routes!(export_gateways))
-        .routes(routes!(get_gateway, update_gateway))
+        .routes(routes!(get_gateway, update_gateway, remove_gateway))
+        .routes(routes!(set_buses))
         .routes(routes!(suspend_gateway))
         .routes(routes!(enable_gateway))
         .routes(routes!(list_meters, create_meter))
         .routes(routes!(export_meters))
         .routes(routes!(get_meter, update_meter))
         .routes(routes!(bulk_update))
+        .routes(routes!(swap_meter))
+        .routes(routes!(remove_meter))
+        .routes(routes!(meter_history))
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -221,4 +228,69 @@ async fn update_gateway(
     let gateway = field::update_gateway(&mut session.tx, &session.principal, id, &patch).await?;
     session.tx.commit().await?;
     Ok(Json(gateway))
+}
+
+/// Replace a gateway's bus list: matched by port number, new ports added, missing ones removed
+/// (refused while meters are on them), the others changed.
+#[utoipa::path(put, path = "/api/v1/gateways/{id}/buses", tag = "field", params(("id" = Uuid, Path)),
+    request_body = BusesInput, responses((status = 200, body = Gateway), (status = 422, body = ErrorBody)))]
+async fn set_buses(
+    mut session: Session,
+    Path(id): Path<Uuid>,
+    ApiJson(input): ApiJson<BusesInput>,
+) -> ApiResult<Json<Gateway>> {
+    let gateway = field_changes::set_buses(&mut session.tx, &session.principal, id, &input).await?;
+    session.tx.commit().await?;
+    Ok(Json(gateway))
+}
+
+/// Remove a gateway that carries no meters; its identity is free again at once.
+#[utoipa::path(delete, path = "/api/v1/gateways/{id}", tag = "field", params(("id" = Uuid, Path)),
+    responses((status = 204), (status = 409, body = ErrorBody)))]
+async fn remove_gateway(mut session: Session, Path(id): Path<Uuid>) -> ApiResult<StatusCode> {
+    field_changes::remove_gateway(&mut session.tx, &session.principal, id).await?;
+    session.tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Swap a meter for a new one in the same place, with the old meter's final reading and the
+/// new meter's initial reading.
+#[utoipa::path(post, path = "/api/v1/meters/{id}/swap", tag = "field", params(("id" = Uuid, Path)),
+    request_body = MeterSwapInput,
+    responses((status = 201, body = SwapResult), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn swap_meter(
+    mut session: Session,
+    Path(id): Path<Uuid>,
+    ApiJson(input): ApiJson<MeterSwapInput>,
+) -> ApiResult<(StatusCode, Json<SwapResult>)> {
+    let result = field_changes::swap_meter(&mut session.tx, &session.principal, id, &input).await?;
+    session.tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(result)))
+}
+
+/// Remove a meter for good, with its final reading.
+#[utoipa::path(post, path = "/api/v1/meters/{id}/remove", tag = "field", params(("id" = Uuid, Path)),
+    request_body = MeterRemoval,
+    responses((status = 200, body = Meter), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn remove_meter(
+    mut session: Session,
+    Path(id): Path<Uuid>,
+    ApiJson(input): ApiJson<MeterRemoval>,
+) -> ApiResult<Json<Meter>> {
+    let meter =
+        field_changes::remove_meter(&mut session.tx, &session.principal, id, &input).await?;
+    session.tx.commit().await?;
+    Ok(Json(meter))
+}
+
+/// The swaps of the chain of meters this one belongs to, oldest first.
+#[utoipa::path(get, path = "/api/v1/meters/{id}/history", tag = "field", params(("id" = Uuid, Path)),
+    responses((status = 200, body = Vec<MeterSwap>), (status = 404, body = ErrorBody)))]
+async fn meter_history(
+    mut session: Session,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Json<Vec<MeterSwap>>> {
+    Ok(Json(
+        field_changes::meter_history(&mut session.tx, &session.principal, id).await?,
+    ))
 }

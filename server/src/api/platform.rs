@@ -89,17 +89,17 @@ async fn export_companies(
     let zh = lang.lang.as_deref() != Some("en");
     let h = |a: &str, b: &str| if zh { a.to_owned() } else { b.to_owned() };
     let sheet = Sheet {
-        name: h("物業(yè)公司", "Companies"),
+        name: h("物业公司", "Companies"),
         columns: vec![
             Column::new("ID", 8.0),
-            Column::new(h("登錄標(biāo)識(shí)", "Slug"), 16.0),
-            Column::new(h("名稱", "Name"), 28.0),
-            Column::new(h("狀態(tài)", "Status"), 10.0),
-            Column::new(h("時(shí)區(qū)", "Time zone"), 16.0),
-            Column::new(h("電表上限", "Max meters"), 10.0),
-            Column::new(h("網(wǎng)關(guān)上限", "Max gateways"), 10.0),
-            Column::new(h("操作員上限", "Max staff"), 10.0),
-            Column::new(h("創(chuàng)建時(shí)間", "Created"), 20.0),
+            Column::new(h("登录标识", "Slug"), 16.0),
+            Column::new(h("名称", "Name"), 28.0),
+            Column::new(h("状态", "Status"), 10.0),
+            Column::new(h("时区", "Time zone"), 16.0),
+            Column::new(h("电表上限", "Max meters"), 10.0),
+            Column::new(h("网关上限", "Max gateways"), 10.0),
+            Column::new(h("操作员上限", "Max staff"), 10.0),
+            Column::new(h("创建时间", "Created"), 20.0),
         ],
         rows: items
             .iter()

@@ -161,7 +161,7 @@ async fn export_plans(
         }
     }
     let sheet = Sheet {
-        name: h("電價(jià)方案", "Tariff plans"),
+        name: h("电价方案", "Tariff plans"),
         columns: vec![
             Column::new(h("方案", "Plan"), 20.0),
             Column::new(h("生效日期", "Effective"), 12.0),
@@ -170,8 +170,8 @@ async fn export_plans(
             Column::new(h("平(元/kWh)", "Flat (yuan/kWh)"), 12.0),
             Column::new(h("谷(元/kWh)", "Valley (yuan/kWh)"), 12.0),
             Column::new(h("深谷(元/kWh)", "Deep valley (yuan/kWh)"), 12.0),
-            Column::new(h("季節(jié)數(shù)", "Seasons"), 8.0),
-            Column::new(h("階梯數(shù)", "Tiers"), 8.0),
+            Column::new(h("季节数", "Seasons"), 8.0),
+            Column::new(h("阶梯数", "Tiers"), 8.0),
         ],
         rows,
         totals: None,

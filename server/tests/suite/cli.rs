@@ -37,7 +37,7 @@ async fn administrators_set_up_a_platform_from_the_command_line() {
             "--slug",
             "wanda",
             "--name",
-            "萬達(dá)廣場(chǎng)",
+            "万达广场",
             "--max-operators",
             "3",
         ],

@@ -356,7 +356,7 @@ async fn gateways_are_edited_and_registrations_stay_unique_across_the_platform()
         .await;
     let path = format!("/api/v1/gateways/{}", g["id"].as_str().unwrap());
     let (status, edited) = app
-        .call(Method::PATCH, &path, Some(&bravo), Some(json!({"name": "二樓配電房", "heartbeat": "", "registration": "52 45 47 2d 43", "registration_is_hex": true, "registration_repeats": true})))
+        .call(Method::PATCH, &path, Some(&bravo), Some(json!({"name": "二楼配电房", "heartbeat": "", "registration": "52 45 47 2d 43", "registration_is_hex": true, "registration_repeats": true})))
         .await;
     assert_eq!(status, StatusCode::OK, "{edited}");
     assert_eq!(edited["registration_hex"], "5245472d43");

@@ -30,9 +30,9 @@ async fn upload(
 }
 
 const SHOPS_CSV: &str =
-    "建筑 building,樓層 floor,商鋪號(hào) number,名稱 name,面積 area_m2,電話 contact_phone\n\
+    "建筑 building,楼层 floor,商铺号 number,名称 name,面积 area_m2,电话 contact_phone\n\
 A座,1F,101,奶茶店,85.5,13800138000\n\
-A座,1F,102,書店,40,\n\
+A座,1F,102,书店,40,\n\
 A座,2F,201,,,\n";
 
 const GATEWAYS_CSV: &str = "identity,kind,registration,bus,protocol,baud\n\
@@ -150,10 +150,10 @@ async fn an_import_with_any_error_keeps_nothing_and_a_clean_one_keeps_everything
         .expect("dtu-0001");
     assert_eq!(dtu1["buses"].as_array().unwrap().len(), 2);
 
-    app.post("/api/v1/tariff-plans", &admin, json!({"name": "商鋪電價(jià)", "version": {"effective": "2020-01-01", "prices": {"flat": 8123}}})).await;
+    app.post("/api/v1/tariff-plans", &admin, json!({"name": "商铺电价", "version": {"effective": "2020-01-01", "prices": {"flat": 8123}}})).await;
     let meters =
         "gateway,bus,model,address,meter_number,building,shop_number,tariff_plan,install_date\n\
-dtu-0001,1,dtsy1352,1,202611250001,A座,101,商鋪電價(jià),2026-11-25\n\
+dtu-0001,1,dtsy1352,1,202611250001,A座,101,商铺电价,2026-11-25\n\
 dtu-0001,2,dlt645,202611250002,202611250002,A座,102,,\n\
 dtu-0002,1,ddsy1352,1,202611250003,,,,\n";
     let (_, report) = upload(
@@ -327,12 +327,12 @@ async fn exported_lists_import_into_an_empty_company_unchanged() {
         .post("/api/v1/gateways", &alpha, json!({"identity": "mb-1", "kind": "modbus_tcp", "host": "10.0.0.5", "buses": [{"number": 3, "protocol": "modbus_rtu", "tcp_port": 502, "gap_ms": 80}]}))
         .await;
     assert_eq!(status, StatusCode::CREATED);
-    let plan = json!({"name": "商鋪電價(jià)", "version": {"effective": "2020-01-01", "prices": {"flat": 8123}}});
+    let plan = json!({"name": "商铺电价", "version": {"effective": "2020-01-01", "prices": {"flat": 8123}}});
     source
         .post("/api/v1/tariff-plans", &alpha, plan.clone())
         .await;
     let meters = "gateway,bus,model,address,meter_number,ct_ratio,building,shop_number,tariff_plan,alarm1_fen,install_date,initial_energy_wh\n\
-dtu-0001,1,dtsy1352,1,202611250001,40,A座,101,商鋪電價(jià),3000,2026-11-25,123450\n\
+dtu-0001,1,dtsy1352,1,202611250001,40,A座,101,商铺电价,3000,2026-11-25,123450\n\
 dtu-0001,2,dlt645,202611250002,202611250002,,A座,102,,,,\n\
 mb-1,3,modbus_generic,9,9,,,,,,,\n";
     let (_, report) = upload(

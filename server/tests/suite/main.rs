@@ -9,6 +9,8 @@ mod browser;
 mod cli;
 mod companies;
 mod field;
+mod field_changes;
+mod field_web;
 mod isolation;
 mod ops;
 mod property;

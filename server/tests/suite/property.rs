@@ -16,7 +16,7 @@ async fn setup_building(
         .post(
             "/api/v1/buildings",
             admin,
-            json!({"name": name, "address": "人民路1號(hào)"}),
+            json!({"name": name, "address": "人民路1号"}),
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{building}");
@@ -289,7 +289,7 @@ async fn the_shop_list_exports_to_excel() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let mut book = Xlsx::new(Cursor::new(response.bytes().await.unwrap().to_vec())).unwrap();
-    let sheet = book.worksheet_range("商鋪").unwrap();
+    let sheet = book.worksheet_range("商铺").unwrap();
     assert_eq!(sheet.get((1, 0)), Some(&Data::String("A座".into())));
     assert_eq!(sheet.get((1, 3)), Some(&Data::String("奶茶店".into())));
     assert_eq!(sheet.get((1, 4)), Some(&Data::Float(85.5)));

@@ -25,6 +25,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use uuid::Uuid;
 
+pub mod field;
+pub mod setup;
+mod tariff_form;
+
 /// What server functions need from the server, provided into the reactive context per request.
 #[derive(Clone)]
 pub struct WebContext {
@@ -97,6 +101,8 @@ async fn session() -> Result<Option<(Principal, Tx)>, ServerFnError> {
 struct UiError {
     code: String,
     fields: Vec<String>,
+    /// What exactly is wrong ("port 1 still carries 3 meters"), shown under the error.
+    detail: Option<String>,
 }
 
 impl From<CoreError> for UiError {
@@ -104,13 +110,24 @@ impl From<CoreError> for UiError {
         if let CoreError::Internal(cause) = &err {
             tracing::error!(%cause, "internal error in a server function");
         }
-        let fields = match &err {
-            CoreError::Validation { fields, .. } => fields.keys().cloned().collect(),
-            _ => vec![],
+        let (fields, detail) = match &err {
+            CoreError::Validation { fields, .. } => (
+                fields.keys().cloned().collect(),
+                Some(
+                    fields
+                        .iter()
+                        .map(|(f, m)| format!("{f}: {m}"))
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                ),
+            ),
+            CoreError::Conflict(m) | CoreError::QuotaExceeded(m) => (vec![], Some(m.clone())),
+            _ => (vec![], None),
         };
         UiError {
             code: err.code().to_owned(),
             fields,
+            detail,
         }
     }
 }
@@ -121,10 +138,20 @@ impl From<sqlx::Error> for UiError {
     }
 }
 
+/// A form field that does not parse.
+fn field_error(field: &str) -> UiError {
+    UiError {
+        code: "validation_failed".into(),
+        fields: vec![field.to_owned()],
+        detail: None,
+    }
+}
+
 fn ui(code: &str) -> UiError {
     UiError {
         code: code.to_owned(),
         fields: vec![],
+        detail: None,
     }
 }
 
@@ -181,6 +208,11 @@ fn finish(result: Result<String, UiError>) -> Result<(), ServerFnError> {
             let mut url = format!("{}?error={}", back_path(), encode(&err.code));
             if !err.fields.is_empty() {
                 url.push_str(&format!("&fields={}", encode(&err.fields.join(","))));
+            }
+            if let Some(detail) = err.detail.filter(|d| !d.is_empty()) {
+                // Bounded: a bulk change can name thousands of fields.
+                let detail: String = detail.chars().take(600).collect();
+                url.push_str(&format!("&detail={}", encode(&detail)));
             }
             url
         }
@@ -480,10 +512,7 @@ fn parse_quota(text: &str, field: &str) -> Result<Option<i32>, UiError> {
     if text.is_empty() {
         return Ok(None);
     }
-    text.parse().map(Some).map_err(|_| UiError {
-        code: "validation_failed".into(),
-        fields: vec![field.into()],
-    })
+    text.parse().map(Some).map_err(|_| field_error(field))
 }
 
 pub async fn create_company(
@@ -641,62 +670,6 @@ pub async fn get_property(
     })
 }
 
-pub async fn list_gateways() -> Result<Vec<crate::api::GatewayView>, ServerFnError> {
-    let (principal, mut tx) = read_session().await?;
-    let gateways = powertab_core::field::list_gateways(&mut tx, &principal)
-        .await
-        .map_err(read_err)?;
-    Ok(gateways
-        .into_iter()
-        .map(|g| crate::api::GatewayView {
-            buses: g
-                .buses
-                .iter()
-                .map(|b| {
-                    format!(
-                        "{}: {} {} 8{}{} ({})",
-                        b.number, b.protocol, b.baud, b.parity, b.stop_bits, b.meter_count
-                    )
-                })
-                .collect(),
-            identity: g.identity,
-            name: g.name,
-            kind: g.kind,
-            status: g.status,
-        })
-        .collect())
-}
-
-pub async fn list_meters(
-    q: String,
-    model: String,
-    mode: String,
-) -> Result<Vec<crate::api::MeterView>, ServerFnError> {
-    let (principal, mut tx) = read_session().await?;
-    let filter = powertab_core::field::MeterFilter {
-        q: non_empty(q),
-        model: non_empty(model),
-        prepayment_mode: non_empty(mode),
-        ..Default::default()
-    };
-    let meters = powertab_core::field::meters(&mut tx, &principal, &filter)
-        .await
-        .map_err(read_err)?;
-    Ok(meters
-        .into_iter()
-        .map(|m| crate::api::MeterView {
-            meter_number: m.meter_number,
-            model: m.model,
-            gateway: m.gateway_identity,
-            bus: m.bus_number,
-            address: m.address,
-            prepayment_mode: m.prepayment_mode,
-            role: m.role,
-            status: m.status,
-        })
-        .collect())
-}
-
 pub async fn create_building(
     csrf: String,
     name: String,
@@ -724,10 +697,9 @@ pub async fn create_floor(
 ) -> Result<(), ServerFnError> {
     let result = async {
         let (principal, mut tx) = session_for_change(&csrf).await?;
-        let id: Uuid = building_id.parse().map_err(|_| UiError {
-            code: "validation_failed".into(),
-            fields: vec!["building_id".into()],
-        })?;
+        let id: Uuid = building_id
+            .parse()
+            .map_err(|_| field_error("building_id"))?;
         let input = powertab_core::property::FloorInput {
             name,
             sort_order: 0,
@@ -751,10 +723,7 @@ pub async fn create_shop(
 ) -> Result<(), ServerFnError> {
     let result = async {
         let (principal, mut tx) = session_for_change(&csrf).await?;
-        let floor_id: Uuid = floor_id.parse().map_err(|_| UiError {
-            code: "validation_failed".into(),
-            fields: vec!["floor_id".into()],
-        })?;
+        let floor_id: Uuid = floor_id.parse().map_err(|_| field_error("floor_id"))?;
         let input = powertab_core::property::ShopInput {
             floor_id,
             number,
@@ -829,7 +798,21 @@ pub async fn list_plans() -> Result<Vec<crate::api::PlanView>, ServerFnError> {
                             })
                             .collect()
                     },
-                    tiers: v.tiers.as_ref().map_or(0, |t| t.tiers.len()),
+                    tiers: tariff_form::describe_tiers(v.tiers.as_ref()),
+                    fees: v
+                        .fees
+                        .iter()
+                        .map(|f| {
+                            let (per, fen) = match f {
+                                powertab_core::tariff::Fee::Day(fen) => ("day", *fen),
+                                powertab_core::tariff::Fee::Month(fen) => ("month", *fen),
+                            };
+                            (
+                                per.to_owned(),
+                                powertab_core::money::AmountFen::from_fen(fen).to_string(),
+                            )
+                        })
+                        .collect(),
                 })
                 .collect(),
         })
@@ -840,7 +823,7 @@ pub async fn list_plans() -> Result<Vec<crate::api::PlanView>, ServerFnError> {
 fn version_from(
     form: &crate::api::VersionForm,
 ) -> Result<powertab_core::tariff::TariffVersion, UiError> {
-    use powertab_core::tariff::{parse_price_units, parse_schedule, Period, Season, TariffVersion};
+    use powertab_core::tariff::{parse_price_units, Period, TariffVersion};
     let mut fields = Vec::new();
     let effective =
         NaiveDate::parse_from_str(form.effective.trim(), "%Y-%m-%d").unwrap_or_else(|_| {
@@ -869,45 +852,31 @@ fn version_from(
             Err(_) => fields.push(field.to_owned()),
         }
     }
-    let seasons = if form.schedule.trim().is_empty() {
-        vec![]
-    } else {
-        let workday = parse_schedule(&form.schedule)
-            .map_err(|_| fields.push("schedule".into()))
-            .ok();
-        let holiday = if form.holiday_schedule.trim().is_empty() {
-            None
-        } else {
-            parse_schedule(&form.holiday_schedule)
-                .map_err(|_| fields.push("holiday_schedule".into()))
-                .ok()
-        };
-        workday
-            .map(|workday| {
-                vec![Season {
-                    from: (1, 1),
-                    to: (12, 31),
-                    workday,
-                    holiday,
-                }]
-            })
-            .unwrap_or_default()
-    };
+    let seasons = tariff_form::seasons(&form.seasons, &mut fields);
+    let tiers = tariff_form::tiers(&form.tier_basis, &form.tiers, &mut fields);
+    let fees = tariff_form::fees(&form.fees, &mut fields);
     if !fields.is_empty() {
         return Err(UiError {
             code: "validation_failed".into(),
             fields,
+            detail: None,
         });
     }
     let version = TariffVersion {
         effective,
         prices,
         seasons,
-        tiers: None,
-        fees: vec![],
+        tiers,
+        fees,
     };
     version.validate().map_err(|f| UiError {
         code: "validation_failed".into(),
+        detail: Some(
+            f.iter()
+                .map(|(k, m)| format!("{k}: {m}"))
+                .collect::<Vec<_>>()
+                .join("; "),
+        ),
         fields: f.into_keys().collect(),
     })?;
     Ok(version)
@@ -1001,10 +970,7 @@ fn parse_rights(names: &[&str]) -> Vec<Right> {
 }
 
 fn parse_role(text: &str) -> Result<Role, UiError> {
-    text.parse().map_err(|_| UiError {
-        code: "validation_failed".into(),
-        fields: vec!["role".into()],
-    })
+    text.parse().map_err(|_| field_error("role"))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -1040,12 +1006,7 @@ fn parse_building_ids(text: &str) -> Result<Vec<Uuid>, UiError> {
     text.split([',', ' ', '\n'])
         .map(str::trim)
         .filter(|s| !s.is_empty())
-        .map(|s| {
-            s.parse().map_err(|_| UiError {
-                code: "validation_failed".into(),
-                fields: vec!["building_ids".into()],
-            })
-        })
+        .map(|s| s.parse().map_err(|_| field_error("building_ids")))
         .collect()
 }
 
@@ -1111,7 +1072,7 @@ mod tests {
 
     #[test]
     fn query_values_are_percent_encoded() {
-        assert_eq!(encode("a b&c=d/電"), "a%20b%26c%3Dd%2F%E9%9B%BB");
+        assert_eq!(encode("a b&c=d/电"), "a%20b%26c%3Dd%2F%E7%94%B5");
         assert_eq!(encode("plain-text_1.2~"), "plain-text_1.2~");
     }
 

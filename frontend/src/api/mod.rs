@@ -7,6 +7,11 @@
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
 
+mod field;
+mod setup;
+pub use field::*;
+pub use setup::*;
+
 /// Who is logged in, as pages need it.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct SessionView {
@@ -93,28 +98,6 @@ pub struct PropertyView {
     pub shops: Vec<ShopView>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct GatewayView {
-    pub identity: String,
-    pub name: String,
-    pub kind: String,
-    pub status: String,
-    /// "1: modbus_rtu 9600 8N1 (12 meters)" per bus.
-    pub buses: Vec<String>,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct MeterView {
-    pub meter_number: String,
-    pub model: String,
-    pub gateway: String,
-    pub bus: i32,
-    pub address: String,
-    pub prepayment_mode: String,
-    pub role: String,
-    pub status: String,
-}
-
 /// A tariff plan for the tariff page.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct PlanView {
@@ -131,7 +114,10 @@ pub struct VersionView {
     pub prices: Vec<(String, String)>,
     /// One line per season: ("01-01 – 12-31", workday segments, holiday segments).
     pub seasons: Vec<SeasonView>,
-    pub tiers: usize,
+    /// "from 240 kWh (monthly): +0.0500" per tier.
+    pub tiers: Vec<String>,
+    /// "2.00 yuan per day" per fee, as (per, yuan).
+    pub fees: Vec<(String, String)>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -142,7 +128,9 @@ pub struct SeasonView {
     pub holiday: Option<Vec<(u16, u16, String)>>,
 }
 
-/// The form fields of a tariff version (prices in yuan/kWh; empty = period unused).
+/// The form fields of a tariff version (prices in yuan/kWh; empty = period unused). Repeated
+/// rows are named `seasons[0][from]`, `tiers[1][price]`, `fees[0][amount]`; empty rows are
+/// ignored.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct VersionForm {
     pub effective: String,
@@ -156,12 +144,50 @@ pub struct VersionForm {
     pub price_valley: String,
     #[serde(default)]
     pub price_deep_valley: String,
-    /// Workday switch points, e.g. `00:00 valley, 08:00 flat`; empty = flat all day.
+    /// No seasons at all: flat all day, all year.
+    #[serde(default)]
+    pub seasons: Vec<SeasonForm>,
+    /// `monthly`, `annual`, or empty for no tiers.
+    #[serde(default)]
+    pub tier_basis: String,
+    #[serde(default)]
+    pub tiers: Vec<TierForm>,
+    #[serde(default)]
+    pub fees: Vec<FeeForm>,
+}
+
+/// One season: a date range (`MM-DD`) with its day schedules as switch points
+/// (`00:00 谷, 08:00 平`); an empty holiday schedule means "as on workdays".
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct SeasonForm {
+    #[serde(default)]
+    pub from: String,
+    #[serde(default)]
+    pub to: String,
     #[serde(default)]
     pub schedule: String,
-    /// Holiday switch points; empty = as on workdays.
     #[serde(default)]
-    pub holiday_schedule: String,
+    pub holiday: String,
+}
+
+/// A tier from `from_kwh` of cumulative energy: `add_on` to the period price or `absolute`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct TierForm {
+    #[serde(default)]
+    pub from_kwh: String,
+    #[serde(default)]
+    pub kind: String,
+    #[serde(default)]
+    pub price: String,
+}
+
+/// A fixed service fee in yuan `per` `day` or `month`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct FeeForm {
+    #[serde(default)]
+    pub per: String,
+    #[serde(default)]
+    pub amount: String,
 }
 
 /// An import wizard upload and its report.
@@ -244,20 +270,6 @@ pub async fn list_audit(
 #[server(prefix = "/sfn", endpoint = "property")]
 pub async fn get_property(q: String, building: String) -> Result<PropertyView, ServerFnError> {
     crate::server::get_property(q, building).await
-}
-
-#[server(prefix = "/sfn", endpoint = "gateways")]
-pub async fn list_gateways() -> Result<Vec<GatewayView>, ServerFnError> {
-    crate::server::list_gateways().await
-}
-
-#[server(prefix = "/sfn", endpoint = "meters")]
-pub async fn list_meters(
-    q: String,
-    model: String,
-    mode: String,
-) -> Result<Vec<MeterView>, ServerFnError> {
-    crate::server::list_meters(q, model, mode).await
 }
 
 #[server(prefix = "/sfn", endpoint = "plans")]

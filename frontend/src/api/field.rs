@@ -1,0 +1,327 @@
+//! Server functions and view types of the field pages: gateways with their buses, meters with
+//! their detail, swaps and removals, and bulk changes. Lists take their filters from the URL;
+//! changes are HTML forms whose repeated rows are named `buses[0][number]`, `meter_ids[3]`
+//! (nested query syntax, which the server function decoder reads).
+
+use leptos::prelude::*;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct BusView {
+    pub id: String,
+    pub number: i32,
+    pub protocol: String,
+    pub baud: i32,
+    pub parity: String,
+    pub stop_bits: i32,
+    pub gap_ms: i32,
+    pub timeout_ms: i32,
+    pub tcp_port: Option<i32>,
+    pub meter_count: i64,
+}
+
+impl BusView {
+    /// "9600 8N1" as installers say it.
+    pub fn serial(&self) -> String {
+        format!("{} 8{}{}", self.baud, self.parity, self.stop_bits)
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct GatewayView {
+    pub id: String,
+    pub identity: String,
+    pub name: String,
+    pub kind: String,
+    pub status: String,
+    pub registration_hex: String,
+    pub registration_repeats: bool,
+    pub heartbeat_hex: String,
+    pub host: String,
+    pub buses: Vec<BusView>,
+}
+
+/// A meter as lists show it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct MeterRow {
+    pub id: String,
+    pub meter_number: String,
+    pub model: String,
+    pub gateway: String,
+    pub gateway_id: String,
+    pub bus: i32,
+    pub address: String,
+    pub prepayment_mode: String,
+    pub role: String,
+    pub status: String,
+    /// "Building · shop number", empty when not assigned.
+    pub shop: String,
+    pub plan: String,
+}
+
+/// One page of the meter list and what its filters and bulk form offer.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct MeterListView {
+    pub items: Vec<MeterRow>,
+    pub next_cursor: Option<String>,
+    /// (id, name)
+    pub buildings: Vec<(String, String)>,
+    pub plans: Vec<(String, String)>,
+    /// (bus id, "gateway · port n (protocol)") for the add-meter form.
+    pub buses: Vec<(String, String)>,
+    /// (shop id, "building · number name")
+    pub shops: Vec<(String, String)>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SwapView {
+    pub at: String,
+    pub old_meter_id: String,
+    pub old_meter_number: String,
+    pub new_meter_id: String,
+    pub new_meter_number: String,
+    /// kWh as typed (up to 3 decimals).
+    pub old_final_kwh: String,
+    pub new_initial_kwh: String,
+    pub reason: String,
+}
+
+/// Everything the meter page shows and edits.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct MeterDetailView {
+    pub row: MeterRow,
+    pub bus_id: String,
+    pub ct_ratio: i32,
+    pub pt_ratio: i32,
+    pub shop_id: String,
+    pub plan_id: String,
+    pub parent_id: String,
+    pub parent_number: String,
+    /// Yuan, empty = the company default (shown in `default_alarm1` / `default_alarm2`).
+    pub alarm1: String,
+    pub alarm2: String,
+    pub default_alarm1: String,
+    pub default_alarm2: String,
+    pub install_date: String,
+    pub initial_kwh: String,
+    pub removed_at: String,
+    pub final_kwh: String,
+    pub history: Vec<SwapView>,
+    pub plans: Vec<(String, String)>,
+    pub shops: Vec<(String, String)>,
+    /// (meter id, number) of active feeder (`main`) meters.
+    pub feeders: Vec<(String, String)>,
+}
+
+/// One row of a bus form; an empty `number` is an unused row.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct BusForm {
+    #[serde(default)]
+    pub number: String,
+    #[serde(default)]
+    pub protocol: String,
+    #[serde(default)]
+    pub baud: String,
+    #[serde(default)]
+    pub parity: String,
+    #[serde(default)]
+    pub stop_bits: String,
+    #[serde(default)]
+    pub gap_ms: String,
+    #[serde(default)]
+    pub timeout_ms: String,
+    #[serde(default)]
+    pub tcp_port: String,
+}
+
+/// The connection fields of the gateway forms (checkboxes are present only when ticked).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct GatewayForm {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub registration: String,
+    #[serde(default)]
+    pub registration_is_hex: Option<String>,
+    #[serde(default)]
+    pub registration_repeats: Option<String>,
+    #[serde(default)]
+    pub heartbeat: String,
+    #[serde(default)]
+    pub heartbeat_is_hex: Option<String>,
+    #[serde(default)]
+    pub host: String,
+}
+
+#[server(prefix = "/sfn", endpoint = "gateway_list")]
+pub async fn list_gateways(
+    status: String,
+    cursor: String,
+) -> Result<super::PageView<GatewayView>, ServerFnError> {
+    crate::server::field::list_gateways(status, cursor).await
+}
+
+#[server(prefix = "/sfn", endpoint = "gateway_get")]
+pub async fn get_gateway(id: String) -> Result<GatewayView, ServerFnError> {
+    crate::server::field::get_gateway(id).await
+}
+
+#[server(prefix = "/sfn", endpoint = "meter_list")]
+pub async fn list_meters(
+    q: String,
+    model: String,
+    mode: String,
+    status: String,
+    building: String,
+    cursor: String,
+) -> Result<MeterListView, ServerFnError> {
+    crate::server::field::list_meters(q, model, mode, status, building, cursor).await
+}
+
+#[server(prefix = "/sfn", endpoint = "meter_get")]
+pub async fn get_meter(id: String) -> Result<MeterDetailView, ServerFnError> {
+    crate::server::field::get_meter(id).await
+}
+
+#[server(prefix = "/sfn", endpoint = "gateway_create")]
+pub async fn create_gateway(
+    csrf: String,
+    identity: String,
+    kind: String,
+    #[server(default)] mqtt_password: String,
+    #[server(flatten)] form: GatewayForm,
+    #[server(default)] buses: Vec<BusForm>,
+) -> Result<(), ServerFnError> {
+    crate::server::field::create_gateway(csrf, identity, kind, mqtt_password, form, buses).await
+}
+
+#[server(prefix = "/sfn", endpoint = "gateway_update")]
+pub async fn update_gateway(
+    csrf: String,
+    id: String,
+    #[server(flatten)] form: GatewayForm,
+) -> Result<(), ServerFnError> {
+    crate::server::field::update_gateway(csrf, id, form).await
+}
+
+#[server(prefix = "/sfn", endpoint = "gateway_buses")]
+pub async fn set_gateway_buses(
+    csrf: String,
+    id: String,
+    #[server(default)] buses: Vec<BusForm>,
+) -> Result<(), ServerFnError> {
+    crate::server::field::set_buses(csrf, id, buses).await
+}
+
+/// `action`: `enable`, `suspend` or `remove`.
+#[server(prefix = "/sfn", endpoint = "gateway_status")]
+pub async fn gateway_status(csrf: String, id: String, action: String) -> Result<(), ServerFnError> {
+    crate::server::field::gateway_status(csrf, id, action).await
+}
+
+/// The add-meter form (energy in kWh, alarm levels in yuan).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct MeterForm {
+    #[serde(default)]
+    pub bus_id: String,
+    #[serde(default)]
+    pub model: String,
+    #[serde(default)]
+    pub address: String,
+    #[serde(default)]
+    pub meter_number: String,
+    #[serde(default)]
+    pub ct_ratio: String,
+    #[serde(default)]
+    pub pt_ratio: String,
+    #[serde(default)]
+    pub prepayment_mode: String,
+    #[serde(default)]
+    pub role: String,
+    #[serde(default)]
+    pub parent_id: String,
+    #[serde(default)]
+    pub shop_id: String,
+    #[serde(default)]
+    pub plan_id: String,
+    #[serde(default)]
+    pub alarm1: String,
+    #[serde(default)]
+    pub alarm2: String,
+    #[serde(default)]
+    pub install_date: String,
+    #[serde(default)]
+    pub initial_kwh: String,
+    #[serde(default)]
+    pub dlt645_password: String,
+    #[serde(default)]
+    pub dlt645_operator: String,
+    #[serde(default)]
+    pub accept_crowded_bus: Option<String>,
+}
+
+#[server(prefix = "/sfn", endpoint = "meter_create")]
+pub async fn create_meter(
+    csrf: String,
+    #[server(flatten)] form: MeterForm,
+) -> Result<(), ServerFnError> {
+    crate::server::field::create_meter(csrf, form).await
+}
+
+#[server(prefix = "/sfn", endpoint = "meter_update")]
+pub async fn update_meter(
+    csrf: String,
+    id: String,
+    #[server(flatten)] form: MeterForm,
+) -> Result<(), ServerFnError> {
+    crate::server::field::update_meter(csrf, id, form).await
+}
+
+/// The swap form: the new meter and the two readings (kWh).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct SwapForm {
+    pub meter_number: String,
+    #[serde(default)]
+    pub model: String,
+    #[serde(default)]
+    pub address: String,
+    pub old_final_kwh: String,
+    #[serde(default)]
+    pub new_initial_kwh: String,
+    #[serde(default)]
+    pub reason: String,
+}
+
+#[server(prefix = "/sfn", endpoint = "meter_swap")]
+pub async fn swap_meter(
+    csrf: String,
+    id: String,
+    #[server(flatten)] form: SwapForm,
+) -> Result<(), ServerFnError> {
+    crate::server::field::swap_meter(csrf, id, form).await
+}
+
+#[server(prefix = "/sfn", endpoint = "meter_remove")]
+pub async fn remove_meter(
+    csrf: String,
+    id: String,
+    final_kwh: String,
+    #[server(default)] reason: String,
+) -> Result<(), ServerFnError> {
+    crate::server::field::remove_meter(csrf, id, final_kwh, reason).await
+}
+
+/// One change for the ticked meters: a plan (`plan_id`, `none` clears it), alarm levels or a
+/// prepayment mode; empty fields are left alone.
+#[server(prefix = "/sfn", endpoint = "meter_bulk")]
+pub async fn bulk_meters(
+    csrf: String,
+    #[server(default)] meter_ids: Vec<String>,
+    #[server(default)] plan_id: String,
+    #[server(default)] alarm1: String,
+    #[server(default)] alarm2: String,
+    #[server(default)] prepayment_mode: String,
+) -> Result<(), ServerFnError> {
+    crate::server::field::bulk_meters(csrf, meter_ids, plan_id, alarm1, alarm2, prepayment_mode)
+        .await
+}

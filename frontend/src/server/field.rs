@@ -1,0 +1,575 @@
+//! The server side of the field pages: gateway and meter lists and details, and the forms that
+//! add, change, swap and remove them. Form text is parsed here (kWh, yuan, ids) and everything
+//! else is left to `powertab_core::field` and `field_changes`, which own the rules.
+
+use super::{
+    company_tz, field_error, finish, local_time, non_empty, read_err, read_session,
+    session_for_change, ui, UiError,
+};
+use crate::api::{
+    BusForm, BusView, GatewayForm, GatewayView, MeterDetailView, MeterForm, MeterListView,
+    MeterRow, PageView, SwapForm, SwapView,
+};
+use leptos::prelude::*;
+use powertab_core::auth::Principal;
+use powertab_core::db::Tx;
+use powertab_core::field::{self, BusInput, GatewayInput, GatewayPatch, Meter, MeterFilter};
+use powertab_core::field_changes::{self, BusesInput, MeterRemoval, MeterSwapInput};
+use powertab_core::money::{format_wh_as_kwh, parse_hundredths, parse_kwh_as_wh, AmountFen};
+use std::collections::HashMap;
+use uuid::Uuid;
+
+fn gateway_view(g: field::Gateway) -> GatewayView {
+    GatewayView {
+        id: g.id.to_string(),
+        identity: g.identity,
+        name: g.name,
+        kind: g.kind,
+        status: g.status,
+        registration_hex: g.registration_hex.unwrap_or_default(),
+        registration_repeats: g.registration_repeats,
+        heartbeat_hex: g.heartbeat_hex.unwrap_or_default(),
+        host: g.host.unwrap_or_default(),
+        buses: g
+            .buses
+            .into_iter()
+            .map(|b| BusView {
+                id: b.id.to_string(),
+                number: b.number,
+                protocol: b.protocol,
+                baud: b.baud,
+                parity: b.parity,
+                stop_bits: b.stop_bits,
+                gap_ms: b.gap_ms,
+                timeout_ms: b.timeout_ms,
+                tcp_port: b.tcp_port,
+                meter_count: b.meter_count,
+            })
+            .collect(),
+    }
+}
+
+pub async fn list_gateways(
+    status: String,
+    cursor: String,
+) -> Result<PageView<GatewayView>, ServerFnError> {
+    let (principal, mut tx) = read_session().await?;
+    let page = field::gateways_page(&mut tx, &principal, non_empty(cursor).as_deref(), Some(50))
+        .await
+        .map_err(read_err)?;
+    let status = non_empty(status);
+    Ok(PageView {
+        items: page
+            .items
+            .into_iter()
+            .filter(|g| status.as_deref().is_none_or(|s| g.status == s))
+            .map(gateway_view)
+            .collect(),
+        next_cursor: page.next_cursor,
+    })
+}
+
+pub async fn get_gateway(id: String) -> Result<GatewayView, ServerFnError> {
+    let (principal, mut tx) = read_session().await?;
+    let id: Uuid = id
+        .parse()
+        .map_err(|_| read_err(powertab_core::CoreError::NotFound("gateway")))?;
+    let g = field::gateway(&mut tx, &principal, id)
+        .await
+        .map_err(read_err)?;
+    Ok(gateway_view(g))
+}
+
+/// Lookups that turn ids into the names people know.
+struct Names {
+    shops: HashMap<Uuid, String>,
+    plans: HashMap<Uuid, String>,
+}
+
+async fn names(tx: &mut Tx, principal: &Principal) -> Result<Names, ServerFnError> {
+    let shops = powertab_core::property::shops(tx, principal, &Default::default())
+        .await
+        .map_err(read_err)?
+        .into_iter()
+        .map(|s| {
+            (
+                s.id,
+                format!("{} · {} {}", s.building_name, s.number, s.name),
+            )
+        })
+        .collect();
+    let plans = powertab_core::tariffs::list(tx, principal)
+        .await
+        .map_err(read_err)?
+        .into_iter()
+        .map(|p| (p.id, p.name))
+        .collect();
+    Ok(Names { shops, plans })
+}
+
+fn sorted(map: &HashMap<Uuid, String>) -> Vec<(String, String)> {
+    let mut items: Vec<(String, String)> = map
+        .iter()
+        .map(|(id, name)| (id.to_string(), name.clone()))
+        .collect();
+    items.sort_by(|a, b| a.1.cmp(&b.1));
+    items
+}
+
+fn meter_row(m: &Meter, names: &Names) -> MeterRow {
+    let lookup = |map: &HashMap<Uuid, String>, id: Option<Uuid>| {
+        id.and_then(|id| map.get(&id).cloned()).unwrap_or_default()
+    };
+    MeterRow {
+        id: m.id.to_string(),
+        meter_number: m.meter_number.clone(),
+        model: m.model.clone(),
+        gateway: m.gateway_identity.clone(),
+        gateway_id: m.gateway_id.to_string(),
+        bus: m.bus_number,
+        address: m.address.clone(),
+        prepayment_mode: m.prepayment_mode.clone(),
+        role: m.role.clone(),
+        status: m.status.clone(),
+        shop: lookup(&names.shops, m.shop_id),
+        plan: lookup(&names.plans, m.tariff_plan_id),
+    }
+}
+
+pub async fn list_meters(
+    q: String,
+    model: String,
+    mode: String,
+    status: String,
+    building: String,
+    cursor: String,
+) -> Result<MeterListView, ServerFnError> {
+    let (principal, mut tx) = read_session().await?;
+    let filter = MeterFilter {
+        q: non_empty(q),
+        model: non_empty(model),
+        prepayment_mode: non_empty(mode),
+        // Active meters unless the page asks for removed ones (or all with `any`).
+        status: match status.as_str() {
+            "" => Some("active".into()),
+            "any" => None,
+            other => Some(other.to_owned()),
+        },
+        building_id: building.parse().ok(),
+        cursor: non_empty(cursor),
+        limit: Some(100),
+        ..Default::default()
+    };
+    let page = field::meters_page(&mut tx, &principal, &filter)
+        .await
+        .map_err(read_err)?;
+    let names = names(&mut tx, &principal).await?;
+    let buildings = powertab_core::property::tree(&mut tx, &principal)
+        .await
+        .map_err(read_err)?
+        .into_iter()
+        .map(|b| (b.id.to_string(), b.name))
+        .collect();
+    let buses = field::list_gateways(&mut tx, &principal)
+        .await
+        .map_err(read_err)?
+        .into_iter()
+        .flat_map(|g| {
+            g.buses.into_iter().map(move |b| {
+                (
+                    b.id.to_string(),
+                    format!("{} · {} ({})", g.identity, b.number, b.protocol),
+                )
+            })
+        })
+        .collect();
+    Ok(MeterListView {
+        items: page.items.iter().map(|m| meter_row(m, &names)).collect(),
+        next_cursor: page.next_cursor,
+        buildings,
+        plans: sorted(&names.plans),
+        buses,
+        shops: sorted(&names.shops),
+    })
+}
+
+fn yuan(fen: Option<i64>) -> String {
+    fen.map(|f| AmountFen::from_fen(f).to_string())
+        .unwrap_or_default()
+}
+
+pub async fn get_meter(id: String) -> Result<MeterDetailView, ServerFnError> {
+    let (principal, mut tx) = read_session().await?;
+    let not_found = || read_err(powertab_core::CoreError::NotFound("meter"));
+    let id: Uuid = id.parse().map_err(|_| not_found())?;
+    let m = field::meter(&mut tx, &principal, id)
+        .await
+        .map_err(read_err)?;
+    let names = names(&mut tx, &principal).await?;
+    let defaults = powertab_core::settings::get(&mut tx, &principal)
+        .await
+        .map_err(read_err)?;
+    let tz = company_tz(&principal);
+    let history = field_changes::meter_history(&mut tx, &principal, id)
+        .await
+        .map_err(read_err)?
+        .into_iter()
+        .map(|s| SwapView {
+            at: local_time(s.swapped_at, &tz),
+            old_meter_id: s.old_meter_id.to_string(),
+            old_meter_number: s.old_meter_number,
+            new_meter_id: s.new_meter_id.to_string(),
+            new_meter_number: s.new_meter_number,
+            old_final_kwh: format_wh_as_kwh(s.old_final_energy_wh),
+            new_initial_kwh: format_wh_as_kwh(s.new_initial_energy_wh),
+            reason: s.reason,
+        })
+        .collect();
+    let feeder_filter = MeterFilter {
+        status: Some("active".into()),
+        ..Default::default()
+    };
+    let all = field::meters(&mut tx, &principal, &feeder_filter)
+        .await
+        .map_err(read_err)?;
+    let parent_number = m
+        .parent_id
+        .and_then(|p| all.iter().find(|f| f.id == p))
+        .map(|f| f.meter_number.clone())
+        .unwrap_or_default();
+    let feeders = all
+        .iter()
+        .filter(|f| f.role == "main" && f.id != m.id)
+        .map(|f| (f.id.to_string(), f.meter_number.clone()))
+        .collect();
+    Ok(MeterDetailView {
+        row: meter_row(&m, &names),
+        bus_id: m.bus_id.to_string(),
+        ct_ratio: m.ct_ratio,
+        pt_ratio: m.pt_ratio,
+        shop_id: m.shop_id.map(|s| s.to_string()).unwrap_or_default(),
+        plan_id: m.tariff_plan_id.map(|s| s.to_string()).unwrap_or_default(),
+        parent_id: m.parent_id.map(|s| s.to_string()).unwrap_or_default(),
+        parent_number,
+        alarm1: yuan(m.alarm1_fen),
+        alarm2: yuan(m.alarm2_fen),
+        default_alarm1: yuan(Some(defaults.alarm1_fen)),
+        default_alarm2: yuan(Some(defaults.alarm2_fen)),
+        install_date: m.install_date.map(|d| d.to_string()).unwrap_or_default(),
+        initial_kwh: format_wh_as_kwh(m.initial_energy_wh),
+        removed_at: m.removed_at.map(|t| local_time(t, &tz)).unwrap_or_default(),
+        final_kwh: m.final_energy_wh.map(format_wh_as_kwh).unwrap_or_default(),
+        history,
+        plans: sorted(&names.plans),
+        shops: sorted(&names.shops),
+        feeders,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Form parsing
+
+fn parse_int(text: &str, field: &str) -> Result<Option<i32>, UiError> {
+    match text.trim() {
+        "" => Ok(None),
+        t => t.parse().map(Some).map_err(|_| field_error(field)),
+    }
+}
+
+fn parse_id(text: &str, field: &str) -> Result<Option<Uuid>, UiError> {
+    match text.trim() {
+        "" | "none" => Ok(None),
+        t => t.parse().map(Some).map_err(|_| field_error(field)),
+    }
+}
+
+fn parse_fen(text: &str, field: &str) -> Result<Option<i64>, UiError> {
+    match text.trim() {
+        "" => Ok(None),
+        t => parse_hundredths(t)
+            .map(Some)
+            .map_err(|_| field_error(field)),
+    }
+}
+
+fn parse_wh(text: &str, field: &str) -> Result<Option<i64>, UiError> {
+    match text.trim() {
+        "" => Ok(None),
+        t => parse_kwh_as_wh(t).map(Some).map_err(|_| field_error(field)),
+    }
+}
+
+/// The filled-in rows of a bus form (rows without a port number are unused).
+fn bus_inputs(rows: &[BusForm]) -> Result<Vec<BusInput>, UiError> {
+    rows.iter()
+        .enumerate()
+        .filter(|(_, r)| !r.number.trim().is_empty())
+        .map(|(i, r)| {
+            let key = |f: &str| format!("buses.{i}.{f}");
+            Ok(BusInput {
+                number: parse_int(&r.number, &key("number"))?.unwrap_or(0),
+                protocol: r.protocol.clone(),
+                baud: parse_int(&r.baud, &key("baud"))?,
+                parity: non_empty(r.parity.clone()),
+                stop_bits: parse_int(&r.stop_bits, &key("stop_bits"))?,
+                gap_ms: parse_int(&r.gap_ms, &key("gap_ms"))?,
+                timeout_ms: parse_int(&r.timeout_ms, &key("timeout_ms"))?,
+                tcp_port: parse_int(&r.tcp_port, &key("tcp_port"))?,
+            })
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Gateway changes
+
+pub async fn create_gateway(
+    csrf: String,
+    identity: String,
+    kind: String,
+    mqtt_password: String,
+    form: GatewayForm,
+    buses: Vec<BusForm>,
+) -> Result<(), ServerFnError> {
+    let result = async {
+        let (principal, mut tx) = session_for_change(&csrf).await?;
+        let input = GatewayInput {
+            identity,
+            name: form.name,
+            kind,
+            registration: form.registration,
+            registration_is_hex: form.registration_is_hex.is_some(),
+            registration_repeats: form.registration_repeats.is_some(),
+            heartbeat: form.heartbeat,
+            heartbeat_is_hex: form.heartbeat_is_hex.is_some(),
+            host: form.host,
+            mqtt_password,
+            buses: bus_inputs(&buses)?,
+        };
+        let created = field::create_gateway(&mut tx, &principal, &input).await?;
+        tx.commit().await?;
+        Ok(format!("/gateways/{}?ok=common.saved", created.id))
+    }
+    .await;
+    finish(result)
+}
+
+pub async fn update_gateway(
+    csrf: String,
+    id: String,
+    form: GatewayForm,
+) -> Result<(), ServerFnError> {
+    let result = async {
+        let (principal, mut tx) = session_for_change(&csrf).await?;
+        let id: Uuid = id.parse().map_err(|_| ui("not_found"))?;
+        let before = field::gateway(&mut tx, &principal, id).await?;
+        let patch = GatewayPatch {
+            name: Some(form.name),
+            registration: (before.kind == "dtu").then_some(form.registration),
+            registration_is_hex: form.registration_is_hex.is_some(),
+            registration_repeats: Some(form.registration_repeats.is_some()),
+            heartbeat: Some(form.heartbeat),
+            heartbeat_is_hex: form.heartbeat_is_hex.is_some(),
+            host: (before.kind == "modbus_tcp").then_some(form.host),
+        };
+        field::update_gateway(&mut tx, &principal, id, &patch).await?;
+        tx.commit().await?;
+        Ok(format!("/gateways/{id}?ok=common.saved"))
+    }
+    .await;
+    finish(result)
+}
+
+pub async fn set_buses(csrf: String, id: String, buses: Vec<BusForm>) -> Result<(), ServerFnError> {
+    let result = async {
+        let (principal, mut tx) = session_for_change(&csrf).await?;
+        let id: Uuid = id.parse().map_err(|_| ui("not_found"))?;
+        let input = BusesInput {
+            buses: bus_inputs(&buses)?,
+        };
+        field_changes::set_buses(&mut tx, &principal, id, &input).await?;
+        tx.commit().await?;
+        Ok(format!("/gateways/{id}?ok=common.saved"))
+    }
+    .await;
+    finish(result)
+}
+
+pub async fn gateway_status(csrf: String, id: String, action: String) -> Result<(), ServerFnError> {
+    let result = async {
+        let (principal, mut tx) = session_for_change(&csrf).await?;
+        let id: Uuid = id.parse().map_err(|_| ui("not_found"))?;
+        let next = match action.as_str() {
+            "enable" | "suspend" => {
+                field::set_gateway_status(&mut tx, &principal, id, action == "enable").await?;
+                format!("/gateways/{id}?ok=common.saved")
+            }
+            "remove" => {
+                field_changes::remove_gateway(&mut tx, &principal, id).await?;
+                "/gateways?ok=gateways.removed".to_owned()
+            }
+            _ => return Err(field_error("action")),
+        };
+        tx.commit().await?;
+        Ok(next)
+    }
+    .await;
+    finish(result)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Meter changes
+
+pub async fn create_meter(csrf: String, form: MeterForm) -> Result<(), ServerFnError> {
+    let result = async {
+        let (principal, mut tx) = session_for_change(&csrf).await?;
+        let input = field::MeterInput {
+            bus_id: parse_id(&form.bus_id, "bus_id")?.ok_or_else(|| field_error("bus_id"))?,
+            model: form.model,
+            address: form.address,
+            meter_number: form.meter_number,
+            ct_ratio: parse_int(&form.ct_ratio, "ct_ratio")?,
+            pt_ratio: parse_int(&form.pt_ratio, "pt_ratio")?,
+            prepayment_mode: non_empty(form.prepayment_mode),
+            role: non_empty(form.role),
+            parent_id: parse_id(&form.parent_id, "parent_id")?,
+            shop_id: parse_id(&form.shop_id, "shop_id")?,
+            tariff_plan_id: parse_id(&form.plan_id, "tariff_plan_id")?,
+            alarm1_fen: parse_fen(&form.alarm1, "alarm1_fen")?,
+            alarm2_fen: parse_fen(&form.alarm2, "alarm2_fen")?,
+            install_date: match form.install_date.trim() {
+                "" => None,
+                d => Some(d.parse().map_err(|_| field_error("install_date"))?),
+            },
+            initial_energy_wh: parse_wh(&form.initial_kwh, "initial_energy_wh")?,
+            dlt645_password: form.dlt645_password,
+            dlt645_operator: form.dlt645_operator,
+            accept_crowded_bus: form.accept_crowded_bus.is_some(),
+        };
+        let created = field::create_meter(&mut tx, &principal, &input).await?;
+        tx.commit().await?;
+        Ok(format!("/meters/{}?ok=common.saved", created.id))
+    }
+    .await;
+    finish(result)
+}
+
+/// A meter edit: every field of the form is the meter's new value (empty clears).
+pub async fn update_meter(csrf: String, id: String, form: MeterForm) -> Result<(), ServerFnError> {
+    let result = async {
+        let (principal, mut tx) = session_for_change(&csrf).await?;
+        let id: Uuid = id.parse().map_err(|_| ui("not_found"))?;
+        let patch = field::MeterPatch {
+            ct_ratio: parse_int(&form.ct_ratio, "ct_ratio")?,
+            pt_ratio: parse_int(&form.pt_ratio, "pt_ratio")?,
+            prepayment_mode: non_empty(form.prepayment_mode),
+            role: non_empty(form.role),
+            parent_id: Some(parse_id(&form.parent_id, "parent_id")?),
+            shop_id: Some(parse_id(&form.shop_id, "shop_id")?),
+            tariff_plan_id: Some(parse_id(&form.plan_id, "tariff_plan_id")?),
+            alarm1_fen: Some(parse_fen(&form.alarm1, "alarm1_fen")?),
+            alarm2_fen: Some(parse_fen(&form.alarm2, "alarm2_fen")?),
+        };
+        field::update_meter(&mut tx, &principal, id, &patch).await?;
+        tx.commit().await?;
+        Ok(format!("/meters/{id}?ok=common.saved"))
+    }
+    .await;
+    finish(result)
+}
+
+pub async fn swap_meter(csrf: String, id: String, form: SwapForm) -> Result<(), ServerFnError> {
+    let result = async {
+        let (principal, mut tx) = session_for_change(&csrf).await?;
+        let id: Uuid = id.parse().map_err(|_| ui("not_found"))?;
+        let input = MeterSwapInput {
+            meter_number: form.meter_number,
+            model: non_empty(form.model),
+            address: non_empty(form.address),
+            old_final_energy_wh: parse_wh(&form.old_final_kwh, "old_final_energy_wh")?
+                .ok_or_else(|| field_error("old_final_energy_wh"))?,
+            new_initial_energy_wh: parse_wh(&form.new_initial_kwh, "new_initial_energy_wh")?
+                .unwrap_or(0),
+            swapped_at: None,
+            reason: form.reason,
+            dlt645_password: String::new(),
+            dlt645_operator: String::new(),
+        };
+        let swapped = field_changes::swap_meter(&mut tx, &principal, id, &input).await?;
+        tx.commit().await?;
+        Ok(format!("/meters/{}?ok=meters.swapped", swapped.new.id))
+    }
+    .await;
+    finish(result)
+}
+
+pub async fn remove_meter(
+    csrf: String,
+    id: String,
+    final_kwh: String,
+    reason: String,
+) -> Result<(), ServerFnError> {
+    let result = async {
+        let (principal, mut tx) = session_for_change(&csrf).await?;
+        let id: Uuid = id.parse().map_err(|_| ui("not_found"))?;
+        let input = MeterRemoval {
+            final_energy_wh: parse_wh(&final_kwh, "final_energy_wh")?
+                .ok_or_else(|| field_error("final_energy_wh"))?,
+            removed_at: None,
+            reason,
+        };
+        field_changes::remove_meter(&mut tx, &principal, id, &input).await?;
+        tx.commit().await?;
+        Ok(format!("/meters/{id}?ok=common.saved"))
+    }
+    .await;
+    finish(result)
+}
+
+pub async fn bulk_meters(
+    csrf: String,
+    meter_ids: Vec<String>,
+    plan_id: String,
+    alarm1: String,
+    alarm2: String,
+    prepayment_mode: String,
+) -> Result<(), ServerFnError> {
+    let result = async {
+        let (principal, mut tx) = session_for_change(&csrf).await?;
+        let meter_ids = meter_ids
+            .iter()
+            .map(|id| id.parse().map_err(|_| field_error("meter_ids")))
+            .collect::<Result<Vec<Uuid>, UiError>>()?;
+        let patch = field::MeterPatch {
+            tariff_plan_id: match plan_id.trim() {
+                "" => None,
+                other => Some(parse_id(other, "tariff_plan_id")?),
+            },
+            alarm1_fen: parse_fen(&alarm1, "alarm1_fen")?.map(Some),
+            alarm2_fen: parse_fen(&alarm2, "alarm2_fen")?.map(Some),
+            prepayment_mode: non_empty(prepayment_mode),
+            ..Default::default()
+        };
+        let change = field::BulkMeterChange { meter_ids, patch };
+        let report = field::bulk_update(&mut tx, &principal, &change).await?;
+        if !report.committed {
+            // Nothing was kept: say which meters and fields stopped it.
+            return Err(UiError {
+                code: "validation_failed".into(),
+                fields: report.errors.iter().map(|(_, f, _)| f.clone()).collect(),
+                detail: Some(
+                    report
+                        .errors
+                        .iter()
+                        .map(|(id, f, m)| format!("{id} {f}: {m}"))
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                ),
+            });
+        }
+        tx.commit().await?;
+        Ok(format!("/meters?ok=meters.bulk_done&n={}", report.updated))
+    }
+    .await;
+    finish(result)
+}

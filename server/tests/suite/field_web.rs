@@ -1,0 +1,385 @@
+//! The field and setup pages used as a person without JavaScript uses them: plain form posts
+//! with the CSRF field, answered by redirects. Covers the nested form names (`buses[0][number]`,
+//! `meter_ids[3]`, `seasons[1][from]`) that the server function decoder must read.
+
+use crate::helpers::{spawn_app, TestApp, PASSWORD};
+use crate::web::{browser_like, csrf_of, page, post_form};
+use reqwest::StatusCode;
+use serde_json::Value;
+
+async fn logged_in(app: &TestApp) -> (reqwest::Client, String) {
+    app.company_with_admin("acme").await;
+    let client = browser_like();
+    let (status, _) = post_form(
+        app,
+        &client,
+        "/login",
+        "/sfn/login",
+        &[
+            ("company", "acme"),
+            ("username", "boss"),
+            ("password", PASSWORD),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::FOUND);
+    let csrf = csrf_of(&page(app, &client, "/gateways").await);
+    (client, csrf)
+}
+
+/// (port, baud, parity) of the buses in use.
+async fn buses(app: &TestApp) -> Vec<(i32, i32, String)> {
+    sqlx::query_as(
+        "select number, baud, parity from c_1.buses where removed_at is null order by number",
+    )
+    .fetch_all(&app.db.pool)
+    .await
+    .unwrap()
+}
+
+/// The id in a redirect like `/meters/<id>?ok=…`.
+fn id_in(location: &str, prefix: &str) -> String {
+    location
+        .strip_prefix(prefix)
+        .and_then(|rest| rest.split('?').next())
+        .unwrap_or_else(|| panic!("{location} does not start with {prefix}"))
+        .to_owned()
+}
+
+#[tokio::test]
+async fn gateways_buses_and_meters_are_managed_with_plain_forms() {
+    let app = spawn_app().await;
+    let (client, csrf) = logged_in(&app).await;
+    let (status, location) = post_form(
+        &app,
+        &client,
+        "/gateways",
+        "/sfn/gateway_create",
+        &[
+            ("csrf", &csrf),
+            ("identity", "dtu-web-1"),
+            ("kind", "dtu"),
+            ("name", "B1 配电房"),
+            ("registration", "PT-0001"),
+            ("heartbeat", "fe"),
+            ("heartbeat_is_hex", "on"),
+            ("buses[0][number]", "1"),
+            ("buses[0][protocol]", "modbus_rtu"),
+            ("buses[0][baud]", ""),
+            ("buses[1][number]", ""),
+            ("buses[1][protocol]", "dlt645"),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::FOUND);
+    let gateway_id = id_in(&location, "/gateways/");
+    let detail = page(&app, &client, &location).await;
+    assert!(detail.contains("dtu-web-1") && detail.contains("buses-form"));
+    assert_eq!(
+        buses(&app).await,
+        vec![(1, 9600, "N".into())],
+        "one bus, Modbus defaults"
+    );
+
+    // Add port 2 (DL/T 645) in the bus editor.
+    let (_, location) = post_form(
+        &app,
+        &client,
+        &format!("/gateways/{gateway_id}"),
+        "/sfn/gateway_buses",
+        &[
+            ("csrf", &csrf),
+            ("id", &gateway_id),
+            ("buses[0][number]", "1"),
+            ("buses[0][protocol]", "modbus_rtu"),
+            ("buses[1][number]", "2"),
+            ("buses[1][protocol]", "dlt645"),
+        ],
+    )
+    .await;
+    assert!(location.contains("ok="), "{location}");
+    assert_eq!(
+        buses(&app).await,
+        vec![(1, 9600, "N".into()), (2, 2400, "E".into())]
+    );
+
+    // Two meters on port 1; the meter form takes kWh and yuan.
+    let meters = page(&app, &client, "/meters").await;
+    let bus_id = meters
+        .split("name=\"bus_id\"")
+        .nth(1)
+        .and_then(|rest| rest.split("value=\"").nth(1))
+        .and_then(|rest| rest.split('"').next())
+        .expect("the add-meter form offers the bus")
+        .to_owned();
+    let mut meter_ids = vec![];
+    for (address, number) in [("1", "7001"), ("2", "7002")] {
+        let (_, location) = post_form(
+            &app,
+            &client,
+            "/meters",
+            "/sfn/meter_create",
+            &[
+                ("csrf", &csrf),
+                ("bus_id", &bus_id),
+                ("model", "dtsy1352"),
+                ("address", address),
+                ("meter_number", number),
+                ("initial_kwh", "12.5"),
+                ("prepayment_mode", "platform"),
+                ("role", "shop"),
+            ],
+        )
+        .await;
+        meter_ids.push(id_in(&location, "/meters/"));
+    }
+    // A bad alarm pair names its fields and keeps nothing.
+    let (_, location) = post_form(
+        &app,
+        &client,
+        "/meters",
+        "/sfn/meter_bulk",
+        &[
+            ("csrf", &csrf),
+            ("meter_ids[0]", &meter_ids[0]),
+            ("alarm1", "1"),
+            ("alarm2", "5"),
+        ],
+    )
+    .await;
+    assert!(
+        location.contains("error=validation_failed") && location.contains("alarm1_fen"),
+        "{location}"
+    );
+    // Ticked boxes arrive with gaps in their indexes (unticked rows send nothing).
+    let (_, location) = post_form(
+        &app,
+        &client,
+        "/meters",
+        "/sfn/meter_bulk",
+        &[
+            ("csrf", &csrf),
+            ("meter_ids[0]", &meter_ids[0]),
+            ("meter_ids[3]", &meter_ids[1]),
+            ("alarm1", "50"),
+            ("alarm2", "10.5"),
+        ],
+    )
+    .await;
+    assert!(location.contains("ok=meters.bulk_done"), "{location}");
+    let alarms: Vec<(Option<i64>, Option<i64>, i64)> = sqlx::query_as(
+        "select alarm1_fen, alarm2_fen, initial_energy_wh from c_1.meters order by meter_number",
+    )
+    .fetch_all(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        alarms,
+        vec![
+            (Some(5000), Some(1050), 12_500),
+            (Some(5000), Some(1050), 12_500)
+        ]
+    );
+
+    // Swap the first meter; the new meter's page shows the history.
+    let (_, location) = post_form(
+        &app,
+        &client,
+        &format!("/meters/{}", meter_ids[0]),
+        "/sfn/meter_swap",
+        &[
+            ("csrf", &csrf),
+            ("id", &meter_ids[0]),
+            ("meter_number", "7101"),
+            ("old_final_kwh", "345.67"),
+            ("new_initial_kwh", "0.01"),
+            ("reason", "烧坏"),
+        ],
+    )
+    .await;
+    assert!(location.contains("ok=meters.swapped"), "{location}");
+    let new_page = page(&app, &client, &location).await;
+    let history = new_page
+        .split("id=\"swap-history\"")
+        .nth(1)
+        .expect("a history table");
+    assert!(
+        history.contains("7001")
+            && history.contains("345.67")
+            && history.contains("0.01")
+            && history.contains("烧坏")
+    );
+
+    // The gateway cannot go while it carries meters; the flash says why.
+    let (_, location) = post_form(
+        &app,
+        &client,
+        &format!("/gateways/{gateway_id}"),
+        "/sfn/gateway_status",
+        &[("csrf", &csrf), ("id", &gateway_id), ("action", "remove")],
+    )
+    .await;
+    assert!(
+        location.contains("error=conflict") && location.contains("detail="),
+        "{location}"
+    );
+}
+
+#[tokio::test]
+async fn settings_calendar_seasonal_tiered_plans_and_the_preview() {
+    let app = spawn_app().await;
+    let (client, csrf) = logged_in(&app).await;
+    let (_, location) = post_form(
+        &app,
+        &client,
+        "/settings",
+        "/sfn/settings_save",
+        &[
+            ("csrf", &csrf),
+            ("alarm1", "30"),
+            ("alarm2", "10"),
+            ("overdraft_limit", "5"),
+            ("restore_level", "1"),
+            ("quiet_start", "22:00"),
+            ("quiet_end", "07:30"),
+            ("no_trip_on_holidays", "on"),
+            ("arrears_cap", "200"),
+        ],
+    )
+    .await;
+    assert!(location.contains("ok="), "{location}");
+    let (_, location) = post_form(
+        &app,
+        &client,
+        "/settings",
+        "/sfn/settings_save",
+        &[
+            ("csrf", &csrf),
+            ("alarm1", "5"),
+            ("alarm2", "10"),
+            ("overdraft_limit", "5"),
+            ("restore_level", "1"),
+            ("arrears_cap", "200"),
+        ],
+    )
+    .await;
+    assert!(
+        location.contains("alarm1_fen"),
+        "alarm 1 below alarm 2 is refused: {location}"
+    );
+    let (_, location) = post_form(
+        &app,
+        &client,
+        "/settings",
+        "/sfn/calendar_set",
+        &[
+            ("csrf", &csrf),
+            ("day", "2027-10-01"),
+            ("kind", "holiday"),
+            ("name", "国庆节"),
+        ],
+    )
+    .await;
+    assert_eq!(location, "/settings?year=2027&ok=common.saved");
+    let settings = page(&app, &client, &location).await;
+    assert!(
+        settings.contains("07:30")
+            && settings.contains("2027-10-01")
+            && settings.contains("国庆节")
+    );
+
+    // A plan with a summer season, monthly tiers and a monthly fee.
+    let (_, location) = post_form(
+        &app,
+        &client,
+        "/tariffs",
+        "/sfn/plan_create",
+        &[
+            ("csrf", &csrf),
+            ("name", "夏季尖峰"),
+            ("description", ""),
+            ("effective", "2020-01-01"),
+            ("price_sharp", "1.6"),
+            ("price_peak", "1.2"),
+            ("price_flat", "0.8"),
+            ("price_valley", "0.4"),
+            ("seasons[0][from]", "07-01"),
+            ("seasons[0][to]", "08-31"),
+            (
+                "seasons[0][schedule]",
+                "00:00 谷, 08:00 平, 12:00 尖, 14:00 峰, 22:00 谷",
+            ),
+            ("seasons[1][from]", "09-01"),
+            ("seasons[1][to]", "06-30"),
+            (
+                "seasons[1][schedule]",
+                "00:00 谷, 08:00 平, 18:00 峰, 22:00 谷",
+            ),
+            ("tier_basis", "monthly"),
+            ("tiers[0][from_kwh]", "0"),
+            ("tiers[0][kind]", "add_on"),
+            ("tiers[0][price]", "0"),
+            ("tiers[1][from_kwh]", "240"),
+            ("tiers[1][kind]", "add_on"),
+            ("tiers[1][price]", "0.05"),
+            ("fees[0][amount]", "20"),
+            ("fees[0][per]", "month"),
+        ],
+    )
+    .await;
+    assert!(location.contains("ok="), "{location}");
+    let (_, flat_location) = post_form(
+        &app,
+        &client,
+        "/tariffs",
+        "/sfn/plan_create",
+        &[
+            ("csrf", &csrf),
+            ("name", "平价"),
+            ("description", ""),
+            ("effective", "2020-01-01"),
+            ("price_flat", "0.9"),
+        ],
+    )
+    .await;
+    assert!(flat_location.contains("ok="), "{flat_location}");
+    let plans: Vec<(String, Value)> = sqlx::query_as(
+        "select p.name, v.body from c_1.tariff_plans p join c_1.tariff_versions v on v.plan_id = p.id order by p.name",
+    )
+    .fetch_all(&app.db.pool)
+    .await
+    .unwrap();
+    let seasonal = &plans.iter().find(|(n, _)| n == "夏季尖峰").unwrap().1;
+    assert_eq!(seasonal["seasons"].as_array().unwrap().len(), 2);
+    assert_eq!(seasonal["tiers"]["tiers"][1]["from_wh"], 240_000);
+    assert_eq!(seasonal["fees"][0]["amount_fen"], 2000);
+    let tariffs = page(&app, &client, "/tariffs").await;
+    assert!(
+        tariffs.contains("240 kWh") && tariffs.contains("20.00"),
+        "tiers and fees are shown"
+    );
+
+    // Preview: 10 days of a restaurant at 100 kWh a day under both plans.
+    let ids: Vec<(String, String)> =
+        sqlx::query_as("select id::text, name from c_1.tariff_plans order by name")
+            .fetch_all(&app.db.pool)
+            .await
+            .unwrap();
+    let id_of = |name: &str| ids.iter().find(|(_, n)| n == name).unwrap().0.clone();
+    let preview = page(&app, &client, &format!(
+        "/tariffs/preview?plan_a={}&plan_b={}&profile=restaurant&daily_kwh=100&start=2026-07-01&days=10",
+        id_of("平价"), id_of("夏季尖峰"),
+    ))
+    .await;
+    let results = preview
+        .split("id=\"preview-results\"")
+        .nth(1)
+        .expect("results");
+    // Flat: 1,000 kWh at 0.90 = 900.00 yuan exactly.
+    assert!(results.contains("900.00"), "{results}");
+    assert!(results.contains("1000"), "{results}");
+    assert!(
+        results.contains("+"),
+        "the seasonal plan's difference is shown: {results}"
+    );
+}
