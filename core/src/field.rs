@@ -202,21 +202,36 @@ pub async fn list_gateways(
     Ok(gateways)
 }
 
+/// Filters and paging of the gateway list.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct GatewayFilter {
+    /// `enabled` or `suspended`; both when absent.
+    pub status: Option<String>,
+    /// `dtu`, `modbus_tcp` or `mqtt`.
+    pub kind: Option<String>,
+    pub cursor: Option<String>,
+    pub limit: Option<i64>,
+}
+
 /// One page of gateways, newest first (`limit` ≤ 500, opaque `cursor`).
 pub async fn gateways_page(
     conn: &mut PgConnection,
     principal: &Principal,
-    cursor: Option<&str>,
-    limit: Option<i64>,
+    filter: &GatewayFilter,
 ) -> CoreResult<crate::page::Page<Gateway>> {
     principal.require_read_company()?;
-    let limit = crate::page::limit(limit)?;
-    let cursor = crate::page::decode_cursor(cursor)?;
+    let limit = crate::page::limit(filter.limit)?;
+    let cursor = crate::page::decode_cursor(filter.cursor.as_deref())?;
+    let non_empty = |v: &Option<String>| v.clone().filter(|v| !v.is_empty());
     let ids: Vec<Uuid> = sqlx::query_scalar(
-        "select id from gateways where status <> 'removed' and ($1::uuid is null or id < $1) order by id desc limit $2",
+        "select id from gateways where status <> 'removed' and ($1::uuid is null or id < $1)
+             and ($3::text is null or status = $3) and ($4::text is null or kind = $4)
+         order by id desc limit $2",
     )
     .bind(cursor)
     .bind(limit + 1)
+    .bind(non_empty(&filter.status))
+    .bind(non_empty(&filter.kind))
     .fetch_all(&mut *conn)
     .await?;
     let mut gateways = Vec::with_capacity(ids.len());

@@ -54,17 +54,17 @@ pub async fn list_gateways(
     cursor: String,
 ) -> Result<PageView<GatewayView>, ServerFnError> {
     let (principal, mut tx) = read_session().await?;
-    let page = field::gateways_page(&mut tx, &principal, non_empty(cursor).as_deref(), Some(50))
+    let filter = field::GatewayFilter {
+        status: non_empty(status),
+        kind: None,
+        cursor: non_empty(cursor),
+        limit: Some(50),
+    };
+    let page = field::gateways_page(&mut tx, &principal, &filter)
         .await
         .map_err(read_err)?;
-    let status = non_empty(status);
     Ok(PageView {
-        items: page
-            .items
-            .into_iter()
-            .filter(|g| status.as_deref().is_none_or(|s| g.status == s))
-            .map(gateway_view)
-            .collect(),
+        items: page.items.into_iter().map(gateway_view).collect(),
         next_cursor: page.next_cursor,
     })
 }

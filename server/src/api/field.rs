@@ -9,8 +9,8 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;
 use powertab_core::field::{
-    self, BulkMeterChange, BulkReport, Gateway, GatewayInput, GatewayPatch, Meter, MeterFilter,
-    MeterInput, MeterPatch,
+    self, BulkMeterChange, BulkReport, Gateway, GatewayFilter, GatewayInput, GatewayPatch, Meter,
+    MeterFilter, MeterInput, MeterPatch,
 };
 use powertab_core::field_changes::{
     self, BusesInput, MeterRemoval, MeterSwap, MeterSwapInput, SwapResult,
@@ -51,29 +51,17 @@ pub struct MeterList {
     pub next_cursor: Option<String>,
 }
 
+/// Gateways filtered by `status` and `kind`, newest first, paged with `limit` and `cursor`.
 #[utoipa::path(get, path = "/api/v1/gateways", tag = "field", responses((status = 200, body = GatewayList)))]
 async fn list_gateways(
     mut session: Session,
-    ApiQuery(page): ApiQuery<PageQuery>,
+    ApiQuery(filter): ApiQuery<GatewayFilter>,
 ) -> ApiResult<Json<GatewayList>> {
-    let page = field::gateways_page(
-        &mut session.tx,
-        &session.principal,
-        page.cursor.as_deref(),
-        page.limit,
-    )
-    .await?;
+    let page = field::gateways_page(&mut session.tx, &session.principal, &filter).await?;
     Ok(Json(GatewayList {
         items: page.items,
         next_cursor: page.next_cursor,
     }))
-}
-
-/// `?cursor=&limit=` of paged lists.
-#[derive(Debug, serde::Deserialize)]
-struct PageQuery {
-    cursor: Option<String>,
-    limit: Option<i64>,
 }
 
 /// Add a gateway (DTU, Modbus-TCP or MQTT) with its buses; its identity is unique platform-wide.

@@ -342,3 +342,48 @@ async fn a_feeder_with_sub_meters_is_not_removed() {
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
 }
+
+#[tokio::test]
+async fn the_gateway_list_filters_by_status_and_kind() {
+    let app = spawn_app().await;
+    let (_, admin) = app.company_with_admin("acme").await;
+    let (_, a) = app
+        .post("/api/v1/gateways", &admin, dtu("dtu-1", "REG-1"))
+        .await;
+    app.post("/api/v1/gateways", &admin, dtu("dtu-2", "REG-2"))
+        .await;
+    app.post(
+        "/api/v1/gateways",
+        &admin,
+        json!({"identity": "mb-1", "kind": "modbus_tcp", "host": "10.0.0.5",
+        "buses": [{"number": 1, "protocol": "modbus_rtu", "tcp_port": 502}]}),
+    )
+    .await;
+    app.post(
+        &format!("/api/v1/gateways/{}/suspend", a["id"].as_str().unwrap()),
+        &admin,
+        json!({}),
+    )
+    .await;
+    let identities = |list: Value| -> Vec<String> {
+        list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g["identity"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (_, suspended) = app.get("/api/v1/gateways?status=suspended", &admin).await;
+    assert_eq!(identities(suspended), vec!["dtu-1"]);
+    let (_, dtus) = app
+        .get("/api/v1/gateways?kind=dtu&status=enabled", &admin)
+        .await;
+    assert_eq!(identities(dtus), vec!["dtu-2"]);
+    let (_, first) = app.get("/api/v1/gateways?limit=2", &admin).await;
+    assert_eq!(identities(first.clone()), vec!["mb-1", "dtu-2"]);
+    let cursor = first["next_cursor"].as_str().unwrap();
+    let (_, second) = app
+        .get(&format!("/api/v1/gateways?limit=2&cursor={cursor}"), &admin)
+        .await;
+    assert_eq!(identities(second), vec!["dtu-1"]);
+}
