@@ -5,7 +5,8 @@
 #     standard library sources, unpacked into .local/rustc-web, building std itself
 #     (-Zbuild-std, RUSTC_BOOTSTRAP=1).
 #  2. wasm-bindgen-cli at exactly the version in Cargo.lock (cargo install, cached by version).
-#  3. wasm-opt when present (npm package `binaryen`); skipped otherwise.
+#  3. wasm-opt -Oz (about a third of the size): the machine's own, or the npm package
+#     `binaryen` installed once into .local/binaryen when npm is there; skipped otherwise.
 # PT_WASM_FORCE_DEBIAN=1 takes the Debian route even when rustup works (to test it).
 # CARGO_TARGET_DIR is honoured; the bundle always goes to target/site/pkg.
 set -euo pipefail
@@ -54,8 +55,23 @@ log "building the frontend for wasm32"
 mkdir -p target/site/pkg
 "$bindgen" --target web --no-typescript --out-dir target/site/pkg --out-name powertab \
   "$target_dir/wasm32-unknown-unknown/wasm-release/powertab_frontend.wasm"
-if command -v wasm-opt >/dev/null; then
-  wasm-opt -Oz target/site/pkg/powertab_bg.wasm -o target/site/pkg/powertab_bg.wasm || log "wasm-opt failed; keeping the unoptimised file"
+binaryen_version=132.0.0
+wasm_opt=$(command -v wasm-opt || true)
+if [ -z "$wasm_opt" ] && command -v npm >/dev/null; then
+  wasm_opt="$repo/.local/binaryen/node_modules/.bin/wasm-opt"
+  if [ ! -x "$wasm_opt" ]; then
+    log "installing binaryen $binaryen_version from npm (once; cached in .local/)"
+    mkdir -p "$repo/.local/binaryen"
+    npm install --prefix "$repo/.local/binaryen" --no-audit --no-fund "binaryen@$binaryen_version" >&2 || true
+  fi
+fi
+if [ -n "$wasm_opt" ] && [ -x "$wasm_opt" ]; then
+  log "wasm-opt -Oz"
+  "$wasm_opt" -Oz target/site/pkg/powertab_bg.wasm -o target/site/pkg/powertab_bg.opt.wasm &&
+    mv target/site/pkg/powertab_bg.opt.wasm target/site/pkg/powertab_bg.wasm ||
+    log "wasm-opt failed; keeping the unoptimised file"
+else
+  log "no wasm-opt (binaryen): the bundle is about three times larger"
 fi
 true
 log "built target/site/pkg ($(du -h target/site/pkg/powertab_bg.wasm | cut -f1) wasm)"

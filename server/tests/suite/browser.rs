@@ -303,6 +303,9 @@ async fn pages_fit_a_360_px_phone_screen() {
         "/gateways",
         "/meters",
         "/import",
+        "/tariffs",
+        "/tariffs/preview",
+        "/settings",
     ] {
         c.goto(&app.url(path)).await.unwrap();
         text_of(c, "h1").await;
