@@ -5,6 +5,8 @@
 //! (core ← ingest ← server) and the process entry point; the meter-acquisition issue fills it
 //! with DTU, Modbus-TCP and MQTT sessions.
 
+pub mod framing;
+
 use sqlx::PgPool;
 use std::future::Future;
 

@@ -1,0 +1,135 @@
+//! Framers of our own for DTU sockets (DESIGN.md: Ingest, Framing): the reply to the request in
+//! flight is found by protocol rules in whatever bytes arrived, while heartbeats and repeated
+//! registration prefixes ("noise") are dropped wherever they appear, even inside a reply.
+//! Bytes that can never start the reply are reported as discardable, so buffers stay small.
+
+pub mod dlt645;
+pub mod rtu;
+
+/// The request in flight, by protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    Rtu(rtu::Expect),
+    Dlt645(dlt645::Expect),
+}
+
+/// A reply that matched the request in flight.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    Rtu(rtu::Reply),
+    Dlt645(dlt645::Reply),
+}
+
+fn find_raw(buf: &[u8], expect: &Expect) -> Result<(Reply, usize, usize), usize> {
+    match expect {
+        Expect::Rtu(e) => rtu::find_reply(buf, e).map(|(r, s, t)| (Reply::Rtu(r), s, t)),
+        Expect::Dlt645(e) => dlt645::find_reply(buf, e).map(|(r, s, t)| (Reply::Dlt645(r), s, t)),
+    }
+}
+
+/// `buf` without the `noise` patterns, and for each kept byte its index in `buf`.
+fn without_noise(buf: &[u8], noise: &[Vec<u8>]) -> (Vec<u8>, Vec<usize>) {
+    let mut kept = Vec::with_capacity(buf.len());
+    let mut index = Vec::with_capacity(buf.len());
+    let mut i = 0;
+    'outer: while i < buf.len() {
+        for pattern in noise.iter().filter(|p| !p.is_empty()) {
+            if buf[i..].starts_with(pattern) {
+                i += pattern.len();
+                continue 'outer;
+            }
+        }
+        kept.push(buf[i]);
+        index.push(i);
+        i += 1;
+    }
+    (kept, index)
+}
+
+/// Finds the reply to `expect` in `buf`: `Ok((reply, consumed))` with every byte up to the end
+/// of the reply consumed, or `Err(discardable)`: that many leading bytes can be dropped.
+/// The raw bytes are tried first, so a reply whose data happens to contain a heartbeat pattern
+/// is still found; then the bytes without noise.
+pub fn find(buf: &[u8], expect: &Expect, noise: &[Vec<u8>]) -> Result<(Reply, usize), usize> {
+    let raw_keep = match find_raw(buf, expect) {
+        Ok((reply, _, end)) => return Ok((reply, end)),
+        Err(keep) => keep,
+    };
+    if noise.iter().all(Vec::is_empty) {
+        return Err(raw_keep);
+    }
+    let (clean, index) = without_noise(buf, noise);
+    match find_raw(&clean, expect) {
+        Ok((reply, _, end)) => Ok((reply, index[end - 1] + 1)),
+        Err(keep) => {
+            let keep_in_buf = index.get(keep).copied().unwrap_or(buf.len());
+            // A noise pattern cut in two at the end of `buf` must be kept whole.
+            let longest = noise.iter().map(Vec::len).max().unwrap_or(0);
+            Err(raw_keep
+                .min(keep_in_buf)
+                .min(buf.len().saturating_sub(longest.saturating_sub(1))))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registers_reply(address: u8, values: &[u16]) -> Vec<u8> {
+        let mut f = vec![address, 0x03, (values.len() * 2) as u8];
+        for v in values {
+            f.extend_from_slice(&v.to_be_bytes());
+        }
+        let crc = rtu::crc16(&f);
+        f.extend_from_slice(&crc.to_le_bytes());
+        f
+    }
+
+    #[test]
+    fn a_heartbeat_inside_a_reply_is_dropped() {
+        let (_, expect) = rtu::read_holding(5, 0x0200, 3);
+        let expect = Expect::Rtu(expect);
+        let reply = registers_reply(5, &[1, 2, 3]);
+        let heartbeat = b"HB".to_vec();
+        let mut buf = heartbeat.clone();
+        buf.extend_from_slice(&reply[..4]);
+        buf.extend_from_slice(&heartbeat);
+        buf.extend_from_slice(&reply[4..]);
+        let (found, consumed) = find(&buf, &expect, &[heartbeat]).unwrap();
+        assert_eq!(found, Reply::Rtu(rtu::Reply::Registers(vec![1, 2, 3])));
+        assert_eq!(consumed, buf.len());
+    }
+
+    #[test]
+    fn a_reply_containing_the_heartbeat_bytes_is_taken_whole() {
+        let (_, expect) = rtu::read_holding(5, 0, 1);
+        // Register value 0xFEFE with a heartbeat of FE: the raw frame is valid as it is.
+        let reply = registers_reply(5, &[0xFEFE]);
+        let (found, _) = find(&reply, &Expect::Rtu(expect), &[vec![0xFE]]).unwrap();
+        assert_eq!(found, Reply::Rtu(rtu::Reply::Registers(vec![0xFEFE])));
+    }
+
+    #[test]
+    fn a_repeated_registration_prefix_is_dropped_and_noise_discarded() {
+        let (_, expect) = rtu::read_holding(9, 0, 1);
+        let registration = b"REG-0001".to_vec();
+        let mut buf = registration.clone();
+        buf.extend(registers_reply(9, &[77]));
+        let (found, consumed) = find(
+            &buf,
+            &Expect::Rtu(expect),
+            std::slice::from_ref(&registration),
+        )
+        .unwrap();
+        assert_eq!(found, Reply::Rtu(rtu::Reply::Registers(vec![77])));
+        assert_eq!(consumed, buf.len());
+        // Only noise: all of it can go, except a possible half pattern at the end.
+        let mut noise_only = registration.clone();
+        noise_only.extend_from_slice(b"REG");
+        assert_eq!(
+            find(&noise_only, &Expect::Rtu(expect), &[registration]),
+            Err(4)
+        );
+    }
+}
