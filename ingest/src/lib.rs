@@ -5,6 +5,7 @@
 //! (core ← ingest ← server) and the process entry point; the meter-acquisition issue fills it
 //! with DTU, Modbus-TCP and MQTT sessions.
 
+pub mod driver;
 pub mod framing;
 
 use sqlx::PgPool;

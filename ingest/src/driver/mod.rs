@@ -1,0 +1,130 @@
+//! Meter drivers (DESIGN.md: Ingest, Commands): one file per model, each turning a poll or a
+//! canonical command into the requests its meter understands and the replies back into
+//! [`MeterValues`]. Drivers are pure: sending, timing and retries belong to the bus session.
+
+pub mod acrel;
+pub mod dlt645;
+pub mod generic;
+
+use crate::framing::{Expect, Reply};
+
+/// One meter reading in canonical units (MQTT-GATEWAY.md names the same fields).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MeterValues {
+    /// Cumulative active energy register, Wh.
+    pub energy_wh: i64,
+    /// TOU registers (sharp, peak, flat, valley, deep valley) when the meter has them, Wh.
+    pub tou_wh: Option<[Option<i64>; 5]>,
+    pub power_w: Option<i64>,
+    /// Per phase, 0.1 V.
+    pub voltage_dv: Vec<i64>,
+    /// Per phase, 0.01 A.
+    pub current_ca: Vec<i64>,
+    pub pf_milli: Option<i64>,
+    /// Prepaid meters: the meter's remaining amount (negative in overdraft), fen.
+    pub remaining_fen: Option<i64>,
+    pub purchase_count: Option<i64>,
+    /// Relay closed (power on), when the meter reports it.
+    pub relay_closed: Option<bool>,
+    /// Any of `alarm1`, `alarm2`, `arrears`, `over_limit`, `fault`.
+    pub alarms: Vec<&'static str>,
+    /// The meter's own PT and CT ratios, when it reports them (checked against the configured).
+    pub meter_ratios: Option<(i64, i64)>,
+}
+
+/// The canonical commands a driver may map (DESIGN.md: Commands).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControlOp {
+    Trip,
+    Close,
+    Release,
+    KeepPowerOn,
+    KeepPowerOff,
+}
+
+/// One request of a poll or command, with what its reply must look like.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    pub request: Vec<u8>,
+    pub expect: Expect,
+    /// A meter that does not know this value answers with an error; the poll goes on.
+    pub optional: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DriverError {
+    #[error("the meter's configuration is unusable: {0}")]
+    Config(String),
+    #[error("the reply does not fit: {0}")]
+    BadReply(String),
+    #[error("the meter refused: {0}")]
+    Refused(String),
+    #[error("this model has no {0:?}")]
+    Unsupported(ControlOp),
+}
+
+/// A model's protocol mapping.
+pub trait Driver: Send + Sync {
+    /// The requests of one poll, in order.
+    fn poll(&self) -> Vec<Step>;
+    /// The values from the poll's replies (`None` where an optional step got no answer).
+    fn parse_poll(&self, replies: &[Option<Reply>]) -> Result<MeterValues, DriverError>;
+    /// The requests that carry out `op`.
+    fn control(&self, op: ControlOp) -> Result<Vec<Step>, DriverError>;
+    /// Whether the energy registers are primary values already (DESIGN.md: CT/PT).
+    fn energy_is_primary(&self) -> bool;
+}
+
+/// What a driver needs to know of a meter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MeterConfig {
+    /// `dtsy1352`, `ddsy1352`, `dlt645` or `modbus_generic`.
+    pub model: String,
+    pub address: String,
+    pub register_map: Option<serde_json::Value>,
+    pub dlt645_password: Option<String>,
+    pub dlt645_operator: Option<String>,
+}
+
+/// The driver for a configured meter.
+pub fn for_meter(meter: &MeterConfig) -> Result<Box<dyn Driver>, DriverError> {
+    let modbus_address = || {
+        meter
+            .address
+            .parse::<u8>()
+            .ok()
+            .filter(|a| (1..=247).contains(a))
+            .ok_or_else(|| DriverError::Config(format!("Modbus address {:?}", meter.address)))
+    };
+    match meter.model.as_str() {
+        "dtsy1352" => Ok(Box::new(acrel::Acrel::new(modbus_address()?, true))),
+        "ddsy1352" => Ok(Box::new(acrel::Acrel::new(modbus_address()?, false))),
+        "dlt645" => Ok(Box::new(dlt645::Dlt645::new(
+            &meter.address,
+            meter.dlt645_password.as_deref(),
+            meter.dlt645_operator.as_deref(),
+        )?)),
+        "modbus_generic" => Ok(Box::new(generic::GenericModbus::new(
+            modbus_address()?,
+            meter.register_map.as_ref(),
+        )?)),
+        other => Err(DriverError::Config(format!("unknown model {other}"))),
+    }
+}
+
+/// The Modbus registers of a reply, or why not.
+pub(crate) fn registers(reply: Option<&Reply>) -> Result<&[u16], DriverError> {
+    use crate::framing::rtu;
+    match reply {
+        Some(Reply::Rtu(rtu::Reply::Registers(r))) => Ok(r),
+        Some(Reply::Rtu(rtu::Reply::Exception(code))) => {
+            Err(DriverError::Refused(format!("Modbus exception {code}")))
+        }
+        other => Err(DriverError::BadReply(format!("{other:?}"))),
+    }
+}
+
+/// A high-word-first 32-bit value from two registers.
+pub(crate) fn u32_at(regs: &[u16], index: usize) -> u32 {
+    (u32::from(regs[index]) << 16) | u32::from(regs[index + 1])
+}
