@@ -57,6 +57,11 @@ pub const COMPANY: &[Migration] = &[
         name: "field_history",
         sql: include_str!("../../migrations/company/0005_field_history.sql"),
     },
+    Migration {
+        version: 6,
+        name: "readings",
+        sql: include_str!("../../migrations/company/0006_readings.sql"),
+    },
 ];
 
 /// Arbitrary constant for `pg_advisory_xact_lock`: "PT" migrations.

@@ -7,6 +7,7 @@
 
 pub mod driver;
 pub mod framing;
+pub mod store;
 
 use sqlx::PgPool;
 use std::future::Future;

@@ -1,0 +1,471 @@
+//! Storing readings (DESIGN.md: Ingest, Storage): one transaction per company batch. Readings
+//! outside [now − 90 days, now + 5 min] are rejected and counted; duplicates are skipped by the
+//! primary key (`insert … on conflict do nothing`); each new reading is classified against the
+//! meter's previous one ([`classify`]): only a plausible, in-order delta becomes consumption,
+//! which moves `meter_latest` and adds to `daily_energy` per local day and TOU period (the
+//! meter's plan's TOU clock, split exactly as rating splits it).
+
+use crate::driver::MeterValues;
+use chrono::{DateTime, Duration, Utc};
+use powertab_core::names::SchemaName;
+use powertab_core::rating::{self, RatingState, Usage};
+use powertab_core::tariff::{Calendar, Period, TariffVersion};
+use sqlx::{PgConnection, PgPool, Row};
+use std::collections::{BTreeMap, HashMap};
+use uuid::Uuid;
+
+/// Oldest reading accepted.
+pub const MAX_AGE_DAYS: i64 = 90;
+/// Furthest a meter clock may run ahead.
+pub const MAX_AHEAD_MINUTES: i64 = 5;
+/// A longer silence is a gap: its energy is not spread over time as consumption.
+pub const GAP_SECONDS: i64 = 24 * 3600;
+/// Average power above this between two readings is an implausible jump (5 MW).
+pub const JUMP_POWER_W: i64 = 5_000_000;
+/// Register ranges of the meters we know: a fall from the top tenth to the bottom tenth of one
+/// is a rollover, any other fall a reset. (Acrel u32 × 0.01 kWh; DL/T 645 999999.99 kWh.)
+pub const REGISTER_MAX_WH: [i64; 2] = [42_949_672_950, 999_999_990];
+
+/// A reading from the field.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewReading {
+    pub meter_id: Uuid,
+    pub read_at: DateTime<Utc>,
+    pub values: MeterValues,
+    /// The bytes the values came from.
+    pub raw: Vec<u8>,
+    /// The meter's own PT/CT differ from the configured ones (DESIGN.md: CT/PT).
+    pub ratio_mismatch: bool,
+}
+
+/// What a batch did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreReport {
+    pub stored: usize,
+    pub duplicates: usize,
+    pub rejected_time: usize,
+    pub flagged: usize,
+}
+
+/// A meter's newest counted reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Previous {
+    pub read_at: DateTime<Utc>,
+    pub energy_wh: i64,
+}
+
+/// How a reading relates to the meter's previous one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// The first reading of a meter: a starting point, no consumption.
+    First,
+    /// A plausible delta (≥ 0 Wh) after the previous reading: consumption.
+    Consumption(i64),
+    /// Same time as the previous reading.
+    Duplicate,
+    /// Stored with this flag, not counted.
+    Flagged(&'static str),
+}
+
+/// Classifies `reading` against the meter's previous counted reading.
+pub fn classify(
+    previous: Option<Previous>,
+    read_at: DateTime<Utc>,
+    energy_wh: i64,
+    ratio_mismatch: bool,
+) -> Class {
+    if ratio_mismatch {
+        return Class::Flagged("ratio_mismatch");
+    }
+    let Some(prev) = previous else {
+        return Class::First;
+    };
+    if read_at == prev.read_at {
+        return Class::Duplicate;
+    }
+    if read_at < prev.read_at {
+        return Class::Flagged("out_of_order");
+    }
+    let delta = energy_wh - prev.energy_wh;
+    if delta < 0 {
+        let rolled = REGISTER_MAX_WH
+            .iter()
+            .any(|&max| prev.energy_wh > max / 10 * 9 && energy_wh < max / 10);
+        return Class::Flagged(if rolled { "rollover" } else { "reset" });
+    }
+    let seconds = (read_at - prev.read_at).num_seconds();
+    if seconds > GAP_SECONDS {
+        return Class::Flagged("gap");
+    }
+    // delta Wh over `seconds` s is delta × 3600 / seconds W.
+    if i128::from(delta) * 3600 > i128::from(JUMP_POWER_W) * i128::from(seconds.max(1)) {
+        return Class::Flagged("jump");
+    }
+    Class::Consumption(delta)
+}
+
+/// Stores `readings` of one company (all of its meters) in one transaction.
+pub async fn store_batch(
+    pool: &PgPool,
+    schema: &SchemaName,
+    readings: &[NewReading],
+) -> anyhow::Result<StoreReport> {
+    let mut report = StoreReport::default();
+    let now = Utc::now();
+    let oldest = now - Duration::days(MAX_AGE_DAYS);
+    let newest = now + Duration::minutes(MAX_AHEAD_MINUTES);
+    let mut accepted: Vec<&NewReading> = readings
+        .iter()
+        .filter(|r| (oldest..=newest).contains(&r.read_at))
+        .collect();
+    report.rejected_time = readings.len() - accepted.len();
+    accepted.sort_by_key(|r| (r.meter_id, r.read_at));
+    accepted.dedup_by_key(|r| (r.meter_id, r.read_at));
+    report.duplicates = readings.len() - report.rejected_time - accepted.len();
+    if accepted.is_empty() {
+        return Ok(report);
+    }
+    let mut tx = powertab_core::db::begin_in(pool, schema).await?;
+    let meter_ids: Vec<Uuid> = {
+        let mut ids: Vec<Uuid> = accepted.iter().map(|r| r.meter_id).collect();
+        ids.dedup();
+        ids
+    };
+    let mut previous = load_previous(&mut tx, &meter_ids).await?;
+    let context = DailyContext::load(&mut tx, &meter_ids).await?;
+    let mut flags = Vec::with_capacity(accepted.len());
+    let mut daily: BTreeMap<(Uuid, chrono::NaiveDate, Period), i64> = BTreeMap::new();
+    let mut latest: HashMap<Uuid, &NewReading> = HashMap::new();
+    for r in &accepted {
+        let class = classify(
+            previous.get(&r.meter_id).copied(),
+            r.read_at,
+            r.values.energy_wh,
+            r.ratio_mismatch,
+        );
+        flags.push(match class {
+            Class::Flagged(flag) => Some(flag),
+            _ => None,
+        });
+        if let Class::Consumption(delta) = class {
+            let prev = previous[&r.meter_id];
+            context.attribute(r.meter_id, prev.read_at, r.read_at, delta, &mut daily);
+        }
+        if matches!(class, Class::First | Class::Consumption(_)) {
+            previous.insert(
+                r.meter_id,
+                Previous {
+                    read_at: r.read_at,
+                    energy_wh: r.values.energy_wh,
+                },
+            );
+            latest.insert(r.meter_id, r);
+        }
+    }
+    let inserted = insert_readings(&mut tx, &accepted, &flags).await?;
+    report.stored = inserted;
+    report.duplicates += accepted.len() - inserted;
+    report.flagged = flags.iter().filter(|f| f.is_some()).count();
+    for r in latest.values() {
+        upsert_latest(&mut tx, r).await?;
+    }
+    for ((meter_id, day, period), wh) in daily {
+        sqlx::query(
+            "insert into daily_energy (meter_id, day, period, energy_wh) values ($1, $2, $3, $4)
+             on conflict (meter_id, day, period) do update set energy_wh = daily_energy.energy_wh + excluded.energy_wh",
+        )
+        .bind(meter_id)
+        .bind(day)
+        .bind(period.as_str())
+        .bind(wh)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(report)
+}
+
+async fn load_previous(
+    conn: &mut PgConnection,
+    meter_ids: &[Uuid],
+) -> anyhow::Result<HashMap<Uuid, Previous>> {
+    // Row locks keep two writers of the same meter in order.
+    let rows = sqlx::query(
+        "select meter_id, read_at, energy_wh from meter_latest where meter_id = any($1) for update",
+    )
+    .bind(meter_ids)
+    .fetch_all(conn)
+    .await?;
+    rows.into_iter()
+        .map(|r| {
+            Ok((
+                r.try_get("meter_id")?,
+                Previous {
+                    read_at: r.try_get("read_at")?,
+                    energy_wh: r.try_get("energy_wh")?,
+                },
+            ))
+        })
+        .collect()
+}
+
+/// Inserts the readings with their flags in one statement; returns how many were new. Array
+/// values travel as text literals (`{1,2,3}`): sqlx binds no arrays of arrays.
+async fn insert_readings(
+    conn: &mut PgConnection,
+    readings: &[&NewReading],
+    flags: &[Option<&'static str>],
+) -> anyhow::Result<usize> {
+    let list = |xs: &[i64]| {
+        (!xs.is_empty()).then(|| pg_array(&xs.iter().map(|x| Some(*x)).collect::<Vec<_>>()))
+    };
+    let mut c = Columns::default();
+    for r in readings {
+        let v = &r.values;
+        c.meter_id.push(r.meter_id);
+        c.read_at.push(r.read_at);
+        c.energy_wh.push(v.energy_wh);
+        c.tou.push(v.tou_wh.map(|t| pg_array(&t)));
+        c.power_w.push(v.power_w);
+        c.voltage.push(list(&v.voltage_dv));
+        c.current.push(list(&v.current_ca));
+        c.pf_milli.push(v.pf_milli);
+        c.remaining_fen.push(v.remaining_fen);
+        c.purchase_count.push(v.purchase_count);
+        c.relay_closed.push(v.relay_closed);
+        c.alarms.push(format!("{{{}}}", v.alarms.join(",")));
+        c.raw.push(r.raw.clone());
+    }
+    let done = sqlx::query(
+        "insert into readings (meter_id, read_at, energy_wh, tou_wh, power_w, voltage_dv, current_ca, pf_milli,
+             remaining_fen, purchase_count, relay_closed, alarms, raw, flag)
+         select meter_id, read_at, energy_wh, tou::bigint[], power_w, voltage::integer[], current::integer[],
+             pf_milli::integer, remaining_fen, purchase_count::integer, relay_closed, alarms::text[], raw, flag
+         from unnest($1::uuid[], $2::timestamptz[], $3::bigint[], $4::text[], $5::bigint[], $6::text[],
+             $7::text[], $8::bigint[], $9::bigint[], $10::bigint[], $11::boolean[], $12::text[], $13::bytea[],
+             $14::text[])
+           as s(meter_id, read_at, energy_wh, tou, power_w, voltage, current, pf_milli, remaining_fen,
+                purchase_count, relay_closed, alarms, raw, flag)
+         on conflict do nothing",
+    )
+    .bind(&c.meter_id)
+    .bind(&c.read_at)
+    .bind(&c.energy_wh)
+    .bind(&c.tou)
+    .bind(&c.power_w)
+    .bind(&c.voltage)
+    .bind(&c.current)
+    .bind(&c.pf_milli)
+    .bind(&c.remaining_fen)
+    .bind(&c.purchase_count)
+    .bind(&c.relay_closed)
+    .bind(&c.alarms)
+    .bind(&c.raw)
+    .bind(flags)
+    .execute(conn)
+    .await?;
+    Ok(usize::try_from(done.rows_affected()).unwrap_or(usize::MAX))
+}
+
+/// The readings of a batch, column by column, for `unnest`.
+#[derive(Default)]
+struct Columns {
+    meter_id: Vec<Uuid>,
+    read_at: Vec<DateTime<Utc>>,
+    energy_wh: Vec<i64>,
+    tou: Vec<Option<String>>,
+    power_w: Vec<Option<i64>>,
+    voltage: Vec<Option<String>>,
+    current: Vec<Option<String>>,
+    pf_milli: Vec<Option<i64>>,
+    remaining_fen: Vec<Option<i64>>,
+    purchase_count: Vec<Option<i64>>,
+    relay_closed: Vec<Option<bool>>,
+    alarms: Vec<String>,
+    raw: Vec<Vec<u8>>,
+}
+
+/// `{1,NULL,3}`.
+fn pg_array(values: &[Option<i64>]) -> String {
+    let items: Vec<String> = values
+        .iter()
+        .map(|v| v.map_or_else(|| "NULL".to_owned(), |x| x.to_string()))
+        .collect();
+    format!("{{{}}}", items.join(","))
+}
+
+async fn upsert_latest(conn: &mut PgConnection, r: &NewReading) -> anyhow::Result<()> {
+    let v = &r.values;
+    let ints = |xs: &[i64]| {
+        (!xs.is_empty()).then(|| pg_array(&xs.iter().map(|x| Some(*x)).collect::<Vec<_>>()))
+    };
+    sqlx::query(
+        "insert into meter_latest (meter_id, read_at, energy_wh, tou_wh, power_w, voltage_dv, current_ca,
+             remaining_fen, purchase_count, relay_closed, alarms, updated_at)
+         values ($1, $2, $3, $4::bigint[], $5, $6::integer[], $7::integer[], $8, $9, $10, $11::text[], now())
+         on conflict (meter_id) do update set read_at = excluded.read_at, energy_wh = excluded.energy_wh,
+             tou_wh = excluded.tou_wh, power_w = excluded.power_w, voltage_dv = excluded.voltage_dv,
+             current_ca = excluded.current_ca, remaining_fen = excluded.remaining_fen,
+             purchase_count = excluded.purchase_count, relay_closed = excluded.relay_closed,
+             alarms = excluded.alarms, updated_at = now()
+         where meter_latest.read_at < excluded.read_at",
+    )
+    .bind(r.meter_id)
+    .bind(r.read_at)
+    .bind(v.energy_wh)
+    .bind(v.tou_wh.map(|t| pg_array(&t)))
+    .bind(v.power_w)
+    .bind(ints(&v.voltage_dv))
+    .bind(ints(&v.current_ca))
+    .bind(v.remaining_fen)
+    .bind(v.purchase_count)
+    .bind(v.relay_closed)
+    .bind(format!("{{{}}}", v.alarms.join(",")))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// What attributing energy to local days and TOU periods needs: the company's time zone and
+/// calendar, and each meter's plan versions.
+struct DailyContext {
+    tz: chrono_tz::Tz,
+    calendar: Calendar,
+    plans: HashMap<Uuid, Vec<TariffVersion>>,
+}
+
+impl DailyContext {
+    async fn load(conn: &mut PgConnection, meter_ids: &[Uuid]) -> anyhow::Result<DailyContext> {
+        let tz_name: Option<String> = sqlx::query_scalar(
+            "select time_zone from control.company where schema_name = current_schema()",
+        )
+        .fetch_optional(&mut *conn)
+        .await?;
+        let tz = tz_name
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(chrono_tz::Asia::Shanghai);
+        let calendar = powertab_core::settings::calendar(&mut *conn).await?;
+        let rows = sqlx::query(
+            "select m.id, v.body from meters m join tariff_versions v on v.plan_id = m.tariff_plan_id
+             where m.id = any($1) order by v.effective",
+        )
+        .bind(meter_ids)
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut plans: HashMap<Uuid, Vec<TariffVersion>> = HashMap::new();
+        for r in rows {
+            let body: serde_json::Value = r.try_get("body")?;
+            if let Ok(version) = serde_json::from_value(body) {
+                plans.entry(r.try_get("id")?).or_default().push(version);
+            }
+        }
+        Ok(DailyContext {
+            tz,
+            calendar,
+            plans,
+        })
+    }
+
+    /// Adds `delta` Wh used between `start` and `end` to `daily`, split by local day and TOU
+    /// period of the meter's plan (all `flat` without a plan or before its first version).
+    fn attribute(
+        &self,
+        meter_id: Uuid,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        delta: i64,
+        daily: &mut BTreeMap<(Uuid, chrono::NaiveDate, Period), i64>,
+    ) {
+        let flat = vec![TariffVersion::flat(chrono::NaiveDate::MIN, 0)];
+        let usage = Usage {
+            start,
+            end,
+            energy_wh: delta,
+            tou_wh: None,
+        };
+        let versions = self.plans.get(&meter_id).unwrap_or(&flat);
+        let rated = rating::rate(
+            &usage,
+            versions,
+            self.tz,
+            &self.calendar,
+            &RatingState::default(),
+        )
+        .or_else(|_| {
+            rating::rate(
+                &usage,
+                &flat,
+                self.tz,
+                &self.calendar,
+                &RatingState::default(),
+            )
+        });
+        match rated {
+            Ok(rated) => {
+                for line in rated.lines {
+                    let day = line.start.with_timezone(&self.tz).date_naive();
+                    *daily.entry((meter_id, day, line.period)).or_default() += line.energy_wh;
+                }
+            }
+            Err(e) => tracing::warn!(%meter_id, error = %e, "daily energy not attributed"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(seconds: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_764_028_800 + seconds, 0).unwrap()
+    }
+
+    #[test]
+    fn readings_are_classified_against_the_previous_one() {
+        let prev = Some(Previous {
+            read_at: at(0),
+            energy_wh: 1_000_000,
+        });
+        assert_eq!(classify(None, at(0), 5, false), Class::First);
+        assert_eq!(
+            classify(prev, at(30), 1_000_050, false),
+            Class::Consumption(50)
+        );
+        assert_eq!(classify(prev, at(0), 1_000_000, false), Class::Duplicate);
+        assert_eq!(
+            classify(prev, at(-30), 999_990, false),
+            Class::Flagged("out_of_order")
+        );
+        assert_eq!(classify(prev, at(30), 10, false), Class::Flagged("reset"));
+        assert_eq!(
+            classify(prev, at(GAP_SECONDS + 1), 1_000_100, false),
+            Class::Flagged("gap")
+        );
+        // 5 MW for 30 s is 41,666 Wh: a little more is a jump.
+        assert_eq!(
+            classify(prev, at(30), 1_041_666, false),
+            Class::Consumption(41_666)
+        );
+        assert_eq!(
+            classify(prev, at(30), 1_041_668, false),
+            Class::Flagged("jump")
+        );
+        assert_eq!(
+            classify(prev, at(30), 1_000_050, true),
+            Class::Flagged("ratio_mismatch")
+        );
+        let near_top = Some(Previous {
+            read_at: at(0),
+            energy_wh: 999_999_000,
+        });
+        assert_eq!(
+            classify(near_top, at(30), 500, false),
+            Class::Flagged("rollover")
+        );
+    }
+
+    #[test]
+    fn arrays_are_postgres_literals() {
+        assert_eq!(pg_array(&[Some(1), None, Some(-3)]), "{1,NULL,-3}");
+    }
+}
