@@ -28,6 +28,11 @@ pub const CONTROL: &[Migration] = &[
         name: "gateway_directory",
         sql: include_str!("../../migrations/control/0002_gateway_directory.sql"),
     },
+    Migration {
+        version: 3,
+        name: "unclaimed_registrations",
+        sql: include_str!("../../migrations/control/0003_unclaimed_registrations.sql"),
+    },
 ];
 
 /// Migrations of every company schema, in order. Never edit one once applied; add a new one.
@@ -61,6 +66,11 @@ pub const COMPANY: &[Migration] = &[
         version: 6,
         name: "readings",
         sql: include_str!("../../migrations/company/0006_readings.sql"),
+    },
+    Migration {
+        version: 7,
+        name: "field_status",
+        sql: include_str!("../../migrations/company/0007_field_status.sql"),
     },
 ];
 

@@ -7,6 +7,7 @@
 
 pub mod driver;
 pub mod framing;
+pub mod sim;
 pub mod store;
 
 use sqlx::PgPool;

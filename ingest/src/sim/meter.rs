@@ -1,0 +1,268 @@
+//! A simulated meter: consumption from a shop type's daily shape, a relay that obeys commands
+//! (and opens by itself when a meter-side balance runs out), prepaid registers, and the protocol
+//! side: it answers the Modbus RTU requests of the Acrel models and the DL/T 645 requests of a
+//! generic meter exactly as the drivers expect them.
+
+use crate::driver::{acrel, MeterValues};
+use crate::framing::{dlt645, rtu};
+use chrono::{DateTime, Timelike, Utc};
+use powertab_core::profile::ShopType;
+
+/// Which protocol and model the meter speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SimModel {
+    Dtsy1352 { address: u8 },
+    Ddsy1352 { address: u8 },
+    Dlt645 { address: [u8; 6] },
+}
+
+/// A meter on a simulated bus.
+#[derive(Debug, Clone)]
+pub struct SimMeter {
+    pub model: SimModel,
+    pub shop_type: ShopType,
+    pub daily_wh: i64,
+    pub energy_wh: i64,
+    /// Sub-Wh energy carried between steps, in milli-Wh.
+    carry_mwh: i64,
+    /// Sharp, peak, flat, valley (the meter's own simple TOU clock).
+    pub tou_wh: [i64; 4],
+    pub remaining_fen: i64,
+    pub purchase_count: i64,
+    /// Forced relay state from a command; `None` = the meter's own logic (closed).
+    pub forced_closed: Option<bool>,
+    /// A silent meter never answers (fault injection).
+    pub silent: bool,
+    last_step: Option<DateTime<Utc>>,
+}
+
+impl SimMeter {
+    pub fn new(model: SimModel, shop_type: ShopType, daily_wh: i64, energy_wh: i64) -> SimMeter {
+        SimMeter {
+            model,
+            shop_type,
+            daily_wh,
+            energy_wh,
+            carry_mwh: 0,
+            tou_wh: [0; 4],
+            remaining_fen: 100_000,
+            purchase_count: 1,
+            forced_closed: None,
+            silent: false,
+            last_step: None,
+        }
+    }
+
+    pub fn relay_closed(&self) -> bool {
+        self.forced_closed.unwrap_or(true)
+    }
+
+    /// Runs the meter up to `now`: energy flows only while the relay is closed.
+    pub fn advance(&mut self, now: DateTime<Utc>) {
+        let Some(last) = self.last_step.replace(now) else {
+            return;
+        };
+        let elapsed_ms = (now - last).num_milliseconds();
+        if elapsed_ms <= 0 || !self.relay_closed() {
+            return;
+        }
+        // Steps are short (one poll interval), so the hour the step started in sets the rate.
+        let local = last.with_timezone(&chrono_tz::Asia::Shanghai);
+        let hour = local.hour() as usize;
+        let hour_wh = self.shop_type.hourly_wh(self.daily_wh)[hour];
+        // hour_wh per 3,600,000 ms, in milli-Wh.
+        let mwh = self.carry_mwh + hour_wh * elapsed_ms / 3600;
+        let wh = mwh / 1000;
+        self.carry_mwh = mwh % 1000;
+        self.energy_wh += wh;
+        let slot = match hour {
+            10..=11 | 18..=20 => 1, // peak
+            23 | 0..=6 => 3,        // valley
+            _ => 2,                 // flat
+        };
+        self.tou_wh[slot] += wh;
+    }
+
+    /// The values the meter shows now.
+    pub fn values(&self) -> MeterValues {
+        let three = matches!(self.model, SimModel::Dtsy1352 { .. });
+        let phases = if three { 3 } else { 1 };
+        let hour_wh = self.shop_type.hourly_wh(self.daily_wh)[self.last_step.map_or(12, |t| {
+            t.with_timezone(&chrono_tz::Asia::Shanghai).hour() as usize
+        })];
+        let power_w = if self.relay_closed() { hour_wh } else { 0 };
+        MeterValues {
+            energy_wh: self.energy_wh / 10 * 10, // the registers count 0.01 kWh
+            tou_wh: Some([
+                Some(self.tou_wh[0] / 10 * 10),
+                Some(self.tou_wh[1] / 10 * 10),
+                Some(self.tou_wh[2] / 10 * 10),
+                Some(self.tou_wh[3] / 10 * 10),
+                None,
+            ]),
+            power_w: Some(power_w),
+            voltage_dv: vec![2200; phases],
+            current_ca: vec![power_w * 100 / 220 / phases as i64; phases],
+            pf_milli: Some(950),
+            remaining_fen: Some(self.remaining_fen),
+            purchase_count: Some(self.purchase_count),
+            relay_closed: Some(self.relay_closed()),
+            alarms: vec![],
+            meter_ratios: Some((1, 1)),
+        }
+    }
+
+    /// The meter's answer to `request` (a whole frame addressed to anyone), or `None` when the
+    /// request is not for this meter or the meter is silent.
+    pub fn answer(&mut self, request: &[u8], now: DateTime<Utc>) -> Option<Vec<u8>> {
+        if self.silent {
+            return None;
+        }
+        self.advance(now);
+        match self.model {
+            SimModel::Dtsy1352 { address } | SimModel::Ddsy1352 { address } => {
+                self.answer_rtu(address, request)
+            }
+            SimModel::Dlt645 { address } => self.answer_645(address, request),
+        }
+    }
+
+    fn answer_rtu(&mut self, address: u8, request: &[u8]) -> Option<Vec<u8>> {
+        if request.len() < 8 || request[0] != address || rtu::crc16(request) != 0 {
+            return None;
+        }
+        let three = matches!(self.model, SimModel::Dtsy1352 { .. });
+        let word = |i: usize| u16::from_be_bytes([request[i], request[i + 1]]);
+        let mut reply = vec![address];
+        match (request[1], word(2), word(4)) {
+            (0x03, acrel::FAST_READ_START, acrel::FAST_READ_COUNT) => {
+                let regs = acrel::fast_read_block(
+                    three,
+                    &self.values(),
+                    [0x26, 0x11, 0x25, 3, 0x12, 0, 0],
+                );
+                reply.extend_from_slice(&[0x03, 96]);
+                for r in regs {
+                    reply.extend_from_slice(&r.to_be_bytes());
+                }
+            }
+            (0x10, acrel::CONTROL_REGISTER, 2) if request.len() >= 13 => {
+                match (word(7), word(9)) {
+                    (1, 1) => self.forced_closed = Some(false),
+                    (1, 0) => self.forced_closed = Some(true),
+                    _ => self.forced_closed = None,
+                }
+                reply.extend_from_slice(&request[1..6]);
+            }
+            (function, _, _) => reply.extend_from_slice(&[function | 0x80, 0x02]),
+        }
+        let crc = rtu::crc16(&reply);
+        reply.extend_from_slice(&crc.to_le_bytes());
+        Some(reply)
+    }
+
+    fn answer_645(&mut self, address: [u8; 6], request: &[u8]) -> Option<Vec<u8>> {
+        let start = request.iter().position(|&b| b == 0x68)?;
+        let f = &request[start..];
+        if f.len() < 12 || f[1..7] != address || f[7] != 0x68 {
+            return None;
+        }
+        let len = usize::from(f[9]);
+        let data: Vec<u8> = f
+            .get(10..10 + len)?
+            .iter()
+            .map(|b| b.wrapping_sub(0x33))
+            .collect();
+        let control = f[8];
+        match control {
+            dlt645::READ if data.len() >= 4 => {
+                let di = u32::from_le_bytes([data[0], data[1], data[2], data[3]]);
+                let v = self.values();
+                let value = match di {
+                    0x0000_0000 => dlt645::bcd_bytes((v.energy_wh / 10) as u64, 4),
+                    0x0201_0100 => dlt645::bcd_bytes(v.voltage_dv[0] as u64, 2),
+                    0x0202_0100 => dlt645::bcd_bytes((v.current_ca[0] * 10) as u64, 3),
+                    0x0203_0000 => dlt645::bcd_bytes((v.power_w.unwrap_or(0) * 10) as u64, 3),
+                    0x0400_0503 => vec![if self.relay_closed() { 0x00 } else { 0x10 }, 0x00],
+                    // No prepaid registers on this meter: "no such data".
+                    _ => return Some(dlt645::frame(address, dlt645::READ | 0xC0, &[0x02])),
+                };
+                let mut answer = data[..4].to_vec();
+                answer.extend(value);
+                Some(dlt645::frame(address, dlt645::READ | 0x80, &answer))
+            }
+            dlt645::REMOTE_CONTROL if data.len() >= 9 => {
+                match data[8] {
+                    0x1A => self.forced_closed = Some(false),
+                    0x1B | 0x3A => self.forced_closed = Some(true),
+                    _ => self.forced_closed = None,
+                }
+                Some(dlt645::frame(address, dlt645::REMOTE_CONTROL | 0x80, &[]))
+            }
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::driver::{self, ControlOp, MeterConfig};
+    use crate::framing::find;
+
+    fn poll(driver: &dyn driver::Driver, meter: &mut SimMeter, now: DateTime<Utc>) -> MeterValues {
+        let replies: Vec<_> = driver
+            .poll()
+            .iter()
+            .map(|step| {
+                meter
+                    .answer(&step.request, now)
+                    .and_then(|a| find(&a, &step.expect, &[]).ok().map(|(r, _)| r))
+            })
+            .collect();
+        driver.parse_poll(&replies).unwrap()
+    }
+
+    #[test]
+    fn simulated_meters_answer_their_drivers_and_obey_the_relay() {
+        let t0 = DateTime::parse_from_rfc3339("2026-11-25T04:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        for (model, config) in [
+            (SimModel::Dtsy1352 { address: 3 }, ("dtsy1352", "3")),
+            (SimModel::Ddsy1352 { address: 4 }, ("ddsy1352", "4")),
+            (
+                SimModel::Dlt645 {
+                    address: dlt645::address_bytes("202611250001").unwrap(),
+                },
+                ("dlt645", "202611250001"),
+            ),
+        ] {
+            let driver = driver::for_meter(&MeterConfig {
+                model: config.0.into(),
+                address: config.1.into(),
+                register_map: None,
+                dlt645_password: None,
+                dlt645_operator: None,
+            })
+            .unwrap();
+            let mut meter = SimMeter::new(model, ShopType::Restaurant, 120_000, 5_000_000);
+            let first = poll(driver.as_ref(), &mut meter, t0);
+            let later = poll(driver.as_ref(), &mut meter, t0 + chrono::Duration::hours(1));
+            assert_eq!(first.energy_wh, 5_000_000, "{model:?}");
+            // 12:00 local is the restaurant's busiest hour: 100 per mille of 120 kWh.
+            assert_eq!(later.energy_wh - first.energy_wh, 12_000, "{model:?}");
+            assert_eq!(later.relay_closed, Some(true));
+            for step in driver.control(ControlOp::Trip).unwrap() {
+                let answer = meter.answer(&step.request, t0).expect("an acknowledgement");
+                assert!(find(&answer, &step.expect, &[]).is_ok(), "{model:?}");
+            }
+            let tripped = poll(driver.as_ref(), &mut meter, t0 + chrono::Duration::hours(2));
+            assert_eq!(tripped.relay_closed, Some(false), "{model:?}");
+            assert_eq!(
+                tripped.energy_wh, later.energy_wh,
+                "no energy while tripped"
+            );
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! The field simulator (library + `powertab simulate`): meters with realistic consumption, and
+//! DTUs that dial in to ingest like real ones (registration, heartbeats, RS485 wire time at the
+//! bus's baud rate, meter turnaround), with faults on demand.
+
+pub mod dtu;
+pub mod meter;
+
+pub use dtu::{DtuFaults, SimBus, SimDtu};
+pub use meter::{SimMeter, SimModel};
