@@ -5,10 +5,13 @@
 //! (core ← ingest ← server) and the process entry point; the meter-acquisition issue fills it
 //! with DTU, Modbus-TCP and MQTT sessions.
 
+pub mod bus;
 pub mod driver;
+pub mod dtu;
 pub mod framing;
 pub mod sim;
 pub mod store;
+pub mod writer;
 
 use sqlx::PgPool;
 use std::future::Future;

@@ -27,16 +27,35 @@ fn find_raw(buf: &[u8], expect: &Expect) -> Result<(Reply, usize, usize), usize>
     }
 }
 
-/// `buf` without the `noise` patterns, and for each kept byte its index in `buf`.
-fn without_noise(buf: &[u8], noise: &[Vec<u8>]) -> (Vec<u8>, Vec<usize>) {
-    let mut kept = Vec::with_capacity(buf.len());
-    let mut index = Vec::with_capacity(buf.len());
+/// Where noise patterns occur in `buf` (non-overlapping, left to right): (start, length).
+fn noise_spans(buf: &[u8], noise: &[Vec<u8>]) -> Vec<(usize, usize)> {
+    let mut spans = Vec::new();
     let mut i = 0;
     'outer: while i < buf.len() {
         for pattern in noise.iter().filter(|p| !p.is_empty()) {
             if buf[i..].starts_with(pattern) {
+                spans.push((i, pattern.len()));
                 i += pattern.len();
                 continue 'outer;
+            }
+        }
+        i += 1;
+    }
+    spans
+}
+
+/// `buf` without the given spans, and for each kept byte its index in `buf`.
+fn without(buf: &[u8], spans: &[(usize, usize)]) -> (Vec<u8>, Vec<usize>) {
+    let mut kept = Vec::with_capacity(buf.len());
+    let mut index = Vec::with_capacity(buf.len());
+    let mut spans = spans.iter().peekable();
+    let mut i = 0;
+    while i < buf.len() {
+        if let Some(&&(start, len)) = spans.peek() {
+            if start == i {
+                i += len;
+                spans.next();
+                continue;
             }
         }
         kept.push(buf[i]);
@@ -46,30 +65,48 @@ fn without_noise(buf: &[u8], noise: &[Vec<u8>]) -> (Vec<u8>, Vec<usize>) {
     (kept, index)
 }
 
+/// Single noise occurrences tried one by one before all of them together: a one-byte heartbeat
+/// can equal a data byte of the reply, so removing every match would damage the reply.
+const SINGLE_REMOVALS_MAX: usize = 32;
+
 /// Finds the reply to `expect` in `buf`: `Ok((reply, consumed))` with every byte up to the end
 /// of the reply consumed, or `Err(discardable)`: that many leading bytes can be dropped.
 /// The raw bytes are tried first, so a reply whose data happens to contain a heartbeat pattern
-/// is still found; then the bytes without noise.
+/// is still found; then without one noise occurrence at a time; then without all of them.
 pub fn find(buf: &[u8], expect: &Expect, noise: &[Vec<u8>]) -> Result<(Reply, usize), usize> {
     let raw_keep = match find_raw(buf, expect) {
         Ok((reply, _, end)) => return Ok((reply, end)),
         Err(keep) => keep,
     };
-    if noise.iter().all(Vec::is_empty) {
+    let spans = noise_spans(buf, noise);
+    if spans.is_empty() {
         return Err(raw_keep);
     }
-    let (clean, index) = without_noise(buf, noise);
-    match find_raw(&clean, expect) {
-        Ok((reply, _, end)) => Ok((reply, index[end - 1] + 1)),
-        Err(keep) => {
-            let keep_in_buf = index.get(keep).copied().unwrap_or(buf.len());
-            // A noise pattern cut in two at the end of `buf` must be kept whole.
-            let longest = noise.iter().map(Vec::len).max().unwrap_or(0);
-            Err(raw_keep
-                .min(keep_in_buf)
-                .min(buf.len().saturating_sub(longest.saturating_sub(1))))
+    let mut attempts: Vec<Vec<(usize, usize)>> = spans
+        .iter()
+        .take(SINGLE_REMOVALS_MAX)
+        .map(|s| vec![*s])
+        .collect();
+    if spans.len() > 1 {
+        attempts.push(spans.clone());
+    }
+    let mut keep_all = buf.len();
+    for attempt in &attempts {
+        let (clean, index) = without(buf, attempt);
+        match find_raw(&clean, expect) {
+            Ok((reply, _, end)) => return Ok((reply, index[end - 1] + 1)),
+            Err(keep) => {
+                if attempt.len() == spans.len() {
+                    keep_all = index.get(keep).copied().unwrap_or(buf.len());
+                }
+            }
         }
     }
+    // A noise pattern cut in two at the end of `buf` must be kept whole.
+    let longest = noise.iter().map(Vec::len).max().unwrap_or(0);
+    Err(raw_keep
+        .min(keep_all)
+        .min(buf.len().saturating_sub(longest.saturating_sub(1))))
 }
 
 #[cfg(test)]
@@ -98,6 +135,21 @@ mod tests {
         buf.extend_from_slice(&reply[4..]);
         let (found, consumed) = find(&buf, &expect, &[heartbeat]).unwrap();
         assert_eq!(found, Reply::Rtu(rtu::Reply::Registers(vec![1, 2, 3])));
+        assert_eq!(consumed, buf.len());
+    }
+
+    #[test]
+    fn a_heartbeat_inside_a_reply_whose_data_holds_the_same_byte() {
+        let (_, expect) = rtu::read_holding(5, 0, 2);
+        let reply = registers_reply(5, &[0x00FE, 0xFE01]);
+        let mut buf = reply[..5].to_vec();
+        buf.push(0xFE);
+        buf.extend_from_slice(&reply[5..]);
+        let (found, consumed) = find(&buf, &Expect::Rtu(expect), &[vec![0xFE]]).unwrap();
+        assert_eq!(
+            found,
+            Reply::Rtu(rtu::Reply::Registers(vec![0x00FE, 0xFE01]))
+        );
         assert_eq!(consumed, buf.len());
     }
 

@@ -1,0 +1,389 @@
+//! One RS485 bus behind a DTU socket (DESIGN.md: Ingest, Per bus): one outstanding request at
+//! a time, the bus's gap between requests, a timeout around every request, bounded retries,
+//! and a schedule per meter (every poll interval; a meter that stops answering is backed off so
+//! that it never stalls its bus mates). Readings and poll outcomes go to the [`Writer`].
+
+use crate::driver::{self, Driver, MeterConfig, Step};
+use crate::framing::{self, Reply};
+use crate::store::NewReading;
+use crate::writer::{Message, PollOutcome, Writer};
+use chrono::Utc;
+use powertab_core::names::SchemaName;
+use sqlx::{PgPool, Row};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+/// Retries of a required request after a timeout.
+pub const RETRIES: u32 = 2;
+/// The longest a dead meter waits between attempts.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(600);
+/// How often the bus re-reads its meter list (new, changed, removed meters).
+pub const RELOAD_EVERY: Duration = Duration::from_secs(60);
+/// How often "last seen" is written while bytes keep arriving.
+const SEEN_EVERY: Duration = Duration::from_secs(30);
+/// Bytes kept while looking for a reply; a flood beyond it is noise.
+const BUFFER_MAX: usize = 4096;
+
+/// What a session needs to know about its bus.
+#[derive(Debug, Clone)]
+pub struct BusLink {
+    pub schema: SchemaName,
+    pub gateway_id: Uuid,
+    pub bus_id: Uuid,
+    pub port: i32,
+    pub gap: Duration,
+    pub timeout: Duration,
+    /// Heartbeat and (when repeated) registration bytes, dropped wherever they arrive.
+    pub noise: Vec<Vec<u8>>,
+    /// Bytes that arrived with the registration.
+    pub initial: Vec<u8>,
+}
+
+fn unhex(hex: &str) -> Vec<u8> {
+    (0..hex.len() / 2)
+        .filter_map(|i| u8::from_str_radix(&hex[i * 2..i * 2 + 2], 16).ok())
+        .collect()
+}
+
+/// The bus `port` of gateway `gateway_id`, if it exists and is in use.
+pub async fn load_link(
+    pool: &PgPool,
+    schema: &SchemaName,
+    gateway_id: Uuid,
+    port: i32,
+) -> anyhow::Result<Option<BusLink>> {
+    let mut tx = powertab_core::db::begin_in(pool, schema).await?;
+    let row = sqlx::query(
+        "select b.id, b.gap_ms, b.timeout_ms, g.registration_hex, g.registration_repeats, g.heartbeat_hex
+         from buses b join gateways g on g.id = b.gateway_id
+         where g.id = $1 and b.number = $2 and b.removed_at is null and g.status = 'enabled'",
+    )
+    .bind(gateway_id)
+    .bind(port)
+    .fetch_optional(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    let Some(row) = row else { return Ok(None) };
+    let mut noise = Vec::new();
+    if let Some(hex) = row.try_get::<Option<String>, _>("heartbeat_hex")? {
+        noise.push(unhex(&hex));
+    }
+    if row.try_get::<bool, _>("registration_repeats")? {
+        if let Some(hex) = row.try_get::<Option<String>, _>("registration_hex")? {
+            noise.push(unhex(&hex));
+        }
+    }
+    Ok(Some(BusLink {
+        schema: schema.clone(),
+        gateway_id,
+        bus_id: row.try_get("id")?,
+        port,
+        gap: Duration::from_millis(row.try_get::<i32, _>("gap_ms")?.max(0) as u64),
+        timeout: Duration::from_millis(row.try_get::<i32, _>("timeout_ms")?.max(1) as u64),
+        noise,
+        initial: Vec::new(),
+    }))
+}
+
+/// A meter on the bus and its schedule.
+struct Slot {
+    meter_id: Uuid,
+    driver: Box<dyn Driver>,
+    ratios: (i64, i64),
+    next_due: Instant,
+    failures: u32,
+}
+
+async fn load_slots(pool: &PgPool, link: &BusLink, old: &[Slot]) -> anyhow::Result<Vec<Slot>> {
+    let mut tx = powertab_core::db::begin_in(pool, &link.schema).await?;
+    let rows = sqlx::query(
+        "select id, model, address, register_map, dlt645_password, dlt645_operator, pt_ratio, ct_ratio
+         from meters where bus_id = $1 and status = 'active' order by address",
+    )
+    .bind(link.bus_id)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    let now = Instant::now();
+    let mut slots = Vec::with_capacity(rows.len());
+    for (i, r) in rows.into_iter().enumerate() {
+        let meter_id: Uuid = r.try_get("id")?;
+        let config = MeterConfig {
+            model: r.try_get("model")?,
+            address: r.try_get("address")?,
+            register_map: r.try_get("register_map")?,
+            dlt645_password: r.try_get("dlt645_password")?,
+            dlt645_operator: r.try_get("dlt645_operator")?,
+        };
+        let driver = match driver::for_meter(&config) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(%meter_id, error = %e, "meter not polled");
+                continue;
+            }
+        };
+        // A meter keeps its place in the schedule across reloads; new ones start at once,
+        // spread a little so a bus does not start with a burst.
+        let (next_due, failures) = old
+            .iter()
+            .find(|s| s.meter_id == meter_id)
+            .map_or((now + Duration::from_millis(i as u64 * 10), 0), |s| {
+                (s.next_due, s.failures)
+            });
+        slots.push(Slot {
+            meter_id,
+            driver,
+            ratios: (
+                i64::from(r.try_get::<i32, _>("pt_ratio")?),
+                i64::from(r.try_get::<i32, _>("ct_ratio")?),
+            ),
+            next_due,
+            failures,
+        });
+    }
+    Ok(slots)
+}
+
+/// The socket, with what arrived but was not yet consumed.
+struct Wire {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    noise: Vec<Vec<u8>>,
+    got_bytes: bool,
+}
+
+impl Wire {
+    /// Sends `step` and waits up to `timeout` for its reply (`None` on timeout). Whatever is
+    /// buffered before sending is stale (a late reply, noise) and dropped first.
+    async fn transact(
+        &mut self,
+        step: &Step,
+        timeout: Duration,
+    ) -> std::io::Result<Option<(Reply, Vec<u8>)>> {
+        self.buf.clear();
+        self.stream.write_all(&step.request).await?;
+        let deadline = Instant::now() + timeout;
+        let mut chunk = [0u8; 512];
+        loop {
+            match framing::find(&self.buf, &step.expect, &self.noise) {
+                Ok((reply, used)) => {
+                    let raw = self.buf.drain(..used).collect();
+                    return Ok(Some((reply, raw)));
+                }
+                Err(discard) => {
+                    self.buf.drain(..discard.min(self.buf.len()));
+                }
+            }
+            if self.buf.len() > BUFFER_MAX {
+                self.buf.clear();
+            }
+            match tokio::time::timeout_at(deadline, self.stream.read(&mut chunk)).await {
+                Err(_) => return Ok(None),
+                Ok(Ok(0)) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+                Ok(Ok(n)) => {
+                    self.got_bytes = true;
+                    self.buf.extend_from_slice(&chunk[..n]);
+                }
+                Ok(Err(e)) => return Err(e),
+            }
+        }
+    }
+
+    /// Waits until `until`, reading (and dropping) whatever arrives: heartbeats, late replies.
+    async fn idle(&mut self, until: Instant) -> std::io::Result<()> {
+        let mut chunk = [0u8; 512];
+        loop {
+            match tokio::time::timeout_at(until, self.stream.read(&mut chunk)).await {
+                Err(_) => return Ok(()),
+                Ok(Ok(0)) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+                Ok(Ok(_)) => self.got_bytes = true,
+                Ok(Err(e)) => return Err(e),
+            }
+        }
+    }
+}
+
+/// Polls the bus behind `stream` until the connection ends.
+pub async fn run(
+    stream: TcpStream,
+    peer: SocketAddr,
+    link: BusLink,
+    pool: PgPool,
+    writer: Writer,
+    interval: Duration,
+) -> anyhow::Result<()> {
+    mark(&pool, &link, true, &peer.to_string()).await;
+    let mut wire = Wire {
+        stream,
+        buf: link.initial.clone(),
+        noise: link.noise.clone(),
+        got_bytes: false,
+    };
+    let mut slots = load_slots(&pool, &link, &[]).await?;
+    let mut reloaded = Instant::now();
+    let mut seen = Instant::now();
+    loop {
+        if reloaded.elapsed() >= RELOAD_EVERY {
+            match load_slots(&pool, &link, &slots).await {
+                Ok(fresh) => slots = fresh,
+                Err(e) => tracing::warn!(error = %e, "reloading the bus's meters failed"),
+            }
+            reloaded = Instant::now();
+        }
+        if wire.got_bytes && seen.elapsed() >= SEEN_EVERY {
+            mark(&pool, &link, true, &peer.to_string()).await;
+            seen = Instant::now();
+            wire.got_bytes = false;
+        }
+        let Some(slot) = slots.iter_mut().min_by_key(|s| s.next_due) else {
+            // No meters yet: keep the connection, look again later.
+            wire.idle(Instant::now() + RELOAD_EVERY.min(interval))
+                .await?;
+            reloaded -= RELOAD_EVERY;
+            continue;
+        };
+        if slot.next_due > Instant::now() {
+            let until = slot.next_due.min(reloaded + RELOAD_EVERY);
+            wire.idle(until).await?;
+            continue;
+        }
+        let outcome = poll_meter(&mut wire, slot, &link, &writer).await?;
+        let due = slot.next_due;
+        if outcome {
+            slot.failures = 0;
+            // Keep the rhythm (no drift), but never schedule into the past.
+            slot.next_due = (due + interval).max(Instant::now());
+        } else {
+            slot.failures += 1;
+            let backoff = interval
+                .saturating_mul(1 << slot.failures.min(8).saturating_sub(1))
+                .min(BACKOFF_MAX);
+            slot.next_due = Instant::now() + backoff;
+        }
+        tokio::time::sleep(link.gap).await;
+    }
+}
+
+/// Polls one meter; `Ok(true)` when it answered. I/O errors end the session.
+async fn poll_meter(
+    wire: &mut Wire,
+    slot: &Slot,
+    link: &BusLink,
+    writer: &Writer,
+) -> anyhow::Result<bool> {
+    let started = Instant::now();
+    let mut replies = Vec::new();
+    let mut raw = Vec::new();
+    let mut error = String::new();
+    for step in slot.driver.poll() {
+        let attempts = if step.optional { 1 } else { 1 + RETRIES };
+        let mut reply = None;
+        for attempt in 0..attempts {
+            if attempt > 0 {
+                tokio::time::sleep(link.gap).await;
+            }
+            if let Some((r, bytes)) = wire.transact(&step, link.timeout).await? {
+                raw.extend_from_slice(&bytes);
+                reply = Some(r);
+                break;
+            }
+        }
+        if reply.is_none() && !step.optional {
+            error = "no answer".into();
+            break;
+        }
+        replies.push(reply);
+        if !link.gap.is_zero() {
+            tokio::time::sleep(link.gap).await;
+        }
+    }
+    let mut ok = false;
+    if error.is_empty() {
+        match slot.driver.parse_poll(&replies) {
+            Ok(values) => {
+                let ratio_mismatch = slot.driver.energy_is_primary()
+                    && values.meter_ratios.is_some_and(|r| r != slot.ratios);
+                writer
+                    .send(Message::Reading(
+                        link.schema.clone(),
+                        NewReading {
+                            meter_id: slot.meter_id,
+                            read_at: Utc::now(),
+                            values,
+                            raw,
+                            ratio_mismatch,
+                        },
+                    ))
+                    .await;
+                ok = true;
+            }
+            Err(e) => error = e.to_string(),
+        }
+    }
+    if !ok {
+        metrics::counter!("ingest_poll_failures_total").increment(1);
+    }
+    writer
+        .send(Message::Poll(
+            link.schema.clone(),
+            PollOutcome {
+                meter_id: slot.meter_id,
+                ok,
+                latency_ms: i32::try_from(started.elapsed().as_millis()).unwrap_or(i32::MAX),
+                error,
+                at: Utc::now(),
+            },
+        ))
+        .await;
+    Ok(ok)
+}
+
+async fn mark(pool: &PgPool, link: &BusLink, online: bool, peer: &str) {
+    let result = async {
+        let mut tx = powertab_core::db::begin_in(pool, &link.schema).await?;
+        sqlx::query(
+            "insert into bus_sessions (bus_id, gateway_id, online, peer, connected_at, last_seen_at, updated_at)
+             values ($1, $2, $3, $4, now(), now(), now())
+             on conflict (bus_id) do update set online = excluded.online, peer = excluded.peer,
+                 connected_at = case when bus_sessions.online then bus_sessions.connected_at else now() end,
+                 last_seen_at = now(), updated_at = now()",
+        )
+        .bind(link.bus_id)
+        .bind(link.gateway_id)
+        .bind(online)
+        .bind(peer)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        anyhow::Ok(())
+    }
+    .await;
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "recording the bus session failed");
+    }
+}
+
+/// Records that the bus `port` of `gateway_id` went offline.
+pub async fn mark_offline(pool: &PgPool, schema: &SchemaName, gateway_id: Uuid, port: i32) {
+    let result = async {
+        let mut tx = powertab_core::db::begin_in(pool, schema).await?;
+        sqlx::query(
+            "update bus_sessions s set online = false, updated_at = now() from buses b
+             where b.id = s.bus_id and b.gateway_id = $1 and b.number = $2",
+        )
+        .bind(gateway_id)
+        .bind(port)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        anyhow::Ok(())
+    }
+    .await;
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "recording the bus as offline failed");
+    }
+}

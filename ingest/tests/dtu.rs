@@ -1,0 +1,163 @@
+//! DTU dial-in on real sockets (127.0.0.1:0): simulated DTUs register, their buses are polled,
+//! readings land in the database; faults (a silent meter, heartbeats inside replies, CRC
+//! garbage, unknown registrations, replacement by a newer connection) never stall the rest.
+
+mod common;
+
+use common::Field;
+use powertab_core::profile::ShopType;
+use powertab_ingest::dtu::{self, DtuConfig};
+use powertab_ingest::framing::dlt645;
+use powertab_ingest::sim::{DtuFaults, SimBus, SimDtu, SimMeter, SimModel};
+use powertab_ingest::writer::Writer;
+use powertab_testkit::wait_until;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::Mutex;
+
+async fn start_ingest(field: &Field) -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (writer, _task) = Writer::start(field.db.pool.clone());
+    let config = DtuConfig {
+        poll_interval: Duration::from_millis(300),
+    };
+    tokio::spawn(dtu::serve(listener, field.db.pool.clone(), writer, config));
+    addr
+}
+
+async fn count(field: &Field, sql: &str) -> i64 {
+    sqlx::query_scalar(&sql.replace("{s}", field.schema.as_str()))
+        .fetch_one(&field.db.pool)
+        .await
+        .unwrap()
+}
+
+fn dtu(registration: &[u8], bus: SimBus, faults: DtuFaults) -> SimDtu {
+    SimDtu {
+        registration: registration.to_vec(),
+        heartbeat: vec![0xFE],
+        heartbeat_every: Duration::from_millis(70),
+        bus: Arc::new(Mutex::new(bus)),
+        faults,
+    }
+}
+
+#[tokio::test]
+async fn a_modbus_bus_is_polled_despite_a_silent_meter_and_noisy_link() {
+    let field = Field::new("acme", "dtu-1", b"PT-0001", &["modbus_rtu"]).await;
+    let live_a = field.meter(0, "dtsy1352", "1", "1001").await;
+    let silent = field.meter(0, "dtsy1352", "2", "1002").await;
+    let live_b = field.meter(0, "ddsy1352", "3", "1003").await;
+    let addr = start_ingest(&field).await;
+
+    let mut dead = SimMeter::new(
+        SimModel::Dtsy1352 { address: 2 },
+        ShopType::Retail,
+        50_000,
+        0,
+    );
+    dead.silent = true;
+    let bus = SimBus::modbus(vec![
+        SimMeter::new(
+            SimModel::Dtsy1352 { address: 1 },
+            ShopType::Restaurant,
+            120_000,
+            1_000_000,
+        ),
+        dead,
+        SimMeter::new(
+            SimModel::Ddsy1352 { address: 3 },
+            ShopType::Office,
+            30_000,
+            2_000_000,
+        ),
+    ]);
+    let faults = DtuFaults {
+        heartbeat_inside_reply: true,
+        garbage_every: Some(5),
+        ..DtuFaults::default()
+    };
+    let sim = dtu(b"PT-0001", bus, faults);
+    let running = tokio::spawn(async move { sim.run(addr).await });
+
+    let polled = wait_until(Duration::from_secs(20), || async {
+        count(&field, &format!("select count(distinct meter_id) from {{s}}.readings where meter_id in ('{live_a}', '{live_b}')")).await == 2
+            && count(&field, "select count(*) from {s}.readings").await >= 6
+    })
+    .await;
+    assert!(polled, "both live meters are read repeatedly");
+    let silent_readings = count(
+        &field,
+        &format!("select count(*) from {{s}}.readings where meter_id = '{silent}'"),
+    )
+    .await;
+    assert_eq!(silent_readings, 0);
+    let failing = wait_until(Duration::from_secs(10), || async {
+        count(&field, &format!("select coalesce(max(consecutive_failures), 0)::bigint from {{s}}.meter_polls where meter_id = '{silent}'")).await >= 1
+    })
+    .await;
+    assert!(failing, "the silent meter's failures are recorded");
+    let online = count(&field, "select count(*) from {s}.bus_sessions where online").await;
+    assert_eq!(online, 1);
+    let energy: i64 = count(
+        &field,
+        &format!("select energy_wh from {{s}}.meter_latest where meter_id = '{live_b}'"),
+    )
+    .await;
+    assert!(energy >= 2_000_000, "{energy}");
+    running.abort();
+}
+
+#[tokio::test]
+async fn a_dlt645_bus_on_port_2_and_refused_registrations() {
+    let field = Field::new("acme", "dtu-1", b"PT-0001", &["modbus_rtu", "dlt645"]).await;
+    let meter = field.meter(1, "dlt645", "202611250001", "2001").await;
+    let addr = start_ingest(&field).await;
+
+    // Port 2 registers with the port number after the registration bytes.
+    let address = dlt645::address_bytes("202611250001").unwrap();
+    let bus = SimBus::dlt645(vec![SimMeter::new(
+        SimModel::Dlt645 { address },
+        ShopType::Supermarket,
+        200_000,
+        7_000_000,
+    )]);
+    let sim = dtu(b"PT-00012", bus, DtuFaults::default());
+    let running = tokio::spawn(async move { sim.run(addr).await });
+    let read = wait_until(Duration::from_secs(20), || async {
+        count(
+            &field,
+            &format!("select count(*) from {{s}}.readings where meter_id = '{meter}'"),
+        )
+        .await
+            >= 2
+    })
+    .await;
+    assert!(read, "the DL/T 645 meter is read");
+    let energy = count(
+        &field,
+        &format!("select energy_wh from {{s}}.meter_latest where meter_id = '{meter}'"),
+    )
+    .await;
+    assert!((7_000_000..7_100_000).contains(&energy), "{energy}");
+
+    // An unknown registration and a port the gateway does not have are refused and listed.
+    for registration in [&b"NOPE-1"[..], &b"PT-00019"[..]] {
+        let stranger = dtu(registration, SimBus::modbus(vec![]), DtuFaults::default());
+        let answered = tokio::time::timeout(Duration::from_secs(5), stranger.run(addr)).await;
+        assert!(
+            matches!(answered, Ok(Ok(0)) | Ok(Err(_))),
+            "refused at once: {answered:?}"
+        );
+    }
+    let unclaimed: Vec<(String, i64)> = sqlx::query_as(
+        "select registration_hex, attempts from control.unclaimed_registrations order by registration_hex",
+    )
+    .fetch_all(&field.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(unclaimed.len(), 2, "{unclaimed:?}");
+    running.abort();
+}
