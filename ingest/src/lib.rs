@@ -1,9 +1,9 @@
 //! PowerTab's field side (DESIGN.md: Ingest): gateway sessions, framers, meter drivers, the poll
 //! scheduler, command delivery and the simulator. It meets the server only in the database.
 //!
-//! The foundation issue gives this crate its place in the dependency graph
-//! (core ← ingest ← server) and the process entry point; the meter-acquisition issue fills it
-//! with DTU, Modbus-TCP and MQTT sessions.
+//! In place: framers ([`framing`]), meter drivers ([`driver`]), DTU dial-in ([`dtu`]) with one
+//! poll session per bus ([`bus`]), the batched [`writer`] into [`store`], and the simulator
+//! ([`sim`]). Modbus-TCP and MQTT gateways come next (see the meter-acquisition issue).
 
 pub mod bus;
 pub mod driver;
@@ -13,14 +13,47 @@ pub mod sim;
 pub mod store;
 pub mod writer;
 
+use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
 
-/// Runs the field side until `shutdown` completes. Today it only checks that the database is
-/// reachable and waits: no field connections exist before the meter-acquisition issue.
-pub async fn run(pool: PgPool, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+/// Settings of the field side (`[ingest]` in powertab.toml, `POWERTAB_INGEST__*`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IngestConfig {
+    /// Where DTUs dial in (DESIGN.md: default port 9502).
+    pub dtu_listen: SocketAddr,
+    /// How often each meter is read.
+    pub poll_interval_s: u64,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            dtu_listen: "0.0.0.0:9502".parse().expect("a valid address"),
+            poll_interval_s: 30,
+        }
+    }
+}
+
+/// Runs the field side until `shutdown` completes: the DTU port and the reading writer.
+pub async fn run(
+    pool: PgPool,
+    config: IngestConfig,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
     anyhow::ensure!(powertab_core::db::ping(&pool).await, "database unreachable");
-    tracing::info!("ingest started (no field connections are implemented yet)");
+    let listener = tokio::net::TcpListener::bind(config.dtu_listen).await?;
+    tracing::info!(address = %listener.local_addr()?, "DTU port listening");
+    let (writer, writer_task) = writer::Writer::start(pool.clone());
+    let dtu_config = dtu::DtuConfig {
+        poll_interval: Duration::from_secs(config.poll_interval_s.max(1)),
+    };
+    let serving = tokio::spawn(dtu::serve(listener, pool, writer, dtu_config));
     shutdown.await;
+    serving.abort();
+    // The writer stores what it holds once the last sender (the sessions) is gone.
+    let _ = tokio::time::timeout(Duration::from_secs(5), writer_task).await;
     Ok(())
 }

@@ -36,12 +36,24 @@ pub enum Command {
     Demo,
     /// Upgrade the control schema and every company schema (idempotent).
     Migrate,
+    /// Simulate a company's configured DTUs and meters, dialling in to an ingest DTU port.
+    Simulate(SimulateArgs),
     /// Manage property companies.
     #[command(subcommand)]
     Company(CompanyCommand),
     /// Manage users.
     #[command(subcommand)]
     User(UserCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    /// The company (login slug) whose field is simulated.
+    #[arg(long)]
+    pub company: String,
+    /// Ingest's DTU port to dial.
+    #[arg(long, default_value = "127.0.0.1:9502")]
+    pub target: std::net::SocketAddr,
 }
 
 #[derive(Debug, Subcommand)]
@@ -122,7 +134,22 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
         Command::All => serve(config, true).await,
         Command::Ingest => {
             let pool = db::connect(config.database_url()?, 5).await?;
-            powertab_ingest::run(pool, shutdown_signal()).await
+            powertab_ingest::run(pool, config.ingest.clone(), shutdown_signal()).await
+        }
+        Command::Simulate(args) => {
+            let pool = db::connect(config.database_url()?, 2).await?;
+            let company = powertab_core::companies::find_by_slug(&pool, &args.company)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no company {}", args.company))?;
+            let meters =
+                powertab_ingest::sim::field::simulate_company(&pool, company.id, args.target)
+                    .await?;
+            println!(
+                "simulating {meters} meters of {}, dialling {}",
+                args.company, args.target
+            );
+            shutdown_signal().await;
+            Ok(())
         }
         Command::Migrate => {
             let pool = db::connect(config.database_url()?, 2).await?;
@@ -245,9 +272,14 @@ pub async fn serve(config: Config, with_ingest: bool) -> anyhow::Result<()> {
     migrate::migrate_all(&pool).await?;
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     tracing::info!(address = %listener.local_addr()?, "listening");
+    let ingest = config.ingest.clone();
     let state = AppState::new(pool.clone(), config)?;
     if with_ingest {
-        tokio::spawn(powertab_ingest::run(pool, shutdown_signal()));
+        tokio::spawn(async move {
+            if let Err(e) = powertab_ingest::run(pool, ingest, shutdown_signal()).await {
+                tracing::error!(error = %e, "the field side stopped");
+            }
+        });
     }
     app::run(listener, state, shutdown_signal()).await
 }

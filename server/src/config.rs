@@ -32,6 +32,8 @@ pub struct Config {
     pub db_connections_max: u32,
     /// `text` or `json` logs.
     pub log_format: String,
+    /// The field side (DTU port, poll interval).
+    pub ingest: powertab_ingest::IngestConfig,
 }
 
 /// Defaults, as a serialisable mirror of `Config` (figment's first layer).
@@ -46,6 +48,7 @@ struct Defaults {
     site_root: PathBuf,
     db_connections_max: u32,
     log_format: String,
+    ingest: powertab_ingest::IngestConfig,
 }
 
 impl Default for Defaults {
@@ -60,6 +63,7 @@ impl Default for Defaults {
             site_root: PathBuf::from("target/site"),
             db_connections_max: 20,
             log_format: "text".into(),
+            ingest: powertab_ingest::IngestConfig::default(),
         }
     }
 }

@@ -199,7 +199,12 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     }
     let pool = db::connect(config.database_url()?, 5).await?;
     prepare(&pool).await?;
-    pool.close().await;
+    // The demo building's DTU and meters, simulated, dial in to our own DTU port.
+    let demo = companies::find_by_slug(&pool, DEMO_COMPANY)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the demo company is missing"))?;
+    let target = std::net::SocketAddr::from(([127, 0, 0, 1], config.ingest.dtu_listen.port()));
+    let meters = powertab_ingest::sim::field::simulate_company(&pool, demo.id, target).await?;
     let url = format!("http://{}", config.listen);
     println!("\nPowerTab demo is running at {url}\n");
     println!(
@@ -218,6 +223,9 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
             login.role.as_str()
         );
     }
-    println!("\nStop with Ctrl-C.\n");
+    println!(
+        "\n{meters} simulated meters dial in to the DTU port {target}; their readings appear \
+         within a minute.\nStop with Ctrl-C.\n"
+    );
     cli::serve(config, true).await
 }

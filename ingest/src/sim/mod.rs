@@ -3,6 +3,7 @@
 //! bus's baud rate, meter turnaround), with faults on demand.
 
 pub mod dtu;
+pub mod field;
 pub mod meter;
 
 pub use dtu::{DtuFaults, SimBus, SimDtu};

@@ -145,3 +145,36 @@ async fn the_demo_prepares_a_property_with_every_role_and_can_run_again() {
         assert!(!outcome.must_change_password);
     }
 }
+
+#[tokio::test]
+async fn the_demo_building_is_simulated_and_every_meter_is_read() {
+    let db = TestDb::new().await;
+    powertab_server::demo::prepare(&db.pool)
+        .await
+        .expect("demo data");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = listener.local_addr().unwrap();
+    let (writer, _task) = powertab_ingest::writer::Writer::start(db.pool.clone());
+    let config = powertab_ingest::dtu::DtuConfig {
+        poll_interval: std::time::Duration::from_millis(500),
+    };
+    tokio::spawn(powertab_ingest::dtu::serve(
+        listener,
+        db.pool.clone(),
+        writer,
+        config,
+    ));
+    let simulated = powertab_ingest::sim::field::simulate_company(&db.pool, 1, target)
+        .await
+        .expect("simulated field");
+    assert_eq!(simulated, 6);
+    let all_read = powertab_testkit::wait_until(std::time::Duration::from_secs(30), || async {
+        let read: i64 = sqlx::query_scalar("select count(*) from c_1.meter_latest")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        read == 6
+    })
+    .await;
+    assert!(all_read, "every demo meter has a reading");
+}

@@ -43,6 +43,10 @@ pub fn test_config(throttle: ThrottleConfig) -> Config {
         site_root: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/site"),
         db_connections_max: 5,
         log_format: "text".into(),
+        ingest: powertab_ingest::IngestConfig {
+            dtu_listen: "127.0.0.1:0".parse().unwrap(),
+            poll_interval_s: 1,
+        },
     }
 }
 
