@@ -184,4 +184,48 @@ mod tests {
             Err(4)
         );
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Whatever arrives, the framer answers without panicking and never claims bytes it
+            /// does not have.
+            #[test]
+            fn arbitrary_bytes_never_panic(buf in proptest::collection::vec(any::<u8>(), 0..300),
+                                           address in 1u8..=247, count in 1u16..=60,
+                                           noise in proptest::collection::vec(any::<u8>(), 0..4)) {
+                let (_, rtu_expect) = rtu::read_holding(address, 0x0200, count);
+                let (_, dlt_expect) = dlt645::read([1, 2, 3, 4, 5, 6], 0);
+                for expect in [Expect::Rtu(rtu_expect), Expect::Dlt645(dlt_expect)] {
+                    match find(&buf, &expect, std::slice::from_ref(&noise)) {
+                        Ok((_, consumed)) => prop_assert!(consumed <= buf.len()),
+                        Err(discard) => prop_assert!(discard <= buf.len()),
+                    }
+                }
+            }
+
+            /// A valid reply inside noise is found, with its values.
+            #[test]
+            fn a_reply_is_found_inside_noise(before in proptest::collection::vec(any::<u8>(), 0..40),
+                                             after in proptest::collection::vec(any::<u8>(), 0..40),
+                                             values in proptest::collection::vec(any::<u16>(), 1..20)) {
+                let (_, expect) = rtu::read_holding(7, 0, values.len() as u16);
+                let mut buf = before.clone();
+                buf.extend(registers_reply(7, &values));
+                buf.extend(after);
+                // Noise before the reply may itself look like a reply only with a valid CRC for
+                // the same request, which random bytes practically never have; accept either.
+                match find(&buf, &Expect::Rtu(expect), &[]) {
+                    Ok((Reply::Rtu(rtu::Reply::Registers(found)), _)) => {
+                        if found != values {
+                            prop_assert!(before.len() >= 5, "only noise can shadow the reply");
+                        }
+                    }
+                    other => prop_assert!(false, "{other:?}"),
+                }
+            }
+        }
+    }
 }
