@@ -27,6 +27,8 @@ pub mod field;
 #[cfg(feature = "db")]
 pub mod field_changes;
 #[cfg(feature = "db")]
+pub mod fleet;
+#[cfg(feature = "db")]
 pub mod import;
 #[cfg(feature = "db")]
 pub mod migrate;

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod company;
 pub mod error;
 pub mod field;
+pub mod fleet;
 pub mod import;
 pub mod platform;
 pub mod property;
@@ -37,5 +38,6 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(property::router())
         .merge(setup::router())
         .merge(field::router())
+        .merge(fleet::router())
         .merge(import::router())
 }

@@ -11,6 +11,7 @@ mod companies;
 mod field;
 mod field_changes;
 mod field_web;
+mod fleet;
 mod isolation;
 mod ops;
 mod property;

@@ -1,0 +1,368 @@
+//! What the field looks like now, for people: gateways with each bus online or offline and
+//! last heard, meters with the age of their newest reading, relay, power and alarms (from what
+//! ingest writes: `bus_sessions`, `meter_latest`, `meter_polls`), a meter's reading history and
+//! daily energy, and DTU registrations nobody claimed. Read-only; any company role may look.
+
+use crate::auth::Principal;
+use crate::error::{CoreError, CoreResult};
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::{PgConnection, Row};
+use uuid::Uuid;
+
+/// A meter is stale when its newest reading is older than this (DESIGN.md: p99 ≤ 60 s at a
+/// 30 s poll interval; two missed polls and some slack).
+pub const STALE_AFTER_S: i64 = 90;
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BusStatus {
+    pub number: i32,
+    pub online: bool,
+    pub peer: String,
+    pub last_seen_at: Option<DateTime<Utc>>,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct GatewayStatus {
+    pub id: Uuid,
+    pub identity: String,
+    pub name: String,
+    pub kind: String,
+    pub status: String,
+    /// Every bus online.
+    pub online: bool,
+    pub buses: Vec<BusStatus>,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct MeterStatus {
+    pub id: Uuid,
+    pub meter_number: String,
+    pub gateway_identity: String,
+    pub shop_id: Option<Uuid>,
+    pub read_at: Option<DateTime<Utc>>,
+    /// Seconds since the newest reading; none without readings.
+    pub age_s: Option<i64>,
+    pub stale: bool,
+    pub energy_wh: Option<i64>,
+    pub power_w: Option<i64>,
+    pub remaining_fen: Option<i64>,
+    pub relay_closed: Option<bool>,
+    pub alarms: Vec<String>,
+    pub consecutive_failures: i32,
+    pub last_error: String,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Fleet {
+    pub gateways: Vec<GatewayStatus>,
+    pub meters: Vec<MeterStatus>,
+    pub meters_stale: usize,
+    pub gateways_offline: usize,
+}
+
+/// Gateways and active meters with their live state.
+pub async fn fleet(conn: &mut PgConnection, principal: &Principal) -> CoreResult<Fleet> {
+    principal.require_read_company()?;
+    let bus_rows = sqlx::query(
+        "select g.id, g.identity, g.name, g.kind, g.status, b.number,
+                coalesce(s.online, false) as online, coalesce(s.peer, '') as peer, s.last_seen_at
+         from gateways g join buses b on b.gateway_id = g.id and b.removed_at is null
+         left join bus_sessions s on s.bus_id = b.id
+         where g.status <> 'removed' order by g.identity, b.number",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut gateways: Vec<GatewayStatus> = Vec::new();
+    for r in bus_rows {
+        let id: Uuid = r.try_get("id")?;
+        let bus = BusStatus {
+            number: r.try_get("number")?,
+            online: r.try_get("online")?,
+            peer: r.try_get("peer")?,
+            last_seen_at: r.try_get("last_seen_at")?,
+        };
+        match gateways.last_mut().filter(|g| g.id == id) {
+            Some(g) => g.buses.push(bus),
+            None => gateways.push(GatewayStatus {
+                id,
+                identity: r.try_get("identity")?,
+                name: r.try_get("name")?,
+                kind: r.try_get("kind")?,
+                status: r.try_get("status")?,
+                online: false,
+                buses: vec![bus],
+            }),
+        }
+    }
+    for g in &mut gateways {
+        g.online = g.buses.iter().all(|b| b.online);
+    }
+    let now = Utc::now();
+    let meters = sqlx::query(
+        "select m.id, m.meter_number, g.identity, m.shop_id, l.read_at, l.energy_wh, l.power_w, l.remaining_fen,
+                l.relay_closed, coalesce(l.alarms, '{}') as alarms,
+                coalesce(p.consecutive_failures, 0) as consecutive_failures, coalesce(p.last_error, '') as last_error
+         from meters m join buses b on b.id = m.bus_id join gateways g on g.id = b.gateway_id
+         left join meter_latest l on l.meter_id = m.id left join meter_polls p on p.meter_id = m.id
+         where m.status = 'active' order by g.identity, b.number, m.address limit 20000",
+    )
+    .fetch_all(&mut *conn)
+    .await?
+    .into_iter()
+    .map(|r| {
+        let read_at: Option<DateTime<Utc>> = r.try_get("read_at")?;
+        let age_s = read_at.map(|t| (now - t).num_seconds().max(0));
+        Ok(MeterStatus {
+            id: r.try_get("id")?,
+            meter_number: r.try_get("meter_number")?,
+            gateway_identity: r.try_get("identity")?,
+            shop_id: r.try_get("shop_id")?,
+            read_at,
+            age_s,
+            stale: age_s.is_none_or(|a| a > STALE_AFTER_S),
+            energy_wh: r.try_get("energy_wh")?,
+            power_w: r.try_get("power_w")?,
+            remaining_fen: r.try_get("remaining_fen")?,
+            relay_closed: r.try_get("relay_closed")?,
+            alarms: r.try_get("alarms")?,
+            consecutive_failures: r.try_get("consecutive_failures")?,
+            last_error: r.try_get("last_error")?,
+        })
+    })
+    .collect::<CoreResult<Vec<MeterStatus>>>()?;
+    Ok(Fleet {
+        gateways_offline: gateways.iter().filter(|g| !g.online).count(),
+        meters_stale: meters.iter().filter(|m| m.stale).count(),
+        gateways,
+        meters,
+    })
+}
+
+/// One stored reading.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Reading {
+    pub read_at: DateTime<Utc>,
+    pub energy_wh: i64,
+    pub power_w: Option<i64>,
+    pub voltage_dv: Option<Vec<i32>>,
+    pub current_ca: Option<Vec<i32>>,
+    pub remaining_fen: Option<i64>,
+    pub relay_closed: Option<bool>,
+    pub alarms: Vec<String>,
+    /// Why the reading did not count as consumption (reset, gap, …).
+    pub flag: Option<String>,
+}
+
+/// Filters of a meter's reading history (newest first).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ReadingFilter {
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    /// Only flagged readings.
+    #[serde(default)]
+    pub flagged: bool,
+    /// At most this many (default 500, at most 20,000).
+    pub limit: Option<i64>,
+}
+
+/// A meter's readings, newest first.
+pub async fn readings(
+    conn: &mut PgConnection,
+    principal: &Principal,
+    meter_id: Uuid,
+    filter: &ReadingFilter,
+) -> CoreResult<Vec<Reading>> {
+    crate::field::meter(conn, principal, meter_id).await?;
+    let limit = filter.limit.unwrap_or(500);
+    if !(1..=20_000).contains(&limit) {
+        return Err(CoreError::field("limit", "1 to 20,000"));
+    }
+    sqlx::query(
+        "select read_at, energy_wh, power_w, voltage_dv, current_ca, remaining_fen, relay_closed,
+                coalesce(alarms, '{}') as alarms, flag
+         from readings where meter_id = $1 and ($2::timestamptz is null or read_at >= $2)
+           and ($3::timestamptz is null or read_at < $3) and (not $4 or flag is not null)
+         order by read_at desc limit $5",
+    )
+    .bind(meter_id)
+    .bind(filter.from)
+    .bind(filter.to)
+    .bind(filter.flagged)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?
+    .into_iter()
+    .map(|r| {
+        Ok(Reading {
+            read_at: r.try_get("read_at")?,
+            energy_wh: r.try_get("energy_wh")?,
+            power_w: r.try_get("power_w")?,
+            voltage_dv: r.try_get("voltage_dv")?,
+            current_ca: r.try_get("current_ca")?,
+            remaining_fen: r.try_get("remaining_fen")?,
+            relay_closed: r.try_get("relay_closed")?,
+            alarms: r.try_get("alarms")?,
+            flag: r.try_get("flag")?,
+        })
+    })
+    .collect()
+}
+
+/// Energy of one local day and TOU period.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DailyEnergy {
+    pub day: NaiveDate,
+    pub period: String,
+    pub energy_wh: i64,
+}
+
+/// A meter's daily energy by TOU period over the last `days` local days (oldest first).
+pub async fn daily_energy(
+    conn: &mut PgConnection,
+    principal: &Principal,
+    meter_id: Uuid,
+    days: i64,
+) -> CoreResult<Vec<DailyEnergy>> {
+    crate::field::meter(conn, principal, meter_id).await?;
+    if !(1..=366).contains(&days) {
+        return Err(CoreError::field("days", "1 to 366"));
+    }
+    let tz: chrono_tz::Tz = principal
+        .company()?
+        .time_zone
+        .parse()
+        .unwrap_or(chrono_tz::Asia::Shanghai);
+    let today = Utc::now().with_timezone(&tz).date_naive();
+    let first = today - chrono::Duration::days(days - 1);
+    sqlx::query(
+        "select day, period, energy_wh from daily_energy where meter_id = $1 and day >= $2
+         order by day, period",
+    )
+    .bind(meter_id)
+    .bind(first)
+    .fetch_all(conn)
+    .await?
+    .into_iter()
+    .map(|r| {
+        Ok(DailyEnergy {
+            day: r.try_get("day")?,
+            period: r.try_get("period")?,
+            energy_wh: r.try_get("energy_wh")?,
+        })
+    })
+    .collect()
+}
+
+/// A DTU registration that matched no gateway.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Unclaimed {
+    pub registration_hex: String,
+    /// The bytes as text when they are printable.
+    pub registration_text: Option<String>,
+    pub first_seen_at: DateTime<Utc>,
+    pub last_seen_at: DateTime<Utc>,
+    pub last_peer: String,
+    pub attempts: i64,
+}
+
+/// Registrations refused by ingest: platform staff see all of them; a company sees those of
+/// its own suspended gateways and unknown ones, which anyone could be about to claim (they
+/// reveal no other company's data: only bytes a device sent).
+pub async fn unclaimed(
+    conn: &mut PgConnection,
+    principal: &Principal,
+) -> CoreResult<Vec<Unclaimed>> {
+    let company_id = match principal.company.as_ref() {
+        Some(c) => {
+            principal.require_read_company()?;
+            Some(c.id)
+        }
+        None if principal.role.is_platform() => None,
+        None => return Err(CoreError::NotFound("resource")),
+    };
+    sqlx::query(
+        "select registration_hex, first_seen_at, last_seen_at, last_peer, attempts
+         from control.unclaimed_registrations
+         where $1::bigint is null or company_id is null or company_id = $1
+         order by last_seen_at desc limit 500",
+    )
+    .bind(company_id)
+    .fetch_all(conn)
+    .await?
+    .into_iter()
+    .map(|r| {
+        let hex: String = r.try_get("registration_hex")?;
+        let bytes: Vec<u8> = (0..hex.len() / 2)
+            .filter_map(|i| u8::from_str_radix(&hex[i * 2..i * 2 + 2], 16).ok())
+            .collect();
+        let text = String::from_utf8(bytes)
+            .ok()
+            .filter(|t| t.chars().all(|c| c.is_ascii_graphic() || c == ' '));
+        Ok(Unclaimed {
+            registration_hex: hex,
+            registration_text: text,
+            first_seen_at: r.try_get("first_seen_at")?,
+            last_seen_at: r.try_get("last_seen_at")?,
+            last_peer: r.try_get("last_peer")?,
+            attempts: r.try_get("attempts")?,
+        })
+    })
+    .collect()
+}
+
+/// A meter's readings as Excel (times in the property's time zone, energy in Wh, money in yuan).
+pub fn readings_sheet(meter_number: &str, readings: &[Reading], lang: &str) -> crate::xlsx::Sheet {
+    use crate::xlsx::{Cell, Column, Sheet};
+    let zh = lang != "en";
+    let header = |zh_text: &str, en_text: &str| {
+        if zh {
+            zh_text.to_owned()
+        } else {
+            en_text.to_owned()
+        }
+    };
+    let list = |v: &Option<Vec<i32>>| {
+        v.as_ref().map_or(Cell::Empty, |v| {
+            Cell::Text(v.iter().map(i32::to_string).collect::<Vec<_>>().join("/"))
+        })
+    };
+    Sheet {
+        name: meter_number.to_owned(),
+        columns: vec![
+            Column::new(header("抄表时间", "Read at"), 20.0),
+            Column::new(header("电能 Wh", "Energy Wh"), 14.0),
+            Column::new(header("功率 W", "Power W"), 10.0),
+            Column::new(header("电压 0.1V", "Voltage 0.1 V"), 16.0),
+            Column::new(header("电流 0.01A", "Current 0.01 A"), 16.0),
+            Column::new(header("剩余金额 元", "Remaining yuan"), 14.0),
+            Column::new(header("继电器合闸", "Relay closed"), 10.0),
+            Column::new(header("报警", "Alarms"), 16.0),
+            Column::new(header("标记", "Flag"), 14.0),
+        ],
+        rows: readings
+            .iter()
+            .map(|r| {
+                vec![
+                    Cell::Time(r.read_at),
+                    Cell::Int(r.energy_wh),
+                    r.power_w.map_or(Cell::Empty, Cell::Int),
+                    list(&r.voltage_dv),
+                    list(&r.current_ca),
+                    r.remaining_fen.map_or(Cell::Empty, Cell::MoneyFen),
+                    r.relay_closed.map_or(Cell::Empty, Cell::Bool),
+                    Cell::Text(r.alarms.join(",")),
+                    r.flag.clone().map_or(Cell::Empty, Cell::Text),
+                ]
+            })
+            .collect(),
+        totals: None,
+    }
+}

@@ -1,0 +1,104 @@
+//! `/api/v1/fleet`, a meter's readings and daily energy, and refused DTU registrations: the
+//! field as ingest sees it, read-only.
+
+use super::error::{ApiResult, ErrorBody};
+use super::session::{ApiQuery, Session};
+use super::xlsx::{self, ExportLang};
+use crate::app::AppState;
+use axum::extract::Path;
+use axum::response::Response;
+use axum::Json;
+use powertab_core::fleet::{self, DailyEnergy, Fleet, Reading, ReadingFilter, Unclaimed};
+use powertab_core::roles::{Need, Right};
+use serde::Deserialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(get_fleet))
+        .routes(routes!(meter_readings))
+        .routes(routes!(export_readings))
+        .routes(routes!(meter_daily_energy))
+        .routes(routes!(unclaimed_registrations))
+}
+
+/// Gateways (each bus online or offline, last heard) and active meters (age of the newest
+/// reading, stale beyond 90 s, relay, power, remaining amount, alarms, failing polls).
+#[utoipa::path(get, path = "/api/v1/fleet", tag = "fleet", responses((status = 200, body = Fleet)))]
+async fn get_fleet(mut session: Session) -> ApiResult<Json<Fleet>> {
+    Ok(Json(
+        fleet::fleet(&mut session.tx, &session.principal).await?,
+    ))
+}
+
+/// A meter's readings, newest first: `from`, `to` (RFC 3339), `flagged=true`, `limit` (≤ 20,000).
+#[utoipa::path(get, path = "/api/v1/meters/{id}/readings", tag = "fleet", params(("id" = Uuid, Path)),
+    responses((status = 200, body = Vec<Reading>), (status = 404, body = ErrorBody)))]
+async fn meter_readings(
+    mut session: Session,
+    Path(id): Path<Uuid>,
+    ApiQuery(filter): ApiQuery<ReadingFilter>,
+) -> ApiResult<Json<Vec<Reading>>> {
+    Ok(Json(
+        fleet::readings(&mut session.tx, &session.principal, id, &filter).await?,
+    ))
+}
+
+#[utoipa::path(get, path = "/api/v1/meters/{id}/readings.xlsx", tag = "fleet", params(("id" = Uuid, Path)),
+    responses((status = 200, content_type = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")))]
+async fn export_readings(
+    mut session: Session,
+    Path(id): Path<Uuid>,
+    ApiQuery(filter): ApiQuery<ReadingFilter>,
+    ApiQuery(lang): ApiQuery<ExportLang>,
+) -> ApiResult<Response> {
+    let meter = powertab_core::field::meter(&mut session.tx, &session.principal, id).await?;
+    let filter = ReadingFilter {
+        limit: Some(filter.limit.unwrap_or(20_000)),
+        ..filter
+    };
+    let items = fleet::readings(&mut session.tx, &session.principal, id, &filter).await?;
+    session.principal.require(Need::Act(Right::Export))?;
+    let tz = session.principal.company()?.time_zone.clone();
+    let sheet = fleet::readings_sheet(
+        &meter.meter_number,
+        &items,
+        lang.lang.as_deref().unwrap_or("zh"),
+    );
+    xlsx::respond(sheet, tz, "readings.xlsx").await
+}
+
+#[derive(Debug, Deserialize)]
+struct DaysQuery {
+    days: Option<i64>,
+}
+
+/// Energy per local day and TOU period over the last `days` days (default 31).
+#[utoipa::path(get, path = "/api/v1/meters/{id}/daily-energy", tag = "fleet", params(("id" = Uuid, Path)),
+    responses((status = 200, body = Vec<DailyEnergy>), (status = 404, body = ErrorBody)))]
+async fn meter_daily_energy(
+    mut session: Session,
+    Path(id): Path<Uuid>,
+    ApiQuery(q): ApiQuery<DaysQuery>,
+) -> ApiResult<Json<Vec<DailyEnergy>>> {
+    Ok(Json(
+        fleet::daily_energy(
+            &mut session.tx,
+            &session.principal,
+            id,
+            q.days.unwrap_or(31),
+        )
+        .await?,
+    ))
+}
+
+/// DTU registrations that matched no enabled gateway, newest first, to claim as new gateways.
+#[utoipa::path(get, path = "/api/v1/unclaimed-registrations", tag = "fleet",
+    responses((status = 200, body = Vec<Unclaimed>)))]
+async fn unclaimed_registrations(mut session: Session) -> ApiResult<Json<Vec<Unclaimed>>> {
+    Ok(Json(
+        fleet::unclaimed(&mut session.tx, &session.principal).await?,
+    ))
+}

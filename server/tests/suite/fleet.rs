@@ -1,0 +1,198 @@
+//! The field as ingest sees it, over the API: the fleet with reading ages and bus sessions, a
+//! meter's readings (and their Excel twin) and daily energy, and refused registrations.
+
+use crate::helpers::spawn_app;
+use chrono::{Duration, Utc};
+use powertab_core::names::SchemaName;
+use powertab_ingest::driver::MeterValues;
+use powertab_ingest::store::{store_batch, NewReading};
+use reqwest::StatusCode;
+use serde_json::json;
+
+#[tokio::test]
+async fn the_fleet_shows_reading_ages_and_a_meter_its_history() {
+    let app = spawn_app().await;
+    let (company_id, admin) = app.company_with_admin("acme").await;
+    let (_, g) = app
+        .post(
+            "/api/v1/gateways",
+            &admin,
+            json!({"identity": "dtu-1", "kind": "dtu", "registration": "REG-1",
+            "buses": [{"number": 1, "protocol": "modbus_rtu"}]}),
+        )
+        .await;
+    let bus = g["buses"][0]["id"].clone();
+    let (_, fresh) = app
+        .post(
+            "/api/v1/meters",
+            &admin,
+            json!({"bus_id": bus, "model": "dtsy1352", "address": "1", "meter_number": "1001"}),
+        )
+        .await;
+    let (_, silent) = app
+        .post(
+            "/api/v1/meters",
+            &admin,
+            json!({"bus_id": bus, "model": "dtsy1352", "address": "2", "meter_number": "1002"}),
+        )
+        .await;
+    let fresh_id: uuid::Uuid = fresh["id"].as_str().unwrap().parse().unwrap();
+    let now = Utc::now();
+    let reading = |at, wh, flagless: bool| NewReading {
+        meter_id: fresh_id,
+        read_at: at,
+        values: MeterValues {
+            energy_wh: wh,
+            power_w: Some(1500),
+            remaining_fen: Some(12_345),
+            relay_closed: Some(true),
+            alarms: if flagless { vec![] } else { vec!["alarm1"] },
+            ..MeterValues::default()
+        },
+        raw: vec![],
+        ratio_mismatch: false,
+    };
+    let schema = SchemaName::for_company(company_id);
+    store_batch(
+        &app.db.pool,
+        &schema,
+        &[
+            reading(now - Duration::seconds(70), 10_000, true),
+            reading(now - Duration::seconds(40), 10_020, true),
+            reading(now - Duration::seconds(10), 5, false),
+        ],
+    )
+    .await
+    .unwrap();
+
+    let (status, fleet) = app.get("/api/v1/fleet", &admin).await;
+    assert_eq!(status, StatusCode::OK, "{fleet}");
+    let meters = fleet["meters"].as_array().unwrap();
+    let by_number = |n: &str| {
+        meters
+            .iter()
+            .find(|m| m["meter_number"] == n)
+            .unwrap()
+            .clone()
+    };
+    let f = by_number("1001");
+    assert_eq!(
+        (
+            f["energy_wh"].clone(),
+            f["stale"].clone(),
+            f["power_w"].clone()
+        ),
+        (json!(10_020), json!(false), json!(1500))
+    );
+    assert!((30..=60).contains(&f["age_s"].as_i64().unwrap()), "{f}");
+    assert_eq!(by_number("1002")["stale"], true, "never read is stale");
+    assert_eq!(fleet["meters_stale"], 1);
+    assert_eq!(
+        (
+            fleet["gateways_offline"].clone(),
+            fleet["gateways"][0]["buses"][0]["online"].clone()
+        ),
+        (json!(1), json!(false))
+    );
+
+    let (_, history) = app
+        .get(&format!("/api/v1/meters/{fresh_id}/readings"), &admin)
+        .await;
+    let energies: Vec<(i64, Option<String>)> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["energy_wh"].as_i64().unwrap(),
+                r["flag"].as_str().map(str::to_owned),
+            )
+        })
+        .collect();
+    assert_eq!(
+        energies,
+        vec![(5, Some("reset".into())), (10_020, None), (10_000, None)]
+    );
+    let (_, flagged) = app
+        .get(
+            &format!("/api/v1/meters/{fresh_id}/readings?flagged=true"),
+            &admin,
+        )
+        .await;
+    assert_eq!(flagged.as_array().unwrap().len(), 1);
+    let (_, daily) = app
+        .get(
+            &format!("/api/v1/meters/{fresh_id}/daily-energy?days=2"),
+            &admin,
+        )
+        .await;
+    let total: i64 = daily
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["energy_wh"].as_i64().unwrap())
+        .sum();
+    assert_eq!(total, 20);
+    let (status, _) = app
+        .get(
+            &format!(
+                "/api/v1/meters/{}/daily-energy?days=0",
+                silent["id"].as_str().unwrap()
+            ),
+            &admin,
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+
+    let response = reqwest::Client::new()
+        .get(app.url(&format!("/api/v1/meters/{fresh_id}/readings.xlsx")))
+        .bearer_auth(&admin.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .contains("spreadsheetml"));
+    assert!(
+        response.bytes().await.unwrap().starts_with(b"PK"),
+        "an xlsx (zip) file"
+    );
+}
+
+#[tokio::test]
+async fn refused_registrations_are_listed_to_the_right_people() {
+    let app = spawn_app().await;
+    let (alpha_id, alpha) = app.company_with_admin("alpha").await;
+    let (_, bravo) = app.company_with_admin("bravo").await;
+    for (hex, company) in [("4e4f2d31", None), ("53555350", Some(alpha_id))] {
+        sqlx::query("insert into control.unclaimed_registrations (registration_hex, last_peer, company_id) values ($1, '10.0.0.9:5000', $2)")
+            .bind(hex)
+            .bind(company)
+            .execute(&app.db.pool)
+            .await
+            .unwrap();
+    }
+    let listed = |v: serde_json::Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u["registration_hex"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (_, a) = app.get("/api/v1/unclaimed-registrations", &alpha).await;
+    let mut a = listed(a);
+    a.sort();
+    assert_eq!(a, vec!["4e4f2d31", "53555350"]);
+    let (_, b) = app.get("/api/v1/unclaimed-registrations", &bravo).await;
+    assert_eq!(
+        listed(b.clone()),
+        vec!["4e4f2d31"],
+        "another company's suspended gateway stays hidden"
+    );
+    assert_eq!(b[0]["registration_text"], "NO-1");
+    let root = app.root().await;
+    let (_, all) = app.get("/api/v1/unclaimed-registrations", &root).await;
+    assert_eq!(listed(all).len(), 2);
+}
