@@ -79,6 +79,7 @@ pub fn App() -> impl IntoView {
                 <Route path=path!("/audit") view=pages::audit::AuditPage ssr=SsrMode::Async/>
                 <Route path=path!("/import") view=pages::import::ImportPage ssr=SsrMode::Async/>
                 <Route path=path!("/property") view=pages::property::PropertyPage ssr=SsrMode::Async/>
+                <Route path=path!("/fleet") view=pages::fleet::FleetPage ssr=SsrMode::Async/>
                 <Route path=path!("/gateways") view=pages::field::GatewaysPage ssr=SsrMode::Async/>
                 <Route path=path!("/gateways/:id") view=pages::field::GatewayPage ssr=SsrMode::Async/>
                 <Route path=path!("/meters") view=pages::field::MetersPage ssr=SsrMode::Async/>

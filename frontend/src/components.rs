@@ -65,6 +65,7 @@ fn Header(session: SessionView) -> impl IntoView {
                     <a href="/platform/audit">{tr(lang, "nav.platform_audit")}</a>
                 })}
                 {staff.then(|| view! {
+                    <a href="/fleet">{tr(lang, "nav.fleet")}</a>
                     <a href="/property">{tr(lang, "nav.property")}</a>
                     <a href="/gateways">{tr(lang, "nav.gateways")}</a>
                     <a href="/meters">{tr(lang, "nav.meters")}</a>

@@ -325,3 +325,68 @@ pub async fn bulk_meters(
     crate::server::field::bulk_meters(csrf, meter_ids, plan_id, alarm1, alarm2, prepayment_mode)
         .await
 }
+
+/// A bus on the fleet page: (port, online, last seen local time).
+pub type FleetBus = (i32, bool, String);
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct FleetGateway {
+    pub id: String,
+    pub identity: String,
+    pub name: String,
+    pub online: bool,
+    pub buses: Vec<FleetBus>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct FleetMeter {
+    pub id: String,
+    pub meter_number: String,
+    pub gateway: String,
+    pub shop: String,
+    /// Seconds since the newest reading; `None` when never read.
+    pub age_s: Option<i64>,
+    pub stale: bool,
+    pub energy_kwh: String,
+    pub power_w: String,
+    pub remaining_yuan: String,
+    pub relay_closed: Option<bool>,
+    pub alarms: Vec<String>,
+    pub failures: i32,
+}
+
+/// Everything the live fleet page shows.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct FleetView {
+    pub gateways: Vec<FleetGateway>,
+    pub meters: Vec<FleetMeter>,
+    pub meters_stale: usize,
+    pub gateways_offline: usize,
+    /// (registration as text or hex, last seen, last source address, attempts)
+    pub unclaimed: Vec<(String, String, String, i64)>,
+    /// When this was read (local time).
+    pub as_of: String,
+}
+
+#[server(prefix = "/sfn", endpoint = "fleet")]
+pub async fn get_fleet() -> Result<FleetView, ServerFnError> {
+    crate::server::field::get_fleet().await
+}
+
+/// The live part of a meter's page.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct MeterLiveView {
+    /// (label key, value) of the newest reading; empty when never read.
+    pub latest: Vec<(String, String)>,
+    pub read_at: String,
+    pub age_s: Option<i64>,
+    /// (local day, kWh, bar height 0–100) for the last 14 days.
+    pub daily: Vec<(String, String, i64)>,
+    /// (time, kWh, W, flag) of the newest readings.
+    pub recent: Vec<(String, String, String, String)>,
+}
+
+#[server(prefix = "/sfn", endpoint = "meter_live")]
+pub async fn get_meter_live(id: String) -> Result<MeterLiveView, ServerFnError> {
+    crate::server::field::get_meter_live(id).await
+}

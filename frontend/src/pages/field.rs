@@ -2,10 +2,11 @@
 //! settings, bus editor, suspend/enable/remove), the meter list (filters, paging, bulk changes
 //! on ticked meters, the add-meter form) and a meter's page (settings, swap, removal, history).
 
+use super::fleet::{age_text, refresh_tick, REFRESH_SECONDS};
 use super::{query_param, query_string};
 use crate::api::{
-    get_gateway, get_meter, list_gateways, list_meters, BusView, GatewayView, MeterDetailView,
-    MeterListView,
+    get_gateway, get_meter, get_meter_live, list_gateways, list_meters, BusView, GatewayView,
+    MeterDetailView, MeterListView,
 };
 use crate::app::use_lang;
 use crate::components::{Csrf, Layout};
@@ -485,7 +486,7 @@ pub fn MeterPage() -> impl IntoView {
                     let s = s.clone();
                     Suspend::new(async move {
                         match meter.await {
-                            Ok(m) => view! { <MeterDetail m csrf=s.csrf.clone() can_change=s.can_settings/> }.into_any(),
+                            Ok(m) => view! { <MeterDetail m csrf=s.csrf.clone() can_change=s.can_settings can_export=s.can_export/> }.into_any(),
                             Err(_) => not_found(),
                         }
                     })
@@ -496,7 +497,12 @@ pub fn MeterPage() -> impl IntoView {
 }
 
 #[component]
-fn MeterDetail(m: MeterDetailView, csrf: String, can_change: bool) -> impl IntoView {
+fn MeterDetail(
+    m: MeterDetailView,
+    csrf: String,
+    can_change: bool,
+    can_export: bool,
+) -> impl IntoView {
     let lang = use_lang();
     let row = m.row.clone();
     let active = row.status == "active";
@@ -529,7 +535,7 @@ fn MeterDetail(m: MeterDetailView, csrf: String, can_change: bool) -> impl IntoV
                 <dt>{tr(lang, "meters.final_kwh")}</dt><dd id="meter-final">{m.final_kwh.clone()}</dd>
             })}
         </dl>
-        <p class="muted">{tr(lang, "meters.readings_later")}</p>
+        <MeterLive id=row.id.clone() can_export=can_export/>
         {(!m.history.is_empty()).then(|| view! {
             <h2>{tr(lang, "meters.history")}</h2>
             <div class="table-wrap">
@@ -555,6 +561,70 @@ fn MeterDetail(m: MeterDetailView, csrf: String, can_change: bool) -> impl IntoV
             </div>
         })}
         {(can_change && active).then(|| view! { <MeterForms m csrf/> })}
+    }
+}
+
+/// The meter's newest values, daily energy bars and latest readings, refreshed in place.
+#[component]
+fn MeterLive(id: String, can_export: bool) -> impl IntoView {
+    let lang = use_lang();
+    let tick = refresh_tick(REFRESH_SECONDS);
+    let export = format!("/api/v1/meters/{id}/readings.xlsx");
+    let live = Resource::new(
+        move || (tick.get(), id.clone()),
+        |(_, id)| get_meter_live(id),
+    );
+    view! {
+        <Transition fallback=|| ()>
+            {move || {
+                let export = export.clone();
+                Suspend::new(async move {
+                let Ok(v) = live.await else { return ().into_any() };
+                view! {
+                    <h2>{tr(lang, "live.title")}</h2>
+                    {if v.latest.is_empty() {
+                        view! { <p class="muted" id="meter-live">{tr(lang, "live.never_read")}</p> }.into_any()
+                    } else {
+                        view! {
+                            <dl class="facts" id="meter-live">
+                                <dt>{tr(lang, "live.read_at")}</dt><dd>{v.read_at.clone()} " (" {age_text(v.age_s)} ")"</dd>
+                                {v.latest.iter().filter(|(_, value)| !value.is_empty()).map(|(key, value)| {
+                                    let shown = if value.starts_with("live.") { tr(lang, value) } else { value.clone() };
+                                    view! { <dt>{tr(lang, key)}</dt><dd>{shown}</dd> }
+                                }).collect_view()}
+                            </dl>
+                        }.into_any()
+                    }}
+                    {(!v.daily.is_empty()).then(|| view! {
+                        <h3>{tr(lang, "live.daily")}</h3>
+                        <div class="day-bars" id="daily-bars">
+                            {v.daily.iter().map(|(day, kwh, height)| view! {
+                                <span style=format!("height:{height}%") title=format!("{day} {kwh} kWh")></span>
+                            }).collect_view()}
+                        </div>
+                    })}
+                    {(!v.recent.is_empty()).then(|| view! {
+                        <h3>{tr(lang, "live.recent")}</h3>
+                        {can_export.then(|| view! { <p><a class="button secondary" href=export.clone()>{tr(lang, "common.export")}</a></p> })}
+                        <div class="table-wrap">
+                            <table id="recent-readings">
+                                <thead><tr>
+                                    <th>{tr(lang, "live.read_at")}</th><th>{tr(lang, "live.energy")}</th>
+                                    <th>{tr(lang, "live.power")}</th><th>{tr(lang, "live.flag")}</th>
+                                </tr></thead>
+                                <tbody>
+                                    {v.recent.iter().map(|(at, kwh, w, flag)| view! {
+                                        <tr><td>{at.clone()}</td><td>{kwh.clone()}</td><td>{w.clone()}</td>
+                                            <td>{(!flag.is_empty()).then(|| tr(lang, &format!("live.flag.{flag}")))}</td></tr>
+                                    }).collect_view()}
+                                </tbody>
+                            </table>
+                        </div>
+                    })}
+                }.into_any()
+            })
+            }}
+        </Transition>
     }
 }
 

@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod companies;
 pub mod field;
+pub mod fleet;
 pub mod home;
 pub mod import;
 pub mod login;

@@ -573,3 +573,176 @@ pub async fn bulk_meters(
     .await;
     finish(result)
 }
+
+// ---------------------------------------------------------------------------------------------
+// Live state
+
+fn kwh(wh: Option<i64>) -> String {
+    wh.map(format_wh_as_kwh).unwrap_or_default()
+}
+
+pub async fn get_fleet() -> Result<crate::api::FleetView, ServerFnError> {
+    use powertab_core::fleet;
+    let (principal, mut tx) = read_session().await?;
+    let tz = company_tz(&principal);
+    let f = fleet::fleet(&mut tx, &principal).await.map_err(read_err)?;
+    let names = names(&mut tx, &principal).await?;
+    let unclaimed = fleet::unclaimed(&mut tx, &principal)
+        .await
+        .map_err(read_err)?
+        .into_iter()
+        .map(|u| {
+            (
+                u.registration_text.unwrap_or(u.registration_hex),
+                local_time(u.last_seen_at, &tz),
+                u.last_peer,
+                u.attempts,
+            )
+        })
+        .collect();
+    Ok(crate::api::FleetView {
+        gateways: f
+            .gateways
+            .into_iter()
+            .map(|g| crate::api::FleetGateway {
+                id: g.id.to_string(),
+                identity: g.identity,
+                name: g.name,
+                online: g.online,
+                buses: g
+                    .buses
+                    .into_iter()
+                    .map(|b| {
+                        (
+                            b.number,
+                            b.online,
+                            b.last_seen_at
+                                .map(|t| local_time(t, &tz))
+                                .unwrap_or_default(),
+                        )
+                    })
+                    .collect(),
+            })
+            .collect(),
+        meters: f
+            .meters
+            .into_iter()
+            .map(|m| crate::api::FleetMeter {
+                id: m.id.to_string(),
+                meter_number: m.meter_number,
+                gateway: m.gateway_identity,
+                shop: m
+                    .shop_id
+                    .and_then(|s| names.shops.get(&s).cloned())
+                    .unwrap_or_default(),
+                age_s: m.age_s,
+                stale: m.stale,
+                energy_kwh: kwh(m.energy_wh),
+                power_w: m.power_w.map(|p| p.to_string()).unwrap_or_default(),
+                remaining_yuan: yuan(m.remaining_fen),
+                relay_closed: m.relay_closed,
+                alarms: m.alarms,
+                failures: m.consecutive_failures,
+            })
+            .collect(),
+        meters_stale: f.meters_stale,
+        gateways_offline: f.gateways_offline,
+        unclaimed,
+        as_of: local_time(chrono::Utc::now(), &tz),
+    })
+}
+
+pub async fn get_meter_live(id: String) -> Result<crate::api::MeterLiveView, ServerFnError> {
+    use powertab_core::fleet::{self, ReadingFilter};
+    let (principal, mut tx) = read_session().await?;
+    let id: Uuid = id
+        .parse()
+        .map_err(|_| read_err(powertab_core::CoreError::NotFound("meter")))?;
+    let tz = company_tz(&principal);
+    let recent = fleet::readings(
+        &mut tx,
+        &principal,
+        id,
+        &ReadingFilter {
+            limit: Some(20),
+            ..Default::default()
+        },
+    )
+    .await
+    .map_err(read_err)?;
+    let daily_rows = fleet::daily_energy(&mut tx, &principal, id, 14)
+        .await
+        .map_err(read_err)?;
+    let mut by_day: std::collections::BTreeMap<chrono::NaiveDate, i64> = Default::default();
+    for d in daily_rows {
+        *by_day.entry(d.day).or_default() += d.energy_wh;
+    }
+    let peak = by_day.values().copied().max().unwrap_or(0).max(1);
+    let latest = recent.iter().find(|r| r.flag.is_none()).or(recent.first());
+    let list = |v: &Option<Vec<i32>>, unit: &str, scale: i32| {
+        v.as_ref()
+            .map(|v| {
+                v.iter()
+                    .map(|x| {
+                        format!(
+                            "{}.{:0w$}",
+                            x / scale,
+                            x % scale,
+                            w = if scale == 10 { 1 } else { 2 }
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" / ")
+                    + " "
+                    + unit
+            })
+            .unwrap_or_default()
+    };
+    Ok(crate::api::MeterLiveView {
+        latest: latest
+            .map(|r| {
+                vec![
+                    (
+                        "live.energy".into(),
+                        format!("{} kWh", format_wh_as_kwh(r.energy_wh)),
+                    ),
+                    (
+                        "live.power".into(),
+                        r.power_w.map(|p| format!("{p} W")).unwrap_or_default(),
+                    ),
+                    ("live.voltage".into(), list(&r.voltage_dv, "V", 10)),
+                    ("live.current".into(), list(&r.current_ca, "A", 100)),
+                    ("live.remaining".into(), yuan(r.remaining_fen)),
+                    (
+                        "live.relay".into(),
+                        match r.relay_closed {
+                            Some(true) => "live.relay.closed".into(),
+                            Some(false) => "live.relay.open".into(),
+                            None => String::new(),
+                        },
+                    ),
+                    ("live.alarms".into(), r.alarms.join(", ")),
+                ]
+            })
+            .unwrap_or_default(),
+        read_at: latest
+            .map(|r| local_time(r.read_at, &tz))
+            .unwrap_or_default(),
+        age_s: latest.map(|r| (chrono::Utc::now() - r.read_at).num_seconds().max(0)),
+        daily: by_day
+            .into_iter()
+            .map(|(day, wh)| (day.to_string(), format_wh_as_kwh(wh), wh * 100 / peak))
+            .collect(),
+        recent: recent
+            .into_iter()
+            .map(|r| {
+                (
+                    local_time(r.read_at, &tz),
+                    format_wh_as_kwh(r.energy_wh),
+                    r.power_w.map(|p| p.to_string()).unwrap_or_default(),
+                    r.flag.unwrap_or_default(),
+                )
+            })
+            .collect(),
+    })
+}

@@ -306,6 +306,7 @@ async fn pages_fit_a_360_px_phone_screen() {
         "/tariffs",
         "/tariffs/preview",
         "/settings",
+        "/fleet",
     ] {
         c.goto(&app.url(path)).await.unwrap();
         text_of(c, "h1").await;
@@ -472,5 +473,71 @@ async fn a_tariff_plan_is_created_in_the_editor_and_its_day_schedule_drawn() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("tariffs.png"), c.screenshot().await.unwrap()).unwrap();
+    b.client.clone().close().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_fleet_page_updates_without_a_reload() {
+    assert_bundle_built();
+    let app = spawn_app().await;
+    let (company_id, admin) = app.company_with_admin("acme").await;
+    let (_, g) = app
+        .post(
+            "/api/v1/gateways",
+            &admin,
+            json!({"identity": "dtu-1", "kind": "dtu", "registration": "REG-1",
+            "buses": [{"number": 1, "protocol": "modbus_rtu"}]}),
+        )
+        .await;
+    let (_, meter) = app
+        .post("/api/v1/meters", &admin, json!({"bus_id": g["buses"][0]["id"], "model": "dtsy1352", "address": "1", "meter_number": "7001"}))
+        .await;
+    let b = browser(true, 1280, 900).await;
+    let c = &b.client;
+    login(&app, c, "acme", "boss").await;
+    text_of(c, "#welcome").await;
+    c.goto(&app.url("/fleet")).await.unwrap();
+    wait_for_hydration(c).await;
+    let before = text_of(c, "#fleet-meters").await;
+    assert!(
+        before.contains("7001") && before.contains('—'),
+        "never read: {before}"
+    );
+    // A marker that a reload would wipe.
+    c.execute("window.__stayed = true", vec![]).await.unwrap();
+
+    let reading = powertab_ingest::store::NewReading {
+        meter_id: meter["id"].as_str().unwrap().parse().unwrap(),
+        read_at: chrono::Utc::now(),
+        values: powertab_ingest::driver::MeterValues {
+            energy_wh: 123_450,
+            power_w: Some(2_345),
+            relay_closed: Some(true),
+            ..Default::default()
+        },
+        raw: vec![],
+        ratio_mismatch: false,
+    };
+    let schema = powertab_core::names::SchemaName::for_company(company_id);
+    powertab_ingest::store::store_batch(&app.db.pool, &schema, &[reading])
+        .await
+        .unwrap();
+    let updated = powertab_testkit::wait_until(Duration::from_secs(25), || async {
+        let text = c
+            .find(Locator::Css("#fleet-meters"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap_or_default();
+        text.contains("123.45") && text.contains("2345")
+    })
+    .await;
+    assert!(updated, "the new reading appears on its own");
+    let stayed = c
+        .execute("return window.__stayed === true", vec![])
+        .await
+        .unwrap();
+    assert_eq!(stayed, json!(true), "the page was not reloaded");
     b.client.clone().close().await.unwrap();
 }
