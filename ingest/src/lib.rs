@@ -46,6 +46,18 @@ pub async fn run(
     anyhow::ensure!(powertab_core::db::ping(&pool).await, "database unreachable");
     let listener = tokio::net::TcpListener::bind(config.dtu_listen).await?;
     tracing::info!(address = %listener.local_addr()?, "DTU port listening");
+    let partitions_pool = pool.clone();
+    let partitions = tokio::spawn(async move {
+        // Monthly partitions three months ahead, checked daily.
+        loop {
+            match store::ensure_partitions(&partitions_pool, 3).await {
+                Ok(made) if made > 0 => tracing::info!(made, "readings partitions made"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "making readings partitions failed"),
+            }
+            tokio::time::sleep(Duration::from_secs(24 * 3600)).await;
+        }
+    });
     let (writer, writer_task) = writer::Writer::start(pool.clone());
     let dtu_config = dtu::DtuConfig {
         poll_interval: Duration::from_secs(config.poll_interval_s.max(1)),
@@ -53,6 +65,7 @@ pub async fn run(
     let serving = tokio::spawn(dtu::serve(listener, pool, writer, dtu_config));
     shutdown.await;
     serving.abort();
+    partitions.abort();
     // The writer stores what it holds once the last sender (the sessions) is gone.
     let _ = tokio::time::timeout(Duration::from_secs(5), writer_task).await;
     Ok(())

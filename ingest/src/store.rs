@@ -104,6 +104,46 @@ pub fn classify(
     Class::Consumption(delta)
 }
 
+/// Makes the monthly `readings` partitions of every company from this month to `months_ahead`
+/// months ahead (readings outside them land in the DEFAULT partition, which is slower to
+/// query). Ingest calls it at start and daily. A partition whose range already has rows in
+/// DEFAULT cannot be created; that is logged and left for an operator.
+pub async fn ensure_partitions(pool: &PgPool, months_ahead: i32) -> anyhow::Result<usize> {
+    let schemas: Vec<String> = sqlx::query_scalar("select schema_name from control.company")
+        .fetch_all(pool)
+        .await?;
+    let mut made = 0;
+    for schema in schemas {
+        let schema = SchemaName::from_stored(&schema)?;
+        let mut tx = powertab_core::db::begin_in(pool, &schema).await?;
+        let months: Vec<(String, chrono::NaiveDate, chrono::NaiveDate)> = sqlx::query_as(
+            "select 'readings_' || to_char(m, 'YYYYMM'), m::date, (m + interval '1 month')::date
+             from generate_series(date_trunc('month', now()), date_trunc('month', now()) + make_interval(months => $1),
+                                  interval '1 month') as m
+             where to_regclass('readings_' || to_char(m, 'YYYYMM')) is null",
+        )
+        .bind(months_ahead)
+        .fetch_all(&mut *tx)
+        .await?;
+        for (name, from, to) in months {
+            let created = sqlx::query(&format!(
+                "create table if not exists {name} partition of readings for values from ('{from}') to ('{to}')"
+            ))
+            .execute(&mut *tx)
+            .await;
+            match created {
+                Ok(_) => made += 1,
+                Err(e) => {
+                    tracing::warn!(schema = schema.as_str(), partition = %name, error = %e, "partition not made");
+                    break;
+                }
+            }
+        }
+        tx.commit().await?;
+    }
+    Ok(made)
+}
+
 /// Stores `readings` of one company (all of its meters) in one transaction.
 pub async fn store_batch(
     pool: &PgPool,

@@ -127,3 +127,31 @@ async fn readings_land_in_monthly_partitions() {
         "{partition}"
     );
 }
+
+#[tokio::test]
+async fn partitions_are_made_ahead_once() {
+    let field = Field::new("acme", "dtu-1", b"REG-1", &["modbus_rtu"]).await;
+    let pool = &field.db.pool;
+    // The migration made up to two months ahead; five ahead needs three more, once.
+    let made = powertab_ingest::store::ensure_partitions(pool, 5)
+        .await
+        .unwrap();
+    assert_eq!(made, 3);
+    assert_eq!(
+        powertab_ingest::store::ensure_partitions(pool, 5)
+            .await
+            .unwrap(),
+        0
+    );
+    let ahead = (Utc::now() + Duration::days(5 * 31))
+        .format("readings_%Y%m")
+        .to_string();
+    let exists: bool = sqlx::query_scalar(&format!(
+        "select to_regclass('{}.{ahead}') is not null",
+        field.schema.as_str()
+    ))
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert!(exists, "{ahead}");
+}
