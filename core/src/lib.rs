@@ -19,6 +19,8 @@ pub mod audit;
 #[cfg(feature = "db")]
 pub mod auth;
 #[cfg(feature = "db")]
+pub mod commands;
+#[cfg(feature = "db")]
 pub mod companies;
 #[cfg(feature = "db")]
 pub mod db;

@@ -72,6 +72,11 @@ pub const COMPANY: &[Migration] = &[
         name: "field_status",
         sql: include_str!("../../migrations/company/0007_field_status.sql"),
     },
+    Migration {
+        version: 8,
+        name: "commands",
+        sql: include_str!("../../migrations/company/0008_commands.sql"),
+    },
 ];
 
 /// Arbitrary constant for `pg_advisory_xact_lock`: "PT" migrations.

@@ -3,6 +3,7 @@
 //! and a schedule per meter (every poll interval; a meter that stops answering is backed off so
 //! that it never stalls its bus mates). Readings and poll outcomes go to the [`Writer`].
 
+use crate::commands::Dispatch;
 use crate::driver::{self, Driver, MeterConfig, Step};
 use crate::framing::{self, Reply};
 use crate::store::NewReading;
@@ -10,10 +11,12 @@ use crate::writer::{Message, PollOutcome, Writer};
 use chrono::Utc;
 use powertab_core::names::SchemaName;
 use sqlx::{PgPool, Row};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -207,7 +210,8 @@ impl Wire {
     }
 }
 
-/// Polls the bus behind `stream` until the connection ends.
+/// Polls the bus behind `stream` until the connection ends; commands for its meters (from
+/// `dispatch`) run before the next scheduled poll.
 pub async fn run(
     stream: TcpStream,
     peer: SocketAddr,
@@ -215,6 +219,7 @@ pub async fn run(
     pool: PgPool,
     writer: Writer,
     interval: Duration,
+    dispatch: Dispatch,
 ) -> anyhow::Result<()> {
     mark(&pool, &link, true, &peer.to_string()).await;
     let mut wire = Wire {
@@ -223,13 +228,27 @@ pub async fn run(
         noise: link.noise.clone(),
         got_bytes: false,
     };
+    let (command_tx, mut command_rx) = mpsc::unbounded_channel();
+    let mut pending: VecDeque<Uuid> = VecDeque::new();
     let mut slots = load_slots(&pool, &link, &[]).await?;
+    pending.extend(adopt(&pool, &link, &slots, &dispatch, &command_tx).await);
     let mut reloaded = Instant::now();
     let mut seen = Instant::now();
     loop {
+        while let Ok(command) = command_rx.try_recv() {
+            pending.push_back(command);
+        }
+        if let Some(command) = pending.pop_front() {
+            run_command(&pool, &mut wire, &slots, &link, &writer, command).await?;
+            tokio::time::sleep(link.gap).await;
+            continue;
+        }
         if reloaded.elapsed() >= RELOAD_EVERY {
             match load_slots(&pool, &link, &slots).await {
-                Ok(fresh) => slots = fresh,
+                Ok(fresh) => {
+                    slots = fresh;
+                    pending.extend(adopt(&pool, &link, &slots, &dispatch, &command_tx).await);
+                }
                 Err(e) => tracing::warn!(error = %e, "reloading the bus's meters failed"),
             }
             reloaded = Instant::now();
@@ -239,33 +258,157 @@ pub async fn run(
             seen = Instant::now();
             wire.got_bytes = false;
         }
-        let Some(slot) = slots.iter_mut().min_by_key(|s| s.next_due) else {
-            // No meters yet: keep the connection, look again later.
-            wire.idle(Instant::now() + RELOAD_EVERY.min(interval))
-                .await?;
-            reloaded -= RELOAD_EVERY;
-            continue;
+        let next = slots.iter().map(|s| s.next_due).min();
+        let until = match next {
+            // No meters yet: keep the connection, look again at the next reload.
+            None => reloaded + RELOAD_EVERY.min(interval),
+            Some(due) if due > Instant::now() => due.min(reloaded + RELOAD_EVERY),
+            Some(_) => {
+                let slot = slots
+                    .iter_mut()
+                    .min_by_key(|s| s.next_due)
+                    .expect("a slot is due");
+                poll_scheduled(&mut wire, slot, &link, &writer, interval).await?;
+                tokio::time::sleep(link.gap).await;
+                continue;
+            }
         };
-        if slot.next_due > Instant::now() {
-            let until = slot.next_due.min(reloaded + RELOAD_EVERY);
-            wire.idle(until).await?;
-            continue;
+        // Reading the socket is cancel-safe: a command arriving meanwhile loses no bytes.
+        tokio::select! {
+            idle = wire.idle(until) => idle?,
+            Some(command) = command_rx.recv() => pending.push_back(command),
         }
-        let outcome = poll_meter(&mut wire, slot, &link, &writer).await?;
-        let due = slot.next_due;
-        if outcome {
-            slot.failures = 0;
-            // Keep the rhythm (no drift), but never schedule into the past.
-            slot.next_due = (due + interval).max(Instant::now());
-        } else {
-            slot.failures += 1;
-            let backoff = interval
-                .saturating_mul(1 << slot.failures.min(8).saturating_sub(1))
-                .min(BACKOFF_MAX);
-            slot.next_due = Instant::now() + backoff;
+        if next.is_none() {
+            reloaded -= RELOAD_EVERY;
         }
-        tokio::time::sleep(link.gap).await;
     }
+}
+
+/// Polls a scheduled meter and sets its next turn (dead meters back off).
+async fn poll_scheduled(
+    wire: &mut Wire,
+    slot: &mut Slot,
+    link: &BusLink,
+    writer: &Writer,
+    interval: Duration,
+) -> anyhow::Result<()> {
+    let answered = poll_meter(wire, slot, link, writer).await?;
+    let due = slot.next_due;
+    if answered {
+        slot.failures = 0;
+        // Keep the rhythm (no drift), but never schedule into the past.
+        slot.next_due = (due + interval).max(Instant::now());
+    } else {
+        slot.failures += 1;
+        let backoff = interval
+            .saturating_mul(1 << slot.failures.min(8).saturating_sub(1))
+            .min(BACKOFF_MAX);
+        slot.next_due = Instant::now() + backoff;
+    }
+    Ok(())
+}
+
+/// Routes the bus's meters' commands here and returns the ones queued while nobody listened.
+async fn adopt(
+    pool: &PgPool,
+    link: &BusLink,
+    slots: &[Slot],
+    dispatch: &Dispatch,
+    to: &mpsc::UnboundedSender<Uuid>,
+) -> Vec<Uuid> {
+    let meters: Vec<Uuid> = slots.iter().map(|s| s.meter_id).collect();
+    dispatch.route(&meters, to);
+    let queued = async {
+        let mut tx = powertab_core::db::begin_in(pool, &link.schema).await?;
+        let ids: Vec<Uuid> = sqlx::query_scalar(
+            "select id from commands where state = 'queued' and op = 'read_now' and meter_id = any($1)
+               and (expires_at is null or expires_at > now()) order by created_at",
+        )
+        .bind(&meters)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        anyhow::Ok(ids)
+    }
+    .await;
+    queued.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "reading queued commands failed");
+        Vec::new()
+    })
+}
+
+async fn set_state(pool: &PgPool, schema: &SchemaName, command: Uuid, state: &str, detail: &str) {
+    let result = async {
+        let mut tx = powertab_core::db::begin_in(pool, schema).await?;
+        sqlx::query(
+            "update commands set state = $2, detail = $3, updated_at = now() where id = $1",
+        )
+        .bind(command)
+        .bind(state)
+        .bind(detail)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        anyhow::Ok(())
+    }
+    .await;
+    if let Err(e) = result {
+        tracing::warn!(%command, error = %e, "recording a command's state failed");
+    }
+}
+
+/// Carries out one command. `read_now` polls the meter at once; the other operations arrive
+/// with the billing issue and stay queued.
+async fn run_command(
+    pool: &PgPool,
+    wire: &mut Wire,
+    slots: &[Slot],
+    link: &BusLink,
+    writer: &Writer,
+    command: Uuid,
+) -> anyhow::Result<()> {
+    let row = async {
+        let mut tx = powertab_core::db::begin_in(pool, &link.schema).await?;
+        let row: Option<(Uuid, String, bool)> = sqlx::query_as(
+            "select meter_id, op, expires_at is not null and expires_at <= now() from commands
+             where id = $1 and state = 'queued'",
+        )
+        .bind(command)
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        anyhow::Ok(row)
+    }
+    .await?;
+    let Some((meter_id, op, expired)) = row else {
+        return Ok(());
+    };
+    if expired {
+        set_state(pool, &link.schema, command, "expired", "").await;
+        return Ok(());
+    }
+    if op != "read_now" {
+        return Ok(());
+    }
+    let Some(slot) = slots.iter().find(|s| s.meter_id == meter_id) else {
+        set_state(
+            pool,
+            &link.schema,
+            command,
+            "failed",
+            "the meter is not on this bus",
+        )
+        .await;
+        return Ok(());
+    };
+    set_state(pool, &link.schema, command, "sent", "").await;
+    let answered = poll_meter(wire, slot, link, writer).await?;
+    if answered {
+        set_state(pool, &link.schema, command, "verified", "").await;
+    } else {
+        set_state(pool, &link.schema, command, "failed", "no answer").await;
+    }
+    Ok(())
 }
 
 /// Polls one meter; `Ok(true)` when it answered. I/O errors end the session.

@@ -7,6 +7,7 @@
 //! old one. Each accepted socket is polled by a [`crate::bus`] session.
 
 use crate::bus::{self, BusLink};
+use crate::commands::{self, Dispatch};
 use crate::writer::Writer;
 use powertab_core::names::SchemaName;
 use sqlx::{PgPool, Row};
@@ -46,6 +47,10 @@ type Sessions = Arc<Mutex<HashMap<(Uuid, i32), tokio::task::AbortHandle>>>;
 /// Accepts DTU connections on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, pool: PgPool, writer: Writer, config: DtuConfig) {
     let sessions: Sessions = Arc::default();
+    let dispatch = Dispatch::default();
+    let listening = tokio::spawn(commands::listen(pool.clone(), dispatch.clone()));
+    // The command listener lives as long as this server.
+    let _stop_listening = AbortOnDrop(listening);
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -55,17 +60,27 @@ pub async fn serve(listener: TcpListener, pool: PgPool, writer: Writer, config: 
                 continue;
             }
         };
-        let (pool, writer, config, sessions) = (
+        let (pool, writer, config, sessions, dispatch) = (
             pool.clone(),
             writer.clone(),
             config.clone(),
             sessions.clone(),
+            dispatch.clone(),
         );
         tokio::spawn(async move {
-            if let Err(e) = accept(stream, peer, pool, writer, config, sessions).await {
+            if let Err(e) = accept(stream, peer, pool, writer, config, sessions, dispatch).await {
                 tracing::info!(%peer, error = %e, "DTU connection ended");
             }
         });
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -87,6 +102,7 @@ async fn accept(
     writer: Writer,
     config: DtuConfig,
     sessions: Sessions,
+    dispatch: Dispatch,
 ) -> anyhow::Result<()> {
     stream.set_nodelay(true)?;
     let first = read_registration(&mut stream).await?;
@@ -112,6 +128,7 @@ async fn accept(
         pool.clone(),
         writer,
         config.poll_interval,
+        dispatch,
     ));
     if let Some(old) = sessions.lock().await.insert(key, session.abort_handle()) {
         tracing::info!(identity = %found.identity, port = found.port, "a newer connection replaces the session");

@@ -6,6 +6,7 @@
 //! ([`sim`]). Modbus-TCP and MQTT gateways come next (see the meter-acquisition issue).
 
 pub mod bus;
+pub mod commands;
 pub mod driver;
 pub mod dtu;
 pub mod framing;

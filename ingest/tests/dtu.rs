@@ -161,3 +161,82 @@ async fn a_dlt645_bus_on_port_2_and_refused_registrations() {
     assert_eq!(unclaimed.len(), 2, "{unclaimed:?}");
     running.abort();
 }
+
+/// Queues a read-now as the server does (row + NOTIFY); returns its id.
+async fn queue_read_now(field: &Field, meter: uuid::Uuid) -> uuid::Uuid {
+    let id = uuid::Uuid::now_v7();
+    let mut tx = powertab_core::db::begin_in(&field.db.pool, &field.schema)
+        .await
+        .unwrap();
+    sqlx::query("insert into commands (id, meter_id, op, source, expires_at) values ($1, $2, 'read_now', 'test', now() + interval '2 minutes')")
+        .bind(id)
+        .bind(meter)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("select pg_notify('pt_commands', $1)")
+        .bind(format!("{}:{meter}:{id}", field.schema.as_str()))
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    id
+}
+
+#[tokio::test]
+async fn read_now_jumps_the_schedule() {
+    let field = Field::new("acme", "dtu-1", b"PT-0001", &["modbus_rtu"]).await;
+    let meter = field.meter(0, "dtsy1352", "1", "1001").await;
+    // Queued before the DTU is connected: picked up when its session starts.
+    let early = queue_read_now(&field, meter).await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (writer, _task) = Writer::start(field.db.pool.clone());
+    // A long interval: only commands make more readings after the first poll.
+    let config = DtuConfig {
+        poll_interval: Duration::from_secs(3600),
+    };
+    tokio::spawn(dtu::serve(listener, field.db.pool.clone(), writer, config));
+    let bus = SimBus::modbus(vec![SimMeter::new(
+        SimModel::Dtsy1352 { address: 1 },
+        ShopType::Retail,
+        80_000,
+        100_000,
+    )]);
+    let sim = dtu(b"PT-0001", bus, DtuFaults::default());
+    let running = tokio::spawn(async move { sim.run(addr).await });
+    let state = |id: uuid::Uuid| {
+        let field = &field;
+        async move {
+            sqlx::query_scalar::<_, String>(&format!(
+                "select state from {}.commands where id = $1",
+                field.schema.as_str()
+            ))
+            .bind(id)
+            .fetch_one(&field.db.pool)
+            .await
+            .unwrap()
+        }
+    };
+    assert!(
+        wait_until(Duration::from_secs(15), || async {
+            state(early).await == "verified"
+        })
+        .await
+    );
+    let before = count(&field, "select count(*) from {s}.readings").await;
+    let later = queue_read_now(&field, meter).await;
+    assert!(
+        wait_until(Duration::from_secs(15), || async {
+            state(later).await == "verified"
+        })
+        .await,
+        "read at once"
+    );
+    let after = wait_until(Duration::from_secs(5), || async {
+        count(&field, "select count(*) from {s}.readings").await > before
+    })
+    .await;
+    assert!(after, "the read-now made a reading");
+    running.abort();
+}

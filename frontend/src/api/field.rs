@@ -390,3 +390,9 @@ pub struct MeterLiveView {
 pub async fn get_meter_live(id: String) -> Result<MeterLiveView, ServerFnError> {
     crate::server::field::get_meter_live(id).await
 }
+
+/// Asks ingest to read the meter now (the live values refresh by themselves).
+#[server(prefix = "/sfn", endpoint = "meter_read_now")]
+pub async fn read_meter_now(csrf: String, id: String) -> Result<(), ServerFnError> {
+    crate::server::field::read_meter_now(csrf, id).await
+}

@@ -535,6 +535,13 @@ fn MeterDetail(
                 <dt>{tr(lang, "meters.final_kwh")}</dt><dd id="meter-final">{m.final_kwh.clone()}</dd>
             })}
         </dl>
+        {active.then(|| view! {
+            <form method="post" action="/sfn/meter_read_now" class="inline" id="read-now">
+                <Csrf token=csrf.clone()/>
+                <input type="hidden" name="id" value=row.id.clone()/>
+                <button type="submit" class="secondary">{tr(lang, "live.read_now")}</button>
+            </form>
+        })}
         <MeterLive id=row.id.clone() can_export=can_export/>
         {(!m.history.is_empty()).then(|| view! {
             <h2>{tr(lang, "meters.history")}</h2>

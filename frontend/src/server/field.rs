@@ -746,3 +746,15 @@ pub async fn get_meter_live(id: String) -> Result<crate::api::MeterLiveView, Ser
             .collect(),
     })
 }
+
+pub async fn read_meter_now(csrf: String, id: String) -> Result<(), ServerFnError> {
+    let result = async {
+        let (principal, mut tx) = session_for_change(&csrf).await?;
+        let id: Uuid = id.parse().map_err(|_| ui("not_found"))?;
+        powertab_core::commands::read_now(&mut tx, &principal, id).await?;
+        tx.commit().await?;
+        Ok(format!("/meters/{id}?ok=live.read_requested"))
+    }
+    .await;
+    finish(result)
+}

@@ -6,8 +6,10 @@ use super::session::{ApiQuery, Session};
 use super::xlsx::{self, ExportLang};
 use crate::app::AppState;
 use axum::extract::Path;
+use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;
+use powertab_core::commands::{self, Command};
 use powertab_core::fleet::{self, DailyEnergy, Fleet, Reading, ReadingFilter, Unclaimed};
 use powertab_core::roles::{Need, Right};
 use serde::Deserialize;
@@ -22,6 +24,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(export_readings))
         .routes(routes!(meter_daily_energy))
         .routes(routes!(unclaimed_registrations))
+        .routes(routes!(read_now))
+        .routes(routes!(get_command))
 }
 
 /// Gateways (each bus online or offline, last heard) and active meters (age of the newest
@@ -100,5 +104,26 @@ async fn meter_daily_energy(
 async fn unclaimed_registrations(mut session: Session) -> ApiResult<Json<Vec<Unclaimed>>> {
     Ok(Json(
         fleet::unclaimed(&mut session.tx, &session.principal).await?,
+    ))
+}
+
+/// Read a meter now, ahead of its schedule: answers 202 with the command; follow it at
+/// `/commands/{id}` (queued → sent → verified, or failed / expired after 2 minutes).
+#[utoipa::path(post, path = "/api/v1/meters/{id}/read-now", tag = "fleet", params(("id" = Uuid, Path)),
+    responses((status = 202, body = Command), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn read_now(
+    mut session: Session,
+    Path(id): Path<Uuid>,
+) -> ApiResult<(StatusCode, Json<Command>)> {
+    let command = commands::read_now(&mut session.tx, &session.principal, id).await?;
+    session.tx.commit().await?;
+    Ok((StatusCode::ACCEPTED, Json(command)))
+}
+
+#[utoipa::path(get, path = "/api/v1/commands/{id}", tag = "fleet", params(("id" = Uuid, Path)),
+    responses((status = 200, body = Command), (status = 404, body = ErrorBody)))]
+async fn get_command(mut session: Session, Path(id): Path<Uuid>) -> ApiResult<Json<Command>> {
+    Ok(Json(
+        commands::get(&mut session.tx, &session.principal, id).await?,
     ))
 }

@@ -196,3 +196,42 @@ async fn refused_registrations_are_listed_to_the_right_people() {
     let (_, all) = app.get("/api/v1/unclaimed-registrations", &root).await;
     assert_eq!(listed(all).len(), 2);
 }
+
+#[tokio::test]
+async fn read_now_is_queued_once_for_staff_who_may_act() {
+    let app = spawn_app().await;
+    let (_, admin) = app.company_with_admin("acme").await;
+    let (_, g) = app
+        .post(
+            "/api/v1/gateways",
+            &admin,
+            json!({"identity": "dtu-1", "kind": "dtu", "registration": "REG-1",
+            "buses": [{"number": 1, "protocol": "modbus_rtu"}]}),
+        )
+        .await;
+    let (_, meter) = app
+        .post("/api/v1/meters", &admin, json!({"bus_id": g["buses"][0]["id"], "model": "dtsy1352", "address": "1", "meter_number": "1001"}))
+        .await;
+    let path = format!("/api/v1/meters/{}/read-now", meter["id"].as_str().unwrap());
+    let (status, first) = app.post(&path, &admin, json!({})).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{first}");
+    assert_eq!(
+        (first["op"].clone(), first["state"].clone()),
+        (json!("read_now"), json!("queued"))
+    );
+    let (_, again) = app.post(&path, &admin, json!({})).await;
+    assert_eq!(again["id"], first["id"], "an open read-now is reused");
+    let (status, got) = app
+        .get(
+            &format!("/api/v1/commands/{}", first["id"].as_str().unwrap()),
+            &admin,
+        )
+        .await;
+    assert_eq!(
+        (status, got["meter_id"].clone()),
+        (StatusCode::OK, meter["id"].clone())
+    );
+    let (_, auditor) = app.user(&admin, "acme", "audit-1", "auditor", &[]).await;
+    let (status, _) = app.post(&path, &auditor, json!({})).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}

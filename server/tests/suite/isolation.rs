@@ -27,6 +27,7 @@ struct CompanyB {
     plan_id: String,
     gateway_id: String,
     meter_id: String,
+    command_id: String,
     markers: Vec<String>,
 }
 
@@ -89,6 +90,14 @@ async fn company_b(app: &TestApp) -> CompanyB {
         )
         .await;
     let meter_id = meter["id"].as_str().expect("B's meter").to_owned();
+    let (_, command) = app
+        .post(
+            &format!("/api/v1/meters/{meter_id}/read-now"),
+            &admin,
+            json!({}),
+        )
+        .await;
+    let command_id = command["id"].as_str().expect("B's command").to_owned();
     let (status, _) = app
         .post(
             "/api/v1/calendar",
@@ -120,6 +129,7 @@ async fn company_b(app: &TestApp) -> CompanyB {
         plan_id,
         gateway_id,
         meter_id,
+        command_id,
     }
 }
 
@@ -141,6 +151,8 @@ fn b_id_for(path: &str, b: &CompanyB) -> String {
         b.gateway_id.clone()
     } else if path.starts_with("/api/v1/meters/{id}") {
         b.meter_id.clone()
+    } else if path.starts_with("/api/v1/commands/{id}") {
+        b.command_id.clone()
     } else {
         panic!("isolation test: no company-B resource id known for {path}; add one to b_id_for")
     }
