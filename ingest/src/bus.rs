@@ -422,14 +422,18 @@ async fn poll_meter(
     let mut replies = Vec::new();
     let mut raw = Vec::new();
     let mut error = String::new();
-    for step in slot.driver.poll() {
+    for (i, step) in slot.driver.poll().iter().enumerate() {
+        // The gap separates requests; the caller waits it after the poll's last one.
+        if i > 0 && !link.gap.is_zero() {
+            tokio::time::sleep(link.gap).await;
+        }
         let attempts = if step.optional { 1 } else { 1 + RETRIES };
         let mut reply = None;
         for attempt in 0..attempts {
             if attempt > 0 {
                 tokio::time::sleep(link.gap).await;
             }
-            if let Some((r, bytes)) = wire.transact(&step, link.timeout).await? {
+            if let Some((r, bytes)) = wire.transact(step, link.timeout).await? {
                 raw.extend_from_slice(&bytes);
                 reply = Some(r);
                 break;
@@ -440,9 +444,6 @@ async fn poll_meter(
             break;
         }
         replies.push(reply);
-        if !link.gap.is_zero() {
-            tokio::time::sleep(link.gap).await;
-        }
     }
     let mut ok = false;
     if error.is_empty() {
