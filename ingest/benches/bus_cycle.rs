@@ -25,7 +25,14 @@ const GAP_MS: f64 = 20.0;
 async fn main() {
     let field = Field::new("bench", "dtu-1", b"PT-0001", &["modbus_rtu"]).await;
     for a in 1..=METERS {
-        field.meter(0, "dtsy1352", &a.to_string(), &format!("{}", 5000 + u32::from(a))).await;
+        field
+            .meter(
+                0,
+                "dtsy1352",
+                &a.to_string(),
+                &format!("{}", 5000 + u32::from(a)),
+            )
+            .await;
     }
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -37,7 +44,14 @@ async fn main() {
     };
     tokio::spawn(dtu::serve(listener, field.db.pool.clone(), writer, config));
     let meters = (1..=METERS)
-        .map(|a| SimMeter::new(SimModel::Dtsy1352 { address: a }, ShopType::Retail, 50_000, 1_000_000))
+        .map(|a| {
+            SimMeter::new(
+                SimModel::Dtsy1352 { address: a },
+                ShopType::Retail,
+                50_000,
+                1_000_000,
+            )
+        })
         .collect();
     let dtu = SimDtu {
         registration: b"PT-0001".to_vec(),
@@ -70,9 +84,20 @@ async fn main() {
     let wire_s = f64::from(METERS) * (request_bytes + reply_bytes) * 10.0 / 9600.0;
     let floor_s = wire_s + f64::from(METERS) * (10.0 + GAP_MS) / 1000.0;
     let readings: i64 = rows.iter().map(|(n, _)| n).sum();
-    println!("bus cycle: {METERS} DTSY-1352 meters, 9600 8N1, 48-register fast read, gap {GAP_MS} ms");
-    println!("  run {:.1} s, {readings} readings, {} meters read", elapsed.as_secs_f64(), rows.len());
+    println!(
+        "bus cycle: {METERS} DTSY-1352 meters, 9600 8N1, 48-register fast read, gap {GAP_MS} ms"
+    );
+    println!(
+        "  run {:.1} s, {readings} readings, {} meters read",
+        elapsed.as_secs_f64(),
+        rows.len()
+    );
     println!("  sweep (period of one meter): {sweep_s:.3} s");
-    println!("  wire floor: {wire_s:.3} s bytes only; {floor_s:.3} s with 10 ms turnaround and the gap");
-    println!("  overhead over the floor: {:.1} %", (sweep_s / floor_s - 1.0) * 100.0);
+    println!(
+        "  wire floor: {wire_s:.3} s bytes only; {floor_s:.3} s with 10 ms turnaround and the gap"
+    );
+    println!(
+        "  overhead over the floor: {:.1} %",
+        (sweep_s / floor_s - 1.0) * 100.0
+    );
 }

@@ -206,21 +206,9 @@ pub async fn store_batch(
     report.stored = inserted;
     report.duplicates += accepted.len() - inserted;
     report.flagged = flags.iter().filter(|f| f.is_some()).count();
-    for r in latest.values() {
-        upsert_latest(&mut tx, r).await?;
-    }
-    for ((meter_id, day, period), wh) in daily {
-        sqlx::query(
-            "insert into daily_energy (meter_id, day, period, energy_wh) values ($1, $2, $3, $4)
-             on conflict (meter_id, day, period) do update set energy_wh = daily_energy.energy_wh + excluded.energy_wh",
-        )
-        .bind(meter_id)
-        .bind(day)
-        .bind(period.as_str())
-        .bind(wh)
-        .execute(&mut *tx)
-        .await?;
-    }
+    let newest: Vec<&NewReading> = latest.into_values().collect();
+    upsert_latest(&mut tx, &newest).await?;
+    add_daily(&mut tx, &daily).await?;
     tx.commit().await?;
     Ok(report)
 }
@@ -334,15 +322,38 @@ fn pg_array(values: &[Option<i64>]) -> String {
     format!("{{{}}}", items.join(","))
 }
 
-async fn upsert_latest(conn: &mut PgConnection, r: &NewReading) -> anyhow::Result<()> {
-    let v = &r.values;
-    let ints = |xs: &[i64]| {
+/// Moves `meter_latest` to each meter's newest counted reading, in one statement.
+async fn upsert_latest(conn: &mut PgConnection, newest: &[&NewReading]) -> anyhow::Result<()> {
+    if newest.is_empty() {
+        return Ok(());
+    }
+    let list = |xs: &[i64]| {
         (!xs.is_empty()).then(|| pg_array(&xs.iter().map(|x| Some(*x)).collect::<Vec<_>>()))
     };
+    let mut c = Columns::default();
+    for r in newest {
+        let v = &r.values;
+        c.meter_id.push(r.meter_id);
+        c.read_at.push(r.read_at);
+        c.energy_wh.push(v.energy_wh);
+        c.tou.push(v.tou_wh.map(|t| pg_array(&t)));
+        c.power_w.push(v.power_w);
+        c.voltage.push(list(&v.voltage_dv));
+        c.current.push(list(&v.current_ca));
+        c.remaining_fen.push(v.remaining_fen);
+        c.purchase_count.push(v.purchase_count);
+        c.relay_closed.push(v.relay_closed);
+        c.alarms.push(format!("{{{}}}", v.alarms.join(",")));
+    }
     sqlx::query(
         "insert into meter_latest (meter_id, read_at, energy_wh, tou_wh, power_w, voltage_dv, current_ca,
              remaining_fen, purchase_count, relay_closed, alarms, updated_at)
-         values ($1, $2, $3, $4::bigint[], $5, $6::integer[], $7::integer[], $8, $9, $10, $11::text[], now())
+         select meter_id, read_at, energy_wh, tou::bigint[], power_w, voltage::integer[], current::integer[],
+             remaining_fen, purchase_count::integer, relay_closed, alarms::text[], now()
+         from unnest($1::uuid[], $2::timestamptz[], $3::bigint[], $4::text[], $5::bigint[], $6::text[],
+             $7::text[], $8::bigint[], $9::bigint[], $10::boolean[], $11::text[])
+           as s(meter_id, read_at, energy_wh, tou, power_w, voltage, current, remaining_fen, purchase_count,
+                relay_closed, alarms)
          on conflict (meter_id) do update set read_at = excluded.read_at, energy_wh = excluded.energy_wh,
              tou_wh = excluded.tou_wh, power_w = excluded.power_w, voltage_dv = excluded.voltage_dv,
              current_ca = excluded.current_ca, remaining_fen = excluded.remaining_fen,
@@ -350,17 +361,46 @@ async fn upsert_latest(conn: &mut PgConnection, r: &NewReading) -> anyhow::Resul
              alarms = excluded.alarms, updated_at = now()
          where meter_latest.read_at < excluded.read_at",
     )
-    .bind(r.meter_id)
-    .bind(r.read_at)
-    .bind(v.energy_wh)
-    .bind(v.tou_wh.map(|t| pg_array(&t)))
-    .bind(v.power_w)
-    .bind(ints(&v.voltage_dv))
-    .bind(ints(&v.current_ca))
-    .bind(v.remaining_fen)
-    .bind(v.purchase_count)
-    .bind(v.relay_closed)
-    .bind(format!("{{{}}}", v.alarms.join(",")))
+    .bind(&c.meter_id)
+    .bind(&c.read_at)
+    .bind(&c.energy_wh)
+    .bind(&c.tou)
+    .bind(&c.power_w)
+    .bind(&c.voltage)
+    .bind(&c.current)
+    .bind(&c.remaining_fen)
+    .bind(&c.purchase_count)
+    .bind(&c.relay_closed)
+    .bind(&c.alarms)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Adds the batch's energy to `daily_energy`, in one statement.
+async fn add_daily(
+    conn: &mut PgConnection,
+    daily: &BTreeMap<(Uuid, chrono::NaiveDate, Period), i64>,
+) -> anyhow::Result<()> {
+    if daily.is_empty() {
+        return Ok(());
+    }
+    let (mut meters, mut days, mut periods, mut energies) = (vec![], vec![], vec![], vec![]);
+    for ((meter, day, period), wh) in daily {
+        meters.push(*meter);
+        days.push(*day);
+        periods.push(period.as_str());
+        energies.push(*wh);
+    }
+    sqlx::query(
+        "insert into daily_energy (meter_id, day, period, energy_wh)
+         select * from unnest($1::uuid[], $2::date[], $3::text[], $4::bigint[])
+         on conflict (meter_id, day, period) do update set energy_wh = daily_energy.energy_wh + excluded.energy_wh",
+    )
+    .bind(&meters)
+    .bind(&days)
+    .bind(&periods)
+    .bind(&energies)
     .execute(conn)
     .await?;
     Ok(())
