@@ -10,6 +10,7 @@ pub mod commands;
 pub mod driver;
 pub mod dtu;
 pub mod framing;
+pub mod fuzzing;
 pub mod sim;
 pub mod store;
 pub mod writer;
