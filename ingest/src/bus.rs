@@ -12,7 +12,6 @@ use chrono::Utc;
 use powertab_core::names::SchemaName;
 use sqlx::{PgPool, Row};
 use std::collections::VecDeque;
-use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -42,8 +41,6 @@ pub struct BusLink {
     pub timeout: Duration,
     /// Heartbeat and (when repeated) registration bytes, dropped wherever they arrive.
     pub noise: Vec<Vec<u8>>,
-    /// Bytes that arrived with the registration.
-    pub initial: Vec<u8>,
 }
 
 fn unhex(hex: &str) -> Vec<u8> {
@@ -88,7 +85,6 @@ pub async fn load_link(
         gap: Duration::from_millis(row.try_get::<i32, _>("gap_ms")?.max(0) as u64),
         timeout: Duration::from_millis(row.try_get::<i32, _>("timeout_ms")?.max(1) as u64),
         noise,
-        initial: Vec::new(),
     }))
 }
 
@@ -151,8 +147,27 @@ async fn load_slots(pool: &PgPool, link: &BusLink, old: &[Slot]) -> anyhow::Resu
     Ok(slots)
 }
 
-/// The socket, with what arrived but was not yet consumed.
-struct Wire {
+/// How a bus session talks to its meters: a DTU socket carrying serial frames ([`Wire`]) or a
+/// Modbus-TCP gateway (`crate::modbus_tcp`).
+pub trait Transport: Send {
+    /// Sends `step` and waits up to `timeout` for its reply (`None` on timeout), with the raw
+    /// bytes it came in.
+    fn transact(
+        &mut self,
+        step: &Step,
+        timeout: Duration,
+    ) -> impl std::future::Future<Output = std::io::Result<Option<(Reply, Vec<u8>)>>> + Send;
+    /// Waits until `until`, handling whatever arrives meanwhile.
+    fn idle(
+        &mut self,
+        until: Instant,
+    ) -> impl std::future::Future<Output = std::io::Result<()>> + Send;
+    /// Whether anything arrived since the last call (for "last seen").
+    fn take_activity(&mut self) -> bool;
+}
+
+/// A DTU socket, with what arrived but was not yet consumed.
+pub struct Wire {
     stream: TcpStream,
     buf: Vec<u8>,
     noise: Vec<Vec<u8>>,
@@ -160,8 +175,23 @@ struct Wire {
 }
 
 impl Wire {
-    /// Sends `step` and waits up to `timeout` for its reply (`None` on timeout). Whatever is
-    /// buffered before sending is stale (a late reply, noise) and dropped first.
+    /// `initial` holds bytes that arrived with the registration.
+    pub fn new(stream: TcpStream, initial: Vec<u8>, noise: Vec<Vec<u8>>) -> Wire {
+        Wire {
+            stream,
+            buf: initial,
+            noise,
+            got_bytes: false,
+        }
+    }
+}
+
+impl Transport for Wire {
+    fn take_activity(&mut self) -> bool {
+        std::mem::take(&mut self.got_bytes)
+    }
+
+    /// Whatever is buffered before sending is stale (a late reply, noise) and dropped first.
     async fn transact(
         &mut self,
         step: &Step,
@@ -210,24 +240,18 @@ impl Wire {
     }
 }
 
-/// Polls the bus behind `stream` until the connection ends; commands for its meters (from
+/// Polls the bus behind `wire` until the connection ends; commands for its meters (from
 /// `dispatch`) run before the next scheduled poll.
-pub async fn run(
-    stream: TcpStream,
-    peer: SocketAddr,
+pub async fn run<T: Transport>(
+    mut wire: T,
+    peer: String,
     link: BusLink,
     pool: PgPool,
     writer: Writer,
     interval: Duration,
     dispatch: Dispatch,
 ) -> anyhow::Result<()> {
-    mark(&pool, &link, true, &peer.to_string()).await;
-    let mut wire = Wire {
-        stream,
-        buf: link.initial.clone(),
-        noise: link.noise.clone(),
-        got_bytes: false,
-    };
+    mark(&pool, &link, true, &peer).await;
     let (command_tx, mut command_rx) = mpsc::unbounded_channel();
     let mut pending: VecDeque<Uuid> = VecDeque::new();
     let mut slots = load_slots(&pool, &link, &[]).await?;
@@ -253,10 +277,9 @@ pub async fn run(
             }
             reloaded = Instant::now();
         }
-        if wire.got_bytes && seen.elapsed() >= SEEN_EVERY {
-            mark(&pool, &link, true, &peer.to_string()).await;
+        if seen.elapsed() >= SEEN_EVERY && wire.take_activity() {
+            mark(&pool, &link, true, &peer).await;
             seen = Instant::now();
-            wire.got_bytes = false;
         }
         let next = slots.iter().map(|s| s.next_due).min();
         let until = match next {
@@ -285,8 +308,8 @@ pub async fn run(
 }
 
 /// Polls a scheduled meter and sets its next turn (dead meters back off).
-async fn poll_scheduled(
-    wire: &mut Wire,
+async fn poll_scheduled<T: Transport>(
+    wire: &mut T,
     slot: &mut Slot,
     link: &BusLink,
     writer: &Writer,
@@ -359,9 +382,9 @@ async fn set_state(pool: &PgPool, schema: &SchemaName, command: Uuid, state: &st
 
 /// Carries out one command. `read_now` polls the meter at once; the other operations arrive
 /// with the billing issue and stay queued.
-async fn run_command(
+async fn run_command<T: Transport>(
     pool: &PgPool,
-    wire: &mut Wire,
+    wire: &mut T,
     slots: &[Slot],
     link: &BusLink,
     writer: &Writer,
@@ -412,8 +435,8 @@ async fn run_command(
 }
 
 /// Polls one meter; `Ok(true)` when it answered. I/O errors end the session.
-async fn poll_meter(
-    wire: &mut Wire,
+async fn poll_meter<T: Transport>(
+    wire: &mut T,
     slot: &Slot,
     link: &BusLink,
     writer: &Writer,

@@ -6,7 +6,7 @@
 //! in `control.unclaimed_registrations`. A new socket for the same gateway and port replaces the
 //! old one. Each accepted socket is polled by a [`crate::bus`] session.
 
-use crate::bus::{self, BusLink};
+use crate::bus;
 use crate::commands::{self, Dispatch};
 use crate::writer::Writer;
 use powertab_core::names::SchemaName;
@@ -118,13 +118,11 @@ async fn accept(
     tracing::info!(%peer, identity = %found.identity, port = found.port, "DTU registered");
     metrics::counter!("ingest_registrations_accepted_total").increment(1);
     let key = (found.gateway_id, found.port);
+    let wire = bus::Wire::new(stream, found.rest, link.noise.clone());
     let session = tokio::spawn(bus::run(
-        stream,
-        peer,
-        BusLink {
-            initial: found.rest,
-            ..link
-        },
+        wire,
+        peer.to_string(),
+        link,
         pool.clone(),
         writer,
         config.poll_interval,

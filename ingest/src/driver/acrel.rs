@@ -2,8 +2,8 @@
 //! 48-register fast read at 0x0200 gives everything in one request; remote control writes two
 //! registers at 0x0057. The facts marked (verify) in DOMAIN.md live in named constants here.
 
-use super::{registers, u32_at, ControlOp, Driver, DriverError, MeterValues, Step};
-use crate::framing::{rtu, Expect, Reply};
+use super::{registers, u32_at, ControlOp, Driver, DriverError, MeterValues, ModbusOp, Step};
+use crate::framing::Reply;
 
 /// The fast-read block: 48 holding registers from 0x0200.
 pub const FAST_READ_START: u16 = 0x0200;
@@ -89,12 +89,14 @@ pub fn parse_fast_read(regs: &[u16], three_phase: bool) -> Result<MeterValues, D
 
 impl Driver for Acrel {
     fn poll(&self) -> Vec<Step> {
-        let (request, expect) = rtu::read_holding(self.address, FAST_READ_START, FAST_READ_COUNT);
-        vec![Step {
-            request,
-            expect: Expect::Rtu(expect),
-            optional: false,
-        }]
+        vec![Step::modbus(
+            ModbusOp::ReadHolding {
+                unit: self.address,
+                start: FAST_READ_START,
+                count: FAST_READ_COUNT,
+            },
+            false,
+        )]
     }
 
     fn parse_poll(&self, replies: &[Option<Reply>]) -> Result<MeterValues, DriverError> {
@@ -121,12 +123,14 @@ impl Driver for Acrel {
             ControlOp::Close | ControlOp::KeepPowerOn => [0x0001, 0x0000],
             ControlOp::Release | ControlOp::KeepPowerOff => [0x0000, 0x0000],
         };
-        let (request, expect) = rtu::write_multiple(self.address, CONTROL_REGISTER, &words);
-        Ok(vec![Step {
-            request,
-            expect: Expect::Rtu(expect),
-            optional: false,
-        }])
+        Ok(vec![Step::modbus(
+            ModbusOp::WriteMultiple {
+                unit: self.address,
+                start: CONTROL_REGISTER,
+                values: words.to_vec(),
+            },
+            false,
+        )])
     }
 
     fn energy_is_primary(&self) -> bool {
@@ -199,6 +203,7 @@ pub fn fast_read_block(three_phase: bool, values: &MeterValues, clock: [u8; 7]) 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::framing::rtu;
 
     fn sample() -> MeterValues {
         MeterValues {

@@ -84,6 +84,7 @@ impl Driver for Dlt645 {
                     request,
                     expect: Expect::Dlt645(expect),
                     optional,
+                    modbus: None,
                 }
             })
             .collect()
@@ -162,6 +163,7 @@ impl Dlt645 {
                 di: None,
             }),
             optional: false,
+            modbus: None,
         }
     }
 }

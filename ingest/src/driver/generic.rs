@@ -5,8 +5,8 @@
 //! (integers; default 1) into the canonical unit its name ends with. `energy_wh` is required;
 //! `power_w`, `voltage_dv`, `current_ca`, `remaining_fen` are optional.
 
-use super::{registers, ControlOp, Driver, DriverError, MeterValues, Step};
-use crate::framing::{rtu, Expect, Reply};
+use super::{registers, ControlOp, Driver, DriverError, MeterValues, ModbusOp, Step};
+use crate::framing::Reply;
 use serde::Deserialize;
 
 /// The values a map may name, in poll order.
@@ -107,13 +107,14 @@ impl Driver for GenericModbus {
         self.specs
             .iter()
             .map(|(field, spec)| {
-                let (request, expect) =
-                    rtu::read_holding(self.address, spec.register, u16::from(spec.words));
-                Step {
-                    request,
-                    expect: Expect::Rtu(expect),
-                    optional: *field != "energy_wh",
-                }
+                Step::modbus(
+                    ModbusOp::ReadHolding {
+                        unit: self.address,
+                        start: spec.register,
+                        count: u16::from(spec.words),
+                    },
+                    *field != "energy_wh",
+                )
             })
             .collect()
     }
@@ -150,6 +151,7 @@ impl Driver for GenericModbus {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::framing::rtu;
     use serde_json::json;
 
     #[test]

@@ -45,10 +45,51 @@ pub enum ControlOp {
 /// One request of a poll or command, with what its reply must look like.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Step {
+    /// The frame for a serial line (Modbus RTU with CRC, or DL/T 645).
     pub request: Vec<u8>,
     pub expect: Expect,
     /// A meter that does not know this value answers with an error; the poll goes on.
     pub optional: bool,
+    /// The same request as a Modbus operation, for Modbus-TCP gateways (none for DL/T 645).
+    pub modbus: Option<ModbusOp>,
+}
+
+/// A Modbus request independent of its framing (unit id = the meter's bus address).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModbusOp {
+    ReadHolding {
+        unit: u8,
+        start: u16,
+        count: u16,
+    },
+    WriteMultiple {
+        unit: u8,
+        start: u16,
+        values: Vec<u16>,
+    },
+}
+
+impl Step {
+    /// A Modbus step, framed for serial lines and kept as an operation for Modbus-TCP.
+    pub fn modbus(op: ModbusOp, optional: bool) -> Step {
+        use crate::framing::rtu;
+        let (request, expect) = match &op {
+            ModbusOp::ReadHolding { unit, start, count } => {
+                rtu::read_holding(*unit, *start, *count)
+            }
+            ModbusOp::WriteMultiple {
+                unit,
+                start,
+                values,
+            } => rtu::write_multiple(*unit, *start, values),
+        };
+        Step {
+            request,
+            expect: Expect::Rtu(expect),
+            optional,
+            modbus: Some(op),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
