@@ -44,13 +44,26 @@ impl Default for DtuConfig {
 /// Sessions by (gateway, port): a newer connection aborts the older.
 type Sessions = Arc<Mutex<HashMap<(Uuid, i32), tokio::task::AbortHandle>>>;
 
-/// Accepts DTU connections on `listener` until the task is dropped.
+/// Accepts DTU connections on `listener` until the task is dropped, with its own command
+/// listener (tests and single-transport use).
 pub async fn serve(listener: TcpListener, pool: PgPool, writer: Writer, config: DtuConfig) {
-    let sessions: Sessions = Arc::default();
     let dispatch = Dispatch::default();
     let listening = tokio::spawn(commands::listen(pool.clone(), dispatch.clone()));
     // The command listener lives as long as this server.
     let _stop_listening = AbortOnDrop(listening);
+    serve_with(listener, pool, writer, config, dispatch).await;
+}
+
+/// Accepts DTU connections on `listener` until the task is dropped; commands arrive through
+/// `dispatch` (shared with the other transports).
+pub async fn serve_with(
+    listener: TcpListener,
+    pool: PgPool,
+    writer: Writer,
+    config: DtuConfig,
+    dispatch: Dispatch,
+) {
+    let sessions: Sessions = Arc::default();
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,

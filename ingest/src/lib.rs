@@ -1,9 +1,10 @@
 //! PowerTab's field side (DESIGN.md: Ingest): gateway sessions, framers, meter drivers, the poll
 //! scheduler, command delivery and the simulator. It meets the server only in the database.
 //!
-//! In place: framers ([`framing`]), meter drivers ([`driver`]), DTU dial-in ([`dtu`]) with one
-//! poll session per bus ([`bus`]), the batched [`writer`] into [`store`], and the simulator
-//! ([`sim`]). Modbus-TCP and MQTT gateways come next (see the meter-acquisition issue).
+//! In place: framers ([`framing`]), meter drivers ([`driver`]), DTU dial-in ([`dtu`]) and
+//! Modbus-TCP dial-out ([`modbus_tcp`]) with one poll session per bus ([`bus`]), commands
+//! ([`commands`]), the batched [`writer`] into [`store`], and the simulator ([`sim`]). MQTT
+//! gateways come next (see the meter-acquisition issue).
 
 pub mod bus;
 pub mod commands;
@@ -11,6 +12,7 @@ pub mod driver;
 pub mod dtu;
 pub mod framing;
 pub mod fuzzing;
+pub mod modbus_tcp;
 pub mod sim;
 pub mod store;
 pub mod writer;
@@ -61,12 +63,24 @@ pub async fn run(
         }
     });
     let (writer, writer_task) = writer::Writer::start(pool.clone());
+    let interval = Duration::from_secs(config.poll_interval_s.max(1));
+    let dispatch = commands::Dispatch::default();
+    let listening = tokio::spawn(commands::listen(pool.clone(), dispatch.clone()));
     let dtu_config = dtu::DtuConfig {
-        poll_interval: Duration::from_secs(config.poll_interval_s.max(1)),
+        poll_interval: interval,
     };
-    let serving = tokio::spawn(dtu::serve(listener, pool, writer, dtu_config));
+    let serving = tokio::spawn(dtu::serve_with(
+        listener,
+        pool.clone(),
+        writer.clone(),
+        dtu_config,
+        dispatch.clone(),
+    ));
+    let dialling = tokio::spawn(modbus_tcp::serve(pool, writer, interval, dispatch));
     shutdown.await;
     serving.abort();
+    dialling.abort();
+    listening.abort();
     partitions.abort();
     // The writer stores what it holds once the last sender (the sessions) is gone.
     let _ = tokio::time::timeout(Duration::from_secs(5), writer_task).await;

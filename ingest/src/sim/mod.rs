@@ -5,6 +5,7 @@
 pub mod dtu;
 pub mod field;
 pub mod meter;
+pub mod modbus_gateway;
 
 pub use dtu::{DtuFaults, SimBus, SimDtu};
 pub use meter::{SimMeter, SimModel};
