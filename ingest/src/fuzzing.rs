@@ -62,3 +62,17 @@ pub fn meter_side(data: &[u8]) {
         }
     }
 }
+
+/// MQTT gateway payloads: any bytes are refused or parsed, never a panic; a parsed message
+/// accounts for every reading it holds.
+pub fn mqtt_payload(data: &[u8]) {
+    use crate::mqtt::payload;
+    if let Ok((good, refused)) = payload::parse_readings(data) {
+        assert!(good.len() + refused.len() <= payload::READINGS_MAX);
+        assert!(good
+            .iter()
+            .all(|r| r.values.energy_wh >= 0 && (1..=64).contains(&r.bus)));
+    }
+    let _ = payload::parse_status(data);
+    let _ = payload::parse_ack(data);
+}

@@ -13,6 +13,7 @@ pub mod dtu;
 pub mod framing;
 pub mod fuzzing;
 pub mod modbus_tcp;
+pub mod mqtt;
 pub mod sim;
 pub mod store;
 pub mod writer;

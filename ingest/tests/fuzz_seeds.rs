@@ -30,3 +30,8 @@ fn registration_seeds() {
 fn meter_side_seeds() {
     run_corpus("meter_side", powertab_ingest::fuzzing::meter_side);
 }
+
+#[test]
+fn mqtt_payload_seeds() {
+    run_corpus("mqtt_payload", powertab_ingest::fuzzing::mqtt_payload);
+}
