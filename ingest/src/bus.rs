@@ -259,7 +259,7 @@ pub async fn run<T: Transport>(
     let mut reloaded = Instant::now();
     let mut seen = Instant::now();
     loop {
-        while let Ok(command) = command_rx.try_recv() {
+        while let Ok((_, command)) = command_rx.try_recv() {
             pending.push_back(command);
         }
         if let Some(command) = pending.pop_front() {
@@ -299,7 +299,7 @@ pub async fn run<T: Transport>(
         // Reading the socket is cancel-safe: a command arriving meanwhile loses no bytes.
         tokio::select! {
             idle = wire.idle(until) => idle?,
-            Some(command) = command_rx.recv() => pending.push_back(command),
+            Some((_, command)) = command_rx.recv() => pending.push_back(command),
         }
         if next.is_none() {
             reloaded -= RELOAD_EVERY;
@@ -337,7 +337,7 @@ async fn adopt(
     link: &BusLink,
     slots: &[Slot],
     dispatch: &Dispatch,
-    to: &mpsc::UnboundedSender<Uuid>,
+    to: &mpsc::UnboundedSender<(Uuid, Uuid)>,
 ) -> Vec<Uuid> {
     let meters: Vec<Uuid> = slots.iter().map(|s| s.meter_id).collect();
     dispatch.route(&meters, to);

@@ -12,15 +12,19 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
+/// Where a session receives (meter, command) pairs.
+pub type CommandSender = mpsc::UnboundedSender<(Uuid, Uuid)>;
+
 /// Where each meter's commands go: the channel of the session polling its bus.
 #[derive(Clone, Default)]
 pub struct Dispatch {
-    routes: Arc<Mutex<HashMap<Uuid, mpsc::UnboundedSender<Uuid>>>>,
+    routes: Arc<Mutex<HashMap<Uuid, CommandSender>>>,
 }
 
 impl Dispatch {
-    /// Routes the commands of `meters` to `to` (replacing older routes of those meters).
-    pub fn route(&self, meters: &[Uuid], to: &mpsc::UnboundedSender<Uuid>) {
+    /// Routes the commands of `meters` to `to` (replacing older routes of those meters); they
+    /// arrive as (meter, command).
+    pub fn route(&self, meters: &[Uuid], to: &CommandSender) {
         let mut routes = self.routes.lock().expect("dispatch lock");
         for m in meters {
             routes.insert(*m, to.clone());
@@ -31,7 +35,7 @@ impl Dispatch {
     pub fn deliver(&self, meter: Uuid, command: Uuid) -> bool {
         let mut routes = self.routes.lock().expect("dispatch lock");
         match routes.get(&meter) {
-            Some(to) if to.send(command).is_ok() => true,
+            Some(to) if to.send((meter, command)).is_ok() => true,
             Some(_) => {
                 // The session ended; forget the route.
                 routes.remove(&meter);
@@ -110,7 +114,7 @@ mod tests {
         dispatch.route(&[meter], &tx);
         let command = Uuid::now_v7();
         assert!(dispatch.deliver(meter, command));
-        assert_eq!(rx.try_recv().unwrap(), command);
+        assert_eq!(rx.try_recv().unwrap(), (meter, command));
         assert!(!dispatch.deliver(other, command));
         drop(rx);
         assert!(

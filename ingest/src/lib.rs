@@ -31,6 +31,34 @@ pub struct IngestConfig {
     pub dtu_listen: SocketAddr,
     /// How often each meter is read.
     pub poll_interval_s: u64,
+    /// The MQTT broker MQTT gateways talk to (`mqtt://host:port`; `MQTT_URL` also sets it);
+    /// none: no MQTT side.
+    #[serde(default)]
+    pub mqtt_url: Option<String>,
+    /// PowerTab's own login at the broker (empty: anonymous, for a private test broker).
+    #[serde(default)]
+    pub mqtt_username: String,
+    #[serde(default)]
+    pub mqtt_password: String,
+}
+
+impl IngestConfig {
+    /// The MQTT client settings, when a broker is configured and its URL is well-formed.
+    pub fn mqtt(&self) -> Option<mqtt::client::MqttConfig> {
+        let url = self.mqtt_url.as_deref()?;
+        let rest = url.strip_prefix("mqtt://").unwrap_or(url);
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((h, p)) => (h, p.trim_end_matches('/').parse().ok()?),
+            None => (rest, 1883),
+        };
+        Some(mqtt::client::MqttConfig {
+            host: host.to_owned(),
+            port,
+            client_id: format!("powertab-ingest-{}", std::process::id()),
+            username: self.mqtt_username.clone(),
+            password: self.mqtt_password.clone(),
+        })
+    }
 }
 
 impl Default for IngestConfig {
@@ -38,6 +66,9 @@ impl Default for IngestConfig {
         IngestConfig {
             dtu_listen: "0.0.0.0:9502".parse().expect("a valid address"),
             poll_interval_s: 30,
+            mqtt_url: None,
+            mqtt_username: String::new(),
+            mqtt_password: String::new(),
         }
     }
 }
@@ -77,10 +108,22 @@ pub async fn run(
         dtu_config,
         dispatch.clone(),
     ));
-    let dialling = tokio::spawn(modbus_tcp::serve(pool, writer, interval, dispatch));
+    let dialling = tokio::spawn(modbus_tcp::serve(
+        pool.clone(),
+        writer.clone(),
+        interval,
+        dispatch.clone(),
+    ));
+    let mqtt = config.mqtt().map(|mqtt| {
+        tracing::info!(host = %mqtt.host, port = mqtt.port, "MQTT gateways via this broker");
+        tokio::spawn(mqtt::client::serve(mqtt, pool, writer, dispatch))
+    });
     shutdown.await;
     serving.abort();
     dialling.abort();
+    if let Some(mqtt) = mqtt {
+        mqtt.abort();
+    }
     listening.abort();
     partitions.abort();
     // The writer stores what it holds once the last sender (the sessions) is gone.

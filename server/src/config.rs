@@ -83,6 +83,10 @@ impl Config {
         if let Ok(url) = std::env::var("DATABASE_URL") {
             figment = figment.merge(Serialized::default("database_url", url));
         }
+        // infra/services.sh exports the broker it found or started.
+        if let Ok(url) = std::env::var("MQTT_URL") {
+            figment = figment.merge(Serialized::default("ingest.mqtt_url", url));
+        }
         Ok(figment.extract()?)
     }
 

@@ -2,4 +2,5 @@
 //! status and acknowledgements under `pt/{gw}/up/…`; PowerTab publishes commands under
 //! `pt/{gw}/down/command`. [`payload`] validates what gateways send.
 
+pub mod client;
 pub mod payload;

@@ -46,6 +46,9 @@ pub fn test_config(throttle: ThrottleConfig) -> Config {
         ingest: powertab_ingest::IngestConfig {
             dtu_listen: "127.0.0.1:0".parse().unwrap(),
             poll_interval_s: 1,
+            mqtt_url: None,
+            mqtt_username: String::new(),
+            mqtt_password: String::new(),
         },
     }
 }

@@ -1,0 +1,326 @@
+//! PowerTab's side of MQTT-GATEWAY.md: one client subscribed to `pt/+/up/#` (again after every
+//! reconnect), readings validated and matched to meters by (gateway, bus, addr), gateway status
+//! (with the last will) as bus sessions, acknowledgements applied once, and commands published
+//! to `pt/{gw}/down/command`. Gateways are known from `control.gateway_directory` (kind `mqtt`,
+//! enabled) and their company's buses and meters, re-read every [`RELOAD`]; anything outside
+//! the topic pattern or from an unknown gateway is ignored and counted.
+
+use super::payload::{self, CommandMessage};
+use crate::commands::Dispatch;
+use crate::store::NewReading;
+use crate::writer::{Message, Writer};
+use powertab_core::names::SchemaName;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use serde::{Deserialize, Serialize};
+use sqlx::{PgPool, Row};
+use std::collections::HashMap;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+/// How often the gateway list and their meters are re-read.
+pub const RELOAD: Duration = Duration::from_secs(30);
+/// How long a gateway has to carry out a command.
+pub const COMMAND_VALID: Duration = Duration::from_secs(120);
+
+/// Where PowerTab's own MQTT client connects (`[ingest.mqtt]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MqttConfig {
+    pub host: String,
+    pub port: u16,
+    pub client_id: String,
+    #[serde(default)]
+    pub username: String,
+    #[serde(default)]
+    pub password: String,
+}
+
+/// A known MQTT gateway.
+#[derive(Debug, Clone)]
+struct Gateway {
+    schema: SchemaName,
+    gateway_id: Uuid,
+    /// (bus number, address) → meter
+    meters: HashMap<(i32, String), Uuid>,
+}
+
+/// Gateways by identity, and each meter's (identity, bus, address).
+#[derive(Debug, Default)]
+struct Known {
+    gateways: HashMap<String, Gateway>,
+    meters: HashMap<Uuid, (String, i32, String)>,
+}
+
+async fn load_known(pool: &PgPool) -> anyhow::Result<Known> {
+    let rows = sqlx::query(
+        "select identity, company_id, gateway_id from control.gateway_directory where kind = 'mqtt' and status = 'enabled'",
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut known = Known::default();
+    for r in rows {
+        let identity: String = r.try_get("identity")?;
+        let schema = SchemaName::for_company(r.try_get("company_id")?);
+        let gateway_id: Uuid = r.try_get("gateway_id")?;
+        let mut tx = powertab_core::db::begin_in(pool, &schema).await?;
+        let meters: Vec<(i32, String, Uuid)> = sqlx::query_as(
+            "select b.number, m.address, m.id from buses b join meters m on m.bus_id = b.id
+             where b.gateway_id = $1 and b.removed_at is null and m.status = 'active'",
+        )
+        .bind(gateway_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        for (bus, addr, meter) in &meters {
+            known
+                .meters
+                .insert(*meter, (identity.clone(), *bus, addr.clone()));
+        }
+        known.gateways.insert(
+            identity,
+            Gateway {
+                schema,
+                gateway_id,
+                meters: meters.into_iter().map(|(b, a, m)| ((b, a), m)).collect(),
+            },
+        );
+    }
+    Ok(known)
+}
+
+/// `pt/{gw}/up/{kind}` → (gw, kind).
+pub fn parse_topic(topic: &str) -> Option<(&str, &str)> {
+    let mut parts = topic.split('/');
+    let (pt, gw, up, kind) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    (pt == "pt" && up == "up" && !gw.is_empty() && parts.next().is_none()).then_some((gw, kind))
+}
+
+fn refused(gateway: &str, what: &'static str, n: usize) {
+    if n > 0 {
+        metrics::counter!("ingest_mqtt_refused_total", "gateway" => gateway.to_owned(), "what" => what)
+            .increment(n as u64);
+    }
+}
+
+/// Runs the MQTT side until the task is dropped.
+pub async fn serve(config: MqttConfig, pool: PgPool, writer: Writer, dispatch: Dispatch) {
+    let mut options = MqttOptions::new(config.client_id.clone(), config.host.clone(), config.port);
+    options.set_keep_alive(Duration::from_secs(30));
+    options.set_max_packet_size(
+        payload::MESSAGE_BYTES_MAX + 1024,
+        payload::MESSAGE_BYTES_MAX + 1024,
+    );
+    if !config.username.is_empty() {
+        options.set_credentials(config.username.clone(), config.password.clone());
+    }
+    let (client, mut events) = AsyncClient::new(options, 1000);
+    let (command_tx, mut command_rx) = mpsc::unbounded_channel::<(Uuid, Uuid)>();
+    let mut known = Known::default();
+    let mut loaded: Option<Instant> = None;
+    loop {
+        if loaded.is_none_or(|t| t.elapsed() >= RELOAD) {
+            match load_known(&pool).await {
+                Ok(k) => {
+                    let meters: Vec<Uuid> = k.meters.keys().copied().collect();
+                    dispatch.route(&meters, &command_tx);
+                    known = k;
+                }
+                Err(e) => tracing::warn!(error = %e, "reading the MQTT gateways failed"),
+            }
+            loaded = Some(Instant::now());
+        }
+        tokio::select! {
+            event = events.poll() => match event {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    // Subscriptions do not survive a reconnect with a clean session.
+                    if let Err(e) = client.subscribe("pt/+/up/#", QoS::AtLeastOnce).await {
+                        tracing::warn!(error = %e, "MQTT subscribe failed");
+                    }
+                    tracing::info!(host = %config.host, port = config.port, "MQTT connected");
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    handle(&pool, &writer, &known, &p.topic, &p.payload).await;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "MQTT connection lost; reconnecting");
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+            },
+            Some((meter, command)) = command_rx.recv() => {
+                send_command(&pool, &client, &known, meter, command).await;
+            }
+            _ = tokio::time::sleep(RELOAD) => {}
+        }
+    }
+}
+
+async fn handle(pool: &PgPool, writer: &Writer, known: &Known, topic: &str, bytes: &[u8]) {
+    let Some((identity, kind)) = parse_topic(topic) else {
+        refused("", "topic", 1);
+        return;
+    };
+    let Some(gateway) = known.gateways.get(identity) else {
+        refused(identity, "unknown_gateway", 1);
+        return;
+    };
+    match kind {
+        "reading" => match payload::parse_readings(bytes) {
+            Err(e) => {
+                tracing::info!(gateway = identity, error = %e, "MQTT readings message refused");
+                refused(identity, "message", 1);
+            }
+            Ok((good, bad)) => {
+                refused(identity, "reading", bad.len());
+                let mut unknown = 0;
+                for r in good {
+                    let Some(&meter_id) = gateway.meters.get(&(r.bus, r.addr.clone())) else {
+                        unknown += 1;
+                        continue;
+                    };
+                    let reading = NewReading {
+                        meter_id,
+                        read_at: r.ts,
+                        values: r.values,
+                        raw: Vec::new(),
+                        ratio_mismatch: false,
+                    };
+                    writer
+                        .send(Message::Reading(gateway.schema.clone(), reading))
+                        .await;
+                }
+                refused(identity, "unknown_meter", unknown);
+            }
+        },
+        "status" => match payload::parse_status(bytes) {
+            Some(status) => set_online(pool, gateway, status.online).await,
+            None => refused(identity, "status", 1),
+        },
+        "ack" => match payload::parse_ack(bytes) {
+            Some(ack) => apply_ack(pool, gateway, &ack).await,
+            None => refused(identity, "ack", 1),
+        },
+        _ => refused(identity, "topic", 1),
+    }
+}
+
+async fn set_online(pool: &PgPool, gateway: &Gateway, online: bool) {
+    let result = async {
+        let mut tx = powertab_core::db::begin_in(pool, &gateway.schema).await?;
+        sqlx::query(
+            "insert into bus_sessions (bus_id, gateway_id, online, peer, connected_at, last_seen_at, updated_at)
+             select id, gateway_id, $2, 'mqtt', now(), now(), now() from buses where gateway_id = $1 and removed_at is null
+             on conflict (bus_id) do update set online = excluded.online, last_seen_at = now(), updated_at = now(),
+                 connected_at = case when excluded.online and not bus_sessions.online then now() else bus_sessions.connected_at end",
+        )
+        .bind(gateway.gateway_id)
+        .bind(online)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        anyhow::Ok(())
+    }
+    .await;
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "recording an MQTT gateway's status failed");
+    }
+}
+
+/// The first acknowledgement of a command decides; repeats find it settled and change nothing.
+async fn apply_ack(pool: &PgPool, gateway: &Gateway, ack: &payload::Ack) {
+    let Ok(id) = ack.id.parse::<Uuid>() else {
+        return;
+    };
+    let state = match ack.status.as_str() {
+        "done" => "verified",
+        "expired" => "expired",
+        _ => "failed",
+    };
+    let result = async {
+        let mut tx = powertab_core::db::begin_in(pool, &gateway.schema).await?;
+        // Only commands for this gateway's meters: a gateway cannot settle another's.
+        sqlx::query(
+            "update commands c set state = $2, detail = $3, updated_at = now()
+             from meters m join buses b on b.id = m.bus_id
+             where c.id = $1 and c.meter_id = m.id and b.gateway_id = $4 and c.state in ('queued', 'sent')",
+        )
+        .bind(id)
+        .bind(state)
+        .bind(&ack.detail)
+        .bind(gateway.gateway_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        anyhow::Ok(())
+    }
+    .await;
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "applying an MQTT acknowledgement failed");
+    }
+}
+
+/// Publishes a queued command to its gateway and marks it sent.
+async fn send_command(
+    pool: &PgPool,
+    client: &AsyncClient,
+    known: &Known,
+    meter: Uuid,
+    command: Uuid,
+) {
+    let result = async {
+        let Some((identity, bus, addr)) = known.meters.get(&meter).cloned() else {
+            return anyhow::Ok(());
+        };
+        let Some(schema) = known.gateways.get(&identity).map(|g| g.schema.clone()) else {
+            return Ok(());
+        };
+        let mut tx = powertab_core::db::begin_in(pool, &schema).await?;
+        let op: Option<String> = sqlx::query_scalar(
+            "update commands set state = 'sent', updated_at = now()
+             where id = $1 and meter_id = $2 and state = 'queued' returning op",
+        )
+        .bind(command)
+        .bind(meter)
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let Some(op) = op else { return Ok(()) };
+        let message = CommandMessage {
+            v: 1,
+            id: command.to_string(),
+            bus,
+            addr,
+            op,
+            expires_at: (chrono::Utc::now() + COMMAND_VALID).timestamp_millis(),
+            secure: None,
+        };
+        client
+            .publish(
+                format!("pt/{identity}/down/command"),
+                QoS::AtLeastOnce,
+                false,
+                serde_json::to_vec(&message)?,
+            )
+            .await?;
+        Ok(())
+    }
+    .await;
+    if let Err(e) = result {
+        tracing::warn!(%command, error = %e, "sending a command over MQTT failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics_follow_the_pattern() {
+        assert_eq!(parse_topic("pt/gw-1/up/reading"), Some(("gw-1", "reading")));
+        assert_eq!(parse_topic("pt/gw-1/down/command"), None);
+        assert_eq!(parse_topic("pt//up/reading"), None);
+        assert_eq!(parse_topic("pt/gw-1/up/reading/extra"), None);
+        assert_eq!(parse_topic("xx/gw-1/up/reading"), None);
+    }
+}
