@@ -402,22 +402,7 @@ pub async fn create_gateway(
     .execute(&mut *conn)
     .await?;
     for bus in &buses {
-        sqlx::query(
-            "insert into buses (id, gateway_id, number, protocol, baud, parity, stop_bits, gap_ms, timeout_ms, tcp_port)
-             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(bus.id)
-        .bind(id)
-        .bind(bus.number)
-        .bind(&bus.protocol)
-        .bind(bus.baud)
-        .bind(&bus.parity)
-        .bind(bus.stop_bits)
-        .bind(bus.gap_ms)
-        .bind(bus.timeout_ms)
-        .bind(bus.tcp_port)
-        .execute(&mut *conn)
-        .await?;
+        write_bus(conn, id, &[], bus).await?;
     }
     let created = load_gateway(conn, id).await?;
     let json = serde_json::to_value(&created).expect("plain data");
@@ -432,6 +417,41 @@ pub async fn create_gateway(
     )
     .await?;
     Ok(created)
+}
+
+/// Updates the bus with `bus.number` among `existing`, or adds it.
+pub(crate) async fn write_bus(
+    conn: &mut PgConnection,
+    gateway_id: Uuid,
+    existing: &[Bus],
+    bus: &Bus,
+) -> CoreResult<()> {
+    let id = existing
+        .iter()
+        .find(|b| b.number == bus.number)
+        .map(|b| b.id);
+    let sql = if id.is_some() {
+        "update buses set protocol = $4, baud = $5, parity = $6, stop_bits = $7, gap_ms = $8,
+             timeout_ms = $9, tcp_port = $10
+         where id = $1 and gateway_id = $2 and number = $3"
+    } else {
+        "insert into buses (id, gateway_id, number, protocol, baud, parity, stop_bits, gap_ms, timeout_ms, tcp_port)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+    };
+    sqlx::query(sql)
+        .bind(id.unwrap_or(bus.id))
+        .bind(gateway_id)
+        .bind(bus.number)
+        .bind(&bus.protocol)
+        .bind(bus.baud)
+        .bind(&bus.parity)
+        .bind(bus.stop_bits)
+        .bind(bus.gap_ms)
+        .bind(bus.timeout_ms)
+        .bind(bus.tcp_port)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }
 
 /// Changes to a gateway's connection settings; absent fields stay.

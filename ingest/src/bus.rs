@@ -43,12 +43,6 @@ pub struct BusLink {
     pub noise: Vec<Vec<u8>>,
 }
 
-fn unhex(hex: &str) -> Vec<u8> {
-    (0..hex.len() / 2)
-        .filter_map(|i| u8::from_str_radix(&hex[i * 2..i * 2 + 2], 16).ok())
-        .collect()
-}
-
 /// The bus `port` of gateway `gateway_id`, if it exists and is in use.
 pub async fn load_link(
     pool: &PgPool,
@@ -70,11 +64,11 @@ pub async fn load_link(
     let Some(row) = row else { return Ok(None) };
     let mut noise = Vec::new();
     if let Some(hex) = row.try_get::<Option<String>, _>("heartbeat_hex")? {
-        noise.push(unhex(&hex));
+        noise.push(crate::framing::unhex(&hex));
     }
     if row.try_get::<bool, _>("registration_repeats")? {
         if let Some(hex) = row.try_get::<Option<String>, _>("registration_hex")? {
-            noise.push(unhex(&hex));
+            noise.push(crate::framing::unhex(&hex));
         }
     }
     Ok(Some(BusLink {

@@ -244,26 +244,7 @@ async fn insert_readings(
     readings: &[&NewReading],
     flags: &[Option<&'static str>],
 ) -> anyhow::Result<usize> {
-    let list = |xs: &[i64]| {
-        (!xs.is_empty()).then(|| pg_array(&xs.iter().map(|x| Some(*x)).collect::<Vec<_>>()))
-    };
-    let mut c = Columns::default();
-    for r in readings {
-        let v = &r.values;
-        c.meter_id.push(r.meter_id);
-        c.read_at.push(r.read_at);
-        c.energy_wh.push(v.energy_wh);
-        c.tou.push(v.tou_wh.map(|t| pg_array(&t)));
-        c.power_w.push(v.power_w);
-        c.voltage.push(list(&v.voltage_dv));
-        c.current.push(list(&v.current_ca));
-        c.pf_milli.push(v.pf_milli);
-        c.remaining_fen.push(v.remaining_fen);
-        c.purchase_count.push(v.purchase_count);
-        c.relay_closed.push(v.relay_closed);
-        c.alarms.push(format!("{{{}}}", v.alarms.join(",")));
-        c.raw.push(r.raw.clone());
-    }
+    let c = Columns::of(readings);
     let done = sqlx::query(
         "insert into readings (meter_id, read_at, energy_wh, tou_wh, power_w, voltage_dv, current_ca, pf_milli,
              remaining_fen, purchase_count, relay_closed, alarms, raw, flag)
@@ -296,7 +277,6 @@ async fn insert_readings(
 }
 
 /// The readings of a batch, column by column, for `unnest`.
-#[derive(Default)]
 struct Columns {
     meter_id: Vec<Uuid>,
     read_at: Vec<DateTime<Utc>>,
@@ -313,6 +293,44 @@ struct Columns {
     raw: Vec<Vec<u8>>,
 }
 
+impl Columns {
+    fn of(readings: &[&NewReading]) -> Columns {
+        let list = |xs: &[i64]| {
+            (!xs.is_empty()).then(|| pg_array(&xs.iter().map(|x| Some(*x)).collect::<Vec<_>>()))
+        };
+        let column =
+            |f: &dyn Fn(&NewReading) -> Option<i64>| readings.iter().map(|r| f(r)).collect();
+        Columns {
+            meter_id: readings.iter().map(|r| r.meter_id).collect(),
+            read_at: readings.iter().map(|r| r.read_at).collect(),
+            energy_wh: readings.iter().map(|r| r.values.energy_wh).collect(),
+            tou: readings
+                .iter()
+                .map(|r| r.values.tou_wh.map(|t| pg_array(&t)))
+                .collect(),
+            power_w: column(&|r| r.values.power_w),
+            voltage: readings
+                .iter()
+                .map(|r| list(&r.values.voltage_dv))
+                .collect(),
+            current: readings
+                .iter()
+                .map(|r| list(&r.values.current_ca))
+                .collect(),
+            pf_milli: column(&|r| r.values.pf_milli),
+            remaining_fen: column(&|r| r.values.remaining_fen),
+            purchase_count: column(&|r| r.values.purchase_count),
+            relay_closed: readings.iter().map(|r| r.values.relay_closed).collect(),
+            // Alarm names are fixed words without commas or braces.
+            alarms: readings
+                .iter()
+                .map(|r| format!("{{{}}}", r.values.alarms.join(",")))
+                .collect(),
+            raw: readings.iter().map(|r| r.raw.clone()).collect(),
+        }
+    }
+}
+
 /// `{1,NULL,3}`.
 fn pg_array(values: &[Option<i64>]) -> String {
     let items: Vec<String> = values
@@ -327,24 +345,7 @@ async fn upsert_latest(conn: &mut PgConnection, newest: &[&NewReading]) -> anyho
     if newest.is_empty() {
         return Ok(());
     }
-    let list = |xs: &[i64]| {
-        (!xs.is_empty()).then(|| pg_array(&xs.iter().map(|x| Some(*x)).collect::<Vec<_>>()))
-    };
-    let mut c = Columns::default();
-    for r in newest {
-        let v = &r.values;
-        c.meter_id.push(r.meter_id);
-        c.read_at.push(r.read_at);
-        c.energy_wh.push(v.energy_wh);
-        c.tou.push(v.tou_wh.map(|t| pg_array(&t)));
-        c.power_w.push(v.power_w);
-        c.voltage.push(list(&v.voltage_dv));
-        c.current.push(list(&v.current_ca));
-        c.remaining_fen.push(v.remaining_fen);
-        c.purchase_count.push(v.purchase_count);
-        c.relay_closed.push(v.relay_closed);
-        c.alarms.push(format!("{{{}}}", v.alarms.join(",")));
-    }
+    let c = Columns::of(newest);
     sqlx::query(
         "insert into meter_latest (meter_id, read_at, energy_wh, tou_wh, power_w, voltage_dv, current_ca,
              remaining_fen, purchase_count, relay_closed, alarms, updated_at)

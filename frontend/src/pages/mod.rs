@@ -33,7 +33,8 @@ pub fn query_string(pairs: &[(&str, &str)]) -> String {
         .join("&")
 }
 
-fn percent_encode(text: &str) -> String {
+/// Percent-encodes a query value (everything but unreserved characters).
+pub fn percent_encode(text: &str) -> String {
     text.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {

@@ -190,14 +190,7 @@ fn back_path() -> String {
 
 /// Percent-encodes a query value.
 pub fn encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    crate::pages::percent_encode(text)
 }
 
 /// Ends a change: redirect to `Ok(url)`, or back to the form with the error in the query.

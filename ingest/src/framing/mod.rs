@@ -6,6 +6,14 @@
 pub mod dlt645;
 pub mod rtu;
 
+/// Bytes from lowercase or uppercase hex (as stored for registrations and heartbeats); a
+/// malformed pair is skipped.
+pub fn unhex(hex: &str) -> Vec<u8> {
+    (0..hex.len() / 2)
+        .filter_map(|i| u8::from_str_radix(hex.get(i * 2..i * 2 + 2)?, 16).ok())
+        .collect()
+}
+
 /// The request in flight, by protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Expect {

@@ -17,12 +17,6 @@ use tokio::sync::Mutex;
 /// Pause before a simulated DTU dials again.
 pub const REDIAL: Duration = Duration::from_secs(2);
 
-fn unhex(hex: &str) -> Vec<u8> {
-    (0..hex.len() / 2)
-        .filter_map(|i| u8::from_str_radix(&hex[i * 2..i * 2 + 2], 16).ok())
-        .collect()
-}
-
 /// A simulated meter for a configured one, or `None` for models the simulator lacks.
 fn sim_meter(model: &str, address: &str, seed: usize) -> Option<SimMeter> {
     let sim_model = match model {
@@ -86,7 +80,7 @@ pub async fn simulate_company(
             })
             .collect();
         simulated += sims.len();
-        let mut registration = unhex(
+        let mut registration = crate::framing::unhex(
             &bus.try_get::<Option<String>, _>("registration_hex")?
                 .unwrap_or_default(),
         );
@@ -105,7 +99,7 @@ pub async fn simulate_company(
         };
         let dtu = SimDtu {
             registration,
-            heartbeat: unhex(
+            heartbeat: crate::framing::unhex(
                 &bus.try_get::<Option<String>, _>("heartbeat_hex")?
                     .unwrap_or_default(),
             ),
