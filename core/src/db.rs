@@ -29,6 +29,18 @@ pub async fn begin_in(pool: &PgPool, schema: &SchemaName) -> CoreResult<Tx> {
     Ok(tx)
 }
 
+/// Runs one statement in `schema`, in a transaction of its own; returns the rows it touched.
+pub async fn execute_in(
+    pool: &PgPool,
+    schema: &SchemaName,
+    query: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
+) -> CoreResult<u64> {
+    let mut tx = begin_in(pool, schema).await?;
+    let done = query.execute(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(done.rows_affected())
+}
+
 /// Points the rest of the transaction at `schema`.
 pub async fn set_schema(tx: &mut sqlx::PgConnection, schema: &SchemaName) -> CoreResult<()> {
     sqlx::query("select set_config('search_path', $1, true)")

@@ -355,23 +355,13 @@ async fn adopt(
 }
 
 async fn set_state(pool: &PgPool, schema: &SchemaName, command: Uuid, state: &str, detail: &str) {
-    let result = async {
-        let mut tx = powertab_core::db::begin_in(pool, schema).await?;
-        sqlx::query(
-            "update commands set state = $2, detail = $3, updated_at = now() where id = $1",
-        )
-        .bind(command)
-        .bind(state)
-        .bind(detail)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        anyhow::Ok(())
-    }
-    .await;
-    if let Err(e) = result {
-        tracing::warn!(%command, error = %e, "recording a command's state failed");
-    }
+    let query = sqlx::query(
+        "update commands set state = $2, detail = $3, updated_at = now() where id = $1",
+    )
+    .bind(command)
+    .bind(state)
+    .bind(detail);
+    crate::store::record(pool, schema, query, "a command's state").await;
 }
 
 /// Carries out one command. `read_now` polls the meter at once; the other operations arrive
@@ -504,47 +494,27 @@ async fn poll_meter<T: Transport>(
 }
 
 async fn mark(pool: &PgPool, link: &BusLink, online: bool, peer: &str) {
-    let result = async {
-        let mut tx = powertab_core::db::begin_in(pool, &link.schema).await?;
-        sqlx::query(
-            "insert into bus_sessions (bus_id, gateway_id, online, peer, connected_at, last_seen_at, updated_at)
-             values ($1, $2, $3, $4, now(), now(), now())
-             on conflict (bus_id) do update set online = excluded.online, peer = excluded.peer,
-                 connected_at = case when bus_sessions.online then bus_sessions.connected_at else now() end,
-                 last_seen_at = now(), updated_at = now()",
-        )
-        .bind(link.bus_id)
-        .bind(link.gateway_id)
-        .bind(online)
-        .bind(peer)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        anyhow::Ok(())
-    }
-    .await;
-    if let Err(e) = result {
-        tracing::warn!(error = %e, "recording the bus session failed");
-    }
+    let query = sqlx::query(
+        "insert into bus_sessions (bus_id, gateway_id, online, peer, connected_at, last_seen_at, updated_at)
+         values ($1, $2, $3, $4, now(), now(), now())
+         on conflict (bus_id) do update set online = excluded.online, peer = excluded.peer,
+             connected_at = case when bus_sessions.online then bus_sessions.connected_at else now() end,
+             last_seen_at = now(), updated_at = now()",
+    )
+    .bind(link.bus_id)
+    .bind(link.gateway_id)
+    .bind(online)
+    .bind(peer);
+    crate::store::record(pool, &link.schema, query, "the bus session").await;
 }
 
 /// Records that the bus `port` of `gateway_id` went offline.
 pub async fn mark_offline(pool: &PgPool, schema: &SchemaName, gateway_id: Uuid, port: i32) {
-    let result = async {
-        let mut tx = powertab_core::db::begin_in(pool, schema).await?;
-        sqlx::query(
-            "update bus_sessions s set online = false, updated_at = now() from buses b
-             where b.id = s.bus_id and b.gateway_id = $1 and b.number = $2",
-        )
-        .bind(gateway_id)
-        .bind(port)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        anyhow::Ok(())
-    }
-    .await;
-    if let Err(e) = result {
-        tracing::warn!(error = %e, "recording the bus as offline failed");
-    }
+    let query = sqlx::query(
+        "update bus_sessions s set online = false, updated_at = now() from buses b
+         where b.id = s.bus_id and b.gateway_id = $1 and b.number = $2",
+    )
+    .bind(gateway_id)
+    .bind(port);
+    crate::store::record(pool, schema, query, "the bus as offline").await;
 }

@@ -104,6 +104,19 @@ pub fn classify(
     Class::Consumption(delta)
 }
 
+/// Writes a status row (a session, a command's state) in `schema`; a failure is logged, not
+/// fatal: the next update corrects it.
+pub(crate) async fn record(
+    pool: &PgPool,
+    schema: &SchemaName,
+    query: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    what: &str,
+) {
+    if let Err(e) = powertab_core::db::execute_in(pool, schema, query).await {
+        tracing::warn!(schema = schema.as_str(), error = %e, "recording {what} failed");
+    }
+}
+
 /// Makes the monthly `readings` partitions of every company from this month to `months_ahead`
 /// months ahead (readings outside them land in the DEFAULT partition, which is slower to
 /// query). Ingest calls it at start and daily. A partition whose range already has rows in

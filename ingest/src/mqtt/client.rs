@@ -206,25 +206,15 @@ async fn handle(pool: &PgPool, writer: &Writer, known: &Known, topic: &str, byte
 }
 
 async fn set_online(pool: &PgPool, gateway: &Gateway, online: bool) {
-    let result = async {
-        let mut tx = powertab_core::db::begin_in(pool, &gateway.schema).await?;
-        sqlx::query(
-            "insert into bus_sessions (bus_id, gateway_id, online, peer, connected_at, last_seen_at, updated_at)
-             select id, gateway_id, $2, 'mqtt', now(), now(), now() from buses where gateway_id = $1 and removed_at is null
-             on conflict (bus_id) do update set online = excluded.online, last_seen_at = now(), updated_at = now(),
-                 connected_at = case when excluded.online and not bus_sessions.online then now() else bus_sessions.connected_at end",
-        )
-        .bind(gateway.gateway_id)
-        .bind(online)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        anyhow::Ok(())
-    }
-    .await;
-    if let Err(e) = result {
-        tracing::warn!(error = %e, "recording an MQTT gateway's status failed");
-    }
+    let query = sqlx::query(
+        "insert into bus_sessions (bus_id, gateway_id, online, peer, connected_at, last_seen_at, updated_at)
+         select id, gateway_id, $2, 'mqtt', now(), now(), now() from buses where gateway_id = $1 and removed_at is null
+         on conflict (bus_id) do update set online = excluded.online, last_seen_at = now(), updated_at = now(),
+             connected_at = case when excluded.online and not bus_sessions.online then now() else bus_sessions.connected_at end",
+    )
+    .bind(gateway.gateway_id)
+    .bind(online);
+    crate::store::record(pool, &gateway.schema, query, "an MQTT gateway's status").await;
 }
 
 /// The first acknowledgement of a command decides; repeats find it settled and change nothing.
@@ -237,27 +227,17 @@ async fn apply_ack(pool: &PgPool, gateway: &Gateway, ack: &payload::Ack) {
         "expired" => "expired",
         _ => "failed",
     };
-    let result = async {
-        let mut tx = powertab_core::db::begin_in(pool, &gateway.schema).await?;
-        // Only commands for this gateway's meters: a gateway cannot settle another's.
-        sqlx::query(
-            "update commands c set state = $2, detail = $3, updated_at = now()
-             from meters m join buses b on b.id = m.bus_id
-             where c.id = $1 and c.meter_id = m.id and b.gateway_id = $4 and c.state in ('queued', 'sent')",
-        )
-        .bind(id)
-        .bind(state)
-        .bind(&ack.detail)
-        .bind(gateway.gateway_id)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        anyhow::Ok(())
-    }
-    .await;
-    if let Err(e) = result {
-        tracing::warn!(error = %e, "applying an MQTT acknowledgement failed");
-    }
+    // Only commands for this gateway's meters: a gateway cannot settle another's.
+    let query = sqlx::query(
+        "update commands c set state = $2, detail = $3, updated_at = now()
+         from meters m join buses b on b.id = m.bus_id
+         where c.id = $1 and c.meter_id = m.id and b.gateway_id = $4 and c.state in ('queued', 'sent')",
+    )
+    .bind(id)
+    .bind(state)
+    .bind(ack.detail.clone())
+    .bind(gateway.gateway_id);
+    crate::store::record(pool, &gateway.schema, query, "an MQTT acknowledgement").await;
 }
 
 /// Publishes a queued command to its gateway and marks it sent.
