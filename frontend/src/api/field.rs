@@ -382,6 +382,8 @@ pub struct MeterLiveView {
     pub age_s: Option<i64>,
     /// (local day, kWh, bar height 0–100) for the last 14 days.
     pub daily: Vec<(String, String, i64)>,
+    /// (local hour, kWh, bar height 0–100) for the last 24 hours.
+    pub hourly: Vec<(String, String, i64)>,
     /// (time, kWh, W, flag) of the newest readings.
     pub recent: Vec<(String, String, String, String)>,
 }

@@ -602,6 +602,14 @@ fn MeterLive(id: String, can_export: bool) -> impl IntoView {
                             </dl>
                         }.into_any()
                     }}
+                    {(!v.hourly.is_empty()).then(|| view! {
+                        <h3>{tr(lang, "live.hourly")}</h3>
+                        <div class="day-bars" id="hourly-bars">
+                            {v.hourly.iter().map(|(hour, kwh, height)| view! {
+                                <span style=format!("height:{height}%") title=format!("{hour} {kwh} kWh")></span>
+                            }).collect_view()}
+                        </div>
+                    })}
                     {(!v.daily.is_empty()).then(|| view! {
                         <h3>{tr(lang, "live.daily")}</h3>
                         <div class="day-bars" id="daily-bars">

@@ -678,6 +678,10 @@ pub async fn get_meter_live(id: String) -> Result<crate::api::MeterLiveView, Ser
         *by_day.entry(d.day).or_default() += d.energy_wh;
     }
     let peak = by_day.values().copied().max().unwrap_or(0).max(1);
+    let hours = fleet::hourly_energy(&mut tx, &principal, id, 24)
+        .await
+        .map_err(read_err)?;
+    let hour_peak = hours.iter().map(|h| h.energy_wh).max().unwrap_or(0).max(1);
     let latest = recent.iter().find(|r| r.flag.is_none()).or(recent.first());
     let list = |v: &Option<Vec<i32>>, unit: &str, scale: i32| {
         v.as_ref()
@@ -732,6 +736,16 @@ pub async fn get_meter_live(id: String) -> Result<crate::api::MeterLiveView, Ser
         daily: by_day
             .into_iter()
             .map(|(day, wh)| (day.to_string(), format_wh_as_kwh(wh), wh * 100 / peak))
+            .collect(),
+        hourly: hours
+            .into_iter()
+            .map(|h| {
+                (
+                    h.hour,
+                    format_wh_as_kwh(h.energy_wh),
+                    h.energy_wh * 100 / hour_peak,
+                )
+            })
             .collect(),
         recent: recent
             .into_iter()

@@ -10,7 +10,9 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;
 use powertab_core::commands::{self, Command};
-use powertab_core::fleet::{self, DailyEnergy, Fleet, Reading, ReadingFilter, Unclaimed};
+use powertab_core::fleet::{
+    self, DailyEnergy, Fleet, HourlyEnergy, Reading, ReadingFilter, Unclaimed,
+};
 use powertab_core::roles::{Need, Right};
 use serde::Deserialize;
 use utoipa_axum::router::OpenApiRouter;
@@ -23,6 +25,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(meter_readings))
         .routes(routes!(export_readings))
         .routes(routes!(meter_daily_energy))
+        .routes(routes!(meter_hourly_energy))
         .routes(routes!(unclaimed_registrations))
         .routes(routes!(read_now))
         .routes(routes!(get_command))
@@ -93,6 +96,30 @@ async fn meter_daily_energy(
             &session.principal,
             id,
             q.days.unwrap_or(31),
+        )
+        .await?,
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+struct HoursQuery {
+    hours: Option<i64>,
+}
+
+/// Energy per local hour over the last `hours` hours (default 24, at most 168).
+#[utoipa::path(get, path = "/api/v1/meters/{id}/hourly-energy", tag = "fleet", params(("id" = Uuid, Path)),
+    responses((status = 200, body = Vec<HourlyEnergy>), (status = 404, body = ErrorBody)))]
+async fn meter_hourly_energy(
+    mut session: Session,
+    Path(id): Path<Uuid>,
+    ApiQuery(q): ApiQuery<HoursQuery>,
+) -> ApiResult<Json<Vec<HourlyEnergy>>> {
+    Ok(Json(
+        fleet::hourly_energy(
+            &mut session.tx,
+            &session.principal,
+            id,
+            q.hours.unwrap_or(24),
         )
         .await?,
     ))

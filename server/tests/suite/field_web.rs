@@ -383,3 +383,77 @@ async fn settings_calendar_seasonal_tiered_plans_and_the_preview() {
         "the seasonal plan's difference is shown: {results}"
     );
 }
+
+#[tokio::test]
+async fn the_meter_page_shows_live_values_and_energy_bars() {
+    let app = spawn_app().await;
+    let (client, csrf) = logged_in(&app).await;
+    let (_, location) = post_form(
+        &app,
+        &client,
+        "/gateways",
+        "/sfn/gateway_create",
+        &[
+            ("csrf", &csrf),
+            ("identity", "dtu-live"),
+            ("kind", "dtu"),
+            ("registration", "LIVE"),
+            ("buses[0][number]", "1"),
+            ("buses[0][protocol]", "modbus_rtu"),
+        ],
+    )
+    .await;
+    assert!(location.starts_with("/gateways/"), "{location}");
+    let bus: uuid::Uuid = sqlx::query_scalar("select id from c_1.buses")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    let (_, location) = post_form(
+        &app,
+        &client,
+        "/meters",
+        "/sfn/meter_create",
+        &[
+            ("csrf", &csrf),
+            ("bus_id", &bus.to_string()),
+            ("model", "dtsy1352"),
+            ("address", "1"),
+            ("meter_number", "5151"),
+        ],
+    )
+    .await;
+    let meter: uuid::Uuid = id_in(&location, "/meters/").parse().unwrap();
+    let now = chrono::Utc::now();
+    let reading = |seconds: i64, wh: i64| powertab_ingest::store::NewReading {
+        meter_id: meter,
+        read_at: now - chrono::Duration::seconds(seconds),
+        values: powertab_ingest::driver::MeterValues {
+            energy_wh: wh,
+            power_w: Some(1800),
+            voltage_dv: vec![2201],
+            relay_closed: Some(true),
+            ..Default::default()
+        },
+        raw: vec![],
+        ratio_mismatch: false,
+    };
+    let schema = powertab_core::names::SchemaName::for_company(1);
+    powertab_ingest::store::store_batch(
+        &app.db.pool,
+        &schema,
+        &[reading(60, 100_000), reading(30, 100_500)],
+    )
+    .await
+    .unwrap();
+    let html = page(&app, &client, &format!("/meters/{meter}")).await;
+    let live = html
+        .split("id=\"meter-live\"")
+        .nth(1)
+        .expect("the live values");
+    assert!(
+        live.contains("100.5 kWh") && live.contains("1800 W") && live.contains("220.1 V"),
+        "{live}"
+    );
+    assert!(html.contains("id=\"hourly-bars\"") && html.contains("id=\"daily-bars\""));
+    assert!(html.contains("id=\"read-now\""), "the read-now button");
+}
