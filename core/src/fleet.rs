@@ -63,6 +63,55 @@ pub struct Fleet {
     pub meters: Vec<MeterStatus>,
     pub meters_stale: usize,
     pub gateways_offline: usize,
+    /// Open field alarms, newest first.
+    pub alarms: Vec<FieldAlarm>,
+}
+
+/// A stale meter or an offline gateway, raised by ingest against the company's limits.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FieldAlarm {
+    pub id: Uuid,
+    /// `meter_stale` or `gateway_offline`.
+    pub kind: String,
+    pub target_id: Uuid,
+    /// The meter number or gateway identity.
+    pub target: String,
+    pub raised_at: DateTime<Utc>,
+    pub cleared_at: Option<DateTime<Utc>>,
+    pub detail: String,
+}
+
+/// Field alarms, newest first: the open ones, or with `all` also the last 500 cleared.
+pub async fn field_alarms(
+    conn: &mut PgConnection,
+    principal: &Principal,
+    all: bool,
+) -> CoreResult<Vec<FieldAlarm>> {
+    principal.require_read_company()?;
+    sqlx::query(
+        "select a.id, a.kind, a.target_id, coalesce(m.meter_number, g.identity, '') as target, a.raised_at,
+                a.cleared_at, a.detail
+         from field_alarms a left join meters m on a.kind = 'meter_stale' and m.id = a.target_id
+         left join gateways g on a.kind = 'gateway_offline' and g.id = a.target_id
+         where $1 or a.cleared_at is null order by a.raised_at desc limit 500",
+    )
+    .bind(all)
+    .fetch_all(conn)
+    .await?
+    .into_iter()
+    .map(|r| {
+        Ok(FieldAlarm {
+            id: r.try_get("id")?,
+            kind: r.try_get("kind")?,
+            target_id: r.try_get("target_id")?,
+            target: r.try_get("target")?,
+            raised_at: r.try_get("raised_at")?,
+            cleared_at: r.try_get("cleared_at")?,
+            detail: r.try_get("detail")?,
+        })
+    })
+    .collect()
 }
 
 /// Gateways and active meters with their live state.
@@ -135,7 +184,9 @@ pub async fn fleet(conn: &mut PgConnection, principal: &Principal) -> CoreResult
         })
     })
     .collect::<CoreResult<Vec<MeterStatus>>>()?;
+    let alarms = field_alarms(conn, principal, false).await?;
     Ok(Fleet {
+        alarms,
         gateways_offline: gateways.iter().filter(|g| !g.online).count(),
         meters_stale: meters.iter().filter(|m| m.stale).count(),
         gateways,

@@ -77,6 +77,11 @@ pub const COMPANY: &[Migration] = &[
         name: "commands",
         sql: include_str!("../../migrations/company/0008_commands.sql"),
     },
+    Migration {
+        version: 9,
+        name: "field_alarms",
+        sql: include_str!("../../migrations/company/0009_field_alarms.sql"),
+    },
 ];
 
 /// Arbitrary constant for `pg_advisory_xact_lock`: "PT" migrations.

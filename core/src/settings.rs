@@ -33,6 +33,16 @@ pub struct CompanySettings {
     pub no_trip_on_holidays: bool,
     /// Most arrears a postponed trip may let a shop run up.
     pub arrears_cap_fen: i64,
+    /// A meter without a new reading for longer is stale (alarm), seconds.
+    #[serde(default = "default_alarm_after_s")]
+    pub stale_meter_s: i32,
+    /// A gateway with every bus offline for longer is offline (alarm), seconds.
+    #[serde(default = "default_alarm_after_s")]
+    pub offline_gateway_s: i32,
+}
+
+fn default_alarm_after_s() -> i32 {
+    300
 }
 
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -54,7 +64,7 @@ pub async fn get(conn: &mut PgConnection, principal: &Principal) -> CoreResult<C
 pub async fn load(conn: &mut PgConnection) -> CoreResult<CompanySettings> {
     let r = sqlx::query(
         "select alarm1_fen, alarm2_fen, overdraft_limit_fen, restore_level_fen, quiet_start_minute,
-                quiet_end_minute, no_trip_on_holidays, arrears_cap_fen from settings",
+                quiet_end_minute, no_trip_on_holidays, arrears_cap_fen, stale_meter_s, offline_gateway_s from settings",
     )
     .fetch_one(conn)
     .await?;
@@ -67,6 +77,8 @@ pub async fn load(conn: &mut PgConnection) -> CoreResult<CompanySettings> {
         quiet_end_minute: r.try_get("quiet_end_minute")?,
         no_trip_on_holidays: r.try_get("no_trip_on_holidays")?,
         arrears_cap_fen: r.try_get("arrears_cap_fen")?,
+        stale_meter_s: r.try_get("stale_meter_s")?,
+        offline_gateway_s: r.try_get("offline_gateway_s")?,
     })
 }
 
@@ -108,6 +120,14 @@ pub fn validate(s: &CompanySettings) -> Result<(), BTreeMap<String, String>> {
             );
         }
     }
+    for (field, value) in [
+        ("stale_meter_s", s.stale_meter_s),
+        ("offline_gateway_s", s.offline_gateway_s),
+    ] {
+        if !(60..=86_400).contains(&value) {
+            fields.insert(field.to_owned(), "60 seconds to 1 day".to_owned());
+        }
+    }
     if fields.is_empty() {
         Ok(())
     } else {
@@ -129,7 +149,7 @@ pub async fn update(
     sqlx::query(
         "update settings set alarm1_fen = $1, alarm2_fen = $2, overdraft_limit_fen = $3, restore_level_fen = $4,
              quiet_start_minute = $5, quiet_end_minute = $6, no_trip_on_holidays = $7, arrears_cap_fen = $8,
-             updated_at = now()",
+             stale_meter_s = $9, offline_gateway_s = $10, updated_at = now()",
     )
     .bind(input.alarm1_fen)
     .bind(input.alarm2_fen)
@@ -139,6 +159,8 @@ pub async fn update(
     .bind(input.quiet_end_minute)
     .bind(input.no_trip_on_holidays)
     .bind(input.arrears_cap_fen)
+    .bind(input.stale_meter_s)
+    .bind(input.offline_gateway_s)
     .execute(&mut *conn)
     .await?;
     let after = load(conn).await?;
@@ -283,7 +305,20 @@ mod tests {
             quiet_end_minute: None,
             no_trip_on_holidays: true,
             arrears_cap_fen: 100_000,
+            stale_meter_s: 300,
+            offline_gateway_s: 300,
         }
+    }
+
+    #[test]
+    fn alarm_limits_are_bounded() {
+        let s = CompanySettings {
+            stale_meter_s: 59,
+            offline_gateway_s: 86_401,
+            ..defaults()
+        };
+        let errors = validate(&s).unwrap_err();
+        assert!(errors.contains_key("stale_meter_s") && errors.contains_key("offline_gateway_s"));
     }
 
     #[test]

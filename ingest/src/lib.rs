@@ -6,6 +6,7 @@
 //! ([`commands`]), the batched [`writer`] into [`store`], and the simulator ([`sim`]). MQTT
 //! gateways come next (see the meter-acquisition issue).
 
+pub mod alarms;
 pub mod bus;
 pub mod commands;
 pub mod driver;
@@ -94,6 +95,7 @@ pub async fn run(
             tokio::time::sleep(Duration::from_secs(24 * 3600)).await;
         }
     });
+    let alarming = tokio::spawn(alarms::run(pool.clone()));
     let (writer, writer_task) = writer::Writer::start(pool.clone());
     let interval = Duration::from_secs(config.poll_interval_s.max(1));
     let dispatch = commands::Dispatch::default();
@@ -125,6 +127,7 @@ pub async fn run(
         mqtt.abort();
     }
     listening.abort();
+    alarming.abort();
     partitions.abort();
     // The writer stores what it holds once the last sender (the sessions) is gone.
     let _ = tokio::time::timeout(Duration::from_secs(5), writer_task).await;

@@ -155,3 +155,60 @@ async fn partitions_are_made_ahead_once() {
     .unwrap();
     assert!(exists, "{ahead}");
 }
+
+#[tokio::test]
+async fn stale_meters_and_offline_gateways_raise_and_clear_alarms() {
+    let field = Field::new("acme", "dtu-1", b"REG-1", &["modbus_rtu"]).await;
+    let pool = &field.db.pool;
+    let s = field.schema.as_str();
+    let meter = field.meter(0, "dtsy1352", "1", "1001").await;
+    // Everything is new: nothing is stale yet.
+    let report = powertab_ingest::alarms::check(pool, &field.schema)
+        .await
+        .unwrap();
+    assert_eq!(report.raised, 0);
+    // Ten minutes later (made so by ageing the rows), with the default 5-minute limits.
+    for sql in [
+        format!("update {s}.meters set created_at = now() - interval '10 minutes'"),
+        format!("update {s}.gateways set created_at = now() - interval '10 minutes'"),
+    ] {
+        sqlx::query(&sql).execute(pool).await.unwrap();
+    }
+    let report = powertab_ingest::alarms::check(pool, &field.schema)
+        .await
+        .unwrap();
+    assert_eq!(
+        report.raised, 2,
+        "the meter is stale and the gateway offline"
+    );
+    let again = powertab_ingest::alarms::check(pool, &field.schema)
+        .await
+        .unwrap();
+    assert_eq!(again.raised, 0, "one open alarm per target");
+    // A reading arrives: the meter alarm clears.
+    store_batch(pool, &field.schema, &[reading(meter, Utc::now(), 10)])
+        .await
+        .unwrap();
+    let report = powertab_ingest::alarms::check(pool, &field.schema)
+        .await
+        .unwrap();
+    assert_eq!(report.cleared, 1);
+    let open: Vec<String> = sqlx::query_scalar(&format!(
+        "select kind from {s}.field_alarms where cleared_at is null"
+    ))
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert_eq!(open, vec!["gateway_offline"]);
+    // The bus comes online: the gateway alarm clears.
+    sqlx::query(&format!(
+        "insert into {s}.bus_sessions (bus_id, gateway_id, online) select id, gateway_id, true from {s}.buses"
+    ))
+    .execute(pool)
+    .await
+    .unwrap();
+    let report = powertab_ingest::alarms::check(pool, &field.schema)
+        .await
+        .unwrap();
+    assert_eq!(report.cleared, 1);
+}

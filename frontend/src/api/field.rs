@@ -366,6 +366,8 @@ pub struct FleetView {
     pub unclaimed: Vec<(String, String, String, i64)>,
     /// When this was read (local time).
     pub as_of: String,
+    /// Open field alarms: (kind, target, raised local time, detail).
+    pub alarms: Vec<(String, String, String, String)>,
 }
 
 #[server(prefix = "/sfn", endpoint = "fleet")]

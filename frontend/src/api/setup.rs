@@ -15,6 +15,9 @@ pub struct SettingsView {
     pub quiet_end: String,
     pub no_trip_on_holidays: bool,
     pub arrears_cap: String,
+    /// Alarm limits, minutes.
+    pub stale_meter_min: String,
+    pub offline_gateway_min: String,
     pub time_zone: String,
     pub year: i32,
     /// (date, `holiday` | `workday`, name) of `year`.
@@ -40,6 +43,10 @@ pub struct SettingsForm {
     #[serde(default)]
     pub no_trip_on_holidays: Option<String>,
     pub arrears_cap: String,
+    #[serde(default)]
+    pub stale_meter_min: String,
+    #[serde(default)]
+    pub offline_gateway_min: String,
 }
 
 #[server(prefix = "/sfn", endpoint = "settings_save")]

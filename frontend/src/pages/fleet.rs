@@ -84,6 +84,15 @@ fn FleetBody(f: FleetView) -> impl IntoView {
             " · " <small class="muted">{tr(lang, "fleet.as_of")} " " {f.as_of.clone()} " "</small>
             <a href="/fleet">{tr(lang, "fleet.refresh")}</a>
         </p>
+        {(!f.alarms.is_empty()).then(|| view! {
+            <h2>{tr(lang, "fleet.alarms")} " (" {f.alarms.len()} ")"</h2>
+            <ul class="field-alarms" id="field-alarms">
+                {f.alarms.iter().map(|(kind, target, raised, detail)| view! {
+                    <li class="bad">{tr(lang, &format!("fleet.alarm.{kind}"))} " " <span class="mono">{target.clone()}</span>
+                        " · " {raised.clone()} " · " <small>{detail.clone()}</small></li>
+                }).collect_view()}
+            </ul>
+        })}
         <h2>{tr(lang, "gateways.title")}</h2>
         <ul class="gateway-status">
             {f.gateways.iter().map(|g| view! {

@@ -48,6 +48,8 @@ fn SettingsForms(v: SettingsView, csrf: String, can_change: bool) -> impl IntoVi
             <label>{tr(lang, "settings.quiet_start")}<input name="quiet_start" value=v.quiet_start.clone() placeholder="22:00" disabled=disabled/></label>
             <label>{tr(lang, "settings.quiet_end")}<input name="quiet_end" value=v.quiet_end.clone() placeholder="07:00" disabled=disabled/></label>
             <label>{tr(lang, "settings.arrears_cap")}<input name="arrears_cap" value=v.arrears_cap.clone() inputmode="decimal" disabled=disabled/></label>
+            <label>{tr(lang, "settings.stale_meter_min")}<input name="stale_meter_min" value=v.stale_meter_min.clone() inputmode="numeric" disabled=disabled/></label>
+            <label>{tr(lang, "settings.offline_gateway_min")}<input name="offline_gateway_min" value=v.offline_gateway_min.clone() inputmode="numeric" disabled=disabled/></label>
             <label class="check"><input type="checkbox" name="no_trip_on_holidays" value="on" checked=v.no_trip_on_holidays disabled=disabled/>{tr(lang, "settings.no_trip_on_holidays")}</label>
             {can_change.then(|| view! { <button type="submit">{tr(lang, "common.save")}</button> })}
         </form>

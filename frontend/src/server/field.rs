@@ -585,7 +585,8 @@ pub async fn get_fleet() -> Result<crate::api::FleetView, ServerFnError> {
     use powertab_core::fleet;
     let (principal, mut tx) = read_session().await?;
     let tz = company_tz(&principal);
-    let f = fleet::fleet(&mut tx, &principal).await.map_err(read_err)?;
+    let mut f = fleet::fleet(&mut tx, &principal).await.map_err(read_err)?;
+    let alarms = std::mem::take(&mut f.alarms);
     let names = names(&mut tx, &principal).await?;
     let unclaimed = fleet::unclaimed(&mut tx, &principal)
         .await
@@ -649,6 +650,10 @@ pub async fn get_fleet() -> Result<crate::api::FleetView, ServerFnError> {
         gateways_offline: f.gateways_offline,
         unclaimed,
         as_of: local_time(chrono::Utc::now(), &tz),
+        alarms: alarms
+            .into_iter()
+            .map(|a| (a.kind, a.target, local_time(a.raised_at, &tz), a.detail))
+            .collect(),
     })
 }
 

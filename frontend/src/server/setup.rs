@@ -52,6 +52,8 @@ pub async fn get_settings(year: String) -> Result<SettingsView, ServerFnError> {
         quiet_end: hh_mm(s.quiet_end_minute),
         no_trip_on_holidays: s.no_trip_on_holidays,
         arrears_cap: yuan(s.arrears_cap_fen),
+        stale_meter_min: (s.stale_meter_s / 60).to_string(),
+        offline_gateway_min: (s.offline_gateway_s / 60).to_string(),
         time_zone: tz,
         year,
         days,
@@ -60,6 +62,18 @@ pub async fn get_settings(year: String) -> Result<SettingsView, ServerFnError> {
 
 fn fen(text: &str, field: &str) -> Result<i64, UiError> {
     parse_hundredths(text).map_err(|_| field_error(field))
+}
+
+/// Whole minutes as seconds; empty is the default 5 minutes.
+fn minutes_as_s(text: &str, field: &str) -> Result<i32, UiError> {
+    match text.trim() {
+        "" => Ok(300),
+        t => t
+            .parse::<i32>()
+            .ok()
+            .and_then(|m| m.checked_mul(60))
+            .ok_or_else(|| field_error(field)),
+    }
 }
 
 /// `HH:MM` as minutes of the day; empty is none.
@@ -87,6 +101,8 @@ pub async fn save_settings(csrf: String, form: SettingsForm) -> Result<(), Serve
             quiet_end_minute: minute_of_day(&form.quiet_end, "quiet_end_minute")?,
             no_trip_on_holidays: form.no_trip_on_holidays.is_some(),
             arrears_cap_fen: fen(&form.arrears_cap, "arrears_cap_fen")?,
+            stale_meter_s: minutes_as_s(&form.stale_meter_min, "stale_meter_s")?,
+            offline_gateway_s: minutes_as_s(&form.offline_gateway_min, "offline_gateway_s")?,
         };
         settings::update(&mut tx, &principal, &input).await?;
         tx.commit().await?;

@@ -11,7 +11,7 @@ use axum::response::Response;
 use axum::Json;
 use powertab_core::commands::{self, Command};
 use powertab_core::fleet::{
-    self, DailyEnergy, Fleet, HourlyEnergy, Reading, ReadingFilter, Unclaimed,
+    self, DailyEnergy, FieldAlarm, Fleet, HourlyEnergy, Reading, ReadingFilter, Unclaimed,
 };
 use powertab_core::roles::{Need, Right};
 use serde::Deserialize;
@@ -28,6 +28,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(meter_hourly_energy))
         .routes(routes!(unclaimed_registrations))
         .routes(routes!(read_now))
+        .routes(routes!(list_field_alarms))
         .routes(routes!(get_command))
 }
 
@@ -152,5 +153,23 @@ async fn read_now(
 async fn get_command(mut session: Session, Path(id): Path<Uuid>) -> ApiResult<Json<Command>> {
     Ok(Json(
         commands::get(&mut session.tx, &session.principal, id).await?,
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+struct AlarmsQuery {
+    #[serde(default)]
+    all: bool,
+}
+
+/// Stale meters and offline gateways (limits in the company settings), newest first; `all=true`
+/// adds the last cleared ones.
+#[utoipa::path(get, path = "/api/v1/field-alarms", tag = "fleet", responses((status = 200, body = Vec<FieldAlarm>)))]
+async fn list_field_alarms(
+    mut session: Session,
+    ApiQuery(q): ApiQuery<AlarmsQuery>,
+) -> ApiResult<Json<Vec<FieldAlarm>>> {
+    Ok(Json(
+        fleet::field_alarms(&mut session.tx, &session.principal, q.all).await?,
     ))
 }

@@ -235,3 +235,80 @@ async fn read_now_is_queued_once_for_staff_who_may_act() {
     let (status, _) = app.post(&path, &auditor, json!({})).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 }
+
+#[tokio::test]
+async fn field_alarms_are_listed_and_their_limits_are_settings() {
+    let app = spawn_app().await;
+    let (company_id, admin) = app.company_with_admin("acme").await;
+    let (_, g) = app
+        .post(
+            "/api/v1/gateways",
+            &admin,
+            json!({"identity": "dtu-1", "kind": "dtu", "registration": "REG-1",
+            "buses": [{"number": 1, "protocol": "modbus_rtu"}]}),
+        )
+        .await;
+    app.post("/api/v1/meters", &admin, json!({"bus_id": g["buses"][0]["id"], "model": "dtsy1352", "address": "1", "meter_number": "1001"}))
+        .await;
+    // A 1-minute limit, and a meter and gateway that have been silent for 10.
+    let (_, settings) = app.get("/api/v1/settings", &admin).await;
+    let mut changed = settings.clone();
+    changed["stale_meter_s"] = json!(60);
+    changed["offline_gateway_s"] = json!(60);
+    let (status, saved) = app
+        .call(
+            reqwest::Method::PUT,
+            "/api/v1/settings",
+            Some(&admin),
+            Some(changed),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{saved}");
+    assert_eq!(saved["stale_meter_s"], 60);
+    let mut bad = settings.clone();
+    bad["stale_meter_s"] = json!(5);
+    let (status, _) = app
+        .call(
+            reqwest::Method::PUT,
+            "/api/v1/settings",
+            Some(&admin),
+            Some(bad),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let schema = SchemaName::for_company(company_id);
+    for table in ["meters", "gateways"] {
+        sqlx::query(&format!(
+            "update {}.{table} set created_at = now() - interval '10 minutes'",
+            schema.as_str()
+        ))
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    }
+    powertab_ingest::alarms::check(&app.db.pool, &schema)
+        .await
+        .unwrap();
+    let (_, alarms) = app.get("/api/v1/field-alarms", &admin).await;
+    let mut kinds: Vec<(String, String)> = alarms
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["kind"].as_str().unwrap().to_owned(),
+                a["target"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        vec![
+            ("gateway_offline".into(), "dtu-1".into()),
+            ("meter_stale".into(), "1001".into())
+        ]
+    );
+    let (_, fleet) = app.get("/api/v1/fleet", &admin).await;
+    assert_eq!(fleet["alarms"].as_array().unwrap().len(), 2);
+}

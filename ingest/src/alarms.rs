@@ -1,0 +1,106 @@
+//! Field alarms (DESIGN.md: Ingest, Freshness): every [`CHECK_EVERY`] each company's meters
+//! and gateways are compared with its limits (`settings.stale_meter_s`,
+//! `settings.offline_gateway_s`): a meter with no reading for longer is stale, a gateway whose
+//! buses have all been offline for longer is offline. One open alarm per (kind, target) is
+//! raised and cleared when the target is back; the fleet page and `/api/v1/field-alarms` show
+//! them. Ingest owns this because it knows the field; any number of ingest copies may run the
+//! check (the open-alarm index makes raising idempotent).
+
+use powertab_core::names::SchemaName;
+use sqlx::PgPool;
+use std::time::Duration;
+
+pub const CHECK_EVERY: Duration = Duration::from_secs(30);
+
+/// What one check did in one company.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CheckReport {
+    pub raised: u64,
+    pub cleared: u64,
+}
+
+const RAISE_STALE: &str = "
+    insert into field_alarms (id, kind, target_id, detail)
+    select gen_random_uuid(), 'meter_stale', m.id,
+           coalesce('no reading since ' || to_char(l.read_at at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS') || ' UTC', 'never read')
+    from meters m left join meter_latest l on l.meter_id = m.id, settings s
+    where m.status = 'active'
+      and coalesce(l.read_at, m.created_at) < now() - make_interval(secs => s.stale_meter_s)
+    on conflict (kind, target_id) where cleared_at is null do nothing";
+
+const CLEAR_STALE: &str = "
+    update field_alarms a set cleared_at = now()
+    from meters m left join meter_latest l on l.meter_id = m.id, settings s
+    where a.kind = 'meter_stale' and a.cleared_at is null and a.target_id = m.id
+      and (m.status <> 'active' or l.read_at >= now() - make_interval(secs => s.stale_meter_s))";
+
+/// Gateways with buses, every one offline (or never connected) since longer than the limit.
+const OFFLINE_GATEWAYS: &str = "
+    select g.id from gateways g join buses b on b.gateway_id = g.id and b.removed_at is null
+    left join bus_sessions bs on bs.bus_id = b.id, settings s
+    where g.status = 'enabled'
+    group by g.id, s.offline_gateway_s
+    having bool_and(coalesce(not bs.online, true))
+       and max(coalesce(bs.updated_at, g.created_at)) < now() - make_interval(secs => s.offline_gateway_s)";
+
+/// Checks one company.
+pub async fn check(pool: &PgPool, schema: &SchemaName) -> anyhow::Result<CheckReport> {
+    let mut tx = powertab_core::db::begin_in(pool, schema).await?;
+    let mut report = CheckReport::default();
+    report.raised += sqlx::query(RAISE_STALE)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    report.cleared += sqlx::query(CLEAR_STALE)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    report.raised += sqlx::query(&format!(
+        "insert into field_alarms (id, kind, target_id, detail)
+         select gen_random_uuid(), 'gateway_offline', id, 'every bus offline' from ({OFFLINE_GATEWAYS}) o
+         on conflict (kind, target_id) where cleared_at is null do nothing"
+    ))
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    report.cleared += sqlx::query(&format!(
+        "update field_alarms set cleared_at = now()
+         where kind = 'gateway_offline' and cleared_at is null and target_id not in ({OFFLINE_GATEWAYS})"
+    ))
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    tx.commit().await?;
+    Ok(report)
+}
+
+/// Checks every company every [`CHECK_EVERY`] until the task is dropped.
+pub async fn run(pool: PgPool) {
+    loop {
+        let schemas: Vec<String> = sqlx::query_scalar("select schema_name from control.company")
+            .fetch_all(&pool)
+            .await
+            .unwrap_or_default();
+        for schema in schemas
+            .iter()
+            .filter_map(|s| SchemaName::from_stored(s).ok())
+        {
+            match check(&pool, &schema).await {
+                Ok(r) if r.raised + r.cleared > 0 => {
+                    metrics::counter!("ingest_field_alarms_raised_total").increment(r.raised);
+                    tracing::info!(
+                        schema = schema.as_str(),
+                        raised = r.raised,
+                        cleared = r.cleared,
+                        "field alarms"
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(schema = schema.as_str(), error = %e, "checking field alarms failed")
+                }
+            }
+        }
+        tokio::time::sleep(CHECK_EVERY).await;
+    }
+}
