@@ -84,6 +84,7 @@ pub fn App() -> impl IntoView {
                 <Route path=path!("/gateways/:id") view=pages::field::GatewayPage ssr=SsrMode::Async/>
                 <Route path=path!("/meters") view=pages::field::MetersPage ssr=SsrMode::Async/>
                 <Route path=path!("/meters/:id") view=pages::field::MeterPage ssr=SsrMode::Async/>
+                <Route path=path!("/meters/:id/readings") view=pages::readings::ReadingsPage ssr=SsrMode::Async/>
                 <Route path=path!("/tariffs") view=pages::tariffs::TariffsPage ssr=SsrMode::Async/>
                 <Route path=path!("/tariffs/preview") view=pages::preview::PreviewPage ssr=SsrMode::Async/>
                 <Route path=path!("/settings") view=pages::settings::SettingsPage ssr=SsrMode::Async/>

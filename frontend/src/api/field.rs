@@ -400,3 +400,27 @@ pub async fn get_meter_live(id: String) -> Result<MeterLiveView, ServerFnError> 
 pub async fn read_meter_now(csrf: String, id: String) -> Result<(), ServerFnError> {
     crate::server::field::read_meter_now(csrf, id).await
 }
+
+/// A meter's reading history for the readings page.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ReadingsView {
+    pub meter_number: String,
+    /// (local time, kWh, W, voltage, remaining yuan, relay key, flag)
+    pub rows: Vec<(String, String, String, String, String, String, String)>,
+    /// Whether the list was cut at its limit (narrow the range to see the rest).
+    pub truncated: bool,
+    /// The same filter for the Excel export (`from`, `to` as instants, `flagged`).
+    pub export_query: String,
+}
+
+/// Readings of a meter between local dates `from` and `to` (inclusive; empty = the last 7
+/// days), only flagged ones when `flagged` is `on`.
+#[server(prefix = "/sfn", endpoint = "meter_readings")]
+pub async fn list_readings(
+    id: String,
+    from: String,
+    to: String,
+    flagged: String,
+) -> Result<ReadingsView, ServerFnError> {
+    crate::server::field::list_readings(id, from, to, flagged).await
+}

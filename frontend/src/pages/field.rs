@@ -577,6 +577,7 @@ fn MeterLive(id: String, can_export: bool) -> impl IntoView {
     let lang = use_lang();
     let tick = refresh_tick(REFRESH_SECONDS);
     let export = format!("/api/v1/meters/{id}/readings.xlsx");
+    let history = format!("/meters/{id}/readings");
     let live = Resource::new(
         move || (tick.get(), id.clone()),
         |(_, id)| get_meter_live(id),
@@ -584,7 +585,7 @@ fn MeterLive(id: String, can_export: bool) -> impl IntoView {
     view! {
         <Transition fallback=|| ()>
             {move || {
-                let export = export.clone();
+                let (export, history) = (export.clone(), history.clone());
                 Suspend::new(async move {
                 let Ok(v) = live.await else { return ().into_any() };
                 view! {
@@ -620,7 +621,10 @@ fn MeterLive(id: String, can_export: bool) -> impl IntoView {
                     })}
                     {(!v.recent.is_empty()).then(|| view! {
                         <h3>{tr(lang, "live.recent")}</h3>
-                        {can_export.then(|| view! { <p><a class="button secondary" href=export.clone()>{tr(lang, "common.export")}</a></p> })}
+                        <p>
+                            <a class="button secondary" href=history.clone()>{tr(lang, "readings.all")}</a>
+                            {can_export.then(|| view! { " " <a class="button secondary" href=export.clone()>{tr(lang, "common.export")}</a> })}
+                        </p>
                         <div class="table-wrap">
                             <table id="recent-readings">
                                 <thead><tr>

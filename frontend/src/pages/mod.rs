@@ -10,6 +10,7 @@ pub mod login;
 pub mod password;
 pub mod preview;
 pub mod property;
+pub mod readings;
 pub mod settings;
 pub mod tariffs;
 pub mod users;

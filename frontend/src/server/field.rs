@@ -777,3 +777,82 @@ pub async fn read_meter_now(csrf: String, id: String) -> Result<(), ServerFnErro
     .await;
     finish(result)
 }
+
+/// Rows shown on the readings page at most (the Excel export has up to 20,000).
+const READINGS_PAGE_MAX: i64 = 1000;
+
+pub async fn list_readings(
+    id: String,
+    from: String,
+    to: String,
+    flagged: String,
+) -> Result<crate::api::ReadingsView, ServerFnError> {
+    use powertab_core::fleet::{self, ReadingFilter};
+    let (principal, mut tx) = read_session().await?;
+    let id: Uuid = id
+        .parse()
+        .map_err(|_| read_err(powertab_core::CoreError::NotFound("meter")))?;
+    let tz_name = company_tz(&principal);
+    let tz: chrono_tz::Tz = tz_name.parse().unwrap_or(chrono_tz::Asia::Shanghai);
+    let local_start = |text: &str, days_after: i64| {
+        chrono::NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d")
+            .ok()
+            .and_then(|d| (d + chrono::Duration::days(days_after)).and_hms_opt(0, 0, 0))
+            .and_then(|t| t.and_local_timezone(tz).earliest())
+            .map(|t| t.with_timezone(&chrono::Utc))
+    };
+    let meter = field::meter(&mut tx, &principal, id)
+        .await
+        .map_err(read_err)?;
+    let filter = ReadingFilter {
+        from: local_start(&from, 0)
+            .or_else(|| Some(chrono::Utc::now() - chrono::Duration::days(7))),
+        to: local_start(&to, 1),
+        flagged: flagged == "on",
+        limit: Some(READINGS_PAGE_MAX + 1),
+    };
+    let mut readings = fleet::readings(&mut tx, &principal, id, &filter)
+        .await
+        .map_err(read_err)?;
+    let truncated = readings.len() as i64 > READINGS_PAGE_MAX;
+    let instant = |t: Option<chrono::DateTime<chrono::Utc>>| {
+        t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            .unwrap_or_default()
+    };
+    let export_query = crate::pages::query_string(&[
+        ("from", &instant(filter.from)),
+        ("to", &instant(filter.to)),
+        ("flagged", if filter.flagged { "true" } else { "" }),
+    ]);
+    readings.truncate(READINGS_PAGE_MAX as usize);
+    Ok(crate::api::ReadingsView {
+        meter_number: meter.meter_number,
+        rows: readings
+            .into_iter()
+            .map(|r| {
+                (
+                    local_time(r.read_at, &tz_name),
+                    format_wh_as_kwh(r.energy_wh),
+                    r.power_w.map(|p| p.to_string()).unwrap_or_default(),
+                    r.voltage_dv
+                        .map(|v| {
+                            v.iter()
+                                .map(|x| format!("{}.{}", x / 10, x % 10))
+                                .collect::<Vec<_>>()
+                                .join("/")
+                        })
+                        .unwrap_or_default(),
+                    yuan(r.remaining_fen),
+                    match r.relay_closed {
+                        Some(true) => "live.relay.closed".into(),
+                        Some(false) => "live.relay.open".into(),
+                        None => String::new(),
+                    },
+                    r.flag.unwrap_or_default(),
+                )
+            })
+            .collect(),
+        truncated,
+        export_query,
+    })
+}

@@ -457,3 +457,93 @@ async fn the_meter_page_shows_live_values_and_energy_bars() {
     assert!(html.contains("id=\"hourly-bars\"") && html.contains("id=\"daily-bars\""));
     assert!(html.contains("id=\"read-now\""), "the read-now button");
 }
+
+#[tokio::test]
+async fn the_readings_page_filters_by_date_and_flag() {
+    let app = spawn_app().await;
+    let (client, csrf) = logged_in(&app).await;
+    post_form(
+        &app,
+        &client,
+        "/gateways",
+        "/sfn/gateway_create",
+        &[
+            ("csrf", &csrf),
+            ("identity", "dtu-h"),
+            ("kind", "dtu"),
+            ("registration", "HIST"),
+            ("buses[0][number]", "1"),
+            ("buses[0][protocol]", "modbus_rtu"),
+        ],
+    )
+    .await;
+    let bus: uuid::Uuid = sqlx::query_scalar("select id from c_1.buses")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    let (_, location) = post_form(
+        &app,
+        &client,
+        "/meters",
+        "/sfn/meter_create",
+        &[
+            ("csrf", &csrf),
+            ("bus_id", &bus.to_string()),
+            ("model", "dtsy1352"),
+            ("address", "1"),
+            ("meter_number", "6161"),
+        ],
+    )
+    .await;
+    let meter: uuid::Uuid = id_in(&location, "/meters/").parse().unwrap();
+    let now = chrono::Utc::now();
+    let reading = |seconds: i64, wh: i64| powertab_ingest::store::NewReading {
+        meter_id: meter,
+        read_at: now - chrono::Duration::seconds(seconds),
+        values: powertab_ingest::driver::MeterValues {
+            energy_wh: wh,
+            ..Default::default()
+        },
+        raw: vec![],
+        ratio_mismatch: false,
+    };
+    let schema = powertab_core::names::SchemaName::for_company(1);
+    powertab_ingest::store::store_batch(
+        &app.db.pool,
+        &schema,
+        &[reading(90, 50_000), reading(60, 50_100), reading(30, 7)],
+    )
+    .await
+    .unwrap();
+    let all = page(&app, &client, &format!("/meters/{meter}/readings")).await;
+    let table = all.split("id=\"readings\"").nth(1).expect("a table");
+    assert_eq!(table.matches("<tr>").count(), 4, "header + 3 readings");
+    assert!(table.contains("50.1") && table.contains("0.007"));
+    let flagged = page(
+        &app,
+        &client,
+        &format!("/meters/{meter}/readings?flagged=on"),
+    )
+    .await;
+    let table = flagged.split("id=\"readings\"").nth(1).unwrap();
+    assert_eq!(table.matches("<tr>").count(), 2, "only the reset");
+    assert!(
+        flagged.contains("readings.xlsx?from="),
+        "the export keeps the filter"
+    );
+    let long_ago = page(
+        &app,
+        &client,
+        &format!("/meters/{meter}/readings?from=2020-01-01&to=2020-01-31"),
+    )
+    .await;
+    assert_eq!(
+        long_ago
+            .split("id=\"readings\"")
+            .nth(1)
+            .unwrap()
+            .matches("<tr>")
+            .count(),
+        1
+    );
+}
