@@ -289,3 +289,63 @@ async fn an_mqtt_gateway_publishes_readings_status_and_acks() {
     .await;
     assert!(offline);
 }
+
+#[tokio::test]
+async fn commands_queued_while_mqtt_was_away_are_sent_when_it_starts() {
+    let broker = broker().await;
+    let field = Field::new("acme", "dtu-unused", b"UNUSED", &[]).await;
+    let meters = mqtt_gateway(&field).await;
+    let command = Uuid::now_v7();
+    sqlx::query(&format!(
+        "insert into {}.commands (id, meter_id, op, source, expires_at) values ($1, $2, 'read_now', 'test', now() + interval '2 minutes')",
+        field.schema.as_str()
+    ))
+    .bind(command)
+    .bind(meters[1])
+    .execute(&field.db.pool)
+    .await
+    .unwrap();
+    // The gateway listens first; PowerTab's MQTT side starts afterwards.
+    let mut options = MqttOptions::new("gw-1", "127.0.0.1", broker.port);
+    options.set_keep_alive(Duration::from_secs(5));
+    let (gw, mut events) = AsyncClient::new(options, 100);
+    gw.subscribe("pt/gw-1/down/command", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+    tokio::spawn(async move {
+        loop {
+            match events.poll().await {
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let _ = tx.send(p.payload.to_vec());
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (writer, _task) = Writer::start(field.db.pool.clone());
+    let config = MqttConfig {
+        host: "127.0.0.1".into(),
+        port: broker.port,
+        client_id: "powertab-test-2".into(),
+        username: String::new(),
+        password: String::new(),
+    };
+    tokio::spawn(client::serve(
+        config,
+        field.db.pool.clone(),
+        writer,
+        Dispatch::default(),
+    ));
+    let sent = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("the queued command is sent")
+        .unwrap();
+    let sent: serde_json::Value = serde_json::from_slice(&sent).unwrap();
+    assert_eq!(
+        (sent["id"].as_str(), sent["addr"].as_str()),
+        (Some(command.to_string().as_str()), Some("18"))
+    );
+}

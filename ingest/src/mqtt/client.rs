@@ -125,6 +125,14 @@ pub async fn serve(config: MqttConfig, pool: PgPool, writer: Writer, dispatch: D
                     let meters: Vec<Uuid> = k.meters.keys().copied().collect();
                     dispatch.route(&meters, &command_tx);
                     known = k;
+                    // Commands queued while nobody listened (a restart, a lost connection).
+                    // Bounded: the client's request channel holds 1,000, and the event loop is
+                    // not polled while this runs; the rest go at the next reload.
+                    for (meter, command) in
+                        queued_commands(&pool, &known).await.into_iter().take(500)
+                    {
+                        send_command(&pool, &client, &known, meter, command).await;
+                    }
                 }
                 Err(e) => tracing::warn!(error = %e, "reading the MQTT gateways failed"),
             }
@@ -238,6 +246,41 @@ async fn apply_ack(pool: &PgPool, gateway: &Gateway, ack: &payload::Ack) {
     .bind(ack.detail.clone())
     .bind(gateway.gateway_id);
     crate::store::record(pool, &gateway.schema, query, "an MQTT acknowledgement").await;
+}
+
+/// The unexpired queued commands of the known MQTT meters, oldest first.
+async fn queued_commands(pool: &PgPool, known: &Known) -> Vec<(Uuid, Uuid)> {
+    let mut by_schema: HashMap<String, (SchemaName, Vec<Uuid>)> = HashMap::new();
+    for (meter, (identity, _, _)) in &known.meters {
+        if let Some(g) = known.gateways.get(identity) {
+            by_schema
+                .entry(g.schema.as_str().to_owned())
+                .or_insert_with(|| (g.schema.clone(), Vec::new()))
+                .1
+                .push(*meter);
+        }
+    }
+    let mut queued = Vec::new();
+    for (schema, meters) in by_schema.into_values() {
+        let found = async {
+            let mut tx = powertab_core::db::begin_in(pool, &schema).await?;
+            let rows: Vec<(Uuid, Uuid)> = sqlx::query_as(
+                "select meter_id, id from commands where state = 'queued' and meter_id = any($1)
+                   and (expires_at is null or expires_at > now()) order by created_at",
+            )
+            .bind(&meters)
+            .fetch_all(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            anyhow::Ok(rows)
+        }
+        .await;
+        match found {
+            Ok(rows) => queued.extend(rows),
+            Err(e) => tracing::warn!(error = %e, "reading queued MQTT commands failed"),
+        }
+    }
+    queued
 }
 
 /// Publishes a queued command to its gateway and marks it sent.
