@@ -52,6 +52,11 @@ fn actor_label(actor: &Principal) -> String {
     }
 }
 
+/// A value as the audit log keeps it (before/after snapshots of plain data).
+pub fn snapshot<T: serde::Serialize>(value: &T) -> serde_json::Value {
+    serde_json::to_value(value).expect("plain data serialises")
+}
+
 /// Records an entry in the `audit_log` of the transaction's current schema.
 pub async fn record(
     conn: &mut PgConnection,

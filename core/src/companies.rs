@@ -4,6 +4,7 @@
 //! that lets platform staff work inside a company.
 
 use crate::audit;
+use crate::audit::snapshot as to_json;
 use crate::auth::{self, AuthConfig, Principal, TokenPair};
 use crate::db;
 use crate::error::{CoreError, CoreResult};
@@ -195,10 +196,6 @@ pub async fn create(pool: &PgPool, actor: &Principal, input: &NewCompany) -> Cor
     .await?;
     tx.commit().await?;
     Ok(company)
-}
-
-fn to_json<T: Serialize>(value: &T) -> serde_json::Value {
-    serde_json::to_value(value).expect("plain structs serialise")
 }
 
 async fn get_in(conn: &mut PgConnection, id: i64) -> CoreResult<Company> {

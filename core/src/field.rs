@@ -405,7 +405,7 @@ pub async fn create_gateway(
         write_bus(conn, id, &[], bus).await?;
     }
     let created = load_gateway(conn, id).await?;
-    let json = serde_json::to_value(&created).expect("plain data");
+    let json = audit::snapshot(&created);
     audit::record(
         conn,
         principal,
@@ -561,15 +561,14 @@ pub async fn update_gateway(
     .execute(&mut *conn)
     .await?;
     let after = load_gateway(conn, id).await?;
-    let json = |g: &Gateway| serde_json::to_value(g).expect("plain data");
     audit::record(
         conn,
         principal,
         "gateway.update",
         "gateway",
         Some(id.to_string()),
-        Some(json(&before)),
-        Some(json(&after)),
+        Some(audit::snapshot(&before)),
+        Some(audit::snapshot(&after)),
     )
     .await?;
     Ok(after)
@@ -596,7 +595,6 @@ pub async fn set_gateway_status(
         .execute(&mut *conn)
         .await?;
     let after = load_gateway(conn, id).await?;
-    let json = |g: &Gateway| serde_json::to_value(g).expect("plain data");
     let action = if enabled {
         "gateway.enable"
     } else {
@@ -608,8 +606,8 @@ pub async fn set_gateway_status(
         action,
         "gateway",
         Some(id.to_string()),
-        Some(json(&before)),
-        Some(json(&after)),
+        Some(audit::snapshot(&before)),
+        Some(audit::snapshot(&after)),
     )
     .await?;
     Ok(after)
@@ -1228,15 +1226,14 @@ pub async fn update_meter(
     .execute(&mut *conn)
     .await?;
     let after = meter(conn, principal, id).await?;
-    let json = |m: &Meter| serde_json::to_value(m).expect("plain data");
     audit::record(
         conn,
         principal,
         "meter.update",
         "meter",
         Some(id.to_string()),
-        Some(json(&before)),
-        Some(json(&after)),
+        Some(audit::snapshot(&before)),
+        Some(audit::snapshot(&after)),
     )
     .await?;
     Ok(after)

@@ -92,15 +92,14 @@ pub async fn set_buses(
         .execute(&mut *conn)
         .await?;
     let after = field::load_gateway(conn, gateway_id).await?;
-    let json = |g: &Gateway| serde_json::to_value(g).expect("plain data");
     audit::record(
         conn,
         principal,
         "gateway.buses",
         "gateway",
         Some(gateway_id.to_string()),
-        Some(json(&before)),
-        Some(json(&after)),
+        Some(audit::snapshot(&before)),
+        Some(audit::snapshot(&after)),
     )
     .await?;
     Ok(after)
@@ -136,7 +135,7 @@ pub async fn remove_gateway(
         .bind(gateway_id)
         .execute(&mut *conn)
         .await?;
-    let json = serde_json::to_value(&before).expect("plain data");
+    let json = audit::snapshot(&before);
     audit::record(
         conn,
         principal,
@@ -341,8 +340,7 @@ pub async fn remove_meter(
     CoreError::check_fields(fields)?;
     retire_meter(conn, meter_id, input.final_energy_wh, at).await?;
     let after = field::meter(conn, principal, meter_id).await?;
-    let json = |m: &Meter| serde_json::to_value(m).expect("plain data");
-    let mut change = json(&after);
+    let mut change = audit::snapshot(&after);
     change["reason"] = input.reason.trim().into();
     audit::record(
         conn,
@@ -350,7 +348,7 @@ pub async fn remove_meter(
         "meter.remove",
         "meter",
         Some(meter_id.to_string()),
-        Some(json(&before)),
+        Some(audit::snapshot(&before)),
         Some(change),
     )
     .await?;
@@ -447,8 +445,8 @@ pub async fn swap_meter(
         "meter.swap",
         "meter",
         Some(meter_id.to_string()),
-        Some(serde_json::to_value(&old).expect("plain data")),
-        Some(serde_json::to_value(&result.swap).expect("plain data")),
+        Some(audit::snapshot(&old)),
+        Some(audit::snapshot(&result.swap)),
     )
     .await?;
     Ok(result)

@@ -4,6 +4,7 @@
 //! run in the caller's company-scoped transaction.
 
 use crate::audit;
+use crate::audit::snapshot as json;
 use crate::auth::Principal;
 use crate::error::{CoreError, CoreResult};
 use crate::money::parse_hundredths;
@@ -112,10 +113,6 @@ fn check_name(fields: &mut BTreeMap<String, String>, field: &str, value: &str, m
     if len == 0 || len > max {
         fields.insert(field.into(), format!("1–{max} characters"));
     }
-}
-
-fn json<T: Serialize>(value: &T) -> serde_json::Value {
-    serde_json::to_value(value).expect("plain structs serialise")
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -164,15 +164,14 @@ pub async fn update(
     .execute(&mut *conn)
     .await?;
     let after = load(conn).await?;
-    let json = |s: &CompanySettings| serde_json::to_value(s).expect("plain struct");
     audit::record(
         conn,
         principal,
         "settings.update",
         "settings",
         None,
-        Some(json(&before)),
-        Some(json(&after)),
+        Some(audit::snapshot(&before)),
+        Some(audit::snapshot(&after)),
     )
     .await?;
     Ok(after)
@@ -243,7 +242,7 @@ pub async fn set_day(
     .bind(input.name.trim())
     .execute(&mut *conn)
     .await?;
-    let json = serde_json::to_value(input).expect("plain struct");
+    let json = audit::snapshot(input);
     audit::record(
         conn,
         principal,

@@ -182,7 +182,7 @@ pub async fn create(
         .await?;
     store_version(conn, id, &input.version).await?;
     let plan = get(conn, principal, id).await?;
-    let json = serde_json::to_value(&plan).expect("plain data");
+    let json = audit::snapshot(&plan);
     audit::record(
         conn,
         principal,
@@ -216,15 +216,14 @@ pub async fn add_version(
     }
     store_version(conn, plan_id, version).await?;
     let after = get(conn, principal, plan_id).await?;
-    let json = |p: &TariffPlan| serde_json::to_value(p).expect("plain data");
     audit::record(
         conn,
         principal,
         "tariff_plan.version",
         "tariff_plan",
         Some(plan_id.to_string()),
-        Some(json(&before)),
-        Some(json(&after)),
+        Some(audit::snapshot(&before)),
+        Some(audit::snapshot(&after)),
     )
     .await?;
     Ok(after)

@@ -5,6 +5,7 @@
 //! All functions run inside the caller's company-scoped transaction.
 
 use crate::audit;
+use crate::audit::snapshot as json;
 use crate::auth::{self, Principal};
 use crate::error::{CoreError, CoreResult};
 use crate::names::{NewPassword, PhoneNumber, Username};
@@ -223,10 +224,6 @@ pub async fn create(
     )
     .await?;
     Ok(user)
-}
-
-fn json(user: &User) -> serde_json::Value {
-    serde_json::to_value(user).expect("plain structs serialise")
 }
 
 /// One user of the caller's company.
