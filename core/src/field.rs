@@ -6,10 +6,9 @@
 //! enforced here. Changes need the `settings` right and are audited.
 
 use crate::audit;
-use crate::auth::{self, Principal};
+use crate::auth::Principal;
 use crate::companies::{check_quota, Quota};
 use crate::error::{CoreError, CoreResult};
-use crate::names::NewPassword;
 use crate::roles::{Need, Right};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, QueryBuilder, Row};
@@ -49,6 +48,8 @@ pub struct Gateway {
     pub registration_repeats: bool,
     pub heartbeat_hex: Option<String>,
     pub host: Option<String>,
+    /// MQTT gateways: the generation of their broker credential (core::gateway_credential).
+    pub mqtt_credential_generation: Option<i32>,
     pub buses: Vec<Bus>,
 }
 
@@ -87,10 +88,16 @@ pub struct GatewayInput {
     pub heartbeat_is_hex: bool,
     #[serde(default)]
     pub host: String,
-    /// MQTT gateways: the credential the gateway logs in with.
-    #[serde(default)]
-    pub mqtt_password: String,
     pub buses: Vec<BusInput>,
+}
+
+/// Whether `identity` can stand as one MQTT topic level and in an ACL pattern: no `/`, no
+/// wildcards, no leading `$`.
+pub fn is_topic_safe(identity: &str) -> bool {
+    !identity.is_empty()
+        && identity
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
 }
 
 /// Bytes typed as text or hex, as lowercase hex; `None` when empty, `Err` when not hex.
@@ -257,8 +264,10 @@ pub async fn gateway(
 
 pub(crate) async fn load_gateway(conn: &mut PgConnection, id: Uuid) -> CoreResult<Gateway> {
     let r = sqlx::query(
-        "select id, identity, name, kind, status, registration_hex, registration_repeats, heartbeat_hex, host
-         from gateways where id = $1",
+        "select g.id, g.identity, g.name, g.kind, g.status, g.registration_hex, g.registration_repeats,
+                g.heartbeat_hex, g.host, d.mqtt_credential_gen
+         from gateways g left join control.gateway_directory d on d.gateway_id = g.id
+         where g.id = $1",
     )
     .bind(id)
     .fetch_optional(&mut *conn)
@@ -298,6 +307,7 @@ pub(crate) async fn load_gateway(conn: &mut PgConnection, id: Uuid) -> CoreResul
         registration_repeats: r.try_get("registration_repeats")?,
         heartbeat_hex: r.try_get("heartbeat_hex")?,
         host: r.try_get("host")?,
+        mqtt_credential_generation: r.try_get("mqtt_credential_gen")?,
         buses,
     })
 }
@@ -340,17 +350,13 @@ pub async fn create_gateway(
     if kind == "modbus_tcp" && (host.is_empty() || host.len() > 253) {
         fields.insert("host".into(), "the gateway's host name or address".into());
     }
-    let mqtt_hash = if kind == "mqtt" {
-        match NewPassword::parse(&input.mqtt_password) {
-            Ok(pw) => Some(auth::hash_password(&pw).await?),
-            Err(e) => {
-                fields.insert("mqtt_password".into(), e.0.into());
-                None
-            }
-        }
-    } else {
-        None
-    };
+    if kind == "mqtt" && !is_topic_safe(identity) {
+        // The identity is a topic level (pt/{gw}/up/#) and the broker's ACL pattern.
+        fields.insert(
+            "identity".into(),
+            "MQTT identities use letters, digits and . _ : - only".into(),
+        );
+    }
     if input.buses.is_empty() || input.buses.len() > 64 {
         fields.insert("buses".into(), "1 to 64 buses".into());
     }
@@ -370,8 +376,8 @@ pub async fn create_gateway(
     let id = Uuid::now_v7();
     // The directory is the platform-wide uniqueness check; "taken" never says by whom.
     let inserted = sqlx::query(
-        "insert into control.gateway_directory (identity, registration_hex, company_id, gateway_id, kind, status)
-         values ($1, $2, $3, $4, $5, 'enabled') on conflict do nothing",
+        "insert into control.gateway_directory (identity, registration_hex, company_id, gateway_id, kind, status, mqtt_credential_gen)
+         values ($1, $2, $3, $4, $5, 'enabled', case when $5 = 'mqtt' then 1 end) on conflict do nothing",
     )
     .bind(identity)
     .bind(registration.as_deref())
@@ -387,8 +393,8 @@ pub async fn create_gateway(
         ));
     }
     sqlx::query(
-        "insert into gateways (id, identity, name, kind, registration_hex, registration_repeats, heartbeat_hex, host, mqtt_password_hash)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        "insert into gateways (id, identity, name, kind, registration_hex, registration_repeats, heartbeat_hex, host)
+         values ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(id)
     .bind(identity)
@@ -398,7 +404,6 @@ pub async fn create_gateway(
     .bind(input.registration_repeats && kind == "dtu")
     .bind(heartbeat.as_deref())
     .bind((kind == "modbus_tcp").then_some(host))
-    .bind(mqtt_hash)
     .execute(&mut *conn)
     .await?;
     for bus in &buses {

@@ -76,7 +76,6 @@ fn columns(kind: ImportKind) -> &'static [(&'static str, &'static str)] {
             ("heartbeat", "心跳包"),
             ("heartbeat_is_hex", "心跳包为十六进制"),
             ("host", "主机"),
-            ("mqtt_password", "MQTT密码"),
             ("bus", "总线号"),
             ("protocol", "协议"),
             ("baud", "波特率"),
@@ -129,7 +128,6 @@ pub fn template(kind: ImportKind) -> Sheet {
             "false",
             "FE",
             "true",
-            "",
             "",
             "1",
             "modbus_rtu",
@@ -236,7 +234,6 @@ pub fn gateways_sheet(gateways: &[field::Gateway], lang: &str) -> Sheet {
                 text(g.heartbeat_hex.as_deref().unwrap_or("")),
                 text("true"),
                 text(g.host.as_deref().unwrap_or("")),
-                Cell::Empty,
                 Cell::Int(b.number.into()),
                 text(&b.protocol),
                 Cell::Int(b.baud.into()),
@@ -675,7 +672,6 @@ async fn import_gateways(
             heartbeat: get("heartbeat"),
             heartbeat_is_hex: flag(&get("heartbeat_is_hex")),
             host: get("host"),
-            mqtt_password: get("mqtt_password"),
             buses,
         };
         savepoint(conn).await?;

@@ -31,6 +31,8 @@ pub mod field_changes;
 #[cfg(feature = "db")]
 pub mod fleet;
 #[cfg(feature = "db")]
+pub mod gateway_credential;
+#[cfg(feature = "db")]
 pub mod import;
 #[cfg(feature = "db")]
 pub mod migrate;

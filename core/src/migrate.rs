@@ -33,6 +33,11 @@ pub const CONTROL: &[Migration] = &[
         name: "unclaimed_registrations",
         sql: include_str!("../../migrations/control/0003_unclaimed_registrations.sql"),
     },
+    Migration {
+        version: 4,
+        name: "mqtt_credentials",
+        sql: include_str!("../../migrations/control/0004_mqtt_credentials.sql"),
+    },
 ];
 
 /// Migrations of every company schema, in order. Never edit one once applied; add a new one.
@@ -81,6 +86,11 @@ pub const COMPANY: &[Migration] = &[
         version: 9,
         name: "field_alarms",
         sql: include_str!("../../migrations/company/0009_field_alarms.sql"),
+    },
+    Migration {
+        version: 10,
+        name: "mqtt_credentials",
+        sql: include_str!("../../migrations/company/0010_mqtt_credentials.sql"),
     },
 ];
 

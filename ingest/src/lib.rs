@@ -3,8 +3,8 @@
 //!
 //! In place: framers ([`framing`]), meter drivers ([`driver`]), DTU dial-in ([`dtu`]) and
 //! Modbus-TCP dial-out ([`modbus_tcp`]) with one poll session per bus ([`bus`]), commands
-//! ([`commands`]), the batched [`writer`] into [`store`], and the simulator ([`sim`]). MQTT
-//! gateways come next (see the meter-acquisition issue).
+//! ([`commands`]), MQTT gateways and their broker logins ([`mqtt`]), field [`alarms`], the
+//! batched [`writer`] into [`store`], and the simulator ([`sim`]).
 
 pub mod alarms;
 pub mod bus;
@@ -19,6 +19,7 @@ pub mod sim;
 pub mod store;
 pub mod writer;
 
+use powertab_core::auth::Secret;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use std::future::Future;
@@ -37,13 +38,30 @@ pub struct IngestConfig {
     #[serde(default)]
     pub mqtt_url: Option<String>,
     /// PowerTab's own login at the broker (empty: anonymous, for a private test broker).
+    /// The broker's address as MQTT gateways reach it (e.g. `mqtt://mqtt.example.com:1883`),
+    /// shown on their pages; none: `mqtt_url`.
+    #[serde(default)]
+    pub mqtt_public_url: Option<String>,
     #[serde(default)]
     pub mqtt_username: String,
-    #[serde(default)]
-    pub mqtt_password: String,
+    #[serde(default, skip_serializing)]
+    pub mqtt_password: Secret,
+    /// The platform secret MQTT gateways' credentials are derived from (at least 32 bytes;
+    /// core::gateway_credential). Without it gateways get no credentials and the broker is not
+    /// provisioned. Changing it changes every MQTT gateway's credential.
+    #[serde(default, skip_serializing)]
+    pub gateway_secret: Option<Secret>,
 }
 
 impl IngestConfig {
+    /// The broker address to give MQTT gateways, or "" when there is no broker.
+    pub fn mqtt_broker_for_gateways(&self) -> String {
+        self.mqtt_public_url
+            .clone()
+            .or_else(|| self.mqtt_url.clone())
+            .unwrap_or_default()
+    }
+
     /// The MQTT client settings, when a broker is configured and its URL is well-formed.
     pub fn mqtt(&self) -> Option<mqtt::client::MqttConfig> {
         let url = self.mqtt_url.as_deref()?;
@@ -57,7 +75,7 @@ impl IngestConfig {
             port,
             client_id: format!("powertab-ingest-{}", std::process::id()),
             username: self.mqtt_username.clone(),
-            password: self.mqtt_password.clone(),
+            password: self.mqtt_password.expose().to_owned(),
         })
     }
 }
@@ -68,8 +86,26 @@ impl Default for IngestConfig {
             dtu_listen: "0.0.0.0:9502".parse().expect("a valid address"),
             poll_interval_s: 30,
             mqtt_url: None,
+            mqtt_public_url: None,
             mqtt_username: String::new(),
-            mqtt_password: String::new(),
+            mqtt_password: Secret::default(),
+            gateway_secret: None,
+        }
+    }
+}
+
+/// The secret to provision MQTT gateways' logins with, or `None` (logged) when the broker
+/// cannot be provisioned: no login of PowerTab's own there, or no usable platform secret.
+fn provisioning_secret(config: &IngestConfig, mqtt: &mqtt::client::MqttConfig) -> Option<Secret> {
+    if mqtt.username.is_empty() {
+        tracing::warn!("no MQTT login configured (MQTT_USERNAME); MQTT gateway logins are not provisioned at the broker");
+        return None;
+    }
+    match powertab_core::gateway_credential::check_secret(config.gateway_secret.as_ref()) {
+        Ok(secret) => Some(secret.clone()),
+        Err(e) => {
+            tracing::warn!(error = %e, "MQTT gateway logins are not provisioned at the broker");
+            None
         }
     }
 }
@@ -116,6 +152,14 @@ pub async fn run(
         interval,
         dispatch.clone(),
     ));
+    let provisioning = config.mqtt().and_then(|mqtt| {
+        let secret = provisioning_secret(&config, &mqtt)?;
+        Some(tokio::spawn(mqtt::provision::run(
+            mqtt,
+            pool.clone(),
+            secret,
+        )))
+    });
     let mqtt = config.mqtt().map(|mqtt| {
         tracing::info!(host = %mqtt.host, port = mqtt.port, "MQTT gateways via this broker");
         tokio::spawn(mqtt::client::serve(mqtt, pool, writer, dispatch))
@@ -123,8 +167,8 @@ pub async fn run(
     shutdown.await;
     serving.abort();
     dialling.abort();
-    if let Some(mqtt) = mqtt {
-        mqtt.abort();
+    for task in [mqtt, provisioning].into_iter().flatten() {
+        task.abort();
     }
     listening.abort();
     alarming.abort();

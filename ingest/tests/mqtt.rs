@@ -8,102 +8,14 @@ use common::Field;
 use powertab_ingest::commands::Dispatch;
 use powertab_ingest::mqtt::client::{self, MqttConfig};
 use powertab_ingest::writer::Writer;
+use powertab_testkit::broker::Broker;
 use powertab_testkit::wait_until;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-use std::process::{Child, Command};
 use std::time::Duration;
 use uuid::Uuid;
 
-/// A private Mosquitto, killed on drop.
-struct Broker {
-    child: Child,
-    port: u16,
-    _dir: std::path::PathBuf,
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self._dir);
-    }
-}
-
-async fn broker() -> Broker {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let dir = std::env::temp_dir().join(format!("pt-mosquitto-{}", Uuid::now_v7()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let conf = dir.join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
-    )
-    .unwrap();
-    let exe = if std::path::Path::new("/usr/sbin/mosquitto").exists() {
-        "/usr/sbin/mosquitto"
-    } else {
-        "mosquitto"
-    };
-    let child = Command::new(exe)
-        .arg("-c")
-        .arg(&conf)
-        .spawn()
-        .expect("mosquitto (Debian package) is installed");
-    let up = wait_until(Duration::from_secs(10), || async {
-        tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-    })
-    .await;
-    assert!(up, "mosquitto listens");
-    Broker {
-        child,
-        port,
-        _dir: dir,
-    }
-}
-
 async fn mqtt_gateway(field: &Field) -> Vec<Uuid> {
-    let s = field.schema.as_str();
-    let (gateway, bus) = (Uuid::now_v7(), Uuid::now_v7());
-    sqlx::query(&format!("insert into {s}.gateways (id, identity, kind, mqtt_password_hash) values ($1, 'gw-1', 'mqtt', 'x')"))
-        .bind(gateway)
-        .execute(&field.db.pool)
-        .await
-        .unwrap();
-    sqlx::query("insert into control.gateway_directory (identity, company_id, gateway_id, kind, status) values ('gw-1', $1, $2, 'mqtt', 'enabled')")
-        .bind(field.company_id)
-        .bind(gateway)
-        .execute(&field.db.pool)
-        .await
-        .unwrap();
-    sqlx::query(&format!(
-        "insert into {s}.buses (id, gateway_id, number, protocol, baud, parity, stop_bits, gap_ms, timeout_ms)
-         values ($1, $2, 1, 'modbus_rtu', 9600, 'N', 1, 10, 400)"
-    ))
-    .bind(bus)
-    .bind(gateway)
-    .execute(&field.db.pool)
-    .await
-    .unwrap();
-    let mut meters = vec![];
-    for addr in ["17", "18"] {
-        let id = Uuid::now_v7();
-        sqlx::query(&format!("insert into {s}.meters (id, bus_id, model, address, meter_number) values ($1, $2, 'dtsy1352', $3, $4)"))
-            .bind(id)
-            .bind(bus)
-            .bind(addr)
-            .bind(format!("88{addr}"))
-            .execute(&field.db.pool)
-            .await
-            .unwrap();
-        meters.push(id);
-    }
-    meters
+    field.add_mqtt_gateway("gw-1", &["17", "18"]).await.1
 }
 
 async fn scalar_i64(field: &Field, sql: &str) -> i64 {
@@ -115,7 +27,7 @@ async fn scalar_i64(field: &Field, sql: &str) -> i64 {
 
 #[tokio::test]
 async fn an_mqtt_gateway_publishes_readings_status_and_acks() {
-    let broker = broker().await;
+    let broker = Broker::start().await;
     let field = Field::new("acme", "dtu-unused", b"UNUSED", &[]).await;
     let meters = mqtt_gateway(&field).await;
     let (writer, _task) = Writer::start(field.db.pool.clone());
@@ -292,7 +204,7 @@ async fn an_mqtt_gateway_publishes_readings_status_and_acks() {
 
 #[tokio::test]
 async fn commands_queued_while_mqtt_was_away_are_sent_when_it_starts() {
-    let broker = broker().await;
+    let broker = Broker::start().await;
     let field = Field::new("acme", "dtu-unused", b"UNUSED", &[]).await;
     let meters = mqtt_gateway(&field).await;
     let command = Uuid::now_v7();

@@ -83,9 +83,16 @@ impl Config {
         if let Ok(url) = std::env::var("DATABASE_URL") {
             figment = figment.merge(Serialized::default("database_url", url));
         }
-        // infra/services.sh exports the broker it found or started.
-        if let Ok(url) = std::env::var("MQTT_URL") {
-            figment = figment.merge(Serialized::default("ingest.mqtt_url", url));
+        // infra/services.sh exports the broker it found or started, and PowerTab's login there
+        // when it started a broker with dynamic security.
+        for (var, key) in [
+            ("MQTT_URL", "ingest.mqtt_url"),
+            ("MQTT_USERNAME", "ingest.mqtt_username"),
+            ("MQTT_PASSWORD", "ingest.mqtt_password"),
+        ] {
+            if let Ok(value) = std::env::var(var) {
+                figment = figment.merge(Serialized::default(key, value));
+            }
         }
         Ok(figment.extract()?)
     }
@@ -135,10 +142,27 @@ mod tests {
             );
             jail.set_env("DATABASE_URL", "postgres://user:pw-secret@host/db");
             jail.set_env("POWERTAB_THROTTLE__ACCOUNT_FAILURES_MAX", "3");
+            jail.set_env(
+                "POWERTAB_INGEST__GATEWAY_SECRET",
+                "a-gateway-secret-value-of-32-bytes-or-more",
+            );
+            jail.set_env("MQTT_USERNAME", "powertab-admin");
+            jail.set_env("MQTT_PASSWORD", "broker-pw-secret");
             let config = Config::load(None).expect("loads");
             let printed = format!("{config:?}");
             assert!(!printed.contains("a-very-secret"));
             assert!(!printed.contains("pw-secret"));
+            assert!(!printed.contains("a-gateway-secret"));
+            assert_eq!(config.ingest.mqtt_username, "powertab-admin");
+            assert_eq!(config.ingest.mqtt_password.expose(), "broker-pw-secret");
+            assert_eq!(
+                config
+                    .ingest
+                    .gateway_secret
+                    .as_ref()
+                    .map(|s| s.expose().len()),
+                Some(42)
+            );
             assert_eq!(config.throttle.account_failures_max, 3);
             assert_eq!(
                 config.database_url().unwrap(),

@@ -197,6 +197,13 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
             powertab_core::auth::new_csrf_token() + &powertab_core::auth::new_csrf_token(),
         ));
     }
+    if config.ingest.gateway_secret.is_none() {
+        // Also per run: the demo's MQTT gateways are simulated with whatever it derives, and
+        // ingest provisions the broker again at start.
+        config.ingest.gateway_secret = Some(Secret::new(
+            powertab_core::auth::new_csrf_token() + &powertab_core::auth::new_csrf_token(),
+        ));
+    }
     let pool = db::connect(config.database_url()?, 5).await?;
     prepare(&pool).await?;
     // The demo building's DTU and meters, simulated, dial in to our own DTU port.

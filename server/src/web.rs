@@ -31,6 +31,8 @@ pub fn router(state: AppState) -> Router<AppState> {
         auth: state.auth.clone(),
         cookie_secure: state.config.cookie_secure,
         trust_forwarded_for: state.config.trust_forwarded_for,
+        gateway_secret: state.config.ingest.gateway_secret.clone(),
+        mqtt_broker: state.config.ingest.mqtt_broker_for_gateways(),
     };
     let options = state.leptos.clone();
     let pkg_dir = state.config.site_root.join("pkg");

@@ -1,7 +1,10 @@
 //! Test harness shared by every crate: each test gets a fresh PostgreSQL database, created from
 //! the server named by `DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`,
 //! which `infra/services.sh` provides) and dropped when the guard goes out of scope. Tests run in
-//! parallel, so pools stay small (PostgreSQL allows 100 connections in all).
+//! parallel, so pools stay small (PostgreSQL allows 100 connections in all). [`broker`] starts
+//! a private Mosquitto per test.
+
+pub mod broker;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};

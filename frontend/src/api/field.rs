@@ -38,7 +38,19 @@ pub struct GatewayView {
     pub registration_repeats: bool,
     pub heartbeat_hex: String,
     pub host: String,
+    /// MQTT gateways: the generation of their broker credential.
+    pub credential_generation: Option<i32>,
     pub buses: Vec<BusView>,
+}
+
+/// An MQTT gateway's broker login, shown on request.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct MqttCredentialView {
+    /// Where gateways connect, "" when no broker is configured.
+    pub broker: String,
+    pub username: String,
+    pub password: String,
+    pub generation: i32,
 }
 
 /// A meter as lists show it.
@@ -188,11 +200,22 @@ pub async fn create_gateway(
     csrf: String,
     identity: String,
     kind: String,
-    #[server(default)] mqtt_password: String,
     #[server(flatten)] form: GatewayForm,
     #[server(default)] buses: Vec<BusForm>,
 ) -> Result<(), ServerFnError> {
-    crate::server::field::create_gateway(csrf, identity, kind, mqtt_password, form, buses).await
+    crate::server::field::create_gateway(csrf, identity, kind, form, buses).await
+}
+
+/// An MQTT gateway's credential (audited; needs the settings right).
+#[server(prefix = "/sfn", endpoint = "gateway_credential")]
+pub async fn gateway_credential(id: String) -> Result<MqttCredentialView, ServerFnError> {
+    crate::server::field::gateway_credential(id).await
+}
+
+/// Issues an MQTT gateway a new credential and shows it.
+#[server(prefix = "/sfn", endpoint = "gateway_credential_rotate")]
+pub async fn rotate_gateway_credential(csrf: String, id: String) -> Result<(), ServerFnError> {
+    crate::server::field::rotate_gateway_credential(csrf, id).await
 }
 
 #[server(prefix = "/sfn", endpoint = "gateway_update")]

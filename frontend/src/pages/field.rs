@@ -5,8 +5,8 @@
 use super::fleet::{age_text, refresh_tick, REFRESH_SECONDS};
 use super::{query_param, query_string};
 use crate::api::{
-    get_gateway, get_meter, get_meter_live, list_gateways, list_meters, BusView, GatewayView,
-    MeterDetailView, MeterListView,
+    gateway_credential, get_gateway, get_meter, get_meter_live, list_gateways, list_meters,
+    BusView, GatewayView, MeterDetailView, MeterListView,
 };
 use crate::app::use_lang;
 use crate::components::{Csrf, Layout};
@@ -101,7 +101,7 @@ fn NewGatewayForm(csrf: String) -> impl IntoView {
                 </select>
             </label>
             <ConnectionFields g=None/>
-            <label>{tr(lang, "gateways.mqtt_password")}<input name="mqtt_password" type="password" autocomplete="new-password"/></label>
+            <p class="muted">{tr(lang, "gateways.mqtt_hint")}</p>
             <BusRows buses=vec![] spare=2/>
             <button type="submit">{tr(lang, "common.create")}</button>
         </form>
@@ -122,6 +122,7 @@ fn ConnectionFields(g: Option<GatewayView>) -> impl IntoView {
         registration_repeats: false,
         heartbeat_hex: String::new(),
         host: String::new(),
+        credential_generation: None,
         buses: vec![],
     });
     // Stored bytes are shown as hex, so an edited form says "hex".
@@ -233,6 +234,9 @@ fn GatewayDetail(g: GatewayView, csrf: String, can_change: bool) -> impl IntoVie
             <dt>{tr(lang, "gateways.registration")}</dt><dd class="mono">{g.registration_hex.clone()}</dd>
             <dt>{tr(lang, "gateways.heartbeat")}</dt><dd class="mono">{g.heartbeat_hex.clone()}</dd>
         </dl>
+        {g.credential_generation.map(|generation| view! {
+            <MqttLogin id=g.id.clone() identity=g.identity.clone() generation csrf=csrf.clone() can_change/>
+        })}
         <h2>{tr(lang, "gateways.buses")}</h2>
         {if can_change {
             view! {
@@ -270,6 +274,67 @@ fn GatewayDetail(g: GatewayView, csrf: String, can_change: bool) -> impl IntoVie
                 <ul>{g.buses.into_iter().map(|b| view! { <li>{format!("{}: {} {} ({})", b.number, b.protocol, b.serial(), b.meter_count)}</li> }).collect_view()}</ul>
             }.into_any()
         }}
+    }
+}
+
+/// An MQTT gateway's broker login. The password is fetched (and the look audited) only when the
+/// URL asks for it with `credential=show`, so it never sits in a page nobody asked to see.
+#[component]
+fn MqttLogin(
+    id: String,
+    identity: String,
+    generation: i32,
+    csrf: String,
+    can_change: bool,
+) -> impl IntoView {
+    let lang = use_lang();
+    let show = query_param("credential");
+    let credential_id = id.clone();
+    let credential = Resource::new(
+        move || (credential_id.clone(), show() == "show"),
+        |(id, show)| async move {
+            if show {
+                Some(gateway_credential(id).await)
+            } else {
+                None
+            }
+        },
+    );
+    let show_href = format!("/gateways/{id}?credential=show");
+    view! {
+        <h2>{tr(lang, "gateways.mqtt_login")}</h2>
+        <dl class="facts" id="mqtt-login">
+            <dt>{tr(lang, "gateways.mqtt_username")}</dt><dd class="mono">{identity}</dd>
+            <dt>{tr(lang, "gateways.mqtt_generation")}</dt><dd>{generation}</dd>
+            <Suspense fallback=|| ()>
+                {move || {
+                    let show_href = show_href.clone();
+                    Suspend::new(async move {
+                    match credential.await {
+                        Some(Ok(c)) => view! {
+                            <dt>{tr(lang, "gateways.mqtt_broker")}</dt><dd class="mono">{c.broker}</dd>
+                            <dt>{tr(lang, "gateways.mqtt_password")}</dt><dd class="mono" id="mqtt-password">{c.password}</dd>
+                        }.into_any(),
+                        Some(Err(e)) => view! {
+                            <dt>{tr(lang, "gateways.mqtt_password")}</dt>
+                            <dd class="flash error">{tr(lang, &format!("error.{}", super::server_error_code(&e)))}</dd>
+                        }.into_any(),
+                        None => view! {
+                            <dt>{tr(lang, "gateways.mqtt_password")}</dt>
+                            <dd><a href=show_href id="mqtt-show">{tr(lang, "gateways.mqtt_show")}</a></dd>
+                        }.into_any(),
+                    }
+                })}}
+            </Suspense>
+        </dl>
+        {can_change.then(|| view! {
+            <form method="post" action="/sfn/gateway_credential_rotate" class="inline" id="mqtt-rotate">
+                <Csrf token=csrf/>
+                <input type="hidden" name="id" value=id/>
+                <p class="muted">{tr(lang, "gateways.mqtt_rotate_hint")}</p>
+                <button type="submit" class="secondary">{tr(lang, "gateways.mqtt_rotate")}</button>
+            </form>
+        })}
     }
 }
 

@@ -8,13 +8,14 @@ use super::{
 };
 use crate::api::{
     BusForm, BusView, GatewayForm, GatewayView, MeterDetailView, MeterForm, MeterListView,
-    MeterRow, PageView, SwapForm, SwapView,
+    MeterRow, MqttCredentialView, PageView, SwapForm, SwapView,
 };
 use leptos::prelude::*;
 use powertab_core::auth::Principal;
 use powertab_core::db::Tx;
 use powertab_core::field::{self, BusInput, GatewayInput, GatewayPatch, Meter, MeterFilter};
 use powertab_core::field_changes::{self, BusesInput, MeterRemoval, MeterSwapInput};
+use powertab_core::gateway_credential::{self, MqttCredential};
 use powertab_core::money::{format_wh_as_kwh, parse_hundredths, parse_kwh_as_wh, AmountFen};
 use std::collections::HashMap;
 use uuid::Uuid;
@@ -30,6 +31,7 @@ fn gateway_view(g: field::Gateway) -> GatewayView {
         registration_repeats: g.registration_repeats,
         heartbeat_hex: g.heartbeat_hex.unwrap_or_default(),
         host: g.host.unwrap_or_default(),
+        credential_generation: g.mqtt_credential_generation,
         buses: g
             .buses
             .into_iter()
@@ -320,6 +322,47 @@ fn bus_inputs(rows: &[BusForm]) -> Result<Vec<BusInput>, UiError> {
         .collect()
 }
 
+fn credential_view(c: MqttCredential, broker: String) -> MqttCredentialView {
+    MqttCredentialView {
+        broker,
+        username: c.username,
+        password: c.password,
+        generation: c.generation,
+    }
+}
+
+pub async fn gateway_credential(id: String) -> Result<MqttCredentialView, ServerFnError> {
+    let web = super::ctx()?;
+    if gateway_credential::check_secret(web.gateway_secret.as_ref()).is_err() {
+        return Err(ServerFnError::new("gateway_secret_missing"));
+    }
+    let (principal, mut tx) = read_session().await?;
+    let id: Uuid = id
+        .parse()
+        .map_err(|_| read_err(powertab_core::CoreError::NotFound("gateway")))?;
+    let credential = gateway_credential::show(&mut tx, &principal, web.gateway_secret.as_ref(), id)
+        .await
+        .map_err(read_err)?;
+    // Committed: the look is audited.
+    tx.commit().await.map_err(|e| read_err(e.into()))?;
+    Ok(credential_view(credential, web.mqtt_broker))
+}
+
+pub async fn rotate_gateway_credential(csrf: String, id: String) -> Result<(), ServerFnError> {
+    let result = async {
+        let web = super::ctx().map_err(|_| ui("internal"))?;
+        let (principal, mut tx) = session_for_change(&csrf).await?;
+        let id: Uuid = id.parse().map_err(|_| ui("not_found"))?;
+        gateway_credential::rotate(&mut tx, &principal, web.gateway_secret.as_ref(), id).await?;
+        tx.commit().await?;
+        Ok(format!(
+            "/gateways/{id}?ok=gateways.credential_rotated&credential=show"
+        ))
+    }
+    .await;
+    finish(result)
+}
+
 // ---------------------------------------------------------------------------------------------
 // Gateway changes
 
@@ -327,7 +370,6 @@ pub async fn create_gateway(
     csrf: String,
     identity: String,
     kind: String,
-    mqtt_password: String,
     form: GatewayForm,
     buses: Vec<BusForm>,
 ) -> Result<(), ServerFnError> {
@@ -343,12 +385,17 @@ pub async fn create_gateway(
             heartbeat: form.heartbeat,
             heartbeat_is_hex: form.heartbeat_is_hex.is_some(),
             host: form.host,
-            mqtt_password,
             buses: bus_inputs(&buses)?,
         };
         let created = field::create_gateway(&mut tx, &principal, &input).await?;
         tx.commit().await?;
-        Ok(format!("/gateways/{}?ok=common.saved", created.id))
+        // An MQTT gateway's page opens with its credential, which the installer needs next.
+        let show = if created.kind == "mqtt" {
+            "&credential=show"
+        } else {
+            ""
+        };
+        Ok(format!("/gateways/{}?ok=common.saved{show}", created.id))
     }
     .await;
     finish(result)

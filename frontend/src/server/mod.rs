@@ -36,13 +36,17 @@ pub struct WebContext {
     pub auth: Arc<AuthConfig>,
     pub cookie_secure: bool,
     pub trust_forwarded_for: bool,
+    /// The platform secret MQTT gateways' credentials are derived from.
+    pub gateway_secret: Option<powertab_core::auth::Secret>,
+    /// The broker address as MQTT gateways reach it, shown with their credential.
+    pub mqtt_broker: String,
 }
 
 fn internal(message: impl std::fmt::Display) -> ServerFnError {
     ServerFnError::new(message.to_string())
 }
 
-fn ctx() -> Result<WebContext, ServerFnError> {
+pub(crate) fn ctx() -> Result<WebContext, ServerFnError> {
     use_context::<WebContext>().ok_or_else(|| internal("web context missing"))
 }
 

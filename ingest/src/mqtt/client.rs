@@ -10,7 +10,7 @@ use crate::commands::Dispatch;
 use crate::store::NewReading;
 use crate::writer::{Message, Writer};
 use powertab_core::names::SchemaName;
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, SubscribeReasonCode};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgPool, Row};
 use std::collections::HashMap;
@@ -146,6 +146,18 @@ pub async fn serve(config: MqttConfig, pool: PgPool, writer: Writer, dispatch: D
                         tracing::warn!(error = %e, "MQTT subscribe failed");
                     }
                     tracing::info!(host = %config.host, port = config.port, "MQTT connected");
+                }
+                Ok(Event::Incoming(Packet::SubAck(ack)))
+                    if ack.return_codes.iter().any(|c| matches!(c, SubscribeReasonCode::Failure)) =>
+                {
+                    // A broker with dynamic security refuses until provisioning has given our
+                    // login its role (which reconnects us anyway); ask again meanwhile.
+                    tracing::warn!("the MQTT broker refused our subscription to pt/+/up/#; asking again in 5 s");
+                    let client = client.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                        let _ = client.subscribe("pt/+/up/#", QoS::AtLeastOnce).await;
+                    });
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     handle(&pool, &writer, &known, &p.topic, &p.payload).await;

@@ -107,4 +107,54 @@ impl Field {
         .unwrap();
         id
     }
+
+    /// An MQTT gateway `identity` (credential generation 1) with one Modbus bus and a DTSY-1352
+    /// at each of `addresses`; its id and the meters' ids.
+    pub async fn add_mqtt_gateway(&self, identity: &str, addresses: &[&str]) -> (Uuid, Vec<Uuid>) {
+        let s = self.schema.as_str();
+        let (gateway, bus) = (Uuid::now_v7(), Uuid::now_v7());
+        sqlx::query(&format!(
+            "insert into {s}.gateways (id, identity, kind) values ($1, $2, 'mqtt')"
+        ))
+        .bind(gateway)
+        .bind(identity)
+        .execute(&self.db.pool)
+        .await
+        .unwrap();
+        sqlx::query(
+            "insert into control.gateway_directory (identity, company_id, gateway_id, kind, status, mqtt_credential_gen)
+             values ($1, $2, $3, 'mqtt', 'enabled', 1)",
+        )
+        .bind(identity)
+        .bind(self.company_id)
+        .bind(gateway)
+        .execute(&self.db.pool)
+        .await
+        .unwrap();
+        sqlx::query(&format!(
+            "insert into {s}.buses (id, gateway_id, number, protocol, baud, parity, stop_bits, gap_ms, timeout_ms)
+             values ($1, $2, 1, 'modbus_rtu', 9600, 'N', 1, 10, 400)"
+        ))
+        .bind(bus)
+        .bind(gateway)
+        .execute(&self.db.pool)
+        .await
+        .unwrap();
+        let mut meters = vec![];
+        for addr in addresses {
+            let id = Uuid::now_v7();
+            sqlx::query(&format!(
+                "insert into {s}.meters (id, bus_id, model, address, meter_number) values ($1, $2, 'dtsy1352', $3, $4)"
+            ))
+            .bind(id)
+            .bind(bus)
+            .bind(addr)
+            .bind(format!("{identity}-{addr}"))
+            .execute(&self.db.pool)
+            .await
+            .unwrap();
+            meters.push(id);
+        }
+        (gateway, meters)
+    }
 }

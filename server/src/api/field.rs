@@ -4,7 +4,7 @@ use super::error::{ApiResult, ErrorBody};
 use super::session::{ApiJson, ApiQuery, Session};
 use super::xlsx::{self, ExportLang};
 use crate::app::AppState;
-use axum::extract::Path;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;
@@ -15,6 +15,7 @@ use powertab_core::field::{
 use powertab_core::field_changes::{
     self, BusesInput, MeterRemoval, MeterSwap, MeterSwapInput, SwapResult,
 };
+use powertab_core::gateway_credential::{self, MqttCredential};
 use powertab_core::roles::{Need, Right};
 use powertab_core::{import, property, tariffs};
 use serde::Serialize;
@@ -30,6 +31,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(set_buses))
         .routes(routes!(suspend_gateway))
         .routes(routes!(enable_gateway))
+        .routes(routes!(show_mqtt_credential, rotate_mqtt_credential))
         .routes(routes!(list_meters, create_meter))
         .routes(routes!(export_meters))
         .routes(routes!(get_meter, update_meter))
@@ -117,6 +119,39 @@ async fn enable_gateway(mut session: Session, Path(id): Path<Uuid>) -> ApiResult
     let gateway = field::set_gateway_status(&mut session.tx, &session.principal, id, true).await?;
     session.tx.commit().await?;
     Ok(Json(gateway))
+}
+
+/// An MQTT gateway's broker login (username = client id = identity), for configuring the
+/// gateway; needs the settings right, and every look is audited. 409 for other kinds of gateway
+/// or when the platform has no gateway secret.
+#[utoipa::path(get, path = "/api/v1/gateways/{id}/mqtt-credential", tag = "field", params(("id" = Uuid, Path)),
+    responses((status = 200, body = MqttCredential), (status = 409, body = ErrorBody)))]
+async fn show_mqtt_credential(
+    State(state): State<AppState>,
+    mut session: Session,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Json<MqttCredential>> {
+    let secret = state.config.ingest.gateway_secret.as_ref();
+    let credential =
+        gateway_credential::show(&mut session.tx, &session.principal, secret, id).await?;
+    session.tx.commit().await?;
+    Ok(Json(credential))
+}
+
+/// Issue an MQTT gateway a new credential: ingest replaces it at the broker within seconds, and
+/// the old one stops working (a connected gateway is disconnected).
+#[utoipa::path(post, path = "/api/v1/gateways/{id}/mqtt-credential", tag = "field", params(("id" = Uuid, Path)),
+    responses((status = 200, body = MqttCredential), (status = 409, body = ErrorBody)))]
+async fn rotate_mqtt_credential(
+    State(state): State<AppState>,
+    mut session: Session,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Json<MqttCredential>> {
+    let secret = state.config.ingest.gateway_secret.as_ref();
+    let credential =
+        gateway_credential::rotate(&mut session.tx, &session.principal, secret, id).await?;
+    session.tx.commit().await?;
+    Ok(Json(credential))
 }
 
 /// Meters filtered by `gateway_id`, `building_id`, `model`, `prepayment_mode`, `status`, `q`;

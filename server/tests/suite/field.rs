@@ -1,6 +1,8 @@
 //! Gateways, buses and meters: kinds, platform-wide identities, validation, quotas.
 
-use crate::helpers::spawn_app;
+use crate::helpers::{spawn_app, TEST_GATEWAY_SECRET};
+use powertab_core::auth::Secret;
+use powertab_core::gateway_credential;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -38,15 +40,104 @@ async fn gateways_of_each_kind_with_protocol_defaults() {
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let (status, body) = app
-        .post("/api/v1/gateways", &admin, json!({"identity": "mq-1", "kind": "mqtt", "mqtt_password": "gateway-secret-1", "buses": [{"number": 1, "protocol": "modbus_rtu"}]}))
+        .post("/api/v1/gateways", &admin, json!({"identity": "mq-1", "kind": "mqtt", "buses": [{"number": 1, "protocol": "modbus_rtu"}]}))
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
-    assert!(
-        !body.to_string().contains("gateway-secret-1"),
-        "the credential is never shown"
-    );
+    assert_eq!(body["mqtt_credential_generation"], 1);
     let (_, list) = app.get("/api/v1/gateways", &admin).await;
     assert_eq!(list["items"].as_array().unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn mqtt_gateways_get_a_derived_credential_that_admins_can_look_up_and_rotate() {
+    let app = spawn_app().await;
+    let (_, admin) = app.company_with_admin("acme").await;
+    let (status, created) = app
+        .post("/api/v1/gateways", &admin, json!({"identity": "mq-1", "kind": "mqtt", "buses": [{"number": 1, "protocol": "modbus_rtu"}]}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["id"].as_str().unwrap();
+    let path = format!("/api/v1/gateways/{id}/mqtt-credential");
+    let (status, shown) = app.get(&path, &admin).await;
+    assert_eq!(status, StatusCode::OK, "{shown}");
+    let expected = gateway_credential::derive(
+        &Secret::new(TEST_GATEWAY_SECRET),
+        id.parse().unwrap(),
+        "mq-1",
+        1,
+    );
+    assert_eq!(
+        (
+            shown["username"].as_str(),
+            shown["client_id"].as_str(),
+            shown["password"].as_str(),
+            shown["generation"].as_i64()
+        ),
+        (Some("mq-1"), Some("mq-1"), Some(expected.as_str()), Some(1))
+    );
+    let (_, again) = app.get(&path, &admin).await;
+    assert_eq!(
+        again["password"], shown["password"],
+        "the same until rotated"
+    );
+
+    let (status, rotated) = app.post(&path, &admin, json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{rotated}");
+    assert_eq!(rotated["generation"], 2);
+    assert_ne!(rotated["password"], shown["password"]);
+    let (_, now) = app.get(&path, &admin).await;
+    assert_eq!(now["password"], rotated["password"]);
+    let generation: i32 = sqlx::query_scalar(
+        "select mqtt_credential_gen from control.gateway_directory where identity = 'mq-1'",
+    )
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(generation, 2, "ingest provisions from the directory");
+
+    // Looks and rotations are audited; nobody without the settings right sees it.
+    let (_, audit) = app
+        .get("/api/v1/audit-log?action=gateway.credential", &admin)
+        .await;
+    let actions: Vec<&str> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .filter(|a| a.starts_with("gateway.credential"))
+        .collect();
+    assert_eq!(actions.len(), 4, "{actions:?}");
+    assert!(
+        !audit.to_string().contains(&expected),
+        "the audit never holds the password"
+    );
+    let (_, operator) = app.user(&admin, "acme", "op", "operator", &[]).await;
+    assert_eq!(app.get(&path, &operator).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(
+        app.post(&path, &operator, json!({})).await.0,
+        StatusCode::FORBIDDEN
+    );
+
+    // Other kinds of gateway have no credential; MQTT identities must be topic-safe.
+    let (_, dtu_gateway) = app
+        .post("/api/v1/gateways", &admin, dtu("dtu-0001", "REG-A"))
+        .await;
+    let dtu_path = format!(
+        "/api/v1/gateways/{}/mqtt-credential",
+        dtu_gateway["id"].as_str().unwrap()
+    );
+    assert_eq!(app.get(&dtu_path, &admin).await.0, StatusCode::CONFLICT);
+    let (status, body) = app
+        .post("/api/v1/gateways", &admin, json!({"identity": "mq/2", "kind": "mqtt", "buses": [{"number": 1, "protocol": "modbus_rtu"}]}))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        body["error"]["fields"]["identity"]
+            .as_str()
+            .unwrap()
+            .contains("letters"),
+        "{body}"
+    );
 }
 
 #[tokio::test]

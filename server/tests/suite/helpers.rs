@@ -30,6 +30,9 @@ pub struct Caller {
     pub refresh: String,
 }
 
+/// The platform gateway secret of test apps (MQTT credentials are derived from it).
+pub const TEST_GATEWAY_SECRET: &str = "test-gateway-secret-test-gateway-secret";
+
 pub fn test_config(throttle: ThrottleConfig) -> Config {
     Config {
         database_url: None,
@@ -47,8 +50,10 @@ pub fn test_config(throttle: ThrottleConfig) -> Config {
             dtu_listen: "127.0.0.1:0".parse().unwrap(),
             poll_interval_s: 1,
             mqtt_url: None,
+            mqtt_public_url: None,
             mqtt_username: String::new(),
-            mqtt_password: String::new(),
+            mqtt_password: Secret::default(),
+            gateway_secret: Some(Secret::new(TEST_GATEWAY_SECRET)),
         },
     }
 }
