@@ -4,9 +4,11 @@
 #                 it accepts user `postgres` without a password; otherwise a private cluster started
 #                 from the installed PostgreSQL binaries (Debian's `postgresql` is installed first
 #                 when missing and we are root), run as the `postgres` user on a free port.
-#   MQTT_URL      Mosquitto. Kept when already set. Otherwise 127.0.0.1:1883 when it answers;
-#                 otherwise a private broker on a free port (Debian's `mosquitto` installed when
-#                 missing and we are root).
+#   MQTT_URL      Mosquitto. Kept when already set. Otherwise the project's own broker in
+#                 .local/mosquitto on a free port from 18830, with the dynamic-security plugin
+#                 (Debian's `mosquitto` installed when missing and we are root), and then also
+#   MQTT_USERNAME, MQTT_PASSWORD  its admin login, with which PowerTab provisions MQTT gateways'
+#                 logins. Only if that fails: an open broker at 127.0.0.1:1883.
 # Use it with `source infra/services.sh`; both README commands do. Safe to run again: a private
 # cluster or broker that is already running is reused. PT_SERVICES_PRIVATE=1 skips the shared
 # 127.0.0.1:5432 / :1883 services and uses private ones (to test that path).
@@ -81,39 +83,68 @@ _pt_ensure_postgres() {
   _pt_log "using private PostgreSQL at 127.0.0.1:$port"
 }
 
-_pt_ensure_mosquitto() {
-  if [ -n "${MQTT_URL:-}" ]; then
-    _pt_log "using MQTT_URL from the environment"
-    return 0
-  fi
-  if [ "${PT_SERVICES_PRIVATE:-}" != 1 ] && _pt_port_open 1883; then
-    export MQTT_URL="mqtt://127.0.0.1:1883"
-    _pt_log "using Mosquitto at 127.0.0.1:1883"
-    return 0
-  fi
+_pt_dynsec_plugin() {
+  ls /usr/lib/*/mosquitto_dynamic_security.so /usr/lib/mosquitto_dynamic_security.so 2>/dev/null | head -n 1
+}
+
+# Starts (or reuses) the project's own Mosquitto in .local/mosquitto with the dynamic-security
+# plugin; PowerTab logs in as its admin and provisions every MQTT gateway's login there.
+_pt_start_own_mosquitto() {
   command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || _pt_apt_install mosquitto || return 1
-  local exe dir port
+  local exe plugin dir port
   exe=$(command -v mosquitto || echo /usr/sbin/mosquitto)
+  plugin=$(_pt_dynsec_plugin)
+  [ -n "$plugin" ] || { _pt_log "Mosquitto has no dynamic-security plugin"; return 1; }
   dir="$_pt_repo/.local/mosquitto"
   mkdir -p "$dir"
+  if [ ! -f "$dir/dynamic-security.json" ]; then
+    # A broker from before dynamic security (or a half-made folder) is replaced.
+    [ -f "$dir/mosquitto.pid" ] && kill "$(cat "$dir/mosquitto.pid")" 2>/dev/null
+    rm -f "$dir/port" "$dir/mosquitto.pid"
+    (umask 077 && head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$dir/admin-password")
+    mosquitto_ctrl dynsec init "$dir/dynamic-security.json" powertab-admin "$(cat "$dir/admin-password")" >/dev/null || return 1
+  fi
   if [ -f "$dir/port" ] && _pt_port_open "$(cat "$dir/port")"; then
     port=$(cat "$dir/port")
   else
     port=$(_pt_free_port 18830)
     cat >"$dir/mosquitto.conf" <<CONF
 listener $port 127.0.0.1
-allow_anonymous true
+allow_anonymous false
 persistence false
+plugin $plugin
+plugin_opt_config_file $dir/dynamic-security.json
 pid_file $dir/mosquitto.pid
 log_dest file $dir/mosquitto.log
 user $(id -un)
 CONF
-    "$exe" -d -c "$dir/mosquitto.conf"
+    "$exe" -d -c "$dir/mosquitto.conf" || return 1
     echo "$port" >"$dir/port"
     for _ in $(seq 50); do _pt_port_open "$port" && break; sleep 0.1; done
+    _pt_port_open "$port" || return 1
   fi
   export MQTT_URL="mqtt://127.0.0.1:$port"
-  _pt_log "using private Mosquitto at 127.0.0.1:$port"
+  export MQTT_USERNAME=powertab-admin
+  MQTT_PASSWORD=$(cat "$dir/admin-password")
+  export MQTT_PASSWORD
+  _pt_log "using PowerTab's own Mosquitto (dynamic security) at 127.0.0.1:$port"
+}
+
+_pt_ensure_mosquitto() {
+  if [ -n "${MQTT_URL:-}" ]; then
+    _pt_log "using MQTT_URL from the environment"
+    return 0
+  fi
+  _pt_start_own_mosquitto && return 0
+  # Without our own broker, readings still flow through a machine's open broker; gateway logins
+  # are then not provisioned.
+  if [ "${PT_SERVICES_PRIVATE:-}" != 1 ] && _pt_port_open 1883; then
+    export MQTT_URL="mqtt://127.0.0.1:1883"
+    _pt_log "using Mosquitto at 127.0.0.1:1883 (no dynamic security: gateway logins are not provisioned)"
+    return 0
+  fi
+  _pt_log "no MQTT broker available"
+  return 1
 }
 
 _pt_ensure_postgres || return 1 2>/dev/null || exit 1

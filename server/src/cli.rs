@@ -126,6 +126,20 @@ pub async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
+/// Where simulated MQTT gateways connect (the configured broker) with credentials derived from
+/// the configured gateway secret; `None` without either.
+pub fn mqtt_target(config: &Config) -> Option<powertab_ingest::sim::field::MqttTarget> {
+    let mqtt = config.ingest.mqtt()?;
+    let secret =
+        powertab_core::gateway_credential::check_secret(config.ingest.gateway_secret.as_ref())
+            .ok()?;
+    Some(powertab_ingest::sim::field::MqttTarget {
+        host: mqtt.host,
+        port: mqtt.port,
+        secret: secret.clone(),
+    })
+}
+
 /// Runs one subcommand.
 pub async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
     match cli.command {
@@ -141,9 +155,14 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
             let company = powertab_core::companies::find_by_slug(&pool, &args.company)
                 .await?
                 .ok_or_else(|| anyhow::anyhow!("no company {}", args.company))?;
-            let meters =
-                powertab_ingest::sim::field::simulate_company(&pool, company.id, args.target)
-                    .await?;
+            let mqtt = mqtt_target(&config);
+            let meters = powertab_ingest::sim::field::simulate_company(
+                &pool,
+                company.id,
+                args.target,
+                mqtt.as_ref(),
+            )
+            .await?;
             println!(
                 "simulating {meters} meters of {}, dialling {}",
                 args.company, args.target

@@ -138,8 +138,9 @@ pub async fn prepare(pool: &PgPool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A small mall: one building, two floors, six shops, a TOU tariff, one DTU with a Modbus bus of
-/// Acrel meters. Loaded through the same import code a company uses.
+/// A small mall: one building, two floors, six shops, a TOU tariff, a DTU with a Modbus bus of
+/// Acrel meters for the first floor and an MQTT gateway for the second. Loaded through the same
+/// import code a company uses.
 async fn seed_property(
     tx: &mut sqlx::PgConnection,
     actor: &powertab_core::auth::Principal,
@@ -154,7 +155,8 @@ async fn seed_property(
 演示广场,1F,101,奶茶店,35,occupied\n演示广场,1F,102,便利店,60,occupied\n演示广场,1F,103,花店,28,occupied\n\
 演示广场,2F,201,服装店,120,occupied\n演示广场,2F,202,书店,90,occupied\n演示广场,2F,203,,75,vacant\n";
     let gateways = "identity,name,kind,registration,heartbeat,heartbeat_is_hex,bus,protocol\n\
-demo-dtu-01,演示广场配电房,dtu,DEMO-DTU-01,FE,true,1,modbus_rtu\n";
+demo-dtu-01,演示广场配电房,dtu,DEMO-DTU-01,FE,true,1,modbus_rtu\n\
+demo-mqtt-01,演示广场二楼4G网关,mqtt,,,,1,modbus_rtu\n";
     let plan = powertab_core::tariffs::NewPlan {
         name: "商铺分时电价".into(),
         description: "峰谷平".into(),
@@ -173,9 +175,15 @@ demo-dtu-01,演示广场配电房,dtu,DEMO-DTU-01,FE,true,1,modbus_rtu\n";
         .iter()
         .enumerate()
     {
-        let address = i + 1;
+        // The first floor hangs on the DTU, the second on the MQTT gateway.
+        let (gateway, address) = if i < 3 {
+            ("demo-dtu-01", i + 1)
+        } else {
+            ("demo-mqtt-01", i - 2)
+        };
+        let number = i + 1;
         meters.push_str(&format!(
-            "demo-dtu-01,1,dtsy1352,{address},20261125{address:04},演示广场,{shop},商铺分时电价\n"
+            "{gateway},1,dtsy1352,{address},20261125{number:04},演示广场,{shop},商铺分时电价\n"
         ));
     }
     for (kind, text) in [
@@ -211,7 +219,10 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         .await?
         .ok_or_else(|| anyhow::anyhow!("the demo company is missing"))?;
     let target = std::net::SocketAddr::from(([127, 0, 0, 1], config.ingest.dtu_listen.port()));
-    let meters = powertab_ingest::sim::field::simulate_company(&pool, demo.id, target).await?;
+    let mqtt = crate::cli::mqtt_target(&config);
+    let meters =
+        powertab_ingest::sim::field::simulate_company(&pool, demo.id, target, mqtt.as_ref())
+            .await?;
     let url = format!("http://{}", config.listen);
     println!("\nPowerTab demo is running at {url}\n");
     println!(

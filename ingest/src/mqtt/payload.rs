@@ -141,6 +141,59 @@ fn reading(v: &Value) -> Result<GatewayReading, String> {
     })
 }
 
+/// One reading as a gateway sends it (the inverse of the parser; the simulator and the benchmark
+/// speak through it).
+pub fn reading_json(reading: &GatewayReading) -> Value {
+    let v = &reading.values;
+    let mut energy = serde_json::Map::new();
+    energy.insert("total".into(), v.energy_wh.into());
+    for (key, value) in TOU_KEYS.iter().zip(v.tou_wh.unwrap_or_default()) {
+        if let Some(wh) = value {
+            energy.insert((*key).into(), wh.into());
+        }
+    }
+    let mut out = serde_json::json!({
+        "bus": reading.bus, "addr": reading.addr, "ts": reading.ts.timestamp_millis(),
+        "energy_wh": energy, "alarms": v.alarms,
+    });
+    let fields = [
+        ("power_w", v.power_w.map(Value::from)),
+        ("pf_milli", v.pf_milli.map(Value::from)),
+        ("remaining_fen", v.remaining_fen.map(Value::from)),
+        ("purchase_count", v.purchase_count.map(Value::from)),
+        (
+            "relay",
+            v.relay_closed
+                .map(|c| Value::from(if c { "closed" } else { "open" })),
+        ),
+        (
+            "voltage_dv",
+            (!v.voltage_dv.is_empty()).then(|| Value::from(v.voltage_dv.clone())),
+        ),
+        (
+            "current_ca",
+            (!v.current_ca.is_empty()).then(|| Value::from(v.current_ca.clone())),
+        ),
+    ];
+    for (key, value) in fields {
+        if let Some(value) = value {
+            out[key] = value;
+        }
+    }
+    out
+}
+
+/// Readings messages of at most [`READINGS_MAX`] readings each.
+pub fn readings_messages(readings: &[GatewayReading]) -> Vec<String> {
+    readings
+        .chunks(READINGS_MAX)
+        .map(|chunk| {
+            let items: Vec<Value> = chunk.iter().map(reading_json).collect();
+            serde_json::json!({"v": 1, "readings": items}).to_string()
+        })
+        .collect()
+}
+
 /// A Modbus address without leading zeros, or a 12-digit DL/T 645 address as it is.
 fn normal_addr(addr: &str) -> Option<String> {
     if addr.len() == 12 {

@@ -1,11 +1,15 @@
 //! Simulating a company's whole configured field: every enabled DTU bus becomes a simulated DTU
-//! with the configured registration (and port number), every active Acrel or DL/T 645 meter on
-//! it a simulated meter with a shop type picked from its address, and each DTU dials `target`
-//! again after any disconnect. Used by `powertab simulate` and the Quick start demo.
+//! with the configured registration (and port number), every enabled MQTT gateway a simulated
+//! MQTT gateway logging in with its derived credential, every active Acrel or DL/T 645 meter on
+//! them a simulated meter with a shop type picked from its address; DTUs dial `target` again
+//! after any disconnect. Used by `powertab simulate` and the Quick start demo.
 
 use super::dtu::{DtuFaults, SimBus, SimDtu};
 use super::meter::{SimMeter, SimModel};
+use super::mqtt_gateway::{SimMqttGateway, SimMqttMeter};
 use crate::framing::dlt645;
+use powertab_core::auth::Secret;
+use powertab_core::gateway_credential;
 use powertab_core::names::SchemaName;
 use powertab_core::profile::ShopType;
 use sqlx::{PgPool, Row};
@@ -43,9 +47,89 @@ fn sim_meter(model: &str, address: &str, seed: usize) -> Option<SimMeter> {
     ))
 }
 
-/// Starts simulated DTUs for every DTU bus of company `company_id`; returns how many meters
-/// are simulated. The DTUs run until the process ends.
+/// Where simulated MQTT gateways connect, and the platform secret their credentials are
+/// derived from (as ingest provisions them).
+#[derive(Debug, Clone)]
+pub struct MqttTarget {
+    pub host: String,
+    pub port: u16,
+    pub secret: Secret,
+}
+
+/// Starts simulated DTUs for every DTU bus of company `company_id`, dialling `target`, and,
+/// with `mqtt`, simulated MQTT gateways for its MQTT gateways; returns how many meters are
+/// simulated. They run until the process ends.
 pub async fn simulate_company(
+    pool: &PgPool,
+    company_id: i64,
+    target: SocketAddr,
+    mqtt: Option<&MqttTarget>,
+) -> anyhow::Result<usize> {
+    let mut simulated = simulate_dtus(pool, company_id, target).await?;
+    if let Some(mqtt) = mqtt {
+        simulated += simulate_mqtt_gateways(pool, company_id, mqtt).await?;
+    }
+    Ok(simulated)
+}
+
+/// The MQTT gateways of company `company_id` as simulated gateways; how many meters they carry.
+async fn simulate_mqtt_gateways(
+    pool: &PgPool,
+    company_id: i64,
+    target: &MqttTarget,
+) -> anyhow::Result<usize> {
+    let schema = SchemaName::for_company(company_id);
+    let mut tx = powertab_core::db::begin_in(pool, &schema).await?;
+    let gateways = sqlx::query(
+        "select g.id, g.identity, d.mqtt_credential_gen from gateways g
+         join control.gateway_directory d on d.gateway_id = g.id
+         where g.kind = 'mqtt' and g.status = 'enabled' order by g.identity",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut simulated = 0;
+    for gateway in gateways {
+        let id: uuid::Uuid = gateway.try_get("id")?;
+        let identity: String = gateway.try_get("identity")?;
+        let rows = sqlx::query(
+            "select b.number, m.model, m.address from meters m join buses b on b.id = m.bus_id
+             where b.gateway_id = $1 and b.removed_at is null and m.status = 'active' order by b.number, m.address",
+        )
+        .bind(id)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut meters = Vec::new();
+        for row in rows {
+            let address: String = row.try_get("address")?;
+            let model: String = row.try_get("model")?;
+            if let Some(meter) = sim_meter(&model, &address, simulated + meters.len()) {
+                meters.push(SimMqttMeter {
+                    bus: row.try_get("number")?,
+                    addr: address,
+                    meter,
+                });
+            }
+        }
+        simulated += meters.len();
+        let gateway = SimMqttGateway {
+            password: gateway_credential::derive(
+                &target.secret,
+                id,
+                &identity,
+                gateway.try_get("mqtt_credential_gen")?,
+            ),
+            identity,
+            meters,
+            interval: Duration::from_secs(15),
+        };
+        tokio::spawn(gateway.run(target.host.clone(), target.port));
+    }
+    tx.commit().await?;
+    Ok(simulated)
+}
+
+/// Simulated DTUs for every DTU bus of company `company_id`; how many meters they carry.
+async fn simulate_dtus(
     pool: &PgPool,
     company_id: i64,
     target: SocketAddr,

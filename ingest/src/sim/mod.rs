@@ -1,11 +1,12 @@
-//! The field simulator (library + `powertab simulate`): meters with realistic consumption, and
-//! DTUs that dial in to ingest like real ones (registration, heartbeats, RS485 wire time at the
-//! bus's baud rate, meter turnaround), with faults on demand.
+//! The field simulator (library + `powertab simulate`): meters with realistic consumption, DTUs
+//! that dial in to ingest like real ones (registration, heartbeats, RS485 wire time at the bus's
+//! baud rate, meter turnaround) with faults on demand, Modbus-TCP gateways, and MQTT gateways.
 
 pub mod dtu;
 pub mod field;
 pub mod meter;
 pub mod modbus_gateway;
+pub mod mqtt_gateway;
 
 pub use dtu::{DtuFaults, SimBus, SimDtu};
 pub use meter::{SimMeter, SimModel};

@@ -2,6 +2,7 @@
 //! database: migrate (twice: idempotent), onboard a company, create platform staff and a company
 //! admin, list companies.
 
+use powertab_core::auth::Secret;
 use powertab_testkit::TestDb;
 use std::process::Command;
 
@@ -153,10 +154,13 @@ async fn the_demo_prepares_a_property_with_every_role_and_can_run_again() {
 
 #[tokio::test]
 async fn the_demo_building_is_simulated_and_every_meter_is_read() {
+    // The DTU dials in to our DTU port; the MQTT gateway logs in to a broker with dynamic
+    // security, as infra/services.sh starts it, with the credential ingest provisioned there.
     let db = TestDb::new().await;
     powertab_server::demo::prepare(&db.pool)
         .await
         .expect("demo data");
+    let broker = powertab_testkit::broker::Broker::with_dynamic_security().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let target = listener.local_addr().unwrap();
     let (writer, _task) = powertab_ingest::writer::Writer::start(db.pool.clone());
@@ -166,20 +170,61 @@ async fn the_demo_building_is_simulated_and_every_meter_is_read() {
     tokio::spawn(powertab_ingest::dtu::serve(
         listener,
         db.pool.clone(),
-        writer,
+        writer.clone(),
         config,
     ));
-    let simulated = powertab_ingest::sim::field::simulate_company(&db.pool, 1, target)
-        .await
-        .expect("simulated field");
-    assert_eq!(simulated, 6);
-    let all_read = powertab_testkit::wait_until(std::time::Duration::from_secs(30), || async {
-        let read: i64 = sqlx::query_scalar("select count(*) from c_1.meter_latest")
-            .fetch_one(&db.pool)
+    let (username, password) = broker.admin.clone().unwrap();
+    let mqtt = powertab_ingest::mqtt::client::MqttConfig {
+        host: "127.0.0.1".into(),
+        port: broker.port,
+        client_id: "powertab-demo-test".into(),
+        username,
+        password,
+    };
+    let secret = Secret::new(crate::helpers::TEST_GATEWAY_SECRET);
+    tokio::spawn(powertab_ingest::mqtt::provision::run(
+        mqtt.clone(),
+        db.pool.clone(),
+        secret.clone(),
+    ));
+    tokio::spawn(powertab_ingest::mqtt::client::serve(
+        mqtt,
+        db.pool.clone(),
+        writer,
+        powertab_ingest::commands::Dispatch::default(),
+    ));
+    let mqtt_target = powertab_ingest::sim::field::MqttTarget {
+        host: "127.0.0.1".into(),
+        port: broker.port,
+        secret,
+    };
+    let simulated =
+        powertab_ingest::sim::field::simulate_company(&db.pool, 1, target, Some(&mqtt_target))
             .await
-            .unwrap();
-        read == 6
+            .expect("simulated field");
+    assert_eq!(simulated, 6);
+    let read_by = |kind: &'static str| {
+        let pool = db.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "select count(*) from c_1.meter_latest l join c_1.meters m on m.id = l.meter_id
+                 join c_1.buses b on b.id = m.bus_id join c_1.gateways g on g.id = b.gateway_id
+                 where g.kind = $1",
+            )
+            .bind(kind)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    let all_read = powertab_testkit::wait_until(std::time::Duration::from_secs(40), || async {
+        read_by("dtu").await == 3 && read_by("mqtt").await == 3
     })
     .await;
-    assert!(all_read, "every demo meter has a reading");
+    assert!(
+        all_read,
+        "every demo meter has a reading: {} by the DTU, {} by MQTT",
+        read_by("dtu").await,
+        read_by("mqtt").await
+    );
 }
