@@ -95,7 +95,8 @@ async fn generation_of(conn: &mut PgConnection, id: Uuid) -> CoreResult<(String,
     }
 }
 
-/// Shows gateway `id`'s credential to someone who may change settings; every look is audited.
+/// Shows gateway `id`'s credential to someone who may change settings; looks are audited (one
+/// entry per person and credential within five minutes).
 pub async fn show(
     conn: &mut PgConnection,
     principal: &Principal,
@@ -106,6 +107,28 @@ pub async fn show(
     let (identity, generation) = generation_of(conn, id).await?;
     principal.require(Need::Act(Right::Settings))?;
     let secret = check_secret(secret)?;
+    // One entry per person, gateway and generation within a few minutes: a page that is
+    // reloaded (or rendered in two passes at once) is one look. The lock makes a second,
+    // simultaneous look wait for the first one's entry.
+    sqlx::query(
+        "select pg_advisory_xact_lock(hashtextextended('gateway.credential_view:' || $1, 0))",
+    )
+    .bind(id.to_string())
+    .execute(&mut *conn)
+    .await?;
+    let seen: bool = sqlx::query_scalar(
+        "select exists (select 1 from audit_log where action = 'gateway.credential_view'
+             and target_id = $1 and actor_id is not distinct from $2 and after = $3
+             and at > now() - interval '5 minutes')",
+    )
+    .bind(id.to_string())
+    .bind(principal.user_id)
+    .bind(serde_json::json!({ "generation": generation }))
+    .fetch_one(&mut *conn)
+    .await?;
+    if seen {
+        return Ok(credential(secret, id, identity, generation));
+    }
     audit::record(
         conn,
         principal,

@@ -106,7 +106,16 @@ async fn mqtt_gateways_get_a_derived_credential_that_admins_can_look_up_and_rota
         .filter_map(|e| e["action"].as_str())
         .filter(|a| a.starts_with("gateway.credential"))
         .collect();
-    assert_eq!(actions.len(), 4, "{actions:?}");
+    // Two looks at generation 1 within minutes are one entry.
+    assert_eq!(
+        actions,
+        [
+            "gateway.credential_view",
+            "gateway.credential_rotate",
+            "gateway.credential_view"
+        ],
+        "{actions:?}"
+    );
     assert!(
         !audit.to_string().contains(&expected),
         "the audit never holds the password"

@@ -547,3 +547,64 @@ async fn the_readings_page_filters_by_date_and_flag() {
         1
     );
 }
+
+#[tokio::test]
+async fn an_mqtt_gateway_page_shows_its_login_on_request_and_issues_a_new_one() {
+    let app = spawn_app().await;
+    let (client, csrf) = logged_in(&app).await;
+    let (status, location) = post_form(
+        &app,
+        &client,
+        "/gateways",
+        "/sfn/gateway_create",
+        &[
+            ("csrf", &csrf),
+            ("identity", "mqtt-web-1"),
+            ("kind", "mqtt"),
+            ("buses[0][number]", "1"),
+            ("buses[0][protocol]", "modbus_rtu"),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::FOUND);
+    assert!(location.contains("credential=show"), "{location}");
+    let gateway_id = id_in(&location, "/gateways/");
+    let expected = powertab_core::gateway_credential::derive(
+        &powertab_core::auth::Secret::new(crate::helpers::TEST_GATEWAY_SECRET),
+        gateway_id.parse().unwrap(),
+        "mqtt-web-1",
+        1,
+    );
+    // Right after saving, the installer sees the login to configure the gateway with.
+    let shown = page(&app, &client, &location).await;
+    assert!(shown.contains("mqtt-login") && shown.contains(&expected));
+    // Otherwise the page offers it without showing it.
+    let plain = page(&app, &client, &format!("/gateways/{gateway_id}")).await;
+    assert!(plain.contains("mqtt-show") && !plain.contains(&expected));
+
+    let (status, location) = post_form(
+        &app,
+        &client,
+        &format!("/gateways/{gateway_id}"),
+        "/sfn/gateway_credential_rotate",
+        &[("csrf", &csrf), ("id", &gateway_id)],
+    )
+    .await;
+    assert_eq!(status, StatusCode::FOUND);
+    assert!(location.contains("credential_rotated"), "{location}");
+    let rotated = page(&app, &client, &location).await;
+    let second = powertab_core::gateway_credential::derive(
+        &powertab_core::auth::Secret::new(crate::helpers::TEST_GATEWAY_SECRET),
+        gateway_id.parse().unwrap(),
+        "mqtt-web-1",
+        2,
+    );
+    assert!(rotated.contains(&second) && !rotated.contains(&expected));
+    let looks: i64 = sqlx::query_scalar(
+        "select count(*) from c_1.audit_log where action like 'gateway.credential%'",
+    )
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(looks, 3, "two looks and a rotation are audited");
+}
