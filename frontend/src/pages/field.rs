@@ -6,7 +6,7 @@ use super::fleet::{age_text, refresh_tick, REFRESH_SECONDS};
 use super::{query_param, query_string};
 use crate::api::{
     gateway_credential, get_gateway, get_meter, get_meter_live, list_gateways, list_meters,
-    BusView, GatewayView, MeterDetailView, MeterListView,
+    BusView, GatewayView, MeterDetailView, MeterListView, MqttCredentialView,
 };
 use crate::app::use_lang;
 use crate::components::{Csrf, Layout};
@@ -204,6 +204,24 @@ pub fn GatewayPage() -> impl IntoView {
         move || params.read().get("id").unwrap_or_default(),
         get_gateway,
     );
+    // Made here, outside the suspense, so the page's render passes share one look at the
+    // credential (each look is audited).
+    let show = query_param("credential");
+    let credential: CredentialResource = Resource::new(
+        move || {
+            (
+                params.read().get("id").unwrap_or_default(),
+                show() == "show",
+            )
+        },
+        |(id, show)| async move {
+            if show {
+                Some(gateway_credential(id).await)
+            } else {
+                None
+            }
+        },
+    );
     view! {
         <Layout page=move |s| view! {
             <p><a href="/gateways">{tr(lang, "gateways.title")}</a></p>
@@ -212,7 +230,7 @@ pub fn GatewayPage() -> impl IntoView {
                     let s = s.clone();
                     Suspend::new(async move {
                         match gateway.await {
-                            Ok(g) => view! { <GatewayDetail g csrf=s.csrf.clone() can_change=s.can_settings/> }.into_any(),
+                            Ok(g) => view! { <GatewayDetail g csrf=s.csrf.clone() can_change=s.can_settings credential/> }.into_any(),
                             Err(_) => not_found(),
                         }
                     })
@@ -223,7 +241,12 @@ pub fn GatewayPage() -> impl IntoView {
 }
 
 #[component]
-fn GatewayDetail(g: GatewayView, csrf: String, can_change: bool) -> impl IntoView {
+fn GatewayDetail(
+    g: GatewayView,
+    csrf: String,
+    can_change: bool,
+    credential: CredentialResource,
+) -> impl IntoView {
     let lang = use_lang();
     let suspended = g.status == "suspended";
     view! {
@@ -235,7 +258,7 @@ fn GatewayDetail(g: GatewayView, csrf: String, can_change: bool) -> impl IntoVie
             <dt>{tr(lang, "gateways.heartbeat")}</dt><dd class="mono">{g.heartbeat_hex.clone()}</dd>
         </dl>
         {g.credential_generation.map(|generation| view! {
-            <MqttLogin id=g.id.clone() identity=g.identity.clone() generation csrf=csrf.clone() can_change/>
+            <MqttLogin id=g.id.clone() identity=g.identity.clone() generation csrf=csrf.clone() can_change credential/>
         })}
         <h2>{tr(lang, "gateways.buses")}</h2>
         {if can_change {
@@ -277,6 +300,9 @@ fn GatewayDetail(g: GatewayView, csrf: String, can_change: bool) -> impl IntoVie
     }
 }
 
+/// The MQTT login of the gateway page: `None` unless the URL asks with `credential=show`.
+type CredentialResource = Resource<Option<Result<MqttCredentialView, ServerFnError>>>;
+
 /// An MQTT gateway's broker login. The password is fetched (and the look audited) only when the
 /// URL asks for it with `credential=show`, so it never sits in a page nobody asked to see.
 #[component]
@@ -286,20 +312,9 @@ fn MqttLogin(
     generation: i32,
     csrf: String,
     can_change: bool,
+    credential: CredentialResource,
 ) -> impl IntoView {
     let lang = use_lang();
-    let show = query_param("credential");
-    let credential_id = id.clone();
-    let credential = Resource::new(
-        move || (credential_id.clone(), show() == "show"),
-        |(id, show)| async move {
-            if show {
-                Some(gateway_credential(id).await)
-            } else {
-                None
-            }
-        },
-    );
     let show_href = format!("/gateways/{id}?credential=show");
     view! {
         <h2>{tr(lang, "gateways.mqtt_login")}</h2>
