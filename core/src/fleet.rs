@@ -43,6 +43,8 @@ pub struct MeterStatus {
     pub meter_number: String,
     pub gateway_identity: String,
     pub shop_id: Option<Uuid>,
+    /// "Building · number name" of the meter's shop, empty without one.
+    pub shop: String,
     pub read_at: Option<DateTime<Utc>>,
     /// Seconds since the newest reading; none without readings.
     pub age_s: Option<i64>,
@@ -59,13 +61,40 @@ pub struct MeterStatus {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Fleet {
+    /// The gateways (with `problems`: the offline ones).
     pub gateways: Vec<GatewayStatus>,
+    /// One page of the meters that match, problems first: stale ones (never read first, then
+    /// the oldest reading), then by gateway, bus and address.
     pub meters: Vec<MeterStatus>,
-    pub meters_stale: usize,
+    /// Active meters in all, stale ones, and those matching the filter.
+    pub meters_total: i64,
+    pub meters_stale: i64,
+    pub meters_matching: i64,
+    /// Gateways in use in all, and offline ones (whatever the filter).
+    pub gateways_total: usize,
     pub gateways_offline: usize,
     /// Open field alarms, newest first.
     pub alarms: Vec<FieldAlarm>,
 }
+
+/// Which part of the fleet to show. A company with thousands of meters looks at its problems
+/// and pages through the rest.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct FleetFilter {
+    /// Only meters with a problem (stale, failing polls, alarms) and offline gateways.
+    #[serde(default)]
+    pub problems: bool,
+    /// Part of a meter number, gateway identity or shop number.
+    #[serde(default)]
+    pub q: Option<String>,
+    /// Meters per page, 1 to 5,000 (default 500).
+    pub limit: Option<i64>,
+    #[serde(default)]
+    pub offset: Option<i64>,
+}
+
+/// Default meters per fleet page.
+pub const FLEET_PAGE_DEFAULT: i64 = 500;
 
 /// A stale meter or an offline gateway, raised by ingest against the company's limits.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -114,9 +143,108 @@ pub async fn field_alarms(
     .collect()
 }
 
-/// Gateways and active meters with their live state.
-pub async fn fleet(conn: &mut PgConnection, principal: &Principal) -> CoreResult<Fleet> {
+/// Gateways and a page of active meters with their live state.
+pub async fn fleet(
+    conn: &mut PgConnection,
+    principal: &Principal,
+    filter: &FleetFilter,
+) -> CoreResult<Fleet> {
     principal.require_read_company()?;
+    let limit = filter.limit.unwrap_or(FLEET_PAGE_DEFAULT);
+    if !(1..=5_000).contains(&limit) {
+        return Err(CoreError::field("limit", "1 to 5,000"));
+    }
+    let offset = filter.offset.unwrap_or(0);
+    if offset < 0 {
+        return Err(CoreError::field("offset", "0 or more"));
+    }
+    let q = filter.q.as_deref().map(str::trim).unwrap_or("");
+    let mut gateways = gateway_statuses(conn).await?;
+    let gateways_offline = gateways.iter().filter(|g| !g.online).count();
+    let gateways_total = gateways.len();
+    if filter.problems {
+        gateways.retain(|g| !g.online);
+    }
+    if !q.is_empty() {
+        let needle = q.to_lowercase();
+        gateways.retain(|g| g.identity.to_lowercase().contains(&needle));
+    }
+    let (meters_total, meters_stale): (i64, i64) = sqlx::query_as(&format!(
+        "select count(*), count(*) filter (where l.read_at is null or l.read_at < now() - interval '{STALE_AFTER_S} seconds')
+         from meters m left join meter_latest l on l.meter_id = m.id where m.status = 'active'"
+    ))
+    .fetch_one(&mut *conn)
+    .await?;
+    let now = Utc::now();
+    let rows = sqlx::query(&format!(
+        "with live as (
+             select m.id, m.meter_number, g.identity, m.shop_id, b.number as bus, m.address,
+                    coalesce(bl.name || ' · ' || s.number || ' ' || s.name, '') as shop,
+                    l.read_at, l.energy_wh, l.power_w, l.remaining_fen, l.relay_closed,
+                    coalesce(l.alarms, '{{}}') as alarms,
+                    coalesce(p.consecutive_failures, 0) as consecutive_failures,
+                    coalesce(p.last_error, '') as last_error,
+                    (l.read_at is null or l.read_at < now() - interval '{STALE_AFTER_S} seconds') as stale
+             from meters m join buses b on b.id = m.bus_id join gateways g on g.id = b.gateway_id
+             left join shops s on s.id = m.shop_id left join buildings bl on bl.id = s.building_id
+             left join meter_latest l on l.meter_id = m.id left join meter_polls p on p.meter_id = m.id
+             where m.status = 'active')
+         select *, count(*) over () as matching from live
+         where (not $1 or stale or consecutive_failures > 0 or cardinality(alarms) > 0)
+           and ($2 = '' or strpos(lower(meter_number), lower($2)) > 0 or strpos(lower(identity), lower($2)) > 0
+                or strpos(lower(shop), lower($2)) > 0)
+         order by stale desc, read_at nulls first, identity, bus, address
+         limit $3 offset $4"
+    ))
+    .bind(filter.problems)
+    .bind(q)
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(&mut *conn)
+    .await?;
+    let meters_matching = match rows.first() {
+        Some(r) => r.try_get("matching")?,
+        None => 0,
+    };
+    let meters = rows
+        .into_iter()
+        .map(|r| {
+            let read_at: Option<DateTime<Utc>> = r.try_get("read_at")?;
+            let age_s = read_at.map(|t| (now - t).num_seconds().max(0));
+            Ok(MeterStatus {
+                id: r.try_get("id")?,
+                meter_number: r.try_get("meter_number")?,
+                gateway_identity: r.try_get("identity")?,
+                shop_id: r.try_get("shop_id")?,
+                shop: r.try_get("shop")?,
+                read_at,
+                age_s,
+                stale: r.try_get("stale")?,
+                energy_wh: r.try_get("energy_wh")?,
+                power_w: r.try_get("power_w")?,
+                remaining_fen: r.try_get("remaining_fen")?,
+                relay_closed: r.try_get("relay_closed")?,
+                alarms: r.try_get("alarms")?,
+                consecutive_failures: r.try_get("consecutive_failures")?,
+                last_error: r.try_get("last_error")?,
+            })
+        })
+        .collect::<CoreResult<Vec<MeterStatus>>>()?;
+    let alarms = field_alarms(conn, principal, false).await?;
+    Ok(Fleet {
+        alarms,
+        gateways_total,
+        gateways_offline,
+        meters_total,
+        meters_stale,
+        meters_matching,
+        gateways,
+        meters,
+    })
+}
+
+/// Every gateway in use with each bus's session.
+async fn gateway_statuses(conn: &mut PgConnection) -> CoreResult<Vec<GatewayStatus>> {
     let bus_rows = sqlx::query(
         "select g.id, g.identity, g.name, g.kind, g.status, b.number,
                 coalesce(s.online, false) as online, coalesce(s.peer, '') as peer, s.last_seen_at
@@ -151,47 +279,7 @@ pub async fn fleet(conn: &mut PgConnection, principal: &Principal) -> CoreResult
     for g in &mut gateways {
         g.online = g.buses.iter().all(|b| b.online);
     }
-    let now = Utc::now();
-    let meters = sqlx::query(
-        "select m.id, m.meter_number, g.identity, m.shop_id, l.read_at, l.energy_wh, l.power_w, l.remaining_fen,
-                l.relay_closed, coalesce(l.alarms, '{}') as alarms,
-                coalesce(p.consecutive_failures, 0) as consecutive_failures, coalesce(p.last_error, '') as last_error
-         from meters m join buses b on b.id = m.bus_id join gateways g on g.id = b.gateway_id
-         left join meter_latest l on l.meter_id = m.id left join meter_polls p on p.meter_id = m.id
-         where m.status = 'active' order by g.identity, b.number, m.address limit 20000",
-    )
-    .fetch_all(&mut *conn)
-    .await?
-    .into_iter()
-    .map(|r| {
-        let read_at: Option<DateTime<Utc>> = r.try_get("read_at")?;
-        let age_s = read_at.map(|t| (now - t).num_seconds().max(0));
-        Ok(MeterStatus {
-            id: r.try_get("id")?,
-            meter_number: r.try_get("meter_number")?,
-            gateway_identity: r.try_get("identity")?,
-            shop_id: r.try_get("shop_id")?,
-            read_at,
-            age_s,
-            stale: age_s.is_none_or(|a| a > STALE_AFTER_S),
-            energy_wh: r.try_get("energy_wh")?,
-            power_w: r.try_get("power_w")?,
-            remaining_fen: r.try_get("remaining_fen")?,
-            relay_closed: r.try_get("relay_closed")?,
-            alarms: r.try_get("alarms")?,
-            consecutive_failures: r.try_get("consecutive_failures")?,
-            last_error: r.try_get("last_error")?,
-        })
-    })
-    .collect::<CoreResult<Vec<MeterStatus>>>()?;
-    let alarms = field_alarms(conn, principal, false).await?;
-    Ok(Fleet {
-        alarms,
-        gateways_offline: gateways.iter().filter(|g| !g.online).count(),
-        meters_stale: meters.iter().filter(|m| m.stale).count(),
-        gateways,
-        meters,
-    })
+    Ok(gateways)
 }
 
 /// One stored reading.

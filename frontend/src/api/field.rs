@@ -382,8 +382,15 @@ pub struct FleetMeter {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct FleetView {
     pub gateways: Vec<FleetGateway>,
+    /// One page of the matching meters, problems first.
     pub meters: Vec<FleetMeter>,
-    pub meters_stale: usize,
+    pub meters_total: i64,
+    pub meters_stale: i64,
+    pub meters_matching: i64,
+    /// Where this page starts among the matching meters, and its size.
+    pub offset: i64,
+    pub page_size: i64,
+    pub gateways_total: usize,
     pub gateways_offline: usize,
     /// (registration as text or hex, last seen, last source address, attempts)
     pub unclaimed: Vec<(String, String, String, i64)>,
@@ -393,9 +400,15 @@ pub struct FleetView {
     pub alarms: Vec<(String, String, String, String)>,
 }
 
+/// The fleet page's data: `problems` non-empty keeps problems only, `q` searches, `offset`
+/// pages (all from the page's URL).
 #[server(prefix = "/sfn", endpoint = "fleet")]
-pub async fn get_fleet() -> Result<FleetView, ServerFnError> {
-    crate::server::field::get_fleet().await
+pub async fn get_fleet(
+    problems: String,
+    q: String,
+    offset: String,
+) -> Result<FleetView, ServerFnError> {
+    crate::server::field::get_fleet(problems, q, offset).await
 }
 
 /// The live part of a meter's page.

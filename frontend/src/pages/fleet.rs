@@ -7,6 +7,7 @@ use crate::api::{get_fleet, FleetView};
 use crate::app::use_lang;
 use crate::components::Layout;
 use crate::i18n::tr;
+use crate::pages::{query_param, query_string};
 use leptos::prelude::*;
 
 pub const REFRESH_SECONDS: u64 = 10;
@@ -42,23 +43,40 @@ pub fn age_text(age_s: Option<i64>) -> String {
 pub fn FleetPage() -> impl IntoView {
     let lang = use_lang();
     let tick = refresh_tick(REFRESH_SECONDS);
-    let fleet = Resource::new(move || tick.get(), |_| get_fleet());
+    let (problems, q, offset) = (
+        query_param("problems"),
+        query_param("q"),
+        query_param("offset"),
+    );
+    let key = (problems.clone(), q.clone());
+    let fleet = Resource::new(
+        move || (tick.get(), key.0(), key.1(), offset()),
+        |(_, problems, q, offset)| get_fleet(problems, q, offset),
+    );
     view! {
-        <Layout page=move |_s| view! {
-            <h1>{tr(lang, "fleet.title")}</h1>
-            <Transition fallback=|| ()>
-                {move || Suspend::new(async move {
-                    match fleet.await {
-                        Ok(f) => view! { <FleetBody f/> }.into_any(),
-                        Err(_) => view! { <p class="flash error">{tr(lang, "error.not_found")}</p> }.into_any(),
-                    }
-                })}
-            </Transition>
-        }.into_any()/>
+        <Layout page=move |_s| {
+            let (problems, q) = (problems.clone(), q.clone());
+            view! {
+                <h1>{tr(lang, "fleet.title")}</h1>
+                <form method="get" action="/fleet" class="filters" id="fleet-filter">
+                    <input name="q" value=q() placeholder=tr(lang, "fleet.search") aria-label=tr(lang, "fleet.search")/>
+                    <label class="check"><input type="checkbox" name="problems" value="1" checked=!problems().is_empty()/>{tr(lang, "fleet.problems_only")}</label>
+                    <button type="submit" class="secondary">{tr(lang, "common.search")}</button>
+                </form>
+                <Transition fallback=|| ()>
+                    {move || Suspend::new(async move {
+                        match fleet.await {
+                            Ok(f) => view! { <FleetBody f/> }.into_any(),
+                            Err(_) => view! { <p class="flash error">{tr(lang, "error.not_found")}</p> }.into_any(),
+                        }
+                    })}
+                </Transition>
+            }.into_any()
+        }/>
     }
 }
 
-fn status_class(problems: usize) -> &'static str {
+fn status_class(problems: i64) -> &'static str {
     if problems > 0 {
         "bad"
     } else {
@@ -69,17 +87,30 @@ fn status_class(problems: usize) -> &'static str {
 #[component]
 fn FleetBody(f: FleetView) -> impl IntoView {
     let lang = use_lang();
-    let mut meters = f.meters.clone();
-    // Stale meters first, then the oldest readings.
-    meters.sort_by_key(|m| (!m.stale, std::cmp::Reverse(m.age_s.unwrap_or(i64::MAX))));
+    // The server orders problems first: stale meters (never read, then the oldest reading).
+    let meters = f.meters.clone();
+    let (problems, q) = (query_param("problems"), query_param("q"));
+    let page_link = move |offset: i64| {
+        format!(
+            "/fleet?{}",
+            query_string(&[
+                ("problems", &problems()),
+                ("q", &q()),
+                ("offset", &offset.to_string())
+            ])
+        )
+    };
+    let shown_to = f.offset + f.meters.len() as i64;
+    let previous = (f.offset > 0).then(|| page_link((f.offset - f.page_size).max(0)));
+    let next = (shown_to < f.meters_matching).then(|| page_link(shown_to));
     view! {
         <p class="summary" id="fleet-summary">
-            <span class=status_class(f.gateways_offline)>
-                {tr(lang, "fleet.gateways_offline")} ": " {f.gateways_offline} " / " {f.gateways.len()}
+            <span class=status_class(f.gateways_offline as i64)>
+                {tr(lang, "fleet.gateways_offline")} ": " {f.gateways_offline} " / " {f.gateways_total}
             </span>
             " · "
             <span class=status_class(f.meters_stale)>
-                {tr(lang, "fleet.meters_stale")} ": " {f.meters_stale} " / " {f.meters.len()}
+                {tr(lang, "fleet.meters_stale")} ": " {f.meters_stale} " / " {f.meters_total}
             </span>
             " · " <small class="muted">{tr(lang, "fleet.as_of")} " " {f.as_of.clone()} " "</small>
             <a href="/fleet">{tr(lang, "fleet.refresh")}</a>
@@ -103,6 +134,12 @@ fn FleetBody(f: FleetView) -> impl IntoView {
             }).collect_view()}
         </ul>
         <h2>{tr(lang, "meters.title")}</h2>
+        <p class="muted" id="fleet-range">
+            {tr(lang, "fleet.showing")} " " {if f.meters.is_empty() { 0 } else { f.offset + 1 }} "–" {shown_to}
+            " / " {f.meters_matching}
+            {previous.map(|href| view! { " · " <a href=href rel="prev">{tr(lang, "common.previous_page")}</a> })}
+            {next.map(|href| view! { " · " <a href=href rel="next" id="fleet-next">{tr(lang, "common.next_page")}</a> })}
+        </p>
         <div class="table-wrap">
             <table id="fleet-meters">
                 <thead><tr>

@@ -628,13 +628,25 @@ fn kwh(wh: Option<i64>) -> String {
     wh.map(format_wh_as_kwh).unwrap_or_default()
 }
 
-pub async fn get_fleet() -> Result<crate::api::FleetView, ServerFnError> {
-    use powertab_core::fleet;
+pub async fn get_fleet(
+    problems: String,
+    q: String,
+    offset: String,
+) -> Result<crate::api::FleetView, ServerFnError> {
+    use powertab_core::fleet::{self, FleetFilter, FLEET_PAGE_DEFAULT};
     let (principal, mut tx) = read_session().await?;
     let tz = company_tz(&principal);
-    let mut f = fleet::fleet(&mut tx, &principal).await.map_err(read_err)?;
+    let offset = offset.trim().parse::<i64>().unwrap_or(0).max(0);
+    let filter = FleetFilter {
+        problems: !problems.is_empty(),
+        q: non_empty(q),
+        limit: Some(FLEET_PAGE_DEFAULT),
+        offset: Some(offset),
+    };
+    let mut f = fleet::fleet(&mut tx, &principal, &filter)
+        .await
+        .map_err(read_err)?;
     let alarms = std::mem::take(&mut f.alarms);
-    let names = names(&mut tx, &principal).await?;
     let unclaimed = fleet::unclaimed(&mut tx, &principal)
         .await
         .map_err(read_err)?
@@ -679,10 +691,7 @@ pub async fn get_fleet() -> Result<crate::api::FleetView, ServerFnError> {
                 id: m.id.to_string(),
                 meter_number: m.meter_number,
                 gateway: m.gateway_identity,
-                shop: m
-                    .shop_id
-                    .and_then(|s| names.shops.get(&s).cloned())
-                    .unwrap_or_default(),
+                shop: m.shop,
                 age_s: m.age_s,
                 stale: m.stale,
                 energy_kwh: kwh(m.energy_wh),
@@ -694,6 +703,11 @@ pub async fn get_fleet() -> Result<crate::api::FleetView, ServerFnError> {
             })
             .collect(),
         meters_stale: f.meters_stale,
+        meters_total: f.meters_total,
+        meters_matching: f.meters_matching,
+        offset,
+        page_size: FLEET_PAGE_DEFAULT,
+        gateways_total: f.gateways_total,
         gateways_offline: f.gateways_offline,
         unclaimed,
         as_of: local_time(chrono::Utc::now(), &tz),

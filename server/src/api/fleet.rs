@@ -11,7 +11,8 @@ use axum::response::Response;
 use axum::Json;
 use powertab_core::commands::{self, Command};
 use powertab_core::fleet::{
-    self, DailyEnergy, FieldAlarm, Fleet, HourlyEnergy, Reading, ReadingFilter, Unclaimed,
+    self, DailyEnergy, FieldAlarm, Fleet, FleetFilter, HourlyEnergy, Reading, ReadingFilter,
+    Unclaimed,
 };
 use powertab_core::roles::{Need, Right};
 use serde::Deserialize;
@@ -32,12 +33,18 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_command))
 }
 
-/// Gateways (each bus online or offline, last heard) and active meters (age of the newest
-/// reading, stale beyond 90 s, relay, power, remaining amount, alarms, failing polls).
+/// Gateways (each bus online or offline, last heard) and a page of active meters (age of the
+/// newest reading, stale beyond 90 s, relay, power, remaining amount, alarms, failing polls),
+/// problems first. `problems=true` keeps only meters with a problem and offline gateways; `q`
+/// searches meter numbers, gateway identities and shops; `limit` (≤ 5,000, default 500) and
+/// `offset` page; `meters_total`, `meters_stale` and `meters_matching` count.
 #[utoipa::path(get, path = "/api/v1/fleet", tag = "fleet", responses((status = 200, body = Fleet)))]
-async fn get_fleet(mut session: Session) -> ApiResult<Json<Fleet>> {
+async fn get_fleet(
+    mut session: Session,
+    ApiQuery(filter): ApiQuery<FleetFilter>,
+) -> ApiResult<Json<Fleet>> {
     Ok(Json(
-        fleet::fleet(&mut session.tx, &session.principal).await?,
+        fleet::fleet(&mut session.tx, &session.principal, &filter).await?,
     ))
 }
 

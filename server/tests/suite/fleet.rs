@@ -89,6 +89,42 @@ async fn the_fleet_shows_reading_ages_and_a_meter_its_history() {
     assert_eq!(fleet["meters_stale"], 1);
     assert_eq!(
         (
+            fleet["meters_total"].clone(),
+            fleet["meters_matching"].clone()
+        ),
+        (json!(2), json!(2))
+    );
+    assert_eq!(
+        meters[0]["meter_number"], "1002",
+        "problems first: the never-read meter leads"
+    );
+
+    // Big companies look at their problems and page through the rest.
+    let (_, problems) = app.get("/api/v1/fleet?problems=true", &admin).await;
+    let numbers: Vec<&str> = problems["meters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["meter_number"].as_str().unwrap())
+        .collect();
+    // 1001 is fresh and well (its alarmed reading was a reset, flagged and not its state).
+    assert_eq!(numbers, ["1002"]);
+    let (_, page) = app.get("/api/v1/fleet?limit=1&offset=1", &admin).await;
+    assert_eq!(
+        (
+            page["meters"].as_array().unwrap().len(),
+            page["meters"][0]["meter_number"].clone(),
+            page["meters_matching"].clone()
+        ),
+        (1, json!("1001"), json!(2))
+    );
+    let (_, found) = app.get("/api/v1/fleet?q=1001", &admin).await;
+    assert_eq!(found["meters_matching"], 1);
+    assert_eq!(found["meters"][0]["meter_number"], "1001");
+    let (status, _) = app.get("/api/v1/fleet?limit=0", &admin).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        (
             fleet["gateways_offline"].clone(),
             fleet["gateways"][0]["buses"][0]["online"].clone()
         ),
