@@ -111,6 +111,15 @@ pub struct FieldAlarm {
     pub detail: String,
 }
 
+/// How many field alarms are open (for the header of every page).
+pub async fn open_alarm_count(conn: &mut PgConnection) -> CoreResult<i64> {
+    Ok(
+        sqlx::query_scalar("select count(*) from field_alarms where cleared_at is null")
+            .fetch_one(conn)
+            .await?,
+    )
+}
+
 /// Field alarms, newest first: the open ones, or with `all` also the last 500 cleared.
 pub async fn field_alarms(
     conn: &mut PgConnection,

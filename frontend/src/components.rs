@@ -59,6 +59,11 @@ fn Header(session: SessionView) -> impl IntoView {
         <header class="top">
             <a class="brand" href="/">{tr(lang, "app.name")}</a>
             <nav>
+                {(staff && session.field_alarms_open > 0).then(|| view! {
+                    <a href="/fleet?problems=1" class="alarm-badge" id="field-alarm-badge">
+                        "⚠ " {session.field_alarms_open} " " {tr(lang, "nav.field_alarms")}
+                    </a>
+                })}
                 <a href="/">{tr(lang, "nav.home")}</a>
                 {platform_nav.then(|| view! {
                     <a href="/platform/companies">{tr(lang, "nav.companies")}</a>

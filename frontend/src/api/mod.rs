@@ -29,6 +29,8 @@ pub struct SessionView {
     pub can_write_platform: bool,
     /// May change the property setup (admins, operators with the `settings` right).
     pub can_settings: bool,
+    /// Company staff: open field alarms (stale meters, offline gateways), shown in the header.
+    pub field_alarms_open: i64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

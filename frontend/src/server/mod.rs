@@ -237,10 +237,21 @@ fn company_tz(principal: &Principal) -> String {
 // Reads
 
 pub async fn session_view() -> Result<Option<SessionView>, ServerFnError> {
-    let Some((principal, _tx)) = session().await? else {
+    let Some((principal, mut tx)) = session().await? else {
         return Ok(None);
     };
     let csrf = request_cookie(CSRF_COOKIE).unwrap_or_default();
+    // Company staff see open field alarms on every page, not only on the fleet page.
+    let field_alarms_open = if principal.company.is_some() && principal.role != Role::ShopTenant {
+        powertab_core::fleet::open_alarm_count(&mut tx)
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "counting field alarms failed");
+                0
+            })
+    } else {
+        0
+    };
     Ok(Some(SessionView {
         username: principal.username.clone(),
         display_name: principal.display_name.clone(),
@@ -254,6 +265,7 @@ pub async fn session_view() -> Result<Option<SessionView>, ServerFnError> {
         can_export: principal.can(Need::Act(Right::Export)) || principal.role.is_platform(),
         can_write_platform: principal.role == Role::PlatformAdmin,
         can_settings: principal.can(Need::Act(Right::Settings)),
+        field_alarms_open,
     }))
 }
 

@@ -608,3 +608,29 @@ async fn an_mqtt_gateway_page_shows_its_login_on_request_and_issues_a_new_one() 
     .unwrap();
     assert_eq!(looks, 3, "two looks and a rotation are audited");
 }
+
+#[tokio::test]
+async fn open_field_alarms_show_in_the_header_of_every_staff_page() {
+    let app = spawn_app().await;
+    let (client, _) = logged_in(&app).await;
+    let before = page(&app, &client, "/property").await;
+    assert!(!before.contains("field-alarm-badge"), "no alarms, no badge");
+    for kind in ["meter_stale", "gateway_offline"] {
+        sqlx::query("insert into c_1.field_alarms (id, kind, target_id) values ($1, $2, $3)")
+            .bind(uuid::Uuid::now_v7())
+            .bind(kind)
+            .bind(uuid::Uuid::now_v7())
+            .execute(&app.db.pool)
+            .await
+            .unwrap();
+    }
+    let after = page(&app, &client, "/property").await;
+    let badge = after
+        .split("id=\"field-alarm-badge\"")
+        .nth(1)
+        .expect("the badge is shown");
+    let text: String = badge.split("</a>").next().unwrap().to_owned();
+    assert!(text.contains(">2<") || text.contains(" 2 ") || text.contains("2<!"), "{text}");
+    assert!(badge.contains("现场告警"), "{text}");
+    assert!(after.contains("/fleet?problems=1"));
+}
