@@ -111,7 +111,11 @@ _pt_start_own_mosquitto() {
     cat >"$dir/mosquitto.conf" <<CONF
 listener $port 127.0.0.1
 allow_anonymous false
-persistence false
+# Readings wait here while ingest is away (its session is persistent), across a broker restart
+# too; the default queue of 1,000 messages per client would drop them.
+persistence true
+persistence_location $dir/
+max_queued_messages 100000
 plugin $plugin
 plugin_opt_config_file $dir/dynamic-security.json
 pid_file $dir/mosquitto.pid

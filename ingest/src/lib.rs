@@ -73,7 +73,9 @@ impl IngestConfig {
         Some(mqtt::client::MqttConfig {
             host: host.to_owned(),
             port,
-            client_id: format!("powertab-ingest-{}", std::process::id()),
+            // Stable, so the broker keeps the readings gateways send while ingest restarts
+            // (a persistent session; see mqtt::client).
+            client_id: "powertab-ingest".into(),
             username: self.mqtt_username.clone(),
             password: self.mqtt_password.expose().to_owned(),
         })

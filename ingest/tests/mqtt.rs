@@ -261,3 +261,91 @@ async fn commands_queued_while_mqtt_was_away_are_sent_when_it_starts() {
         (Some(command.to_string().as_str()), Some("18"))
     );
 }
+
+#[tokio::test]
+async fn readings_sent_while_ingest_was_away_arrive_when_it_is_back() {
+    let broker = Broker::start().await;
+    let field = Field::new("acme", "dtu-unused", b"UNUSED", &[]).await;
+    let meters = mqtt_gateway(&field).await;
+    let config = MqttConfig {
+        host: "127.0.0.1".into(),
+        port: broker.port,
+        client_id: "powertab-ingest".into(),
+        username: String::new(),
+        password: String::new(),
+    };
+    let (writer, _task) = Writer::start(field.db.pool.clone());
+    let start = || {
+        tokio::spawn(client::serve(
+            config.clone(),
+            field.db.pool.clone(),
+            writer.clone(),
+            Dispatch::default(),
+        ))
+    };
+    let mut options = MqttOptions::new("gw-1", "127.0.0.1", broker.port);
+    options.set_keep_alive(Duration::from_secs(5));
+    let (gw, mut events) = AsyncClient::new(options, 100);
+    tokio::spawn(async move {
+        loop {
+            if events.poll().await.is_err() {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    });
+    let reading = |total: i64| {
+        let ts = chrono::Utc::now().timestamp_millis();
+        format!(
+            r#"{{"v": 1, "readings": [{{"bus": 1, "addr": "17", "ts": {ts}, "energy_wh": {{"total": {total}}}}}]}}"#
+        )
+    };
+    let count = || async { scalar_i64(&field, "select count(*) from {s}.readings").await };
+    // Ingest is up and subscribed once a reading gets through.
+    let ingest = start();
+    let up = wait_until(Duration::from_secs(15), || async {
+        gw.publish("pt/gw-1/up/reading", QoS::AtLeastOnce, false, reading(100))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        count().await > 0
+    })
+    .await;
+    assert!(up);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = count().await;
+    // Ingest goes away (its connection drops with the task); the gateway goes on publishing.
+    ingest.abort();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for total in [200, 300] {
+        gw.publish(
+            "pt/gw-1/up/reading",
+            QoS::AtLeastOnce,
+            false,
+            reading(total),
+        )
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        count().await,
+        before,
+        "nothing is stored while ingest is away"
+    );
+    let _back = start();
+    let caught_up = wait_until(Duration::from_secs(15), || async {
+        count().await == before + 2
+    })
+    .await;
+    assert!(caught_up, "the broker kept them for ingest's session");
+    let latest = scalar_i64(
+        &field,
+        &format!(
+            "select energy_wh from {{s}}.meter_latest where meter_id = '{}'",
+            meters[0]
+        ),
+    )
+    .await;
+    assert_eq!(latest, 300);
+}

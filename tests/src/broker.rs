@@ -55,7 +55,9 @@ impl Broker {
             .port();
         let dir = std::env::temp_dir().join(format!("pt-mosquitto-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).expect("a temporary folder");
-        let mut conf = format!("listener {port} 127.0.0.1\npersistence false\n");
+        // As infra/services.sh's broker: a queue deep enough that a slow subscriber loses nothing.
+        let mut conf =
+            format!("listener {port} 127.0.0.1\npersistence false\nmax_queued_messages 100000\n");
         let mut admin = None;
         if dynsec {
             let file = dir.join("dynamic-security.json");

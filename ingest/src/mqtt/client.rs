@@ -1,5 +1,5 @@
-//! PowerTab's side of MQTT-GATEWAY.md: one client subscribed to `pt/+/up/#` (again after every
-//! reconnect), readings validated and matched to meters by (gateway, bus, addr), gateway status
+//! PowerTab's side of MQTT-GATEWAY.md: one client with a persistent session subscribed to
+//! `pt/+/up/#` (again after every reconnect), readings validated and matched to meters by (gateway, bus, addr), gateway status
 //! (with the last will) as bus sessions, acknowledgements applied once, and commands published
 //! to `pt/{gw}/down/command`. Gateways are known from `control.gateway_directory` (kind `mqtt`,
 //! enabled) and their company's buses and meters, re-read every [`RELOAD`]; anything outside
@@ -111,6 +111,11 @@ pub async fn serve(config: MqttConfig, pool: PgPool, writer: Writer, dispatch: D
         payload::MESSAGE_BYTES_MAX + 1024,
         payload::MESSAGE_BYTES_MAX + 1024,
     );
+    // A persistent session: while ingest is away (a restart, a lost connection) the broker
+    // keeps the QoS 1 readings gateways publish and delivers them when we are back, instead of
+    // dropping them. One ingest per client id; several share the load through a shared
+    // subscription (DESIGN.md: scaling).
+    options.set_clean_session(false);
     if !config.username.is_empty() {
         options.set_credentials(config.username.clone(), config.password.clone());
     }

@@ -630,7 +630,10 @@ async fn open_field_alarms_show_in_the_header_of_every_staff_page() {
         .nth(1)
         .expect("the badge is shown");
     let text: String = badge.split("</a>").next().unwrap().to_owned();
-    assert!(text.contains(">2<") || text.contains(" 2 ") || text.contains("2<!"), "{text}");
+    assert!(
+        text.contains(">2<") || text.contains(" 2 ") || text.contains("2<!"),
+        "{text}"
+    );
     assert!(badge.contains("现场告警"), "{text}");
     assert!(after.contains("/fleet?problems=1"));
 }
