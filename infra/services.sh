@@ -122,7 +122,8 @@ pid_file $dir/mosquitto.pid
 log_dest file $dir/mosquitto.log
 user $(id -un)
 CONF
-    "$exe" -d -c "$dir/mosquitto.conf" || return 1
+    # Its warnings (running as root) go to its log with the rest.
+    "$exe" -d -c "$dir/mosquitto.conf" 2>>"$dir/mosquitto.log" || return 1
     echo "$port" >"$dir/port"
     for _ in $(seq 50); do _pt_port_open "$port" && break; sleep 0.1; done
     _pt_port_open "$port" || return 1
