@@ -241,9 +241,13 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
             login.role.as_str()
         );
     }
+    let mqtt_note = match &mqtt {
+        Some(m) => format!(" or log in to the MQTT broker {}:{}", m.host, m.port),
+        None => " (no MQTT broker or gateway secret: the MQTT gateway's meters stay unread)".into(),
+    };
     println!(
-        "\n{meters} simulated meters dial in to the DTU port {target}; their readings appear \
-         within a minute.\nStop with Ctrl-C.\n"
+        "\n{meters} simulated meters dial in to the DTU port {target}{mqtt_note}; their readings \
+         appear within a minute (see /fleet).\nStop with Ctrl-C.\n"
     );
     cli::serve(config, true).await
 }
