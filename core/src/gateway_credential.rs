@@ -95,6 +95,21 @@ async fn generation_of(conn: &mut PgConnection, id: Uuid) -> CoreResult<(String,
     }
 }
 
+/// What both `show` and `rotate` check first: the gateway exists for the caller (404 before
+/// 403), is an MQTT gateway, the caller may change settings, and the platform has a secret.
+/// The gateway's identity and credential generation, and the secret.
+async fn allowed<'s>(
+    conn: &mut PgConnection,
+    principal: &Principal,
+    secret: Option<&'s Secret>,
+    id: Uuid,
+) -> CoreResult<(String, i32, &'s Secret)> {
+    principal.require_read_company()?;
+    let (identity, generation) = generation_of(conn, id).await?;
+    principal.require(Need::Act(Right::Settings))?;
+    Ok((identity, generation, check_secret(secret)?))
+}
+
 /// Shows gateway `id`'s credential to someone who may change settings; looks are audited (one
 /// entry per person and credential within five minutes).
 pub async fn show(
@@ -103,10 +118,7 @@ pub async fn show(
     secret: Option<&Secret>,
     id: Uuid,
 ) -> CoreResult<MqttCredential> {
-    principal.require_read_company()?;
-    let (identity, generation) = generation_of(conn, id).await?;
-    principal.require(Need::Act(Right::Settings))?;
-    let secret = check_secret(secret)?;
+    let (identity, generation, secret) = allowed(conn, principal, secret, id).await?;
     // One entry per person, gateway and generation within a few minutes: a page that is
     // reloaded (or rendered in two passes at once) is one look. The lock makes a second,
     // simultaneous look wait for the first one's entry.
@@ -150,10 +162,7 @@ pub async fn rotate(
     secret: Option<&Secret>,
     id: Uuid,
 ) -> CoreResult<MqttCredential> {
-    principal.require_read_company()?;
-    let (identity, before) = generation_of(conn, id).await?;
-    principal.require(Need::Act(Right::Settings))?;
-    let secret = check_secret(secret)?;
+    let (identity, before, secret) = allowed(conn, principal, secret, id).await?;
     let after: i32 = sqlx::query_scalar(
         "update control.gateway_directory set mqtt_credential_gen = mqtt_credential_gen + 1
          where gateway_id = $1 returning mqtt_credential_gen",

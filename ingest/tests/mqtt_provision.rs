@@ -86,6 +86,36 @@ async fn admin(broker: &Broker, commands: Value) -> Value {
     answer
 }
 
+/// PowerTab's MQTT side as ingest runs it: provisioning and the readings client, logged in as
+/// `username`. Keep the returned writer task alive for the test.
+fn start_ingest(
+    broker: &Broker,
+    field: &Field,
+    username: &str,
+    password: &str,
+) -> tokio::task::JoinHandle<()> {
+    let config = MqttConfig {
+        host: "127.0.0.1".into(),
+        port: broker.port,
+        client_id: "powertab-test".into(),
+        username: username.into(),
+        password: password.into(),
+    };
+    tokio::spawn(provision::run(
+        config.clone(),
+        field.db.pool.clone(),
+        Secret::new(SECRET),
+    ));
+    let (writer, task) = Writer::start(field.db.pool.clone());
+    tokio::spawn(client::serve(
+        config,
+        field.db.pool.clone(),
+        writer,
+        Dispatch::default(),
+    ));
+    task
+}
+
 fn password(gateway: Uuid, identity: &str, generation: i32) -> String {
     gateway_credential::derive(&Secret::new(SECRET), gateway, identity, generation)
 }
@@ -136,25 +166,7 @@ async fn gateways_get_their_own_login_and_topics_and_lose_them_when_suspended_ro
     assert!(provision::real_errors(&answer).is_empty(), "{answer}");
 
     let (user, pw) = broker.admin.clone().unwrap();
-    let config = MqttConfig {
-        host: "127.0.0.1".into(),
-        port: broker.port,
-        client_id: "powertab-test".into(),
-        username: user,
-        password: pw,
-    };
-    tokio::spawn(provision::run(
-        config.clone(),
-        field.db.pool.clone(),
-        Secret::new(SECRET),
-    ));
-    let (writer, _task) = Writer::start(field.db.pool.clone());
-    tokio::spawn(client::serve(
-        config,
-        field.db.pool.clone(),
-        writer,
-        Dispatch::default(),
-    ));
+    let _writer = start_ingest(&broker, &field, &user, &pw);
 
     let pw1 = password(gw1, "gw-1", 1);
     let pw2 = password(gw2, "gw-2", 1);
@@ -289,25 +301,7 @@ async fn a_broker_without_dynamic_security_is_left_alone_and_gateways_still_repo
     let broker = Broker::start().await;
     let field = Field::new("acme", "dtu-unused", b"UNUSED", &[]).await;
     let (_, meters) = field.add_mqtt_gateway("gw-1", &["17"]).await;
-    let config = MqttConfig {
-        host: "127.0.0.1".into(),
-        port: broker.port,
-        client_id: "powertab-test".into(),
-        username: "powertab".into(),
-        password: "anything".into(),
-    };
-    tokio::spawn(provision::run(
-        config.clone(),
-        field.db.pool.clone(),
-        Secret::new(SECRET),
-    ));
-    let (writer, _task) = Writer::start(field.db.pool.clone());
-    tokio::spawn(client::serve(
-        config,
-        field.db.pool.clone(),
-        writer,
-        Dispatch::default(),
-    ));
+    let _writer = start_ingest(&broker, &field, "powertab", "anything");
     let (gw, mut events) = AsyncClient::new(options(&broker, "gw-1", "gw-1", "whatever"), 100);
     tokio::spawn(async move { while events.poll().await.is_ok() {} });
     let delivered = wait_until(Duration::from_secs(15), || async {
