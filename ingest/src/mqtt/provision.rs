@@ -22,6 +22,7 @@ use sha2::{Digest, Sha256};
 use sqlx::{PgPool, Row};
 use std::collections::BTreeMap;
 use std::time::Duration;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -232,10 +233,13 @@ pub fn real_errors(answer: &Value) -> Vec<String> {
         .flatten()
         .filter_map(|r| {
             let error = r["error"].as_str()?;
+            let command = r["command"].as_str().unwrap_or("");
             let benign = matches!(
-                error,
-                "Role already exists" | "Client not found" | "Role not found"
-            ) || (r["command"] == "addClientRole" && error.contains("already"));
+                (command, error),
+                ("createRole", "Role already exists")
+                    | ("deleteClient", "Client not found")
+                    | ("deleteRole", "Role not found")
+            ) || (command == "addClientRole" && error.contains("already"));
             (!benign).then(|| format!("{}: {error}", r["command"].as_str().unwrap_or("?")))
         })
         .collect()
@@ -291,6 +295,13 @@ pub async fn run(config: MqttConfig, pool: PgPool, secret: Secret) {
     options.set_max_packet_size(64 << 20, 64 << 20);
     options.set_credentials(config.username.clone(), config.password.clone());
     let (client, mut events) = AsyncClient::new(options, 100);
+    // Commands go out through their own task, in order: a full sync of a large fleet is more
+    // messages than the client's queue holds, and this loop must keep polling meanwhile.
+    let (outbox, queued) = mpsc::unbounded_channel::<Vec<Value>>();
+    tokio::spawn(publish_all(client.clone(), queued));
+    let send = |commands: Vec<Value>| {
+        let _ = outbox.send(commands);
+    };
     let mut phase = Phase::Disconnected;
     let mut have = BrokerState::new();
     let mut last_wanted = WantedSet::new();
@@ -303,7 +314,7 @@ pub async fn run(config: MqttConfig, pool: PgPool, secret: Secret) {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
                     tracing::info!("MQTT provisioning connected");
                     let _ = client.subscribe(RESPONSE_TOPIC, QoS::AtLeastOnce).await;
-                    send(&client, list()).await;
+                    send(list());
                     phase = Phase::Listing(Instant::now());
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) if p.topic == RESPONSE_TOPIC => {
@@ -312,7 +323,9 @@ pub async fn run(config: MqttConfig, pool: PgPool, secret: Secret) {
                         .as_array()
                         .and_then(|r| r.iter().find(|r| r["command"] == "listClients"));
                     if let (Some(listed), Phase::Listing(_)) = (listed, phase) {
-                        phase = full_sync(&client, &pool, &secret, &config.username, listed, &mut have, &mut last_wanted).await;
+                        let (next, commands) = full_sync(&pool, &secret, &config.username, listed, &mut have, &mut last_wanted).await;
+                        send(commands);
+                        phase = next;
                     }
                     let errors = real_errors(&answer);
                     for error in &errors {
@@ -341,7 +354,7 @@ pub async fn run(config: MqttConfig, pool: PgPool, secret: Secret) {
                             let (commands, after) = changes(&secret, &have, &want, false);
                             if !commands.is_empty() {
                                 tracing::info!(commands = commands.len(), "MQTT gateways changed; provisioning");
-                                send(&client, commands).await;
+                                send(commands);
                             }
                             (have, last_wanted) = (after, want);
                         }
@@ -354,7 +367,7 @@ pub async fn run(config: MqttConfig, pool: PgPool, secret: Secret) {
                         phase = Phase::ListAt(Instant::now() + RETRY);
                     }
                     Phase::ListAt(at) if Instant::now() >= at => {
-                        send(&client, list()).await;
+                        send(list());
                         phase = Phase::Listing(Instant::now());
                     }
                     _ => {}
@@ -364,26 +377,29 @@ pub async fn run(config: MqttConfig, pool: PgPool, secret: Secret) {
     }
 }
 
-/// Sets the broker right from its client list; the next phase.
+/// What sets the broker right, from its client list; and the next phase.
 async fn full_sync(
-    client: &AsyncClient,
     pool: &PgPool,
     secret: &Secret,
     own_username: &str,
     listed: &Value,
     have: &mut BrokerState,
     last_wanted: &mut WantedSet,
-) -> Phase {
+) -> (Phase, Vec<Value>) {
     let (on_broker, platform) = read_list(listed, own_username);
     if !platform {
-        // This disconnects our own logins once; the list is read again after the reconnect.
+        // This disconnects our own logins once, and the list is read again after the
+        // reconnect; if it cannot be done (no such client), the refusal is logged and we ask
+        // again later.
         tracing::info!(
             role = PLATFORM_ROLE,
             user = own_username,
             "giving PowerTab's broker login its role"
         );
-        send(client, platform_role_commands(own_username)).await;
-        return Phase::ListAt(Instant::now() + ANSWER_WITHIN);
+        return (
+            Phase::ListAt(Instant::now() + RETRY),
+            platform_role_commands(own_username),
+        );
     }
     match wanted(pool).await {
         Ok(want) => {
@@ -394,25 +410,27 @@ async fn full_sync(
                 commands = commands.len(),
                 "MQTT gateway logins provisioned at the broker"
             );
-            send(client, commands).await;
             (*have, *last_wanted) = (after, want);
-            Phase::InStep
+            (Phase::InStep, commands)
         }
         Err(e) => {
             tracing::warn!(error = %e, "reading the MQTT gateways failed");
-            Phase::ListAt(Instant::now() + CHECK)
+            (Phase::ListAt(Instant::now() + CHECK), Vec::new())
         }
     }
 }
 
-async fn send(client: &AsyncClient, commands: Vec<Value>) {
-    for batch in commands.chunks(BATCH) {
-        let message = json!({ "commands": batch }).to_string();
-        if let Err(e) = client
-            .publish(CONTROL_TOPIC, QoS::AtLeastOnce, false, message)
-            .await
-        {
-            tracing::warn!(error = %e, "sending provisioning commands failed");
+/// Publishes queued command lists in order, [`BATCH`] commands a message.
+async fn publish_all(client: AsyncClient, mut queued: mpsc::UnboundedReceiver<Vec<Value>>) {
+    while let Some(commands) = queued.recv().await {
+        for batch in commands.chunks(BATCH) {
+            let message = json!({ "commands": batch }).to_string();
+            if let Err(e) = client
+                .publish(CONTROL_TOPIC, QoS::AtLeastOnce, false, message)
+                .await
+            {
+                tracing::warn!(error = %e, "sending provisioning commands failed");
+            }
         }
     }
 }
@@ -558,11 +576,15 @@ mod tests {
             {"command": "createRole", "error": "Role already exists"},
             {"command": "deleteClient", "error": "Client not found"},
             {"command": "createClient", "error": "Client already exists"},
-            {"command": "setClientPassword"}
+            {"command": "setClientPassword"},
+            {"command": "addClientRole", "error": "Client not found"}
         ]});
         assert_eq!(
             real_errors(&answer),
-            ["createClient: Client already exists"]
+            [
+                "createClient: Client already exists",
+                "addClientRole: Client not found"
+            ]
         );
     }
 }
