@@ -6,9 +6,11 @@
 //! suspended company) are disabled, which also disconnects them; removed ones are deleted; a
 //! rotated credential replaces the password, which disconnects the old login.
 //!
-//! The broker is the state: after every (re)connect the plugin's client list is read and
-//! everything PowerTab manages (clients with their `pt-gw-` role) is set right, so a broker that
-//! lost its configuration is provisioned again. Between connects the directory is read every
+//! The broker is the state: after every (re)connect the plugin's client and role lists are read
+//! and everything PowerTab manages (clients with their `pt-gw-` role) is set right, so a broker
+//! that lost its configuration is provisioned again. Only what differs is sent: Mosquitto 2.0's
+//! plugin saves its whole configuration file after every change, so a fleet's full sync costs
+//! time that grows with the square of the gateways changed (docs/perf.md). Between connects the directory is read every
 //! [`CHECK`] and only what changed is sent. PowerTab's own login gets the role
 //! `powertab-platform` (all gateways' topics), so the ingest client can read and command them.
 //! A broker without the plugin never answers: that is logged, and asked again later.
@@ -20,7 +22,7 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use sqlx::{PgPool, Row};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -124,42 +126,80 @@ fn set_role_acls(role: &str, acls: Value) -> Value {
     json!({"command": "modifyRole", "rolename": role, "acls": acls})
 }
 
-/// The commands that make `identity` exist as `wanted` on a broker that does not know it.
-fn create_commands(identity: &str, password: &str, tag: &str, enabled: bool) -> Vec<Value> {
-    let role = role_name(identity);
-    let mut commands = vec![
-        json!({"command": "createRole", "rolename": role, "acls": gateway_acls(identity)}),
-        // A role of that name left over (or made by hand) is set right too.
-        set_role_acls(&role, gateway_acls(identity)),
-        json!({"command": "createClient", "username": identity, "clientid": identity,
-               "password": password, "textname": text_name(tag), "roles": [{"rolename": role}]}),
-    ];
-    if !enabled {
-        commands.push(json!({"command": "disableClient", "username": identity}));
+/// An ACL list as a set (the broker keeps its own order).
+pub type AclSet = BTreeSet<(String, String, bool)>;
+
+/// Roles on the broker by name, with their ACLs.
+pub type RoleState = BTreeMap<String, AclSet>;
+
+pub fn acl_set(acls: &Value) -> AclSet {
+    acls.as_array()
+        .into_iter()
+        .flatten()
+        .map(|a| {
+            (
+                a["acltype"].as_str().unwrap_or("").to_owned(),
+                a["topic"].as_str().unwrap_or("").to_owned(),
+                a["allow"] == true,
+            )
+        })
+        .collect()
+}
+
+/// From a `listRoles` answer (verbose): every role with its ACL.
+pub fn read_roles(list_answer: &Value) -> RoleState {
+    let roles = list_answer["data"]["roles"].as_array();
+    roles
+        .into_iter()
+        .flatten()
+        .filter_map(|r| Some((r["rolename"].as_str()?.to_owned(), acl_set(&r["acls"]))))
+        .collect()
+}
+
+/// The command that makes role `role` have `acls`, if the broker's `roles` say it is needed:
+/// create it when missing, rewrite it when different. Every change makes the plugin save its
+/// whole configuration, so nothing is sent for a role that is right.
+fn role_command(roles: &RoleState, role: &str, acls: Value) -> Option<Value> {
+    match roles.get(role) {
+        None => Some(json!({"command": "createRole", "rolename": role, "acls": acls})),
+        Some(have) if *have != acl_set(&acls) => Some(set_role_acls(role, acls)),
+        Some(_) => None,
     }
-    commands
 }
 
 /// The commands that take the broker from `have` to `wanted`, and what it has after them.
-/// `repair_roles` also sets the ACL of every gateway the broker already has (after a reconnect:
-/// somebody may have changed them).
+/// `roles` is the broker's role list after a (re)connect: then a gateway's role is created or
+/// rewritten only where it is missing or wrong. Without it (changes between reconnects) a new
+/// gateway's role is created, and one left over with that name is set right at the next full
+/// sync.
 pub fn changes(
     secret: &Secret,
     have: &BrokerState,
     wanted: &WantedSet,
-    repair_roles: bool,
+    roles: Option<&RoleState>,
 ) -> (Vec<Value>, BrokerState) {
     let mut commands = Vec::new();
     let mut after = BrokerState::new();
     for (identity, want) in wanted {
         let password = password(secret, identity, want);
         let tag = password_tag(&password);
+        let role = role_name(identity);
+        match roles {
+            Some(roles) => commands.extend(role_command(roles, &role, gateway_acls(identity))),
+            None if !have.contains_key(identity) => commands.push(
+                json!({"command": "createRole", "rolename": role, "acls": gateway_acls(identity)}),
+            ),
+            None => {}
+        }
         match have.get(identity) {
-            None => commands.extend(create_commands(identity, &password, &tag, want.enabled)),
-            Some(on) => {
-                if repair_roles {
-                    commands.push(set_role_acls(&role_name(identity), gateway_acls(identity)));
+            None => {
+                commands.push(json!({"command": "createClient", "username": identity, "clientid": identity,
+                    "password": password, "textname": text_name(&tag), "roles": [{"rolename": role}]}));
+                if !want.enabled {
+                    commands.push(json!({"command": "disableClient", "username": identity}));
                 }
+            }
+            Some(on) => {
                 if on.tag != tag {
                     // Replacing the password disconnects whoever logged in with the old one.
                     commands.push(json!({"command": "setClientPassword", "username": identity, "password": password}));
@@ -306,7 +346,12 @@ pub async fn run(config: MqttConfig, pool: PgPool, secret: Secret) {
     let mut have = BrokerState::new();
     let mut last_wanted = WantedSet::new();
     let mut next_check = Instant::now();
-    let list = || vec![json!({"command": "listClients", "verbose": true})];
+    let list = || {
+        vec![
+            json!({"command": "listClients", "verbose": true}),
+            json!({"command": "listRoles", "verbose": true}),
+        ]
+    };
     loop {
         let wait = next_check.saturating_duration_since(Instant::now());
         tokio::select! {
@@ -319,11 +364,14 @@ pub async fn run(config: MqttConfig, pool: PgPool, secret: Secret) {
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) if p.topic == RESPONSE_TOPIC => {
                     let Ok(answer) = serde_json::from_slice::<Value>(&p.payload) else { continue };
-                    let listed = answer["responses"]
+                    let answer_to = |command: &str| answer["responses"]
                         .as_array()
-                        .and_then(|r| r.iter().find(|r| r["command"] == "listClients"));
-                    if let (Some(listed), Phase::Listing(_)) = (listed, phase) {
-                        let (next, commands) = full_sync(&pool, &secret, &config.username, listed, &mut have, &mut last_wanted).await;
+                        .and_then(|r| r.iter().find(|r| r["command"] == command));
+                    if let (Some(clients), Some(roles), Phase::Listing(_)) =
+                        (answer_to("listClients"), answer_to("listRoles"), phase)
+                    {
+                        let roles = read_roles(roles);
+                        let (next, commands) = full_sync(&pool, &secret, &config.username, clients, &roles, &mut have, &mut last_wanted).await;
                         send(commands);
                         phase = next;
                     }
@@ -351,7 +399,7 @@ pub async fn run(config: MqttConfig, pool: PgPool, secret: Secret) {
                 match phase {
                     Phase::InStep => match wanted(&pool).await {
                         Ok(want) if want != last_wanted => {
-                            let (commands, after) = changes(&secret, &have, &want, false);
+                            let (commands, after) = changes(&secret, &have, &want, None);
                             if !commands.is_empty() {
                                 tracing::info!(commands = commands.len(), "MQTT gateways changed; provisioning");
                                 send(commands);
@@ -383,6 +431,7 @@ async fn full_sync(
     secret: &Secret,
     own_username: &str,
     listed: &Value,
+    roles: &RoleState,
     have: &mut BrokerState,
     last_wanted: &mut WantedSet,
 ) -> (Phase, Vec<Value>) {
@@ -403,8 +452,8 @@ async fn full_sync(
     }
     match wanted(pool).await {
         Ok(want) => {
-            let (mut commands, after) = changes(secret, &on_broker, &want, true);
-            commands.insert(0, set_role_acls(PLATFORM_ROLE, platform_acls()));
+            let (mut commands, after) = changes(secret, &on_broker, &want, Some(roles));
+            commands.splice(0..0, role_command(roles, PLATFORM_ROLE, platform_acls()));
             tracing::info!(
                 gateways = want.len(),
                 commands = commands.len(),
@@ -472,14 +521,10 @@ mod tests {
     #[test]
     fn a_new_gateway_gets_a_role_limited_to_its_own_topics_and_its_derived_password() {
         let wanted = WantedSet::from([("gw-1".to_owned(), want(1, true))]);
-        let (commands, after) = changes(&secret(), &BrokerState::new(), &wanted, false);
+        let (commands, after) = changes(&secret(), &BrokerState::new(), &wanted, None);
         assert_eq!(
             names(&commands),
-            [
-                "createRole pt-gw-gw-1",
-                "modifyRole pt-gw-gw-1",
-                "createClient gw-1"
-            ]
+            ["createRole pt-gw-gw-1", "createClient gw-1"]
         );
         let topics: Vec<&str> = commands[0]["acls"]
             .as_array()
@@ -489,11 +534,11 @@ mod tests {
             .collect();
         assert_eq!(topics, ["pt/gw-1/up/#", "pt/gw-1/down/#", "pt/gw-1/down/#"]);
         let password = gateway_credential::derive(&secret(), Uuid::from_u128(1), "gw-1", 1);
-        assert_eq!(commands[2]["password"], password.as_str());
+        assert_eq!(commands[1]["password"], password.as_str());
         assert_eq!(after["gw-1"], on("gw-1", &want(1, true)));
         // The text name carries the tag, and reading it back gives the same state.
         let listed = json!({"data": {"clients": [{"username": "gw-1",
-            "textname": commands[2]["textname"], "roles": [{"rolename": "pt-gw-gw-1"}]}]}});
+            "textname": commands[1]["textname"], "roles": [{"rolename": "pt-gw-gw-1"}]}]}});
         assert_eq!(read_list(&listed, "admin").0, after);
     }
 
@@ -520,7 +565,7 @@ mod tests {
             ("e".to_owned(), want(1, false)),
             ("f".to_owned(), want(1, true)),
         ]);
-        let (commands, after) = changes(&secret(), &have, &wanted, false);
+        let (commands, after) = changes(&secret(), &have, &wanted, None);
         assert_eq!(
             names(&commands),
             [
@@ -528,7 +573,6 @@ mod tests {
                 "modifyClient b",
                 "disableClient c",
                 "createRole pt-gw-e",
-                "modifyRole pt-gw-e",
                 "createClient e",
                 "disableClient e",
                 "setClientPassword f",
@@ -539,11 +583,16 @@ mod tests {
             ]
         );
         // Applying it again changes nothing.
-        assert!(changes(&secret(), &after, &wanted, false).0.is_empty());
-        // After a reconnect every known gateway's ACL is set again, and nothing else.
-        let repaired = names(&changes(&secret(), &after, &wanted, true).0);
-        assert_eq!(repaired.len(), wanted.len());
-        assert!(repaired.iter().all(|n| n.starts_with("modifyRole pt-gw-")));
+        assert!(changes(&secret(), &after, &wanted, None).0.is_empty());
+        // After a reconnect the broker's roles decide: only a missing or wrong one is sent
+        // (every change makes the plugin save its whole configuration).
+        let mut roles: RoleState = ["a", "b", "c", "e"]
+            .iter()
+            .map(|i| (role_name(i), acl_set(&gateway_acls(i))))
+            .collect();
+        roles.insert(role_name("e"), acl_set(&gateway_acls("someone-else")));
+        let repaired = names(&changes(&secret(), &after, &wanted, Some(&roles)).0);
+        assert_eq!(repaired, ["modifyRole pt-gw-e", "createRole pt-gw-f"]);
     }
 
     #[test]
