@@ -31,20 +31,6 @@ fn proc_status(key: &str) -> String {
         .unwrap_or_default()
 }
 
-/// User + system CPU seconds of this process.
-fn cpu_s() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
-        + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-    ticks / 100.0
-}
-
 #[tokio::main]
 async fn main() {
     let meters: usize = std::env::var("PT_BENCH_METERS")
@@ -107,7 +93,7 @@ async fn main() {
             poll_interval: INTERVAL,
         },
     ));
-    let cpu_start = cpu_s();
+    let cpu_start = common::cpu_s();
     let started = Instant::now();
     for g in 1..=dtus {
         let meters = (1..=PER_BUS as u8)
@@ -157,7 +143,7 @@ async fn main() {
         .await
         .unwrap();
     let rate = (readings_after - readings_before) as f64 / window.elapsed().as_secs_f64();
-    let cpu = cpu_s() - cpu_start;
+    let cpu = common::cpu_s() - cpu_start;
     let wall = started.elapsed().as_secs_f64();
     let max = |v: &[f64]| v.iter().cloned().fold(0.0, f64::max);
     println!(

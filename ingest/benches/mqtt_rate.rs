@@ -27,22 +27,6 @@ fn env_usize(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// CPU seconds this process has used (user + system), from /proc.
-fn cpu_s() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks: f64 = fields
-        .get(11..13)
-        .map(|f| f.iter().filter_map(|t| t.parse::<f64>().ok()).sum())
-        .unwrap_or(0.0);
-    ticks / 100.0
-}
-
 async fn stored(field: &Field) -> i64 {
     sqlx::query_scalar(&format!(
         "select count(*) from {}.readings",
@@ -147,7 +131,7 @@ async fn main() {
     // Measured: rounds 1..=rounds from every gateway at once.
     let expected = warm + (gateways * METERS_PER_GATEWAY * rounds) as i64;
     let messages: Vec<String> = (1..=rounds).map(message).collect();
-    let (cpu_before, started) = (cpu_s(), Instant::now());
+    let (cpu_before, started) = (common::cpu_s(), Instant::now());
     let mut publishing = Vec::new();
     for (id, client) in clients.clone() {
         let messages = messages.clone();
@@ -175,7 +159,7 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let total_s = started.elapsed().as_secs_f64();
-    let cpu = cpu_s() - cpu_before;
+    let cpu = common::cpu_s() - cpu_before;
     let readings = (gateways * METERS_PER_GATEWAY * rounds) as f64;
     println!(
         "mqtt_rate: {gateways} gateways x {METERS_PER_GATEWAY} meters x {rounds} rounds = {readings} readings, {bytes_per_message} bytes per message"
