@@ -1,4 +1,5 @@
-//! A company with a DTU, its buses and meters, written straight into a fresh test database.
+//! A company with a DTU, its buses and meters (and MQTT gateways), written straight into a fresh
+//! test database; and the CPU-time reader the benchmarks print.
 // Each test binary uses part of this helper.
 #![allow(dead_code)]
 
