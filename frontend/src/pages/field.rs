@@ -334,10 +334,12 @@ fn MqttLogin(
                             <dt>{tr(lang, "gateways.mqtt_password")}</dt>
                             <dd class="flash error">{tr(lang, &format!("error.{}", super::server_error_code(&e)))}</dd>
                         }.into_any(),
-                        None => view! {
+                        // Only those who may see it are offered the link.
+                        None if can_change => view! {
                             <dt>{tr(lang, "gateways.mqtt_password")}</dt>
                             <dd><a href=show_href id="mqtt-show">{tr(lang, "gateways.mqtt_show")}</a></dd>
                         }.into_any(),
+                        None => ().into_any(),
                     }
                 })}}
             </Suspense>

@@ -607,6 +607,27 @@ async fn an_mqtt_gateway_page_shows_its_login_on_request_and_issues_a_new_one() 
     .await
     .unwrap();
     assert_eq!(looks, 3, "two looks and a rotation are audited");
+
+    // An auditor sees the login's name and version, and is offered neither password nor rotation.
+    let admin = app.login("acme", "boss").await;
+    app.user(&admin, "acme", "aud", "auditor", &[]).await;
+    let auditor = browser_like();
+    let (status, _) = post_form(
+        &app,
+        &auditor,
+        "/login",
+        "/sfn/login",
+        &[
+            ("company", "acme"),
+            ("username", "aud"),
+            ("password", PASSWORD),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::FOUND);
+    let seen = page(&app, &auditor, &format!("/gateways/{gateway_id}")).await;
+    assert!(seen.contains("mqtt-login") && seen.contains("mqtt-web-1"));
+    assert!(!seen.contains("mqtt-show") && !seen.contains("mqtt-rotate"));
 }
 
 #[tokio::test]
