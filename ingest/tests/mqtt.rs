@@ -18,6 +18,25 @@ async fn mqtt_gateway(field: &Field) -> Vec<Uuid> {
     field.add_mqtt_gateway("gw-1", &["17", "18"]).await.1
 }
 
+/// PowerTab's MQTT login on an open test broker.
+fn anonymous(broker: &Broker, client_id: &str) -> MqttConfig {
+    MqttConfig {
+        host: "127.0.0.1".into(),
+        port: broker.port,
+        client_id: client_id.into(),
+        username: String::new(),
+        password: String::new(),
+    }
+}
+
+async fn latest_energy_wh(field: &Field, meter: Uuid) -> i64 {
+    scalar_i64(
+        field,
+        &format!("select energy_wh from {{s}}.meter_latest where meter_id = '{meter}'"),
+    )
+    .await
+}
+
 async fn scalar_i64(field: &Field, sql: &str) -> i64 {
     sqlx::query_scalar(&sql.replace("{s}", field.schema.as_str()))
         .fetch_one(&field.db.pool)
@@ -32,13 +51,7 @@ async fn an_mqtt_gateway_publishes_readings_status_and_acks() {
     let meters = mqtt_gateway(&field).await;
     let (writer, _task) = Writer::start(field.db.pool.clone());
     let dispatch = Dispatch::default();
-    let config = MqttConfig {
-        host: "127.0.0.1".into(),
-        port: broker.port,
-        client_id: "powertab-test".into(),
-        username: String::new(),
-        password: String::new(),
-    };
+    let config = anonymous(&broker, "powertab-test");
     tokio::spawn(client::serve(
         config,
         field.db.pool.clone(),
@@ -111,14 +124,7 @@ async fn an_mqtt_gateway_publishes_readings_status_and_acks() {
     })
     .await;
     assert!(stored, "the two valid readings of known meters are stored");
-    let latest = scalar_i64(
-        &field,
-        &format!(
-            "select energy_wh from {{s}}.meter_latest where meter_id = '{}'",
-            meters[0]
-        ),
-    )
-    .await;
+    let latest = latest_energy_wh(&field, meters[0]).await;
     assert_eq!(latest, 1_234_560);
 
     // A read-now goes out as a command; the first acknowledgement settles it.
@@ -238,13 +244,7 @@ async fn commands_queued_while_mqtt_was_away_are_sent_when_it_starts() {
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (writer, _task) = Writer::start(field.db.pool.clone());
-    let config = MqttConfig {
-        host: "127.0.0.1".into(),
-        port: broker.port,
-        client_id: "powertab-test-2".into(),
-        username: String::new(),
-        password: String::new(),
-    };
+    let config = anonymous(&broker, "powertab-test-2");
     tokio::spawn(client::serve(
         config,
         field.db.pool.clone(),
@@ -267,13 +267,7 @@ async fn readings_sent_while_ingest_was_away_arrive_when_it_is_back() {
     let broker = Broker::start().await;
     let field = Field::new("acme", "dtu-unused", b"UNUSED", &[]).await;
     let meters = mqtt_gateway(&field).await;
-    let config = MqttConfig {
-        host: "127.0.0.1".into(),
-        port: broker.port,
-        client_id: "powertab-ingest".into(),
-        username: String::new(),
-        password: String::new(),
-    };
+    let config = anonymous(&broker, "powertab-ingest");
     let (writer, _task) = Writer::start(field.db.pool.clone());
     let start = || {
         tokio::spawn(client::serve(
@@ -339,13 +333,6 @@ async fn readings_sent_while_ingest_was_away_arrive_when_it_is_back() {
     })
     .await;
     assert!(caught_up, "the broker kept them for ingest's session");
-    let latest = scalar_i64(
-        &field,
-        &format!(
-            "select energy_wh from {{s}}.meter_latest where meter_id = '{}'",
-            meters[0]
-        ),
-    )
-    .await;
+    let latest = latest_energy_wh(&field, meters[0]).await;
     assert_eq!(latest, 300);
 }
