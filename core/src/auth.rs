@@ -143,6 +143,11 @@ pub struct Principal {
     /// Where the request came from, for the audit log.
     #[serde(skip)]
     pub source_ip: Option<String>,
+    /// A pool for records that must outlive the request's transaction: a refused change rolls
+    /// its transaction back, but the refusal itself is counted and audited (DTU registration
+    /// overlaps, DESIGN.md: Ingest). `None` for actors built outside a request.
+    #[serde(skip)]
+    pub side_pool: Option<PgPool>,
 }
 
 impl Principal {
@@ -436,6 +441,7 @@ async fn audit_login(
         company: None,
         must_change_password: row.must_change_password,
         source_ip: source_ip.map(str::to_owned),
+        side_pool: None,
     };
     match company_id {
         Some(id) => {
@@ -807,6 +813,7 @@ pub async fn resolve(
         company,
         must_change_password: row.try_get("must_change_password")?,
         source_ip,
+        side_pool: Some(pool.clone()),
     };
     Ok((principal, tx))
 }

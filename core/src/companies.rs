@@ -567,6 +567,7 @@ pub fn system_actor() -> Principal {
         company: None,
         must_change_password: false,
         source_ip: None,
+        side_pool: None,
     }
 }
 

@@ -346,6 +346,21 @@ pub async fn create_gateway(
             "a DTU identifies itself with registration bytes".into(),
         );
     }
+    if let Some(problem) = registration.as_deref().and_then(crate::registration::length_problem) {
+        fields.insert("registration".into(), problem);
+    }
+    if kind != "dtu" && registration.is_some() {
+        fields.insert(
+            "registration".into(),
+            "only DTUs register with bytes".into(),
+        );
+    }
+    if crate::names::is_reserved_gateway_identity(identity) {
+        fields.insert(
+            "identity".into(),
+            "this name is reserved by the platform".into(),
+        );
+    }
     let host = input.host.trim();
     if kind == "modbus_tcp" && (host.is_empty() || host.len() > 253) {
         fields.insert("host".into(), "the gateway's host name or address".into());
@@ -373,6 +388,9 @@ pub async fn create_gateway(
     }
     CoreError::check_fields(fields)?;
     check_quota(conn, company_id, Quota::Gateways, 1).await?;
+    if let Some(hex) = &registration {
+        crate::registration::check(conn, principal, hex, None).await?;
+    }
     let id = Uuid::now_v7();
     // The directory is the platform-wide uniqueness check; "taken" never says by whom.
     let inserted = sqlx::query(
@@ -498,7 +516,12 @@ pub async fn update_gateway(
             None
         }
         (Some(text), _) => match bytes_hex(text, patch.registration_is_hex) {
-            Ok(Some(hex)) => Some(hex),
+            Ok(Some(hex)) => {
+                if let Some(problem) = crate::registration::length_problem(&hex) {
+                    fields.insert("registration".into(), problem);
+                }
+                Some(hex)
+            }
             Ok(None) => {
                 fields.insert(
                     "registration".into(),
@@ -535,6 +558,9 @@ pub async fn update_gateway(
     };
     CoreError::check_fields(fields)?;
     if registration != before.registration_hex {
+        if let Some(hex) = &registration {
+            crate::registration::check(conn, principal, hex, Some(id)).await?;
+        }
         let taken = sqlx::query(
             "update control.gateway_directory set registration_hex = $2 where gateway_id = $1",
         )

@@ -4,6 +4,7 @@
 //! daily energy, and DTU registrations nobody claimed. Read-only; any company role may look.
 
 use crate::auth::Principal;
+use crate::roles::{Need, Right};
 use crate::error::{CoreError, CoreResult};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
@@ -469,9 +470,10 @@ pub struct Unclaimed {
     pub attempts: i64,
 }
 
-/// Registrations refused by ingest: platform staff see all of them; a company sees those of
-/// its own suspended gateways and unknown ones, which anyone could be about to claim (they
-/// reveal no other company's data: only bytes a device sent).
+/// Registrations refused by ingest (DESIGN.md: Ingest). Platform staff see all of them: those
+/// that match no gateway are theirs alone to claim for a company, since the bytes may be another
+/// company's DTU secret. A company sees, with the settings right (registration bytes are
+/// credentials), those of its own suspended gateways and those platform staff claimed for it.
 pub async fn unclaimed(
     conn: &mut PgConnection,
     principal: &Principal,
@@ -479,6 +481,9 @@ pub async fn unclaimed(
     let company_id = match principal.company.as_ref() {
         Some(c) => {
             principal.require_read_company()?;
+            if !principal.can(Need::Act(Right::Settings)) {
+                return Ok(Vec::new());
+            }
             Some(c.id)
         }
         None if principal.role.is_platform() => None,
@@ -487,7 +492,7 @@ pub async fn unclaimed(
     sqlx::query(
         "select registration_hex, first_seen_at, last_seen_at, last_peer, attempts
          from control.unclaimed_registrations
-         where $1::bigint is null or company_id is null or company_id = $1
+         where $1::bigint is null or company_id = $1 or claimed_for = $1
          order by last_seen_at desc limit 500",
     )
     .bind(company_id)
@@ -512,6 +517,45 @@ pub async fn unclaimed(
         })
     })
     .collect()
+}
+
+/// Platform admins hand a refused registration to a company (audited): its admins then see it
+/// and enter the gateway with those bytes.
+pub async fn claim_unclaimed(
+    conn: &mut PgConnection,
+    principal: &Principal,
+    registration_hex: &str,
+    company_id: i64,
+) -> CoreResult<()> {
+    if principal.role != crate::roles::Role::PlatformAdmin || principal.company.is_some() {
+        return Err(CoreError::NotFound("resource"));
+    }
+    let exists: bool = sqlx::query_scalar("select exists (select 1 from control.company where id = $1)")
+        .bind(company_id)
+        .fetch_one(&mut *conn)
+        .await?;
+    if !exists {
+        return Err(CoreError::field("company_id", "no such company"));
+    }
+    let done = sqlx::query(
+        "update control.unclaimed_registrations set claimed_for = $2 where registration_hex = $1",
+    )
+    .bind(registration_hex)
+    .bind(company_id)
+    .execute(&mut *conn)
+    .await?;
+    if done.rows_affected() == 0 {
+        return Err(CoreError::NotFound("registration"));
+    }
+    crate::audit::record_platform(
+        conn,
+        principal,
+        "registration.claim",
+        Some(company_id),
+        None,
+        Some(serde_json::json!({"registration_hex": registration_hex})),
+    )
+    .await
 }
 
 /// A meter's readings as Excel (times in the property's time zone, energy in Wh, money in yuan).

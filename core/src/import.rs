@@ -12,15 +12,13 @@ use crate::error::{CoreError, CoreResult};
 use crate::field::{self, BusInput, GatewayInput, MeterInput};
 use crate::property::{self, BuildingInput, FloorInput, ShopInput};
 use crate::xlsx::{Cell, Column, Sheet};
-use calamine::{Data, Reader};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, Row};
 use std::collections::BTreeMap;
-use std::io::Cursor;
 use uuid::Uuid;
 
 /// Rows one file may hold.
-pub const ROWS_MAX: usize = 20_000;
+pub use crate::spreadsheet::ROWS_MAX;
 
 /// What a file holds.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -290,56 +288,8 @@ pub fn meters_sheet(
     sheet(ImportKind::Meters, lang, rows)
 }
 
-/// A data cell as text: whole numbers without ".0", dates as YYYY-MM-DD.
-fn cell_text(cell: &Data) -> String {
-    match cell {
-        Data::Empty => String::new(),
-        Data::String(s) => s.trim().to_owned(),
-        Data::Float(f) if f.fract() == 0.0 && f.abs() < 1e15 => format!("{}", *f as i64),
-        Data::Float(f) => f.to_string(),
-        Data::Int(i) => i.to_string(),
-        Data::Bool(b) => b.to_string(),
-        Data::DateTime(dt) => dt
-            .as_datetime()
-            .map(|d| d.date().to_string())
-            .unwrap_or_default(),
-        Data::DateTimeIso(s) | Data::DurationIso(s) => s.clone(),
-        Data::Error(e) => format!("#{e:?}"),
-    }
-}
-
-/// Reads the first sheet of an .xlsx/.xls/.ods file, or a UTF-8 CSV, into text rows.
-pub fn read_rows(bytes: &[u8], filename: &str) -> CoreResult<Vec<Vec<String>>> {
-    let bad = |why: String| CoreError::field("file", why);
-    let rows: Vec<Vec<String>> = if filename.to_ascii_lowercase().ends_with(".csv") {
-        let text = std::str::from_utf8(bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes))
-            .map_err(|_| bad("a CSV file must be UTF-8".into()))?;
-        let mut reader = csv::ReaderBuilder::new()
-            .has_headers(false)
-            .flexible(true)
-            .from_reader(text.as_bytes());
-        reader
-            .records()
-            .map(|r| r.map(|rec| rec.iter().map(|v| v.trim().to_owned()).collect()))
-            .collect::<Result<_, _>>()
-            .map_err(|e| bad(format!("not a readable CSV file: {e}")))?
-    } else {
-        let mut book = calamine::open_workbook_auto_from_rs(Cursor::new(bytes.to_vec()))
-            .map_err(|e| bad(format!("not a readable spreadsheet: {e}")))?;
-        let range = book
-            .worksheet_range_at(0)
-            .ok_or_else(|| bad("the workbook has no sheet".into()))?
-            .map_err(|e| bad(format!("the first sheet cannot be read: {e}")))?;
-        range
-            .rows()
-            .map(|r| r.iter().map(cell_text).collect())
-            .collect()
-    };
-    if rows.len() > ROWS_MAX + 1 {
-        return Err(bad(format!("at most {ROWS_MAX} rows per file")));
-    }
-    Ok(rows)
-}
+/// Reads an uploaded file into text rows, within the import limits (see [`crate::spreadsheet`]).
+pub use crate::spreadsheet::read_rows;
 
 /// Rows keyed by column key, with their spreadsheet row number (header = row 1).
 fn keyed(

@@ -41,7 +41,11 @@ pub mod page;
 #[cfg(feature = "db")]
 pub mod property;
 #[cfg(feature = "db")]
+pub mod registration;
+#[cfg(feature = "db")]
 pub mod settings;
+#[cfg(feature = "db")]
+pub mod spreadsheet;
 #[cfg(feature = "db")]
 pub mod tariffs;
 #[cfg(feature = "db")]

@@ -38,6 +38,11 @@ pub const CONTROL: &[Migration] = &[
         name: "mqtt_credentials",
         sql: include_str!("../../migrations/control/0004_mqtt_credentials.sql"),
     },
+    Migration {
+        version: 5,
+        name: "registration_rule",
+        sql: include_str!("../../migrations/control/0005_registration_rule.sql"),
+    },
 ];
 
 /// Migrations of every company schema, in order. Never edit one once applied; add a new one.

@@ -270,3 +270,40 @@ mod tests {
         assert_eq!(format!("{good:?}"), "NewPassword(***)");
     }
 }
+
+/// Broker usernames and prefixes the platform keeps for itself. A gateway's identity is its MQTT
+/// broker username, so a tenant naming a gateway `powertab-admin` would otherwise make
+/// provisioning suspend or delete PowerTab's own login (every company's gateways locked out).
+const RESERVED_IDENTITY_PREFIXES: [&str; 3] = ["powertab", "pt-gw-", "$"];
+const RESERVED_IDENTITIES: [&str; 6] = [
+    "admin",
+    "root",
+    "mosquitto",
+    "dynsec",
+    "dynamic-security",
+    "anonymous",
+];
+
+/// Whether `identity` is a name the platform keeps for itself (case-insensitive).
+pub fn is_reserved_gateway_identity(identity: &str) -> bool {
+    let lower = identity.trim().to_ascii_lowercase();
+    RESERVED_IDENTITY_PREFIXES
+        .iter()
+        .any(|p| lower.starts_with(p))
+        || RESERVED_IDENTITIES.contains(&lower.as_str())
+}
+
+#[cfg(test)]
+mod reserved_tests {
+    use super::is_reserved_gateway_identity;
+
+    #[test]
+    fn the_platforms_broker_names_are_reserved_in_any_case() {
+        for name in ["powertab-admin", "PowerTab-Ingest", "powertab", "pt-gw-x", "$SYS", "Admin", " admin "] {
+            assert!(is_reserved_gateway_identity(name), "{name}");
+        }
+        for name in ["gw-admin", "dtu-0001", "pt-0001", "my-powertab"] {
+            assert!(!is_reserved_gateway_identity(name), "{name}");
+        }
+    }
+}

@@ -1,9 +1,12 @@
 //! DTU dial-in (DESIGN.md: Ingest): one TCP port, one socket per RS485 bus. The first bytes a
 //! DTU sends must start with a gateway's registration bytes, within [`REGISTRATION_TIMEOUT`];
 //! a DTU with several serial ports registers each port's socket with the registration followed
-//! by the port number in ASCII (`PT-0001` + `2`; no number means port 1). Unknown, suspended or
-//! portless registrations are refused, counted (`ingest_registrations_refused_total`) and listed
-//! in `control.unclaimed_registrations`. A new socket for the same gateway and port replaces the
+//! by the port number in ASCII (`PT-0001` + `2`; no number means port 1). Core keeps every
+//! registration from being a prefix of another (`core::registration`); here a packet that starts
+//! with two registrations (entered before that rule) is refused, never guessed, and a suspended
+//! gateway's DTU is refused, never bound elsewhere. Refusals are counted
+//! (`ingest_registrations_refused_total{reason}`) and listed in
+//! `control.unclaimed_registrations`. A new socket for the same gateway and port replaces the
 //! old one. Each accepted socket is polled by a [`crate::bus`] session.
 
 use crate::bus;
@@ -119,13 +122,16 @@ async fn accept(
 ) -> anyhow::Result<()> {
     stream.set_nodelay(true)?;
     let first = read_registration(&mut stream).await?;
-    let Some(found) = lookup(&pool, &first).await? else {
-        refuse(&pool, &first, peer, None).await;
-        return Ok(());
+    let found = match decide(&first, &candidates(&pool, &first).await?) {
+        Ok(found) => found,
+        Err((refusal, company_id)) => {
+            refuse(&pool, &first, peer, refusal, company_id).await;
+            return Ok(());
+        }
     };
     let schema = SchemaName::for_company(found.company_id);
     let Some(link) = bus::load_link(&pool, &schema, found.gateway_id, found.port).await? else {
-        refuse(&pool, &first, peer, Some(found.company_id)).await;
+        refuse(&pool, &first, peer, Refusal::UnknownPort, Some(found.company_id)).await;
         return Ok(());
     };
     tracing::info!(%peer, identity = %found.identity, port = found.port, "DTU registered");
@@ -193,35 +199,112 @@ pub fn port_and_rest(after: &[u8]) -> (i32, &[u8]) {
     (port, &after[digits..])
 }
 
-/// The enabled DTU whose registration the packet starts with (the longest match).
-async fn lookup(pool: &PgPool, packet: &[u8]) -> anyhow::Result<Option<Registered>> {
-    let hex: String = packet.iter().map(|b| format!("{b:02x}")).collect();
-    let row = sqlx::query(
-        "select identity, registration_hex, company_id, gateway_id from control.gateway_directory
-         where kind = 'dtu' and status = 'enabled' and registration_hex is not null
-           and starts_with($1, registration_hex)
-         order by length(registration_hex) desc limit 1",
-    )
-    .bind(&hex)
-    .fetch_optional(pool)
-    .await?;
-    let Some(row) = row else { return Ok(None) };
-    let registration_hex: String = row.try_get("registration_hex")?;
-    let (port, rest) = port_and_rest(&packet[registration_hex.len() / 2..]);
-    Ok(Some(Registered {
-        company_id: row.try_get("company_id")?,
-        gateway_id: row.try_get("gateway_id")?,
-        identity: row.try_get("identity")?,
-        rest: rest.to_vec(),
-        port,
-    }))
+/// Why a dial-in was refused (the `reason` label of `ingest_registrations_refused_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    /// No registration is a prefix of the packet: listed to platform staff only.
+    Unknown,
+    /// Two registrations are prefixes of the packet (entered before the rule): never guessed.
+    Ambiguous,
+    /// A registration shorter than the minimum, entered before the rule, with more bytes after
+    /// it than port digits: it could be another DTU's registration it happens to begin.
+    TooShort,
+    /// The gateway is suspended: its company sees the refusal.
+    Suspended,
+    /// The gateway has no such port.
+    UnknownPort,
 }
 
-/// Counts and lists a refused registration for admins to claim.
-async fn refuse(pool: &PgPool, packet: &[u8], peer: SocketAddr, company_id: Option<i64>) {
-    metrics::counter!("ingest_registrations_refused_total").increment(1);
+impl Refusal {
+    fn label(self) -> &'static str {
+        match self {
+            Refusal::Unknown => "unknown",
+            Refusal::Ambiguous => "ambiguous",
+            Refusal::TooShort => "too_short",
+            Refusal::Suspended => "suspended",
+            Refusal::UnknownPort => "unknown_port",
+        }
+    }
+}
+
+/// A directory row whose registration the packet starts with.
+#[derive(Debug, Clone)]
+struct Candidate {
+    registration_hex: String,
+    company_id: i64,
+    gateway_id: Uuid,
+    identity: String,
+    enabled: bool,
+}
+
+/// Decides who a first packet belongs to, from the DTU registrations it starts with
+/// (DESIGN.md: first packet = registration ‖ optional 1–2 port digits ‖ rest). Suspended
+/// gateways are candidates too, so their DTUs are refused rather than bound elsewhere.
+fn decide(packet: &[u8], candidates: &[Candidate]) -> Result<Registered, (Refusal, Option<i64>)> {
+    let [found] = candidates else {
+        let refusal = if candidates.is_empty() {
+            Refusal::Unknown
+        } else {
+            Refusal::Ambiguous
+        };
+        return Err((refusal, None));
+    };
+    let after = &packet[found.registration_hex.len() / 2..];
+    let (port, rest) = port_and_rest(after);
+    if found.registration_hex.len() / 2 < powertab_core::registration::BYTES_MIN && !rest.is_empty()
+    {
+        return Err((Refusal::TooShort, None));
+    }
+    if !found.enabled {
+        return Err((Refusal::Suspended, Some(found.company_id)));
+    }
+    Ok(Registered {
+        company_id: found.company_id,
+        gateway_id: found.gateway_id,
+        identity: found.identity.clone(),
+        rest: rest.to_vec(),
+        port,
+    })
+}
+
+/// The DTU registrations the packet starts with (at most a few: more than one is refused).
+async fn candidates(pool: &PgPool, packet: &[u8]) -> anyhow::Result<Vec<Candidate>> {
+    let hex: String = packet.iter().map(|b| format!("{b:02x}")).collect();
+    let rows = sqlx::query(
+        "select identity, registration_hex, company_id, gateway_id, status = 'enabled' as enabled
+         from control.gateway_directory
+         where kind = 'dtu' and registration_hex is not null and starts_with($1, registration_hex)
+         limit 3",
+    )
+    .bind(&hex)
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter()
+        .map(|row| {
+            Ok(Candidate {
+                registration_hex: row.try_get("registration_hex")?,
+                company_id: row.try_get("company_id")?,
+                gateway_id: row.try_get("gateway_id")?,
+                identity: row.try_get("identity")?,
+                enabled: row.try_get("enabled")?,
+            })
+        })
+        .collect()
+}
+
+/// Counts and lists a refused registration: to platform staff (to claim for a company), and to
+/// the company whose gateway it is when `company_id` is given (a suspended gateway, a port it
+/// does not have).
+async fn refuse(
+    pool: &PgPool,
+    packet: &[u8],
+    peer: SocketAddr,
+    refusal: Refusal,
+    company_id: Option<i64>,
+) {
+    metrics::counter!("ingest_registrations_refused_total", "reason" => refusal.label()).increment(1);
     let hex: String = packet.iter().take(64).map(|b| format!("{b:02x}")).collect();
-    tracing::warn!(%peer, registration = %hex, "refused a DTU registration");
+    tracing::warn!(%peer, reason = refusal.label(), registration = %hex, "refused a DTU registration");
     let stored = sqlx::query(
         "insert into control.unclaimed_registrations (registration_hex, last_peer, company_id) values ($1, $2, $3)
          on conflict (registration_hex) do update set last_seen_at = now(), last_peer = excluded.last_peer,
@@ -247,5 +330,41 @@ mod tests {
         assert_eq!(port_and_rest(b"2"), (2, &b""[..]));
         assert_eq!(port_and_rest(b"12\xfe"), (12, &b"\xfe"[..]));
         assert_eq!(port_and_rest(b"\xfe1"), (1, &b"\xfe1"[..]));
+    }
+
+    fn candidate(registration: &[u8], company_id: i64, enabled: bool) -> Candidate {
+        Candidate {
+            registration_hex: registration.iter().map(|b| format!("{b:02x}")).collect(),
+            company_id,
+            gateway_id: Uuid::from_u128(company_id as u128),
+            identity: format!("gw-{company_id}"),
+            enabled,
+        }
+    }
+
+    #[test]
+    fn a_packet_matching_one_enabled_registration_is_bound_with_its_port() {
+        let found = decide(b"SECB-REG-SECRET-12\xfe", &[candidate(b"SECB-REG-SECRET-", 2, true)]).unwrap();
+        assert_eq!((found.company_id, found.port, found.rest), (2, 12, b"\xfe".to_vec()));
+    }
+
+    #[test]
+    fn a_packet_matching_two_registrations_is_refused_never_guessed() {
+        let both = [candidate(b"SECB-REG-SECRET-", 1, true), candidate(b"SECB-REG-SECRET-1", 2, true)];
+        assert!(matches!(decide(b"SECB-REG-SECRET-1", &both), Err((Refusal::Ambiguous, None))));
+    }
+
+    #[test]
+    fn a_suspended_gateways_dtu_is_refused_and_told_to_its_company_only() {
+        let suspended = [candidate(b"SECB-REG-SECRET-1", 2, false)];
+        assert!(matches!(decide(b"SECB-REG-SECRET-1", &suspended), Err((Refusal::Suspended, Some(2)))));
+        assert!(matches!(decide(b"SECB-REG-SECRET-1", &[]), Err((Refusal::Unknown, None))));
+    }
+
+    #[test]
+    fn a_short_legacy_registration_takes_only_a_packet_that_is_itself_and_port_digits() {
+        let short = [candidate(b"S", 1, true)];
+        assert_eq!(decide(b"S2", &short).unwrap().port, 2);
+        assert!(matches!(decide(b"SECB-REG-SECRET-1", &short), Err((Refusal::TooShort, None))));
     }
 }

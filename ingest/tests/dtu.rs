@@ -240,3 +240,91 @@ async fn read_now_jumps_the_schedule() {
     assert!(after, "the read-now made a reading");
     running.abort();
 }
+
+/// Company A entered `SECB-REG-SECRET-` before the prefix rule; company B's gateway
+/// `SECB-REG-SECRET-1` is suspended. B's DTU dialling in must be refused (and shown to B), never
+/// bound to A; with B's gateway enabled the packet matches both and is refused too.
+#[tokio::test]
+async fn a_dtu_whose_registration_begins_with_another_companys_is_never_bound_to_it() {
+    let field = Field::new("bravo", "bravo-dtu", b"SECB-REG-SECRET-1", &["modbus_rtu"]).await;
+    let alpha = powertab_core::companies::create(
+        &field.db.pool,
+        &powertab_core::companies::system_actor(),
+        &powertab_core::companies::NewCompany {
+            slug: "alpha".into(),
+            name: "alpha".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let alpha_schema = powertab_core::names::SchemaName::for_company(alpha.id);
+    let alpha_gateway = uuid::Uuid::now_v7();
+    let prefix_hex: String = b"SECB-REG-SECRET-".iter().map(|b| format!("{b:02x}")).collect();
+    sqlx::query(&format!(
+        "insert into {s}.gateways (id, identity, kind, registration_hex) values ($1, 'alpha-dtu', 'dtu', $2);
+         ",
+        s = alpha_schema.as_str()
+    ))
+    .bind(alpha_gateway)
+    .bind(&prefix_hex)
+    .execute(&field.db.pool)
+    .await
+    .unwrap();
+    sqlx::query(&format!(
+        "insert into {s}.buses (id, gateway_id, number, protocol, baud, parity, stop_bits, gap_ms, timeout_ms)
+         values ($1, $2, 1, 'modbus_rtu', 9600, 'N', 1, 20, 300)",
+        s = alpha_schema.as_str()
+    ))
+    .bind(uuid::Uuid::now_v7())
+    .bind(alpha_gateway)
+    .execute(&field.db.pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "insert into control.gateway_directory (identity, registration_hex, company_id, gateway_id, kind, status)
+         values ('alpha-dtu', $1, $2, $3, 'dtu', 'enabled')",
+    )
+    .bind(&prefix_hex)
+    .bind(alpha.id)
+    .bind(alpha_gateway)
+    .execute(&field.db.pool)
+    .await
+    .unwrap();
+    let addr = start_ingest(&field).await;
+
+    let bravo_packet = b"SECB-REG-SECRET-1";
+    let alpha_sessions = || async {
+        count(
+            &field,
+            &format!(
+                "select count(*) from {a}.bus_sessions where gateway_id = '{alpha_gateway}'",
+                a = alpha_schema.as_str()
+            ),
+        )
+        .await
+    };
+    for bravo_status in ["suspended", "enabled"] {
+        sqlx::query("update control.gateway_directory set status = $1 where identity = 'bravo-dtu'")
+            .bind(bravo_status)
+            .execute(&field.db.pool)
+            .await
+            .unwrap();
+        let bravo_dtu = dtu(bravo_packet, SimBus::modbus(vec![]), DtuFaults::default());
+        let answered = tokio::time::timeout(Duration::from_secs(5), bravo_dtu.run(addr)).await;
+        assert!(
+            matches!(answered, Ok(Ok(0)) | Ok(Err(_))),
+            "refused at once while bravo's gateway is {bravo_status}: {answered:?}"
+        );
+        assert_eq!(alpha_sessions().await, 0, "never bound to alpha");
+    }
+    let (company, attempts): (Option<i64>, i64) = sqlx::query_as(
+        "select company_id, attempts from control.unclaimed_registrations where registration_hex = $1",
+    )
+    .bind(bravo_packet.iter().map(|b| format!("{b:02x}")).collect::<String>())
+    .fetch_one(&field.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(attempts, 2);
+    assert_eq!(company, None, "the ambiguous last attempt is the platform's to sort out");
+}

@@ -25,7 +25,7 @@ fn reading(meter_id: uuid::Uuid, at: chrono::DateTime<Utc>, energy_wh: i64) -> N
 
 #[tokio::test]
 async fn readings_are_stored_once_and_only_plausible_deltas_count() {
-    let field = Field::new("acme", "dtu-1", b"REG-1", &["modbus_rtu"]).await;
+    let field = Field::new("acme", "dtu-1", b"REG-0001", &["modbus_rtu"]).await;
     let meter = field.meter(0, "dtsy1352", "1", "1001").await;
     let pool = &field.db.pool;
     let t0 = (Utc::now() - Duration::hours(2))
@@ -106,7 +106,7 @@ async fn readings_are_stored_once_and_only_plausible_deltas_count() {
 
 #[tokio::test]
 async fn readings_land_in_monthly_partitions() {
-    let field = Field::new("acme", "dtu-1", b"REG-1", &["modbus_rtu"]).await;
+    let field = Field::new("acme", "dtu-1", b"REG-0001", &["modbus_rtu"]).await;
     let meter = field.meter(0, "dtsy1352", "1", "1001").await;
     store_batch(
         &field.db.pool,
@@ -130,7 +130,7 @@ async fn readings_land_in_monthly_partitions() {
 
 #[tokio::test]
 async fn partitions_are_made_ahead_once() {
-    let field = Field::new("acme", "dtu-1", b"REG-1", &["modbus_rtu"]).await;
+    let field = Field::new("acme", "dtu-1", b"REG-0001", &["modbus_rtu"]).await;
     let pool = &field.db.pool;
     // The migration made up to two months ahead; five ahead needs three more, once.
     let made = powertab_ingest::store::ensure_partitions(pool, 5)
@@ -158,7 +158,7 @@ async fn partitions_are_made_ahead_once() {
 
 #[tokio::test]
 async fn stale_meters_and_offline_gateways_raise_and_clear_alarms() {
-    let field = Field::new("acme", "dtu-1", b"REG-1", &["modbus_rtu"]).await;
+    let field = Field::new("acme", "dtu-1", b"REG-0001", &["modbus_rtu"]).await;
     let pool = &field.db.pool;
     let s = field.schema.as_str();
     let meter = field.meter(0, "dtsy1352", "1", "1001").await;

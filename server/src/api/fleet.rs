@@ -28,6 +28,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(meter_daily_energy))
         .routes(routes!(meter_hourly_energy))
         .routes(routes!(unclaimed_registrations))
+        .routes(routes!(registration_problems))
         .routes(routes!(read_now))
         .routes(routes!(list_field_alarms))
         .routes(routes!(get_command))
@@ -133,7 +134,23 @@ async fn meter_hourly_energy(
     ))
 }
 
-/// DTU registrations that matched no enabled gateway, newest first, to claim as new gateways.
+/// The company's DTU registrations that break the platform's rule (6–128 bytes, none a prefix
+/// of another; entered before the rule): change them. Whose registration one overlaps is not said.
+#[utoipa::path(get, path = "/api/v1/gateways/registration-problems", tag = "fleet",
+    responses((status = 200, body = Vec<powertab_core::registration::Problem>)))]
+async fn registration_problems(
+    mut session: Session,
+) -> ApiResult<Json<Vec<powertab_core::registration::Problem>>> {
+    session.principal.require_read_company()?;
+    let company_id = session.principal.company()?.id;
+    Ok(Json(
+        powertab_core::registration::problems(&mut session.tx, Some(company_id)).await?,
+    ))
+}
+
+/// Refused DTU registrations, newest first. Platform staff see all (those that match no gateway
+/// are theirs to claim for a company); a company's settings users see those of its own suspended
+/// gateways and those claimed for it.
 #[utoipa::path(get, path = "/api/v1/unclaimed-registrations", tag = "fleet",
     responses((status = 200, body = Vec<Unclaimed>)))]
 async fn unclaimed_registrations(mut session: Session) -> ApiResult<Json<Vec<Unclaimed>>> {

@@ -33,6 +33,64 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(enter))
         .routes(routes!(platform_audit))
         .routes(routes!(export_platform_audit))
+        .routes(routes!(registration_problems))
+        .routes(routes!(registration_refusals))
+        .routes(routes!(claim_registration))
+}
+
+/// Every DTU registration on the platform that breaks the rule (6–128 bytes, none a prefix of
+/// another), with the gateways each overlaps (`company_id:identity`), for staff to follow up.
+#[utoipa::path(get, path = "/api/v1/platform/registration-problems", tag = "platform",
+    responses((status = 200, body = Vec<powertab_core::registration::Problem>), (status = 404, body = ErrorBody)))]
+async fn registration_problems(
+    mut session: Session,
+) -> ApiResult<Json<Vec<powertab_core::registration::Problem>>> {
+    require_platform(&session)?;
+    if session.principal.company.is_some() {
+        return Err(CoreError::NotFound("resource").into());
+    }
+    Ok(Json(
+        powertab_core::registration::problems(&mut session.tx, None).await?,
+    ))
+}
+
+/// Registrations companies tried to enter that overlapped another (or were refused unchecked
+/// past the hourly limit), newest first: who, from where, which bytes.
+#[utoipa::path(get, path = "/api/v1/platform/registration-refusals", tag = "platform",
+    responses((status = 200, body = Vec<powertab_core::registration::Refusal>), (status = 404, body = ErrorBody)))]
+async fn registration_refusals(
+    mut session: Session,
+) -> ApiResult<Json<Vec<powertab_core::registration::Refusal>>> {
+    Ok(Json(
+        powertab_core::registration::refusals(&mut session.tx, &session.principal).await?,
+    ))
+}
+
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+pub struct ClaimInput {
+    /// The refused registration, lowercase hex as listed.
+    pub registration_hex: String,
+    pub company_id: i64,
+}
+
+/// Hands a refused DTU registration to a company (platform admins; audited): its admins then
+/// see it among their refused registrations and can enter the gateway.
+#[utoipa::path(post, path = "/api/v1/platform/unclaimed-registrations/claim", tag = "platform",
+    request_body = ClaimInput,
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn claim_registration(
+    mut session: Session,
+    ApiJson(input): ApiJson<ClaimInput>,
+) -> ApiResult<StatusCode> {
+    powertab_core::fleet::claim_unclaimed(
+        &mut session.tx,
+        &session.principal,
+        &input.registration_hex,
+        input.company_id,
+    )
+    .await?;
+    session.tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]

@@ -485,7 +485,7 @@ async fn the_fleet_page_updates_without_a_reload() {
         .post(
             "/api/v1/gateways",
             &admin,
-            json!({"identity": "dtu-1", "kind": "dtu", "registration": "REG-1",
+            json!({"identity": "dtu-1", "kind": "dtu", "registration": "REG-0001",
             "buses": [{"number": 1, "protocol": "modbus_rtu"}]}),
         )
         .await;

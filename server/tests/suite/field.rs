@@ -129,7 +129,7 @@ async fn mqtt_gateways_get_a_derived_credential_that_admins_can_look_up_and_rota
 
     // Other kinds of gateway have no credential; MQTT identities must be topic-safe.
     let (_, dtu_gateway) = app
-        .post("/api/v1/gateways", &admin, dtu("dtu-0001", "REG-A"))
+        .post("/api/v1/gateways", &admin, dtu("dtu-0001", "REG-AAAA"))
         .await;
     let dtu_path = format!(
         "/api/v1/gateways/{}/mqtt-credential",
@@ -155,18 +155,24 @@ async fn identities_are_unique_across_the_platform_without_saying_whose() {
     let (_, alpha) = app.company_with_admin("alpha").await;
     let (_, bravo) = app.company_with_admin("bravo").await;
     assert_eq!(
-        app.post("/api/v1/gateways", &alpha, dtu("dtu-0001", "REG-A"))
+        app.post("/api/v1/gateways", &alpha, dtu("dtu-0001", "REG-AAAA"))
             .await
             .0,
         StatusCode::CREATED
     );
-    for body in [dtu("dtu-0001", "REG-B"), dtu("dtu-0002", "REG-A")] {
+    for (body, field) in [
+        (dtu("dtu-0001", "REG-BBBB"), "identity"),
+        (dtu("dtu-0002", "REG-AAAA"), "registration"),
+    ] {
         let (status, answer) = app.post("/api/v1/gateways", &bravo, body).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-        assert!(answer["error"]["fields"]["identity"]
-            .as_str()
-            .unwrap()
-            .contains("taken"));
+        assert!(
+            answer["error"]["fields"][field]
+                .as_str()
+                .unwrap()
+                .contains("taken"),
+            "{answer}"
+        );
         assert!(!answer.to_string().contains("alpha"), "{answer}");
     }
 }
@@ -204,7 +210,7 @@ async fn meters_are_checked_against_their_bus_and_the_quota() {
     let root = app.root().await;
     let (company, admin) = app.company_with_admin("acme").await;
     let (_, g) = app
-        .post("/api/v1/gateways", &admin, dtu("dtu-0001", "REG-A"))
+        .post("/api/v1/gateways", &admin, dtu("dtu-0001", "REG-AAAA"))
         .await;
     let (modbus_bus, dlt_bus) = (g["buses"][0]["id"].clone(), g["buses"][1]["id"].clone());
     let (status, m) = app
@@ -281,7 +287,7 @@ async fn a_crowded_bus_needs_confirmation() {
     )
     .await;
     let (_, g) = app
-        .post("/api/v1/gateways", &admin, dtu("dtu-0001", "REG-A"))
+        .post("/api/v1/gateways", &admin, dtu("dtu-0001", "REG-AAAA"))
         .await;
     let bus = g["buses"][0]["id"].clone();
     for address in 1..=32 {
@@ -307,7 +313,7 @@ async fn three_meters(
     admin: &crate::helpers::Caller,
 ) -> (Vec<String>, String) {
     let (_, g) = app
-        .post("/api/v1/gateways", admin, dtu("dtu-0001", "REG-A"))
+        .post("/api/v1/gateways", admin, dtu("dtu-0001", "REG-AAAA"))
         .await;
     let (modbus_bus, dlt_bus) = (g["buses"][0]["id"].clone(), g["buses"][1]["id"].clone());
     let mut ids = Vec::new();
@@ -449,24 +455,24 @@ async fn gateways_are_edited_and_registrations_stay_unique_across_the_platform()
     let app = spawn_app().await;
     let (_, alpha) = app.company_with_admin("alpha").await;
     let (_, bravo) = app.company_with_admin("bravo").await;
-    app.post("/api/v1/gateways", &alpha, dtu("dtu-a", "REG-A"))
+    app.post("/api/v1/gateways", &alpha, dtu("dtu-a", "REG-AAAA"))
         .await;
     let (_, g) = app
-        .post("/api/v1/gateways", &bravo, dtu("dtu-b", "REG-B"))
+        .post("/api/v1/gateways", &bravo, dtu("dtu-b", "REG-BBBB"))
         .await;
     let path = format!("/api/v1/gateways/{}", g["id"].as_str().unwrap());
     let (status, edited) = app
-        .call(Method::PATCH, &path, Some(&bravo), Some(json!({"name": "二楼配电房", "heartbeat": "", "registration": "52 45 47 2d 43", "registration_is_hex": true, "registration_repeats": true})))
+        .call(Method::PATCH, &path, Some(&bravo), Some(json!({"name": "二楼配电房", "heartbeat": "", "registration": "52 45 47 2d 43 43 43 43", "registration_is_hex": true, "registration_repeats": true})))
         .await;
     assert_eq!(status, StatusCode::OK, "{edited}");
-    assert_eq!(edited["registration_hex"], "5245472d43");
+    assert_eq!(edited["registration_hex"], "5245472d43434343");
     assert!(edited["heartbeat_hex"].is_null() && edited["registration_repeats"] == true);
     let (status, body) = app
         .call(
             Method::PATCH,
             &path,
             Some(&bravo),
-            Some(json!({"registration": "REG-A"})),
+            Some(json!({"registration": "REG-AAAA"})),
         )
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
@@ -505,7 +511,7 @@ async fn gateway_and_meter_lists_page_with_a_cursor() {
     let app = spawn_app().await;
     let (_, admin) = app.company_with_admin("acme").await;
     let (ids, _) = three_meters(&app, &admin).await;
-    app.post("/api/v1/gateways", &admin, dtu("dtu-0002", "REG-2"))
+    app.post("/api/v1/gateways", &admin, dtu("dtu-0002", "REG-0002"))
         .await;
     let (_, first) = app.get("/api/v1/meters?limit=2", &admin).await;
     assert_eq!(first["items"].as_array().unwrap().len(), 2);
@@ -533,4 +539,96 @@ async fn gateway_and_meter_lists_page_with_a_cursor() {
         app.get("/api/v1/meters?limit=501", &admin).await.0,
         StatusCode::UNPROCESSABLE_ENTITY
     );
+}
+
+#[tokio::test]
+async fn no_registration_may_begin_another_companys_and_refusals_are_limited_and_reported() {
+    let app = spawn_app().await;
+    let (_, alpha) = app.company_with_admin("alpha").await;
+    let (bravo_id, bravo) = app.company_with_admin("bravo").await;
+    let (status, _) = app
+        .post("/api/v1/gateways", &bravo, dtu("bravo-dtu", "SECB-REG-SECRET-1"))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    // Shorter (a prefix of bravo's), longer (bravo's is a prefix of it), equal, and with port
+    // digits: all refused, none saying whose.
+    for (i, registration) in [
+        "SECB-REG-SECRET-",
+        "SECB-REG-SECRET-12",
+        "SECB-REG-SECRET-1",
+        "SECB-R",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let (status, body) = app
+            .post("/api/v1/gateways", &alpha, dtu(&format!("alpha-{i}"), registration))
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{registration}: {body}");
+        let text = body.to_string();
+        assert!(!text.contains("bravo") && !text.contains(&bravo_id.to_string()), "{text}");
+    }
+    // Too short to be safe, whatever else exists.
+    let (status, body) = app.post("/api/v1/gateways", &alpha, dtu("alpha-s", "S")).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(body["error"]["fields"]["registration"].as_str().unwrap().contains("6"));
+    // Ten refusals an hour; then even a free registration is refused unchecked (no oracle).
+    for i in 0..6 {
+        app.post("/api/v1/gateways", &alpha, dtu(&format!("alpha-x{i}"), "SECB-REG-SECRET-1"))
+            .await;
+    }
+    let (status, body) = app
+        .post("/api/v1/gateways", &alpha, dtu("alpha-free", "ALPHA-OWN-0001"))
+        .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    // Bravo is not limited by alpha's refusals.
+    let (status, _) = app
+        .post("/api/v1/gateways", &bravo, dtu("bravo-2", "BRAVO-OWN-0002"))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    // Audited for alpha (without the bytes) and reported to platform staff (with them).
+    let (_, log) = app
+        .get("/api/v1/audit-log?action=gateway.registration_refused", &alpha)
+        .await;
+    let entries = log["items"].as_array().unwrap();
+    assert!(entries.len() >= 10, "{log}");
+    assert!(!log.to_string().contains("5345434"), "no bytes in the company's log");
+    let root = app.root().await;
+    let (status, refusals) = app.get("/api/v1/platform/registration-refusals", &root).await;
+    assert_eq!(status, StatusCode::OK);
+    let refusals = refusals.as_array().unwrap();
+    assert!(refusals.iter().any(|r| r["reason"] == "throttled"));
+    assert!(refusals.iter().filter(|r| r["reason"] == "overlap").count() >= 10);
+    let (status, _) = app.get("/api/v1/platform/registration-refusals", &alpha).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn registrations_entered_before_the_rule_are_listed_to_change() {
+    let app = spawn_app().await;
+    let (alpha_id, alpha) = app.company_with_admin("alpha").await;
+    let (bravo_id, bravo) = app.company_with_admin("bravo").await;
+    let (_, g) = app
+        .post("/api/v1/gateways", &bravo, dtu("bravo-dtu", "SECB-REG-SECRET-1"))
+        .await;
+    // As the rule was not there: alpha's registration is a prefix of bravo's.
+    sqlx::query(
+        "insert into control.gateway_directory (identity, registration_hex, company_id, gateway_id, kind, status)
+         values ('alpha-old', encode('SECB-REG-SECRET-', 'hex'), $1, gen_random_uuid(), 'dtu', 'enabled')",
+    )
+    .bind(alpha_id)
+    .execute(&app.db.pool)
+    .await
+    .unwrap();
+    let (_, mine) = app.get("/api/v1/gateways/registration-problems", &bravo).await;
+    assert_eq!(mine.as_array().unwrap().len(), 1, "{mine}");
+    assert_eq!(mine[0]["gateway_id"], g["id"]);
+    assert_eq!(mine[0]["problem"], "overlaps");
+    assert!(!mine.to_string().contains("alpha"), "whose is not said: {mine}");
+    let (_, theirs) = app.get("/api/v1/gateways/registration-problems", &alpha).await;
+    assert_eq!(theirs[0]["identity"], "alpha-old");
+    let root = app.root().await;
+    let (_, all) = app.get("/api/v1/platform/registration-problems", &root).await;
+    assert_eq!(all.as_array().unwrap().len(), 2, "{all}");
+    assert!(all.to_string().contains(&format!("{bravo_id}:bravo-dtu")));
 }

@@ -15,7 +15,7 @@ async fn buses_are_added_changed_and_removed_only_when_empty() {
     let app = spawn_app().await;
     let (_, admin) = app.company_with_admin("acme").await;
     let (_, g) = app
-        .post("/api/v1/gateways", &admin, dtu("dtu-1", "REG-1"))
+        .post("/api/v1/gateways", &admin, dtu("dtu-1", "REG-0001"))
         .await;
     let id = g["id"].as_str().unwrap();
     let bus1 = g["buses"][0]["id"].clone();
@@ -108,7 +108,7 @@ async fn removing_a_gateway_frees_its_identity_and_leaves_the_directory() {
     let (_, alpha) = app.company_with_admin("alpha").await;
     let (_, bravo) = app.company_with_admin("bravo").await;
     let (_, g) = app
-        .post("/api/v1/gateways", &alpha, dtu("dtu-1", "REG-1"))
+        .post("/api/v1/gateways", &alpha, dtu("dtu-1", "REG-0001"))
         .await;
     let id = g["id"].as_str().unwrap().to_owned();
     let (_, m) = app
@@ -142,7 +142,7 @@ async fn removing_a_gateway_frees_its_identity_and_leaves_the_directory() {
     assert_eq!(directory, 0, "ingest no longer finds the removed gateway");
     // The identity and registration are free for anyone, even another company.
     let (status, body) = app
-        .post("/api/v1/gateways", &bravo, dtu("dtu-1", "REG-1"))
+        .post("/api/v1/gateways", &bravo, dtu("dtu-1", "REG-0001"))
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     // The removed meter still names its old gateway.
@@ -167,7 +167,7 @@ async fn a_meter_swap_keeps_both_readings_and_the_place() {
     let app = spawn_app().await;
     let (_, admin) = app.company_with_admin("acme").await;
     let (_, g) = app
-        .post("/api/v1/gateways", &admin, dtu("dtu-1", "REG-1"))
+        .post("/api/v1/gateways", &admin, dtu("dtu-1", "REG-0001"))
         .await;
     let bus = g["buses"][0]["id"].clone();
     let (_, feeder) = app
@@ -311,7 +311,7 @@ async fn a_feeder_with_sub_meters_is_not_removed() {
     let app = spawn_app().await;
     let (_, admin) = app.company_with_admin("acme").await;
     let (_, g) = app
-        .post("/api/v1/gateways", &admin, dtu("dtu-1", "REG-1"))
+        .post("/api/v1/gateways", &admin, dtu("dtu-1", "REG-0001"))
         .await;
     let bus = g["buses"][0]["id"].clone();
     let (_, feeder) = app
@@ -348,9 +348,9 @@ async fn the_gateway_list_filters_by_status_and_kind() {
     let app = spawn_app().await;
     let (_, admin) = app.company_with_admin("acme").await;
     let (_, a) = app
-        .post("/api/v1/gateways", &admin, dtu("dtu-1", "REG-1"))
+        .post("/api/v1/gateways", &admin, dtu("dtu-1", "REG-0001"))
         .await;
-    app.post("/api/v1/gateways", &admin, dtu("dtu-2", "REG-2"))
+    app.post("/api/v1/gateways", &admin, dtu("dtu-2", "REG-0002"))
         .await;
     app.post(
         "/api/v1/gateways",

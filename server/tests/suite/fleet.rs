@@ -17,7 +17,7 @@ async fn the_fleet_shows_reading_ages_and_a_meter_its_history() {
         .post(
             "/api/v1/gateways",
             &admin,
-            json!({"identity": "dtu-1", "kind": "dtu", "registration": "REG-1",
+            json!({"identity": "dtu-1", "kind": "dtu", "registration": "REG-0001",
             "buses": [{"number": 1, "protocol": "modbus_rtu"}]}),
         )
         .await;
@@ -218,19 +218,40 @@ async fn refused_registrations_are_listed_to_the_right_people() {
             .collect()
     };
     let (_, a) = app.get("/api/v1/unclaimed-registrations", &alpha).await;
-    let mut a = listed(a);
-    a.sort();
-    assert_eq!(a, vec!["4e4f2d31", "53555350"]);
-    let (_, b) = app.get("/api/v1/unclaimed-registrations", &bravo).await;
     assert_eq!(
-        listed(b.clone()),
-        vec!["4e4f2d31"],
-        "another company's suspended gateway stays hidden"
+        listed(a),
+        vec!["53555350"],
+        "a company sees its own suspended gateway's refusals, not unknown DTUs"
     );
-    assert_eq!(b[0]["registration_text"], "NO-1");
+    let (_, b) = app.get("/api/v1/unclaimed-registrations", &bravo).await;
+    assert!(listed(b).is_empty(), "unknown registrations are the platform's alone");
+    let (_, auditor) = app.user(&alpha, "alpha", "aud", "auditor", &[]).await;
+    let (_, seen) = app.get("/api/v1/unclaimed-registrations", &auditor).await;
+    assert!(listed(seen).is_empty(), "registration bytes need the settings right");
     let root = app.root().await;
     let (_, all) = app.get("/api/v1/unclaimed-registrations", &root).await;
     assert_eq!(listed(all).len(), 2);
+    // Platform staff hand the unknown one to bravo, whose admins then see it.
+    let (_, bravo_company) = app.get("/api/v1/company", &bravo).await;
+    let (status, _) = app
+        .post(
+            "/api/v1/platform/unclaimed-registrations/claim",
+            &root,
+            json!({"registration_hex": "4e4f2d31", "company_id": bravo_company["id"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (_, b) = app.get("/api/v1/unclaimed-registrations", &bravo).await;
+    assert_eq!(listed(b.clone()), vec!["4e4f2d31"]);
+    assert_eq!(b[0]["registration_text"], "NO-1");
+    let (status, _) = app
+        .post(
+            "/api/v1/platform/unclaimed-registrations/claim",
+            &alpha,
+            json!({"registration_hex": "4e4f2d31", "company_id": alpha_id}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "companies cannot claim");
 }
 
 #[tokio::test]
@@ -241,7 +262,7 @@ async fn read_now_is_queued_once_for_staff_who_may_act() {
         .post(
             "/api/v1/gateways",
             &admin,
-            json!({"identity": "dtu-1", "kind": "dtu", "registration": "REG-1",
+            json!({"identity": "dtu-1", "kind": "dtu", "registration": "REG-0001",
             "buses": [{"number": 1, "protocol": "modbus_rtu"}]}),
         )
         .await;
@@ -280,7 +301,7 @@ async fn field_alarms_are_listed_and_their_limits_are_settings() {
         .post(
             "/api/v1/gateways",
             &admin,
-            json!({"identity": "dtu-1", "kind": "dtu", "registration": "REG-1",
+            json!({"identity": "dtu-1", "kind": "dtu", "registration": "REG-0001",
             "buses": [{"number": 1, "protocol": "modbus_rtu"}]}),
         )
         .await;

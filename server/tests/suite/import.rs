@@ -450,3 +450,34 @@ mb-1,3,modbus_generic,9,9,,,,,,,\n";
     assert_eq!(shop["number"], "101");
     assert!(copied["items"][0]["tariff_plan_id"].is_string());
 }
+
+/// A 1.5 KB workbook whose only cells are A1 and XFD1048576 (tests/fixtures/xlsx-bomb.xlsx):
+/// read as a dense grid it would ask for ~17 billion cells and abort the whole process.
+const XLSX_BOMB: &[u8] = include_bytes!("../fixtures/xlsx-bomb.xlsx");
+
+#[tokio::test]
+async fn a_workbook_with_one_far_cell_is_refused_and_the_server_keeps_answering() {
+    let app = spawn_app().await;
+    let (_, admin) = app.company_with_admin("acme").await;
+    assert!(XLSX_BOMB.len() < 2048);
+    for dry_run in [true, false] {
+        let (status, body) =
+            upload(&app, &admin, "shops", "bomb.xlsx", XLSX_BOMB.to_vec(), dry_run).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        let message = body["error"]["fields"]["file"].as_str().unwrap_or_default();
+        assert!(message.contains("rows"), "{body}");
+    }
+    // The process is still there and still serves the company.
+    let response = app
+        .http
+        .get(app.url("/api/v1/buildings"))
+        .bearer_auth(&admin.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    // A legacy .xls is refused with a hint rather than parsed.
+    let (status, body) = upload(&app, &admin, "shops", "old.xls", b"\xd0\xcf\x11\xe0".to_vec(), true).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body["error"]["fields"]["file"].as_str().unwrap().contains(".xlsx"));
+}
