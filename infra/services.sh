@@ -7,8 +7,10 @@
 #   MQTT_URL      Mosquitto. Kept when already set. Otherwise the project's own broker in
 #                 .local/mosquitto on a free port from 18830, with the dynamic-security plugin
 #                 (Debian's `mosquitto` installed when missing and we are root), and then also
-#   MQTT_USERNAME, MQTT_PASSWORD  its admin login, with which PowerTab provisions MQTT gateways'
-#                 logins. Only if that fails: an open broker at 127.0.0.1:1883.
+#   MQTT_ADMIN_USERNAME, MQTT_ADMIN_PASSWORD  its admin login, with which PowerTab provisions MQTT
+#                 gateways' logins, and
+#   MQTT_USERNAME, MQTT_PASSWORD  the readings client's least-privilege login (provisioning
+#                 creates it there). Only if that fails: an open broker at 127.0.0.1:1883.
 # Use it with `source infra/services.sh`; both README commands do. Safe to run again: a private
 # cluster or broker that is already running is reused. PT_SERVICES_PRIVATE=1 skips the shared
 # 127.0.0.1:5432 / :1883 services and uses private ones (to test that path).
@@ -128,9 +130,15 @@ CONF
     for _ in $(seq 50); do _pt_port_open "$port" && break; sleep 0.1; done
     _pt_port_open "$port" || return 1
   fi
+  # The readings client gets a login of its own with the least it needs (provisioning creates
+  # it at the broker with this password); the admin login is for provisioning alone.
+  [ -s "$dir/ingest-password" ] || (umask 077 && head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$dir/ingest-password")
   export MQTT_URL="mqtt://127.0.0.1:$port"
-  export MQTT_USERNAME=powertab-admin
-  MQTT_PASSWORD=$(cat "$dir/admin-password")
+  export MQTT_ADMIN_USERNAME=powertab-admin
+  MQTT_ADMIN_PASSWORD=$(cat "$dir/admin-password")
+  export MQTT_ADMIN_PASSWORD
+  export MQTT_USERNAME=powertab-ingest
+  MQTT_PASSWORD=$(cat "$dir/ingest-password")
   export MQTT_PASSWORD
   _pt_log "using PowerTab's own Mosquitto (dynamic security) at 127.0.0.1:$port"
 }

@@ -346,7 +346,10 @@ pub async fn create_gateway(
             "a DTU identifies itself with registration bytes".into(),
         );
     }
-    if let Some(problem) = registration.as_deref().and_then(crate::registration::length_problem) {
+    if let Some(problem) = registration
+        .as_deref()
+        .and_then(crate::registration::length_problem)
+    {
         fields.insert("registration".into(), problem);
     }
     if kind != "dtu" && registration.is_some() {

@@ -4,8 +4,8 @@
 //! daily energy, and DTU registrations nobody claimed. Read-only; any company role may look.
 
 use crate::auth::Principal;
-use crate::roles::{Need, Right};
 use crate::error::{CoreError, CoreResult};
+use crate::roles::{Need, Right};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, Row};
@@ -530,10 +530,11 @@ pub async fn claim_unclaimed(
     if principal.role != crate::roles::Role::PlatformAdmin || principal.company.is_some() {
         return Err(CoreError::NotFound("resource"));
     }
-    let exists: bool = sqlx::query_scalar("select exists (select 1 from control.company where id = $1)")
-        .bind(company_id)
-        .fetch_one(&mut *conn)
-        .await?;
+    let exists: bool =
+        sqlx::query_scalar("select exists (select 1 from control.company where id = $1)")
+            .bind(company_id)
+            .fetch_one(&mut *conn)
+            .await?;
     if !exists {
         return Err(CoreError::field("company_id", "no such company"));
     }

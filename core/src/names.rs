@@ -299,7 +299,15 @@ mod reserved_tests {
 
     #[test]
     fn the_platforms_broker_names_are_reserved_in_any_case() {
-        for name in ["powertab-admin", "PowerTab-Ingest", "powertab", "pt-gw-x", "$SYS", "Admin", " admin "] {
+        for name in [
+            "powertab-admin",
+            "PowerTab-Ingest",
+            "powertab",
+            "pt-gw-x",
+            "$SYS",
+            "Admin",
+            " admin ",
+        ] {
             assert!(is_reserved_gateway_identity(name), "{name}");
         }
         for name in ["gw-admin", "dtu-0001", "pt-0001", "my-powertab"] {

@@ -178,7 +178,10 @@ pub struct Problem {
 
 /// Registrations that break the rule: a company's own (`Some(company)`), or all of them for
 /// platform staff (`None`).
-pub async fn problems(conn: &mut PgConnection, company_id: Option<i64>) -> CoreResult<Vec<Problem>> {
+pub async fn problems(
+    conn: &mut PgConnection,
+    company_id: Option<i64>,
+) -> CoreResult<Vec<Problem>> {
     let rows = sqlx::query(
         "select d.gateway_id, d.identity, d.company_id, length(d.registration_hex) / 2 as bytes,
                 coalesce(array_agg(o.company_id::text || ':' || o.identity order by o.identity)

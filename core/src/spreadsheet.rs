@@ -281,6 +281,11 @@ mod tests {
         assert!(message(read_rows(wide.as_bytes(), "x.csv").unwrap_err()).contains("columns"));
         let long = "a\n".repeat(ROWS_MAX + 2);
         assert!(message(read_rows(long.as_bytes(), "x.csv").unwrap_err()).contains("rows"));
-        assert_eq!(read_rows("a\n".repeat(ROWS_MAX + 1).as_bytes(), "x.csv").unwrap().len(), ROWS_MAX + 1);
+        assert_eq!(
+            read_rows("a\n".repeat(ROWS_MAX + 1).as_bytes(), "x.csv")
+                .unwrap()
+                .len(),
+            ROWS_MAX + 1
+        );
     }
 }

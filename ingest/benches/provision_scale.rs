@@ -85,8 +85,13 @@ async fn main() {
         password: admin_password,
     };
     let started = Instant::now();
+    let ingest = provision::IngestLogin {
+        username: "powertab-ingest".into(),
+        password: "bench-ingest-password".into(),
+    };
     tokio::spawn(provision::run(
         config,
+        ingest,
         field.db.pool.clone(),
         Secret::new(SECRET),
     ));

@@ -131,7 +131,14 @@ async fn accept(
     };
     let schema = SchemaName::for_company(found.company_id);
     let Some(link) = bus::load_link(&pool, &schema, found.gateway_id, found.port).await? else {
-        refuse(&pool, &first, peer, Refusal::UnknownPort, Some(found.company_id)).await;
+        refuse(
+            &pool,
+            &first,
+            peer,
+            Refusal::UnknownPort,
+            Some(found.company_id),
+        )
+        .await;
         return Ok(());
     };
     tracing::info!(%peer, identity = %found.identity, port = found.port, "DTU registered");
@@ -302,7 +309,8 @@ async fn refuse(
     refusal: Refusal,
     company_id: Option<i64>,
 ) {
-    metrics::counter!("ingest_registrations_refused_total", "reason" => refusal.label()).increment(1);
+    metrics::counter!("ingest_registrations_refused_total", "reason" => refusal.label())
+        .increment(1);
     let hex: String = packet.iter().take(64).map(|b| format!("{b:02x}")).collect();
     tracing::warn!(%peer, reason = refusal.label(), registration = %hex, "refused a DTU registration");
     let stored = sqlx::query(
@@ -344,27 +352,49 @@ mod tests {
 
     #[test]
     fn a_packet_matching_one_enabled_registration_is_bound_with_its_port() {
-        let found = decide(b"SECB-REG-SECRET-12\xfe", &[candidate(b"SECB-REG-SECRET-", 2, true)]).unwrap();
-        assert_eq!((found.company_id, found.port, found.rest), (2, 12, b"\xfe".to_vec()));
+        let found = decide(
+            b"SECB-REG-SECRET-12\xfe",
+            &[candidate(b"SECB-REG-SECRET-", 2, true)],
+        )
+        .unwrap();
+        assert_eq!(
+            (found.company_id, found.port, found.rest),
+            (2, 12, b"\xfe".to_vec())
+        );
     }
 
     #[test]
     fn a_packet_matching_two_registrations_is_refused_never_guessed() {
-        let both = [candidate(b"SECB-REG-SECRET-", 1, true), candidate(b"SECB-REG-SECRET-1", 2, true)];
-        assert!(matches!(decide(b"SECB-REG-SECRET-1", &both), Err((Refusal::Ambiguous, None))));
+        let both = [
+            candidate(b"SECB-REG-SECRET-", 1, true),
+            candidate(b"SECB-REG-SECRET-1", 2, true),
+        ];
+        assert!(matches!(
+            decide(b"SECB-REG-SECRET-1", &both),
+            Err((Refusal::Ambiguous, None))
+        ));
     }
 
     #[test]
     fn a_suspended_gateways_dtu_is_refused_and_told_to_its_company_only() {
         let suspended = [candidate(b"SECB-REG-SECRET-1", 2, false)];
-        assert!(matches!(decide(b"SECB-REG-SECRET-1", &suspended), Err((Refusal::Suspended, Some(2)))));
-        assert!(matches!(decide(b"SECB-REG-SECRET-1", &[]), Err((Refusal::Unknown, None))));
+        assert!(matches!(
+            decide(b"SECB-REG-SECRET-1", &suspended),
+            Err((Refusal::Suspended, Some(2)))
+        ));
+        assert!(matches!(
+            decide(b"SECB-REG-SECRET-1", &[]),
+            Err((Refusal::Unknown, None))
+        ));
     }
 
     #[test]
     fn a_short_legacy_registration_takes_only_a_packet_that_is_itself_and_port_digits() {
         let short = [candidate(b"S", 1, true)];
         assert_eq!(decide(b"S2", &short).unwrap().port, 2);
-        assert!(matches!(decide(b"SECB-REG-SECRET-1", &short), Err((Refusal::TooShort, None))));
+        assert!(matches!(
+            decide(b"SECB-REG-SECRET-1", &short),
+            Err((Refusal::TooShort, None))
+        ));
     }
 }

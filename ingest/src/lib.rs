@@ -37,15 +37,23 @@ pub struct IngestConfig {
     /// none: no MQTT side.
     #[serde(default)]
     pub mqtt_url: Option<String>,
-    /// PowerTab's own login at the broker (empty: anonymous, for a private test broker).
     /// The broker's address as MQTT gateways reach it (e.g. `mqtt://mqtt.example.com:1883`),
     /// shown on their pages; none: `mqtt_url`.
     #[serde(default)]
     pub mqtt_public_url: Option<String>,
+    /// The readings client's login at the broker (empty: anonymous, for a private test broker).
+    /// Least privilege: provisioning gives it the role `powertab-platform` (gateways' topics
+    /// only), creating it when the broker lacks it.
     #[serde(default)]
     pub mqtt_username: String,
     #[serde(default, skip_serializing)]
     pub mqtt_password: Secret,
+    /// The broker's dynamic-security admin, used only to provision gateways' logins. Empty:
+    /// `mqtt_username` is used for both (an older, single-login configuration).
+    #[serde(default)]
+    pub mqtt_admin_username: String,
+    #[serde(default, skip_serializing)]
+    pub mqtt_admin_password: Secret,
     /// The platform secret MQTT gateways' credentials are derived from (at least 32 bytes;
     /// core::gateway_credential). Without it gateways get no credentials and the broker is not
     /// provisioned. Changing it changes every MQTT gateway's credential.
@@ -82,6 +90,27 @@ impl IngestConfig {
     }
 }
 
+impl IngestConfig {
+    /// The login provisioning uses: the dynamic-security admin, or the readings login when no
+    /// admin is configured.
+    pub fn mqtt_admin(&self) -> Option<mqtt::client::MqttConfig> {
+        let mut config = self.mqtt()?;
+        if !self.mqtt_admin_username.is_empty() {
+            config.username = self.mqtt_admin_username.clone();
+            config.password = self.mqtt_admin_password.expose().to_owned();
+        }
+        Some(config)
+    }
+
+    /// The readings client's login, for provisioning to create.
+    pub fn mqtt_ingest_login(&self) -> mqtt::provision::IngestLogin {
+        mqtt::provision::IngestLogin {
+            username: self.mqtt_username.clone(),
+            password: self.mqtt_password.expose().to_owned(),
+        }
+    }
+}
+
 impl Default for IngestConfig {
     fn default() -> Self {
         IngestConfig {
@@ -91,6 +120,8 @@ impl Default for IngestConfig {
             mqtt_public_url: None,
             mqtt_username: String::new(),
             mqtt_password: Secret::default(),
+            mqtt_admin_username: String::new(),
+            mqtt_admin_password: Secret::default(),
             gateway_secret: None,
         }
     }
@@ -154,10 +185,14 @@ pub async fn run(
         interval,
         dispatch.clone(),
     ));
-    let provisioning = config.mqtt().and_then(|mqtt| {
-        let secret = provisioning_secret(&config, &mqtt)?;
+    let provisioning = config.mqtt_admin().and_then(|admin| {
+        let secret = provisioning_secret(&config, &admin)?;
+        if config.mqtt_admin_username.is_empty() {
+            tracing::warn!("no MQTT admin login configured (MQTT_ADMIN_USERNAME): the readings client uses the provisioning login; give it its own least-privilege login");
+        }
         Some(tokio::spawn(mqtt::provision::run(
-            mqtt,
+            admin,
+            config.mqtt_ingest_login(),
             pool.clone(),
             secret,
         )))

@@ -260,7 +260,10 @@ async fn a_dtu_whose_registration_begins_with_another_companys_is_never_bound_to
     .unwrap();
     let alpha_schema = powertab_core::names::SchemaName::for_company(alpha.id);
     let alpha_gateway = uuid::Uuid::now_v7();
-    let prefix_hex: String = b"SECB-REG-SECRET-".iter().map(|b| format!("{b:02x}")).collect();
+    let prefix_hex: String = b"SECB-REG-SECRET-"
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     sqlx::query(&format!(
         "insert into {s}.gateways (id, identity, kind, registration_hex) values ($1, 'alpha-dtu', 'dtu', $2);
          ",
@@ -305,11 +308,13 @@ async fn a_dtu_whose_registration_begins_with_another_companys_is_never_bound_to
         .await
     };
     for bravo_status in ["suspended", "enabled"] {
-        sqlx::query("update control.gateway_directory set status = $1 where identity = 'bravo-dtu'")
-            .bind(bravo_status)
-            .execute(&field.db.pool)
-            .await
-            .unwrap();
+        sqlx::query(
+            "update control.gateway_directory set status = $1 where identity = 'bravo-dtu'",
+        )
+        .bind(bravo_status)
+        .execute(&field.db.pool)
+        .await
+        .unwrap();
         let bravo_dtu = dtu(bravo_packet, SimBus::modbus(vec![]), DtuFaults::default());
         let answered = tokio::time::timeout(Duration::from_secs(5), bravo_dtu.run(addr)).await;
         assert!(
@@ -326,5 +331,8 @@ async fn a_dtu_whose_registration_begins_with_another_companys_is_never_bound_to
     .await
     .unwrap();
     assert_eq!(attempts, 2);
-    assert_eq!(company, None, "the ambiguous last attempt is the platform's to sort out");
+    assert_eq!(
+        company, None,
+        "the ambiguous last attempt is the platform's to sort out"
+    );
 }

@@ -86,29 +86,43 @@ async fn admin(broker: &Broker, commands: Value) -> Value {
     answer
 }
 
-/// PowerTab's MQTT side as ingest runs it: provisioning and the readings client, logged in as
-/// `username`. Keep the returned writer task alive for the test.
+/// The readings client's least-privilege login in these tests (provisioning creates it).
+const INGEST_USER: &str = "powertab-ingest";
+const INGEST_PASSWORD: &str = "ingest-password-for-tests";
+
+/// PowerTab's MQTT side as ingest runs it: provisioning logged in as `username` (the broker's
+/// admin) and the readings client with its own login. Keep the returned writer task alive.
 fn start_ingest(
     broker: &Broker,
     field: &Field,
     username: &str,
     password: &str,
 ) -> tokio::task::JoinHandle<()> {
-    let config = MqttConfig {
+    let admin = MqttConfig {
         host: "127.0.0.1".into(),
         port: broker.port,
         client_id: "powertab-test".into(),
         username: username.into(),
         password: password.into(),
     };
+    let ingest = provision::IngestLogin {
+        username: INGEST_USER.into(),
+        password: INGEST_PASSWORD.into(),
+    };
+    let readings = MqttConfig {
+        username: INGEST_USER.into(),
+        password: INGEST_PASSWORD.into(),
+        ..admin.clone()
+    };
     tokio::spawn(provision::run(
-        config.clone(),
+        admin,
+        ingest,
         field.db.pool.clone(),
         Secret::new(SECRET),
     ));
     let (writer, task) = Writer::start(field.db.pool.clone());
     tokio::spawn(client::serve(
-        config,
+        readings,
         field.db.pool.clone(),
         writer,
         Dispatch::default(),
@@ -158,7 +172,7 @@ async fn gateways_get_their_own_login_and_topics_and_lose_them_when_suspended_ro
              "textname": "PowerTab MQTT gateway 000000000000", "roles": [{"rolename": "pt-gw-gw-1"}]},
             {"command": "createRole", "rolename": "pt-gw-gone"},
             {"command": "createClient", "username": "gone", "password": "gone-password",
-             "roles": [{"rolename": "pt-gw-gone"}]},
+             "textname": "PowerTab MQTT gateway 000000000000", "roles": [{"rolename": "pt-gw-gone"}]},
             {"command": "createClient", "username": "someone", "password": "someone-password"}
         ]),
     )
@@ -292,6 +306,88 @@ async fn gateways_get_their_own_login_and_topics_and_lose_them_when_suspended_ro
     let listed = admin(&broker, json!([{"command": "listClients"}])).await;
     let clients = listed["responses"][0]["data"]["clients"].to_string();
     assert!(!clients.contains("\"gw-2\""), "{clients}");
+}
+
+/// A gateway named like PowerTab's own broker logins (as a tenant could before the names were
+/// reserved, or on a broker whose admin has another name) is never provisioned: suspending and
+/// removing it leaves the admin and readings logins working.
+#[tokio::test]
+async fn a_gateway_named_like_the_platforms_broker_logins_cannot_lock_them_out() {
+    let broker = Broker::with_dynamic_security().await;
+    let field = Field::new("acme", "dtu-unused", b"UNUSED", &[]).await;
+    let (admin_user, admin_pw) = broker.admin.clone().unwrap();
+    let (_, meters) = field.add_mqtt_gateway("gw-1", &["17"]).await;
+    field.add_mqtt_gateway(&admin_user, &["18"]).await;
+    field.add_mqtt_gateway(INGEST_USER, &["19"]).await;
+    let _writer = start_ingest(&broker, &field, &admin_user, &admin_pw);
+    let (gw1, _) = sqlx::query_as::<_, (Uuid, i32)>(
+        "select gateway_id, mqtt_credential_gen from control.gateway_directory where identity = 'gw-1'",
+    )
+    .fetch_one(&field.db.pool)
+    .await
+    .unwrap();
+    let pw1 = password(gw1, "gw-1", 1);
+    assert!(
+        wait_until(Duration::from_secs(20), || can_login(&broker, "gw-1", &pw1)).await,
+        "the ordinary gateway is provisioned"
+    );
+    assert!(
+        can_login(&broker, INGEST_USER, INGEST_PASSWORD).await,
+        "the readings login was made"
+    );
+    for step in ["status = 'suspended'", "mqtt_credential_gen = 2"] {
+        for identity in [admin_user.as_str(), INGEST_USER] {
+            set_directory(&field, identity, step).await;
+        }
+        // gw-1's suspension is the sign that provisioning has acted on the directory.
+        set_directory(&field, "gw-1", "status = 'suspended'").await;
+        assert!(
+            wait_until(Duration::from_secs(15), || async {
+                !can_login(&broker, "gw-1", &pw1).await
+            })
+            .await
+        );
+        set_directory(&field, "gw-1", "status = 'enabled'").await;
+        assert!(wait_until(Duration::from_secs(15), || can_login(&broker, "gw-1", &pw1)).await);
+        assert!(
+            can_login(&broker, &admin_user, &admin_pw).await,
+            "admin still logs in after {step}"
+        );
+        assert!(
+            can_login(&broker, INGEST_USER, INGEST_PASSWORD).await,
+            "readings login after {step}"
+        );
+    }
+    sqlx::query("delete from control.gateway_directory where identity = any($1)")
+        .bind(vec![admin_user.clone(), INGEST_USER.to_owned()])
+        .execute(&field.db.pool)
+        .await
+        .unwrap();
+    set_directory(&field, "gw-1", "status = 'suspended'").await;
+    assert!(
+        wait_until(Duration::from_secs(15), || async {
+            !can_login(&broker, "gw-1", &pw1).await
+        })
+        .await
+    );
+    assert!(
+        can_login(&broker, &admin_user, &admin_pw).await,
+        "admin survives the removal"
+    );
+    assert!(can_login(&broker, INGEST_USER, INGEST_PASSWORD).await);
+    // The readings login may read gateways' uplinks but not administer the broker.
+    let (ingest, mut events) = login(&broker, INGEST_USER, INGEST_PASSWORD).await.unwrap();
+    ingest
+        .subscribe(provision::RESPONSE_TOPIC, QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let refused = loop {
+        if let Event::Incoming(Packet::SubAck(ack)) = events.poll().await.unwrap() {
+            break matches!(ack.return_codes[0], SubscribeReasonCode::Failure);
+        }
+    };
+    assert!(refused, "the readings login has no dynamic-security rights");
+    let _ = meters;
 }
 
 #[tokio::test]

@@ -89,6 +89,8 @@ impl Config {
             ("MQTT_URL", "ingest.mqtt_url"),
             ("MQTT_USERNAME", "ingest.mqtt_username"),
             ("MQTT_PASSWORD", "ingest.mqtt_password"),
+            ("MQTT_ADMIN_USERNAME", "ingest.mqtt_admin_username"),
+            ("MQTT_ADMIN_PASSWORD", "ingest.mqtt_admin_password"),
         ] {
             if let Ok(value) = std::env::var(var) {
                 figment = figment.merge(Serialized::default(key, value));
@@ -146,15 +148,23 @@ mod tests {
                 "POWERTAB_INGEST__GATEWAY_SECRET",
                 "a-gateway-secret-value-of-32-bytes-or-more",
             );
-            jail.set_env("MQTT_USERNAME", "powertab-admin");
+            jail.set_env("MQTT_USERNAME", "powertab-ingest");
             jail.set_env("MQTT_PASSWORD", "broker-pw-secret");
+            jail.set_env("MQTT_ADMIN_USERNAME", "powertab-admin");
+            jail.set_env("MQTT_ADMIN_PASSWORD", "admin-pw-secret");
             let config = Config::load(None).expect("loads");
             let printed = format!("{config:?}");
             assert!(!printed.contains("a-very-secret"));
             assert!(!printed.contains("pw-secret"));
             assert!(!printed.contains("a-gateway-secret"));
-            assert_eq!(config.ingest.mqtt_username, "powertab-admin");
+            assert!(!printed.contains("admin-pw-secret"));
+            assert_eq!(config.ingest.mqtt_username, "powertab-ingest");
             assert_eq!(config.ingest.mqtt_password.expose(), "broker-pw-secret");
+            assert_eq!(config.ingest.mqtt_admin_username, "powertab-admin");
+            assert_eq!(
+                config.ingest.mqtt_admin_password.expose(),
+                "admin-pw-secret"
+            );
             assert_eq!(
                 config
                     .ingest

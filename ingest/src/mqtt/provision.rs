@@ -7,8 +7,17 @@
 //! rotated credential replaces the password, which disconnects the old login.
 //!
 //! The broker is the state: after every (re)connect the plugin's client and role lists are read
-//! and everything PowerTab manages (clients with their `pt-gw-` role) is set right, so a broker
-//! that lost its configuration is provisioned again. Only what differs is sent: Mosquitto 2.0's
+//! and everything PowerTab manages is set right, so a broker that lost its configuration is
+//! provisioned again. A client is PowerTab's only when it carries PowerTab's own marker (its
+//! `pt-gw-` role *and* the text name only provisioning writes), never because of its name: a
+//! tenant names its gateways, and a gateway named like a login PowerTab or anyone else has on the
+//! broker (`powertab-admin`) must never disable, re-password or delete that login. Such a
+//! gateway is skipped and counted (`ingest_mqtt_provision_conflicts_total`); a suspended gateway
+//! is never created, so no `disableClient` can follow a `createClient` that failed.
+//!
+//! Provisioning logs in with the dynamic-security admin; the readings client uses a separate,
+//! least-privilege login (role `powertab-platform`: gateways' uplinks and downlinks only), which
+//! provisioning creates when the broker lacks it. Only what differs is sent: Mosquitto 2.0's
 //! plugin saves its whole configuration file after every change, so a fleet's full sync costs
 //! time that grows with the square of the gateways changed (docs/perf.md). Between connects the directory is read every
 //! [`CHECK`] and only what changed is sent. PowerTab's own login gets the role
@@ -40,8 +49,10 @@ const BATCH: usize = 100;
 
 pub const CONTROL_TOPIC: &str = "$CONTROL/dynamic-security/v1";
 pub const RESPONSE_TOPIC: &str = "$CONTROL/dynamic-security/v1/response";
-/// The role PowerTab's own login gets.
+/// The role PowerTab's readings login gets.
 pub const PLATFORM_ROLE: &str = "powertab-platform";
+/// The text name of the readings login when provisioning created it.
+const INGEST_TEXT_NAME: &str = "PowerTab ingest";
 const ROLE_PREFIX: &str = "pt-gw-";
 
 /// A gateway as the broker should know it.
@@ -99,13 +110,35 @@ fn platform_acls() -> Value {
     ])
 }
 
-/// Gives PowerTab's own login the platform role. Adding a role disconnects that login's
-/// connections, so this is sent only when the broker's list shows the role missing.
-pub fn platform_role_commands(own_username: &str) -> Vec<Value> {
-    vec![
-        json!({"command": "createRole", "rolename": PLATFORM_ROLE, "textname": "PowerTab ingest", "acls": platform_acls()}),
-        json!({"command": "addClientRole", "username": own_username, "rolename": PLATFORM_ROLE}),
-    ]
+/// The least-privilege login the readings client uses (`ingest.mqtt_username`).
+#[derive(Debug, Clone)]
+pub struct IngestLogin {
+    pub username: String,
+    pub password: String,
+}
+
+/// How the broker has the readings login.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginState {
+    Missing,
+    WithoutRole,
+    Ready,
+}
+
+/// What makes the readings login exist with the platform role (the role itself is created or
+/// set right before these). Adding a role to an existing login disconnects it once.
+pub fn ingest_login_commands(login: &IngestLogin, state: LoginState) -> Vec<Value> {
+    match state {
+        LoginState::Missing => vec![
+            json!({"command": "createClient", "username": login.username,
+            "password": login.password, "textname": INGEST_TEXT_NAME,
+            "roles": [{"rolename": PLATFORM_ROLE}]}),
+        ],
+        LoginState::WithoutRole => vec![
+            json!({"command": "addClientRole", "username": login.username, "rolename": PLATFORM_ROLE}),
+        ],
+        LoginState::Ready => Vec::new(),
+    }
 }
 
 fn password(secret: &Secret, identity: &str, wanted: &Wanted) -> String {
@@ -168,19 +201,29 @@ fn role_command(roles: &RoleState, role: &str, acls: Value) -> Option<Value> {
 }
 
 /// The commands that take the broker from `have` to `wanted`, and what it has after them.
-/// `roles` is the broker's role list after a (re)connect: then a gateway's role is created or
-/// rewritten only where it is missing or wrong. Without it (changes between reconnects) a new
-/// gateway's role is created, and one left over with that name is set right at the next full
-/// sync.
+/// `foreign` are the broker's logins that are not PowerTab's gateways (PowerTab's own logins,
+/// anybody else's): a wanted gateway of that name is skipped, never touched. `roles` is the
+/// broker's role list after a (re)connect: then a gateway's role is created or rewritten only
+/// where it is missing or wrong. Without it (changes between reconnects) a new gateway's role is
+/// created, and one left over with that name is set right at the next full sync.
 pub fn changes(
     secret: &Secret,
     have: &BrokerState,
+    foreign: &BTreeSet<String>,
     wanted: &WantedSet,
     roles: Option<&RoleState>,
 ) -> (Vec<Value>, BrokerState) {
     let mut commands = Vec::new();
     let mut after = BrokerState::new();
     for (identity, want) in wanted {
+        if foreign.contains(identity) {
+            continue;
+        }
+        if !have.contains_key(identity) && !want.enabled {
+            // Created when enabled: a create that fails (the name is taken after all) must
+            // never be followed by a disable that would hit somebody else's login.
+            continue;
+        }
         let password = password(secret, identity, want);
         let tag = password_tag(&password);
         let role = role_name(identity);
@@ -193,11 +236,11 @@ pub fn changes(
         }
         match have.get(identity) {
             None => {
+                // The answer names the identity, so a refused create is known to be somebody
+                // else's login (see `refused_creates`).
                 commands.push(json!({"command": "createClient", "username": identity, "clientid": identity,
-                    "password": password, "textname": text_name(&tag), "roles": [{"rolename": role}]}));
-                if !want.enabled {
-                    commands.push(json!({"command": "disableClient", "username": identity}));
-                }
+                    "password": password, "textname": text_name(&tag), "roles": [{"rolename": role}],
+                    "correlationData": identity}));
             }
             Some(on) => {
                 if on.tag != tag {
@@ -230,12 +273,25 @@ pub fn changes(
     (commands, after)
 }
 
-/// From a `listClients` answer: the gateways PowerTab manages on the broker (clients that carry
-/// their own `pt-gw-` role; anything else is somebody else's and left alone), and whether
-/// `own_username` has the platform role.
-pub fn read_list(list_answer: &Value, own_username: &str) -> (BrokerState, bool) {
-    let mut state = BrokerState::new();
-    let mut platform = false;
+/// What a `listClients` answer says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    /// The gateways PowerTab manages: clients with their own `pt-gw-` role and provisioning's
+    /// text name.
+    pub managed: BrokerState,
+    /// Every other login on the broker.
+    pub foreign: BTreeSet<String>,
+    /// The readings login.
+    pub ingest: LoginState,
+}
+
+/// Reads a `listClients` answer; `ingest_username` is the readings login.
+pub fn read_list(list_answer: &Value, ingest_username: &str) -> Listed {
+    let mut listed = Listed {
+        managed: BrokerState::new(),
+        foreign: BTreeSet::new(),
+        ingest: LoginState::Missing,
+    };
     let clients = list_answer["data"]["clients"].as_array();
     for c in clients.into_iter().flatten() {
         let Some(username) = c["username"].as_str() else {
@@ -247,22 +303,42 @@ pub fn read_list(list_answer: &Value, own_username: &str) -> (BrokerState, bool)
             .flatten()
             .filter_map(|r| r["rolename"].as_str())
             .collect();
-        if username == own_username {
-            platform = roles.contains(&PLATFORM_ROLE);
-        }
-        if !roles.contains(&role_name(username).as_str()) {
-            continue;
+        if username == ingest_username {
+            listed.ingest = if roles.contains(&PLATFORM_ROLE) {
+                LoginState::Ready
+            } else {
+                LoginState::WithoutRole
+            };
         }
         let tag = c["textname"]
             .as_str()
             .and_then(|t| t.strip_prefix(TEXT_NAME))
-            .unwrap_or("")
-            .trim()
-            .to_owned();
-        let enabled = c["disabled"] != true;
-        state.insert(username.to_owned(), OnBroker { tag, enabled });
+            .map(|t| t.trim().to_owned());
+        match tag {
+            Some(tag) if roles.contains(&role_name(username).as_str()) => {
+                let enabled = c["disabled"] != true;
+                listed
+                    .managed
+                    .insert(username.to_owned(), OnBroker { tag, enabled });
+            }
+            _ => {
+                listed.foreign.insert(username.to_owned());
+            }
+        }
     }
-    (state, platform)
+    listed
+}
+
+/// Identities whose `createClient` the broker refused (a login of that name exists that is not
+/// ours): they are somebody else's and must not be touched.
+pub fn refused_creates(answer: &Value) -> Vec<String> {
+    answer["responses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["command"] == "createClient" && r["error"].is_string())
+        .filter_map(|r| r["correlationData"].as_str().map(str::to_owned))
+        .collect()
 }
 
 /// Errors in an answer that mean something is wrong (not "it was already so").
@@ -322,9 +398,9 @@ enum Phase {
     ListAt(Instant),
 }
 
-/// Runs until the task is dropped. `config` is PowerTab's own login at the broker, which must
-/// be allowed to use the dynamic-security topic.
-pub async fn run(config: MqttConfig, pool: PgPool, secret: Secret) {
+/// Runs until the task is dropped. `config` is the broker's dynamic-security admin login;
+/// `ingest` the readings client's login, which is made to exist with the platform role.
+pub async fn run(config: MqttConfig, ingest: IngestLogin, pool: PgPool, secret: Secret) {
     let mut options = MqttOptions::new(
         format!("{}-provision", config.client_id),
         config.host.clone(),
@@ -344,6 +420,7 @@ pub async fn run(config: MqttConfig, pool: PgPool, secret: Secret) {
     };
     let mut phase = Phase::Disconnected;
     let mut have = BrokerState::new();
+    let mut foreign = BTreeSet::new();
     let mut last_wanted = WantedSet::new();
     let mut next_check = Instant::now();
     let list = || {
@@ -371,9 +448,17 @@ pub async fn run(config: MqttConfig, pool: PgPool, secret: Secret) {
                         (answer_to("listClients"), answer_to("listRoles"), phase)
                     {
                         let roles = read_roles(roles);
-                        let (next, commands) = full_sync(&pool, &secret, &config.username, clients, &roles, &mut have, &mut last_wanted).await;
+                        let logins = Logins { admin: &config.username, ingest: &ingest };
+                        let (next, commands) = full_sync(&pool, &secret, logins, clients, &roles, &mut have, &mut foreign, &mut last_wanted).await;
                         send(commands);
                         phase = next;
+                    }
+                    for identity in refused_creates(&answer) {
+                        // A login of that name appeared that is not ours: leave it alone.
+                        metrics::counter!("ingest_mqtt_provision_conflicts_total").increment(1);
+                        tracing::warn!(%identity, "an MQTT gateway is named like another login on the broker; it is not provisioned");
+                        have.remove(&identity);
+                        foreign.insert(identity);
                     }
                     let errors = real_errors(&answer);
                     for error in &errors {
@@ -399,7 +484,7 @@ pub async fn run(config: MqttConfig, pool: PgPool, secret: Secret) {
                 match phase {
                     Phase::InStep => match wanted(&pool).await {
                         Ok(want) if want != last_wanted => {
-                            let (commands, after) = changes(&secret, &have, &want, None);
+                            let (commands, after) = changes(&secret, &have, &foreign, &want, None);
                             if !commands.is_empty() {
                                 tracing::info!(commands = commands.len(), "MQTT gateways changed; provisioning");
                                 send(commands);
@@ -425,46 +510,75 @@ pub async fn run(config: MqttConfig, pool: PgPool, secret: Secret) {
     }
 }
 
+/// PowerTab's logins at the broker.
+#[derive(Debug, Clone, Copy)]
+struct Logins<'a> {
+    /// The dynamic-security admin provisioning uses.
+    admin: &'a str,
+    /// The readings client's.
+    ingest: &'a IngestLogin,
+}
+
 /// What sets the broker right, from its client list; and the next phase.
+#[allow(clippy::too_many_arguments)]
 async fn full_sync(
     pool: &PgPool,
     secret: &Secret,
-    own_username: &str,
+    logins: Logins<'_>,
     listed: &Value,
     roles: &RoleState,
     have: &mut BrokerState,
+    foreign: &mut BTreeSet<String>,
     last_wanted: &mut WantedSet,
 ) -> (Phase, Vec<Value>) {
-    let (on_broker, platform) = read_list(listed, own_username);
-    if !platform {
-        // This disconnects our own logins once, and the list is read again after the
-        // reconnect; if it cannot be done (no such client), the refusal is logged and we ask
-        // again later.
+    let mut listed = read_list(listed, &logins.ingest.username);
+    // PowerTab's own logins are never a gateway's, whether or not they exist yet.
+    listed.foreign.insert(logins.admin.to_owned());
+    listed.foreign.insert(logins.ingest.username.clone());
+    let mut commands: Vec<Value> = role_command(roles, PLATFORM_ROLE, platform_acls())
+        .into_iter()
+        .collect();
+    if !logins.ingest.username.is_empty() && listed.ingest != LoginState::Ready {
         tracing::info!(
             role = PLATFORM_ROLE,
-            user = own_username,
-            "giving PowerTab's broker login its role"
+            user = %logins.ingest.username,
+            "giving PowerTab's readings login its role"
         );
-        return (
-            Phase::ListAt(Instant::now() + RETRY),
-            platform_role_commands(own_username),
-        );
+        commands.extend(ingest_login_commands(logins.ingest, listed.ingest));
+        if logins.ingest.username == logins.admin {
+            // One login for both (an older configuration): adding the role disconnects this
+            // connection, and the list is read again after the reconnect.
+            return (Phase::ListAt(Instant::now() + RETRY), commands);
+        }
     }
     match wanted(pool).await {
         Ok(want) => {
-            let (mut commands, after) = changes(secret, &on_broker, &want, Some(roles));
-            commands.splice(0..0, role_command(roles, PLATFORM_ROLE, platform_acls()));
+            let (gateways, after) =
+                changes(secret, &listed.managed, &listed.foreign, &want, Some(roles));
+            let conflicts: Vec<&String> = want
+                .keys()
+                .filter(|i| listed.foreign.contains(*i))
+                .collect();
+            if !conflicts.is_empty() {
+                metrics::counter!("ingest_mqtt_provision_conflicts_total")
+                    .increment(conflicts.len() as u64);
+                tracing::warn!(
+                    ?conflicts,
+                    "MQTT gateways named like other logins on the broker are not provisioned"
+                );
+            }
+            commands.extend(gateways);
             tracing::info!(
                 gateways = want.len(),
                 commands = commands.len(),
                 "MQTT gateway logins provisioned at the broker"
             );
-            (*have, *last_wanted) = (after, want);
+            (*have, *foreign, *last_wanted) = (after, listed.foreign, want);
             (Phase::InStep, commands)
         }
         Err(e) => {
             tracing::warn!(error = %e, "reading the MQTT gateways failed");
-            (Phase::ListAt(Instant::now() + CHECK), Vec::new())
+            (Phase::ListAt(Instant::now() + CHECK), commands)
         }
     }
 }
@@ -521,7 +635,13 @@ mod tests {
     #[test]
     fn a_new_gateway_gets_a_role_limited_to_its_own_topics_and_its_derived_password() {
         let wanted = WantedSet::from([("gw-1".to_owned(), want(1, true))]);
-        let (commands, after) = changes(&secret(), &BrokerState::new(), &wanted, None);
+        let (commands, after) = changes(
+            &secret(),
+            &BrokerState::new(),
+            &BTreeSet::new(),
+            &wanted,
+            None,
+        );
         assert_eq!(
             names(&commands),
             ["createRole pt-gw-gw-1", "createClient gw-1"]
@@ -539,7 +659,7 @@ mod tests {
         // The text name carries the tag, and reading it back gives the same state.
         let listed = json!({"data": {"clients": [{"username": "gw-1",
             "textname": commands[1]["textname"], "roles": [{"rolename": "pt-gw-gw-1"}]}]}});
-        assert_eq!(read_list(&listed, "admin").0, after);
+        assert_eq!(read_list(&listed, "admin").managed, after);
     }
 
     #[test]
@@ -565,16 +685,13 @@ mod tests {
             ("e".to_owned(), want(1, false)),
             ("f".to_owned(), want(1, true)),
         ]);
-        let (commands, after) = changes(&secret(), &have, &wanted, None);
+        let (commands, after) = changes(&secret(), &have, &BTreeSet::new(), &wanted, None);
         assert_eq!(
             names(&commands),
             [
                 "setClientPassword b",
                 "modifyClient b",
                 "disableClient c",
-                "createRole pt-gw-e",
-                "createClient e",
-                "disableClient e",
                 "setClientPassword f",
                 "modifyClient f",
                 "enableClient f",
@@ -583,7 +700,9 @@ mod tests {
             ]
         );
         // Applying it again changes nothing.
-        assert!(changes(&secret(), &after, &wanted, None).0.is_empty());
+        assert!(changes(&secret(), &after, &BTreeSet::new(), &wanted, None)
+            .0
+            .is_empty());
         // After a reconnect the broker's roles decide: only a missing or wrong one is sent
         // (every change makes the plugin save its whole configuration).
         let mut roles: RoleState = ["a", "b", "c", "e"]
@@ -591,23 +710,30 @@ mod tests {
             .map(|i| (role_name(i), acl_set(&gateway_acls(i))))
             .collect();
         roles.insert(role_name("e"), acl_set(&gateway_acls("someone-else")));
-        let repaired = names(&changes(&secret(), &after, &wanted, Some(&roles)).0);
-        assert_eq!(repaired, ["modifyRole pt-gw-e", "createRole pt-gw-f"]);
+        let repaired =
+            names(&changes(&secret(), &after, &BTreeSet::new(), &wanted, Some(&roles)).0);
+        assert_eq!(
+            repaired,
+            ["createRole pt-gw-f"],
+            "e is suspended and never created"
+        );
     }
 
     #[test]
-    fn only_clients_with_their_own_gateway_role_are_ours() {
+    fn only_clients_with_their_own_role_and_provisionings_text_name_are_ours() {
         let answer = json!({"command": "listClients", "data": {"clients": [
-            {"username": "admin", "roles": [{"rolename": "admin"}, {"rolename": PLATFORM_ROLE}]},
+            {"username": "admin", "roles": [{"rolename": "admin"}]},
+            {"username": "ingest", "roles": [{"rolename": PLATFORM_ROLE}]},
             {"username": "gw-1", "textname": "PowerTab MQTT gateway abc", "disabled": true,
              "roles": [{"rolename": "pt-gw-gw-1"}]},
             {"username": "gw-2", "roles": [{"rolename": "pt-gw-gw-1"}]},
-            {"username": "gw-3"}
+            {"username": "gw-3"},
+            {"username": "powertab-admin", "roles": [{"rolename": "pt-gw-powertab-admin"}]}
         ]}});
-        let (state, platform) = read_list(&answer, "admin");
-        assert!(platform);
+        let listed = read_list(&answer, "ingest");
+        assert_eq!(listed.ingest, LoginState::Ready);
         assert_eq!(
-            state,
+            listed.managed,
             BrokerState::from([(
                 "gw-1".to_owned(),
                 OnBroker {
@@ -616,7 +742,47 @@ mod tests {
                 }
             )])
         );
-        assert!(!read_list(&answer, "gw-1").1);
+        let foreign: Vec<&str> = listed.foreign.iter().map(String::as_str).collect();
+        assert_eq!(
+            foreign,
+            ["admin", "gw-2", "gw-3", "ingest", "powertab-admin"]
+        );
+        assert_eq!(read_list(&answer, "admin").ingest, LoginState::WithoutRole);
+        assert_eq!(read_list(&answer, "nobody").ingest, LoginState::Missing);
+    }
+
+    #[test]
+    fn a_gateway_named_like_a_foreign_login_is_never_touched() {
+        let foreign = BTreeSet::from(["powertab-admin".to_owned()]);
+        for enabled in [true, false] {
+            let wanted = WantedSet::from([("powertab-admin".to_owned(), want(1, enabled))]);
+            let (commands, after) =
+                changes(&secret(), &BrokerState::new(), &foreign, &wanted, None);
+            assert!(commands.is_empty(), "{commands:?}");
+            assert!(after.is_empty());
+        }
+        // A create the broker refused names the identity, which then counts as foreign.
+        let answer = json!({"responses": [
+            {"command": "createClient", "error": "Client already exists", "correlationData": "powertab-admin"},
+            {"command": "createClient", "correlationData": "gw-9"}
+        ]});
+        assert_eq!(refused_creates(&answer), ["powertab-admin"]);
+    }
+
+    #[test]
+    fn the_readings_login_is_created_with_the_platform_role_only() {
+        let login = IngestLogin {
+            username: "powertab-ingest".into(),
+            password: "pw".into(),
+        };
+        let created = ingest_login_commands(&login, LoginState::Missing);
+        assert_eq!(created[0]["command"], "createClient");
+        assert_eq!(created[0]["roles"], json!([{"rolename": PLATFORM_ROLE}]));
+        assert_eq!(
+            ingest_login_commands(&login, LoginState::WithoutRole)[0]["command"],
+            "addClientRole"
+        );
+        assert!(ingest_login_commands(&login, LoginState::Ready).is_empty());
     }
 
     #[test]

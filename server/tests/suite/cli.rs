@@ -174,16 +174,27 @@ async fn the_demo_building_is_simulated_and_every_meter_is_read() {
         config,
     ));
     let (username, password) = broker.admin.clone().unwrap();
-    let mqtt = powertab_ingest::mqtt::client::MqttConfig {
+    let admin = powertab_ingest::mqtt::client::MqttConfig {
         host: "127.0.0.1".into(),
         port: broker.port,
         client_id: "powertab-demo-test".into(),
         username,
         password,
     };
+    // Readings come in through a least-privilege login that provisioning creates.
+    let ingest = powertab_ingest::mqtt::provision::IngestLogin {
+        username: "powertab-ingest".into(),
+        password: "demo-test-ingest-password".into(),
+    };
+    let mqtt = powertab_ingest::mqtt::client::MqttConfig {
+        username: ingest.username.clone(),
+        password: ingest.password.clone(),
+        ..admin.clone()
+    };
     let secret = Secret::new(crate::helpers::TEST_GATEWAY_SECRET);
     tokio::spawn(powertab_ingest::mqtt::provision::run(
-        mqtt.clone(),
+        admin,
+        ingest,
         db.pool.clone(),
         secret.clone(),
     ));

@@ -547,7 +547,11 @@ async fn no_registration_may_begin_another_companys_and_refusals_are_limited_and
     let (_, alpha) = app.company_with_admin("alpha").await;
     let (bravo_id, bravo) = app.company_with_admin("bravo").await;
     let (status, _) = app
-        .post("/api/v1/gateways", &bravo, dtu("bravo-dtu", "SECB-REG-SECRET-1"))
+        .post(
+            "/api/v1/gateways",
+            &bravo,
+            dtu("bravo-dtu", "SECB-REG-SECRET-1"),
+        )
         .await;
     assert_eq!(status, StatusCode::CREATED);
     // Shorter (a prefix of bravo's), longer (bravo's is a prefix of it), equal, and with port
@@ -562,23 +566,47 @@ async fn no_registration_may_begin_another_companys_and_refusals_are_limited_and
     .enumerate()
     {
         let (status, body) = app
-            .post("/api/v1/gateways", &alpha, dtu(&format!("alpha-{i}"), registration))
+            .post(
+                "/api/v1/gateways",
+                &alpha,
+                dtu(&format!("alpha-{i}"), registration),
+            )
             .await;
-        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{registration}: {body}");
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{registration}: {body}"
+        );
         let text = body.to_string();
-        assert!(!text.contains("bravo") && !text.contains(&bravo_id.to_string()), "{text}");
+        assert!(
+            !text.contains("bravo") && !text.contains(&bravo_id.to_string()),
+            "{text}"
+        );
     }
     // Too short to be safe, whatever else exists.
-    let (status, body) = app.post("/api/v1/gateways", &alpha, dtu("alpha-s", "S")).await;
+    let (status, body) = app
+        .post("/api/v1/gateways", &alpha, dtu("alpha-s", "S"))
+        .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(body["error"]["fields"]["registration"].as_str().unwrap().contains("6"));
+    assert!(body["error"]["fields"]["registration"]
+        .as_str()
+        .unwrap()
+        .contains("6"));
     // Ten refusals an hour; then even a free registration is refused unchecked (no oracle).
     for i in 0..6 {
-        app.post("/api/v1/gateways", &alpha, dtu(&format!("alpha-x{i}"), "SECB-REG-SECRET-1"))
-            .await;
+        app.post(
+            "/api/v1/gateways",
+            &alpha,
+            dtu(&format!("alpha-x{i}"), "SECB-REG-SECRET-1"),
+        )
+        .await;
     }
     let (status, body) = app
-        .post("/api/v1/gateways", &alpha, dtu("alpha-free", "ALPHA-OWN-0001"))
+        .post(
+            "/api/v1/gateways",
+            &alpha,
+            dtu("alpha-free", "ALPHA-OWN-0001"),
+        )
         .await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
     // Bravo is not limited by alpha's refusals.
@@ -588,18 +616,28 @@ async fn no_registration_may_begin_another_companys_and_refusals_are_limited_and
     assert_eq!(status, StatusCode::CREATED);
     // Audited for alpha (without the bytes) and reported to platform staff (with them).
     let (_, log) = app
-        .get("/api/v1/audit-log?action=gateway.registration_refused", &alpha)
+        .get(
+            "/api/v1/audit-log?action=gateway.registration_refused",
+            &alpha,
+        )
         .await;
     let entries = log["items"].as_array().unwrap();
     assert!(entries.len() >= 10, "{log}");
-    assert!(!log.to_string().contains("5345434"), "no bytes in the company's log");
+    assert!(
+        !log.to_string().contains("5345434"),
+        "no bytes in the company's log"
+    );
     let root = app.root().await;
-    let (status, refusals) = app.get("/api/v1/platform/registration-refusals", &root).await;
+    let (status, refusals) = app
+        .get("/api/v1/platform/registration-refusals", &root)
+        .await;
     assert_eq!(status, StatusCode::OK);
     let refusals = refusals.as_array().unwrap();
     assert!(refusals.iter().any(|r| r["reason"] == "throttled"));
     assert!(refusals.iter().filter(|r| r["reason"] == "overlap").count() >= 10);
-    let (status, _) = app.get("/api/v1/platform/registration-refusals", &alpha).await;
+    let (status, _) = app
+        .get("/api/v1/platform/registration-refusals", &alpha)
+        .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
@@ -609,7 +647,11 @@ async fn registrations_entered_before_the_rule_are_listed_to_change() {
     let (alpha_id, alpha) = app.company_with_admin("alpha").await;
     let (bravo_id, bravo) = app.company_with_admin("bravo").await;
     let (_, g) = app
-        .post("/api/v1/gateways", &bravo, dtu("bravo-dtu", "SECB-REG-SECRET-1"))
+        .post(
+            "/api/v1/gateways",
+            &bravo,
+            dtu("bravo-dtu", "SECB-REG-SECRET-1"),
+        )
         .await;
     // As the rule was not there: alpha's registration is a prefix of bravo's.
     sqlx::query(
@@ -620,15 +662,24 @@ async fn registrations_entered_before_the_rule_are_listed_to_change() {
     .execute(&app.db.pool)
     .await
     .unwrap();
-    let (_, mine) = app.get("/api/v1/gateways/registration-problems", &bravo).await;
+    let (_, mine) = app
+        .get("/api/v1/gateways/registration-problems", &bravo)
+        .await;
     assert_eq!(mine.as_array().unwrap().len(), 1, "{mine}");
     assert_eq!(mine[0]["gateway_id"], g["id"]);
     assert_eq!(mine[0]["problem"], "overlaps");
-    assert!(!mine.to_string().contains("alpha"), "whose is not said: {mine}");
-    let (_, theirs) = app.get("/api/v1/gateways/registration-problems", &alpha).await;
+    assert!(
+        !mine.to_string().contains("alpha"),
+        "whose is not said: {mine}"
+    );
+    let (_, theirs) = app
+        .get("/api/v1/gateways/registration-problems", &alpha)
+        .await;
     assert_eq!(theirs[0]["identity"], "alpha-old");
     let root = app.root().await;
-    let (_, all) = app.get("/api/v1/platform/registration-problems", &root).await;
+    let (_, all) = app
+        .get("/api/v1/platform/registration-problems", &root)
+        .await;
     assert_eq!(all.as_array().unwrap().len(), 2, "{all}");
     assert!(all.to_string().contains(&format!("{bravo_id}:bravo-dtu")));
 }

@@ -224,10 +224,16 @@ async fn refused_registrations_are_listed_to_the_right_people() {
         "a company sees its own suspended gateway's refusals, not unknown DTUs"
     );
     let (_, b) = app.get("/api/v1/unclaimed-registrations", &bravo).await;
-    assert!(listed(b).is_empty(), "unknown registrations are the platform's alone");
+    assert!(
+        listed(b).is_empty(),
+        "unknown registrations are the platform's alone"
+    );
     let (_, auditor) = app.user(&alpha, "alpha", "aud", "auditor", &[]).await;
     let (_, seen) = app.get("/api/v1/unclaimed-registrations", &auditor).await;
-    assert!(listed(seen).is_empty(), "registration bytes need the settings right");
+    assert!(
+        listed(seen).is_empty(),
+        "registration bytes need the settings right"
+    );
     let root = app.root().await;
     let (_, all) = app.get("/api/v1/unclaimed-registrations", &root).await;
     assert_eq!(listed(all).len(), 2);

@@ -49,11 +49,8 @@ pub fn test_config(throttle: ThrottleConfig) -> Config {
         ingest: powertab_ingest::IngestConfig {
             dtu_listen: "127.0.0.1:0".parse().unwrap(),
             poll_interval_s: 1,
-            mqtt_url: None,
-            mqtt_public_url: None,
-            mqtt_username: String::new(),
-            mqtt_password: Secret::default(),
             gateway_secret: Some(Secret::new(TEST_GATEWAY_SECRET)),
+            ..Default::default()
         },
     }
 }

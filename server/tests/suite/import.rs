@@ -461,8 +461,15 @@ async fn a_workbook_with_one_far_cell_is_refused_and_the_server_keeps_answering(
     let (_, admin) = app.company_with_admin("acme").await;
     assert!(XLSX_BOMB.len() < 2048);
     for dry_run in [true, false] {
-        let (status, body) =
-            upload(&app, &admin, "shops", "bomb.xlsx", XLSX_BOMB.to_vec(), dry_run).await;
+        let (status, body) = upload(
+            &app,
+            &admin,
+            "shops",
+            "bomb.xlsx",
+            XLSX_BOMB.to_vec(),
+            dry_run,
+        )
+        .await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
         let message = body["error"]["fields"]["file"].as_str().unwrap_or_default();
         assert!(message.contains("rows"), "{body}");
@@ -477,7 +484,18 @@ async fn a_workbook_with_one_far_cell_is_refused_and_the_server_keeps_answering(
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     // A legacy .xls is refused with a hint rather than parsed.
-    let (status, body) = upload(&app, &admin, "shops", "old.xls", b"\xd0\xcf\x11\xe0".to_vec(), true).await;
+    let (status, body) = upload(
+        &app,
+        &admin,
+        "shops",
+        "old.xls",
+        b"\xd0\xcf\x11\xe0".to_vec(),
+        true,
+    )
+    .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
-    assert!(body["error"]["fields"]["file"].as_str().unwrap().contains(".xlsx"));
+    assert!(body["error"]["fields"]["file"]
+        .as_str()
+        .unwrap()
+        .contains(".xlsx"));
 }
