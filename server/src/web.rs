@@ -117,6 +117,12 @@ async fn upload_import(
     let staged = async {
         let (principal, mut tx) =
             auth::resolve(&state.pool, &claims, Some(peer.ip().to_string())).await?;
+        if principal.must_change_password {
+            // As REST and the server functions: such a session may only change the password.
+            return Err(powertab_core::CoreError::Forbidden(
+                "password_change_required".into(),
+            ));
+        }
         let upload = import::stage(&mut tx, &principal, kind, &filename, &bytes).await?;
         tx.commit().await?;
         Ok::<_, powertab_core::CoreError>(upload)
@@ -135,6 +141,9 @@ async fn upload_import(
                 names.join(",")
             ))
             .into_response()
+        }
+        Err(powertab_core::CoreError::Forbidden(why)) if why == "password_change_required" => {
+            Redirect::to("/password").into_response()
         }
         Err(err) => back(err.code()),
     }

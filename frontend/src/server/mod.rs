@@ -159,8 +159,19 @@ fn ui(code: &str) -> UiError {
     }
 }
 
-/// A session for a change: logged in, and the form's CSRF field matches the cookie.
+/// A session for a change: logged in, the form's CSRF field matches the cookie, and the user
+/// is not one who must first change the initial password (as REST refuses them with 403).
 async fn session_for_change(csrf: &str) -> Result<(Principal, Tx), UiError> {
+    let (principal, tx) = session_for_password_change(csrf).await?;
+    if principal.must_change_password {
+        return Err(ui("password_change_required"));
+    }
+    Ok((principal, tx))
+}
+
+/// A session for changing one's own password: logged in and the CSRF field matches; the one
+/// change a user who must change the initial password may make.
+async fn session_for_password_change(csrf: &str) -> Result<(Principal, Tx), UiError> {
     let expected = request_cookie(CSRF_COOKIE).unwrap_or_default();
     if expected.is_empty() || !auth::constant_time_eq(&expected, csrf) {
         return Err(ui("csrf_mismatch"));
@@ -269,9 +280,15 @@ pub async fn session_view() -> Result<Option<SessionView>, ServerFnError> {
     }))
 }
 
-/// Reads need a session; an anonymous read is a plain error (the page redirects to login).
+/// Reads need a session; an anonymous read is a plain error (the page redirects to login). A
+/// user who must change the initial password reads nothing but their own session
+/// ([`session_view`]).
 async fn read_session() -> Result<(Principal, Tx), ServerFnError> {
-    session().await?.ok_or_else(|| internal("unauthorized"))
+    let (principal, tx) = session().await?.ok_or_else(|| internal("unauthorized"))?;
+    if principal.must_change_password {
+        return Err(internal("password_change_required"));
+    }
+    Ok((principal, tx))
 }
 
 fn read_err(err: CoreError) -> ServerFnError {
@@ -505,7 +522,7 @@ pub async fn change_password(
     new: String,
 ) -> Result<(), ServerFnError> {
     let result = async {
-        let (principal, mut tx) = session_for_change(&csrf).await?;
+        let (principal, mut tx) = session_for_password_change(&csrf).await?;
         auth::change_own_password(&mut tx, &principal, &current, &new).await?;
         tx.commit().await?;
         // Changing the password ends every session of the user, this one included.

@@ -218,3 +218,81 @@ async fn the_property_pages_add_buildings_floors_and_shops_with_plain_forms() {
         );
     }
 }
+
+/// A user who must change the initial password, logged in through the web form, can change the
+/// password, log out and read their own session — nothing else, through server functions or the
+/// import upload (as REST answers 403 `password_change_required`).
+#[tokio::test]
+async fn a_user_who_must_change_the_password_can_do_nothing_else_on_the_web() {
+    let app = spawn_app().await;
+    let (_, admin) = app.company_with_admin("acme").await;
+    let (status, _) = app
+        .post(
+            "/api/v1/users",
+            &admin,
+            serde_json::json!({"username": "newboss", "role": "company_admin", "password": "initial-pass-1"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let client = browser_like();
+    let (status, location) = post_form(
+        &app,
+        &client,
+        "/login",
+        "/sfn/login",
+        &[("company", "acme"), ("username", "newboss"), ("password", "initial-pass-1")],
+    )
+    .await;
+    assert_eq!((status, location.as_str()), (StatusCode::FOUND, "/password"));
+    let csrf = csrf_of(&page(&app, &client, "/password").await);
+
+    // A change through a server function is refused.
+    let (_, location) = post_form(
+        &app,
+        &client,
+        "/buildings",
+        "/sfn/building_create",
+        &[("csrf", &csrf), ("name", "A座"), ("address", "")],
+    )
+    .await;
+    assert!(location.contains("error=password_change_required"), "{location}");
+    // So are reads.
+    let response = client
+        .post(app.url("/sfn/users"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("q=&role=&status=&cursor=")
+        .send()
+        .await
+        .unwrap();
+    assert!(!response.status().is_success());
+    assert!(response.text().await.unwrap().contains("password_change_required"));
+    // And the import upload.
+    let form = reqwest::multipart::Form::new()
+        .text("csrf", csrf.clone())
+        .text("kind", "shops")
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(b"building,floor,number\nA,1F,101\n".to_vec())
+                .file_name("shops.csv"),
+        );
+    let response = client.post(app.url("/web/import")).multipart(form).send().await.unwrap();
+    assert_eq!(response.headers()["location"], "/password");
+    let (buildings, uploads): (i64, i64) = sqlx::query_as(
+        "select (select count(*) from c_1.buildings), (select count(*) from c_1.import_uploads)",
+    )
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!((buildings, uploads), (0, 0));
+
+    // The password change itself works, and then so does everything else.
+    let (_, location) = post_form(
+        &app,
+        &client,
+        "/password",
+        "/sfn/password",
+        &[("csrf", &csrf), ("current_password", "initial-pass-1"), ("new_password", "a-new-password-2026")],
+    )
+    .await;
+    assert!(location.starts_with("/login?ok="), "{location}");
+}
