@@ -54,7 +54,40 @@ fn actor_label(actor: &Principal) -> String {
 
 /// A value as the audit log keeps it (before/after snapshots of plain data).
 pub fn snapshot<T: serde::Serialize>(value: &T) -> serde_json::Value {
-    serde_json::to_value(value).expect("plain data serialises")
+    let mut value = serde_json::to_value(value).expect("plain data serialises");
+    mask_secrets(&mut value);
+    value
+}
+
+/// Keys whose values are credentials (a DTU's registration bytes may hold a secret): the log
+/// keeps a fingerprint, enough to see that one changed, never the bytes.
+const SECRET_KEYS: [&str; 1] = ["registration_hex"];
+
+/// Replaces credential values anywhere in `value` by `sha256:` and 8 hex digits of their hash.
+pub fn mask_secrets(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            for (key, item) in map.iter_mut() {
+                match item {
+                    Value::String(text)
+                        if SECRET_KEYS.contains(&key.as_str()) && !text.starts_with("sha256:") =>
+                    {
+                        *text = fingerprint(text);
+                    }
+                    other => mask_secrets(other),
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(mask_secrets),
+        _ => {}
+    }
+}
+
+fn fingerprint(secret: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(secret.as_bytes());
+    let hex: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
 }
 
 /// Records an entry in the `audit_log` of the transaction's current schema.
@@ -65,8 +98,13 @@ pub async fn record(
     target_kind: &str,
     target_id: Option<String>,
     before: Option<Value>,
-    after: Option<Value>,
+    mut after: Option<Value>,
 ) -> CoreResult<()> {
+    let mut before = before;
+    before
+        .iter_mut()
+        .chain(after.iter_mut())
+        .for_each(mask_secrets);
     sqlx::query(
         "insert into audit_log
              (id, actor_id, actor_name, actor_role, source_ip, action, target_kind, target_id, before, after)
@@ -94,8 +132,13 @@ pub async fn record_platform(
     action: &str,
     company_id: Option<i64>,
     before: Option<Value>,
-    after: Option<Value>,
+    mut after: Option<Value>,
 ) -> CoreResult<()> {
+    let mut before = before;
+    before
+        .iter_mut()
+        .chain(after.iter_mut())
+        .for_each(mask_secrets);
     sqlx::query(
         "insert into control.audit_log
              (id, actor_id, actor_name, actor_role, source_ip, action, target_kind, target_id,
@@ -117,20 +160,26 @@ pub async fn record_platform(
     Ok(())
 }
 
-/// Lists entries of the current schema's audit log, newest first.
-pub async fn list(conn: &mut PgConnection, filter: &AuditFilter) -> CoreResult<Page<AuditEntry>> {
+/// Lists entries of the current schema's audit log, newest first. An operator limited to
+/// buildings sees only their own entries: the log spans the whole company.
+pub async fn list(
+    conn: &mut PgConnection,
+    principal: &Principal,
+    filter: &AuditFilter,
+) -> CoreResult<Page<AuditEntry>> {
     let limit = page::limit(filter.limit)?;
     let cursor = page::decode_cursor(filter.cursor.as_deref())?;
-    let rows = query(conn, filter, cursor, limit + 1).await?;
+    let rows = query(conn, principal, filter, cursor, limit + 1).await?;
     Ok(page::page_from(rows, limit, |e| e.id))
 }
 
 /// Every entry matching `filter`, up to the export limit, newest first.
 pub async fn list_for_export(
     conn: &mut PgConnection,
+    principal: &Principal,
     filter: &AuditFilter,
 ) -> CoreResult<Vec<AuditEntry>> {
-    let rows = query(conn, filter, None, page::EXPORT_ROWS_MAX + 1).await?;
+    let rows = query(conn, principal, filter, None, page::EXPORT_ROWS_MAX + 1).await?;
     if rows.len() as i64 > page::EXPORT_ROWS_MAX {
         return Err(CoreError::field(
             "from",
@@ -145,6 +194,7 @@ pub async fn list_for_export(
 
 async fn query(
     conn: &mut PgConnection,
+    principal: &Principal,
     filter: &AuditFilter,
     cursor: Option<Uuid>,
     fetch: i64,
@@ -153,6 +203,9 @@ async fn query(
         "select id, at, actor_id, actor_name, actor_role, source_ip, action, target_kind, target_id, before, after
          from audit_log where true",
     );
+    if principal.building_limit().is_some() {
+        q.push(" and actor_id = ").push_bind(principal.user_id);
+    }
     if let Some(action) = filter.action.as_deref().filter(|a| !a.is_empty()) {
         q.push(" and starts_with(action, ")
             .push_bind(action.to_owned())
@@ -189,8 +242,15 @@ async fn query(
                 action: r.try_get("action")?,
                 target_kind: r.try_get("target_kind")?,
                 target_id: r.try_get("target_id")?,
-                before: r.try_get("before")?,
-                after: r.try_get("after")?,
+                // Entries written before masking keep their bytes in the table; never shown.
+                before: r.try_get::<Option<Value>, _>("before")?.map(|mut v| {
+                    mask_secrets(&mut v);
+                    v
+                }),
+                after: r.try_get::<Option<Value>, _>("after")?.map(|mut v| {
+                    mask_secrets(&mut v);
+                    v
+                }),
             })
         })
         .collect()

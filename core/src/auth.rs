@@ -176,6 +176,30 @@ impl Principal {
         }
     }
 
+    /// The buildings an operator is limited to (DESIGN.md: Tenancy, roles); `None` when the
+    /// caller sees the whole company. The limit covers those buildings' shops, their meters and
+    /// accounts, and the gateways that carry at least one of those meters.
+    pub fn building_limit(&self) -> Option<&[Uuid]> {
+        (self.role == Role::Operator && !self.building_ids.is_empty())
+            .then_some(self.building_ids.as_slice())
+    }
+
+    /// The building limit as a query parameter (`$n::uuid[] is null or … = any($n)`).
+    pub fn building_limit_param(&self) -> Option<Vec<Uuid>> {
+        self.building_limit().map(<[Uuid]>::to_vec)
+    }
+
+    /// `Forbidden` for an operator limited to buildings: gateway edits and meters without a
+    /// shop concern more than their buildings.
+    pub fn require_unlimited(&self) -> CoreResult<()> {
+        match self.building_limit() {
+            Some(_) => Err(CoreError::Forbidden(
+                "an operator limited to buildings may not do this".into(),
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// The company scope, or `NotFound` for platform staff who have not entered one (company
     /// resources do not exist for them).
     pub fn company(&self) -> CoreResult<&CompanyScope> {

@@ -109,8 +109,13 @@ pub async fn get(conn: &mut PgConnection, principal: &Principal, id: Uuid) -> Co
     principal.require_read_company()?;
     let row = sqlx::query(&format!("{SELECT} where id = $1"))
         .bind(id)
-        .fetch_optional(conn)
+        .fetch_optional(&mut *conn)
         .await?
         .ok_or(CoreError::NotFound("command"))?;
-    command_from(row)
+    let command = command_from(row)?;
+    // A command of a meter outside the caller's building limit does not exist for them.
+    crate::field::meter(conn, principal, command.meter_id)
+        .await
+        .map_err(|_| CoreError::NotFound("command"))?;
+    Ok(command)
 }

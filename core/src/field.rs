@@ -44,7 +44,11 @@ pub struct Gateway {
     /// `dtu`, `modbus_tcp` or `mqtt`.
     pub kind: String,
     pub status: String,
+    /// Always null in answers: registration bytes are a credential, shown only through
+    /// `GET /gateways/{id}/registration` (settings right, audited).
     pub registration_hex: Option<String>,
+    /// Whether the gateway has registration bytes (DTUs).
+    pub registration_set: bool,
     pub registration_repeats: bool,
     pub heartbeat_hex: Option<String>,
     pub host: Option<String>,
@@ -193,15 +197,28 @@ pub(crate) fn check_bus(
     }
 }
 
+/// SQL: gateway `{g}` carries a meter of a shop in the buildings `$n` (a building limit; null
+/// for callers who see everything).
+fn gateway_visible(gateway_id: &str, n: usize) -> String {
+    format!(
+        "(${n}::uuid[] is null or exists (select 1 from buses vb join meters vm on vm.bus_id = vb.id
+             join shops vs on vs.id = vm.shop_id
+          where vb.gateway_id = {gateway_id} and vm.status <> 'removed' and vs.building_id = any(${n})))"
+    )
+}
+
 pub async fn list_gateways(
     conn: &mut PgConnection,
     principal: &Principal,
 ) -> CoreResult<Vec<Gateway>> {
     principal.require_read_company()?;
-    let ids: Vec<Uuid> =
-        sqlx::query_scalar("select id from gateways where status <> 'removed' order by identity")
-            .fetch_all(&mut *conn)
-            .await?;
+    let ids: Vec<Uuid> = sqlx::query_scalar(&format!(
+        "select id from gateways where status <> 'removed' and {} order by identity",
+        gateway_visible("gateways.id", 1)
+    ))
+    .bind(principal.building_limit_param())
+    .fetch_all(&mut *conn)
+    .await?;
     let mut gateways = Vec::with_capacity(ids.len());
     for id in ids {
         gateways.push(load_gateway(conn, id).await?);
@@ -230,15 +247,17 @@ pub async fn gateways_page(
     let limit = crate::page::limit(filter.limit)?;
     let cursor = crate::page::decode_cursor(filter.cursor.as_deref())?;
     let non_empty = |v: &Option<String>| v.clone().filter(|v| !v.is_empty());
-    let ids: Vec<Uuid> = sqlx::query_scalar(
+    let ids: Vec<Uuid> = sqlx::query_scalar(&format!(
         "select id from gateways where status <> 'removed' and ($1::uuid is null or id < $1)
-             and ($3::text is null or status = $3) and ($4::text is null or kind = $4)
+             and ($3::text is null or status = $3) and ($4::text is null or kind = $4) and {}
          order by id desc limit $2",
-    )
+        gateway_visible("gateways.id", 5)
+    ))
     .bind(cursor)
     .bind(limit + 1)
     .bind(non_empty(&filter.status))
     .bind(non_empty(&filter.kind))
+    .bind(principal.building_limit_param())
     .fetch_all(&mut *conn)
     .await?;
     let mut gateways = Vec::with_capacity(ids.len());
@@ -254,6 +273,17 @@ pub async fn gateway(
     id: Uuid,
 ) -> CoreResult<Gateway> {
     principal.require_read_company()?;
+    let visible: bool = sqlx::query_scalar(&format!(
+        "select exists (select 1 from gateways where id = $2 and {})",
+        gateway_visible("gateways.id", 1)
+    ))
+    .bind(principal.building_limit_param())
+    .bind(id)
+    .fetch_one(&mut *conn)
+    .await?;
+    if !visible {
+        return Err(CoreError::NotFound("gateway"));
+    }
     let gateway = load_gateway(conn, id).await?;
     if gateway.status == "removed" {
         // A removed gateway lives on only in its meters' history.
@@ -303,7 +333,11 @@ pub(crate) async fn load_gateway(conn: &mut PgConnection, id: Uuid) -> CoreResul
         name: r.try_get("name")?,
         kind: r.try_get("kind")?,
         status: r.try_get("status")?,
-        registration_hex: r.try_get("registration_hex")?,
+        // Never loaded into a gateway's answer, an export or an audit snapshot.
+        registration_hex: None,
+        registration_set: r
+            .try_get::<Option<String>, _>("registration_hex")?
+            .is_some(),
         registration_repeats: r.try_get("registration_repeats")?,
         heartbeat_hex: r.try_get("heartbeat_hex")?,
         host: r.try_get("host")?,
@@ -320,6 +354,7 @@ pub async fn create_gateway(
 ) -> CoreResult<Gateway> {
     principal.require_read_company()?;
     principal.require(Need::Act(Right::Settings))?;
+    principal.require_unlimited()?;
     let company_id = principal.company()?.id;
     let mut fields = BTreeMap::new();
     let identity = input.identity.trim();
@@ -431,7 +466,7 @@ pub async fn create_gateway(
         write_bus(conn, id, &[], bus).await?;
     }
     let created = load_gateway(conn, id).await?;
-    let json = audit::snapshot(&created);
+    let json = snapshot_with_registration(&created, registration.as_deref());
     audit::record(
         conn,
         principal,
@@ -508,9 +543,15 @@ pub async fn update_gateway(
 ) -> CoreResult<Gateway> {
     let before = gateway(conn, principal, id).await?;
     principal.require(Need::Act(Right::Settings))?;
+    principal.require_unlimited()?;
     let mut fields = BTreeMap::new();
+    let stored: Option<String> =
+        sqlx::query_scalar("select registration_hex from gateways where id = $1")
+            .bind(id)
+            .fetch_one(&mut *conn)
+            .await?;
     let registration = match (&patch.registration, before.kind.as_str()) {
-        (None, _) => before.registration_hex.clone(),
+        (None, _) => stored.clone(),
         (Some(_), kind) if kind != "dtu" => {
             fields.insert(
                 "registration".into(),
@@ -560,7 +601,7 @@ pub async fn update_gateway(
         }
     };
     CoreError::check_fields(fields)?;
-    if registration != before.registration_hex {
+    if registration != stored {
         if let Some(hex) = &registration {
             crate::registration::check(conn, principal, hex, Some(id)).await?;
         }
@@ -601,11 +642,87 @@ pub async fn update_gateway(
         "gateway.update",
         "gateway",
         Some(id.to_string()),
-        Some(audit::snapshot(&before)),
-        Some(audit::snapshot(&after)),
+        Some(snapshot_with_registration(&before, stored.as_deref())),
+        Some(snapshot_with_registration(&after, registration.as_deref())),
     )
     .await?;
     Ok(after)
+}
+
+/// A gateway's audit snapshot with its registration as a fingerprint (`audit::mask_secrets`),
+/// so the log shows that the bytes changed without holding them.
+fn snapshot_with_registration(
+    gateway: &Gateway,
+    registration_hex: Option<&str>,
+) -> serde_json::Value {
+    let mut json = audit::snapshot(gateway);
+    json["registration_hex"] = registration_hex.map_or(serde_json::Value::Null, |hex| hex.into());
+    audit::mask_secrets(&mut json);
+    json
+}
+
+/// A DTU's registration bytes, for someone who may change settings.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Registration {
+    pub registration_hex: String,
+    /// The bytes as text when they are printable.
+    pub registration_text: Option<String>,
+}
+
+/// Shows gateway `id`'s registration bytes, like an MQTT credential: to an unlimited user with
+/// the settings right, every look audited (one entry per person and gateway within 5 minutes, so
+/// a page rendered twice is one look).
+pub async fn reveal_registration(
+    conn: &mut PgConnection,
+    principal: &Principal,
+    id: Uuid,
+) -> CoreResult<Registration> {
+    gateway(conn, principal, id).await?;
+    principal.require(Need::Act(Right::Settings))?;
+    principal.require_unlimited()?;
+    let hex: Option<String> =
+        sqlx::query_scalar("select registration_hex from gateways where id = $1")
+            .bind(id)
+            .fetch_one(&mut *conn)
+            .await?;
+    let hex = hex.ok_or(CoreError::NotFound("registration"))?;
+    sqlx::query(
+        "select pg_advisory_xact_lock(hashtextextended('gateway.registration_view:' || $1, 0))",
+    )
+    .bind(id.to_string())
+    .execute(&mut *conn)
+    .await?;
+    let seen: bool = sqlx::query_scalar(
+        "select exists (select 1 from audit_log where action = 'gateway.registration_view'
+             and target_id = $1 and actor_id is not distinct from $2 and at > now() - interval '5 minutes')",
+    )
+    .bind(id.to_string())
+    .bind(principal.user_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    if !seen {
+        audit::record(
+            conn,
+            principal,
+            "gateway.registration_view",
+            "gateway",
+            Some(id.to_string()),
+            None,
+            None,
+        )
+        .await?;
+    }
+    let bytes: Vec<u8> = (0..hex.len() / 2)
+        .filter_map(|i| u8::from_str_radix(&hex[i * 2..i * 2 + 2], 16).ok())
+        .collect();
+    let text = String::from_utf8(bytes)
+        .ok()
+        .filter(|t| t.chars().all(|c| c.is_ascii_graphic() || c == ' '));
+    Ok(Registration {
+        registration_hex: hex,
+        registration_text: text,
+    })
 }
 
 /// Enables or suspends a gateway (ingest refuses suspended ones).
@@ -617,6 +734,7 @@ pub async fn set_gateway_status(
 ) -> CoreResult<Gateway> {
     let before = gateway(conn, principal, id).await?;
     principal.require(Need::Act(Right::Settings))?;
+    principal.require_unlimited()?;
     let status = if enabled { "enabled" } else { "suspended" };
     sqlx::query("update gateways set status = $2, updated_at = now() where id = $1")
         .bind(id)
@@ -794,6 +912,10 @@ async fn query_meters(
     if let Some(id) = filter.building_id {
         q.push(" and s.building_id = ").push_bind(id);
     }
+    if let Some(ids) = principal.building_limit_param() {
+        // Meters without a shop are outside every building limit.
+        q.push(" and s.building_id = any(").push_bind(ids).push(")");
+    }
     for (column, value) in [
         ("m.model", &filter.model),
         ("m.prepayment_mode", &filter.prepayment_mode),
@@ -833,11 +955,14 @@ async fn query_meters(
 
 pub async fn meter(conn: &mut PgConnection, principal: &Principal, id: Uuid) -> CoreResult<Meter> {
     principal.require_read_company()?;
-    let row = sqlx::query(&format!("{METER_SELECT} where m.id = $1"))
-        .bind(id)
-        .fetch_optional(conn)
-        .await?
-        .ok_or(CoreError::NotFound("meter"))?;
+    let row = sqlx::query(&format!(
+        "{METER_SELECT} where m.id = $1 and ($2::uuid[] is null or s.building_id = any($2))"
+    ))
+    .bind(id)
+    .bind(principal.building_limit_param())
+    .fetch_optional(conn)
+    .await?
+    .ok_or(CoreError::NotFound("meter"))?;
     meter_from(row)
 }
 
@@ -985,11 +1110,28 @@ pub(crate) async fn validate_meter(
         }
     }
     if let Some(shop_id) = input.shop_id {
+        // Shops outside an operator's buildings do not exist for them.
         if crate::property::shop(conn, principal, shop_id)
             .await
             .is_err()
         {
             fields.insert("shop_id".into(), "no such shop".into());
+        }
+    } else {
+        principal.require_unlimited()?;
+    }
+    if principal.building_limit().is_some() {
+        let gateway_id: Option<Uuid> =
+            sqlx::query_scalar("select gateway_id from buses where id = $1")
+                .bind(input.bus_id)
+                .fetch_optional(&mut *conn)
+                .await?;
+        let visible = match gateway_id {
+            Some(g) => gateway(conn, principal, g).await.is_ok(),
+            None => false,
+        };
+        if !visible {
+            fields.insert("bus_id".into(), "no such bus".into());
         }
     }
     if let Some(plan_id) = input.tariff_plan_id {

@@ -35,6 +35,7 @@ pub async fn set_buses(
 ) -> CoreResult<Gateway> {
     let before = field::gateway(conn, principal, gateway_id).await?;
     principal.require(Need::Act(Right::Settings))?;
+    principal.require_unlimited()?;
     let mut fields = BTreeMap::new();
     if input.buses.is_empty() || input.buses.len() > 64 {
         fields.insert("buses".into(), "1 to 64 buses".into());
@@ -115,6 +116,7 @@ pub async fn remove_gateway(
 ) -> CoreResult<()> {
     let before = field::gateway(conn, principal, gateway_id).await?;
     principal.require(Need::Act(Right::Settings))?;
+    principal.require_unlimited()?;
     let meters: i64 = before.buses.iter().map(|b| b.meter_count).sum();
     if meters > 0 {
         return Err(CoreError::Conflict(format!(

@@ -132,10 +132,18 @@ pub async fn field_alarms(
         "select a.id, a.kind, a.target_id, coalesce(m.meter_number, g.identity, '') as target, a.raised_at,
                 a.cleared_at, a.detail
          from field_alarms a left join meters m on a.kind = 'meter_stale' and m.id = a.target_id
+         left join shops s on s.id = m.shop_id
          left join gateways g on a.kind = 'gateway_offline' and g.id = a.target_id
-         where $1 or a.cleared_at is null order by a.raised_at desc limit 500",
+         where ($1 or a.cleared_at is null)
+           and ($2::uuid[] is null
+                or (a.kind = 'meter_stale' and s.building_id = any($2))
+                or (a.kind = 'gateway_offline' and exists (
+                    select 1 from buses vb join meters vm on vm.bus_id = vb.id join shops vs on vs.id = vm.shop_id
+                    where vb.gateway_id = g.id and vm.status <> 'removed' and vs.building_id = any($2))))
+         order by a.raised_at desc limit 500",
     )
     .bind(all)
+    .bind(principal.building_limit_param())
     .fetch_all(conn)
     .await?
     .into_iter()
@@ -169,7 +177,12 @@ pub async fn fleet(
         return Err(CoreError::field("offset", "0 or more"));
     }
     let q = filter.q.as_deref().map(str::trim).unwrap_or("");
+    let limit_ids = principal.building_limit_param();
     let mut gateways = gateway_statuses(conn).await?;
+    if limit_ids.is_some() {
+        let visible = visible_gateways(conn, principal).await?;
+        gateways.retain(|g| visible.contains(&g.id));
+    }
     let gateways_offline = gateways.iter().filter(|g| !g.online).count();
     let gateways_total = gateways.len();
     if filter.problems {
@@ -181,8 +194,10 @@ pub async fn fleet(
     }
     let (meters_total, meters_stale): (i64, i64) = sqlx::query_as(&format!(
         "select count(*), count(*) filter (where l.read_at is null or l.read_at < now() - interval '{STALE_AFTER_S} seconds')
-         from meters m left join meter_latest l on l.meter_id = m.id where m.status = 'active'"
+         from meters m left join meter_latest l on l.meter_id = m.id left join shops s on s.id = m.shop_id
+         where m.status = 'active' and ($1::uuid[] is null or s.building_id = any($1))"
     ))
+    .bind(&limit_ids)
     .fetch_one(&mut *conn)
     .await?;
     let now = Utc::now();
@@ -198,7 +213,7 @@ pub async fn fleet(
              from meters m join buses b on b.id = m.bus_id join gateways g on g.id = b.gateway_id
              left join shops s on s.id = m.shop_id left join buildings bl on bl.id = s.building_id
              left join meter_latest l on l.meter_id = m.id left join meter_polls p on p.meter_id = m.id
-             where m.status = 'active')
+             where m.status = 'active' and ($5::uuid[] is null or s.building_id = any($5)))
          select *, count(*) over () as matching from live
          where (not $1 or stale or consecutive_failures > 0 or cardinality(alarms) > 0)
            and ($2 = '' or strpos(lower(meter_number), lower($2)) > 0 or strpos(lower(identity), lower($2)) > 0
@@ -210,6 +225,7 @@ pub async fn fleet(
     .bind(q)
     .bind(limit)
     .bind(offset)
+    .bind(&limit_ids)
     .fetch_all(&mut *conn)
     .await?;
     let meters_matching = match rows.first() {
@@ -251,6 +267,23 @@ pub async fn fleet(
         gateways,
         meters,
     })
+}
+
+/// The gateways an operator limited to buildings may see: those carrying a meter of a shop in
+/// their buildings.
+async fn visible_gateways(
+    conn: &mut PgConnection,
+    principal: &Principal,
+) -> CoreResult<std::collections::HashSet<Uuid>> {
+    let ids: Vec<Uuid> = sqlx::query_scalar(
+        "select distinct b.gateway_id from buses b join meters m on m.bus_id = b.id
+         join shops s on s.id = m.shop_id
+         where m.status <> 'removed' and ($1::uuid[] is null or s.building_id = any($1))",
+    )
+    .bind(principal.building_limit_param())
+    .fetch_all(conn)
+    .await?;
+    Ok(ids.into_iter().collect())
 }
 
 /// Every gateway in use with each bus's session.

@@ -105,8 +105,11 @@ async fn allowed<'s>(
     id: Uuid,
 ) -> CoreResult<(String, i32, &'s Secret)> {
     principal.require_read_company()?;
+    // Outside an operator's building limit the gateway does not exist for them.
+    crate::field::gateway(conn, principal, id).await?;
     let (identity, generation) = generation_of(conn, id).await?;
     principal.require(Need::Act(Right::Settings))?;
+    principal.require_unlimited()?;
     Ok((identity, generation, check_secret(secret)?))
 }
 

@@ -9,7 +9,7 @@ use crate::auth::Principal;
 use crate::error::{CoreError, CoreResult};
 use crate::money::parse_hundredths;
 use crate::names::PhoneNumber;
-use crate::roles::{Need, Right, Role};
+use crate::roles::{Need, Right};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, QueryBuilder, Row};
 use std::collections::BTreeMap;
@@ -100,8 +100,7 @@ pub struct ShopFilter {
 
 /// The buildings an operator is limited to; `None` when the caller sees all.
 fn limited_to(principal: &Principal) -> Option<&[Uuid]> {
-    (principal.role == Role::Operator && !principal.building_ids.is_empty())
-        .then_some(principal.building_ids.as_slice())
+    principal.building_limit()
 }
 
 fn can_see_building(principal: &Principal, building_id: Uuid) -> bool {

@@ -34,7 +34,9 @@ pub struct GatewayView {
     pub name: String,
     pub kind: String,
     pub status: String,
-    pub registration_hex: String,
+    /// Whether the DTU has registration bytes; the bytes themselves come only from
+    /// [`gateway_registration`] (a credential: settings right, every look audited).
+    pub registration_set: bool,
     pub registration_repeats: bool,
     pub heartbeat_hex: String,
     pub host: String,
@@ -210,6 +212,13 @@ pub async fn create_gateway(
 #[server(prefix = "/sfn", endpoint = "gateway_credential")]
 pub async fn gateway_credential(id: String) -> Result<MqttCredentialView, ServerFnError> {
     crate::server::field::gateway_credential(id).await
+}
+
+/// A DTU's registration bytes as hex (and text when printable), for someone who may change
+/// settings; every look is audited.
+#[server(prefix = "/sfn", endpoint = "gateway_registration")]
+pub async fn gateway_registration(id: String) -> Result<String, ServerFnError> {
+    crate::server::field::gateway_registration(id).await
 }
 
 /// Issues an MQTT gateway a new credential and shows it.

@@ -5,8 +5,9 @@
 use super::fleet::{age_text, refresh_tick, REFRESH_SECONDS};
 use super::{query_param, query_string};
 use crate::api::{
-    gateway_credential, get_gateway, get_meter, get_meter_live, list_gateways, list_meters,
-    BusView, GatewayView, MeterDetailView, MeterListView, MqttCredentialView,
+    gateway_credential, gateway_registration, get_gateway, get_meter, get_meter_live,
+    list_gateways, list_meters, BusView, GatewayView, MeterDetailView, MeterListView,
+    MqttCredentialView,
 };
 use crate::app::use_lang;
 use crate::components::{Csrf, Layout};
@@ -118,7 +119,7 @@ fn ConnectionFields(g: Option<GatewayView>) -> impl IntoView {
         name: String::new(),
         kind: String::new(),
         status: String::new(),
-        registration_hex: String::new(),
+        registration_set: false,
         registration_repeats: false,
         heartbeat_hex: String::new(),
         host: String::new(),
@@ -129,7 +130,8 @@ fn ConnectionFields(g: Option<GatewayView>) -> impl IntoView {
     let editing = !g.id.is_empty();
     view! {
         <label>{tr(lang, "property.name")}<input name="name" value=g.name.clone()/></label>
-        <label>{tr(lang, "gateways.registration")}<input name="registration" class="mono" value=g.registration_hex.clone()/></label>
+        <label>{tr(lang, "gateways.registration")}<input name="registration" class="mono"
+            placeholder=if editing && g.registration_set { tr(lang, "gateways.registration_unchanged") } else { String::new() }/></label>
         <label class="check"><input type="checkbox" name="registration_is_hex" value="on" checked=editing/>{tr(lang, "gateways.is_hex")}</label>
         <label class="check"><input type="checkbox" name="registration_repeats" value="on" checked=g.registration_repeats/>{tr(lang, "gateways.repeats")}</label>
         <label>{tr(lang, "gateways.heartbeat")}<input name="heartbeat" class="mono" value=g.heartbeat_hex.clone()/></label>
@@ -222,6 +224,23 @@ pub fn GatewayPage() -> impl IntoView {
             }
         },
     );
+    // The same for the registration bytes (a credential too).
+    let show_registration = query_param("registration");
+    let registration: RegistrationResource = Resource::new(
+        move || {
+            (
+                params.read().get("id").unwrap_or_default(),
+                show_registration() == "show",
+            )
+        },
+        |(id, show)| async move {
+            if show {
+                Some(gateway_registration(id).await)
+            } else {
+                None
+            }
+        },
+    );
     view! {
         <Layout page=move |s| view! {
             <p><a href="/gateways">{tr(lang, "gateways.title")}</a></p>
@@ -230,7 +249,7 @@ pub fn GatewayPage() -> impl IntoView {
                     let s = s.clone();
                     Suspend::new(async move {
                         match gateway.await {
-                            Ok(g) => view! { <GatewayDetail g csrf=s.csrf.clone() can_change=s.can_settings credential/> }.into_any(),
+                            Ok(g) => view! { <GatewayDetail g csrf=s.csrf.clone() can_change=s.can_settings credential registration/> }.into_any(),
                             Err(_) => not_found(),
                         }
                     })
@@ -246,15 +265,35 @@ fn GatewayDetail(
     csrf: String,
     can_change: bool,
     credential: CredentialResource,
+    registration: RegistrationResource,
 ) -> impl IntoView {
     let lang = use_lang();
     let suspended = g.status == "suspended";
+    let show_href = format!("/gateways/{}?registration=show", g.id);
+    let registration_set = g.registration_set;
     view! {
         <h1 class="mono">{g.identity.clone()}</h1>
         <dl class="facts">
             <dt>{tr(lang, "gateways.kind")}</dt><dd>{tr(lang, &format!("gateways.kind.{}", g.kind))}</dd>
             <dt>{tr(lang, "common.status")}</dt><dd id="gateway-status">{tr(lang, &format!("gateways.status.{}", g.status))}</dd>
-            <dt>{tr(lang, "gateways.registration")}</dt><dd class="mono">{g.registration_hex.clone()}</dd>
+            <dt>{tr(lang, "gateways.registration")}</dt>
+            <dd class="mono" id="gateway-registration">
+                <Suspense fallback=|| ()>
+                    {move || {
+                        let show_href = show_href.clone();
+                        Suspend::new(async move {
+                            match registration.await {
+                                Some(Ok(bytes)) => view! { <span>{bytes}</span> }.into_any(),
+                                _ if registration_set => view! {
+                                    <span>"••••••"</span>
+                                    {can_change.then(|| view! { " " <a href=show_href.clone() id="show-registration">{tr(lang, "gateways.show_registration")}</a> })}
+                                }.into_any(),
+                                _ => ().into_any(),
+                            }
+                        })
+                    }}
+                </Suspense>
+            </dd>
             <dt>{tr(lang, "gateways.heartbeat")}</dt><dd class="mono">{g.heartbeat_hex.clone()}</dd>
         </dl>
         {g.credential_generation.map(|generation| view! {
@@ -301,6 +340,7 @@ fn GatewayDetail(
 }
 
 /// The MQTT login of the gateway page: `None` unless the URL asks with `credential=show`.
+type RegistrationResource = Resource<Option<Result<String, ServerFnError>>>;
 type CredentialResource = Resource<Option<Result<MqttCredentialView, ServerFnError>>>;
 
 /// An MQTT gateway's broker login. The password is fetched (and the look audited) only when the

@@ -27,7 +27,7 @@ fn gateway_view(g: field::Gateway) -> GatewayView {
         name: g.name,
         kind: g.kind,
         status: g.status,
-        registration_hex: g.registration_hex.unwrap_or_default(),
+        registration_set: g.registration_set,
         registration_repeats: g.registration_repeats,
         heartbeat_hex: g.heartbeat_hex.unwrap_or_default(),
         host: g.host.unwrap_or_default(),
@@ -348,6 +348,22 @@ pub async fn gateway_credential(id: String) -> Result<MqttCredentialView, Server
     Ok(credential_view(credential, web.mqtt_broker))
 }
 
+pub async fn gateway_registration(id: String) -> Result<String, ServerFnError> {
+    let (principal, mut tx) = read_session().await?;
+    let id: Uuid = id
+        .parse()
+        .map_err(|_| read_err(powertab_core::CoreError::NotFound("gateway")))?;
+    let shown = field::reveal_registration(&mut tx, &principal, id)
+        .await
+        .map_err(read_err)?;
+    // Committed: the look is audited.
+    tx.commit().await.map_err(|e| read_err(e.into()))?;
+    Ok(match shown.registration_text {
+        Some(text) => format!("{} ({text})", shown.registration_hex),
+        None => shown.registration_hex,
+    })
+}
+
 pub async fn rotate_gateway_credential(csrf: String, id: String) -> Result<(), ServerFnError> {
     let result = async {
         let web = super::ctx().map_err(|_| ui("internal"))?;
@@ -412,7 +428,9 @@ pub async fn update_gateway(
         let before = field::gateway(&mut tx, &principal, id).await?;
         let patch = GatewayPatch {
             name: Some(form.name),
-            registration: (before.kind == "dtu").then_some(form.registration),
+            // The bytes are never put in the form: empty keeps them.
+            registration: (before.kind == "dtu" && !form.registration.trim().is_empty())
+                .then_some(form.registration),
             registration_is_hex: form.registration_is_hex.is_some(),
             registration_repeats: Some(form.registration_repeats.is_some()),
             heartbeat: Some(form.heartbeat),

@@ -424,7 +424,9 @@ pub async fn list_audit(
         cursor: non_empty(cursor),
         limit: Some(50),
     };
-    let page = audit::list(&mut tx, &filter).await.map_err(read_err)?;
+    let page = audit::list(&mut tx, &principal, &filter)
+        .await
+        .map_err(read_err)?;
     let change = |before: &Option<serde_json::Value>, after: &Option<serde_json::Value>| match (
         before, after,
     ) {

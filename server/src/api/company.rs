@@ -74,7 +74,9 @@ async fn audit_log(
     if !session.principal.can(Need::ReadCompany) {
         return Err(CoreError::NotFound("resource").into());
     }
-    Ok(Json(audit::list(&mut session.tx, &filter).await?))
+    Ok(Json(
+        audit::list(&mut session.tx, &session.principal, &filter).await?,
+    ))
 }
 
 /// The company's audit log as Excel.
@@ -90,7 +92,7 @@ async fn export_audit_log(
         return Err(CoreError::NotFound("resource").into());
     }
     session.principal.require(Need::Act(Right::Export))?;
-    let entries = audit::list_for_export(&mut session.tx, &filter).await?;
+    let entries = audit::list_for_export(&mut session.tx, &session.principal, &filter).await?;
     let sheet = audit::to_sheet(&entries, lang.lang.as_deref().unwrap_or("zh"));
     xlsx::respond(sheet, scope.time_zone, "audit-log.xlsx").await
 }

@@ -32,6 +32,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(suspend_gateway))
         .routes(routes!(enable_gateway))
         .routes(routes!(show_mqtt_credential, rotate_mqtt_credential))
+        .routes(routes!(show_registration))
         .routes(routes!(list_meters, create_meter))
         .routes(routes!(export_meters))
         .routes(routes!(get_meter, update_meter))
@@ -136,6 +137,20 @@ async fn show_mqtt_credential(
         gateway_credential::show(&mut session.tx, &session.principal, secret, id).await?;
     session.tx.commit().await?;
     Ok(Json(credential))
+}
+
+/// A DTU's registration bytes (a credential: they may hold a secret). Gateway answers, lists,
+/// exports and audit snapshots never carry them; this needs the settings right of a user not
+/// limited to buildings, and every look is audited.
+#[utoipa::path(get, path = "/api/v1/gateways/{id}/registration", tag = "field", params(("id" = Uuid, Path)),
+    responses((status = 200, body = field::Registration), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn show_registration(
+    mut session: Session,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Json<field::Registration>> {
+    let registration = field::reveal_registration(&mut session.tx, &session.principal, id).await?;
+    session.tx.commit().await?;
+    Ok(Json(registration))
 }
 
 /// Issue an MQTT gateway a new credential: ingest replaces it at the broker within seconds, and

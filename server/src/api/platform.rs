@@ -277,7 +277,9 @@ async fn platform_audit(
         &powertab_core::names::SchemaName::control(),
     )
     .await?;
-    Ok(Json(audit::list(&mut session.tx, &filter).await?))
+    Ok(Json(
+        audit::list(&mut session.tx, &session.principal, &filter).await?,
+    ))
 }
 
 /// The platform audit log as Excel.
@@ -294,7 +296,7 @@ async fn export_platform_audit(
         &powertab_core::names::SchemaName::control(),
     )
     .await?;
-    let entries = audit::list_for_export(&mut session.tx, &filter).await?;
+    let entries = audit::list_for_export(&mut session.tx, &session.principal, &filter).await?;
     let sheet = audit::to_sheet(&entries, lang.lang.as_deref().unwrap_or("zh"));
     xlsx::respond(sheet, "Asia/Shanghai".into(), "platform-audit-log.xlsx").await
 }

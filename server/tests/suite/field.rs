@@ -19,7 +19,21 @@ async fn gateways_of_each_kind_with_protocol_defaults() {
         .post("/api/v1/gateways", &admin, dtu("dtu-0001", "IMEI861234"))
         .await;
     assert_eq!(status, StatusCode::CREATED, "{g}");
-    assert_eq!(g["registration_hex"], "494d4549383631323334");
+    assert!(
+        g["registration_hex"].is_null() && g["registration_set"] == true,
+        "{g}"
+    );
+    let (_, shown) = app
+        .get(
+            &format!(
+                "/api/v1/gateways/{}/registration",
+                g["id"].as_str().unwrap()
+            ),
+            &admin,
+        )
+        .await;
+    assert_eq!(shown["registration_hex"], "494d4549383631323334");
+    assert_eq!(shown["registration_text"], "IMEI861234");
     assert_eq!(g["heartbeat_hex"], "fe");
     assert_eq!(
         (
@@ -465,7 +479,8 @@ async fn gateways_are_edited_and_registrations_stay_unique_across_the_platform()
         .call(Method::PATCH, &path, Some(&bravo), Some(json!({"name": "二楼配电房", "heartbeat": "", "registration": "52 45 47 2d 43 43 43 43", "registration_is_hex": true, "registration_repeats": true})))
         .await;
     assert_eq!(status, StatusCode::OK, "{edited}");
-    assert_eq!(edited["registration_hex"], "5245472d43434343");
+    let (_, shown) = app.get(&format!("{path}/registration"), &bravo).await;
+    assert_eq!(shown["registration_hex"], "5245472d43434343");
     assert!(edited["heartbeat_hex"].is_null() && edited["registration_repeats"] == true);
     let (status, body) = app
         .call(
@@ -682,4 +697,110 @@ async fn registrations_entered_before_the_rule_are_listed_to_change() {
         .await;
     assert_eq!(all.as_array().unwrap().len(), 2, "{all}");
     assert!(all.to_string().contains(&format!("{bravo_id}:bravo-dtu")));
+}
+
+/// Registration bytes are a credential: no read-only role sees them, gateway answers, exports
+/// and audit snapshots never carry them, and every look by a settings user is audited.
+#[tokio::test]
+async fn registration_bytes_are_shown_only_with_the_settings_right_and_every_look_is_audited() {
+    let app = spawn_app().await;
+    let (_, admin) = app.company_with_admin("acme").await;
+    let (_, g) = app
+        .post(
+            "/api/v1/gateways",
+            &admin,
+            dtu("dtu-0001", "SECRET-REG-0001"),
+        )
+        .await;
+    let id = g["id"].as_str().unwrap().to_owned();
+    let secret_hex = "5345435245542d5245472d30303031";
+    let (_, auditor) = app.user(&admin, "acme", "aud", "auditor", &[]).await;
+    let (_, plain) = app
+        .user(&admin, "acme", "plain", "operator", &["export"])
+        .await;
+    let (_, company) = app.get("/api/v1/company", &admin).await;
+    let support = app.login("", "helpdesk").await;
+    let (status, entered) = app
+        .post(
+            &format!("/api/v1/platform/companies/{}/enter", company["id"]),
+            &support,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{entered}");
+    let support_inside = crate::helpers::Caller {
+        token: entered["access_token"].as_str().unwrap().into(),
+        refresh: entered["refresh_token"].as_str().unwrap().into(),
+    };
+    let readers = vec![auditor, plain, support_inside];
+    for reader in &readers {
+        for path in [
+            format!("/api/v1/gateways/{id}"),
+            "/api/v1/gateways".to_owned(),
+            "/api/v1/audit-log".to_owned(),
+        ] {
+            let (_, body) = app.get(&path, reader).await;
+            assert!(!body.to_string().contains(secret_hex), "{path}: {body}");
+            assert!(!body.to_string().contains("SECRET-REG"), "{path}: {body}");
+        }
+        let (status, _) = app
+            .get(&format!("/api/v1/gateways/{id}/registration"), reader)
+            .await;
+        assert!(
+            status == StatusCode::FORBIDDEN || status == StatusCode::NOT_FOUND,
+            "{status}"
+        );
+    }
+    // The export carries no bytes, even for an admin.
+    let export = app
+        .http
+        .get(app.url("/api/v1/gateways.xlsx"))
+        .bearer_auth(&admin.token)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    use calamine::Reader;
+    let mut book = calamine::Xlsx::new(std::io::Cursor::new(export.to_vec())).unwrap();
+    let text: String = book
+        .worksheet_range_at(0)
+        .unwrap()
+        .unwrap()
+        .rows()
+        .flatten()
+        .map(|c| c.to_string())
+        .collect();
+    assert!(
+        text.contains("dtu-0001") && !text.contains(secret_hex) && !text.contains("SECRET-REG")
+    );
+    // The admin's look is audited (once within a few minutes), and the snapshot of the creation
+    // holds a fingerprint, not the bytes.
+    for _ in 0..2 {
+        let (status, shown) = app
+            .get(&format!("/api/v1/gateways/{id}/registration"), &admin)
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(shown["registration_hex"], secret_hex);
+    }
+    let (_, log) = app.get("/api/v1/audit-log?action=gateway.", &admin).await;
+    let views = log["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "gateway.registration_view")
+        .count();
+    assert_eq!(views, 1);
+    assert!(!log.to_string().contains(secret_hex), "{log}");
+    assert!(log.to_string().contains("sha256:"), "{log}");
+    let stored: String =
+        sqlx::query_scalar("select after::text from c_1.audit_log where action = 'gateway.create'")
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+    assert!(
+        !stored.contains(secret_hex),
+        "nothing to leak in the table either: {stored}"
+    );
 }

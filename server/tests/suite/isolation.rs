@@ -226,6 +226,9 @@ async fn company_a_gets_404_for_every_company_b_resource_on_every_endpoint() {
     let (_, operator_a) = app
         .user(&admin_a, "alpha", "alpha-op", "operator", &["export"])
         .await;
+    let (_, auditor_a) = app
+        .user(&admin_a, "alpha", "alpha-audit", "auditor", &[])
+        .await;
 
     let (_, doc) = app.call(Method::GET, "/api/openapi.json", None, None).await;
     let paths = doc["paths"].as_object().expect("openapi paths");
@@ -242,7 +245,7 @@ async fn company_a_gets_404_for_every_company_b_resource_on_every_endpoint() {
         for (method, operation) in operations.as_object().unwrap() {
             let schema = &operation["requestBody"]["content"]["application/json"]["schema"];
             let body = (!schema.is_null()).then(|| example(&doc, schema));
-            for caller in [&admin_a, &operator_a] {
+            for caller in [&admin_a, &operator_a, &auditor_a] {
                 if template.contains("{day}") {
                     let path = template.replace("{day}", B_HOLIDAY);
                     let (status, body) = call_as(&app, caller, method, &path, body.clone()).await;
@@ -286,4 +289,253 @@ async fn a_taken_username_in_another_company_is_not_revealed() {
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let (_, list): (_, Value) = app.get("/api/v1/users", &admin_a).await;
     assert_eq!(list["items"].as_array().unwrap().len(), 2);
+}
+
+/// Every right an operator can hold.
+const ALL_RIGHTS: [&str; 8] = [
+    "top_up",
+    "refund",
+    "reversal",
+    "approve",
+    "trip_close",
+    "keep_power",
+    "settings",
+    "export",
+];
+
+/// An operator limited to building X, with every right, calls every endpoint of the API with the
+/// ids of building Y's shop, meter, gateway (which carries only Y's meters) and command: 404 on
+/// each; and lists never show Y's resources (DESIGN.md: Tenancy, roles).
+#[tokio::test]
+async fn an_operator_limited_to_a_building_gets_404_for_every_resource_outside_it() {
+    let app = spawn_app().await;
+    let (_, admin) = app.company_with_admin("acme").await;
+    let mut ids = std::collections::HashMap::new();
+    for name in ["x-tower", "y-tower-secret"] {
+        let (_, building) = app
+            .post("/api/v1/buildings", &admin, json!({"name": name}))
+            .await;
+        let building_id = building["id"].as_str().unwrap().to_owned();
+        let (_, floor) = app
+            .post(
+                &format!("/api/v1/buildings/{building_id}/floors"),
+                &admin,
+                json!({"name": "1F"}),
+            )
+            .await;
+        let (_, shop) = app
+            .post(
+                "/api/v1/shops",
+                &admin,
+                json!({"floor_id": floor["id"], "number": format!("{name}-shop")}),
+            )
+            .await;
+        let (_, gateway) = app
+            .post(
+                "/api/v1/gateways",
+                &admin,
+                json!({"identity": format!("{name}-dtu"), "kind": "dtu", "registration": format!("{name}-registration"),
+                       "buses": [{"number": 1, "protocol": "modbus_rtu"}]}),
+            )
+            .await;
+        let number = if name == "x-tower" {
+            "1111111111"
+        } else {
+            "7777777777"
+        };
+        let (status, meter) = app
+            .post(
+                "/api/v1/meters",
+                &admin,
+                json!({"bus_id": gateway["buses"][0]["id"], "model": "dtsy1352", "address": "7",
+                       "meter_number": number, "shop_id": shop["id"]}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{meter}");
+        let meter_id = meter["id"].as_str().unwrap().to_owned();
+        let (_, command) = app
+            .post(
+                &format!("/api/v1/meters/{meter_id}/read-now"),
+                &admin,
+                json!({}),
+            )
+            .await;
+        ids.insert(
+            name,
+            (
+                building_id,
+                floor["id"].as_str().unwrap().to_owned(),
+                shop["id"].as_str().unwrap().to_owned(),
+                gateway["id"].as_str().unwrap().to_owned(),
+                meter_id,
+                command["id"].as_str().unwrap().to_owned(),
+            ),
+        );
+    }
+    // A meter without a shop is outside every limit too.
+    let (_, loose) = app
+        .post(
+            "/api/v1/meters",
+            &admin,
+            json!({"bus_id": app.get(&format!("/api/v1/gateways/{}", ids["x-tower"].3), &admin).await.1["buses"][0]["id"],
+                   "model": "dtsy1352", "address": "8", "meter_number": "8888888888"}),
+        )
+        .await;
+    let loose_id = loose["id"].as_str().unwrap().to_owned();
+    let (limited_id, _) = app
+        .user(&admin, "acme", "limited", "operator", &ALL_RIGHTS)
+        .await;
+    let (status, _) = app
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/users/{limited_id}"),
+            Some(&admin),
+            Some(json!({"building_ids": [ids["x-tower"].0]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let limited = app.login("acme", "limited").await;
+    let (y_building, y_floor, y_shop, y_gateway, y_meter, y_command) =
+        ids["y-tower-secret"].clone();
+    let markers = [
+        "y-tower-secret".to_owned(),
+        "7777777777".to_owned(),
+        "8888888888".to_owned(),
+        y_building.clone(),
+        y_shop.clone(),
+        y_gateway.clone(),
+        y_meter.clone(),
+        loose_id.clone(),
+    ];
+
+    let (_, doc) = app.call(Method::GET, "/api/openapi.json", None, None).await;
+    let mut checked = 0;
+    for (template, operations) in doc["paths"].as_object().unwrap() {
+        if PUBLIC.contains(&template.as_str()) || template.starts_with("/api/v1/platform") {
+            continue;
+        }
+        // Building-scoped resources only: users, plans and the calendar are the company's.
+        let id = if template.starts_with("/api/v1/buildings/{id}") {
+            Some(y_building.clone())
+        } else if template.starts_with("/api/v1/floors/{id}") {
+            Some(y_floor.clone())
+        } else if template.starts_with("/api/v1/shops/{id}") {
+            Some(y_shop.clone())
+        } else if template.starts_with("/api/v1/gateways/{id}") {
+            Some(y_gateway.clone())
+        } else if template.starts_with("/api/v1/meters/{id}") {
+            Some(y_meter.clone())
+        } else if template.starts_with("/api/v1/commands/{id}") {
+            Some(y_command.clone())
+        } else {
+            None
+        };
+        for (method, operation) in operations.as_object().unwrap() {
+            let schema = &operation["requestBody"]["content"]["application/json"]["schema"];
+            let body = (!schema.is_null()).then(|| example(&doc, schema));
+            match &id {
+                Some(id) => {
+                    let mut targets = vec![id.as_str()];
+                    if template.starts_with("/api/v1/meters/{id}") {
+                        targets.push(loose_id.as_str());
+                    }
+                    for id in targets {
+                        let path = template.replace("{id}", id);
+                        let (status, answer) =
+                            call_as(&app, &limited, method, &path, body.clone()).await;
+                        assert_eq!(status, StatusCode::NOT_FOUND, "{method} {path}: {answer}");
+                        checked += 1;
+                    }
+                }
+                None if template.contains('{') => {}
+                None => {
+                    let (status, answer) =
+                        call_as(&app, &limited, method, template, body.clone()).await;
+                    assert!(
+                        status != StatusCode::INTERNAL_SERVER_ERROR,
+                        "{method} {template}: {answer}"
+                    );
+                    for marker in &markers {
+                        assert!(
+                            !answer.contains(marker.as_str()),
+                            "{method} {template} shows {marker}: {answer}"
+                        );
+                    }
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert!(checked >= 30, "checked {checked} calls");
+    // The Excel twins hold nothing outside the limit either.
+    for path in ["/api/v1/meters.xlsx", "/api/v1/gateways.xlsx"] {
+        let response = app
+            .http
+            .get(app.url(path))
+            .bearer_auth(&limited.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        let bytes = response.bytes().await.unwrap();
+        let text = sheet_text(&bytes);
+        assert!(
+            text.contains("1111111111") || path.contains("gateways"),
+            "{path}: {text}"
+        );
+        for marker in &markers {
+            assert!(!text.contains(marker.as_str()), "{path} shows {marker}");
+        }
+    }
+    // Their own building's meter can be read, and cannot be moved out of their buildings.
+    let x_meter = ids["x-tower"].4.clone();
+    let (status, _) = app
+        .get(&format!("/api/v1/meters/{x_meter}"), &limited)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, answer) = app
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/meters/{x_meter}"),
+            Some(&limited),
+            Some(json!({"shop_id": y_shop})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+    let (status, _) = app
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/meters/{x_meter}"),
+            Some(&limited),
+            Some(json!({"shop_id": null})),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "a meter without a shop needs an unlimited user"
+    );
+    // Gateway edits need an unlimited user, even on a gateway they can see.
+    let (status, _) = app
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/gateways/{}", ids["x-tower"].3),
+            Some(&limited),
+            Some(json!({"name": "renamed"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}
+
+/// The text of every cell of the first sheet of an .xlsx.
+fn sheet_text(bytes: &[u8]) -> String {
+    use calamine::Reader;
+    let mut book = calamine::Xlsx::new(std::io::Cursor::new(bytes.to_vec())).unwrap();
+    let range = book.worksheet_range_at(0).unwrap().unwrap();
+    range
+        .rows()
+        .flatten()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(" ")
 }

@@ -240,10 +240,17 @@ async fn a_user_who_must_change_the_password_can_do_nothing_else_on_the_web() {
         &client,
         "/login",
         "/sfn/login",
-        &[("company", "acme"), ("username", "newboss"), ("password", "initial-pass-1")],
+        &[
+            ("company", "acme"),
+            ("username", "newboss"),
+            ("password", "initial-pass-1"),
+        ],
     )
     .await;
-    assert_eq!((status, location.as_str()), (StatusCode::FOUND, "/password"));
+    assert_eq!(
+        (status, location.as_str()),
+        (StatusCode::FOUND, "/password")
+    );
     let csrf = csrf_of(&page(&app, &client, "/password").await);
 
     // A change through a server function is refused.
@@ -255,7 +262,10 @@ async fn a_user_who_must_change_the_password_can_do_nothing_else_on_the_web() {
         &[("csrf", &csrf), ("name", "A座"), ("address", "")],
     )
     .await;
-    assert!(location.contains("error=password_change_required"), "{location}");
+    assert!(
+        location.contains("error=password_change_required"),
+        "{location}"
+    );
     // So are reads.
     let response = client
         .post(app.url("/sfn/users"))
@@ -265,7 +275,11 @@ async fn a_user_who_must_change_the_password_can_do_nothing_else_on_the_web() {
         .await
         .unwrap();
     assert!(!response.status().is_success());
-    assert!(response.text().await.unwrap().contains("password_change_required"));
+    assert!(response
+        .text()
+        .await
+        .unwrap()
+        .contains("password_change_required"));
     // And the import upload.
     let form = reqwest::multipart::Form::new()
         .text("csrf", csrf.clone())
@@ -275,7 +289,12 @@ async fn a_user_who_must_change_the_password_can_do_nothing_else_on_the_web() {
             reqwest::multipart::Part::bytes(b"building,floor,number\nA,1F,101\n".to_vec())
                 .file_name("shops.csv"),
         );
-    let response = client.post(app.url("/web/import")).multipart(form).send().await.unwrap();
+    let response = client
+        .post(app.url("/web/import"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.headers()["location"], "/password");
     let (buildings, uploads): (i64, i64) = sqlx::query_as(
         "select (select count(*) from c_1.buildings), (select count(*) from c_1.import_uploads)",
@@ -291,7 +310,11 @@ async fn a_user_who_must_change_the_password_can_do_nothing_else_on_the_web() {
         &client,
         "/password",
         "/sfn/password",
-        &[("csrf", &csrf), ("current_password", "initial-pass-1"), ("new_password", "a-new-password-2026")],
+        &[
+            ("csrf", &csrf),
+            ("current_password", "initial-pass-1"),
+            ("new_password", "a-new-password-2026"),
+        ],
     )
     .await;
     assert!(location.starts_with("/login?ok="), "{location}");
