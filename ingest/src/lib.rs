@@ -9,6 +9,7 @@
 pub mod alarms;
 pub mod bus;
 pub mod commands;
+pub mod dial_policy;
 pub mod driver;
 pub mod dtu;
 pub mod framing;
@@ -59,6 +60,11 @@ pub struct IngestConfig {
     /// provisioned. Changing it changes every MQTT gateway's credential.
     #[serde(default, skip_serializing)]
     pub gateway_secret: Option<Secret>,
+    /// Internal address ranges (CIDR) that Modbus-TCP gateways may be dialled at anyway;
+    /// loopback, private, link-local and the machine's own addresses are refused otherwise
+    /// (see [`dial_policy`]). The demo and the tests allow `127.0.0.0/8`.
+    #[serde(default)]
+    pub dial_allow: Vec<String>,
 }
 
 impl IngestConfig {
@@ -123,6 +129,7 @@ impl Default for IngestConfig {
             mqtt_admin_username: String::new(),
             mqtt_admin_password: Secret::default(),
             gateway_secret: None,
+            dial_allow: Vec::new(),
         }
     }
 }
@@ -179,11 +186,14 @@ pub async fn run(
         dtu_config,
         dispatch.clone(),
     ));
+    let policy = dial_policy::DialPolicy::new(&config.dial_allow)
+        .map_err(|e| anyhow::anyhow!("ingest.dial_allow: {e}"))?;
     let dialling = tokio::spawn(modbus_tcp::serve(
         pool.clone(),
         writer.clone(),
         interval,
         dispatch.clone(),
+        policy,
     ));
     let provisioning = config.mqtt_admin().and_then(|admin| {
         let secret = provisioning_secret(&config, &admin)?;

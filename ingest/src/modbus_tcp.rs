@@ -4,9 +4,13 @@
 //! timed-out connection may still deliver the late answer, so it is dropped and dialled afresh.
 //! Connections that fail are retried with a backoff capped at [`BACKOFF_MAX`]. A supervisor
 //! re-reads the gateway list every [`RESCAN`] and starts, stops or re-dials buses to match.
+//! Every dial's resolved address goes through the [`DialPolicy`] first: a tenant's host must
+//! not make the platform dial its own or internal addresses. A failed dial is one log line; the
+//! gateway shows offline, with nothing of why.
 
 use crate::bus::{self, Transport};
 use crate::commands::Dispatch;
+use crate::dial_policy::DialPolicy;
 use crate::driver::{ModbusOp, Step};
 use crate::framing::{rtu, Reply};
 use crate::writer::Writer;
@@ -73,7 +77,13 @@ async fn load_targets(pool: &PgPool) -> anyhow::Result<Vec<Target>> {
 }
 
 /// Keeps one session per enabled Modbus-TCP bus until the task is dropped.
-pub async fn serve(pool: PgPool, writer: Writer, interval: Duration, dispatch: Dispatch) {
+pub async fn serve(
+    pool: PgPool,
+    writer: Writer,
+    interval: Duration,
+    dispatch: Dispatch,
+    policy: DialPolicy,
+) {
     let mut running: HashMap<Uuid, (Target, tokio::task::JoinHandle<()>)> = HashMap::new();
     loop {
         match load_targets(&pool).await {
@@ -96,6 +106,7 @@ pub async fn serve(pool: PgPool, writer: Writer, interval: Duration, dispatch: D
                         writer.clone(),
                         interval,
                         dispatch.clone(),
+                        policy.clone(),
                     ));
                     running.insert(target.bus_id, (target, task));
                 }
@@ -106,7 +117,7 @@ pub async fn serve(pool: PgPool, writer: Writer, interval: Duration, dispatch: D
     }
 }
 
-async fn connect(addr: &str) -> std::io::Result<(Context, SocketAddr)> {
+async fn connect(addr: &str, policy: &DialPolicy) -> std::io::Result<(Context, SocketAddr)> {
     let mut last = std::io::Error::other(format!("{addr} resolves to nothing"));
     let resolved = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::lookup_host(addr))
         .await
@@ -114,6 +125,14 @@ async fn connect(addr: &str) -> std::io::Result<(Context, SocketAddr)> {
             std::io::Error::new(std::io::ErrorKind::TimedOut, "name lookup timed out")
         })??;
     for socket in resolved {
+        if !policy.allows(socket.ip()) {
+            metrics::counter!("ingest_modbus_tcp_dials_refused_total").increment(1);
+            last = std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                "the address is not one the platform dials (ingest.dial_allow)",
+            );
+            continue;
+        }
         match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(socket)).await {
             Ok(Ok(stream)) => {
                 stream.set_nodelay(true)?;
@@ -133,12 +152,13 @@ async fn dial_forever(
     writer: Writer,
     interval: Duration,
     dispatch: Dispatch,
+    policy: DialPolicy,
 ) {
     let addr = format!("{}:{}", target.host, target.port);
     let mut backoff = Duration::from_secs(1);
     loop {
         let outcome = async {
-            let (context, socket) = connect(&addr).await?;
+            let (context, socket) = connect(&addr, &policy).await?;
             let link = bus::load_link(&pool, &target.schema, target.gateway_id, target.number)
                 .await?
                 .ok_or_else(|| anyhow::anyhow!("the bus is gone"))?;
@@ -146,6 +166,7 @@ async fn dial_forever(
             let transport = ModbusTcp {
                 context: Some(context),
                 addr: addr.clone(),
+                policy: policy.clone(),
                 activity: false,
             };
             let started = Instant::now();
@@ -178,6 +199,8 @@ async fn dial_forever(
 /// A connection to one Modbus-TCP bus.
 pub struct ModbusTcp {
     context: Option<Context>,
+    /// Checked again at every re-dial: the name may resolve elsewhere by then.
+    policy: DialPolicy,
     addr: String,
     activity: bool,
 }
@@ -210,7 +233,7 @@ impl Transport for ModbusTcp {
             return Ok(None);
         };
         if self.context.is_none() {
-            self.context = Some(connect(&self.addr).await?.0);
+            self.context = Some(connect(&self.addr, &self.policy).await?.0);
         }
         let context = self.context.as_mut().expect("connected above");
         let answer = match op {

@@ -7,6 +7,7 @@ mod common;
 use common::Field;
 use powertab_core::profile::ShopType;
 use powertab_ingest::commands::Dispatch;
+use powertab_ingest::dial_policy::DialPolicy;
 use powertab_ingest::modbus_tcp;
 use powertab_ingest::sim::{modbus_gateway, SimBus, SimMeter, SimModel};
 use powertab_ingest::writer::Writer;
@@ -72,14 +73,43 @@ async fn readings_of(field: &Field, meter: Uuid) -> i64 {
     .unwrap()
 }
 
+/// Ingest's Modbus-TCP side, allowed to dial this machine's loopback (as the tests' and the
+/// demo's configuration allow it).
 fn start_ingest(field: &Field) {
+    start_ingest_with(field, DialPolicy::new(&["127.0.0.0/8".into()]).unwrap());
+}
+
+fn start_ingest_with(field: &Field, policy: DialPolicy) {
     let (writer, _task) = Writer::start(field.db.pool.clone());
     tokio::spawn(modbus_tcp::serve(
         field.db.pool.clone(),
         writer,
         Duration::from_millis(300),
         Dispatch::default(),
+        policy,
     ));
+}
+
+/// A tenant's Modbus-TCP host at 127.0.0.1 (its own PostgreSQL, say) is never dialled without
+/// the allow-list: the listener sees no connection and the gateway stays offline.
+#[tokio::test]
+async fn a_gateway_at_an_internal_address_is_never_dialled_without_the_allow_list() {
+    let field = Field::new("acme", "dtu-unused", b"UNUSED", &[]).await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let bus = modbus_gateway(&field, port).await;
+    meter_on(&field, bus, "1").await;
+    start_ingest_with(&field, DialPolicy::default());
+    let dialled = tokio::time::timeout(Duration::from_secs(3), listener.accept()).await;
+    assert!(dialled.is_err(), "ingest dialled 127.0.0.1: {dialled:?}");
+    let online: i64 = sqlx::query_scalar(&format!(
+        "select count(*) from {}.bus_sessions where online",
+        field.schema.as_str()
+    ))
+    .fetch_one(&field.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(online, 0);
 }
 
 #[tokio::test]

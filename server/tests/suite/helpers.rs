@@ -50,6 +50,7 @@ pub fn test_config(throttle: ThrottleConfig) -> Config {
             dtu_listen: "127.0.0.1:0".parse().unwrap(),
             poll_interval_s: 1,
             gateway_secret: Some(Secret::new(TEST_GATEWAY_SECRET)),
+            dial_allow: vec!["127.0.0.0/8".into()],
             ..Default::default()
         },
     }
