@@ -21,6 +21,7 @@ use argon2::password_hash::{
 };
 use argon2::Argon2;
 use base64::Engine;
+use hmac::{Hmac, Mac};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
@@ -96,6 +97,10 @@ pub struct Claims {
     pub role: Role,
     pub iat: i64,
     pub exp: i64,
+    /// The refresh-token family (the browser session) the token belongs to; the web's CSRF
+    /// token is bound to it ([`csrf_token_for`]). None for tokens issued outside a session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fam: Option<Uuid>,
 }
 
 /// An access token plus its refresh token.
@@ -107,6 +112,9 @@ pub struct TokenPair {
     /// Seconds until the access token expires.
     pub expires_in: i64,
     pub refresh_expires_in: i64,
+    /// The web's CSRF token for this session (cookie sessions only; never in an answer).
+    #[serde(skip)]
+    pub csrf: String,
 }
 
 impl fmt::Debug for TokenPair {
@@ -267,6 +275,17 @@ pub fn issue_access(
     cid: Option<i64>,
     role: Role,
 ) -> CoreResult<String> {
+    issue_access_in(config, sub, cid, role, None)
+}
+
+/// Signs an access token that belongs to refresh-token family `fam`.
+fn issue_access_in(
+    config: &AuthConfig,
+    sub: Uuid,
+    cid: Option<i64>,
+    role: Role,
+    fam: Option<Uuid>,
+) -> CoreResult<String> {
     let iat = now_s();
     let claims = Claims {
         sub,
@@ -274,6 +293,7 @@ pub fn issue_access(
         role,
         iat,
         exp: iat + config.access_ttl_s,
+        fam,
     };
     jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
@@ -336,10 +356,11 @@ async fn issue_pair(
     .execute(conn)
     .await?;
     Ok(TokenPair {
-        access_token: issue_access(config, user_id, company_id, role)?,
+        access_token: issue_access_in(config, user_id, company_id, role, Some(family_id))?,
         refresh_token,
         expires_in: config.access_ttl_s,
         refresh_expires_in: config.refresh_ttl_s,
+        csrf: csrf_token_for(config, family_id),
     })
 }
 
@@ -619,8 +640,14 @@ async fn throttle_clear(pool: &PgPool, account_key: &str) -> CoreResult<()> {
 // ---------------------------------------------------------------------------------------------
 // Refresh and logout
 
+/// How long a used refresh token still rotates instead of counting as stolen: a browser whose
+/// two tabs (or two parallel requests) refresh at once presents the same cookie twice, and that
+/// must not log the user out. Reuse after the window revokes the family.
+pub const REFRESH_REUSE_GRACE_S: i64 = 10;
+
 /// Rotates a refresh token: the presented one is used up and a new pair is issued. A token that
-/// was already used revokes its whole family.
+/// was already used revokes its whole family, unless it was used within the last
+/// [`REFRESH_REUSE_GRACE_S`] (rows are locked, so parallel refreshes of one token run in turn).
 pub async fn refresh(
     pool: &PgPool,
     config: &AuthConfig,
@@ -631,15 +658,18 @@ pub async fn refresh(
     let row = sqlx::query(
         "select family_id, company_id, user_id, is_platform_user,
                 used_at is not null as used, revoked_at is not null as revoked,
-                expires_at < now() as expired
+                expires_at < now() as expired,
+                coalesce(used_at > now() - $2 * interval '1 second', false) as within_grace
          from control.refresh_token where token_hash = $1 for update",
     )
     .bind(refresh_hash(refresh_token))
+    .bind(REFRESH_REUSE_GRACE_S)
     .fetch_optional(&mut *tx)
     .await?
     .ok_or_else(invalid)?;
     let family_id: Uuid = row.try_get("family_id")?;
-    if row.try_get::<bool, _>("used")? {
+    let within_grace: bool = row.try_get("within_grace")?;
+    if row.try_get::<bool, _>("used")? && !within_grace {
         // Reuse of a rotated token: somebody else has a copy. End every session of this login.
         sqlx::query("update control.refresh_token set revoked_at = now() where family_id = $1 and revoked_at is null")
             .bind(family_id)
@@ -942,6 +972,44 @@ pub const REFRESH_COOKIE: &str = "pt_refresh";
 /// Readable cookie holding the CSRF token that forms and `X-CSRF-Token` headers must repeat.
 pub const CSRF_COOKIE: &str = "pt_csrf";
 
+/// The CSRF token of browser session `family`: an HMAC of the session under the token key, so a
+/// token planted in a cookie by anyone else (a sibling subdomain, a proxy) never matches, and
+/// it stays the same across refresh-token rotations (a form opened before one still posts).
+pub fn csrf_token_for(config: &AuthConfig, family: Uuid) -> String {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(config.jwt_secret.expose().as_bytes())
+        .expect("HMAC takes keys of any length");
+    mac.update(b"powertab-csrf:");
+    mac.update(family.as_bytes());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&mac.finalize().into_bytes()[..18])
+}
+
+/// Whether `given` is the CSRF token of the session the access token `claims` belong to.
+pub fn csrf_matches(config: &AuthConfig, claims: &Claims, given: &str) -> bool {
+    claims.fam.is_some_and(|family| {
+        !given.is_empty() && constant_time_eq(&csrf_token_for(config, family), given)
+    })
+}
+
+/// Whether a cookie-authenticated change comes from our own pages: `Sec-Fetch-Site` (sent by
+/// every current browser) must be `same-origin` (or `none`, typed by the user), and an `Origin`
+/// must name the host the request was sent to. Requests with neither header (curl, old
+/// browsers) rely on the CSRF token alone.
+pub fn same_origin(origin: Option<&str>, sec_fetch_site: Option<&str>, host: Option<&str>) -> bool {
+    if let Some(site) = sec_fetch_site {
+        if !matches!(site, "same-origin" | "none") {
+            return false;
+        }
+    }
+    match (origin, host) {
+        (Some("null"), _) => false,
+        (Some(origin), Some(host)) => origin
+            .split_once("://")
+            .is_some_and(|(_, authority)| authority.eq_ignore_ascii_case(host)),
+        (Some(_), None) => false,
+        (None, _) => true,
+    }
+}
+
 /// A fresh random CSRF token.
 pub fn new_csrf_token() -> String {
     let mut bytes = [0u8; 18];
@@ -949,13 +1017,15 @@ pub fn new_csrf_token() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
-/// `Set-Cookie` header values that store a session in the browser.
-pub fn session_cookie_headers(pair: &TokenPair, csrf: &str, secure: bool) -> Vec<String> {
+/// `Set-Cookie` header values that store a session in the browser. The access cookie lives no
+/// longer than its token; the refresh cookie brings a new one.
+pub fn session_cookie_headers(pair: &TokenPair, secure: bool) -> Vec<String> {
     let secure = if secure { "; Secure" } else { "" };
+    let csrf = &pair.csrf;
     vec![
         format!(
             "{ACCESS_COOKIE}={}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{secure}",
-            pair.access_token, pair.refresh_expires_in
+            pair.access_token, pair.expires_in
         ),
         format!(
             "{REFRESH_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
@@ -969,10 +1039,11 @@ pub fn session_cookie_headers(pair: &TokenPair, csrf: &str, secure: bool) -> Vec
 }
 
 /// `Set-Cookie` header values that end a browser session.
-pub fn clear_cookie_headers() -> Vec<String> {
+pub fn clear_cookie_headers(secure: bool) -> Vec<String> {
+    let secure = if secure { "; Secure" } else { "" };
     [ACCESS_COOKIE, REFRESH_COOKIE, CSRF_COOKIE]
         .iter()
-        .map(|name| format!("{name}=; Path=/; Max-Age=0"))
+        .map(|name| format!("{name}=; Path=/; Max-Age=0{secure}"))
         .collect()
 }
 

@@ -79,7 +79,7 @@ pub fn router(state: AppState) -> Router {
     let ops = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(|| async { metrics_handle().render() }))
+        .route("/metrics", get(metrics))
         .route(
             "/api/openapi.json",
             get(move || {
@@ -95,8 +95,31 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             web::refresh_web_session,
         ))
+        .layer(middleware::from_fn(web::refuse_cross_site))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            web::security_headers,
+        ))
         .layer(middleware::from_fn(track_metrics))
         .with_state(state)
+}
+
+/// Prometheus figures, for a scraper that sends the configured `metrics_token`.
+async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+    let given = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    match &state.config.metrics_token {
+        Some(token)
+            if !given.is_empty()
+                && powertab_core::auth::constant_time_eq(token.expose(), given) =>
+        {
+            metrics_handle().render().into_response()
+        }
+        _ => (StatusCode::NOT_FOUND, "not found").into_response(),
+    }
 }
 
 /// The answer for an unknown `/api/…` path: our JSON 404, not a web page.

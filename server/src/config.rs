@@ -34,6 +34,10 @@ pub struct Config {
     pub log_format: String,
     /// The field side (DTU port, poll interval).
     pub ingest: powertab_ingest::IngestConfig,
+    /// Bearer token a Prometheus scraper sends to `/metrics`; without one `/metrics` answers
+    /// 404 (the figures say how busy each company's routes are).
+    #[serde(default)]
+    pub metrics_token: Option<Secret>,
 }
 
 /// Defaults, as a serialisable mirror of `Config` (figment's first layer).

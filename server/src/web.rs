@@ -13,7 +13,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use leptos::prelude::provide_context;
 use leptos_axum::{generate_route_list, LeptosRoutes};
-use powertab_core::auth::{self, ACCESS_COOKIE, CSRF_COOKIE, REFRESH_COOKIE};
+use powertab_core::auth::{self, ACCESS_COOKIE, REFRESH_COOKIE};
 use powertab_core::import::{self, ImportKind};
 use powertab_frontend::app::{shell, App};
 use powertab_frontend::server::WebContext;
@@ -99,15 +99,14 @@ async fn upload_import(
         .get(header::COOKIE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let expected = auth::cookie_value(cookies, CSRF_COOKIE).unwrap_or("");
-    if expected.is_empty() || !auth::constant_time_eq(expected, &csrf) {
-        return back("csrf_mismatch");
-    }
     let Some(claims) = auth::cookie_value(cookies, ACCESS_COOKIE)
         .and_then(|t| auth::decode_access(&state.auth, t).ok())
     else {
         return Redirect::to("/login").into_response();
     };
+    if !auth::csrf_matches(&state.auth, &claims, &csrf) {
+        return back("csrf_mismatch");
+    }
     let Ok(kind) = serde_json::from_value::<ImportKind>(serde_json::Value::String(kind)) else {
         return back("validation_failed");
     };
@@ -115,8 +114,9 @@ async fn upload_import(
         return back("missing_file");
     };
     let staged = async {
-        let (principal, mut tx) =
-            auth::resolve(&state.pool, &claims, Some(peer.ip().to_string())).await?;
+        let forwarded = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
+        let ip = auth::client_address(forwarded, Some(peer.ip()), state.config.trust_forwarded_for);
+        let (principal, mut tx) = auth::resolve(&state.pool, &claims, ip).await?;
         if principal.must_change_password {
             // As REST and the server functions: such a session may only change the password.
             return Err(powertab_core::CoreError::Forbidden(
@@ -147,6 +147,73 @@ async fn upload_import(
         }
         Err(err) => back(err.code()),
     }
+}
+
+/// Refuses cookie-authenticated changes that do not come from our own pages (DESIGN.md:
+/// Server). Browsers say where a request comes from in `Sec-Fetch-Site` and `Origin`; a form
+/// on another site posting to `/sfn/login`, a server function, the import upload or the REST
+/// API with the victim's cookies is answered 403 before any handler runs. Requests with a
+/// bearer token are not a browser's ambient authority and pass.
+pub async fn refuse_cross_site(request: Request, next: Next) -> Response {
+    let changes = !matches!(
+        *request.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
+    );
+    let headers = request.headers();
+    let bearer = headers.contains_key(header::AUTHORIZATION);
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if changes
+        && !bearer
+        && !auth::same_origin(text("origin"), text("sec-fetch-site"), text("host"))
+    {
+        metrics::counter!("powertab_cross_site_refused_total").increment(1);
+        return (
+            axum::http::StatusCode::FORBIDDEN,
+            [(header::CONTENT_TYPE, "application/json")],
+            r#"{"error":{"code":"cross_site_request","message":"this request did not come from PowerTab's own pages"}}"#,
+        )
+            .into_response();
+    }
+    next.run(request).await
+}
+
+/// Headers every answer carries: no MIME sniffing, no framing, referrers only to ourselves
+/// (server functions read the `Referer` to send a form back to its page), HSTS behind HTTPS,
+/// a closed Content-Security-Policy where a page has not set its own, and no caching of API
+/// answers (tokens, credentials, per-user data).
+pub async fn security_headers(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let path = request.uri().path().to_owned();
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    let set =
+        |headers: &mut axum::http::HeaderMap, name: header::HeaderName, value: &'static str| {
+            if !headers.contains_key(&name) {
+                headers.insert(name, HeaderValue::from_static(value));
+            }
+        };
+    set(headers, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
+    set(headers, header::X_FRAME_OPTIONS, "DENY");
+    set(headers, header::REFERRER_POLICY, "same-origin");
+    set(
+        headers,
+        header::CONTENT_SECURITY_POLICY,
+        "default-src 'none'; frame-ancestors 'none'",
+    );
+    if state.config.cookie_secure {
+        set(
+            headers,
+            header::STRICT_TRANSPORT_SECURITY,
+            "max-age=31536000; includeSubDomains",
+        );
+    }
+    if path.starts_with("/api/") || path.starts_with("/sfn/") {
+        set(headers, header::CACHE_CONTROL, "no-store");
+    }
+    response
 }
 
 async fn fallback(request: Request) -> Response {
@@ -183,9 +250,6 @@ pub async fn refresh_web_session(
     };
     match auth::refresh(&state.pool, &state.auth, refresh_token).await {
         Ok(pair) => {
-            let csrf = auth::cookie_value(&cookies, CSRF_COOKIE)
-                .map(str::to_owned)
-                .unwrap_or_else(auth::new_csrf_token);
             // The rest of this request sees the new access token.
             let rewritten: Vec<String> = cookies
                 .split(';')
@@ -204,7 +268,7 @@ pub async fn refresh_web_session(
                 request.headers_mut().insert(header::COOKIE, value);
             }
             let mut response = next.run(request).await;
-            for cookie in auth::session_cookie_headers(&pair, &csrf, state.config.cookie_secure) {
+            for cookie in auth::session_cookie_headers(&pair, state.config.cookie_secure) {
                 if let Ok(value) = HeaderValue::from_str(&cookie) {
                     response.headers_mut().append(header::SET_COOKIE, value);
                 }
@@ -213,7 +277,7 @@ pub async fn refresh_web_session(
         }
         Err(_) => {
             let mut response = next.run(request).await;
-            for cookie in auth::clear_cookie_headers() {
+            for cookie in auth::clear_cookie_headers(state.config.cookie_secure) {
                 if let Ok(value) = HeaderValue::from_str(&cookie) {
                     response.headers_mut().append(header::SET_COOKIE, value);
                 }

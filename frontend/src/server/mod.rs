@@ -172,8 +172,12 @@ async fn session_for_change(csrf: &str) -> Result<(Principal, Tx), UiError> {
 /// A session for changing one's own password: logged in and the CSRF field matches; the one
 /// change a user who must change the initial password may make.
 async fn session_for_password_change(csrf: &str) -> Result<(Principal, Tx), UiError> {
-    let expected = request_cookie(CSRF_COOKIE).unwrap_or_default();
-    if expected.is_empty() || !auth::constant_time_eq(&expected, csrf) {
+    let ctx = ctx().map_err(|_| ui("internal"))?;
+    let claims = request_cookie(ACCESS_COOKIE)
+        .and_then(|token| auth::decode_access(&ctx.auth, &token).ok())
+        .ok_or_else(|| ui("unauthorized"))?;
+    // The field must carry the token bound to this session, not merely repeat a cookie.
+    if !auth::csrf_matches(&ctx.auth, &claims, csrf) {
         return Err(ui("csrf_mismatch"));
     }
     session()
@@ -476,11 +480,7 @@ pub async fn login(
     );
     let result = match auth::login(&ctx.pool, &ctx.auth, &input, ip.as_deref()).await {
         Ok(outcome) => {
-            let mut cookies = auth::session_cookie_headers(
-                &outcome.tokens,
-                &auth::new_csrf_token(),
-                ctx.cookie_secure,
-            );
+            let mut cookies = auth::session_cookie_headers(&outcome.tokens, ctx.cookie_secure);
             cookies.push(remember);
             set_cookies(cookies);
             Ok(if outcome.must_change_password {
@@ -498,15 +498,14 @@ pub async fn login(
 }
 
 pub async fn logout(csrf: String) -> Result<(), ServerFnError> {
-    let expected = request_cookie(CSRF_COOKIE).unwrap_or_default();
-    if !expected.is_empty() && auth::constant_time_eq(&expected, &csrf) {
-        if let Some(refresh) = request_cookie(REFRESH_COOKIE) {
-            auth::logout(&ctx()?.pool, &refresh)
-                .await
-                .map_err(internal)?;
-        }
+    // The session ends whatever the form carried: a stale page's logout (its CSRF token from
+    // an older session) must not leave a live refresh token behind.
+    let _ = csrf;
+    let ctx = ctx()?;
+    if let Some(refresh) = request_cookie(REFRESH_COOKIE) {
+        auth::logout(&ctx.pool, &refresh).await.map_err(internal)?;
     }
-    set_cookies(auth::clear_cookie_headers());
+    set_cookies(auth::clear_cookie_headers(ctx.cookie_secure));
     finish(Ok("/login".into()))
 }
 
@@ -528,7 +527,8 @@ pub async fn change_password(
         auth::change_own_password(&mut tx, &principal, &current, &new).await?;
         tx.commit().await?;
         // Changing the password ends every session of the user, this one included.
-        set_cookies(auth::clear_cookie_headers());
+        let secure = ctx().map_err(|_| ui("internal"))?.cookie_secure;
+        set_cookies(auth::clear_cookie_headers(secure));
         Ok("/login?ok=password.changed".to_owned())
     }
     .await;
@@ -616,11 +616,7 @@ pub async fn enter_company(csrf: String, id: i64) -> Result<(), ServerFnError> {
         let (principal, _tx) = session_for_change(&csrf).await?;
         let ctx = ctx().map_err(|_| ui("internal"))?;
         let pair = companies::enter(&ctx.pool, &ctx.auth, &principal, id).await?;
-        set_cookies(auth::session_cookie_headers(
-            &pair,
-            &auth::new_csrf_token(),
-            ctx.cookie_secure,
-        ));
+        set_cookies(auth::session_cookie_headers(&pair, ctx.cookie_secure));
         Ok("/".to_owned())
     }
     .await;
@@ -633,11 +629,7 @@ pub async fn leave_company(csrf: String) -> Result<(), ServerFnError> {
         let ctx = ctx().map_err(|_| ui("internal"))?;
         let pair = auth::issue_platform(&mut tx, &ctx.auth, &principal).await?;
         tx.commit().await?;
-        set_cookies(auth::session_cookie_headers(
-            &pair,
-            &auth::new_csrf_token(),
-            ctx.cookie_secure,
-        ));
+        set_cookies(auth::session_cookie_headers(&pair, ctx.cookie_secure));
         Ok("/platform/companies".to_owned())
     }
     .await;

@@ -9,7 +9,7 @@ use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{header, Method};
-use powertab_core::auth::{self, Principal, ACCESS_COOKIE, CSRF_COOKIE};
+use powertab_core::auth::{self, Principal, ACCESS_COOKIE};
 use powertab_core::db::Tx;
 use powertab_core::CoreError;
 use std::net::SocketAddr;
@@ -60,29 +60,29 @@ impl FromRequestParts<AppState> for Session {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::to_owned);
-        let token = match bearer {
-            Some(token) => token,
+        let claims = match bearer {
+            Some(token) => auth::decode_access(&state.auth, &token)?,
             None => {
                 let cookies = cookie_header(parts);
                 let token = auth::cookie_value(cookies, ACCESS_COOKIE)
-                    .ok_or_else(|| CoreError::Unauthorized("sign in first".into()))?
-                    .to_owned();
+                    .ok_or_else(|| CoreError::Unauthorized("sign in first".into()))?;
+                let claims = auth::decode_access(&state.auth, token)?;
                 let safe = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
                 if !safe {
-                    let expected = auth::cookie_value(cookies, CSRF_COOKIE).unwrap_or("");
+                    // The token must be the one bound to this very session (not merely equal
+                    // to a cookie, which others may be able to plant).
                     let given = parts
                         .headers
                         .get("x-csrf-token")
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or("");
-                    if expected.is_empty() || !auth::constant_time_eq(expected, given) {
+                    if !auth::csrf_matches(&state.auth, &claims, given) {
                         return Err(ApiError::CsrfMismatch);
                     }
                 }
-                token
+                claims
             }
         };
-        let claims = auth::decode_access(&state.auth, &token)?;
         let ip = client_ip(parts, state.config.trust_forwarded_for);
         let (principal, tx) = auth::resolve(&state.pool, &claims, ip).await?;
         if principal.must_change_password && !PASSWORD_CHANGE_PATHS.contains(&parts.uri.path()) {

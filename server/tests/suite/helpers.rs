@@ -37,7 +37,7 @@ pub fn test_config(throttle: ThrottleConfig) -> Config {
     Config {
         database_url: None,
         listen: "127.0.0.1:0".parse().unwrap(),
-        jwt_secret: Some(Secret::new("test-jwt-secret-test-jwt-secret-0123")),
+        jwt_secret: Some(Secret::new(TEST_JWT_SECRET)),
         access_ttl_s: 900,
         refresh_ttl_s: 3600,
         throttle,
@@ -53,8 +53,15 @@ pub fn test_config(throttle: ThrottleConfig) -> Config {
             dial_allow: vec!["127.0.0.0/8".into()],
             ..Default::default()
         },
+        metrics_token: Some(Secret::new(TEST_METRICS_TOKEN)),
     }
 }
+
+/// The token key of test apps.
+pub const TEST_JWT_SECRET: &str = "test-jwt-secret-test-jwt-secret-0123";
+
+/// The bearer token test apps take at `/metrics`.
+pub const TEST_METRICS_TOKEN: &str = "test-metrics-token";
 
 pub async fn spawn_app() -> TestApp {
     // Generous thresholds so tests that log in often are never throttled by accident.

@@ -17,9 +17,26 @@ async fn health_readiness_and_metrics_answer() {
         StatusCode::OK
     );
     app.try_login("", "nobody", "wrong-password-1").await;
-    let (status, body) = app.call(Method::GET, "/metrics", None, None).await;
-    assert_eq!(status, StatusCode::OK);
-    let text = body.as_str().unwrap();
+    // Without the scraper's token there is nothing to see.
+    let (status, _) = app.call(Method::GET, "/metrics", None, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let wrong = app
+        .http
+        .get(app.url("/metrics"))
+        .bearer_auth("not-the-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), StatusCode::NOT_FOUND);
+    let response = app
+        .http
+        .get(app.url("/metrics"))
+        .bearer_auth(crate::helpers::TEST_METRICS_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let text = response.text().await.unwrap();
     assert!(text.contains("powertab_http_requests_total"), "{text}");
     assert!(text.contains("powertab_login_failed_total"), "{text}");
 }
@@ -76,10 +93,30 @@ async fn unknown_routes_and_malformed_bodies_get_json_errors() {
     assert_eq!(body["error"]["code"], "bad_request");
 }
 
+/// The CSRF token bound to the session of `access_token`, as the server computes it.
+fn bound_csrf(access_token: &str) -> String {
+    use base64::Engine;
+    let payload = access_token.split('.').nth(1).unwrap();
+    let claims: powertab_core::auth::Claims = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap();
+    let config = powertab_core::auth::AuthConfig {
+        jwt_secret: powertab_core::auth::Secret::new(crate::helpers::TEST_JWT_SECRET),
+        access_ttl_s: 900,
+        refresh_ttl_s: 3600,
+        throttle: Default::default(),
+    };
+    powertab_core::auth::csrf_token_for(&config, claims.fam.expect("a session token"))
+}
+
 #[tokio::test]
-async fn cookie_sessions_need_the_csrf_header_for_changes() {
+async fn cookie_sessions_need_the_csrf_token_bound_to_the_session_for_changes() {
     let app = spawn_app().await;
     let (_, admin) = app.company_with_admin("acme").await;
+    // A cookie planted by someone else (a sibling subdomain can set one) does not help.
     let cookies = format!("pt_access={}; pt_csrf=token123", admin.token);
     let get = app
         .http
@@ -90,35 +127,133 @@ async fn cookie_sessions_need_the_csrf_header_for_changes() {
         .unwrap();
     assert_eq!(get.status(), StatusCode::OK);
     let body = json!({"username": "op1", "role": "operator", "password": "initial-pass-1"});
-    let without = app
+    let post = |token: Option<String>, site: Option<&'static str>| {
+        let mut request = app
+            .http
+            .post(app.url("/api/v1/users"))
+            .header("cookie", &cookies)
+            .json(&body);
+        if let Some(token) = token {
+            request = request.header("x-csrf-token", token);
+        }
+        if let Some(site) = site {
+            request = request.header("sec-fetch-site", site);
+        }
+        request.send()
+    };
+    assert_eq!(
+        post(None, None).await.unwrap().status(),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        post(Some("token123".into()), None).await.unwrap().status(),
+        StatusCode::FORBIDDEN,
+        "equal to the cookie is not enough"
+    );
+    let bound = bound_csrf(&admin.token);
+    // From another site, even the right token is refused.
+    assert_eq!(
+        post(Some(bound.clone()), Some("cross-site"))
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        post(Some(bound), Some("same-origin"))
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::CREATED
+    );
+}
+
+#[tokio::test]
+async fn a_login_form_posted_from_another_site_is_refused() {
+    let app = spawn_app().await;
+    app.company_with_admin("acme").await;
+    let response = app
         .http
-        .post(app.url("/api/v1/users"))
-        .header("cookie", &cookies)
-        .json(&body)
+        .post(app.url("/sfn/login"))
+        .header("origin", "https://evil.example")
+        .form(&[
+            ("company", "acme"),
+            ("username", "boss"),
+            ("password", crate::helpers::PASSWORD),
+        ])
         .send()
         .await
         .unwrap();
-    assert_eq!(without.status(), StatusCode::FORBIDDEN);
-    let wrong = app
-        .http
-        .post(app.url("/api/v1/users"))
-        .header("cookie", &cookies)
-        .header("x-csrf-token", "other")
-        .json(&body)
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert!(
+        response.headers().get("set-cookie").is_none(),
+        "no session was made"
+    );
+}
+
+#[tokio::test]
+async fn every_answer_carries_the_security_headers() {
+    let app = spawn_app().await;
+    let root = app.root().await;
+    for (path, page) in [("/login", true), ("/api/v1/me", false), ("/healthz", false)] {
+        let response = app
+            .http
+            .get(app.url(path))
+            .bearer_auth(&root.token)
+            .header("accept", "text/html")
+            .send()
+            .await
+            .unwrap();
+        let headers = response.headers().clone();
+        let header = |name: &str| {
+            headers
+                .get(name)
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_default()
+        };
+        assert_eq!(header("x-content-type-options"), "nosniff", "{path}");
+        assert_eq!(header("referrer-policy"), "same-origin", "{path}");
+        let csp = header("content-security-policy");
+        assert!(csp.contains("frame-ancestors 'none'"), "{path}: {csp}");
+        if page {
+            assert!(csp.contains("script-src 'self' 'nonce-"), "{path}: {csp}");
+            let nonce = csp
+                .split("'nonce-")
+                .nth(1)
+                .unwrap()
+                .split('\'')
+                .next()
+                .unwrap()
+                .to_owned();
+            let html = response.text().await.unwrap();
+            assert!(
+                html.contains(&format!("nonce=\"{nonce}\"")),
+                "the page's scripts carry the nonce"
+            );
+        }
+        if path.starts_with("/api/") {
+            assert_eq!(header("cache-control"), "no-store", "{path}");
+        }
+    }
+    // Session cookies: the access cookie lives as long as its token.
+    let response = crate::web::browser_like()
+        .post(app.url("/sfn/login"))
+        .form(&[
+            ("company", ""),
+            ("username", "root"),
+            ("password", crate::helpers::PASSWORD),
+        ])
         .send()
         .await
         .unwrap();
-    assert_eq!(wrong.status(), StatusCode::FORBIDDEN);
-    let right = app
-        .http
-        .post(app.url("/api/v1/users"))
-        .header("cookie", &cookies)
-        .header("x-csrf-token", "token123")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(right.status(), StatusCode::CREATED);
+    let access = response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|c| c.starts_with("pt_access="))
+        .expect("an access cookie");
+    assert!(access.contains("Max-Age=900"), "{access}");
 }
 
 #[tokio::test]
@@ -156,7 +291,11 @@ async fn a_browser_with_an_expired_access_cookie_is_refreshed_by_its_refresh_coo
         page.contains("id=\"users\""),
         "the page rendered for the refreshed session"
     );
-    // The old refresh token is used up.
+    // The old refresh token is used up (once the grace for parallel refreshes has passed).
+    sqlx::query("update control.refresh_token set used_at = now() - interval '1 minute' where used_at is not null")
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
     let (status, _) = app
         .call(
             Method::POST,
