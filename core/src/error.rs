@@ -84,6 +84,14 @@ impl From<sqlx::Error> for CoreError {
             if db.code().as_deref() == Some("23505") {
                 return CoreError::Conflict("already exists".into());
             }
+            // 22021 character_not_in_repertoire: PostgreSQL text cannot hold a NUL byte, which
+            // any text field (a login name included) may carry. The caller's input, not a fault.
+            if db.code().as_deref() == Some("22021") {
+                return CoreError::Validation {
+                    message: "text may not contain NUL characters".into(),
+                    fields: BTreeMap::new(),
+                };
+            }
         }
         if matches!(err, sqlx::Error::RowNotFound) {
             return CoreError::NotFound("record");

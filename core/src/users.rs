@@ -437,6 +437,13 @@ pub async fn reset_password(
 ) -> CoreResult<User> {
     get(conn, actor, id).await?;
     actor.require(Need::Administer)?;
+    if id == actor.user_id {
+        // Otherwise a stolen 15-minute token becomes the account for good: one's own change
+        // asks for the current password.
+        return Err(CoreError::Forbidden(
+            "change your own password with your current one, not by a reset".into(),
+        ));
+    }
     let password = NewPassword::parse(password).map_err(|e| CoreError::field("password", e.0))?;
     let hash = auth::hash_password(&password).await?;
     sqlx::query("update users set password_hash = $2, must_change_password = true, updated_at = now() where id = $1")

@@ -4,7 +4,7 @@
 
 use crate::api::SessionView;
 use crate::app::{use_lang, SessionResource};
-use crate::i18n::tr;
+use crate::i18n::{tr, tr_known};
 use leptos::prelude::*;
 use leptos_router::components::Redirect;
 use leptos_router::hooks::{use_location, use_query_map};
@@ -16,6 +16,9 @@ pub fn Csrf(token: String) -> impl IntoView {
 }
 
 /// The error or confirmation a redirect put in the query (`?error=code&fields=a,b` or `?ok=key`).
+/// Anyone can write such a link, so only translated messages are shown: an unknown code reads as
+/// a generic error, field names only when they look like our own (`buses.0.number`), and no
+/// free text from the URL ever reaches the page.
 #[component]
 pub fn Flash() -> impl IntoView {
     let lang = use_lang();
@@ -23,24 +26,38 @@ pub fn Flash() -> impl IntoView {
     move || {
         let q = query.read();
         if let Some(code) = q.get("error") {
-            let fields = q.get("fields").unwrap_or_default();
-            let message = tr(lang, &format!("error.{code}"));
-            let names = (!fields.is_empty()).then(|| format!(" ({fields})"));
-            let detail = q.get("detail").filter(|d| !d.is_empty());
+            let message = tr_known(lang, &format!("error.{code}"))
+                .unwrap_or_else(|| tr(lang, "error.internal"));
+            let fields: Vec<String> = q
+                .get("fields")
+                .unwrap_or_default()
+                .split(',')
+                .filter(|f| is_field_name(f))
+                .take(20)
+                .map(str::to_owned)
+                .collect();
+            let names = (!fields.is_empty()).then(|| format!(" ({})", fields.join(", ")));
             Some(
                 view! {
-                    <p class="flash error" role="alert">{message}{names}
-                        {detail.map(|d| view! { <br/><small class="detail">{d}</small> })}
-                    </p>
+                    <p class="flash error" role="alert">{message}{names}</p>
                 }
                 .into_any(),
             )
         } else {
-            q.get("ok").map(|key| {
-                view! { <p class="flash ok" role="status">{tr(lang, &key)}</p> }.into_any()
-            })
+            q.get("ok")
+                .and_then(|key| tr_known(lang, &key))
+                .map(|message| view! { <p class="flash ok" role="status">{message}</p> }.into_any())
         }
     }
+}
+
+/// Whether `name` looks like one of our form fields (`number`, `buses.0.baud`).
+fn is_field_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 40
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.')
 }
 
 /// A role's display name.

@@ -61,6 +61,16 @@ pub fn tr(lang: Lang, key: &str) -> String {
     table.get(key).cloned().unwrap_or_else(|| key.to_owned())
 }
 
+/// The translation of `key`, or `None` when there is none (for keys built from a URL, which
+/// must never echo what a link's author wrote).
+pub fn tr_known(lang: Lang, key: &str) -> Option<String> {
+    let table = match lang {
+        Lang::Zh => &*ZH,
+        Lang::En => &*EN,
+    };
+    table.get(key).cloned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

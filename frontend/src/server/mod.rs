@@ -221,10 +221,10 @@ fn finish(result: Result<String, UiError>) -> Result<(), ServerFnError> {
             if !err.fields.is_empty() {
                 url.push_str(&format!("&fields={}", encode(&err.fields.join(","))));
             }
+            // The detail (an English sentence) stays in the log: the page shows only
+            // translated messages, and a link must not be able to put text on it.
             if let Some(detail) = err.detail.filter(|d| !d.is_empty()) {
-                // Bounded: a bulk change can name thousands of fields.
-                let detail: String = detail.chars().take(600).collect();
-                url.push_str(&format!("&detail={}", encode(&detail)));
+                tracing::info!(code = %err.code, %detail, "a form was refused");
             }
             url
         }
@@ -295,9 +295,23 @@ async fn read_session() -> Result<(Principal, Tx), ServerFnError> {
     Ok((principal, tx))
 }
 
+/// A read's failure as a server function answers it: the error code, with the status REST
+/// gives the same error (404 for what the caller may not see, 403, 422, …), not a blanket 500.
 fn read_err(err: CoreError) -> ServerFnError {
     if let CoreError::Internal(cause) = &err {
         tracing::error!(%cause, "internal error in a server function");
+    }
+    let status = match &err {
+        CoreError::Unauthorized(_) => http::StatusCode::UNAUTHORIZED,
+        CoreError::Forbidden(_) => http::StatusCode::FORBIDDEN,
+        CoreError::NotFound(_) => http::StatusCode::NOT_FOUND,
+        CoreError::Validation { .. } => http::StatusCode::UNPROCESSABLE_ENTITY,
+        CoreError::Conflict(_) | CoreError::QuotaExceeded(_) => http::StatusCode::CONFLICT,
+        CoreError::Throttled(_) => http::StatusCode::TOO_MANY_REQUESTS,
+        CoreError::Internal(_) => http::StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    if let Some(response) = use_context::<ResponseOptions>() {
+        response.set_status(status);
     }
     internal(err.code())
 }

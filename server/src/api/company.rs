@@ -22,18 +22,27 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(export_audit_log))
 }
 
-/// The caller's company with its quotas and current usage.
+/// The caller's company with its quotas and current usage. Shop tenants get only what they
+/// need to know their landlord: slug, name, time zone and contact (the rest is absent).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CompanyInfo {
-    pub id: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<i64>,
     pub slug: String,
     pub name: String,
-    pub status: String,
     pub time_zone: String,
-    pub max_meters: i32,
-    pub max_gateways: i32,
-    pub max_operators: i32,
-    pub active_staff: i64,
+    pub contact_name: String,
+    pub contact_phone: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_meters: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_gateways: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_operators: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub active_staff: Option<i64>,
 }
 
 /// The caller's company.
@@ -42,7 +51,7 @@ pub struct CompanyInfo {
 async fn company(mut session: Session) -> ApiResult<Json<CompanyInfo>> {
     let scope = session.principal.company()?.clone();
     let row = sqlx::query(
-        "select max_meters, max_gateways, max_operators,
+        "select max_meters, max_gateways, max_operators, contact_name, contact_phone,
                 (select count(*) from users where status = 'active'
                    and role in ('company_admin', 'operator', 'auditor')) as active_staff
          from control.company where id = $1",
@@ -50,16 +59,20 @@ async fn company(mut session: Session) -> ApiResult<Json<CompanyInfo>> {
     .bind(scope.id)
     .fetch_one(&mut *session.tx)
     .await?;
+    let staff = session.principal.can(Need::ReadCompany);
+    let only_staff = |value| staff.then_some(value);
     Ok(Json(CompanyInfo {
-        id: scope.id,
+        id: only_staff(scope.id),
         slug: scope.slug,
         name: scope.name,
-        status: scope.status,
         time_zone: scope.time_zone,
-        max_meters: row.try_get("max_meters")?,
-        max_gateways: row.try_get("max_gateways")?,
-        max_operators: row.try_get("max_operators")?,
-        active_staff: row.try_get("active_staff")?,
+        contact_name: row.try_get("contact_name")?,
+        contact_phone: row.try_get("contact_phone")?,
+        status: staff.then_some(scope.status),
+        max_meters: staff.then(|| row.try_get("max_meters")).transpose()?,
+        max_gateways: staff.then(|| row.try_get("max_gateways")).transpose()?,
+        max_operators: staff.then(|| row.try_get("max_operators")).transpose()?,
+        active_staff: staff.then(|| row.try_get("active_staff")).transpose()?,
     }))
 }
 

@@ -89,6 +89,23 @@ async fn shop_tenants_see_only_themselves() {
             "{path}"
         );
     }
+    // Their landlord's name, slug, time zone and contact; nothing of quotas or staff.
+    let (status, company) = app.get("/api/v1/company", &tenant).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(company["slug"], "acme");
+    assert!(company.get("contact_phone").is_some() && company.get("time_zone").is_some());
+    for hidden in [
+        "id",
+        "status",
+        "max_meters",
+        "max_gateways",
+        "max_operators",
+        "active_staff",
+    ] {
+        assert!(company.get(hidden).is_none(), "{hidden}: {company}");
+    }
+    let (_, full) = app.get("/api/v1/company", &admin).await;
+    assert!(full["max_meters"].is_number() && full["id"].is_number());
     // A shop tenant's username must be a mobile number.
     let (status, body) = app
         .post(

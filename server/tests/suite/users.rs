@@ -183,3 +183,63 @@ async fn the_user_list_and_audit_log_export_to_excel_with_typed_cells() {
         .collect();
     assert!(actions.contains(&"user.create".to_owned()), "{actions:?}");
 }
+
+/// An admin's own password changes only with the current one: the admin reset refuses one's
+/// own id, so a stolen access token cannot be turned into the account.
+#[tokio::test]
+async fn an_admin_cannot_reset_their_own_password() {
+    let app = spawn_app().await;
+    let (_, admin) = app.company_with_admin("acme").await;
+    let (_, me) = app.get("/api/v1/me", &admin).await;
+    let own_id = me["id"]
+        .as_str()
+        .or(me["user_id"].as_str())
+        .unwrap()
+        .to_owned();
+    let (status, body) = app
+        .post(
+            &format!("/api/v1/users/{own_id}/reset-password"),
+            &admin,
+            json!({"password": "attacker-pass-9"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(
+        app.try_login("acme", "boss", "attacker-pass-9").await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        app.try_login("acme", "boss", PASSWORD).await.0,
+        StatusCode::OK
+    );
+}
+
+/// A NUL byte in any text field is the caller's mistake (422), never a server error.
+#[tokio::test]
+async fn text_with_a_nul_byte_is_refused_with_422_everywhere() {
+    let app = spawn_app().await;
+    let (_, admin) = app.company_with_admin("acme").await;
+    let (status, _) = app.try_login("acme", "bo\u{0}ss", PASSWORD).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let (status, _) = app.try_login("ac\u{0}me", "boss", PASSWORD).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    for (path, body) in [
+        ("/api/v1/buildings", json!({"name": "A\u{0}座"})),
+        (
+            "/api/v1/users",
+            json!({"username": "op\u{0}1", "role": "operator", "password": "initial-pass-1"}),
+        ),
+        (
+            "/api/v1/gateways",
+            json!({"identity": "dtu\u{0}1", "kind": "dtu", "registration": "REG-\u{0}0001", "buses": [{"number": 1, "protocol": "modbus_rtu"}]}),
+        ),
+    ] {
+        let (status, answer) = app.post(path, &admin, body).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{path}: {answer}");
+    }
+    let (status, _) = app.get("/api/v1/shops?q=%00", &admin).await;
+    assert!(
+        status == StatusCode::UNPROCESSABLE_ENTITY || status == StatusCode::OK,
+        "{status}"
+    );
+}

@@ -202,7 +202,7 @@ async fn the_property_pages_add_buildings_floors_and_shops_with_plain_forms() {
     // The same shop number again: the form comes back with the field named.
     let (_, location) = post_form(&app, &client, "/property", "/sfn/shop_create", &shop).await;
     assert!(
-        location.starts_with("/property?error=validation_failed&fields=number&detail=number"),
+        location == "/property?error=validation_failed&fields=number",
         "{location}"
     );
     let html = page(&app, &client, "/property?q=奶茶").await;
@@ -318,4 +318,52 @@ async fn a_user_who_must_change_the_password_can_do_nothing_else_on_the_web() {
     )
     .await;
     assert!(location.starts_with("/login?ok="), "{location}");
+}
+
+/// A link's query can name an error code and fields, but no text of its own reaches the page.
+#[tokio::test]
+async fn a_crafted_error_link_shows_only_translated_messages() {
+    let app = spawn_app().await;
+    let html = page(
+        &app,
+        &browser_like(),
+        "/login?error=Call%20400-123%20now&fields=Your%20account%20is%20locked,number&detail=Pay%20here",
+    )
+    .await;
+    for planted in ["Call 400-123", "Your account is locked", "Pay here"] {
+        assert!(!html.contains(planted), "{planted} was echoed");
+    }
+    assert!(html.contains("flash error"), "a generic error is shown");
+    let ok = page(&app, &browser_like(), "/login?ok=Transfer%20done").await;
+    assert!(!ok.contains("Transfer done"));
+}
+
+/// A server function answers "not found" as REST does: 404, not 500.
+#[tokio::test]
+async fn a_server_function_answers_404_for_what_does_not_exist() {
+    let app = spawn_app().await;
+    app.company_with_admin("acme").await;
+    let client = browser_like();
+    post_form(
+        &app,
+        &client,
+        "/login",
+        "/sfn/login",
+        &[
+            ("company", "acme"),
+            ("username", "boss"),
+            ("password", PASSWORD),
+        ],
+    )
+    .await;
+    for id in [uuid::Uuid::now_v7().to_string(), "not-an-id".to_owned()] {
+        let response = client
+            .post(app.url("/sfn/gateway_get"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("id={id}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::NOT_FOUND, "{id}");
+    }
 }
