@@ -32,6 +32,8 @@ pub struct AuditEntry {
 
 /// Filters of the audit list; every field optional.
 #[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
 pub struct AuditFilter {
     /// Actions starting with this text (`user.` for everything about users).
     pub action: Option<String>,

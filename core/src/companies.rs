@@ -218,6 +218,8 @@ pub async fn get(pool: &PgPool, actor: &Principal, id: i64) -> CoreResult<Compan
 
 /// Filters of the company list.
 #[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
 pub struct CompanyFilter {
     pub status: Option<String>,
     /// Matches slug or name.

@@ -228,6 +228,8 @@ pub async fn list_gateways(
 
 /// Filters and paging of the gateway list.
 #[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
 pub struct GatewayFilter {
     /// `enabled` or `suspended`; both when absent.
     pub status: Option<String>,
@@ -829,6 +831,8 @@ pub struct MeterInput {
 
 /// Filters of the meter list.
 #[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
 pub struct MeterFilter {
     pub gateway_id: Option<Uuid>,
     pub building_id: Option<Uuid>,

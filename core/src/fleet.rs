@@ -81,6 +81,8 @@ pub struct Fleet {
 /// Which part of the fleet to show. A company with thousands of meters looks at its problems
 /// and pages through the rest.
 #[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
 pub struct FleetFilter {
     /// Only meters with a problem (stale, failing polls, alarms) and offline gateways.
     #[serde(default)]
@@ -343,6 +345,8 @@ pub struct Reading {
 
 /// Filters of a meter's reading history (newest first).
 #[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
 pub struct ReadingFilter {
     pub from: Option<DateTime<Utc>>,
     pub to: Option<DateTime<Utc>>,

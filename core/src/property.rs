@@ -90,6 +90,8 @@ pub struct ShopInput {
 
 /// Filters of the shop list.
 #[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
 pub struct ShopFilter {
     pub building_id: Option<Uuid>,
     pub floor_id: Option<Uuid>,

@@ -76,6 +76,8 @@ pub struct UserPatch {
 
 /// Filters of the user list.
 #[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
 pub struct UserFilter {
     pub role: Option<Role>,
     pub status: Option<String>,

@@ -77,7 +77,7 @@ async fn company(mut session: Session) -> ApiResult<Json<CompanyInfo>> {
 }
 
 /// The company's audit log, filtered by `action` prefix, `actor`, `target_id`, `from`, `to`.
-#[utoipa::path(get, path = "/api/v1/audit-log", tag = "company",
+#[utoipa::path(get, path = "/api/v1/audit-log", params(AuditFilter), tag = "company",
     responses((status = 200, body = Page<AuditEntry>), (status = 404, body = ErrorBody)))]
 async fn audit_log(
     mut session: Session,
@@ -93,7 +93,7 @@ async fn audit_log(
 }
 
 /// The company's audit log as Excel.
-#[utoipa::path(get, path = "/api/v1/audit-log.xlsx", tag = "company",
+#[utoipa::path(get, path = "/api/v1/audit-log.xlsx", params(AuditFilter, ExportLang), tag = "company",
     responses((status = 200, content_type = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")))]
 async fn export_audit_log(
     mut session: Session,

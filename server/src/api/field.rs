@@ -55,7 +55,7 @@ pub struct MeterList {
 }
 
 /// Gateways filtered by `status` and `kind`, newest first, paged with `limit` and `cursor`.
-#[utoipa::path(get, path = "/api/v1/gateways", tag = "field", responses((status = 200, body = GatewayList)))]
+#[utoipa::path(get, path = "/api/v1/gateways", params(GatewayFilter), tag = "field", responses((status = 200, body = GatewayList)))]
 async fn list_gateways(
     mut session: Session,
     ApiQuery(filter): ApiQuery<GatewayFilter>,
@@ -80,7 +80,7 @@ async fn create_gateway(
 }
 
 /// Gateways as Excel, one row per bus, in the import columns (MQTT credentials are not exported).
-#[utoipa::path(get, path = "/api/v1/gateways.xlsx", tag = "field",
+#[utoipa::path(get, path = "/api/v1/gateways.xlsx", params(ExportLang), tag = "field",
     responses((status = 200, content_type = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")))]
 async fn export_gateways(
     mut session: Session,
@@ -171,7 +171,7 @@ async fn rotate_mqtt_credential(
 
 /// Meters filtered by `gateway_id`, `building_id`, `model`, `prepayment_mode`, `status`, `q`;
 /// newest first, paged with `limit` (≤ 500) and `cursor`.
-#[utoipa::path(get, path = "/api/v1/meters", tag = "field", responses((status = 200, body = MeterList)))]
+#[utoipa::path(get, path = "/api/v1/meters", params(MeterFilter), tag = "field", responses((status = 200, body = MeterList)))]
 async fn list_meters(
     mut session: Session,
     ApiQuery(filter): ApiQuery<MeterFilter>,
@@ -195,7 +195,7 @@ async fn create_meter(
     Ok((StatusCode::CREATED, Json(meter)))
 }
 
-#[utoipa::path(get, path = "/api/v1/meters.xlsx", tag = "field",
+#[utoipa::path(get, path = "/api/v1/meters.xlsx", params(MeterFilter, ExportLang), tag = "field",
     responses((status = 200, content_type = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")))]
 async fn export_meters(
     mut session: Session,

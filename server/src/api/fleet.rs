@@ -39,7 +39,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// problems first. `problems=true` keeps only meters with a problem and offline gateways; `q`
 /// searches meter numbers, gateway identities and shops; `limit` (≤ 5,000, default 500) and
 /// `offset` page; `meters_total`, `meters_stale` and `meters_matching` count.
-#[utoipa::path(get, path = "/api/v1/fleet", tag = "fleet", responses((status = 200, body = Fleet)))]
+#[utoipa::path(get, path = "/api/v1/fleet", params(FleetFilter), tag = "fleet", responses((status = 200, body = Fleet)))]
 async fn get_fleet(
     mut session: Session,
     ApiQuery(filter): ApiQuery<FleetFilter>,
@@ -50,7 +50,7 @@ async fn get_fleet(
 }
 
 /// A meter's readings, newest first: `from`, `to` (RFC 3339), `flagged=true`, `limit` (≤ 20,000).
-#[utoipa::path(get, path = "/api/v1/meters/{id}/readings", tag = "fleet", params(("id" = Uuid, Path)),
+#[utoipa::path(get, path = "/api/v1/meters/{id}/readings", tag = "fleet", params(ReadingFilter, ("id" = Uuid, Path)),
     responses((status = 200, body = Vec<Reading>), (status = 404, body = ErrorBody)))]
 async fn meter_readings(
     mut session: Session,
@@ -62,7 +62,7 @@ async fn meter_readings(
     ))
 }
 
-#[utoipa::path(get, path = "/api/v1/meters/{id}/readings.xlsx", tag = "fleet", params(("id" = Uuid, Path)),
+#[utoipa::path(get, path = "/api/v1/meters/{id}/readings.xlsx", tag = "fleet", params(ReadingFilter, ExportLang, ("id" = Uuid, Path)),
     responses((status = 200, content_type = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")))]
 async fn export_readings(
     mut session: Session,
@@ -86,13 +86,14 @@ async fn export_readings(
     xlsx::respond(sheet, tz, "readings.xlsx").await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct DaysQuery {
     days: Option<i64>,
 }
 
 /// Energy per local day and TOU period over the last `days` days (default 31).
-#[utoipa::path(get, path = "/api/v1/meters/{id}/daily-energy", tag = "fleet", params(("id" = Uuid, Path)),
+#[utoipa::path(get, path = "/api/v1/meters/{id}/daily-energy", tag = "fleet", params(DaysQuery, ("id" = Uuid, Path)),
     responses((status = 200, body = Vec<DailyEnergy>), (status = 404, body = ErrorBody)))]
 async fn meter_daily_energy(
     mut session: Session,
@@ -110,13 +111,14 @@ async fn meter_daily_energy(
     ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct HoursQuery {
     hours: Option<i64>,
 }
 
 /// Energy per local hour over the last `hours` hours (default 24, at most 168).
-#[utoipa::path(get, path = "/api/v1/meters/{id}/hourly-energy", tag = "fleet", params(("id" = Uuid, Path)),
+#[utoipa::path(get, path = "/api/v1/meters/{id}/hourly-energy", tag = "fleet", params(HoursQuery, ("id" = Uuid, Path)),
     responses((status = 200, body = Vec<HourlyEnergy>), (status = 404, body = ErrorBody)))]
 async fn meter_hourly_energy(
     mut session: Session,
@@ -180,7 +182,8 @@ async fn get_command(mut session: Session, Path(id): Path<Uuid>) -> ApiResult<Js
     ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct AlarmsQuery {
     #[serde(default)]
     all: bool,
@@ -188,7 +191,7 @@ struct AlarmsQuery {
 
 /// Stale meters and offline gateways (limits in the company settings), newest first; `all=true`
 /// adds the last cleared ones.
-#[utoipa::path(get, path = "/api/v1/field-alarms", tag = "fleet", responses((status = 200, body = Vec<FieldAlarm>)))]
+#[utoipa::path(get, path = "/api/v1/field-alarms", params(AlarmsQuery), tag = "fleet", responses((status = 200, body = Vec<FieldAlarm>)))]
 async fn list_field_alarms(
     mut session: Session,
     ApiQuery(q): ApiQuery<AlarmsQuery>,

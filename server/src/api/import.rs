@@ -22,13 +22,14 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(run_import))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct TemplateQuery {
     kind: ImportKind,
 }
 
 /// The Excel template for `kind` (shops, gateways or meters): headers and one example row.
-#[utoipa::path(get, path = "/api/v1/import/template.xlsx", tag = "import",
+#[utoipa::path(get, path = "/api/v1/import/template.xlsx", params(TemplateQuery), tag = "import",
     responses((status = 200, content_type = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")))]
 async fn template(session: Session, ApiQuery(q): ApiQuery<TemplateQuery>) -> ApiResult<Response> {
     session.principal.company()?;
@@ -46,7 +47,8 @@ async fn template(session: Session, ApiQuery(q): ApiQuery<TemplateQuery>) -> Api
     xlsx::respond(import::template(q.kind), tz, &name).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ImportQuery {
     kind: ImportKind,
     /// Decides the format: `.csv` is read as UTF-8 CSV, anything else as a spreadsheet.
@@ -57,7 +59,7 @@ struct ImportQuery {
 
 /// Import a file of `kind`. `dry_run=true` checks every row and keeps nothing; otherwise the
 /// rows are kept only when none has an error. The report lists (row, column, message).
-#[utoipa::path(post, path = "/api/v1/import", tag = "import", request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+#[utoipa::path(post, path = "/api/v1/import", params(ImportQuery), tag = "import", request_body(content = Vec<u8>, content_type = "application/octet-stream"),
     responses((status = 200, body = ImportReport), (status = 422, body = ErrorBody)))]
 async fn run_import(
     mut session: Session,

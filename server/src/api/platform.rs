@@ -108,7 +108,7 @@ fn require_platform(session: &Session) -> ApiResult<()> {
 }
 
 /// Companies, filtered by `status` and `q` (slug or name).
-#[utoipa::path(get, path = "/api/v1/platform/companies", tag = "platform",
+#[utoipa::path(get, path = "/api/v1/platform/companies", params(CompanyFilter), tag = "platform",
     responses((status = 200, body = CompanyList), (status = 404, body = ErrorBody)))]
 async fn list_companies(
     State(state): State<AppState>,
@@ -135,7 +135,7 @@ async fn create_company(
 }
 
 /// The company list as Excel.
-#[utoipa::path(get, path = "/api/v1/platform/companies.xlsx", tag = "platform",
+#[utoipa::path(get, path = "/api/v1/platform/companies.xlsx", params(CompanyFilter, ExportLang), tag = "platform",
     responses((status = 200, content_type = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")))]
 async fn export_companies(
     State(state): State<AppState>,
@@ -265,7 +265,7 @@ async fn enter(
 }
 
 /// The platform audit log (company onboarding, suspension, entering, …), newest first.
-#[utoipa::path(get, path = "/api/v1/platform/audit-log", tag = "platform",
+#[utoipa::path(get, path = "/api/v1/platform/audit-log", params(AuditFilter), tag = "platform",
     responses((status = 200, body = Page<AuditEntry>)))]
 async fn platform_audit(
     mut session: Session,
@@ -283,7 +283,7 @@ async fn platform_audit(
 }
 
 /// The platform audit log as Excel.
-#[utoipa::path(get, path = "/api/v1/platform/audit-log.xlsx", tag = "platform",
+#[utoipa::path(get, path = "/api/v1/platform/audit-log.xlsx", params(AuditFilter, ExportLang), tag = "platform",
     responses((status = 200, content_type = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")))]
 async fn export_platform_audit(
     mut session: Session,

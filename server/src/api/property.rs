@@ -124,7 +124,7 @@ async fn delete_floor(mut session: Session, Path(id): Path<Uuid>) -> ApiResult<S
 }
 
 /// Shops filtered by `building_id`, `floor_id`, `status` and `q` (number, name, contact).
-#[utoipa::path(get, path = "/api/v1/shops", tag = "property", responses((status = 200, body = ShopList)))]
+#[utoipa::path(get, path = "/api/v1/shops", params(ShopFilter), tag = "property", responses((status = 200, body = ShopList)))]
 async fn list_shops(
     mut session: Session,
     ApiQuery(filter): ApiQuery<ShopFilter>,
@@ -147,7 +147,7 @@ async fn create_shop(
     Ok((StatusCode::CREATED, Json(shop)))
 }
 
-#[utoipa::path(get, path = "/api/v1/shops.xlsx", tag = "property",
+#[utoipa::path(get, path = "/api/v1/shops.xlsx", params(ShopFilter, ExportLang), tag = "property",
     responses((status = 200, content_type = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")))]
 async fn export_shops(
     mut session: Session,

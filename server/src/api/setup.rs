@@ -51,7 +51,8 @@ async fn put_settings(
     Ok(Json(saved))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct YearQuery {
     year: Option<i32>,
 }
@@ -63,7 +64,7 @@ pub struct CalendarList {
 }
 
 /// Holidays and make-up workdays, optionally of one `year`.
-#[utoipa::path(get, path = "/api/v1/calendar", tag = "setup", responses((status = 200, body = CalendarList)))]
+#[utoipa::path(get, path = "/api/v1/calendar", params(YearQuery), tag = "setup", responses((status = 200, body = CalendarList)))]
 async fn list_calendar(
     mut session: Session,
     ApiQuery(q): ApiQuery<YearQuery>,
@@ -127,7 +128,7 @@ async fn create_plan(
 }
 
 /// The plans and their versions as Excel: one row per version.
-#[utoipa::path(get, path = "/api/v1/tariff-plans.xlsx", tag = "setup",
+#[utoipa::path(get, path = "/api/v1/tariff-plans.xlsx", params(ExportLang), tag = "setup",
     responses((status = 200, content_type = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")))]
 async fn export_plans(
     mut session: Session,

@@ -27,7 +27,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// Users of the caller's company, filtered by `role`, `status` and `q`; newest first.
-#[utoipa::path(get, path = "/api/v1/users", tag = "users",
+#[utoipa::path(get, path = "/api/v1/users", params(UserFilter), tag = "users",
     responses((status = 200, body = Page<User>), (status = 404, body = ErrorBody)))]
 async fn list_users(
     mut session: Session,
@@ -51,7 +51,7 @@ async fn create_user(
 }
 
 /// The user list as Excel.
-#[utoipa::path(get, path = "/api/v1/users.xlsx", tag = "users",
+#[utoipa::path(get, path = "/api/v1/users.xlsx", params(UserFilter, ExportLang), tag = "users",
     responses((status = 200, content_type = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")))]
 async fn export_users(
     mut session: Session,

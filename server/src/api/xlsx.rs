@@ -9,7 +9,8 @@ use powertab_core::CoreError;
 use serde::Deserialize;
 
 /// `?lang=` of exports: header language, `zh` (default) or `en`.
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ExportLang {
     pub lang: Option<String>,
 }

@@ -323,3 +323,45 @@ async fn the_login_page_prefills_the_company_of_a_login_link() {
     assert!(page.contains("value=\"acme-plaza\""), "{page}");
     assert!(page.contains("lang=\"zh-CN\""), "Chinese by default");
 }
+
+#[tokio::test]
+async fn the_openapi_document_lists_every_query_parameter() {
+    let app = spawn_app().await;
+    let (_, doc) = app.call(Method::GET, "/api/openapi.json", None, None).await;
+    let names = |path: &str, method: &str| -> Vec<String> {
+        doc["paths"][path][method]["parameters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["in"] == "query")
+            .map(|p| p["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    for (path, expected) in [
+        (
+            "/api/v1/meters",
+            &["gateway_id", "building_id", "q", "cursor", "limit"][..],
+        ),
+        ("/api/v1/fleet", &["problems", "q", "limit", "offset"][..]),
+        ("/api/v1/audit-log", &["action", "actor", "from", "to"][..]),
+        (
+            "/api/v1/meters/{id}/readings",
+            &["from", "to", "flagged", "limit"][..],
+        ),
+        ("/api/v1/import", &["kind", "filename", "dry_run"][..]),
+        ("/api/v1/meters.xlsx", &["lang", "q"][..]),
+    ] {
+        let method = if path == "/api/v1/import" {
+            "post"
+        } else {
+            "get"
+        };
+        let listed = names(path, method);
+        for name in expected {
+            assert!(
+                listed.iter().any(|l| l == name),
+                "{path}: {name} missing from {listed:?}"
+            );
+        }
+    }
+}
