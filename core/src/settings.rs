@@ -102,9 +102,12 @@ pub fn validate(s: &CompanySettings) -> Result<(), BTreeMap<String, String>> {
             "alarm 1 must be at least alarm 2".into(),
         );
     }
-    if !(-LEVEL_FEN_MAX..=LEVEL_FEN_MAX).contains(&s.restore_level_fen)
-        || s.restore_level_fen <= -s.overdraft_limit_fen
-    {
+    // Checked: the overdraft limit comes from the request and may be i64::MIN.
+    let above_overdraft = s
+        .overdraft_limit_fen
+        .checked_neg()
+        .is_some_and(|floor| s.restore_level_fen > floor);
+    if !(-LEVEL_FEN_MAX..=LEVEL_FEN_MAX).contains(&s.restore_level_fen) || !above_overdraft {
         fields.insert(
             "restore_level_fen".into(),
             "must be above minus the overdraft limit".into(),
@@ -345,6 +348,16 @@ mod tests {
             ..defaults()
         };
         assert_eq!(validate(&s), Ok(()));
+        // Hostile extremes are field errors, not an overflow (found by the API fuzzer).
+        let s = CompanySettings {
+            overdraft_limit_fen: i64::MIN,
+            restore_level_fen: i64::MAX,
+            ..defaults()
+        };
+        let errors = validate(&s).unwrap_err();
+        assert!(
+            errors.contains_key("overdraft_limit_fen") && errors.contains_key("restore_level_fen")
+        );
         let s = CompanySettings {
             quiet_start_minute: Some(22 * 60),
             ..defaults()

@@ -97,6 +97,7 @@ pub fn App() -> impl IntoView {
                 <Route path=path!("/platform/companies") view=pages::companies::CompaniesPage ssr=SsrMode::Async/>
                 <Route path=path!("/platform/companies/:id") view=pages::companies::CompanyPage ssr=SsrMode::Async/>
                 <Route path=path!("/platform/audit") view=pages::audit::PlatformAuditPage ssr=SsrMode::Async/>
+                <Route path=path!("/platform/registrations") view=pages::registrations::RegistrationsPage ssr=SsrMode::Async/>
                 <Route path=path!("/users") view=pages::users::UsersPage ssr=SsrMode::Async/>
                 <Route path=path!("/users/:id") view=pages::users::UserPage ssr=SsrMode::Async/>
                 <Route path=path!("/audit") view=pages::audit::AuditPage ssr=SsrMode::Async/>

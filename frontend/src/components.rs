@@ -85,6 +85,7 @@ fn Header(session: SessionView) -> impl IntoView {
                 {platform_nav.then(|| view! {
                     <a href="/platform/companies">{tr(lang, "nav.companies")}</a>
                     <a href="/platform/audit">{tr(lang, "nav.platform_audit")}</a>
+                    <a href="/platform/registrations">{tr(lang, "nav.registrations")}</a>
                 })}
                 {staff.then(|| view! {
                     <a href="/fleet">{tr(lang, "nav.fleet")}</a>

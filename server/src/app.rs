@@ -101,6 +101,9 @@ pub fn router(state: AppState) -> Router {
             web::security_headers,
         ))
         .layer(middleware::from_fn(track_metrics))
+        // A bug that panics in one request answers 500 to that request; the connection and
+        // the process stay up (tokio would otherwise drop the connection without an answer).
+        .layer(tower_http::catch_panic::CatchPanicLayer::new())
         .with_state(state)
 }
 

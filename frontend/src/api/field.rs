@@ -469,3 +469,36 @@ pub async fn list_readings(
 ) -> Result<ReadingsView, ServerFnError> {
     crate::server::field::list_readings(id, from, to, flagged).await
 }
+
+/// DTU registrations as platform staff watch them (DESIGN.md: Ingest, DTU dial-in).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+pub struct RegistrationsView {
+    /// Refused dial-ins: (hex, text when printable, last seen, source, attempts, claimed for).
+    pub unclaimed: Vec<(String, String, String, String, i64, Option<i64>)>,
+    /// Registrations that break the rule: (company id, identity, problem, overlapping gateways).
+    pub problems: Vec<(i64, String, String, String)>,
+    /// Refused attempts to enter one: (time, company id, reason, who, from where, hex).
+    pub refusals: Vec<(String, i64, String, String, String, String)>,
+}
+
+/// The platform's registration page: refused dial-ins, registrations to change, refusals.
+#[server(prefix = "/sfn", endpoint = "platform_registrations")]
+pub async fn platform_registrations() -> Result<RegistrationsView, ServerFnError> {
+    crate::server::field::platform_registrations().await
+}
+
+/// Hands a refused registration to a company (platform admins).
+#[server(prefix = "/sfn", endpoint = "registration_claim")]
+pub async fn claim_registration(
+    csrf: String,
+    registration_hex: String,
+    company_id: String,
+) -> Result<(), ServerFnError> {
+    crate::server::field::claim_registration(csrf, registration_hex, company_id).await
+}
+
+/// The company's gateways whose registration must change: (identity, problem).
+#[server(prefix = "/sfn", endpoint = "registration_problems")]
+pub async fn registration_problems() -> Result<Vec<(String, String)>, ServerFnError> {
+    crate::server::field::registration_problems().await
+}

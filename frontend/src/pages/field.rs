@@ -6,8 +6,8 @@ use super::fleet::{age_text, refresh_tick, REFRESH_SECONDS};
 use super::{query_param, query_string};
 use crate::api::{
     gateway_credential, gateway_registration, get_gateway, get_meter, get_meter_live,
-    list_gateways, list_meters, BusView, GatewayView, MeterDetailView, MeterListView,
-    MqttCredentialView,
+    list_gateways, list_meters, registration_problems, BusView, GatewayView, MeterDetailView,
+    MeterListView, MqttCredentialView,
 };
 use crate::app::use_lang;
 use crate::components::{Csrf, Layout};
@@ -35,11 +35,23 @@ pub fn GatewaysPage() -> impl IntoView {
         move || (status(), cursor())
     };
     let gateways = Resource::new(source, |(status, cursor)| list_gateways(status, cursor));
+    let problems = Resource::new(|| (), |_| registration_problems());
     view! {
         <Layout page=move |s| {
             let status = status.clone();
             view! {
                 <h1>{tr(lang, "gateways.title")}</h1>
+                <Suspense fallback=|| ()>
+                    {move || Suspend::new(async move {
+                        let problems = problems.await.unwrap_or_default();
+                        (!problems.is_empty()).then(|| view! {
+                            <p class="flash error" id="registration-problems" role="alert">
+                                {tr(lang, "gateways.registration_problems")}" "
+                                {problems.iter().map(|(identity, problem)| format!("{identity} ({})", tr(lang, &format!("registrations.problem.{problem}")))).collect::<Vec<_>>().join(", ")}
+                            </p>
+                        })
+                    })}
+                </Suspense>
                 <form method="get" class="filters">
                     <select name="status">
                         <option value="">{tr(lang, "common.all")}</option>

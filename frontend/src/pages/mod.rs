@@ -11,6 +11,7 @@ pub mod password;
 pub mod preview;
 pub mod property;
 pub mod readings;
+pub mod registrations;
 pub mod settings;
 pub mod tariffs;
 pub mod users;

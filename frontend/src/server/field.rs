@@ -935,3 +935,106 @@ pub async fn list_readings(
         export_query,
     })
 }
+
+pub async fn platform_registrations() -> Result<crate::api::RegistrationsView, ServerFnError> {
+    let (principal, mut tx) = read_session().await?;
+    if !principal.role.is_platform() || principal.company.is_some() {
+        return Err(read_err(powertab_core::CoreError::NotFound("resource")));
+    }
+    let tz = "Asia/Shanghai";
+    let unclaimed = powertab_core::fleet::unclaimed(&mut tx, &principal)
+        .await
+        .map_err(read_err)?;
+    let claimed: Vec<(String, Option<i64>)> =
+        sqlx::query_as("select registration_hex, claimed_for from control.unclaimed_registrations")
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(|e| read_err(e.into()))?;
+    let problems = powertab_core::registration::problems(&mut tx, None)
+        .await
+        .map_err(read_err)?;
+    let refusals = powertab_core::registration::refusals(&mut tx, &principal)
+        .await
+        .map_err(read_err)?;
+    Ok(crate::api::RegistrationsView {
+        unclaimed: unclaimed
+            .into_iter()
+            .map(|u| {
+                let claimed_for = claimed
+                    .iter()
+                    .find(|(hex, _)| *hex == u.registration_hex)
+                    .and_then(|(_, c)| *c);
+                (
+                    u.registration_hex,
+                    u.registration_text.unwrap_or_default(),
+                    local_time(u.last_seen_at, tz),
+                    u.last_peer,
+                    u.attempts,
+                    claimed_for,
+                )
+            })
+            .collect(),
+        problems: problems
+            .into_iter()
+            .map(|p| {
+                (
+                    p.company_id.unwrap_or_default(),
+                    p.identity,
+                    p.problem,
+                    p.overlaps_with.join(", "),
+                )
+            })
+            .collect(),
+        refusals: refusals
+            .into_iter()
+            .map(|r| {
+                (
+                    local_time(r.at, tz),
+                    r.company_id,
+                    r.reason,
+                    r.actor_name,
+                    r.source_ip.unwrap_or_default(),
+                    r.registration_hex,
+                )
+            })
+            .collect(),
+    })
+}
+
+pub async fn claim_registration(
+    csrf: String,
+    registration_hex: String,
+    company_id: String,
+) -> Result<(), ServerFnError> {
+    let result = async {
+        let (principal, mut tx) = session_for_change(&csrf).await?;
+        let company_id: i64 = company_id
+            .trim()
+            .parse()
+            .map_err(|_| field_error("company_id"))?;
+        powertab_core::fleet::claim_unclaimed(
+            &mut tx,
+            &principal,
+            registration_hex.trim(),
+            company_id,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok("/platform/registrations?ok=common.saved".to_owned())
+    }
+    .await;
+    finish(result)
+}
+
+pub async fn registration_problems() -> Result<Vec<(String, String)>, ServerFnError> {
+    let (principal, mut tx) = read_session().await?;
+    principal.require_read_company().map_err(read_err)?;
+    let company_id = principal.company().map_err(read_err)?.id;
+    let problems = powertab_core::registration::problems(&mut tx, Some(company_id))
+        .await
+        .map_err(read_err)?;
+    Ok(problems
+        .into_iter()
+        .map(|p| (p.identity, p.problem))
+        .collect())
+}

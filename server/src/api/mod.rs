@@ -24,7 +24,11 @@ use utoipa_axum::router::OpenApiRouter;
         title = "PowerTab API",
         description = "Remote prepaid electricity for commercial buildings."
     ),
-    components(schemas(error::ErrorBody, error::ErrorDetail))
+    components(schemas(
+        error::ErrorBody,
+        error::ErrorDetail,
+        powertab_core::import::ImportKind
+    ))
 )]
 struct ApiDoc;
 

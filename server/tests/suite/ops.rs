@@ -365,3 +365,33 @@ async fn the_openapi_document_lists_every_query_parameter() {
         }
     }
 }
+
+#[tokio::test]
+async fn every_schema_the_document_refers_to_is_in_it() {
+    let app = spawn_app().await;
+    let (_, doc) = app.call(Method::GET, "/api/openapi.json", None, None).await;
+    let text = doc.to_string();
+    for reference in text.split("\"#/components/schemas/").skip(1) {
+        let name = reference.split('"').next().unwrap();
+        assert!(
+            doc["components"]["schemas"][name].is_object(),
+            "{name} is referred to but not defined"
+        );
+    }
+}
+
+/// The API fuzzer's find: an overdraft limit of i64::MIN overflowed the level check and dropped
+/// the connection. It is a field error now, and the server keeps serving.
+#[tokio::test]
+async fn extreme_numbers_are_field_errors_not_crashes() {
+    let app = spawn_app().await;
+    let (_, admin) = app.company_with_admin("acme").await;
+    let body = json!({"alarm1_fen": 0, "alarm2_fen": 0, "arrears_cap_fen": 0, "no_trip_on_holidays": false,
+        "offline_gateway_s": 0, "overdraft_limit_fen": i64::MIN, "quiet_end_minute": 0, "quiet_start_minute": 0,
+        "restore_level_fen": 0, "stale_meter_s": 0});
+    let (status, answer) = app
+        .call(Method::PUT, "/api/v1/settings", Some(&admin), Some(body))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+    assert_eq!(app.get("/api/v1/settings", &admin).await.0, StatusCode::OK);
+}
