@@ -367,3 +367,71 @@ async fn a_server_function_answers_404_for_what_does_not_exist() {
         assert_eq!(response.status(), StatusCode::NOT_FOUND, "{id}");
     }
 }
+
+/// Platform staff watch DTU registrations on their own page and hand a refused one to a
+/// company with a plain form; the company's gateway list warns about registrations to change.
+#[tokio::test]
+async fn platform_staff_hand_a_refused_registration_to_a_company_and_companies_see_problems() {
+    let app = spawn_app().await;
+    let (company_id, _) = app.company_with_admin("acme").await;
+    sqlx::query("insert into control.unclaimed_registrations (registration_hex, last_peer) values ('4e45572d445455', '203.0.113.9:4000')")
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    // A registration from before the prefix rule, too short.
+    sqlx::query(
+        "insert into control.gateway_directory (identity, registration_hex, company_id, gateway_id, kind, status)
+         values ('old-dtu', '4f4c44', $1, gen_random_uuid(), 'dtu', 'enabled')",
+    )
+    .bind(company_id)
+    .execute(&app.db.pool)
+    .await
+    .unwrap();
+    let client = browser_like();
+    post_form(
+        &app,
+        &client,
+        "/login",
+        "/sfn/login",
+        &[("company", ""), ("username", "root"), ("password", PASSWORD)],
+    )
+    .await;
+    let html = page(&app, &client, "/platform/registrations").await;
+    assert!(html.contains("NEW-DTU") && html.contains("203.0.113.9"), "{html}");
+    assert!(html.contains("old-dtu"), "the registration to change is listed");
+    let csrf = csrf_of(&html);
+    let (_, location) = post_form(
+        &app,
+        &client,
+        "/platform/registrations",
+        "/sfn/registration_claim",
+        &[("csrf", &csrf), ("registration_hex", "4e45572d445455"), ("company_id", &company_id.to_string())],
+    )
+    .await;
+    assert!(location.contains("ok="), "{location}");
+    let claimed: Option<i64> = sqlx::query_scalar("select claimed_for from control.unclaimed_registrations")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(claimed, Some(company_id));
+
+    let boss = browser_like();
+    post_form(
+        &app,
+        &boss,
+        "/login",
+        "/sfn/login",
+        &[("company", "acme"), ("username", "boss"), ("password", PASSWORD)],
+    )
+    .await;
+    let gateways = page(&app, &boss, "/gateways").await;
+    assert!(gateways.contains("id=\"registration-problems\"") && gateways.contains("old-dtu"));
+    // Companies never reach the platform page's data.
+    let response = boss
+        .post(app.url("/sfn/platform_registrations"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+}
