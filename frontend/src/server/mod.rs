@@ -489,8 +489,9 @@ pub async fn login(
     };
     // The login page remembers the company for next time.
     let remember = format!(
-        "pt_company={}; Path=/; Max-Age=31536000; SameSite=Lax",
-        encode(company.trim())
+        "pt_company={}; Path=/; Max-Age=31536000; SameSite=Lax{}",
+        encode(company.trim()),
+        if ctx.cookie_secure { "; Secure" } else { "" }
     );
     let result = match auth::login(&ctx.pool, &ctx.auth, &input, ip.as_deref()).await {
         Ok(outcome) => {
@@ -525,8 +526,9 @@ pub async fn logout(csrf: String) -> Result<(), ServerFnError> {
 
 pub fn set_language(lang: String) -> Result<(), ServerFnError> {
     let lang = if lang == "en" { "en" } else { "zh" };
+    let secure = if ctx()?.cookie_secure { "; Secure" } else { "" };
     set_cookies(vec![format!(
-        "{LANG_COOKIE}={lang}; Path=/; Max-Age=31536000; SameSite=Lax"
+        "{LANG_COOKIE}={lang}; Path=/; Max-Age=31536000; SameSite=Lax{secure}"
     )]);
     finish(Ok(back_path()))
 }

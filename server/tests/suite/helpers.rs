@@ -75,6 +75,22 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(throttle: ThrottleConfig) -> TestApp {
+    spawn_app_configured(test_config(throttle)).await
+}
+
+/// A test app with the configuration `change` makes of the default test one.
+pub async fn spawn_app_changed(change: impl FnOnce(&mut Config)) -> TestApp {
+    let mut config = test_config(ThrottleConfig {
+        account_failures_max: 1000,
+        address_failures_max: 1000,
+        window_s: 900,
+        lockout_s: 900,
+    });
+    change(&mut config);
+    spawn_app_configured(config).await
+}
+
+async fn spawn_app_configured(config: Config) -> TestApp {
     let db = TestDb::new().await;
     migrate::migrate_all(&db.pool)
         .await
@@ -99,7 +115,7 @@ pub async fn spawn_app_with(throttle: ThrottleConfig) -> TestApp {
     )
     .await
     .expect("platform support");
-    let state = AppState::new(db.pool.clone(), test_config(throttle)).expect("state");
+    let state = AppState::new(db.pool.clone(), config).expect("state");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = oneshot::channel::<()>();

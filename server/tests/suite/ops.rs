@@ -395,3 +395,44 @@ async fn extreme_numbers_are_field_errors_not_crashes() {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
     assert_eq!(app.get("/api/v1/settings", &admin).await.0, StatusCode::OK);
 }
+
+/// Behind HTTPS (`cookie_secure`) every cookie PowerTab sets is `Secure` and answers carry HSTS.
+#[tokio::test]
+async fn behind_https_every_cookie_is_secure_and_hsts_is_sent() {
+    let app = crate::helpers::spawn_app_changed(|config| config.cookie_secure = true).await;
+    let client = crate::web::browser_like();
+    let login = client
+        .post(app.url("/sfn/login"))
+        .form(&[
+            ("company", ""),
+            ("username", "root"),
+            ("password", crate::helpers::PASSWORD),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert!(login.headers()["strict-transport-security"]
+        .to_str()
+        .unwrap()
+        .contains("max-age="));
+    let language = client
+        .post(app.url("/sfn/language"))
+        .form(&[("lang", "en")])
+        .send()
+        .await
+        .unwrap();
+    let cookies: Vec<String> = [login, language]
+        .iter()
+        .flat_map(|r| {
+            r.headers()
+                .get_all("set-cookie")
+                .iter()
+                .map(|v| v.to_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(cookies.len() >= 5, "{cookies:?}");
+    for cookie in &cookies {
+        assert!(cookie.contains("; Secure"), "{cookie}");
+    }
+}

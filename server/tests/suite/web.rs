@@ -393,26 +393,41 @@ async fn platform_staff_hand_a_refused_registration_to_a_company_and_companies_s
         &client,
         "/login",
         "/sfn/login",
-        &[("company", ""), ("username", "root"), ("password", PASSWORD)],
+        &[
+            ("company", ""),
+            ("username", "root"),
+            ("password", PASSWORD),
+        ],
     )
     .await;
     let html = page(&app, &client, "/platform/registrations").await;
-    assert!(html.contains("NEW-DTU") && html.contains("203.0.113.9"), "{html}");
-    assert!(html.contains("old-dtu"), "the registration to change is listed");
+    assert!(
+        html.contains("NEW-DTU") && html.contains("203.0.113.9"),
+        "{html}"
+    );
+    assert!(
+        html.contains("old-dtu"),
+        "the registration to change is listed"
+    );
     let csrf = csrf_of(&html);
     let (_, location) = post_form(
         &app,
         &client,
         "/platform/registrations",
         "/sfn/registration_claim",
-        &[("csrf", &csrf), ("registration_hex", "4e45572d445455"), ("company_id", &company_id.to_string())],
+        &[
+            ("csrf", &csrf),
+            ("registration_hex", "4e45572d445455"),
+            ("company_id", &company_id.to_string()),
+        ],
     )
     .await;
     assert!(location.contains("ok="), "{location}");
-    let claimed: Option<i64> = sqlx::query_scalar("select claimed_for from control.unclaimed_registrations")
-        .fetch_one(&app.db.pool)
-        .await
-        .unwrap();
+    let claimed: Option<i64> =
+        sqlx::query_scalar("select claimed_for from control.unclaimed_registrations")
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
     assert_eq!(claimed, Some(company_id));
 
     let boss = browser_like();
@@ -421,7 +436,11 @@ async fn platform_staff_hand_a_refused_registration_to_a_company_and_companies_s
         &boss,
         "/login",
         "/sfn/login",
-        &[("company", "acme"), ("username", "boss"), ("password", PASSWORD)],
+        &[
+            ("company", "acme"),
+            ("username", "boss"),
+            ("password", PASSWORD),
+        ],
     )
     .await;
     let gateways = page(&app, &boss, "/gateways").await;
