@@ -471,12 +471,12 @@ pub async fn hourly_energy(
     }
     let tz = principal.company()?.time_zone.clone();
     sqlx::query(
-        "select to_char(hour, 'YYYY-MM-DD HH24:00') as hour, sum(delta)::bigint as energy_wh from (
-             select date_trunc('hour', read_at at time zone $3) as hour, flag,
-                    energy_wh - lag(energy_wh) over (order by read_at) as delta
-             from readings where meter_id = $1 and read_at >= now() - make_interval(hours => $2::int + 1)
+        "select to_char(hour, 'YYYY-MM-DD HH24:00') as hour, sum(counted_wh)::bigint as energy_wh from (
+             select date_trunc('hour', read_at at time zone $3) as hour, counted_wh
+             from readings where meter_id = $1 and counted_wh is not null
+               and read_at >= now() - make_interval(hours => $2::int + 1)
          ) d
-         where delta >= 0 and flag is null and hour >= date_trunc('hour', now() at time zone $3) - make_interval(hours => $2::int - 1)
+         where hour >= date_trunc('hour', now() at time zone $3) - make_interval(hours => $2::int - 1)
          group by hour order by hour",
     )
     .bind(meter_id)

@@ -97,6 +97,11 @@ pub const COMPANY: &[Migration] = &[
         name: "mqtt_credentials",
         sql: include_str!("../../migrations/company/0010_mqtt_credentials.sql"),
     },
+    Migration {
+        version: 11,
+        name: "reading_baselines",
+        sql: include_str!("../../migrations/company/0011_reading_baselines.sql"),
+    },
 ];
 
 /// Arbitrary constant for `pg_advisory_xact_lock`: "PT" migrations.

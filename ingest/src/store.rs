@@ -1,9 +1,16 @@
 //! Storing readings (DESIGN.md: Ingest, Storage): one transaction per company batch. Readings
 //! outside [now − 90 days, now + 5 min] are rejected and counted; duplicates are skipped by the
 //! primary key (`insert … on conflict do nothing`); each new reading is classified against the
-//! meter's previous one ([`classify`]): only a plausible, in-order delta becomes consumption,
-//! which moves `meter_latest` and adds to `daily_energy` per local day and TOU period (the
-//! meter's plan's TOU clock, split exactly as rating splits it).
+//! meter's previous one ([`classify`], DESIGN.md's flag table). A plausible, in-order delta and a
+//! register rollover (max − previous + new) count as consumption: they are written to the
+//! reading's `counted_wh` and added to `daily_energy` per local day and TOU period (the meter's
+//! plan's TOU clock, split exactly as rating splits it); hourly energy sums `counted_wh`, so the
+//! two always agree. Resets, gaps, jumps and ratio mismatches are held (counted nothing until an
+//! operator releases or corrects them). **Every stored reading except an out-of-order one is the
+//! baseline for the next** and moves `meter_latest` (freshness): one event flags one interval,
+//! never every reading after it. [`rebuild_meter`] re-classifies a meter's stored readings with
+//! these rules and rebuilds its daily energy (`powertab readings rebuild`), repairing what the
+//! older rule — only unflagged readings moved the baseline — wrote.
 
 use crate::driver::MeterValues;
 use chrono::{DateTime, Duration, Utc};
@@ -61,13 +68,41 @@ pub enum Class {
     First,
     /// A plausible delta (≥ 0 Wh) after the previous reading: consumption.
     Consumption(i64),
+    /// The register passed its maximum and started again: max − previous + new Wh, counted at
+    /// once and stored with the flag `rollover`.
+    Rollover(i64),
     /// Same time as the previous reading.
     Duplicate,
     /// Stored with this flag, not counted.
     Flagged(&'static str),
 }
 
-/// Classifies `reading` against the meter's previous counted reading.
+impl Class {
+    /// The flag the reading is stored with.
+    pub fn flag(self) -> Option<&'static str> {
+        match self {
+            Class::Flagged(flag) => Some(flag),
+            Class::Rollover(_) => Some("rollover"),
+            _ => None,
+        }
+    }
+
+    /// The energy the interval ending at this reading counts, if any.
+    pub fn counted_wh(self) -> Option<i64> {
+        match self {
+            Class::Consumption(wh) | Class::Rollover(wh) => Some(wh),
+            _ => None,
+        }
+    }
+
+    /// Whether the reading is the baseline for the next: every stored reading but one older
+    /// than the baseline (DESIGN.md: "every flagged reading … becomes the baseline").
+    pub fn moves_baseline(self) -> bool {
+        !matches!(self, Class::Duplicate | Class::Flagged("out_of_order"))
+    }
+}
+
+/// Classifies a reading against the meter's previous stored reading (its baseline).
 pub fn classify(
     previous: Option<Previous>,
     read_at: DateTime<Utc>,
@@ -88,10 +123,13 @@ pub fn classify(
     }
     let delta = energy_wh - prev.energy_wh;
     if delta < 0 {
-        let rolled = REGISTER_MAX_WH
+        let rolled_over = REGISTER_MAX_WH
             .iter()
-            .any(|&max| prev.energy_wh > max / 10 * 9 && energy_wh < max / 10);
-        return Class::Flagged(if rolled { "rollover" } else { "reset" });
+            .find(|&&max| prev.energy_wh > max / 10 * 9 && (0..max / 10).contains(&energy_wh));
+        return match rolled_over {
+            Some(max) => Class::Rollover(max - prev.energy_wh + energy_wh),
+            None => Class::Flagged("reset"),
+        };
     }
     let seconds = (read_at - prev.read_at).num_seconds();
     if seconds > GAP_SECONDS {
@@ -187,6 +225,7 @@ pub async fn store_batch(
     let mut previous = load_previous(&mut tx, &meter_ids).await?;
     let context = DailyContext::load(&mut tx, &meter_ids).await?;
     let mut flags = Vec::with_capacity(accepted.len());
+    let mut counted = Vec::with_capacity(accepted.len());
     let mut daily: BTreeMap<(Uuid, chrono::NaiveDate, Period), i64> = BTreeMap::new();
     let mut latest: HashMap<Uuid, &NewReading> = HashMap::new();
     for r in &accepted {
@@ -196,15 +235,13 @@ pub async fn store_batch(
             r.values.energy_wh,
             r.ratio_mismatch,
         );
-        flags.push(match class {
-            Class::Flagged(flag) => Some(flag),
-            _ => None,
-        });
-        if let Class::Consumption(delta) = class {
+        flags.push(class.flag());
+        counted.push(class.counted_wh());
+        if let Some(wh) = class.counted_wh() {
             let prev = previous[&r.meter_id];
-            context.attribute(r.meter_id, prev.read_at, r.read_at, delta, &mut daily);
+            context.attribute(r.meter_id, prev.read_at, r.read_at, wh, &mut daily);
         }
-        if matches!(class, Class::First | Class::Consumption(_)) {
+        if class.moves_baseline() {
             previous.insert(
                 r.meter_id,
                 Previous {
@@ -215,7 +252,7 @@ pub async fn store_batch(
             latest.insert(r.meter_id, r);
         }
     }
-    let inserted = insert_readings(&mut tx, &accepted, &flags).await?;
+    let inserted = insert_readings(&mut tx, &accepted, &flags, &counted).await?;
     report.stored = inserted;
     report.duplicates += accepted.len() - inserted;
     report.flagged = flags.iter().filter(|f| f.is_some()).count();
@@ -224,6 +261,139 @@ pub async fn store_batch(
     add_daily(&mut tx, &daily).await?;
     tx.commit().await?;
     Ok(report)
+}
+
+/// What [`rebuild_meter`] changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RebuildReport {
+    pub readings: usize,
+    /// Readings whose flag or counted energy changed.
+    pub changed: usize,
+    /// Daily energy after the rebuild, and before it.
+    pub daily_wh: i64,
+    pub daily_wh_before: i64,
+}
+
+/// Re-classifies every stored reading of `meter_id` in time order with today's rules, writes
+/// changed flags and counted energy, rebuilds the meter's daily energy from them and moves
+/// `meter_latest` to its newest reading. Out-of-order readings keep their flag (they arrived
+/// after a newer one: never rated) and a ratio mismatch stays one (the meter said so). Repairs
+/// what the older rule wrote: after a reset every later reading was flagged and the meter looked
+/// stale; after a run of jumps the whole step was counted at once. Idempotent.
+pub async fn rebuild_meter(
+    pool: &PgPool,
+    schema: &SchemaName,
+    meter_id: Uuid,
+) -> anyhow::Result<RebuildReport> {
+    let mut tx = powertab_core::db::begin_in(pool, schema).await?;
+    // The same lock the writer takes: no batch of this meter is stored meanwhile.
+    sqlx::query("select 1 from meter_latest where meter_id = $1 for update")
+        .bind(meter_id)
+        .execute(&mut *tx)
+        .await?;
+    let rows = sqlx::query(
+        "select read_at, energy_wh, flag, counted_wh from readings where meter_id = $1 order by read_at",
+    )
+    .bind(meter_id)
+    .fetch_all(&mut *tx)
+    .await?;
+    let context = DailyContext::load(&mut tx, &[meter_id]).await?;
+    let mut report = RebuildReport {
+        readings: rows.len(),
+        ..RebuildReport::default()
+    };
+    let mut previous: Option<Previous> = None;
+    let mut daily = BTreeMap::new();
+    let (mut at, mut flags, mut counted) = (Vec::new(), Vec::new(), Vec::new());
+    for row in rows {
+        let read_at: DateTime<Utc> = row.try_get("read_at")?;
+        let energy_wh: i64 = row.try_get("energy_wh")?;
+        let old_flag: Option<String> = row.try_get("flag")?;
+        let old_counted: Option<i64> = row.try_get("counted_wh")?;
+        let class = if old_flag.as_deref() == Some("out_of_order") {
+            Class::Flagged("out_of_order")
+        } else {
+            classify(
+                previous,
+                read_at,
+                energy_wh,
+                old_flag.as_deref() == Some("ratio_mismatch"),
+            )
+        };
+        if let (Some(wh), Some(prev)) = (class.counted_wh(), previous) {
+            context.attribute(meter_id, prev.read_at, read_at, wh, &mut daily);
+        }
+        if class.moves_baseline() {
+            previous = Some(Previous { read_at, energy_wh });
+        }
+        if class.flag() != old_flag.as_deref() || class.counted_wh() != old_counted {
+            at.push(read_at);
+            flags.push(class.flag());
+            counted.push(class.counted_wh());
+        }
+    }
+    report.changed = at.len();
+    sqlx::query(
+        "update readings r set flag = c.flag, counted_wh = c.counted_wh
+         from unnest($2::timestamptz[], $3::text[], $4::bigint[]) as c(read_at, flag, counted_wh)
+         where r.meter_id = $1 and r.read_at = c.read_at",
+    )
+    .bind(meter_id)
+    .bind(&at)
+    .bind(&flags)
+    .bind(&counted)
+    .execute(&mut *tx)
+    .await?;
+    report.daily_wh_before = sqlx::query_scalar(
+        "select coalesce(sum(energy_wh), 0)::bigint from daily_energy where meter_id = $1",
+    )
+    .bind(meter_id)
+    .fetch_one(&mut *tx)
+    .await?;
+    sqlx::query("delete from daily_energy where meter_id = $1")
+        .bind(meter_id)
+        .execute(&mut *tx)
+        .await?;
+    add_daily(&mut tx, &daily).await?;
+    report.daily_wh = daily.values().sum();
+    // Freshness is the newest stored reading (not one older than the baseline).
+    sqlx::query(
+        "update meter_latest l set read_at = r.read_at, energy_wh = r.energy_wh, tou_wh = r.tou_wh,
+             power_w = r.power_w, voltage_dv = r.voltage_dv, current_ca = r.current_ca,
+             remaining_fen = r.remaining_fen, purchase_count = r.purchase_count,
+             relay_closed = r.relay_closed, alarms = r.alarms, updated_at = now()
+         from (select * from readings where meter_id = $1 and flag is distinct from 'out_of_order'
+               order by read_at desc limit 1) r
+         where l.meter_id = $1 and l.read_at < r.read_at",
+    )
+    .bind(meter_id)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(report)
+}
+
+/// [`rebuild_meter`] for every meter of every company; returns (meters, readings changed).
+pub async fn rebuild_all(pool: &PgPool) -> anyhow::Result<(usize, usize)> {
+    let schemas: Vec<String> =
+        sqlx::query_scalar("select schema_name from control.company order by id")
+            .fetch_all(pool)
+            .await?;
+    let (mut meters, mut changed) = (0, 0);
+    for schema in schemas {
+        let schema = SchemaName::from_stored(&schema)?;
+        let mut tx = powertab_core::db::begin_in(pool, &schema).await?;
+        let ids: Vec<Uuid> = sqlx::query_scalar("select id from meters order by id")
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        for id in ids {
+            let report = rebuild_meter(pool, &schema, id).await?;
+            meters += 1;
+            changed += report.changed;
+        }
+    }
+    Ok((meters, changed))
 }
 
 async fn load_previous(
@@ -256,18 +426,20 @@ async fn insert_readings(
     conn: &mut PgConnection,
     readings: &[&NewReading],
     flags: &[Option<&'static str>],
+    counted_wh: &[Option<i64>],
 ) -> anyhow::Result<usize> {
     let c = Columns::of(readings);
     let done = sqlx::query(
         "insert into readings (meter_id, read_at, energy_wh, tou_wh, power_w, voltage_dv, current_ca, pf_milli,
-             remaining_fen, purchase_count, relay_closed, alarms, raw, flag)
+             remaining_fen, purchase_count, relay_closed, alarms, raw, flag, counted_wh)
          select meter_id, read_at, energy_wh, tou::bigint[], power_w, voltage::integer[], current::integer[],
-             pf_milli::integer, remaining_fen, purchase_count::integer, relay_closed, alarms::text[], raw, flag
+             pf_milli::integer, remaining_fen, purchase_count::integer, relay_closed, alarms::text[], raw, flag,
+             counted_wh
          from unnest($1::uuid[], $2::timestamptz[], $3::bigint[], $4::text[], $5::bigint[], $6::text[],
              $7::text[], $8::bigint[], $9::bigint[], $10::bigint[], $11::boolean[], $12::text[], $13::bytea[],
-             $14::text[])
+             $14::text[], $15::bigint[])
            as s(meter_id, read_at, energy_wh, tou, power_w, voltage, current, pf_milli, remaining_fen,
-                purchase_count, relay_closed, alarms, raw, flag)
+                purchase_count, relay_closed, alarms, raw, flag, counted_wh)
          on conflict do nothing",
     )
     .bind(&c.meter_id)
@@ -284,6 +456,7 @@ async fn insert_readings(
     .bind(&c.alarms)
     .bind(&c.raw)
     .bind(flags)
+    .bind(counted_wh)
     .execute(conn)
     .await?;
     Ok(usize::try_from(done.rows_affected()).unwrap_or(usize::MAX))
@@ -552,9 +725,19 @@ mod tests {
             read_at: at(0),
             energy_wh: 999_999_000,
         });
+        // Rollover: the register's maximum (999,999.99 kWh) − previous + new, counted at once.
+        let rolled = classify(near_top, at(30), 500, false);
+        assert_eq!(rolled, Class::Rollover(999_999_990 - 999_999_000 + 500));
         assert_eq!(
-            classify(near_top, at(30), 500, false),
-            Class::Flagged("rollover")
+            (rolled.flag(), rolled.counted_wh()),
+            (Some("rollover"), Some(1_490))
+        );
+        // Every stored reading but an out-of-order one is the next one's baseline.
+        assert!(
+            Class::Flagged("reset").moves_baseline() && Class::Flagged("jump").moves_baseline()
+        );
+        assert!(
+            !Class::Flagged("out_of_order").moves_baseline() && !Class::Duplicate.moves_baseline()
         );
     }
 

@@ -63,7 +63,7 @@ async fn readings_are_stored_once_and_only_plausible_deltas_count() {
             stored: 3,
             duplicates: 1,
             rejected_time: 2,
-            flagged: 2
+            flagged: 3
         }
     );
     let s = field.schema.as_str();
@@ -80,7 +80,8 @@ async fn readings_are_stored_once_and_only_plausible_deltas_count() {
             (1_000_050, Some("out_of_order".into())),
             (1_000_120, None),
             (20, Some("reset".into())),
-            (1_000_200, None),
+            // The reset is the baseline now: back up by a megawatt-hour in 30 s is a jump.
+            (1_000_200, Some("jump".into())),
         ]
     );
     let (latest, voltage, alarms): (i64, Vec<i32>, Vec<String>) = sqlx::query_as(&format!(
@@ -94,14 +95,181 @@ async fn readings_are_stored_once_and_only_plausible_deltas_count() {
         (latest, voltage, alarms),
         (1_000_200, vec![2201, 2199, 2200], vec!["alarm1".into()])
     );
-    // 120 Wh, then 80 Wh from the last counted reading (the reset counted nothing).
+    // 120 Wh; the reset and the jump after it are held and count nothing.
     let daily: i64 = sqlx::query_scalar(&format!(
         "select coalesce(sum(energy_wh), 0)::bigint from {s}.daily_energy"
     ))
     .fetch_one(pool)
     .await
     .unwrap();
-    assert_eq!(daily, 200);
+    assert_eq!(daily, 120);
+}
+
+/// Sums of a meter's daily energy, its hourly energy (what the meter page draws) and the age of
+/// its newest state.
+async fn energy_of(field: &Field, meter: uuid::Uuid) -> (i64, i64, chrono::DateTime<Utc>) {
+    let s = field.schema.as_str();
+    let daily: i64 = sqlx::query_scalar(&format!(
+        "select coalesce(sum(energy_wh), 0)::bigint from {s}.daily_energy where meter_id = $1"
+    ))
+    .bind(meter)
+    .fetch_one(&field.db.pool)
+    .await
+    .unwrap();
+    let hourly: i64 = sqlx::query_scalar(&format!(
+        "select coalesce(sum(counted_wh), 0)::bigint from {s}.readings where meter_id = $1"
+    ))
+    .bind(meter)
+    .fetch_one(&field.db.pool)
+    .await
+    .unwrap();
+    let latest: chrono::DateTime<Utc> = sqlx::query_scalar(&format!(
+        "select read_at from {s}.meter_latest where meter_id = $1"
+    ))
+    .bind(meter)
+    .fetch_one(&field.db.pool)
+    .await
+    .unwrap();
+    (daily, hourly, latest)
+}
+
+/// DESIGN.md's flag table: one event flags one interval. A meter cleared to 0, a 448 kWh step
+/// and a day of silence each hold their own interval; the readings after them count as usual,
+/// the meter stays fresh, and daily and hourly energy agree.
+#[tokio::test]
+async fn one_event_flags_one_interval_and_the_meter_stays_fresh() {
+    let field = Field::new("acme", "dtu-1", b"REG-0001", &["modbus_rtu"]).await;
+    let meter = field.meter(0, "dtsy1352", "1", "1001").await;
+    let pool = &field.db.pool;
+    let t0 = (Utc::now() - Duration::days(3))
+        .duration_trunc(Duration::minutes(1))
+        .unwrap();
+    let at = |s: i64| t0 + Duration::seconds(s);
+    let steps = [
+        (0, 5_000_000),
+        (30, 5_000_100),
+        (60, 0),                    // reset: the meter was cleared
+        (90, 60),                   // counts 60 Wh from the reset
+        (120, 448_060),             // a 448 kWh step in 30 s: jump, held
+        (150, 448_100),             // counts 40 Wh from the step
+        (150 + 25 * 3600, 450_100), // a day of silence: gap, held
+        (180 + 25 * 3600, 450_130), // counts 30 Wh
+    ];
+    for (s, wh) in steps {
+        store_batch(pool, &field.schema, &[reading(meter, at(s), wh)])
+            .await
+            .unwrap();
+    }
+    let s = field.schema.as_str();
+    let flags: Vec<Option<String>> = sqlx::query_scalar(&format!(
+        "select flag from {s}.readings where meter_id = $1 order by read_at"
+    ))
+    .bind(meter)
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        flags,
+        [
+            None,
+            None,
+            Some("reset".into()),
+            None,
+            Some("jump".into()),
+            None,
+            Some("gap".into()),
+            None
+        ]
+    );
+    let (daily, hourly, latest) = energy_of(&field, meter).await;
+    assert_eq!(daily, 100 + 60 + 40 + 30);
+    assert_eq!(hourly, daily, "hourly and daily energy agree");
+    assert_eq!(
+        latest,
+        at(180 + 25 * 3600),
+        "freshness is the newest stored reading"
+    );
+}
+
+/// Readings stored under the older rule (only unflagged readings moved the baseline) are
+/// repaired by the rebuild: the stuck baseline moves, the jump step is no longer counted.
+#[tokio::test]
+async fn the_rebuild_repairs_what_the_older_rule_wrote() {
+    let field = Field::new("acme", "dtu-1", b"REG-0001", &["modbus_rtu"]).await;
+    let meter = field.meter(0, "dtsy1352", "1", "1001").await;
+    let pool = &field.db.pool;
+    let s = field.schema.as_str();
+    let t0 = (Utc::now() - Duration::hours(5))
+        .duration_trunc(Duration::minutes(1))
+        .unwrap();
+    let at = |s: i64| t0 + Duration::seconds(s);
+    // As the old rule left it: a 448 kWh step at 60 s flagged "jump", the next readings
+    // compared with the stuck baseline at 30 s, until one an hour later looked plausible
+    // (448 kWh over an hour is below 5 MW) and the whole step was counted.
+    let old: [(i64, i64, Option<&str>, Option<i64>); 5] = [
+        (0, 1_000_000, None, None),
+        (30, 1_000_100, None, Some(100)),
+        (60, 1_448_100, Some("jump"), None),
+        (90, 1_448_150, Some("jump"), None),
+        (3630, 1_448_200, None, Some(448_100)),
+    ];
+    for (sec, wh, flag, counted) in old {
+        sqlx::query(&format!(
+            "insert into {s}.readings (meter_id, read_at, energy_wh, flag, counted_wh) values ($1, $2, $3, $4, $5)"
+        ))
+        .bind(meter)
+        .bind(at(sec))
+        .bind(wh)
+        .bind(flag)
+        .bind(counted)
+        .execute(pool)
+        .await
+        .unwrap();
+    }
+    sqlx::query(&format!(
+        "insert into {s}.meter_latest (meter_id, read_at, energy_wh) values ($1, $2, 1448200);
+         "
+    ))
+    .bind(meter)
+    .bind(at(3630))
+    .execute(pool)
+    .await
+    .unwrap();
+    sqlx::query(&format!(
+        "insert into {s}.daily_energy (meter_id, day, period, energy_wh) values ($1, current_date, 'flat', 448200)"
+    ))
+    .bind(meter)
+    .execute(pool)
+    .await
+    .unwrap();
+    let report = powertab_ingest::store::rebuild_meter(pool, &field.schema, meter)
+        .await
+        .unwrap();
+    assert_eq!(report.daily_wh_before, 448_200);
+    assert_eq!(
+        report.changed, 2,
+        "the reading after the step and the one that counted it: {report:?}"
+    );
+    let (daily, hourly, _) = energy_of(&field, meter).await;
+    assert_eq!(
+        daily,
+        100 + 50 + 50,
+        "the step is held; what followed it counts"
+    );
+    assert_eq!(hourly, daily);
+    let flags: Vec<Option<String>> = sqlx::query_scalar(&format!(
+        "select flag from {s}.readings where meter_id = $1 order by read_at"
+    ))
+    .bind(meter)
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert_eq!(flags, [None, None, Some("jump".into()), None, None]);
+    // Running it again changes nothing.
+    let again = powertab_ingest::store::rebuild_meter(pool, &field.schema, meter)
+        .await
+        .unwrap();
+    assert_eq!((again.changed, again.daily_wh), (0, daily));
 }
 
 #[tokio::test]

@@ -44,6 +44,17 @@ pub enum Command {
     /// Manage users.
     #[command(subcommand)]
     User(UserCommand),
+    /// Stored readings.
+    #[command(subcommand)]
+    Readings(ReadingsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReadingsCommand {
+    /// Re-classify every meter's stored readings with today's rules (every stored reading is the
+    /// next one's baseline) and rebuild daily energy; repairs what the older rule wrote.
+    /// Idempotent; run it once after upgrading.
+    Rebuild,
 }
 
 #[derive(Debug, Args)]
@@ -185,6 +196,13 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
                     );
                 }
             }
+            Ok(())
+        }
+        Command::Readings(ReadingsCommand::Rebuild) => {
+            let pool = db::connect(config.database_url()?, 2).await?;
+            migrate::migrate_all(&pool).await?;
+            let (meters, changed) = powertab_ingest::store::rebuild_all(&pool).await?;
+            println!("rebuilt {meters} meters; {changed} readings re-classified");
             Ok(())
         }
         Command::Company(CompanyCommand::Create(args)) => {

@@ -239,3 +239,48 @@ async fn the_demo_building_is_simulated_and_every_meter_is_read() {
         read_by("mqtt").await
     );
 }
+
+/// `powertab readings rebuild` re-classifies stored readings of every company (here: a meter
+/// stuck behind a reset under the older rule) and says what it did.
+#[tokio::test]
+async fn readings_rebuild_repairs_every_company_from_the_command_line() {
+    let db = TestDb::new().await;
+    powertab_server::demo::prepare(&db.pool)
+        .await
+        .expect("demo data");
+    let meter: uuid::Uuid = sqlx::query_scalar("select id from c_1.meters order by id limit 1")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    let t0 = chrono::Utc::now() - chrono::Duration::hours(1);
+    for (s, wh, flag) in [
+        (0, 1_000, None),
+        (30, 0, Some("reset")),
+        (60, 10, Some("reset")),
+    ] {
+        sqlx::query(
+            "insert into c_1.readings (meter_id, read_at, energy_wh, flag) values ($1, $2, $3, $4)",
+        )
+        .bind(meter)
+        .bind(t0 + chrono::Duration::seconds(s))
+        .bind(wh)
+        .bind(flag)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    }
+    let (ok, out) = powertab(&db, &["readings", "rebuild"]);
+    assert!(ok && out.contains("readings re-classified"), "{out}");
+    let counted: Option<i64> = sqlx::query_scalar(
+        "select counted_wh from c_1.readings where meter_id = $1 and energy_wh = 10",
+    )
+    .bind(meter)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        counted,
+        Some(10),
+        "the reading after the reset counts again"
+    );
+}

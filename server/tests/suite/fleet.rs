@@ -57,9 +57,10 @@ async fn the_fleet_shows_reading_ages_and_a_meter_its_history() {
         &app.db.pool,
         &schema,
         &[
-            reading(now - Duration::seconds(70), 10_000, true),
-            reading(now - Duration::seconds(40), 10_020, true),
-            reading(now - Duration::seconds(10), 5, false),
+            reading(now - Duration::seconds(100), 10_000, true),
+            // A reset (with an alarm): flagged, and the baseline of the next reading.
+            reading(now - Duration::seconds(70), 5, false),
+            reading(now - Duration::seconds(40), 20, true),
         ],
     )
     .await
@@ -82,7 +83,7 @@ async fn the_fleet_shows_reading_ages_and_a_meter_its_history() {
             f["stale"].clone(),
             f["power_w"].clone()
         ),
-        (json!(10_020), json!(false), json!(1500))
+        (json!(20), json!(false), json!(1500))
     );
     assert!((30..=60).contains(&f["age_s"].as_i64().unwrap()), "{f}");
     assert_eq!(by_number("1002")["stale"], true, "never read is stale");
@@ -107,7 +108,7 @@ async fn the_fleet_shows_reading_ages_and_a_meter_its_history() {
         .iter()
         .map(|m| m["meter_number"].as_str().unwrap())
         .collect();
-    // 1001 is fresh and well (its alarmed reading was a reset, flagged and not its state).
+    // 1001 is fresh and well (its newest reading counts again after the reset).
     assert_eq!(numbers, ["1002"]);
     let (_, page) = app.get("/api/v1/fleet?limit=1&offset=1", &admin).await;
     assert_eq!(
@@ -147,7 +148,7 @@ async fn the_fleet_shows_reading_ages_and_a_meter_its_history() {
         .collect();
     assert_eq!(
         energies,
-        vec![(5, Some("reset".into())), (10_020, None), (10_000, None)]
+        vec![(20, None), (5, Some("reset".into())), (10_000, None)]
     );
     let (_, flagged) = app
         .get(
@@ -168,7 +169,7 @@ async fn the_fleet_shows_reading_ages_and_a_meter_its_history() {
         .iter()
         .map(|d| d["energy_wh"].as_i64().unwrap())
         .sum();
-    assert_eq!(total, 20);
+    assert_eq!(total, 15, "the reset is held; 15 Wh counted after it");
     let (status, _) = app
         .get(
             &format!(
