@@ -11,9 +11,8 @@ use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
-/// A meter is stale when its newest reading is older than this (DESIGN.md: p99 ≤ 60 s at a
-/// 30 s poll interval; two missed polls and some slack).
-pub const STALE_AFTER_S: i64 = 90;
+/// When a company has no settings row yet: the settings' default `stale_meter_s`.
+const STALE_AFTER_S_DEFAULT: i32 = 300;
 
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -194,24 +193,30 @@ pub async fn fleet(
         let needle = q.to_lowercase();
         gateways.retain(|g| g.identity.to_lowercase().contains(&needle));
     }
-    let (meters_total, meters_stale): (i64, i64) = sqlx::query_as(&format!(
-        "select count(*), count(*) filter (where l.read_at is null or l.read_at < now() - interval '{STALE_AFTER_S} seconds')
+    // One limit for "stale" everywhere: the company's setting, which the stale-meter alarms use.
+    let stale_after_s: i32 = sqlx::query_scalar("select stale_meter_s from settings")
+        .fetch_optional(&mut *conn)
+        .await?
+        .unwrap_or(STALE_AFTER_S_DEFAULT);
+    let (meters_total, meters_stale): (i64, i64) = sqlx::query_as(
+        "select count(*), count(*) filter (where l.read_at is null or l.read_at < now() - make_interval(secs => $2))
          from meters m left join meter_latest l on l.meter_id = m.id left join shops s on s.id = m.shop_id
-         where m.status = 'active' and ($1::uuid[] is null or s.building_id = any($1))"
-    ))
+         where m.status = 'active' and ($1::uuid[] is null or s.building_id = any($1))",
+    )
     .bind(&limit_ids)
+    .bind(f64::from(stale_after_s))
     .fetch_one(&mut *conn)
     .await?;
     let now = Utc::now();
-    let rows = sqlx::query(&format!(
+    let rows = sqlx::query(
         "with live as (
              select m.id, m.meter_number, g.identity, m.shop_id, b.number as bus, m.address,
                     coalesce(bl.name || ' · ' || s.number || ' ' || s.name, '') as shop,
                     l.read_at, l.energy_wh, l.power_w, l.remaining_fen, l.relay_closed,
-                    coalesce(l.alarms, '{{}}') as alarms,
+                    coalesce(l.alarms, '{}') as alarms,
                     coalesce(p.consecutive_failures, 0) as consecutive_failures,
                     coalesce(p.last_error, '') as last_error,
-                    (l.read_at is null or l.read_at < now() - interval '{STALE_AFTER_S} seconds') as stale
+                    (l.read_at is null or l.read_at < now() - make_interval(secs => $6)) as stale
              from meters m join buses b on b.id = m.bus_id join gateways g on g.id = b.gateway_id
              left join shops s on s.id = m.shop_id left join buildings bl on bl.id = s.building_id
              left join meter_latest l on l.meter_id = m.id left join meter_polls p on p.meter_id = m.id
@@ -221,13 +226,14 @@ pub async fn fleet(
            and ($2 = '' or strpos(lower(meter_number), lower($2)) > 0 or strpos(lower(identity), lower($2)) > 0
                 or strpos(lower(shop), lower($2)) > 0)
          order by stale desc, read_at nulls first, identity, bus, address
-         limit $3 offset $4"
-    ))
+         limit $3 offset $4",
+    )
     .bind(filter.problems)
     .bind(q)
     .bind(limit)
     .bind(offset)
     .bind(&limit_ids)
+    .bind(f64::from(stale_after_s))
     .fetch_all(&mut *conn)
     .await?;
     let meters_matching = match rows.first() {

@@ -35,7 +35,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// Gateways (each bus online or offline, last heard) and a page of active meters (age of the
-/// newest reading, stale beyond 90 s, relay, power, remaining amount, alarms, failing polls),
+/// newest reading, stale beyond the company's `stale_meter_s`, relay, power, remaining amount, alarms, failing polls),
 /// problems first. `problems=true` keeps only meters with a problem and offline gateways; `q`
 /// searches meter numbers, gateway identities and shops; `limit` (≤ 5,000, default 500) and
 /// `offset` page; `meters_total`, `meters_stale` and `meters_matching` count.

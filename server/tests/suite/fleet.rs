@@ -376,3 +376,60 @@ async fn field_alarms_are_listed_and_their_limits_are_settings() {
     let (_, fleet) = app.get("/api/v1/fleet", &admin).await;
     assert_eq!(fleet["alarms"].as_array().unwrap().len(), 2);
 }
+
+/// The fleet calls a meter stale by the company's `stale_meter_s`, the limit its stale-meter
+/// alarm uses: one setting for both.
+#[tokio::test]
+async fn the_fleet_calls_a_meter_stale_by_the_companys_setting() {
+    let app = spawn_app().await;
+    let (company_id, admin) = app.company_with_admin("acme").await;
+    let (_, g) = app
+        .post(
+            "/api/v1/gateways",
+            &admin,
+            json!({"identity": "dtu-1", "kind": "dtu", "registration": "REG-0001",
+                   "buses": [{"number": 1, "protocol": "modbus_rtu"}]}),
+        )
+        .await;
+    let (_, meter) = app
+        .post(
+            "/api/v1/meters",
+            &admin,
+            json!({"bus_id": g["buses"][0]["id"], "model": "dtsy1352", "address": "1", "meter_number": "1001"}),
+        )
+        .await;
+    let meter_id: uuid::Uuid = meter["id"].as_str().unwrap().parse().unwrap();
+    store_batch(
+        &app.db.pool,
+        &SchemaName::for_company(company_id),
+        &[NewReading {
+            meter_id,
+            read_at: Utc::now() - Duration::seconds(120),
+            values: MeterValues {
+                energy_wh: 1,
+                ..MeterValues::default()
+            },
+            raw: vec![],
+            ratio_mismatch: false,
+        }],
+    )
+    .await
+    .unwrap();
+    let (_, settings) = app.get("/api/v1/settings", &admin).await;
+    for (limit_s, expected) in [(300, false), (60, true)] {
+        let mut changed = settings.clone();
+        changed["stale_meter_s"] = json!(limit_s);
+        let (status, body) = app
+            .call(
+                reqwest::Method::PUT,
+                "/api/v1/settings",
+                Some(&admin),
+                Some(changed),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let (_, fleet) = app.get("/api/v1/fleet", &admin).await;
+        assert_eq!(fleet["meters"][0]["stale"], expected, "{limit_s} s");
+        assert_eq!(fleet["meters_stale"], if expected { 1 } else { 0 });
+    }
+}
