@@ -1,7 +1,8 @@
 //! Field alarms (DESIGN.md: Ingest, Freshness): every [`CHECK_EVERY`] each company's meters
 //! and gateways are compared with its limits (`settings.stale_meter_s`,
 //! `settings.offline_gateway_s`): a meter with no reading for longer is stale, a gateway whose
-//! buses have all been offline for longer is offline. One open alarm per (kind, target) is
+//! buses have all been offline for longer is offline (an MQTT gateway silent for longer is
+//! offline since it was last heard). One open alarm per (kind, target) is
 //! raised and cleared when the target is back; the fleet page and `/api/v1/field-alarms` show
 //! them. Ingest owns this because it knows the field; any number of ingest copies may run the
 //! check (the open-alarm index makes raising idempotent).
@@ -34,6 +35,15 @@ const CLEAR_STALE: &str = "
     where a.kind = 'meter_stale' and a.cleared_at is null and a.target_id = m.id
       and (m.status <> 'active' or l.read_at >= now() - make_interval(secs => s.stale_meter_s))";
 
+/// MQTT gateways silent for longer than the limit are offline since they were last heard: a
+/// clean disconnect sends no last will, and a gateway that just stops would otherwise stay
+/// online for ever. (DTU and Modbus-TCP sessions end with their socket.)
+const SILENT_MQTT_OFFLINE: &str = "
+    update bus_sessions bs set online = false, updated_at = bs.last_seen_at
+    from gateways g, settings s
+    where bs.gateway_id = g.id and g.kind = 'mqtt' and bs.online
+      and bs.last_seen_at < now() - make_interval(secs => s.offline_gateway_s)";
+
 /// Gateways with buses, every one offline (or never connected) since longer than the limit.
 const OFFLINE_GATEWAYS: &str = "
     select g.id from gateways g join buses b on b.gateway_id = g.id and b.removed_at is null
@@ -47,6 +57,7 @@ const OFFLINE_GATEWAYS: &str = "
 pub async fn check(pool: &PgPool, schema: &SchemaName) -> anyhow::Result<CheckReport> {
     let mut tx = powertab_core::db::begin_in(pool, schema).await?;
     let mut report = CheckReport::default();
+    sqlx::query(SILENT_MQTT_OFFLINE).execute(&mut *tx).await?;
     report.raised += sqlx::query(RAISE_STALE)
         .execute(&mut *tx)
         .await?

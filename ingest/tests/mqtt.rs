@@ -336,3 +336,65 @@ async fn readings_sent_while_ingest_was_away_arrive_when_it_is_back() {
     let latest = latest_energy_wh(&field, meters[0]).await;
     assert_eq!(latest, 300);
 }
+
+/// A gateway that disconnects cleanly sends no last will: any message marks it heard from, and
+/// silence beyond the company's `offline_gateway_s` marks it offline and raises the alarm.
+#[tokio::test]
+async fn a_silent_mqtt_gateway_goes_offline_without_a_last_will() {
+    let broker = Broker::start().await;
+    let field = Field::new("acme", "dtu-unused", b"UNUSED", &[]).await;
+    mqtt_gateway(&field).await;
+    let (writer, _task) = Writer::start(field.db.pool.clone());
+    tokio::spawn(client::serve(
+        anonymous(&broker, "powertab-test"),
+        field.db.pool.clone(),
+        writer,
+        Dispatch::default(),
+    ));
+    let mut options = MqttOptions::new("gw-1", "127.0.0.1", broker.port);
+    options.set_keep_alive(Duration::from_secs(5));
+    let (gw, mut events) = AsyncClient::new(options, 100);
+    tokio::spawn(async move { while events.poll().await.is_ok() {} });
+    let reading = |total: i64| {
+        let ts = chrono::Utc::now().timestamp_millis();
+        format!(
+            r#"{{"v": 1, "readings": [{{"bus": 1, "addr": "17", "ts": {ts}, "energy_wh": {{"total": {total}}}}}]}}"#
+        )
+    };
+    let online =
+        || async { scalar_i64(&field, "select count(*) from {s}.bus_sessions where online").await };
+    // A reading alone (no status message) says the gateway is there.
+    assert!(
+        wait_until(Duration::from_secs(15), || async {
+            gw.publish("pt/gw-1/up/reading", QoS::AtLeastOnce, false, reading(100))
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            online().await == 1
+        })
+        .await
+    );
+    gw.disconnect().await.unwrap();
+    // Ten minutes of silence (the default limit is five).
+    sqlx::query(&format!(
+        "update {}.bus_sessions set last_seen_at = now() - interval '10 minutes'",
+        field.schema.as_str()
+    ))
+    .execute(&field.db.pool)
+    .await
+    .unwrap();
+    let report = powertab_ingest::alarms::check(&field.db.pool, &field.schema)
+        .await
+        .unwrap();
+    assert_eq!(online().await, 0, "silence marks the gateway offline");
+    assert_eq!(report.raised, 1);
+    let alarms = scalar_i64(
+        &field,
+        "select count(*) from {s}.field_alarms where kind = 'gateway_offline' and cleared_at is null",
+    )
+    .await;
+    assert_eq!(
+        alarms, 1,
+        "offline since it was last heard, ten minutes ago"
+    );
+}

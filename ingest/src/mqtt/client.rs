@@ -190,6 +190,11 @@ async fn handle(pool: &PgPool, writer: &Writer, known: &Known, topic: &str, byte
         refused(identity, "unknown_gateway", 1);
         return;
     };
+    if kind != "status" {
+        // Any message says the gateway is there; a clean disconnect sends no last will, so
+        // silence is what marks it offline (ingest::alarms).
+        heard_from(pool, gateway).await;
+    }
     match kind {
         "reading" => match payload::parse_readings(bytes) {
             Err(e) => {
@@ -227,6 +232,34 @@ async fn handle(pool: &PgPool, writer: &Writer, known: &Known, topic: &str, byte
             None => refused(identity, "ack", 1),
         },
         _ => refused(identity, "topic", 1),
+    }
+}
+
+/// How often a busy gateway's last-seen time is written: every message would be a write.
+const SEEN_WRITE_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Marks `gateway` heard from now (online, last seen), at most every [`SEEN_WRITE_EVERY`].
+async fn heard_from(pool: &PgPool, gateway: &Gateway) {
+    static WRITTEN: std::sync::OnceLock<std::sync::Mutex<HashMap<Uuid, std::time::Instant>>> =
+        std::sync::OnceLock::new();
+    let due = {
+        let mut written = WRITTEN
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = std::time::Instant::now();
+        let due = written
+            .get(&gateway.gateway_id)
+            .is_none_or(|at| now.duration_since(*at) >= SEEN_WRITE_EVERY);
+        if due {
+            written.insert(gateway.gateway_id, now);
+        }
+        due
+    };
+    if due {
+        // Off the message path: readings must not wait for a status write.
+        let (pool, gateway) = (pool.clone(), gateway.clone());
+        tokio::spawn(async move { set_online(&pool, &gateway, true).await });
     }
 }
 
