@@ -345,8 +345,16 @@ pub struct Reading {
     pub remaining_fen: Option<i64>,
     pub relay_closed: Option<bool>,
     pub alarms: Vec<String>,
-    /// Why the reading did not count as consumption (reset, gap, …).
+    /// Why the reading did not count as consumption (reset, gap, …), or `rollover`.
     pub flag: Option<String>,
+    /// The meter's own TOU registers (sharp, peak, flat, valley), when it has them.
+    pub tou_wh: Option<Vec<i64>>,
+    /// The meter's own purchase counter (meter-side prepayment).
+    pub purchase_count: Option<i32>,
+    /// Power factor × 1000.
+    pub pf_milli: Option<i32>,
+    /// The energy the interval ending at this reading counted; none when held or the first.
+    pub counted_wh: Option<i64>,
 }
 
 /// Filters of a meter's reading history (newest first).
@@ -377,7 +385,7 @@ pub async fn readings(
     }
     sqlx::query(
         "select read_at, energy_wh, power_w, voltage_dv, current_ca, remaining_fen, relay_closed,
-                coalesce(alarms, '{}') as alarms, flag
+                coalesce(alarms, '{}') as alarms, flag, tou_wh, purchase_count, pf_milli, counted_wh
          from readings where meter_id = $1 and ($2::timestamptz is null or read_at >= $2)
            and ($3::timestamptz is null or read_at < $3) and (not $4 or flag is not null)
          order by read_at desc limit $5",
@@ -401,6 +409,10 @@ pub async fn readings(
             relay_closed: r.try_get("relay_closed")?,
             alarms: r.try_get("alarms")?,
             flag: r.try_get("flag")?,
+            tou_wh: r.try_get("tou_wh")?,
+            purchase_count: r.try_get("purchase_count")?,
+            pf_milli: r.try_get("pf_milli")?,
+            counted_wh: r.try_get("counted_wh")?,
         })
     })
     .collect()

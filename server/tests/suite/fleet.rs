@@ -7,7 +7,7 @@ use powertab_core::names::SchemaName;
 use powertab_ingest::driver::MeterValues;
 use powertab_ingest::store::{store_batch, NewReading};
 use reqwest::StatusCode;
-use serde_json::json;
+use serde_json::{json, Value};
 
 #[tokio::test]
 async fn the_fleet_shows_reading_ages_and_a_meter_its_history() {
@@ -150,6 +150,17 @@ async fn the_fleet_shows_reading_ages_and_a_meter_its_history() {
         energies,
         vec![(20, None), (5, Some("reset".into())), (10_000, None)]
     );
+    // Each reading says what its interval counted; the meter's own registers are exposed too.
+    let counted: Vec<Value> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["counted_wh"].clone())
+        .collect();
+    assert_eq!(counted, [json!(15), Value::Null, Value::Null]);
+    for key in ["tou_wh", "purchase_count", "pf_milli"] {
+        assert!(history[0].get(key).is_some(), "{key}");
+    }
     let (_, flagged) = app
         .get(
             &format!("/api/v1/meters/{fresh_id}/readings?flagged=true"),
