@@ -59,14 +59,24 @@ impl Writer {
     }
 }
 
-#[derive(Default)]
 struct Pending {
     readings: BTreeMap<String, (SchemaName, VecDeque<NewReading>)>,
     polls: BTreeMap<String, (SchemaName, BTreeMap<Uuid, Vec<PollOutcome>>)>,
     buffered: usize,
+    /// Readings kept at most ([`BUFFER_MAX`]; tests use a small one).
+    buffer_max: usize,
 }
 
 impl Pending {
+    fn new(buffer_max: usize) -> Pending {
+        Pending {
+            readings: BTreeMap::new(),
+            polls: BTreeMap::new(),
+            buffered: 0,
+            buffer_max,
+        }
+    }
+
     fn add(&mut self, message: Message) {
         match message {
             Message::Reading(schema, reading) => {
@@ -76,7 +86,7 @@ impl Pending {
                     .or_insert_with(|| (schema, VecDeque::new()));
                 entry.1.push_back(reading);
                 self.buffered += 1;
-                if self.buffered > BUFFER_MAX {
+                if self.buffered > self.buffer_max {
                     self.drop_oldest();
                 }
             }
@@ -92,6 +102,8 @@ impl Pending {
         }
     }
 
+    /// Drops the oldest reading of the company with the most waiting: one busy company's
+    /// backlog must not cost the others their readings.
     fn drop_oldest(&mut self) {
         if let Some((_, (schema, queue))) =
             self.readings.iter_mut().max_by_key(|(_, (_, q))| q.len())
@@ -109,7 +121,7 @@ impl Pending {
 }
 
 async fn run(pool: PgPool, mut rx: mpsc::Receiver<Message>) {
-    let mut pending = Pending::default();
+    let mut pending = Pending::new(BUFFER_MAX);
     let mut tick = tokio::time::interval(Duration::from_millis(FLUSH_MS));
     loop {
         tokio::select! {
@@ -202,4 +214,74 @@ async fn store_polls(
     }
     tx.commit().await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::driver::MeterValues;
+
+    fn reading(meter: u128, energy_wh: i64) -> NewReading {
+        NewReading {
+            meter_id: Uuid::from_u128(meter),
+            read_at: Utc::now(),
+            values: MeterValues {
+                energy_wh,
+                ..MeterValues::default()
+            },
+            raw: Vec::new(),
+            ratio_mismatch: false,
+        }
+    }
+
+    fn queue(pending: &Pending, company: i64) -> Vec<i64> {
+        pending
+            .readings
+            .get(SchemaName::for_company(company).as_str())
+            .map(|(_, q)| q.iter().map(|r| r.values.energy_wh).collect())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn a_full_buffer_drops_the_oldest_reading_of_the_busiest_company() {
+        let mut pending = Pending::new(3);
+        for wh in [1, 2, 3] {
+            pending.add(Message::Reading(SchemaName::for_company(1), reading(1, wh)));
+        }
+        pending.add(Message::Reading(
+            SchemaName::for_company(2),
+            reading(2, 100),
+        ));
+        assert_eq!(pending.buffered, 3);
+        assert_eq!(
+            queue(&pending, 1),
+            [2, 3],
+            "company 1's oldest reading went"
+        );
+        assert_eq!(
+            queue(&pending, 2),
+            [100],
+            "the quiet company keeps its reading"
+        );
+    }
+
+    #[tokio::test]
+    async fn readings_stay_while_the_database_is_down() {
+        // Nothing listens on port 1: every store fails.
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .acquire_timeout(Duration::from_millis(200))
+            .connect_lazy("postgres://postgres@127.0.0.1:1/nothing")
+            .unwrap();
+        let mut pending = Pending::new(10);
+        for wh in [1, 2] {
+            pending.add(Message::Reading(SchemaName::for_company(1), reading(1, wh)));
+        }
+        flush(&pool, &mut pending).await;
+        assert_eq!(pending.buffered, 2);
+        assert_eq!(
+            queue(&pending, 1),
+            [1, 2],
+            "kept, in order, for the next flush"
+        );
+    }
 }

@@ -305,8 +305,17 @@ async fn readings_sent_while_ingest_was_away_arrive_when_it_is_back() {
     })
     .await;
     assert!(up);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let before = count().await;
+    // The loop above may have left readings on their way (the writer flushes every 500 ms):
+    // wait until the count holds still for longer than a flush.
+    let mut before = count().await;
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let now = count().await;
+        if now == before {
+            break;
+        }
+        before = now;
+    }
     // Ingest goes away (its connection drops with the task); the gateway goes on publishing.
     ingest.abort();
     tokio::time::sleep(Duration::from_millis(300)).await;
