@@ -127,6 +127,48 @@ pub async fn record(
     Ok(())
 }
 
+/// Records that `actor` looked at a credential (`action` on gateway `target_id`, with `after`
+/// naming what was seen): one entry per person, target and `after` within five minutes, so a
+/// page that is reloaded, or rendered in two passes at once, is one look. An advisory lock
+/// makes a simultaneous second look wait for the first one's entry.
+pub async fn record_look(
+    conn: &mut PgConnection,
+    actor: &Principal,
+    action: &str,
+    target_id: &str,
+    after: Option<Value>,
+) -> CoreResult<()> {
+    sqlx::query("select pg_advisory_xact_lock(hashtextextended($1 || ':' || $2, 0))")
+        .bind(action)
+        .bind(target_id)
+        .execute(&mut *conn)
+        .await?;
+    let seen: bool = sqlx::query_scalar(
+        "select exists (select 1 from audit_log where action = $1
+             and target_id = $2 and actor_id is not distinct from $3 and after is not distinct from $4
+             and at > now() - interval '5 minutes')",
+    )
+    .bind(action)
+    .bind(target_id)
+    .bind(actor.user_id)
+    .bind(&after)
+    .fetch_one(&mut *conn)
+    .await?;
+    if seen {
+        return Ok(());
+    }
+    record(
+        conn,
+        actor,
+        action,
+        "gateway",
+        Some(target_id.to_owned()),
+        None,
+        after,
+    )
+    .await
+}
+
 /// Records a platform action in `control.audit_log`, whatever the current schema.
 pub async fn record_platform(
     conn: &mut PgConnection,

@@ -104,6 +104,17 @@ pub fn is_topic_safe(identity: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
 }
 
+/// Bytes given as lowercase hex, as text when they are all printable ASCII (registrations are
+/// often typed as text: `PT-0001`).
+pub fn printable_text(hex: &str) -> Option<String> {
+    let bytes: Vec<u8> = (0..hex.len() / 2)
+        .filter_map(|i| u8::from_str_radix(hex.get(i * 2..i * 2 + 2)?, 16).ok())
+        .collect();
+    String::from_utf8(bytes)
+        .ok()
+        .filter(|t| t.chars().all(|c| c.is_ascii_graphic() || c == ' '))
+}
+
 /// Bytes typed as text or hex, as lowercase hex; `None` when empty, `Err` when not hex.
 pub fn bytes_hex(text: &str, is_hex: bool) -> Result<Option<String>, &'static str> {
     if text.is_empty() {
@@ -689,38 +700,15 @@ pub async fn reveal_registration(
             .fetch_one(&mut *conn)
             .await?;
     let hex = hex.ok_or(CoreError::NotFound("registration"))?;
-    sqlx::query(
-        "select pg_advisory_xact_lock(hashtextextended('gateway.registration_view:' || $1, 0))",
+    audit::record_look(
+        conn,
+        principal,
+        "gateway.registration_view",
+        &id.to_string(),
+        None,
     )
-    .bind(id.to_string())
-    .execute(&mut *conn)
     .await?;
-    let seen: bool = sqlx::query_scalar(
-        "select exists (select 1 from audit_log where action = 'gateway.registration_view'
-             and target_id = $1 and actor_id is not distinct from $2 and at > now() - interval '5 minutes')",
-    )
-    .bind(id.to_string())
-    .bind(principal.user_id)
-    .fetch_one(&mut *conn)
-    .await?;
-    if !seen {
-        audit::record(
-            conn,
-            principal,
-            "gateway.registration_view",
-            "gateway",
-            Some(id.to_string()),
-            None,
-            None,
-        )
-        .await?;
-    }
-    let bytes: Vec<u8> = (0..hex.len() / 2)
-        .filter_map(|i| u8::from_str_radix(&hex[i * 2..i * 2 + 2], 16).ok())
-        .collect();
-    let text = String::from_utf8(bytes)
-        .ok()
-        .filter(|t| t.chars().all(|c| c.is_ascii_graphic() || c == ' '));
+    let text = printable_text(&hex);
     Ok(Registration {
         registration_hex: hex,
         registration_text: text,

@@ -556,15 +556,9 @@ pub async fn unclaimed(
     .into_iter()
     .map(|r| {
         let hex: String = r.try_get("registration_hex")?;
-        let bytes: Vec<u8> = (0..hex.len() / 2)
-            .filter_map(|i| u8::from_str_radix(&hex[i * 2..i * 2 + 2], 16).ok())
-            .collect();
-        let text = String::from_utf8(bytes)
-            .ok()
-            .filter(|t| t.chars().all(|c| c.is_ascii_graphic() || c == ' '));
         Ok(Unclaimed {
+            registration_text: crate::field::printable_text(&hex),
             registration_hex: hex,
-            registration_text: text,
             first_seen_at: r.try_get("first_seen_at")?,
             last_seen_at: r.try_get("last_seen_at")?,
             last_peer: r.try_get("last_peer")?,

@@ -122,36 +122,13 @@ pub async fn show(
     id: Uuid,
 ) -> CoreResult<MqttCredential> {
     let (identity, generation, secret) = allowed(conn, principal, secret, id).await?;
-    // One entry per person, gateway and generation within a few minutes: a page that is
-    // reloaded (or rendered in two passes at once) is one look. The lock makes a second,
-    // simultaneous look wait for the first one's entry.
-    sqlx::query(
-        "select pg_advisory_xact_lock(hashtextextended('gateway.credential_view:' || $1, 0))",
-    )
-    .bind(id.to_string())
-    .execute(&mut *conn)
-    .await?;
-    let seen: bool = sqlx::query_scalar(
-        "select exists (select 1 from audit_log where action = 'gateway.credential_view'
-             and target_id = $1 and actor_id is not distinct from $2 and after = $3
-             and at > now() - interval '5 minutes')",
-    )
-    .bind(id.to_string())
-    .bind(principal.user_id)
-    .bind(serde_json::json!({ "generation": generation }))
-    .fetch_one(&mut *conn)
-    .await?;
-    if seen {
-        return Ok(credential(secret, id, identity, generation));
-    }
-    audit::record(
+    let seen = serde_json::json!({ "generation": generation });
+    audit::record_look(
         conn,
         principal,
         "gateway.credential_view",
-        "gateway",
-        Some(id.to_string()),
-        None,
-        Some(serde_json::json!({ "generation": generation })),
+        &id.to_string(),
+        Some(seen),
     )
     .await?;
     Ok(credential(secret, id, identity, generation))

@@ -48,6 +48,26 @@ pub(crate) async fn page(app: &TestApp, client: &reqwest::Client, path: &str) ->
         .unwrap()
 }
 
+/// A browser-like client logged in through the login form as `username` of `company` (empty
+/// for platform staff), with the test password.
+pub(crate) async fn logged_in_as(app: &TestApp, company: &str, username: &str) -> reqwest::Client {
+    let client = browser_like();
+    let (status, _) = post_form(
+        app,
+        &client,
+        "/login",
+        "/sfn/login",
+        &[
+            ("company", company),
+            ("username", username),
+            ("password", PASSWORD),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::FOUND, "logged in as {username}");
+    client
+}
+
 /// The CSRF token the page put in its forms.
 pub(crate) fn csrf_of(html: &str) -> String {
     let start = html
@@ -114,19 +134,7 @@ async fn platform_staff_enter_a_company_and_leave_it_again() {
 async fn a_form_without_the_right_csrf_field_changes_nothing() {
     let app = spawn_app().await;
     app.company_with_admin("acme").await;
-    let client = browser_like();
-    post_form(
-        &app,
-        &client,
-        "/login",
-        "/sfn/login",
-        &[
-            ("company", "acme"),
-            ("username", "boss"),
-            ("password", PASSWORD),
-        ],
-    )
-    .await;
+    let client = logged_in_as(&app, "acme", "boss").await;
     let form = [
         ("csrf", "forged"),
         ("username", "intruder"),
@@ -145,19 +153,7 @@ async fn a_form_without_the_right_csrf_field_changes_nothing() {
 async fn the_property_pages_add_buildings_floors_and_shops_with_plain_forms() {
     let app = spawn_app().await;
     let (_, admin) = app.company_with_admin("acme").await;
-    let client = browser_like();
-    post_form(
-        &app,
-        &client,
-        "/login",
-        "/sfn/login",
-        &[
-            ("company", "acme"),
-            ("username", "boss"),
-            ("password", PASSWORD),
-        ],
-    )
-    .await;
+    let client = logged_in_as(&app, "acme", "boss").await;
     let page_html = page(&app, &client, "/property").await;
     let csrf = csrf_of(&page_html);
     let (_, location) = post_form(
@@ -343,19 +339,7 @@ async fn a_crafted_error_link_shows_only_translated_messages() {
 async fn a_server_function_answers_404_for_what_does_not_exist() {
     let app = spawn_app().await;
     app.company_with_admin("acme").await;
-    let client = browser_like();
-    post_form(
-        &app,
-        &client,
-        "/login",
-        "/sfn/login",
-        &[
-            ("company", "acme"),
-            ("username", "boss"),
-            ("password", PASSWORD),
-        ],
-    )
-    .await;
+    let client = logged_in_as(&app, "acme", "boss").await;
     for id in [uuid::Uuid::now_v7().to_string(), "not-an-id".to_owned()] {
         let response = client
             .post(app.url("/sfn/gateway_get"))
@@ -387,19 +371,7 @@ async fn platform_staff_hand_a_refused_registration_to_a_company_and_companies_s
     .execute(&app.db.pool)
     .await
     .unwrap();
-    let client = browser_like();
-    post_form(
-        &app,
-        &client,
-        "/login",
-        "/sfn/login",
-        &[
-            ("company", ""),
-            ("username", "root"),
-            ("password", PASSWORD),
-        ],
-    )
-    .await;
+    let client = logged_in_as(&app, "", "root").await;
     let html = page(&app, &client, "/platform/registrations").await;
     assert!(
         html.contains("NEW-DTU") && html.contains("203.0.113.9"),
@@ -430,19 +402,7 @@ async fn platform_staff_hand_a_refused_registration_to_a_company_and_companies_s
             .unwrap();
     assert_eq!(claimed, Some(company_id));
 
-    let boss = browser_like();
-    post_form(
-        &app,
-        &boss,
-        "/login",
-        "/sfn/login",
-        &[
-            ("company", "acme"),
-            ("username", "boss"),
-            ("password", PASSWORD),
-        ],
-    )
-    .await;
+    let boss = logged_in_as(&app, "acme", "boss").await;
     let gateways = page(&app, &boss, "/gateways").await;
     assert!(gateways.contains("id=\"registration-problems\"") && gateways.contains("old-dtu"));
     // Companies never reach the platform page's data.
