@@ -50,6 +50,32 @@ pub async fn set_schema(tx: &mut sqlx::PgConnection, schema: &SchemaName) -> Cor
     Ok(())
 }
 
+/// Attempts [`retrying`] makes before giving the error back.
+pub const RETRY_ATTEMPTS_MAX: u32 = 5;
+
+/// Runs `work` (which begins, does and commits a transaction of its own) again when it fails
+/// with a serialization failure or a deadlock, at most [`RETRY_ATTEMPTS_MAX`] times with a
+/// short growing pause; any other outcome is returned at once. Money postings at
+/// `serializable` isolation go through here.
+pub async fn retrying<T, F, Fut>(mut work: F) -> CoreResult<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = CoreResult<T>>,
+{
+    let mut attempt = 1;
+    loop {
+        match work().await {
+            Err(err) if err.is_retryable() && attempt < RETRY_ATTEMPTS_MAX => {
+                metrics::counter!("powertab_db_retries_total").increment(1);
+                tracing::info!(attempt, cause = %err, "retrying a transaction");
+                tokio::time::sleep(Duration::from_millis(10 * u64::from(attempt))).await;
+                attempt += 1;
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
 /// Whether the database answers (for `/readyz`).
 pub async fn ping(pool: &PgPool) -> bool {
     sqlx::query_scalar::<_, i32>("select 1")

@@ -34,9 +34,20 @@ pub enum CoreError {
     /// A company quota would be exceeded.
     #[error("{0}")]
     QuotaExceeded(String),
-    /// Anything the caller cannot fix: database down, a bug. Logged once at the boundary.
+    /// Anything the caller cannot fix: a bug, an impossible state. Logged once at the boundary.
     #[error("internal error: {0}")]
     Internal(String),
+    /// The database refused or failed. The SQLSTATE and the constraint are kept, so callers can
+    /// retry a serialization failure or deadlock ([`CoreError::is_retryable`],
+    /// `db::retrying`) and recognise their own unique constraint (an idempotency key's replay:
+    /// [`CoreError::violates`]); a unique violation nobody expected answers 409, anything else
+    /// 500 (logged with `message`).
+    #[error("database: {message}")]
+    Database {
+        sqlstate: Option<String>,
+        constraint: Option<String>,
+        message: String,
+    },
 }
 
 impl CoreError {
@@ -60,6 +71,53 @@ impl CoreError {
         }
     }
 
+    /// Whether trying the whole transaction again may succeed: a serialization failure
+    /// (40001) or a deadlock (40P01).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, CoreError::Database { sqlstate: Some(code), .. } if code == "40001" || code == "40P01")
+    }
+
+    /// Whether this is a unique violation of the named constraint.
+    pub fn violates(&self, constraint_name: &str) -> bool {
+        matches!(self, CoreError::Database { sqlstate: Some(code), constraint: Some(c), .. }
+            if code == "23505" && c == constraint_name)
+    }
+
+    fn is_unique_violation(&self) -> bool {
+        matches!(self, CoreError::Database { sqlstate: Some(code), .. } if code == "23505")
+    }
+
+    /// The HTTP status every boundary (REST, server functions) answers this error with.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            CoreError::Unauthorized(_) => 401,
+            CoreError::Forbidden(_) => 403,
+            CoreError::NotFound(_) => 404,
+            CoreError::Validation { .. } => 422,
+            CoreError::Conflict(_) | CoreError::QuotaExceeded(_) => 409,
+            CoreError::Throttled(_) => 429,
+            CoreError::Database { .. } if self.is_unique_violation() => 409,
+            CoreError::Internal(_) | CoreError::Database { .. } => 500,
+        }
+    }
+
+    /// Whether the cause must be logged (the caller gets an opaque answer).
+    pub fn is_internal(&self) -> bool {
+        self.http_status() == 500
+    }
+
+    /// The message for the caller: the error itself, or an opaque one for internal failures.
+    pub fn public_message(&self) -> String {
+        if self.is_internal() {
+            "internal error; it has been logged".to_owned()
+        } else if self.is_unique_violation() {
+            // Says nothing of what else exists (another company's name, say).
+            "already exists".to_owned()
+        } else {
+            self.to_string()
+        }
+    }
+
     /// Stable snake_case code for API error bodies and translations.
     pub fn code(&self) -> &'static str {
         match self {
@@ -70,7 +128,8 @@ impl CoreError {
             CoreError::Conflict(_) => "conflict",
             CoreError::Throttled(_) => "too_many_attempts",
             CoreError::QuotaExceeded(_) => "quota_exceeded",
-            CoreError::Internal(_) => "internal",
+            CoreError::Database { .. } if self.is_unique_violation() => "conflict",
+            CoreError::Internal(_) | CoreError::Database { .. } => "internal",
         }
     }
 }
@@ -79,11 +138,6 @@ impl CoreError {
 impl From<sqlx::Error> for CoreError {
     fn from(err: sqlx::Error) -> Self {
         if let sqlx::Error::Database(db) = &err {
-            // 23505 unique_violation: callers that expect one check first and give a better
-            // message; this is the fallback when two requests race.
-            if db.code().as_deref() == Some("23505") {
-                return CoreError::Conflict("already exists".into());
-            }
             // 22021 character_not_in_repertoire: PostgreSQL text cannot hold a NUL byte, which
             // any text field (a login name included) may carry. The caller's input, not a fault.
             if db.code().as_deref() == Some("22021") {
@@ -96,6 +150,20 @@ impl From<sqlx::Error> for CoreError {
         if matches!(err, sqlx::Error::RowNotFound) {
             return CoreError::NotFound("record");
         }
-        CoreError::Internal(format!("database: {err}"))
+        // 23505 unique_violation: callers that expect one check first and give a better
+        // message, or recognise their constraint ([`CoreError::violates`]); otherwise it is
+        // the fallback when two requests race, answered 409.
+        let (sqlstate, constraint) = match &err {
+            sqlx::Error::Database(db) => (
+                db.code().map(|c| c.into_owned()),
+                db.constraint().map(str::to_owned),
+            ),
+            _ => (None, None),
+        };
+        CoreError::Database {
+            sqlstate,
+            constraint,
+            message: err.to_string(),
+        }
     }
 }

@@ -367,18 +367,19 @@ fn errors_from(kind: ImportKind, row: usize, err: CoreError) -> Vec<RowError> {
                 message,
             })
             .collect(),
-        CoreError::Internal(cause) => {
-            // Not the row's fault: stop the import rather than blame the row.
+        err if err.is_internal() => {
+            // Not the row's fault, and nothing of the database's text for the caller.
+            tracing::error!(row, cause = %err, "import row failed");
             vec![RowError {
                 row,
                 column: String::new(),
-                message: format!("internal error: {cause}"),
+                message: err.public_message(),
             }]
         }
         other => vec![RowError {
             row,
             column: String::new(),
-            message: other.to_string(),
+            message: other.public_message(),
         }],
     }
 }

@@ -130,8 +130,8 @@ async fn upload_import(
     .await;
     match staged {
         Ok(upload) => Redirect::to(&format!("/import/{}", upload.id)).into_response(),
-        Err(powertab_core::CoreError::Internal(cause)) => {
-            tracing::error!(%cause, "import upload");
+        Err(err) if err.is_internal() => {
+            tracing::error!(cause = %err, "import upload");
             back("internal")
         }
         Err(powertab_core::CoreError::Validation { fields, .. }) => {

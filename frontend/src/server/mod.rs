@@ -111,8 +111,8 @@ struct UiError {
 
 impl From<CoreError> for UiError {
     fn from(err: CoreError) -> Self {
-        if let CoreError::Internal(cause) = &err {
-            tracing::error!(%cause, "internal error in a server function");
+        if err.is_internal() {
+            tracing::error!(cause = %err, "internal error in a server function");
         }
         let (fields, detail) = match &err {
             CoreError::Validation { fields, .. } => (
@@ -298,19 +298,13 @@ async fn read_session() -> Result<(Principal, Tx), ServerFnError> {
 /// A read's failure as a server function answers it: the error code, with the status REST
 /// gives the same error (404 for what the caller may not see, 403, 422, …), not a blanket 500.
 fn read_err(err: CoreError) -> ServerFnError {
-    if let CoreError::Internal(cause) = &err {
-        tracing::error!(%cause, "internal error in a server function");
+    if err.is_internal() {
+        tracing::error!(cause = %err, "internal error in a server function");
     }
-    let status = match &err {
-        CoreError::Unauthorized(_) => http::StatusCode::UNAUTHORIZED,
-        CoreError::Forbidden(_) => http::StatusCode::FORBIDDEN,
-        CoreError::NotFound(_) => http::StatusCode::NOT_FOUND,
-        CoreError::Validation { .. } => http::StatusCode::UNPROCESSABLE_ENTITY,
-        CoreError::Conflict(_) | CoreError::QuotaExceeded(_) => http::StatusCode::CONFLICT,
-        CoreError::Throttled(_) => http::StatusCode::TOO_MANY_REQUESTS,
-        CoreError::Internal(_) => http::StatusCode::INTERNAL_SERVER_ERROR,
-    };
-    if let Some(response) = use_context::<ResponseOptions>() {
+    if let (Some(response), Ok(status)) = (
+        use_context::<ResponseOptions>(),
+        http::StatusCode::from_u16(err.http_status()),
+    ) {
         response.set_status(status);
     }
     internal(err.code())

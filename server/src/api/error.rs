@@ -54,19 +54,9 @@ impl ApiError {
     pub fn status_code_and_body(&self) -> (StatusCode, ErrorBody) {
         let (status, code, message, fields) = match self {
             ApiError::Core(err) => {
-                let status = match err {
-                    CoreError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-                    CoreError::Forbidden(_) => StatusCode::FORBIDDEN,
-                    CoreError::NotFound(_) => StatusCode::NOT_FOUND,
-                    CoreError::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-                    CoreError::Conflict(_) | CoreError::QuotaExceeded(_) => StatusCode::CONFLICT,
-                    CoreError::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
-                    CoreError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-                };
-                let message = match err {
-                    CoreError::Internal(_) => "internal error; it has been logged".to_owned(),
-                    other => other.to_string(),
-                };
+                let status = StatusCode::from_u16(err.http_status())
+                    .expect("core answers only standard status codes");
+                let message = err.public_message();
                 let fields = match err {
                     CoreError::Validation { fields, .. } => fields.clone(),
                     _ => BTreeMap::new(),
@@ -107,9 +97,11 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if let ApiError::Core(CoreError::Internal(cause)) = &self {
-            tracing::error!(%cause, "internal error");
-            metrics::counter!("powertab_http_internal_errors_total").increment(1);
+        if let ApiError::Core(err) = &self {
+            if err.is_internal() {
+                tracing::error!(cause = %err, "internal error");
+                metrics::counter!("powertab_http_internal_errors_total").increment(1);
+            }
         }
         let (status, body) = self.status_code_and_body();
         (status, Json(body)).into_response()
