@@ -857,6 +857,12 @@ pub async fn resolve(
         Some(c) => db::set_schema(&mut tx, &c.schema).await?,
         None => db::set_schema(&mut tx, &SchemaName::control()).await?,
     }
+    // The request's span (server::app) says from here on whose request it is.
+    let span = tracing::Span::current();
+    span.record("user_id", tracing::field::display(claims.sub));
+    if let Some(company) = &company {
+        span.record("company_id", company.id);
+    }
     let principal = Principal {
         user_id: claims.sub,
         username: row.try_get("username")?,

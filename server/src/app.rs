@@ -20,6 +20,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 use tokio::net::TcpListener;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -104,6 +106,11 @@ pub fn router(state: AppState) -> Router {
         // A bug that panics in one request answers 500 to that request; the connection and
         // the process stay up (tokio would otherwise drop the connection without an answer).
         .layer(tower_http::catch_panic::CatchPanicLayer::new())
+        // Every log line of a request carries its id (sent back as `x-request-id`), and once
+        // the session is resolved the company and the user (core::auth::resolve records them).
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .with_state(state)
 }
 
@@ -123,6 +130,23 @@ async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderMap) 
         }
         _ => (StatusCode::NOT_FOUND, "not found").into_response(),
     }
+}
+
+/// The span of one request: method, path, request id; company and user filled in later.
+fn request_span(request: &Request) -> tracing::Span {
+    let request_id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    tracing::info_span!(
+        "request",
+        method = %request.method(),
+        path = request.uri().path(),
+        request_id,
+        company_id = tracing::field::Empty,
+        user_id = tracing::field::Empty,
+    )
 }
 
 /// The answer for an unknown `/api/…` path: our JSON 404, not a web page.

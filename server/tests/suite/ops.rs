@@ -436,3 +436,21 @@ async fn behind_https_every_cookie_is_secure_and_hsts_is_sent() {
         assert!(cookie.contains("; Secure"), "{cookie}");
     }
 }
+
+/// Every answer carries the request's id (made when the caller sent none), the id every log
+/// line of the request carries.
+#[tokio::test]
+async fn every_answer_carries_its_request_id() {
+    let app = spawn_app().await;
+    let made = app.http.get(app.url("/healthz")).send().await.unwrap();
+    let id = made.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert!(uuid::Uuid::parse_str(&id).is_ok(), "{id}");
+    let given = app
+        .http
+        .get(app.url("/healthz"))
+        .header("x-request-id", "trace-me-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(given.headers()["x-request-id"], "trace-me-42");
+}
