@@ -41,6 +41,7 @@ async fn main() {
     // never rests and the period of one meter is the sweep time.
     let config = DtuConfig {
         poll_interval: Duration::from_millis(100),
+        ..Default::default()
     };
     tokio::spawn(dtu::serve(listener, field.db.pool.clone(), writer, config));
     let meters = (1..=METERS)

@@ -91,6 +91,7 @@ async fn main() {
         writer,
         DtuConfig {
             poll_interval: INTERVAL,
+            ..Default::default()
         },
     ));
     let cpu_start = common::cpu_s();

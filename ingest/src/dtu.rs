@@ -34,12 +34,20 @@ const REGISTRATION_MAX: usize = 256;
 #[derive(Debug, Clone)]
 pub struct DtuConfig {
     pub poll_interval: Duration,
+    /// Connections held at once (registering or registered). The port is open to anyone on the
+    /// internet: without a cap a flood of idle sockets would use up file descriptors and memory
+    /// and keep real DTUs out. Beyond it a new connection is closed at once and counted.
+    pub connections_max: usize,
 }
+
+/// Default for [`DtuConfig::connections_max`]: a large fleet's buses, with room to spare.
+pub const CONNECTIONS_MAX_DEFAULT: usize = 20_000;
 
 impl Default for DtuConfig {
     fn default() -> Self {
         DtuConfig {
             poll_interval: Duration::from_secs(30),
+            connections_max: CONNECTIONS_MAX_DEFAULT,
         }
     }
 }
@@ -67,6 +75,7 @@ pub async fn serve_with(
     dispatch: Dispatch,
 ) {
     let sessions: Sessions = Arc::default();
+    let slots = Arc::new(tokio::sync::Semaphore::new(config.connections_max));
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -76,6 +85,12 @@ pub async fn serve_with(
                 continue;
             }
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            metrics::counter!("ingest_dtu_connections_refused_total").increment(1);
+            tracing::warn!(%peer, limit = config.connections_max, "too many DTU connections; closing a new one");
+            drop(stream);
+            continue;
+        };
         let (pool, writer, config, sessions, dispatch) = (
             pool.clone(),
             writer.clone(),
@@ -84,6 +99,8 @@ pub async fn serve_with(
             dispatch.clone(),
         );
         tokio::spawn(async move {
+            // Held for the connection's life.
+            let _slot = slot;
             if let Err(e) = accept(stream, peer, pool, writer, config, sessions, dispatch).await {
                 tracing::info!(%peer, error = %e, "DTU connection ended");
             }

@@ -65,6 +65,13 @@ pub struct IngestConfig {
     /// (see [`dial_policy`]). The demo and the tests allow `127.0.0.0/8`.
     #[serde(default)]
     pub dial_allow: Vec<String>,
+    /// DTU connections held at once; beyond it new ones are closed (`ingest_dtu_connections_refused_total`).
+    #[serde(default = "dtu_connections_max_default")]
+    pub dtu_connections_max: usize,
+}
+
+fn dtu_connections_max_default() -> usize {
+    dtu::CONNECTIONS_MAX_DEFAULT
 }
 
 impl IngestConfig {
@@ -130,6 +137,7 @@ impl Default for IngestConfig {
             mqtt_admin_password: Secret::default(),
             gateway_secret: None,
             dial_allow: Vec::new(),
+            dtu_connections_max: dtu::CONNECTIONS_MAX_DEFAULT,
         }
     }
 }
@@ -178,6 +186,7 @@ pub async fn run(
     let listening = tokio::spawn(commands::listen(pool.clone(), dispatch.clone()));
     let dtu_config = dtu::DtuConfig {
         poll_interval: interval,
+        connections_max: config.dtu_connections_max.max(1),
     };
     let serving = tokio::spawn(dtu::serve_with(
         listener,

@@ -22,6 +22,7 @@ async fn start_ingest(field: &Field) -> std::net::SocketAddr {
     let (writer, _task) = Writer::start(field.db.pool.clone());
     let config = DtuConfig {
         poll_interval: Duration::from_millis(300),
+        ..Default::default()
     };
     tokio::spawn(dtu::serve(listener, field.db.pool.clone(), writer, config));
     addr
@@ -195,6 +196,7 @@ async fn read_now_jumps_the_schedule() {
     // A long interval: only commands make more readings after the first poll.
     let config = DtuConfig {
         poll_interval: Duration::from_secs(3600),
+        ..Default::default()
     };
     tokio::spawn(dtu::serve(listener, field.db.pool.clone(), writer, config));
     let bus = SimBus::modbus(vec![SimMeter::new(
@@ -335,4 +337,40 @@ async fn a_dtu_whose_registration_begins_with_another_companys_is_never_bound_to
         company, None,
         "the ambiguous last attempt is the platform's to sort out"
     );
+}
+
+/// The DTU port is open to anyone: beyond `connections_max` a new connection is closed at
+/// once, and a slot is free again when a connection ends.
+#[tokio::test]
+async fn connections_beyond_the_cap_are_closed_at_once() {
+    use tokio::io::AsyncReadExt;
+    let field = Field::new("acme", "dtu-1", b"PT-0001", &["modbus_rtu"]).await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (writer, _task) = Writer::start(field.db.pool.clone());
+    let config = DtuConfig {
+        connections_max: 2,
+        ..Default::default()
+    };
+    tokio::spawn(dtu::serve(listener, field.db.pool.clone(), writer, config));
+    // Is the connection still open half a second later (waiting for a registration)?
+    let held_open = |mut stream: tokio::net::TcpStream| async move {
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(Duration::from_millis(500), stream.read(&mut byte)).await;
+        (read.is_err(), stream)
+    };
+    let (first_open, first) = held_open(tokio::net::TcpStream::connect(addr).await.unwrap()).await;
+    let (second_open, second) =
+        held_open(tokio::net::TcpStream::connect(addr).await.unwrap()).await;
+    assert!(first_open && second_open, "two connections fit");
+    let (third_open, _third) = held_open(tokio::net::TcpStream::connect(addr).await.unwrap()).await;
+    assert!(!third_open, "the third is closed at once");
+    drop((first, second));
+    let freed = powertab_testkit::wait_until(Duration::from_secs(5), || async {
+        held_open(tokio::net::TcpStream::connect(addr).await.unwrap())
+            .await
+            .0
+    })
+    .await;
+    assert!(freed, "a slot is free again once a connection ends");
 }

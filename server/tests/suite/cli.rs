@@ -166,6 +166,7 @@ async fn the_demo_building_is_simulated_and_every_meter_is_read() {
     let (writer, _task) = powertab_ingest::writer::Writer::start(db.pool.clone());
     let config = powertab_ingest::dtu::DtuConfig {
         poll_interval: std::time::Duration::from_millis(500),
+        ..Default::default()
     };
     tokio::spawn(powertab_ingest::dtu::serve(
         listener,
