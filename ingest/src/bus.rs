@@ -15,7 +15,6 @@ use std::collections::VecDeque;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -246,7 +245,7 @@ pub async fn run<T: Transport>(
     dispatch: Dispatch,
 ) -> anyhow::Result<()> {
     mark(&pool, &link, true, &peer).await;
-    let (command_tx, mut command_rx) = mpsc::unbounded_channel();
+    let (command_tx, mut command_rx) = crate::commands::channel();
     let mut pending: VecDeque<Uuid> = VecDeque::new();
     let mut slots = load_slots(&pool, &link, &[]).await?;
     pending.extend(adopt(&pool, &link, &slots, &dispatch, &command_tx).await);
@@ -331,7 +330,7 @@ async fn adopt(
     link: &BusLink,
     slots: &[Slot],
     dispatch: &Dispatch,
-    to: &mpsc::UnboundedSender<(Uuid, Uuid)>,
+    to: &crate::commands::CommandSender,
 ) -> Vec<Uuid> {
     let meters: Vec<Uuid> = slots.iter().map(|s| s.meter_id).collect();
     dispatch.route(&meters, to);

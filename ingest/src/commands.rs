@@ -13,7 +13,17 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 /// Where a session receives (meter, command) pairs.
-pub type CommandSender = mpsc::UnboundedSender<(Uuid, Uuid)>;
+pub type CommandSender = mpsc::Sender<(Uuid, Uuid)>;
+
+/// Commands a session's channel holds. Bounded: a session that stopped draining (a stuck bus)
+/// must not grow memory; a command that does not fit stays `queued` in the table, and the
+/// session takes it when it next reloads its meters.
+pub const SESSION_COMMANDS_MAX: usize = 1_024;
+
+/// A session's command channel.
+pub fn channel() -> (CommandSender, mpsc::Receiver<(Uuid, Uuid)>) {
+    mpsc::channel(SESSION_COMMANDS_MAX)
+}
 
 /// Where each meter's commands go: the channel of the session polling its bus.
 #[derive(Clone, Default)]
@@ -34,14 +44,21 @@ impl Dispatch {
     /// Hands command `command` of `meter` to its session; false when no session has the meter.
     pub fn deliver(&self, meter: Uuid, command: Uuid) -> bool {
         let mut routes = self.routes.lock().expect("dispatch lock");
-        match routes.get(&meter) {
-            Some(to) if to.send((meter, command)).is_ok() => true,
-            Some(_) => {
+        let Some(to) = routes.get(&meter) else {
+            return false;
+        };
+        match to.try_send((meter, command)) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                metrics::counter!("ingest_commands_deferred_total").increment(1);
+                tracing::warn!(%meter, %command, "a session's command queue is full; the command waits for its next reload");
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
                 // The session ended; forget the route.
                 routes.remove(&meter);
                 false
             }
-            None => false,
         }
     }
 }
@@ -109,7 +126,7 @@ mod tests {
     #[test]
     fn commands_go_to_the_session_of_the_meter() {
         let dispatch = Dispatch::default();
-        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (tx, mut rx) = channel();
         let (meter, other) = (Uuid::now_v7(), Uuid::now_v7());
         dispatch.route(&[meter], &tx);
         let command = Uuid::now_v7();
@@ -121,5 +138,22 @@ mod tests {
             !dispatch.deliver(meter, command),
             "an ended session is forgotten"
         );
+    }
+
+    #[test]
+    fn a_full_session_queue_defers_commands_and_keeps_the_route() {
+        let dispatch = Dispatch::default();
+        let (tx, mut rx) = channel();
+        let meter = Uuid::now_v7();
+        dispatch.route(&[meter], &tx);
+        for _ in 0..SESSION_COMMANDS_MAX {
+            assert!(dispatch.deliver(meter, Uuid::now_v7()));
+        }
+        assert!(
+            !dispatch.deliver(meter, Uuid::now_v7()),
+            "full: left queued in the table"
+        );
+        rx.try_recv().unwrap();
+        assert!(dispatch.deliver(meter, Uuid::now_v7()), "the route is kept");
     }
 }

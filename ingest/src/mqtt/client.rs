@@ -15,7 +15,6 @@ use serde::{Deserialize, Serialize};
 use sqlx::{PgPool, Row};
 use std::collections::HashMap;
 use std::time::Duration;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -120,7 +119,7 @@ pub async fn serve(config: MqttConfig, pool: PgPool, writer: Writer, dispatch: D
         options.set_credentials(config.username.clone(), config.password.clone());
     }
     let (client, mut events) = AsyncClient::new(options, 1000);
-    let (command_tx, mut command_rx) = mpsc::unbounded_channel::<(Uuid, Uuid)>();
+    let (command_tx, mut command_rx) = crate::commands::channel();
     let mut known = Known::default();
     let mut loaded: Option<Instant> = None;
     loop {

@@ -46,6 +46,8 @@ pub const RETRY: Duration = Duration::from_secs(60);
 /// Commands per message: the plugin takes a list, and one message per gateway would be slow
 /// when a whole fleet is provisioned again.
 const BATCH: usize = 100;
+/// Command lists waiting to be published.
+const OUTBOX_LISTS_MAX: usize = 256;
 
 pub const CONTROL_TOPIC: &str = "$CONTROL/dynamic-security/v1";
 pub const RESPONSE_TOPIC: &str = "$CONTROL/dynamic-security/v1/response";
@@ -413,10 +415,16 @@ pub async fn run(config: MqttConfig, ingest: IngestLogin, pool: PgPool, secret: 
     let (client, mut events) = AsyncClient::new(options, 100);
     // Commands go out through their own task, in order: a full sync of a large fleet is more
     // messages than the client's queue holds, and this loop must keep polling meanwhile.
-    let (outbox, queued) = mpsc::unbounded_channel::<Vec<Value>>();
+    // Bounded in lists, not commands: a full sync is one list. Lists that do not fit (the
+    // broker stopped taking them) are dropped and counted; the next full sync after a reconnect
+    // sets the broker right from its own state.
+    let (outbox, queued) = mpsc::channel::<Vec<Value>>(OUTBOX_LISTS_MAX);
     tokio::spawn(publish_all(client.clone(), queued));
     let send = |commands: Vec<Value>| {
-        let _ = outbox.send(commands);
+        if outbox.try_send(commands).is_err() {
+            metrics::counter!("ingest_mqtt_provision_dropped_total").increment(1);
+            tracing::warn!("the provisioning outbox is full; the next full sync catches up");
+        }
     };
     let mut phase = Phase::Disconnected;
     let mut have = BrokerState::new();
@@ -584,7 +592,7 @@ async fn full_sync(
 }
 
 /// Publishes queued command lists in order, [`BATCH`] commands a message.
-async fn publish_all(client: AsyncClient, mut queued: mpsc::UnboundedReceiver<Vec<Value>>) {
+async fn publish_all(client: AsyncClient, mut queued: mpsc::Receiver<Vec<Value>>) {
     while let Some(commands) = queued.recv().await {
         for batch in commands.chunks(BATCH) {
             let message = json!({ "commands": batch }).to_string();
