@@ -996,15 +996,14 @@ pub fn csrf_matches(config: &AuthConfig, claims: &Claims, given: &str) -> bool {
     })
 }
 
-/// Whether a cookie-authenticated change comes from our own pages: `Sec-Fetch-Site` (sent by
-/// every current browser) must be `same-origin` (or `none`, typed by the user), and an `Origin`
-/// must name the host the request was sent to. Requests with neither header (curl, old
-/// browsers) rely on the CSRF token alone.
+/// Whether a cookie-authenticated change comes from our own pages. `Sec-Fetch-Site` (sent by
+/// every current browser, and not settable by page scripts) decides when present: `same-origin`,
+/// or `none` (typed by the user). Without it an `Origin` must name the host the request was sent
+/// to (behind a proxy that rewrites `Host`, browsers still send `Sec-Fetch-Site`). Requests with
+/// neither header (curl, old browsers) rely on the CSRF token alone.
 pub fn same_origin(origin: Option<&str>, sec_fetch_site: Option<&str>, host: Option<&str>) -> bool {
     if let Some(site) = sec_fetch_site {
-        if !matches!(site, "same-origin" | "none") {
-            return false;
-        }
+        return matches!(site, "same-origin" | "none");
     }
     match (origin, host) {
         (Some("null"), _) => false,
@@ -1085,6 +1084,42 @@ pub fn constant_time_eq(a: &str, b: &str) -> bool {
             .zip(b.bytes())
             .fold(0u8, |acc, (x, y)| acc | (x ^ y))
             == 0
+}
+
+#[cfg(test)]
+mod origin_tests {
+    use super::same_origin;
+
+    #[test]
+    fn changes_from_other_sites_are_recognised() {
+        assert!(same_origin(None, Some("same-origin"), Some("a.example")));
+        assert!(same_origin(
+            Some("https://proxy.example"),
+            Some("same-origin"),
+            Some("internal:8080")
+        ));
+        assert!(!same_origin(
+            Some("https://a.example"),
+            Some("cross-site"),
+            Some("a.example")
+        ));
+        assert!(!same_origin(None, Some("same-site"), Some("a.example")));
+        assert!(same_origin(
+            Some("https://a.example"),
+            None,
+            Some("a.example")
+        ));
+        assert!(!same_origin(
+            Some("https://evil.example"),
+            None,
+            Some("a.example")
+        ));
+        assert!(!same_origin(Some("null"), None, Some("a.example")));
+        assert!(
+            same_origin(None, None, Some("a.example")),
+            "curl: the CSRF token decides"
+        );
+    }
 }
 
 #[cfg(test)]
