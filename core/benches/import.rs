@@ -4,9 +4,9 @@
 //! Not part of the test suite: speed goals live here, not in timed tests.
 
 use powertab_core::auth::load_company;
-use powertab_core::companies::{self, NewCompany};
 use powertab_core::import::{self, ImportKind};
-use powertab_core::{db, migrate};
+use powertab_core::tenancy::companies::{self, NewCompany};
+use powertab_core::{db, db::migrate};
 use powertab_testkit::TestDb;
 use std::time::Instant;
 
@@ -25,7 +25,8 @@ async fn main() {
     let test_db = TestDb::new().await;
     let pool = &test_db.pool;
     migrate::migrate_all(pool).await.expect("migrations");
-    let system = companies::system_actor();
+    let system =
+        powertab_core::auth::Principal::system("bench", powertab_core::kernel::clock::system());
     let company = companies::create(
         pool,
         &system,
@@ -58,7 +59,7 @@ async fn main() {
 
     let mut tx = db::begin_in(
         pool,
-        &powertab_core::names::SchemaName::for_company(company.id),
+        &powertab_core::kernel::names::SchemaName::for_company(company.id),
     )
     .await
     .unwrap();

@@ -7,7 +7,7 @@
 mod common;
 
 use common::Field;
-use powertab_core::profile::ShopType;
+use powertab_core::tariff::profile::ShopType;
 use powertab_ingest::dtu::{self, DtuConfig};
 use powertab_ingest::sim::{DtuFaults, SimBus, SimDtu, SimMeter, SimModel};
 use powertab_ingest::writer::Writer;

@@ -9,7 +9,7 @@ mod common;
 
 use common::Field;
 use powertab_core::auth::Secret;
-use powertab_core::gateway_credential;
+use powertab_core::field::credentials;
 use powertab_ingest::mqtt::client::MqttConfig;
 use powertab_ingest::mqtt::provision;
 use powertab_testkit::broker::Broker;
@@ -75,7 +75,7 @@ async fn main() {
     .fetch_one(&field.db.pool)
     .await
     .unwrap();
-    let password = gateway_credential::derive(&Secret::new(SECRET), last.1, &last.0, 1);
+    let password = credentials::derive(&Secret::new(SECRET), last.1, &last.0, 1);
     let (username, admin_password) = broker.admin.clone().unwrap();
     let config = MqttConfig {
         host: "127.0.0.1".into(),

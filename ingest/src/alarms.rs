@@ -4,10 +4,10 @@
 //! buses have all been offline for longer is offline (an MQTT gateway silent for longer is
 //! offline since it was last heard). One open alarm per (kind, target) is
 //! raised and cleared when the target is back; the fleet page and `/api/v1/field-alarms` show
-//! them. Ingest owns this because it knows the field; any number of ingest copies may run the
+//! them. The same round expires commands past their expiry. Ingest owns this because it knows the field; any number of ingest copies may run the
 //! check (the open-alarm index makes raising idempotent).
 
-use powertab_core::names::SchemaName;
+use powertab_core::kernel::names::SchemaName;
 use sqlx::PgPool;
 use std::time::Duration;
 
@@ -96,6 +96,15 @@ pub async fn run(pool: PgPool) {
             .iter()
             .filter_map(|s| SchemaName::from_stored(s).ok())
         {
+            match crate::commands::expire(&pool, &schema).await {
+                Ok(n) if n > 0 => {
+                    metrics::counter!("ingest_commands_expired_total").increment(n);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(schema = schema.as_str(), error = %e, "expiring commands failed")
+                }
+            }
             match check(&pool, &schema).await {
                 Ok(r) if r.raised + r.cleared > 0 => {
                     metrics::counter!("ingest_field_alarms_raised_total").increment(r.raised);

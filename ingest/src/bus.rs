@@ -9,7 +9,7 @@ use crate::framing::{self, Reply};
 use crate::store::NewReading;
 use crate::writer::{Message, PollOutcome, Writer};
 use chrono::Utc;
-use powertab_core::names::SchemaName;
+use powertab_core::kernel::names::SchemaName;
 use sqlx::{PgPool, Row};
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -246,13 +246,13 @@ pub async fn run<T: Transport>(
 ) -> anyhow::Result<()> {
     mark(&pool, &link, true, &peer).await;
     let (command_tx, mut command_rx) = crate::commands::channel();
-    let mut pending: VecDeque<Uuid> = VecDeque::new();
+    let mut pending: VecDeque<(Uuid, Uuid)> = VecDeque::new();
     let mut slots = load_slots(&pool, &link, &[]).await?;
     pending.extend(adopt(&pool, &link, &slots, &dispatch, &command_tx).await);
     let mut reloaded = Instant::now();
     let mut seen = Instant::now();
     loop {
-        while let Ok((_, command)) = command_rx.try_recv() {
+        while let Ok(command) = command_rx.try_recv() {
             pending.push_back(command);
         }
         if let Some(command) = pending.pop_front() {
@@ -292,7 +292,7 @@ pub async fn run<T: Transport>(
         // Reading the socket is cancel-safe: a command arriving meanwhile loses no bytes.
         tokio::select! {
             idle = wire.idle(until) => idle?,
-            Some((_, command)) = command_rx.recv() => pending.push_back(command),
+            Some(command) = command_rx.recv() => pending.push_back(command),
         }
         if next.is_none() {
             reloaded -= RELOAD_EVERY;
@@ -324,95 +324,69 @@ async fn poll_scheduled<T: Transport>(
     Ok(())
 }
 
-/// Routes the bus's meters' commands here and returns the ones queued while nobody listened.
+/// Routes the bus's meters' commands here and returns the ones queued while nobody listened
+/// (after putting back those a lost sender left `sent`).
 async fn adopt(
     pool: &PgPool,
     link: &BusLink,
     slots: &[Slot],
     dispatch: &Dispatch,
     to: &crate::commands::CommandSender,
-) -> Vec<Uuid> {
+) -> Vec<(Uuid, Uuid)> {
     let meters: Vec<Uuid> = slots.iter().map(|s| s.meter_id).collect();
     dispatch.route(&meters, to);
-    let queued = async {
-        let mut tx = powertab_core::db::begin_in(pool, &link.schema).await?;
-        let ids: Vec<Uuid> = sqlx::query_scalar(
-            "select id from commands where state = 'queued' and op = 'read_now' and meter_id = any($1)
-               and (expires_at is null or expires_at > now()) order by created_at",
-        )
-        .bind(&meters)
-        .fetch_all(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        anyhow::Ok(ids)
-    }
-    .await;
-    queued.unwrap_or_else(|e| {
-        tracing::warn!(error = %e, "reading queued commands failed");
-        Vec::new()
-    })
+    let limit = i64::try_from(crate::commands::SESSION_COMMANDS_MAX).unwrap_or(i64::MAX);
+    crate::commands::take_over(pool, &link.schema, &meters, crate::commands::BUS_OPS, limit)
+        .await
+        .unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "reading queued commands failed");
+            Vec::new()
+        })
 }
 
-async fn set_state(pool: &PgPool, schema: &SchemaName, command: Uuid, state: &str, detail: &str) {
-    let query = sqlx::query(
-        "update commands set state = $2, detail = $3, updated_at = now() where id = $1",
-    )
-    .bind(command)
-    .bind(state)
-    .bind(detail);
-    crate::store::record(pool, schema, query, "a command's state").await;
-}
-
-/// Carries out one command. `read_now` polls the meter at once; the other operations arrive
-/// with the billing issue and stay queued.
+/// Carries out one command: claims it in the queue (another process, or an earlier turn, may
+/// have it already), runs it and reports the outcome. `read_now` polls the meter at once: the
+/// answer acknowledges it, and it is verified when the writer has stored the reading.
 async fn run_command<T: Transport>(
     pool: &PgPool,
     wire: &mut T,
     slots: &[Slot],
     link: &BusLink,
     writer: &Writer,
-    command: Uuid,
+    (meter_id, command): (Uuid, Uuid),
 ) -> anyhow::Result<()> {
-    let row = async {
+    use powertab_core::commands::{self as queue, State};
+    let claimed = async {
         let mut tx = powertab_core::db::begin_in(pool, &link.schema).await?;
-        let row: Option<(Uuid, String, bool)> = sqlx::query_as(
-            "select meter_id, op, expires_at is not null and expires_at <= now() from commands
-             where id = $1 and state = 'queued'",
+        let claimed = queue::claim(
+            &mut tx,
+            command,
+            meter_id,
+            crate::commands::BUS_OPS,
+            crate::commands::holder(),
+            crate::commands::BUS_LEASE,
+            chrono::Utc::now(),
         )
-        .bind(command)
-        .fetch_optional(&mut *tx)
         .await?;
         tx.commit().await?;
-        anyhow::Ok(row)
+        anyhow::Ok(claimed)
     }
     .await?;
-    let Some((meter_id, op, expired)) = row else {
+    let Ok(claimed) = claimed else {
         return Ok(());
     };
-    if expired {
-        set_state(pool, &link.schema, command, "expired", "").await;
-        return Ok(());
-    }
-    if op != "read_now" {
-        return Ok(());
-    }
+    let settle = |to: State, detail: &'static str| {
+        crate::commands::settle(pool, &link.schema, claimed.id, to, detail, None)
+    };
     let Some(slot) = slots.iter().find(|s| s.meter_id == meter_id) else {
-        set_state(
-            pool,
-            &link.schema,
-            command,
-            "failed",
-            "the meter is not on this bus",
-        )
-        .await;
+        settle(State::Failed, "the meter is not on this bus").await;
         return Ok(());
     };
-    set_state(pool, &link.schema, command, "sent", "").await;
     let answered = poll_meter(wire, slot, link, writer).await?;
     if answered {
-        set_state(pool, &link.schema, command, "verified", "").await;
+        settle(State::Acknowledged, "the meter answered").await;
     } else {
-        set_state(pool, &link.schema, command, "failed", "no answer").await;
+        settle(State::Failed, "no answer").await;
     }
     Ok(())
 }

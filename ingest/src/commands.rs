@@ -1,9 +1,15 @@
 //! Commands reach bus sessions here (DESIGN.md: Commands): a listener on the `pt_commands`
 //! NOTIFY channel hands each new command to the session whose bus carries the meter, which runs
 //! it before its next scheduled poll ("commands jump the queue"). Sessions also pick up commands
-//! queued while they were away when they (re)load their meters.
+//! queued while they were away when they (re)load their meters, first putting back in the queue
+//! the `sent` ones whose sender's lease ran out (a crashed ingest, a lost bus).
+//!
+//! The queue itself — claim, settle, expiry, recovery — is `powertab_core::commands`: a
+//! transport only claims a command there under this process's [`holder`] name, moves its bytes
+//! and reports the outcome.
 
-use powertab_core::names::SchemaName;
+use powertab_core::commands::Op;
+use powertab_core::kernel::names::SchemaName;
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;
 use std::collections::HashMap;
@@ -11,6 +17,127 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use uuid::Uuid;
+
+/// The operations DTU and Modbus-TCP buses carry out today; the others stay queued until their
+/// driver support lands (trip/close with the power issue, secure frames with the prepayment one).
+pub const BUS_OPS: &[Op] = &[Op::ReadNow];
+
+/// The operations an MQTT gateway takes (MQTT-GATEWAY.md: Commands).
+pub const MQTT_OPS: &[Op] = &[
+    Op::Trip,
+    Op::Close,
+    Op::Release,
+    Op::KeepPowerOn,
+    Op::KeepPowerOff,
+    Op::Purchase,
+    Op::Deduct,
+    Op::SetPrice,
+    Op::ReadNow,
+    Op::SyncClock,
+];
+
+/// How long a bus session answers for a command it claimed: a poll takes seconds, so a
+/// `sent` command older than this was lost with its sender and goes back to the queue.
+pub const BUS_LEASE: chrono::Duration = chrono::Duration::seconds(60);
+
+/// This process's name on the commands it claims (`lease_holder`): host, pid and a random part,
+/// so two ingest copies on one host never share one.
+pub fn holder() -> &'static str {
+    static HOLDER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HOLDER.get_or_init(|| {
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "ingest".into());
+        let random = Uuid::new_v4().simple().to_string();
+        format!("{host}:{}:{}", std::process::id(), &random[..8])
+    })
+}
+
+/// Expires the open commands past their expiry in `schema`; how many.
+pub async fn expire(pool: &PgPool, schema: &SchemaName) -> anyhow::Result<u64> {
+    let mut tx = powertab_core::db::begin_in(pool, schema).await?;
+    let expired = powertab_core::commands::expire_due(&mut tx, chrono::Utc::now()).await?;
+    tx.commit().await?;
+    Ok(expired)
+}
+
+/// Puts back the lapsed `sent` commands of `meters` and returns their queued ones that `ops`
+/// covers, oldest first, as (meter, command); at most `limit`.
+pub async fn take_over(
+    pool: &PgPool,
+    schema: &SchemaName,
+    meters: &[Uuid],
+    ops: &[Op],
+    limit: i64,
+) -> anyhow::Result<Vec<(Uuid, Uuid)>> {
+    let now = chrono::Utc::now();
+    let mut tx = powertab_core::db::begin_in(pool, schema).await?;
+    let recovered = powertab_core::commands::recover(&mut tx, meters, now).await?;
+    let queued = powertab_core::commands::queued_for(&mut tx, meters, ops, now, limit).await?;
+    tx.commit().await?;
+    if recovered > 0 {
+        metrics::counter!("ingest_commands_recovered_total").increment(recovered);
+        tracing::info!(
+            schema = schema.as_str(),
+            recovered,
+            "commands whose sender stopped answering are queued again"
+        );
+    }
+    Ok(queued)
+}
+
+/// Reports outcome `to` of command `id` (logged, not fatal: expiry or recovery settles what a
+/// lost write leaves open). A refused transition — a repeated ack, a late answer — is normal.
+pub async fn settle(
+    pool: &PgPool,
+    schema: &SchemaName,
+    id: Uuid,
+    to: powertab_core::commands::State,
+    detail: &str,
+    meters: Option<&[Uuid]>,
+) {
+    record_outcome(pool, schema, id, to, detail, meters, false).await
+}
+
+/// Applies a gateway's acknowledgement: only the first one of a command counts.
+pub async fn settle_ack(
+    pool: &PgPool,
+    schema: &SchemaName,
+    id: Uuid,
+    to: powertab_core::commands::State,
+    detail: &str,
+    meters: &[Uuid],
+) {
+    record_outcome(pool, schema, id, to, detail, Some(meters), true).await
+}
+
+async fn record_outcome(
+    pool: &PgPool,
+    schema: &SchemaName,
+    id: Uuid,
+    to: powertab_core::commands::State,
+    detail: &str,
+    meters: Option<&[Uuid]>,
+    ack: bool,
+) {
+    let result = async {
+        let mut tx = powertab_core::db::begin_in(pool, schema).await?;
+        let now = chrono::Utc::now();
+        let settled = if ack {
+            powertab_core::commands::settle_ack(&mut tx, id, to, detail, meters, now).await?
+        } else {
+            powertab_core::commands::settle(&mut tx, id, to, detail, meters, now).await?
+        };
+        tx.commit().await?;
+        anyhow::Ok(settled)
+    }
+    .await;
+    match result {
+        Ok(powertab_core::commands::Settled::Refused(state)) => {
+            tracing::debug!(%id, %state, to = %to, "a command's outcome came after it was settled")
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(%id, error = %e, "recording a command's outcome failed"),
+    }
+}
 
 /// Where a session receives (meter, command) pairs.
 pub type CommandSender = mpsc::Sender<(Uuid, Uuid)>;

@@ -12,7 +12,7 @@
 use crate::bus;
 use crate::commands::{self, Dispatch};
 use crate::writer::Writer;
-use powertab_core::names::SchemaName;
+use powertab_core::kernel::names::SchemaName;
 use sqlx::{PgPool, Row};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -275,7 +275,8 @@ fn decide(packet: &[u8], candidates: &[Candidate]) -> Result<Registered, (Refusa
     };
     let after = &packet[found.registration_hex.len() / 2..];
     let (port, rest) = port_and_rest(after);
-    if found.registration_hex.len() / 2 < powertab_core::registration::BYTES_MIN && !rest.is_empty()
+    if found.registration_hex.len() / 2 < powertab_core::field::registration::BYTES_MIN
+        && !rest.is_empty()
     {
         return Err((Refusal::TooShort, None));
     }

@@ -6,7 +6,7 @@
 use crate::framing::{self, dlt645, rtu, Expect, Reply};
 use crate::sim::{SimMeter, SimModel};
 use chrono::{DateTime, Utc};
-use powertab_core::profile::ShopType;
+use powertab_core::tariff::profile::ShopType;
 
 /// The framers on arbitrary bytes: the first 4 bytes pick the request in flight and the noise.
 pub fn framing(data: &[u8]) {

@@ -149,7 +149,7 @@ fn provisioning_secret(config: &IngestConfig, mqtt: &mqtt::client::MqttConfig) -
         tracing::warn!("no MQTT login configured (MQTT_USERNAME); MQTT gateway logins are not provisioned at the broker");
         return None;
     }
-    match powertab_core::gateway_credential::check_secret(config.gateway_secret.as_ref()) {
+    match powertab_core::field::credentials::check_secret(config.gateway_secret.as_ref()) {
         Ok(secret) => Some(secret.clone()),
         Err(e) => {
             tracing::warn!(error = %e, "MQTT gateway logins are not provisioned at the broker");

@@ -14,7 +14,7 @@ use crate::dial_policy::DialPolicy;
 use crate::driver::{ModbusOp, Step};
 use crate::framing::{rtu, Reply};
 use crate::writer::Writer;
-use powertab_core::names::SchemaName;
+use powertab_core::kernel::names::SchemaName;
 use sqlx::{PgPool, Row};
 use std::collections::HashMap;
 use std::net::SocketAddr;

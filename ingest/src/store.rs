@@ -10,12 +10,15 @@
 //! baseline for the next** and moves `meter_latest` (freshness): one event flags one interval,
 //! never every reading after it. [`rebuild_meter`] re-classifies a meter's stored readings with
 //! these rules and rebuilds its daily energy (`powertab readings rebuild`), repairing what the
-//! older rule — only unflagged readings moved the baseline — wrote.
+//! older rule — only unflagged readings moved the baseline — wrote. The batch's transaction also
+//! verifies the commands its readings prove (`powertab_core::commands::verify_by_readings`).
 
 use crate::driver::MeterValues;
 use chrono::{DateTime, Duration, Utc};
-use powertab_core::names::SchemaName;
-use powertab_core::rating::{self, RatingState, Usage};
+use powertab_core::commands::{self, Observed};
+use powertab_core::field::readings::{classify, Class, Previous};
+use powertab_core::kernel::names::SchemaName;
+use powertab_core::tariff::rating::{self, RatingState, Usage};
 use powertab_core::tariff::{Calendar, Period, TariffVersion};
 use sqlx::{PgConnection, PgPool, Row};
 use std::collections::{BTreeMap, HashMap};
@@ -25,14 +28,6 @@ use uuid::Uuid;
 pub const MAX_AGE_DAYS: i64 = 90;
 /// Furthest a meter clock may run ahead.
 pub const MAX_AHEAD_MINUTES: i64 = 5;
-/// A longer silence is a gap: its energy is not spread over time as consumption.
-pub const GAP_SECONDS: i64 = 24 * 3600;
-/// Average power above this between two readings is an implausible jump (5 MW).
-pub const JUMP_POWER_W: i64 = 5_000_000;
-/// Register ranges of the meters we know: a fall from the top tenth to the bottom tenth of one
-/// is a rollover, any other fall a reset. (Acrel u32 × 0.01 kWh; DL/T 645 999999.99 kWh.)
-pub const REGISTER_MAX_WH: [i64; 2] = [42_949_672_950, 999_999_990];
-
 /// A reading from the field.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewReading {
@@ -52,94 +47,8 @@ pub struct StoreReport {
     pub duplicates: usize,
     pub rejected_time: usize,
     pub flagged: usize,
-}
-
-/// A meter's newest counted reading.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Previous {
-    pub read_at: DateTime<Utc>,
-    pub energy_wh: i64,
-}
-
-/// How a reading relates to the meter's previous one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Class {
-    /// The first reading of a meter: a starting point, no consumption.
-    First,
-    /// A plausible delta (≥ 0 Wh) after the previous reading: consumption.
-    Consumption(i64),
-    /// The register passed its maximum and started again: max − previous + new Wh, counted at
-    /// once and stored with the flag `rollover`.
-    Rollover(i64),
-    /// Same time as the previous reading.
-    Duplicate,
-    /// Stored with this flag, not counted.
-    Flagged(&'static str),
-}
-
-impl Class {
-    /// The flag the reading is stored with.
-    pub fn flag(self) -> Option<&'static str> {
-        match self {
-            Class::Flagged(flag) => Some(flag),
-            Class::Rollover(_) => Some("rollover"),
-            _ => None,
-        }
-    }
-
-    /// The energy the interval ending at this reading counts, if any.
-    pub fn counted_wh(self) -> Option<i64> {
-        match self {
-            Class::Consumption(wh) | Class::Rollover(wh) => Some(wh),
-            _ => None,
-        }
-    }
-
-    /// Whether the reading is the baseline for the next: every stored reading but one older
-    /// than the baseline (DESIGN.md: "every flagged reading … becomes the baseline").
-    pub fn moves_baseline(self) -> bool {
-        !matches!(self, Class::Duplicate | Class::Flagged("out_of_order"))
-    }
-}
-
-/// Classifies a reading against the meter's previous stored reading (its baseline).
-pub fn classify(
-    previous: Option<Previous>,
-    read_at: DateTime<Utc>,
-    energy_wh: i64,
-    ratio_mismatch: bool,
-) -> Class {
-    if ratio_mismatch {
-        return Class::Flagged("ratio_mismatch");
-    }
-    let Some(prev) = previous else {
-        return Class::First;
-    };
-    if read_at == prev.read_at {
-        return Class::Duplicate;
-    }
-    if read_at < prev.read_at {
-        return Class::Flagged("out_of_order");
-    }
-    let delta = energy_wh - prev.energy_wh;
-    if delta < 0 {
-        let rolled_over = REGISTER_MAX_WH
-            .iter()
-            .find(|&&max| prev.energy_wh > max / 10 * 9 && (0..max / 10).contains(&energy_wh));
-        return match rolled_over {
-            Some(max) => Class::Rollover(max - prev.energy_wh + energy_wh),
-            None => Class::Flagged("reset"),
-        };
-    }
-    let seconds = (read_at - prev.read_at).num_seconds();
-    if seconds > GAP_SECONDS {
-        return Class::Flagged("gap");
-    }
-    // delta Wh over `seconds` s is delta × 3600 / seconds W.
-    if i128::from(delta) * 3600 > i128::from(JUMP_POWER_W) * i128::from(seconds.max(1)) {
-        return Class::Flagged("jump");
-    }
-    Class::Consumption(delta)
+    /// Commands (read-now, relay) the stored readings verified.
+    pub verified: usize,
 }
 
 /// Writes a status row (a session, a command's state) in `schema`; a failure is logged, not
@@ -259,6 +168,17 @@ pub async fn store_batch(
     let newest: Vec<&NewReading> = latest.into_values().collect();
     upsert_latest(&mut tx, &newest).await?;
     add_daily(&mut tx, &daily).await?;
+    // In the same transaction: a command is verified by a reading only if the reading is stored.
+    let seen: Vec<Observed> = accepted
+        .iter()
+        .map(|r| Observed {
+            meter_id: r.meter_id,
+            read_at: r.read_at,
+            relay_closed: r.values.relay_closed,
+        })
+        .collect();
+    report.verified = usize::try_from(commands::verify_by_readings(&mut tx, &seen, now).await?)
+        .unwrap_or(usize::MAX);
     tx.commit().await?;
     Ok(report)
 }
@@ -611,7 +531,7 @@ impl DailyContext {
         let tz = tz_name
             .and_then(|t| t.parse().ok())
             .unwrap_or(chrono_tz::Asia::Shanghai);
-        let calendar = powertab_core::settings::calendar(&mut *conn).await?;
+        let calendar = powertab_core::tenancy::settings::calendar(&mut *conn).await?;
         let rows = sqlx::query(
             "select m.id, v.body from meters m join tariff_versions v on v.plan_id = m.tariff_plan_id
              where m.id = any($1) order by v.effective",
@@ -682,64 +602,6 @@ impl DailyContext {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn at(seconds: i64) -> DateTime<Utc> {
-        DateTime::from_timestamp(1_764_028_800 + seconds, 0).unwrap()
-    }
-
-    #[test]
-    fn readings_are_classified_against_the_previous_one() {
-        let prev = Some(Previous {
-            read_at: at(0),
-            energy_wh: 1_000_000,
-        });
-        assert_eq!(classify(None, at(0), 5, false), Class::First);
-        assert_eq!(
-            classify(prev, at(30), 1_000_050, false),
-            Class::Consumption(50)
-        );
-        assert_eq!(classify(prev, at(0), 1_000_000, false), Class::Duplicate);
-        assert_eq!(
-            classify(prev, at(-30), 999_990, false),
-            Class::Flagged("out_of_order")
-        );
-        assert_eq!(classify(prev, at(30), 10, false), Class::Flagged("reset"));
-        assert_eq!(
-            classify(prev, at(GAP_SECONDS + 1), 1_000_100, false),
-            Class::Flagged("gap")
-        );
-        // 5 MW for 30 s is 41,666 Wh: a little more is a jump.
-        assert_eq!(
-            classify(prev, at(30), 1_041_666, false),
-            Class::Consumption(41_666)
-        );
-        assert_eq!(
-            classify(prev, at(30), 1_041_668, false),
-            Class::Flagged("jump")
-        );
-        assert_eq!(
-            classify(prev, at(30), 1_000_050, true),
-            Class::Flagged("ratio_mismatch")
-        );
-        let near_top = Some(Previous {
-            read_at: at(0),
-            energy_wh: 999_999_000,
-        });
-        // Rollover: the register's maximum (999,999.99 kWh) − previous + new, counted at once.
-        let rolled = classify(near_top, at(30), 500, false);
-        assert_eq!(rolled, Class::Rollover(999_999_990 - 999_999_000 + 500));
-        assert_eq!(
-            (rolled.flag(), rolled.counted_wh()),
-            (Some("rollover"), Some(1_490))
-        );
-        // Every stored reading but an out-of-order one is the next one's baseline.
-        assert!(
-            Class::Flagged("reset").moves_baseline() && Class::Flagged("jump").moves_baseline()
-        );
-        assert!(
-            !Class::Flagged("out_of_order").moves_baseline() && !Class::Duplicate.moves_baseline()
-        );
-    }
 
     #[test]
     fn arrays_are_postgres_literals() {

@@ -6,7 +6,7 @@
 
 use crate::store::{self, NewReading};
 use chrono::{DateTime, Utc};
-use powertab_core::names::SchemaName;
+use powertab_core::kernel::names::SchemaName;
 use sqlx::PgPool;
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;

@@ -5,7 +5,7 @@
 mod common;
 
 use common::Field;
-use powertab_core::profile::ShopType;
+use powertab_core::tariff::profile::ShopType;
 use powertab_ingest::dtu::{self, DtuConfig};
 use powertab_ingest::framing::dlt645;
 use powertab_ingest::sim::{DtuFaults, SimBus, SimDtu, SimMeter, SimModel};
@@ -249,10 +249,10 @@ async fn read_now_jumps_the_schedule() {
 #[tokio::test]
 async fn a_dtu_whose_registration_begins_with_another_companys_is_never_bound_to_it() {
     let field = Field::new("bravo", "bravo-dtu", b"SECB-REG-SECRET-1", &["modbus_rtu"]).await;
-    let alpha = powertab_core::companies::create(
+    let alpha = powertab_core::tenancy::companies::create(
         &field.db.pool,
-        &powertab_core::companies::system_actor(),
-        &powertab_core::companies::NewCompany {
+        &powertab_core::auth::Principal::system("test", powertab_core::kernel::clock::system()),
+        &powertab_core::tenancy::companies::NewCompany {
             slug: "alpha".into(),
             name: "alpha".into(),
             ..Default::default()
@@ -260,7 +260,7 @@ async fn a_dtu_whose_registration_begins_with_another_companys_is_never_bound_to
     )
     .await
     .unwrap();
-    let alpha_schema = powertab_core::names::SchemaName::for_company(alpha.id);
+    let alpha_schema = powertab_core::kernel::names::SchemaName::for_company(alpha.id);
     let alpha_gateway = uuid::Uuid::now_v7();
     let prefix_hex: String = b"SECB-REG-SECRET-"
         .iter()

@@ -5,7 +5,7 @@
 mod common;
 
 use common::Field;
-use powertab_core::profile::ShopType;
+use powertab_core::tariff::profile::ShopType;
 use powertab_ingest::commands::Dispatch;
 use powertab_ingest::dial_policy::DialPolicy;
 use powertab_ingest::modbus_tcp;

@@ -127,7 +127,7 @@ async fn an_mqtt_gateway_publishes_readings_status_and_acks() {
     let latest = latest_energy_wh(&field, meters[0]).await;
     assert_eq!(latest, 1_234_560);
 
-    // A read-now goes out as a command; the first acknowledgement settles it.
+    // A read-now goes out as a command; the first acknowledgement counts, repeats do not.
     let command = Uuid::now_v7();
     sqlx::query(&format!(
         "insert into {}.commands (id, meter_id, op, source, expires_at) values ($1, $2, 'read_now', 'test', now() + interval '2 minutes')",
@@ -175,17 +175,38 @@ async fn an_mqtt_gateway_publishes_readings_status_and_acks() {
                 .unwrap()
         }
     };
+    // The ack alone says the gateway did it, not that the reading is here.
     assert!(
         wait_until(Duration::from_secs(10), || async {
-            state(&field).await == "verified"
+            state(&field).await == "acknowledged"
         })
         .await
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
         state(&field).await,
-        "verified",
-        "the repeated acknowledgement changes nothing"
+        "acknowledged",
+        "the repeated (failed) acknowledgement changes nothing"
+    );
+    // The fresh reading the read-now brought, once stored, verifies it.
+    let fresh_ts = chrono::Utc::now().timestamp_millis() + 50;
+    let fresh = format!(
+        r#"{{"v": 1, "readings": [{{"bus": 1, "addr": "17", "ts": {fresh_ts}, "energy_wh": {{"total": 1234570}}}}]}}"#
+    );
+    gw.publish(
+        "pt/gw-1/up/reading",
+        QoS::AtLeastOnce,
+        false,
+        fresh.into_bytes(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            state(&field).await == "verified"
+        })
+        .await,
+        "verified once its reading is stored"
     );
 
     gw.publish(

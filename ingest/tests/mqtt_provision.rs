@@ -7,7 +7,7 @@ mod common;
 
 use common::Field;
 use powertab_core::auth::Secret;
-use powertab_core::gateway_credential;
+use powertab_core::field::credentials;
 use powertab_ingest::commands::Dispatch;
 use powertab_ingest::mqtt::client::{self, MqttConfig};
 use powertab_ingest::mqtt::provision;
@@ -131,7 +131,7 @@ fn start_ingest(
 }
 
 fn password(gateway: Uuid, identity: &str, generation: i32) -> String {
-    gateway_credential::derive(&Secret::new(SECRET), gateway, identity, generation)
+    credentials::derive(&Secret::new(SECRET), gateway, identity, generation)
 }
 
 async fn set_directory(field: &Field, identity: &str, set: &str) {

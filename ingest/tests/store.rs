@@ -63,7 +63,8 @@ async fn readings_are_stored_once_and_only_plausible_deltas_count() {
             stored: 3,
             duplicates: 1,
             rejected_time: 2,
-            flagged: 3
+            flagged: 3,
+            verified: 0,
         }
     );
     let s = field.schema.as_str();

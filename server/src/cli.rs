@@ -5,9 +5,10 @@ use crate::app::{self, AppState};
 use crate::config::Config;
 use crate::demo;
 use clap::{Args, Parser, Subcommand};
-use powertab_core::companies::{self, NewCompany};
-use powertab_core::roles::Role;
-use powertab_core::{db, migrate};
+use powertab_core::auth::Principal;
+use powertab_core::tenancy::companies::{self, NewCompany};
+use powertab_core::tenancy::roles::Role;
+use powertab_core::{db, db::migrate};
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
@@ -142,7 +143,7 @@ pub async fn shutdown_signal() {
 pub fn mqtt_target(config: &Config) -> Option<powertab_ingest::sim::field::MqttTarget> {
     let mqtt = config.ingest.mqtt()?;
     let secret =
-        powertab_core::gateway_credential::check_secret(config.ingest.gateway_secret.as_ref())
+        powertab_core::field::credentials::check_secret(config.ingest.gateway_secret.as_ref())
             .ok()?;
     Some(powertab_ingest::sim::field::MqttTarget {
         host: mqtt.host,
@@ -163,7 +164,7 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
         }
         Command::Simulate(args) => {
             let pool = db::connect(config.database_url()?, 2).await?;
-            let company = powertab_core::companies::find_by_slug(&pool, &args.company)
+            let company = powertab_core::tenancy::companies::find_by_slug(&pool, &args.company)
                 .await?
                 .ok_or_else(|| anyhow::anyhow!("no company {}", args.company))?;
             let mqtt = mqtt_target(&config);
@@ -209,13 +210,13 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
             let pool = db::connect(config.database_url()?, 2).await?;
             migrate::migrate_schema(
                 &pool,
-                &powertab_core::names::SchemaName::control(),
+                &powertab_core::kernel::names::SchemaName::control(),
                 migrate::CONTROL,
             )
             .await?;
             let company = companies::create(
                 &pool,
-                &companies::system_actor(),
+                &Principal::system("cli", powertab_core::kernel::clock::system()),
                 &NewCompany {
                     slug: args.slug,
                     name: args.name,
@@ -237,7 +238,12 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
         }
         Command::Company(CompanyCommand::List) => {
             let pool = db::connect(config.database_url()?, 2).await?;
-            for c in companies::list(&pool, &companies::system_actor(), &Default::default()).await?
+            for c in companies::list(
+                &pool,
+                &Principal::system("cli", powertab_core::kernel::clock::system()),
+                &Default::default(),
+            )
+            .await?
             {
                 println!("{}\t{}\t{}\t{}", c.id, c.slug, c.status, c.name);
             }
@@ -291,9 +297,14 @@ async fn create_user(config: Config, args: UserCreate) -> anyhow::Result<()> {
                 display_name: args.display_name,
                 password: args.password,
             };
-            companies::create_admin(&pool, &companies::system_actor(), company.id, &input)
-                .await
-                .map_err(describe)?;
+            companies::create_admin(
+                &pool,
+                &Principal::system("cli", powertab_core::kernel::clock::system()),
+                company.id,
+                &input,
+            )
+            .await
+            .map_err(describe)?;
             println!(
                 "created company admin {} in {slug}; the password must be changed at first login",
                 args.username

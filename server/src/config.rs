@@ -129,6 +129,7 @@ impl Config {
             access_ttl_s: self.access_ttl_s,
             refresh_ttl_s: self.refresh_ttl_s,
             throttle: self.throttle.clone(),
+            clock: powertab_core::kernel::clock::system(),
         })
     }
 }

@@ -4,12 +4,12 @@
 
 use crate::cli;
 use crate::config::Config;
-use powertab_core::auth::Secret;
-use powertab_core::companies::{self, NewAdmin, NewCompany};
-use powertab_core::names::SchemaName;
-use powertab_core::roles::{Right, Role};
-use powertab_core::users::{self, NewUser};
-use powertab_core::{db, migrate};
+use powertab_core::auth::{Principal, Secret};
+use powertab_core::kernel::names::SchemaName;
+use powertab_core::tenancy::companies::{self, NewAdmin, NewCompany};
+use powertab_core::tenancy::roles::{Right, Role};
+use powertab_core::tenancy::users::{self, NewUser};
+use powertab_core::{db, db::migrate};
 use sqlx::PgPool;
 
 /// The demo company's slug.
@@ -73,7 +73,7 @@ pub async fn prepare(pool: &PgPool) -> anyhow::Result<()> {
         )
         .await;
     }
-    let actor = companies::system_actor();
+    let actor = Principal::system("demo", powertab_core::kernel::clock::system());
     let company = match companies::find_by_slug(pool, DEMO_COMPANY).await? {
         Some(company) => company,
         None => {
@@ -157,7 +157,7 @@ async fn seed_property(
     let gateways = "identity,name,kind,registration,heartbeat,heartbeat_is_hex,bus,protocol\n\
 demo-dtu-01,演示广场配电房,dtu,DEMO-DTU-01,FE,true,1,modbus_rtu\n\
 demo-mqtt-01,演示广场二楼4G网关,mqtt,,,,1,modbus_rtu\n";
-    let plan = powertab_core::tariffs::NewPlan {
+    let plan = powertab_core::tariff::plans::NewPlan {
         name: "商铺分时电价".into(),
         description: "峰谷平".into(),
         version: serde_json::from_value(serde_json::json!({
@@ -168,7 +168,7 @@ demo-mqtt-01,演示广场二楼4G网关,mqtt,,,,1,modbus_rtu\n";
                 {"minute": 1080, "period": "peak"}, {"minute": 1320, "period": "valley"}]}}]
         }))?,
     };
-    powertab_core::tariffs::create(tx, actor, &plan).await?;
+    powertab_core::tariff::plans::create(tx, actor, &plan).await?;
     let mut meters =
         String::from("gateway,bus,model,address,meter_number,building,shop_number,tariff_plan\n");
     for (i, shop) in ["101", "102", "103", "201", "202", "203"]

@@ -116,7 +116,8 @@ async fn upload_import(
     let staged = async {
         let forwarded = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
         let ip = auth::client_address(forwarded, Some(peer.ip()), state.config.trust_forwarded_for);
-        let (principal, mut tx) = auth::resolve(&state.pool, &claims, ip).await?;
+        let (principal, mut tx) =
+            auth::resolve(&state.pool, &claims, ip, &state.auth.clock).await?;
         if principal.must_change_password {
             // As REST and the server functions: such a session may only change the password.
             return Err(powertab_core::CoreError::Forbidden(

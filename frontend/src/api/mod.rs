@@ -211,7 +211,7 @@ pub struct PageView<T> {
     pub next_cursor: Option<String>,
 }
 
-/// The rights an operator can be granted, in display order (names of `powertab_core::roles::Right`).
+/// The rights an operator can be granted, in display order (names of `powertab_core::tenancy::roles::Right`).
 pub const RIGHTS: [&str; 8] = [
     "top_up",
     "refund",

@@ -86,7 +86,7 @@ fn PreviewBody(v: PreviewView, q: PreviewQuery) -> impl IntoView {
         <div class="profile-bars" aria-label=tr(lang, "preview.profile")>
             {v.hourly_wh.iter().enumerate().map(|(hour, wh)| {
                 let height = wh * 100 / peak;
-                view! { <span style=format!("height:{height}%") title=format!("{hour:02}:00 {} kWh", powertab_core::money::format_wh_as_kwh(*wh))></span> }
+                view! { <span style=format!("height:{height}%") title=format!("{hour:02}:00 {} kWh", powertab_core::kernel::money::format_wh_as_kwh(*wh))></span> }
             }).collect_view()}
         </div>
         {(!v.results.is_empty()).then(|| view! {

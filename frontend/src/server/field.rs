@@ -13,10 +13,12 @@ use crate::api::{
 use leptos::prelude::*;
 use powertab_core::auth::Principal;
 use powertab_core::db::Tx;
+use powertab_core::field::changes::{self, BusesInput, MeterRemoval, MeterSwapInput};
+use powertab_core::field::credentials::{self, MqttCredential};
 use powertab_core::field::{self, BusInput, GatewayInput, GatewayPatch, Meter, MeterFilter};
-use powertab_core::field_changes::{self, BusesInput, MeterRemoval, MeterSwapInput};
-use powertab_core::gateway_credential::{self, MqttCredential};
-use powertab_core::money::{format_wh_as_kwh, parse_hundredths, parse_kwh_as_wh, AmountFen};
+use powertab_core::kernel::money::{
+    format_wh_as_kwh, parse_hundredths, parse_kwh_as_wh, AmountFen,
+};
 use std::collections::HashMap;
 use uuid::Uuid;
 
@@ -100,7 +102,7 @@ async fn names(tx: &mut Tx, principal: &Principal) -> Result<Names, ServerFnErro
             )
         })
         .collect();
-    let plans = powertab_core::tariffs::list(tx, principal)
+    let plans = powertab_core::tariff::plans::list(tx, principal)
         .await
         .map_err(read_err)?
         .into_iter()
@@ -208,11 +210,11 @@ pub async fn get_meter(id: String) -> Result<MeterDetailView, ServerFnError> {
         .await
         .map_err(read_err)?;
     let names = names(&mut tx, &principal).await?;
-    let defaults = powertab_core::settings::get(&mut tx, &principal)
+    let defaults = powertab_core::tenancy::settings::get(&mut tx, &principal)
         .await
         .map_err(read_err)?;
     let tz = company_tz(&principal);
-    let history = field_changes::meter_history(&mut tx, &principal, id)
+    let history = changes::meter_history(&mut tx, &principal, id)
         .await
         .map_err(read_err)?
         .into_iter()
@@ -333,14 +335,14 @@ fn credential_view(c: MqttCredential, broker: String) -> MqttCredentialView {
 
 pub async fn gateway_credential(id: String) -> Result<MqttCredentialView, ServerFnError> {
     let web = super::ctx()?;
-    if gateway_credential::check_secret(web.gateway_secret.as_ref()).is_err() {
+    if credentials::check_secret(web.gateway_secret.as_ref()).is_err() {
         return Err(ServerFnError::new("gateway_secret_missing"));
     }
     let (principal, mut tx) = read_session().await?;
     let id: Uuid = id
         .parse()
         .map_err(|_| read_err(powertab_core::CoreError::NotFound("gateway")))?;
-    let credential = gateway_credential::show(&mut tx, &principal, web.gateway_secret.as_ref(), id)
+    let credential = credentials::show(&mut tx, &principal, web.gateway_secret.as_ref(), id)
         .await
         .map_err(read_err)?;
     // Committed: the look is audited.
@@ -369,7 +371,7 @@ pub async fn rotate_gateway_credential(csrf: String, id: String) -> Result<(), S
         let web = super::ctx().map_err(|_| ui("internal"))?;
         let (principal, mut tx) = session_for_change(&csrf).await?;
         let id: Uuid = id.parse().map_err(|_| ui("not_found"))?;
-        gateway_credential::rotate(&mut tx, &principal, web.gateway_secret.as_ref(), id).await?;
+        credentials::rotate(&mut tx, &principal, web.gateway_secret.as_ref(), id).await?;
         tx.commit().await?;
         Ok(format!(
             "/gateways/{id}?ok=gateways.credential_rotated&credential=show"
@@ -452,7 +454,7 @@ pub async fn set_buses(csrf: String, id: String, buses: Vec<BusForm>) -> Result<
         let input = BusesInput {
             buses: bus_inputs(&buses)?,
         };
-        field_changes::set_buses(&mut tx, &principal, id, &input).await?;
+        changes::set_buses(&mut tx, &principal, id, &input).await?;
         tx.commit().await?;
         Ok(format!("/gateways/{id}?ok=common.saved"))
     }
@@ -470,7 +472,7 @@ pub async fn gateway_status(csrf: String, id: String, action: String) -> Result<
                 format!("/gateways/{id}?ok=common.saved")
             }
             "remove" => {
-                field_changes::remove_gateway(&mut tx, &principal, id).await?;
+                changes::remove_gateway(&mut tx, &principal, id).await?;
                 "/gateways?ok=gateways.removed".to_owned()
             }
             _ => return Err(field_error("action")),
@@ -560,7 +562,7 @@ pub async fn swap_meter(csrf: String, id: String, form: SwapForm) -> Result<(), 
             dlt645_password: String::new(),
             dlt645_operator: String::new(),
         };
-        let swapped = field_changes::swap_meter(&mut tx, &principal, id, &input).await?;
+        let swapped = changes::swap_meter(&mut tx, &principal, id, &input).await?;
         tx.commit().await?;
         Ok(format!("/meters/{}?ok=meters.swapped", swapped.new.id))
     }
@@ -583,7 +585,7 @@ pub async fn remove_meter(
             removed_at: None,
             reason,
         };
-        field_changes::remove_meter(&mut tx, &principal, id, &input).await?;
+        changes::remove_meter(&mut tx, &principal, id, &input).await?;
         tx.commit().await?;
         Ok(format!("/meters/{id}?ok=common.saved"))
     }
@@ -651,7 +653,7 @@ pub async fn get_fleet(
     q: String,
     offset: String,
 ) -> Result<crate::api::FleetView, ServerFnError> {
-    use powertab_core::fleet::{self, FleetFilter, FLEET_PAGE_DEFAULT};
+    use powertab_core::field::fleet::{self, FleetFilter, FLEET_PAGE_DEFAULT};
     let (principal, mut tx) = read_session().await?;
     let tz = company_tz(&principal);
     let offset = offset.trim().parse::<i64>().unwrap_or(0).max(0);
@@ -737,7 +739,7 @@ pub async fn get_fleet(
 }
 
 pub async fn get_meter_live(id: String) -> Result<crate::api::MeterLiveView, ServerFnError> {
-    use powertab_core::fleet::{self, ReadingFilter};
+    use powertab_core::field::fleet::{self, ReadingFilter};
     let (principal, mut tx) = read_session().await?;
     let id: Uuid = id
         .parse()
@@ -866,7 +868,7 @@ pub async fn list_readings(
     to: String,
     flagged: String,
 ) -> Result<crate::api::ReadingsView, ServerFnError> {
-    use powertab_core::fleet::{self, ReadingFilter};
+    use powertab_core::field::fleet::{self, ReadingFilter};
     let (principal, mut tx) = read_session().await?;
     let id: Uuid = id
         .parse()
@@ -942,7 +944,7 @@ pub async fn platform_registrations() -> Result<crate::api::RegistrationsView, S
         return Err(read_err(powertab_core::CoreError::NotFound("resource")));
     }
     let tz = "Asia/Shanghai";
-    let unclaimed = powertab_core::fleet::unclaimed(&mut tx, &principal)
+    let unclaimed = powertab_core::field::fleet::unclaimed(&mut tx, &principal)
         .await
         .map_err(read_err)?;
     let claimed: Vec<(String, Option<i64>)> =
@@ -950,10 +952,10 @@ pub async fn platform_registrations() -> Result<crate::api::RegistrationsView, S
             .fetch_all(&mut *tx)
             .await
             .map_err(|e| read_err(e.into()))?;
-    let problems = powertab_core::registration::problems(&mut tx, None)
+    let problems = powertab_core::field::registration::problems(&mut tx, None)
         .await
         .map_err(read_err)?;
-    let refusals = powertab_core::registration::refusals(&mut tx, &principal)
+    let refusals = powertab_core::field::registration::refusals(&mut tx, &principal)
         .await
         .map_err(read_err)?;
     Ok(crate::api::RegistrationsView {
@@ -1012,7 +1014,7 @@ pub async fn claim_registration(
             .trim()
             .parse()
             .map_err(|_| field_error("company_id"))?;
-        powertab_core::fleet::claim_unclaimed(
+        powertab_core::field::fleet::claim_unclaimed(
             &mut tx,
             &principal,
             registration_hex.trim(),
@@ -1030,7 +1032,7 @@ pub async fn registration_problems() -> Result<Vec<(String, String)>, ServerFnEr
     let (principal, mut tx) = read_session().await?;
     principal.require_read_company().map_err(read_err)?;
     let company_id = principal.company().map_err(read_err)?.id;
-    let problems = powertab_core::registration::problems(&mut tx, Some(company_id))
+    let problems = powertab_core::field::registration::problems(&mut tx, Some(company_id))
         .await
         .map_err(read_err)?;
     Ok(problems

@@ -10,15 +10,15 @@ use http::header;
 use http::request::Parts;
 use leptos::prelude::*;
 use leptos_axum::ResponseOptions;
-use powertab_core::audit::{self, AuditFilter};
 use powertab_core::auth::{
     self, AuthConfig, LoginInput, Principal, ACCESS_COOKIE, CSRF_COOKIE, REFRESH_COOKIE,
 };
-use powertab_core::companies::{self, NewAdmin, NewCompany};
 use powertab_core::db::Tx;
-use powertab_core::names::SchemaName;
-use powertab_core::roles::{Need, Right, Role};
-use powertab_core::users::{self, NewUser, UserFilter, UserPatch};
+use powertab_core::kernel::names::SchemaName;
+use powertab_core::tenancy::audit::{self, AuditFilter};
+use powertab_core::tenancy::companies::{self, NewAdmin, NewCompany};
+use powertab_core::tenancy::roles::{Need, Right, Role};
+use powertab_core::tenancy::users::{self, NewUser, UserFilter, UserPatch};
 use powertab_core::CoreError;
 use sqlx::PgPool;
 use std::net::SocketAddr;
@@ -93,7 +93,7 @@ async fn session() -> Result<Option<(Principal, Tx)>, ServerFnError> {
         return Ok(None);
     };
     let ip = client_ip(&parts()?, ctx.trust_forwarded_for);
-    match auth::resolve(&ctx.pool, &claims, ip).await {
+    match auth::resolve(&ctx.pool, &claims, ip, &ctx.auth.clock).await {
         Ok(found) => Ok(Some(found)),
         Err(CoreError::Unauthorized(_)) => Ok(None),
         Err(e) => Err(internal(e)),
@@ -258,7 +258,7 @@ pub async fn session_view() -> Result<Option<SessionView>, ServerFnError> {
     let csrf = request_cookie(CSRF_COOKIE).unwrap_or_default();
     // Company staff see open field alarms on every page, not only on the fleet page.
     let field_alarms_open = if principal.company.is_some() && principal.role != Role::ShopTenant {
-        powertab_core::fleet::open_alarm_count(&mut tx)
+        powertab_core::field::fleet::open_alarm_count(&mut tx)
             .await
             .unwrap_or_else(|e| {
                 tracing::warn!(error = %e, "counting field alarms failed");
@@ -789,7 +789,7 @@ fn segments(schedule: &powertab_core::tariff::DaySchedule) -> Vec<(u16, u16, Str
 pub async fn list_plans() -> Result<Vec<crate::api::PlanView>, ServerFnError> {
     use powertab_core::tariff::{format_price_units, DaySchedule, Period};
     let (principal, mut tx) = read_session().await?;
-    let plans = powertab_core::tariffs::list(&mut tx, &principal)
+    let plans = powertab_core::tariff::plans::list(&mut tx, &principal)
         .await
         .map_err(read_err)?;
     Ok(plans
@@ -839,7 +839,7 @@ pub async fn list_plans() -> Result<Vec<crate::api::PlanView>, ServerFnError> {
                             };
                             (
                                 per.to_owned(),
-                                powertab_core::money::AmountFen::from_fen(fen).to_string(),
+                                powertab_core::kernel::money::AmountFen::from_fen(fen).to_string(),
                             )
                         })
                         .collect(),
@@ -920,12 +920,12 @@ pub async fn create_plan(
 ) -> Result<(), ServerFnError> {
     let result = async {
         let (principal, mut tx) = session_for_change(&csrf).await?;
-        let input = powertab_core::tariffs::NewPlan {
+        let input = powertab_core::tariff::plans::NewPlan {
             name,
             description,
             version: version_from(&form)?,
         };
-        powertab_core::tariffs::create(&mut tx, &principal, &input).await?;
+        powertab_core::tariff::plans::create(&mut tx, &principal, &input).await?;
         tx.commit().await?;
         Ok("/tariffs?ok=common.saved".to_owned())
     }
@@ -941,7 +941,8 @@ pub async fn add_plan_version(
     let result = async {
         let (principal, mut tx) = session_for_change(&csrf).await?;
         let id: Uuid = plan_id.parse().map_err(|_| ui("not_found"))?;
-        powertab_core::tariffs::add_version(&mut tx, &principal, id, &version_from(&form)?).await?;
+        powertab_core::tariff::plans::add_version(&mut tx, &principal, id, &version_from(&form)?)
+            .await?;
         tx.commit().await?;
         Ok("/tariffs?ok=common.saved".to_owned())
     }

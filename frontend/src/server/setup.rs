@@ -1,6 +1,6 @@
 //! The server side of the settings page (company defaults, holiday calendar) and of the tariff
 //! preview. Text from forms is parsed here (yuan, `HH:MM`, kWh); the rules live in
-//! `powertab_core::settings` and `powertab_core::tariffs`.
+//! `powertab_core::tenancy::settings` and `powertab_core::tariff::plans`.
 
 use super::{
     company_tz, field_error, finish, non_empty, read_err, read_session, session_for_change, UiError,
@@ -8,9 +8,11 @@ use super::{
 use crate::api::{PreviewQuery, PreviewRow, PreviewView, SettingsForm, SettingsView};
 use chrono::{Datelike, NaiveDate, Utc};
 use leptos::prelude::*;
-use powertab_core::money::{format_wh_as_kwh, parse_hundredths, parse_kwh_as_wh, AmountFen};
-use powertab_core::profile::ShopType;
-use powertab_core::settings::{self, CalendarDay, CompanySettings};
+use powertab_core::kernel::money::{
+    format_wh_as_kwh, parse_hundredths, parse_kwh_as_wh, AmountFen,
+};
+use powertab_core::tariff::profile::ShopType;
+use powertab_core::tenancy::settings::{self, CalendarDay, CompanySettings};
 use uuid::Uuid;
 
 fn yuan(fen: i64) -> String {
@@ -170,7 +172,7 @@ fn hourly_profile(query: &PreviewQuery) -> Result<Vec<i64>, ServerFnError> {
 
 pub async fn tariff_preview(query: PreviewQuery) -> Result<PreviewView, ServerFnError> {
     let (principal, mut tx) = read_session().await?;
-    let plans: Vec<(String, String)> = powertab_core::tariffs::list(&mut tx, &principal)
+    let plans: Vec<(String, String)> = powertab_core::tariff::plans::list(&mut tx, &principal)
         .await
         .map_err(read_err)?
         .into_iter()
@@ -231,7 +233,7 @@ pub async fn tariff_preview(query: PreviewQuery) -> Result<PreviewView, ServerFn
         .unwrap_or(chrono_tz::Asia::Shanghai);
     let start = NaiveDate::parse_from_str(query.start.trim(), "%Y-%m-%d")
         .unwrap_or_else(|_| Utc::now().with_timezone(&tz).date_naive());
-    let input = powertab_core::tariffs::PreviewInput {
+    let input = powertab_core::tariff::plans::PreviewInput {
         plan_ids: chosen
             .iter()
             .filter_map(|p| p.parse::<Uuid>().ok())
@@ -241,7 +243,7 @@ pub async fn tariff_preview(query: PreviewQuery) -> Result<PreviewView, ServerFn
         hourly_wh,
     };
     let calendar = settings::calendar(&mut tx).await.map_err(read_err)?;
-    let results = powertab_core::tariffs::preview(&mut tx, &principal, &input, &calendar)
+    let results = powertab_core::tariff::plans::preview(&mut tx, &principal, &input, &calendar)
         .await
         .map_err(read_err)?;
     let first_total = results.first().map_or(0, |r| r.total_fen);

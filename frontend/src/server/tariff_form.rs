@@ -4,7 +4,7 @@
 //! `TariffVersion::validate`.
 
 use crate::api::{FeeForm, SeasonForm, TierForm};
-use powertab_core::money::{parse_hundredths, parse_kwh_as_wh};
+use powertab_core::kernel::money::{parse_hundredths, parse_kwh_as_wh};
 use powertab_core::tariff::{
     format_price_units, parse_price_units, parse_schedule, Fee, Season, TierBasis, TierPrice, Tiers,
 };
@@ -123,7 +123,7 @@ pub fn describe_tiers(tiers: Option<&Tiers>) -> Vec<String> {
         .tiers
         .iter()
         .map(|t| {
-            let kwh = powertab_core::money::format_wh_as_kwh(t.from_wh);
+            let kwh = powertab_core::kernel::money::format_wh_as_kwh(t.from_wh);
             match t.price {
                 TierPrice::AddOn(u) => format!("{basis} ≥ {kwh} kWh: +{}", format_price_units(u)),
                 TierPrice::Absolute(u) => format!("{basis} ≥ {kwh} kWh: {}", format_price_units(u)),

@@ -9,7 +9,7 @@ use super::payload::{self, CommandMessage};
 use crate::commands::Dispatch;
 use crate::store::NewReading;
 use crate::writer::{Message, Writer};
-use powertab_core::names::SchemaName;
+use powertab_core::kernel::names::SchemaName;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, SubscribeReasonCode};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgPool, Row};
@@ -227,7 +227,7 @@ async fn handle(pool: &PgPool, writer: &Writer, known: &Known, topic: &str, byte
             None => refused(identity, "status", 1),
         },
         "ack" => match payload::parse_ack(bytes) {
-            Some(ack) => apply_ack(pool, gateway, &ack).await,
+            Some(ack) => apply_ack(pool, identity, gateway, &ack).await,
             None => refused(identity, "ack", 1),
         },
         _ => refused(identity, "topic", 1),
@@ -275,29 +275,49 @@ async fn set_online(pool: &PgPool, gateway: &Gateway, online: bool) {
 }
 
 /// The first acknowledgement of a command decides; repeats find it settled and change nothing.
-async fn apply_ack(pool: &PgPool, gateway: &Gateway, ack: &payload::Ack) {
+/// `done` verifies what the ack itself proves (DESIGN.md's table: a release, or a relay command
+/// whose ack carries the wanted relay state) and acknowledges the rest (a read-now is verified
+/// when its reading is stored).
+async fn apply_ack(pool: &PgPool, identity: &str, gateway: &Gateway, ack: &payload::Ack) {
+    use powertab_core::commands::{self as queue, State};
     let Ok(id) = ack.id.parse::<Uuid>() else {
         return;
     };
-    let state = match ack.status.as_str() {
-        "done" => "verified",
-        "expired" => "expired",
-        _ => "failed",
-    };
     // Only commands for this gateway's meters: a gateway cannot settle another's.
-    let query = sqlx::query(
-        "update commands c set state = $2, detail = $3, updated_at = now()
-         from meters m join buses b on b.id = m.bus_id
-         where c.id = $1 and c.meter_id = m.id and b.gateway_id = $4 and c.state in ('queued', 'sent')",
-    )
-    .bind(id)
-    .bind(state)
-    .bind(ack.detail.clone())
-    .bind(gateway.gateway_id);
-    crate::store::record(pool, &gateway.schema, query, "an MQTT acknowledgement").await;
+    let meters: Vec<Uuid> = gateway.meters.values().copied().collect();
+    let op = async {
+        let mut tx = powertab_core::db::begin_in(pool, &gateway.schema).await?;
+        let op = queue::op_of(&mut tx, id, &meters).await?;
+        tx.commit().await?;
+        anyhow::Ok(op)
+    }
+    .await;
+    let op = match op {
+        Ok(Some(op)) => op,
+        Ok(None) => {
+            refused(identity, "ack_unknown_command", 1);
+            return;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "reading an acknowledged command failed");
+            return;
+        }
+    };
+    let relay_closed = match ack.relay.as_deref() {
+        Some("closed") => Some(true),
+        Some("open") => Some(false),
+        _ => None,
+    };
+    let to = match ack.status.as_str() {
+        "done" => op.state_after_done(relay_closed),
+        "expired" => State::Expired,
+        _ => State::Failed,
+    };
+    crate::commands::settle_ack(pool, &gateway.schema, id, to, &ack.detail, &meters).await;
 }
 
-/// The unexpired queued commands of the known MQTT meters, oldest first.
+/// The unexpired queued commands of the known MQTT meters, oldest first, after putting back
+/// those whose lease ran out unanswered.
 async fn queued_commands(pool: &PgPool, known: &Known) -> Vec<(Uuid, Uuid)> {
     let mut by_schema: HashMap<String, (SchemaName, Vec<Uuid>)> = HashMap::new();
     for (meter, (identity, _, _)) in &known.meters {
@@ -311,20 +331,9 @@ async fn queued_commands(pool: &PgPool, known: &Known) -> Vec<(Uuid, Uuid)> {
     }
     let mut queued = Vec::new();
     for (schema, meters) in by_schema.into_values() {
-        let found = async {
-            let mut tx = powertab_core::db::begin_in(pool, &schema).await?;
-            let rows: Vec<(Uuid, Uuid)> = sqlx::query_as(
-                "select meter_id, id from commands where state = 'queued' and meter_id = any($1)
-                   and (expires_at is null or expires_at > now()) order by created_at",
-            )
-            .bind(&meters)
-            .fetch_all(&mut *tx)
-            .await?;
-            tx.commit().await?;
-            anyhow::Ok(rows)
-        }
-        .await;
-        match found {
+        match crate::commands::take_over(pool, &schema, &meters, crate::commands::MQTT_OPS, 500)
+            .await
+        {
             Ok(rows) => queued.extend(rows),
             Err(e) => tracing::warn!(error = %e, "reading queued MQTT commands failed"),
         }
@@ -332,7 +341,9 @@ async fn queued_commands(pool: &PgPool, known: &Known) -> Vec<(Uuid, Uuid)> {
     queued
 }
 
-/// Publishes a queued command to its gateway and marks it sent.
+/// Claims a queued command and publishes it to its gateway. The lease is the message's
+/// validity: a gateway ignores it afterwards, so an unanswered command is recovered and sent
+/// again (a new message) once the lease ran out.
 async fn send_command(
     pool: &PgPool,
     client: &AsyncClient,
@@ -347,24 +358,31 @@ async fn send_command(
         let Some(schema) = known.gateways.get(&identity).map(|g| g.schema.clone()) else {
             return Ok(());
         };
+        let now = chrono::Utc::now();
+        let valid = chrono::Duration::from_std(COMMAND_VALID)?;
         let mut tx = powertab_core::db::begin_in(pool, &schema).await?;
-        let op: Option<String> = sqlx::query_scalar(
-            "update commands set state = 'sent', updated_at = now()
-             where id = $1 and meter_id = $2 and state = 'queued' returning op",
+        let claimed = powertab_core::commands::claim(
+            &mut tx,
+            command,
+            meter,
+            crate::commands::MQTT_OPS,
+            crate::commands::holder(),
+            valid,
+            now,
         )
-        .bind(command)
-        .bind(meter)
-        .fetch_optional(&mut *tx)
         .await?;
         tx.commit().await?;
-        let Some(op) = op else { return Ok(()) };
+        let Ok(claimed) = claimed else { return Ok(()) };
+        let expires_at = claimed
+            .expires_at
+            .map_or(claimed.lease_until, |at| at.min(claimed.lease_until));
         let message = CommandMessage {
             v: 1,
             id: command.to_string(),
             bus,
             addr,
-            op,
-            expires_at: (chrono::Utc::now() + COMMAND_VALID).timestamp_millis(),
+            op: claimed.op.as_str().to_owned(),
+            expires_at: expires_at.timestamp_millis(),
             secure: None,
         };
         client

@@ -26,7 +26,7 @@
 
 use super::client::MqttConfig;
 use powertab_core::auth::Secret;
-use powertab_core::gateway_credential;
+use powertab_core::field::credentials;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -144,7 +144,7 @@ pub fn ingest_login_commands(login: &IngestLogin, state: LoginState) -> Vec<Valu
 }
 
 fn password(secret: &Secret, identity: &str, wanted: &Wanted) -> String {
-    gateway_credential::derive(secret, wanted.gateway_id, identity, wanted.generation)
+    credentials::derive(secret, wanted.gateway_id, identity, wanted.generation)
 }
 
 /// A gateway's ACL: publish under its own uplink, subscribe to and receive its own downlink.
@@ -661,7 +661,7 @@ mod tests {
             .map(|a| a["topic"].as_str().unwrap())
             .collect();
         assert_eq!(topics, ["pt/gw-1/up/#", "pt/gw-1/down/#", "pt/gw-1/down/#"]);
-        let password = gateway_credential::derive(&secret(), Uuid::from_u128(1), "gw-1", 1);
+        let password = credentials::derive(&secret(), Uuid::from_u128(1), "gw-1", 1);
         assert_eq!(commands[1]["password"], password.as_str());
         assert_eq!(after["gw-1"], on("gw-1", &want(1, true)));
         // The text name carries the tag, and reading it back gives the same state.

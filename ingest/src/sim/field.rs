@@ -9,9 +9,9 @@ use super::meter::{SimMeter, SimModel};
 use super::mqtt_gateway::{SimMqttGateway, SimMqttMeter};
 use crate::framing::dlt645;
 use powertab_core::auth::Secret;
-use powertab_core::gateway_credential;
-use powertab_core::names::SchemaName;
-use powertab_core::profile::ShopType;
+use powertab_core::field::credentials;
+use powertab_core::kernel::names::SchemaName;
+use powertab_core::tariff::profile::ShopType;
 use sqlx::{PgPool, Row};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -112,7 +112,7 @@ async fn simulate_mqtt_gateways(
         }
         simulated += meters.len();
         let gateway = SimMqttGateway {
-            password: gateway_credential::derive(
+            password: credentials::derive(
                 &target.secret,
                 id,
                 &identity,

@@ -6,7 +6,7 @@
 use crate::driver::{acrel, MeterValues};
 use crate::framing::{dlt645, rtu};
 use chrono::{DateTime, Timelike, Utc};
-use powertab_core::profile::ShopType;
+use powertab_core::tariff::profile::ShopType;
 
 /// Which protocol and model the meter speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

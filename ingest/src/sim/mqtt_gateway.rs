@@ -175,7 +175,7 @@ mod tests {
     use super::*;
     use crate::sim::meter::SimModel;
     use chrono::DateTime;
-    use powertab_core::profile::ShopType;
+    use powertab_core::tariff::profile::ShopType;
 
     fn gateway() -> SimMqttGateway {
         let meter = SimMeter::new(

@@ -3,9 +3,9 @@
 // Each test binary uses part of this helper.
 #![allow(dead_code)]
 
-use powertab_core::companies::{self, NewCompany};
-use powertab_core::migrate;
-use powertab_core::names::SchemaName;
+use powertab_core::db::migrate;
+use powertab_core::kernel::names::SchemaName;
+use powertab_core::tenancy::companies::{self, NewCompany};
 use powertab_testkit::TestDb;
 use uuid::Uuid;
 
@@ -25,7 +25,7 @@ impl Field {
         migrate::migrate_all(&db.pool).await.expect("migrations");
         let company = companies::create(
             &db.pool,
-            &companies::system_actor(),
+            &powertab_core::auth::Principal::system("test", powertab_core::kernel::clock::system()),
             &NewCompany {
                 slug: slug.into(),
                 name: slug.into(),

@@ -8,7 +8,7 @@ use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::Json;
 use powertab_core::auth::{self, LoginInput, Principal, TokenPair};
-use powertab_core::roles::Role;
+use powertab_core::tenancy::roles::Role;
 use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;

@@ -8,16 +8,16 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;
+use powertab_core::field::changes::{
+    self, BusesInput, MeterRemoval, MeterSwap, MeterSwapInput, SwapResult,
+};
+use powertab_core::field::credentials::{self, MqttCredential};
 use powertab_core::field::{
     self, BulkMeterChange, BulkReport, Gateway, GatewayFilter, GatewayInput, GatewayPatch, Meter,
     MeterFilter, MeterInput, MeterPatch,
 };
-use powertab_core::field_changes::{
-    self, BusesInput, MeterRemoval, MeterSwap, MeterSwapInput, SwapResult,
-};
-use powertab_core::gateway_credential::{self, MqttCredential};
-use powertab_core::roles::{Need, Right};
-use powertab_core::{import, property, tariffs};
+use powertab_core::tenancy::roles::{Need, Right};
+use powertab_core::{import, property, tariff::plans};
 use serde::Serialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -133,8 +133,7 @@ async fn show_mqtt_credential(
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<MqttCredential>> {
     let secret = state.config.ingest.gateway_secret.as_ref();
-    let credential =
-        gateway_credential::show(&mut session.tx, &session.principal, secret, id).await?;
+    let credential = credentials::show(&mut session.tx, &session.principal, secret, id).await?;
     session.tx.commit().await?;
     Ok(Json(credential))
 }
@@ -163,8 +162,7 @@ async fn rotate_mqtt_credential(
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<MqttCredential>> {
     let secret = state.config.ingest.gateway_secret.as_ref();
-    let credential =
-        gateway_credential::rotate(&mut session.tx, &session.principal, secret, id).await?;
+    let credential = credentials::rotate(&mut session.tx, &session.principal, secret, id).await?;
     session.tx.commit().await?;
     Ok(Json(credential))
 }
@@ -209,7 +207,7 @@ async fn export_meters(
         .into_iter()
         .map(|s| (s.id, (s.building_name, s.number)))
         .collect();
-    let plans = tariffs::list(&mut session.tx, &session.principal)
+    let plans = plans::list(&mut session.tx, &session.principal)
         .await?
         .into_iter()
         .map(|p| (p.id, p.name))
@@ -277,7 +275,7 @@ async fn set_buses(
     Path(id): Path<Uuid>,
     ApiJson(input): ApiJson<BusesInput>,
 ) -> ApiResult<Json<Gateway>> {
-    let gateway = field_changes::set_buses(&mut session.tx, &session.principal, id, &input).await?;
+    let gateway = changes::set_buses(&mut session.tx, &session.principal, id, &input).await?;
     session.tx.commit().await?;
     Ok(Json(gateway))
 }
@@ -286,7 +284,7 @@ async fn set_buses(
 #[utoipa::path(delete, path = "/api/v1/gateways/{id}", tag = "field", params(("id" = Uuid, Path)),
     responses((status = 204), (status = 409, body = ErrorBody)))]
 async fn remove_gateway(mut session: Session, Path(id): Path<Uuid>) -> ApiResult<StatusCode> {
-    field_changes::remove_gateway(&mut session.tx, &session.principal, id).await?;
+    changes::remove_gateway(&mut session.tx, &session.principal, id).await?;
     session.tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -301,7 +299,7 @@ async fn swap_meter(
     Path(id): Path<Uuid>,
     ApiJson(input): ApiJson<MeterSwapInput>,
 ) -> ApiResult<(StatusCode, Json<SwapResult>)> {
-    let result = field_changes::swap_meter(&mut session.tx, &session.principal, id, &input).await?;
+    let result = changes::swap_meter(&mut session.tx, &session.principal, id, &input).await?;
     session.tx.commit().await?;
     Ok((StatusCode::CREATED, Json(result)))
 }
@@ -315,8 +313,7 @@ async fn remove_meter(
     Path(id): Path<Uuid>,
     ApiJson(input): ApiJson<MeterRemoval>,
 ) -> ApiResult<Json<Meter>> {
-    let meter =
-        field_changes::remove_meter(&mut session.tx, &session.principal, id, &input).await?;
+    let meter = changes::remove_meter(&mut session.tx, &session.principal, id, &input).await?;
     session.tx.commit().await?;
     Ok(Json(meter))
 }
@@ -329,6 +326,6 @@ async fn meter_history(
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<Vec<MeterSwap>>> {
     Ok(Json(
-        field_changes::meter_history(&mut session.tx, &session.principal, id).await?,
+        changes::meter_history(&mut session.tx, &session.principal, id).await?,
     ))
 }

@@ -10,11 +10,11 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;
 use powertab_core::commands::{self, Command};
-use powertab_core::fleet::{
+use powertab_core::field::fleet::{
     self, DailyEnergy, FieldAlarm, Fleet, FleetFilter, HourlyEnergy, Reading, ReadingFilter,
     Unclaimed,
 };
-use powertab_core::roles::{Need, Right};
+use powertab_core::tenancy::roles::{Need, Right};
 use serde::Deserialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -139,14 +139,14 @@ async fn meter_hourly_energy(
 /// The company's DTU registrations that break the platform's rule (6–128 bytes, none a prefix
 /// of another; entered before the rule): change them. Whose registration one overlaps is not said.
 #[utoipa::path(get, path = "/api/v1/gateways/registration-problems", tag = "fleet",
-    responses((status = 200, body = Vec<powertab_core::registration::Problem>)))]
+    responses((status = 200, body = Vec<powertab_core::field::registration::Problem>)))]
 async fn registration_problems(
     mut session: Session,
-) -> ApiResult<Json<Vec<powertab_core::registration::Problem>>> {
+) -> ApiResult<Json<Vec<powertab_core::field::registration::Problem>>> {
     session.principal.require_read_company()?;
     let company_id = session.principal.company()?.id;
     Ok(Json(
-        powertab_core::registration::problems(&mut session.tx, Some(company_id)).await?,
+        powertab_core::field::registration::problems(&mut session.tx, Some(company_id)).await?,
     ))
 }
 

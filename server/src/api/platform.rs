@@ -10,11 +10,13 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;
-use powertab_core::audit::{self, AuditEntry, AuditFilter};
 use powertab_core::auth::TokenPair;
-use powertab_core::companies::{self, Company, CompanyFilter, NewAdmin, NewCompany, QuotaPatch};
-use powertab_core::page::Page;
-use powertab_core::xlsx::{Cell, Column, Sheet};
+use powertab_core::kernel::page::Page;
+use powertab_core::kernel::xlsx::{Cell, Column, Sheet};
+use powertab_core::tenancy::audit::{self, AuditEntry, AuditFilter};
+use powertab_core::tenancy::companies::{
+    self, Company, CompanyFilter, NewAdmin, NewCompany, QuotaPatch,
+};
 use powertab_core::CoreError;
 use serde::Serialize;
 use utoipa_axum::router::OpenApiRouter;
@@ -41,28 +43,28 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// Every DTU registration on the platform that breaks the rule (6–128 bytes, none a prefix of
 /// another), with the gateways each overlaps (`company_id:identity`), for staff to follow up.
 #[utoipa::path(get, path = "/api/v1/platform/registration-problems", tag = "platform",
-    responses((status = 200, body = Vec<powertab_core::registration::Problem>), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Vec<powertab_core::field::registration::Problem>), (status = 404, body = ErrorBody)))]
 async fn registration_problems(
     mut session: Session,
-) -> ApiResult<Json<Vec<powertab_core::registration::Problem>>> {
+) -> ApiResult<Json<Vec<powertab_core::field::registration::Problem>>> {
     require_platform(&session)?;
     if session.principal.company.is_some() {
         return Err(CoreError::NotFound("resource").into());
     }
     Ok(Json(
-        powertab_core::registration::problems(&mut session.tx, None).await?,
+        powertab_core::field::registration::problems(&mut session.tx, None).await?,
     ))
 }
 
 /// Registrations companies tried to enter that overlapped another (or were refused unchecked
 /// past the hourly limit), newest first: who, from where, which bytes.
 #[utoipa::path(get, path = "/api/v1/platform/registration-refusals", tag = "platform",
-    responses((status = 200, body = Vec<powertab_core::registration::Refusal>), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Vec<powertab_core::field::registration::Refusal>), (status = 404, body = ErrorBody)))]
 async fn registration_refusals(
     mut session: Session,
-) -> ApiResult<Json<Vec<powertab_core::registration::Refusal>>> {
+) -> ApiResult<Json<Vec<powertab_core::field::registration::Refusal>>> {
     Ok(Json(
-        powertab_core::registration::refusals(&mut session.tx, &session.principal).await?,
+        powertab_core::field::registration::refusals(&mut session.tx, &session.principal).await?,
     ))
 }
 
@@ -82,7 +84,7 @@ async fn claim_registration(
     mut session: Session,
     ApiJson(input): ApiJson<ClaimInput>,
 ) -> ApiResult<StatusCode> {
-    powertab_core::fleet::claim_unclaimed(
+    powertab_core::field::fleet::claim_unclaimed(
         &mut session.tx,
         &session.principal,
         &input.registration_hex,
@@ -274,7 +276,7 @@ async fn platform_audit(
     require_platform(&session)?;
     powertab_core::db::set_schema(
         &mut session.tx,
-        &powertab_core::names::SchemaName::control(),
+        &powertab_core::kernel::names::SchemaName::control(),
     )
     .await?;
     Ok(Json(
@@ -293,7 +295,7 @@ async fn export_platform_audit(
     require_platform(&session)?;
     powertab_core::db::set_schema(
         &mut session.tx,
-        &powertab_core::names::SchemaName::control(),
+        &powertab_core::kernel::names::SchemaName::control(),
     )
     .await?;
     let entries = audit::list_for_export(&mut session.tx, &session.principal, &filter).await?;

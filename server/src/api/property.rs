@@ -11,7 +11,7 @@ use axum::Json;
 use powertab_core::property::{
     self, Building, BuildingInput, Floor, FloorInput, Shop, ShopFilter, ShopInput,
 };
-use powertab_core::roles::{Need, Right};
+use powertab_core::tenancy::roles::{Need, Right};
 use serde::Serialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;

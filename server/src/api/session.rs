@@ -84,7 +84,7 @@ impl FromRequestParts<AppState> for Session {
             }
         };
         let ip = client_ip(parts, state.config.trust_forwarded_for);
-        let (principal, tx) = auth::resolve(&state.pool, &claims, ip).await?;
+        let (principal, tx) = auth::resolve(&state.pool, &claims, ip, &state.auth.clock).await?;
         if principal.must_change_password && !PASSWORD_CHANGE_PATHS.contains(&parts.uri.path()) {
             return Err(ApiError::PasswordChangeRequired);
         }

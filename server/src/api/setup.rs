@@ -10,11 +10,11 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;
 use chrono::NaiveDate;
-use powertab_core::roles::{Need, Right};
-use powertab_core::settings::{self, CalendarDay, CompanySettings};
+use powertab_core::kernel::xlsx::{Cell, Column, Sheet};
+use powertab_core::tariff::plans::{self, NewPlan, PreviewInput, PreviewResult, TariffPlan};
 use powertab_core::tariff::TariffVersion;
-use powertab_core::tariffs::{self, NewPlan, PreviewInput, PreviewResult, TariffPlan};
-use powertab_core::xlsx::{Cell, Column, Sheet};
+use powertab_core::tenancy::roles::{Need, Right};
+use powertab_core::tenancy::settings::{self, CalendarDay, CompanySettings};
 use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -108,7 +108,7 @@ pub struct PlanList {
 
 #[utoipa::path(get, path = "/api/v1/tariff-plans", tag = "setup", responses((status = 200, body = PlanList)))]
 async fn list_plans(mut session: Session) -> ApiResult<Json<PlanList>> {
-    let items = tariffs::list(&mut session.tx, &session.principal).await?;
+    let items = plans::list(&mut session.tx, &session.principal).await?;
     Ok(Json(PlanList {
         items,
         next_cursor: None,
@@ -122,7 +122,7 @@ async fn create_plan(
     mut session: Session,
     ApiJson(input): ApiJson<NewPlan>,
 ) -> ApiResult<(StatusCode, Json<TariffPlan>)> {
-    let plan = tariffs::create(&mut session.tx, &session.principal, &input).await?;
+    let plan = plans::create(&mut session.tx, &session.principal, &input).await?;
     session.tx.commit().await?;
     Ok((StatusCode::CREATED, Json(plan)))
 }
@@ -134,7 +134,7 @@ async fn export_plans(
     mut session: Session,
     ApiQuery(lang): ApiQuery<ExportLang>,
 ) -> ApiResult<Response> {
-    let plans = tariffs::list(&mut session.tx, &session.principal).await?;
+    let plans = plans::list(&mut session.tx, &session.principal).await?;
     session.principal.require(Need::Act(Right::Export))?;
     let zh = lang.lang.as_deref() != Some("en");
     let h = |a: &str, b: &str| if zh { a.to_owned() } else { b.to_owned() };
@@ -185,7 +185,7 @@ async fn export_plans(
     responses((status = 200, body = TariffPlan), (status = 404, body = ErrorBody)))]
 async fn get_plan(mut session: Session, Path(id): Path<Uuid>) -> ApiResult<Json<TariffPlan>> {
     Ok(Json(
-        tariffs::get(&mut session.tx, &session.principal, id).await?,
+        plans::get(&mut session.tx, &session.principal, id).await?,
     ))
 }
 
@@ -197,7 +197,7 @@ async fn add_version(
     Path(id): Path<Uuid>,
     ApiJson(version): ApiJson<TariffVersion>,
 ) -> ApiResult<Json<TariffPlan>> {
-    let plan = tariffs::add_version(&mut session.tx, &session.principal, id, &version).await?;
+    let plan = plans::add_version(&mut session.tx, &session.principal, id, &version).await?;
     session.tx.commit().await?;
     Ok(Json(plan))
 }
@@ -211,6 +211,6 @@ async fn preview(
 ) -> ApiResult<Json<Vec<PreviewResult>>> {
     let calendar = settings::calendar(&mut session.tx).await?;
     Ok(Json(
-        tariffs::preview(&mut session.tx, &session.principal, &input, &calendar).await?,
+        plans::preview(&mut session.tx, &session.principal, &input, &calendar).await?,
     ))
 }

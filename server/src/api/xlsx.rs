@@ -4,7 +4,7 @@
 use super::error::{ApiError, ApiResult};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use powertab_core::xlsx::{Sheet, CONTENT_TYPE};
+use powertab_core::kernel::xlsx::{Sheet, CONTENT_TYPE};
 use powertab_core::CoreError;
 use serde::Deserialize;
 

@@ -518,7 +518,7 @@ async fn the_fleet_page_updates_without_a_reload() {
         raw: vec![],
         ratio_mismatch: false,
     };
-    let schema = powertab_core::names::SchemaName::for_company(company_id);
+    let schema = powertab_core::kernel::names::SchemaName::for_company(company_id);
     powertab_ingest::store::store_batch(&app.db.pool, &schema, &[reading])
         .await
         .unwrap();

@@ -26,7 +26,7 @@ fn powertab(db: &TestDb, args: &[&str]) -> (bool, String) {
 async fn administrators_set_up_a_platform_from_the_command_line() {
     let db = TestDb::new().await;
     let (ok, out) = powertab(&db, &["migrate"]);
-    let all_control: Vec<String> = powertab_core::migrate::CONTROL
+    let all_control: Vec<String> = powertab_core::db::migrate::CONTROL
         .iter()
         .map(|m| m.version.to_string())
         .collect();

@@ -1,7 +1,7 @@
 //! Onboarding companies: validation, one schema each, idempotent migrations, quotas.
 
 use crate::helpers::spawn_app;
-use powertab_core::migrate;
+use powertab_core::db::migrate;
 use reqwest::StatusCode;
 use serde_json::json;
 

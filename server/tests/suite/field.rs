@@ -2,7 +2,7 @@
 
 use crate::helpers::{spawn_app, TEST_GATEWAY_SECRET};
 use powertab_core::auth::Secret;
-use powertab_core::gateway_credential;
+use powertab_core::field::credentials;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -74,7 +74,7 @@ async fn mqtt_gateways_get_a_derived_credential_that_admins_can_look_up_and_rota
     let path = format!("/api/v1/gateways/{id}/mqtt-credential");
     let (status, shown) = app.get(&path, &admin).await;
     assert_eq!(status, StatusCode::OK, "{shown}");
-    let expected = gateway_credential::derive(
+    let expected = credentials::derive(
         &Secret::new(TEST_GATEWAY_SECRET),
         id.parse().unwrap(),
         "mq-1",

@@ -437,7 +437,7 @@ async fn the_meter_page_shows_live_values_and_energy_bars() {
         raw: vec![],
         ratio_mismatch: false,
     };
-    let schema = powertab_core::names::SchemaName::for_company(1);
+    let schema = powertab_core::kernel::names::SchemaName::for_company(1);
     powertab_ingest::store::store_batch(
         &app.db.pool,
         &schema,
@@ -507,7 +507,7 @@ async fn the_readings_page_filters_by_date_and_flag() {
         raw: vec![],
         ratio_mismatch: false,
     };
-    let schema = powertab_core::names::SchemaName::for_company(1);
+    let schema = powertab_core::kernel::names::SchemaName::for_company(1);
     powertab_ingest::store::store_batch(
         &app.db.pool,
         &schema,
@@ -569,7 +569,7 @@ async fn an_mqtt_gateway_page_shows_its_login_on_request_and_issues_a_new_one() 
     assert_eq!(status, StatusCode::FOUND);
     assert!(location.contains("credential=show"), "{location}");
     let gateway_id = id_in(&location, "/gateways/");
-    let expected = powertab_core::gateway_credential::derive(
+    let expected = powertab_core::field::credentials::derive(
         &powertab_core::auth::Secret::new(crate::helpers::TEST_GATEWAY_SECRET),
         gateway_id.parse().unwrap(),
         "mqtt-web-1",
@@ -593,7 +593,7 @@ async fn an_mqtt_gateway_page_shows_its_login_on_request_and_issues_a_new_one() 
     assert_eq!(status, StatusCode::FOUND);
     assert!(location.contains("credential_rotated"), "{location}");
     let rotated = page(&app, &client, &location).await;
-    let second = powertab_core::gateway_credential::derive(
+    let second = powertab_core::field::credentials::derive(
         &powertab_core::auth::Secret::new(crate::helpers::TEST_GATEWAY_SECRET),
         gateway_id.parse().unwrap(),
         "mqtt-web-1",

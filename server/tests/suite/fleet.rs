@@ -3,7 +3,7 @@
 
 use crate::helpers::spawn_app;
 use chrono::{Duration, Utc};
-use powertab_core::names::SchemaName;
+use powertab_core::kernel::names::SchemaName;
 use powertab_ingest::driver::MeterValues;
 use powertab_ingest::store::{store_batch, NewReading};
 use reqwest::StatusCode;

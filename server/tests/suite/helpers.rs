@@ -2,9 +2,9 @@
 //! log in and create companies and users through the API as a person would.
 
 use powertab_core::auth::{Secret, ThrottleConfig};
-use powertab_core::companies;
-use powertab_core::migrate;
-use powertab_core::roles::Role;
+use powertab_core::db::migrate;
+use powertab_core::tenancy::companies;
+use powertab_core::tenancy::roles::Role;
 use powertab_server::app::{self, AppState};
 use powertab_server::config::Config;
 use powertab_testkit::TestDb;

@@ -108,6 +108,7 @@ fn bound_csrf(access_token: &str) -> String {
         access_ttl_s: 900,
         refresh_ttl_s: 3600,
         throttle: Default::default(),
+        clock: powertab_core::kernel::clock::system(),
     };
     powertab_core::auth::csrf_token_for(&config, claims.fam.expect("a session token"))
 }

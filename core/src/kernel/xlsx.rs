@@ -4,7 +4,7 @@
 //! in integer fen (a formula's cached result would read back as 0 in many readers).
 //! Writing is CPU work: callers run [`Sheet::to_xlsx`] on the blocking pool.
 
-use crate::error::{CoreError, CoreResult};
+use crate::kernel::error::{CoreError, CoreResult};
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use rust_xlsxwriter::{Format, Workbook};

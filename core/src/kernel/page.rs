@@ -2,7 +2,7 @@
 //! and is capped at 500; the cursor is opaque to clients (the last item's time-ordered uuid v7,
 //! base64url encoded), so lists stay stable while rows are added.
 
-use crate::error::{CoreError, CoreResult};
+use crate::kernel::error::{CoreError, CoreResult};
 use base64::Engine;
 use serde::Serialize;
 use uuid::Uuid;

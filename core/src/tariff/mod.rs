@@ -7,7 +7,13 @@
 //!
 //! Prices are integer "price units" of 0.0001 yuan/kWh. One Wh at one price unit costs exactly
 //! 1e-5 fen, so every charge is an exact integer in 1e-5 fen (`rating` carries the sub-fen rest).
-//! Everything here is plain data with validation; [`crate::rating`] uses it.
+//! Everything here is plain data with validation; [`crate::tariff::rating`] uses it.
+
+pub mod profile;
+pub mod rating;
+
+#[cfg(feature = "db")]
+pub mod plans;
 
 use chrono::{Datelike, NaiveDate, Weekday};
 use serde::{Deserialize, Serialize};

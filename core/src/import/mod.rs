@@ -7,18 +7,20 @@
 //! Columns are found by their header: the last word of each header cell is the column key
 //! (`表号 meter_number`), so the Chinese label can be anything and columns may be in any order.
 
+pub mod spreadsheet;
+
 use crate::auth::Principal;
-use crate::error::{CoreError, CoreResult};
 use crate::field::{self, BusInput, GatewayInput, MeterInput};
+use crate::kernel::error::{CoreError, CoreResult};
+use crate::kernel::xlsx::{Cell, Column, Sheet};
 use crate::property::{self, BuildingInput, FloorInput, ShopInput};
-use crate::xlsx::{Cell, Column, Sheet};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, Row};
 use std::collections::BTreeMap;
 use uuid::Uuid;
 
 /// Rows one file may hold.
-pub use crate::spreadsheet::ROWS_MAX;
+pub use crate::import::spreadsheet::ROWS_MAX;
 
 /// What a file holds.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -288,8 +290,8 @@ pub fn meters_sheet(
     sheet(ImportKind::Meters, lang, rows)
 }
 
-/// Reads an uploaded file into text rows, within the import limits (see [`crate::spreadsheet`]).
-pub use crate::spreadsheet::read_rows;
+/// Reads an uploaded file into text rows, within the import limits (see [`crate::import::spreadsheet`]).
+pub use crate::import::spreadsheet::read_rows;
 
 /// Rows keyed by column key, with their spreadsheet row number (header = row 1).
 fn keyed(
@@ -658,14 +660,14 @@ async fn import_meters(
             .map(|s| ((s.building_name, s.number), s.id))
             .collect();
     // The quota is checked once for the whole file instead of once per row.
-    crate::companies::check_quota(
+    crate::tenancy::companies::check_quota(
         conn,
         principal.company()?.id,
-        crate::companies::Quota::Meters,
+        crate::tenancy::companies::Quota::Meters,
         rows.len(),
     )
     .await?;
-    let plans: BTreeMap<String, Uuid> = crate::tariffs::list(conn, principal)
+    let plans: BTreeMap<String, Uuid> = crate::tariff::plans::list(conn, principal)
         .await?
         .into_iter()
         .map(|p| (p.name, p.id))
@@ -783,7 +785,9 @@ pub async fn stage(
     bytes: &[u8],
 ) -> CoreResult<Upload> {
     principal.require_read_company()?;
-    principal.require(crate::roles::Need::Act(crate::roles::Right::Settings))?;
+    principal.require(crate::tenancy::roles::Need::Act(
+        crate::tenancy::roles::Right::Settings,
+    ))?;
     let rows = read_rows(bytes, filename)?;
     sqlx::query("savepoint dry_run").execute(&mut *conn).await?;
     let report = import(conn, principal, kind, &rows, true).await;
@@ -850,7 +854,9 @@ pub async fn confirm(
     id: Uuid,
 ) -> CoreResult<Upload> {
     let staged = upload(conn, principal, id).await?;
-    principal.require(crate::roles::Need::Act(crate::roles::Right::Settings))?;
+    principal.require(crate::tenancy::roles::Need::Act(
+        crate::tenancy::roles::Right::Settings,
+    ))?;
     if staged.confirmed {
         return Err(CoreError::Conflict("this file was imported already".into()));
     }
@@ -868,7 +874,7 @@ pub async fn confirm(
             .execute(&mut *conn)
             .await?;
         let summary = serde_json::json!({"kind": staged.kind, "file": staged.filename, "rows": report.rows, "created": report.created});
-        crate::audit::record(
+        crate::tenancy::audit::record(
             conn,
             principal,
             "import",

@@ -15,7 +15,7 @@
 //! same dense grid with no streaming alternative, so those files are refused with a hint to save
 //! them as .xlsx.
 
-use crate::error::{CoreError, CoreResult};
+use crate::kernel::error::{CoreError, CoreResult};
 use calamine::{DataRef, Reader, Xlsx};
 use std::io::{Cursor, Read};
 

@@ -3,14 +3,14 @@
 //! effect on the next request and revoke refresh tokens), quotas, and the audited `enter` call
 //! that lets platform staff work inside a company.
 
-use crate::audit;
-use crate::audit::snapshot as to_json;
 use crate::auth::{self, AuthConfig, Principal, TokenPair};
 use crate::db;
-use crate::error::{CoreError, CoreResult};
-use crate::migrate;
-use crate::names::{CompanySlug, NewPassword, SchemaName, Username};
-use crate::roles::Role;
+use crate::db::migrate;
+use crate::kernel::error::{CoreError, CoreResult};
+use crate::kernel::names::{CompanySlug, NewPassword, SchemaName, Username};
+use crate::tenancy::audit;
+use crate::tenancy::audit::snapshot as to_json;
+use crate::tenancy::roles::Role;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool, Row};
@@ -374,10 +374,10 @@ pub async fn create_admin(
         .await?
         .ok_or(CoreError::NotFound("company"))?;
     db::set_schema(&mut tx, &company.schema).await?;
-    let user_id = crate::users::insert_user(
+    let user_id = crate::tenancy::users::insert_user(
         &mut tx,
         id,
-        &crate::users::UserRow {
+        &crate::tenancy::users::UserRow {
             username: username.expect("checked").as_str().to_owned(),
             display_name: input.display_name.trim().to_owned(),
             phone: String::new(),
@@ -555,22 +555,6 @@ pub async fn find_by_slug(pool: &PgPool, slug: &str) -> CoreResult<Option<Compan
     .fetch_optional(pool)
     .await?;
     row.map(company_from).transpose()
-}
-
-/// A principal for actions taken by the command line (audited as `system`).
-pub fn system_actor() -> Principal {
-    Principal {
-        user_id: Uuid::nil(),
-        username: "system".into(),
-        display_name: "powertab CLI".into(),
-        role: Role::PlatformAdmin,
-        rights: vec![],
-        building_ids: vec![],
-        company: None,
-        must_change_password: false,
-        source_ip: None,
-        side_pool: None,
-    }
 }
 
 /// Compile-time check: service futures must be `Send` to run in axum handlers (an iterator

@@ -4,14 +4,14 @@
 //! resets revoke refresh tokens. Staff count toward the company's operator quota.
 //! All functions run inside the caller's company-scoped transaction.
 
-use crate::audit;
-use crate::audit::snapshot as json;
 use crate::auth::{self, Principal};
-use crate::error::{CoreError, CoreResult};
-use crate::names::{NewPassword, PhoneNumber, Username};
-use crate::page::{self, Page};
-use crate::roles::{Need, Right, Role};
-use crate::xlsx::{Cell, Column, Sheet};
+use crate::kernel::error::{CoreError, CoreResult};
+use crate::kernel::names::{NewPassword, PhoneNumber, Username};
+use crate::kernel::page::{self, Page};
+use crate::kernel::xlsx::{Cell, Column, Sheet};
+use crate::tenancy::audit;
+use crate::tenancy::audit::snapshot as json;
+use crate::tenancy::roles::{Need, Right, Role};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, QueryBuilder, Row};
@@ -132,7 +132,13 @@ pub async fn insert_user(
         return Err(CoreError::field("username", "this username is taken"));
     }
     if row.role.is_company_staff() {
-        crate::companies::check_quota(conn, company_id, crate::companies::Quota::Staff, 1).await?;
+        crate::tenancy::companies::check_quota(
+            conn,
+            company_id,
+            crate::tenancy::companies::Quota::Staff,
+            1,
+        )
+        .await?;
     }
     let id = Uuid::now_v7();
     sqlx::query(
@@ -401,7 +407,13 @@ pub async fn set_active(
         return Err(CoreError::Conflict(format!("the user is already {status}")));
     }
     if active && before.role.is_company_staff() {
-        crate::companies::check_quota(conn, company_id, crate::companies::Quota::Staff, 1).await?;
+        crate::tenancy::companies::check_quota(
+            conn,
+            company_id,
+            crate::tenancy::companies::Quota::Staff,
+            1,
+        )
+        .await?;
     }
     sqlx::query("update users set status = $2, updated_at = now() where id = $1")
         .bind(id)

@@ -6,10 +6,10 @@
 //! removed, and a new gateway must not get the old one's credential. Rotating bumps the
 //! generation (kept in `control.gateway_directory`, which ingest provisions from).
 
-use crate::audit;
 use crate::auth::{Principal, Secret};
-use crate::error::{CoreError, CoreResult};
-use crate::roles::{Need, Right};
+use crate::kernel::error::{CoreError, CoreResult};
+use crate::tenancy::audit;
+use crate::tenancy::roles::{Need, Right};
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;

@@ -4,9 +4,10 @@
 //! (or the reverse) cannot happen.
 
 use crate::auth::Principal;
-use crate::error::{CoreError, CoreResult};
-use crate::page::{self, Page};
-use crate::xlsx::{Cell, Column, Sheet};
+use crate::kernel::error::{CoreError, CoreResult};
+use crate::kernel::page::{self, Page};
+use crate::kernel::xlsx::{Cell, Column, Sheet};
+use crate::tenancy::actor::Actor;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -47,10 +48,24 @@ pub struct AuditFilter {
 }
 
 fn actor_label(actor: &Principal) -> String {
-    if actor.display_name.is_empty() {
+    if let Some(system) = actor.actor.system_label() {
+        system
+    } else if actor.display_name.is_empty() {
         actor.username.clone()
     } else {
         format!("{} ({})", actor.username, actor.display_name)
+    }
+}
+
+/// The user behind an entry; none for the system.
+fn actor_id(actor: &Principal) -> Option<Uuid> {
+    matches!(actor.actor, Actor::Person).then_some(actor.user_id)
+}
+
+fn actor_role(actor: &Principal) -> &'static str {
+    match actor.actor {
+        Actor::Person => actor.role.as_str(),
+        Actor::System { .. } => "system",
     }
 }
 
@@ -113,9 +128,9 @@ pub async fn record(
          values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
     )
     .bind(Uuid::now_v7())
-    .bind(actor.user_id)
+    .bind(actor_id(actor))
     .bind(actor_label(actor))
-    .bind(actor.role.as_str())
+    .bind(actor_role(actor))
     .bind(actor.source_ip.as_deref())
     .bind(action)
     .bind(target_kind)
@@ -150,7 +165,7 @@ pub async fn record_look(
     )
     .bind(action)
     .bind(target_id)
-    .bind(actor.user_id)
+    .bind(actor_id(actor))
     .bind(&after)
     .fetch_one(&mut *conn)
     .await?;
@@ -190,9 +205,9 @@ pub async fn record_platform(
          values ($1, $2, $3, $4, $5, $6, 'company', $7, $8, $9, $10)",
     )
     .bind(Uuid::now_v7())
-    .bind(actor.user_id)
+    .bind(actor_id(actor))
     .bind(actor_label(actor))
-    .bind(actor.role.as_str())
+    .bind(actor_role(actor))
     .bind(actor.source_ip.as_deref())
     .bind(action)
     .bind(company_id.map(|id| id.to_string()))

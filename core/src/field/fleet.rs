@@ -4,8 +4,8 @@
 //! daily energy, and DTU registrations nobody claimed. Read-only; any company role may look.
 
 use crate::auth::Principal;
-use crate::error::{CoreError, CoreResult};
-use crate::roles::{Need, Right};
+use crate::kernel::error::{CoreError, CoreResult};
+use crate::tenancy::roles::{Need, Right};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, Row};
@@ -576,7 +576,7 @@ pub async fn claim_unclaimed(
     registration_hex: &str,
     company_id: i64,
 ) -> CoreResult<()> {
-    if principal.role != crate::roles::Role::PlatformAdmin || principal.company.is_some() {
+    if principal.role != crate::tenancy::roles::Role::PlatformAdmin || principal.company.is_some() {
         return Err(CoreError::NotFound("resource"));
     }
     let exists: bool =
@@ -597,7 +597,7 @@ pub async fn claim_unclaimed(
     if done.rows_affected() == 0 {
         return Err(CoreError::NotFound("registration"));
     }
-    crate::audit::record_platform(
+    crate::tenancy::audit::record_platform(
         conn,
         principal,
         "registration.claim",
@@ -609,8 +609,12 @@ pub async fn claim_unclaimed(
 }
 
 /// A meter's readings as Excel (times in the property's time zone, energy in Wh, money in yuan).
-pub fn readings_sheet(meter_number: &str, readings: &[Reading], lang: &str) -> crate::xlsx::Sheet {
-    use crate::xlsx::{Cell, Column, Sheet};
+pub fn readings_sheet(
+    meter_number: &str,
+    readings: &[Reading],
+    lang: &str,
+) -> crate::kernel::xlsx::Sheet {
+    use crate::kernel::xlsx::{Cell, Column, Sheet};
     let zh = lang != "en";
     let header = |zh_text: &str, en_text: &str| {
         if zh {

@@ -4,8 +4,8 @@
 //! while an upgrade rolls through them. Applying is idempotent and serialised by an advisory
 //! lock, so two processes starting at once do not race.
 
-use crate::error::CoreResult;
-use crate::names::SchemaName;
+use crate::kernel::error::CoreResult;
+use crate::kernel::names::SchemaName;
 use sqlx::PgPool;
 
 /// One embedded migration file.
@@ -21,27 +21,27 @@ pub const CONTROL: &[Migration] = &[
     Migration {
         version: 1,
         name: "init",
-        sql: include_str!("../../migrations/control/0001_init.sql"),
+        sql: include_str!("../../../migrations/control/0001_init.sql"),
     },
     Migration {
         version: 2,
         name: "gateway_directory",
-        sql: include_str!("../../migrations/control/0002_gateway_directory.sql"),
+        sql: include_str!("../../../migrations/control/0002_gateway_directory.sql"),
     },
     Migration {
         version: 3,
         name: "unclaimed_registrations",
-        sql: include_str!("../../migrations/control/0003_unclaimed_registrations.sql"),
+        sql: include_str!("../../../migrations/control/0003_unclaimed_registrations.sql"),
     },
     Migration {
         version: 4,
         name: "mqtt_credentials",
-        sql: include_str!("../../migrations/control/0004_mqtt_credentials.sql"),
+        sql: include_str!("../../../migrations/control/0004_mqtt_credentials.sql"),
     },
     Migration {
         version: 5,
         name: "registration_rule",
-        sql: include_str!("../../migrations/control/0005_registration_rule.sql"),
+        sql: include_str!("../../../migrations/control/0005_registration_rule.sql"),
     },
 ];
 
@@ -50,57 +50,62 @@ pub const COMPANY: &[Migration] = &[
     Migration {
         version: 1,
         name: "init",
-        sql: include_str!("../../migrations/company/0001_init.sql"),
+        sql: include_str!("../../../migrations/company/0001_init.sql"),
     },
     Migration {
         version: 2,
         name: "property",
-        sql: include_str!("../../migrations/company/0002_property.sql"),
+        sql: include_str!("../../../migrations/company/0002_property.sql"),
     },
     Migration {
         version: 3,
         name: "field",
-        sql: include_str!("../../migrations/company/0003_field.sql"),
+        sql: include_str!("../../../migrations/company/0003_field.sql"),
     },
     Migration {
         version: 4,
         name: "import_uploads",
-        sql: include_str!("../../migrations/company/0004_import_uploads.sql"),
+        sql: include_str!("../../../migrations/company/0004_import_uploads.sql"),
     },
     Migration {
         version: 5,
         name: "field_history",
-        sql: include_str!("../../migrations/company/0005_field_history.sql"),
+        sql: include_str!("../../../migrations/company/0005_field_history.sql"),
     },
     Migration {
         version: 6,
         name: "readings",
-        sql: include_str!("../../migrations/company/0006_readings.sql"),
+        sql: include_str!("../../../migrations/company/0006_readings.sql"),
     },
     Migration {
         version: 7,
         name: "field_status",
-        sql: include_str!("../../migrations/company/0007_field_status.sql"),
+        sql: include_str!("../../../migrations/company/0007_field_status.sql"),
     },
     Migration {
         version: 8,
         name: "commands",
-        sql: include_str!("../../migrations/company/0008_commands.sql"),
+        sql: include_str!("../../../migrations/company/0008_commands.sql"),
     },
     Migration {
         version: 9,
         name: "field_alarms",
-        sql: include_str!("../../migrations/company/0009_field_alarms.sql"),
+        sql: include_str!("../../../migrations/company/0009_field_alarms.sql"),
     },
     Migration {
         version: 10,
         name: "mqtt_credentials",
-        sql: include_str!("../../migrations/company/0010_mqtt_credentials.sql"),
+        sql: include_str!("../../../migrations/company/0010_mqtt_credentials.sql"),
     },
     Migration {
         version: 11,
         name: "reading_baselines",
-        sql: include_str!("../../migrations/company/0011_reading_baselines.sql"),
+        sql: include_str!("../../../migrations/company/0011_reading_baselines.sql"),
+    },
+    Migration {
+        version: 12,
+        name: "command_queue",
+        sql: include_str!("../../../migrations/company/0012_command_queue.sql"),
     },
 ];
 

@@ -6,11 +6,11 @@
 //! change, because ingest finds gateways there. All of it needs the `settings` right and is
 //! audited.
 
-use crate::audit;
 use crate::auth::Principal;
-use crate::error::{CoreError, CoreResult};
 use crate::field::{self, Bus, BusInput, Gateway, Meter, MeterInput};
-use crate::roles::{Need, Right};
+use crate::kernel::error::{CoreError, CoreResult};
+use crate::tenancy::audit;
+use crate::tenancy::roles::{Need, Right};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, Row};

@@ -1,14 +1,14 @@
 //! Stored tariff plans and their versions (the plan model itself is [`crate::tariff`]).
 //! History is never rewritten: a version may be added or replaced only for a date after today
 //! (local time of the property); versions already in force stay as they are. The preview rates a
-//! usage profile under several plans with the same [`crate::rating::rate`] that bills meters.
+//! usage profile under several plans with the same [`crate::tariff::rating::rate`] that bills meters.
 
-use crate::audit;
 use crate::auth::Principal;
-use crate::error::{CoreError, CoreResult};
-use crate::rating::{self, RatingState, Usage};
-use crate::roles::{Need, Right};
+use crate::kernel::error::{CoreError, CoreResult};
+use crate::tariff::rating::{self, RatingState, Usage};
 use crate::tariff::{Calendar, Period, TariffVersion};
+use crate::tenancy::audit;
+use crate::tenancy::roles::{Need, Right};
 use chrono::{Duration, NaiveDate, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};

@@ -2,11 +2,11 @@
 //! restore level, quiet hours, holiday rules) and the company's holiday calendar with make-up
 //! workdays. Admins and operators with the `settings` right change them; every change is audited.
 
-use crate::audit;
 use crate::auth::Principal;
-use crate::error::{CoreError, CoreResult};
-use crate::roles::{Need, Right};
+use crate::kernel::error::{CoreError, CoreResult};
 use crate::tariff::Calendar;
+use crate::tenancy::audit;
+use crate::tenancy::roles::{Need, Right};
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, Row};

@@ -2,8 +2,10 @@
 //! whose `search_path` is that company's schema, set with `set_config(…, true)` so it ends with
 //! the transaction and a pooled connection never carries one company into the next request.
 
-use crate::error::CoreResult;
-use crate::names::SchemaName;
+pub mod migrate;
+
+use crate::kernel::error::CoreResult;
+use crate::kernel::names::SchemaName;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgPool, Postgres, Transaction};
 use std::time::Duration;

@@ -13,9 +13,11 @@
 //!   `control` on every request that the company and the user are still active.
 
 use crate::db::{self, Tx};
-use crate::error::{CoreError, CoreResult};
-use crate::names::{CompanySlug, NewPassword, SchemaName};
-use crate::roles::{allows, Need, Right, Role};
+use crate::kernel::clock::SharedClock;
+use crate::kernel::error::{CoreError, CoreResult};
+use crate::kernel::names::{CompanySlug, NewPassword, SchemaName};
+use crate::tenancy::actor::Actor;
+use crate::tenancy::roles::{allows, Need, Right, Role};
 use argon2::password_hash::{
     rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
 };
@@ -80,6 +82,8 @@ pub struct AuthConfig {
     pub access_ttl_s: i64,
     pub refresh_ttl_s: i64,
     pub throttle: ThrottleConfig,
+    /// The clock sessions and every request's principal read "now" from.
+    pub clock: SharedClock,
 }
 
 impl AuthConfig {
@@ -156,9 +160,47 @@ pub struct Principal {
     /// overlaps, DESIGN.md: Ingest). `None` for actors built outside a request.
     #[serde(skip)]
     pub side_pool: Option<PgPool>,
+    /// A person, or the system acting on its own (recorded as such in the audit log).
+    pub actor: Actor,
+    /// Where this principal's "now" comes from (tests choose instants).
+    #[serde(skip)]
+    pub clock: SharedClock,
 }
 
 impl Principal {
+    /// The system acting as `worker` (a platform-wide worker or the command line): every right
+    /// of platform staff, no user id, audited as `system:<worker>`. Enter a company with
+    /// [`Principal::in_company`].
+    pub fn system(worker: &str, clock: SharedClock) -> Principal {
+        Principal {
+            user_id: Uuid::nil(),
+            username: format!("system:{worker}"),
+            display_name: String::new(),
+            role: Role::PlatformAdmin,
+            rights: vec![],
+            building_ids: vec![],
+            company: None,
+            must_change_password: false,
+            source_ip: None,
+            side_pool: None,
+            actor: Actor::System {
+                worker: worker.to_owned(),
+            },
+            clock,
+        }
+    }
+
+    /// This principal inside `company` (a system worker doing one company's work).
+    pub fn in_company(mut self, company: CompanyScope) -> Principal {
+        self.company = Some(company);
+        self
+    }
+
+    /// Now, by this principal's clock.
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.clock.now()
+    }
+
     /// Whether this principal may do `need` in its company (false outside a company).
     pub fn can(&self, need: Need) -> bool {
         self.company.is_some() && allows(self.role, &self.rights, need)
@@ -487,6 +529,8 @@ async fn audit_login(
         must_change_password: row.must_change_password,
         source_ip: source_ip.map(str::to_owned),
         side_pool: None,
+        actor: Actor::Person,
+        clock: crate::kernel::clock::system(),
     };
     match company_id {
         Some(id) => {
@@ -494,7 +538,7 @@ async fn audit_login(
                 .await?
                 .ok_or(CoreError::NotFound("company"))?;
             db::set_schema(tx, &company.schema).await?;
-            crate::audit::record(
+            crate::tenancy::audit::record(
                 tx,
                 &actor,
                 "user.login",
@@ -505,7 +549,10 @@ async fn audit_login(
             )
             .await
         }
-        None => crate::audit::record_platform(tx, &actor, "platform.login", None, None, None).await,
+        None => {
+            crate::tenancy::audit::record_platform(tx, &actor, "platform.login", None, None, None)
+                .await
+        }
     }
 }
 
@@ -803,6 +850,7 @@ pub async fn resolve(
     pool: &PgPool,
     claims: &Claims,
     source_ip: Option<String>,
+    clock: &SharedClock,
 ) -> CoreResult<(Principal, Tx)> {
     let gone = || CoreError::Unauthorized("session ended: sign in again".into());
     let mut tx = pool.begin().await?;
@@ -874,6 +922,8 @@ pub async fn resolve(
         must_change_password: row.try_get("must_change_password")?,
         source_ip,
         side_pool: Some(pool.clone()),
+        actor: Actor::Person,
+        clock: clock.clone(),
     };
     Ok((principal, tx))
 }
@@ -915,7 +965,7 @@ pub async fn change_own_password(
     .execute(&mut **tx)
     .await?;
     revoke_user_tokens(tx, principal.user_id).await?;
-    crate::audit::record(
+    crate::tenancy::audit::record(
         tx,
         principal,
         "user.password_change",
@@ -1132,6 +1182,7 @@ mod tests {
             access_ttl_s: 60,
             refresh_ttl_s: 3600,
             throttle: ThrottleConfig::default(),
+            clock: crate::kernel::clock::system(),
         }
     }
 

@@ -17,10 +17,10 @@
 //! - registrations entered before the rule that break it are listed ([`problems`]) to their
 //!   company and to platform staff to change; ingest refuses a dial-in that matches two.
 
-use crate::audit;
 use crate::auth::Principal;
 use crate::db;
-use crate::error::{CoreError, CoreResult};
+use crate::kernel::error::{CoreError, CoreResult};
+use crate::tenancy::audit;
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;

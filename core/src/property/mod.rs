@@ -3,13 +3,13 @@
 //! changes only those (anything else is 404 for them). Every change is audited. All functions
 //! run in the caller's company-scoped transaction.
 
-use crate::audit;
-use crate::audit::snapshot as json;
 use crate::auth::Principal;
-use crate::error::{CoreError, CoreResult};
-use crate::money::parse_hundredths;
-use crate::names::PhoneNumber;
-use crate::roles::{Need, Right};
+use crate::kernel::error::{CoreError, CoreResult};
+use crate::kernel::money::parse_hundredths;
+use crate::kernel::names::PhoneNumber;
+use crate::tenancy::audit;
+use crate::tenancy::audit::snapshot as json;
+use crate::tenancy::roles::{Need, Right};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, QueryBuilder, Row};
 use std::collections::BTreeMap;
