@@ -528,9 +528,9 @@ impl DailyContext {
         )
         .fetch_optional(&mut *conn)
         .await?;
-        let tz = tz_name
-            .and_then(|t| t.parse().ok())
-            .unwrap_or(chrono_tz::Asia::Shanghai);
+        let tz = tz_name.map_or(powertab_core::kernel::clock::DEFAULT_TIME_ZONE, |t| {
+            powertab_core::kernel::clock::time_zone(&t)
+        });
         let calendar = powertab_core::tenancy::settings::calendar(&mut *conn).await?;
         let rows = sqlx::query(
             "select m.id, v.body from meters m join tariff_versions v on v.plan_id = m.tariff_plan_id

@@ -136,6 +136,9 @@ pub struct CompanyScope {
     #[serde(skip)]
     pub schema: SchemaName,
     pub time_zone: String,
+    /// `time_zone`, parsed once when the scope is loaded.
+    #[serde(skip)]
+    pub tz: chrono_tz::Tz,
     pub status: String,
 }
 
@@ -199,6 +202,18 @@ impl Principal {
     /// Now, by this principal's clock.
     pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
         self.clock.now()
+    }
+
+    /// The time zone of the company this principal works in (the default outside one).
+    pub fn tz(&self) -> chrono_tz::Tz {
+        self.company
+            .as_ref()
+            .map_or(crate::kernel::clock::DEFAULT_TIME_ZONE, |c| c.tz)
+    }
+
+    /// Today's date in the company's time zone, by this principal's clock.
+    pub fn today(&self) -> chrono::NaiveDate {
+        self.now().with_timezone(&self.tz()).date_naive()
     }
 
     /// Whether this principal may do `need` in its company (false outside a company).
@@ -836,6 +851,7 @@ pub async fn load_company(
             slug: r.try_get("slug")?,
             name: r.try_get("name")?,
             schema: stored_schema(r.try_get("schema_name")?)?,
+            tz: crate::kernel::clock::time_zone(r.try_get("time_zone")?),
             time_zone: r.try_get("time_zone")?,
             status: r.try_get("status")?,
         })

@@ -214,12 +214,12 @@ pub struct SwapResult {
 /// The time of a removal or swap: now by default, never in the future, never before the meter
 /// went in.
 fn change_time(
+    now: DateTime<Utc>,
     at: Option<DateTime<Utc>>,
     meter: &Meter,
     field_name: &str,
     fields: &mut BTreeMap<String, String>,
 ) -> DateTime<Utc> {
-    let now = Utc::now();
     let at = at.unwrap_or(now);
     if at > now + chrono::Duration::minutes(5) {
         fields.insert(field_name.into(), "not in the future".into());
@@ -330,7 +330,13 @@ pub async fn remove_meter(
         )));
     }
     let mut fields = BTreeMap::new();
-    let at = change_time(input.removed_at, &before, "removed_at", &mut fields);
+    let at = change_time(
+        principal.now(),
+        input.removed_at,
+        &before,
+        "removed_at",
+        &mut fields,
+    );
     check_final_reading(
         conn,
         &before,
@@ -377,7 +383,13 @@ pub async fn swap_meter(
         ));
     }
     let mut fields = BTreeMap::new();
-    let at = change_time(input.swapped_at, &old, "swapped_at", &mut fields);
+    let at = change_time(
+        principal.now(),
+        input.swapped_at,
+        &old,
+        "swapped_at",
+        &mut fields,
+    );
     check_final_reading(
         conn,
         &old,
@@ -456,12 +468,7 @@ pub async fn swap_meter(
 
 /// The local calendar date of `at` in the company's time zone.
 fn local_date(principal: &Principal, at: DateTime<Utc>) -> chrono::NaiveDate {
-    let tz: chrono_tz::Tz = principal
-        .company()
-        .ok()
-        .and_then(|c| c.time_zone.parse().ok())
-        .unwrap_or(chrono_tz::Asia::Shanghai);
-    at.with_timezone(&tz).date_naive()
+    at.with_timezone(&principal.tz()).date_naive()
 }
 
 const SWAP_SELECT: &str = "select s.id, s.old_meter_id, o.meter_number as old_meter_number, s.new_meter_id,

@@ -207,7 +207,7 @@ pub async fn fleet(
     .bind(f64::from(stale_after_s))
     .fetch_one(&mut *conn)
     .await?;
-    let now = Utc::now();
+    let now = principal.now();
     let rows = sqlx::query(
         "with live as (
              select m.id, m.meter_number, g.identity, m.shop_id, b.number as bus, m.address,
@@ -438,12 +438,8 @@ pub async fn daily_energy(
     if !(1..=366).contains(&days) {
         return Err(CoreError::field("days", "1 to 366"));
     }
-    let tz: chrono_tz::Tz = principal
-        .company()?
-        .time_zone
-        .parse()
-        .unwrap_or(chrono_tz::Asia::Shanghai);
-    let today = Utc::now().with_timezone(&tz).date_naive();
+    principal.company()?;
+    let today = principal.today();
     let first = today - chrono::Duration::days(days - 1);
     sqlx::query(
         "select day, period, energy_wh from daily_energy where meter_id = $1 and day >= $2

@@ -6,6 +6,15 @@
 use chrono::{DateTime, Duration, Utc};
 use std::sync::{Arc, Mutex, PoisonError};
 
+/// The time zone of a property that names none (DESIGN.md: times).
+pub const DEFAULT_TIME_ZONE: chrono_tz::Tz = chrono_tz::Asia::Shanghai;
+
+/// A stored or configured time-zone name, parsed; unknown names (never accepted by company
+/// creation, so only a hand-edited row) fall back to [`DEFAULT_TIME_ZONE`].
+pub fn time_zone(name: &str) -> chrono_tz::Tz {
+    name.parse().unwrap_or(DEFAULT_TIME_ZONE)
+}
+
 /// Where "now" comes from.
 pub trait Clock: Send + Sync + std::fmt::Debug {
     fn now(&self) -> DateTime<Utc>;

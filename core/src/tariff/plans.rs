@@ -69,12 +69,7 @@ fn prefixed(prefix: &str, fields: BTreeMap<String, String>) -> BTreeMap<String, 
 
 /// Today in the property's time zone.
 fn today(principal: &Principal) -> NaiveDate {
-    let tz: Tz = principal
-        .company
-        .as_ref()
-        .and_then(|c| c.time_zone.parse().ok())
-        .unwrap_or(chrono_tz::Asia::Shanghai);
-    Utc::now().with_timezone(&tz).date_naive()
+    principal.today()
 }
 
 async fn versions(conn: &mut PgConnection, plan_id: Uuid) -> CoreResult<Vec<TariffVersion>> {
@@ -254,11 +249,7 @@ pub async fn preview(
     if input.plan_ids.is_empty() || input.plan_ids.len() > 5 {
         return Err(CoreError::field("plan_ids", "1 to 5 plans"));
     }
-    let tz: Tz = principal
-        .company()?
-        .time_zone
-        .parse()
-        .unwrap_or(chrono_tz::Asia::Shanghai);
+    let tz: Tz = principal.company()?.tz;
     let mut results = Vec::new();
     for &plan_id in &input.plan_ids {
         let plan = get(conn, principal, plan_id).await?;

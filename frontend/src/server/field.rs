@@ -730,7 +730,7 @@ pub async fn get_fleet(
         gateways_total: f.gateways_total,
         gateways_offline: f.gateways_offline,
         unclaimed,
-        as_of: local_time(chrono::Utc::now(), &tz),
+        as_of: local_time(principal.now(), &tz),
         alarms: alarms
             .into_iter()
             .map(|a| (a.kind, a.target, local_time(a.raised_at, &tz), a.detail))
@@ -818,7 +818,7 @@ pub async fn get_meter_live(id: String) -> Result<crate::api::MeterLiveView, Ser
         read_at: latest
             .map(|r| local_time(r.read_at, &tz))
             .unwrap_or_default(),
-        age_s: latest.map(|r| (chrono::Utc::now() - r.read_at).num_seconds().max(0)),
+        age_s: latest.map(|r| (principal.now() - r.read_at).num_seconds().max(0)),
         daily: by_day
             .into_iter()
             .map(|(day, wh)| (day.to_string(), format_wh_as_kwh(wh), wh * 100 / peak))
@@ -873,8 +873,7 @@ pub async fn list_readings(
     let id: Uuid = id
         .parse()
         .map_err(|_| read_err(powertab_core::CoreError::NotFound("meter")))?;
-    let tz_name = company_tz(&principal);
-    let tz: chrono_tz::Tz = tz_name.parse().unwrap_or(chrono_tz::Asia::Shanghai);
+    let tz = principal.tz();
     let local_start = |text: &str, days_after: i64| {
         chrono::NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d")
             .ok()
@@ -912,7 +911,7 @@ pub async fn list_readings(
             .into_iter()
             .map(|r| {
                 (
-                    local_time(r.read_at, &tz_name),
+                    local_time(r.read_at, &tz),
                     format_wh_as_kwh(r.energy_wh),
                     r.power_w.map(|p| p.to_string()).unwrap_or_default(),
                     r.voltage_dv
@@ -943,7 +942,7 @@ pub async fn platform_registrations() -> Result<crate::api::RegistrationsView, S
     if !principal.role.is_platform() || principal.company.is_some() {
         return Err(read_err(powertab_core::CoreError::NotFound("resource")));
     }
-    let tz = "Asia/Shanghai";
+    let tz = &powertab_core::kernel::clock::DEFAULT_TIME_ZONE;
     let unclaimed = powertab_core::field::fleet::unclaimed(&mut tx, &principal)
         .await
         .map_err(read_err)?;

@@ -233,19 +233,12 @@ fn finish(result: Result<String, UiError>) -> Result<(), ServerFnError> {
     Ok(())
 }
 
-fn local_time(at: DateTime<Utc>, time_zone: &str) -> String {
-    let tz: chrono_tz::Tz = time_zone.parse().unwrap_or(chrono_tz::Asia::Shanghai);
-    at.with_timezone(&tz)
-        .format("%Y-%m-%d %H:%M:%S")
-        .to_string()
+fn local_time(at: DateTime<Utc>, tz: &chrono_tz::Tz) -> String {
+    at.with_timezone(tz).format("%Y-%m-%d %H:%M:%S").to_string()
 }
 
-fn company_tz(principal: &Principal) -> String {
-    principal
-        .company
-        .as_ref()
-        .map(|c| c.time_zone.clone())
-        .unwrap_or_else(|| "Asia/Shanghai".into())
+fn company_tz(principal: &Principal) -> chrono_tz::Tz {
+    principal.tz()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -312,7 +305,10 @@ fn read_err(err: CoreError) -> ServerFnError {
 
 fn company_row(c: companies::Company) -> CompanyRow {
     CompanyRow {
-        created: local_time(c.created_at, &c.time_zone),
+        created: local_time(
+            c.created_at,
+            &powertab_core::kernel::clock::time_zone(&c.time_zone),
+        ),
         id: c.id,
         slug: c.slug,
         name: c.name,
@@ -344,7 +340,7 @@ pub async fn get_company(id: i64) -> Result<CompanyRow, ServerFnError> {
         .map_err(read_err)
 }
 
-fn user_row(u: users::User, tz: &str) -> UserRow {
+fn user_row(u: users::User, tz: &chrono_tz::Tz) -> UserRow {
     UserRow {
         id: u.id.to_string(),
         username: u.username,
@@ -398,8 +394,7 @@ pub async fn get_user(id: String) -> Result<UserRow, ServerFnError> {
 }
 
 /// A local date (`YYYY-MM-DD`) in `tz` at 00:00, as UTC.
-fn local_midnight(date: &str, tz: &str, days_after: i64) -> Option<DateTime<Utc>> {
-    let tz: chrono_tz::Tz = tz.parse().unwrap_or(chrono_tz::Asia::Shanghai);
+fn local_midnight(date: &str, tz: &chrono_tz::Tz, days_after: i64) -> Option<DateTime<Utc>> {
     let date = NaiveDate::parse_from_str(date.trim(), "%Y-%m-%d").ok()?
         + chrono::Duration::days(days_after);
     tz.from_local_datetime(&date.and_hms_opt(0, 0, 0)?)
@@ -1109,11 +1104,11 @@ mod tests {
 
     #[test]
     fn local_dates_become_utc_midnights_of_the_property() {
-        let start = local_midnight("2026-11-25", "Asia/Shanghai", 0).unwrap();
+        let start = local_midnight("2026-11-25", &chrono_tz::Asia::Shanghai, 0).unwrap();
         assert_eq!(start.to_rfc3339(), "2026-11-24T16:00:00+00:00");
-        let end = local_midnight("2026-11-25", "Asia/Shanghai", 1).unwrap();
+        let end = local_midnight("2026-11-25", &chrono_tz::Asia::Shanghai, 1).unwrap();
         assert_eq!(end.to_rfc3339(), "2026-11-25T16:00:00+00:00");
-        assert!(local_midnight("25/11/2026", "Asia/Shanghai", 0).is_none());
+        assert!(local_midnight("25/11/2026", &chrono_tz::Asia::Shanghai, 0).is_none());
     }
 
     #[test]

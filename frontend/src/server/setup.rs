@@ -6,7 +6,7 @@ use super::{
     company_tz, field_error, finish, non_empty, read_err, read_session, session_for_change, UiError,
 };
 use crate::api::{PreviewQuery, PreviewRow, PreviewView, SettingsForm, SettingsView};
-use chrono::{Datelike, NaiveDate, Utc};
+use chrono::{Datelike, NaiveDate};
 use leptos::prelude::*;
 use powertab_core::kernel::money::{
     format_wh_as_kwh, parse_hundredths, parse_kwh_as_wh, AmountFen,
@@ -25,9 +25,8 @@ fn hh_mm(minute: Option<i32>) -> String {
         .unwrap_or_default()
 }
 
-fn this_year(tz: &str) -> i32 {
-    let tz: chrono_tz::Tz = tz.parse().unwrap_or(chrono_tz::Asia::Shanghai);
-    Utc::now().with_timezone(&tz).year()
+fn this_year(principal: &powertab_core::auth::Principal) -> i32 {
+    principal.now().with_timezone(&principal.tz()).year()
 }
 
 pub async fn get_settings(year: String) -> Result<SettingsView, ServerFnError> {
@@ -38,7 +37,7 @@ pub async fn get_settings(year: String) -> Result<SettingsView, ServerFnError> {
         .parse()
         .ok()
         .filter(|y| (2000..=2100).contains(y))
-        .unwrap_or_else(|| this_year(&tz));
+        .unwrap_or_else(|| this_year(&principal));
     let days = settings::calendar_days(&mut tx, &principal, Some(year))
         .await
         .map_err(read_err)?
@@ -56,7 +55,7 @@ pub async fn get_settings(year: String) -> Result<SettingsView, ServerFnError> {
         arrears_cap: yuan(s.arrears_cap_fen),
         stale_meter_min: (s.stale_meter_s / 60).to_string(),
         offline_gateway_min: (s.offline_gateway_s / 60).to_string(),
-        time_zone: tz,
+        time_zone: tz.name().to_owned(),
         year,
         days,
     })
@@ -228,11 +227,8 @@ pub async fn tariff_preview(query: PreviewQuery) -> Result<PreviewView, ServerFn
     if chosen.is_empty() {
         return Ok(view);
     }
-    let tz: chrono_tz::Tz = company_tz(&principal)
-        .parse()
-        .unwrap_or(chrono_tz::Asia::Shanghai);
     let start = NaiveDate::parse_from_str(query.start.trim(), "%Y-%m-%d")
-        .unwrap_or_else(|_| Utc::now().with_timezone(&tz).date_naive());
+        .unwrap_or_else(|_| principal.today());
     let input = powertab_core::tariff::plans::PreviewInput {
         plan_ids: chosen
             .iter()
