@@ -18,6 +18,7 @@ use crate::kernel::error::{CoreError, CoreResult};
 use crate::kernel::names::{CompanySlug, NewPassword, SchemaName};
 use crate::tenancy::actor::Actor;
 use crate::tenancy::roles::{allows, Need, Right, Role};
+use crate::tenancy::status::CompanyStatus;
 use argon2::password_hash::{
     rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
 };
@@ -139,7 +140,7 @@ pub struct CompanyScope {
     /// `time_zone`, parsed once when the scope is loaded.
     #[serde(skip)]
     pub tz: chrono_tz::Tz,
-    pub status: String,
+    pub status: CompanyStatus,
 }
 
 /// Who is calling, resolved once per request.
@@ -784,7 +785,7 @@ async fn current_role(
     let Some(company) = load_company(tx, company_id).await? else {
         return Ok(None);
     };
-    if company.status != "active" {
+    if company.status != CompanyStatus::Active {
         return Ok(None);
     }
     db::set_schema(tx, &company.schema).await?;
@@ -876,7 +877,7 @@ pub async fn resolve(
     };
     if let Some(company) = &company {
         // Platform staff may still enter a suspended company to look into it.
-        if company.status != "active" && !claims.role.is_platform() {
+        if company.status != CompanyStatus::Active && !claims.role.is_platform() {
             return Err(CoreError::Unauthorized("this company is suspended".into()));
         }
     }

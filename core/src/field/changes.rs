@@ -44,7 +44,7 @@ pub async fn set_buses(
         .buses
         .iter()
         .enumerate()
-        .map(|(i, b)| field::check_bus(i, b, &before.kind, &mut fields))
+        .map(|(i, b)| field::check_bus(i, b, before.kind.as_str(), &mut fields))
         .collect();
     let mut numbers: Vec<i32> = wanted.iter().map(|b| b.number).collect();
     numbers.sort_unstable();
@@ -376,7 +376,9 @@ pub async fn swap_meter(
     input: &MeterSwapInput,
 ) -> CoreResult<SwapResult> {
     let old = check_removable(conn, principal, meter_id).await?;
-    if old.prepayment_mode == "meter" && field::meter_has_open_account(conn, meter_id).await? {
+    if old.prepayment_mode == crate::field::PrepaymentMode::Meter
+        && field::meter_has_open_account(conn, meter_id).await?
+    {
         return Err(CoreError::Conflict(
             "the credit of a meter-side account is on the old meter: settle the account first"
                 .into(),
@@ -406,13 +408,16 @@ pub async fn swap_meter(
     retire_meter(conn, meter_id, input.old_final_energy_wh, at).await?;
     let new_input = MeterInput {
         bus_id: old.bus_id,
-        model: input.model.clone().unwrap_or_else(|| old.model.clone()),
+        model: input
+            .model
+            .clone()
+            .unwrap_or_else(|| old.model.as_str().to_owned()),
         address: input.address.clone().unwrap_or_else(|| old.address.clone()),
         meter_number: input.meter_number.clone(),
         ct_ratio: Some(old.ct_ratio),
         pt_ratio: Some(old.pt_ratio),
-        prepayment_mode: Some(old.prepayment_mode.clone()),
-        role: Some(old.role.clone()),
+        prepayment_mode: Some(old.prepayment_mode.as_str().to_owned()),
+        role: Some(old.role.as_str().to_owned()),
         parent_id: old.parent_id,
         shop_id: old.shop_id,
         tariff_plan_id: old.tariff_plan_id,

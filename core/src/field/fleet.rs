@@ -5,6 +5,7 @@
 
 use crate::auth::Principal;
 use crate::kernel::error::{CoreError, CoreResult};
+use crate::kernel::money::AmountFen;
 use crate::tenancy::roles::{Need, Right};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
@@ -51,7 +52,7 @@ pub struct MeterStatus {
     pub stale: bool,
     pub energy_wh: Option<i64>,
     pub power_w: Option<i64>,
-    pub remaining_fen: Option<i64>,
+    pub remaining_fen: Option<AmountFen>,
     pub relay_closed: Option<bool>,
     pub alarms: Vec<String>,
     pub consecutive_failures: i32,
@@ -342,7 +343,7 @@ pub struct Reading {
     pub power_w: Option<i64>,
     pub voltage_dv: Option<Vec<i32>>,
     pub current_ca: Option<Vec<i32>>,
-    pub remaining_fen: Option<i64>,
+    pub remaining_fen: Option<AmountFen>,
     pub relay_closed: Option<bool>,
     pub alarms: Vec<String>,
     /// Why the reading did not count as consumption (reset, gap, …), or `rollover`.
@@ -646,7 +647,8 @@ pub fn readings_sheet(
                     r.power_w.map_or(Cell::Empty, Cell::Int),
                     list(&r.voltage_dv),
                     list(&r.current_ca),
-                    r.remaining_fen.map_or(Cell::Empty, Cell::MoneyFen),
+                    r.remaining_fen
+                        .map_or(Cell::Empty, |f| Cell::MoneyFen(f.fen())),
                     r.relay_closed.map_or(Cell::Empty, Cell::Bool),
                     Cell::Text(r.alarms.join(",")),
                     r.flag.clone().map_or(Cell::Empty, Cell::Text),

@@ -5,6 +5,7 @@
 //! A taken identity answers "taken" without saying by whom. Quotas (gateways, meters) are
 //! enforced here. Changes need the `settings` right and are audited.
 
+use super::vocabulary::GatewayKind;
 use crate::auth::Principal;
 use crate::kernel::error::{CoreError, CoreResult};
 use crate::tenancy::audit;
@@ -41,8 +42,7 @@ pub struct Gateway {
     pub id: Uuid,
     pub identity: String,
     pub name: String,
-    /// `dtu`, `modbus_tcp` or `mqtt`.
-    pub kind: String,
+    pub kind: GatewayKind,
     pub status: String,
     /// Always null in answers: registration bytes are a credential, shown only through
     /// `GET /gateways/{id}/registration` (settings right, audited).
@@ -643,7 +643,7 @@ pub async fn update_gateway(
     .bind(id)
     .bind(patch.name.as_deref().map_or(before.name.as_str(), str::trim))
     .bind(registration.as_deref())
-    .bind(patch.registration_repeats.unwrap_or(before.registration_repeats) && before.kind == "dtu")
+    .bind(patch.registration_repeats.unwrap_or(before.registration_repeats) && before.kind == GatewayKind::Dtu)
     .bind(heartbeat.as_deref())
     .bind(host.as_deref())
     .execute(&mut *conn)

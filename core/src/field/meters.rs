@@ -3,8 +3,10 @@
 //! need the `settings` right and are audited.
 
 use super::gateways::*;
+use super::vocabulary::{MeterModel, MeterRole, PrepaymentMode, Protocol};
 use crate::auth::Principal;
 use crate::kernel::error::{CoreError, CoreResult};
+use crate::kernel::money::AmountFen;
 use crate::tenancy::audit;
 use crate::tenancy::companies::Quota;
 use crate::tenancy::roles::{Need, Right};
@@ -21,18 +23,18 @@ pub struct Meter {
     pub gateway_id: Uuid,
     pub gateway_identity: String,
     pub bus_number: i32,
-    pub model: String,
+    pub model: MeterModel,
     pub address: String,
     pub meter_number: String,
     pub ct_ratio: i32,
     pub pt_ratio: i32,
-    pub prepayment_mode: String,
-    pub role: String,
+    pub prepayment_mode: PrepaymentMode,
+    pub role: MeterRole,
     pub parent_id: Option<Uuid>,
     pub shop_id: Option<Uuid>,
     pub tariff_plan_id: Option<Uuid>,
-    pub alarm1_fen: Option<i64>,
-    pub alarm2_fen: Option<i64>,
+    pub alarm1_fen: Option<AmountFen>,
+    pub alarm2_fen: Option<AmountFen>,
     pub install_date: Option<chrono::NaiveDate>,
     pub initial_energy_wh: i64,
     pub status: String,
@@ -59,8 +61,8 @@ pub struct MeterInput {
     pub parent_id: Option<Uuid>,
     pub shop_id: Option<Uuid>,
     pub tariff_plan_id: Option<Uuid>,
-    pub alarm1_fen: Option<i64>,
-    pub alarm2_fen: Option<i64>,
+    pub alarm1_fen: Option<AmountFen>,
+    pub alarm2_fen: Option<AmountFen>,
     pub install_date: Option<chrono::NaiveDate>,
     pub initial_energy_wh: Option<i64>,
     #[serde(default)]
@@ -213,13 +215,6 @@ pub async fn meter(conn: &mut PgConnection, principal: &Principal, id: Uuid) -> 
     meter_from(row)
 }
 
-/// Whether `model` has a driver with the secure purchase (meter-side prepayment). The simulator
-/// and secure firmware implement SECURE-COMMAND.md for the Acrel models; DL/T 645 and generic
-/// Modbus meters do not.
-pub fn model_supports_meter_side(model: &str) -> bool {
-    matches!(model, "dtsy1352" | "ddsy1352")
-}
-
 /// Checks a meter's address for its bus protocol.
 pub fn check_address(protocol: &str, address: &str) -> Result<String, &'static str> {
     let address = address.trim();
@@ -249,8 +244,8 @@ pub async fn create_meter(
 pub(crate) struct CheckedMeter {
     pub(crate) address: String,
     pub(crate) number: String,
-    pub(crate) mode: String,
-    pub(crate) role: String,
+    pub(crate) mode: PrepaymentMode,
+    pub(crate) role: MeterRole,
 }
 
 /// Checks a meter's fields against its bus, the shop, the plan and the other meters; `except`
@@ -273,27 +268,24 @@ pub(crate) async fn validate_meter(
             (String::new(), 0)
         }
     };
-    let model = input.model.as_str();
-    let model_protocol = match model {
-        "dtsy1352" | "ddsy1352" | "modbus_generic" => "modbus_rtu",
-        "dlt645" => "dlt645",
-        _ => {
+    // Parse, don't validate: from here on the model, mode and role are words of their lists.
+    let model = MeterModel::parse(input.model.trim());
+    if model.is_none() {
+        fields.insert("model".into(), MeterModel::choices());
+    }
+    let model_protocol = model.map(MeterModel::protocol);
+    if let (Ok(bus_protocol), Some(model_protocol)) = (protocol.parse::<Protocol>(), model_protocol)
+    {
+        if bus_protocol != model_protocol {
             fields.insert(
                 "model".into(),
-                "dtsy1352, ddsy1352, dlt645 or modbus_generic".into(),
+                format!("this model speaks {model_protocol}; the bus is {bus_protocol}"),
             );
-            ""
         }
-    };
-    if !protocol.is_empty() && !model_protocol.is_empty() && protocol != model_protocol {
-        fields.insert(
-            "model".into(),
-            format!("this model speaks {model_protocol}; the bus is {protocol}"),
-        );
     }
     let address = check_address(
         if protocol.is_empty() {
-            model_protocol
+            model_protocol.map_or("", Protocol::as_str)
         } else {
             &protocol
         },
@@ -307,27 +299,26 @@ pub(crate) async fn validate_meter(
     if number.is_empty() || number.len() > 16 || !number.bytes().all(|b| b.is_ascii_digit()) {
         fields.insert("meter_number".into(), "1 to 16 digits".into());
     }
-    let mode = input
-        .prepayment_mode
-        .clone()
-        .unwrap_or_else(|| "platform".into());
-    match mode.as_str() {
-        "platform" => {}
-        "meter" if model_supports_meter_side(model) => {}
-        "meter" => {
-            fields.insert(
-                "prepayment_mode".into(),
-                "meter-side prepayment needs a model with the secure purchase".into(),
-            );
-        }
-        _ => {
-            fields.insert("prepayment_mode".into(), "platform or meter".into());
-        }
+    let mode = match input.prepayment_mode.as_deref().map(str::trim) {
+        None | Some("") => PrepaymentMode::Platform,
+        Some(text) => PrepaymentMode::parse(text).unwrap_or_else(|| {
+            fields.insert("prepayment_mode".into(), PrepaymentMode::choices());
+            PrepaymentMode::Platform
+        }),
+    };
+    if mode == PrepaymentMode::Meter && model.is_some_and(|m| !m.supports_meter_side()) {
+        fields.insert(
+            "prepayment_mode".into(),
+            "meter-side prepayment needs a model with the secure purchase".into(),
+        );
     }
-    let role = input.role.clone().unwrap_or_else(|| "shop".into());
-    if !["shop", "main", "common"].contains(&role.as_str()) {
-        fields.insert("role".into(), "shop, main or common".into());
-    }
+    let role = match input.role.as_deref().map(str::trim) {
+        None | Some("") => MeterRole::Shop,
+        Some(text) => MeterRole::parse(text).unwrap_or_else(|| {
+            fields.insert("role".into(), MeterRole::choices());
+            MeterRole::Shop
+        }),
+    };
     for (field, value) in [("ct_ratio", input.ct_ratio), ("pt_ratio", input.pt_ratio)] {
         if value.is_some_and(|v| !(1..=10_000).contains(&v)) {
             fields.insert(field.into(), "1 to 10,000".into());
@@ -344,7 +335,7 @@ pub(crate) async fn validate_meter(
     if input.initial_energy_wh.is_some_and(|wh| wh < 0) {
         fields.insert("initial_energy_wh".into(), "not negative".into());
     }
-    if model == "dlt645" {
+    if model == Some(MeterModel::Dlt645) {
         for (field, value) in [
             ("dlt645_password", &input.dlt645_password),
             ("dlt645_operator", &input.dlt645_operator),
@@ -384,7 +375,7 @@ pub(crate) async fn validate_meter(
     if let Some(plan_id) = input.tariff_plan_id {
         match crate::tariff::plans::get(conn, principal, plan_id).await {
             Ok(plan)
-                if mode == "meter"
+                if mode == PrepaymentMode::Meter
                     && plan
                         .versions
                         .iter()
@@ -496,8 +487,8 @@ pub async fn insert_meter(
     .bind(&number)
     .bind(input.ct_ratio.unwrap_or(1))
     .bind(input.pt_ratio.unwrap_or(1))
-    .bind(&mode)
-    .bind(&role)
+    .bind(mode)
+    .bind(role)
     .bind(input.parent_id)
     .bind(input.shop_id)
     .bind(input.tariff_plan_id)
@@ -557,10 +548,10 @@ pub struct MeterPatch {
     pub tariff_plan_id: Option<Option<Uuid>>,
     #[serde(default, deserialize_with = "double_option")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<i64>))]
-    pub alarm1_fen: Option<Option<i64>>,
+    pub alarm1_fen: Option<Option<AmountFen>>,
     #[serde(default, deserialize_with = "double_option")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<i64>))]
-    pub alarm2_fen: Option<Option<i64>>,
+    pub alarm2_fen: Option<Option<AmountFen>>,
 }
 
 /// Whether a meter carries an open shop account. Accounts arrive with the billing issue, whose
@@ -597,7 +588,7 @@ pub async fn update_meter(
     }
     let input = MeterInput {
         bus_id: before.bus_id,
-        model: before.model.clone(),
+        model: before.model.as_str().to_owned(),
         address: before.address.clone(),
         meter_number: before.meter_number.clone(),
         ct_ratio: Some(patch.ct_ratio.unwrap_or(before.ct_ratio)),
@@ -606,9 +597,14 @@ pub async fn update_meter(
             patch
                 .prepayment_mode
                 .clone()
-                .unwrap_or_else(|| before.prepayment_mode.clone()),
+                .unwrap_or_else(|| before.prepayment_mode.as_str().to_owned()),
         ),
-        role: Some(patch.role.clone().unwrap_or_else(|| before.role.clone())),
+        role: Some(
+            patch
+                .role
+                .clone()
+                .unwrap_or_else(|| before.role.as_str().to_owned()),
+        ),
         parent_id: patch.parent_id.unwrap_or(before.parent_id),
         shop_id: patch.shop_id.unwrap_or(before.shop_id),
         tariff_plan_id: patch.tariff_plan_id.unwrap_or(before.tariff_plan_id),
@@ -639,8 +635,8 @@ pub async fn update_meter(
     .bind(id)
     .bind(input.ct_ratio)
     .bind(input.pt_ratio)
-    .bind(&checked.mode)
-    .bind(&checked.role)
+    .bind(checked.mode)
+    .bind(checked.role)
     .bind(input.parent_id)
     .bind(input.shop_id)
     .bind(input.tariff_plan_id)

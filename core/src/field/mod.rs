@@ -5,6 +5,9 @@
 //! readings. Everything but the reading rules needs the `db` feature.
 
 pub mod readings;
+pub mod vocabulary;
+
+pub use vocabulary::{GatewayKind, MeterModel, MeterRole, PrepaymentMode, Protocol};
 
 #[cfg(feature = "db")]
 pub mod changes;

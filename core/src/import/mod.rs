@@ -12,6 +12,7 @@ pub mod spreadsheet;
 use crate::auth::Principal;
 use crate::field::{self, BusInput, GatewayInput, MeterInput};
 use crate::kernel::error::{CoreError, CoreResult};
+use crate::kernel::money::AmountFen;
 use crate::kernel::xlsx::{Cell, Column, Sheet};
 use crate::property::{self, BuildingInput, FloorInput, ShopInput};
 use serde::{Deserialize, Serialize};
@@ -223,7 +224,7 @@ pub fn gateways_sheet(gateways: &[field::Gateway], lang: &str) -> Sheet {
             rows.push(vec![
                 text(&g.identity),
                 text(&g.name),
-                text(&g.kind),
+                text(g.kind.as_str()),
                 text(g.registration_hex.as_deref().unwrap_or("")),
                 text("true"),
                 text(if g.registration_repeats {
@@ -266,13 +267,13 @@ pub fn meters_sheet(
             vec![
                 text(&m.gateway_identity),
                 Cell::Int(m.bus_number.into()),
-                text(&m.model),
+                text(m.model.as_str()),
                 text(&m.address),
                 text(&m.meter_number),
                 Cell::Int(m.ct_ratio.into()),
                 Cell::Int(m.pt_ratio.into()),
-                text(&m.prepayment_mode),
-                text(&m.role),
+                text(m.prepayment_mode.as_str()),
+                text(m.role.as_str()),
                 text(&building),
                 text(&shop),
                 text(
@@ -280,8 +281,8 @@ pub fn meters_sheet(
                         .and_then(|id| plans.get(&id))
                         .map_or("", String::as_str),
                 ),
-                opt_int(m.alarm1_fen),
-                opt_int(m.alarm2_fen),
+                opt_int(m.alarm1_fen.map(AmountFen::fen)),
+                opt_int(m.alarm2_fen.map(AmountFen::fen)),
                 m.install_date.map_or(Cell::Empty, |d| text(&d.to_string())),
                 Cell::Int(m.initial_energy_wh),
             ]
@@ -732,8 +733,10 @@ async fn import_meters(
             parent_id: None,
             shop_id,
             tariff_plan_id: plan_id,
-            alarm1_fen: optional_number(row, "alarm1_fen", &get("alarm1_fen"), &mut errors),
-            alarm2_fen: optional_number(row, "alarm2_fen", &get("alarm2_fen"), &mut errors),
+            alarm1_fen: optional_number::<i64>(row, "alarm1_fen", &get("alarm1_fen"), &mut errors)
+                .map(AmountFen::from_fen),
+            alarm2_fen: optional_number::<i64>(row, "alarm2_fen", &get("alarm2_fen"), &mut errors)
+                .map(AmountFen::from_fen),
             install_date,
             initial_energy_wh: optional_number(
                 row,

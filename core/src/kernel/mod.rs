@@ -7,6 +7,7 @@ pub mod clock;
 pub mod error;
 pub mod money;
 pub mod names;
+pub mod vocabulary;
 
 #[cfg(feature = "db")]
 pub mod page;

@@ -4,12 +4,40 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-/// An amount of money in fen. May be negative (a debit, an overdrawn balance).
+/// An amount of money in fen. May be negative (a debit, an overdrawn balance). Serialises as
+/// the bare integer and is stored as `bigint`, so APIs and columns keep their `*_fen` integers.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
 )]
 #[serde(transparent)]
 pub struct AmountFen(i64);
+
+#[cfg(feature = "db")]
+impl sqlx::Type<sqlx::Postgres> for AmountFen {
+    fn type_info() -> sqlx::postgres::PgTypeInfo {
+        <i64 as sqlx::Type<sqlx::Postgres>>::type_info()
+    }
+}
+
+#[cfg(feature = "db")]
+impl<'q> sqlx::Encode<'q, sqlx::Postgres> for AmountFen {
+    fn encode_by_ref(
+        &self,
+        buf: &mut sqlx::postgres::PgArgumentBuffer,
+    ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+        <i64 as sqlx::Encode<sqlx::Postgres>>::encode_by_ref(&self.0, buf)
+    }
+}
+
+#[cfg(feature = "db")]
+impl<'r> sqlx::Decode<'r, sqlx::Postgres> for AmountFen {
+    fn decode(value: sqlx::postgres::PgValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+        Ok(AmountFen(<i64 as sqlx::Decode<sqlx::Postgres>>::decode(
+            value,
+        )?))
+    }
+}
 
 /// Why a yuan text could not be read as an amount.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

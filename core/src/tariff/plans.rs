@@ -5,6 +5,7 @@
 
 use crate::auth::Principal;
 use crate::kernel::error::{CoreError, CoreResult};
+use crate::kernel::money::AmountFen;
 use crate::tariff::rating::{self, RatingState, Usage};
 use crate::tariff::{Calendar, Period, TariffVersion};
 use crate::tenancy::audit;
@@ -54,10 +55,10 @@ pub struct PreviewResult {
     pub plan_name: String,
     pub energy_wh: i64,
     /// Whole fen debited over the profile, plus the rest rounded half-up as at account close.
-    pub total_fen: i64,
+    pub total_fen: AmountFen,
     /// Energy and exact charge per period: (Wh, fen rounded half-up).
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
-    pub by_period: BTreeMap<Period, (i64, i64)>,
+    pub by_period: BTreeMap<Period, (i64, AmountFen)>,
 }
 
 fn prefixed(prefix: &str, fields: BTreeMap<String, String>) -> BTreeMap<String, String> {
@@ -265,7 +266,8 @@ fn preview_plan(
     calendar: &Calendar,
 ) -> CoreResult<PreviewResult> {
     let mut state = RatingState::default();
-    let mut debits = 0i64;
+    let too_much = || CoreError::field("hourly_wh", "too much energy to preview");
+    let mut debits = AmountFen::ZERO;
     let mut energy_wh = 0i64;
     let mut by_period_e5: BTreeMap<Period, (i64, i64)> = BTreeMap::new();
     for day in 0..input.days {
@@ -288,20 +290,24 @@ fn preview_plan(
                 .map_err(|e| CoreError::field("start", e.to_string()))?;
             for line in &rated.lines {
                 let entry = by_period_e5.entry(line.period).or_default();
-                entry.0 += line.energy_wh;
-                entry.1 += line.charge_e5;
+                entry.0 = entry.0.checked_add(line.energy_wh).ok_or_else(too_much)?;
+                entry.1 = entry.1.checked_add(line.charge_e5).ok_or_else(too_much)?;
             }
-            debits += rated.debit_fen;
-            energy_wh += wh;
+            debits = debits.checked_add(rated.debit_fen).ok_or_else(too_much)?;
+            energy_wh = energy_wh.checked_add(wh).ok_or_else(too_much)?;
             state = rated.state;
         }
     }
-    let half_up = |e5: i64| (e5 + rating::E5_PER_FEN / 2) / rating::E5_PER_FEN;
+    let half_up = |e5: i64| {
+        AmountFen::from_fen(e5.saturating_add(rating::E5_PER_FEN / 2) / rating::E5_PER_FEN)
+    };
     Ok(PreviewResult {
         plan_id: plan.id,
         plan_name: plan.name.clone(),
         energy_wh,
-        total_fen: debits + rating::closing_fen(state.remainder_e5),
+        total_fen: debits
+            .checked_add(rating::closing_fen(state.remainder_e5))
+            .ok_or_else(too_much)?,
         by_period: by_period_e5
             .into_iter()
             .map(|(p, (wh, e5))| (p, (wh, half_up(e5))))

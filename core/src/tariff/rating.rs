@@ -16,6 +16,7 @@
 //!    each rating debits the whole fen of (carried rest + exact charges) and carries the rest,
 //!    always in [0, 1 fen). Closing an account rounds the last rest half-up.
 
+use crate::kernel::money::AmountFen;
 use crate::tariff::{Calendar, Period, TariffVersion, TierBasis, TierPrice};
 use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
@@ -73,7 +74,7 @@ pub struct ChargeLine {
 pub struct Rated {
     pub lines: Vec<ChargeLine>,
     /// Whole fen to debit now.
-    pub debit_fen: i64,
+    pub debit_fen: AmountFen,
     pub state: RatingState,
 }
 
@@ -277,7 +278,9 @@ pub fn rate(
         state.year_wh = state.year_wh.checked_add(wh).ok_or(RatingError::Overflow)?;
     }
     let e5 = i128::from(E5_PER_FEN);
-    let debit_fen = i64::try_from(total_e5.div_euclid(e5)).map_err(|_| RatingError::Overflow)?;
+    let debit_fen = AmountFen::from_fen(
+        i64::try_from(total_e5.div_euclid(e5)).map_err(|_| RatingError::Overflow)?,
+    );
     state.remainder_e5 = i64::try_from(total_e5.rem_euclid(e5)).expect("a remainder below one fen");
     Ok(Rated {
         lines,
@@ -339,8 +342,8 @@ fn tier_pieces(
 }
 
 /// The whole fen a closing account pays for its last carried rest (half-up).
-pub fn closing_fen(remainder_e5: i64) -> i64 {
-    i64::from(remainder_e5 >= E5_PER_FEN / 2)
+pub fn closing_fen(remainder_e5: i64) -> AmountFen {
+    AmountFen::from_fen(i64::from(remainder_e5 >= E5_PER_FEN / 2))
 }
 
 #[cfg(test)]
@@ -421,7 +424,7 @@ mod tests {
             first.lines.iter().map(|l| l.charge_e5).sum::<i64>(),
             10_023_782
         );
-        assert_eq!(first.debit_fen, 100);
+        assert_eq!(first.debit_fen.fen(), 100);
         assert_eq!(first.state.remainder_e5, 23_782);
         let second = rate_flat(
             &usage(at(2026, 11, 25, 11, 0), at(2026, 11, 25, 12, 0), 766),
@@ -429,12 +432,12 @@ mod tests {
             &first.state,
         );
         assert_eq!(second.lines[0].charge_e5, 6_222_218);
-        assert_eq!(second.debit_fen, 62);
+        assert_eq!(second.debit_fen.fen(), 62);
         assert_eq!(second.state.remainder_e5, 46_000);
         // 2,000 Wh cost 162.46 fen: 162 debited, 0.46 carried; closing rounds 0.46 down.
-        assert_eq!(first.debit_fen + second.debit_fen, 162);
-        assert_eq!(closing_fen(second.state.remainder_e5), 0);
-        assert_eq!(closing_fen(50_000), 1);
+        assert_eq!(first.debit_fen.fen() + second.debit_fen.fen(), 162);
+        assert_eq!(closing_fen(second.state.remainder_e5), AmountFen::ZERO);
+        assert_eq!(closing_fen(50_000), AmountFen::from_fen(1));
     }
 
     #[test]
@@ -466,7 +469,10 @@ mod tests {
             got,
             vec![(Period::Valley, 1000, 3_200), (Period::Flat, 1000, 8_000)]
         );
-        assert_eq!(r.debit_fen, (1000 * 3_200 + 1000 * 8_000) / E5_PER_FEN);
+        assert_eq!(
+            r.debit_fen.fen(),
+            (1000 * 3_200 + 1000 * 8_000) / E5_PER_FEN
+        );
     }
 
     #[test]
@@ -723,7 +729,7 @@ mod tests {
                 let end = start + Duration::minutes(minutes[i]);
                 let r = rate(&usage(start, end, wh), &versions, SHANGHAI, &Calendar::default(), &state).unwrap();
                 prop_assert_eq!(r.lines.iter().map(|l| l.energy_wh).sum::<i64>(), wh);
-                debits += i128::from(r.debit_fen);
+                debits += i128::from(r.debit_fen.fen());
                 exact += r.lines.iter().map(|l| i128::from(l.charge_e5)).sum::<i128>();
                 prop_assert!((0..E5_PER_FEN).contains(&r.state.remainder_e5));
                 state = r.state;
@@ -745,13 +751,13 @@ mod tests {
             for &(minutes, wh) in &pieces {
                 let end = start + Duration::minutes(minutes);
                 let r = rate_flat(&usage(start, end, wh), price, &state);
-                debits += r.debit_fen;
+                debits += r.debit_fen.fen();
                 state = r.state;
                 start = end;
             }
-            prop_assert_eq!(debits, whole.debit_fen);
+            prop_assert_eq!(debits, whole.debit_fen.fen());
             prop_assert_eq!(state.remainder_e5, whole.state.remainder_e5);
-            prop_assert_eq!(i128::from(whole.debit_fen) * 100_000 + i128::from(whole.state.remainder_e5), i128::from(total_wh) * i128::from(price));
+            prop_assert_eq!(i128::from(whole.debit_fen.fen()) * 100_000 + i128::from(whole.state.remainder_e5), i128::from(total_wh) * i128::from(price));
         }
 
         #[test]

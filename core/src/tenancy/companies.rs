@@ -11,6 +11,7 @@ use crate::kernel::names::{CompanySlug, NewPassword, SchemaName, Username};
 use crate::tenancy::audit;
 use crate::tenancy::audit::snapshot as to_json;
 use crate::tenancy::roles::Role;
+use crate::tenancy::status::CompanyStatus;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool, Row};
@@ -24,7 +25,7 @@ pub struct Company {
     pub id: i64,
     pub slug: String,
     pub name: String,
-    pub status: String,
+    pub status: CompanyStatus,
     pub time_zone: String,
     pub max_meters: i32,
     pub max_gateways: i32,
@@ -258,7 +259,11 @@ pub async fn set_status(
     require_platform_admin(actor)?;
     let mut tx = pool.begin().await?;
     let before = get_in(&mut tx, id).await?;
-    let status = if active { "active" } else { "suspended" };
+    let status = if active {
+        CompanyStatus::Active
+    } else {
+        CompanyStatus::Suspended
+    };
     if before.status == status {
         return Err(CoreError::Conflict(format!(
             "the company is already {status}"

@@ -5,6 +5,9 @@
 
 pub mod actor;
 pub mod roles;
+pub mod status;
+
+pub use status::{CompanyStatus, UserStatus};
 
 #[cfg(feature = "db")]
 pub mod audit;

@@ -4,6 +4,7 @@
 
 use crate::auth::Principal;
 use crate::kernel::error::{CoreError, CoreResult};
+use crate::kernel::money::AmountFen;
 use crate::tariff::Calendar;
 use crate::tenancy::audit;
 use crate::tenancy::roles::{Need, Right};
@@ -19,20 +20,20 @@ const LEVEL_FEN_MAX: i64 = 100_000_000;
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct CompanySettings {
     /// First low-balance warning at or below this available balance.
-    pub alarm1_fen: i64,
+    pub alarm1_fen: AmountFen,
     /// Second warning; alarm 1 ≥ alarm 2 ≥ 0.
-    pub alarm2_fen: i64,
+    pub alarm2_fen: AmountFen,
     /// Trip when the available balance is at or below −overdraft limit.
-    pub overdraft_limit_fen: i64,
+    pub overdraft_limit_fen: AmountFen,
     /// Close again when the available balance is at or above this; > −overdraft limit.
-    pub restore_level_fen: i64,
+    pub restore_level_fen: AmountFen,
     /// Quiet hours (no automatic trips), local minutes of the day; both or neither.
     pub quiet_start_minute: Option<i32>,
     pub quiet_end_minute: Option<i32>,
     /// No automatic trips on holidays and weekends.
     pub no_trip_on_holidays: bool,
     /// Most arrears a postponed trip may let a shop run up.
-    pub arrears_cap_fen: i64,
+    pub arrears_cap_fen: AmountFen,
     /// A meter without a new reading for longer is stale (alarm), seconds.
     #[serde(default = "default_alarm_after_s")]
     pub stale_meter_s: i32,
@@ -92,7 +93,7 @@ pub fn validate(s: &CompanySettings) -> Result<(), BTreeMap<String, String>> {
         ("overdraft_limit_fen", s.overdraft_limit_fen),
         ("arrears_cap_fen", s.arrears_cap_fen),
     ] {
-        if !(0..=LEVEL_FEN_MAX).contains(&value) {
+        if !(AmountFen::ZERO..=AmountFen::from_fen(LEVEL_FEN_MAX)).contains(&value) {
             fields.insert(field.to_owned(), "between 0 and 1,000,000 yuan".to_owned());
         }
     }
@@ -107,7 +108,8 @@ pub fn validate(s: &CompanySettings) -> Result<(), BTreeMap<String, String>> {
         .overdraft_limit_fen
         .checked_neg()
         .is_some_and(|floor| s.restore_level_fen > floor);
-    if !(-LEVEL_FEN_MAX..=LEVEL_FEN_MAX).contains(&s.restore_level_fen) || !above_overdraft {
+    let level_range = AmountFen::from_fen(-LEVEL_FEN_MAX)..=AmountFen::from_fen(LEVEL_FEN_MAX);
+    if !level_range.contains(&s.restore_level_fen) || !above_overdraft {
         fields.insert(
             "restore_level_fen".into(),
             "must be above minus the overdraft limit".into(),
@@ -299,14 +301,14 @@ mod tests {
 
     fn defaults() -> CompanySettings {
         CompanySettings {
-            alarm1_fen: 5000,
-            alarm2_fen: 2000,
-            overdraft_limit_fen: 0,
-            restore_level_fen: 100,
+            alarm1_fen: AmountFen::from_fen(5000),
+            alarm2_fen: AmountFen::from_fen(2000),
+            overdraft_limit_fen: AmountFen::from_fen(0),
+            restore_level_fen: AmountFen::from_fen(100),
             quiet_start_minute: None,
             quiet_end_minute: None,
             no_trip_on_holidays: true,
-            arrears_cap_fen: 100_000,
+            arrears_cap_fen: AmountFen::from_fen(100_000),
             stale_meter_s: 300,
             offline_gateway_s: 300,
         }
@@ -331,27 +333,27 @@ mod tests {
     #[test]
     fn levels_must_be_in_order() {
         let s = CompanySettings {
-            alarm1_fen: 1000,
-            alarm2_fen: 2000,
+            alarm1_fen: AmountFen::from_fen(1000),
+            alarm2_fen: AmountFen::from_fen(2000),
             ..defaults()
         };
         assert!(validate(&s).unwrap_err().contains_key("alarm1_fen"));
         let s = CompanySettings {
-            overdraft_limit_fen: 500,
-            restore_level_fen: -500,
+            overdraft_limit_fen: AmountFen::from_fen(500),
+            restore_level_fen: AmountFen::from_fen(-500),
             ..defaults()
         };
         assert!(validate(&s).unwrap_err().contains_key("restore_level_fen"));
         let s = CompanySettings {
-            overdraft_limit_fen: 500,
-            restore_level_fen: -499,
+            overdraft_limit_fen: AmountFen::from_fen(500),
+            restore_level_fen: AmountFen::from_fen(-499),
             ..defaults()
         };
         assert_eq!(validate(&s), Ok(()));
         // Hostile extremes are field errors, not an overflow (found by the API fuzzer).
         let s = CompanySettings {
-            overdraft_limit_fen: i64::MIN,
-            restore_level_fen: i64::MAX,
+            overdraft_limit_fen: AmountFen::from_fen(i64::MIN),
+            restore_level_fen: AmountFen::from_fen(i64::MAX),
             ..defaults()
         };
         let errors = validate(&s).unwrap_err();

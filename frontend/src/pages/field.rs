@@ -15,7 +15,13 @@ use crate::i18n::tr;
 use leptos::prelude::*;
 use leptos_router::hooks::use_params_map;
 
-const MODELS: [&str; 4] = ["dtsy1352", "ddsy1352", "dlt645", "modbus_generic"];
+/// The meter models, in the order the model list offers them.
+fn models() -> Vec<&'static str> {
+    powertab_core::field::MeterModel::ALL
+        .iter()
+        .map(|m| m.as_str())
+        .collect()
+}
 const BAUDS: [i32; 8] = [1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200];
 
 fn not_found() -> AnyView {
@@ -480,7 +486,7 @@ fn MeterList(
             </select>
             <select name="model">
                 <option value="">{tr(lang, "meters.model")}": "{tr(lang, "common.all")}</option>
-                {MODELS.map(|m| view! { <option value=m selected=model == m>{tr(lang, &format!("meters.model.{m}"))}</option> })}
+                {models().into_iter().map(|m| view! { <option value=m selected=model == m>{tr(lang, &format!("meters.model.{m}"))}</option> }).collect_view()}
             </select>
             <select name="mode">
                 <option value="">{tr(lang, "meters.mode")}": "{tr(lang, "common.all")}</option>
@@ -565,7 +571,7 @@ fn NewMeterForm(list: MeterListView, csrf: String) -> impl IntoView {
             </label>
             <label>{tr(lang, "meters.model")}
                 <select name="model">
-                    {MODELS.map(|m| view! { <option value=m>{tr(lang, &format!("meters.model.{m}"))}</option> })}
+                    {models().into_iter().map(|m| view! { <option value=m>{tr(lang, &format!("meters.model.{m}"))}</option> }).collect_view()}
                 </select>
             </label>
             <label>{tr(lang, "meters.address")}<input name="address" required/></label>
@@ -832,7 +838,7 @@ fn MeterForms(m: MeterDetailView, csrf: String) -> impl IntoView {
             <label>{tr(lang, "meters.new_initial_kwh")}<input name="new_initial_kwh" inputmode="decimal" placeholder="0"/></label>
             <label>{tr(lang, "meters.model")}
                 <select name="model">
-                    {MODELS.map(|v| view! { <option value=v selected=m.row.model == v>{tr(lang, &format!("meters.model.{v}"))}</option> })}
+                    {models().into_iter().map(|v| view! { <option value=v selected=m.row.model == v>{tr(lang, &format!("meters.model.{v}"))}</option> }).collect_view()}
                 </select>
             </label>
             <label>{tr(lang, "meters.address")}<input name="address" value=m.row.address.clone()/></label>

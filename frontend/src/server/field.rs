@@ -16,9 +16,7 @@ use powertab_core::db::Tx;
 use powertab_core::field::changes::{self, BusesInput, MeterRemoval, MeterSwapInput};
 use powertab_core::field::credentials::{self, MqttCredential};
 use powertab_core::field::{self, BusInput, GatewayInput, GatewayPatch, Meter, MeterFilter};
-use powertab_core::kernel::money::{
-    format_wh_as_kwh, parse_hundredths, parse_kwh_as_wh, AmountFen,
-};
+use powertab_core::kernel::money::{format_wh_as_kwh, parse_kwh_as_wh, AmountFen};
 use std::collections::HashMap;
 use uuid::Uuid;
 
@@ -27,7 +25,7 @@ fn gateway_view(g: field::Gateway) -> GatewayView {
         id: g.id.to_string(),
         identity: g.identity,
         name: g.name,
-        kind: g.kind,
+        kind: g.kind.to_string(),
         status: g.status,
         registration_set: g.registration_set,
         registration_repeats: g.registration_repeats,
@@ -127,13 +125,13 @@ fn meter_row(m: &Meter, names: &Names) -> MeterRow {
     MeterRow {
         id: m.id.to_string(),
         meter_number: m.meter_number.clone(),
-        model: m.model.clone(),
+        model: m.model.to_string(),
         gateway: m.gateway_identity.clone(),
         gateway_id: m.gateway_id.to_string(),
         bus: m.bus_number,
         address: m.address.clone(),
-        prepayment_mode: m.prepayment_mode.clone(),
-        role: m.role.clone(),
+        prepayment_mode: m.prepayment_mode.to_string(),
+        role: m.role.to_string(),
         status: m.status.clone(),
         shop: lookup(&names.shops, m.shop_id),
         plan: lookup(&names.plans, m.tariff_plan_id),
@@ -197,9 +195,8 @@ pub async fn list_meters(
     })
 }
 
-fn yuan(fen: Option<i64>) -> String {
-    fen.map(|f| AmountFen::from_fen(f).to_string())
-        .unwrap_or_default()
+fn yuan(fen: Option<AmountFen>) -> String {
+    fen.map(|f| f.to_string()).unwrap_or_default()
 }
 
 pub async fn get_meter(id: String) -> Result<MeterDetailView, ServerFnError> {
@@ -243,7 +240,7 @@ pub async fn get_meter(id: String) -> Result<MeterDetailView, ServerFnError> {
         .unwrap_or_default();
     let feeders = all
         .iter()
-        .filter(|f| f.role == "main" && f.id != m.id)
+        .filter(|f| f.role == powertab_core::field::MeterRole::Main && f.id != m.id)
         .map(|f| (f.id.to_string(), f.meter_number.clone()))
         .collect();
     Ok(MeterDetailView {
@@ -287,10 +284,10 @@ fn parse_id(text: &str, field: &str) -> Result<Option<Uuid>, UiError> {
     }
 }
 
-fn parse_fen(text: &str, field: &str) -> Result<Option<i64>, UiError> {
+fn parse_fen(text: &str, field: &str) -> Result<Option<AmountFen>, UiError> {
     match text.trim() {
         "" => Ok(None),
-        t => parse_hundredths(t)
+        t => AmountFen::parse_yuan(t)
             .map(Some)
             .map_err(|_| field_error(field)),
     }
@@ -408,7 +405,7 @@ pub async fn create_gateway(
         let created = field::create_gateway(&mut tx, &principal, &input).await?;
         tx.commit().await?;
         // An MQTT gateway's page opens with its credential, which the installer needs next.
-        let show = if created.kind == "mqtt" {
+        let show = if created.kind == powertab_core::field::GatewayKind::Mqtt {
             "&credential=show"
         } else {
             ""
@@ -431,13 +428,15 @@ pub async fn update_gateway(
         let patch = GatewayPatch {
             name: Some(form.name),
             // The bytes are never put in the form: empty keeps them.
-            registration: (before.kind == "dtu" && !form.registration.trim().is_empty())
-                .then_some(form.registration),
+            registration: (before.kind == powertab_core::field::GatewayKind::Dtu
+                && !form.registration.trim().is_empty())
+            .then_some(form.registration),
             registration_is_hex: form.registration_is_hex.is_some(),
             registration_repeats: Some(form.registration_repeats.is_some()),
             heartbeat: Some(form.heartbeat),
             heartbeat_is_hex: form.heartbeat_is_hex.is_some(),
-            host: (before.kind == "modbus_tcp").then_some(form.host),
+            host: (before.kind == powertab_core::field::GatewayKind::ModbusTcp)
+                .then_some(form.host),
         };
         field::update_gateway(&mut tx, &principal, id, &patch).await?;
         tx.commit().await?;

@@ -312,7 +312,7 @@ fn company_row(c: companies::Company) -> CompanyRow {
         id: c.id,
         slug: c.slug,
         name: c.name,
-        status: c.status,
+        status: c.status.to_string(),
         time_zone: c.time_zone,
         max_meters: c.max_meters,
         max_gateways: c.max_gateways,

@@ -8,15 +8,13 @@ use super::{
 use crate::api::{PreviewQuery, PreviewRow, PreviewView, SettingsForm, SettingsView};
 use chrono::{Datelike, NaiveDate};
 use leptos::prelude::*;
-use powertab_core::kernel::money::{
-    format_wh_as_kwh, parse_hundredths, parse_kwh_as_wh, AmountFen,
-};
+use powertab_core::kernel::money::{format_wh_as_kwh, parse_kwh_as_wh, AmountFen};
 use powertab_core::tariff::profile::ShopType;
 use powertab_core::tenancy::settings::{self, CalendarDay, CompanySettings};
 use uuid::Uuid;
 
-fn yuan(fen: i64) -> String {
-    AmountFen::from_fen(fen).to_string()
+fn yuan(fen: AmountFen) -> String {
+    fen.to_string()
 }
 
 fn hh_mm(minute: Option<i32>) -> String {
@@ -61,8 +59,8 @@ pub async fn get_settings(year: String) -> Result<SettingsView, ServerFnError> {
     })
 }
 
-fn fen(text: &str, field: &str) -> Result<i64, UiError> {
-    parse_hundredths(text).map_err(|_| field_error(field))
+fn fen(text: &str, field: &str) -> Result<AmountFen, UiError> {
+    AmountFen::parse_yuan(text).map_err(|_| field_error(field))
 }
 
 /// Whole minutes as seconds; empty is the default 5 minutes.
@@ -242,7 +240,7 @@ pub async fn tariff_preview(query: PreviewQuery) -> Result<PreviewView, ServerFn
     let results = powertab_core::tariff::plans::preview(&mut tx, &principal, &input, &calendar)
         .await
         .map_err(read_err)?;
-    let first_total = results.first().map_or(0, |r| r.total_fen);
+    let first_total = results.first().map_or(AmountFen::ZERO, |r| r.total_fen);
     view.results = results
         .into_iter()
         .enumerate()
@@ -253,8 +251,15 @@ pub async fn tariff_preview(query: PreviewQuery) -> Result<PreviewView, ServerFn
             difference_yuan: if i == 0 {
                 String::new()
             } else {
-                let diff = r.total_fen - first_total;
-                format!("{}{}", if diff >= 0 { "+" } else { "" }, yuan(diff))
+                // Both totals are bounded by the preview's checked sums; a difference that
+                // still overflowed shows as nothing rather than a wrapped number.
+                r.total_fen
+                    .checked_sub(first_total)
+                    .map(|diff| {
+                        let sign = if diff >= AmountFen::ZERO { "+" } else { "" };
+                        format!("{sign}{}", yuan(diff))
+                    })
+                    .unwrap_or_default()
             },
             by_period: r
                 .by_period

@@ -137,19 +137,21 @@ pub fn for_meter(meter: &MeterConfig) -> Result<Box<dyn Driver>, DriverError> {
             .filter(|a| (1..=247).contains(a))
             .ok_or_else(|| DriverError::Config(format!("Modbus address {:?}", meter.address)))
     };
-    match meter.model.as_str() {
-        "dtsy1352" => Ok(Box::new(acrel::Acrel::new(modbus_address()?, true))),
-        "ddsy1352" => Ok(Box::new(acrel::Acrel::new(modbus_address()?, false))),
-        "dlt645" => Ok(Box::new(dlt645::Dlt645::new(
+    use powertab_core::field::MeterModel;
+    let model = MeterModel::parse(&meter.model)
+        .ok_or_else(|| DriverError::Config(format!("unknown model {}", meter.model)))?;
+    match model {
+        MeterModel::Dtsy1352 => Ok(Box::new(acrel::Acrel::new(modbus_address()?, true))),
+        MeterModel::Ddsy1352 => Ok(Box::new(acrel::Acrel::new(modbus_address()?, false))),
+        MeterModel::Dlt645 => Ok(Box::new(dlt645::Dlt645::new(
             &meter.address,
             meter.dlt645_password.as_deref(),
             meter.dlt645_operator.as_deref(),
         )?)),
-        "modbus_generic" => Ok(Box::new(generic::GenericModbus::new(
+        MeterModel::ModbusGeneric => Ok(Box::new(generic::GenericModbus::new(
             modbus_address()?,
             meter.register_map.as_ref(),
         )?)),
-        other => Err(DriverError::Config(format!("unknown model {other}"))),
     }
 }
 

@@ -34,7 +34,7 @@ pub struct CompanyInfo {
     pub contact_name: String,
     pub contact_phone: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub status: Option<String>,
+    pub status: Option<powertab_core::tenancy::CompanyStatus>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_meters: Option<i32>,
     #[serde(skip_serializing_if = "Option::is_none")]

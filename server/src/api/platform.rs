@@ -168,7 +168,7 @@ async fn export_companies(
                     Cell::Int(c.id),
                     Cell::Text(c.slug.clone()),
                     Cell::Text(c.name.clone()),
-                    Cell::Text(c.status.clone()),
+                    Cell::Text(c.status.to_string()),
                     Cell::Text(c.time_zone.clone()),
                     Cell::Int(c.max_meters.into()),
                     Cell::Int(c.max_gateways.into()),
