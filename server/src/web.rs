@@ -13,10 +13,11 @@ use axum::routing::{get, post};
 use axum::Router;
 use leptos::prelude::provide_context;
 use leptos_axum::{generate_route_list, LeptosRoutes};
+use powertab_core::auth::boundary::{Intent, Refused};
 use powertab_core::auth::{self, ACCESS_COOKIE, REFRESH_COOKIE};
 use powertab_core::import::{self, ImportKind};
 use powertab_frontend::app::{shell, App};
-use powertab_frontend::server::WebContext;
+use powertab_frontend::server::{boundary, WebContext};
 use std::net::SocketAddr;
 use tower_http::services::ServeDir;
 
@@ -95,35 +96,35 @@ async fn upload_import(
             Err(_) => return back("validation_failed"),
         }
     }
-    let cookies = headers
-        .get(header::COOKIE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let Some(claims) = auth::cookie_value(cookies, ACCESS_COOKIE)
-        .and_then(|t| auth::decode_access(&state.auth, t).ok())
-    else {
-        return Redirect::to("/login").into_response();
-    };
-    if !auth::csrf_matches(&state.auth, &claims, &csrf) {
-        return back("csrf_mismatch");
-    }
     let Ok(kind) = serde_json::from_value::<ImportKind>(serde_json::Value::String(kind)) else {
         return back("validation_failed");
     };
     let Some((filename, bytes)) = file.filter(|(f, b)| !f.is_empty() && !b.is_empty()) else {
         return back("missing_file");
     };
-    let staged = async {
-        let forwarded = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
-        let ip = auth::client_address(forwarded, Some(peer.ip()), state.config.trust_forwarded_for);
-        let (principal, mut tx) =
-            auth::resolve(&state.pool, &claims, ip, &state.auth.clock).await?;
-        if principal.must_change_password {
-            // As REST and the server functions: such a session may only change the password.
-            return Err(powertab_core::CoreError::Forbidden(
-                "password_change_required".into(),
-            ));
+    // The session through the one boundary, as REST and the server functions open theirs:
+    // CSRF from the form field, the forwarded address only behind a trusted proxy, no work
+    // for a user who must first change the initial password.
+    let request = boundary::request_auth(&headers, Some(peer.ip()), Some(&csrf));
+    let opened = auth::boundary::open(
+        &state.pool,
+        &state.auth,
+        state.config.trust_forwarded_for,
+        &request,
+        Intent::Change,
+    )
+    .await;
+    let (principal, mut tx) = match opened {
+        Ok(found) => found,
+        Err(Refused::SignedOut(_)) => return Redirect::to("/login").into_response(),
+        Err(Refused::CsrfMismatch) => return back("csrf_mismatch"),
+        Err(Refused::PasswordChangeRequired) => return Redirect::to("/password").into_response(),
+        Err(Refused::Failed(err)) => {
+            tracing::error!(cause = %err, "import upload");
+            return back("internal");
         }
+    };
+    let staged = async {
         let upload = import::stage(&mut tx, &principal, kind, &filename, &bytes).await?;
         tx.commit().await?;
         Ok::<_, powertab_core::CoreError>(upload)
@@ -142,9 +143,6 @@ async fn upload_import(
                 names.join(",")
             ))
             .into_response()
-        }
-        Err(powertab_core::CoreError::Forbidden(why)) if why == "password_change_required" => {
-            Redirect::to("/password").into_response()
         }
         Err(err) => back(err.code()),
     }

@@ -10,7 +10,10 @@
 //! - Failed logins are counted per account and per source address in `control.login_throttle`
 //!   (shared by every server process) and lock out for a while past configurable thresholds.
 //! - `resolve` turns a verified token into a [`Principal`] and a transaction, checking in
-//!   `control` on every request that the company and the user are still active.
+//!   `control` on every request that the company and the user are still active; [`boundary`]
+//!   is where every kind of request (REST, server function, upload) gets its session.
+
+pub mod boundary;
 
 use crate::db::{self, Tx};
 use crate::kernel::clock::SharedClock;

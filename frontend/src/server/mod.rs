@@ -4,15 +4,13 @@
 
 use crate::api::{AuditRow, CompanyRow, PageView, SessionView, UserRow};
 use crate::i18n::LANG_COOKIE;
-use axum::extract::ConnectInfo;
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use http::header;
 use http::request::Parts;
 use leptos::prelude::*;
 use leptos_axum::ResponseOptions;
-use powertab_core::auth::{
-    self, AuthConfig, LoginInput, Principal, ACCESS_COOKIE, CSRF_COOKIE, REFRESH_COOKIE,
-};
+use powertab_core::auth::boundary::{Intent, Refused};
+use powertab_core::auth::{self, AuthConfig, LoginInput, Principal, CSRF_COOKIE, REFRESH_COOKIE};
 use powertab_core::db::Tx;
 use powertab_core::kernel::names::SchemaName;
 use powertab_core::tenancy::audit::{self, AuditFilter};
@@ -21,10 +19,10 @@ use powertab_core::tenancy::roles::{Need, Right, Role};
 use powertab_core::tenancy::users::{self, NewUser, UserFilter, UserPatch};
 use powertab_core::CoreError;
 use sqlx::PgPool;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use uuid::Uuid;
 
+pub mod boundary;
 pub mod field;
 pub mod setup;
 mod tariff_form;
@@ -61,18 +59,6 @@ pub fn request_cookie(name: &str) -> Option<String> {
     auth::cookie_value(header, name).map(str::to_owned)
 }
 
-fn client_ip(parts: &Parts, trust_forwarded_for: bool) -> Option<String> {
-    let forwarded = parts
-        .headers
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok());
-    let peer = parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip());
-    auth::client_address(forwarded, peer, trust_forwarded_for)
-}
-
 fn set_cookies(values: Vec<String>) {
     if let Some(response) = use_context::<ResponseOptions>() {
         for value in values {
@@ -83,19 +69,30 @@ fn set_cookies(values: Vec<String>) {
     }
 }
 
-/// The session from the access cookie; `None` when absent, expired or no longer valid.
+/// Opens the request's session for `intent` through the one boundary
+/// ([`boundary`]: the same rules as REST and the import upload).
+async fn open_session(csrf: Option<&str>, intent: Intent) -> Result<(Principal, Tx), Refused> {
+    let failed = |what: &str| Refused::Failed(CoreError::Internal(what.into()));
+    let ctx = ctx().map_err(|_| failed("web context missing"))?;
+    let parts = parts().map_err(|_| failed("request missing"))?;
+    boundary::open(
+        &ctx.pool,
+        &ctx.auth,
+        ctx.trust_forwarded_for,
+        &parts.headers,
+        &parts.extensions,
+        csrf,
+        intent,
+    )
+    .await
+}
+
+/// Who is signed in, whatever they may do (the shell, the password page); `None` when the
+/// cookie is absent, expired or no longer valid.
 async fn session() -> Result<Option<(Principal, Tx)>, ServerFnError> {
-    let ctx = ctx()?;
-    let Some(token) = request_cookie(ACCESS_COOKIE) else {
-        return Ok(None);
-    };
-    let Ok(claims) = auth::decode_access(&ctx.auth, &token) else {
-        return Ok(None);
-    };
-    let ip = client_ip(&parts()?, ctx.trust_forwarded_for);
-    match auth::resolve(&ctx.pool, &claims, ip, &ctx.auth.clock).await {
+    match open_session(None, Intent::PasswordChange { changes: false }).await {
         Ok(found) => Ok(Some(found)),
-        Err(CoreError::Unauthorized(_)) => Ok(None),
+        Err(Refused::SignedOut(_)) => Ok(None),
         Err(e) => Err(internal(e)),
     }
 }
@@ -159,31 +156,30 @@ fn ui(code: &str) -> UiError {
     }
 }
 
-/// A session for a change: logged in, the form's CSRF field matches the cookie, and the user
-/// is not one who must first change the initial password (as REST refuses them with 403).
-async fn session_for_change(csrf: &str) -> Result<(Principal, Tx), UiError> {
-    let (principal, tx) = session_for_password_change(csrf).await?;
-    if principal.must_change_password {
-        return Err(ui("password_change_required"));
+/// A form's failure to open a session, as the form shows it.
+fn refused(refusal: Refused) -> UiError {
+    match refusal {
+        Refused::SignedOut(_) => ui("unauthorized"),
+        Refused::CsrfMismatch => ui("csrf_mismatch"),
+        Refused::PasswordChangeRequired => ui("password_change_required"),
+        Refused::Failed(e) => e.into(),
     }
-    Ok((principal, tx))
+}
+
+/// A session for a change: logged in, the form's CSRF field carries this session's token, and
+/// the user is not one who must first change the initial password.
+async fn session_for_change(csrf: &str) -> Result<(Principal, Tx), UiError> {
+    open_session(Some(csrf), Intent::Change)
+        .await
+        .map_err(refused)
 }
 
 /// A session for changing one's own password: logged in and the CSRF field matches; the one
 /// change a user who must change the initial password may make.
 async fn session_for_password_change(csrf: &str) -> Result<(Principal, Tx), UiError> {
-    let ctx = ctx().map_err(|_| ui("internal"))?;
-    let claims = request_cookie(ACCESS_COOKIE)
-        .and_then(|token| auth::decode_access(&ctx.auth, &token).ok())
-        .ok_or_else(|| ui("unauthorized"))?;
-    // The field must carry the token bound to this session, not merely repeat a cookie.
-    if !auth::csrf_matches(&ctx.auth, &claims, csrf) {
-        return Err(ui("csrf_mismatch"));
-    }
-    session()
+    open_session(Some(csrf), Intent::PasswordChange { changes: true })
         .await
-        .map_err(|_| ui("internal"))?
-        .ok_or_else(|| ui("unauthorized"))
+        .map_err(refused)
 }
 
 /// The path of the page the form was on (from `Referer`), without its query.
@@ -281,11 +277,13 @@ pub async fn session_view() -> Result<Option<SessionView>, ServerFnError> {
 /// user who must change the initial password reads nothing but their own session
 /// ([`session_view`]).
 async fn read_session() -> Result<(Principal, Tx), ServerFnError> {
-    let (principal, tx) = session().await?.ok_or_else(|| internal("unauthorized"))?;
-    if principal.must_change_password {
-        return Err(internal("password_change_required"));
+    match open_session(None, Intent::Read).await {
+        Ok(found) => Ok(found),
+        Err(Refused::SignedOut(_)) => Err(internal("unauthorized")),
+        Err(Refused::PasswordChangeRequired) => Err(internal("password_change_required")),
+        Err(Refused::CsrfMismatch) => Err(internal("csrf_mismatch")),
+        Err(Refused::Failed(e)) => Err(read_err(e)),
     }
-    Ok((principal, tx))
 }
 
 /// A read's failure as a server function answers it: the error code, with the status REST
@@ -470,7 +468,8 @@ pub async fn login(
     password: String,
 ) -> Result<(), ServerFnError> {
     let ctx = ctx()?;
-    let ip = client_ip(&parts()?, ctx.trust_forwarded_for);
+    let parts = parts()?;
+    let ip = boundary::client_ip(&parts.headers, &parts.extensions, ctx.trust_forwarded_for);
     let input = LoginInput {
         company: company.clone(),
         username,

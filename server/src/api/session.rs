@@ -6,13 +6,14 @@
 use super::error::ApiError;
 use crate::app::AppState;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{ConnectInfo, FromRequest, FromRequestParts};
+use axum::extract::{FromRequest, FromRequestParts};
 use axum::http::request::Parts;
-use axum::http::{header, Method};
-use powertab_core::auth::{self, Principal, ACCESS_COOKIE};
+use axum::http::Method;
+use powertab_core::auth::boundary::{Intent, Refused};
+use powertab_core::auth::Principal;
 use powertab_core::db::Tx;
 use powertab_core::CoreError;
-use std::net::SocketAddr;
+use powertab_frontend::server::boundary;
 
 /// The caller and a transaction in the caller's schema. Handlers that change data commit it;
 /// dropping it rolls back.
@@ -28,67 +29,43 @@ const PASSWORD_CHANGE_PATHS: [&str; 3] =
 /// The client's address: the socket peer, or the first `X-Forwarded-For` entry when configured
 /// to trust a proxy.
 pub fn client_ip(parts: &Parts, trust_forwarded_for: bool) -> Option<String> {
-    let forwarded = parts
-        .headers
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok());
-    let peer = parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip());
-    auth::client_address(forwarded, peer, trust_forwarded_for)
-}
-
-fn cookie_header(parts: &Parts) -> &str {
-    parts
-        .headers
-        .get(header::COOKIE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
+    boundary::client_ip(&parts.headers, &parts.extensions, trust_forwarded_for)
 }
 
 impl FromRequestParts<AppState> for Session {
     type Rejection = ApiError;
 
+    /// Through the one boundary (`powertab_core::auth::boundary`): the same rules as the
+    /// server functions and the import upload.
     async fn from_request_parts(
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let bearer = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::to_owned);
-        let claims = match bearer {
-            Some(token) => auth::decode_access(&state.auth, &token)?,
-            None => {
-                let cookies = cookie_header(parts);
-                let token = auth::cookie_value(cookies, ACCESS_COOKIE)
-                    .ok_or_else(|| CoreError::Unauthorized("sign in first".into()))?;
-                let claims = auth::decode_access(&state.auth, token)?;
-                let safe = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
-                if !safe {
-                    // The token must be the one bound to this very session (not merely equal
-                    // to a cookie, which others may be able to plant).
-                    let given = parts
-                        .headers
-                        .get("x-csrf-token")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("");
-                    if !auth::csrf_matches(&state.auth, &claims, given) {
-                        return Err(ApiError::CsrfMismatch);
-                    }
-                }
-                claims
-            }
+        let changes = !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
+        let intent = if PASSWORD_CHANGE_PATHS.contains(&parts.uri.path()) {
+            Intent::PasswordChange { changes }
+        } else if changes {
+            Intent::Change
+        } else {
+            Intent::Read
         };
-        let ip = client_ip(parts, state.config.trust_forwarded_for);
-        let (principal, tx) = auth::resolve(&state.pool, &claims, ip, &state.auth.clock).await?;
-        if principal.must_change_password && !PASSWORD_CHANGE_PATHS.contains(&parts.uri.path()) {
-            return Err(ApiError::PasswordChangeRequired);
+        let opened = boundary::open(
+            &state.pool,
+            &state.auth,
+            state.config.trust_forwarded_for,
+            &parts.headers,
+            &parts.extensions,
+            None,
+            intent,
+        )
+        .await;
+        match opened {
+            Ok((principal, tx)) => Ok(Session { principal, tx }),
+            Err(Refused::SignedOut(why)) => Err(CoreError::Unauthorized(why).into()),
+            Err(Refused::CsrfMismatch) => Err(ApiError::CsrfMismatch),
+            Err(Refused::PasswordChangeRequired) => Err(ApiError::PasswordChangeRequired),
+            Err(Refused::Failed(e)) => Err(e.into()),
         }
-        Ok(Session { principal, tx })
     }
 }
 

@@ -216,8 +216,8 @@ async fn the_property_pages_add_buildings_floors_and_shops_with_plain_forms() {
 }
 
 /// A user who must change the initial password, logged in through the web form, can change the
-/// password, log out and read their own session — nothing else, through server functions or the
-/// import upload (as REST answers 403 `password_change_required`).
+/// password, log out and read their own session — nothing else, through server functions, the
+/// import upload or REST (one boundary decides for all three: core::auth::boundary).
 #[tokio::test]
 async fn a_user_who_must_change_the_password_can_do_nothing_else_on_the_web() {
     let app = spawn_app().await;
@@ -292,6 +292,25 @@ async fn a_user_who_must_change_the_password_can_do_nothing_else_on_the_web() {
         .await
         .unwrap();
     assert_eq!(response.headers()["location"], "/password");
+    // And REST, with the same web session's cookie or with a bearer token of its own.
+    let cookie_change = client
+        .post(app.url("/api/v1/buildings"))
+        .header("x-csrf-token", &csrf)
+        .json(&serde_json::json!({"name": "B座"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cookie_change.status(), StatusCode::FORBIDDEN);
+    let (_, login) = app.try_login("acme", "newboss", "initial-pass-1").await;
+    let bearer = crate::helpers::Caller {
+        token: login["access_token"].as_str().unwrap().into(),
+        refresh: String::new(),
+    };
+    let (status, body) = app
+        .post("/api/v1/buildings", &bearer, serde_json::json!({"name": "C座"}))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(body["error"]["code"], "password_change_required");
     let (buildings, uploads): (i64, i64) = sqlx::query_as(
         "select (select count(*) from c_1.buildings), (select count(*) from c_1.import_uploads)",
     )
