@@ -31,6 +31,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Where the web app's hydration bundle is served from.
     pub leptos: LeptosOptions,
+    /// Key-encryption keys for secrets at rest (none configured: secrets cannot be stored).
+    pub keyring: Option<Arc<powertab_core::kernel::secrets::Keyring>>,
 }
 
 impl FromRef<AppState> for LeptosOptions {
@@ -42,6 +44,7 @@ impl FromRef<AppState> for LeptosOptions {
 impl AppState {
     pub fn new(pool: PgPool, config: Config) -> anyhow::Result<AppState> {
         let auth = config.auth()?;
+        let keyring = config.keyring()?.map(Arc::new);
         // Install the recorder before anything counts, or early counts are lost.
         metrics_handle();
         let leptos = LeptosOptions::builder()
@@ -54,6 +57,7 @@ impl AppState {
             auth: Arc::new(auth),
             config: Arc::new(config),
             leptos,
+            keyring,
         })
     }
 }

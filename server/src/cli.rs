@@ -48,6 +48,22 @@ pub enum Command {
     /// Stored readings.
     #[command(subcommand)]
     Readings(ReadingsCommand),
+    /// Secrets at rest.
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretsCommand {
+    /// Print a new random key-encryption key as `secret_keys` takes it (`id:base64`).
+    NewKey {
+        /// The key's id (1 to 32 letters, digits, - or _), e.g. 2026-12.
+        id: String,
+    },
+    /// Re-wrap every stored secret (platform and companies) under the current key. Add the new
+    /// key to `secret_keys`, make it current, restart, run this; then drop the old key. Safe to
+    /// run while serving and to run again.
+    Rotate,
 }
 
 #[derive(Debug, Subcommand)]
@@ -197,6 +213,35 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
                     );
                 }
             }
+            Ok(())
+        }
+        Command::Secrets(SecretsCommand::NewKey { id }) => {
+            anyhow::ensure!(
+                (1..=32).contains(&id.len())
+                    && id
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+                "a key id is 1 to 32 letters, digits, - or _"
+            );
+            println!(
+                "{}",
+                powertab_core::kernel::secrets::Keyring::new_key_entry(&id)
+            );
+            Ok(())
+        }
+        Command::Secrets(SecretsCommand::Rotate) => {
+            let keyring = config
+                .keyring()?
+                .ok_or_else(|| anyhow::anyhow!("set POWERTAB_SECRET_KEYS first"))?;
+            let pool = db::connect(config.database_url()?, 2).await?;
+            migrate::migrate_all(&pool).await?;
+            let report = powertab_core::kernel::secrets::rotate(&pool, &keyring).await?;
+            println!(
+                "re-wrapped {} secrets under key {} ({} schemas)",
+                report.rewrapped,
+                keyring.current(),
+                report.schemas
+            );
             Ok(())
         }
         Command::Readings(ReadingsCommand::Rebuild) => {

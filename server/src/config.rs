@@ -38,6 +38,13 @@ pub struct Config {
     /// 404 (the figures say how busy each company's routes are).
     #[serde(default)]
     pub metrics_token: Option<Secret>,
+    /// Key-encryption keys for secrets at rest, `id:base64(32 bytes)` separated by commas
+    /// (core::kernel::secrets). Keep old ids listed until `powertab secrets rotate` has run.
+    #[serde(default)]
+    pub secret_keys: Option<Secret>,
+    /// The id new secrets are sealed with; the last of `secret_keys` when absent.
+    #[serde(default)]
+    pub secret_key_current: Option<String>,
 }
 
 /// Defaults, as a serialisable mirror of `Config` (figment's first layer).
@@ -101,6 +108,21 @@ impl Config {
             }
         }
         Ok(figment.extract()?)
+    }
+
+    /// The keyring for secrets at rest; `None` when no keys are configured (storing a secret
+    /// is then refused with a message saying so). Malformed keys fail start-up.
+    pub fn keyring(&self) -> anyhow::Result<Option<powertab_core::kernel::secrets::Keyring>> {
+        self.secret_keys
+            .as_ref()
+            .map(|keys| {
+                powertab_core::kernel::secrets::Keyring::parse(
+                    keys.expose(),
+                    self.secret_key_current.as_deref(),
+                )
+                .map_err(|e| anyhow::anyhow!("POWERTAB_SECRET_KEYS: {e}"))
+            })
+            .transpose()
     }
 
     pub fn database_url(&self) -> anyhow::Result<&str> {

@@ -205,6 +205,13 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
             powertab_core::auth::new_csrf_token() + &powertab_core::auth::new_csrf_token(),
         ));
     }
+    if config.secret_keys.is_none() {
+        // infra/demo.sh keeps one in .local/secret-keys; run by hand, a key per run (secrets
+        // stored in an earlier run then no longer open).
+        config.secret_keys = Some(Secret::new(
+            powertab_core::kernel::secrets::Keyring::new_key_entry("demo"),
+        ));
+    }
     if config.ingest.gateway_secret.is_none() {
         // Also per run: the demo's MQTT gateways are simulated with whatever it derives, and
         // ingest provisions the broker again at start.

@@ -43,6 +43,11 @@ pub const CONTROL: &[Migration] = &[
         name: "registration_rule",
         sql: include_str!("../../../migrations/control/0005_registration_rule.sql"),
     },
+    Migration {
+        version: 6,
+        name: "secrets",
+        sql: include_str!("../../../migrations/control/0006_secrets.sql"),
+    },
 ];
 
 /// Migrations of every company schema, in order. Never edit one once applied; add a new one.
@@ -106,6 +111,11 @@ pub const COMPANY: &[Migration] = &[
         version: 12,
         name: "command_queue",
         sql: include_str!("../../../migrations/company/0012_command_queue.sql"),
+    },
+    Migration {
+        version: 13,
+        name: "secrets",
+        sql: include_str!("../../../migrations/company/0013_secrets.sql"),
     },
 ];
 

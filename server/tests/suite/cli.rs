@@ -285,3 +285,57 @@ async fn readings_rebuild_repairs_every_company_from_the_command_line() {
         "the reading after the reset counts again"
     );
 }
+
+/// Key rotation as an operator runs it: make a key, seal with the old one, rotate under the
+/// new one; an unconfigured ring is a clear error.
+#[tokio::test]
+async fn secrets_are_rotated_from_the_command_line() {
+    let db = TestDb::new().await;
+    let run = |keys: Option<&str>, args: &[&str]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_powertab"));
+        command
+            .args(args)
+            .env("DATABASE_URL", &db.url)
+            .env("RUST_LOG", "warn")
+            .env_remove("POWERTAB_SECRET_KEYS");
+        if let Some(keys) = keys {
+            command.env("POWERTAB_SECRET_KEYS", keys);
+        }
+        let output = command.output().expect("the powertab binary runs");
+        let text = String::from_utf8_lossy(&output.stdout).trim().to_owned()
+            + &String::from_utf8_lossy(&output.stderr);
+        (output.status.success(), text)
+    };
+    let (ok, k1) = run(None, &["secrets", "new-key", "2026-11"]);
+    assert!(ok && k1.starts_with("2026-11:"), "{k1}");
+    let (_, k2) = run(None, &["secrets", "new-key", "2026-12"]);
+    assert!(!run(None, &["secrets", "new-key", "bad id"]).0);
+    let (ok, out) = run(None, &["secrets", "rotate"]);
+    assert!(!ok && out.contains("POWERTAB_SECRET_KEYS"), "{out}");
+
+    powertab_core::db::migrate::migrate_all(&db.pool)
+        .await
+        .unwrap();
+    let old = powertab_core::kernel::secrets::Keyring::parse(&k1, None).unwrap();
+    let mut tx = powertab_core::db::begin_in(
+        &db.pool,
+        &powertab_core::kernel::names::SchemaName::control(),
+    )
+    .await
+    .unwrap();
+    powertab_core::kernel::secrets::put(&mut tx, &old, "sms.account", b"s3cret")
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let (ok, out) = run(Some(&format!("{k1},{k2}")), &["secrets", "rotate"]);
+    assert!(
+        ok && out.contains("re-wrapped 1 secrets under key 2026-12"),
+        "{out}"
+    );
+    let key_id: String =
+        sqlx::query_scalar("select key_id from control.secrets where name = 'sms.account'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(key_id, "2026-12");
+}

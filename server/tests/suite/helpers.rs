@@ -54,6 +54,10 @@ pub fn test_config(throttle: ThrottleConfig) -> Config {
             ..Default::default()
         },
         metrics_token: Some(Secret::new(TEST_METRICS_TOKEN)),
+        secret_keys: Some(Secret::new(
+            powertab_core::kernel::secrets::Keyring::new_key_entry("test-1"),
+        )),
+        secret_key_current: None,
     }
 }
 

@@ -307,7 +307,11 @@ async fn a_user_who_must_change_the_password_can_do_nothing_else_on_the_web() {
         refresh: String::new(),
     };
     let (status, body) = app
-        .post("/api/v1/buildings", &bearer, serde_json::json!({"name": "C座"}))
+        .post(
+            "/api/v1/buildings",
+            &bearer,
+            serde_json::json!({"name": "C座"}),
+        )
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert_eq!(body["error"]["code"], "password_change_required");
