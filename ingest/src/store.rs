@@ -16,7 +16,7 @@
 use crate::driver::MeterValues;
 use chrono::{DateTime, Duration, Utc};
 use powertab_core::commands::{self, Observed};
-use powertab_core::field::readings::{classify, Class, Previous};
+use powertab_core::field::readings::{classify, tou_split, Class, Previous, TouRegisters};
 use powertab_core::kernel::names::SchemaName;
 use powertab_core::tariff::rating::{self, RatingState, Usage};
 use powertab_core::tariff::{Calendar, Period, TariffVersion};
@@ -131,7 +131,7 @@ pub async fn store_batch(
         ids.dedup();
         ids
     };
-    let mut previous = load_previous(&mut tx, &meter_ids).await?;
+    let (mut previous, mut previous_tou) = load_previous(&mut tx, &meter_ids).await?;
     let context = DailyContext::load(&mut tx, &meter_ids).await?;
     let mut flags = Vec::with_capacity(accepted.len());
     let mut counted = Vec::with_capacity(accepted.len());
@@ -148,9 +148,19 @@ pub async fn store_batch(
         counted.push(class.counted_wh());
         if let Some(wh) = class.counted_wh() {
             let prev = previous[&r.meter_id];
-            context.attribute(r.meter_id, prev.read_at, r.read_at, wh, &mut daily);
+            let split = context.register_split(
+                r.meter_id,
+                previous_tou.get(&r.meter_id),
+                r.values.tou_wh.as_ref(),
+                wh,
+            );
+            context.attribute(r.meter_id, prev.read_at, r.read_at, wh, split, &mut daily);
         }
         if class.moves_baseline() {
+            match r.values.tou_wh {
+                Some(registers) => previous_tou.insert(r.meter_id, registers),
+                None => previous_tou.remove(&r.meter_id),
+            };
             previous.insert(
                 r.meter_id,
                 Previous {
@@ -212,7 +222,7 @@ pub async fn rebuild_meter(
         .execute(&mut *tx)
         .await?;
     let rows = sqlx::query(
-        "select read_at, energy_wh, flag, counted_wh from readings where meter_id = $1 order by read_at",
+        "select read_at, energy_wh, tou_wh, flag, counted_wh from readings where meter_id = $1 order by read_at",
     )
     .bind(meter_id)
     .fetch_all(&mut *tx)
@@ -223,11 +233,13 @@ pub async fn rebuild_meter(
         ..RebuildReport::default()
     };
     let mut previous: Option<Previous> = None;
+    let mut previous_tou: Option<TouRegisters> = None;
     let mut daily = BTreeMap::new();
     let (mut at, mut flags, mut counted) = (Vec::new(), Vec::new(), Vec::new());
     for row in rows {
         let read_at: DateTime<Utc> = row.try_get("read_at")?;
         let energy_wh: i64 = row.try_get("energy_wh")?;
+        let tou = stored_tou(row.try_get("tou_wh")?);
         let old_flag: Option<String> = row.try_get("flag")?;
         let old_counted: Option<i64> = row.try_get("counted_wh")?;
         let class = if old_flag.as_deref() == Some("out_of_order") {
@@ -241,10 +253,12 @@ pub async fn rebuild_meter(
             )
         };
         if let (Some(wh), Some(prev)) = (class.counted_wh(), previous) {
-            context.attribute(meter_id, prev.read_at, read_at, wh, &mut daily);
+            let split = context.register_split(meter_id, previous_tou.as_ref(), tou.as_ref(), wh);
+            context.attribute(meter_id, prev.read_at, read_at, wh, split, &mut daily);
         }
         if class.moves_baseline() {
             previous = Some(Previous { read_at, energy_wh });
+            previous_tou = tou;
         }
         if class.flag() != old_flag.as_deref() || class.counted_wh() != old_counted {
             at.push(read_at);
@@ -316,28 +330,38 @@ pub async fn rebuild_all(pool: &PgPool) -> anyhow::Result<(usize, usize)> {
     Ok((meters, changed))
 }
 
+/// Each meter's baseline, and its TOU registers at the baseline where it has them.
 async fn load_previous(
     conn: &mut PgConnection,
     meter_ids: &[Uuid],
-) -> anyhow::Result<HashMap<Uuid, Previous>> {
+) -> anyhow::Result<(HashMap<Uuid, Previous>, HashMap<Uuid, TouRegisters>)> {
     // Row locks keep two writers of the same meter in order.
     let rows = sqlx::query(
-        "select meter_id, read_at, energy_wh from meter_latest where meter_id = any($1) for update",
+        "select meter_id, read_at, energy_wh, tou_wh from meter_latest where meter_id = any($1) for update",
     )
     .bind(meter_ids)
     .fetch_all(conn)
     .await?;
-    rows.into_iter()
-        .map(|r| {
-            Ok((
-                r.try_get("meter_id")?,
-                Previous {
-                    read_at: r.try_get("read_at")?,
-                    energy_wh: r.try_get("energy_wh")?,
-                },
-            ))
-        })
-        .collect()
+    let (mut previous, mut tou) = (HashMap::new(), HashMap::new());
+    for r in rows {
+        let meter_id: Uuid = r.try_get("meter_id")?;
+        previous.insert(
+            meter_id,
+            Previous {
+                read_at: r.try_get("read_at")?,
+                energy_wh: r.try_get("energy_wh")?,
+            },
+        );
+        if let Some(registers) = stored_tou(r.try_get("tou_wh")?) {
+            tou.insert(meter_id, registers);
+        }
+    }
+    Ok((previous, tou))
+}
+
+/// TOU registers as stored (`bigint[]` of five, NULL where the meter has none).
+fn stored_tou(stored: Option<Vec<Option<i64>>>) -> Option<TouRegisters> {
+    stored.and_then(|v| <TouRegisters>::try_from(v).ok())
 }
 
 /// Inserts the readings with their flags in one statement; returns how many were new. Array
@@ -514,11 +538,12 @@ async fn add_daily(
 }
 
 /// What attributing energy to local days and TOU periods needs: the company's time zone and
-/// calendar, and each meter's plan versions.
+/// calendar, each meter's plan versions, and which meters' TOU registers split their energy.
 struct DailyContext {
     tz: chrono_tz::Tz,
     calendar: Calendar,
     plans: HashMap<Uuid, Vec<TariffVersion>>,
+    registers_split: std::collections::HashSet<Uuid>,
 }
 
 impl DailyContext {
@@ -532,61 +557,82 @@ impl DailyContext {
             powertab_core::kernel::clock::time_zone(&t)
         });
         let calendar = powertab_core::tenancy::settings::calendar(&mut *conn).await?;
-        let rows = sqlx::query(
-            "select m.id, v.body from meters m join tariff_versions v on v.plan_id = m.tariff_plan_id
-             where m.id = any($1) order by v.effective",
-        )
-        .bind(meter_ids)
-        .fetch_all(&mut *conn)
-        .await?;
-        let mut plans: HashMap<Uuid, Vec<TariffVersion>> = HashMap::new();
-        for r in rows {
-            let body: serde_json::Value = r.try_get("body")?;
-            if let Ok(version) = serde_json::from_value(body) {
-                plans.entry(r.try_get("id")?).or_default().push(version);
-            }
-        }
+        let plans = powertab_core::tariff::plans::versions_by_meter(&mut *conn, meter_ids).await?;
+        let registers_split =
+            sqlx::query_scalar("select id from meters where id = any($1) and tou_registers_match")
+                .bind(meter_ids)
+                .fetch_all(&mut *conn)
+                .await?
+                .into_iter()
+                .collect();
         Ok(DailyContext {
             tz,
             calendar,
             plans,
+            registers_split,
         })
     }
 
+    /// The interval's split by the meter's own TOU registers, where the meter is set to use
+    /// them (`tou_registers_match`) and they add up; `None`: the plan's clock splits it.
+    fn register_split(
+        &self,
+        meter_id: Uuid,
+        before: Option<&TouRegisters>,
+        after: Option<&TouRegisters>,
+        counted_wh: i64,
+    ) -> Option<BTreeMap<Period, i64>> {
+        if !self.registers_split.contains(&meter_id) {
+            return None;
+        }
+        let split = tou_split(before?, after?, counted_wh);
+        if split.is_none() {
+            metrics::counter!("ingest_tou_register_split_refused_total").increment(1);
+        }
+        split
+    }
+
     /// Adds `delta` Wh used between `start` and `end` to `daily`, split by local day and TOU
-    /// period of the meter's plan (all `flat` without a plan or before its first version).
+    /// period: by the meter's registers (`split`) when given and consistent with the plan, else
+    /// by the plan's clock (all `flat` without a plan or before its first version).
     fn attribute(
         &self,
         meter_id: Uuid,
         start: DateTime<Utc>,
         end: DateTime<Utc>,
         delta: i64,
+        split: Option<BTreeMap<Period, i64>>,
         daily: &mut BTreeMap<(Uuid, chrono::NaiveDate, Period), i64>,
     ) {
         let flat = vec![TariffVersion::flat(chrono::NaiveDate::MIN, 0)];
-        let usage = Usage {
+        let by_clock = Usage {
             start,
             end,
             energy_wh: delta,
             tou_wh: None,
         };
         let versions = self.plans.get(&meter_id).unwrap_or(&flat);
-        let rated = rating::rate(
-            &usage,
-            versions,
-            self.tz,
-            &self.calendar,
-            &RatingState::default(),
-        )
-        .or_else(|_| {
+        let rate = |usage: &Usage, versions: &[TariffVersion]| {
             rating::rate(
-                &usage,
-                &flat,
+                usage,
+                versions,
                 self.tz,
                 &self.calendar,
                 &RatingState::default(),
             )
+        };
+        let by_registers = split.and_then(|tou_wh| {
+            let usage = Usage {
+                tou_wh: Some(tou_wh),
+                ..by_clock.clone()
+            };
+            // Registers that name a period the plan does not have then: the plan's clock.
+            rate(&usage, versions).ok()
         });
+        let rated = match by_registers {
+            Some(rated) => Ok(rated),
+            None => rate(&by_clock, versions).or_else(|_| rate(&by_clock, &flat)),
+        };
         match rated {
             Ok(rated) => {
                 for line in rated.lines {

@@ -381,3 +381,114 @@ async fn stale_meters_and_offline_gateways_raise_and_clear_alarms() {
         .unwrap();
     assert_eq!(report.cleared, 1);
 }
+
+/// Daily energy follows the meter's own TOU registers only where the meter is set to
+/// (`tou_registers_match`); otherwise, and when the registers do not add up, the plan's clock.
+#[tokio::test]
+async fn tou_registers_split_daily_energy_only_where_the_meter_says_they_match() {
+    use chrono::TimeZone;
+    let field = Field::new("acme", "dtu-1", b"REG-0001", &["modbus_rtu"]).await;
+    let s = field.schema.as_str().to_owned();
+    let pool = &field.db.pool;
+    // Peak until noon, valley after (local time).
+    let plan = uuid::Uuid::now_v7();
+    sqlx::query(&format!(
+        "insert into {s}.tariff_plans (id, name) values ($1, 'tou')"
+    ))
+    .bind(plan)
+    .execute(pool)
+    .await
+    .unwrap();
+    let body = serde_json::json!({
+        "effective": "2020-01-01",
+        "prices": {"peak": 10_000, "valley": 3_000},
+        "seasons": [{"from": [1, 1], "to": [12, 31], "workday": {"switches": [
+            {"minute": 0, "period": "peak"}, {"minute": 720, "period": "valley"}]}, "holiday": null}],
+    });
+    sqlx::query(&format!(
+        "insert into {s}.tariff_versions (plan_id, effective, body) values ($1, '2020-01-01', $2)"
+    ))
+    .bind(plan)
+    .bind(body)
+    .execute(pool)
+    .await
+    .unwrap();
+    let by_registers = field.meter(0, "dtsy1352", "1", "2001").await;
+    let by_clock = field.meter(0, "dtsy1352", "2", "2002").await;
+    let lagging = field.meter(0, "dtsy1352", "3", "2003").await;
+    sqlx::query(&format!(
+        "update {s}.meters set tariff_plan_id = $1, tou_registers_match = (id <> $2)"
+    ))
+    .bind(plan)
+    .bind(by_clock)
+    .execute(pool)
+    .await
+    .unwrap();
+    // A minute across noon yesterday: the clock says 30 Wh peak and 30 Wh valley, the meter's
+    // registers say 50 peak and 10 valley.
+    let yesterday =
+        (Utc::now().with_timezone(&chrono_tz::Asia::Shanghai) - Duration::days(1)).date_naive();
+    let noon = chrono_tz::Asia::Shanghai
+        .from_local_datetime(&yesterday.and_hms_opt(12, 0, 0).unwrap())
+        .unwrap()
+        .with_timezone(&Utc);
+    let with_tou = |meter, at, energy_wh, peak, valley| NewReading {
+        values: MeterValues {
+            tou_wh: Some([Some(0), Some(peak), Some(0), Some(valley), None]),
+            ..reading(meter, at, energy_wh).values
+        },
+        ..reading(meter, at, energy_wh)
+    };
+    let mut batch = Vec::new();
+    for meter in [by_registers, by_clock] {
+        batch.push(with_tou(
+            meter,
+            noon - Duration::seconds(30),
+            1_000,
+            600,
+            400,
+        ));
+        batch.push(with_tou(
+            meter,
+            noon + Duration::seconds(30),
+            1_060,
+            650,
+            410,
+        ));
+    }
+    // Registers that lag the total (58 of 60 Wh): the clock decides.
+    batch.push(with_tou(
+        lagging,
+        noon - Duration::seconds(30),
+        1_000,
+        600,
+        400,
+    ));
+    batch.push(with_tou(
+        lagging,
+        noon + Duration::seconds(30),
+        1_060,
+        649,
+        409,
+    ));
+    store_batch(pool, &field.schema, &batch).await.unwrap();
+    let sql = format!(
+        "select period, energy_wh from {s}.daily_energy where meter_id = $1 order by period"
+    );
+    let split = |meter| {
+        let query = sqlx::query_as::<_, (String, i64)>(&sql).bind(meter);
+        async move { query.fetch_all(pool).await.unwrap() }
+    };
+    assert_eq!(
+        split(by_registers).await,
+        vec![("peak".into(), 50), ("valley".into(), 10)]
+    );
+    assert_eq!(
+        split(by_clock).await,
+        vec![("peak".into(), 30), ("valley".into(), 30)]
+    );
+    assert_eq!(
+        split(lagging).await,
+        vec![("peak".into(), 30), ("valley".into(), 30)]
+    );
+}

@@ -117,6 +117,11 @@ pub const COMPANY: &[Migration] = &[
         name: "secrets",
         sql: include_str!("../../../migrations/company/0013_secrets.sql"),
     },
+    Migration {
+        version: 14,
+        name: "tou_registers_match",
+        sql: include_str!("../../../migrations/company/0014_tou_registers_match.sql"),
+    },
 ];
 
 /// Arbitrary constant for `pg_advisory_xact_lock`: "PT" migrations.

@@ -425,6 +425,8 @@ pub async fn swap_meter(
         alarm2_fen: old.alarm2_fen,
         install_date: Some(local_date(principal, at)),
         initial_energy_wh: Some(input.new_initial_energy_wh),
+        // The new meter's registers are not known to match until someone says so.
+        tou_registers_match: false,
         dlt645_password: input.dlt645_password.clone(),
         dlt645_operator: input.dlt645_operator.clone(),
         // The swap keeps the bus's meter count.

@@ -37,6 +37,8 @@ pub struct Meter {
     pub alarm2_fen: Option<AmountFen>,
     pub install_date: Option<chrono::NaiveDate>,
     pub initial_energy_wh: i64,
+    /// The meter's own TOU registers split its energy into periods (else the plan's clock).
+    pub tou_registers_match: bool,
     pub status: String,
     /// When a removed meter was taken off (a swap or a removal).
     pub removed_at: Option<chrono::DateTime<chrono::Utc>>,
@@ -65,6 +67,9 @@ pub struct MeterInput {
     pub alarm2_fen: Option<AmountFen>,
     pub install_date: Option<chrono::NaiveDate>,
     pub initial_energy_wh: Option<i64>,
+    /// Use the meter's TOU registers for the period split (default off).
+    #[serde(default)]
+    pub tou_registers_match: bool,
     #[serde(default)]
     pub dlt645_password: String,
     #[serde(default)]
@@ -93,7 +98,7 @@ pub struct MeterFilter {
 
 const METER_SELECT: &str = "select m.id, m.bus_id, b.gateway_id, g.identity as gateway_identity, b.number as bus_number,
         m.model, m.address, m.meter_number, m.ct_ratio, m.pt_ratio, m.prepayment_mode, m.role, m.parent_id,
-        m.shop_id, m.tariff_plan_id, m.alarm1_fen, m.alarm2_fen, m.install_date, m.initial_energy_wh, m.status,
+        m.shop_id, m.tariff_plan_id, m.alarm1_fen, m.alarm2_fen, m.install_date, m.initial_energy_wh, m.tou_registers_match, m.status,
         m.removed_at, m.final_energy_wh
      from meters m join buses b on b.id = m.bus_id join gateways g on g.id = b.gateway_id
      left join shops s on s.id = m.shop_id";
@@ -119,6 +124,7 @@ fn meter_from(r: sqlx::postgres::PgRow) -> CoreResult<Meter> {
         alarm2_fen: r.try_get("alarm2_fen")?,
         install_date: r.try_get("install_date")?,
         initial_energy_wh: r.try_get("initial_energy_wh")?,
+        tou_registers_match: r.try_get("tou_registers_match")?,
         status: r.try_get("status")?,
         removed_at: r.try_get("removed_at")?,
         final_energy_wh: r.try_get("final_energy_wh")?,
@@ -477,8 +483,9 @@ pub async fn insert_meter(
     let id = Uuid::now_v7();
     sqlx::query(
         "insert into meters (id, bus_id, model, address, meter_number, ct_ratio, pt_ratio, prepayment_mode, role, parent_id,
-             shop_id, tariff_plan_id, alarm1_fen, alarm2_fen, install_date, initial_energy_wh, dlt645_password, dlt645_operator)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
+             shop_id, tariff_plan_id, alarm1_fen, alarm2_fen, install_date, initial_energy_wh, dlt645_password, dlt645_operator,
+             tou_registers_match)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
     )
     .bind(id)
     .bind(input.bus_id)
@@ -498,6 +505,7 @@ pub async fn insert_meter(
     .bind(input.initial_energy_wh.unwrap_or(0))
     .bind(Some(input.dlt645_password.as_str()).filter(|s| !s.is_empty()))
     .bind(Some(input.dlt645_operator.as_str()).filter(|s| !s.is_empty()))
+    .bind(input.tou_registers_match)
     .execute(&mut *conn)
     .await?;
     // The audit entry is built from what was stored, without reading the row back (imports
@@ -552,6 +560,9 @@ pub struct MeterPatch {
     #[serde(default, deserialize_with = "double_option")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<i64>))]
     pub alarm2_fen: Option<Option<AmountFen>>,
+    /// Use the meter's TOU registers for the period split.
+    #[serde(default)]
+    pub tou_registers_match: Option<bool>,
 }
 
 /// Whether a meter carries an open shop account. Accounts arrive with the billing issue, whose
@@ -612,6 +623,9 @@ pub async fn update_meter(
         alarm2_fen: patch.alarm2_fen.unwrap_or(before.alarm2_fen),
         install_date: before.install_date,
         initial_energy_wh: Some(before.initial_energy_wh),
+        tou_registers_match: patch
+            .tou_registers_match
+            .unwrap_or(before.tou_registers_match),
         dlt645_password: String::new(),
         dlt645_operator: String::new(),
         accept_crowded_bus: true,
@@ -629,7 +643,7 @@ pub async fn update_meter(
     let checked = validate_meter(conn, principal, &input, Some(id)).await?;
     sqlx::query(
         "update meters set ct_ratio = $2, pt_ratio = $3, prepayment_mode = $4, role = $5, parent_id = $6, shop_id = $7,
-             tariff_plan_id = $8, alarm1_fen = $9, alarm2_fen = $10, updated_at = now()
+             tariff_plan_id = $8, alarm1_fen = $9, alarm2_fen = $10, tou_registers_match = $11, updated_at = now()
          where id = $1",
     )
     .bind(id)
@@ -642,6 +656,7 @@ pub async fn update_meter(
     .bind(input.tariff_plan_id)
     .bind(input.alarm1_fen)
     .bind(input.alarm2_fen)
+    .bind(input.tou_registers_match)
     .execute(&mut *conn)
     .await?;
     let after = meter(conn, principal, id).await?;

@@ -6,7 +6,9 @@
 //! jumps and ratio mismatches are held (counted nothing until an operator releases or corrects
 //! them). Every stored reading except an out-of-order one is the baseline for the next.
 
+use crate::tariff::Period;
 use chrono::{DateTime, Utc};
+use std::collections::BTreeMap;
 
 /// A longer silence is a gap: its energy is not spread over time as consumption.
 pub const GAP_SECONDS: i64 = 24 * 3600;
@@ -15,6 +17,37 @@ pub const JUMP_POWER_W: i64 = 5_000_000;
 /// Register ranges of the meters we know: a fall from the top tenth to the bottom tenth of one
 /// is a rollover, any other fall a reset. (Acrel u32 × 0.01 kWh; DL/T 645 999999.99 kWh.)
 pub const REGISTER_MAX_WH: [i64; 2] = [42_949_672_950, 999_999_990];
+
+/// A meter's TOU energy registers as drivers report them: Wh per period, in [`Period::ALL`]
+/// order (sharp, peak, flat, valley, deep valley); `None` where the meter has no register.
+pub type TouRegisters = [Option<i64>; 5];
+
+/// The energy of an interval per TOU period by the meter's own registers (used where the meter's
+/// `tou_registers_match` is on, DESIGN.md): each register's increase between the interval's two
+/// readings. `None` — use the plan's clock instead — when the two readings do not have the same
+/// registers, a register went down, or the increases do not add up to the interval's counted
+/// energy (a register that lags the total by a rounding step, a rollover).
+pub fn tou_split(
+    previous: &TouRegisters,
+    current: &TouRegisters,
+    counted_wh: i64,
+) -> Option<BTreeMap<Period, i64>> {
+    let mut split = BTreeMap::new();
+    for ((period, before), after) in Period::ALL.iter().zip(previous).zip(current) {
+        match (before, after) {
+            (Some(before), Some(after)) => {
+                let delta = after.checked_sub(*before).filter(|d| *d >= 0)?;
+                split.insert(*period, delta);
+            }
+            (None, None) => {}
+            _ => return None,
+        }
+    }
+    let sum = split
+        .values()
+        .try_fold(0i64, |acc, wh| acc.checked_add(*wh))?;
+    (!split.is_empty() && sum == counted_wh).then_some(split)
+}
 
 /// A meter's newest counted reading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,5 +197,21 @@ mod tests {
         assert!(
             !Class::Flagged("out_of_order").moves_baseline() && !Class::Duplicate.moves_baseline()
         );
+    }
+
+    #[test]
+    fn the_registers_split_an_interval_only_when_they_add_up() {
+        let before = [Some(100), Some(1_000), Some(2_000), Some(50), None];
+        let after = [Some(100), Some(1_030), Some(2_010), Some(50), None];
+        let split = tou_split(&before, &after, 40).unwrap();
+        assert_eq!(split[&Period::Peak], 30);
+        assert_eq!(split[&Period::Flat], 10);
+        assert_eq!(split.get(&Period::DeepValley), None);
+        assert_eq!(tou_split(&before, &after, 41), None, "does not add up");
+        let down = [Some(99), Some(1_030), Some(2_010), Some(50), None];
+        assert_eq!(tou_split(&before, &down, 40), None, "a register went down");
+        let fewer = [None, Some(1_030), Some(2_010), Some(50), None];
+        assert_eq!(tou_split(&before, &fewer, 40), None, "registers differ");
+        assert_eq!(tou_split(&[None; 5], &[None; 5], 0), None, "no registers");
     }
 }

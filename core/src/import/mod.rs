@@ -744,6 +744,7 @@ async fn import_meters(
                 &get("initial_energy_wh"),
                 &mut errors,
             ),
+            tou_registers_match: false,
             dlt645_password: String::new(),
             dlt645_operator: String::new(),
             // Confirming the import accepts crowded buses; the admin sees the bus list after.

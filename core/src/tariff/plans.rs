@@ -80,13 +80,36 @@ async fn versions(conn: &mut PgConnection, plan_id: Uuid) -> CoreResult<Vec<Tari
     .bind(plan_id)
     .fetch_all(conn)
     .await?;
-    bodies
-        .into_iter()
-        .map(|b| {
-            serde_json::from_value(b)
-                .map_err(|e| CoreError::Internal(format!("stored tariff version: {e}")))
-        })
-        .collect()
+    bodies.into_iter().map(stored_version).collect()
+}
+
+fn stored_version(body: serde_json::Value) -> CoreResult<TariffVersion> {
+    serde_json::from_value(body)
+        .map_err(|e| CoreError::Internal(format!("stored tariff version: {e}")))
+}
+
+/// The tariff versions in force for each of `meter_ids` (through its plan), oldest first: the
+/// one query that loads them, for rating, daily energy and previews. Meters without a plan are
+/// absent. No principal: workers (ingest, rating) call it inside a company's transaction.
+pub async fn versions_by_meter(
+    conn: &mut PgConnection,
+    meter_ids: &[Uuid],
+) -> CoreResult<std::collections::HashMap<Uuid, Vec<TariffVersion>>> {
+    let rows: Vec<(Uuid, serde_json::Value)> = sqlx::query_as(
+        "select m.id, v.body from meters m join tariff_versions v on v.plan_id = m.tariff_plan_id
+         where m.id = any($1) order by v.effective",
+    )
+    .bind(meter_ids)
+    .fetch_all(conn)
+    .await?;
+    let mut by_meter: std::collections::HashMap<Uuid, Vec<TariffVersion>> = Default::default();
+    for (meter_id, body) in rows {
+        by_meter
+            .entry(meter_id)
+            .or_default()
+            .push(stored_version(body)?);
+    }
+    Ok(by_meter)
 }
 
 pub async fn list(conn: &mut PgConnection, principal: &Principal) -> CoreResult<Vec<TariffPlan>> {

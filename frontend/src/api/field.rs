@@ -118,6 +118,7 @@ pub struct MeterDetailView {
     pub default_alarm2: String,
     pub install_date: String,
     pub initial_kwh: String,
+    pub tou_registers_match: bool,
     pub removed_at: String,
     pub final_kwh: String,
     pub history: Vec<SwapView>,
@@ -290,6 +291,9 @@ pub struct MeterForm {
     pub dlt645_operator: String,
     #[serde(default)]
     pub accept_crowded_bus: Option<String>,
+    /// The meter's TOU registers split its energy (a checkbox: present when ticked).
+    #[serde(default)]
+    pub tou_registers_match: Option<String>,
 }
 
 #[server(prefix = "/sfn", endpoint = "meter_create")]

@@ -670,6 +670,7 @@ fn MeterDetail(
             <dt>{tr(lang, "meters.alarm2")}</dt><dd>{default_hint(&m.alarm2, &m.default_alarm2)}</dd>
             <dt>{tr(lang, "meters.install_date")}</dt><dd>{m.install_date.clone()}</dd>
             <dt>{tr(lang, "meters.initial_kwh")}</dt><dd>{m.initial_kwh.clone()}</dd>
+            <dt>{tr(lang, "meters.tou_split")}</dt><dd>{tr(lang, if m.tou_registers_match { "meters.tou_split.registers" } else { "meters.tou_split.plan" })}</dd>
             {(!active).then(|| view! {
                 <dt>{tr(lang, "meters.removed_at")}</dt><dd>{m.removed_at.clone()}</dd>
                 <dt>{tr(lang, "meters.final_kwh")}</dt><dd id="meter-final">{m.final_kwh.clone()}</dd>
@@ -826,6 +827,7 @@ fn MeterForms(m: MeterDetailView, csrf: String) -> impl IntoView {
             </label>
             <label>{tr(lang, "meters.alarm1")}<input name="alarm1" value=m.alarm1.clone() inputmode="decimal" placeholder=m.default_alarm1.clone()/></label>
             <label>{tr(lang, "meters.alarm2")}<input name="alarm2" value=m.alarm2.clone() inputmode="decimal" placeholder=m.default_alarm2.clone()/></label>
+            <label class="check"><input type="checkbox" name="tou_registers_match" value="on" checked=m.tou_registers_match/>{tr(lang, "meters.tou_registers_match")}</label>
             <button type="submit">{tr(lang, "common.save")}</button>
         </form>
         <h2>{tr(lang, "meters.swap")}</h2>

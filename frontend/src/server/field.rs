@@ -258,6 +258,7 @@ pub async fn get_meter(id: String) -> Result<MeterDetailView, ServerFnError> {
         default_alarm2: yuan(Some(defaults.alarm2_fen)),
         install_date: m.install_date.map(|d| d.to_string()).unwrap_or_default(),
         initial_kwh: format_wh_as_kwh(m.initial_energy_wh),
+        tou_registers_match: m.tou_registers_match,
         removed_at: m.removed_at.map(|t| local_time(t, &tz)).unwrap_or_default(),
         final_kwh: m.final_energy_wh.map(format_wh_as_kwh).unwrap_or_default(),
         history,
@@ -508,6 +509,7 @@ pub async fn create_meter(csrf: String, form: MeterForm) -> Result<(), ServerFnE
                 d => Some(d.parse().map_err(|_| field_error("install_date"))?),
             },
             initial_energy_wh: parse_wh(&form.initial_kwh, "initial_energy_wh")?,
+            tou_registers_match: form.tou_registers_match.is_some(),
             dlt645_password: form.dlt645_password,
             dlt645_operator: form.dlt645_operator,
             accept_crowded_bus: form.accept_crowded_bus.is_some(),
@@ -535,6 +537,7 @@ pub async fn update_meter(csrf: String, id: String, form: MeterForm) -> Result<(
             tariff_plan_id: Some(parse_id(&form.plan_id, "tariff_plan_id")?),
             alarm1_fen: Some(parse_fen(&form.alarm1, "alarm1_fen")?),
             alarm2_fen: Some(parse_fen(&form.alarm2, "alarm2_fen")?),
+            tou_registers_match: Some(form.tou_registers_match.is_some()),
         };
         field::update_meter(&mut tx, &principal, id, &patch).await?;
         tx.commit().await?;

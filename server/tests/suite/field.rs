@@ -379,6 +379,27 @@ async fn meters_are_edited_with_the_same_rules_as_creation() {
         m["alarm1_fen"].is_null() && m["tariff_plan_id"].as_str() == Some(plan.as_str()),
         "{m}"
     );
+    // Whether the meter's TOU registers split its energy: off by default, a setting, audited.
+    assert_eq!(m["tou_registers_match"], false);
+    let (status, m) = app
+        .call(
+            Method::PATCH,
+            &path,
+            Some(&admin),
+            Some(json!({"tou_registers_match": true})),
+        )
+        .await;
+    assert_eq!(
+        (status, &m["tou_registers_match"]),
+        (StatusCode::OK, &json!(true))
+    );
+    let (_, log) = app
+        .get("/api/v1/audit-log?action=meter.update", &admin)
+        .await;
+    assert!(
+        log.to_string().contains("\"tou_registers_match\":true"),
+        "the change is audited: {log}"
+    );
     let (status, body) = app
         .call(
             Method::PATCH,
@@ -405,7 +426,7 @@ async fn meters_are_edited_with_the_same_rules_as_creation() {
             &admin,
         )
         .await;
-    assert_eq!(log["items"].as_array().unwrap().len(), 2);
+    assert_eq!(log["items"].as_array().unwrap().len(), 3);
 }
 
 #[tokio::test]
