@@ -27,8 +27,10 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-/// Settings of the field side (`[ingest]` in powertab.toml, `POWERTAB_INGEST__*`).
+/// Settings of the field side (`[ingest]` in powertab.toml, `POWERTAB_INGEST__*`); a key left
+/// out keeps its default.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
 pub struct IngestConfig {
     /// Where DTUs dial in (DESIGN.md: default port 9502).
     pub dtu_listen: SocketAddr,

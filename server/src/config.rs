@@ -6,11 +6,14 @@
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use powertab_core::auth::{AuthConfig, Secret, ThrottleConfig};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+/// The one configuration struct: its [`Default`] is the built-in layer (every key the files and
+/// variables do not set keeps its default, `#[serde(default)]`), and tests start from it too.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
 pub struct Config {
     /// PostgreSQL URL; `DATABASE_URL` also sets it.
     pub database_url: Option<Secret>,
@@ -36,36 +39,22 @@ pub struct Config {
     pub ingest: powertab_ingest::IngestConfig,
     /// Bearer token a Prometheus scraper sends to `/metrics`; without one `/metrics` answers
     /// 404 (the figures say how busy each company's routes are).
-    #[serde(default)]
     pub metrics_token: Option<Secret>,
     /// Key-encryption keys for secrets at rest, `id:base64(32 bytes)` separated by commas
     /// (core::kernel::secrets). Keep old ids listed until `powertab secrets rotate` has run.
-    #[serde(default)]
     pub secret_keys: Option<Secret>,
     /// The id new secrets are sealed with; the last of `secret_keys` when absent.
-    #[serde(default)]
     pub secret_key_current: Option<String>,
 }
 
-/// Defaults, as a serialisable mirror of `Config` (figment's first layer).
-#[derive(Serialize)]
-struct Defaults {
-    listen: SocketAddr,
-    access_ttl_s: i64,
-    refresh_ttl_s: i64,
-    throttle: ThrottleConfig,
-    cookie_secure: bool,
-    trust_forwarded_for: bool,
-    site_root: PathBuf,
-    db_connections_max: u32,
-    log_format: String,
-    ingest: powertab_ingest::IngestConfig,
-}
-
-impl Default for Defaults {
+impl Default for Config {
+    /// The built-in layer: what every key is when no file or variable sets it. Secrets and
+    /// the database have none.
     fn default() -> Self {
-        Defaults {
+        Config {
+            database_url: None,
             listen: "127.0.0.1:8080".parse().expect("a valid address"),
+            jwt_secret: None,
             access_ttl_s: AuthConfig::ACCESS_TTL_S_DEFAULT,
             refresh_ttl_s: AuthConfig::REFRESH_TTL_S_DEFAULT,
             throttle: ThrottleConfig::default(),
@@ -75,6 +64,9 @@ impl Default for Defaults {
             db_connections_max: 20,
             log_format: "text".into(),
             ingest: powertab_ingest::IngestConfig::default(),
+            metrics_token: None,
+            secret_keys: None,
+            secret_key_current: None,
         }
     }
 }
@@ -82,7 +74,7 @@ impl Default for Defaults {
 impl Config {
     /// Loads the layers; `file` is the `--config` path.
     pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
-        let mut figment = Figment::from(Serialized::defaults(Defaults::default()));
+        let mut figment = Figment::new();
         match file {
             Some(path) => {
                 anyhow::ensure!(path.exists(), "config file {} not found", path.display());
@@ -205,6 +197,29 @@ mod tests {
                 config.database_url().unwrap(),
                 "postgres://user:pw-secret@host/db"
             );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_key_left_out_keeps_its_default_even_inside_a_table() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "powertab.toml",
+                "[ingest]\npoll_interval_s = 7\n[throttle]\nwindow_s = 60\n",
+            )?;
+            jail.set_env("POWERTAB_INGEST__DTU_CONNECTIONS_MAX", "10");
+            let config = Config::load(None).expect("loads");
+            let defaults = Config::default();
+            assert_eq!(config.ingest.poll_interval_s, 7);
+            assert_eq!(config.ingest.dtu_connections_max, 10);
+            assert_eq!(config.ingest.dtu_listen, defaults.ingest.dtu_listen);
+            assert_eq!(config.throttle.window_s, 60);
+            assert_eq!(
+                config.throttle.account_failures_max,
+                defaults.throttle.account_failures_max
+            );
+            assert_eq!(config.listen, defaults.listen);
             Ok(())
         });
     }

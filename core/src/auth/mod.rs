@@ -56,8 +56,10 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// Login throttling thresholds (configurable, so tests can set their own).
+/// Login throttling thresholds (configurable, so tests can set their own); a key left out keeps
+/// its default.
 #[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default)]
 pub struct ThrottleConfig {
     /// Failed logins of one account within `window_s` before it is locked.
     pub account_failures_max: i32,
@@ -280,6 +282,7 @@ impl Principal {
 // Passwords
 
 /// Hashes a password with argon2id on the blocking pool.
+#[tracing::instrument(skip_all)]
 pub async fn hash_password(password: &NewPassword) -> CoreResult<String> {
     let password = password.expose().to_owned();
     tokio::task::spawn_blocking(move || {
@@ -295,6 +298,7 @@ pub async fn hash_password(password: &NewPassword) -> CoreResult<String> {
 
 /// Verifies a password against a stored hash on the blocking pool. A malformed hash verifies
 /// nothing.
+#[tracing::instrument(skip_all)]
 pub async fn verify_password(hash: String, password: String) -> bool {
     tokio::task::spawn_blocking(move || {
         PasswordHash::new(&hash)
@@ -471,6 +475,7 @@ struct LoginRow {
 }
 
 /// Checks credentials, throttling and statuses, and issues tokens.
+#[tracing::instrument(skip_all)]
 pub async fn login(
     pool: &PgPool,
     config: &AuthConfig,
@@ -714,6 +719,7 @@ pub const REFRESH_REUSE_GRACE_S: i64 = 10;
 /// Rotates a refresh token: the presented one is used up and a new pair is issued. A token that
 /// was already used revokes its whole family, unless it was used within the last
 /// [`REFRESH_REUSE_GRACE_S`] (rows are locked, so parallel refreshes of one token run in turn).
+#[tracing::instrument(skip_all)]
 pub async fn refresh(
     pool: &PgPool,
     config: &AuthConfig,
@@ -802,6 +808,7 @@ async fn current_role(
 }
 
 /// Revokes one refresh token (logout). Unknown tokens are ignored: logging out twice is fine.
+#[tracing::instrument(skip_all)]
 pub async fn logout(pool: &PgPool, refresh_token: &str) -> CoreResult<()> {
     sqlx::query(
         "update control.refresh_token set revoked_at = now()
@@ -815,6 +822,7 @@ pub async fn logout(pool: &PgPool, refresh_token: &str) -> CoreResult<()> {
 }
 
 /// Revokes every refresh token of a user (deactivation, password reset).
+#[tracing::instrument(skip_all)]
 pub async fn revoke_user_tokens(conn: &mut sqlx::PgConnection, user_id: Uuid) -> CoreResult<()> {
     sqlx::query("update control.refresh_token set revoked_at = now() where user_id = $1 and revoked_at is null")
         .bind(user_id)
@@ -824,6 +832,7 @@ pub async fn revoke_user_tokens(conn: &mut sqlx::PgConnection, user_id: Uuid) ->
 }
 
 /// Revokes every refresh token in a company (suspension).
+#[tracing::instrument(skip_all)]
 pub async fn revoke_company_tokens(
     conn: &mut sqlx::PgConnection,
     company_id: i64,
@@ -839,6 +848,7 @@ pub async fn revoke_company_tokens(
 // Per-request resolution
 
 /// Reads a company row from `control`.
+#[tracing::instrument(skip_all)]
 pub async fn load_company(
     conn: &mut sqlx::PgConnection,
     company_id: i64,
@@ -866,6 +876,7 @@ pub async fn load_company(
 /// Turns verified claims into the caller and a transaction: scoped to the company's schema when
 /// the token names one, else to `control`. Fails with `Unauthorized` when the user or company is
 /// no longer active, so suspension and deactivation take effect on the very next request.
+#[tracing::instrument(skip_all)]
 pub async fn resolve(
     pool: &PgPool,
     claims: &Claims,
@@ -950,6 +961,7 @@ pub async fn resolve(
 
 /// Changes the caller's own password after checking the current one, clears the forced-change
 /// flag and ends the caller's other sessions.
+#[tracing::instrument(skip_all)]
 pub async fn change_own_password(
     tx: &mut Tx,
     principal: &Principal,
@@ -999,6 +1011,7 @@ pub async fn change_own_password(
 }
 
 /// Issues platform staff a token pair outside any company again (leaving an entered company).
+#[tracing::instrument(skip_all)]
 pub async fn issue_platform(
     conn: &mut sqlx::PgConnection,
     config: &AuthConfig,
@@ -1021,6 +1034,7 @@ pub async fn issue_platform(
 }
 
 /// Issues a token pair that works inside `company_id` for platform staff (the `enter` call).
+#[tracing::instrument(skip_all)]
 pub async fn issue_entered(
     conn: &mut sqlx::PgConnection,
     config: &AuthConfig,

@@ -84,6 +84,7 @@ pub struct NewCommand {
 
 /// Writes `new` as a queued command and notifies ingest in the caller's transaction (nothing is
 /// announced unless it commits). A control command cancels the meter's queued opposite ones.
+#[tracing::instrument(skip_all)]
 pub async fn enqueue(
     conn: &mut PgConnection,
     schema: &crate::kernel::names::SchemaName,
@@ -132,6 +133,7 @@ pub async fn enqueue(
 
 /// Asks ingest to read `meter_id` now, ahead of its schedule. Staff who sell, switch or set
 /// up meters may ask; an open read-now of the same meter is reused rather than doubled.
+#[tracing::instrument(skip_all)]
 pub async fn read_now(
     conn: &mut PgConnection,
     principal: &Principal,
@@ -182,6 +184,7 @@ pub async fn read_now(
 }
 
 /// One command, for its state.
+#[tracing::instrument(skip_all)]
 pub async fn get(conn: &mut PgConnection, principal: &Principal, id: Uuid) -> CoreResult<Command> {
     principal.require_read_company()?;
     let row = sqlx::query(&format!("select {COLUMNS} from commands where id = $1"))
@@ -225,6 +228,7 @@ pub enum NotClaimed {
 /// `queued → sent` (one conditional update: of two racing claimers exactly one wins, however
 /// many processes run), with a lease of `lease` from `now`. An expired command is settled
 /// `expired` instead.
+#[tracing::instrument(skip_all)]
 pub async fn claim(
     conn: &mut PgConnection,
     id: Uuid,
@@ -299,6 +303,7 @@ pub enum Settled {
 /// Moves command `id` to `to` with `detail`, if the design allows it from its current state
 /// (checked in the same statement that changes it). `meters`, when given, limits the change to
 /// commands of those meters (a gateway settles only its own).
+#[tracing::instrument(skip_all)]
 pub async fn settle(
     conn: &mut PgConnection,
     id: Uuid,
@@ -313,6 +318,7 @@ pub async fn settle(
 /// Applies a transport's acknowledgement of command `id`: like [`settle`], but only from `sent`.
 /// The first acknowledgement decides; a repeated one (gateways retry) finds the command
 /// acknowledged or settled and changes nothing.
+#[tracing::instrument(skip_all)]
 pub async fn settle_ack(
     conn: &mut PgConnection,
     id: Uuid,
@@ -374,6 +380,7 @@ fn stored_state(text: &str) -> CoreResult<State> {
 }
 
 /// The op of command `id`, if it exists and belongs to one of `meters`.
+#[tracing::instrument(skip_all)]
 pub async fn op_of(conn: &mut PgConnection, id: Uuid, meters: &[Uuid]) -> CoreResult<Option<Op>> {
     let op: Option<String> =
         sqlx::query_scalar("select op from commands where id = $1 and meter_id = any($2)")
@@ -385,6 +392,7 @@ pub async fn op_of(conn: &mut PgConnection, id: Uuid, meters: &[Uuid]) -> CoreRe
 }
 
 /// Settles every open command of this company past its expiry as `expired`; returns how many.
+#[tracing::instrument(skip_all)]
 pub async fn expire_due(conn: &mut PgConnection, now: DateTime<Utc>) -> CoreResult<u64> {
     let done = sqlx::query(
         "update commands set state = 'expired', updated_at = $1, lease_holder = null, lease_until = null
@@ -399,6 +407,7 @@ pub async fn expire_due(conn: &mut PgConnection, now: DateTime<Utc>) -> CoreResu
 /// Puts back in the queue the `sent` commands of `meters` whose sender's lease ran out before
 /// `now` (it crashed or lost the bus between claim and outcome). Called by the process that now
 /// holds those meters' bus session; returns how many came back.
+#[tracing::instrument(skip_all)]
 pub async fn recover(
     conn: &mut PgConnection,
     meters: &[Uuid],
@@ -419,6 +428,7 @@ pub async fn recover(
 
 /// The queued, unexpired commands of `meters` whose op is one of `ops`, oldest first, as
 /// (meter, command).
+#[tracing::instrument(skip_all)]
 pub async fn queued_for(
     conn: &mut PgConnection,
     meters: &[Uuid],
@@ -451,6 +461,7 @@ pub struct Observed {
 /// `read_now` by a reading read at or after it was sent, a relay command by a later reading
 /// showing the wanted relay state. Called in the transaction that stores the readings, so only
 /// stored readings count. Returns how many were verified.
+#[tracing::instrument(skip_all)]
 pub async fn verify_by_readings(
     conn: &mut PgConnection,
     seen: &[Observed],

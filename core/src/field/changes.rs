@@ -27,6 +27,7 @@ pub struct BusesInput {
 
 /// Replaces a gateway's bus list (see [`BusesInput`]). A bus that carries meters keeps its
 /// protocol; serial settings may change (ingest picks them up on its next poll cycle).
+#[tracing::instrument(skip_all)]
 pub async fn set_buses(
     conn: &mut PgConnection,
     principal: &Principal,
@@ -109,6 +110,7 @@ pub async fn set_buses(
 /// Removes a gateway that no longer carries meters: it is retired with its buses, and its
 /// identity and registration leave the platform directory at once, so ingest refuses it and the
 /// identity can be given to another gateway.
+#[tracing::instrument(skip_all)]
 pub async fn remove_gateway(
     conn: &mut PgConnection,
     principal: &Principal,
@@ -306,6 +308,7 @@ async fn retire_meter(
 
 /// Takes a meter off for good (the shop closed, the circuit is gone). A meter that carries an
 /// open account or feeds other meters is refused: close the account or re-parent them first.
+#[tracing::instrument(skip_all)]
 pub async fn remove_meter(
     conn: &mut PgConnection,
     principal: &Principal,
@@ -369,6 +372,7 @@ pub async fn remove_meter(
 /// the old meter's last interval ends at its final reading, the new meter's first starts at its
 /// initial reading. A meter-side meter with an open account is refused (its credit lives on the
 /// old meter; settle it first).
+#[tracing::instrument(skip_all)]
 pub async fn swap_meter(
     conn: &mut PgConnection,
     principal: &Principal,
@@ -506,6 +510,7 @@ async fn load_swap(conn: &mut PgConnection, id: Uuid) -> CoreResult<MeterSwap> {
 
 /// Every swap in the chain of meters this one belongs to (its predecessors and successors in
 /// the same place), oldest first.
+#[tracing::instrument(skip_all)]
 pub async fn meter_history(
     conn: &mut PgConnection,
     principal: &Principal,

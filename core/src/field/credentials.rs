@@ -115,6 +115,7 @@ async fn allowed<'s>(
 
 /// Shows gateway `id`'s credential to someone who may change settings; looks are audited (one
 /// entry per person and credential within five minutes).
+#[tracing::instrument(skip_all)]
 pub async fn show(
     conn: &mut PgConnection,
     principal: &Principal,
@@ -136,6 +137,7 @@ pub async fn show(
 
 /// Issues gateway `id` a new credential; ingest replaces it at the broker within seconds and
 /// the old one stops working.
+#[tracing::instrument(skip_all)]
 pub async fn rotate(
     conn: &mut PgConnection,
     principal: &Principal,

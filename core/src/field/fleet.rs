@@ -115,6 +115,7 @@ pub struct FieldAlarm {
 }
 
 /// How many field alarms are open (for the header of every page).
+#[tracing::instrument(skip_all)]
 pub async fn open_alarm_count(conn: &mut PgConnection) -> CoreResult<i64> {
     Ok(
         sqlx::query_scalar("select count(*) from field_alarms where cleared_at is null")
@@ -124,6 +125,7 @@ pub async fn open_alarm_count(conn: &mut PgConnection) -> CoreResult<i64> {
 }
 
 /// Field alarms, newest first: the open ones, or with `all` also the last 500 cleared.
+#[tracing::instrument(skip_all)]
 pub async fn field_alarms(
     conn: &mut PgConnection,
     principal: &Principal,
@@ -164,6 +166,7 @@ pub async fn field_alarms(
 }
 
 /// Gateways and a page of active meters with their live state.
+#[tracing::instrument(skip_all)]
 pub async fn fleet(
     conn: &mut PgConnection,
     principal: &Principal,
@@ -373,6 +376,7 @@ pub struct ReadingFilter {
 }
 
 /// A meter's readings, newest first.
+#[tracing::instrument(skip_all)]
 pub async fn readings(
     conn: &mut PgConnection,
     principal: &Principal,
@@ -429,6 +433,7 @@ pub struct DailyEnergy {
 }
 
 /// A meter's daily energy by TOU period over the last `days` local days (oldest first).
+#[tracing::instrument(skip_all)]
 pub async fn daily_energy(
     conn: &mut PgConnection,
     principal: &Principal,
@@ -474,6 +479,7 @@ pub struct HourlyEnergy {
 /// delta between two readings belongs to the hour its later reading falls in (at a 30 s poll
 /// interval the difference to an exact split is a few Wh at the hour's edges). Flagged
 /// readings (resets, gaps, …) count nothing.
+#[tracing::instrument(skip_all)]
 pub async fn hourly_energy(
     conn: &mut PgConnection,
     principal: &Principal,
@@ -526,6 +532,7 @@ pub struct Unclaimed {
 /// that match no gateway are theirs alone to claim for a company, since the bytes may be another
 /// company's DTU secret. A company sees, with the settings right (registration bytes are
 /// credentials), those of its own suspended gateways and those platform staff claimed for it.
+#[tracing::instrument(skip_all)]
 pub async fn unclaimed(
     conn: &mut PgConnection,
     principal: &Principal,
@@ -567,6 +574,7 @@ pub async fn unclaimed(
 
 /// Platform admins hand a refused registration to a company (audited): its admins then see it
 /// and enter the gateway with those bytes.
+#[tracing::instrument(skip_all)]
 pub async fn claim_unclaimed(
     conn: &mut PgConnection,
     principal: &Principal,

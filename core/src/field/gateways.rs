@@ -218,6 +218,7 @@ fn gateway_visible(gateway_id: &str, n: usize) -> String {
     )
 }
 
+#[tracing::instrument(skip_all)]
 pub async fn list_gateways(
     conn: &mut PgConnection,
     principal: &Principal,
@@ -251,6 +252,7 @@ pub struct GatewayFilter {
 }
 
 /// One page of gateways, newest first (`limit` ≤ 500, opaque `cursor`).
+#[tracing::instrument(skip_all)]
 pub async fn gateways_page(
     conn: &mut PgConnection,
     principal: &Principal,
@@ -280,6 +282,7 @@ pub async fn gateways_page(
     Ok(crate::kernel::page::page_from(gateways, limit, |g| g.id))
 }
 
+#[tracing::instrument(skip_all)]
 pub async fn gateway(
     conn: &mut PgConnection,
     principal: &Principal,
@@ -360,6 +363,7 @@ pub(crate) async fn load_gateway(conn: &mut PgConnection, id: Uuid) -> CoreResul
 }
 
 /// Creates a gateway with its buses, registers its identity platform-wide, checks the quota.
+#[tracing::instrument(skip_all)]
 pub async fn create_gateway(
     conn: &mut PgConnection,
     principal: &Principal,
@@ -548,6 +552,7 @@ pub struct GatewayPatch {
 
 /// Edits a gateway's name and connection settings; a new registration is checked for
 /// uniqueness across the platform in the same transaction.
+#[tracing::instrument(skip_all)]
 pub async fn update_gateway(
     conn: &mut PgConnection,
     principal: &Principal,
@@ -686,6 +691,7 @@ pub struct Registration {
 /// Shows gateway `id`'s registration bytes, like an MQTT credential: to an unlimited user with
 /// the settings right, every look audited (one entry per person and gateway within 5 minutes, so
 /// a page rendered twice is one look).
+#[tracing::instrument(skip_all)]
 pub async fn reveal_registration(
     conn: &mut PgConnection,
     principal: &Principal,
@@ -716,6 +722,7 @@ pub async fn reveal_registration(
 }
 
 /// Enables or suspends a gateway (ingest refuses suspended ones).
+#[tracing::instrument(skip_all)]
 pub async fn set_gateway_status(
     conn: &mut PgConnection,
     principal: &Principal,

@@ -132,6 +132,7 @@ fn meter_from(r: sqlx::postgres::PgRow) -> CoreResult<Meter> {
 }
 
 /// Every meter matching `filter` (up to 20,000), in wiring order: gateway, bus, address.
+#[tracing::instrument(skip_all)]
 pub async fn meters(
     conn: &mut PgConnection,
     principal: &Principal,
@@ -141,6 +142,7 @@ pub async fn meters(
 }
 
 /// One page of meters matching `filter`, newest first.
+#[tracing::instrument(skip_all)]
 pub async fn meters_page(
     conn: &mut PgConnection,
     principal: &Principal,
@@ -208,6 +210,7 @@ async fn query_meters(
         .collect()
 }
 
+#[tracing::instrument(skip_all)]
 pub async fn meter(conn: &mut PgConnection, principal: &Principal, id: Uuid) -> CoreResult<Meter> {
     principal.require_read_company()?;
     let row = sqlx::query(&format!(
@@ -237,6 +240,7 @@ pub fn check_address(protocol: &str, address: &str) -> Result<String, &'static s
 }
 
 /// Creates a meter after every check, including the meter quota.
+#[tracing::instrument(skip_all)]
 pub async fn create_meter(
     conn: &mut PgConnection,
     principal: &Principal,
@@ -460,6 +464,7 @@ pub(crate) async fn validate_meter(
 
 /// Validates and inserts a meter; returns its id. `check_quota` is false only when the caller
 /// already checked the quota for all the meters it adds.
+#[tracing::instrument(skip_all)]
 pub async fn insert_meter(
     conn: &mut PgConnection,
     principal: &Principal,
@@ -584,6 +589,7 @@ pub(crate) async fn meter_has_open_account(conn: &mut PgConnection, id: Uuid) ->
 
 /// Edits a meter with the same checks as creation. Its prepayment mode cannot change while it
 /// carries an open account (the money would be on the wrong side).
+#[tracing::instrument(skip_all)]
 pub async fn update_meter(
     conn: &mut PgConnection,
     principal: &Principal,
@@ -695,6 +701,7 @@ pub struct BulkReport {
 }
 
 /// Applies `change` to each meter in a savepoint; the caller commits only when `errors` is empty.
+#[tracing::instrument(skip_all)]
 pub async fn bulk_update(
     conn: &mut PgConnection,
     principal: &Principal,

@@ -43,6 +43,7 @@ pub fn length_problem(registration_hex: &str) -> Option<String> {
 /// Checks a registration (lowercase hex of its bytes) that `principal`'s company wants to give
 /// gateway `own` (or a new gateway): its length, the hourly limit, and overlaps with every other
 /// registration on the platform.
+#[tracing::instrument(skip_all)]
 pub async fn check(
     conn: &mut PgConnection,
     principal: &Principal,
@@ -178,6 +179,7 @@ pub struct Problem {
 
 /// Registrations that break the rule: a company's own (`Some(company)`), or all of them for
 /// platform staff (`None`).
+#[tracing::instrument(skip_all)]
 pub async fn problems(
     conn: &mut PgConnection,
     company_id: Option<i64>,
@@ -237,6 +239,7 @@ pub struct Refusal {
 }
 
 /// The latest refusals, for platform staff.
+#[tracing::instrument(skip_all)]
 pub async fn refusals(conn: &mut PgConnection, principal: &Principal) -> CoreResult<Vec<Refusal>> {
     if !principal.role.is_platform() || principal.company.is_some() {
         return Err(CoreError::NotFound("resource"));

@@ -415,6 +415,7 @@ fn optional_number<T: std::str::FromStr>(
 
 /// Imports a file's rows of `kind`. With `dry_run` (or any error) nothing is kept; the caller
 /// commits the transaction only when the report says `committed`.
+#[tracing::instrument(skip_all)]
 pub async fn import(
     conn: &mut PgConnection,
     principal: &Principal,
@@ -781,6 +782,7 @@ pub const UPLOAD_KEEP_HOURS: i64 = 24;
 
 /// Keeps an uploaded file with its dry-run report (the dry run's changes are undone), so the
 /// person can look at the errors and confirm later from another request.
+#[tracing::instrument(skip_all)]
 pub async fn stage(
     conn: &mut PgConnection,
     principal: &Principal,
@@ -828,6 +830,7 @@ fn kind_from(text: &str) -> CoreResult<ImportKind> {
 }
 
 /// One upload of the caller's company.
+#[tracing::instrument(skip_all)]
 pub async fn upload(
     conn: &mut PgConnection,
     principal: &Principal,
@@ -852,6 +855,7 @@ pub async fn upload(
 
 /// Imports a staged upload for real. The caller commits when the report says `committed`;
 /// otherwise it rolls back and the person sees the new report's errors.
+#[tracing::instrument(skip_all)]
 pub async fn confirm(
     conn: &mut PgConnection,
     principal: &Principal,

@@ -217,6 +217,7 @@ fn check_name(name: &str) -> CoreResult<()> {
 
 /// Stores (or replaces) secret `name` in the transaction's schema (a company's, or `control`
 /// for the platform's own), sealed with the current key.
+#[tracing::instrument(skip_all)]
 pub async fn put(
     conn: &mut PgConnection,
     keyring: &Keyring,
@@ -238,6 +239,7 @@ pub async fn put(
 }
 
 /// Secret `name` of the transaction's schema, opened; `None` when there is none.
+#[tracing::instrument(skip_all)]
 pub async fn get(
     conn: &mut PgConnection,
     keyring: &Keyring,
@@ -257,6 +259,7 @@ pub async fn get(
 }
 
 /// Whether secret `name` is set (pages say "set", never show it).
+#[tracing::instrument(skip_all)]
 pub async fn exists(conn: &mut PgConnection, name: &str) -> CoreResult<bool> {
     Ok(
         sqlx::query_scalar("select exists (select 1 from secrets where name = $1)")
@@ -279,6 +282,7 @@ pub struct RotateReport {
 /// the keyring's current key. Each secret is its own short transaction with a row lock, so
 /// nothing waits for the whole run; a secret whose key is missing from the ring stops the run
 /// with an error naming the key (nothing is lost: it stays as it was).
+#[tracing::instrument(skip_all)]
 pub async fn rotate(pool: &PgPool, keyring: &Keyring) -> CoreResult<RotateReport> {
     let mut report = RotateReport::default();
     let mut schemas = vec![crate::kernel::names::SchemaName::control()];

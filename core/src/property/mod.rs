@@ -120,6 +120,7 @@ fn check_name(fields: &mut BTreeMap<String, String>, field: &str, value: &str, m
 // Buildings and floors
 
 /// Every building the caller may see, with floors and shop counts, by name.
+#[tracing::instrument(skip_all)]
 pub async fn tree(conn: &mut PgConnection, principal: &Principal) -> CoreResult<Vec<Building>> {
     principal.require_read_company()?;
     let rows = sqlx::query(
@@ -164,6 +165,7 @@ pub async fn tree(conn: &mut PgConnection, principal: &Principal) -> CoreResult<
 }
 
 /// One building the caller may see.
+#[tracing::instrument(skip_all)]
 pub async fn building(
     conn: &mut PgConnection,
     principal: &Principal,
@@ -214,6 +216,7 @@ async fn check_building(
     CoreError::check_fields(fields)
 }
 
+#[tracing::instrument(skip_all)]
 pub async fn create_building(
     conn: &mut PgConnection,
     principal: &Principal,
@@ -248,6 +251,7 @@ pub async fn create_building(
     Ok(created)
 }
 
+#[tracing::instrument(skip_all)]
 pub async fn update_building(
     conn: &mut PgConnection,
     principal: &Principal,
@@ -278,6 +282,7 @@ pub async fn update_building(
 }
 
 /// Deletes an empty building (its floors go with it); one with shops is a conflict.
+#[tracing::instrument(skip_all)]
 pub async fn delete_building(
     conn: &mut PgConnection,
     principal: &Principal,
@@ -361,6 +366,7 @@ async fn check_floor(
     CoreError::check_fields(fields)
 }
 
+#[tracing::instrument(skip_all)]
 pub async fn create_floor(
     conn: &mut PgConnection,
     principal: &Principal,
@@ -392,6 +398,7 @@ pub async fn create_floor(
     Ok(created)
 }
 
+#[tracing::instrument(skip_all)]
 pub async fn update_floor(
     conn: &mut PgConnection,
     principal: &Principal,
@@ -421,6 +428,7 @@ pub async fn update_floor(
     Ok(after)
 }
 
+#[tracing::instrument(skip_all)]
 pub async fn delete_floor(
     conn: &mut PgConnection,
     principal: &Principal,
@@ -474,6 +482,7 @@ fn shop_from(r: sqlx::postgres::PgRow) -> CoreResult<Shop> {
 
 /// Shops the caller may see, by building, floor order and number. Not paginated: a property
 /// has a few thousand shops at most, and the tree page wants them all.
+#[tracing::instrument(skip_all)]
 pub async fn shops(
     conn: &mut PgConnection,
     principal: &Principal,
@@ -516,6 +525,7 @@ pub async fn shops(
     rows.into_iter().map(shop_from).collect()
 }
 
+#[tracing::instrument(skip_all)]
 pub async fn shop(conn: &mut PgConnection, principal: &Principal, id: Uuid) -> CoreResult<Shop> {
     principal.require_read_company()?;
     let row = sqlx::query(&format!("{SHOP_SELECT} where s.id = $1"))
@@ -609,6 +619,7 @@ async fn check_shop(
     })
 }
 
+#[tracing::instrument(skip_all)]
 pub async fn create_shop(
     conn: &mut PgConnection,
     principal: &Principal,
@@ -647,6 +658,7 @@ pub async fn create_shop(
     Ok(created)
 }
 
+#[tracing::instrument(skip_all)]
 pub async fn update_shop(
     conn: &mut PgConnection,
     principal: &Principal,

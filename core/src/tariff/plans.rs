@@ -91,6 +91,7 @@ fn stored_version(body: serde_json::Value) -> CoreResult<TariffVersion> {
 /// The tariff versions in force for each of `meter_ids` (through its plan), oldest first: the
 /// one query that loads them, for rating, daily energy and previews. Meters without a plan are
 /// absent. No principal: workers (ingest, rating) call it inside a company's transaction.
+#[tracing::instrument(skip_all)]
 pub async fn versions_by_meter(
     conn: &mut PgConnection,
     meter_ids: &[Uuid],
@@ -112,6 +113,7 @@ pub async fn versions_by_meter(
     Ok(by_meter)
 }
 
+#[tracing::instrument(skip_all)]
 pub async fn list(conn: &mut PgConnection, principal: &Principal) -> CoreResult<Vec<TariffPlan>> {
     principal.require_read_company()?;
     let rows = sqlx::query("select id, name, description from tariff_plans order by name")
@@ -130,6 +132,7 @@ pub async fn list(conn: &mut PgConnection, principal: &Principal) -> CoreResult<
     Ok(plans)
 }
 
+#[tracing::instrument(skip_all)]
 pub async fn get(
     conn: &mut PgConnection,
     principal: &Principal,
@@ -166,6 +169,7 @@ async fn store_version(
     Ok(())
 }
 
+#[tracing::instrument(skip_all)]
 pub async fn create(
     conn: &mut PgConnection,
     principal: &Principal,
@@ -216,6 +220,7 @@ pub async fn create(
 }
 
 /// Adds a version from a future date, or replaces a future one; versions in force are history.
+#[tracing::instrument(skip_all)]
 pub async fn add_version(
     conn: &mut PgConnection,
     principal: &Principal,
@@ -249,6 +254,7 @@ pub async fn add_version(
 }
 
 /// Rates the profile under each plan.
+#[tracing::instrument(skip_all)]
 pub async fn preview(
     conn: &mut PgConnection,
     principal: &Principal,

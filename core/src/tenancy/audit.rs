@@ -108,6 +108,7 @@ fn fingerprint(secret: &str) -> String {
 }
 
 /// Records an entry in the `audit_log` of the transaction's current schema.
+#[tracing::instrument(skip_all)]
 pub async fn record(
     conn: &mut PgConnection,
     actor: &Principal,
@@ -146,6 +147,7 @@ pub async fn record(
 /// naming what was seen): one entry per person, target and `after` within five minutes, so a
 /// page that is reloaded, or rendered in two passes at once, is one look. An advisory lock
 /// makes a simultaneous second look wait for the first one's entry.
+#[tracing::instrument(skip_all)]
 pub async fn record_look(
     conn: &mut PgConnection,
     actor: &Principal,
@@ -185,6 +187,7 @@ pub async fn record_look(
 }
 
 /// Records a platform action in `control.audit_log`, whatever the current schema.
+#[tracing::instrument(skip_all)]
 pub async fn record_platform(
     conn: &mut PgConnection,
     actor: &Principal,
@@ -221,6 +224,7 @@ pub async fn record_platform(
 
 /// Lists entries of the current schema's audit log, newest first. An operator limited to
 /// buildings sees only their own entries: the log spans the whole company.
+#[tracing::instrument(skip_all)]
 pub async fn list(
     conn: &mut PgConnection,
     principal: &Principal,
@@ -233,6 +237,7 @@ pub async fn list(
 }
 
 /// Every entry matching `filter`, up to the export limit, newest first.
+#[tracing::instrument(skip_all)]
 pub async fn list_for_export(
     conn: &mut PgConnection,
     principal: &Principal,

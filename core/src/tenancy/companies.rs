@@ -147,6 +147,7 @@ fn company_from(row: sqlx::postgres::PgRow) -> CoreResult<Company> {
 }
 
 /// Onboards a company: its row in `control`, its schema, migrated, in one transaction.
+#[tracing::instrument(skip_all)]
 pub async fn create(pool: &PgPool, actor: &Principal, input: &NewCompany) -> CoreResult<Company> {
     require_platform_admin(actor)?;
     let checked = check_new(input)?;
@@ -211,6 +212,7 @@ async fn get_in(conn: &mut PgConnection, id: i64) -> CoreResult<Company> {
 }
 
 /// One company, for platform staff.
+#[tracing::instrument(skip_all)]
 pub async fn get(pool: &PgPool, actor: &Principal, id: i64) -> CoreResult<Company> {
     require_platform(actor)?;
     let mut conn = pool.acquire().await?;
@@ -228,6 +230,7 @@ pub struct CompanyFilter {
 }
 
 /// Every company (the platform has few hundred at most; the list is not paginated).
+#[tracing::instrument(skip_all)]
 pub async fn list(
     pool: &PgPool,
     actor: &Principal,
@@ -250,6 +253,7 @@ pub async fn list(
 /// Suspends (`active = false`) or reactivates a company. Suspension revokes every refresh
 /// token of the company; access tokens stop working on the next request because every request
 /// checks the company's status.
+#[tracing::instrument(skip_all)]
 pub async fn set_status(
     pool: &PgPool,
     actor: &Principal,
@@ -306,6 +310,7 @@ pub struct QuotaPatch {
 }
 
 /// Changes a company's quotas.
+#[tracing::instrument(skip_all)]
 pub async fn set_quotas(
     pool: &PgPool,
     actor: &Principal,
@@ -351,6 +356,7 @@ pub async fn set_quotas(
 
 /// Creates a company admin in company `id` (the first one, or another). The password is
 /// initial: it must be changed at first login.
+#[tracing::instrument(skip_all)]
 pub async fn create_admin(
     pool: &PgPool,
     actor: &Principal,
@@ -419,6 +425,7 @@ pub async fn create_admin(
 
 /// Platform staff enter a company: a token pair scoped to it, with their own platform role
 /// (support stays read-only). Audited in both the platform's and the company's log.
+#[tracing::instrument(skip_all)]
 pub async fn enter(
     pool: &PgPool,
     config: &AuthConfig,
@@ -448,6 +455,7 @@ pub async fn enter(
 }
 
 /// Creates a platform staff user (used by `powertab user create` and the demo).
+#[tracing::instrument(skip_all)]
 pub async fn create_platform_user(
     pool: &PgPool,
     username: &str,
@@ -525,6 +533,7 @@ impl Quota {
 
 /// Checks that `adding` more fit the company's quota. Runs in the caller's company-scoped
 /// transaction and locks the company row, so two concurrent creations cannot both pass.
+#[tracing::instrument(skip_all)]
 pub async fn check_quota(
     conn: &mut PgConnection,
     company_id: i64,
@@ -552,6 +561,7 @@ pub async fn check_quota(
 }
 
 /// Finds a company by slug (CLI and demo).
+#[tracing::instrument(skip_all)]
 pub async fn find_by_slug(pool: &PgPool, slug: &str) -> CoreResult<Option<Company>> {
     let row = sqlx::query(&format!(
         "select {COMPANY_COLUMNS} from control.company where slug = $1"

@@ -56,12 +56,14 @@ pub struct CalendarDay {
     pub name: String,
 }
 
+#[tracing::instrument(skip_all)]
 pub async fn get(conn: &mut PgConnection, principal: &Principal) -> CoreResult<CompanySettings> {
     principal.require_read_company()?;
     load(conn).await
 }
 
 /// The settings without a permission check (for workers and other services).
+#[tracing::instrument(skip_all)]
 pub async fn load(conn: &mut PgConnection) -> CoreResult<CompanySettings> {
     let r = sqlx::query(
         "select alarm1_fen, alarm2_fen, overdraft_limit_fen, restore_level_fen, quiet_start_minute,
@@ -140,6 +142,7 @@ pub fn validate(s: &CompanySettings) -> Result<(), BTreeMap<String, String>> {
     }
 }
 
+#[tracing::instrument(skip_all)]
 pub async fn update(
     conn: &mut PgConnection,
     principal: &Principal,
@@ -183,6 +186,7 @@ pub async fn update(
 }
 
 /// The calendar days of `year` (all years when `None`).
+#[tracing::instrument(skip_all)]
 pub async fn calendar_days(
     conn: &mut PgConnection,
     principal: &Principal,
@@ -208,6 +212,7 @@ pub async fn calendar_days(
 }
 
 /// The whole calendar, for rating and trip rules.
+#[tracing::instrument(skip_all)]
 pub async fn calendar(conn: &mut PgConnection) -> CoreResult<Calendar> {
     let rows = sqlx::query("select day, kind from calendar_days")
         .fetch_all(conn)
@@ -225,6 +230,7 @@ pub async fn calendar(conn: &mut PgConnection) -> CoreResult<Calendar> {
 }
 
 /// Marks (or re-marks) a day as a holiday or a make-up workday.
+#[tracing::instrument(skip_all)]
 pub async fn set_day(
     conn: &mut PgConnection,
     principal: &Principal,
@@ -262,6 +268,7 @@ pub async fn set_day(
 }
 
 /// Returns a day to its ordinary weekday/weekend rule.
+#[tracing::instrument(skip_all)]
 pub async fn clear_day(
     conn: &mut PgConnection,
     principal: &Principal,

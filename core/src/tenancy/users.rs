@@ -118,6 +118,7 @@ fn rights_text(rights: &[Right]) -> Vec<String> {
 }
 
 /// Inserts a user after checking the username is free and the staff quota allows it.
+#[tracing::instrument(skip_all)]
 pub async fn insert_user(
     conn: &mut PgConnection,
     company_id: i64,
@@ -159,6 +160,7 @@ pub async fn insert_user(
 }
 
 /// Creates a company user (admins only).
+#[tracing::instrument(skip_all)]
 pub async fn create(
     conn: &mut PgConnection,
     actor: &Principal,
@@ -235,6 +237,7 @@ pub async fn create(
 }
 
 /// One user of the caller's company.
+#[tracing::instrument(skip_all)]
 pub async fn get(conn: &mut PgConnection, actor: &Principal, id: Uuid) -> CoreResult<User> {
     actor.company()?;
     // Staff see users; a shop tenant sees only itself.
@@ -250,6 +253,7 @@ pub async fn get(conn: &mut PgConnection, actor: &Principal, id: Uuid) -> CoreRe
 }
 
 /// Lists users of the caller's company, newest first.
+#[tracing::instrument(skip_all)]
 pub async fn list(
     conn: &mut PgConnection,
     actor: &Principal,
@@ -266,6 +270,7 @@ pub async fn list(
 }
 
 /// Every user matching `filter`, for export.
+#[tracing::instrument(skip_all)]
 pub async fn list_for_export(
     conn: &mut PgConnection,
     actor: &Principal,
@@ -307,6 +312,7 @@ async fn query(
 }
 
 /// Changes a user's name, phone, role, rights or building limits (admins only).
+#[tracing::instrument(skip_all)]
 pub async fn update(
     conn: &mut PgConnection,
     actor: &Principal,
@@ -390,6 +396,7 @@ pub async fn update(
 
 /// Deactivates or reactivates a user (admins only). Deactivation revokes refresh tokens and
 /// takes effect on the user's next request.
+#[tracing::instrument(skip_all)]
 pub async fn set_active(
     conn: &mut PgConnection,
     actor: &Principal,
@@ -443,6 +450,7 @@ pub async fn set_active(
 }
 
 /// Sets a new initial password that the user must change at next login (admins only).
+#[tracing::instrument(skip_all)]
 pub async fn reset_password(
     conn: &mut PgConnection,
     actor: &Principal,

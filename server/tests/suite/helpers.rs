@@ -34,18 +34,15 @@ pub struct Caller {
 pub const TEST_GATEWAY_SECRET: &str = "test-gateway-secret-test-gateway-secret";
 
 pub fn test_config(throttle: ThrottleConfig) -> Config {
+    // The defaults, with what tests need different: free ports, short polls, known secrets.
     Config {
-        database_url: None,
         listen: "127.0.0.1:0".parse().unwrap(),
         jwt_secret: Some(Secret::new(TEST_JWT_SECRET)),
-        access_ttl_s: 900,
         refresh_ttl_s: 3600,
         throttle,
-        cookie_secure: false,
         trust_forwarded_for: true,
         site_root: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/site"),
         db_connections_max: 5,
-        log_format: "text".into(),
         ingest: powertab_ingest::IngestConfig {
             dtu_listen: "127.0.0.1:0".parse().unwrap(),
             poll_interval_s: 1,
@@ -57,7 +54,7 @@ pub fn test_config(throttle: ThrottleConfig) -> Config {
         secret_keys: Some(Secret::new(
             powertab_core::kernel::secrets::Keyring::new_key_entry("test-1"),
         )),
-        secret_key_current: None,
+        ..Config::default()
     }
 }
 
