@@ -74,4 +74,16 @@ else
   log "no wasm-opt (binaryen): the bundle is about three times larger"
 fi
 true
-log "built target/site/pkg ($(du -h target/site/pkg/powertab_bg.wasm | cut -f1) wasm)"
+# Content-hashed copies, precompressed: the server sends them with a year-long immutable cache
+# and the encoding the browser accepts; the page names them through pkg/bundle.txt.
+pkg=target/site/pkg
+hash=$(cat "$pkg/powertab.js" "$pkg/powertab_bg.wasm" | sha256sum | cut -c1-16)
+rm -f "$pkg"/powertab.*.js* "$pkg"/powertab.*_bg.wasm*
+cp "$pkg/powertab.js" "$pkg/powertab.$hash.js"
+cp "$pkg/powertab_bg.wasm" "$pkg/powertab.${hash}_bg.wasm"
+for f in "$pkg/powertab.$hash.js" "$pkg/powertab.${hash}_bg.wasm"; do
+  gzip -9 -k -f "$f"
+  if command -v brotli >/dev/null; then brotli -q 11 -k -f "$f"; fi
+done
+printf 'powertab.%s\n' "$hash" > "$pkg/bundle.txt"
+log "built $pkg ($(du -h "$pkg/powertab_bg.wasm" | cut -f1) wasm, $(du -h "$pkg/powertab.${hash}_bg.wasm.gz" | cut -f1) gzipped; bundle powertab.$hash)"

@@ -48,7 +48,7 @@ impl AppState {
         // Install the recorder before anything counts, or early counts are lost.
         metrics_handle();
         let leptos = LeptosOptions::builder()
-            .output_name("powertab")
+            .output_name(crate::web::bundle_name(&config.site_root))
             .site_root(config.site_root.to_string_lossy().to_string())
             .site_pkg_dir("pkg")
             .build();

@@ -47,7 +47,16 @@ pub fn router(state: AppState) -> Router<AppState> {
                 )
             }),
         )
-        .nest_service("/pkg", ServeDir::new(pkg_dir))
+        .nest_service(
+            "/pkg",
+            Router::new()
+                .fallback_service(
+                    ServeDir::new(pkg_dir)
+                        .precompressed_br()
+                        .precompressed_gzip(),
+                )
+                .layer(axum::middleware::from_fn(pkg_cache_headers)),
+        )
         .route(
             "/web/import",
             post(upload_import).layer(axum::extract::DefaultBodyLimit::max(
@@ -61,6 +70,44 @@ pub fn router(state: AppState) -> Router<AppState> {
             move || shell(options.clone()),
         )
         .fallback(fallback)
+}
+
+/// The hydration bundle's file stem (`powertab.<hash>`), from `pkg/bundle.txt` that
+/// infra/build-wasm.sh writes; `powertab` (the unhashed files) without one.
+pub fn bundle_name(site_root: &std::path::Path) -> String {
+    std::fs::read_to_string(site_root.join("pkg/bundle.txt"))
+        .ok()
+        .map(|text| text.trim().to_owned())
+        .filter(|name| {
+            name.starts_with("powertab.")
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_')
+        })
+        .unwrap_or_else(|| "powertab".to_owned())
+}
+
+/// Cache rules of `/pkg`: a content-hashed file never changes, so browsers keep it a year
+/// without asking; anything else is revalidated each time.
+async fn pkg_cache_headers(request: Request, next: Next) -> Response {
+    let hashed = request
+        .uri()
+        .path()
+        .rsplit('/')
+        .next()
+        .and_then(|file| file.strip_prefix("powertab."))
+        .is_some_and(|rest| rest.contains('.'));
+    let mut response = next.run(request).await;
+    let value = if hashed && response.status().is_success() {
+        "public, max-age=31536000, immutable"
+    } else {
+        "no-cache"
+    };
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static(value),
+    );
+    response
 }
 
 /// Largest file the import wizard takes.

@@ -437,3 +437,64 @@ async fn platform_staff_hand_a_refused_registration_to_a_company_and_companies_s
         .unwrap();
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
 }
+
+/// The hydration bundle goes out under a content-hashed name, compressed when the browser
+/// accepts it, with a year-long immutable cache; other files are revalidated.
+#[tokio::test]
+async fn the_wasm_bundle_is_hashed_compressed_and_cached_for_good() {
+    let app = spawn_app().await;
+    let client = reqwest::Client::new();
+    let html = client
+        .get(app.url("/login"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let site = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/site");
+    let bundle = powertab_server::web::bundle_name(&site);
+    assert!(
+        bundle.len() > "powertab.".len(),
+        "infra/build-wasm.sh wrote pkg/bundle.txt: {bundle}"
+    );
+    assert!(
+        html.contains(&format!("/pkg/{bundle}.js")),
+        "the page loads the hashed script"
+    );
+    let wasm = client
+        .get(app.url(&format!("/pkg/{bundle}_bg.wasm")))
+        .header("accept-encoding", "br, gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wasm.status(), StatusCode::OK);
+    let headers = wasm.headers().clone();
+    assert_eq!(headers["content-encoding"], "gzip");
+    assert_eq!(headers["content-type"], "application/wasm");
+    assert_eq!(
+        headers["cache-control"],
+        "public, max-age=31536000, immutable"
+    );
+    let compressed = wasm.bytes().await.unwrap().len();
+    let plain = std::fs::metadata(site.join(format!("pkg/{bundle}_bg.wasm")))
+        .unwrap()
+        .len();
+    assert!(
+        (compressed as u64) < plain / 2,
+        "{compressed} of {plain} bytes"
+    );
+    // Without an accepted encoding, the plain file; an unhashed name is revalidated.
+    let identity = client
+        .get(app.url(&format!("/pkg/{bundle}.js")))
+        .send()
+        .await
+        .unwrap();
+    assert!(identity.headers().get("content-encoding").is_none());
+    let unhashed = client
+        .get(app.url("/pkg/powertab.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unhashed.headers()["cache-control"], "no-cache");
+}
