@@ -8,6 +8,9 @@ use crate::i18n::{tr, tr_known};
 use leptos::prelude::*;
 use leptos_router::components::Redirect;
 use leptos_router::hooks::{use_location, use_query_map};
+// Form actions name their server functions: a renamed endpoint cannot leave a form behind.
+use crate::api::{Logout, SetLanguage};
+use leptos::server_fn::ServerFn as _;
 
 /// The hidden field that proves a form came from our page.
 #[component]
@@ -103,7 +106,7 @@ fn Header(session: SessionView) -> impl IntoView {
             <div class="who">
                 <span class="user">{session.username.clone()}</span>
                 <LanguageSwitch/>
-                <form method="post" action="/sfn/logout" class="inline">
+                <form method="post" action=Logout::PATH class="inline">
                     <Csrf token=session.csrf.clone()/>
                     <button type="submit" class="link">{tr(lang, "nav.logout")}</button>
                 </form>
@@ -122,7 +125,7 @@ pub fn LanguageSwitch() -> impl IntoView {
         "zh"
     };
     view! {
-        <form method="post" action="/sfn/language" class="inline">
+        <form method="post" action=SetLanguage::PATH class="inline">
             <input type="hidden" name="lang" value=other/>
             <button type="submit" class="link" id="lang-switch">{tr(lang, "lang.switch")}</button>
         </form>

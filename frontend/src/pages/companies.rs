@@ -8,6 +8,9 @@ use crate::components::{Csrf, Layout};
 use crate::i18n::tr;
 use leptos::prelude::*;
 use leptos_router::hooks::use_params_map;
+// Form actions name their server functions: a renamed endpoint cannot leave a form behind.
+use crate::api::{CompanyStatus, CreateCompany, CreateCompanyAdmin, EnterCompany};
+use leptos::server_fn::ServerFn as _;
 
 fn status_name(lang: crate::i18n::Lang, status: &str) -> String {
     tr(lang, &format!("status.{status}"))
@@ -92,7 +95,7 @@ fn OnboardForm(csrf: String) -> impl IntoView {
     let lang = use_lang();
     view! {
         <h2>{tr(lang, "companies.onboard")}</h2>
-        <form method="post" action="/sfn/company_create" class="grid" id="onboard-form">
+        <form method="post" action=CreateCompany::PATH class="grid" id="onboard-form">
             <Csrf token=csrf/>
             <label>{tr(lang, "companies.slug")}<input name="slug" required pattern="[a-z][a-z0-9-]{1,31}"/></label>
             <label>{tr(lang, "companies.name")}<input name="name" required/></label>
@@ -154,13 +157,13 @@ fn CompanyDetail(c: CompanyRow, s: crate::api::SessionView) -> impl IntoView {
             <dt>{tr(lang, "companies.max_operators")}</dt><dd>{c.max_operators}</dd>
         </dl>
         <div class="actions">
-            <form method="post" action="/sfn/company_enter" class="inline">
+            <form method="post" action=EnterCompany::PATH class="inline">
                 <Csrf token=s.csrf.clone()/>
                 <input type="hidden" name="id" value=c.id/>
                 <button type="submit" id="enter">{tr(lang, "companies.enter")}</button>
             </form>
             {s.can_write_platform.then(|| view! {
-                <form method="post" action="/sfn/company_status" class="inline">
+                <form method="post" action=CompanyStatus::PATH class="inline">
                     <Csrf token=s.csrf.clone()/>
                     <input type="hidden" name="id" value=c.id/>
                     <input type="hidden" name="action" value=action/>
@@ -170,7 +173,7 @@ fn CompanyDetail(c: CompanyRow, s: crate::api::SessionView) -> impl IntoView {
         </div>
         {s.can_write_platform.then(|| view! {
             <h2>{tr(lang, "companies.new_admin")}</h2>
-            <form method="post" action="/sfn/company_admin" class="grid" id="admin-form">
+            <form method="post" action=CreateCompanyAdmin::PATH class="grid" id="admin-form">
                 <Csrf token=s.csrf.clone()/>
                 <input type="hidden" name="id" value=c.id/>
                 <label>{tr(lang, "users.username")}<input name="username" required/></label>

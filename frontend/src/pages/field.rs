@@ -14,6 +14,12 @@ use crate::components::{Csrf, Layout};
 use crate::i18n::tr;
 use leptos::prelude::*;
 use leptos_router::hooks::use_params_map;
+// Form actions name their server functions: a renamed endpoint cannot leave a form behind.
+use crate::api::{
+    BulkMeters, CreateGateway, CreateMeter, GatewayStatus, ReadMeterNow, RemoveMeter,
+    RotateGatewayCredential, SetGatewayBuses, SwapMeter, UpdateGateway, UpdateMeter,
+};
+use leptos::server_fn::ServerFn as _;
 
 /// The meter models, in the order the model list offers them.
 fn models() -> Vec<&'static str> {
@@ -111,7 +117,7 @@ fn NewGatewayForm(csrf: String) -> impl IntoView {
     let lang = use_lang();
     view! {
         <h2>{tr(lang, "gateways.new")}</h2>
-        <form method="post" action="/sfn/gateway_create" class="grid" id="gateway-form">
+        <form method="post" action=CreateGateway::PATH class="grid" id="gateway-form">
             <Csrf token=csrf/>
             <label>{tr(lang, "gateways.identity")}<input name="identity" required maxlength="64"/></label>
             <label>{tr(lang, "gateways.kind")}
@@ -320,7 +326,7 @@ fn GatewayDetail(
         <h2>{tr(lang, "gateways.buses")}</h2>
         {if can_change {
             view! {
-                <form method="post" action="/sfn/gateway_buses" id="buses-form">
+                <form method="post" action=SetGatewayBuses::PATH id="buses-form">
                     <Csrf token=csrf.clone()/>
                     <input type="hidden" name="id" value=g.id.clone()/>
                     <p class="muted">{tr(lang, "gateways.buses_hint")}</p>
@@ -328,20 +334,20 @@ fn GatewayDetail(
                     <button type="submit">{tr(lang, "common.save")}</button>
                 </form>
                 <h2>{tr(lang, "gateways.connection")}</h2>
-                <form method="post" action="/sfn/gateway_update" class="grid" id="gateway-edit">
+                <form method="post" action=UpdateGateway::PATH class="grid" id="gateway-edit">
                     <Csrf token=csrf.clone()/>
                     <input type="hidden" name="id" value=g.id.clone()/>
                     <ConnectionFields g=Some(g.clone())/>
                     <button type="submit">{tr(lang, "common.save")}</button>
                 </form>
                 <div class="actions">
-                    <form method="post" action="/sfn/gateway_status" class="inline">
+                    <form method="post" action=GatewayStatus::PATH class="inline">
                         <Csrf token=csrf.clone()/>
                         <input type="hidden" name="id" value=g.id.clone()/>
                         <input type="hidden" name="action" value=if suspended { "enable" } else { "suspend" }/>
                         <button type="submit" class="secondary">{tr(lang, if suspended { "gateways.enable" } else { "gateways.suspend" })}</button>
                     </form>
-                    <form method="post" action="/sfn/gateway_status" class="inline" id="gateway-remove">
+                    <form method="post" action=GatewayStatus::PATH class="inline" id="gateway-remove">
                         <Csrf token=csrf.clone()/>
                         <input type="hidden" name="id" value=g.id.clone()/>
                         <input type="hidden" name="action" value="remove"/>
@@ -403,7 +409,7 @@ fn MqttLogin(
             </Suspense>
         </dl>
         {can_change.then(|| view! {
-            <form method="post" action="/sfn/gateway_credential_rotate" class="inline" id="mqtt-rotate">
+            <form method="post" action=RotateGatewayCredential::PATH class="inline" id="mqtt-rotate">
                 <Csrf token=csrf/>
                 <input type="hidden" name="id" value=id/>
                 <p class="muted">{tr(lang, "gateways.mqtt_rotate_hint")}</p>
@@ -498,7 +504,7 @@ fn MeterList(
             <button type="submit">{tr(lang, "common.search")}</button>
             {can_export.then(|| view! { <a class="button secondary" href=export>{tr(lang, "common.export")}</a> })}
         </form>
-        <form method="post" action="/sfn/meter_bulk" id="bulk-form">
+        <form method="post" action=BulkMeters::PATH id="bulk-form">
             <Csrf token=csrf.clone()/>
             <div class="table-wrap">
                 <table id="meters">
@@ -562,7 +568,7 @@ fn NewMeterForm(list: MeterListView, csrf: String) -> impl IntoView {
     let lang = use_lang();
     view! {
         <h2>{tr(lang, "meters.new")}</h2>
-        <form method="post" action="/sfn/meter_create" class="grid" id="meter-form">
+        <form method="post" action=CreateMeter::PATH class="grid" id="meter-form">
             <Csrf token=csrf/>
             <label>{tr(lang, "meters.bus")}
                 <select name="bus_id" required>
@@ -677,7 +683,7 @@ fn MeterDetail(
             })}
         </dl>
         {active.then(|| view! {
-            <form method="post" action="/sfn/meter_read_now" class="inline" id="read-now">
+            <form method="post" action=ReadMeterNow::PATH class="inline" id="read-now">
                 <Csrf token=csrf.clone()/>
                 <input type="hidden" name="id" value=row.id.clone()/>
                 <button type="submit" class="secondary">{tr(lang, "live.read_now")}</button>
@@ -801,7 +807,7 @@ fn MeterForms(m: MeterDetailView, csrf: String) -> impl IntoView {
     };
     view! {
         <h2>{tr(lang, "meters.edit")}</h2>
-        <form method="post" action="/sfn/meter_update" class="grid" id="meter-edit">
+        <form method="post" action=UpdateMeter::PATH class="grid" id="meter-edit">
             <Csrf token=csrf.clone()/>
             <input type="hidden" name="id" value=id.clone()/>
             <label>{tr(lang, "meters.ct_ratio")}<input name="ct_ratio" value=m.ct_ratio.to_string() inputmode="numeric"/></label>
@@ -831,7 +837,7 @@ fn MeterForms(m: MeterDetailView, csrf: String) -> impl IntoView {
             <button type="submit">{tr(lang, "common.save")}</button>
         </form>
         <h2>{tr(lang, "meters.swap")}</h2>
-        <form method="post" action="/sfn/meter_swap" class="grid" id="meter-swap">
+        <form method="post" action=SwapMeter::PATH class="grid" id="meter-swap">
             <Csrf token=csrf.clone()/>
             <input type="hidden" name="id" value=id.clone()/>
             <p class="muted wide">{tr(lang, "meters.swap_hint")}</p>
@@ -848,7 +854,7 @@ fn MeterForms(m: MeterDetailView, csrf: String) -> impl IntoView {
             <button type="submit">{tr(lang, "meters.swap")}</button>
         </form>
         <h2>{tr(lang, "meters.remove")}</h2>
-        <form method="post" action="/sfn/meter_remove" class="grid" id="meter-remove">
+        <form method="post" action=RemoveMeter::PATH class="grid" id="meter-remove">
             <Csrf token=csrf/>
             <input type="hidden" name="id" value=id/>
             <label>{tr(lang, "meters.final_kwh")}<input name="final_kwh" required inputmode="decimal"/></label>

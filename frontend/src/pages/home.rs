@@ -4,6 +4,9 @@ use crate::app::use_lang;
 use crate::components::{role_name, Csrf, Layout};
 use crate::i18n::tr;
 use leptos::prelude::*;
+// Form actions name their server functions: a renamed endpoint cannot leave a form behind.
+use crate::api::LeaveCompany;
+use leptos::server_fn::ServerFn as _;
 
 #[component]
 pub fn HomePage() -> impl IntoView {
@@ -22,7 +25,7 @@ pub fn HomePage() -> impl IntoView {
                 </dl>
                 {entered.then(|| view! {
                     <p class="flash ok">{tr(lang, "home.entered")}</p>
-                    <form method="post" action="/sfn/company_leave" class="inline">
+                    <form method="post" action=LeaveCompany::PATH class="inline">
                         <Csrf token=s.csrf.clone()/>
                         <button type="submit" class="secondary" id="leave">{tr(lang, "home.leave")}</button>
                     </form>

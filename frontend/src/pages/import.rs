@@ -8,6 +8,9 @@ use crate::components::{Csrf, Layout};
 use crate::i18n::tr;
 use leptos::prelude::*;
 use leptos_router::hooks::use_params_map;
+// Form actions name their server functions: a renamed endpoint cannot leave a form behind.
+use crate::api::ConfirmImport;
+use leptos::server_fn::ServerFn as _;
 
 const KINDS: [&str; 3] = ["shops", "gateways", "meters"];
 
@@ -100,7 +103,7 @@ fn ImportReport(u: ImportView, csrf: String) -> impl IntoView {
             </div>
         })}
         {ready.then(|| view! {
-            <form method="post" action="/sfn/import_confirm" class="inline" id="confirm-form">
+            <form method="post" action=ConfirmImport::PATH class="inline" id="confirm-form">
                 <Csrf token=csrf.clone()/>
                 <input type="hidden" name="id" value=u.id.clone()/>
                 <button type="submit" id="confirm">{tr(lang, "import.confirm")}</button>

@@ -4,6 +4,9 @@ use crate::app::use_lang;
 use crate::components::{Flash, LanguageSwitch};
 use crate::i18n::tr;
 use leptos::prelude::*;
+// Form actions name their server functions: a renamed endpoint cannot leave a form behind.
+use crate::api::Login;
+use leptos::server_fn::ServerFn as _;
 
 /// The company to prefill: from a company's own login link (`/login?company=slug`, also what
 /// shop tenants' QR codes carry), else the one typed at the last login (`pt_company` cookie).
@@ -42,7 +45,7 @@ pub fn LoginPage() -> impl IntoView {
                     {move || Suspend::new(async move {
                         let company = company.await;
                         view! {
-                            <form method="post" action="/sfn/login" class="stack" id="login-form">
+                            <form method="post" action=Login::PATH class="stack" id="login-form">
                                 <label>
                                     {tr(lang, "login.company")}
                                     <input name="company" value=company autocomplete="organization"

@@ -4,6 +4,9 @@ use crate::app::use_lang;
 use crate::components::{Csrf, Layout};
 use crate::i18n::tr;
 use leptos::prelude::*;
+// Form actions name their server functions: a renamed endpoint cannot leave a form behind.
+use crate::api::ChangePassword;
+use leptos::server_fn::ServerFn as _;
 
 #[component]
 pub fn PasswordPage() -> impl IntoView {
@@ -12,7 +15,7 @@ pub fn PasswordPage() -> impl IntoView {
         <Layout page=move |s| view! {
             <h1>{tr(lang, "password.title")}</h1>
             {s.must_change_password.then(|| view! { <p class="flash error">{tr(lang, "password.forced")}</p> })}
-            <form method="post" action="/sfn/password" class="stack narrow" id="password-form">
+            <form method="post" action=ChangePassword::PATH class="stack narrow" id="password-form">
                 <Csrf token=s.csrf.clone()/>
                 <label>
                     {tr(lang, "password.current")}

@@ -8,6 +8,9 @@ use crate::app::use_lang;
 use crate::components::{Csrf, Layout};
 use crate::i18n::tr;
 use leptos::prelude::*;
+// Form actions name their server functions: a renamed endpoint cannot leave a form behind.
+use crate::api::{CreateBuilding, CreateFloor, CreateShop};
+use leptos::server_fn::ServerFn as _;
 
 #[component]
 pub fn PropertyPage() -> impl IntoView {
@@ -97,13 +100,13 @@ fn PropertyTree(p: PropertyView, csrf: String, can_change: bool) -> impl IntoVie
         {can_change.then(|| view! {
             <h2>{tr(lang, "property.add")}</h2>
             <div class="grid">
-                <form method="post" action="/sfn/building_create" class="stack" id="building-form">
+                <form method="post" action=CreateBuilding::PATH class="stack" id="building-form">
                     <Csrf token=csrf.clone()/>
                     <label>{tr(lang, "property.building")}<input name="name" required/></label>
                     <label>{tr(lang, "property.address")}<input name="address"/></label>
                     <button type="submit">{tr(lang, "property.add_building")}</button>
                 </form>
-                <form method="post" action="/sfn/floor_create" class="stack" id="floor-form">
+                <form method="post" action=CreateFloor::PATH class="stack" id="floor-form">
                     <Csrf token=csrf.clone()/>
                     <label>{tr(lang, "property.building")}
                         <select name="building_id">
@@ -113,7 +116,7 @@ fn PropertyTree(p: PropertyView, csrf: String, can_change: bool) -> impl IntoVie
                     <label>{tr(lang, "property.floor")}<input name="name" required/></label>
                     <button type="submit">{tr(lang, "property.add_floor")}</button>
                 </form>
-                <form method="post" action="/sfn/shop_create" class="stack" id="shop-form">
+                <form method="post" action=CreateShop::PATH class="stack" id="shop-form">
                     <Csrf token=csrf.clone()/>
                     <label>{tr(lang, "property.floor")}
                         <select name="floor_id">

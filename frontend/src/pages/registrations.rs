@@ -8,6 +8,9 @@ use crate::app::use_lang;
 use crate::components::{Csrf, Layout};
 use crate::i18n::tr;
 use leptos::prelude::*;
+// Form actions name their server functions: a renamed endpoint cannot leave a form behind.
+use crate::api::ClaimRegistration;
+use leptos::server_fn::ServerFn as _;
 
 #[component]
 pub fn RegistrationsPage() -> impl IntoView {
@@ -56,7 +59,7 @@ fn Tables(v: RegistrationsView, csrf: String, can_claim: bool) -> impl IntoView 
                         <td class="mono">{label}</td><td>{seen}</td><td class="mono">{peer}</td><td>{attempts}</td>
                         <td>{claimed.map(|c| c.to_string())}
                             {can_claim.then(|| view! {
-                                <form method="post" action="/sfn/registration_claim" class="inline">
+                                <form method="post" action=ClaimRegistration::PATH class="inline">
                                     <Csrf token=csrf.clone()/>
                                     <input type="hidden" name="registration_hex" value=hex.clone()/>
                                     <input name="company_id" inputmode="numeric" size="6" placeholder=tr(lang, "registrations.company_id")/>

@@ -8,6 +8,9 @@ use crate::app::use_lang;
 use crate::components::{Csrf, Layout};
 use crate::i18n::tr;
 use leptos::prelude::*;
+// Form actions name their server functions: a renamed endpoint cannot leave a form behind.
+use crate::api::{ClearCalendarDay, SaveSettings, SetCalendarDay};
+use leptos::server_fn::ServerFn as _;
 
 #[component]
 pub fn SettingsPage() -> impl IntoView {
@@ -39,7 +42,7 @@ fn SettingsForms(v: SettingsView, csrf: String, can_change: bool) -> impl IntoVi
     view! {
         <h2>{tr(lang, "settings.defaults")}</h2>
         <p class="muted">{tr(lang, "settings.defaults_hint")} " (" {v.time_zone.clone()} ")"</p>
-        <form method="post" action="/sfn/settings_save" class="grid" id="settings-form">
+        <form method="post" action=SaveSettings::PATH class="grid" id="settings-form">
             <Csrf token=csrf.clone()/>
             <label>{tr(lang, "meters.alarm1")}<input name="alarm1" value=v.alarm1.clone() inputmode="decimal" disabled=disabled/></label>
             <label>{tr(lang, "meters.alarm2")}<input name="alarm2" value=v.alarm2.clone() inputmode="decimal" disabled=disabled/></label>
@@ -76,7 +79,7 @@ fn SettingsForms(v: SettingsView, csrf: String, can_change: bool) -> impl IntoVi
                                 <td>{name}</td>
                                 {can_change.then(|| view! {
                                     <td>
-                                        <form method="post" action="/sfn/calendar_clear" class="inline">
+                                        <form method="post" action=ClearCalendarDay::PATH class="inline">
                                             <Csrf token=csrf/>
                                             <input type="hidden" name="day" value=day/>
                                             <button type="submit" class="link">{tr(lang, "settings.clear_day")}</button>
@@ -90,7 +93,7 @@ fn SettingsForms(v: SettingsView, csrf: String, can_change: bool) -> impl IntoVi
             </table>
         </div>
         {can_change.then(|| view! {
-            <form method="post" action="/sfn/calendar_set" class="grid" id="calendar-form">
+            <form method="post" action=SetCalendarDay::PATH class="grid" id="calendar-form">
                 <Csrf token=csrf.clone()/>
                 <label>{tr(lang, "settings.day")}<input name="day" type="date" required/></label>
                 <label>{tr(lang, "settings.kind")}

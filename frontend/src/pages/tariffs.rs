@@ -7,6 +7,9 @@ use crate::app::use_lang;
 use crate::components::{Csrf, Layout};
 use crate::i18n::tr;
 use leptos::prelude::*;
+// Form actions name their server functions: a renamed endpoint cannot leave a form behind.
+use crate::api::{AddPlanVersion, CreatePlan};
+use leptos::server_fn::ServerFn as _;
 
 const PERIODS: [&str; 5] = ["sharp", "peak", "flat", "valley", "deep_valley"];
 
@@ -41,7 +44,7 @@ pub fn TariffsPage() -> impl IntoView {
             </Suspense>
             {can_settings.then(|| view! {
                 <h2>{tr(lang, "tariffs.new")}</h2>
-                <form method="post" action="/sfn/plan_create" class="grid" id="plan-form">
+                <form method="post" action=CreatePlan::PATH class="grid" id="plan-form">
                     <Csrf token=csrf.clone()/>
                     <label>{tr(lang, "property.name")}<input name="name" required/></label>
                     <label>{tr(lang, "tariffs.description")}<input name="description"/></label>
@@ -189,7 +192,7 @@ fn PlanCard(p: PlanView, csrf: String, can_change: bool) -> impl IntoView {
             {can_change.then(|| view! {
                 <details>
                     <summary>{tr(lang, "tariffs.add_version")}</summary>
-                    <form method="post" action="/sfn/plan_version" class="grid">
+                    <form method="post" action=AddPlanVersion::PATH class="grid">
                         <Csrf token=csrf.clone()/>
                         <input type="hidden" name="plan_id" value=p.id.clone()/>
                         <VersionFields/>

@@ -8,6 +8,9 @@ use crate::components::{role_name, Csrf, Layout};
 use crate::i18n::{tr, Lang};
 use leptos::prelude::*;
 use leptos_router::hooks::use_params_map;
+// Form actions name their server functions: a renamed endpoint cannot leave a form behind.
+use crate::api::{CreateUser, ResetUserPassword, UpdateUser, UserStatus};
+use leptos::server_fn::ServerFn as _;
 
 const COMPANY_ROLES: [&str; 4] = ["company_admin", "operator", "auditor", "shop_tenant"];
 
@@ -138,7 +141,7 @@ fn NewUserForm(csrf: String) -> impl IntoView {
     let lang = use_lang();
     view! {
         <h2>{tr(lang, "users.new")}</h2>
-        <form method="post" action="/sfn/user_create" class="grid" id="new-user-form">
+        <form method="post" action=CreateUser::PATH class="grid" id="new-user-form">
             <Csrf token=csrf/>
             <label>{tr(lang, "users.username")}<input name="username" required/></label>
             <label>{tr(lang, "users.display_name")}<input name="display_name"/></label>
@@ -204,7 +207,7 @@ fn UserDetail(u: UserRow, s: SessionView) -> impl IntoView {
         </dl>
         {s.can_administer.then(|| view! {
             <h2>{tr(lang, "users.edit")}</h2>
-            <form method="post" action="/sfn/user_update" class="grid" id="edit-user-form">
+            <form method="post" action=UpdateUser::PATH class="grid" id="edit-user-form">
                 <Csrf token=s.csrf.clone()/>
                 <input type="hidden" name="id" value=u.id.clone()/>
                 <label>{tr(lang, "users.display_name")}<input name="display_name" value=u.display_name.clone()/></label>
@@ -219,7 +222,7 @@ fn UserDetail(u: UserRow, s: SessionView) -> impl IntoView {
                 <button type="submit">{tr(lang, "common.save")}</button>
             </form>
             <div class="actions">
-                <form method="post" action="/sfn/user_status" class="inline">
+                <form method="post" action=UserStatus::PATH class="inline">
                     <Csrf token=s.csrf.clone()/>
                     <input type="hidden" name="id" value=u.id.clone()/>
                     <input type="hidden" name="action" value=action/>
@@ -227,7 +230,7 @@ fn UserDetail(u: UserRow, s: SessionView) -> impl IntoView {
                 </form>
             </div>
             <h2>{tr(lang, "users.reset_password")}</h2>
-            <form method="post" action="/sfn/user_password" class="grid" id="reset-form">
+            <form method="post" action=ResetUserPassword::PATH class="grid" id="reset-form">
                 <Csrf token=s.csrf.clone()/>
                 <input type="hidden" name="id" value=u.id.clone()/>
                 <label>{tr(lang, "users.initial_password")}<input name="password" type="password" required minlength="10"/></label>
