@@ -1,5 +1,6 @@
 //! The document shell, the router and the session every page shares.
 
+use crate::api::WebError;
 use crate::api::{get_session, SessionView};
 use crate::i18n::{Lang, LANG_COOKIE};
 use crate::pages;
@@ -9,7 +10,7 @@ use leptos_router::components::{FlatRoutes, Route, Router};
 use leptos_router::{path, SsrMode};
 
 /// The session of the browser, loaded once per page load.
-pub type SessionResource = Resource<Result<Option<SessionView>, ServerFnError>>;
+pub type SessionResource = Resource<Result<Option<SessionView>, WebError>>;
 
 /// The language of this page: the `pt_lang` cookie on the server, `<html lang>` in the browser
 /// (the server wrote it there), so both render the same text.

@@ -3,6 +3,7 @@
 //! changes are HTML forms whose repeated rows are named `buses[0][number]`, `meter_ids[3]`
 //! (nested query syntax, which the server function decoder reads).
 
+use super::WebError;
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -172,12 +173,12 @@ pub struct GatewayForm {
 pub async fn list_gateways(
     status: String,
     cursor: String,
-) -> Result<super::PageView<GatewayView>, ServerFnError> {
+) -> Result<super::PageView<GatewayView>, WebError> {
     crate::server::field::list_gateways(status, cursor).await
 }
 
 #[server(prefix = "/sfn", endpoint = "gateway_get")]
-pub async fn get_gateway(id: String) -> Result<GatewayView, ServerFnError> {
+pub async fn get_gateway(id: String) -> Result<GatewayView, WebError> {
     crate::server::field::get_gateway(id).await
 }
 
@@ -189,12 +190,12 @@ pub async fn list_meters(
     status: String,
     building: String,
     cursor: String,
-) -> Result<MeterListView, ServerFnError> {
+) -> Result<MeterListView, WebError> {
     crate::server::field::list_meters(q, model, mode, status, building, cursor).await
 }
 
 #[server(prefix = "/sfn", endpoint = "meter_get")]
-pub async fn get_meter(id: String) -> Result<MeterDetailView, ServerFnError> {
+pub async fn get_meter(id: String) -> Result<MeterDetailView, WebError> {
     crate::server::field::get_meter(id).await
 }
 
@@ -205,26 +206,26 @@ pub async fn create_gateway(
     kind: String,
     #[server(flatten)] form: GatewayForm,
     #[server(default)] buses: Vec<BusForm>,
-) -> Result<(), ServerFnError> {
+) -> Result<(), WebError> {
     crate::server::field::create_gateway(csrf, identity, kind, form, buses).await
 }
 
 /// An MQTT gateway's credential (audited; needs the settings right).
 #[server(prefix = "/sfn", endpoint = "gateway_credential")]
-pub async fn gateway_credential(id: String) -> Result<MqttCredentialView, ServerFnError> {
+pub async fn gateway_credential(id: String) -> Result<MqttCredentialView, WebError> {
     crate::server::field::gateway_credential(id).await
 }
 
 /// A DTU's registration bytes as hex (and text when printable), for someone who may change
 /// settings; every look is audited.
 #[server(prefix = "/sfn", endpoint = "gateway_registration")]
-pub async fn gateway_registration(id: String) -> Result<String, ServerFnError> {
+pub async fn gateway_registration(id: String) -> Result<String, WebError> {
     crate::server::field::gateway_registration(id).await
 }
 
 /// Issues an MQTT gateway a new credential and shows it.
 #[server(prefix = "/sfn", endpoint = "gateway_credential_rotate")]
-pub async fn rotate_gateway_credential(csrf: String, id: String) -> Result<(), ServerFnError> {
+pub async fn rotate_gateway_credential(csrf: String, id: String) -> Result<(), WebError> {
     crate::server::field::rotate_gateway_credential(csrf, id).await
 }
 
@@ -233,7 +234,7 @@ pub async fn update_gateway(
     csrf: String,
     id: String,
     #[server(flatten)] form: GatewayForm,
-) -> Result<(), ServerFnError> {
+) -> Result<(), WebError> {
     crate::server::field::update_gateway(csrf, id, form).await
 }
 
@@ -242,13 +243,13 @@ pub async fn set_gateway_buses(
     csrf: String,
     id: String,
     #[server(default)] buses: Vec<BusForm>,
-) -> Result<(), ServerFnError> {
+) -> Result<(), WebError> {
     crate::server::field::set_buses(csrf, id, buses).await
 }
 
 /// `action`: `enable`, `suspend` or `remove`.
 #[server(prefix = "/sfn", endpoint = "gateway_status")]
-pub async fn gateway_status(csrf: String, id: String, action: String) -> Result<(), ServerFnError> {
+pub async fn gateway_status(csrf: String, id: String, action: String) -> Result<(), WebError> {
     crate::server::field::gateway_status(csrf, id, action).await
 }
 
@@ -300,7 +301,7 @@ pub struct MeterForm {
 pub async fn create_meter(
     csrf: String,
     #[server(flatten)] form: MeterForm,
-) -> Result<(), ServerFnError> {
+) -> Result<(), WebError> {
     crate::server::field::create_meter(csrf, form).await
 }
 
@@ -309,7 +310,7 @@ pub async fn update_meter(
     csrf: String,
     id: String,
     #[server(flatten)] form: MeterForm,
-) -> Result<(), ServerFnError> {
+) -> Result<(), WebError> {
     crate::server::field::update_meter(csrf, id, form).await
 }
 
@@ -333,7 +334,7 @@ pub async fn swap_meter(
     csrf: String,
     id: String,
     #[server(flatten)] form: SwapForm,
-) -> Result<(), ServerFnError> {
+) -> Result<(), WebError> {
     crate::server::field::swap_meter(csrf, id, form).await
 }
 
@@ -343,7 +344,7 @@ pub async fn remove_meter(
     id: String,
     final_kwh: String,
     #[server(default)] reason: String,
-) -> Result<(), ServerFnError> {
+) -> Result<(), WebError> {
     crate::server::field::remove_meter(csrf, id, final_kwh, reason).await
 }
 
@@ -357,7 +358,7 @@ pub async fn bulk_meters(
     #[server(default)] alarm1: String,
     #[server(default)] alarm2: String,
     #[server(default)] prepayment_mode: String,
-) -> Result<(), ServerFnError> {
+) -> Result<(), WebError> {
     crate::server::field::bulk_meters(csrf, meter_ids, plan_id, alarm1, alarm2, prepayment_mode)
         .await
 }
@@ -416,11 +417,7 @@ pub struct FleetView {
 /// The fleet page's data: `problems` non-empty keeps problems only, `q` searches, `offset`
 /// pages (all from the page's URL).
 #[server(prefix = "/sfn", endpoint = "fleet")]
-pub async fn get_fleet(
-    problems: String,
-    q: String,
-    offset: String,
-) -> Result<FleetView, ServerFnError> {
+pub async fn get_fleet(problems: String, q: String, offset: String) -> Result<FleetView, WebError> {
     crate::server::field::get_fleet(problems, q, offset).await
 }
 
@@ -440,13 +437,13 @@ pub struct MeterLiveView {
 }
 
 #[server(prefix = "/sfn", endpoint = "meter_live")]
-pub async fn get_meter_live(id: String) -> Result<MeterLiveView, ServerFnError> {
+pub async fn get_meter_live(id: String) -> Result<MeterLiveView, WebError> {
     crate::server::field::get_meter_live(id).await
 }
 
 /// Asks ingest to read the meter now (the live values refresh by themselves).
 #[server(prefix = "/sfn", endpoint = "meter_read_now")]
-pub async fn read_meter_now(csrf: String, id: String) -> Result<(), ServerFnError> {
+pub async fn read_meter_now(csrf: String, id: String) -> Result<(), WebError> {
     crate::server::field::read_meter_now(csrf, id).await
 }
 
@@ -470,7 +467,7 @@ pub async fn list_readings(
     from: String,
     to: String,
     flagged: String,
-) -> Result<ReadingsView, ServerFnError> {
+) -> Result<ReadingsView, WebError> {
     crate::server::field::list_readings(id, from, to, flagged).await
 }
 
@@ -487,7 +484,7 @@ pub struct RegistrationsView {
 
 /// The platform's registration page: refused dial-ins, registrations to change, refusals.
 #[server(prefix = "/sfn", endpoint = "platform_registrations")]
-pub async fn platform_registrations() -> Result<RegistrationsView, ServerFnError> {
+pub async fn platform_registrations() -> Result<RegistrationsView, WebError> {
     crate::server::field::platform_registrations().await
 }
 
@@ -497,12 +494,12 @@ pub async fn claim_registration(
     csrf: String,
     registration_hex: String,
     company_id: String,
-) -> Result<(), ServerFnError> {
+) -> Result<(), WebError> {
     crate::server::field::claim_registration(csrf, registration_hex, company_id).await
 }
 
 /// The company's gateways whose registration must change: (identity, problem).
 #[server(prefix = "/sfn", endpoint = "registration_problems")]
-pub async fn registration_problems() -> Result<Vec<(String, String)>, ServerFnError> {
+pub async fn registration_problems() -> Result<Vec<(String, String)>, WebError> {
     crate::server::field::registration_problems().await
 }

@@ -7,8 +7,10 @@
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
 
+mod error;
 mod field;
 mod setup;
+pub use error::WebError;
 pub use field::*;
 pub use setup::*;
 
@@ -228,17 +230,17 @@ pub const RIGHTS: [&str; 8] = [
 
 /// The current session, or `None` when nobody is logged in.
 #[server(prefix = "/sfn", endpoint = "session")]
-pub async fn get_session() -> Result<Option<SessionView>, ServerFnError> {
+pub async fn get_session() -> Result<Option<SessionView>, WebError> {
     crate::server::session_view().await
 }
 
 #[server(prefix = "/sfn", endpoint = "companies")]
-pub async fn list_companies(q: String, status: String) -> Result<Vec<CompanyRow>, ServerFnError> {
+pub async fn list_companies(q: String, status: String) -> Result<Vec<CompanyRow>, WebError> {
     crate::server::list_companies(q, status).await
 }
 
 #[server(prefix = "/sfn", endpoint = "company")]
-pub async fn get_company(id: i64) -> Result<CompanyRow, ServerFnError> {
+pub async fn get_company(id: i64) -> Result<CompanyRow, WebError> {
     crate::server::get_company(id).await
 }
 
@@ -248,12 +250,12 @@ pub async fn list_users(
     role: String,
     status: String,
     cursor: String,
-) -> Result<PageView<UserRow>, ServerFnError> {
+) -> Result<PageView<UserRow>, WebError> {
     crate::server::list_users(q, role, status, cursor).await
 }
 
 #[server(prefix = "/sfn", endpoint = "user")]
-pub async fn get_user(id: String) -> Result<UserRow, ServerFnError> {
+pub async fn get_user(id: String) -> Result<UserRow, WebError> {
     crate::server::get_user(id).await
 }
 
@@ -265,22 +267,22 @@ pub async fn list_audit(
     from: String,
     to: String,
     cursor: String,
-) -> Result<PageView<AuditRow>, ServerFnError> {
+) -> Result<PageView<AuditRow>, WebError> {
     crate::server::list_audit(platform, action, actor, from, to, cursor).await
 }
 
 #[server(prefix = "/sfn", endpoint = "property")]
-pub async fn get_property(q: String, building: String) -> Result<PropertyView, ServerFnError> {
+pub async fn get_property(q: String, building: String) -> Result<PropertyView, WebError> {
     crate::server::get_property(q, building).await
 }
 
 #[server(prefix = "/sfn", endpoint = "plans")]
-pub async fn list_plans() -> Result<Vec<PlanView>, ServerFnError> {
+pub async fn list_plans() -> Result<Vec<PlanView>, WebError> {
     crate::server::list_plans().await
 }
 
 #[server(prefix = "/sfn", endpoint = "import_upload")]
-pub async fn get_import(id: String) -> Result<ImportView, ServerFnError> {
+pub async fn get_import(id: String) -> Result<ImportView, WebError> {
     crate::server::get_import(id).await
 }
 
@@ -288,20 +290,12 @@ pub async fn get_import(id: String) -> Result<ImportView, ServerFnError> {
 // Changes (HTML form posts)
 
 #[server(prefix = "/sfn", endpoint = "building_create")]
-pub async fn create_building(
-    csrf: String,
-    name: String,
-    address: String,
-) -> Result<(), ServerFnError> {
+pub async fn create_building(csrf: String, name: String, address: String) -> Result<(), WebError> {
     crate::server::create_building(csrf, name, address).await
 }
 
 #[server(prefix = "/sfn", endpoint = "floor_create")]
-pub async fn create_floor(
-    csrf: String,
-    building_id: String,
-    name: String,
-) -> Result<(), ServerFnError> {
+pub async fn create_floor(csrf: String, building_id: String, name: String) -> Result<(), WebError> {
     crate::server::create_floor(csrf, building_id, name).await
 }
 
@@ -314,7 +308,7 @@ pub async fn create_shop(
     area_m2: String,
     contact_name: String,
     contact_phone: String,
-) -> Result<(), ServerFnError> {
+) -> Result<(), WebError> {
     crate::server::create_shop(
         csrf,
         floor_id,
@@ -333,7 +327,7 @@ pub async fn create_plan(
     name: String,
     description: String,
     #[server(flatten)] version: VersionForm,
-) -> Result<(), ServerFnError> {
+) -> Result<(), WebError> {
     crate::server::create_plan(csrf, name, description, version).await
 }
 
@@ -342,32 +336,28 @@ pub async fn add_plan_version(
     csrf: String,
     plan_id: String,
     #[server(flatten)] version: VersionForm,
-) -> Result<(), ServerFnError> {
+) -> Result<(), WebError> {
     crate::server::add_plan_version(csrf, plan_id, version).await
 }
 
 /// Imports a checked upload for real.
 #[server(prefix = "/sfn", endpoint = "import_confirm")]
-pub async fn confirm_import(csrf: String, id: String) -> Result<(), ServerFnError> {
+pub async fn confirm_import(csrf: String, id: String) -> Result<(), WebError> {
     crate::server::confirm_import(csrf, id).await
 }
 
 #[server(prefix = "/sfn", endpoint = "login")]
-pub async fn login(
-    company: String,
-    username: String,
-    password: String,
-) -> Result<(), ServerFnError> {
+pub async fn login(company: String, username: String, password: String) -> Result<(), WebError> {
     crate::server::login(company, username, password).await
 }
 
 #[server(prefix = "/sfn", endpoint = "logout")]
-pub async fn logout(csrf: String) -> Result<(), ServerFnError> {
+pub async fn logout(csrf: String) -> Result<(), WebError> {
     crate::server::logout(csrf).await
 }
 
 #[server(prefix = "/sfn", endpoint = "language")]
-pub async fn set_language(lang: String) -> Result<(), ServerFnError> {
+pub async fn set_language(lang: String) -> Result<(), WebError> {
     crate::server::set_language(lang)
 }
 
@@ -376,7 +366,7 @@ pub async fn change_password(
     csrf: String,
     current_password: String,
     new_password: String,
-) -> Result<(), ServerFnError> {
+) -> Result<(), WebError> {
     crate::server::change_password(csrf, current_password, new_password).await
 }
 
@@ -389,7 +379,7 @@ pub async fn create_company(
     max_meters: String,
     max_gateways: String,
     max_operators: String,
-) -> Result<(), ServerFnError> {
+) -> Result<(), WebError> {
     crate::server::create_company(
         csrf,
         slug,
@@ -401,7 +391,7 @@ pub async fn create_company(
 }
 
 #[server(prefix = "/sfn", endpoint = "company_status")]
-pub async fn company_status(csrf: String, id: i64, action: String) -> Result<(), ServerFnError> {
+pub async fn company_status(csrf: String, id: i64, action: String) -> Result<(), WebError> {
     crate::server::company_status(csrf, id, action).await
 }
 
@@ -412,18 +402,18 @@ pub async fn create_company_admin(
     username: String,
     display_name: String,
     password: String,
-) -> Result<(), ServerFnError> {
+) -> Result<(), WebError> {
     crate::server::create_company_admin(csrf, id, username, display_name, password).await
 }
 
 #[server(prefix = "/sfn", endpoint = "company_enter")]
-pub async fn enter_company(csrf: String, id: i64) -> Result<(), ServerFnError> {
+pub async fn enter_company(csrf: String, id: i64) -> Result<(), WebError> {
     crate::server::enter_company(csrf, id).await
 }
 
 /// Platform staff inside a company go back to the platform view.
 #[server(prefix = "/sfn", endpoint = "company_leave")]
-pub async fn leave_company(csrf: String) -> Result<(), ServerFnError> {
+pub async fn leave_company(csrf: String) -> Result<(), WebError> {
     crate::server::leave_company(csrf).await
 }
 
@@ -481,7 +471,7 @@ pub async fn create_user(
     #[server(flatten)]
     #[server(default)]
     rights: RightBoxes,
-) -> Result<(), ServerFnError> {
+) -> Result<(), WebError> {
     crate::server::create_user(
         csrf,
         username,
@@ -505,7 +495,7 @@ pub async fn update_user(
     #[server(flatten)]
     #[server(default)]
     rights: RightBoxes,
-) -> Result<(), ServerFnError> {
+) -> Result<(), WebError> {
     crate::server::update_user(
         csrf,
         id,
@@ -519,7 +509,7 @@ pub async fn update_user(
 }
 
 #[server(prefix = "/sfn", endpoint = "user_status")]
-pub async fn user_status(csrf: String, id: String, action: String) -> Result<(), ServerFnError> {
+pub async fn user_status(csrf: String, id: String, action: String) -> Result<(), WebError> {
     crate::server::user_status(csrf, id, action).await
 }
 
@@ -528,6 +518,6 @@ pub async fn reset_user_password(
     csrf: String,
     id: String,
     password: String,
-) -> Result<(), ServerFnError> {
+) -> Result<(), WebError> {
     crate::server::reset_user_password(csrf, id, password).await
 }

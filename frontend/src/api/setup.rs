@@ -1,6 +1,7 @@
 //! Server functions and view types of the company settings page (defaults every meter
 //! inherits, the holiday calendar) and of the tariff preview.
 
+use super::WebError;
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -25,7 +26,7 @@ pub struct SettingsView {
 }
 
 #[server(prefix = "/sfn", endpoint = "settings_get")]
-pub async fn get_settings(year: String) -> Result<SettingsView, ServerFnError> {
+pub async fn get_settings(year: String) -> Result<SettingsView, WebError> {
     crate::server::setup::get_settings(year).await
 }
 
@@ -53,7 +54,7 @@ pub struct SettingsForm {
 pub async fn save_settings(
     csrf: String,
     #[server(flatten)] form: SettingsForm,
-) -> Result<(), ServerFnError> {
+) -> Result<(), WebError> {
     crate::server::setup::save_settings(csrf, form).await
 }
 
@@ -63,12 +64,12 @@ pub async fn set_calendar_day(
     day: String,
     kind: String,
     #[server(default)] name: String,
-) -> Result<(), ServerFnError> {
+) -> Result<(), WebError> {
     crate::server::setup::set_calendar_day(csrf, day, kind, name).await
 }
 
 #[server(prefix = "/sfn", endpoint = "calendar_clear")]
-pub async fn clear_calendar_day(csrf: String, day: String) -> Result<(), ServerFnError> {
+pub async fn clear_calendar_day(csrf: String, day: String) -> Result<(), WebError> {
     crate::server::setup::clear_calendar_day(csrf, day).await
 }
 
@@ -116,6 +117,6 @@ pub struct PreviewQuery {
 #[server(prefix = "/sfn", endpoint = "tariff_preview")]
 pub async fn tariff_preview(
     #[server(flatten)] query: PreviewQuery,
-) -> Result<PreviewView, ServerFnError> {
+) -> Result<PreviewView, WebError> {
     crate::server::setup::tariff_preview(query).await
 }

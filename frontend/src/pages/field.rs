@@ -15,6 +15,7 @@ use crate::i18n::tr;
 use leptos::prelude::*;
 use leptos_router::hooks::use_params_map;
 // Form actions name their server functions: a renamed endpoint cannot leave a form behind.
+use crate::api::WebError;
 use crate::api::{
     BulkMeters, CreateGateway, CreateMeter, GatewayStatus, ReadMeterNow, RemoveMeter,
     RotateGatewayCredential, SetGatewayBuses, SwapMeter, UpdateGateway, UpdateMeter,
@@ -364,8 +365,8 @@ fn GatewayDetail(
 }
 
 /// The MQTT login of the gateway page: `None` unless the URL asks with `credential=show`.
-type RegistrationResource = Resource<Option<Result<String, ServerFnError>>>;
-type CredentialResource = Resource<Option<Result<MqttCredentialView, ServerFnError>>>;
+type RegistrationResource = Resource<Option<Result<String, WebError>>>;
+type CredentialResource = Resource<Option<Result<MqttCredentialView, WebError>>>;
 
 /// An MQTT gateway's broker login. The password is fetched (and the look audited) only when the
 /// URL asks for it with `credential=show`, so it never sits in a page nobody asked to see.

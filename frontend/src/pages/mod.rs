@@ -16,19 +16,16 @@ pub mod settings;
 pub mod tariffs;
 pub mod users;
 
+use crate::api::WebError;
 use leptos::prelude::*;
 use leptos_router::hooks::use_query_map;
 
-/// A query parameter of the current URL, empty when absent.
-/// The error code a server function failed with (its message, as `read_err` sets it), for
-/// `error.{code}` texts.
-pub fn server_error_code(err: &ServerFnError) -> String {
-    match err {
-        ServerFnError::ServerError(code) if !code.contains(' ') => code.clone(),
-        _ => "internal".to_owned(),
-    }
+/// The error code a server function failed with, for `error.{code}` texts.
+pub fn server_error_code(err: &WebError) -> String {
+    err.code.clone()
 }
 
+/// A query parameter of the current URL, empty when absent.
 pub fn query_param(name: &'static str) -> impl Fn() -> String + Clone + Send + Sync + 'static {
     let query = use_query_map();
     move || query.read().get(name).unwrap_or_default()

@@ -6,11 +6,11 @@ use super::{
     company_tz, field_error, finish, local_time, non_empty, read_err, read_session,
     session_for_change, ui, UiError,
 };
+use crate::api::WebError;
 use crate::api::{
     BusForm, BusView, GatewayForm, GatewayView, MeterDetailView, MeterForm, MeterListView,
     MeterRow, MqttCredentialView, PageView, SwapForm, SwapView,
 };
-use leptos::prelude::*;
 use powertab_core::auth::Principal;
 use powertab_core::db::Tx;
 use powertab_core::field::changes::{self, BusesInput, MeterRemoval, MeterSwapInput};
@@ -54,7 +54,7 @@ fn gateway_view(g: field::Gateway) -> GatewayView {
 pub async fn list_gateways(
     status: String,
     cursor: String,
-) -> Result<PageView<GatewayView>, ServerFnError> {
+) -> Result<PageView<GatewayView>, WebError> {
     let (principal, mut tx) = read_session().await?;
     let filter = field::GatewayFilter {
         status: non_empty(status),
@@ -71,7 +71,7 @@ pub async fn list_gateways(
     })
 }
 
-pub async fn get_gateway(id: String) -> Result<GatewayView, ServerFnError> {
+pub async fn get_gateway(id: String) -> Result<GatewayView, WebError> {
     let (principal, mut tx) = read_session().await?;
     let id: Uuid = id
         .parse()
@@ -88,7 +88,7 @@ struct Names {
     plans: HashMap<Uuid, String>,
 }
 
-async fn names(tx: &mut Tx, principal: &Principal) -> Result<Names, ServerFnError> {
+async fn names(tx: &mut Tx, principal: &Principal) -> Result<Names, WebError> {
     let shops = powertab_core::property::shops(tx, principal, &Default::default())
         .await
         .map_err(read_err)?
@@ -145,7 +145,7 @@ pub async fn list_meters(
     status: String,
     building: String,
     cursor: String,
-) -> Result<MeterListView, ServerFnError> {
+) -> Result<MeterListView, WebError> {
     let (principal, mut tx) = read_session().await?;
     let filter = MeterFilter {
         q: non_empty(q),
@@ -199,7 +199,7 @@ fn yuan(fen: Option<AmountFen>) -> String {
     fen.map(|f| f.to_string()).unwrap_or_default()
 }
 
-pub async fn get_meter(id: String) -> Result<MeterDetailView, ServerFnError> {
+pub async fn get_meter(id: String) -> Result<MeterDetailView, WebError> {
     let (principal, mut tx) = read_session().await?;
     let not_found = || read_err(powertab_core::CoreError::NotFound("meter"));
     let id: Uuid = id.parse().map_err(|_| not_found())?;
@@ -331,10 +331,10 @@ fn credential_view(c: MqttCredential, broker: String) -> MqttCredentialView {
     }
 }
 
-pub async fn gateway_credential(id: String) -> Result<MqttCredentialView, ServerFnError> {
+pub async fn gateway_credential(id: String) -> Result<MqttCredentialView, WebError> {
     let web = super::ctx()?;
     if credentials::check_secret(web.gateway_secret.as_ref()).is_err() {
-        return Err(ServerFnError::new("gateway_secret_missing"));
+        return Err(WebError::new("gateway_secret_missing"));
     }
     let (principal, mut tx) = read_session().await?;
     let id: Uuid = id
@@ -348,7 +348,7 @@ pub async fn gateway_credential(id: String) -> Result<MqttCredentialView, Server
     Ok(credential_view(credential, web.mqtt_broker))
 }
 
-pub async fn gateway_registration(id: String) -> Result<String, ServerFnError> {
+pub async fn gateway_registration(id: String) -> Result<String, WebError> {
     let (principal, mut tx) = read_session().await?;
     let id: Uuid = id
         .parse()
@@ -364,7 +364,7 @@ pub async fn gateway_registration(id: String) -> Result<String, ServerFnError> {
     })
 }
 
-pub async fn rotate_gateway_credential(csrf: String, id: String) -> Result<(), ServerFnError> {
+pub async fn rotate_gateway_credential(csrf: String, id: String) -> Result<(), WebError> {
     let result = async {
         let web = super::ctx().map_err(|_| ui("internal"))?;
         let (principal, mut tx) = session_for_change(&csrf).await?;
@@ -388,7 +388,7 @@ pub async fn create_gateway(
     kind: String,
     form: GatewayForm,
     buses: Vec<BusForm>,
-) -> Result<(), ServerFnError> {
+) -> Result<(), WebError> {
     let result = async {
         let (principal, mut tx) = session_for_change(&csrf).await?;
         let input = GatewayInput {
@@ -417,11 +417,7 @@ pub async fn create_gateway(
     finish(result)
 }
 
-pub async fn update_gateway(
-    csrf: String,
-    id: String,
-    form: GatewayForm,
-) -> Result<(), ServerFnError> {
+pub async fn update_gateway(csrf: String, id: String, form: GatewayForm) -> Result<(), WebError> {
     let result = async {
         let (principal, mut tx) = session_for_change(&csrf).await?;
         let id: Uuid = id.parse().map_err(|_| ui("not_found"))?;
@@ -447,7 +443,7 @@ pub async fn update_gateway(
     finish(result)
 }
 
-pub async fn set_buses(csrf: String, id: String, buses: Vec<BusForm>) -> Result<(), ServerFnError> {
+pub async fn set_buses(csrf: String, id: String, buses: Vec<BusForm>) -> Result<(), WebError> {
     let result = async {
         let (principal, mut tx) = session_for_change(&csrf).await?;
         let id: Uuid = id.parse().map_err(|_| ui("not_found"))?;
@@ -462,7 +458,7 @@ pub async fn set_buses(csrf: String, id: String, buses: Vec<BusForm>) -> Result<
     finish(result)
 }
 
-pub async fn gateway_status(csrf: String, id: String, action: String) -> Result<(), ServerFnError> {
+pub async fn gateway_status(csrf: String, id: String, action: String) -> Result<(), WebError> {
     let result = async {
         let (principal, mut tx) = session_for_change(&csrf).await?;
         let id: Uuid = id.parse().map_err(|_| ui("not_found"))?;
@@ -487,7 +483,7 @@ pub async fn gateway_status(csrf: String, id: String, action: String) -> Result<
 // ---------------------------------------------------------------------------------------------
 // Meter changes
 
-pub async fn create_meter(csrf: String, form: MeterForm) -> Result<(), ServerFnError> {
+pub async fn create_meter(csrf: String, form: MeterForm) -> Result<(), WebError> {
     let result = async {
         let (principal, mut tx) = session_for_change(&csrf).await?;
         let input = field::MeterInput {
@@ -523,7 +519,7 @@ pub async fn create_meter(csrf: String, form: MeterForm) -> Result<(), ServerFnE
 }
 
 /// A meter edit: every field of the form is the meter's new value (empty clears).
-pub async fn update_meter(csrf: String, id: String, form: MeterForm) -> Result<(), ServerFnError> {
+pub async fn update_meter(csrf: String, id: String, form: MeterForm) -> Result<(), WebError> {
     let result = async {
         let (principal, mut tx) = session_for_change(&csrf).await?;
         let id: Uuid = id.parse().map_err(|_| ui("not_found"))?;
@@ -547,7 +543,7 @@ pub async fn update_meter(csrf: String, id: String, form: MeterForm) -> Result<(
     finish(result)
 }
 
-pub async fn swap_meter(csrf: String, id: String, form: SwapForm) -> Result<(), ServerFnError> {
+pub async fn swap_meter(csrf: String, id: String, form: SwapForm) -> Result<(), WebError> {
     let result = async {
         let (principal, mut tx) = session_for_change(&csrf).await?;
         let id: Uuid = id.parse().map_err(|_| ui("not_found"))?;
@@ -577,7 +573,7 @@ pub async fn remove_meter(
     id: String,
     final_kwh: String,
     reason: String,
-) -> Result<(), ServerFnError> {
+) -> Result<(), WebError> {
     let result = async {
         let (principal, mut tx) = session_for_change(&csrf).await?;
         let id: Uuid = id.parse().map_err(|_| ui("not_found"))?;
@@ -602,7 +598,7 @@ pub async fn bulk_meters(
     alarm1: String,
     alarm2: String,
     prepayment_mode: String,
-) -> Result<(), ServerFnError> {
+) -> Result<(), WebError> {
     let result = async {
         let (principal, mut tx) = session_for_change(&csrf).await?;
         let meter_ids = meter_ids
@@ -654,7 +650,7 @@ pub async fn get_fleet(
     problems: String,
     q: String,
     offset: String,
-) -> Result<crate::api::FleetView, ServerFnError> {
+) -> Result<crate::api::FleetView, WebError> {
     use powertab_core::field::fleet::{self, FleetFilter, FLEET_PAGE_DEFAULT};
     let (principal, mut tx) = read_session().await?;
     let tz = company_tz(&principal);
@@ -740,7 +736,7 @@ pub async fn get_fleet(
     })
 }
 
-pub async fn get_meter_live(id: String) -> Result<crate::api::MeterLiveView, ServerFnError> {
+pub async fn get_meter_live(id: String) -> Result<crate::api::MeterLiveView, WebError> {
     use powertab_core::field::fleet::{self, ReadingFilter};
     let (principal, mut tx) = read_session().await?;
     let id: Uuid = id
@@ -849,7 +845,7 @@ pub async fn get_meter_live(id: String) -> Result<crate::api::MeterLiveView, Ser
     })
 }
 
-pub async fn read_meter_now(csrf: String, id: String) -> Result<(), ServerFnError> {
+pub async fn read_meter_now(csrf: String, id: String) -> Result<(), WebError> {
     let result = async {
         let (principal, mut tx) = session_for_change(&csrf).await?;
         let id: Uuid = id.parse().map_err(|_| ui("not_found"))?;
@@ -869,7 +865,7 @@ pub async fn list_readings(
     from: String,
     to: String,
     flagged: String,
-) -> Result<crate::api::ReadingsView, ServerFnError> {
+) -> Result<crate::api::ReadingsView, WebError> {
     use powertab_core::field::fleet::{self, ReadingFilter};
     let (principal, mut tx) = read_session().await?;
     let id: Uuid = id
@@ -939,7 +935,7 @@ pub async fn list_readings(
     })
 }
 
-pub async fn platform_registrations() -> Result<crate::api::RegistrationsView, ServerFnError> {
+pub async fn platform_registrations() -> Result<crate::api::RegistrationsView, WebError> {
     let (principal, mut tx) = read_session().await?;
     if !principal.role.is_platform() || principal.company.is_some() {
         return Err(read_err(powertab_core::CoreError::NotFound("resource")));
@@ -1008,7 +1004,7 @@ pub async fn claim_registration(
     csrf: String,
     registration_hex: String,
     company_id: String,
-) -> Result<(), ServerFnError> {
+) -> Result<(), WebError> {
     let result = async {
         let (principal, mut tx) = session_for_change(&csrf).await?;
         let company_id: i64 = company_id
@@ -1029,7 +1025,7 @@ pub async fn claim_registration(
     finish(result)
 }
 
-pub async fn registration_problems() -> Result<Vec<(String, String)>, ServerFnError> {
+pub async fn registration_problems() -> Result<Vec<(String, String)>, WebError> {
     let (principal, mut tx) = read_session().await?;
     principal.require_read_company().map_err(read_err)?;
     let company_id = principal.company().map_err(read_err)?.id;

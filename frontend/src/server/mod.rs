@@ -2,6 +2,7 @@
 //! browser session from cookies, CSRF checks, redirects, and the calls into core services.
 //! The server mounts the app with a [`WebContext`] in the reactive context.
 
+use crate::api::WebError;
 use crate::api::{AuditRow, CompanyRow, PageView, SessionView, UserRow};
 use crate::i18n::LANG_COOKIE;
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
@@ -40,15 +41,15 @@ pub struct WebContext {
     pub mqtt_broker: String,
 }
 
-fn internal(message: impl std::fmt::Display) -> ServerFnError {
-    ServerFnError::new(message.to_string())
+fn internal(message: impl std::fmt::Display) -> WebError {
+    WebError::new(message.to_string())
 }
 
-pub(crate) fn ctx() -> Result<WebContext, ServerFnError> {
+pub(crate) fn ctx() -> Result<WebContext, WebError> {
     use_context::<WebContext>().ok_or_else(|| internal("web context missing"))
 }
 
-fn parts() -> Result<Parts, ServerFnError> {
+fn parts() -> Result<Parts, WebError> {
     use_context::<Parts>().ok_or_else(|| internal("request missing"))
 }
 
@@ -89,7 +90,7 @@ async fn open_session(csrf: Option<&str>, intent: Intent) -> Result<(Principal, 
 
 /// Who is signed in, whatever they may do (the shell, the password page); `None` when the
 /// cookie is absent, expired or no longer valid.
-async fn session() -> Result<Option<(Principal, Tx)>, ServerFnError> {
+async fn session() -> Result<Option<(Principal, Tx)>, WebError> {
     match open_session(None, Intent::PasswordChange { changes: false }).await {
         Ok(found) => Ok(Some(found)),
         Err(Refused::SignedOut(_)) => Ok(None),
@@ -209,7 +210,7 @@ pub fn encode(text: &str) -> String {
 }
 
 /// Ends a change: redirect to `Ok(url)`, or back to the form with the error in the query.
-fn finish(result: Result<String, UiError>) -> Result<(), ServerFnError> {
+fn finish(result: Result<String, UiError>) -> Result<(), WebError> {
     let target = match result {
         Ok(url) => url,
         Err(err) => {
@@ -240,7 +241,7 @@ fn company_tz(principal: &Principal) -> chrono_tz::Tz {
 // ---------------------------------------------------------------------------------------------
 // Reads
 
-pub async fn session_view() -> Result<Option<SessionView>, ServerFnError> {
+pub async fn session_view() -> Result<Option<SessionView>, WebError> {
     let Some((principal, mut tx)) = session().await? else {
         return Ok(None);
     };
@@ -276,7 +277,7 @@ pub async fn session_view() -> Result<Option<SessionView>, ServerFnError> {
 /// Reads need a session; an anonymous read is a plain error (the page redirects to login). A
 /// user who must change the initial password reads nothing but their own session
 /// ([`session_view`]).
-async fn read_session() -> Result<(Principal, Tx), ServerFnError> {
+async fn read_session() -> Result<(Principal, Tx), WebError> {
     match open_session(None, Intent::Read).await {
         Ok(found) => Ok(found),
         Err(Refused::SignedOut(_)) => Err(internal("unauthorized")),
@@ -288,7 +289,7 @@ async fn read_session() -> Result<(Principal, Tx), ServerFnError> {
 
 /// A read's failure as a server function answers it: the error code, with the status REST
 /// gives the same error (404 for what the caller may not see, 403, 422, …), not a blanket 500.
-fn read_err(err: CoreError) -> ServerFnError {
+fn read_err(err: CoreError) -> WebError {
     if err.is_internal() {
         tracing::error!(cause = %err, "internal error in a server function");
     }
@@ -318,7 +319,7 @@ fn company_row(c: companies::Company) -> CompanyRow {
     }
 }
 
-pub async fn list_companies(q: String, status: String) -> Result<Vec<CompanyRow>, ServerFnError> {
+pub async fn list_companies(q: String, status: String) -> Result<Vec<CompanyRow>, WebError> {
     let (principal, _tx) = read_session().await?;
     let filter = companies::CompanyFilter {
         status: Some(status),
@@ -330,7 +331,7 @@ pub async fn list_companies(q: String, status: String) -> Result<Vec<CompanyRow>
     Ok(list.into_iter().map(company_row).collect())
 }
 
-pub async fn get_company(id: i64) -> Result<CompanyRow, ServerFnError> {
+pub async fn get_company(id: i64) -> Result<CompanyRow, WebError> {
     let (principal, _tx) = read_session().await?;
     companies::get(&ctx()?.pool, &principal, id)
         .await
@@ -363,7 +364,7 @@ pub async fn list_users(
     role: String,
     status: String,
     cursor: String,
-) -> Result<PageView<UserRow>, ServerFnError> {
+) -> Result<PageView<UserRow>, WebError> {
     let (principal, mut tx) = read_session().await?;
     let filter = UserFilter {
         role: non_empty(role).and_then(|r| r.parse().ok()),
@@ -382,7 +383,7 @@ pub async fn list_users(
     })
 }
 
-pub async fn get_user(id: String) -> Result<UserRow, ServerFnError> {
+pub async fn get_user(id: String) -> Result<UserRow, WebError> {
     let (principal, mut tx) = read_session().await?;
     let id: Uuid = id.parse().map_err(|_| internal("not_found"))?;
     let user = users::get(&mut tx, &principal, id)
@@ -407,7 +408,7 @@ pub async fn list_audit(
     from: String,
     to: String,
     cursor: String,
-) -> Result<PageView<AuditRow>, ServerFnError> {
+) -> Result<PageView<AuditRow>, WebError> {
     let (principal, mut tx) = read_session().await?;
     if platform {
         if !principal.role.is_platform() {
@@ -462,11 +463,7 @@ pub async fn list_audit(
 // ---------------------------------------------------------------------------------------------
 // Changes
 
-pub async fn login(
-    company: String,
-    username: String,
-    password: String,
-) -> Result<(), ServerFnError> {
+pub async fn login(company: String, username: String, password: String) -> Result<(), WebError> {
     let ctx = ctx()?;
     let parts = parts()?;
     let ip = boundary::client_ip(&parts.headers, &parts.extensions, ctx.trust_forwarded_for);
@@ -500,7 +497,7 @@ pub async fn login(
     finish(result)
 }
 
-pub async fn logout(csrf: String) -> Result<(), ServerFnError> {
+pub async fn logout(csrf: String) -> Result<(), WebError> {
     // The session ends whatever the form carried: a stale page's logout (its CSRF token from
     // an older session) must not leave a live refresh token behind.
     let _ = csrf;
@@ -512,7 +509,7 @@ pub async fn logout(csrf: String) -> Result<(), ServerFnError> {
     finish(Ok("/login".into()))
 }
 
-pub fn set_language(lang: String) -> Result<(), ServerFnError> {
+pub fn set_language(lang: String) -> Result<(), WebError> {
     let lang = if lang == "en" { "en" } else { "zh" };
     let secure = if ctx()?.cookie_secure { "; Secure" } else { "" };
     set_cookies(vec![format!(
@@ -521,11 +518,7 @@ pub fn set_language(lang: String) -> Result<(), ServerFnError> {
     finish(Ok(back_path()))
 }
 
-pub async fn change_password(
-    csrf: String,
-    current: String,
-    new: String,
-) -> Result<(), ServerFnError> {
+pub async fn change_password(csrf: String, current: String, new: String) -> Result<(), WebError> {
     let result = async {
         let (principal, mut tx) = session_for_password_change(&csrf).await?;
         auth::change_own_password(&mut tx, &principal, &current, &new).await?;
@@ -553,7 +546,7 @@ pub async fn create_company(
     name: String,
     time_zone: String,
     quotas: [String; 3],
-) -> Result<(), ServerFnError> {
+) -> Result<(), WebError> {
     let result = async {
         let (principal, _tx) = session_for_change(&csrf).await?;
         let input = NewCompany {
@@ -577,7 +570,7 @@ pub async fn create_company(
     finish(result)
 }
 
-pub async fn company_status(csrf: String, id: i64, action: String) -> Result<(), ServerFnError> {
+pub async fn company_status(csrf: String, id: i64, action: String) -> Result<(), WebError> {
     let result = async {
         let (principal, _tx) = session_for_change(&csrf).await?;
         let pool = ctx().map_err(|_| ui("internal"))?.pool;
@@ -594,7 +587,7 @@ pub async fn create_company_admin(
     username: String,
     display_name: String,
     password: String,
-) -> Result<(), ServerFnError> {
+) -> Result<(), WebError> {
     let result = async {
         let (principal, _tx) = session_for_change(&csrf).await?;
         let pool = ctx().map_err(|_| ui("internal"))?.pool;
@@ -615,7 +608,7 @@ pub async fn create_company_admin(
     finish(result)
 }
 
-pub async fn enter_company(csrf: String, id: i64) -> Result<(), ServerFnError> {
+pub async fn enter_company(csrf: String, id: i64) -> Result<(), WebError> {
     let result = async {
         let (principal, _tx) = session_for_change(&csrf).await?;
         let ctx = ctx().map_err(|_| ui("internal"))?;
@@ -627,7 +620,7 @@ pub async fn enter_company(csrf: String, id: i64) -> Result<(), ServerFnError> {
     finish(result)
 }
 
-pub async fn leave_company(csrf: String) -> Result<(), ServerFnError> {
+pub async fn leave_company(csrf: String) -> Result<(), WebError> {
     let result = async {
         let (principal, mut tx) = session_for_change(&csrf).await?;
         let ctx = ctx().map_err(|_| ui("internal"))?;
@@ -643,7 +636,7 @@ pub async fn leave_company(csrf: String) -> Result<(), ServerFnError> {
 pub async fn get_property(
     q: String,
     building: String,
-) -> Result<crate::api::PropertyView, ServerFnError> {
+) -> Result<crate::api::PropertyView, WebError> {
     use powertab_core::property;
     let (principal, mut tx) = read_session().await?;
     let tree = property::tree(&mut tx, &principal)
@@ -694,11 +687,7 @@ pub async fn get_property(
     })
 }
 
-pub async fn create_building(
-    csrf: String,
-    name: String,
-    address: String,
-) -> Result<(), ServerFnError> {
+pub async fn create_building(csrf: String, name: String, address: String) -> Result<(), WebError> {
     let result = async {
         let (principal, mut tx) = session_for_change(&csrf).await?;
         powertab_core::property::create_building(
@@ -714,11 +703,7 @@ pub async fn create_building(
     finish(result)
 }
 
-pub async fn create_floor(
-    csrf: String,
-    building_id: String,
-    name: String,
-) -> Result<(), ServerFnError> {
+pub async fn create_floor(csrf: String, building_id: String, name: String) -> Result<(), WebError> {
     let result = async {
         let (principal, mut tx) = session_for_change(&csrf).await?;
         let id: Uuid = building_id
@@ -744,7 +729,7 @@ pub async fn create_shop(
     area_m2: String,
     contact_name: String,
     contact_phone: String,
-) -> Result<(), ServerFnError> {
+) -> Result<(), WebError> {
     let result = async {
         let (principal, mut tx) = session_for_change(&csrf).await?;
         let floor_id: Uuid = floor_id.parse().map_err(|_| field_error("floor_id"))?;
@@ -780,7 +765,7 @@ fn segments(schedule: &powertab_core::tariff::DaySchedule) -> Vec<(u16, u16, Str
         .collect()
 }
 
-pub async fn list_plans() -> Result<Vec<crate::api::PlanView>, ServerFnError> {
+pub async fn list_plans() -> Result<Vec<crate::api::PlanView>, WebError> {
     use powertab_core::tariff::{format_price_units, DaySchedule, Period};
     let (principal, mut tx) = read_session().await?;
     let plans = powertab_core::tariff::plans::list(&mut tx, &principal)
@@ -911,7 +896,7 @@ pub async fn create_plan(
     name: String,
     description: String,
     form: crate::api::VersionForm,
-) -> Result<(), ServerFnError> {
+) -> Result<(), WebError> {
     let result = async {
         let (principal, mut tx) = session_for_change(&csrf).await?;
         let input = powertab_core::tariff::plans::NewPlan {
@@ -931,7 +916,7 @@ pub async fn add_plan_version(
     csrf: String,
     plan_id: String,
     form: crate::api::VersionForm,
-) -> Result<(), ServerFnError> {
+) -> Result<(), WebError> {
     let result = async {
         let (principal, mut tx) = session_for_change(&csrf).await?;
         let id: Uuid = plan_id.parse().map_err(|_| ui("not_found"))?;
@@ -964,7 +949,7 @@ fn import_view(upload: powertab_core::import::Upload) -> crate::api::ImportView 
     }
 }
 
-pub async fn get_import(id: String) -> Result<crate::api::ImportView, ServerFnError> {
+pub async fn get_import(id: String) -> Result<crate::api::ImportView, WebError> {
     let (principal, mut tx) = read_session().await?;
     let id: Uuid = id.parse().map_err(|_| internal("not_found"))?;
     let upload = powertab_core::import::upload(&mut tx, &principal, id)
@@ -973,7 +958,7 @@ pub async fn get_import(id: String) -> Result<crate::api::ImportView, ServerFnEr
     Ok(import_view(upload))
 }
 
-pub async fn confirm_import(csrf: String, id: String) -> Result<(), ServerFnError> {
+pub async fn confirm_import(csrf: String, id: String) -> Result<(), WebError> {
     let result = async {
         let (principal, mut tx) = session_for_change(&csrf).await?;
         let id: Uuid = id.parse().map_err(|_| ui("not_found"))?;
@@ -1007,7 +992,7 @@ pub async fn create_user(
     role: String,
     password: String,
     rights: Vec<&'static str>,
-) -> Result<(), ServerFnError> {
+) -> Result<(), WebError> {
     let result = async {
         let (principal, mut tx) = session_for_change(&csrf).await?;
         let input = NewUser {
@@ -1044,7 +1029,7 @@ pub async fn update_user(
     role: String,
     building_ids: String,
     rights: Vec<&'static str>,
-) -> Result<(), ServerFnError> {
+) -> Result<(), WebError> {
     let result = async {
         let (principal, mut tx) = session_for_change(&csrf).await?;
         let id: Uuid = id.parse().map_err(|_| ui("not_found"))?;
@@ -1063,7 +1048,7 @@ pub async fn update_user(
     finish(result)
 }
 
-pub async fn user_status(csrf: String, id: String, action: String) -> Result<(), ServerFnError> {
+pub async fn user_status(csrf: String, id: String, action: String) -> Result<(), WebError> {
     let result = async {
         let (principal, mut tx) = session_for_change(&csrf).await?;
         let id: Uuid = id.parse().map_err(|_| ui("not_found"))?;
@@ -1079,7 +1064,7 @@ pub async fn reset_user_password(
     csrf: String,
     id: String,
     password: String,
-) -> Result<(), ServerFnError> {
+) -> Result<(), WebError> {
     let result = async {
         let (principal, mut tx) = session_for_change(&csrf).await?;
         let id: Uuid = id.parse().map_err(|_| ui("not_found"))?;

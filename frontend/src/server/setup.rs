@@ -5,9 +5,9 @@
 use super::{
     company_tz, field_error, finish, non_empty, read_err, read_session, session_for_change, UiError,
 };
+use crate::api::WebError;
 use crate::api::{PreviewQuery, PreviewRow, PreviewView, SettingsForm, SettingsView};
 use chrono::{Datelike, NaiveDate};
-use leptos::prelude::*;
 use powertab_core::kernel::money::{format_wh_as_kwh, parse_kwh_as_wh, AmountFen};
 use powertab_core::tariff::profile::ShopType;
 use powertab_core::tenancy::settings::{self, CalendarDay, CompanySettings};
@@ -27,7 +27,7 @@ fn this_year(principal: &powertab_core::auth::Principal) -> i32 {
     principal.now().with_timezone(&principal.tz()).year()
 }
 
-pub async fn get_settings(year: String) -> Result<SettingsView, ServerFnError> {
+pub async fn get_settings(year: String) -> Result<SettingsView, WebError> {
     let (principal, mut tx) = read_session().await?;
     let s = settings::get(&mut tx, &principal).await.map_err(read_err)?;
     let tz = company_tz(&principal);
@@ -88,7 +88,7 @@ fn minute_of_day(text: &str, field: &str) -> Result<Option<i32>, UiError> {
     }
 }
 
-pub async fn save_settings(csrf: String, form: SettingsForm) -> Result<(), ServerFnError> {
+pub async fn save_settings(csrf: String, form: SettingsForm) -> Result<(), WebError> {
     let result = async {
         let (principal, mut tx) = session_for_change(&csrf).await?;
         let input = CompanySettings {
@@ -120,7 +120,7 @@ pub async fn set_calendar_day(
     day: String,
     kind: String,
     name: String,
-) -> Result<(), ServerFnError> {
+) -> Result<(), WebError> {
     let result = async {
         let (principal, mut tx) = session_for_change(&csrf).await?;
         let day = parse_day(&day)?;
@@ -132,7 +132,7 @@ pub async fn set_calendar_day(
     finish(result)
 }
 
-pub async fn clear_calendar_day(csrf: String, day: String) -> Result<(), ServerFnError> {
+pub async fn clear_calendar_day(csrf: String, day: String) -> Result<(), WebError> {
     let result = async {
         let (principal, mut tx) = session_for_change(&csrf).await?;
         let day = parse_day(&day)?;
@@ -145,8 +145,8 @@ pub async fn clear_calendar_day(csrf: String, day: String) -> Result<(), ServerF
 }
 
 /// The 24 hourly Wh of the query: typed values, or a shop type's shape scaled to the daily kWh.
-fn hourly_profile(query: &PreviewQuery) -> Result<Vec<i64>, ServerFnError> {
-    let bad = |what: &str| ServerFnError::new(format!("validation_failed: {what}"));
+fn hourly_profile(query: &PreviewQuery) -> Result<Vec<i64>, WebError> {
+    let bad = |what: &str| WebError::new(format!("validation_failed: {what}"));
     if !query.hourly_kwh.trim().is_empty() {
         let values = query
             .hourly_kwh
@@ -167,7 +167,7 @@ fn hourly_profile(query: &PreviewQuery) -> Result<Vec<i64>, ServerFnError> {
     Ok(shop_type.hourly_wh(daily_wh).to_vec())
 }
 
-pub async fn tariff_preview(query: PreviewQuery) -> Result<PreviewView, ServerFnError> {
+pub async fn tariff_preview(query: PreviewQuery) -> Result<PreviewView, WebError> {
     let (principal, mut tx) = read_session().await?;
     let plans: Vec<(String, String)> = powertab_core::tariff::plans::list(&mut tx, &principal)
         .await
