@@ -428,10 +428,10 @@ pub struct MeterLiveView {
     pub latest: Vec<(String, String)>,
     pub read_at: String,
     pub age_s: Option<i64>,
-    /// (local day, kWh, bar height 0–100) for the last 14 days.
-    pub daily: Vec<(String, String, i64)>,
-    /// (local hour, kWh, bar height 0–100) for the last 24 hours.
-    pub hourly: Vec<(String, String, i64)>,
+    /// The last 14 local days, one slot each (today last); empty when never read.
+    pub daily: Vec<crate::chart::ChartSlot>,
+    /// The last 24 local hours, one slot each (this hour last); empty when never read.
+    pub hourly: Vec<crate::chart::ChartSlot>,
     /// (time, kWh, W, flag) of the newest readings.
     pub recent: Vec<(String, String, String, String)>,
 }

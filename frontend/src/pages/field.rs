@@ -20,6 +20,7 @@ use crate::api::{
     BulkMeters, CreateGateway, CreateMeter, GatewayStatus, ReadMeterNow, RemoveMeter,
     RotateGatewayCredential, SetGatewayBuses, SwapMeter, UpdateGateway, UpdateMeter,
 };
+use crate::chart::EnergyChart;
 use leptos::server_fn::ServerFn as _;
 
 /// The meter models, in the order the model list offers them.
@@ -753,19 +754,11 @@ fn MeterLive(id: String, can_export: bool) -> impl IntoView {
                     }}
                     {(!v.hourly.is_empty()).then(|| view! {
                         <h3>{tr(lang, "live.hourly")}</h3>
-                        <div class="day-bars" id="hourly-bars">
-                            {v.hourly.iter().map(|(hour, kwh, height)| view! {
-                                <span style=format!("height:{height}%") title=format!("{hour} {kwh} kWh")></span>
-                            }).collect_view()}
-                        </div>
+                        <EnergyChart id="hourly-bars" slots=v.hourly.clone() label_every=3 no_data=tr(lang, "live.no_data")/>
                     })}
                     {(!v.daily.is_empty()).then(|| view! {
                         <h3>{tr(lang, "live.daily")}</h3>
-                        <div class="day-bars" id="daily-bars">
-                            {v.daily.iter().map(|(day, kwh, height)| view! {
-                                <span style=format!("height:{height}%") title=format!("{day} {kwh} kWh")></span>
-                            }).collect_view()}
-                        </div>
+                        <EnergyChart id="daily-bars" slots=v.daily.clone() label_every=2 no_data=tr(lang, "live.no_data")/>
                     })}
                     {(!v.recent.is_empty()).then(|| view! {
                         <h3>{tr(lang, "live.recent")}</h3>

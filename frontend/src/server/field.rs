@@ -761,11 +761,9 @@ pub async fn get_meter_live(id: String) -> Result<crate::api::MeterLiveView, Web
     for d in daily_rows {
         *by_day.entry(d.day).or_default() += d.energy_wh;
     }
-    let peak = by_day.values().copied().max().unwrap_or(0).max(1);
     let hours = fleet::hourly_energy(&mut tx, &principal, id, 24)
         .await
         .map_err(read_err)?;
-    let hour_peak = hours.iter().map(|h| h.energy_wh).max().unwrap_or(0).max(1);
     let latest = recent.iter().find(|r| r.flag.is_none()).or(recent.first());
     let list = |v: &Option<Vec<i32>>, unit: &str, scale: i32| {
         v.as_ref()
@@ -817,20 +815,17 @@ pub async fn get_meter_live(id: String) -> Result<crate::api::MeterLiveView, Web
             .map(|r| local_time(r.read_at, &tz))
             .unwrap_or_default(),
         age_s: latest.map(|r| (principal.now() - r.read_at).num_seconds().max(0)),
-        daily: by_day
-            .into_iter()
-            .map(|(day, wh)| (day.to_string(), format_wh_as_kwh(wh), wh * 100 / peak))
-            .collect(),
-        hourly: hours
-            .into_iter()
-            .map(|h| {
-                (
-                    h.hour,
-                    format_wh_as_kwh(h.energy_wh),
-                    h.energy_wh * 100 / hour_peak,
-                )
-            })
-            .collect(),
+        daily: if latest.is_some() {
+            day_slots(&by_day, principal.today())
+        } else {
+            Vec::new()
+        },
+        hourly: if latest.is_some() {
+            let by_hour = hours.into_iter().map(|h| (h.hour, h.energy_wh)).collect();
+            hour_slots(&by_hour, principal.now().with_timezone(&tz))
+        } else {
+            Vec::new()
+        },
         recent: recent
             .into_iter()
             .map(|r| {
@@ -1036,4 +1031,43 @@ pub async fn registration_problems() -> Result<Vec<(String, String)>, WebError> 
         .into_iter()
         .map(|p| (p.identity, p.problem))
         .collect())
+}
+
+/// Fixed slots of the last 14 local days ending `today`: a day without daily energy is a gap.
+fn day_slots(
+    by_day: &std::collections::BTreeMap<chrono::NaiveDate, i64>,
+    today: chrono::NaiveDate,
+) -> Vec<crate::chart::ChartSlot> {
+    (0..14)
+        .rev()
+        .map(|back| {
+            let day = today - chrono::Duration::days(back);
+            crate::chart::ChartSlot {
+                label: day.format("%m-%d").to_string(),
+                title: day.to_string(),
+                value_wh: by_day.get(&day).copied(),
+            }
+        })
+        .collect()
+}
+
+/// Fixed slots of the last 24 local hours ending with the one `now` is in (keys as
+/// `fleet::hourly_energy` writes them, `YYYY-MM-DD HH:00`): an hour without counted energy is a
+/// gap.
+fn hour_slots(
+    by_hour: &std::collections::HashMap<String, i64>,
+    now: chrono::DateTime<chrono_tz::Tz>,
+) -> Vec<crate::chart::ChartSlot> {
+    (0..24)
+        .rev()
+        .map(|back| {
+            let at = now - chrono::Duration::hours(back);
+            let key = at.format("%Y-%m-%d %H:00").to_string();
+            crate::chart::ChartSlot {
+                label: at.format("%H").to_string(),
+                value_wh: by_hour.get(&key).copied(),
+                title: key,
+            }
+        })
+        .collect()
 }

@@ -454,7 +454,32 @@ async fn the_meter_page_shows_live_values_and_energy_bars() {
         live.contains("100.5 kWh") && live.contains("1800 W") && live.contains("220.1 V"),
         "{live}"
     );
-    assert!(html.contains("id=\"hourly-bars\"") && html.contains("id=\"daily-bars\""));
+    // The charts: a fixed slot per hour (24) and per day (14), a bar where energy was counted
+    // (0.5 kWh in one hour), a marked gap elsewhere — no invented zeros — and a labelled axis.
+    let chart = |id: &str| {
+        let svg = html
+            .split(&format!("id=\"{id}\""))
+            .nth(1)
+            .expect("the chart")
+            .split("</svg>")
+            .next()
+            .unwrap()
+            .to_owned();
+        (
+            svg.matches("class=\"bar\"").count(),
+            svg.matches("class=\"gap\"").count(),
+            svg,
+        )
+    };
+    let (bars, gaps, hourly) = chart("hourly-bars");
+    assert_eq!((bars, gaps), (1, 23), "{hourly}");
+    assert!(
+        hourly.contains("0.5 kWh") && hourly.contains("无数据"),
+        "{hourly}"
+    );
+    assert!(hourly.contains("kWh</text>"), "the unit on the axis");
+    let (bars, gaps, _) = chart("daily-bars");
+    assert_eq!((bars, gaps), (1, 13));
     assert!(html.contains("id=\"read-now\""), "the read-now button");
 }
 
