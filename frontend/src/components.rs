@@ -37,7 +37,8 @@ pub fn Flash() -> impl IntoView {
                 .split(',')
                 .filter(|f| is_field_name(f))
                 .take(20)
-                .map(str::to_owned)
+                // Readable names in the page's language where we have them.
+                .map(|f| tr_known(lang, &format!("field.{f}")).unwrap_or_else(|| f.to_owned()))
                 .collect();
             let names = (!fields.is_empty()).then(|| format!(" ({})", fields.join(", ")));
             Some(

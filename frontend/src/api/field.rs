@@ -86,6 +86,9 @@ pub struct MeterListView {
     pub buses: Vec<(String, String)>,
     /// (shop id, "building · number name")
     pub shops: Vec<(String, String)>,
+    /// What a refused add-meter form had in it.
+    #[serde(default)]
+    pub kept: super::KeptForm,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

@@ -568,50 +568,61 @@ fn MeterList(
 #[component]
 fn NewMeterForm(list: MeterListView, csrf: String) -> impl IntoView {
     let lang = use_lang();
+    // A refused form comes back as it was typed, its wrong fields marked (`?fields=`).
+    let kept = list.kept.clone();
+    let wrong = query_param("fields")();
+    let invalid = move |field: &str| {
+        wrong
+            .split(',')
+            .any(|f| f == field || f.strip_prefix("meter_") == Some(field))
+            .then_some("true")
+    };
+    let value = |field: &str| kept.value_or(field, "");
+    let chose = |field: &str, v: &str| kept.chose(field, v);
     view! {
         <h2>{tr(lang, "meters.new")}</h2>
         <form method="post" action=CreateMeter::PATH class="grid" id="meter-form">
             <Csrf token=csrf/>
             <label>{tr(lang, "meters.bus")}
-                <select name="bus_id" required>
-                    {list.buses.iter().map(|(id, name)| view! { <option value=id.clone()>{name.clone()}</option> }).collect_view()}
+                <select name="bus_id" required aria-invalid=invalid("bus_id")>
+                    {list.buses.iter().map(|(id, name)| view! { <option value=id.clone() selected=chose("bus_id", id)>{name.clone()}</option> }).collect_view()}
                 </select>
             </label>
             <label>{tr(lang, "meters.model")}
-                <select name="model">
-                    {models().into_iter().map(|m| view! { <option value=m>{tr(lang, &format!("meters.model.{m}"))}</option> }).collect_view()}
+                <select name="model" aria-invalid=invalid("model")>
+                    {models().into_iter().map(|m| view! { <option value=m selected=chose("model", m)>{tr(lang, &format!("meters.model.{m}"))}</option> }).collect_view()}
                 </select>
             </label>
-            <label>{tr(lang, "meters.address")}<input name="address" required/></label>
-            <label>{tr(lang, "meters.number")}<input name="meter_number" required inputmode="numeric" maxlength="16"/></label>
-            <label>{tr(lang, "meters.ct_ratio")}<input name="ct_ratio" inputmode="numeric" placeholder="1"/></label>
-            <label>{tr(lang, "meters.pt_ratio")}<input name="pt_ratio" inputmode="numeric" placeholder="1"/></label>
+            <label>{tr(lang, "meters.address")}<input name="address" required value=value("address") aria-invalid=invalid("address")/></label>
+            <label>{tr(lang, "meters.number")}<input name="meter_number" required inputmode="numeric" maxlength="16" value=value("meter_number") aria-invalid=invalid("meter_number")/></label>
+            <label>{tr(lang, "meters.ct_ratio")}<input name="ct_ratio" inputmode="numeric" placeholder="1" value=value("ct_ratio") aria-invalid=invalid("ct_ratio")/></label>
+            <label>{tr(lang, "meters.pt_ratio")}<input name="pt_ratio" inputmode="numeric" placeholder="1" value=value("pt_ratio") aria-invalid=invalid("pt_ratio")/></label>
             <label>{tr(lang, "meters.mode")}
-                <select name="prepayment_mode">
-                    {["platform", "meter"].map(|m| view! { <option value=m>{tr(lang, &format!("meters.mode.{m}"))}</option> })}
+                <select name="prepayment_mode" aria-invalid=invalid("prepayment_mode")>
+                    {["platform", "meter"].map(|m| view! { <option value=m selected=chose("prepayment_mode", m)>{tr(lang, &format!("meters.mode.{m}"))}</option> })}
                 </select>
             </label>
             <label>{tr(lang, "meters.role")}
-                <select name="role">
-                    {["shop", "main", "common"].map(|r| view! { <option value=r>{tr(lang, &format!("meters.role.{r}"))}</option> })}
+                <select name="role" aria-invalid=invalid("role")>
+                    {["shop", "main", "common"].map(|r| view! { <option value=r selected=chose("role", r)>{tr(lang, &format!("meters.role.{r}"))}</option> })}
                 </select>
             </label>
             <label>{tr(lang, "meters.shop")}
-                <select name="shop_id">
+                <select name="shop_id" aria-invalid=invalid("shop_id")>
                     <option value="">"—"</option>
-                    {list.shops.iter().map(|(id, name)| view! { <option value=id.clone()>{name.clone()}</option> }).collect_view()}
+                    {list.shops.iter().map(|(id, name)| view! { <option value=id.clone() selected=chose("shop_id", id)>{name.clone()}</option> }).collect_view()}
                 </select>
             </label>
             <label>{tr(lang, "meters.plan")}
-                <select name="plan_id">
+                <select name="plan_id" aria-invalid=invalid("tariff_plan_id")>
                     <option value="">"—"</option>
-                    {list.plans.iter().map(|(id, name)| view! { <option value=id.clone()>{name.clone()}</option> }).collect_view()}
+                    {list.plans.iter().map(|(id, name)| view! { <option value=id.clone() selected=chose("plan_id", id)>{name.clone()}</option> }).collect_view()}
                 </select>
             </label>
-            <label>{tr(lang, "meters.initial_kwh")}<input name="initial_kwh" inputmode="decimal" placeholder="0"/></label>
-            <label>{tr(lang, "meters.install_date")}<input name="install_date" type="date"/></label>
-            <label>{tr(lang, "meters.dlt645_password")}<input name="dlt645_password" class="mono" maxlength="8"/></label>
-            <label>{tr(lang, "meters.dlt645_operator")}<input name="dlt645_operator" class="mono" maxlength="8"/></label>
+            <label>{tr(lang, "meters.initial_kwh")}<input name="initial_kwh" inputmode="decimal" placeholder="0" value=value("initial_kwh") aria-invalid=invalid("initial_energy_wh")/></label>
+            <label>{tr(lang, "meters.install_date")}<input name="install_date" type="date" value=value("install_date") aria-invalid=invalid("install_date")/></label>
+            <label>{tr(lang, "meters.dlt645_password")}<input name="dlt645_password" class="mono" maxlength="8" aria-invalid=invalid("dlt645_password")/></label>
+            <label>{tr(lang, "meters.dlt645_operator")}<input name="dlt645_operator" class="mono" maxlength="8" value=value("dlt645_operator") aria-invalid=invalid("dlt645_operator")/></label>
             <label class="check"><input type="checkbox" name="accept_crowded_bus" value="on"/>{tr(lang, "meters.accept_crowded")}</label>
             <button type="submit">{tr(lang, "common.create")}</button>
         </form>

@@ -3,8 +3,8 @@
 //! else is left to `powertab_core::field` and `field_changes`, which own the rules.
 
 use super::{
-    company_tz, field_error, finish, local_time, non_empty, read_err, read_session,
-    session_for_change, ui, UiError,
+    company_tz, field_error, finish, finish_keeping, kept_form, local_time, non_empty, read_err,
+    read_session, session_for_change, ui, UiError,
 };
 use crate::api::WebError;
 use crate::api::{
@@ -192,6 +192,7 @@ pub async fn list_meters(
         plans: sorted(&names.plans),
         buses,
         shops: sorted(&names.shops),
+        kept: kept_form("meter-form"),
     })
 }
 
@@ -484,6 +485,7 @@ pub async fn gateway_status(csrf: String, id: String, action: String) -> Result<
 // Meter changes
 
 pub async fn create_meter(csrf: String, form: MeterForm) -> Result<(), WebError> {
+    let typed = form.clone();
     let result = async {
         let (principal, mut tx) = session_for_change(&csrf).await?;
         let input = field::MeterInput {
@@ -515,7 +517,7 @@ pub async fn create_meter(csrf: String, form: MeterForm) -> Result<(), WebError>
         Ok(format!("/meters/{}?ok=common.saved", created.id))
     }
     .await;
-    finish(result)
+    finish_keeping(result, "meter-form", &typed)
 }
 
 /// A meter edit: every field of the form is the meter's new value (empty clears).

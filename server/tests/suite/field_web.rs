@@ -408,6 +408,55 @@ async fn the_meter_page_shows_live_values_and_energy_bars() {
         .fetch_one(&app.db.pool)
         .await
         .unwrap();
+    // A refused form comes back as it was typed, the wrong field marked, no secret kept.
+    let (_, location) = post_form(
+        &app,
+        &client,
+        "/meters",
+        "/sfn/meter_create",
+        &[
+            ("csrf", &csrf),
+            ("bus_id", &bus.to_string()),
+            ("model", "dtsy1352"),
+            ("address", "17"),
+            ("meter_number", "12ab"),
+            ("ct_ratio", "40"),
+            ("role", "common"),
+            ("dlt645_password", "a1b2c3d4"),
+        ],
+    )
+    .await;
+    assert!(location.contains("fields=meter_number"), "{location}");
+    let html = page(&app, &client, &location).await;
+    let form = html
+        .split("id=\"meter-form\"")
+        .nth(1)
+        .unwrap()
+        .split("</form>")
+        .next()
+        .unwrap();
+    assert!(
+        form.contains("value=\"17\"")
+            && form.contains("value=\"12ab\"")
+            && form.contains("value=\"40\""),
+        "typed values kept: {form}"
+    );
+    assert!(form.contains("value=\"common\" selected"), "{form}");
+    assert!(!form.contains("a1b2c3d4"), "a password is never kept");
+    let flash = html
+        .split("class=\"flash error\"")
+        .nth(1)
+        .unwrap()
+        .split("</p>")
+        .next()
+        .unwrap();
+    assert!(
+        flash.contains("表号") && !flash.contains("meter_number"),
+        "a readable field name: {flash}"
+    );
+    let marked = form.split("aria-invalid=\"true\"").count() - 1;
+    assert_eq!(marked, 1, "only the meter number is marked: {form}");
+    assert!(form.contains("name=\"meter_number\" required inputmode=\"numeric\" maxlength=\"16\" value=\"12ab\" aria-invalid=\"true\""), "{form}");
     let (_, location) = post_form(
         &app,
         &client,
@@ -423,6 +472,16 @@ async fn the_meter_page_shows_live_values_and_energy_bars() {
     )
     .await;
     let meter: uuid::Uuid = id_in(&location, "/meters/").parse().unwrap();
+    // After a success the form is empty again.
+    let html = page(&app, &client, "/meters").await;
+    let form = html
+        .split("id=\"meter-form\"")
+        .nth(1)
+        .unwrap()
+        .split("</form>")
+        .next()
+        .unwrap();
+    assert!(!form.contains("value=\"12ab\""), "{form}");
     let now = chrono::Utc::now();
     let reading = |seconds: i64, wh: i64| powertab_ingest::store::NewReading {
         meter_id: meter,
