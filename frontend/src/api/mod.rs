@@ -122,6 +122,9 @@ pub struct ShopView {
 pub struct PropertyView {
     pub buildings: Vec<BuildingView>,
     pub shops: Vec<ShopView>,
+    /// What a refused add-shop form had in it.
+    #[serde(default)]
+    pub kept_shop: KeptForm,
 }
 
 /// A tariff plan for the tariff page.

@@ -50,6 +50,10 @@ pub fn PropertyPage() -> impl IntoView {
 #[component]
 fn PropertyTree(p: PropertyView, csrf: String, can_change: bool) -> impl IntoView {
     let lang = use_lang();
+    // A refused add-shop form comes back as typed, its wrong fields marked.
+    let kept = p.kept_shop.clone();
+    let wrong = query_param("fields")();
+    let invalid = move |field: &str| wrong.split(',').any(|f| f == field).then_some("true");
     let floors: Vec<(String, String)> = p
         .buildings
         .iter()
@@ -120,14 +124,14 @@ fn PropertyTree(p: PropertyView, csrf: String, can_change: bool) -> impl IntoVie
                     <Csrf token=csrf.clone()/>
                     <label>{tr(lang, "property.floor")}
                         <select name="floor_id">
-                            {floors.iter().map(|(id, name)| view! { <option value=id.clone()>{name.clone()}</option> }).collect_view()}
+                            {floors.iter().map(|(id, name)| view! { <option value=id.clone() selected=kept.chose("floor_id", id)>{name.clone()}</option> }).collect_view()}
                         </select>
                     </label>
-                    <label>{tr(lang, "property.number")}<input name="number" required/></label>
-                    <label>{tr(lang, "property.name")}<input name="name"/></label>
-                    <label>{tr(lang, "property.area")}<input name="area_m2" inputmode="decimal"/></label>
-                    <label>{tr(lang, "property.contact")}<input name="contact_name"/></label>
-                    <label>{tr(lang, "users.phone")}<input name="contact_phone" inputmode="tel"/></label>
+                    <label>{tr(lang, "property.number")}<input name="number" required value=kept.value_or("number", "") aria-invalid=invalid("number")/></label>
+                    <label>{tr(lang, "property.name")}<input name="name" value=kept.value_or("name", "") aria-invalid=invalid("name")/></label>
+                    <label>{tr(lang, "property.area")}<input name="area_m2" inputmode="decimal" value=kept.value_or("area_m2", "") aria-invalid=invalid("area_m2")/></label>
+                    <label>{tr(lang, "property.contact")}<input name="contact_name" value=kept.value_or("contact_name", "") aria-invalid=invalid("contact_name")/></label>
+                    <label>{tr(lang, "users.phone")}<input name="contact_phone" inputmode="tel" value=kept.value_or("contact_phone", "") aria-invalid=invalid("contact_phone")/></label>
                     <button type="submit">{tr(lang, "property.add_shop")}</button>
                 </form>
             </div>

@@ -747,6 +747,7 @@ pub async fn get_property(
                 status: s.status,
             })
             .collect(),
+        kept_shop: kept_form("shop-form"),
     })
 }
 
@@ -793,6 +794,10 @@ pub async fn create_shop(
     contact_name: String,
     contact_phone: String,
 ) -> Result<(), WebError> {
+    let typed = serde_json::json!({
+        "floor_id": floor_id, "number": number, "name": name, "area_m2": area_m2,
+        "contact_name": contact_name, "contact_phone": contact_phone,
+    });
     let result = async {
         let (principal, mut tx) = session_for_change(&csrf).await?;
         let floor_id: Uuid = floor_id.parse().map_err(|_| field_error("floor_id"))?;
@@ -810,7 +815,7 @@ pub async fn create_shop(
         Ok("/property?ok=common.saved".to_owned())
     }
     .await;
-    finish(result)
+    finish_keeping(result, "shop-form", &typed)
 }
 
 fn segments(schedule: &powertab_core::tariff::DaySchedule) -> Vec<(u16, u16, String)> {

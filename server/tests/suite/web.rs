@@ -201,6 +201,20 @@ async fn the_property_pages_add_buildings_floors_and_shops_with_plain_forms() {
         location == "/property?error=validation_failed&fields=number",
         "{location}"
     );
+    // It comes back as typed, the number marked.
+    let html = page(&app, &client, &location).await;
+    let form = html
+        .split("id=\"shop-form\"")
+        .nth(1)
+        .unwrap()
+        .split("</form>")
+        .next()
+        .unwrap();
+    assert!(
+        form.contains("value=\"奶茶店\"") && form.contains("value=\"12.5\""),
+        "{form}"
+    );
+    assert_eq!(form.matches("aria-invalid=\"true\"").count(), 1, "{form}");
     let html = page(&app, &client, "/property?q=奶茶").await;
     assert!(
         html.contains("奶茶店") && html.contains("12.50"),
