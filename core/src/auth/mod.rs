@@ -329,9 +329,8 @@ async fn decoy_hash() -> String {
 // ---------------------------------------------------------------------------------------------
 // Tokens
 
-fn now_s() -> i64 {
-    chrono::Utc::now().timestamp()
-}
+/// Seconds a token's expiry may lag behind the clock (clock skew between server processes).
+const TOKEN_LEEWAY_S: i64 = 5;
 
 /// Signs an access token for `sub` in `cid` with `role`.
 pub fn issue_access(
@@ -351,7 +350,7 @@ fn issue_access_in(
     role: Role,
     fam: Option<Uuid>,
 ) -> CoreResult<String> {
-    let iat = now_s();
+    let iat = config.clock.now().timestamp();
     let claims = Claims {
         sub,
         cid,
@@ -368,23 +367,23 @@ fn issue_access_in(
     .map_err(|e| CoreError::Internal(format!("jwt: {e}")))
 }
 
-/// Verifies signature, algorithm and expiry of an access token.
+/// Verifies signature, algorithm and expiry of an access token. Expiry is measured by the
+/// configured clock (jsonwebtoken would read the system clock), like the token's `iat`.
 pub fn decode_access(config: &AuthConfig, token: &str) -> CoreResult<Claims> {
     let mut validation = Validation::new(Algorithm::HS256);
-    validation.leeway = 5;
+    validation.validate_exp = false;
     validation.set_required_spec_claims(&["exp", "sub"]);
-    jsonwebtoken::decode::<Claims>(
+    let claims = jsonwebtoken::decode::<Claims>(
         token,
         &DecodingKey::from_secret(config.jwt_secret.expose().as_bytes()),
         &validation,
     )
     .map(|data| data.claims)
-    .map_err(|e| match e.kind() {
-        jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
-            CoreError::Unauthorized("token expired".into())
-        }
-        _ => CoreError::Unauthorized("invalid token".into()),
-    })
+    .map_err(|_| CoreError::Unauthorized("invalid token".into()))?;
+    if claims.exp.saturating_add(TOKEN_LEEWAY_S) < config.clock.now().timestamp() {
+        return Err(CoreError::Unauthorized("token expired".into()));
+    }
+    Ok(claims)
 }
 
 fn new_refresh_secret() -> String {
@@ -524,7 +523,7 @@ pub async fn login(
         row.role,
     )
     .await?;
-    audit_login(&mut tx, &row, username, company_id, source_ip).await?;
+    audit_login(&mut tx, config, &row, username, company_id, source_ip).await?;
     tx.commit().await?;
     Ok(LoginOutcome {
         tokens,
@@ -537,6 +536,7 @@ pub async fn login(
 /// Records a successful login in the company's audit log (platform staff: the platform's).
 async fn audit_login(
     tx: &mut Tx,
+    config: &AuthConfig,
     row: &LoginRow,
     username: &str,
     company_id: Option<i64>,
@@ -554,7 +554,7 @@ async fn audit_login(
         source_ip: source_ip.map(str::to_owned),
         side_pool: None,
         actor: Actor::Person,
-        clock: crate::kernel::clock::system(),
+        clock: config.clock.clone(),
     };
     match company_id {
         Some(id) => {
