@@ -60,7 +60,7 @@ fn xlsx_err(e: rust_xlsxwriter::XlsxError) -> CoreError {
 impl Sheet {
     /// Writes the workbook; times are shown in `time_zone` (an IANA name, e.g. Asia/Shanghai).
     pub fn to_xlsx(&self, time_zone: &str) -> CoreResult<Vec<u8>> {
-        let tz: Tz = time_zone.parse().unwrap_or(chrono_tz::Asia::Shanghai);
+        let tz: Tz = crate::kernel::clock::time_zone(time_zone);
         let mut workbook = Workbook::new();
         let header = Format::new().set_bold();
         let money = Format::new().set_num_format("0.00");
