@@ -9,6 +9,8 @@
 #     `binaryen` installed once into .local/binaryen when npm is there; skipped otherwise.
 # PT_WASM_FORCE_DEBIAN=1 takes the Debian route even when rustup works (to test it).
 # CARGO_TARGET_DIR is honoured; the bundle always goes to target/site/pkg.
+# `infra/build-wasm.sh clippy` runs clippy (-D warnings) for the wasm build with the same
+# toolchain instead of building.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
@@ -39,6 +41,12 @@ if [ "${PT_WASM_FORCE_DEBIAN:-}" = 1 ] || ! rustup target list --installed 2>/de
     command -v cargo >/dev/null || cargo_cmd=("$web/usr/bin/cargo")
     build_std=(-Zbuild-std=std,panic_abort)
   fi
+fi
+
+if [ "${1:-}" = clippy ]; then
+  log "clippy for wasm32"
+  exec "${cargo_cmd[@]}" clippy "${build_std[@]}" -p powertab-frontend --lib \
+    --target wasm32-unknown-unknown --no-default-features --features hydrate -- -D warnings
 fi
 
 bindgen="$repo/.local/wasm-bindgen-$version/bin/wasm-bindgen"

@@ -1,9 +1,9 @@
 //! The document shell, the router and the session every page shares.
 
-use crate::api::WebError;
-use crate::api::{get_session, SessionView};
 use crate::i18n::{Lang, LANG_COOKIE};
-use crate::pages;
+use crate::tenancy::{get_session, SessionView};
+use crate::web::WebError;
+use crate::{field, import, property, tariff, tenancy};
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, MetaTags, Title};
 use leptos_router::components::{FlatRoutes, Route, Router};
@@ -18,7 +18,7 @@ pub fn current_lang() -> Lang {
     #[cfg(feature = "ssr")]
     {
         let _ = LANG_COOKIE;
-        crate::server::request_cookie(LANG_COOKIE)
+        crate::web::server::request_cookie(LANG_COOKIE)
             .map(|v| Lang::parse(&v))
             .unwrap_or_default()
     }
@@ -92,28 +92,28 @@ pub fn App() -> impl IntoView {
         <Title text=crate::i18n::tr(lang, "app.name")/>
         <Router>
             <FlatRoutes fallback=move || view! { <p class="page">{crate::i18n::tr(lang, "error.page_not_found")}</p> }>
-                <Route path=path!("/login") view=pages::login::LoginPage ssr=SsrMode::Async/>
-                <Route path=path!("/") view=pages::home::HomePage ssr=SsrMode::Async/>
-                <Route path=path!("/password") view=pages::password::PasswordPage ssr=SsrMode::Async/>
-                <Route path=path!("/platform/companies") view=pages::companies::CompaniesPage ssr=SsrMode::Async/>
-                <Route path=path!("/platform/companies/:id") view=pages::companies::CompanyPage ssr=SsrMode::Async/>
-                <Route path=path!("/platform/audit") view=pages::audit::PlatformAuditPage ssr=SsrMode::Async/>
-                <Route path=path!("/platform/registrations") view=pages::registrations::RegistrationsPage ssr=SsrMode::Async/>
-                <Route path=path!("/users") view=pages::users::UsersPage ssr=SsrMode::Async/>
-                <Route path=path!("/users/:id") view=pages::users::UserPage ssr=SsrMode::Async/>
-                <Route path=path!("/audit") view=pages::audit::AuditPage ssr=SsrMode::Async/>
-                <Route path=path!("/import") view=pages::import::ImportPage ssr=SsrMode::Async/>
-                <Route path=path!("/property") view=pages::property::PropertyPage ssr=SsrMode::Async/>
-                <Route path=path!("/fleet") view=pages::fleet::FleetPage ssr=SsrMode::Async/>
-                <Route path=path!("/gateways") view=pages::field::GatewaysPage ssr=SsrMode::Async/>
-                <Route path=path!("/gateways/:id") view=pages::field::GatewayPage ssr=SsrMode::Async/>
-                <Route path=path!("/meters") view=pages::field::MetersPage ssr=SsrMode::Async/>
-                <Route path=path!("/meters/:id") view=pages::field::MeterPage ssr=SsrMode::Async/>
-                <Route path=path!("/meters/:id/readings") view=pages::readings::ReadingsPage ssr=SsrMode::Async/>
-                <Route path=path!("/tariffs") view=pages::tariffs::TariffsPage ssr=SsrMode::Async/>
-                <Route path=path!("/tariffs/preview") view=pages::preview::PreviewPage ssr=SsrMode::Async/>
-                <Route path=path!("/settings") view=pages::settings::SettingsPage ssr=SsrMode::Async/>
-                <Route path=path!("/import/:id") view=pages::import::ImportResultPage ssr=SsrMode::Async/>
+                <Route path=path!("/login") view=tenancy::pages::login::LoginPage ssr=SsrMode::Async/>
+                <Route path=path!("/") view=tenancy::pages::home::HomePage ssr=SsrMode::Async/>
+                <Route path=path!("/password") view=tenancy::pages::password::PasswordPage ssr=SsrMode::Async/>
+                <Route path=path!("/platform/companies") view=tenancy::pages::companies::CompaniesPage ssr=SsrMode::Async/>
+                <Route path=path!("/platform/companies/:id") view=tenancy::pages::companies::CompanyPage ssr=SsrMode::Async/>
+                <Route path=path!("/platform/audit") view=tenancy::pages::audit::PlatformAuditPage ssr=SsrMode::Async/>
+                <Route path=path!("/platform/registrations") view=field::pages::registrations::RegistrationsPage ssr=SsrMode::Async/>
+                <Route path=path!("/users") view=tenancy::pages::users::UsersPage ssr=SsrMode::Async/>
+                <Route path=path!("/users/:id") view=tenancy::pages::users::UserPage ssr=SsrMode::Async/>
+                <Route path=path!("/audit") view=tenancy::pages::audit::AuditPage ssr=SsrMode::Async/>
+                <Route path=path!("/import") view=import::pages::ImportPage ssr=SsrMode::Async/>
+                <Route path=path!("/property") view=property::pages::PropertyPage ssr=SsrMode::Async/>
+                <Route path=path!("/fleet") view=field::pages::fleet::FleetPage ssr=SsrMode::Async/>
+                <Route path=path!("/gateways") view=field::pages::meters::GatewaysPage ssr=SsrMode::Async/>
+                <Route path=path!("/gateways/:id") view=field::pages::meters::GatewayPage ssr=SsrMode::Async/>
+                <Route path=path!("/meters") view=field::pages::meters::MetersPage ssr=SsrMode::Async/>
+                <Route path=path!("/meters/:id") view=field::pages::meters::MeterPage ssr=SsrMode::Async/>
+                <Route path=path!("/meters/:id/readings") view=field::pages::readings::ReadingsPage ssr=SsrMode::Async/>
+                <Route path=path!("/tariffs") view=tariff::pages::plans::TariffsPage ssr=SsrMode::Async/>
+                <Route path=path!("/tariffs/preview") view=tariff::pages::preview::PreviewPage ssr=SsrMode::Async/>
+                <Route path=path!("/settings") view=tenancy::pages::settings::SettingsPage ssr=SsrMode::Async/>
+                <Route path=path!("/import/:id") view=import::pages::ImportResultPage ssr=SsrMode::Async/>
             </FlatRoutes>
         </Router>
     }

@@ -2,14 +2,14 @@
 //! logout, the message line (errors and confirmations from the query string), and the hidden
 //! CSRF field of forms.
 
-use crate::api::SessionView;
 use crate::app::{use_lang, SessionResource};
 use crate::i18n::{tr, tr_known};
+use crate::tenancy::SessionView;
 use leptos::prelude::*;
 use leptos_router::components::Redirect;
 use leptos_router::hooks::{use_location, use_query_map};
 // Form actions name their server functions: a renamed endpoint cannot leave a form behind.
-use crate::api::{Logout, SetLanguage};
+use crate::tenancy::{Logout, SetLanguage};
 use leptos::server_fn::ServerFn as _;
 
 /// The hidden field that proves a form came from our page.

@@ -6,14 +6,18 @@
 // Leptos view types nest deeply; the wasm build needs more room to compute their layout.
 #![recursion_limit = "256"]
 
-pub mod api;
 pub mod app;
 pub mod chart;
 pub mod components;
 pub mod i18n;
-pub mod pages;
-#[cfg(feature = "ssr")]
-pub mod server;
+pub mod web;
+
+// One module per context, as in core: views, server functions, their bodies, pages.
+pub mod field;
+pub mod import;
+pub mod property;
+pub mod tariff;
+pub mod tenancy;
 
 /// The WebAssembly entry point: attaches the app to the server-rendered page.
 #[cfg(feature = "hydrate")]

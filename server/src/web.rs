@@ -17,7 +17,7 @@ use powertab_core::auth::boundary::{Intent, Refused};
 use powertab_core::auth::{self, ACCESS_COOKIE, REFRESH_COOKIE};
 use powertab_core::import::{self, ImportKind};
 use powertab_frontend::app::{shell, App};
-use powertab_frontend::server::{boundary, WebContext};
+use powertab_frontend::web::{boundary, server::WebContext};
 use std::net::SocketAddr;
 use tower_http::services::ServeDir;
 

@@ -13,7 +13,7 @@ use powertab_core::auth::boundary::{Intent, Refused};
 use powertab_core::auth::Principal;
 use powertab_core::db::Tx;
 use powertab_core::CoreError;
-use powertab_frontend::server::boundary;
+use powertab_frontend::web::boundary;
 
 /// The caller and a transaction in the caller's schema. Handlers that change data commit it;
 /// dropping it rolls back.

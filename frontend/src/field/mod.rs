@@ -1,0 +1,15 @@
+//! The field pages: gateways with their buses, meters (list, detail, swap, removal, bulk
+//! changes), the live fleet, a meter's readings, and the platform's unclaimed registrations.
+//!
+//! `views` holds the view types, `api` the server functions (what the browser calls), `server`
+//! their server-side bodies (built with `ssr` only), `pages` the pages; the direction is
+//! pages → api → server → views, so nothing imports back.
+
+pub mod api;
+pub mod pages;
+#[cfg(feature = "ssr")]
+pub mod server;
+pub mod views;
+
+pub use api::*;
+pub use views::*;

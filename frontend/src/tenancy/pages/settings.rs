@@ -1,0 +1,110 @@
+//! The company settings page: defaults every meter inherits unless it overrides them (alarm
+//! levels, overdraft limit, restore level, quiet hours, no trips on holidays, arrears cap) and
+//! the holiday calendar with make-up workdays, one year at a time.
+
+use crate::app::use_lang;
+use crate::components::{Csrf, Layout};
+use crate::i18n::tr;
+use crate::tenancy::{get_settings, SettingsView};
+use crate::web::query::query_param;
+use leptos::prelude::*;
+// Form actions name their server functions: a renamed endpoint cannot leave a form behind.
+use crate::tenancy::{ClearCalendarDay, SaveSettings, SetCalendarDay};
+use leptos::server_fn::ServerFn as _;
+
+#[component]
+pub fn SettingsPage() -> impl IntoView {
+    let lang = use_lang();
+    let year = query_param("year");
+    let settings = Resource::new(year, get_settings);
+    view! {
+        <Layout page=move |s| view! {
+            <h1>{tr(lang, "settings.title")}</h1>
+            <Suspense fallback=|| ()>
+                {move || {
+                    let s = s.clone();
+                    Suspend::new(async move {
+                        match settings.await {
+                            Ok(v) => view! { <SettingsForms v csrf=s.csrf.clone() can_change=s.can_settings/> }.into_any(),
+                            Err(_) => view! { <p class="flash error">{tr(lang, "error.not_found")}</p> }.into_any(),
+                        }
+                    })
+                }}
+            </Suspense>
+        }.into_any()/>
+    }
+}
+
+#[component]
+fn SettingsForms(v: SettingsView, csrf: String, can_change: bool) -> impl IntoView {
+    let lang = use_lang();
+    let disabled = !can_change;
+    view! {
+        <h2>{tr(lang, "settings.defaults")}</h2>
+        <p class="muted">{tr(lang, "settings.defaults_hint")} " (" {v.time_zone.clone()} ")"</p>
+        <form method="post" action=SaveSettings::PATH class="grid" id="settings-form">
+            <Csrf token=csrf.clone()/>
+            <label>{tr(lang, "meters.alarm1")}<input name="alarm1" value=v.alarm1.clone() inputmode="decimal" disabled=disabled/></label>
+            <label>{tr(lang, "meters.alarm2")}<input name="alarm2" value=v.alarm2.clone() inputmode="decimal" disabled=disabled/></label>
+            <label>{tr(lang, "settings.overdraft")}<input name="overdraft_limit" value=v.overdraft_limit.clone() inputmode="decimal" disabled=disabled/></label>
+            <label>{tr(lang, "settings.restore")}<input name="restore_level" value=v.restore_level.clone() inputmode="decimal" disabled=disabled/></label>
+            <label>{tr(lang, "settings.quiet_start")}<input name="quiet_start" value=v.quiet_start.clone() placeholder="22:00" disabled=disabled/></label>
+            <label>{tr(lang, "settings.quiet_end")}<input name="quiet_end" value=v.quiet_end.clone() placeholder="07:00" disabled=disabled/></label>
+            <label>{tr(lang, "settings.arrears_cap")}<input name="arrears_cap" value=v.arrears_cap.clone() inputmode="decimal" disabled=disabled/></label>
+            <label>{tr(lang, "settings.stale_meter_min")}<input name="stale_meter_min" value=v.stale_meter_min.clone() inputmode="numeric" disabled=disabled/></label>
+            <label>{tr(lang, "settings.offline_gateway_min")}<input name="offline_gateway_min" value=v.offline_gateway_min.clone() inputmode="numeric" disabled=disabled/></label>
+            <label class="check"><input type="checkbox" name="no_trip_on_holidays" value="on" checked=v.no_trip_on_holidays disabled=disabled/>{tr(lang, "settings.no_trip_on_holidays")}</label>
+            {can_change.then(|| view! { <button type="submit">{tr(lang, "common.save")}</button> })}
+        </form>
+        <h2>{tr(lang, "settings.calendar")} " " {v.year}</h2>
+        <p class="muted">{tr(lang, "settings.calendar_hint")}</p>
+        <p>
+            <a href=format!("/settings?year={}", v.year - 1)>"← " {v.year - 1}</a>
+            " · "
+            <a href=format!("/settings?year={}", v.year + 1)>{v.year + 1} " →"</a>
+        </p>
+        <div class="table-wrap">
+            <table id="calendar">
+                <thead><tr>
+                    <th>{tr(lang, "settings.day")}</th><th>{tr(lang, "settings.kind")}</th><th>{tr(lang, "property.name")}</th>
+                    {can_change.then(|| view! { <th>{tr(lang, "common.actions")}</th> })}
+                </tr></thead>
+                <tbody>
+                    {v.days.into_iter().map(|(day, kind, name)| {
+                        let csrf = csrf.clone();
+                        view! {
+                            <tr>
+                                <td>{day.clone()}</td>
+                                <td>{tr(lang, &format!("settings.kind.{kind}"))}</td>
+                                <td>{name}</td>
+                                {can_change.then(|| view! {
+                                    <td>
+                                        <form method="post" action=ClearCalendarDay::PATH class="inline">
+                                            <Csrf token=csrf/>
+                                            <input type="hidden" name="day" value=day/>
+                                            <button type="submit" class="link">{tr(lang, "settings.clear_day")}</button>
+                                        </form>
+                                    </td>
+                                })}
+                            </tr>
+                        }
+                    }).collect_view()}
+                </tbody>
+            </table>
+        </div>
+        {can_change.then(|| view! {
+            <form method="post" action=SetCalendarDay::PATH class="grid" id="calendar-form">
+                <Csrf token=csrf.clone()/>
+                <label>{tr(lang, "settings.day")}<input name="day" type="date" required/></label>
+                <label>{tr(lang, "settings.kind")}
+                    <select name="kind">
+                        <option value="holiday">{tr(lang, "settings.kind.holiday")}</option>
+                        <option value="workday">{tr(lang, "settings.kind.workday")}</option>
+                    </select>
+                </label>
+                <label>{tr(lang, "property.name")}<input name="name" maxlength="50"/></label>
+                <button type="submit">{tr(lang, "property.add")}</button>
+            </form>
+        })}
+    }
+}

@@ -1,0 +1,139 @@
+//! The server side of the settings page (company defaults, holiday calendar). Text from forms is
+//! parsed here (yuan, `HH:MM`); the rules live in `powertab_core::tenancy::settings`.
+
+use crate::tenancy::views::{SettingsForm, SettingsView};
+use crate::web::server::yuan;
+use crate::web::server::{
+    company_tz, field_error, finish, read_err, read_session, session_for_change, UiError,
+};
+use crate::web::WebError;
+use chrono::{Datelike, NaiveDate};
+use powertab_core::kernel::money::AmountFen;
+use powertab_core::tenancy::settings::{self, CalendarDay, CompanySettings};
+
+fn hh_mm(minute: Option<i32>) -> String {
+    minute
+        .map(|m| format!("{:02}:{:02}", m / 60, m % 60))
+        .unwrap_or_default()
+}
+
+fn this_year(principal: &powertab_core::auth::Principal) -> i32 {
+    principal.now().with_timezone(&principal.tz()).year()
+}
+
+pub async fn get_settings(year: String) -> Result<SettingsView, WebError> {
+    let (principal, mut tx) = read_session().await?;
+    let s = settings::get(&mut tx, &principal).await.map_err(read_err)?;
+    let tz = company_tz(&principal);
+    let year = year
+        .parse()
+        .ok()
+        .filter(|y| (2000..=2100).contains(y))
+        .unwrap_or_else(|| this_year(&principal));
+    let days = settings::calendar_days(&mut tx, &principal, Some(year))
+        .await
+        .map_err(read_err)?
+        .into_iter()
+        .map(|d| (d.day.to_string(), d.kind, d.name))
+        .collect();
+    Ok(SettingsView {
+        alarm1: yuan(s.alarm1_fen),
+        alarm2: yuan(s.alarm2_fen),
+        overdraft_limit: yuan(s.overdraft_limit_fen),
+        restore_level: yuan(s.restore_level_fen),
+        quiet_start: hh_mm(s.quiet_start_minute),
+        quiet_end: hh_mm(s.quiet_end_minute),
+        no_trip_on_holidays: s.no_trip_on_holidays,
+        arrears_cap: yuan(s.arrears_cap_fen),
+        stale_meter_min: (s.stale_meter_s / 60).to_string(),
+        offline_gateway_min: (s.offline_gateway_s / 60).to_string(),
+        time_zone: tz.name().to_owned(),
+        year,
+        days,
+    })
+}
+
+fn fen(text: &str, field: &str) -> Result<AmountFen, UiError> {
+    AmountFen::parse_yuan(text).map_err(|_| field_error(field))
+}
+
+/// Whole minutes as seconds; empty is the default 5 minutes.
+fn minutes_as_s(text: &str, field: &str) -> Result<i32, UiError> {
+    match text.trim() {
+        "" => Ok(300),
+        t => t
+            .parse::<i32>()
+            .ok()
+            .and_then(|m| m.checked_mul(60))
+            .ok_or_else(|| field_error(field)),
+    }
+}
+
+/// `HH:MM` as minutes of the day; empty is none.
+fn minute_of_day(text: &str, field: &str) -> Result<Option<i32>, UiError> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let (h, m) = text.split_once(':').ok_or_else(|| field_error(field))?;
+    match (h.parse::<i32>(), m.parse::<i32>()) {
+        (Ok(h), Ok(m)) if (0..24).contains(&h) && (0..60).contains(&m) => Ok(Some(h * 60 + m)),
+        _ => Err(field_error(field)),
+    }
+}
+
+pub async fn save_settings(csrf: String, form: SettingsForm) -> Result<(), WebError> {
+    let result = async {
+        let (principal, mut tx) = session_for_change(&csrf).await?;
+        let input = CompanySettings {
+            alarm1_fen: fen(&form.alarm1, "alarm1_fen")?,
+            alarm2_fen: fen(&form.alarm2, "alarm2_fen")?,
+            overdraft_limit_fen: fen(&form.overdraft_limit, "overdraft_limit_fen")?,
+            restore_level_fen: fen(&form.restore_level, "restore_level_fen")?,
+            quiet_start_minute: minute_of_day(&form.quiet_start, "quiet_start_minute")?,
+            quiet_end_minute: minute_of_day(&form.quiet_end, "quiet_end_minute")?,
+            no_trip_on_holidays: form.no_trip_on_holidays.is_some(),
+            arrears_cap_fen: fen(&form.arrears_cap, "arrears_cap_fen")?,
+            stale_meter_s: minutes_as_s(&form.stale_meter_min, "stale_meter_s")?,
+            offline_gateway_s: minutes_as_s(&form.offline_gateway_min, "offline_gateway_s")?,
+        };
+        settings::update(&mut tx, &principal, &input).await?;
+        tx.commit().await?;
+        Ok("/settings?ok=common.saved".to_owned())
+    }
+    .await;
+    finish(result)
+}
+
+fn parse_day(text: &str) -> Result<NaiveDate, UiError> {
+    NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d").map_err(|_| field_error("day"))
+}
+
+pub async fn set_calendar_day(
+    csrf: String,
+    day: String,
+    kind: String,
+    name: String,
+) -> Result<(), WebError> {
+    let result = async {
+        let (principal, mut tx) = session_for_change(&csrf).await?;
+        let day = parse_day(&day)?;
+        settings::set_day(&mut tx, &principal, &CalendarDay { day, kind, name }).await?;
+        tx.commit().await?;
+        Ok(format!("/settings?year={}&ok=common.saved", day.year()))
+    }
+    .await;
+    finish(result)
+}
+
+pub async fn clear_calendar_day(csrf: String, day: String) -> Result<(), WebError> {
+    let result = async {
+        let (principal, mut tx) = session_for_change(&csrf).await?;
+        let day = parse_day(&day)?;
+        settings::clear_day(&mut tx, &principal, day).await?;
+        tx.commit().await?;
+        Ok(format!("/settings?year={}&ok=common.saved", day.year()))
+    }
+    .await;
+    finish(result)
+}
