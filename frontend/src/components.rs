@@ -5,12 +5,25 @@
 use crate::app::{use_lang, SessionResource};
 use crate::i18n::{tr, tr_known};
 use crate::tenancy::SessionView;
+use crate::web::KeptForm;
 use leptos::prelude::*;
 use leptos_router::components::Redirect;
 use leptos_router::hooks::{use_location, use_query_map};
 // Form actions name their server functions: a renamed endpoint cannot leave a form behind.
 use crate::tenancy::{Logout, SetLanguage};
 use leptos::server_fn::ServerFn as _;
+
+/// The refused form of this page load, provided by [`Layout`].
+#[derive(Clone)]
+struct KeptContext(KeptForm);
+
+/// What the form `form_id` had in it when the server refused it, with its wrong fields
+/// (`value_or`, `chose`, `invalid`); empty for every other form and on a fresh page.
+pub fn use_kept(form_id: &str) -> KeptForm {
+    use_context::<KeptContext>()
+        .map(|kept| kept.0.for_form(form_id))
+        .unwrap_or_default()
+}
 
 /// The hidden field that proves a form came from our page.
 #[component]
@@ -38,7 +51,7 @@ pub fn Flash() -> impl IntoView {
                 .filter(|f| is_field_name(f))
                 .take(20)
                 // Readable names in the page's language where we have them.
-                .map(|f| tr_known(lang, &format!("field.{f}")).unwrap_or_else(|| f.to_owned()))
+                .map(|f| field_label(lang, f))
                 .collect();
             let names = (!fields.is_empty()).then(|| format!(" ({})", fields.join(", ")));
             Some(
@@ -53,6 +66,26 @@ pub fn Flash() -> impl IntoView {
                 .map(|message| view! { <p class="flash ok" role="status">{message}</p> }.into_any())
         }
     }
+}
+
+/// A form field's readable name: `field.{name}`, and for a repeated row (`seasons.1.schedule`)
+/// the row's field name with the row's number (日时段表 2).
+fn field_label(lang: crate::i18n::Lang, name: &str) -> String {
+    if let Some(label) = tr_known(lang, &format!("field.{name}")) {
+        return label;
+    }
+    let mut parts = name.split('.');
+    if let (Some(group), Some(row), Some(field), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    {
+        if let (Ok(row), Some(label)) = (
+            row.parse::<u32>(),
+            tr_known(lang, &format!("field.{group}.{field}")),
+        ) {
+            return format!("{label} {}", row.saturating_add(1));
+        }
+    }
+    name.to_owned()
 }
 
 /// Whether `name` looks like one of our form fields (`number`, `buses.0.baud`).
@@ -152,13 +185,16 @@ where
                         Ok(Some(s)) if s.must_change_password && path != "/password" => {
                             view! { <Redirect path="/password"/> }.into_any()
                         }
-                        Ok(Some(s)) => view! {
+                        Ok(Some(s)) => {
+                            provide_context(KeptContext(s.kept.clone()));
+                            view! {
                             {view! { <Header session=s.clone()/> }.into_any()}
                             <main class="page">
                                 <Flash/>
                                 {page(s)}
                             </main>
-                        }.into_any(),
+                        }.into_any()
+                        }
                         _ => view! { <Redirect path="/login"/> }.into_any(),
                     }
                 })

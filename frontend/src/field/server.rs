@@ -8,8 +8,8 @@ use super::views::{
 };
 use crate::web::server::ctx;
 use crate::web::server::{
-    company_tz, field_error, finish, finish_keeping, kept_form, local_time, non_empty, read_err,
-    read_session, session_for_change, ui, UiError,
+    company_tz, field_error, finish, finish_keeping, local_time, non_empty, read_err, read_session,
+    session_for_change, ui, UiError,
 };
 use crate::web::PageView;
 use crate::web::WebError;
@@ -194,7 +194,6 @@ pub async fn list_meters(
         plans: sorted(&names.plans),
         buses,
         shops: sorted(&names.shops),
-        kept: kept_form("meter-form"),
     })
 }
 
@@ -392,6 +391,7 @@ pub async fn create_gateway(
     form: GatewayForm,
     buses: Vec<BusForm>,
 ) -> Result<(), WebError> {
+    let kept = serde_json::json!({ "identity": &identity, "kind": &kind, "name": &form.name, "heartbeat": &form.heartbeat, "host": &form.host });
     let result = async {
         let (principal, mut tx) = session_for_change(&csrf).await?;
         let input = GatewayInput {
@@ -417,10 +417,11 @@ pub async fn create_gateway(
         Ok(format!("/gateways/{}?ok=common.saved{show}", created.id))
     }
     .await;
-    finish(result)
+    finish_keeping(result, "gateway-form", &kept)
 }
 
 pub async fn update_gateway(csrf: String, id: String, form: GatewayForm) -> Result<(), WebError> {
+    let kept = form.clone();
     let result = async {
         let (principal, mut tx) = session_for_change(&csrf).await?;
         let id: Uuid = id.parse().map_err(|_| ui("not_found"))?;
@@ -443,7 +444,7 @@ pub async fn update_gateway(csrf: String, id: String, form: GatewayForm) -> Resu
         Ok(format!("/gateways/{id}?ok=common.saved"))
     }
     .await;
-    finish(result)
+    finish_keeping(result, "gateway-edit", &kept)
 }
 
 pub async fn set_buses(csrf: String, id: String, buses: Vec<BusForm>) -> Result<(), WebError> {
@@ -524,6 +525,7 @@ pub async fn create_meter(csrf: String, form: MeterForm) -> Result<(), WebError>
 
 /// A meter edit: every field of the form is the meter's new value (empty clears).
 pub async fn update_meter(csrf: String, id: String, form: MeterForm) -> Result<(), WebError> {
+    let kept = form.clone();
     let result = async {
         let (principal, mut tx) = session_for_change(&csrf).await?;
         let id: Uuid = id.parse().map_err(|_| ui("not_found"))?;
@@ -544,10 +546,11 @@ pub async fn update_meter(csrf: String, id: String, form: MeterForm) -> Result<(
         Ok(format!("/meters/{id}?ok=common.saved"))
     }
     .await;
-    finish(result)
+    finish_keeping(result, "meter-edit", &kept)
 }
 
 pub async fn swap_meter(csrf: String, id: String, form: SwapForm) -> Result<(), WebError> {
+    let kept = form.clone();
     let result = async {
         let (principal, mut tx) = session_for_change(&csrf).await?;
         let id: Uuid = id.parse().map_err(|_| ui("not_found"))?;
@@ -569,7 +572,7 @@ pub async fn swap_meter(csrf: String, id: String, form: SwapForm) -> Result<(), 
         Ok(format!("/meters/{}?ok=meters.swapped", swapped.new.id))
     }
     .await;
-    finish(result)
+    finish_keeping(result, "meter-swap", &kept)
 }
 
 pub async fn remove_meter(
@@ -578,6 +581,7 @@ pub async fn remove_meter(
     final_kwh: String,
     reason: String,
 ) -> Result<(), WebError> {
+    let kept = serde_json::json!({ "final_kwh": &final_kwh, "reason": &reason });
     let result = async {
         let (principal, mut tx) = session_for_change(&csrf).await?;
         let id: Uuid = id.parse().map_err(|_| ui("not_found"))?;
@@ -592,7 +596,7 @@ pub async fn remove_meter(
         Ok(format!("/meters/{id}?ok=common.saved"))
     }
     .await;
-    finish(result)
+    finish_keeping(result, "meter-remove", &kept)
 }
 
 pub async fn bulk_meters(

@@ -1,7 +1,6 @@
 //! View types of the field pages: gateways with their buses, meters with their detail, swaps,
 //! removals, the fleet, readings and registrations — what the server functions return and take.
 
-use crate::web::KeptForm;
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -83,9 +82,6 @@ pub struct MeterListView {
     pub buses: Vec<(String, String)>,
     /// (shop id, "building · number name")
     pub shops: Vec<(String, String)>,
-    /// What a refused add-meter form had in it.
-    #[serde(default)]
-    pub kept: KeptForm,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

@@ -3,7 +3,7 @@
 //! Every list links its Excel export.
 
 use crate::app::use_lang;
-use crate::components::{Csrf, Layout};
+use crate::components::{use_kept, Csrf, Layout};
 use crate::i18n::tr;
 use crate::property::{get_property, PropertyView};
 use crate::web::query::query_param;
@@ -50,10 +50,14 @@ pub fn PropertyPage() -> impl IntoView {
 #[component]
 fn PropertyTree(p: PropertyView, csrf: String, can_change: bool) -> impl IntoView {
     let lang = use_lang();
+    let kept_floor = use_kept("floor-form");
+    let kept_building = use_kept("building-form");
     // A refused add-shop form comes back as typed, its wrong fields marked.
-    let kept = p.kept_shop.clone();
-    let wrong = query_param("fields")();
-    let invalid = move |field: &str| wrong.split(',').any(|f| f == field).then_some("true");
+    let kept = use_kept("shop-form");
+    let invalid = {
+        let kept = kept.clone();
+        move |field: &str| kept.invalid(field)
+    };
     let floors: Vec<(String, String)> = p
         .buildings
         .iter()
@@ -106,18 +110,18 @@ fn PropertyTree(p: PropertyView, csrf: String, can_change: bool) -> impl IntoVie
             <div class="grid">
                 <form method="post" action=CreateBuilding::PATH class="stack" id="building-form">
                     <Csrf token=csrf.clone()/>
-                    <label>{tr(lang, "property.building")}<input name="name" required/></label>
-                    <label>{tr(lang, "property.address")}<input name="address"/></label>
+                    <label>{tr(lang, "property.building")}<input name="name" value=kept_building.value_or("name", "") required aria-invalid=kept_building.invalid("name")/></label>
+                    <label>{tr(lang, "property.address")}<input name="address" value=kept_building.value_or("address", "") aria-invalid=kept_building.invalid("address")/></label>
                     <button type="submit">{tr(lang, "property.add_building")}</button>
                 </form>
                 <form method="post" action=CreateFloor::PATH class="stack" id="floor-form">
                     <Csrf token=csrf.clone()/>
                     <label>{tr(lang, "property.building")}
-                        <select name="building_id">
-                            {buildings.iter().map(|(id, name)| view! { <option value=id.clone()>{name.clone()}</option> }).collect_view()}
+                        <select name="building_id" aria-invalid=kept_floor.invalid("building_id")>
+                            {buildings.iter().map(|(id, name)| view! { <option value=id.clone() selected=kept_floor.chose("building_id", id)>{name.clone()}</option> }).collect_view()}
                         </select>
                     </label>
-                    <label>{tr(lang, "property.floor")}<input name="name" required/></label>
+                    <label>{tr(lang, "property.floor")}<input name="name" value=kept_floor.value_or("name", "") required aria-invalid=kept_floor.invalid("name")/></label>
                     <button type="submit">{tr(lang, "property.add_floor")}</button>
                 </form>
                 <form method="post" action=CreateShop::PATH class="stack" id="shop-form">

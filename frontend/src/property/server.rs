@@ -2,8 +2,7 @@
 //! added through its forms (rules in `powertab_core::property`).
 
 use crate::web::server::{
-    field_error, finish, finish_keeping, kept_form, non_empty, read_err, read_session,
-    session_for_change,
+    field_error, finish_keeping, non_empty, read_err, read_session, session_for_change,
 };
 use crate::web::WebError;
 use uuid::Uuid;
@@ -59,11 +58,11 @@ pub async fn get_property(
                 status: s.status,
             })
             .collect(),
-        kept_shop: kept_form("shop-form"),
     })
 }
 
 pub async fn create_building(csrf: String, name: String, address: String) -> Result<(), WebError> {
+    let kept = serde_json::json!({ "name": &name, "address": &address });
     let result = async {
         let (principal, mut tx) = session_for_change(&csrf).await?;
         powertab_core::property::create_building(
@@ -76,10 +75,11 @@ pub async fn create_building(csrf: String, name: String, address: String) -> Res
         Ok("/property?ok=common.saved".to_owned())
     }
     .await;
-    finish(result)
+    finish_keeping(result, "building-form", &kept)
 }
 
 pub async fn create_floor(csrf: String, building_id: String, name: String) -> Result<(), WebError> {
+    let kept = serde_json::json!({ "building_id": &building_id, "name": &name });
     let result = async {
         let (principal, mut tx) = session_for_change(&csrf).await?;
         let id: Uuid = building_id
@@ -94,7 +94,7 @@ pub async fn create_floor(csrf: String, building_id: String, name: String) -> Re
         Ok("/property?ok=common.saved".to_owned())
     }
     .await;
-    finish(result)
+    finish_keeping(result, "floor-form", &kept)
 }
 
 pub async fn create_shop(

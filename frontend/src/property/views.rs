@@ -1,6 +1,5 @@
 //! View types of the property page: buildings, floors and shops.
 
-use crate::web::KeptForm;
 use serde::{Deserialize, Serialize};
 
 /// The property tree for the property page.
@@ -29,7 +28,4 @@ pub struct ShopView {
 pub struct PropertyView {
     pub buildings: Vec<BuildingView>,
     pub shops: Vec<ShopView>,
-    /// What a refused add-shop form had in it.
-    #[serde(default)]
-    pub kept_shop: KeptForm,
 }

@@ -4,7 +4,8 @@
 mod form;
 pub mod preview;
 
-use crate::web::server::{finish, read_err, read_session, session_for_change, ui, UiError};
+use super::views::VersionForm;
+use crate::web::server::{finish_keeping, read_err, read_session, session_for_change, ui, UiError};
 use crate::web::WebError;
 use chrono::NaiveDate;
 use uuid::Uuid;
@@ -150,12 +151,25 @@ fn version_from(
     Ok(version)
 }
 
+/// What a version form keeps when refused: its own fields (the repeated season, tier and fee
+/// rows are not kept) and the plan's name and description.
+fn version_snapshot(form: &VersionForm, extra: &[(&str, &str)]) -> serde_json::Value {
+    let mut snapshot = serde_json::to_value(form).unwrap_or_default();
+    if let Some(values) = snapshot.as_object_mut() {
+        for (name, value) in extra {
+            values.insert((*name).to_owned(), (*value).into());
+        }
+    }
+    snapshot
+}
+
 pub async fn create_plan(
     csrf: String,
     name: String,
     description: String,
-    form: super::views::VersionForm,
+    form: VersionForm,
 ) -> Result<(), WebError> {
+    let kept = version_snapshot(&form, &[("name", &name), ("description", &description)]);
     let result = async {
         let (principal, mut tx) = session_for_change(&csrf).await?;
         let input = powertab_core::tariff::plans::NewPlan {
@@ -168,14 +182,16 @@ pub async fn create_plan(
         Ok("/tariffs?ok=common.saved".to_owned())
     }
     .await;
-    finish(result)
+    finish_keeping(result, "plan-form", &kept)
 }
 
 pub async fn add_plan_version(
     csrf: String,
     plan_id: String,
-    form: super::views::VersionForm,
+    form: VersionForm,
 ) -> Result<(), WebError> {
+    let kept = version_snapshot(&form, &[]);
+    let form_id = format!("version-form-{}", plan_id.trim());
     let result = async {
         let (principal, mut tx) = session_for_change(&csrf).await?;
         let id: Uuid = plan_id.parse().map_err(|_| ui("not_found"))?;
@@ -185,5 +201,5 @@ pub async fn add_plan_version(
         Ok("/tariffs?ok=common.saved".to_owned())
     }
     .await;
-    finish(result)
+    finish_keeping(result, &form_id, &kept)
 }

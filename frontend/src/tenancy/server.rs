@@ -6,7 +6,10 @@ pub mod settings;
 use super::views::*;
 use crate::i18n::LANG_COOKIE;
 use crate::web::boundary;
-use crate::web::server::{back_path, ctx, encode, internal, parts, request_cookie, set_cookies};
+use crate::web::server::{
+    back_path, ctx, encode, finish_keeping, internal, parts, request_cookie, set_cookies,
+    take_kept_form,
+};
 use crate::web::server::{
     company_tz, field_error, finish, local_time, non_empty, read_err, read_session, session,
     session_for_change, session_for_password_change, ui, UiError,
@@ -55,6 +58,7 @@ pub async fn session_view() -> Result<Option<SessionView>, WebError> {
         can_write_platform: principal.role == Role::PlatformAdmin,
         can_settings: principal.can(Need::Act(Right::Settings)),
         field_alarms_open,
+        kept: take_kept_form(),
     }))
 }
 
@@ -298,6 +302,7 @@ pub async fn create_company(
     time_zone: String,
     quotas: [String; 3],
 ) -> Result<(), WebError> {
+    let kept = serde_json::json!({ "slug": &slug, "name": &name, "time_zone": &time_zone, "max_meters": &quotas[0], "max_gateways": &quotas[1], "max_operators": &quotas[2] });
     let result = async {
         let (principal, _tx) = session_for_change(&csrf).await?;
         let input = NewCompany {
@@ -318,7 +323,7 @@ pub async fn create_company(
         ))
     }
     .await;
-    finish(result)
+    finish_keeping(result, "onboard-form", &kept)
 }
 
 pub async fn company_status(csrf: String, id: i64, action: String) -> Result<(), WebError> {
@@ -339,6 +344,7 @@ pub async fn create_company_admin(
     display_name: String,
     password: String,
 ) -> Result<(), WebError> {
+    let kept = serde_json::json!({ "username": &username, "display_name": &display_name });
     let result = async {
         let (principal, _tx) = session_for_change(&csrf).await?;
         let pool = ctx().map_err(|_| ui("internal"))?.pool;
@@ -356,7 +362,7 @@ pub async fn create_company_admin(
         Ok(format!("/platform/companies/{id}?ok=common.saved"))
     }
     .await;
-    finish(result)
+    finish_keeping(result, "admin-form", &kept)
 }
 
 pub async fn enter_company(csrf: String, id: i64) -> Result<(), WebError> {
@@ -402,6 +408,7 @@ pub async fn create_user(
     password: String,
     rights: Vec<&'static str>,
 ) -> Result<(), WebError> {
+    let kept = serde_json::json!({ "username": &username, "display_name": &display_name, "phone": &phone, "role": &role });
     let result = async {
         let (principal, mut tx) = session_for_change(&csrf).await?;
         let input = NewUser {
@@ -418,7 +425,7 @@ pub async fn create_user(
         Ok(format!("/users/{}?ok=common.saved", user.id))
     }
     .await;
-    finish(result)
+    finish_keeping(result, "new-user-form", &kept)
 }
 
 fn parse_building_ids(text: &str) -> Result<Vec<Uuid>, UiError> {
@@ -439,6 +446,7 @@ pub async fn update_user(
     building_ids: String,
     rights: Vec<&'static str>,
 ) -> Result<(), WebError> {
+    let kept = serde_json::json!({ "display_name": &display_name, "phone": &phone, "role": &role, "building_ids": &building_ids });
     let result = async {
         let (principal, mut tx) = session_for_change(&csrf).await?;
         let id: Uuid = id.parse().map_err(|_| ui("not_found"))?;
@@ -454,7 +462,7 @@ pub async fn update_user(
         Ok(format!("/users/{id}?ok=common.saved"))
     }
     .await;
-    finish(result)
+    finish_keeping(result, "edit-user-form", &kept)
 }
 
 pub async fn user_status(csrf: String, id: String, action: String) -> Result<(), WebError> {

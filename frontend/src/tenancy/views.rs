@@ -1,6 +1,7 @@
 //! View types of the staff and company pages: the session, companies, users, audit rows and the
 //! company settings (defaults every meter inherits, the holiday calendar).
 
+use crate::web::KeptForm;
 use serde::{Deserialize, Serialize};
 
 /// Who is logged in, as pages need it.
@@ -22,6 +23,9 @@ pub struct SessionView {
     pub can_settings: bool,
     /// Company staff: open field alarms (stale meters, offline gateways), shown in the header.
     pub field_alarms_open: i64,
+    /// The form this browser's last change was refused on, handed to that form
+    /// (`crate::components::use_kept`).
+    pub kept: KeptForm,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

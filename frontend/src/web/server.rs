@@ -133,6 +133,19 @@ impl From<sqlx::Error> for UiError {
     }
 }
 
+impl UiError {
+    /// The refusal with core's field names (`alarm1_fen`) turned into the form's (`alarm1`), so
+    /// the form marks the field the person typed in.
+    pub(crate) fn renamed(mut self, names: &[(&str, &str)]) -> Self {
+        for field in &mut self.fields {
+            if let Some((_, form_name)) = names.iter().find(|(core, _)| core == field) {
+                *field = (*form_name).to_owned();
+            }
+        }
+        self
+    }
+}
+
 /// A form field that does not parse.
 pub(crate) fn field_error(field: &str) -> UiError {
     UiError {
@@ -209,60 +222,111 @@ const KEPT_FORM_COOKIE: &str = "pt_form";
 const KEPT_FORM_BYTES_MAX: usize = 3_000;
 
 /// Ends a change like [`finish`], and on a refusal keeps what `form` had in it for the form
-/// `form_id` (minus the CSRF token and anything named like a password), so the page shows it
-/// again instead of an empty form. Two minutes, HttpOnly, this site only.
+/// `form_id` (minus the CSRF token and anything secret: passwords, registration bytes), with the
+/// fields the refusal named, so the page shows it again instead of an empty form. Two minutes,
+/// HttpOnly, this site only; the next page that shows it clears it ([`take_kept_form`]).
 pub(crate) fn finish_keeping<F: serde::Serialize>(
     result: Result<String, UiError>,
     form_id: &str,
     form: &F,
 ) -> Result<(), WebError> {
+    let cookie = match &result {
+        // Only a signed-in person's own refused change is kept: a forged or signed-out post
+        // must not be able to pre-fill a form the person opens next.
+        Err(err) if !NOT_KEPT_CODES.contains(&err.code.as_str()) => {
+            kept_cookie_value(form_id, form, &err.fields)
+        }
+        _ => None,
+    };
+    set_kept_cookie(cookie);
+    finish(result)
+}
+
+fn set_kept_cookie(value: Option<String>) {
     let secure = ctx().map(|c| c.cookie_secure).unwrap_or(true);
     let attributes = format!(
         "Path=/; HttpOnly; SameSite=Strict{}",
         if secure { "; Secure" } else { "" }
     );
-    let cookie = match &result {
-        Ok(_) => None,
-        Err(_) => kept_cookie_value(form_id, form),
-    };
-    set_cookies(vec![match cookie {
+    set_cookies(vec![match value {
         Some(value) => format!("{KEPT_FORM_COOKIE}={value}; Max-Age=120; {attributes}"),
         None => format!("{KEPT_FORM_COOKIE}=; Max-Age=0; {attributes}"),
     }]);
-    finish(result)
 }
 
-pub(crate) fn kept_cookie_value<F: serde::Serialize>(form_id: &str, form: &F) -> Option<String> {
-    let serde_json::Value::Object(fields) = serde_json::to_value(form).ok()? else {
-        return None;
+/// Refusals whose input is dropped: the post did not come from this person's open session.
+const NOT_KEPT_CODES: &[&str] = &["csrf_mismatch", "unauthorized", "password_change_required"];
+
+/// Whether a form field's value may wait in a cookie: never a secret.
+fn may_keep(name: &str) -> bool {
+    name != "csrf"
+        && !["password", "registration", "secret", "key"]
+            .iter()
+            .any(|secret| name.contains(secret))
+}
+
+/// A form's values under the names its fields carry in errors: `seasons.1.schedule` for the
+/// repeated row `seasons[1][schedule]`. Only non-empty text is kept, and nothing secret.
+fn flatten_into(
+    out: &mut serde_json::Map<String, serde_json::Value>,
+    name: &str,
+    value: &serde_json::Value,
+) {
+    let child = |key: &str| {
+        if name.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{name}.{key}")
+        }
     };
-    let values: serde_json::Map<String, serde_json::Value> = fields
-        .into_iter()
-        .filter(|(name, _)| name != "csrf" && !name.contains("password"))
-        .filter(|(_, value)| value.is_string())
-        .collect();
-    let text = serde_json::json!({ "form": form_id, "values": values }).to_string();
-    let value = encode(&text);
-    (value.len() <= KEPT_FORM_BYTES_MAX).then_some(value)
+    match value {
+        serde_json::Value::Object(fields) => {
+            for (key, value) in fields {
+                if may_keep(key) {
+                    flatten_into(out, &child(key), value);
+                }
+            }
+        }
+        serde_json::Value::Array(rows) => {
+            for (i, value) in rows.iter().enumerate() {
+                flatten_into(out, &child(&i.to_string()), value);
+            }
+        }
+        serde_json::Value::String(text) if !text.is_empty() => {
+            out.insert(name.to_owned(), value.clone());
+        }
+        _ => {}
+    }
 }
 
-/// What the refused form `form_id` had in it, if this request carries it.
-pub(crate) fn kept_form(form_id: &str) -> crate::web::KeptForm {
-    let kept = request_cookie(KEPT_FORM_COOKIE)
-        .and_then(|value| crate::web::query::percent_decode(&value))
-        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
-        .filter(|json| json["form"] == form_id)
-        .and_then(|json| {
-            json["values"].as_object().map(|values| {
-                values
-                    .iter()
-                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
-                    .collect()
-            })
-        });
-    crate::web::KeptForm {
-        values: kept.unwrap_or_default(),
+pub(crate) fn kept_cookie_value<F: serde::Serialize>(
+    form_id: &str,
+    form: &F,
+    fields: &[String],
+) -> Option<String> {
+    let mut values = serde_json::Map::new();
+    flatten_into(&mut values, "", &serde_json::to_value(form).ok()?);
+    let fields: Vec<&String> = fields.iter().take(20).collect();
+    let text = serde_json::json!({ "form": form_id, "values": values, "fields": fields });
+    let value = encode(&text.to_string());
+    if value.len() <= KEPT_FORM_BYTES_MAX {
+        return Some(value);
     }
+    // Too much typed to keep: still mark the wrong fields.
+    let marks = serde_json::json!({ "form": form_id, "values": {}, "fields": fields });
+    Some(encode(&marks.to_string())).filter(|v| v.len() <= KEPT_FORM_BYTES_MAX)
+}
+
+/// The refused form this request carries, if any, and clears it: shown once, on the page the
+/// refusal went back to (a later visit starts with an empty form).
+pub(crate) fn take_kept_form() -> crate::web::KeptForm {
+    let Some(value) = request_cookie(KEPT_FORM_COOKIE) else {
+        return crate::web::KeptForm::default();
+    };
+    set_kept_cookie(None);
+    crate::web::query::percent_decode(&value)
+        .and_then(|text| serde_json::from_str::<crate::web::KeptForm>(&text).ok())
+        .unwrap_or_default()
 }
 
 /// Ends a change: redirect to `Ok(url)`, or back to the form with the error in the query.
@@ -335,6 +399,52 @@ pub(crate) fn non_empty(text: String) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kept_forms_never_hold_secrets_and_name_their_fields() {
+        let form = serde_json::json!({
+            "csrf": "c", "name": "Mall 1", "password": "p", "new_password": "q",
+            "registration": "REG-1", "registration_hex": "01", "count": 3,
+        });
+        let value = kept_cookie_value("f", &form, &["name".to_owned()]).unwrap();
+        let kept: crate::web::KeptForm =
+            serde_json::from_str(&crate::web::query::percent_decode(&value).unwrap()).unwrap();
+        assert_eq!(kept.form, "f");
+        let nested =
+            serde_json::json!({ "seasons": [{ "from": "01-01", "to": "" }, { "to": "12-31" }] });
+        let value = kept_cookie_value("v", &nested, &[]).unwrap();
+        let rows: crate::web::KeptForm =
+            serde_json::from_str(&crate::web::query::percent_decode(&value).unwrap()).unwrap();
+        assert_eq!(rows.value_or("seasons.0.from", ""), "01-01");
+        assert_eq!(rows.value_or("seasons.1.to", ""), "12-31");
+        assert!(!rows.values.contains_key("seasons.0.to"));
+        assert_eq!(kept.values.keys().collect::<Vec<_>>(), vec!["name"]);
+        assert_eq!(kept.invalid("name"), Some("true"));
+        assert_eq!(kept.for_form("other"), crate::web::KeptForm::default());
+    }
+
+    #[test]
+    fn a_form_too_large_to_keep_still_marks_its_fields() {
+        let form = serde_json::json!({ "note": "x".repeat(5_000) });
+        let value = kept_cookie_value("f", &form, &["note".to_owned()]).unwrap();
+        let kept: crate::web::KeptForm =
+            serde_json::from_str(&crate::web::query::percent_decode(&value).unwrap()).unwrap();
+        assert!(kept.values.is_empty());
+        assert_eq!(kept.fields, vec!["note".to_owned()]);
+    }
+
+    #[test]
+    fn core_field_names_become_the_forms() {
+        let err = UiError {
+            code: "validation_failed".into(),
+            fields: vec!["alarm1_fen".into(), "other".into()],
+            detail: None,
+        };
+        assert_eq!(
+            err.renamed(&[("alarm1_fen", "alarm1")]).fields,
+            ["alarm1", "other"]
+        );
+    }
 
     #[test]
     fn query_values_are_percent_encoded() {

@@ -449,8 +449,23 @@ async fn a_tariff_plan_is_created_in_the_editor_and_its_day_schedule_drawn() {
 
     fill_plan_form(&app, c, "08:00 平, 18:00 峰").await;
     assert!(
-        text_of(c, ".flash.error").await.contains("schedule"),
-        "the schedule field is named"
+        text_of(c, ".flash.error").await.contains("日时段表 1"),
+        "the schedule field is named readably"
+    );
+    // The refused plan comes back as typed, its schedule marked.
+    let kept = c
+        .execute(
+            "const f = document.querySelector('#plan-form'); \
+             return [f.querySelector('[name=name]').value, \
+                     f.querySelector('[name=\"seasons[0][schedule]\"]').value, \
+                     f.querySelector('[name=\"seasons[0][schedule]\"]').getAttribute('aria-invalid')];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        kept,
+        serde_json::json!(["商铺分时", "08:00 平, 18:00 峰", "true"])
     );
 
     fill_plan_form(&app, c, "00:00 谷, 08:00 平, 18:00 峰, 22:00 谷").await;

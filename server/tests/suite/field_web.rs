@@ -263,8 +263,9 @@ async fn settings_calendar_seasonal_tiered_plans_and_the_preview() {
         ],
     )
     .await;
+    // The form's own field name, so the field the person typed in is marked.
     assert!(
-        location.contains("alarm1_fen"),
+        location.contains("fields=alarm1"),
         "alarm 1 below alarm 2 is refused: {location}"
     );
     let (_, location) = post_form(

@@ -512,3 +512,121 @@ async fn the_wasm_bundle_is_hashed_compressed_and_cached_for_good() {
         .unwrap();
     assert_eq!(unhashed.headers()["cache-control"], "no-cache");
 }
+
+/// The part of `html` inside the form `id`.
+fn form_of<'a>(html: &'a str, id: &str) -> &'a str {
+    html.split(&format!("id=\"{id}\""))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no form {id}"))
+        .split("</form>")
+        .next()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn every_form_comes_back_as_typed_with_its_wrong_fields_marked() {
+    let app = spawn_app().await;
+    app.company_with_admin("acme").await;
+    let client = logged_in_as(&app, "acme", "boss").await;
+    let csrf = csrf_of(&page(&app, &client, "/users").await);
+
+    // A user with a name that is not allowed: typed values back, the password never.
+    let (_, location) = post_form(
+        &app,
+        &client,
+        "/users",
+        "/sfn/user_create",
+        &[
+            ("csrf", &csrf),
+            ("username", "no spaces allowed"),
+            ("display_name", "王小明"),
+            ("phone", "13800000000"),
+            ("role", "auditor"),
+            ("password", "initial-pass-1"),
+        ],
+    )
+    .await;
+    assert!(location.contains("fields=username"), "{location}");
+    let html = page(&app, &client, &location).await;
+    let form = form_of(&html, "new-user-form");
+    assert!(
+        form.contains("value=\"王小明\"") && form.contains("value=\"13800000000\""),
+        "{form}"
+    );
+    assert!(form.contains("value=\"auditor\" selected"), "{form}");
+    assert!(!html.contains("initial-pass-1"), "a password is never kept");
+    assert_eq!(form.matches("aria-invalid=\"true\"").count(), 1, "{form}");
+    // Shown once: the next visit starts with an empty form.
+    let again = page(&app, &client, "/users").await;
+    assert!(!form_of(&again, "new-user-form").contains("王小明"));
+
+    // A tariff plan with a broken day schedule in its second season: every row comes back,
+    // the broken field is marked, and the message names it readably.
+    let (_, location) = post_form(
+        &app,
+        &client,
+        "/tariffs",
+        "/sfn/plan_create",
+        &[
+            ("csrf", &csrf),
+            ("name", "夏季"),
+            ("description", "商铺"),
+            ("effective", "2030-01-01"),
+            ("price_peak", "1.2"),
+            ("price_valley", "0.4"),
+            ("seasons[0][from]", "07-01"),
+            ("seasons[0][to]", "08-31"),
+            ("seasons[0][schedule]", "00:00 谷, 08:00 峰"),
+            ("seasons[1][from]", "09-01"),
+            ("seasons[1][to]", "06-30"),
+            ("seasons[1][schedule]", "8 点 峰"),
+        ],
+    )
+    .await;
+    assert!(location.contains("seasons.1.schedule"), "{location}");
+    let html = page(&app, &client, &location).await;
+    let form = form_of(&html, "plan-form");
+    for typed in [
+        "夏季",
+        "商铺",
+        "2030-01-01",
+        "1.2",
+        "07-01",
+        "00:00 谷, 08:00 峰",
+        "8 点 峰",
+    ] {
+        assert!(form.contains(typed), "{typed} kept: {form}");
+    }
+    assert_eq!(form.matches("aria-invalid=\"true\"").count(), 1, "{form}");
+    assert!(
+        html.contains("日时段表 2"),
+        "a readable name for the row's field"
+    );
+
+    // A gateway whose identity is taken: the registration bytes are never kept.
+    let mut location = String::new();
+    for identity in ["dtu-1", "dtu-1"] {
+        (_, location) = post_form(
+            &app,
+            &client,
+            "/gateways",
+            "/sfn/gateway_create",
+            &[
+                ("csrf", &csrf),
+                ("identity", identity),
+                ("kind", "dtu"),
+                ("name", "北区网关"),
+                ("registration", "SECRET-REG-BYTES"),
+            ],
+        )
+        .await;
+    }
+    assert!(location.starts_with("/gateways?error="), "{location}");
+    let html = page(&app, &client, &location).await;
+    let form = form_of(&html, "gateway-form");
+    assert!(form.contains("value=\"北区网关\""), "{form}");
+    assert!(
+        !html.contains("SECRET-REG-BYTES"),
+        "registration bytes are never kept"
+    );
+}

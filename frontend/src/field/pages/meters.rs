@@ -4,7 +4,7 @@
 
 use super::fleet::{age_text, refresh_tick, REFRESH_SECONDS};
 use crate::app::use_lang;
-use crate::components::{Csrf, Layout};
+use crate::components::{use_kept, Csrf, Layout};
 use crate::field::{
     gateway_credential, gateway_registration, get_gateway, get_meter, get_meter_live,
     list_gateways, list_meters, registration_problems, BusView, GatewayView, MeterDetailView,
@@ -117,17 +117,18 @@ pub fn GatewaysPage() -> impl IntoView {
 #[component]
 fn NewGatewayForm(csrf: String) -> impl IntoView {
     let lang = use_lang();
+    let kept = use_kept("gateway-form");
     view! {
         <h2>{tr(lang, "gateways.new")}</h2>
         <form method="post" action=CreateGateway::PATH class="grid" id="gateway-form">
             <Csrf token=csrf/>
-            <label>{tr(lang, "gateways.identity")}<input name="identity" required maxlength="64"/></label>
+            <label>{tr(lang, "gateways.identity")}<input name="identity" value=kept.value_or("identity", "") required maxlength="64" aria-invalid=kept.invalid("identity")/></label>
             <label>{tr(lang, "gateways.kind")}
-                <select name="kind">
-                    {["dtu", "modbus_tcp", "mqtt"].map(|k| view! { <option value=k>{tr(lang, &format!("gateways.kind.{k}"))}</option> })}
+                <select name="kind" aria-invalid=kept.invalid("kind")>
+                    {["dtu", "modbus_tcp", "mqtt"].map(|k| view! { <option value=k selected=kept.chose("kind", k)>{tr(lang, &format!("gateways.kind.{k}"))}</option> })}
                 </select>
             </label>
-            <ConnectionFields g=None/>
+            <ConnectionFields g=None form_id="gateway-form"/>
             <p class="muted">{tr(lang, "gateways.mqtt_hint")}</p>
             <BusRows buses=vec![] spare=2/>
             <button type="submit">{tr(lang, "common.create")}</button>
@@ -137,8 +138,9 @@ fn NewGatewayForm(csrf: String) -> impl IntoView {
 
 /// Name, registration, heartbeat and host, filled from `g` when editing.
 #[component]
-fn ConnectionFields(g: Option<GatewayView>) -> impl IntoView {
+fn ConnectionFields(g: Option<GatewayView>, form_id: &'static str) -> impl IntoView {
     let lang = use_lang();
+    let kept = use_kept(form_id);
     let g = g.unwrap_or(GatewayView {
         id: String::new(),
         identity: String::new(),
@@ -155,14 +157,14 @@ fn ConnectionFields(g: Option<GatewayView>) -> impl IntoView {
     // Stored bytes are shown as hex, so an edited form says "hex".
     let editing = !g.id.is_empty();
     view! {
-        <label>{tr(lang, "property.name")}<input name="name" value=g.name.clone()/></label>
-        <label>{tr(lang, "gateways.registration")}<input name="registration" class="mono"
+        <label>{tr(lang, "property.name")}<input name="name" value=kept.value_or("name", &g.name) aria-invalid=kept.invalid("name")/></label>
+        <label>{tr(lang, "gateways.registration")}<input name="registration" class="mono" aria-invalid=kept.invalid("registration")
             placeholder=if editing && g.registration_set { tr(lang, "gateways.registration_unchanged") } else { String::new() }/></label>
         <label class="check"><input type="checkbox" name="registration_is_hex" value="on" checked=editing/>{tr(lang, "gateways.is_hex")}</label>
         <label class="check"><input type="checkbox" name="registration_repeats" value="on" checked=g.registration_repeats/>{tr(lang, "gateways.repeats")}</label>
-        <label>{tr(lang, "gateways.heartbeat")}<input name="heartbeat" class="mono" value=g.heartbeat_hex.clone()/></label>
+        <label>{tr(lang, "gateways.heartbeat")}<input name="heartbeat" class="mono" value=kept.value_or("heartbeat", &g.heartbeat_hex) aria-invalid=kept.invalid("heartbeat")/></label>
         <label class="check"><input type="checkbox" name="heartbeat_is_hex" value="on" checked=editing/>{tr(lang, "gateways.is_hex")}</label>
-        <label>{tr(lang, "gateways.host")}<input name="host" value=g.host.clone()/></label>
+        <label>{tr(lang, "gateways.host")}<input name="host" value=kept.value_or("host", &g.host) aria-invalid=kept.invalid("host")/></label>
     }
 }
 
@@ -339,7 +341,7 @@ fn GatewayDetail(
                 <form method="post" action=UpdateGateway::PATH class="grid" id="gateway-edit">
                     <Csrf token=csrf.clone()/>
                     <input type="hidden" name="id" value=g.id.clone()/>
-                    <ConnectionFields g=Some(g.clone())/>
+                    <ConnectionFields g=Some(g.clone()) form_id="gateway-edit"/>
                     <button type="submit">{tr(lang, "common.save")}</button>
                 </form>
                 <div class="actions">
@@ -568,12 +570,13 @@ fn MeterList(
 #[component]
 fn NewMeterForm(list: MeterListView, csrf: String) -> impl IntoView {
     let lang = use_lang();
-    // A refused form comes back as it was typed, its wrong fields marked (`?fields=`).
-    let kept = list.kept.clone();
-    let wrong = query_param("fields")();
+    // A refused form comes back as it was typed, its wrong fields marked; core names some
+    // fields `meter_address` where the form says `address`.
+    let kept = use_kept("meter-form");
+    let wrong = kept.fields.clone();
     let invalid = move |field: &str| {
         wrong
-            .split(',')
+            .iter()
             .any(|f| f == field || f.strip_prefix("meter_") == Some(field))
             .then_some("true")
     };
@@ -803,7 +806,12 @@ fn MeterLive(id: String, can_export: bool) -> impl IntoView {
 #[component]
 fn MeterForms(m: MeterDetailView, csrf: String) -> impl IntoView {
     let lang = use_lang();
+    let kept_remove = use_kept("meter-remove");
+    let kept_swap = use_kept("meter-swap");
+    let kept_edit = use_kept("meter-edit");
     let id = m.row.id.clone();
+    // A refused form shows what was typed, the meter's values otherwise.
+    let edit = |field: &str, current: &str| kept_edit.value_or(field, current);
     let option = |items: &[(String, String)], selected: &str| {
         items
             .iter()
@@ -815,29 +823,29 @@ fn MeterForms(m: MeterDetailView, csrf: String) -> impl IntoView {
         <form method="post" action=UpdateMeter::PATH class="grid" id="meter-edit">
             <Csrf token=csrf.clone()/>
             <input type="hidden" name="id" value=id.clone()/>
-            <label>{tr(lang, "meters.ct_ratio")}<input name="ct_ratio" value=m.ct_ratio.to_string() inputmode="numeric"/></label>
-            <label>{tr(lang, "meters.pt_ratio")}<input name="pt_ratio" value=m.pt_ratio.to_string() inputmode="numeric"/></label>
+            <label>{tr(lang, "meters.ct_ratio")}<input name="ct_ratio" value=kept_edit.value_or("ct_ratio", &m.ct_ratio.to_string()) inputmode="numeric" aria-invalid=kept_edit.invalid("ct_ratio")/></label>
+            <label>{tr(lang, "meters.pt_ratio")}<input name="pt_ratio" value=kept_edit.value_or("pt_ratio", &m.pt_ratio.to_string()) inputmode="numeric" aria-invalid=kept_edit.invalid("pt_ratio")/></label>
             <label>{tr(lang, "meters.mode")}
-                <select name="prepayment_mode">
-                    {["platform", "meter"].map(|v| view! { <option value=v selected=m.row.prepayment_mode == v>{tr(lang, &format!("meters.mode.{v}"))}</option> })}
+                <select name="prepayment_mode" aria-invalid=kept_edit.invalid("prepayment_mode")>
+                    {["platform", "meter"].map(|v| view! { <option value=v selected=edit("prepayment_mode", &m.row.prepayment_mode) == v>{tr(lang, &format!("meters.mode.{v}"))}</option> })}
                 </select>
             </label>
             <label>{tr(lang, "meters.role")}
-                <select name="role">
-                    {["shop", "main", "common"].map(|v| view! { <option value=v selected=m.row.role == v>{tr(lang, &format!("meters.role.{v}"))}</option> })}
+                <select name="role" aria-invalid=kept_edit.invalid("role")>
+                    {["shop", "main", "common"].map(|v| view! { <option value=v selected=edit("role", &m.row.role) == v>{tr(lang, &format!("meters.role.{v}"))}</option> })}
                 </select>
             </label>
             <label>{tr(lang, "meters.parent")}
-                <select name="parent_id"><option value="">"—"</option>{option(&m.feeders, &m.parent_id)}</select>
+                <select name="parent_id" aria-invalid=kept_edit.invalid("parent_id")><option value="">"—"</option>{option(&m.feeders, &edit("parent_id", &m.parent_id))}</select>
             </label>
             <label>{tr(lang, "meters.shop")}
-                <select name="shop_id"><option value="">"—"</option>{option(&m.shops, &m.shop_id)}</select>
+                <select name="shop_id" aria-invalid=kept_edit.invalid("shop_id")><option value="">"—"</option>{option(&m.shops, &edit("shop_id", &m.shop_id))}</select>
             </label>
             <label>{tr(lang, "meters.plan")}
-                <select name="plan_id"><option value="">"—"</option>{option(&m.plans, &m.plan_id)}</select>
+                <select name="plan_id" aria-invalid=kept_edit.invalid("plan_id")><option value="">"—"</option>{option(&m.plans, &edit("plan_id", &m.plan_id))}</select>
             </label>
-            <label>{tr(lang, "meters.alarm1")}<input name="alarm1" value=m.alarm1.clone() inputmode="decimal" placeholder=m.default_alarm1.clone()/></label>
-            <label>{tr(lang, "meters.alarm2")}<input name="alarm2" value=m.alarm2.clone() inputmode="decimal" placeholder=m.default_alarm2.clone()/></label>
+            <label>{tr(lang, "meters.alarm1")}<input name="alarm1" value=kept_edit.value_or("alarm1", &m.alarm1.clone()) inputmode="decimal" placeholder=m.default_alarm1.clone() aria-invalid=kept_edit.invalid("alarm1")/></label>
+            <label>{tr(lang, "meters.alarm2")}<input name="alarm2" value=kept_edit.value_or("alarm2", &m.alarm2.clone()) inputmode="decimal" placeholder=m.default_alarm2.clone() aria-invalid=kept_edit.invalid("alarm2")/></label>
             <label class="check"><input type="checkbox" name="tou_registers_match" value="on" checked=m.tou_registers_match/>{tr(lang, "meters.tou_registers_match")}</label>
             <button type="submit">{tr(lang, "common.save")}</button>
         </form>
@@ -846,24 +854,24 @@ fn MeterForms(m: MeterDetailView, csrf: String) -> impl IntoView {
             <Csrf token=csrf.clone()/>
             <input type="hidden" name="id" value=id.clone()/>
             <p class="muted wide">{tr(lang, "meters.swap_hint")}</p>
-            <label>{tr(lang, "meters.old_final_kwh")}<input name="old_final_kwh" required inputmode="decimal"/></label>
-            <label>{tr(lang, "meters.new_number")}<input name="meter_number" required inputmode="numeric" maxlength="16"/></label>
-            <label>{tr(lang, "meters.new_initial_kwh")}<input name="new_initial_kwh" inputmode="decimal" placeholder="0"/></label>
+            <label>{tr(lang, "meters.old_final_kwh")}<input name="old_final_kwh" value=kept_swap.value_or("old_final_kwh", "") required inputmode="decimal" aria-invalid=kept_swap.invalid("old_final_kwh")/></label>
+            <label>{tr(lang, "meters.new_number")}<input name="meter_number" value=kept_swap.value_or("meter_number", "") required inputmode="numeric" maxlength="16" aria-invalid=kept_swap.invalid("meter_number")/></label>
+            <label>{tr(lang, "meters.new_initial_kwh")}<input name="new_initial_kwh" value=kept_swap.value_or("new_initial_kwh", "") inputmode="decimal" placeholder="0" aria-invalid=kept_swap.invalid("new_initial_kwh")/></label>
             <label>{tr(lang, "meters.model")}
-                <select name="model">
-                    {models().into_iter().map(|v| view! { <option value=v selected=m.row.model == v>{tr(lang, &format!("meters.model.{v}"))}</option> }).collect_view()}
+                <select name="model" aria-invalid=kept_swap.invalid("model")>
+                    {models().into_iter().map(|v| view! { <option value=v selected=kept_swap.value_or("model", &m.row.model) == v>{tr(lang, &format!("meters.model.{v}"))}</option> }).collect_view()}
                 </select>
             </label>
-            <label>{tr(lang, "meters.address")}<input name="address" value=m.row.address.clone()/></label>
-            <label>{tr(lang, "meters.reason")}<input name="reason"/></label>
+            <label>{tr(lang, "meters.address")}<input name="address" value=kept_swap.value_or("address", &m.row.address) aria-invalid=kept_swap.invalid("address")/></label>
+            <label>{tr(lang, "meters.reason")}<input name="reason" value=kept_swap.value_or("reason", "") aria-invalid=kept_swap.invalid("reason")/></label>
             <button type="submit">{tr(lang, "meters.swap")}</button>
         </form>
         <h2>{tr(lang, "meters.remove")}</h2>
         <form method="post" action=RemoveMeter::PATH class="grid" id="meter-remove">
             <Csrf token=csrf/>
             <input type="hidden" name="id" value=id/>
-            <label>{tr(lang, "meters.final_kwh")}<input name="final_kwh" required inputmode="decimal"/></label>
-            <label>{tr(lang, "meters.reason")}<input name="reason"/></label>
+            <label>{tr(lang, "meters.final_kwh")}<input name="final_kwh" value=kept_remove.value_or("final_kwh", "") required inputmode="decimal" aria-invalid=kept_remove.invalid("final_kwh")/></label>
+            <label>{tr(lang, "meters.reason")}<input name="reason" value=kept_remove.value_or("reason", "") aria-invalid=kept_remove.invalid("reason")/></label>
             <button type="submit" class="danger">{tr(lang, "meters.remove")}</button>
         </form>
     }

@@ -2,7 +2,7 @@
 //! reactivation, entering it, and creating its admins.
 
 use crate::app::use_lang;
-use crate::components::{Csrf, Layout};
+use crate::components::{use_kept, Csrf, Layout};
 use crate::i18n::tr;
 use crate::tenancy::{get_company, list_companies, CompanyRow};
 use crate::web::query::query_param;
@@ -93,16 +93,17 @@ fn CompanyTable(rows: Vec<CompanyRow>) -> impl IntoView {
 #[component]
 fn OnboardForm(csrf: String) -> impl IntoView {
     let lang = use_lang();
+    let kept = use_kept("onboard-form");
     view! {
         <h2>{tr(lang, "companies.onboard")}</h2>
         <form method="post" action=CreateCompany::PATH class="grid" id="onboard-form">
             <Csrf token=csrf/>
-            <label>{tr(lang, "companies.slug")}<input name="slug" required pattern="[a-z][a-z0-9-]{1,31}"/></label>
-            <label>{tr(lang, "companies.name")}<input name="name" required/></label>
-            <label>{tr(lang, "companies.time_zone")}<input name="time_zone" value="Asia/Shanghai"/></label>
-            <label>{tr(lang, "companies.max_meters")}<input name="max_meters" type="number" min="0" value="5000"/></label>
-            <label>{tr(lang, "companies.max_gateways")}<input name="max_gateways" type="number" min="0" value="500"/></label>
-            <label>{tr(lang, "companies.max_operators")}<input name="max_operators" type="number" min="0" value="50"/></label>
+            <label>{tr(lang, "companies.slug")}<input name="slug" value=kept.value_or("slug", "") required pattern="[a-z][a-z0-9-]{1,31}" aria-invalid=kept.invalid("slug")/></label>
+            <label>{tr(lang, "companies.name")}<input name="name" value=kept.value_or("name", "") required aria-invalid=kept.invalid("name")/></label>
+            <label>{tr(lang, "companies.time_zone")}<input name="time_zone" value=kept.value_or("time_zone", "Asia/Shanghai") aria-invalid=kept.invalid("time_zone")/></label>
+            <label>{tr(lang, "companies.max_meters")}<input name="max_meters" type="number" min="0" value=kept.value_or("max_meters", "5000") aria-invalid=kept.invalid("max_meters")/></label>
+            <label>{tr(lang, "companies.max_gateways")}<input name="max_gateways" type="number" min="0" value=kept.value_or("max_gateways", "500") aria-invalid=kept.invalid("max_gateways")/></label>
+            <label>{tr(lang, "companies.max_operators")}<input name="max_operators" type="number" min="0" value=kept.value_or("max_operators", "50") aria-invalid=kept.invalid("max_operators")/></label>
             <button type="submit">{tr(lang, "common.create")}</button>
         </form>
     }
@@ -140,6 +141,7 @@ pub fn CompanyPage() -> impl IntoView {
 #[component]
 fn CompanyDetail(c: CompanyRow, s: crate::tenancy::SessionView) -> impl IntoView {
     let lang = use_lang();
+    let kept = use_kept("admin-form");
     let suspended = c.status == "suspended";
     let (action, label) = if suspended {
         ("reactivate", "companies.reactivate")
@@ -176,8 +178,8 @@ fn CompanyDetail(c: CompanyRow, s: crate::tenancy::SessionView) -> impl IntoView
             <form method="post" action=CreateCompanyAdmin::PATH class="grid" id="admin-form">
                 <Csrf token=s.csrf.clone()/>
                 <input type="hidden" name="id" value=c.id/>
-                <label>{tr(lang, "users.username")}<input name="username" required/></label>
-                <label>{tr(lang, "users.display_name")}<input name="display_name"/></label>
+                <label>{tr(lang, "users.username")}<input name="username" value=kept.value_or("username", "") required aria-invalid=kept.invalid("username")/></label>
+                <label>{tr(lang, "users.display_name")}<input name="display_name" value=kept.value_or("display_name", "") aria-invalid=kept.invalid("display_name")/></label>
                 <label>{tr(lang, "users.initial_password")}<input name="password" type="password" required minlength="10"/></label>
                 <button type="submit">{tr(lang, "common.create")}</button>
             </form>

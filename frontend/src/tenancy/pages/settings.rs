@@ -3,7 +3,7 @@
 //! the holiday calendar with make-up workdays, one year at a time.
 
 use crate::app::use_lang;
-use crate::components::{Csrf, Layout};
+use crate::components::{use_kept, Csrf, Layout};
 use crate::i18n::tr;
 use crate::tenancy::{get_settings, SettingsView};
 use crate::web::query::query_param;
@@ -38,21 +38,23 @@ pub fn SettingsPage() -> impl IntoView {
 #[component]
 fn SettingsForms(v: SettingsView, csrf: String, can_change: bool) -> impl IntoView {
     let lang = use_lang();
+    let kept_day = use_kept("calendar-form");
+    let kept = use_kept("settings-form");
     let disabled = !can_change;
     view! {
         <h2>{tr(lang, "settings.defaults")}</h2>
         <p class="muted">{tr(lang, "settings.defaults_hint")} " (" {v.time_zone.clone()} ")"</p>
         <form method="post" action=SaveSettings::PATH class="grid" id="settings-form">
             <Csrf token=csrf.clone()/>
-            <label>{tr(lang, "meters.alarm1")}<input name="alarm1" value=v.alarm1.clone() inputmode="decimal" disabled=disabled/></label>
-            <label>{tr(lang, "meters.alarm2")}<input name="alarm2" value=v.alarm2.clone() inputmode="decimal" disabled=disabled/></label>
-            <label>{tr(lang, "settings.overdraft")}<input name="overdraft_limit" value=v.overdraft_limit.clone() inputmode="decimal" disabled=disabled/></label>
-            <label>{tr(lang, "settings.restore")}<input name="restore_level" value=v.restore_level.clone() inputmode="decimal" disabled=disabled/></label>
-            <label>{tr(lang, "settings.quiet_start")}<input name="quiet_start" value=v.quiet_start.clone() placeholder="22:00" disabled=disabled/></label>
-            <label>{tr(lang, "settings.quiet_end")}<input name="quiet_end" value=v.quiet_end.clone() placeholder="07:00" disabled=disabled/></label>
-            <label>{tr(lang, "settings.arrears_cap")}<input name="arrears_cap" value=v.arrears_cap.clone() inputmode="decimal" disabled=disabled/></label>
-            <label>{tr(lang, "settings.stale_meter_min")}<input name="stale_meter_min" value=v.stale_meter_min.clone() inputmode="numeric" disabled=disabled/></label>
-            <label>{tr(lang, "settings.offline_gateway_min")}<input name="offline_gateway_min" value=v.offline_gateway_min.clone() inputmode="numeric" disabled=disabled/></label>
+            <label>{tr(lang, "meters.alarm1")}<input name="alarm1" value=kept.value_or("alarm1", &v.alarm1) inputmode="decimal" disabled=disabled aria-invalid=kept.invalid("alarm1")/></label>
+            <label>{tr(lang, "meters.alarm2")}<input name="alarm2" value=kept.value_or("alarm2", &v.alarm2) inputmode="decimal" disabled=disabled aria-invalid=kept.invalid("alarm2")/></label>
+            <label>{tr(lang, "settings.overdraft")}<input name="overdraft_limit" value=kept.value_or("overdraft_limit", &v.overdraft_limit) inputmode="decimal" disabled=disabled aria-invalid=kept.invalid("overdraft_limit")/></label>
+            <label>{tr(lang, "settings.restore")}<input name="restore_level" value=kept.value_or("restore_level", &v.restore_level) inputmode="decimal" disabled=disabled aria-invalid=kept.invalid("restore_level")/></label>
+            <label>{tr(lang, "settings.quiet_start")}<input name="quiet_start" value=kept.value_or("quiet_start", &v.quiet_start) placeholder="22:00" disabled=disabled aria-invalid=kept.invalid("quiet_start")/></label>
+            <label>{tr(lang, "settings.quiet_end")}<input name="quiet_end" value=kept.value_or("quiet_end", &v.quiet_end) placeholder="07:00" disabled=disabled aria-invalid=kept.invalid("quiet_end")/></label>
+            <label>{tr(lang, "settings.arrears_cap")}<input name="arrears_cap" value=kept.value_or("arrears_cap", &v.arrears_cap) inputmode="decimal" disabled=disabled aria-invalid=kept.invalid("arrears_cap")/></label>
+            <label>{tr(lang, "settings.stale_meter_min")}<input name="stale_meter_min" value=kept.value_or("stale_meter_min", &v.stale_meter_min) inputmode="numeric" disabled=disabled aria-invalid=kept.invalid("stale_meter_min")/></label>
+            <label>{tr(lang, "settings.offline_gateway_min")}<input name="offline_gateway_min" value=kept.value_or("offline_gateway_min", &v.offline_gateway_min) inputmode="numeric" disabled=disabled aria-invalid=kept.invalid("offline_gateway_min")/></label>
             <label class="check"><input type="checkbox" name="no_trip_on_holidays" value="on" checked=v.no_trip_on_holidays disabled=disabled/>{tr(lang, "settings.no_trip_on_holidays")}</label>
             {can_change.then(|| view! { <button type="submit">{tr(lang, "common.save")}</button> })}
         </form>
@@ -95,14 +97,14 @@ fn SettingsForms(v: SettingsView, csrf: String, can_change: bool) -> impl IntoVi
         {can_change.then(|| view! {
             <form method="post" action=SetCalendarDay::PATH class="grid" id="calendar-form">
                 <Csrf token=csrf.clone()/>
-                <label>{tr(lang, "settings.day")}<input name="day" type="date" required/></label>
+                <label>{tr(lang, "settings.day")}<input name="day" value=kept_day.value_or("day", "") type="date" required aria-invalid=kept_day.invalid("day")/></label>
                 <label>{tr(lang, "settings.kind")}
-                    <select name="kind">
+                    <select name="kind" aria-invalid=kept_day.invalid("kind")>
                         <option value="holiday">{tr(lang, "settings.kind.holiday")}</option>
-                        <option value="workday">{tr(lang, "settings.kind.workday")}</option>
+                        <option value="workday" selected=kept_day.chose("kind", "workday")>{tr(lang, "settings.kind.workday")}</option>
                     </select>
                 </label>
-                <label>{tr(lang, "property.name")}<input name="name" maxlength="50"/></label>
+                <label>{tr(lang, "property.name")}<input name="name" value=kept_day.value_or("name", "") maxlength="50" aria-invalid=kept_day.invalid("name")/></label>
                 <button type="submit">{tr(lang, "property.add")}</button>
             </form>
         })}

@@ -2,7 +2,7 @@
 //! building limits, (de)activation and password reset.
 
 use crate::app::use_lang;
-use crate::components::{role_name, Csrf, Layout};
+use crate::components::{role_name, use_kept, Csrf, Layout};
 use crate::i18n::{tr, Lang};
 use crate::tenancy::{get_user, list_users, SessionView, UserRow, RIGHTS};
 use crate::web::query::query_param;
@@ -139,16 +139,17 @@ fn RightBoxes(checked: Vec<String>) -> impl IntoView {
 #[component]
 fn NewUserForm(csrf: String) -> impl IntoView {
     let lang = use_lang();
+    let kept = use_kept("new-user-form");
     view! {
         <h2>{tr(lang, "users.new")}</h2>
         <form method="post" action=CreateUser::PATH class="grid" id="new-user-form">
             <Csrf token=csrf/>
-            <label>{tr(lang, "users.username")}<input name="username" required/></label>
-            <label>{tr(lang, "users.display_name")}<input name="display_name"/></label>
-            <label>{tr(lang, "users.phone")}<input name="phone" inputmode="tel"/></label>
+            <label>{tr(lang, "users.username")}<input name="username" value=kept.value_or("username", "") required aria-invalid=kept.invalid("username")/></label>
+            <label>{tr(lang, "users.display_name")}<input name="display_name" value=kept.value_or("display_name", "") aria-invalid=kept.invalid("display_name")/></label>
+            <label>{tr(lang, "users.phone")}<input name="phone" value=kept.value_or("phone", "") inputmode="tel" aria-invalid=kept.invalid("phone")/></label>
             <label>{tr(lang, "users.role")}
-                <select name="role">
-                    {COMPANY_ROLES.map(|r| view! { <option value=r selected=r == "operator">{role_name(r)}</option> })}
+                <select name="role" aria-invalid=kept.invalid("role")>
+                    {COMPANY_ROLES.map(|r| view! { <option value=r selected=if kept.values.contains_key("role") { kept.chose("role", r) } else { r == "operator" }>{role_name(r)}</option> })}
                 </select>
             </label>
             <label>{tr(lang, "users.initial_password")}<input name="password" type="password" required minlength="10"/></label>
@@ -186,6 +187,7 @@ pub fn UserPage() -> impl IntoView {
 #[component]
 fn UserDetail(u: UserRow, s: SessionView) -> impl IntoView {
     let lang = use_lang();
+    let kept = use_kept("edit-user-form");
     let active = u.status == "active";
     let (action, label) = if active {
         ("deactivate", "users.deactivate")
@@ -210,14 +212,14 @@ fn UserDetail(u: UserRow, s: SessionView) -> impl IntoView {
             <form method="post" action=UpdateUser::PATH class="grid" id="edit-user-form">
                 <Csrf token=s.csrf.clone()/>
                 <input type="hidden" name="id" value=u.id.clone()/>
-                <label>{tr(lang, "users.display_name")}<input name="display_name" value=u.display_name.clone()/></label>
-                <label>{tr(lang, "users.phone")}<input name="phone" value=u.phone.clone() inputmode="tel"/></label>
+                <label>{tr(lang, "users.display_name")}<input name="display_name" value=kept.value_or("display_name", &u.display_name) aria-invalid=kept.invalid("display_name")/></label>
+                <label>{tr(lang, "users.phone")}<input name="phone" value=kept.value_or("phone", &u.phone) inputmode="tel" aria-invalid=kept.invalid("phone")/></label>
                 <label>{tr(lang, "users.role")}
-                    <select name="role">
-                        {roles.into_iter().map(|r| view! { <option value=r selected=r == u.role>{role_name(r)}</option> }).collect_view()}
+                    <select name="role" aria-invalid=kept.invalid("role")>
+                        {roles.into_iter().map(|r| view! { <option value=r selected=if kept.values.contains_key("role") { kept.chose("role", r) } else { r == u.role }>{role_name(r)}</option> }).collect_view()}
                     </select>
                 </label>
-                <label>{tr(lang, "users.buildings")}<input name="building_ids" value=u.building_ids.join(", ")/></label>
+                <label>{tr(lang, "users.buildings")}<input name="building_ids" value=kept.value_or("building_ids", &u.building_ids.join(", ")) aria-invalid=kept.invalid("building_ids")/></label>
                 <RightBoxes checked=u.rights.clone()/>
                 <button type="submit">{tr(lang, "common.save")}</button>
             </form>

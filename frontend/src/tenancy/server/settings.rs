@@ -4,7 +4,8 @@
 use crate::tenancy::views::{SettingsForm, SettingsView};
 use crate::web::server::yuan;
 use crate::web::server::{
-    company_tz, field_error, finish, read_err, read_session, session_for_change, UiError,
+    company_tz, field_error, finish, finish_keeping, read_err, read_session, session_for_change,
+    UiError,
 };
 use crate::web::WebError;
 use chrono::{Datelike, NaiveDate};
@@ -82,7 +83,21 @@ fn minute_of_day(text: &str, field: &str) -> Result<Option<i32>, UiError> {
     }
 }
 
+/// Core's names of the settings fields and the form's.
+const SETTINGS_FORM_NAMES: &[(&str, &str)] = &[
+    ("alarm1_fen", "alarm1"),
+    ("alarm2_fen", "alarm2"),
+    ("overdraft_limit_fen", "overdraft_limit"),
+    ("restore_level_fen", "restore_level"),
+    ("quiet_start_minute", "quiet_start"),
+    ("quiet_end_minute", "quiet_end"),
+    ("arrears_cap_fen", "arrears_cap"),
+    ("stale_meter_s", "stale_meter_min"),
+    ("offline_gateway_s", "offline_gateway_min"),
+];
+
 pub async fn save_settings(csrf: String, form: SettingsForm) -> Result<(), WebError> {
+    let kept = form.clone();
     let result = async {
         let (principal, mut tx) = session_for_change(&csrf).await?;
         let input = CompanySettings {
@@ -101,8 +116,9 @@ pub async fn save_settings(csrf: String, form: SettingsForm) -> Result<(), WebEr
         tx.commit().await?;
         Ok("/settings?ok=common.saved".to_owned())
     }
-    .await;
-    finish(result)
+    .await
+    .map_err(|e: UiError| e.renamed(SETTINGS_FORM_NAMES));
+    finish_keeping(result, "settings-form", &kept)
 }
 
 fn parse_day(text: &str) -> Result<NaiveDate, UiError> {
@@ -115,6 +131,7 @@ pub async fn set_calendar_day(
     kind: String,
     name: String,
 ) -> Result<(), WebError> {
+    let kept = serde_json::json!({ "day": &day, "kind": &kind, "name": &name });
     let result = async {
         let (principal, mut tx) = session_for_change(&csrf).await?;
         let day = parse_day(&day)?;
@@ -123,7 +140,7 @@ pub async fn set_calendar_day(
         Ok(format!("/settings?year={}&ok=common.saved", day.year()))
     }
     .await;
-    finish(result)
+    finish_keeping(result, "calendar-form", &kept)
 }
 
 pub async fn clear_calendar_day(csrf: String, day: String) -> Result<(), WebError> {
