@@ -17,6 +17,7 @@ use crate::driver::MeterValues;
 use chrono::{DateTime, Duration, Utc};
 use powertab_core::commands::{self, Observed};
 use powertab_core::field::readings::{classify, tou_split, Class, Previous, TouRegisters};
+use powertab_core::kernel::money::EnergyWh;
 use powertab_core::kernel::names::SchemaName;
 use powertab_core::tariff::rating::{self, RatingState, Usage};
 use powertab_core::tariff::{Calendar, Period, TariffVersion};
@@ -608,7 +609,7 @@ impl DailyContext {
         let by_clock = Usage {
             start,
             end,
-            energy_wh: delta,
+            energy_wh: EnergyWh::from_wh(delta),
             tou_wh: None,
         };
         let versions = self.plans.get(&meter_id).unwrap_or(&flat);
@@ -623,7 +624,12 @@ impl DailyContext {
         };
         let by_registers = split.and_then(|tou_wh| {
             let usage = Usage {
-                tou_wh: Some(tou_wh),
+                tou_wh: Some(
+                    tou_wh
+                        .into_iter()
+                        .map(|(period, wh)| (period, EnergyWh::from_wh(wh)))
+                        .collect(),
+                ),
                 ..by_clock.clone()
             };
             // Registers that name a period the plan does not have then: the plan's clock.
@@ -637,7 +643,7 @@ impl DailyContext {
             Ok(rated) => {
                 for line in rated.lines {
                     let day = line.start.with_timezone(&self.tz).date_naive();
-                    *daily.entry((meter_id, day, line.period)).or_default() += line.energy_wh;
+                    *daily.entry((meter_id, day, line.period)).or_default() += line.energy_wh.wh();
                 }
             }
             Err(e) => tracing::warn!(%meter_id, error = %e, "daily energy not attributed"),

@@ -1,5 +1,5 @@
-//! Money in integer fen (1 yuan = 100 fen). Never floats; every operation is checked, so an
-//! overflow is an error the caller sees rather than a wrapped balance.
+//! Money in integer fen (1 yuan = 100 fen) and energy in whole Wh. Never floats; every operation
+//! is checked, so an overflow is an error the caller sees rather than a wrapped balance.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -13,29 +13,78 @@ use std::fmt;
 #[serde(transparent)]
 pub struct AmountFen(i64);
 
-#[cfg(feature = "db")]
-impl sqlx::Type<sqlx::Postgres> for AmountFen {
-    fn type_info() -> sqlx::postgres::PgTypeInfo {
-        <i64 as sqlx::Type<sqlx::Postgres>>::type_info()
+/// Stores a newtype over `i64` as a Postgres `bigint`.
+macro_rules! bigint_newtype {
+    ($name:ident) => {
+        #[cfg(feature = "db")]
+        impl sqlx::Type<sqlx::Postgres> for $name {
+            fn type_info() -> sqlx::postgres::PgTypeInfo {
+                <i64 as sqlx::Type<sqlx::Postgres>>::type_info()
+            }
+        }
+
+        #[cfg(feature = "db")]
+        impl<'q> sqlx::Encode<'q, sqlx::Postgres> for $name {
+            fn encode_by_ref(
+                &self,
+                buf: &mut sqlx::postgres::PgArgumentBuffer,
+            ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+                <i64 as sqlx::Encode<sqlx::Postgres>>::encode_by_ref(&self.0, buf)
+            }
+        }
+
+        #[cfg(feature = "db")]
+        impl<'r> sqlx::Decode<'r, sqlx::Postgres> for $name {
+            fn decode(
+                value: sqlx::postgres::PgValueRef<'r>,
+            ) -> Result<Self, sqlx::error::BoxDynError> {
+                Ok($name(<i64 as sqlx::Decode<sqlx::Postgres>>::decode(value)?))
+            }
+        }
+    };
+}
+
+bigint_newtype!(AmountFen);
+bigint_newtype!(EnergyWh);
+
+/// Energy in whole watt-hours, the unit every register delta, tier threshold and charge line
+/// counts in (DESIGN.md: energy in Wh). Checked arithmetic only; shown as kWh from integers.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
+#[serde(transparent)]
+pub struct EnergyWh(i64);
+
+impl EnergyWh {
+    pub const ZERO: EnergyWh = EnergyWh(0);
+
+    pub const fn from_wh(wh: i64) -> Self {
+        EnergyWh(wh)
+    }
+
+    pub const fn wh(self) -> i64 {
+        self.0
+    }
+
+    pub fn checked_add(self, other: EnergyWh) -> Option<EnergyWh> {
+        self.0.checked_add(other.0).map(EnergyWh)
+    }
+
+    pub fn checked_sub(self, other: EnergyWh) -> Option<EnergyWh> {
+        self.0.checked_sub(other.0).map(EnergyWh)
+    }
+
+    /// Parses kWh as people type them (`1234.5`, up to three decimals); never negative.
+    pub fn parse_kwh(text: &str) -> Result<EnergyWh, AmountParseError> {
+        parse_kwh_as_wh(text).map(EnergyWh)
     }
 }
 
-#[cfg(feature = "db")]
-impl<'q> sqlx::Encode<'q, sqlx::Postgres> for AmountFen {
-    fn encode_by_ref(
-        &self,
-        buf: &mut sqlx::postgres::PgArgumentBuffer,
-    ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
-        <i64 as sqlx::Encode<sqlx::Postgres>>::encode_by_ref(&self.0, buf)
-    }
-}
-
-#[cfg(feature = "db")]
-impl<'r> sqlx::Decode<'r, sqlx::Postgres> for AmountFen {
-    fn decode(value: sqlx::postgres::PgValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
-        Ok(AmountFen(<i64 as sqlx::Decode<sqlx::Postgres>>::decode(
-            value,
-        )?))
+impl std::fmt::Display for EnergyWh {
+    /// As kWh with up to three decimals (`1234.5`), from integers.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&format_wh_as_kwh(self.0))
     }
 }
 
@@ -156,6 +205,20 @@ impl fmt::Display for AmountFen {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn energy_parses_and_shows_as_kwh_from_integers() {
+        let e = EnergyWh::parse_kwh("1234.5").unwrap();
+        assert_eq!(e.wh(), 1_234_500);
+        assert_eq!(e.to_string(), "1234.5");
+        assert!(EnergyWh::parse_kwh("-1").is_err());
+        assert!(EnergyWh::parse_kwh("1.2345").is_err());
+        assert_eq!(
+            EnergyWh::from_wh(i64::MAX).checked_add(EnergyWh::from_wh(1)),
+            None
+        );
+        assert_eq!(serde_json::to_string(&e).unwrap(), "1234500");
+    }
 
     #[test]
     fn parses_yuan_with_up_to_two_decimals() {

@@ -5,7 +5,7 @@
 
 use crate::auth::Principal;
 use crate::kernel::error::{CoreError, CoreResult};
-use crate::kernel::money::AmountFen;
+use crate::kernel::money::{AmountFen, EnergyWh};
 use crate::tariff::rating::{self, RatingState, Usage};
 use crate::tariff::{Calendar, Period, TariffVersion};
 use crate::tenancy::audit;
@@ -312,14 +312,17 @@ fn preview_plan(
             let usage = Usage {
                 start,
                 end,
-                energy_wh: wh,
+                energy_wh: EnergyWh::from_wh(wh),
                 tou_wh: None,
             };
             let rated = rating::rate(&usage, &plan.versions, tz, calendar, &state)
                 .map_err(|e| CoreError::field("start", e.to_string()))?;
             for line in &rated.lines {
                 let entry = by_period_e5.entry(line.period).or_default();
-                entry.0 = entry.0.checked_add(line.energy_wh).ok_or_else(too_much)?;
+                entry.0 = entry
+                    .0
+                    .checked_add(line.energy_wh.wh())
+                    .ok_or_else(too_much)?;
                 entry.1 = entry.1.checked_add(line.charge_e5).ok_or_else(too_much)?;
             }
             debits = debits.checked_add(rated.debit_fen).ok_or_else(too_much)?;

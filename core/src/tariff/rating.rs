@@ -16,7 +16,7 @@
 //!    each rating debits the whole fen of (carried rest + exact charges) and carries the rest,
 //!    always in [0, 1 fen). Closing an account rounds the last rest half-up.
 
-use crate::kernel::money::AmountFen;
+use crate::kernel::money::{AmountFen, EnergyWh};
 use crate::tariff::{Calendar, Period, TariffVersion, TierBasis, TierPrice};
 use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
@@ -34,10 +34,10 @@ pub const INTERVAL_DAYS_MAX: i64 = 400;
 pub struct RatingState {
     /// Local (year, month) that `month_wh` counts.
     pub month: Option<(i32, u32)>,
-    pub month_wh: i64,
+    pub month_wh: EnergyWh,
     /// Local year that `year_wh` counts.
     pub year: Option<i32>,
-    pub year_wh: i64,
+    pub year_wh: EnergyWh,
     /// Carried sub-fen rest, in 1e-5 fen, in [0, 100_000).
     pub remainder_e5: i64,
 }
@@ -47,9 +47,9 @@ pub struct RatingState {
 pub struct Usage {
     pub start: DateTime<Utc>,
     pub end: DateTime<Utc>,
-    pub energy_wh: i64,
+    pub energy_wh: EnergyWh,
     /// The meter's own TOU register deltas, when its TOU table matches the plan's.
-    pub tou_wh: Option<BTreeMap<Period, i64>>,
+    pub tou_wh: Option<BTreeMap<Period, EnergyWh>>,
 }
 
 /// One priced piece of the interval.
@@ -63,7 +63,7 @@ pub struct ChargeLine {
     pub period: Period,
     /// Index of the tier, 0 without tiers.
     pub tier: usize,
-    pub energy_wh: i64,
+    pub energy_wh: EnergyWh,
     pub price_units: i64,
     /// Exact charge, energy_wh × price_units, in 1e-5 fen.
     pub charge_e5: i64,
@@ -198,17 +198,18 @@ fn duration_ms(part: &Part) -> i64 {
 fn energy_per_part(usage: &Usage, parts: &[Part]) -> Result<Vec<i64>, RatingError> {
     let Some(tou) = &usage.tou_wh else {
         let weights: Vec<i64> = parts.iter().map(duration_ms).collect();
-        return Ok(apportion(usage.energy_wh, &weights));
+        return Ok(apportion(usage.energy_wh.wh(), &weights));
     };
-    let sum = tou.values().try_fold(
-        0i64,
-        |acc, &wh| if wh < 0 { None } else { acc.checked_add(wh) },
-    );
-    if sum != Some(usage.energy_wh) {
+    let sum = tou.values().try_fold(0i64, |acc, &wh| match wh.wh() {
+        wh if wh < 0 => None,
+        wh => acc.checked_add(wh),
+    });
+    if sum != Some(usage.energy_wh.wh()) {
         return Err(RatingError::TouSplitSum);
     }
     let mut energies = vec![0; parts.len()];
     for (&period, &wh) in tou {
+        let wh = wh.wh();
         let indices: Vec<usize> = (0..parts.len())
             .filter(|&i| parts[i].period == period)
             .collect();
@@ -241,7 +242,7 @@ pub fn rate(
     if usage.end - usage.start > Duration::days(INTERVAL_DAYS_MAX) {
         return Err(RatingError::IntervalTooLong);
     }
-    if usage.energy_wh < 0 {
+    if usage.energy_wh.wh() < 0 {
         return Err(RatingError::NegativeEnergy);
     }
     let parts = split(usage, versions, tz, calendar)?;
@@ -266,11 +267,12 @@ pub fn rate(
                 version: version.effective,
                 period: part.period,
                 tier,
-                energy_wh,
+                energy_wh: EnergyWh::from_wh(energy_wh),
                 price_units,
                 charge_e5,
             });
         }
+        let wh = EnergyWh::from_wh(wh);
         state.month_wh = state
             .month_wh
             .checked_add(wh)
@@ -294,11 +296,11 @@ fn roll_counters(state: &mut RatingState, date: NaiveDate) {
     let month = (date.year(), date.month());
     if state.month != Some(month) {
         state.month = Some(month);
-        state.month_wh = 0;
+        state.month_wh = EnergyWh::ZERO;
     }
     if state.year != Some(date.year()) {
         state.year = Some(date.year());
-        state.year_wh = 0;
+        state.year_wh = EnergyWh::ZERO;
     }
 }
 
@@ -316,7 +318,8 @@ fn tier_pieces(
     let mut cumulative = match tiers.basis {
         TierBasis::Monthly => state.month_wh,
         TierBasis::Annual => state.year_wh,
-    };
+    }
+    .wh();
     let mut remaining = wh;
     let mut pieces = Vec::new();
     while remaining > 0 {
@@ -367,7 +370,7 @@ mod tests {
         Usage {
             start,
             end,
-            energy_wh,
+            energy_wh: EnergyWh::from_wh(energy_wh),
             tou_wh: None,
         }
     }
@@ -463,7 +466,7 @@ mod tests {
         let got: Vec<(Period, i64, i64)> = r
             .lines
             .iter()
-            .map(|l| (l.period, l.energy_wh, l.price_units))
+            .map(|l| (l.period, l.energy_wh.wh(), l.price_units))
             .collect();
         assert_eq!(
             got,
@@ -479,8 +482,8 @@ mod tests {
     fn the_meters_tou_registers_give_the_split_when_present() {
         let mut u = usage(at(2026, 11, 25, 7, 0), at(2026, 11, 25, 9, 0), 2000);
         u.tou_wh = Some(BTreeMap::from([
-            (Period::Valley, 300),
-            (Period::Flat, 1700),
+            (Period::Valley, EnergyWh::from_wh(300)),
+            (Period::Flat, EnergyWh::from_wh(1700)),
         ]));
         let r = rate(
             &u,
@@ -491,12 +494,12 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            r.lines.iter().map(|l| l.energy_wh).collect::<Vec<_>>(),
+            r.lines.iter().map(|l| l.energy_wh.wh()).collect::<Vec<_>>(),
             vec![300, 1700]
         );
         u.tou_wh = Some(BTreeMap::from([
-            (Period::Valley, 300),
-            (Period::Flat, 1600),
+            (Period::Valley, EnergyWh::from_wh(300)),
+            (Period::Flat, EnergyWh::from_wh(1600)),
         ]));
         assert_eq!(
             rate(
@@ -508,7 +511,7 @@ mod tests {
             ),
             Err(RatingError::TouSplitSum)
         );
-        u.tou_wh = Some(BTreeMap::from([(Period::Peak, 2000)]));
+        u.tou_wh = Some(BTreeMap::from([(Period::Peak, EnergyWh::from_wh(2000))]));
         assert_eq!(
             rate(
                 &u,
@@ -539,7 +542,7 @@ mod tests {
         let got: Vec<(NaiveDate, i64, i64)> = r
             .lines
             .iter()
-            .map(|l| (l.version, l.energy_wh, l.price_units))
+            .map(|l| (l.version, l.energy_wh.wh(), l.price_units))
             .collect();
         assert_eq!(
             got,
@@ -588,9 +591,9 @@ mod tests {
     fn a_tier_threshold_inside_an_interval_splits_the_energy_exactly() {
         let state = RatingState {
             month: Some((2026, 11)),
-            month_wh: 239_500,
+            month_wh: EnergyWh::from_wh(239_500),
             year: Some(2026),
-            year_wh: 239_500,
+            year_wh: EnergyWh::from_wh(239_500),
             remainder_e5: 0,
         };
         let u = usage(at(2026, 11, 25, 10, 0), at(2026, 11, 25, 11, 0), 1000);
@@ -605,10 +608,10 @@ mod tests {
         let got: Vec<(usize, i64, i64)> = r
             .lines
             .iter()
-            .map(|l| (l.tier, l.energy_wh, l.price_units))
+            .map(|l| (l.tier, l.energy_wh.wh(), l.price_units))
             .collect();
         assert_eq!(got, vec![(0, 500, 5_000), (1, 500, 5_500)]);
-        assert_eq!(r.state.month_wh, 240_500);
+        assert_eq!(r.state.month_wh.wh(), 240_500);
         // Across two thresholds at once, the absolute tier replaces the base price.
         let big = usage(at(2026, 11, 25, 10, 0), at(2026, 11, 25, 11, 0), 200_000);
         let r = rate(
@@ -622,7 +625,7 @@ mod tests {
         let got: Vec<(usize, i64, i64)> = r
             .lines
             .iter()
-            .map(|l| (l.tier, l.energy_wh, l.price_units))
+            .map(|l| (l.tier, l.energy_wh.wh(), l.price_units))
             .collect();
         assert_eq!(
             got,
@@ -634,9 +637,9 @@ mod tests {
     fn month_to_date_restarts_at_local_midnight_on_the_first_but_year_to_date_does_not() {
         let state = RatingState {
             month: Some((2026, 11)),
-            month_wh: 300_000,
+            month_wh: EnergyWh::from_wh(300_000),
             year: Some(2026),
-            year_wh: 300_000,
+            year_wh: EnergyWh::from_wh(300_000),
             remainder_e5: 0,
         };
         // 23:00 on 30 Nov to 01:00 on 1 Dec local: the second hour starts a new month.
@@ -652,12 +655,12 @@ mod tests {
         let tiers: Vec<(usize, i64)> = monthly
             .lines
             .iter()
-            .map(|l| (l.tier, l.energy_wh))
+            .map(|l| (l.tier, l.energy_wh.wh()))
             .collect();
         assert_eq!(tiers, vec![(1, 1000), (0, 1000)]);
         assert_eq!(
             (monthly.state.month, monthly.state.month_wh),
-            (Some((2026, 12)), 1000)
+            (Some((2026, 12)), EnergyWh::from_wh(1000))
         );
         let annual = rate(
             &u,
@@ -668,7 +671,7 @@ mod tests {
         )
         .unwrap();
         assert!(annual.lines.iter().all(|l| l.tier == 1));
-        assert_eq!(annual.state.year_wh, 302_000);
+        assert_eq!(annual.state.year_wh.wh(), 302_000);
     }
 
     #[test]
@@ -728,7 +731,7 @@ mod tests {
             for (i, &wh) in energies.iter().enumerate() {
                 let end = start + Duration::minutes(minutes[i]);
                 let r = rate(&usage(start, end, wh), &versions, SHANGHAI, &Calendar::default(), &state).unwrap();
-                prop_assert_eq!(r.lines.iter().map(|l| l.energy_wh).sum::<i64>(), wh);
+                prop_assert_eq!(r.lines.iter().map(|l| l.energy_wh.wh()).sum::<i64>(), wh);
                 debits += i128::from(r.debit_fen.fen());
                 exact += r.lines.iter().map(|l| i128::from(l.charge_e5)).sum::<i128>();
                 prop_assert!((0..E5_PER_FEN).contains(&r.state.remainder_e5));
@@ -762,7 +765,7 @@ mod tests {
 
         #[test]
         fn more_energy_never_costs_less_with_increasing_tiers(month_wh in 0i64..600_000, a in 0i64..300_000, extra in 0i64..300_000) {
-            let state = RatingState { month: Some((2026, 11)), month_wh, year: Some(2026), year_wh: month_wh, remainder_e5: 0 };
+            let state = RatingState { month: Some((2026, 11)), month_wh: EnergyWh::from_wh(month_wh), year: Some(2026), year_wh: EnergyWh::from_wh(month_wh), remainder_e5: 0 };
             let cost = |wh: i64| {
                 let r = rate(&usage(at(2026, 11, 25, 10, 0), at(2026, 11, 25, 11, 0), wh), &tiered(TierBasis::Monthly), SHANGHAI, &Calendar::default(), &state).unwrap();
                 r.lines.iter().map(|l| l.charge_e5).sum::<i64>()
