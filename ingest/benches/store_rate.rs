@@ -38,6 +38,46 @@ async fn main() {
     let t0 = (Utc::now() - Duration::hours(1))
         .duration_trunc(Duration::minutes(1))
         .unwrap();
+    // The command queue the writer verifies against in the same transaction: a history of
+    // finished commands (`PT_BENCH_HISTORY`, default 0) and open `read_now` commands sent just
+    // before the run (`PT_BENCH_OPEN`, default 0; one per meter at most), which the first
+    // reading of their meter verifies.
+    let env = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse::<i64>().ok())
+            .unwrap_or(0)
+    };
+    let (history, open) = (
+        env("PT_BENCH_HISTORY"),
+        env("PT_BENCH_OPEN").min(METERS as i64),
+    );
+    sqlx::query(&format!(
+        "insert into {s}.commands (id, meter_id, op, state, source, created_at, updated_at)
+         select gen_random_uuid(), m.id, 'read_now', 'verified', 'rule:bench', now() - interval '2 days', now() - interval '2 days'
+         from generate_series(1, $1) g
+         join lateral (select id from {s}.meters order by address offset (g % $2) limit 1) m on true"
+    ))
+    .bind(history)
+    .bind(METERS as i64)
+    .execute(&field.db.pool)
+    .await
+    .unwrap();
+    sqlx::query(&format!(
+        "insert into {s}.commands (id, meter_id, op, state, source, sent_at, lease_holder, lease_until, attempts)
+         select gen_random_uuid(), id, 'read_now', 'sent', 'rule:bench', $1, 'bench', $1 + interval '1 hour', 1
+         from (select id from {s}.meters order by address limit $2) m"
+    ))
+    .bind(t0 - Duration::seconds(1))
+    .bind(open)
+    .execute(&field.db.pool)
+    .await
+    .unwrap();
+    sqlx::query("analyze")
+        .execute(&field.db.pool)
+        .await
+        .unwrap();
+
     let readings: Vec<NewReading> = (0..ROUNDS)
         .flat_map(|round| {
             meter_ids.iter().enumerate().map(move |(i, id)| NewReading {
@@ -69,6 +109,16 @@ async fn main() {
             .unwrap();
     }
     let stored_s = started.elapsed().as_secs_f64();
+    let verified: i64 = sqlx::query_scalar(&format!(
+        "select count(*) from {s}.commands where source = 'rule:bench' and state = 'verified' and sent_at is not null"
+    ))
+    .fetch_one(&field.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        verified, open,
+        "every open read_now is verified by its meter's reading"
+    );
 
     sqlx::query(&format!(
         "create table {s}.readings_raw (like {s}.readings including defaults)"
@@ -100,7 +150,7 @@ async fn main() {
 
     let n = readings.len() as f64;
     println!(
-        "store rate: {} readings of {METERS} meters in batches of {BATCH}",
+        "store rate: {} readings of {METERS} meters in batches of {BATCH}; {history} finished and {open} open commands",
         readings.len()
     );
     println!(
