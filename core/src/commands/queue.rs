@@ -146,7 +146,7 @@ pub async fn read_now(
     {
         return Err(CoreError::Forbidden("your role may not do this".into()));
     }
-    if meter.status != "active" {
+    if meter.status != crate::field::MeterStatus::Active {
         return Err(CoreError::Conflict("this meter was removed".into()));
     }
     let now = principal.now();

@@ -7,7 +7,7 @@
 //! audited.
 
 use crate::auth::Principal;
-use crate::field::{self, Bus, BusInput, Gateway, Meter, MeterInput};
+use crate::field::{self, Bus, BusInput, Gateway, Meter, MeterInput, MeterStatus};
 use crate::kernel::error::{CoreError, CoreResult};
 use crate::tenancy::audit;
 use crate::tenancy::roles::{Need, Right};
@@ -281,7 +281,7 @@ async fn check_removable(
 ) -> CoreResult<Meter> {
     let meter = field::meter(conn, principal, meter_id).await?;
     principal.require(Need::Act(Right::Settings))?;
-    if meter.status == "removed" {
+    if meter.status == MeterStatus::Removed {
         return Err(CoreError::Conflict("this meter was already removed".into()));
     }
     Ok(meter)

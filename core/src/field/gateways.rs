@@ -5,7 +5,7 @@
 //! A taken identity answers "taken" without saying by whom. Quotas (gateways, meters) are
 //! enforced here. Changes need the `settings` right and are audited.
 
-use super::vocabulary::GatewayKind;
+use super::vocabulary::{GatewayKind, GatewayStatus};
 use crate::auth::Principal;
 use crate::kernel::error::{CoreError, CoreResult};
 use crate::tenancy::audit;
@@ -43,7 +43,7 @@ pub struct Gateway {
     pub identity: String,
     pub name: String,
     pub kind: GatewayKind,
-    pub status: String,
+    pub status: GatewayStatus,
     /// Always null in answers: registration bytes are a credential, shown only through
     /// `GET /gateways/{id}/registration` (settings right, audited).
     pub registration_hex: Option<String>,
@@ -301,7 +301,7 @@ pub async fn gateway(
         return Err(CoreError::NotFound("gateway"));
     }
     let gateway = load_gateway(conn, id).await?;
-    if gateway.status == "removed" {
+    if gateway.status == GatewayStatus::Removed {
         // A removed gateway lives on only in its meters' history.
         return Err(CoreError::NotFound("gateway"));
     }
@@ -732,7 +732,11 @@ pub async fn set_gateway_status(
     let before = gateway(conn, principal, id).await?;
     principal.require(Need::Act(Right::Settings))?;
     principal.require_unlimited()?;
-    let status = if enabled { "enabled" } else { "suspended" };
+    let status = if enabled {
+        GatewayStatus::Enabled
+    } else {
+        GatewayStatus::Suspended
+    };
     sqlx::query("update gateways set status = $2, updated_at = now() where id = $1")
         .bind(id)
         .bind(status)

@@ -3,7 +3,7 @@
 //! need the `settings` right and are audited.
 
 use super::gateways::*;
-use super::vocabulary::{MeterModel, MeterRole, PrepaymentMode, Protocol};
+use super::vocabulary::{MeterModel, MeterRole, MeterStatus, PrepaymentMode, Protocol};
 use crate::auth::Principal;
 use crate::kernel::error::{CoreError, CoreResult};
 use crate::kernel::money::AmountFen;
@@ -39,7 +39,7 @@ pub struct Meter {
     pub initial_energy_wh: i64,
     /// The meter's own TOU registers split its energy into periods (else the plan's clock).
     pub tou_registers_match: bool,
-    pub status: String,
+    pub status: MeterStatus,
     /// When a removed meter was taken off (a swap or a removal).
     pub removed_at: Option<chrono::DateTime<chrono::Utc>>,
     /// A removed meter's last register reading.
@@ -598,7 +598,7 @@ pub async fn update_meter(
 ) -> CoreResult<Meter> {
     let before = meter(conn, principal, id).await?;
     principal.require(Need::Act(Right::Settings))?;
-    if before.status == "removed" {
+    if before.status == MeterStatus::Removed {
         return Err(CoreError::Conflict(
             "this meter was removed; its record is kept as history".into(),
         ));

@@ -7,7 +7,9 @@
 pub mod readings;
 pub mod vocabulary;
 
-pub use vocabulary::{GatewayKind, MeterModel, MeterRole, PrepaymentMode, Protocol};
+pub use vocabulary::{
+    GatewayKind, GatewayStatus, MeterModel, MeterRole, MeterStatus, PrepaymentMode, Protocol,
+};
 
 #[cfg(feature = "db")]
 pub mod changes;

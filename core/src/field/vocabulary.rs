@@ -1,5 +1,6 @@
 //! The field's word lists (DOMAIN.md): meter models and what each speaks, bus protocols,
-//! prepayment modes, meter roles and gateway kinds — each written once here.
+//! prepayment modes, meter roles, gateway kinds and the statuses of meters and gateways — each
+//! written once here.
 
 use crate::vocabulary;
 
@@ -96,5 +97,25 @@ mod tests {
             GatewayKind::parse("modbus_tcp"),
             Some(GatewayKind::ModbusTcp)
         );
+    }
+}
+
+vocabulary! {
+    /// Where a meter is in its life: read and billed, or taken off (its record and history stay).
+    pub enum MeterStatus {
+        Active = "active",
+        Removed = "removed",
+    }
+}
+
+vocabulary! {
+    /// Where a gateway is in its life.
+    pub enum GatewayStatus {
+        /// Dials in (or is dialled) and is polled.
+        Enabled = "enabled",
+        /// Kept, but its connections are refused until enabled again.
+        Suspended = "suspended",
+        /// Retired: its identity is free again; its buses and its meters' history stay.
+        Removed = "removed",
     }
 }

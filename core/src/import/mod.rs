@@ -208,7 +208,7 @@ pub fn shops_sheet(shops: &[property::Shop], lang: &str) -> Sheet {
                 s.area_centi_m2.map_or(Cell::Empty, Cell::Decimal2),
                 text(&s.contact_name),
                 text(&s.contact_phone),
-                text(&s.status),
+                text(s.status.as_str()),
             ]
         })
         .collect();

@@ -15,6 +15,16 @@ use sqlx::{PgConnection, QueryBuilder, Row};
 use std::collections::BTreeMap;
 use uuid::Uuid;
 
+crate::vocabulary! {
+    /// Whether a shop has a tenant (DOMAIN.md). Opening an account makes it occupied.
+    pub enum ShopStatus {
+        Vacant = "vacant",
+        Occupied = "occupied",
+        /// Out of use (merged, demolished); kept for its history.
+        Closed = "closed",
+    }
+}
+
 /// A building with its floors, as the property tree shows it.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -50,7 +60,7 @@ pub struct Shop {
     pub area_centi_m2: Option<i64>,
     pub contact_name: String,
     pub contact_phone: String,
-    pub status: String,
+    pub status: ShopStatus,
 }
 
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -545,7 +555,7 @@ struct CheckedShop {
     building_id: Uuid,
     area_centi_m2: Option<i64>,
     contact_phone: String,
-    status: String,
+    status: ShopStatus,
 }
 
 async fn check_shop(
@@ -587,12 +597,11 @@ async fn check_shop(
             }),
     };
     let status = match input.status.trim() {
-        "" => "vacant".to_owned(),
-        s @ ("vacant" | "occupied" | "closed") => s.to_owned(),
-        _ => {
-            fields.insert("status".into(), "vacant, occupied or closed".into());
-            String::new()
-        }
+        "" => ShopStatus::Vacant,
+        text => text.parse().unwrap_or_else(|_| {
+            fields.insert("status".into(), ShopStatus::choices());
+            ShopStatus::Vacant
+        }),
     };
     if let (Some(floor), true) = (&floor, !fields.contains_key("number")) {
         let taken: bool = sqlx::query_scalar(

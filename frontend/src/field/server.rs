@@ -28,7 +28,7 @@ fn gateway_view(g: field::Gateway) -> GatewayView {
         identity: g.identity,
         name: g.name,
         kind: g.kind.to_string(),
-        status: g.status,
+        status: g.status.to_string(),
         registration_set: g.registration_set,
         registration_repeats: g.registration_repeats,
         heartbeat_hex: g.heartbeat_hex.unwrap_or_default(),
@@ -134,7 +134,7 @@ fn meter_row(m: &Meter, names: &Names) -> MeterRow {
         address: m.address.clone(),
         prepayment_mode: m.prepayment_mode.to_string(),
         role: m.role.to_string(),
-        status: m.status.clone(),
+        status: m.status.to_string(),
         shop: lookup(&names.shops, m.shop_id),
         plan: lookup(&names.plans, m.tariff_plan_id),
     }

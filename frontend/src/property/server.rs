@@ -55,7 +55,7 @@ pub async fn get_property(
                     .join(" ")
                     .trim()
                     .to_owned(),
-                status: s.status,
+                status: s.status.to_string(),
             })
             .collect(),
     })
