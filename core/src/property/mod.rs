@@ -650,7 +650,7 @@ pub async fn create_shop(
     .bind(checked.area_centi_m2)
     .bind(input.contact_name.trim())
     .bind(&checked.contact_phone)
-    .bind(&checked.status)
+    .bind(checked.status)
     .execute(&mut *conn)
     .await?;
     let created = shop(conn, principal, id).await?;
@@ -690,7 +690,7 @@ pub async fn update_shop(
     .bind(checked.area_centi_m2)
     .bind(input.contact_name.trim())
     .bind(&checked.contact_phone)
-    .bind(&checked.status)
+    .bind(checked.status)
     .execute(&mut *conn)
     .await?;
     let after = shop(conn, principal, id).await?;
