@@ -51,6 +51,21 @@ pub enum Command {
     /// Secrets at rest.
     #[command(subcommand)]
     Secrets(SecretsCommand),
+    /// The money ledger.
+    #[command(subcommand)]
+    Ledger(LedgerCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LedgerCommand {
+    /// Verify every ledger invariant (balanced transactions matching their templates, cached
+    /// balances equal to their entries, closed accounts empty) for every company, or one; prints
+    /// a report and exits non-zero on any violation.
+    Check {
+        /// Only this company (login slug).
+        #[arg(long)]
+        company: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -242,6 +257,33 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
                 keyring.current(),
                 report.schemas
             );
+            Ok(())
+        }
+        Command::Ledger(LedgerCommand::Check { company }) => {
+            let pool = db::connect(config.database_url()?, 2).await?;
+            let reports =
+                powertab_core::billing::ledger::check::check_all(&pool, company.as_deref())
+                    .await
+                    .map_err(describe)?;
+            let mut violations = 0;
+            for report in &reports {
+                println!(
+                    "{}: {} transactions, {} accounts, {}",
+                    report.schema,
+                    report.transactions,
+                    report.accounts,
+                    if report.is_clean() {
+                        "clean".to_owned()
+                    } else {
+                        format!("{} violations", report.violations.len())
+                    }
+                );
+                for violation in &report.violations {
+                    println!("  {violation}");
+                }
+                violations += report.violations.len();
+            }
+            anyhow::ensure!(violations == 0, "{violations} ledger violations");
             Ok(())
         }
         Command::Readings(ReadingsCommand::Rebuild) => {

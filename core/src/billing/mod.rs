@@ -1,4 +1,11 @@
-//! Billing (the prepaid-money issue): shop accounts, the double-entry ledger and its check, the
-//! rating worker that turns counted energy into charges, held readings and their release, the
-//! counter's sales, refunds (退電) and corrections (沖正). Money is posted here and nowhere else.
-//! Empty until that issue lands; its home is fixed now so the layout shows where money lives.
+//! Billing (DESIGN.md: Money and the ledger): the double-entry ledger and its check
+//! ([`ledger`]), shop accounts with their meters ([`accounts`]), and the counter — top-ups,
+//! refunds (退电), reversals (冲正) and cashier shifts ([`counter`]). Money is posted here and
+//! nowhere else; amounts are `kernel::money::AmountFen`, always checked.
+
+pub mod ledger;
+
+#[cfg(feature = "db")]
+pub mod accounts;
+#[cfg(feature = "db")]
+pub mod counter;

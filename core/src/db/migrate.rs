@@ -122,6 +122,11 @@ pub const COMPANY: &[Migration] = &[
         name: "tou_registers_match",
         sql: include_str!("../../../migrations/company/0014_tou_registers_match.sql"),
     },
+    Migration {
+        version: 15,
+        name: "ledger",
+        sql: include_str!("../../../migrations/company/0015_ledger.sql"),
+    },
 ];
 
 /// Arbitrary constant for `pg_advisory_xact_lock`: "PT" migrations.

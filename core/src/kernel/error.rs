@@ -28,6 +28,13 @@ pub enum CoreError {
     /// A uniqueness or state conflict (the username is taken, the company is already suspended).
     #[error("{0}")]
     Conflict(String),
+    /// A money movement that would take an available balance below what the overdraft rule
+    /// allows (DESIGN.md: Money and the ledger).
+    #[error("{0}")]
+    InsufficientBalance(String),
+    /// An Idempotency-Key already used for a different request.
+    #[error("this Idempotency-Key was used for a different request")]
+    IdempotencyKeyReused,
     /// Too many failed attempts; the caller must wait.
     #[error("{0}")]
     Throttled(String),
@@ -94,7 +101,10 @@ impl CoreError {
             CoreError::Forbidden(_) => 403,
             CoreError::NotFound(_) => 404,
             CoreError::Validation { .. } => 422,
-            CoreError::Conflict(_) | CoreError::QuotaExceeded(_) => 409,
+            CoreError::Conflict(_)
+            | CoreError::QuotaExceeded(_)
+            | CoreError::InsufficientBalance(_)
+            | CoreError::IdempotencyKeyReused => 409,
             CoreError::Throttled(_) => 429,
             CoreError::Database { .. } if self.is_unique_violation() => 409,
             CoreError::Internal(_) | CoreError::Database { .. } => 500,
@@ -126,6 +136,8 @@ impl CoreError {
             CoreError::NotFound(_) => "not_found",
             CoreError::Validation { .. } => "validation_failed",
             CoreError::Conflict(_) => "conflict",
+            CoreError::InsufficientBalance(_) => "insufficient_balance",
+            CoreError::IdempotencyKeyReused => "idempotency_key_reused",
             CoreError::Throttled(_) => "too_many_attempts",
             CoreError::QuotaExceeded(_) => "quota_exceeded",
             CoreError::Database { .. } if self.is_unique_violation() => "conflict",

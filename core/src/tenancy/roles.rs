@@ -87,10 +87,20 @@ pub enum Right {
     KeepPower,
     Settings,
     Export,
+    /// Open and close shop accounts (开户 / 销户).
+    Accounts,
+    /// Pay out refunds payable of closed accounts.
+    Payout,
+    /// Release or correct held readings.
+    ReadingsReview,
+    /// Close a booking day (日结).
+    DailyClose,
+    /// Grant emergency credit (应急电).
+    EmergencyCredit,
 }
 
 impl Right {
-    pub const ALL: [Right; 8] = [
+    pub const ALL: [Right; 13] = [
         Right::TopUp,
         Right::Refund,
         Right::Reversal,
@@ -99,6 +109,11 @@ impl Right {
         Right::KeepPower,
         Right::Settings,
         Right::Export,
+        Right::Accounts,
+        Right::Payout,
+        Right::ReadingsReview,
+        Right::DailyClose,
+        Right::EmergencyCredit,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -111,6 +126,11 @@ impl Right {
             Right::KeepPower => "keep_power",
             Right::Settings => "settings",
             Right::Export => "export",
+            Right::Accounts => "accounts",
+            Right::Payout => "payout",
+            Right::ReadingsReview => "readings_review",
+            Right::DailyClose => "daily_close",
+            Right::EmergencyCredit => "emergency_credit",
         }
     }
 }

@@ -68,7 +68,7 @@ pub struct AuditRow {
 }
 
 /// The rights an operator can be granted, in display order (names of `powertab_core::tenancy::roles::Right`).
-pub const RIGHTS: [&str; 8] = [
+pub const RIGHTS: [&str; 13] = [
     "top_up",
     "refund",
     "reversal",
@@ -77,6 +77,11 @@ pub const RIGHTS: [&str; 8] = [
     "keep_power",
     "settings",
     "export",
+    "accounts",
+    "payout",
+    "readings_review",
+    "daily_close",
+    "emergency_credit",
 ];
 
 /// Rights arrive as one optional checkbox field each.
@@ -98,6 +103,16 @@ pub struct RightBoxes {
     pub right_settings: Option<String>,
     #[serde(default)]
     pub right_export: Option<String>,
+    #[serde(default)]
+    pub right_accounts: Option<String>,
+    #[serde(default)]
+    pub right_payout: Option<String>,
+    #[serde(default)]
+    pub right_readings_review: Option<String>,
+    #[serde(default)]
+    pub right_daily_close: Option<String>,
+    #[serde(default)]
+    pub right_emergency_credit: Option<String>,
 }
 
 impl RightBoxes {
@@ -112,6 +127,11 @@ impl RightBoxes {
             &self.right_keep_power,
             &self.right_settings,
             &self.right_export,
+            &self.right_accounts,
+            &self.right_payout,
+            &self.right_readings_review,
+            &self.right_daily_close,
+            &self.right_emergency_credit,
         ];
         RIGHTS
             .iter()

@@ -2,6 +2,7 @@
 //! utoipa generates from the handlers themselves, so it lists every route that exists.
 
 pub mod auth;
+pub mod billing;
 pub mod company;
 pub mod error;
 pub mod field;
@@ -44,4 +45,5 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(field::router())
         .merge(fleet::router())
         .merge(import::router())
+        .merge(billing::router())
 }

@@ -172,6 +172,47 @@ impl TestApp {
             .await
     }
 
+    /// A money-moving POST with its `Idempotency-Key`.
+    pub async fn post_keyed(
+        &self,
+        path: &str,
+        caller: &Caller,
+        key: &str,
+        body: Value,
+    ) -> (StatusCode, Value) {
+        let response = self
+            .http
+            .post(self.url(path))
+            .bearer_auth(&caller.token)
+            .header("idempotency-key", key)
+            .json(&body)
+            .send()
+            .await
+            .expect("request sent");
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    /// `powertab ledger check` over every company of this test's database: panics with the
+    /// report unless every invariant holds. Every money test ends with it.
+    pub async fn assert_ledger_clean(&self) {
+        let reports = powertab_core::billing::ledger::check::check_all(&self.db.pool, None)
+            .await
+            .expect("the ledger check runs");
+        for report in &reports {
+            assert!(
+                report.is_clean(),
+                "ledger check of {}: {:#?}",
+                report.schema,
+                report.violations
+            );
+        }
+    }
+
     pub async fn try_login(
         &self,
         company: &str,

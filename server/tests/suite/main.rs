@@ -3,6 +3,7 @@
 
 mod helpers;
 mod import;
+mod money;
 
 mod auth;
 mod browser;

@@ -1,0 +1,529 @@
+//! Shop accounts (开户): an account holds a shop's prepaid money for one tenancy, with the
+//! meters it pays for and the reading each starts from. A shop has at most one account that is
+//! not closed, a meter is in at most one open account (unique indexes, migration company/0015).
+//! Opening takes an optional deposit (its own account, never spendable) and opening credit (from
+//! `promotions`), each one ledger transaction keyed by the account.
+
+use super::counter::{clearing_for, CounterMethod};
+use super::ledger::post::{self, request_hash, Posting};
+use super::ledger::{AccountKey, TxnKind};
+use crate::auth::Principal;
+use crate::kernel::error::{CoreError, CoreResult};
+use crate::kernel::money::{AmountFen, EnergyWh};
+use crate::kernel::names::PhoneNumber;
+use crate::tenancy::audit;
+use crate::tenancy::roles::{Need, Right};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::{PgConnection, Row};
+use std::collections::BTreeMap;
+use uuid::Uuid;
+
+crate::vocabulary! {
+    /// Where an account is in its life (DESIGN.md: Account lifecycle).
+    pub enum AccountState {
+        Open = "open",
+        /// Being closed: top-ups, refunds and new payment orders are refused.
+        Closing = "closing",
+        Closed = "closed",
+        /// Closed owing money (collected later or written off with approval).
+        ClosedInArrears = "closed_in_arrears",
+    }
+}
+
+/// A meter of an account and the reading the account starts from.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AccountMeter {
+    pub meter_id: Uuid,
+    pub meter_number: String,
+    pub opening_energy_wh: EnergyWh,
+    pub opening_read_at: DateTime<Utc>,
+    /// Typed in by an operator because no fresh reading was stored.
+    pub opening_manual: bool,
+}
+
+/// A shop account with its balances.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ShopAccount {
+    pub id: Uuid,
+    pub shop_id: Uuid,
+    pub building_id: Uuid,
+    pub shop_number: String,
+    pub shop_name: String,
+    pub holder_name: String,
+    pub holder_phone: String,
+    pub state: AccountState,
+    pub opened_at: DateTime<Utc>,
+    pub closed_at: Option<DateTime<Utc>>,
+    pub meters: Vec<AccountMeter>,
+    pub wallet_fen: AmountFen,
+    pub deposit_fen: AmountFen,
+    /// Wallet − unposted charges: what alarms and trips act on, and the most a refund may take.
+    /// Negative is arrears (欠费).
+    pub available_fen: AmountFen,
+}
+
+/// A meter to put into a new account: its opening reading is its latest stored one when that is
+/// fresh, else the one typed in here (audited).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Deserialize)]
+pub struct OpeningMeter {
+    pub meter_id: Uuid,
+    #[serde(default)]
+    pub manual_energy_wh: Option<EnergyWh>,
+}
+
+/// What opening an account takes.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Deserialize)]
+pub struct OpenAccount {
+    pub shop_id: Uuid,
+    pub holder_name: String,
+    #[serde(default)]
+    pub holder_phone: String,
+    pub meters: Vec<OpeningMeter>,
+    /// 押金, taken by `deposit_method`.
+    #[serde(default)]
+    pub deposit_fen: AmountFen,
+    #[serde(default)]
+    pub deposit_method: Option<CounterMethod>,
+    /// Credit given at opening, from `promotions`.
+    #[serde(default)]
+    pub opening_credit_fen: AmountFen,
+}
+
+impl OpenAccount {
+    fn digest(&self) -> String {
+        let meters: Vec<String> = self
+            .meters
+            .iter()
+            .map(|m| format!("{}={:?}", m.meter_id, m.manual_energy_wh.map(EnergyWh::wh)))
+            .collect();
+        request_hash(&[
+            "open_account",
+            &self.shop_id.to_string(),
+            self.holder_name.trim(),
+            self.holder_phone.trim(),
+            &meters.join(","),
+            &self.deposit_fen.fen().to_string(),
+            self.deposit_method.map_or("", CounterMethod::as_str),
+            &self.opening_credit_fen.fen().to_string(),
+        ])
+    }
+}
+
+/// Opens an account for a shop (`idempotency_key` from the client: a replay returns the same
+/// account; the same key for another opening is refused).
+#[tracing::instrument(skip_all)]
+pub async fn open(
+    conn: &mut PgConnection,
+    principal: &Principal,
+    input: &OpenAccount,
+    idempotency_key: &str,
+) -> CoreResult<ShopAccount> {
+    principal.require(Need::Act(Right::Accounts))?;
+    let key = format!("client:{idempotency_key}");
+    let digest = input.digest();
+    sqlx::query("select pg_advisory_xact_lock(hashtextextended($1, 7))")
+        .bind(&key)
+        .execute(&mut *conn)
+        .await?;
+    if let Some(row) =
+        sqlx::query("select id, open_request_hash from shop_accounts where open_key = $1")
+            .bind(&key)
+            .fetch_optional(&mut *conn)
+            .await?
+    {
+        if row.try_get::<String, _>("open_request_hash")? != digest {
+            return Err(CoreError::IdempotencyKeyReused);
+        }
+        return get(conn, principal, row.try_get("id")?).await;
+    }
+    let checked = check_opening(conn, principal, input).await?;
+    let now = principal.now();
+    let id = Uuid::now_v7();
+    sqlx::query(
+        "insert into shop_accounts (id, shop_id, holder_name, holder_phone, opened_at, open_key, open_request_hash)
+         values ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(id)
+    .bind(input.shop_id)
+    .bind(input.holder_name.trim())
+    .bind(&checked.phone)
+    .bind(now)
+    .bind(&key)
+    .bind(&digest)
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| taken(e.into()))?;
+    for m in &checked.meters {
+        sqlx::query(
+            "insert into account_meters (account_id, meter_id, opening_energy_wh, opening_read_at, opening_manual, joined_at)
+             values ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(id)
+        .bind(m.meter_id)
+        .bind(m.opening_energy_wh)
+        .bind(m.opening_read_at)
+        .bind(m.opening_manual)
+        .bind(now)
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| taken(e.into()))?;
+    }
+    sqlx::query("update shops set status = 'occupied', updated_at = now() where id = $1")
+        .bind(input.shop_id)
+        .execute(&mut *conn)
+        .await?;
+    post_opening_money(conn, principal, id, input, now).await?;
+    let account = get(conn, principal, id).await?;
+    audit::record(
+        conn,
+        principal,
+        "account.open",
+        "shop_account",
+        Some(id.to_string()),
+        None,
+        Some(serde_json::to_value(&account).unwrap_or_default()),
+    )
+    .await?;
+    Ok(account)
+}
+
+/// A unique index refused the opening: the shop or a meter already has an open account.
+fn taken(err: CoreError) -> CoreError {
+    match &err {
+        e if e.violates("shop_accounts_one_per_shop") => {
+            CoreError::Conflict("this shop already has an open account".into())
+        }
+        e if e.violates("account_meters_one_open") => {
+            CoreError::Conflict("a meter is already in another open account".into())
+        }
+        _ => err,
+    }
+}
+
+async fn post_opening_money(
+    conn: &mut PgConnection,
+    principal: &Principal,
+    id: Uuid,
+    input: &OpenAccount,
+    now: DateTime<Utc>,
+) -> CoreResult<()> {
+    if input.deposit_fen > AmountFen::ZERO {
+        let method = input.deposit_method.unwrap_or(CounterMethod::Cash);
+        let clearing = clearing_for(conn, principal, method).await?;
+        post::post(
+            conn,
+            principal,
+            &Posting {
+                kind: TxnKind::DepositTaken,
+                idempotency_key: format!("open:{id}:deposit"),
+                request_hash: input.digest(),
+                shop_account: Some(id),
+                event_at: now,
+                method: Some(method.as_str().to_owned()),
+                receipt: true,
+                reverses: None,
+                memo: "押金".into(),
+                legs: vec![
+                    (AccountKey::Deposit(id), input.deposit_fen),
+                    (clearing, negate(input.deposit_fen)?),
+                ],
+                keep_at_least: None,
+            },
+        )
+        .await?;
+    }
+    if input.opening_credit_fen > AmountFen::ZERO {
+        post::post(
+            conn,
+            principal,
+            &Posting {
+                kind: TxnKind::OpeningCredit,
+                idempotency_key: format!("open:{id}:credit"),
+                request_hash: input.digest(),
+                shop_account: Some(id),
+                event_at: now,
+                method: None,
+                receipt: false,
+                reverses: None,
+                memo: String::new(),
+                legs: vec![
+                    (AccountKey::Wallet(id), input.opening_credit_fen),
+                    (AccountKey::Promotions, negate(input.opening_credit_fen)?),
+                ],
+                keep_at_least: None,
+            },
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+pub(crate) fn negate(amount: AmountFen) -> CoreResult<AmountFen> {
+    amount
+        .checked_neg()
+        .ok_or_else(|| CoreError::field("amount_fen", "too large"))
+}
+
+struct CheckedOpening {
+    phone: String,
+    meters: Vec<AccountMeter>,
+}
+
+async fn check_opening(
+    conn: &mut PgConnection,
+    principal: &Principal,
+    input: &OpenAccount,
+) -> CoreResult<CheckedOpening> {
+    let mut fields = BTreeMap::new();
+    let name_len = input.holder_name.trim().chars().count();
+    if name_len == 0 || name_len > 100 {
+        fields.insert("holder_name".into(), "1–100 characters".into());
+    }
+    let phone = match input.holder_phone.trim() {
+        "" => String::new(),
+        text => PhoneNumber::parse(text)
+            .map(|p| p.as_str().to_owned())
+            .unwrap_or_else(|e| {
+                fields.insert("holder_phone".into(), e.0.into());
+                String::new()
+            }),
+    };
+    for (field, amount) in [
+        ("deposit_fen", input.deposit_fen),
+        ("opening_credit_fen", input.opening_credit_fen),
+    ] {
+        if amount < AmountFen::ZERO {
+            fields.insert(field.into(), "not negative".into());
+        }
+    }
+    if input.meters.is_empty() || input.meters.len() > 50 {
+        fields.insert("meters".into(), "1 to 50 meters of the shop".into());
+    }
+    let shop = sqlx::query("select building_id, status from shops where id = $1")
+        .bind(input.shop_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let Some(shop) = shop else {
+        return Err(CoreError::NotFound("shop"));
+    };
+    let building_id: Uuid = shop.try_get("building_id")?;
+    if principal
+        .building_limit()
+        .is_some_and(|ids| !ids.contains(&building_id))
+    {
+        return Err(CoreError::NotFound("shop"));
+    }
+    if shop.try_get::<String, _>("status")? == "closed" {
+        fields.insert("shop_id".into(), "the shop is closed".into());
+    }
+    let settings = crate::tenancy::settings::load(conn).await?;
+    let fresh_after =
+        principal.now() - chrono::Duration::seconds(i64::from(settings.stale_meter_s));
+    let mut meters = Vec::new();
+    for (i, wanted) in input.meters.iter().enumerate() {
+        let row = sqlx::query(
+            "select m.meter_number, m.shop_id, m.status, m.prepayment_mode, l.read_at, l.energy_wh
+             from meters m left join meter_latest l on l.meter_id = m.id where m.id = $1",
+        )
+        .bind(wanted.meter_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+        let field = format!("meters.{i}.meter_id");
+        let Some(row) = row else {
+            fields.insert(field, "no such meter".into());
+            continue;
+        };
+        if row.try_get::<Option<Uuid>, _>("shop_id")? != Some(input.shop_id) {
+            fields.insert(field, "the meter is not this shop's".into());
+            continue;
+        }
+        if row.try_get::<String, _>("status")? != "active" {
+            fields.insert(field, "the meter was removed".into());
+            continue;
+        }
+        if row.try_get::<String, _>("prepayment_mode")? != "platform" {
+            // Meter-side accounts arrive with the meter-side issue.
+            fields.insert(
+                field,
+                "only platform-side meters can be opened for now".into(),
+            );
+            continue;
+        }
+        let latest: Option<(DateTime<Utc>, EnergyWh)> =
+            match (row.try_get("read_at")?, row.try_get("energy_wh")?) {
+                (Some(at), Some(wh)) => Some((at, wh)),
+                _ => None,
+            };
+        let opening = match (wanted.manual_energy_wh, latest) {
+            (Some(wh), _) if wh < EnergyWh::ZERO => {
+                fields.insert(
+                    format!("meters.{i}.manual_energy_wh"),
+                    "not negative".into(),
+                );
+                continue;
+            }
+            // A typed reading is taken only when no fresh one is stored: the stored one is
+            // what billing will count from.
+            (_, Some((at, wh))) if at >= fresh_after => (wh, at, false),
+            (Some(wh), _) => (wh, principal.now(), true),
+            (None, _) => {
+                fields.insert(
+                    format!("meters.{i}.manual_energy_wh"),
+                    "no fresh reading is stored: type the meter's reading".into(),
+                );
+                continue;
+            }
+        };
+        meters.push(AccountMeter {
+            meter_id: wanted.meter_id,
+            meter_number: row.try_get("meter_number")?,
+            opening_energy_wh: opening.0,
+            opening_read_at: opening.1,
+            opening_manual: opening.2,
+        });
+    }
+    if !fields.is_empty() {
+        return Err(CoreError::Validation {
+            message: "the account cannot be opened".into(),
+            fields,
+        });
+    }
+    Ok(CheckedOpening { phone, meters })
+}
+
+/// One account, if the caller may see it (operators limited to buildings see their buildings').
+pub async fn get(
+    conn: &mut PgConnection,
+    principal: &Principal,
+    id: Uuid,
+) -> CoreResult<ShopAccount> {
+    principal.require_read_company()?;
+    list_where(conn, principal, Some(id), None)
+        .await?
+        .into_iter()
+        .next()
+        .ok_or(CoreError::NotFound("account"))
+}
+
+/// Accounts matching `q` (shop number or name, holder name or phone, meter number), newest first.
+pub async fn search(
+    conn: &mut PgConnection,
+    principal: &Principal,
+    q: &str,
+) -> CoreResult<Vec<ShopAccount>> {
+    principal.require_read_company()?;
+    list_where(conn, principal, None, Some(q.trim())).await
+}
+
+async fn list_where(
+    conn: &mut PgConnection,
+    principal: &Principal,
+    id: Option<Uuid>,
+    q: Option<&str>,
+) -> CoreResult<Vec<ShopAccount>> {
+    let pattern = q.map(|q| {
+        format!(
+            "%{}%",
+            q.replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        )
+    });
+    let rows = sqlx::query(
+        "select a.id, a.shop_id, s.building_id, s.number, s.name, a.holder_name, a.holder_phone,
+                a.state, a.opened_at, a.closed_at,
+                coalesce((select balance_fen from ledger_accounts where key = 'wallet:' || a.id), 0) as wallet_fen,
+                coalesce((select balance_fen from ledger_accounts where key = 'deposit:' || a.id), 0) as deposit_fen
+         from shop_accounts a join shops s on s.id = a.shop_id
+         where ($1::uuid is null or a.id = $1)
+           and ($2::uuid[] is null or s.building_id = any($2))
+           and ($3::text is null or s.number ilike $3 or s.name ilike $3 or a.holder_name ilike $3
+                or a.holder_phone ilike $3
+                or exists (select 1 from account_meters am join meters m on m.id = am.meter_id
+                           where am.account_id = a.id and m.meter_number ilike $3))
+         order by a.opened_at desc limit 50",
+    )
+    .bind(id)
+    .bind(principal.building_limit_param())
+    .bind(pattern)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut accounts = Vec::with_capacity(rows.len());
+    for row in rows {
+        let id: Uuid = row.try_get("id")?;
+        let wallet_fen: AmountFen = row.try_get("wallet_fen")?;
+        let state: String = row.try_get("state")?;
+        accounts.push(ShopAccount {
+            id,
+            shop_id: row.try_get("shop_id")?,
+            building_id: row.try_get("building_id")?,
+            shop_number: row.try_get("number")?,
+            shop_name: row.try_get("name")?,
+            holder_name: row.try_get("holder_name")?,
+            holder_phone: row.try_get("holder_phone")?,
+            state: state
+                .parse()
+                .map_err(|_| CoreError::Internal(format!("account state {state}")))?,
+            opened_at: row.try_get("opened_at")?,
+            closed_at: row.try_get("closed_at")?,
+            meters: meters_of(conn, id).await?,
+            wallet_fen,
+            deposit_fen: row.try_get("deposit_fen")?,
+            available_fen: available(wallet_fen, unposted_charges(conn, id).await?)?,
+        });
+    }
+    Ok(accounts)
+}
+
+async fn meters_of(conn: &mut PgConnection, account: Uuid) -> CoreResult<Vec<AccountMeter>> {
+    let rows = sqlx::query(
+        "select am.meter_id, m.meter_number, am.opening_energy_wh, am.opening_read_at, am.opening_manual
+         from account_meters am join meters m on m.id = am.meter_id
+         where am.account_id = $1 and am.left_at is null order by m.meter_number",
+    )
+    .bind(account)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(AccountMeter {
+                meter_id: r.try_get("meter_id")?,
+                meter_number: r.try_get("meter_number")?,
+                opening_energy_wh: r.try_get("opening_energy_wh")?,
+                opening_read_at: r.try_get("opening_read_at")?,
+                opening_manual: r.try_get("opening_manual")?,
+            })
+        })
+        .collect()
+}
+
+/// Charges rated but not yet posted to the wallet. (The rating worker writes them; until it
+/// lands there are none.)
+pub async fn unposted_charges(_conn: &mut PgConnection, _account: Uuid) -> CoreResult<AmountFen> {
+    Ok(AmountFen::ZERO)
+}
+
+/// Available = wallet − unposted charges, checked.
+pub fn available(wallet: AmountFen, unposted: AmountFen) -> CoreResult<AmountFen> {
+    wallet
+        .checked_sub(unposted)
+        .ok_or_else(|| CoreError::Internal("available balance overflows".into()))
+}
+
+/// The account, locked for a money movement, if it may take one in `states`.
+pub(crate) async fn lock_for_money(
+    conn: &mut PgConnection,
+    principal: &Principal,
+    id: Uuid,
+) -> CoreResult<ShopAccount> {
+    sqlx::query("select 1 from shop_accounts where id = $1 for update")
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    get(conn, principal, id).await
+}

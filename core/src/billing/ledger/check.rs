@@ -1,0 +1,178 @@
+//! `powertab ledger check`: every invariant of DESIGN.md (Money and the ledger) verified over
+//! what is stored, per company — every transaction sums to zero and matches its template (a
+//! reversal against its original), every cached balance equals its entries, a closed account
+//! holds nothing in its wallet or deposit, and a reversal undoes a counter transaction at most
+//! once. A report names every violation; the platform runs it nightly per company.
+
+use super::post::{load_many, Transaction};
+use super::templates;
+use crate::kernel::error::{CoreError, CoreResult};
+use crate::kernel::names::SchemaName;
+use sqlx::{PgPool, Row};
+use std::collections::HashMap;
+use uuid::Uuid;
+
+/// Transactions checked per round trip.
+const PAGE: i64 = 1_000;
+
+/// What the check found in one company's ledger.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Report {
+    pub schema: String,
+    pub transactions: u64,
+    pub accounts: u64,
+    pub violations: Vec<String>,
+}
+
+impl Report {
+    pub fn is_clean(&self) -> bool {
+        self.violations.is_empty()
+    }
+}
+
+/// Checks the ledger of `schema`.
+#[tracing::instrument(skip_all, fields(schema = %schema.as_str()))]
+pub async fn check_company(pool: &PgPool, schema: &SchemaName) -> CoreResult<Report> {
+    let mut tx = pool.begin().await?;
+    // One snapshot for the whole check: postings committed meanwhile are not half-seen.
+    sqlx::query("set transaction isolation level repeatable read, read only")
+        .execute(&mut *tx)
+        .await?;
+    crate::db::set_schema(&mut tx, schema).await?;
+    let mut report = Report {
+        schema: schema.as_str().to_owned(),
+        ..Report::default()
+    };
+    check_transactions(&mut tx, &mut report).await?;
+    check_balances(&mut tx, &mut report).await?;
+    check_closed_accounts(&mut tx, &mut report).await?;
+    tx.commit().await?;
+    Ok(report)
+}
+
+/// Checks every company's ledger, in id order.
+pub async fn check_all(pool: &PgPool, only: Option<&str>) -> CoreResult<Vec<Report>> {
+    let rows = sqlx::query("select slug, schema_name from control.company order by id")
+        .fetch_all(pool)
+        .await?;
+    let mut reports = Vec::new();
+    for row in rows {
+        let slug: String = row.try_get("slug")?;
+        if only.is_some_and(|wanted| wanted != slug) {
+            continue;
+        }
+        let stored: String = row.try_get("schema_name")?;
+        let schema = SchemaName::from_stored(&stored)
+            .map_err(|e| CoreError::Internal(format!("{stored}: {e}")))?;
+        reports.push(check_company(pool, &schema).await?);
+    }
+    if let Some(wanted) = only {
+        if reports.is_empty() {
+            return Err(CoreError::Validation {
+                message: format!("no company {wanted}"),
+                fields: Default::default(),
+            });
+        }
+    }
+    Ok(reports)
+}
+
+async fn check_transactions(conn: &mut sqlx::PgConnection, report: &mut Report) -> CoreResult<()> {
+    let mut after = Uuid::nil();
+    loop {
+        let ids: Vec<Uuid> = sqlx::query_scalar(
+            "select id from ledger_transactions where id > $1 order by id limit $2",
+        )
+        .bind(after)
+        .bind(PAGE)
+        .fetch_all(&mut *conn)
+        .await?;
+        let Some(last) = ids.last().copied() else {
+            return Ok(());
+        };
+        let page = load_many(conn, &ids).await?;
+        if page.len() != ids.len() {
+            report.violations.push(format!(
+                "{} transactions without entries",
+                ids.len() - page.len()
+            ));
+        }
+        let originals = originals_of(conn, &page).await?;
+        for txn in &page {
+            let original = txn
+                .reverses
+                .and_then(|id| originals.get(&id))
+                .map(|o| (o.kind, o.legs.as_slice()));
+            if let Err(why) = templates::conforms(txn.kind, &txn.legs, original) {
+                report
+                    .violations
+                    .push(format!("transaction {} ({}): {why}", txn.id, txn.kind));
+            }
+        }
+        report.transactions += page.len() as u64;
+        after = last;
+    }
+}
+
+async fn originals_of(
+    conn: &mut sqlx::PgConnection,
+    page: &[Transaction],
+) -> CoreResult<HashMap<Uuid, Transaction>> {
+    let ids: Vec<Uuid> = page.iter().filter_map(|t| t.reverses).collect();
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    Ok(load_many(conn, &ids)
+        .await?
+        .into_iter()
+        .map(|t| (t.id, t))
+        .collect())
+}
+
+async fn check_balances(conn: &mut sqlx::PgConnection, report: &mut Report) -> CoreResult<()> {
+    let rows = sqlx::query(
+        "select a.key, a.balance_fen, a.entry_count,
+                coalesce(sum(e.amount_fen), 0)::bigint as summed, count(e.txn_id) as counted
+         from ledger_accounts a left join ledger_entries e on e.account_key = a.key
+         group by a.key order by a.key",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    for row in &rows {
+        let key: String = row.try_get("key")?;
+        let cached: i64 = row.try_get("balance_fen")?;
+        let summed: i64 = row.try_get("summed")?;
+        let (count, counted): (i64, i64) = (row.try_get("entry_count")?, row.try_get("counted")?);
+        if cached != summed || count != counted {
+            report.violations.push(format!(
+                "account {key}: cached balance {cached} fen over {count} entries, but its entries sum to {summed} fen over {counted}"
+            ));
+        }
+    }
+    report.accounts = rows.len() as u64;
+    Ok(())
+}
+
+async fn check_closed_accounts(
+    conn: &mut sqlx::PgConnection,
+    report: &mut Report,
+) -> CoreResult<()> {
+    let rows = sqlx::query(
+        "select a.id, l.key, l.balance_fen from shop_accounts a
+         join ledger_accounts l on l.shop_account_id = a.id and l.class in ('wallet', 'deposit')
+         where a.state in ('closed', 'closed_in_arrears') and l.balance_fen <> 0",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    for row in rows {
+        let (id, key, balance): (Uuid, String, i64) = (
+            row.try_get("id")?,
+            row.try_get("key")?,
+            row.try_get("balance_fen")?,
+        );
+        report.violations.push(format!(
+            "closed account {id} still holds {balance} fen in {key}"
+        ));
+    }
+    Ok(())
+}

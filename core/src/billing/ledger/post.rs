@@ -1,0 +1,355 @@
+//! Posting: the one way money moves. A [`Posting`] is checked against its template, written once
+//! under its idempotency key (a replay returns the original; the same key with another request
+//! is refused), its accounts' cached balances updated under row locks in the same database
+//! transaction, and the overdraft rule applied to the locked balance.
+
+use super::chart::AccountKey;
+use super::templates::{self, TxnKind};
+use crate::auth::Principal;
+use crate::kernel::error::{CoreError, CoreResult};
+use crate::kernel::money::AmountFen;
+use crate::tenancy::actor::Actor;
+use chrono::{DateTime, NaiveDate, Utc};
+use sqlx::{PgConnection, Row};
+use uuid::Uuid;
+
+/// A money movement to post.
+#[derive(Debug, Clone)]
+pub struct Posting {
+    pub kind: TxnKind,
+    /// Derived (`rate:<meter>:<ms>`, `close:<account>`) or `client:<Idempotency-Key>`.
+    pub idempotency_key: String,
+    /// A digest of the request ([`request_hash`]); a replay must carry the same.
+    pub request_hash: String,
+    pub shop_account: Option<Uuid>,
+    pub event_at: DateTime<Utc>,
+    /// `cash`, `card`, … for counter and online movements.
+    pub method: Option<String>,
+    /// Takes the next receipt number of the booking day (top-ups, refunds, reversals, payouts).
+    pub receipt: bool,
+    pub reverses: Option<Uuid>,
+    pub memo: String,
+    pub legs: Vec<(AccountKey, AmountFen)>,
+    /// The overdraft rule: after posting, `account` holds at least `fen` (a refund keeps the
+    /// wallet at or above the unposted charges, so the available balance stays ≥ 0).
+    pub keep_at_least: Option<(AccountKey, AmountFen)>,
+}
+
+/// A stored ledger transaction with its entries.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Transaction {
+    pub id: Uuid,
+    pub kind: TxnKind,
+    pub idempotency_key: String,
+    pub shop_account_id: Option<Uuid>,
+    pub event_at: DateTime<Utc>,
+    pub booked_on: NaiveDate,
+    pub posted_at: DateTime<Utc>,
+    pub actor: String,
+    pub method: Option<String>,
+    pub receipt_no: Option<String>,
+    pub reverses: Option<Uuid>,
+    pub memo: String,
+    #[serde(serialize_with = "serialize_legs")]
+    pub legs: Vec<(AccountKey, AmountFen)>,
+}
+
+fn serialize_legs<S: serde::Serializer>(
+    legs: &[(AccountKey, AmountFen)],
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeSeq;
+    let mut seq = serializer.serialize_seq(Some(legs.len()))?;
+    for (key, amount) in legs {
+        seq.serialize_element(
+            &serde_json::json!({ "account": key.to_string(), "amount_fen": amount }),
+        )?;
+    }
+    seq.end()
+}
+
+/// What [`post`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Posted {
+    pub txn: Transaction,
+    /// The key was posted before with the same request: nothing moved now.
+    pub replayed: bool,
+}
+
+/// A digest of what a request asked for, to tell a replay from a reused key.
+pub fn request_hash(parts: &[&str]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    for part in parts {
+        // Length-prefixed, so ("ab", "c") and ("a", "bc") differ.
+        hasher.update((part.len() as u64).to_be_bytes());
+        hasher.update(part.as_bytes());
+    }
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// How a transaction names who posted it.
+fn actor_text(principal: &Principal) -> String {
+    match &principal.actor {
+        Actor::Person => format!("user:{}", principal.user_id),
+        Actor::System { worker } => format!("system:{worker}"),
+    }
+}
+
+/// A broken invariant: a bug in the caller, never the user's doing. Logged, and the whole
+/// database transaction is abandoned by the caller's `?`.
+fn invariant(what: String) -> CoreError {
+    tracing::error!(%what, "ledger invariant broken");
+    CoreError::Internal(format!("ledger invariant: {what}"))
+}
+
+/// Posts `posting` in the caller's database transaction (company schema on the search path).
+#[tracing::instrument(skip_all, fields(kind = %posting.kind, key = %posting.idempotency_key))]
+pub async fn post(
+    conn: &mut PgConnection,
+    principal: &Principal,
+    posting: &Posting,
+) -> CoreResult<Posted> {
+    // Same-key posters queue here, so the second sees the first's row once it commits (and a
+    // receipt number is never drawn for a replay).
+    sqlx::query("select pg_advisory_xact_lock(hashtextextended($1, 7))")
+        .bind(&posting.idempotency_key)
+        .execute(&mut *conn)
+        .await?;
+    if let Some(existing) = find_by_key(conn, &posting.idempotency_key).await? {
+        return if existing.1 == posting.request_hash {
+            Ok(Posted {
+                txn: existing.0,
+                replayed: true,
+            })
+        } else {
+            Err(CoreError::IdempotencyKeyReused)
+        };
+    }
+    let original = match posting.reverses {
+        Some(id) => Some(
+            load(conn, id)
+                .await?
+                .ok_or(CoreError::NotFound("transaction"))?,
+        ),
+        None => None,
+    };
+    templates::conforms(
+        posting.kind,
+        &posting.legs,
+        original.as_ref().map(|o| (o.kind, o.legs.as_slice())),
+    )
+    .map_err(invariant)?;
+    let booked_on = principal.today();
+    let receipt_no = if posting.receipt {
+        Some(next_receipt_no(conn, booked_on).await?)
+    } else {
+        None
+    };
+    let id = Uuid::now_v7();
+    sqlx::query(
+        "insert into ledger_transactions (id, kind, idempotency_key, request_hash, shop_account_id,
+             event_at, booked_on, actor, method, receipt_no, reverses, memo)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+    )
+    .bind(id)
+    .bind(posting.kind)
+    .bind(&posting.idempotency_key)
+    .bind(&posting.request_hash)
+    .bind(posting.shop_account)
+    .bind(posting.event_at)
+    .bind(booked_on)
+    .bind(actor_text(principal))
+    .bind(&posting.method)
+    .bind(&receipt_no)
+    .bind(posting.reverses)
+    .bind(&posting.memo)
+    .execute(&mut *conn)
+    .await?;
+    apply_entries(conn, id, posting).await?;
+    let txn = load(conn, id)
+        .await?
+        .ok_or_else(|| invariant(format!("transaction {id} vanished")))?;
+    Ok(Posted {
+        txn,
+        replayed: false,
+    })
+}
+
+/// Writes the entries and moves the cached balances, under row locks taken in key order (so two
+/// postings on the same accounts never deadlock).
+async fn apply_entries(conn: &mut PgConnection, id: Uuid, posting: &Posting) -> CoreResult<()> {
+    let keys: Vec<String> = posting.legs.iter().map(|(k, _)| k.to_string()).collect();
+    let classes: Vec<&str> = posting
+        .legs
+        .iter()
+        .map(|(k, _)| k.class().as_str())
+        .collect();
+    let shop_accounts: Vec<Option<Uuid>> =
+        posting.legs.iter().map(|(k, _)| k.shop_account()).collect();
+    let meters: Vec<Option<Uuid>> = posting.legs.iter().map(|(k, _)| k.meter()).collect();
+    sqlx::query(
+        "insert into ledger_accounts (key, class, shop_account_id, meter_id)
+         select * from unnest($1::text[], $2::text[], $3::uuid[], $4::uuid[])
+         on conflict (key) do nothing",
+    )
+    .bind(&keys)
+    .bind(&classes)
+    .bind(&shop_accounts)
+    .bind(&meters)
+    .execute(&mut *conn)
+    .await?;
+    let rows = sqlx::query(
+        "select key, balance_fen from ledger_accounts where key = any($1) order by key for update",
+    )
+    .bind(&keys)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut new_balances = Vec::with_capacity(keys.len());
+    for (key, amount) in &posting.legs {
+        let text = key.to_string();
+        let row = rows
+            .iter()
+            .find(|r| r.get::<String, _>("key") == text)
+            .ok_or_else(|| invariant(format!("account {text} not locked")))?;
+        let before: AmountFen = row.try_get("balance_fen")?;
+        let after = before
+            .checked_add(*amount)
+            .ok_or_else(|| CoreError::Conflict(format!("the balance of {text} would overflow")))?;
+        if let Some((guarded, floor)) = &posting.keep_at_least {
+            if guarded == key && after < *floor {
+                let available = before.checked_sub(*floor).unwrap_or(AmountFen::ZERO);
+                return Err(CoreError::InsufficientBalance(format!(
+                    "only ¥{available} is available"
+                )));
+            }
+        }
+        new_balances.push((text, after));
+    }
+    let seqs: Vec<i16> = (0..posting.legs.len())
+        .map(|i| i16::try_from(i).unwrap_or(i16::MAX))
+        .collect();
+    let amounts: Vec<i64> = posting.legs.iter().map(|(_, a)| a.fen()).collect();
+    sqlx::query(
+        "insert into ledger_entries (txn_id, seq, account_key, amount_fen)
+         select $1, * from unnest($2::smallint[], $3::text[], $4::bigint[])",
+    )
+    .bind(id)
+    .bind(&seqs)
+    .bind(&keys)
+    .bind(&amounts)
+    .execute(&mut *conn)
+    .await?;
+    let (keys, balances): (Vec<String>, Vec<i64>) =
+        new_balances.into_iter().map(|(k, b)| (k, b.fen())).unzip();
+    sqlx::query(
+        "update ledger_accounts a set balance_fen = n.balance, entry_count = a.entry_count + 1
+         from unnest($1::text[], $2::bigint[]) as n(key, balance) where a.key = n.key",
+    )
+    .bind(&keys)
+    .bind(&balances)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// The next receipt number of `day`: `PT` + date + a four-digit sequence, gapless (the counter
+/// moves in the posting's transaction).
+async fn next_receipt_no(conn: &mut PgConnection, day: NaiveDate) -> CoreResult<String> {
+    let n: i32 = sqlx::query_scalar(
+        "insert into receipt_sequences (day, last_no) values ($1, 1)
+         on conflict (day) do update set last_no = receipt_sequences.last_no + 1
+         returning last_no",
+    )
+    .bind(day)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(format!("PT{}{n:04}", day.format("%Y%m%d")))
+}
+
+/// The balance of `key` (0 for an account never posted to).
+pub async fn balance(conn: &mut PgConnection, key: AccountKey) -> CoreResult<AmountFen> {
+    let found: Option<AmountFen> =
+        sqlx::query_scalar("select balance_fen from ledger_accounts where key = $1")
+            .bind(key.to_string())
+            .fetch_optional(&mut *conn)
+            .await?;
+    Ok(found.unwrap_or(AmountFen::ZERO))
+}
+
+async fn find_by_key(
+    conn: &mut PgConnection,
+    key: &str,
+) -> CoreResult<Option<(Transaction, String)>> {
+    let row =
+        sqlx::query("select id, request_hash from ledger_transactions where idempotency_key = $1")
+            .bind(key)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let Some(row) = row else { return Ok(None) };
+    let id: Uuid = row.try_get("id")?;
+    let hash: String = row.try_get("request_hash")?;
+    let txn = load(conn, id)
+        .await?
+        .ok_or_else(|| invariant(format!("transaction {id} vanished")))?;
+    Ok(Some((txn, hash)))
+}
+
+/// One transaction with its entries.
+pub async fn load(conn: &mut PgConnection, id: Uuid) -> CoreResult<Option<Transaction>> {
+    Ok(load_many(conn, &[id]).await?.into_iter().next())
+}
+
+/// Transactions by id, in the order of `ids`, with their entries (in entry order).
+pub async fn load_many(conn: &mut PgConnection, ids: &[Uuid]) -> CoreResult<Vec<Transaction>> {
+    let rows = sqlx::query(
+        "select t.id, t.kind, t.idempotency_key, t.shop_account_id, t.event_at, t.booked_on,
+                t.posted_at, t.actor, t.method, t.receipt_no, t.reverses, t.memo,
+                array_agg(e.account_key order by e.seq) as keys,
+                array_agg(e.amount_fen order by e.seq) as amounts
+         from unnest($1::uuid[]) with ordinality as wanted(id, n)
+         join ledger_transactions t on t.id = wanted.id
+         join ledger_entries e on e.txn_id = t.id
+         group by t.id, wanted.n order by wanted.n",
+    )
+    .bind(ids)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter().map(transaction_from_row).collect()
+}
+
+pub(crate) fn transaction_from_row(row: &sqlx::postgres::PgRow) -> CoreResult<Transaction> {
+    let keys: Vec<String> = row.try_get("keys")?;
+    let amounts: Vec<i64> = row.try_get("amounts")?;
+    let legs = keys
+        .iter()
+        .zip(amounts)
+        .map(|(k, a)| {
+            k.parse::<AccountKey>()
+                .map(|key| (key, AmountFen::from_fen(a)))
+                .map_err(|e| invariant(e.to_string()))
+        })
+        .collect::<CoreResult<Vec<_>>>()?;
+    let kind: String = row.try_get("kind")?;
+    Ok(Transaction {
+        id: row.try_get("id")?,
+        kind: kind
+            .parse()
+            .map_err(|_| invariant(format!("unknown transaction kind {kind}")))?,
+        idempotency_key: row.try_get("idempotency_key")?,
+        shop_account_id: row.try_get("shop_account_id")?,
+        event_at: row.try_get("event_at")?,
+        booked_on: row.try_get("booked_on")?,
+        posted_at: row.try_get("posted_at")?,
+        actor: row.try_get("actor")?,
+        method: row.try_get("method")?,
+        receipt_no: row.try_get("receipt_no")?,
+        reverses: row.try_get("reverses")?,
+        memo: row.try_get("memo")?,
+        legs,
+    })
+}

@@ -1,0 +1,194 @@
+//! `/api/v1/accounts*`, `/api/v1/shifts*`: shop accounts and the counter (DESIGN.md: Money and
+//! the ledger). Every money-moving POST requires an `Idempotency-Key` header: the same key
+//! returns the original result, the same key with another body answers 409.
+
+use super::error::{ApiError, ApiResult, ErrorBody};
+use super::session::{ApiJson, ApiQuery, Session};
+use crate::app::AppState;
+use axum::extract::{FromRequestParts, Path};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use axum::Json;
+use powertab_core::billing::accounts::{self, OpenAccount, ShopAccount};
+use powertab_core::billing::counter::{self, CounterInput, CounterReceipt, Shift};
+use powertab_core::kernel::money::AmountFen;
+use powertab_core::CoreError;
+use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(search_accounts, open_account))
+        .routes(routes!(get_account))
+        .routes(routes!(top_up))
+        .routes(routes!(refund))
+        .routes(routes!(current_shift))
+        .routes(routes!(open_shift))
+        .routes(routes!(close_shift))
+}
+
+/// The `Idempotency-Key` header of a money-moving request: 1 to 100 visible ASCII characters.
+pub struct IdempotencyKey(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let value = parts
+            .headers
+            .get("idempotency-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .unwrap_or_default();
+        if value.is_empty() || value.len() > 100 || !value.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(CoreError::field(
+                "Idempotency-Key",
+                "money-moving requests carry an Idempotency-Key header of 1 to 100 visible ASCII characters",
+            )
+            .into());
+        }
+        Ok(IdempotencyKey(value.to_owned()))
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct AccountQuery {
+    /// Shop number or name, holder name or phone, or meter number.
+    q: Option<String>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AccountList {
+    pub items: Vec<ShopAccount>,
+    pub next_cursor: Option<String>,
+}
+
+/// Accounts the caller may see matching `q` (newest first, at most 50).
+#[utoipa::path(get, path = "/api/v1/accounts", params(AccountQuery), tag = "billing",
+    responses((status = 200, body = AccountList)))]
+async fn search_accounts(
+    mut session: Session,
+    ApiQuery(q): ApiQuery<AccountQuery>,
+) -> ApiResult<Json<AccountList>> {
+    let items = accounts::search(
+        &mut session.tx,
+        &session.principal,
+        q.q.as_deref().unwrap_or_default(),
+    )
+    .await?;
+    Ok(Json(AccountList {
+        items,
+        next_cursor: None,
+    }))
+}
+
+/// Open a shop's account (开户) with its meters, an optional deposit and opening credit.
+#[utoipa::path(post, path = "/api/v1/accounts", tag = "billing", request_body = OpenAccount,
+    params(("Idempotency-Key" = String, Header, description = "one per opening")),
+    responses((status = 201, body = ShopAccount), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn open_account(
+    mut session: Session,
+    IdempotencyKey(key): IdempotencyKey,
+    ApiJson(input): ApiJson<OpenAccount>,
+) -> ApiResult<(StatusCode, Json<ShopAccount>)> {
+    let account = accounts::open(&mut session.tx, &session.principal, &input, &key).await?;
+    session.tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(account)))
+}
+
+/// One account with its meters and balances.
+#[utoipa::path(get, path = "/api/v1/accounts/{id}", tag = "billing",
+    responses((status = 200, body = ShopAccount), (status = 404, body = ErrorBody)))]
+async fn get_account(mut session: Session, Path(id): Path<Uuid>) -> ApiResult<Json<ShopAccount>> {
+    Ok(Json(
+        accounts::get(&mut session.tx, &session.principal, id).await?,
+    ))
+}
+
+/// Sell credit at the counter (售电).
+#[utoipa::path(post, path = "/api/v1/accounts/{id}/top-up", tag = "billing", request_body = CounterInput,
+    params(("Idempotency-Key" = String, Header, description = "one per top-up")),
+    responses((status = 201, body = CounterReceipt), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn top_up(
+    mut session: Session,
+    Path(id): Path<Uuid>,
+    IdempotencyKey(key): IdempotencyKey,
+    ApiJson(input): ApiJson<CounterInput>,
+) -> ApiResult<(StatusCode, Json<CounterReceipt>)> {
+    let done = counter::top_up(&mut session.tx, &session.principal, id, &input, &key).await?;
+    session.tx.commit().await?;
+    Ok((status_of(&done), Json(done)))
+}
+
+/// Pay credit back at the counter (退电), at most the available balance.
+#[utoipa::path(post, path = "/api/v1/accounts/{id}/refund", tag = "billing", request_body = CounterInput,
+    params(("Idempotency-Key" = String, Header, description = "one per refund")),
+    responses((status = 201, body = CounterReceipt), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn refund(
+    mut session: Session,
+    Path(id): Path<Uuid>,
+    IdempotencyKey(key): IdempotencyKey,
+    ApiJson(input): ApiJson<CounterInput>,
+) -> ApiResult<(StatusCode, Json<CounterReceipt>)> {
+    let done = counter::refund(&mut session.tx, &session.principal, id, &input, &key).await?;
+    session.tx.commit().await?;
+    Ok((status_of(&done), Json(done)))
+}
+
+/// 201 for a movement made now, 200 for a replay of one made before.
+fn status_of(done: &CounterReceipt) -> StatusCode {
+    if done.replayed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    }
+}
+
+/// The caller's open cashier shift, or null.
+#[utoipa::path(get, path = "/api/v1/shifts/current", tag = "billing",
+    responses((status = 200, body = Option<Shift>)))]
+async fn current_shift(mut session: Session) -> ApiResult<Json<Option<Shift>>> {
+    session.principal.require_read_company()?;
+    Ok(Json(
+        counter::open_shift_of(&mut session.tx, &session.principal).await?,
+    ))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct ShiftOpen {
+    #[serde(default)]
+    pub float_fen: AmountFen,
+}
+
+/// Open the caller's cashier shift (交班) with a cash float.
+#[utoipa::path(post, path = "/api/v1/shifts/open", tag = "billing", request_body = ShiftOpen,
+    responses((status = 201, body = Shift), (status = 409, body = ErrorBody)))]
+async fn open_shift(
+    mut session: Session,
+    ApiJson(input): ApiJson<ShiftOpen>,
+) -> ApiResult<(StatusCode, Json<Shift>)> {
+    let shift = counter::open_shift(&mut session.tx, &session.principal, input.float_fen).await?;
+    session.tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(shift)))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct ShiftClose {
+    pub counted_cash_fen: AmountFen,
+}
+
+/// Close the caller's shift with the cash counted; a difference posts to `adjustments`.
+#[utoipa::path(post, path = "/api/v1/shifts/close", tag = "billing", request_body = ShiftClose,
+    responses((status = 200, body = Shift), (status = 409, body = ErrorBody)))]
+async fn close_shift(
+    mut session: Session,
+    ApiJson(input): ApiJson<ShiftClose>,
+) -> ApiResult<Json<Shift>> {
+    let shift =
+        counter::close_shift(&mut session.tx, &session.principal, input.counted_cash_fen).await?;
+    session.tx.commit().await?;
+    Ok(Json(shift))
+}

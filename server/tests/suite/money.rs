@@ -1,0 +1,446 @@
+//! Prepaid money through the API: opening a shop's account, the counter's top-ups and refunds,
+//! cashier shifts, idempotency under concurrency, and the ledger's own defences (append-only,
+//! balanced). Every test ends with the ledger check.
+
+use crate::helpers::{spawn_app, Caller, TestApp};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+/// A shop with one platform-side meter: (shop id, meter id).
+async fn shop_with_meter(app: &TestApp, admin: &Caller, number: &str) -> (String, String) {
+    let (_, building) = app
+        .post(
+            "/api/v1/buildings",
+            admin,
+            json!({"name": format!("楼{number}")}),
+        )
+        .await;
+    let (_, floor) = app
+        .post(
+            &format!(
+                "/api/v1/buildings/{}/floors",
+                building["id"].as_str().unwrap()
+            ),
+            admin,
+            json!({"name": "1F"}),
+        )
+        .await;
+    let (status, shop) = app
+        .post(
+            "/api/v1/shops",
+            admin,
+            json!({"floor_id": floor["id"], "number": number, "name": "奶茶店"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{shop}");
+    let (_, gateway) = app
+        .post(
+            "/api/v1/gateways",
+            admin,
+            json!({"identity": format!("dtu-{number}"), "kind": "dtu", "registration": format!("REG-{number}"),
+                   "buses": [{"number": 1, "protocol": "modbus_rtu"}]}),
+        )
+        .await;
+    let (status, meter) = app
+        .post(
+            "/api/v1/meters",
+            admin,
+            json!({"bus_id": gateway["buses"][0]["id"], "model": "dtsy1352", "address": "1",
+                   "meter_number": format!("9{number}"), "shop_id": shop["id"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{meter}");
+    (
+        shop["id"].as_str().unwrap().to_owned(),
+        meter["id"].as_str().unwrap().to_owned(),
+    )
+}
+
+async fn open_account(app: &TestApp, admin: &Caller, shop: &str, meter: &str) -> String {
+    let (status, account) = app
+        .post_keyed(
+            "/api/v1/accounts",
+            admin,
+            &format!("open-{shop}"),
+            json!({"shop_id": shop, "holder_name": "张三", "holder_phone": "13800138000",
+                   "meters": [{"meter_id": meter, "manual_energy_wh": 1_000_000}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{account}");
+    account["id"].as_str().unwrap().to_owned()
+}
+
+fn fen(v: &Value, field: &str) -> i64 {
+    v[field]
+        .as_i64()
+        .unwrap_or_else(|| panic!("{field} in {v}"))
+}
+
+#[tokio::test]
+async fn an_account_is_opened_topped_up_refunded_and_the_shift_closes_even() {
+    let app = spawn_app().await;
+    let (_, admin) = app.company_with_admin("acme").await;
+    let (shop, meter) = shop_with_meter(&app, &admin, "101").await;
+
+    // No reading stored yet: the opening reading must be typed.
+    let opening = json!({"shop_id": shop, "holder_name": "张三", "meters": [{"meter_id": meter}],
+                         "deposit_fen": 10_000, "deposit_method": "cash", "opening_credit_fen": 500});
+    let (status, body) = app
+        .post_keyed("/api/v1/accounts", &admin, "k-open-1", opening.clone())
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body["error"]["fields"]["meters.0.manual_energy_wh"].is_string(),
+        "{body}"
+    );
+    // Without an Idempotency-Key a money request is refused outright.
+    let (status, body) = app.post("/api/v1/accounts", &admin, opening.clone()).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body["error"]["fields"]["Idempotency-Key"].is_string(),
+        "{body}"
+    );
+
+    let mut opening = opening;
+    opening["meters"][0]["manual_energy_wh"] = json!(1_234_000);
+    // A cash deposit needs the cashier's open shift.
+    let (status, body) = app
+        .post_keyed("/api/v1/accounts", &admin, "k-open-2", opening.clone())
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    let (status, shift) = app
+        .post("/api/v1/shifts/open", &admin, json!({"float_fen": 20_000}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{shift}");
+    let (status, account) = app
+        .post_keyed("/api/v1/accounts", &admin, "k-open-2", opening.clone())
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{account}");
+    assert_eq!(fen(&account, "deposit_fen"), 10_000);
+    assert_eq!(
+        fen(&account, "wallet_fen"),
+        500,
+        "the opening credit is spendable"
+    );
+    assert_eq!(account["meters"][0]["opening_energy_wh"], 1_234_000);
+    assert_eq!(account["meters"][0]["opening_manual"], true);
+    let id = account["id"].as_str().unwrap();
+    // The same opening again is the same account; the shop cannot get a second one.
+    let (status, again) = app
+        .post_keyed("/api/v1/accounts", &admin, "k-open-2", opening.clone())
+        .await;
+    assert_eq!(
+        (status, again["id"].as_str()),
+        (StatusCode::CREATED, Some(id))
+    );
+    let (status, body) = app
+        .post_keyed("/api/v1/accounts", &admin, "k-open-3", opening.clone())
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+
+    // 售电 by card and by cash.
+    let top_up = format!("/api/v1/accounts/{id}/top-up");
+    let (status, card) = app
+        .post_keyed(
+            &top_up,
+            &admin,
+            "k-top-1",
+            json!({"amount_fen": 5_000, "method": "card"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{card}");
+    assert_eq!(fen(&card["account"], "available_fen"), 5_500);
+    let (_, cash) = app
+        .post_keyed(
+            &top_up,
+            &admin,
+            "k-top-2",
+            json!({"amount_fen": 3_000, "method": "cash"}),
+        )
+        .await;
+    assert_eq!(fen(&cash["account"], "wallet_fen"), 8_500);
+    // Receipt numbers follow each other within the day, without gaps.
+    let numbers: Vec<String> = [&card, &cash]
+        .iter()
+        .map(|r| r["transaction"]["receipt_no"].as_str().unwrap().to_owned())
+        .collect();
+    let seq = |n: &str| n[n.len() - 4..].parse::<u32>().unwrap();
+    assert_eq!(seq(&numbers[1]), seq(&numbers[0]) + 1, "{numbers:?}");
+
+    // 退电: never more than is available, always with a reason.
+    let refund = format!("/api/v1/accounts/{id}/refund");
+    let (status, body) = app
+        .post_keyed(
+            &refund,
+            &admin,
+            "k-ref-1",
+            json!({"amount_fen": 8_501, "method": "cash", "reason": "退租"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["error"]["code"], "insufficient_balance", "{body}");
+    let (status, body) = app
+        .post_keyed(
+            &refund,
+            &admin,
+            "k-ref-2",
+            json!({"amount_fen": 100, "method": "cash"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let (status, done) = app
+        .post_keyed(
+            &refund,
+            &admin,
+            "k-ref-3",
+            json!({"amount_fen": 8_500, "method": "cash", "reason": "退租"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{done}");
+    assert_eq!(fen(&done["account"], "available_fen"), 0);
+
+    // The drawer: float 200 + deposit 100 + 30 − 85 = 245 yuan. Counting 245.00 closes even.
+    let (_, current) = app.get("/api/v1/shifts/current", &admin).await;
+    assert_eq!(fen(&current, "cash_taken_fen"), 10_000 + 3_000 - 8_500);
+    let (status, closed) = app
+        .post(
+            "/api/v1/shifts/close",
+            &admin,
+            json!({"counted_cash_fen": 24_500}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{closed}");
+    assert_eq!(fen(&closed, "difference_fen"), 0);
+    // Cash after the shift closed needs a new shift.
+    let (status, _) = app
+        .post_keyed(
+            &top_up,
+            &admin,
+            "k-top-3",
+            json!({"amount_fen": 100, "method": "cash"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    app.assert_ledger_clean().await;
+}
+
+#[tokio::test]
+async fn a_short_drawer_posts_its_difference_to_adjustments() {
+    let app = spawn_app().await;
+    let (_, admin) = app.company_with_admin("acme").await;
+    let (shop, meter) = shop_with_meter(&app, &admin, "102").await;
+    let id = open_account(&app, &admin, &shop, &meter).await;
+    app.post("/api/v1/shifts/open", &admin, json!({"float_fen": 0}))
+        .await;
+    app.post_keyed(
+        &format!("/api/v1/accounts/{id}/top-up"),
+        &admin,
+        "k1",
+        json!({"amount_fen": 10_000, "method": "cash"}),
+    )
+    .await;
+    let (_, closed) = app
+        .post(
+            "/api/v1/shifts/close",
+            &admin,
+            json!({"counted_cash_fen": 9_950}),
+        )
+        .await;
+    assert_eq!(fen(&closed, "difference_fen"), -50, "{closed}");
+    let adjustments: i64 =
+        sqlx::query_scalar("select balance_fen from c_1.ledger_accounts where key = 'adjustments'")
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(adjustments, -50, "the missing 0.50 yuan is an adjustment");
+    app.assert_ledger_clean().await;
+}
+
+#[tokio::test]
+async fn one_idempotency_key_from_ten_clients_moves_money_once() {
+    let app = spawn_app().await;
+    let (_, admin) = app.company_with_admin("acme").await;
+    let (shop, meter) = shop_with_meter(&app, &admin, "103").await;
+    let id = open_account(&app, &admin, &shop, &meter).await;
+    let path = format!("/api/v1/accounts/{id}/top-up");
+    let body = json!({"amount_fen": 1_234, "method": "card"});
+    let answers = futures::future::join_all(
+        (0..10).map(|_| app.post_keyed(&path, &admin, "same-click", body.clone())),
+    )
+    .await;
+    let ids: std::collections::BTreeSet<String> = answers
+        .iter()
+        .map(|(status, r)| {
+            assert!(status.is_success(), "{r}");
+            r["transaction"]["id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(ids.len(), 1, "one transaction for one key");
+    assert_eq!(
+        answers
+            .iter()
+            .filter(|(s, _)| *s == StatusCode::CREATED)
+            .count(),
+        1,
+        "one made it, nine replayed it"
+    );
+    let (_, account) = app.get(&format!("/api/v1/accounts/{id}"), &admin).await;
+    assert_eq!(fen(&account, "wallet_fen"), 1_234);
+    // The same key for another amount is refused, and changes nothing.
+    let (status, err) = app
+        .post_keyed(
+            &path,
+            &admin,
+            "same-click",
+            json!({"amount_fen": 9_999, "method": "card"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(err["error"]["code"], "idempotency_key_reused");
+    app.assert_ledger_clean().await;
+}
+
+#[tokio::test]
+async fn thirty_two_clients_topping_up_and_refunding_lose_nothing() {
+    let app = spawn_app().await;
+    let (_, admin) = app.company_with_admin("acme").await;
+    let (shop, meter) = shop_with_meter(&app, &admin, "104").await;
+    let hot = open_account(&app, &admin, &shop, &meter).await;
+    let (shop2, meter2) = shop_with_meter(&app, &admin, "105").await;
+    let other = open_account(&app, &admin, &shop2, &meter2).await;
+    // 32 clients × 5 top-ups of 100 fen on the hot wallet and on another; every fourth client
+    // also refunds 50 fen each round.
+    let work = (0..32).map(|client| {
+        let (app, admin, hot, other) = (&app, &admin, hot.clone(), other.clone());
+        async move {
+            for round in 0..5 {
+                for account in [&hot, &other] {
+                    let (status, r) = app
+                        .post_keyed(
+                            &format!("/api/v1/accounts/{account}/top-up"),
+                            admin,
+                            &format!("t-{account}-{client}-{round}"),
+                            json!({"amount_fen": 100, "method": "card"}),
+                        )
+                        .await;
+                    assert_eq!(status, StatusCode::CREATED, "{r}");
+                }
+                if client % 4 == 0 {
+                    let (status, r) = app
+                        .post_keyed(
+                            &format!("/api/v1/accounts/{hot}/refund"),
+                            admin,
+                            &format!("r-{client}-{round}"),
+                            json!({"amount_fen": 50, "method": "card", "reason": "test"}),
+                        )
+                        .await;
+                    assert_eq!(status, StatusCode::CREATED, "{r}");
+                }
+            }
+        }
+    });
+    futures::future::join_all(work).await;
+    let (_, hot_account) = app.get(&format!("/api/v1/accounts/{hot}"), &admin).await;
+    assert_eq!(fen(&hot_account, "wallet_fen"), 32 * 5 * 100 - 8 * 5 * 50);
+    let (_, other_account) = app.get(&format!("/api/v1/accounts/{other}"), &admin).await;
+    assert_eq!(fen(&other_account, "wallet_fen"), 32 * 5 * 100);
+    app.assert_ledger_clean().await;
+}
+
+#[tokio::test]
+async fn the_ledger_is_append_only_and_every_transaction_balances() {
+    let app = spawn_app().await;
+    let (_, admin) = app.company_with_admin("acme").await;
+    let (shop, meter) = shop_with_meter(&app, &admin, "106").await;
+    let id = open_account(&app, &admin, &shop, &meter).await;
+    app.post_keyed(
+        &format!("/api/v1/accounts/{id}/top-up"),
+        &admin,
+        "k1",
+        json!({"amount_fen": 700, "method": "transfer"}),
+    )
+    .await;
+    let pool = &app.db.pool;
+    for sql in [
+        "update c_1.ledger_entries set amount_fen = amount_fen * 2",
+        "delete from c_1.ledger_entries",
+        "update c_1.ledger_transactions set memo = 'edited'",
+        "delete from c_1.ledger_transactions",
+        "truncate c_1.ledger_entries",
+        "truncate c_1.ledger_transactions cascade",
+    ] {
+        let err = sqlx::query(sql).execute(pool).await.unwrap_err();
+        assert!(err.to_string().contains("append-only"), "{sql}: {err}");
+    }
+    // An unbalanced transaction does not commit.
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query(
+        "insert into c_1.ledger_transactions (id, kind, idempotency_key, request_hash, event_at, booked_on, actor)
+         values ('00000000-0000-0000-0000-000000000001', 'adjustment', 'forged', '', now(), current_date, 'sql')",
+    )
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    sqlx::query(
+        "insert into c_1.ledger_entries (txn_id, seq, account_key, amount_fen)
+         select '00000000-0000-0000-0000-000000000001', 0, key, 100 from c_1.ledger_accounts limit 1",
+    )
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    let err = tx.commit().await.unwrap_err();
+    assert!(err.to_string().contains("does not balance"), "{err}");
+    app.assert_ledger_clean().await;
+
+    // A cached balance that drifted from its entries is what the check reports.
+    sqlx::query(
+        "update c_1.ledger_accounts set balance_fen = balance_fen + 1 where key like 'wallet:%'",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+    let reports = powertab_core::billing::ledger::check::check_all(pool, None)
+        .await
+        .unwrap();
+    assert!(
+        reports[0]
+            .violations
+            .iter()
+            .any(|v| v.contains("wallet:") && v.contains("cached balance 701")),
+        "{reports:?}"
+    );
+}
+
+#[tokio::test]
+async fn counter_rights_and_building_limits_hold() {
+    let app = spawn_app().await;
+    let (_, admin) = app.company_with_admin("acme").await;
+    let (shop, meter) = shop_with_meter(&app, &admin, "107").await;
+    let id = open_account(&app, &admin, &shop, &meter).await;
+    let (_, auditor) = app.user(&admin, "acme", "audit1", "auditor", &[]).await;
+    let (status, _) = app
+        .post_keyed(
+            &format!("/api/v1/accounts/{id}/top-up"),
+            &auditor,
+            "a1",
+            json!({"amount_fen": 100, "method": "card"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = app.get(&format!("/api/v1/accounts/{id}"), &auditor).await;
+    assert_eq!(status, StatusCode::OK, "an auditor reads accounts");
+    // Another company sees nothing of this one.
+    let (_, rival) = app.company_with_admin("rival").await;
+    let (status, _) = app.get(&format!("/api/v1/accounts/{id}"), &rival).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = app
+        .post_keyed(
+            &format!("/api/v1/accounts/{id}/top-up"),
+            &rival,
+            "x1",
+            json!({"amount_fen": 100, "method": "card"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    app.assert_ledger_clean().await;
+}
