@@ -80,7 +80,6 @@ pub async fn top_up(
     input: &CounterInput,
     idempotency_key: &str,
 ) -> CoreResult<CounterReceipt> {
-    principal.require(Need::Act(Right::TopUp))?;
     move_money(
         conn,
         principal,
@@ -101,10 +100,6 @@ pub async fn refund(
     input: &CounterInput,
     idempotency_key: &str,
 ) -> CoreResult<CounterReceipt> {
-    principal.require(Need::Act(Right::Refund))?;
-    if input.reason.trim().is_empty() {
-        return Err(CoreError::field("reason", "say why the money is paid back"));
-    }
     move_money(
         conn,
         principal,
@@ -124,6 +119,16 @@ async fn move_money(
     idempotency_key: &str,
     kind: TxnKind,
 ) -> CoreResult<CounterReceipt> {
+    // First whether the caller may see the account at all (404), then what was asked.
+    let account = accounts::lock_for_money(conn, principal, account_id).await?;
+    principal.require(Need::Act(if kind == TxnKind::Refund {
+        Right::Refund
+    } else {
+        Right::TopUp
+    }))?;
+    if kind == TxnKind::Refund && input.reason.trim().is_empty() {
+        return Err(CoreError::field("reason", "say why the money is paid back"));
+    }
     if input.amount_fen <= AmountFen::ZERO || input.amount_fen > COUNTER_AMOUNT_MAX {
         return Err(CoreError::field(
             "amount_fen",
@@ -133,7 +138,6 @@ async fn move_money(
     if input.reason.chars().count() > 200 {
         return Err(CoreError::field("reason", "at most 200 characters"));
     }
-    let account = accounts::lock_for_money(conn, principal, account_id).await?;
     let digest = request_hash(&[
         kind.as_str(),
         &account_id.to_string(),

@@ -339,3 +339,71 @@ async fn secrets_are_rotated_from_the_command_line() {
             .unwrap();
     assert_eq!(key_id, "2026-12");
 }
+
+#[tokio::test]
+async fn the_ledger_check_reports_every_company_and_fails_on_a_violation() {
+    let db = TestDb::new().await;
+    let (ok, out) = powertab(
+        &db,
+        &["company", "create", "--slug", "mall", "--name", "Mall"],
+    );
+    assert!(ok, "{out}");
+    let (ok, out) = powertab(&db, &["ledger", "check"]);
+    assert!(
+        ok && out.contains("c_1: 0 transactions, 0 accounts, clean"),
+        "{out}"
+    );
+
+    // One balanced cash adjustment, with cached balances that match.
+    let shift = uuid::Uuid::now_v7();
+    let drawer = format!("clearing:cash:{shift}");
+    let mut tx = db.pool.begin().await.unwrap();
+    for (key, class, balance) in [
+        (drawer.as_str(), "clearing_cash", -100i64),
+        ("adjustments", "adjustments", 100),
+    ] {
+        sqlx::query("insert into c_1.ledger_accounts (key, class, balance_fen, entry_count) values ($1, $2, $3, 1)")
+            .bind(key)
+            .bind(class)
+            .bind(balance)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+    }
+    let txn = uuid::Uuid::now_v7();
+    sqlx::query(
+        "insert into c_1.ledger_transactions (id, kind, idempotency_key, request_hash, event_at, booked_on, actor)
+         values ($1, 'adjustment', 'cli-test', '', now(), current_date, 'test')",
+    )
+    .bind(txn)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    sqlx::query(
+        "insert into c_1.ledger_entries (txn_id, seq, account_key, amount_fen) values ($1, 0, $2, -100), ($1, 1, 'adjustments', 100)",
+    )
+    .bind(txn)
+    .bind(&drawer)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let (ok, out) = powertab(&db, &["ledger", "check", "--company", "mall"]);
+    assert!(
+        ok && out.contains("c_1: 1 transactions, 2 accounts, clean"),
+        "{out}"
+    );
+
+    // A cached balance that no longer matches its entries fails the check, naming the account.
+    sqlx::query("update c_1.ledger_accounts set balance_fen = 50 where key = 'adjustments'")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let (ok, out) = powertab(&db, &["ledger", "check"]);
+    assert!(
+        !ok && out.contains("1 violations") && out.contains("account adjustments"),
+        "{out}"
+    );
+    let (ok, out) = powertab(&db, &["ledger", "check", "--company", "nosuch"]);
+    assert!(!ok && out.contains("no company nosuch"), "{out}");
+}

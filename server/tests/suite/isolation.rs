@@ -28,7 +28,28 @@ struct CompanyB {
     gateway_id: String,
     meter_id: String,
     command_id: String,
+    account_id: String,
     markers: Vec<String>,
+}
+
+/// Opens an account for `shop` with `meter` (opening reading typed in); its id.
+async fn open_account(
+    app: &TestApp,
+    admin: &Caller,
+    shop: &str,
+    meter: &str,
+    holder: &str,
+) -> String {
+    let (status, account) = app
+        .post_keyed(
+            "/api/v1/accounts",
+            admin,
+            &format!("open-{shop}"),
+            json!({"shop_id": shop, "holder_name": holder, "meters": [{"meter_id": meter, "manual_energy_wh": 1000}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{account}");
+    account["id"].as_str().unwrap().to_owned()
 }
 
 async fn company_b(app: &TestApp) -> CompanyB {
@@ -86,10 +107,11 @@ async fn company_b(app: &TestApp) -> CompanyB {
         .post(
             "/api/v1/meters",
             &admin,
-            json!({"bus_id": gateway["buses"][0]["id"], "model": "dtsy1352", "address": "7", "meter_number": "9876543210"}),
+            json!({"bus_id": gateway["buses"][0]["id"], "model": "dtsy1352", "address": "7", "meter_number": "9876543210", "shop_id": shop_id}),
         )
         .await;
     let meter_id = meter["id"].as_str().expect("B's meter").to_owned();
+    let account_id = open_account(app, &admin, &shop_id, &meter_id, "bravo-holder-secret").await;
     let (_, command) = app
         .post(
             &format!("/api/v1/meters/{meter_id}/read-now"),
@@ -121,6 +143,8 @@ async fn company_b(app: &TestApp) -> CompanyB {
             gateway_id.clone(),
             meter_id.clone(),
             "9876543210".into(),
+            account_id.clone(),
+            "bravo-holder-secret".into(),
         ],
         user_id,
         building_id,
@@ -130,6 +154,7 @@ async fn company_b(app: &TestApp) -> CompanyB {
         gateway_id,
         meter_id,
         command_id,
+        account_id,
     }
 }
 
@@ -153,6 +178,8 @@ fn b_id_for(path: &str, b: &CompanyB) -> String {
         b.meter_id.clone()
     } else if path.starts_with("/api/v1/commands/{id}") {
         b.command_id.clone()
+    } else if path.starts_with("/api/v1/accounts/{id}") {
+        b.account_id.clone()
     } else {
         panic!("isolation test: no company-B resource id known for {path}; add one to b_id_for")
     }
@@ -211,7 +238,10 @@ async fn call_as(
         .request(method.clone(), app.url(path))
         .bearer_auth(&caller.token);
     if method != Method::GET {
-        request = request.json(&body.unwrap_or_else(|| json!({})));
+        // As a real client sends money requests: with a key of its own.
+        request = request
+            .header("idempotency-key", uuid::Uuid::now_v7().to_string())
+            .json(&body.unwrap_or_else(|| json!({})));
     }
     let response = request.send().await.unwrap();
     let status = response.status();
@@ -292,7 +322,7 @@ async fn a_taken_username_in_another_company_is_not_revealed() {
 }
 
 /// Every right an operator can hold.
-const ALL_RIGHTS: [&str; 8] = [
+const ALL_RIGHTS: [&str; 13] = [
     "top_up",
     "refund",
     "reversal",
@@ -301,6 +331,11 @@ const ALL_RIGHTS: [&str; 8] = [
     "keep_power",
     "settings",
     "export",
+    "accounts",
+    "payout",
+    "readings_review",
+    "daily_close",
+    "emergency_credit",
 ];
 
 /// An operator limited to building X, with every right, calls every endpoint of the API with the
@@ -397,6 +432,7 @@ async fn an_operator_limited_to_a_building_gets_404_for_every_resource_outside_i
     let limited = app.login("acme", "limited").await;
     let (y_building, y_floor, y_shop, y_gateway, y_meter, y_command) =
         ids["y-tower-secret"].clone();
+    let y_account = open_account(&app, &admin, &y_shop, &y_meter, "y-holder-secret").await;
     let markers = [
         "y-tower-secret".to_owned(),
         "7777777777".to_owned(),
@@ -406,6 +442,8 @@ async fn an_operator_limited_to_a_building_gets_404_for_every_resource_outside_i
         y_gateway.clone(),
         y_meter.clone(),
         loose_id.clone(),
+        y_account.clone(),
+        "y-holder-secret".to_owned(),
     ];
 
     let (_, doc) = app.call(Method::GET, "/api/openapi.json", None, None).await;
@@ -427,6 +465,8 @@ async fn an_operator_limited_to_a_building_gets_404_for_every_resource_outside_i
             Some(y_meter.clone())
         } else if template.starts_with("/api/v1/commands/{id}") {
             Some(y_command.clone())
+        } else if template.starts_with("/api/v1/accounts/{id}") {
+            Some(y_account.clone())
         } else {
             None
         };
