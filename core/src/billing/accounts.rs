@@ -172,6 +172,16 @@ pub async fn open(
         .execute(&mut *conn)
         .await
         .map_err(|e| taken(e.into()))?;
+        // Rating starts at zero for each (meter, account), from the opening reading.
+        sqlx::query(
+            "insert into rating_state (account_id, meter_id, last_read_at, last_energy_wh) values ($1, $2, $3, $4)",
+        )
+        .bind(id)
+        .bind(m.meter_id)
+        .bind(m.opening_read_at)
+        .bind(m.opening_energy_wh)
+        .execute(&mut *conn)
+        .await?;
     }
     sqlx::query("update shops set status = 'occupied', updated_at = now() where id = $1")
         .bind(input.shop_id)
@@ -502,10 +512,15 @@ async fn meters_of(conn: &mut PgConnection, account: Uuid) -> CoreResult<Vec<Acc
         .collect()
 }
 
-/// Charges rated but not yet posted to the wallet. (The rating worker writes them; until it
-/// lands there are none.)
-pub async fn unposted_charges(_conn: &mut PgConnection, _account: Uuid) -> CoreResult<AmountFen> {
-    Ok(AmountFen::ZERO)
+/// Charges rated but not yet posted to the wallet (the rating worker posts them in batches).
+pub async fn unposted_charges(conn: &mut PgConnection, account: Uuid) -> CoreResult<AmountFen> {
+    let fen: i64 = sqlx::query_scalar(
+        "select coalesce(sum(debit_fen), 0)::bigint from charge_lines where account_id = $1 and not posted",
+    )
+    .bind(account)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(AmountFen::from_fen(fen))
 }
 
 /// Available = wallet − unposted charges, checked.

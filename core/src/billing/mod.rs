@@ -1,7 +1,8 @@
 //! Billing (DESIGN.md: Money and the ledger): the double-entry ledger and its check
-//! ([`ledger`]), shop accounts with their meters ([`accounts`]), and the counter — top-ups,
-//! refunds (退电), reversals (冲正) and cashier shifts ([`counter`]). Money is posted here and
-//! nowhere else; amounts are `kernel::money::AmountFen`, always checked.
+//! ([`ledger`]), shop accounts with their meters ([`accounts`]), the counter — top-ups, refunds
+//! (退电), reversals (冲正) and cashier shifts ([`counter`]) — and the rating worker that turns
+//! stored readings into charges on the wallet ([`rating`]). Money is posted here and nowhere
+//! else; amounts are `kernel::money::AmountFen`, always checked.
 
 pub mod ledger;
 
@@ -9,3 +10,5 @@ pub mod ledger;
 pub mod accounts;
 #[cfg(feature = "db")]
 pub mod counter;
+#[cfg(feature = "db")]
+pub mod rating;

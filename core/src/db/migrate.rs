@@ -127,6 +127,11 @@ pub const COMPANY: &[Migration] = &[
         name: "ledger",
         sql: include_str!("../../../migrations/company/0015_ledger.sql"),
     },
+    Migration {
+        version: 16,
+        name: "rating",
+        sql: include_str!("../../../migrations/company/0016_rating.sql"),
+    },
 ];
 
 /// Arbitrary constant for `pg_advisory_xact_lock`: "PT" migrations.

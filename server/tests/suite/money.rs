@@ -444,3 +444,150 @@ async fn counter_rights_and_building_limits_hold() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     app.assert_ledger_clean().await;
 }
+
+/// Stores a reading of `meter` as ingest would (classified against the previous one).
+async fn store_reading(
+    app: &TestApp,
+    meter: &str,
+    at: chrono::DateTime<chrono::Utc>,
+    energy_wh: i64,
+) {
+    use powertab_ingest::driver::MeterValues;
+    use powertab_ingest::store::{store_batch, NewReading};
+    let schema = powertab_core::kernel::names::SchemaName::from_stored("c_1").unwrap();
+    let reading = NewReading {
+        meter_id: meter.parse().unwrap(),
+        read_at: at,
+        values: MeterValues {
+            energy_wh,
+            tou_wh: None,
+            power_w: Some(1_000),
+            voltage_dv: vec![2200],
+            current_ca: vec![450],
+            pf_milli: None,
+            remaining_fen: None,
+            purchase_count: None,
+            relay_closed: Some(true),
+            alarms: vec![],
+            meter_ratios: None,
+        },
+        raw: vec![],
+        ratio_mismatch: false,
+    };
+    store_batch(&app.db.pool, &schema, &[reading])
+        .await
+        .unwrap();
+}
+
+/// One pass of the rating worker over company 1 at the instant of `clock`.
+async fn rating_pass(
+    app: &TestApp,
+    clock: &std::sync::Arc<powertab_core::kernel::clock::ManualClock>,
+) -> powertab_core::billing::rating::PassReport {
+    let mut conn = app.db.pool.acquire().await.unwrap();
+    let scope = powertab_core::auth::load_company(&mut conn, 1)
+        .await
+        .unwrap()
+        .unwrap();
+    let principal =
+        powertab_core::auth::Principal::system("rating", clock.clone()).in_company(scope);
+    powertab_core::billing::rating::run_pass(&app.db.pool, &principal)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_balance_falls_by_exactly_what_the_rating_oracle_says_and_each_reading_counts_once() {
+    let app = spawn_app().await;
+    let (_, admin) = app.company_with_admin("acme").await;
+    // DESIGN.md's worked example: 0.8123 yuan/kWh, 1,234 Wh then 766 Wh → 100 + 62 fen.
+    let (_, plan) = app
+        .post(
+            "/api/v1/tariff-plans",
+            &admin,
+            json!({"name": "flat", "version": {"effective": "2020-01-01", "prices": {"flat": 8123}}}),
+        )
+        .await;
+    let (shop, meter) = shop_with_meter(&app, &admin, "201").await;
+    let (status, body) = app
+        .call(
+            reqwest::Method::PATCH,
+            &format!("/api/v1/meters/{meter}"),
+            Some(&admin),
+            Some(json!({"tariff_plan_id": plan["id"]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let id = open_account(&app, &admin, &shop, &meter).await;
+    app.post_keyed(
+        &format!("/api/v1/accounts/{id}/top-up"),
+        &admin,
+        "k1",
+        json!({"amount_fen": 10_000, "method": "card"}),
+    )
+    .await;
+    let t0 = chrono::Utc::now();
+    store_reading(&app, &meter, t0 + chrono::Duration::seconds(60), 1_001_234).await;
+    store_reading(&app, &meter, t0 + chrono::Duration::seconds(120), 1_002_000).await;
+
+    let clock = powertab_core::kernel::clock::ManualClock::at(t0 + chrono::Duration::seconds(150));
+    let report = rating_pass(&app, &clock).await;
+    assert_eq!(report.readings_rated, 2, "{report:?}");
+    assert_eq!(
+        report.postings, 0,
+        "not due yet: the lines wait for their batch"
+    );
+    let (_, account) = app.get(&format!("/api/v1/accounts/{id}"), &admin).await;
+    assert_eq!(fen(&account, "wallet_fen"), 10_000);
+    assert_eq!(
+        fen(&account, "available_fen"),
+        10_000 - 162,
+        "available counts unposted charges"
+    );
+    let remainder: i64 = sqlx::query_scalar("select remainder_e5 from c_1.rating_state")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(remainder, 46_000, "0.46 fen carried");
+
+    // Five minutes on, the batch posts: one transaction for both lines.
+    clock.advance(chrono::Duration::seconds(300));
+    let report = rating_pass(&app, &clock).await;
+    assert_eq!(
+        (report.readings_rated, report.postings),
+        (0, 1),
+        "{report:?}"
+    );
+    let (_, account) = app.get(&format!("/api/v1/accounts/{id}"), &admin).await;
+    assert_eq!(fen(&account, "wallet_fen"), 10_000 - 162);
+    assert_eq!(fen(&account, "available_fen"), 10_000 - 162);
+    // Passes again change nothing: each reading is rated and posted once.
+    for _ in 0..3 {
+        clock.advance(chrono::Duration::seconds(600));
+        assert_eq!(rating_pass(&app, &clock).await.readings_rated, 0);
+    }
+    let (_, account) = app.get(&format!("/api/v1/accounts/{id}"), &admin).await;
+    assert_eq!(fen(&account, "wallet_fen"), 10_000 - 162);
+
+    // A reset holds the meter: no charge, an alarm for the operator, power stays on.
+    store_reading(&app, &meter, t0 + chrono::Duration::seconds(180), 5).await;
+    store_reading(&app, &meter, t0 + chrono::Duration::seconds(240), 2_005).await;
+    let report = rating_pass(&app, &clock).await;
+    assert_eq!((report.readings_rated, report.held), (0, 1), "{report:?}");
+    let alarms: i64 = sqlx::query_scalar(
+        "select count(*) from c_1.field_alarms where kind = 'reading_held' and cleared_at is null",
+    )
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(alarms, 1);
+    clock.advance(chrono::Duration::seconds(600));
+    rating_pass(&app, &clock).await;
+    let (_, account) = app.get(&format!("/api/v1/accounts/{id}"), &admin).await;
+    assert_eq!(
+        fen(&account, "available_fen"),
+        10_000 - 162,
+        "nothing rated while held"
+    );
+    app.assert_ledger_clean().await;
+}

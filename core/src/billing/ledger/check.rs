@@ -1,8 +1,8 @@
 //! `powertab ledger check`: every invariant of DESIGN.md (Money and the ledger) verified over
 //! what is stored, per company — every transaction sums to zero and matches its template (a
 //! reversal against its original), every cached balance equals its entries, a closed account
-//! holds nothing in its wallet or deposit, and a reversal undoes a counter transaction at most
-//! once. A report names every violation; the platform runs it nightly per company.
+//! holds nothing in its wallet or deposit, a reversal undoes a counter transaction at most
+//! once, and every charge line is posted at most once and in full. A report names every violation; the platform runs it nightly per company.
 
 use super::post::{load_many, Transaction};
 use super::templates;
@@ -46,6 +46,7 @@ pub async fn check_company(pool: &PgPool, schema: &SchemaName) -> CoreResult<Rep
     check_transactions(&mut tx, &mut report).await?;
     check_balances(&mut tx, &mut report).await?;
     check_closed_accounts(&mut tx, &mut report).await?;
+    check_charge_lines(&mut tx, &mut report).await?;
     tx.commit().await?;
     Ok(report)
 }
@@ -150,6 +151,43 @@ async fn check_balances(conn: &mut sqlx::PgConnection, report: &mut Report) -> C
         }
     }
     report.accounts = rows.len() as u64;
+    Ok(())
+}
+
+/// Every charge posting carries exactly the lines it marked (a line names one posting, so it is
+/// posted at most once), and a line marked posted without a transaction was worth 0 fen.
+async fn check_charge_lines(conn: &mut sqlx::PgConnection, report: &mut Report) -> CoreResult<()> {
+    let rows = sqlx::query(
+        "select t.id, e.amount_fen, coalesce(sum(c.debit_fen), 0)::bigint as lines
+         from ledger_transactions t
+         join ledger_entries e on e.txn_id = t.id and e.account_key = 'revenue:energy'
+         left join charge_lines c on c.posted_txn = t.id
+         where t.kind = 'charge_posting'
+         group by t.id, e.amount_fen having e.amount_fen <> coalesce(sum(c.debit_fen), 0)",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    for row in rows {
+        let (id, posted, lines): (Uuid, i64, i64) = (
+            row.try_get("id")?,
+            row.try_get("amount_fen")?,
+            row.try_get("lines")?,
+        );
+        report.violations.push(format!(
+            "charge posting {id} took {posted} fen but its charge lines add up to {lines} fen"
+        ));
+    }
+    let stray: i64 = sqlx::query_scalar(
+        "select count(*) from charge_lines
+         where (posted and posted_txn is null and debit_fen <> 0) or (not posted and posted_txn is not null)",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    if stray > 0 {
+        report.violations.push(format!(
+            "{stray} charge lines marked posted without their money (or the reverse)"
+        ));
+    }
     Ok(())
 }
 

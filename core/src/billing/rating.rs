@@ -1,0 +1,383 @@
+//! The rating worker (DESIGN.md: Money and the ledger, platform-side meters): turns stored
+//! readings of the meters of open accounts into charge lines, exactly once per (meter, reading),
+//! in reading order, with core's rating function (`tariff::rating::rate`, the same the tariff
+//! preview uses) and the plan versions in force; then posts each meter's unposted lines to the
+//! wallet as one `charge_posting` keyed `post:<meter>:<last reading ms>` — every 5 minutes, or at
+//! once when the available balance would cross a level (alarm 1, alarm 2, the trip level).
+//!
+//! Held readings (reset, gap, jump, ratio mismatch) stop that meter's rating and raise a
+//! `reading_held` alarm; power stays on. Out-of-order readings are never rated.
+//! Workers coordinate through the database (`for update skip locked` on each meter's rating
+//! state), so several server processes never rate one meter twice. Time comes from the
+//! principal's clock.
+
+use super::ledger::post::{self, request_hash, Posting};
+use super::ledger::{AccountKey, TxnKind};
+use crate::auth::Principal;
+use crate::kernel::error::{CoreError, CoreResult};
+use crate::kernel::money::{AmountFen, EnergyWh};
+use crate::tariff::rating::{self, RatingState, Usage};
+use crate::tenancy::settings;
+use chrono::{DateTime, Duration, Utc};
+use sqlx::{PgConnection, PgPool, Row};
+use uuid::Uuid;
+
+/// Readings rated per meter in one pass (the next pass continues).
+const READINGS_PER_PASS: i64 = 2_000;
+/// A meter's unposted charge lines wait at most this long for their batch.
+pub const POSTING_INTERVAL_S: i64 = 300;
+/// The Postgres channel told when an account's available balance changed (the seam the
+/// power-follows-money issue listens on).
+pub const AVAILABLE_CHANGED_CHANNEL: &str = "available_changed";
+
+/// What one pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PassReport {
+    pub meters: u64,
+    pub readings_rated: u64,
+    pub held: u64,
+    pub postings: u64,
+}
+
+/// One pass over a company (the principal is the system worker inside it): rates what is new,
+/// then posts what is due.
+#[tracing::instrument(skip_all)]
+pub async fn run_pass(pool: &PgPool, principal: &Principal) -> CoreResult<PassReport> {
+    let schema = principal.company()?.schema.clone();
+    let pairs: Vec<(Uuid, Uuid)> = {
+        let mut tx = crate::db::begin_in(pool, &schema).await?;
+        let rows = sqlx::query(
+            "select r.account_id, r.meter_id from rating_state r
+             join account_meters am on am.account_id = r.account_id and am.meter_id = r.meter_id and am.left_at is null
+             join shop_accounts a on a.id = r.account_id and a.state in ('open', 'closing')
+             where r.held_at is null order by r.meter_id",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("account_id")?, r.try_get("meter_id")?)))
+            .collect::<CoreResult<_>>()?
+    };
+    let mut report = PassReport::default();
+    for (account, meter) in pairs {
+        let mut tx = crate::db::begin_in(pool, &schema).await?;
+        let rated = rate_meter(&mut tx, principal, account, meter).await?;
+        let posted = post_if_due(&mut tx, principal, account, meter).await?;
+        tx.commit().await?;
+        report.meters += 1;
+        report.readings_rated += rated.readings;
+        report.held += u64::from(rated.held);
+        report.postings += u64::from(posted);
+    }
+    Ok(report)
+}
+
+struct MeterRated {
+    readings: u64,
+    held: bool,
+}
+
+/// Rates `meter`'s readings after its rating state, for `account`. Skips the meter when another
+/// worker holds it.
+async fn rate_meter(
+    conn: &mut PgConnection,
+    principal: &Principal,
+    account: Uuid,
+    meter: Uuid,
+) -> CoreResult<MeterRated> {
+    let Some(state) = sqlx::query(
+        "select last_read_at, last_energy_wh, from_opening, month_year, month, month_wh, year, year_wh,
+                remainder_e5, held_at
+         from rating_state where account_id = $1 and meter_id = $2 for update skip locked",
+    )
+    .bind(account)
+    .bind(meter)
+    .fetch_optional(&mut *conn)
+    .await?
+    else {
+        return Ok(MeterRated {
+            readings: 0,
+            held: false,
+        });
+    };
+    if state
+        .try_get::<Option<DateTime<Utc>>, _>("held_at")?
+        .is_some()
+    {
+        return Ok(MeterRated {
+            readings: 0,
+            held: false,
+        });
+    }
+    let mut last_read_at: DateTime<Utc> = state.try_get("last_read_at")?;
+    let mut last_energy: i64 = state.try_get("last_energy_wh")?;
+    let mut from_opening: bool = state.try_get("from_opening")?;
+    let mut rating_state = RatingState {
+        month: match (
+            state.try_get::<Option<i32>, _>("month_year")?,
+            state.try_get::<Option<i32>, _>("month")?,
+        ) {
+            (Some(y), Some(m)) => Some((y, u32::try_from(m).unwrap_or(1))),
+            _ => None,
+        },
+        month_wh: EnergyWh::from_wh(state.try_get("month_wh")?),
+        year: state.try_get("year")?,
+        year_wh: EnergyWh::from_wh(state.try_get("year_wh")?),
+        remainder_e5: state.try_get("remainder_e5")?,
+    };
+    let readings = sqlx::query(
+        "select read_at, energy_wh, flag, counted_wh from readings
+         where meter_id = $1 and read_at > $2 order by read_at limit $3",
+    )
+    .bind(meter)
+    .bind(last_read_at)
+    .bind(READINGS_PER_PASS)
+    .fetch_all(&mut *conn)
+    .await?;
+    if readings.is_empty() {
+        return Ok(MeterRated {
+            readings: 0,
+            held: false,
+        });
+    }
+    let versions = crate::tariff::plans::versions_by_meter(conn, &[meter])
+        .await?
+        .remove(&meter)
+        .unwrap_or_default();
+    let calendar = settings::calendar(conn).await?;
+    let tz = principal.tz();
+    let now = principal.now();
+    let mut rated = 0u64;
+    let mut held = None;
+    for r in &readings {
+        let read_at: DateTime<Utc> = r.try_get("read_at")?;
+        let energy_wh: i64 = r.try_get("energy_wh")?;
+        let flag: Option<String> = r.try_get("flag")?;
+        let counted: Option<i64> = r.try_get("counted_wh")?;
+        match flag.as_deref() {
+            // Never rated, never held, never a baseline.
+            Some("out_of_order") => continue,
+            Some(hold @ ("reset" | "gap" | "jump" | "ratio_mismatch")) => {
+                held = Some((read_at, hold.to_owned()));
+                break;
+            }
+            _ => {}
+        }
+        // The first interval of an account counts from its opening register value; after that
+        // ingest's counted energy of the interval (rollovers included).
+        let energy = if from_opening {
+            match energy_wh.checked_sub(last_energy) {
+                Some(wh) if wh >= 0 => Some(wh),
+                _ => {
+                    held = Some((read_at, "reset".to_owned()));
+                    break;
+                }
+            }
+        } else {
+            counted
+        };
+        if let Some(wh) = energy.filter(|wh| *wh > 0) {
+            if versions.is_empty() {
+                held = Some((read_at, "no_tariff".to_owned()));
+                break;
+            }
+            let usage = Usage {
+                start: last_read_at,
+                end: read_at,
+                energy_wh: EnergyWh::from_wh(wh),
+                tou_wh: None,
+            };
+            match rating::rate(&usage, &versions, tz, &calendar, &rating_state) {
+                Ok(result) => {
+                    write_line(conn, meter, account, &usage, &result, now).await?;
+                    rating_state = result.state;
+                    rated += 1;
+                }
+                Err(e) => {
+                    held = Some((read_at, format!("rating: {e}")));
+                    break;
+                }
+            }
+        }
+        last_read_at = read_at;
+        last_energy = energy_wh;
+        from_opening = false;
+    }
+    sqlx::query(
+        "update rating_state set last_read_at = $3, last_energy_wh = $4, from_opening = $5,
+             month_year = $6, month = $7, month_wh = $8, year = $9, year_wh = $10, remainder_e5 = $11,
+             held_at = $12, held_reason = $13, updated_at = $14
+         where account_id = $1 and meter_id = $2",
+    )
+    .bind(account)
+    .bind(meter)
+    .bind(last_read_at)
+    .bind(last_energy)
+    .bind(from_opening)
+    .bind(rating_state.month.map(|(y, _)| y))
+    .bind(rating_state.month.map(|(_, m)| i32::try_from(m).unwrap_or(1)))
+    .bind(rating_state.month_wh.wh())
+    .bind(rating_state.year)
+    .bind(rating_state.year_wh.wh())
+    .bind(rating_state.remainder_e5)
+    .bind(held.as_ref().map(|_| now))
+    .bind(held.as_ref().map(|(_, why)| why.clone()))
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    if let Some((at, why)) = &held {
+        raise_held_alarm(conn, meter, *at, why).await?;
+    }
+    Ok(MeterRated {
+        readings: rated,
+        held: held.is_some(),
+    })
+}
+
+async fn write_line(
+    conn: &mut PgConnection,
+    meter: Uuid,
+    account: Uuid,
+    usage: &Usage,
+    result: &rating::Rated,
+    now: DateTime<Utc>,
+) -> CoreResult<()> {
+    let lines = serde_json::to_value(&result.lines)
+        .map_err(|e| CoreError::Internal(format!("charge lines: {e}")))?;
+    // One line per (meter, reading): a second rating of the same reading is refused by the key.
+    sqlx::query(
+        "insert into charge_lines (meter_id, read_at, account_id, interval_start, energy_wh, debit_fen, lines, rated_at)
+         values ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(meter)
+    .bind(usage.end)
+    .bind(account)
+    .bind(usage.start)
+    .bind(usage.energy_wh)
+    .bind(result.debit_fen)
+    .bind(lines)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+async fn raise_held_alarm(
+    conn: &mut PgConnection,
+    meter: Uuid,
+    at: DateTime<Utc>,
+    why: &str,
+) -> CoreResult<()> {
+    sqlx::query(
+        "insert into field_alarms (id, kind, target_id, detail) values ($1, 'reading_held', $2, $3)
+         on conflict do nothing",
+    )
+    .bind(Uuid::now_v7())
+    .bind(meter)
+    .bind(format!("{why} at {}", at.to_rfc3339()))
+    .execute(&mut *conn)
+    .await?;
+    tracing::warn!(%meter, %why, "a reading is held: the meter's rating stops until it is reviewed");
+    Ok(())
+}
+
+/// Posts `meter`'s unposted lines of `account` when they are due: the oldest waited
+/// [`POSTING_INTERVAL_S`], or the available balance would cross a level. Returns whether a
+/// transaction was posted.
+async fn post_if_due(
+    conn: &mut PgConnection,
+    principal: &Principal,
+    account: Uuid,
+    meter: Uuid,
+) -> CoreResult<bool> {
+    let row = sqlx::query(
+        "select coalesce(sum(debit_fen), 0)::bigint as fen, min(rated_at) as oldest, max(read_at) as last
+         from charge_lines where account_id = $1 and meter_id = $2 and not posted",
+    )
+    .bind(account)
+    .bind(meter)
+    .fetch_one(&mut *conn)
+    .await?;
+    let Some(last): Option<DateTime<Utc>> = row.try_get("last")? else {
+        return Ok(false);
+    };
+    let batch = AmountFen::from_fen(row.try_get("fen")?);
+    let oldest: DateTime<Utc> = row.try_get("oldest")?;
+    let waited = principal.now() - oldest >= Duration::seconds(POSTING_INTERVAL_S);
+    if !waited && !crosses_a_level(conn, account, batch).await? {
+        return Ok(false);
+    }
+    let txn = if batch > AmountFen::ZERO {
+        let posted = post::post(
+            conn,
+            principal,
+            &Posting {
+                kind: TxnKind::ChargePosting,
+                idempotency_key: format!("post:{meter}:{}", last.timestamp_millis()),
+                request_hash: request_hash(&["post", &meter.to_string(), &batch.fen().to_string()]),
+                shop_account: Some(account),
+                event_at: last,
+                method: None,
+                receipt: false,
+                reverses: None,
+                memo: String::new(),
+                legs: vec![
+                    (AccountKey::Wallet(account), super::accounts::negate(batch)?),
+                    (AccountKey::RevenueEnergy, batch),
+                ],
+                keep_at_least: None,
+            },
+        )
+        .await?;
+        Some(posted.txn.id)
+    } else {
+        // A batch worth 0 fen posts nothing; its lines are done all the same.
+        None
+    };
+    let marked = sqlx::query(
+        "update charge_lines set posted = true, posted_txn = $3
+         where account_id = $1 and meter_id = $2 and not posted and read_at <= $4",
+    )
+    .bind(account)
+    .bind(meter)
+    .bind(txn)
+    .bind(last)
+    .execute(&mut *conn)
+    .await?;
+    debug_assert!(marked.rows_affected() > 0);
+    if txn.is_some() {
+        sqlx::query("select pg_notify($1, $2)")
+            .bind(AVAILABLE_CHANGED_CHANNEL)
+            .bind(account.to_string())
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(txn.is_some())
+}
+
+/// Whether taking `batch` would move the account's available balance across alarm 1, alarm 2 or
+/// the trip level (−overdraft limit) — then it posts at once instead of waiting.
+async fn crosses_a_level(
+    conn: &mut PgConnection,
+    account: Uuid,
+    batch: AmountFen,
+) -> CoreResult<bool> {
+    if batch <= AmountFen::ZERO {
+        return Ok(false);
+    }
+    let wallet = post::balance(conn, AccountKey::Wallet(account)).await?;
+    let unposted = super::accounts::unposted_charges(conn, account).await?;
+    let after = super::accounts::available(wallet, unposted)?;
+    let before = after
+        .checked_add(batch)
+        .ok_or_else(|| CoreError::Internal("available balance overflows".into()))?;
+    let s = settings::load(conn).await?;
+    let trip = s
+        .overdraft_limit_fen
+        .checked_neg()
+        .ok_or_else(|| CoreError::Internal("overdraft limit overflows".into()))?;
+    Ok([s.alarm1_fen, s.alarm2_fen, trip]
+        .iter()
+        .any(|level| before > *level && after <= *level))
+}
