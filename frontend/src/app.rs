@@ -3,7 +3,7 @@
 use crate::i18n::{Lang, LANG_COOKIE};
 use crate::tenancy::{get_session, SessionView};
 use crate::web::WebError;
-use crate::{field, import, property, tariff, tenancy};
+use crate::{billing, field, import, property, tariff, tenancy};
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, MetaTags, Title};
 use leptos_router::components::{FlatRoutes, Route, Router};
@@ -104,6 +104,7 @@ pub fn App() -> impl IntoView {
                 <Route path=path!("/audit") view=tenancy::pages::audit::AuditPage ssr=SsrMode::Async/>
                 <Route path=path!("/import") view=import::pages::ImportPage ssr=SsrMode::Async/>
                 <Route path=path!("/property") view=property::pages::PropertyPage ssr=SsrMode::Async/>
+                <Route path=path!("/counter") view=billing::pages::CounterPage ssr=SsrMode::Async/>
                 <Route path=path!("/fleet") view=field::pages::fleet::FleetPage ssr=SsrMode::Async/>
                 <Route path=path!("/gateways") view=field::pages::meters::GatewaysPage ssr=SsrMode::Async/>
                 <Route path=path!("/gateways/:id") view=field::pages::meters::GatewayPage ssr=SsrMode::Async/>

@@ -125,6 +125,7 @@ fn Header(session: SessionView) -> impl IntoView {
                     <a href="/platform/registrations">{tr(lang, "nav.registrations")}</a>
                 })}
                 {staff.then(|| view! {
+                    <a href="/counter">{tr(lang, "nav.counter")}</a>
                     <a href="/fleet">{tr(lang, "nav.fleet")}</a>
                     <a href="/property">{tr(lang, "nav.property")}</a>
                     <a href="/gateways">{tr(lang, "nav.gateways")}</a>

@@ -13,6 +13,7 @@ pub mod i18n;
 pub mod web;
 
 // One module per context, as in core: views, server functions, their bodies, pages.
+pub mod billing;
 pub mod field;
 pub mod import;
 pub mod property;

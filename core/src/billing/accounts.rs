@@ -542,3 +542,21 @@ pub(crate) async fn lock_for_money(
         .await?;
     get(conn, principal, id).await
 }
+
+/// The active meters of `shop`, as an opening takes them (the whole shop by default).
+pub async fn meters_of_shop(
+    conn: &mut PgConnection,
+    principal: &Principal,
+    shop: Uuid,
+) -> CoreResult<Vec<Uuid>> {
+    principal.require_read_company()?;
+    Ok(sqlx::query_scalar(
+        "select m.id from meters m join shops s on s.id = m.shop_id
+         where m.shop_id = $1 and m.status = 'active' and ($2::uuid[] is null or s.building_id = any($2))
+         order by m.meter_number",
+    )
+    .bind(shop)
+    .bind(principal.building_limit_param())
+    .fetch_all(&mut *conn)
+    .await?)
+}

@@ -591,3 +591,149 @@ async fn the_balance_falls_by_exactly_what_the_rating_oracle_says_and_each_readi
     );
     app.assert_ledger_clean().await;
 }
+
+/// The value of the hidden `key` field in the part of `html` after `marker`.
+fn key_after(html: &str, marker: &str) -> String {
+    let rest = html
+        .split(marker)
+        .nth(1)
+        .unwrap_or_else(|| panic!("no {marker}"));
+    let start = rest.find("name=\"key\" value=\"").expect("a key field") + 18;
+    rest[start..].split('"').next().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn the_counter_page_opens_an_account_and_sells_credit_with_plain_forms_once_per_click() {
+    use crate::web::{csrf_of, logged_in_as, page, post_form};
+    let app = spawn_app().await;
+    let (_, admin) = app.company_with_admin("acme").await;
+    let (shop, _meter) = shop_with_meter(&app, &admin, "301").await;
+    let client = logged_in_as(&app, "acme", "boss").await;
+    let html = page(&app, &client, "/counter").await;
+    let csrf = csrf_of(&html);
+    assert!(
+        html.contains("id=\"shift-open-form\""),
+        "no shift yet: the form to open one"
+    );
+    let (_, location) = post_form(
+        &app,
+        &client,
+        "/counter",
+        "/sfn/shift_open",
+        &[("csrf", &csrf), ("float", "100")],
+    )
+    .await;
+    assert_eq!(location, "/counter?ok=counter.shift_opened");
+
+    // Open the account: the shop is offered, the opening reading typed, a cash deposit.
+    let html = page(&app, &client, "/counter").await;
+    assert!(
+        html.contains(&format!("value=\"{shop}\"")),
+        "the vacant shop is offered"
+    );
+    let key = key_after(&html, "id=\"open-form\"");
+    let open = [
+        ("csrf", csrf.as_str()),
+        ("key", key.as_str()),
+        ("shop_id", shop.as_str()),
+        ("holder_name", "李四"),
+        ("holder_phone", ""),
+        ("reading_kwh", "1000.5"),
+        ("deposit", "50"),
+        ("opening_credit", ""),
+    ];
+    let (_, location) = post_form(&app, &client, "/counter", "/sfn/account_open", &open).await;
+    assert_eq!(location, "/counter?q=301&ok=counter.opened");
+    // The same form posted again (a double click) is the same account.
+    let (_, again) = post_form(&app, &client, "/counter", "/sfn/account_open", &open).await;
+    assert_eq!(again, location);
+
+    // Top up ¥88.50 in cash, clicked twice: one sale, one receipt.
+    let html = page(&app, &client, "/counter?q=301").await;
+    assert!(
+        html.contains("李四") && html.contains("¥0.00"),
+        "the account is found"
+    );
+    let key = key_after(&html, "class=\"inline top-up\"");
+    let account_id = {
+        let rest = html.split("data-account=\"").nth(1).unwrap();
+        rest.split('"').next().unwrap().to_owned()
+    };
+    let sale = [
+        ("csrf", csrf.as_str()),
+        ("key", key.as_str()),
+        ("account_id", account_id.as_str()),
+        ("amount", "88.50"),
+        ("method", "cash"),
+    ];
+    let (_, first) = post_form(&app, &client, "/counter", "/sfn/counter_top_up", &sale).await;
+    let (_, second) = post_form(&app, &client, "/counter", "/sfn/counter_top_up", &sale).await;
+    assert!(first.contains("ok=counter.done&receipt=PT"), "{first}");
+    assert_eq!(first, second, "the second click replays the first");
+    let html = page(&app, &client, &first).await;
+    assert!(
+        html.contains("id=\"receipt-no\""),
+        "the receipt number is shown"
+    );
+    assert!(html.contains("¥88.50"), "available balance after the sale");
+    let (_, account) = app
+        .get(&format!("/api/v1/accounts/{account_id}"), &admin)
+        .await;
+    assert_eq!(fen(&account, "wallet_fen"), 8_850);
+    assert_eq!(fen(&account, "deposit_fen"), 5_000);
+
+    // A refund above what is available comes back with the amount kept and the reason named.
+    let key = key_after(&html, "class=\"inline refund\"");
+    let (_, location) = post_form(
+        &app,
+        &client,
+        "/counter",
+        "/sfn/counter_refund",
+        &[
+            ("csrf", &csrf),
+            ("key", &key),
+            ("account_id", &account_id),
+            ("amount", "100"),
+            ("method", "cash"),
+            ("reason", "退租"),
+        ],
+    )
+    .await;
+    assert!(
+        location.contains("error=insufficient_balance"),
+        "{location}"
+    );
+    let html = page(&app, &client, &location).await;
+    assert!(
+        html.contains("可用余额不足"),
+        "the refusal in the page's language"
+    );
+    let refund_form = html
+        .split("class=\"inline refund\"")
+        .nth(1)
+        .unwrap()
+        .split("</form>")
+        .next()
+        .unwrap();
+    assert!(
+        refund_form.contains("value=\"100\"") && refund_form.contains("value=\"退租\""),
+        "{refund_form}"
+    );
+
+    // The shift: ¥100 float + ¥50 deposit + ¥88.50 = ¥238.50 counted closes even.
+    let (_, location) = post_form(
+        &app,
+        &client,
+        "/counter",
+        "/sfn/shift_close",
+        &[("csrf", &csrf), ("counted", "238.50")],
+    )
+    .await;
+    assert_eq!(location, "/counter?ok=counter.shift_closed");
+    let difference: i64 = sqlx::query_scalar("select difference_fen from c_1.cashier_shifts")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(difference, 0);
+    app.assert_ledger_clean().await;
+}

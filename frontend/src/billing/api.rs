@@ -1,0 +1,53 @@
+//! Server functions of the counter: the page's data, top-ups, refunds, shifts and opening an
+//! account. Every money form carries the server-issued key (`key`) as its Idempotency-Key.
+
+use super::views::*;
+use crate::web::WebError;
+use leptos::prelude::*;
+
+#[server(prefix = "/sfn", endpoint = "counter")]
+pub async fn get_counter(q: String, receipt: String) -> Result<CounterView, WebError> {
+    super::server::get_counter(q, receipt).await
+}
+
+#[server(prefix = "/sfn", endpoint = "counter_top_up")]
+pub async fn counter_top_up(
+    csrf: String,
+    key: String,
+    account_id: String,
+    amount: String,
+    method: String,
+) -> Result<(), WebError> {
+    super::server::move_money(csrf, key, account_id, amount, method, None).await
+}
+
+#[server(prefix = "/sfn", endpoint = "counter_refund")]
+pub async fn counter_refund(
+    csrf: String,
+    key: String,
+    account_id: String,
+    amount: String,
+    method: String,
+    reason: String,
+) -> Result<(), WebError> {
+    super::server::move_money(csrf, key, account_id, amount, method, Some(reason)).await
+}
+
+#[server(prefix = "/sfn", endpoint = "shift_open")]
+pub async fn shift_open(csrf: String, float: String) -> Result<(), WebError> {
+    super::server::shift_open(csrf, float).await
+}
+
+#[server(prefix = "/sfn", endpoint = "shift_close")]
+pub async fn shift_close(csrf: String, counted: String) -> Result<(), WebError> {
+    super::server::shift_close(csrf, counted).await
+}
+
+#[server(prefix = "/sfn", endpoint = "account_open")]
+pub async fn account_open(
+    csrf: String,
+    key: String,
+    #[server(flatten)] form: OpenAccountForm,
+) -> Result<(), WebError> {
+    super::server::account_open(csrf, key, form).await
+}

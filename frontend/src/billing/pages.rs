@@ -1,0 +1,197 @@
+//! The counter page (售电): one search box finds a shop's account by shop number or name, holder
+//! name or phone, or meter number; each account found has its top-up and refund forms; the
+//! cashier's shift opens and closes here; and a vacant shop's account is opened here. Plain
+//! forms (work with JavaScript off), each with a server-issued idempotency key.
+
+use super::views::{yuan, CounterAccountView, CounterView};
+use crate::app::use_lang;
+use crate::billing::get_counter;
+use crate::components::{use_kept, Csrf, Layout};
+use crate::i18n::{tr, Lang};
+use crate::web::query::query_param;
+use leptos::prelude::*;
+// Form actions name their server functions: a renamed endpoint cannot leave a form behind.
+use crate::billing::{AccountOpen, CounterRefund, CounterTopUp, ShiftClose, ShiftOpen};
+use leptos::server_fn::ServerFn as _;
+
+/// An available balance as people read it: a negative one is arrears (欠费 ¥x), never a bare
+/// minus sign.
+pub fn balance_text(lang: Lang, fen: i64) -> String {
+    if fen < 0 {
+        format!(
+            "{} ¥{}",
+            tr(lang, "counter.arrears"),
+            yuan(fen.saturating_neg())
+        )
+    } else {
+        format!("¥{}", yuan(fen))
+    }
+}
+
+#[component]
+pub fn CounterPage() -> impl IntoView {
+    let lang = use_lang();
+    let (q, receipt) = (query_param("q"), query_param("receipt"));
+    let source = {
+        let (q, receipt) = (q.clone(), receipt.clone());
+        move || (q(), receipt())
+    };
+    let counter = Resource::new(source, |(q, receipt)| get_counter(q, receipt));
+    view! {
+        <Layout page=move |s| {
+            let q = q.clone();
+            view! {
+                <h1>{tr(lang, "counter.title")}</h1>
+                <form method="get" class="filters" id="counter-search">
+                    <input name="q" value=q() placeholder=tr(lang, "counter.search") autofocus=true/>
+                    <button type="submit">{tr(lang, "common.search")}</button>
+                </form>
+                <Suspense fallback=|| ()>
+                    {move || {
+                        let s = s.clone();
+                        Suspend::new(async move {
+                            match counter.await {
+                                Ok(c) => view! { <Counter c csrf=s.csrf.clone()/> }.into_any(),
+                                Err(_) => view! { <p class="flash error">{tr(lang, "error.not_found")}</p> }.into_any(),
+                            }
+                        })
+                    }}
+                </Suspense>
+            }.into_any()
+        }/>
+    }
+}
+
+#[component]
+fn Counter(c: CounterView, csrf: String) -> impl IntoView {
+    let lang = use_lang();
+    let receipt = c.receipt.clone();
+    let accounts = c.accounts.clone();
+    let any = !accounts.is_empty();
+    view! {
+        {receipt.map(|r| view! { <p class="receipt-line">{tr(lang, "counter.receipt_no")}": " <strong id="receipt-no">{r}</strong></p> })}
+        <ShiftPanel shift=c.shift csrf=csrf.clone() can=c.can_top_up || c.can_refund/>
+        <div id="accounts" class="cards">
+            {accounts.into_iter().map(|a| view! {
+                <AccountCard a csrf=csrf.clone() key_base=c.form_key.clone() can_top_up=c.can_top_up can_refund=c.can_refund/>
+            }).collect_view()}
+        </div>
+        {(!any).then(|| view! { <p class="muted">{tr(lang, "counter.none")}</p> })}
+        {c.can_open.then(|| view! { <OpenForm shops=c.vacant_shops.clone() csrf=csrf.clone() key=format!("{}-open", c.form_key)/> })}
+    }
+}
+
+#[component]
+fn ShiftPanel(shift: Option<(String, i64, i64)>, csrf: String, can: bool) -> impl IntoView {
+    let lang = use_lang();
+    let kept_open = use_kept("shift-open-form");
+    let kept_close = use_kept("shift-close-form");
+    view! {
+        <section class="shift" id="shift">
+            {match shift {
+                Some((opened, float_fen, taken_fen)) => view! {
+                    <p>{tr(lang, "counter.shift_open_since")}" " {opened} " · "
+                        {tr(lang, "counter.float")}" ¥" {yuan(float_fen)} " · "
+                        {tr(lang, "counter.cash_taken")}" ¥" <span id="cash-taken">{yuan(taken_fen)}</span></p>
+                    {can.then(|| view! {
+                        <form method="post" action=ShiftClose::PATH class="inline" id="shift-close-form">
+                            <Csrf token=csrf.clone()/>
+                            <label>{tr(lang, "counter.counted")}<input name="counted" inputmode="decimal" required value=kept_close.value_or("counted", "") aria-invalid=kept_close.invalid("counted")/></label>
+                            <button type="submit" class="secondary">{tr(lang, "counter.close_shift")}</button>
+                        </form>
+                    })}
+                }.into_any(),
+                None => view! {
+                    <p class="muted">{tr(lang, "counter.no_shift")}</p>
+                    {can.then(|| view! {
+                        <form method="post" action=ShiftOpen::PATH class="inline" id="shift-open-form">
+                            <Csrf token=csrf.clone()/>
+                            <label>{tr(lang, "counter.float")}<input name="float" inputmode="decimal" placeholder="0.00" value=kept_open.value_or("float", "") aria-invalid=kept_open.invalid("float")/></label>
+                            <button type="submit" class="secondary">{tr(lang, "counter.open_shift")}</button>
+                        </form>
+                    })}
+                }.into_any(),
+            }}
+        </section>
+    }
+}
+
+#[component]
+fn AccountCard(
+    a: CounterAccountView,
+    csrf: String,
+    key_base: String,
+    can_top_up: bool,
+    can_refund: bool,
+) -> impl IntoView {
+    let lang = use_lang();
+    let open = a.state == "open";
+    // A refused form comes back on its own account's card only.
+    let kept_top_up = Some(use_kept("top-up-form"))
+        .filter(|k| k.chose("account_id", &a.id))
+        .unwrap_or_default();
+    let kept_refund = Some(use_kept("refund-form"))
+        .filter(|k| k.chose("account_id", &a.id))
+        .unwrap_or_default();
+    let methods = move |kept: &crate::web::KeptForm| {
+        ["cash", "card", "transfer"]
+            .map(|m| view! { <option value=m selected=kept.chose("method", m)>{tr(lang, &format!("counter.method.{m}"))}</option> })
+    };
+    let (top_up_methods, refund_methods) = (methods(&kept_top_up), methods(&kept_refund));
+    view! {
+        <article class="card account" data-account=a.id.clone()>
+            <h2>{a.shop.clone()}</h2>
+            <p>{a.holder.clone()} " · " {a.meters.join(", ")}
+                {(!open).then(|| view! { " · " <strong>{tr(lang, &format!("counter.state.{}", a.state))}</strong> })}</p>
+            <p class="balance">{tr(lang, "counter.available")}": "
+                <strong class="available" class:arrears=a.available_fen < 0>{balance_text(lang, a.available_fen)}</strong>
+                {(a.deposit_fen > 0).then(|| view! { " · " {tr(lang, "counter.deposit")} " ¥" {yuan(a.deposit_fen)} })}</p>
+            {(open && can_top_up).then(|| view! {
+                <form method="post" action=CounterTopUp::PATH class="inline top-up">
+                    <Csrf token=csrf.clone()/>
+                    <input type="hidden" name="key" value=format!("{key_base}-{}-top-up", a.id)/>
+                    <input type="hidden" name="account_id" value=a.id.clone()/>
+                    <label>{tr(lang, "counter.amount")}<input name="amount" inputmode="decimal" required value=kept_top_up.value_or("amount", "") aria-invalid=kept_top_up.invalid("amount")/></label>
+                    <select name="method" aria-label=tr(lang, "counter.method")>{top_up_methods}</select>
+                    <button type="submit">{tr(lang, "counter.top_up")}</button>
+                </form>
+            })}
+            {(open && can_refund).then(|| view! {
+                <form method="post" action=CounterRefund::PATH class="inline refund">
+                    <Csrf token=csrf.clone()/>
+                    <input type="hidden" name="key" value=format!("{key_base}-{}-refund", a.id)/>
+                    <input type="hidden" name="account_id" value=a.id.clone()/>
+                    <label>{tr(lang, "counter.amount")}<input name="amount" inputmode="decimal" required value=kept_refund.value_or("amount", "") aria-invalid=kept_refund.invalid("amount")/></label>
+                    <select name="method" aria-label=tr(lang, "counter.method")>{refund_methods}</select>
+                    <label>{tr(lang, "counter.reason")}<input name="reason" required maxlength="200" value=kept_refund.value_or("reason", "") aria-invalid=kept_refund.invalid("reason")/></label>
+                    <button type="submit" class="secondary">{tr(lang, "counter.refund")}</button>
+                </form>
+            })}
+        </article>
+    }
+}
+
+#[component]
+fn OpenForm(shops: Vec<(String, String)>, csrf: String, key: String) -> impl IntoView {
+    let lang = use_lang();
+    let kept = use_kept("open-form");
+    view! {
+        <h2>{tr(lang, "counter.open_account")}</h2>
+        <form method="post" action=AccountOpen::PATH class="grid" id="open-form">
+            <Csrf token=csrf/>
+            <input type="hidden" name="key" value=key/>
+            <label>{tr(lang, "counter.shop")}
+                <select name="shop_id" required aria-invalid=kept.invalid("shop_id")>
+                    {shops.into_iter().map(|(id, name)| view! { <option value=id.clone() selected=kept.chose("shop_id", &id)>{name}</option> }).collect_view()}
+                </select>
+            </label>
+            <label>{tr(lang, "counter.holder_name")}<input name="holder_name" required value=kept.value_or("holder_name", "") aria-invalid=kept.invalid("holder_name")/></label>
+            <label>{tr(lang, "users.phone")}<input name="holder_phone" inputmode="tel" value=kept.value_or("holder_phone", "") aria-invalid=kept.invalid("holder_phone")/></label>
+            <label>{tr(lang, "counter.reading_kwh")}<input name="reading_kwh" inputmode="decimal" value=kept.value_or("reading_kwh", "") aria-invalid=kept.invalid("reading_kwh")/></label>
+            <label>{tr(lang, "counter.deposit")}<input name="deposit" inputmode="decimal" placeholder="0.00" value=kept.value_or("deposit", "") aria-invalid=kept.invalid("deposit")/></label>
+            <label>{tr(lang, "counter.opening_credit")}<input name="opening_credit" inputmode="decimal" placeholder="0.00" value=kept.value_or("opening_credit", "") aria-invalid=kept.invalid("opening_credit")/></label>
+            <p class="muted wide">{tr(lang, "counter.open_hint")}</p>
+            <button type="submit">{tr(lang, "counter.open")}</button>
+        </form>
+    }
+}

@@ -1,0 +1,233 @@
+//! The server side of the counter: form text parsed (yuan, kWh), `powertab_core::billing`
+//! called with the form's server-issued idempotency key, the outcome turned into a redirect.
+
+use super::views::*;
+use crate::web::server::{
+    encode, field_error, finish_keeping, non_empty, read_err, read_session, session_for_change,
+    UiError,
+};
+use crate::web::WebError;
+use powertab_core::billing::accounts::{self, OpenAccount, OpeningMeter};
+use powertab_core::billing::counter::{self, CounterInput, CounterMethod};
+use powertab_core::kernel::money::{AmountFen, EnergyWh};
+use powertab_core::tenancy::roles::{Need, Right};
+use uuid::Uuid;
+
+pub async fn get_counter(q: String, receipt: String) -> Result<CounterView, WebError> {
+    let (principal, mut tx) = read_session().await?;
+    let found = accounts::search(&mut tx, &principal, &q)
+        .await
+        .map_err(read_err)?;
+    let shift = counter::open_shift_of(&mut tx, &principal)
+        .await
+        .map_err(read_err)?;
+    let tz = principal.tz();
+    let vacant = powertab_core::property::shops(
+        &mut tx,
+        &principal,
+        &powertab_core::property::ShopFilter {
+            status: Some("vacant".into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .map_err(read_err)?;
+    Ok(CounterView {
+        accounts: found
+            .into_iter()
+            .map(|a| CounterAccountView {
+                id: a.id.to_string(),
+                shop: format!("{} {}", a.shop_number, a.shop_name)
+                    .trim()
+                    .to_owned(),
+                holder: format!("{} {}", a.holder_name, a.holder_phone)
+                    .trim()
+                    .to_owned(),
+                state: a.state.to_string(),
+                meters: a.meters.iter().map(|m| m.meter_number.clone()).collect(),
+                wallet_fen: a.wallet_fen.fen(),
+                deposit_fen: a.deposit_fen.fen(),
+                available_fen: a.available_fen.fen(),
+            })
+            .collect(),
+        shift: shift.map(|s| {
+            (
+                s.opened_at
+                    .with_timezone(&tz)
+                    .format("%Y-%m-%d %H:%M")
+                    .to_string(),
+                s.float_fen.fen(),
+                s.cash_taken_fen.fen(),
+            )
+        }),
+        vacant_shops: vacant
+            .into_iter()
+            .map(|s| {
+                (
+                    s.id.to_string(),
+                    format!("{} · {} {}", s.building_name, s.number, s.name)
+                        .trim()
+                        .to_owned(),
+                )
+            })
+            .collect(),
+        form_key: Uuid::now_v7().to_string(),
+        can_top_up: principal.can(Need::Act(Right::TopUp)),
+        can_refund: principal.can(Need::Act(Right::Refund)),
+        can_open: principal.can(Need::Act(Right::Accounts)),
+        receipt: non_empty(receipt)
+            .filter(|r| r.len() <= 40 && r.bytes().all(|b| b.is_ascii_alphanumeric())),
+    })
+}
+
+fn yuan_field(text: &str, field: &str) -> Result<AmountFen, UiError> {
+    AmountFen::parse_yuan(text).map_err(|_| field_error(field))
+}
+
+fn optional_yuan(text: &str, field: &str) -> Result<AmountFen, UiError> {
+    match text.trim() {
+        "" => Ok(AmountFen::ZERO),
+        text => yuan_field(text, field),
+    }
+}
+
+fn key_of(key: &str) -> Result<String, UiError> {
+    let key = key.trim();
+    if key.is_empty() || key.len() > 100 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(field_error("key"));
+    }
+    Ok(key.to_owned())
+}
+
+pub async fn move_money(
+    csrf: String,
+    key: String,
+    account_id: String,
+    amount: String,
+    method: String,
+    reason: Option<String>,
+) -> Result<(), WebError> {
+    let form_id = if reason.is_some() {
+        "refund-form"
+    } else {
+        "top-up-form"
+    };
+    let kept = serde_json::json!({ "account_id": &account_id, "amount": &amount, "method": &method, "reason": &reason });
+    let result = async {
+        let (principal, mut tx) = session_for_change(&csrf).await?;
+        let key = key_of(&key)?;
+        let account: Uuid = account_id.parse().map_err(|_| field_error("account_id"))?;
+        let input = CounterInput {
+            amount_fen: yuan_field(&amount, "amount")?,
+            method: method
+                .parse::<CounterMethod>()
+                .map_err(|_| field_error("method"))?,
+            reason: reason.clone().unwrap_or_default(),
+        };
+        let done = match reason {
+            Some(_) => counter::refund(&mut tx, &principal, account, &input, &key).await,
+            None => counter::top_up(&mut tx, &principal, account, &input, &key).await,
+        }
+        .map_err(|e| UiError::from(e).renamed(&[("amount_fen", "amount")]))?;
+        tx.commit().await?;
+        Ok(format!(
+            "/counter?q={}&ok=counter.done&receipt={}",
+            encode(&done.account.shop_number),
+            encode(done.transaction.receipt_no.as_deref().unwrap_or_default())
+        ))
+    }
+    .await;
+    finish_keeping(result, form_id, &kept)
+}
+
+pub async fn shift_open(csrf: String, float: String) -> Result<(), WebError> {
+    let kept = serde_json::json!({ "float": &float });
+    let result = async {
+        let (principal, mut tx) = session_for_change(&csrf).await?;
+        let float_fen = optional_yuan(&float, "float")?;
+        counter::open_shift(&mut tx, &principal, float_fen)
+            .await
+            .map_err(|e| UiError::from(e).renamed(&[("float_fen", "float")]))?;
+        tx.commit().await?;
+        Ok("/counter?ok=counter.shift_opened".to_owned())
+    }
+    .await;
+    finish_keeping(result, "shift-open-form", &kept)
+}
+
+pub async fn shift_close(csrf: String, counted: String) -> Result<(), WebError> {
+    let kept = serde_json::json!({ "counted": &counted });
+    let result = async {
+        let (principal, mut tx) = session_for_change(&csrf).await?;
+        let counted_fen = yuan_field(&counted, "counted")?;
+        counter::close_shift(&mut tx, &principal, counted_fen)
+            .await
+            .map_err(|e| UiError::from(e).renamed(&[("counted_cash_fen", "counted")]))?;
+        tx.commit().await?;
+        Ok("/counter?ok=counter.shift_closed".to_owned())
+    }
+    .await;
+    finish_keeping(result, "shift-close-form", &kept)
+}
+
+pub async fn account_open(
+    csrf: String,
+    key: String,
+    form: OpenAccountForm,
+) -> Result<(), WebError> {
+    let kept = form.clone();
+    let OpenAccountForm {
+        shop_id,
+        holder_name,
+        holder_phone,
+        reading_kwh,
+        deposit,
+        opening_credit,
+    } = form;
+    let result = async {
+        let (principal, mut tx) = session_for_change(&csrf).await?;
+        let key = key_of(&key)?;
+        let shop: Uuid = shop_id.parse().map_err(|_| field_error("shop_id"))?;
+        let manual = match reading_kwh.trim() {
+            "" => None,
+            text => Some(EnergyWh::parse_kwh(text).map_err(|_| field_error("reading_kwh"))?),
+        };
+        let meters = accounts::meters_of_shop(&mut tx, &principal, shop).await?;
+        if meters.is_empty() {
+            return Err(field_error("shop_id"));
+        }
+        let input = OpenAccount {
+            shop_id: shop,
+            holder_name,
+            holder_phone,
+            // One typed reading is for a shop with one meter; with more, each needs a fresh
+            // stored reading (or the API, which takes one per meter).
+            meters: meters
+                .iter()
+                .map(|&meter_id| OpeningMeter {
+                    meter_id,
+                    manual_energy_wh: manual.filter(|_| meters.len() == 1),
+                })
+                .collect(),
+            deposit_fen: optional_yuan(&deposit, "deposit")?,
+            deposit_method: Some(CounterMethod::Cash),
+            opening_credit_fen: optional_yuan(&opening_credit, "opening_credit")?,
+        };
+        let account = accounts::open(&mut tx, &principal, &input, &key)
+            .await
+            .map_err(|e| {
+                UiError::from(e).renamed(&[
+                    ("meters.0.manual_energy_wh", "reading_kwh"),
+                    ("deposit_fen", "deposit"),
+                    ("opening_credit_fen", "opening_credit"),
+                ])
+            })?;
+        tx.commit().await?;
+        Ok(format!(
+            "/counter?q={}&ok=counter.opened",
+            encode(&account.shop_number)
+        ))
+    }
+    .await;
+    finish_keeping(result, "open-form", &kept)
+}

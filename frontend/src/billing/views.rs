@@ -1,0 +1,68 @@
+//! View types of the counter: accounts as the counter shows them, the cashier's shift, and the
+//! shops an account can be opened for. Money travels as integer fen and is formatted from
+//! integers on the page.
+
+use serde::{Deserialize, Serialize};
+
+/// One account at the counter.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct CounterAccountView {
+    pub id: String,
+    pub shop: String,
+    pub holder: String,
+    pub state: String,
+    pub meters: Vec<String>,
+    pub wallet_fen: i64,
+    pub deposit_fen: i64,
+    pub available_fen: i64,
+}
+
+/// The counter page: the accounts found, the caller's shift, vacant shops for opening, and a
+/// fresh idempotency key for each form (a refresh or double click posts once).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct CounterView {
+    pub accounts: Vec<CounterAccountView>,
+    /// (opened at, float fen, cash taken fen) of the open shift.
+    pub shift: Option<(String, i64, i64)>,
+    /// (shop id, "building · number name") of shops without an open account.
+    pub vacant_shops: Vec<(String, String)>,
+    pub form_key: String,
+    pub can_top_up: bool,
+    pub can_refund: bool,
+    pub can_open: bool,
+    /// The receipt number of the movement just made (from the redirect), shown with the flash.
+    pub receipt: Option<String>,
+}
+
+/// The open-account form as typed (yuan, kWh).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct OpenAccountForm {
+    pub shop_id: String,
+    pub holder_name: String,
+    #[serde(default)]
+    pub holder_phone: String,
+    #[serde(default)]
+    pub reading_kwh: String,
+    #[serde(default)]
+    pub deposit: String,
+    #[serde(default)]
+    pub opening_credit: String,
+}
+
+/// Yuan with two decimals from integer fen; a negative available balance reads as arrears.
+pub fn yuan(fen: i64) -> String {
+    let sign = if fen < 0 { "-" } else { "" };
+    let abs = fen.unsigned_abs();
+    format!("{sign}{}.{:02}", abs / 100, abs % 100)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn yuan_are_formatted_from_integers() {
+        assert_eq!(super::yuan(123_456), "1234.56");
+        assert_eq!(super::yuan(-5), "-0.05");
+        assert_eq!(super::yuan(0), "0.00");
+        assert_eq!(super::yuan(i64::MIN), "-92233720368547758.08");
+    }
+}
