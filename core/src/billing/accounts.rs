@@ -560,3 +560,95 @@ pub async fn meters_of_shop(
     .fetch_all(&mut *conn)
     .await?)
 }
+
+/// One movement of an account's wallet.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StatementLine {
+    pub transaction_id: Uuid,
+    pub posted_at: DateTime<Utc>,
+    pub event_at: DateTime<Utc>,
+    pub kind: super::ledger::TxnKind,
+    pub receipt_no: Option<String>,
+    pub method: Option<String>,
+    pub memo: String,
+    /// What it did to the wallet (+ in, − out).
+    pub amount_fen: AmountFen,
+    pub balance_fen: AmountFen,
+}
+
+/// An account's wallet over a period: the balance before it, every movement in it with its
+/// source, and the balance after it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Statement {
+    pub account_id: Uuid,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    pub opening_fen: AmountFen,
+    pub lines: Vec<StatementLine>,
+    pub closing_fen: AmountFen,
+}
+
+/// The statement of `account` for postings in [`from`, `to`) (either end open).
+pub async fn statement(
+    conn: &mut PgConnection,
+    principal: &Principal,
+    account: Uuid,
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+) -> CoreResult<Statement> {
+    get(conn, principal, account).await?;
+    let wallet = AccountKey::Wallet(account).to_string();
+    let opening: i64 = sqlx::query_scalar(
+        "select coalesce(sum(e.amount_fen), 0)::bigint from ledger_entries e
+         join ledger_transactions t on t.id = e.txn_id
+         where e.account_key = $1 and $2::timestamptz is not null and t.posted_at < $2",
+    )
+    .bind(&wallet)
+    .bind(from)
+    .fetch_one(&mut *conn)
+    .await?;
+    let rows = sqlx::query(
+        "select t.id, t.posted_at, t.event_at, t.kind, t.receipt_no, t.method, t.memo, e.amount_fen
+         from ledger_entries e join ledger_transactions t on t.id = e.txn_id
+         where e.account_key = $1 and ($2::timestamptz is null or t.posted_at >= $2)
+           and ($3::timestamptz is null or t.posted_at < $3)
+         order by t.posted_at, t.id limit 10000",
+    )
+    .bind(&wallet)
+    .bind(from)
+    .bind(to)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut balance = AmountFen::from_fen(opening);
+    let mut lines = Vec::with_capacity(rows.len());
+    for r in rows {
+        let amount: AmountFen = r.try_get("amount_fen")?;
+        balance = balance
+            .checked_add(amount)
+            .ok_or_else(|| CoreError::Internal("statement overflows".into()))?;
+        let kind: String = r.try_get("kind")?;
+        lines.push(StatementLine {
+            transaction_id: r.try_get("id")?,
+            posted_at: r.try_get("posted_at")?,
+            event_at: r.try_get("event_at")?,
+            kind: kind
+                .parse()
+                .map_err(|_| CoreError::Internal(format!("transaction kind {kind}")))?,
+            receipt_no: r.try_get("receipt_no")?,
+            method: r.try_get("method")?,
+            memo: r.try_get("memo")?,
+            amount_fen: amount,
+            balance_fen: balance,
+        });
+    }
+    Ok(Statement {
+        account_id: account,
+        from,
+        to,
+        opening_fen: AmountFen::from_fen(opening),
+        lines,
+        closing_fen: balance,
+    })
+}

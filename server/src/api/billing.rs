@@ -4,14 +4,19 @@
 
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::session::{ApiJson, ApiQuery, Session};
+use super::xlsx;
 use crate::app::AppState;
 use axum::extract::{FromRequestParts, Path};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
+use axum::response::Response;
 use axum::Json;
-use powertab_core::billing::accounts::{self, OpenAccount, ShopAccount};
+use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+use powertab_core::billing::accounts::{self, OpenAccount, ShopAccount, Statement};
 use powertab_core::billing::counter::{self, CounterInput, CounterReceipt, Shift};
 use powertab_core::kernel::money::AmountFen;
+use powertab_core::kernel::xlsx::{Cell, Column, Sheet};
+use powertab_core::tenancy::roles::{Need, Right};
 use powertab_core::CoreError;
 use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
@@ -22,6 +27,8 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(search_accounts, open_account))
         .routes(routes!(get_account))
+        .routes(routes!(account_statement))
+        .routes(routes!(export_statement))
         .routes(routes!(top_up))
         .routes(routes!(refund))
         .routes(routes!(current_shift))
@@ -106,6 +113,98 @@ async fn get_account(mut session: Session, Path(id): Path<Uuid>) -> ApiResult<Js
     Ok(Json(
         accounts::get(&mut session.tx, &session.principal, id).await?,
     ))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct PeriodQuery {
+    /// First local day (YYYY-MM-DD), inclusive.
+    from: Option<NaiveDate>,
+    /// Last local day (YYYY-MM-DD), inclusive.
+    to: Option<NaiveDate>,
+    /// `en` for English headers in the Excel twin.
+    lang: Option<String>,
+}
+
+/// Local midnight of `day` in the company's zone (the later instant across a DST gap).
+fn local_start<T: TimeZone>(tz: &T, day: NaiveDate) -> DateTime<Utc> {
+    let midnight = day.and_hms_opt(0, 0, 0).unwrap_or_default();
+    tz.from_local_datetime(&midnight)
+        .earliest()
+        .or_else(|| {
+            tz.from_local_datetime(&(midnight + chrono::Duration::hours(1)))
+                .earliest()
+        })
+        .map_or_else(|| midnight.and_utc(), |t| t.with_timezone(&Utc))
+}
+
+async fn load_statement(session: &mut Session, id: Uuid, q: &PeriodQuery) -> ApiResult<Statement> {
+    let tz = session.principal.tz();
+    let from = q.from.map(|d| local_start(&tz, d));
+    let to = q.to.and_then(|d| d.succ_opt()).map(|d| local_start(&tz, d));
+    Ok(accounts::statement(&mut session.tx, &session.principal, id, from, to).await?)
+}
+
+/// The account's statement for a period of local days: opening balance, every movement with its
+/// source, closing balance.
+#[utoipa::path(get, path = "/api/v1/accounts/{id}/statement", tag = "billing", params(PeriodQuery),
+    responses((status = 200, body = Statement), (status = 404, body = ErrorBody)))]
+async fn account_statement(
+    mut session: Session,
+    Path(id): Path<Uuid>,
+    ApiQuery(q): ApiQuery<PeriodQuery>,
+) -> ApiResult<Json<Statement>> {
+    Ok(Json(load_statement(&mut session, id, &q).await?))
+}
+
+/// The statement as Excel.
+#[utoipa::path(get, path = "/api/v1/accounts/{id}/statement.xlsx", tag = "billing", params(PeriodQuery),
+    responses((status = 200, content_type = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")))]
+async fn export_statement(
+    mut session: Session,
+    Path(id): Path<Uuid>,
+    ApiQuery(q): ApiQuery<PeriodQuery>,
+) -> ApiResult<Response> {
+    let statement = load_statement(&mut session, id, &q).await?;
+    session.principal.require(Need::Act(Right::Export))?;
+    let zh = q.lang.as_deref() != Some("en");
+    let h = |a: &str, b: &str| if zh { a.to_owned() } else { b.to_owned() };
+    let mut rows = vec![vec![
+        Cell::Empty,
+        Cell::Text(h("期初余额", "Opening balance")),
+        Cell::Empty,
+        Cell::Empty,
+        Cell::Empty,
+        Cell::Empty,
+        Cell::MoneyFen(statement.opening_fen.fen()),
+    ]];
+    for line in &statement.lines {
+        rows.push(vec![
+            Cell::Time(line.posted_at),
+            Cell::Text(line.kind.to_string()),
+            Cell::Text(line.receipt_no.clone().unwrap_or_default()),
+            Cell::Text(line.method.clone().unwrap_or_default()),
+            Cell::Text(line.memo.clone()),
+            Cell::MoneyFen(line.amount_fen.fen()),
+            Cell::MoneyFen(line.balance_fen.fen()),
+        ]);
+    }
+    let sheet = Sheet {
+        name: h("对账单", "Statement"),
+        columns: vec![
+            Column::new(h("时间", "Time"), 20.0),
+            Column::new(h("类型", "Kind"), 16.0),
+            Column::new(h("收据号", "Receipt"), 16.0),
+            Column::new(h("方式", "Method"), 10.0),
+            Column::new(h("摘要", "Memo"), 24.0),
+            Column::new(h("金额(元)", "Amount (yuan)"), 14.0),
+            Column::new(h("余额(元)", "Balance (yuan)"), 14.0),
+        ],
+        rows,
+        totals: None,
+    };
+    let tz = session.principal.company()?.time_zone.clone();
+    xlsx::respond(sheet, tz, "statement.xlsx").await
 }
 
 /// Sell credit at the counter (售电).

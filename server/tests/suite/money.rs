@@ -737,3 +737,88 @@ async fn the_counter_page_opens_an_account_and_sells_credit_with_plain_forms_onc
     assert_eq!(difference, 0);
     app.assert_ledger_clean().await;
 }
+
+#[tokio::test]
+async fn an_account_statement_lists_every_movement_between_its_balances() {
+    let app = spawn_app().await;
+    let (_, admin) = app.company_with_admin("acme").await;
+    let (shop, meter) = shop_with_meter(&app, &admin, "401").await;
+    let id = open_account(&app, &admin, &shop, &meter).await;
+    for (key, path, body) in [
+        (
+            "s1",
+            "top-up",
+            json!({"amount_fen": 5_000, "method": "card"}),
+        ),
+        (
+            "s2",
+            "top-up",
+            json!({"amount_fen": 2_500, "method": "transfer"}),
+        ),
+        (
+            "s3",
+            "refund",
+            json!({"amount_fen": 1_000, "method": "card", "reason": "多充"}),
+        ),
+    ] {
+        let (status, r) = app
+            .post_keyed(&format!("/api/v1/accounts/{id}/{path}"), &admin, key, body)
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{r}");
+    }
+    let (status, s) = app
+        .get(&format!("/api/v1/accounts/{id}/statement"), &admin)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{s}");
+    assert_eq!(fen(&s, "opening_fen"), 0);
+    let moves: Vec<(String, i64, i64)> = s["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["kind"].as_str().unwrap().to_owned(),
+                fen(l, "amount_fen"),
+                fen(l, "balance_fen"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        moves,
+        vec![
+            ("top_up".into(), 5_000, 5_000),
+            ("top_up".into(), 2_500, 7_500),
+            ("refund".into(), -1_000, 6_500),
+        ]
+    );
+    assert_eq!(fen(&s, "closing_fen"), 6_500);
+    assert!(s["lines"][2]["receipt_no"]
+        .as_str()
+        .unwrap()
+        .starts_with("PT"));
+    // A period after today holds nothing but carries the balance.
+    let (_, later) = app
+        .get(
+            &format!("/api/v1/accounts/{id}/statement?from=2099-01-01"),
+            &admin,
+        )
+        .await;
+    assert_eq!(
+        (fen(&later, "opening_fen"), fen(&later, "closing_fen")),
+        (6_500, 6_500)
+    );
+    assert!(later["lines"].as_array().unwrap().is_empty());
+    let response = app
+        .http
+        .get(app.url(&format!("/api/v1/accounts/{id}/statement.xlsx")))
+        .bearer_auth(&admin.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        response.bytes().await.unwrap().starts_with(b"PK"),
+        "an xlsx file"
+    );
+    app.assert_ledger_clean().await;
+}
