@@ -12,3 +12,5 @@ pub mod accounts;
 pub mod counter;
 #[cfg(feature = "db")]
 pub mod rating;
+#[cfg(feature = "db")]
+pub mod reversals;

@@ -132,6 +132,11 @@ pub const COMPANY: &[Migration] = &[
         name: "rating",
         sql: include_str!("../../../migrations/company/0016_rating.sql"),
     },
+    Migration {
+        version: 17,
+        name: "reversals",
+        sql: include_str!("../../../migrations/company/0017_reversals.sql"),
+    },
 ];
 
 /// Arbitrary constant for `pg_advisory_xact_lock`: "PT" migrations.

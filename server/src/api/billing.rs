@@ -14,6 +14,7 @@ use axum::Json;
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use powertab_core::billing::accounts::{self, OpenAccount, ShopAccount, Statement};
 use powertab_core::billing::counter::{self, CounterInput, CounterReceipt, Shift};
+use powertab_core::billing::reversals::{self, ReversalOutcome, ReversalRequest};
 use powertab_core::kernel::money::AmountFen;
 use powertab_core::kernel::xlsx::{Cell, Column, Sheet};
 use powertab_core::tenancy::roles::{Need, Right};
@@ -31,6 +32,10 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(export_statement))
         .routes(routes!(top_up))
         .routes(routes!(refund))
+        .routes(routes!(reverse))
+        .routes(routes!(waiting_reversals))
+        .routes(routes!(approve_reversal))
+        .routes(routes!(reject_reversal))
         .routes(routes!(current_shift))
         .routes(routes!(open_shift))
         .routes(routes!(close_shift))
@@ -244,6 +249,76 @@ fn status_of(done: &CounterReceipt) -> StatusCode {
     } else {
         StatusCode::CREATED
     }
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct ReversalInput {
+    pub reason: String,
+}
+
+/// Reverse (冲正) a counter top-up or refund: posted at once (201) within the company's
+/// threshold, else a request for an approver (202).
+#[utoipa::path(post, path = "/api/v1/transactions/{id}/reversal", tag = "billing", request_body = ReversalInput,
+    params(("Idempotency-Key" = String, Header, description = "one per reversal")),
+    responses((status = 201, body = ReversalOutcome), (status = 202, body = ReversalOutcome),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn reverse(
+    mut session: Session,
+    Path(id): Path<Uuid>,
+    IdempotencyKey(key): IdempotencyKey,
+    ApiJson(input): ApiJson<ReversalInput>,
+) -> ApiResult<(StatusCode, Json<ReversalOutcome>)> {
+    let outcome =
+        reversals::request(&mut session.tx, &session.principal, id, &input.reason, &key).await?;
+    session.tx.commit().await?;
+    let status = if outcome.transaction.is_some() {
+        StatusCode::CREATED
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok((status, Json(outcome)))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ReversalList {
+    pub items: Vec<ReversalRequest>,
+    pub next_cursor: Option<String>,
+}
+
+/// The approvals inbox: reversals waiting for a decision, oldest first.
+#[utoipa::path(get, path = "/api/v1/reversals", tag = "billing", responses((status = 200, body = ReversalList)))]
+async fn waiting_reversals(mut session: Session) -> ApiResult<Json<ReversalList>> {
+    let items = reversals::waiting(&mut session.tx, &session.principal).await?;
+    Ok(Json(ReversalList {
+        items,
+        next_cursor: None,
+    }))
+}
+
+/// Approve a reversal request and post it (an approver other than the requester).
+#[utoipa::path(post, path = "/api/v1/reversals/{id}/approve", tag = "billing",
+    params(("Idempotency-Key" = String, Header, description = "one per approval")),
+    responses((status = 201, body = ReversalOutcome), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn approve_reversal(
+    mut session: Session,
+    Path(id): Path<Uuid>,
+    IdempotencyKey(key): IdempotencyKey,
+) -> ApiResult<(StatusCode, Json<ReversalOutcome>)> {
+    let outcome = reversals::approve(&mut session.tx, &session.principal, id, &key).await?;
+    session.tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(outcome)))
+}
+
+/// Reject a reversal request: nothing moves.
+#[utoipa::path(post, path = "/api/v1/reversals/{id}/reject", tag = "billing",
+    responses((status = 200, body = ReversalRequest), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn reject_reversal(
+    mut session: Session,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Json<ReversalRequest>> {
+    let request = reversals::reject(&mut session.tx, &session.principal, id).await?;
+    session.tx.commit().await?;
+    Ok(Json(request))
 }
 
 /// The caller's open cashier shift, or null.

@@ -29,6 +29,8 @@ struct CompanyB {
     meter_id: String,
     command_id: String,
     account_id: String,
+    txn_id: String,
+    reversal_id: String,
     markers: Vec<String>,
 }
 
@@ -112,6 +114,30 @@ async fn company_b(app: &TestApp) -> CompanyB {
         .await;
     let meter_id = meter["id"].as_str().expect("B's meter").to_owned();
     let account_id = open_account(app, &admin, &shop_id, &meter_id, "bravo-holder-secret").await;
+    let (_, sale) = app
+        .post_keyed(
+            &format!("/api/v1/accounts/{account_id}/top-up"),
+            &admin,
+            "bravo-sale",
+            json!({"amount_fen": 90_000, "method": "card"}),
+        )
+        .await;
+    let txn_id = sale["transaction"]["id"]
+        .as_str()
+        .expect("B's sale")
+        .to_owned();
+    let (_, asked) = app
+        .post_keyed(
+            &format!("/api/v1/transactions/{txn_id}/reversal"),
+            &admin,
+            "bravo-reversal",
+            json!({"reason": "bravo-reason-secret"}),
+        )
+        .await;
+    let reversal_id = asked["request"]["id"]
+        .as_str()
+        .expect("B's reversal request")
+        .to_owned();
     let (_, command) = app
         .post(
             &format!("/api/v1/meters/{meter_id}/read-now"),
@@ -145,6 +171,9 @@ async fn company_b(app: &TestApp) -> CompanyB {
             "9876543210".into(),
             account_id.clone(),
             "bravo-holder-secret".into(),
+            txn_id.clone(),
+            reversal_id.clone(),
+            "bravo-reason-secret".into(),
         ],
         user_id,
         building_id,
@@ -155,6 +184,8 @@ async fn company_b(app: &TestApp) -> CompanyB {
         meter_id,
         command_id,
         account_id,
+        txn_id,
+        reversal_id,
     }
 }
 
@@ -180,6 +211,10 @@ fn b_id_for(path: &str, b: &CompanyB) -> String {
         b.command_id.clone()
     } else if path.starts_with("/api/v1/accounts/{id}") {
         b.account_id.clone()
+    } else if path.starts_with("/api/v1/transactions/{id}") {
+        b.txn_id.clone()
+    } else if path.starts_with("/api/v1/reversals/{id}") {
+        b.reversal_id.clone()
     } else {
         panic!("isolation test: no company-B resource id known for {path}; add one to b_id_for")
     }

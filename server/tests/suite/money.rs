@@ -822,3 +822,160 @@ async fn an_account_statement_lists_every_movement_between_its_balances() {
     );
     app.assert_ledger_clean().await;
 }
+
+#[tokio::test]
+async fn reversals_undo_once_and_large_ones_wait_for_another_approver() {
+    let app = spawn_app().await;
+    let (_, admin) = app.company_with_admin("acme").await;
+    let (shop, meter) = shop_with_meter(&app, &admin, "501").await;
+    let id = open_account(&app, &admin, &shop, &meter).await;
+    let top_up = |key: &'static str, fen: i64| {
+        let (app, admin, id) = (&app, &admin, id.clone());
+        async move {
+            let (status, r) = app
+                .post_keyed(
+                    &format!("/api/v1/accounts/{id}/top-up"),
+                    admin,
+                    key,
+                    json!({"amount_fen": fen, "method": "card"}),
+                )
+                .await;
+            assert_eq!(status, StatusCode::CREATED, "{r}");
+            r["transaction"]["id"].as_str().unwrap().to_owned()
+        }
+    };
+    let small = top_up("t-small", 3_000).await;
+    let large = top_up("t-large", 80_000).await;
+
+    // ¥30 is within the ¥500 threshold: reversed at once, with a receipt; once only.
+    let (status, done) = app
+        .post_keyed(
+            &format!("/api/v1/transactions/{small}/reversal"),
+            &admin,
+            "rv-1",
+            json!({"reason": "输错金额"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{done}");
+    assert_eq!(done["request"]["state"], "posted");
+    assert!(done["transaction"]["receipt_no"]
+        .as_str()
+        .unwrap()
+        .starts_with("PT"));
+    let (status, again) = app
+        .post_keyed(
+            &format!("/api/v1/transactions/{small}/reversal"),
+            &admin,
+            "rv-1",
+            json!({"reason": "输错金额"}),
+        )
+        .await;
+    assert_eq!(
+        (status, &again["transaction"]["id"]),
+        (StatusCode::CREATED, &done["transaction"]["id"]),
+        "a replay"
+    );
+    let (status, _) = app
+        .post_keyed(
+            &format!("/api/v1/transactions/{small}/reversal"),
+            &admin,
+            "rv-2",
+            json!({"reason": "again"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "once per original");
+    let (_, account) = app.get(&format!("/api/v1/accounts/{id}"), &admin).await;
+    assert_eq!(fen(&account, "wallet_fen"), 80_000);
+
+    // ¥800 needs an approver other than the requester; nothing moves before.
+    let (status, asked) = app
+        .post_keyed(
+            &format!("/api/v1/transactions/{large}/reversal"),
+            &admin,
+            "rv-3",
+            json!({"reason": "重复收款"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{asked}");
+    let request = asked["request"]["id"].as_str().unwrap().to_owned();
+    let (_, account) = app.get(&format!("/api/v1/accounts/{id}"), &admin).await;
+    assert_eq!(
+        fen(&account, "wallet_fen"),
+        80_000,
+        "no money moves before approval"
+    );
+    let (status, _) = app
+        .post_keyed(
+            &format!("/api/v1/reversals/{request}/approve"),
+            &admin,
+            "ap-0",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "the requester does not approve"
+    );
+    let (_, checker) = app
+        .user(&admin, "acme", "checker", "operator", &["approve"])
+        .await;
+    let (_, inbox) = app.get("/api/v1/reversals", &checker).await;
+    assert_eq!(inbox["items"].as_array().unwrap().len(), 1, "{inbox}");
+    let (status, approved) = app
+        .post_keyed(
+            &format!("/api/v1/reversals/{request}/approve"),
+            &checker,
+            "ap-1",
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{approved}");
+    assert_eq!(approved["request"]["state"], "posted");
+    let (_, account) = app.get(&format!("/api/v1/accounts/{id}"), &admin).await;
+    assert_eq!(fen(&account, "wallet_fen"), 0);
+    let (status, _) = app
+        .call(
+            reqwest::Method::POST,
+            &format!("/api/v1/reversals/{request}/reject"),
+            Some(&checker),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "decided once");
+
+    // A refund's reversal always posts; reversing a reversal is not a thing.
+    let t = top_up("t-3", 1_000).await;
+    let _ = t;
+    let (_, refund) = app
+        .post_keyed(
+            &format!("/api/v1/accounts/{id}/refund"),
+            &admin,
+            "rf-1",
+            json!({"amount_fen": 1_000, "method": "card", "reason": "退租"}),
+        )
+        .await;
+    let refund_id = refund["transaction"]["id"].as_str().unwrap();
+    let (status, undone) = app
+        .post_keyed(
+            &format!("/api/v1/transactions/{refund_id}/reversal"),
+            &admin,
+            "rv-4",
+            json!({"reason": "误退"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{undone}");
+    let reversal_id = undone["transaction"]["id"].as_str().unwrap();
+    let (status, _) = app
+        .post_keyed(
+            &format!("/api/v1/transactions/{reversal_id}/reversal"),
+            &admin,
+            "rv-5",
+            json!({"reason": "x"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let (_, account) = app.get(&format!("/api/v1/accounts/{id}"), &admin).await;
+    assert_eq!(fen(&account, "wallet_fen"), 1_000);
+    app.assert_ledger_clean().await;
+}
