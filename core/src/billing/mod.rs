@@ -9,6 +9,8 @@ pub mod ledger;
 #[cfg(feature = "db")]
 pub mod accounts;
 #[cfg(feature = "db")]
+pub mod closing;
+#[cfg(feature = "db")]
 pub mod counter;
 #[cfg(feature = "db")]
 pub mod rating;

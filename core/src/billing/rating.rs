@@ -63,7 +63,7 @@ pub async fn run_pass(pool: &PgPool, principal: &Principal) -> CoreResult<PassRe
     for (account, meter) in pairs {
         let mut tx = crate::db::begin_in(pool, &schema).await?;
         let rated = rate_meter(&mut tx, principal, account, meter).await?;
-        let posted = post_if_due(&mut tx, principal, account, meter).await?;
+        let posted = post_if_due(&mut tx, principal, account, meter, false).await?;
         tx.commit().await?;
         report.meters += 1;
         report.readings_rated += rated.readings;
@@ -73,14 +73,14 @@ pub async fn run_pass(pool: &PgPool, principal: &Principal) -> CoreResult<PassRe
     Ok(report)
 }
 
-struct MeterRated {
+pub(crate) struct MeterRated {
     readings: u64,
     held: bool,
 }
 
 /// Rates `meter`'s readings after its rating state, for `account`. Skips the meter when another
 /// worker holds it.
-async fn rate_meter(
+pub(crate) async fn rate_meter(
     conn: &mut PgConnection,
     principal: &Principal,
     account: Uuid,
@@ -282,14 +282,15 @@ async fn raise_held_alarm(
     Ok(())
 }
 
-/// Posts `meter`'s unposted lines of `account` when they are due: the oldest waited
-/// [`POSTING_INTERVAL_S`], or the available balance would cross a level. Returns whether a
-/// transaction was posted.
-async fn post_if_due(
+/// Posts `meter`'s unposted lines of `account` when they are due (or at once with `force`, as
+/// closing an account does): the oldest waited [`POSTING_INTERVAL_S`], or the available balance
+/// would cross a level. Returns whether a transaction was posted.
+pub(crate) async fn post_if_due(
     conn: &mut PgConnection,
     principal: &Principal,
     account: Uuid,
     meter: Uuid,
+    force: bool,
 ) -> CoreResult<bool> {
     let row = sqlx::query(
         "select coalesce(sum(debit_fen), 0)::bigint as fen, min(rated_at) as oldest, max(read_at) as last
@@ -305,7 +306,7 @@ async fn post_if_due(
     let batch = AmountFen::from_fen(row.try_get("fen")?);
     let oldest: DateTime<Utc> = row.try_get("oldest")?;
     let waited = principal.now() - oldest >= Duration::seconds(POSTING_INTERVAL_S);
-    if !waited && !crosses_a_level(conn, account, batch).await? {
+    if !force && !waited && !crosses_a_level(conn, account, batch).await? {
         return Ok(false);
     }
     let txn = if batch > AmountFen::ZERO {
@@ -380,4 +381,107 @@ async fn crosses_a_level(
     Ok([s.alarm1_fen, s.alarm2_fen, trip]
         .iter()
         .any(|level| before > *level && after <= *level))
+}
+
+/// Rates the last interval of a closing account's meter up to a final reading typed in by an
+/// operator (`energy_wh` at `read_at`), after its stored readings were rated. Returns the
+/// account's rest of a fen on this meter (1e-5 fen), which closing rounds.
+pub(crate) async fn rate_final(
+    conn: &mut PgConnection,
+    principal: &Principal,
+    account: Uuid,
+    meter: Uuid,
+    final_reading: Option<(DateTime<Utc>, EnergyWh)>,
+) -> CoreResult<i64> {
+    let state = sqlx::query(
+        "select last_read_at, last_energy_wh, month_year, month, month_wh, year, year_wh, remainder_e5, held_at
+         from rating_state where account_id = $1 and meter_id = $2 for update",
+    )
+    .bind(account)
+    .bind(meter)
+    .fetch_one(&mut *conn)
+    .await?;
+    let remainder: i64 = state.try_get("remainder_e5")?;
+    let Some((read_at, energy)) = final_reading else {
+        return Ok(remainder);
+    };
+    if state
+        .try_get::<Option<DateTime<Utc>>, _>("held_at")?
+        .is_some()
+    {
+        return Err(CoreError::Conflict(
+            "a held reading of this meter waits for review: release or correct it before closing"
+                .into(),
+        ));
+    }
+    let last_read_at: DateTime<Utc> = state.try_get("last_read_at")?;
+    let last_energy: i64 = state.try_get("last_energy_wh")?;
+    if read_at <= last_read_at {
+        return Ok(remainder);
+    }
+    let wh = energy
+        .wh()
+        .checked_sub(last_energy)
+        .filter(|wh| *wh >= 0)
+        .ok_or_else(|| {
+            CoreError::field(
+                "final_energy_wh",
+                format!("below the meter's last reading ({} Wh)", last_energy),
+            )
+        })?;
+    let rating_state = RatingState {
+        month: match (
+            state.try_get::<Option<i32>, _>("month_year")?,
+            state.try_get::<Option<i32>, _>("month")?,
+        ) {
+            (Some(y), Some(m)) => Some((y, u32::try_from(m).unwrap_or(1))),
+            _ => None,
+        },
+        month_wh: EnergyWh::from_wh(state.try_get("month_wh")?),
+        year: state.try_get("year")?,
+        year_wh: EnergyWh::from_wh(state.try_get("year_wh")?),
+        remainder_e5: remainder,
+    };
+    let mut new_remainder = remainder;
+    let mut new_state = rating_state;
+    if wh > 0 {
+        let versions = crate::tariff::plans::versions_by_meter(conn, &[meter])
+            .await?
+            .remove(&meter)
+            .unwrap_or_default();
+        if versions.is_empty() {
+            return Err(CoreError::Conflict("the meter has no tariff plan".into()));
+        }
+        let calendar = settings::calendar(conn).await?;
+        let usage = Usage {
+            start: last_read_at,
+            end: read_at,
+            energy_wh: EnergyWh::from_wh(wh),
+            tou_wh: None,
+        };
+        let result = rating::rate(&usage, &versions, principal.tz(), &calendar, &rating_state)
+            .map_err(|e| CoreError::field("final_energy_wh", e.to_string()))?;
+        write_line(conn, meter, account, &usage, &result, principal.now()).await?;
+        new_remainder = result.state.remainder_e5;
+        new_state = result.state;
+    }
+    sqlx::query(
+        "update rating_state set last_read_at = $3, last_energy_wh = $4, from_opening = false,
+             month_year = $5, month = $6, month_wh = $7, year = $8, year_wh = $9, remainder_e5 = $10, updated_at = $11
+         where account_id = $1 and meter_id = $2",
+    )
+    .bind(account)
+    .bind(meter)
+    .bind(read_at)
+    .bind(energy.wh())
+    .bind(new_state.month.map(|(y, _)| y))
+    .bind(new_state.month.map(|(_, m)| i32::try_from(m).unwrap_or(1)))
+    .bind(new_state.month_wh.wh())
+    .bind(new_state.year)
+    .bind(new_state.year_wh.wh())
+    .bind(new_remainder)
+    .bind(principal.now())
+    .execute(&mut *conn)
+    .await?;
+    Ok(new_remainder)
 }

@@ -137,6 +137,11 @@ pub const COMPANY: &[Migration] = &[
         name: "reversals",
         sql: include_str!("../../../migrations/company/0017_reversals.sql"),
     },
+    Migration {
+        version: 18,
+        name: "account_closing",
+        sql: include_str!("../../../migrations/company/0018_account_closing.sql"),
+    },
 ];
 
 /// Arbitrary constant for `pg_advisory_xact_lock`: "PT" migrations.

@@ -13,7 +13,8 @@ use axum::response::Response;
 use axum::Json;
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use powertab_core::billing::accounts::{self, OpenAccount, ShopAccount, Statement};
-use powertab_core::billing::counter::{self, CounterInput, CounterReceipt, Shift};
+use powertab_core::billing::closing::{self, CloseAccount, Settlement};
+use powertab_core::billing::counter::{self, CounterInput, CounterMethod, CounterReceipt, Shift};
 use powertab_core::billing::reversals::{self, ReversalOutcome, ReversalRequest};
 use powertab_core::kernel::money::AmountFen;
 use powertab_core::kernel::xlsx::{Cell, Column, Sheet};
@@ -31,6 +32,9 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(account_statement))
         .routes(routes!(export_statement))
         .routes(routes!(top_up))
+        .routes(routes!(close_account))
+        .routes(routes!(get_settlement))
+        .routes(routes!(payout))
         .routes(routes!(refund))
         .routes(routes!(reverse))
         .routes(routes!(waiting_reversals))
@@ -210,6 +214,63 @@ async fn export_statement(
     };
     let tz = session.principal.company()?.time_zone.clone();
     xlsx::respond(sheet, tz, "statement.xlsx").await
+}
+
+/// Close the account (销户): final readings, everything rated and posted, the settlement in one
+/// transaction (`close:<account>`); closing again answers with the same settlement.
+#[utoipa::path(post, path = "/api/v1/accounts/{id}/close", tag = "billing", request_body = CloseAccount,
+    params(("Idempotency-Key" = String, Header, description = "required like every money request; closing is idempotent by account")),
+    responses((status = 200, body = Settlement), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn close_account(
+    mut session: Session,
+    Path(id): Path<Uuid>,
+    IdempotencyKey(_key): IdempotencyKey,
+    ApiJson(input): ApiJson<CloseAccount>,
+) -> ApiResult<Json<Settlement>> {
+    let done = closing::close(&mut session.tx, &session.principal, id, &input).await?;
+    session.tx.commit().await?;
+    Ok(Json(done))
+}
+
+/// The settlement of a closed account (the slip).
+#[utoipa::path(get, path = "/api/v1/accounts/{id}/settlement", tag = "billing",
+    responses((status = 200, body = Settlement), (status = 404, body = ErrorBody)))]
+async fn get_settlement(mut session: Session, Path(id): Path<Uuid>) -> ApiResult<Json<Settlement>> {
+    Ok(Json(
+        closing::settlement(&mut session.tx, &session.principal, id).await?,
+    ))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct PayoutInput {
+    pub amount_fen: AmountFen,
+    pub method: CounterMethod,
+}
+
+/// Pay out what a closed account is owed (right `payout`), with a receipt.
+#[utoipa::path(post, path = "/api/v1/accounts/{id}/payout", tag = "billing", request_body = PayoutInput,
+    params(("Idempotency-Key" = String, Header, description = "one per payout")),
+    responses((status = 201, body = Object), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn payout(
+    mut session: Session,
+    Path(id): Path<Uuid>,
+    IdempotencyKey(key): IdempotencyKey,
+    ApiJson(input): ApiJson<PayoutInput>,
+) -> ApiResult<(
+    StatusCode,
+    Json<powertab_core::billing::ledger::post::Transaction>,
+)> {
+    let txn = closing::payout(
+        &mut session.tx,
+        &session.principal,
+        id,
+        input.amount_fen,
+        input.method,
+        &key,
+    )
+    .await?;
+    session.tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(txn)))
 }
 
 /// Sell credit at the counter (售电).

@@ -979,3 +979,117 @@ async fn reversals_undo_once_and_large_ones_wait_for_another_approver() {
     assert_eq!(fen(&account, "wallet_fen"), 1_000);
     app.assert_ledger_clean().await;
 }
+
+#[tokio::test]
+async fn closing_an_account_settles_every_fen_and_pays_out_what_is_owed() {
+    let app = spawn_app().await;
+    let (_, admin) = app.company_with_admin("acme").await;
+    let (_, plan) = app
+        .post(
+            "/api/v1/tariff-plans",
+            &admin,
+            json!({"name": "flat", "version": {"effective": "2020-01-01", "prices": {"flat": 8123}}}),
+        )
+        .await;
+    let (shop, meter) = shop_with_meter(&app, &admin, "601").await;
+    app.call(
+        reqwest::Method::PATCH,
+        &format!("/api/v1/meters/{meter}"),
+        Some(&admin),
+        Some(json!({"tariff_plan_id": plan["id"]})),
+    )
+    .await;
+    app.post("/api/v1/shifts/open", &admin, json!({"float_fen": 0}))
+        .await;
+    // Opening reading 1,000 kWh, a ¥100 deposit in cash, ¥50 by card.
+    let (status, account) = app
+        .post_keyed(
+            "/api/v1/accounts",
+            &admin,
+            "open-601",
+            json!({"shop_id": shop, "holder_name": "王五", "meters": [{"meter_id": meter, "manual_energy_wh": 1_000_000}],
+                   "deposit_fen": 10_000, "deposit_method": "cash"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{account}");
+    let id = account["id"].as_str().unwrap().to_owned();
+    app.post_keyed(
+        &format!("/api/v1/accounts/{id}/top-up"),
+        &admin,
+        "c1",
+        json!({"amount_fen": 5_000, "method": "card"}),
+    )
+    .await;
+    // The shop used 2 kWh: 162.46 fen — 162 debited, 0.46 carried, rounded half-up at close.
+    let close = format!("/api/v1/accounts/{id}/close");
+    let (status, body) = app.post_keyed(&close, &admin, "close-1", json!({})).await;
+    assert_eq!(
+        status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "no fresh reading: {body}"
+    );
+    assert!(
+        body["error"]["fields"]["final_readings.0.energy_wh"].is_string(),
+        "{body}"
+    );
+    // Closing refused halfway changed nothing: the account is still open.
+    let (_, still) = app.get(&format!("/api/v1/accounts/{id}"), &admin).await;
+    assert_eq!(still["state"], "open");
+    let (status, settled) = app
+        .post_keyed(
+            &close,
+            &admin,
+            "close-2",
+            json!({"final_readings": [{"meter_id": meter, "energy_wh": 1_002_000}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{settled}");
+    assert_eq!(settled["account"]["state"], "closed");
+    assert_eq!(fen(&settled, "deposit_returned_fen"), 10_000);
+    assert_eq!(fen(&settled, "rounding_fen"), 0, "0.46 fen rounds down");
+    assert_eq!(fen(&settled, "net_fen"), 10_000 + 5_000 - 162);
+    assert_eq!(fen(&settled["account"], "wallet_fen"), 0);
+    assert_eq!(fen(&settled["account"], "deposit_fen"), 0);
+    // Closing again is the same settlement; the counter refuses the closed account.
+    let (_, again) = app.post_keyed(&close, &admin, "close-3", json!({})).await;
+    assert_eq!(again["close_out"]["id"], settled["close_out"]["id"]);
+    let (status, _) = app
+        .post_keyed(
+            &format!("/api/v1/accounts/{id}/top-up"),
+            &admin,
+            "c2",
+            json!({"amount_fen": 100, "method": "card"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    // The shop is vacant again and can have a new account.
+    let (_, shop_now) = app.get(&format!("/api/v1/shops/{shop}"), &admin).await;
+    assert_eq!(shop_now["status"], "vacant", "{shop_now}");
+
+    // Pay out what is owed, not a fen more.
+    let payout = format!("/api/v1/accounts/{id}/payout");
+    let (status, _) = app
+        .post_keyed(
+            &payout,
+            &admin,
+            "p1",
+            json!({"amount_fen": 14_839, "method": "cash"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let (status, paid) = app
+        .post_keyed(
+            &payout,
+            &admin,
+            "p2",
+            json!({"amount_fen": 14_838, "method": "cash"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{paid}");
+    assert!(paid["receipt_no"].as_str().unwrap().starts_with("PT"));
+    let (_, after) = app
+        .get(&format!("/api/v1/accounts/{id}/settlement"), &admin)
+        .await;
+    assert_eq!(fen(&after, "payable_fen"), 0);
+    app.assert_ledger_clean().await;
+}
