@@ -1093,3 +1093,121 @@ async fn closing_an_account_settles_every_fen_and_pays_out_what_is_owed() {
     assert_eq!(fen(&after, "payable_fen"), 0);
     app.assert_ledger_clean().await;
 }
+
+/// A small deterministic generator (xorshift64*), so a failing sequence can be replayed.
+struct Dice(u64);
+
+impl Dice {
+    fn next(&mut self, below: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % below
+    }
+}
+
+#[tokio::test]
+async fn random_sequences_of_counter_operations_keep_every_balance_and_invariant() {
+    let app = spawn_app().await;
+    let (_, admin) = app.company_with_admin("acme").await;
+    let mut accounts = Vec::new();
+    for number in ["701", "702", "703"] {
+        let (shop, meter) = shop_with_meter(&app, &admin, number).await;
+        accounts.push(open_account(&app, &admin, &shop, &meter).await);
+    }
+    for seed in [7u64, 2026, 90_210] {
+        let mut dice = Dice(seed);
+        // The oracle: what each wallet must hold, and the counter movements that may be reversed.
+        let mut expected: Vec<i64> = Vec::new();
+        for id in &accounts {
+            let (_, account) = app.get(&format!("/api/v1/accounts/{id}"), &admin).await;
+            expected.push(fen(&account, "wallet_fen"));
+        }
+        let mut movements: Vec<(usize, String, i64)> = Vec::new();
+        for step in 0..60 {
+            let which = dice.next(accounts.len() as u64) as usize;
+            let id = &accounts[which];
+            let key = format!("seed{seed}-step{step}");
+            let amount = 1 + dice.next(20_000) as i64;
+            match dice.next(3) {
+                0 => {
+                    let (status, r) = app
+                        .post_keyed(
+                            &format!("/api/v1/accounts/{id}/top-up"),
+                            &admin,
+                            &key,
+                            json!({"amount_fen": amount, "method": "card"}),
+                        )
+                        .await;
+                    assert_eq!(status, StatusCode::CREATED, "{r}");
+                    expected[which] += amount;
+                    movements.push((
+                        which,
+                        r["transaction"]["id"].as_str().unwrap().to_owned(),
+                        amount,
+                    ));
+                }
+                1 => {
+                    let (status, r) = app
+                        .post_keyed(
+                            &format!("/api/v1/accounts/{id}/refund"),
+                            &admin,
+                            &key,
+                            json!({"amount_fen": amount, "method": "card", "reason": "test"}),
+                        )
+                        .await;
+                    if amount <= expected[which] {
+                        assert_eq!(status, StatusCode::CREATED, "{r}");
+                        expected[which] -= amount;
+                        movements.push((
+                            which,
+                            r["transaction"]["id"].as_str().unwrap().to_owned(),
+                            -amount,
+                        ));
+                    } else {
+                        assert_eq!(
+                            status,
+                            StatusCode::CONFLICT,
+                            "a refund above the balance: {r}"
+                        );
+                    }
+                }
+                _ if !movements.is_empty() => {
+                    let pick = dice.next(movements.len() as u64) as usize;
+                    let (owner, txn, moved) = movements.swap_remove(pick);
+                    let (status, r) = app
+                        .post_keyed(
+                            &format!("/api/v1/transactions/{txn}/reversal"),
+                            &admin,
+                            &key,
+                            json!({"reason": "test"}),
+                        )
+                        .await;
+                    let within_threshold = moved.abs() <= 50_000;
+                    if within_threshold && (moved < 0 || moved <= expected[owner]) {
+                        assert_eq!(status, StatusCode::CREATED, "{r}");
+                        expected[owner] -= moved;
+                    } else if !within_threshold {
+                        assert_eq!(status, StatusCode::ACCEPTED, "{r}");
+                    } else {
+                        assert_eq!(
+                            status,
+                            StatusCode::CONFLICT,
+                            "a reversal the balance cannot carry: {r}"
+                        );
+                    }
+                }
+                _ => {}
+            }
+        }
+        for (i, id) in accounts.iter().enumerate() {
+            let (_, account) = app.get(&format!("/api/v1/accounts/{id}"), &admin).await;
+            assert_eq!(
+                fen(&account, "wallet_fen"),
+                expected[i],
+                "seed {seed}, account {i}"
+            );
+        }
+        app.assert_ledger_clean().await;
+    }
+}
