@@ -1,5 +1,6 @@
 //! The money workers a server process runs beside the API: the rating worker, a pass over every
-//! company every few seconds (DESIGN.md: platform-side meters). Several server processes may run
+//! company every few seconds (DESIGN.md: platform-side meters), and the daily ledger check of
+//! every company, recorded for platform staff. Several server processes may run
 //! them at once: each meter is rated under `for update skip locked`, each posting has its
 //! derived idempotency key.
 
@@ -13,8 +14,29 @@ use std::time::Duration;
 /// minutes apart, so a few seconds keeps the available balance current without busy work.
 const RATING_PAUSE: Duration = Duration::from_secs(5);
 
-/// Starts the rating worker; it stops with the process.
+/// How often each company's ledger is checked (DESIGN.md: nightly), and how often the worker
+/// looks whether one is due.
+const LEDGER_CHECK_EVERY_H: i64 = 24;
+const LEDGER_CHECK_LOOK: Duration = Duration::from_secs(600);
+
+/// Starts the rating worker and the nightly ledger check; they stop with the process.
 pub fn spawn(pool: PgPool, clock: SharedClock) {
+    let (check_pool, check_clock) = (pool.clone(), clock.clone());
+    tokio::spawn(async move {
+        loop {
+            let every = chrono::Duration::hours(LEDGER_CHECK_EVERY_H);
+            if let Err(e) = powertab_core::billing::ledger::check::run_due(
+                &check_pool,
+                check_clock.now(),
+                every,
+            )
+            .await
+            {
+                tracing::error!(error = %e, "the ledger check could not run; retrying");
+            }
+            tokio::time::sleep(LEDGER_CHECK_LOOK).await;
+        }
+    });
     tokio::spawn(async move {
         loop {
             if let Err(e) = rate_every_company(&pool, &clock).await {

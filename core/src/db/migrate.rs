@@ -48,6 +48,11 @@ pub const CONTROL: &[Migration] = &[
         name: "secrets",
         sql: include_str!("../../../migrations/control/0006_secrets.sql"),
     },
+    Migration {
+        version: 7,
+        name: "ledger_checks",
+        sql: include_str!("../../../migrations/control/0007_ledger_checks.sql"),
+    },
 ];
 
 /// Migrations of every company schema, in order. Never edit one once applied; add a new one.

@@ -37,6 +37,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(export_platform_audit))
         .routes(routes!(registration_problems))
         .routes(routes!(registration_refusals))
+        .routes(routes!(ledger_checks))
         .routes(routes!(claim_registration))
 }
 
@@ -65,6 +66,18 @@ async fn registration_refusals(
 ) -> ApiResult<Json<Vec<powertab_core::field::registration::Refusal>>> {
     Ok(Json(
         powertab_core::field::registration::refusals(&mut session.tx, &session.principal).await?,
+    ))
+}
+
+/// The nightly ledger check: each company's latest run, those with violations first.
+#[utoipa::path(get, path = "/api/v1/platform/ledger-checks", tag = "platform",
+    responses((status = 200, body = Vec<powertab_core::billing::ledger::check::CheckRun>), (status = 404, body = ErrorBody)))]
+async fn ledger_checks(
+    mut session: Session,
+) -> ApiResult<Json<Vec<powertab_core::billing::ledger::check::CheckRun>>> {
+    Ok(Json(
+        powertab_core::billing::ledger::check::recent_runs(&mut session.tx, &session.principal)
+            .await?,
     ))
 }
 

@@ -1211,3 +1211,64 @@ async fn random_sequences_of_counter_operations_keep_every_balance_and_invariant
         app.assert_ledger_clean().await;
     }
 }
+
+#[tokio::test]
+async fn the_daily_ledger_check_records_each_company_and_platform_staff_see_failures_first() {
+    let app = spawn_app().await;
+    let (_, admin) = app.company_with_admin("acme").await;
+    app.company_with_admin("rival").await;
+    let (shop, meter) = shop_with_meter(&app, &admin, "801").await;
+    let id = open_account(&app, &admin, &shop, &meter).await;
+    app.post_keyed(
+        &format!("/api/v1/accounts/{id}/top-up"),
+        &admin,
+        "d1",
+        json!({"amount_fen": 300, "method": "card"}),
+    )
+    .await;
+    // Someone edits acme's cached wallet behind the ledger's back.
+    sqlx::query("update c_1.ledger_accounts set balance_fen = 301 where key like 'wallet:%'")
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    use powertab_core::billing::ledger::check::run_due;
+    let now = chrono::Utc::now();
+    let day = chrono::Duration::hours(24);
+    let runs = run_due(&app.db.pool, now, day).await.unwrap();
+    assert_eq!(runs.len(), 2, "both companies checked");
+    assert!(
+        run_due(&app.db.pool, now + chrono::Duration::hours(1), day)
+            .await
+            .unwrap()
+            .is_empty(),
+        "once a day"
+    );
+    assert_eq!(
+        run_due(&app.db.pool, now + chrono::Duration::hours(25), day)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    let root = app.root().await;
+    let (status, list) = app.get("/api/v1/platform/ledger-checks", &root).await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    assert_eq!(
+        list[0]["company_slug"], "acme",
+        "the failing company first: {list}"
+    );
+    assert!(
+        list[0]["violations"][0]
+            .as_str()
+            .unwrap()
+            .contains("cached balance 301"),
+        "{list}"
+    );
+    assert!(list[1]["violations"].as_array().unwrap().is_empty());
+    let (status, _) = app.get("/api/v1/platform/ledger-checks", &admin).await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "a company's staff do not see the platform's checks"
+    );
+}

@@ -214,3 +214,90 @@ async fn check_closed_accounts(
     }
     Ok(())
 }
+
+/// Runs the check of every company whose last recorded run is older than `every` (or that has
+/// none) and records each run in `control.ledger_checks`; a run with violations is logged as an
+/// error and listed for platform staff ([`recent_runs`]). Returns the runs made.
+pub async fn run_due(
+    pool: &PgPool,
+    now: chrono::DateTime<chrono::Utc>,
+    every: chrono::Duration,
+) -> CoreResult<Vec<Report>> {
+    let due = sqlx::query(
+        "select c.id, c.schema_name from control.company c
+         where not exists (select 1 from control.ledger_checks l where l.company_id = c.id and l.ran_at > $1)
+         order by c.id",
+    )
+    .bind(now - every)
+    .fetch_all(pool)
+    .await?;
+    let mut reports = Vec::new();
+    for row in due {
+        let company_id: i64 = row.try_get("id")?;
+        let stored: String = row.try_get("schema_name")?;
+        let schema = SchemaName::from_stored(&stored)
+            .map_err(|e| CoreError::Internal(format!("{stored}: {e}")))?;
+        let report = check_company(pool, &schema).await?;
+        if !report.is_clean() {
+            tracing::error!(company_id, violations = ?report.violations, "the ledger check found violations");
+        }
+        sqlx::query(
+            "insert into control.ledger_checks (id, company_id, ran_at, transactions, accounts, violations)
+             values ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(Uuid::now_v7())
+        .bind(company_id)
+        .bind(now)
+        .bind(i64::try_from(report.transactions).unwrap_or(i64::MAX))
+        .bind(i64::try_from(report.accounts).unwrap_or(i64::MAX))
+        .bind(&report.violations)
+        .execute(pool)
+        .await?;
+        reports.push(report);
+    }
+    Ok(reports)
+}
+
+/// One recorded run of the check.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CheckRun {
+    pub company_id: i64,
+    pub company_slug: String,
+    pub ran_at: chrono::DateTime<chrono::Utc>,
+    pub transactions: i64,
+    pub accounts: i64,
+    pub violations: Vec<String>,
+}
+
+/// Each company's latest run, failures first (platform staff outside a company only).
+pub async fn recent_runs(
+    conn: &mut sqlx::PgConnection,
+    principal: &crate::auth::Principal,
+) -> CoreResult<Vec<CheckRun>> {
+    if !principal.role.is_platform() || principal.company.is_some() {
+        return Err(CoreError::NotFound("resource"));
+    }
+    let rows = sqlx::query(
+        "select distinct on (l.company_id) l.company_id, c.slug, l.ran_at, l.transactions, l.accounts, l.violations
+         from control.ledger_checks l join control.company c on c.id = l.company_id
+         order by l.company_id, l.ran_at desc",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut runs = rows
+        .iter()
+        .map(|r| {
+            Ok(CheckRun {
+                company_id: r.try_get("company_id")?,
+                company_slug: r.try_get("slug")?,
+                ran_at: r.try_get("ran_at")?,
+                transactions: r.try_get("transactions")?,
+                accounts: r.try_get("accounts")?,
+                violations: r.try_get("violations")?,
+            })
+        })
+        .collect::<CoreResult<Vec<_>>>()?;
+    runs.sort_by_key(|r| (r.violations.is_empty(), r.company_id));
+    Ok(runs)
+}
