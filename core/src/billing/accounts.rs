@@ -652,3 +652,48 @@ pub async fn statement(
         closing_fen: balance,
     })
 }
+
+/// A printed receipt of one counter movement (top-up, refund, reversal, payout, deposit).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Receipt {
+    pub transaction: super::ledger::post::Transaction,
+    pub account: ShopAccount,
+    pub company_name: String,
+    /// What it did to the wallet (+ in, − out), or to the deposit / refunds payable when it did
+    /// not touch the wallet.
+    pub amount_fen: AmountFen,
+}
+
+/// The receipt of transaction `txn`, if it has one and the caller may see its account.
+pub async fn receipt(
+    conn: &mut PgConnection,
+    principal: &Principal,
+    txn: Uuid,
+) -> CoreResult<Receipt> {
+    let transaction = super::ledger::post::load(conn, txn)
+        .await?
+        .filter(|t| t.receipt_no.is_some())
+        .ok_or(CoreError::NotFound("receipt"))?;
+    let account_id = transaction
+        .shop_account_id
+        .ok_or(CoreError::NotFound("receipt"))?;
+    let account = get(conn, principal, account_id).await?;
+    let amount_fen = transaction
+        .legs
+        .iter()
+        .find(|(k, _)| k.shop_account() == Some(account_id))
+        .or_else(|| {
+            transaction
+                .legs
+                .iter()
+                .find(|(k, _)| *k == AccountKey::RefundsPayable)
+        })
+        .map(|(_, a)| *a)
+        .unwrap_or(AmountFen::ZERO);
+    Ok(Receipt {
+        company_name: principal.company()?.name.clone(),
+        transaction,
+        account,
+        amount_fen,
+    })
+}

@@ -6,8 +6,13 @@ use crate::web::WebError;
 use leptos::prelude::*;
 
 #[server(prefix = "/sfn", endpoint = "counter")]
-pub async fn get_counter(q: String, receipt: String) -> Result<CounterView, WebError> {
-    super::server::get_counter(q, receipt).await
+pub async fn get_counter(q: String, receipt: String, txn: String) -> Result<CounterView, WebError> {
+    super::server::get_counter(q, receipt, txn).await
+}
+
+#[server(prefix = "/sfn", endpoint = "receipt")]
+pub async fn get_receipt(id: String) -> Result<ReceiptView, WebError> {
+    super::server::get_receipt(id).await
 }
 
 #[server(prefix = "/sfn", endpoint = "counter_top_up")]

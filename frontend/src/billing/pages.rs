@@ -31,12 +31,12 @@ pub fn balance_text(lang: Lang, fen: i64) -> String {
 #[component]
 pub fn CounterPage() -> impl IntoView {
     let lang = use_lang();
-    let (q, receipt) = (query_param("q"), query_param("receipt"));
+    let (q, receipt, txn) = (query_param("q"), query_param("receipt"), query_param("txn"));
     let source = {
-        let (q, receipt) = (q.clone(), receipt.clone());
-        move || (q(), receipt())
+        let (q, receipt, txn) = (q.clone(), receipt.clone(), txn.clone());
+        move || (q(), receipt(), txn())
     };
-    let counter = Resource::new(source, |(q, receipt)| get_counter(q, receipt));
+    let counter = Resource::new(source, |(q, receipt, txn)| get_counter(q, receipt, txn));
     view! {
         <Layout page=move |s| {
             let q = q.clone();
@@ -65,11 +65,14 @@ pub fn CounterPage() -> impl IntoView {
 #[component]
 fn Counter(c: CounterView, csrf: String) -> impl IntoView {
     let lang = use_lang();
-    let receipt = c.receipt.clone();
+    let receipt = c.receipt.clone().map(|no| (no, c.receipt_txn.clone()));
     let accounts = c.accounts.clone();
     let any = !accounts.is_empty();
     view! {
-        {receipt.map(|r| view! { <p class="receipt-line">{tr(lang, "counter.receipt_no")}": " <strong id="receipt-no">{r}</strong></p> })}
+        {receipt.map(|(no, txn)| view! {
+            <p class="receipt-line">{tr(lang, "counter.receipt_no")}": " <strong id="receipt-no">{no}</strong>
+                {txn.map(|t| view! { " " <a id="print-receipt" href=format!("/receipts/{t}")>{tr(lang, "counter.print")}</a> })}</p>
+        })}
         <ShiftPanel shift=c.shift csrf=csrf.clone() can=c.can_top_up || c.can_refund/>
         <div id="accounts" class="cards">
             {accounts.into_iter().map(|a| view! {
@@ -193,5 +196,58 @@ fn OpenForm(shops: Vec<(String, String)>, csrf: String, key: String) -> impl Int
             <p class="muted wide">{tr(lang, "counter.open_hint")}</p>
             <button type="submit">{tr(lang, "counter.open")}</button>
         </form>
+    }
+}
+
+/// A receipt, laid out for a 58 mm or 80 mm thermal printer or A4 (`?paper=58|80|a4`), printed
+/// from the browser.
+#[component]
+pub fn ReceiptPage() -> impl IntoView {
+    let lang = use_lang();
+    let params = leptos_router::hooks::use_params_map();
+    let paper = query_param("paper");
+    let receipt = Resource::new(
+        move || params.read().get("id").unwrap_or_default(),
+        crate::billing::get_receipt,
+    );
+    view! {
+        <Layout page=move |_| {
+            let paper = match paper().as_str() {
+                "58" => "paper-58",
+                "a4" => "paper-a4",
+                _ => "paper-80",
+            };
+            view! {
+                <p class="no-print">
+                    <a href="?paper=58">"58 mm"</a>" · "<a href="?paper=80">"80 mm"</a>" · "<a href="?paper=a4">"A4"</a>
+                </p>
+                <Suspense fallback=|| ()>
+                    {move || Suspend::new(async move {
+                        match receipt.await {
+                            Ok(r) => view! {
+                                <section class=format!("receipt {paper}") id="receipt">
+                                    <h1>{r.company.clone()}</h1>
+                                    <p class="receipt-kind">{tr(lang, &format!("receipt.kind.{}", r.kind))}</p>
+                                    <dl>
+                                        <dt>{tr(lang, "counter.receipt_no")}</dt><dd id="receipt-number">{r.receipt_no.clone()}</dd>
+                                        <dt>{tr(lang, "receipt.time")}</dt><dd>{r.at.clone()}</dd>
+                                        <dt>{tr(lang, "counter.shop")}</dt><dd>{r.shop.clone()}</dd>
+                                        <dt>{tr(lang, "counter.holder_name")}</dt><dd>{r.holder.clone()}</dd>
+                                        <dt>{tr(lang, "receipt.meters")}</dt><dd>{r.meters.join(", ")}</dd>
+                                        <dt>{tr(lang, "counter.method")}</dt><dd>{tr(lang, &format!("counter.method.{}", r.method))}</dd>
+                                        <dt>{tr(lang, "receipt.amount")}</dt><dd class="amount" id="receipt-amount">"¥"{yuan(r.amount_fen)}</dd>
+                                        <dt>{tr(lang, "counter.available")}</dt><dd>{balance_text(lang, r.available_fen)}</dd>
+                                    </dl>
+                                    {(!r.memo.is_empty()).then(|| view! { <p>{r.memo.clone()}</p> })}
+                                    <p class="qr-link">{r.qr_link.clone()}</p>
+                                </section>
+                                <button type="button" class="no-print" onclick="window.print()">{tr(lang, "counter.print")}</button>
+                            }.into_any(),
+                            Err(_) => view! { <p class="flash error">{tr(lang, "error.not_found")}</p> }.into_any(),
+                        }
+                    })}
+                </Suspense>
+            }.into_any()
+        }/>
     }
 }

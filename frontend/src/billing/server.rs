@@ -13,7 +13,54 @@ use powertab_core::kernel::money::{AmountFen, EnergyWh};
 use powertab_core::tenancy::roles::{Need, Right};
 use uuid::Uuid;
 
-pub async fn get_counter(q: String, receipt: String) -> Result<CounterView, WebError> {
+pub async fn get_receipt(id: String) -> Result<ReceiptView, WebError> {
+    let (principal, mut tx) = read_session().await?;
+    let id: Uuid = id
+        .parse()
+        .map_err(|_| read_err(powertab_core::CoreError::NotFound("receipt")))?;
+    let r = accounts::receipt(&mut tx, &principal, id)
+        .await
+        .map_err(read_err)?;
+    let slug = principal
+        .company
+        .as_ref()
+        .map(|c| c.slug.clone())
+        .unwrap_or_default();
+    let first_meter = r
+        .account
+        .meters
+        .first()
+        .map(|m| m.meter_number.clone())
+        .unwrap_or_default();
+    Ok(ReceiptView {
+        company: r.company_name,
+        receipt_no: r.transaction.receipt_no.clone().unwrap_or_default(),
+        at: r
+            .transaction
+            .posted_at
+            .with_timezone(&principal.tz())
+            .format("%Y-%m-%d %H:%M:%S")
+            .to_string(),
+        kind: r.transaction.kind.to_string(),
+        method: r.transaction.method.clone().unwrap_or_default(),
+        shop: format!("{} {}", r.account.shop_number, r.account.shop_name)
+            .trim()
+            .to_owned(),
+        holder: r.account.holder_name.clone(),
+        meters: r
+            .account
+            .meters
+            .iter()
+            .map(|m| m.meter_number.clone())
+            .collect(),
+        amount_fen: r.amount_fen.fen(),
+        available_fen: r.account.available_fen.fen(),
+        memo: r.transaction.memo.clone(),
+        qr_link: format!("/t/{}?meter={}", encode(&slug), encode(&first_meter)),
+    })
+}
+
+pub async fn get_counter(q: String, receipt: String, txn: String) -> Result<CounterView, WebError> {
     let (principal, mut tx) = read_session().await?;
     let found = accounts::search(&mut tx, &principal, &q)
         .await
@@ -77,6 +124,7 @@ pub async fn get_counter(q: String, receipt: String) -> Result<CounterView, WebE
         can_open: principal.can(Need::Act(Right::Accounts)),
         receipt: non_empty(receipt)
             .filter(|r| r.len() <= 40 && r.bytes().all(|b| b.is_ascii_alphanumeric())),
+        receipt_txn: txn.parse::<Uuid>().ok().map(|t| t.to_string()),
     })
 }
 
@@ -131,9 +179,10 @@ pub async fn move_money(
         .map_err(|e| UiError::from(e).renamed(&[("amount_fen", "amount")]))?;
         tx.commit().await?;
         Ok(format!(
-            "/counter?q={}&ok=counter.done&receipt={}",
+            "/counter?q={}&ok=counter.done&receipt={}&txn={}",
             encode(&done.account.shop_number),
-            encode(done.transaction.receipt_no.as_deref().unwrap_or_default())
+            encode(done.transaction.receipt_no.as_deref().unwrap_or_default()),
+            done.transaction.id
         ))
     }
     .await;

@@ -32,6 +32,28 @@ pub struct CounterView {
     pub can_open: bool,
     /// The receipt number of the movement just made (from the redirect), shown with the flash.
     pub receipt: Option<String>,
+    /// Its transaction, for the print link.
+    pub receipt_txn: Option<String>,
+}
+
+/// A receipt as printed.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ReceiptView {
+    pub company: String,
+    pub receipt_no: String,
+    /// Local time of the property.
+    pub at: String,
+    /// The transaction kind (`top_up`, `refund`, …).
+    pub kind: String,
+    pub method: String,
+    pub shop: String,
+    pub holder: String,
+    pub meters: Vec<String>,
+    pub amount_fen: i64,
+    pub available_fen: i64,
+    pub memo: String,
+    /// The shop's public QR link (company + meter; no secrets).
+    pub qr_link: String,
 }
 
 /// The open-account form as typed (yuan, kWh).
