@@ -530,7 +530,8 @@ pub fn available(wallet: AmountFen, unposted: AmountFen) -> CoreResult<AmountFen
         .ok_or_else(|| CoreError::Internal("available balance overflows".into()))
 }
 
-/// The account, locked for a money movement, if it may take one in `states`.
+/// The account, locked for a money movement (the caller checks its state), if the caller may see
+/// it.
 pub(crate) async fn lock_for_money(
     conn: &mut PgConnection,
     principal: &Principal,

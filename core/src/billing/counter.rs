@@ -147,7 +147,7 @@ async fn move_money(
     ]);
     let key = format!("client:{idempotency_key}");
     // A replay answers before the account's state is looked at: the original went through.
-    if let Some(posted) = replay(conn, principal, &key, &digest).await? {
+    if let Some(posted) = replay(conn, &key, &digest).await? {
         return receipt(conn, principal, posted).await;
     }
     if account.state != AccountState::Open {
@@ -199,12 +199,8 @@ async fn move_money(
     receipt(conn, principal, posted).await
 }
 
-async fn replay(
-    conn: &mut PgConnection,
-    principal: &Principal,
-    key: &str,
-    digest: &str,
-) -> CoreResult<Option<Posted>> {
+/// The transaction posted before under `key`, when it was the same request.
+async fn replay(conn: &mut PgConnection, key: &str, digest: &str) -> CoreResult<Option<Posted>> {
     let row =
         sqlx::query("select id, request_hash from ledger_transactions where idempotency_key = $1")
             .bind(key)
@@ -214,7 +210,6 @@ async fn replay(
     if row.try_get::<String, _>("request_hash")? != digest {
         return Err(CoreError::IdempotencyKeyReused);
     }
-    let _ = principal;
     let txn = post::load(conn, row.try_get("id")?)
         .await?
         .ok_or(CoreError::NotFound("transaction"))?;

@@ -570,17 +570,11 @@ pub struct MeterPatch {
     pub tou_registers_match: Option<bool>,
 }
 
-/// Whether a meter carries an open shop account. Accounts arrive with the billing issue, whose
-/// migration creates the `accounts` table; until then no meter can carry one.
+/// Whether a meter carries a shop account that is not closed.
 pub(crate) async fn meter_has_open_account(conn: &mut PgConnection, id: Uuid) -> CoreResult<bool> {
-    let has_table: bool = sqlx::query_scalar("select to_regclass('accounts') is not null")
-        .fetch_one(&mut *conn)
-        .await?;
-    if !has_table {
-        return Ok(false);
-    }
+    // The meter's place in an account that has not been closed (core::billing::accounts).
     Ok(sqlx::query_scalar(
-        "select exists (select 1 from accounts where meter_id = $1 and closed_at is null)",
+        "select exists (select 1 from account_meters where meter_id = $1 and left_at is null)",
     )
     .bind(id)
     .fetch_one(conn)

@@ -40,6 +40,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(waiting_reversals))
         .routes(routes!(approve_reversal))
         .routes(routes!(reject_reversal))
+        .routes(routes!(release_held))
         .routes(routes!(current_shift))
         .routes(routes!(open_shift))
         .routes(routes!(close_shift))
@@ -380,6 +381,38 @@ async fn reject_reversal(
     let request = reversals::reject(&mut session.tx, &session.principal, id).await?;
     session.tx.commit().await?;
     Ok(Json(request))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct ReleaseInput {
+    /// The held interval's energy, when the operator corrects it; else as the flag table says.
+    #[serde(default)]
+    pub energy_wh: Option<powertab_core::kernel::money::EnergyWh>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Released {
+    pub energy_wh: powertab_core::kernel::money::EnergyWh,
+}
+
+/// Release (or correct) the held reading that stopped this meter's rating (right
+/// `readings_review`); rating continues from it.
+#[utoipa::path(post, path = "/api/v1/meters/{id}/held/release", tag = "billing", request_body = ReleaseInput,
+    responses((status = 200, body = Released), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn release_held(
+    mut session: Session,
+    Path(id): Path<Uuid>,
+    ApiJson(input): ApiJson<ReleaseInput>,
+) -> ApiResult<Json<Released>> {
+    let energy_wh = powertab_core::billing::rating::release_held(
+        &mut session.tx,
+        &session.principal,
+        id,
+        input.energy_wh,
+    )
+    .await?;
+    session.tx.commit().await?;
+    Ok(Json(Released { energy_wh }))
 }
 
 /// The caller's open cashier shift, or null.

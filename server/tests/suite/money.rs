@@ -1272,3 +1272,47 @@ async fn the_daily_ledger_check_records_each_company_and_platform_staff_see_fail
         "a company's staff do not see the platform's checks"
     );
 }
+
+#[tokio::test]
+async fn a_meter_in_an_open_account_is_neither_removed_nor_switched_to_meter_side() {
+    let app = spawn_app().await;
+    let (_, admin) = app.company_with_admin("acme").await;
+    let (shop, meter) = shop_with_meter(&app, &admin, "901").await;
+    let id = open_account(&app, &admin, &shop, &meter).await;
+    let (status, body) = app
+        .post(
+            &format!("/api/v1/meters/{meter}/remove"),
+            &admin,
+            json!({"final_energy_wh": 1_000_000}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    let (status, body) = app
+        .call(
+            reqwest::Method::PATCH,
+            &format!("/api/v1/meters/{meter}"),
+            Some(&admin),
+            Some(json!({"prepayment_mode": "meter"})),
+        )
+        .await;
+    assert!(status.is_client_error(), "{status}: {body}");
+    // Closed, the meter is free again.
+    let (status, body) = app
+        .post_keyed(
+            &format!("/api/v1/accounts/{id}/close"),
+            &admin,
+            "c",
+            json!({"final_readings": [{"meter_id": meter, "energy_wh": 1_000_000}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = app
+        .post(
+            &format!("/api/v1/meters/{meter}/remove"),
+            &admin,
+            json!({"final_energy_wh": 1_000_000}),
+        )
+        .await;
+    assert!(status.is_success(), "{body}");
+    app.assert_ledger_clean().await;
+}
