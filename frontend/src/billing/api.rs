@@ -56,3 +56,28 @@ pub async fn account_open(
 ) -> Result<(), WebError> {
     super::server::account_open(csrf, key, form).await
 }
+
+#[server(prefix = "/sfn", endpoint = "account_page")]
+pub async fn get_account_page(id: String) -> Result<AccountPageView, WebError> {
+    super::server::get_account_page(id).await
+}
+
+#[server(prefix = "/sfn", endpoint = "account_reverse")]
+pub async fn account_reverse(
+    csrf: String,
+    key: String,
+    account_id: String,
+    txn_id: String,
+    reason: String,
+) -> Result<(), WebError> {
+    super::server::account_reverse(csrf, key, account_id, txn_id, reason).await
+}
+
+#[server(prefix = "/sfn", endpoint = "account_close")]
+pub async fn account_close(
+    csrf: String,
+    account_id: String,
+    final_kwh: String,
+) -> Result<(), WebError> {
+    super::server::account_close(csrf, account_id, final_kwh).await
+}

@@ -3,7 +3,7 @@
 //! cashier's shift opens and closes here; and a vacant shop's account is opened here. Plain
 //! forms (work with JavaScript off), each with a server-issued idempotency key.
 
-use super::views::{yuan, CounterAccountView, CounterView};
+use super::views::{yuan, AccountPageView, CounterAccountView, CounterView};
 use crate::app::use_lang;
 use crate::billing::get_counter;
 use crate::components::{use_kept, Csrf, Layout};
@@ -11,7 +11,9 @@ use crate::i18n::{tr, Lang};
 use crate::web::query::query_param;
 use leptos::prelude::*;
 // Form actions name their server functions: a renamed endpoint cannot leave a form behind.
-use crate::billing::{AccountOpen, CounterRefund, CounterTopUp, ShiftClose, ShiftOpen};
+use crate::billing::{
+    AccountClose, AccountOpen, AccountReverse, CounterRefund, CounterTopUp, ShiftClose, ShiftOpen,
+};
 use leptos::server_fn::ServerFn as _;
 
 /// An available balance as people read it: a negative one is arrears (欠费 ¥x), never a bare
@@ -143,7 +145,7 @@ fn AccountCard(
     let (top_up_methods, refund_methods) = (methods(&kept_top_up), methods(&kept_refund));
     view! {
         <article class="card account" data-account=a.id.clone()>
-            <h2>{a.shop.clone()}</h2>
+            <h2><a href=format!("/accounts/{}", a.id)>{a.shop.clone()}</a></h2>
             <p>{a.holder.clone()} " · " {a.meters.join(", ")}
                 {(!open).then(|| view! { " · " <strong>{tr(lang, &format!("counter.state.{}", a.state))}</strong> })}</p>
             <p class="balance">{tr(lang, "counter.available")}": "
@@ -249,5 +251,104 @@ pub fn ReceiptPage() -> impl IntoView {
                 </Suspense>
             }.into_any()
         }/>
+    }
+}
+
+/// An account's page: balances, every movement (with a reversal form on counter movements),
+/// and the close form — or, once closed, the settlement.
+#[component]
+pub fn AccountPage() -> impl IntoView {
+    let lang = use_lang();
+    let params = leptos_router::hooks::use_params_map();
+    let page = Resource::new(
+        move || params.read().get("id").unwrap_or_default(),
+        crate::billing::get_account_page,
+    );
+    view! {
+        <Layout page=move |s| view! {
+            <Suspense fallback=|| ()>
+                {move || {
+                    let s = s.clone();
+                    Suspend::new(async move {
+                        match page.await {
+                            Ok(v) => view! { <AccountDetail v csrf=s.csrf.clone()/> }.into_any(),
+                            Err(_) => view! { <p class="flash error">{tr(lang, "error.not_found")}</p> }.into_any(),
+                        }
+                    })
+                }}
+            </Suspense>
+        }.into_any()/>
+    }
+}
+
+#[component]
+fn AccountDetail(v: AccountPageView, csrf: String) -> impl IntoView {
+    let lang = use_lang();
+    let a = v.account.clone();
+    let kept_close = use_kept("close-form");
+    let kept_reverse = use_kept("reverse-form");
+    let one_meter = a.meters.len() == 1;
+    view! {
+        <h1>{a.shop.clone()}</h1>
+        <p>{a.holder.clone()} " · " {a.meters.join(", ")} " · " <strong id="account-state">{tr(lang, &format!("counter.state.{}", a.state))}</strong></p>
+        <p class="balance">{tr(lang, "counter.available")}": "
+            <strong class="available" class:arrears=a.available_fen < 0>{balance_text(lang, a.available_fen)}</strong>
+            " · " {tr(lang, "counter.deposit")} " ¥" {yuan(a.deposit_fen)}</p>
+        {v.settlement.map(|(net, payable)| view! {
+            <section class="settlement" id="settlement">
+                <h2>{tr(lang, "account.settlement")}</h2>
+                <p>{if net >= 0 { tr(lang, "account.owed_to_tenant") } else { tr(lang, "account.owed_by_tenant") }}
+                    " ¥" <strong id="settlement-net">{yuan(net.saturating_abs())}</strong>
+                    " · " {tr(lang, "account.to_pay_out")} " ¥" {yuan(payable)}</p>
+                <button type="button" class="no-print" onclick="window.print()">{tr(lang, "counter.print")}</button>
+            </section>
+        })}
+        <h2>{tr(lang, "account.movements")}</h2>
+        <div class="table-wrap">
+            <table id="movements">
+                <thead><tr>
+                    <th>{tr(lang, "receipt.time")}</th><th>{tr(lang, "account.kind")}</th><th>{tr(lang, "counter.receipt_no")}</th>
+                    <th>{tr(lang, "receipt.amount")}</th><th>{tr(lang, "account.balance")}</th><th></th>
+                </tr></thead>
+                <tbody>
+                    {v.movements.iter().map(|m| {
+                        let reversible = m.reversible && v.can_reverse;
+                        let kept = Some(kept_reverse.clone()).filter(|k| k.chose("txn_id", &m.txn_id)).unwrap_or_default();
+                        view! {
+                            <tr>
+                                <td>{m.at.clone()}</td>
+                                <td>{tr(lang, &format!("account.kind.{}", m.kind))}</td>
+                                <td>{(!m.receipt_no.is_empty()).then(|| view! { <a href=format!("/receipts/{}", m.txn_id)>{m.receipt_no.clone()}</a> })}</td>
+                                <td class="num">{yuan(m.amount_fen)}</td>
+                                <td class="num">{yuan(m.balance_fen)}</td>
+                                <td>{reversible.then(|| view! {
+                                    <form method="post" action=AccountReverse::PATH class="inline reverse">
+                                        <Csrf token=csrf.clone()/>
+                                        <input type="hidden" name="key" value=format!("{}-{}-reverse", v.form_key, m.txn_id)/>
+                                        <input type="hidden" name="account_id" value=a.id.clone()/>
+                                        <input type="hidden" name="txn_id" value=m.txn_id.clone()/>
+                                        <input name="reason" required maxlength="200" placeholder=tr(lang, "counter.reason") value=kept.value_or("reason", "") aria-invalid=kept.invalid("reason")/>
+                                        <button type="submit" class="secondary">{tr(lang, "account.reverse")}</button>
+                                    </form>
+                                })}</td>
+                            </tr>
+                        }
+                    }).collect_view()}
+                </tbody>
+            </table>
+        </div>
+        {v.can_close.then(|| view! {
+            <h2>{tr(lang, "account.close")}</h2>
+            <form method="post" action=AccountClose::PATH class="grid" id="close-form">
+                <Csrf token=csrf.clone()/>
+                <input type="hidden" name="account_id" value=a.id.clone()/>
+                {one_meter.then(|| view! {
+                    <label>{tr(lang, "account.final_kwh")}<input name="final_kwh" inputmode="decimal" value=kept_close.value_or("final_kwh", "") aria-invalid=kept_close.invalid("final_kwh")/></label>
+                })}
+                {(!one_meter).then(|| view! { <input type="hidden" name="final_kwh" value=""/> })}
+                <p class="muted wide">{tr(lang, "account.close_hint")}</p>
+                <button type="submit" class="danger">{tr(lang, "account.close")}</button>
+            </form>
+        })}
     }
 }

@@ -280,3 +280,153 @@ pub async fn account_open(
     .await;
     finish_keeping(result, "open-form", &kept)
 }
+
+fn card(a: &powertab_core::billing::accounts::ShopAccount) -> CounterAccountView {
+    CounterAccountView {
+        id: a.id.to_string(),
+        shop: format!("{} {}", a.shop_number, a.shop_name)
+            .trim()
+            .to_owned(),
+        holder: format!("{} {}", a.holder_name, a.holder_phone)
+            .trim()
+            .to_owned(),
+        state: a.state.to_string(),
+        meters: a.meters.iter().map(|m| m.meter_number.clone()).collect(),
+        wallet_fen: a.wallet_fen.fen(),
+        deposit_fen: a.deposit_fen.fen(),
+        available_fen: a.available_fen.fen(),
+    }
+}
+
+pub async fn get_account_page(id: String) -> Result<AccountPageView, WebError> {
+    use powertab_core::billing::ledger::TxnKind;
+    let (principal, mut tx) = read_session().await?;
+    let id: Uuid = id
+        .parse()
+        .map_err(|_| read_err(powertab_core::CoreError::NotFound("account")))?;
+    let account = accounts::get(&mut tx, &principal, id)
+        .await
+        .map_err(read_err)?;
+    let statement = accounts::statement(&mut tx, &principal, id, None, None)
+        .await
+        .map_err(read_err)?;
+    let reversed: Vec<Uuid> = statement
+        .lines
+        .iter()
+        .filter(|l| l.kind == TxnKind::Reversal)
+        .map(|l| l.transaction_id)
+        .collect();
+    let originals = powertab_core::billing::ledger::post::load_many(&mut tx, &reversed)
+        .await
+        .map_err(read_err)?
+        .into_iter()
+        .filter_map(|t| t.reverses)
+        .collect::<Vec<_>>();
+    let tz = principal.tz();
+    let closed = matches!(
+        account.state,
+        accounts::AccountState::Closed | accounts::AccountState::ClosedInArrears
+    );
+    let settlement = if closed {
+        let s = powertab_core::billing::closing::settlement(&mut tx, &principal, id)
+            .await
+            .map_err(read_err)?;
+        Some((s.net_fen.fen(), s.payable_fen.fen()))
+    } else {
+        None
+    };
+    Ok(AccountPageView {
+        account: card(&account),
+        movements: statement
+            .lines
+            .iter()
+            .rev()
+            .take(100)
+            .map(|l| MovementView {
+                txn_id: l.transaction_id.to_string(),
+                at: l
+                    .posted_at
+                    .with_timezone(&tz)
+                    .format("%Y-%m-%d %H:%M")
+                    .to_string(),
+                kind: l.kind.to_string(),
+                receipt_no: l.receipt_no.clone().unwrap_or_default(),
+                method: l.method.clone().unwrap_or_default(),
+                memo: l.memo.clone(),
+                amount_fen: l.amount_fen.fen(),
+                balance_fen: l.balance_fen.fen(),
+                reversible: matches!(l.kind, TxnKind::TopUp | TxnKind::Refund)
+                    && !originals.contains(&l.transaction_id),
+            })
+            .collect(),
+        settlement,
+        form_key: Uuid::now_v7().to_string(),
+        can_reverse: principal.can(Need::Act(Right::Reversal)),
+        can_close: principal.can(Need::Act(Right::Accounts)) && !closed,
+    })
+}
+
+pub async fn account_reverse(
+    csrf: String,
+    key: String,
+    account_id: String,
+    txn_id: String,
+    reason: String,
+) -> Result<(), WebError> {
+    let kept = serde_json::json!({ "txn_id": &txn_id, "reason": &reason });
+    let result = async {
+        let (principal, mut tx) = session_for_change(&csrf).await?;
+        let key = key_of(&key)?;
+        let account: Uuid = account_id.parse().map_err(|_| field_error("account_id"))?;
+        let txn: Uuid = txn_id.parse().map_err(|_| field_error("txn_id"))?;
+        let outcome =
+            powertab_core::billing::reversals::request(&mut tx, &principal, txn, &reason, &key)
+                .await?;
+        tx.commit().await?;
+        let ok = if outcome.transaction.is_some() {
+            "account.reversed"
+        } else {
+            "account.reversal_requested"
+        };
+        Ok(format!("/accounts/{account}?ok={ok}"))
+    }
+    .await;
+    finish_keeping(result, "reverse-form", &kept)
+}
+
+pub async fn account_close(
+    csrf: String,
+    account_id: String,
+    final_kwh: String,
+) -> Result<(), WebError> {
+    let kept = serde_json::json!({ "final_kwh": &final_kwh });
+    let result = async {
+        let (principal, mut tx) = session_for_change(&csrf).await?;
+        let account: Uuid = account_id.parse().map_err(|_| field_error("account_id"))?;
+        let meters = accounts::get(&mut tx, &principal, account).await?.meters;
+        let typed = match final_kwh.trim() {
+            "" => None,
+            text => Some(EnergyWh::parse_kwh(text).map_err(|_| field_error("final_kwh"))?),
+        };
+        // One typed final reading is for a one-meter account; with more, each needs a fresh one.
+        let final_readings = match (typed, meters.as_slice()) {
+            (Some(energy_wh), [only]) => vec![powertab_core::billing::closing::FinalReading {
+                meter_id: only.meter_id,
+                energy_wh,
+            }],
+            _ => vec![],
+        };
+        powertab_core::billing::closing::close(
+            &mut tx,
+            &principal,
+            account,
+            &powertab_core::billing::closing::CloseAccount { final_readings },
+        )
+        .await
+        .map_err(|e| UiError::from(e).renamed(&[("final_readings.0.energy_wh", "final_kwh")]))?;
+        tx.commit().await?;
+        Ok(format!("/accounts/{account}?ok=account.closed"))
+    }
+    .await;
+    finish_keeping(result, "close-form", &kept)
+}

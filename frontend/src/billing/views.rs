@@ -56,6 +56,33 @@ pub struct ReceiptView {
     pub qr_link: String,
 }
 
+/// One movement of the account page's statement.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct MovementView {
+    pub txn_id: String,
+    pub at: String,
+    pub kind: String,
+    pub receipt_no: String,
+    pub method: String,
+    pub memo: String,
+    pub amount_fen: i64,
+    pub balance_fen: i64,
+    /// A counter top-up or refund not yet reversed.
+    pub reversible: bool,
+}
+
+/// An account's own page: its card, its movements, and how it was settled when closed.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct AccountPageView {
+    pub account: CounterAccountView,
+    pub movements: Vec<MovementView>,
+    /// (net fen: + owed to the tenant, − owed by the tenant; still to pay out fen).
+    pub settlement: Option<(i64, i64)>,
+    pub form_key: String,
+    pub can_reverse: bool,
+    pub can_close: bool,
+}
+
 /// The open-account form as typed (yuan, kWh).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct OpenAccountForm {

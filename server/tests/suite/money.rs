@@ -1316,3 +1316,66 @@ async fn a_meter_in_an_open_account_is_neither_removed_nor_switched_to_meter_sid
     assert!(status.is_success(), "{body}");
     app.assert_ledger_clean().await;
 }
+
+#[tokio::test]
+async fn the_account_page_reverses_a_sale_and_closes_the_account_with_plain_forms() {
+    use crate::web::{csrf_of, logged_in_as, page, post_form};
+    let app = spawn_app().await;
+    let (_, admin) = app.company_with_admin("acme").await;
+    let (shop, meter) = shop_with_meter(&app, &admin, "951").await;
+    let id = open_account(&app, &admin, &shop, &meter).await;
+    let (_, sale) = app
+        .post_keyed(
+            &format!("/api/v1/accounts/{id}/top-up"),
+            &admin,
+            "a1",
+            json!({"amount_fen": 2_000, "method": "card"}),
+        )
+        .await;
+    let txn = sale["transaction"]["id"].as_str().unwrap().to_owned();
+    let client = logged_in_as(&app, "acme", "boss").await;
+    let html = page(&app, &client, &format!("/accounts/{id}")).await;
+    let csrf = csrf_of(&html);
+    assert!(
+        html.contains("id=\"movements\"") && html.contains("20.00"),
+        "the sale is listed"
+    );
+    let key = key_after(&html, "class=\"inline reverse\"");
+    let (_, location) = post_form(
+        &app,
+        &client,
+        &format!("/accounts/{id}"),
+        "/sfn/account_reverse",
+        &[
+            ("csrf", &csrf),
+            ("key", &key),
+            ("account_id", &id),
+            ("txn_id", &txn),
+            ("reason", "输错"),
+        ],
+    )
+    .await;
+    assert_eq!(location, format!("/accounts/{id}?ok=account.reversed"));
+    let html = page(&app, &client, &location).await;
+    assert!(
+        !html.contains("class=\"inline reverse\""),
+        "nothing left to reverse"
+    );
+    // Close with the final reading typed in (no fresh stored one).
+    let (_, location) = post_form(
+        &app,
+        &client,
+        &format!("/accounts/{id}"),
+        "/sfn/account_close",
+        &[("csrf", &csrf), ("account_id", &id), ("final_kwh", "1000")],
+    )
+    .await;
+    assert_eq!(location, format!("/accounts/{id}?ok=account.closed"));
+    let html = page(&app, &client, &location).await;
+    assert!(
+        html.contains("id=\"settlement\"") && html.contains("已销户"),
+        "{html}"
+    );
+    assert!(!html.contains("id=\"close-form\""));
+    app.assert_ledger_clean().await;
+}
