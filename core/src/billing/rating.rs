@@ -402,9 +402,8 @@ pub(crate) async fn rate_final(
     .fetch_one(&mut *conn)
     .await?;
     let remainder: i64 = state.try_get("remainder_e5")?;
-    let Some((read_at, energy)) = final_reading else {
-        return Ok(remainder);
-    };
+    // Everything is rated before a close: a held interval must be reviewed first, or its
+    // energy would never be billed.
     if state
         .try_get::<Option<DateTime<Utc>>, _>("held_at")?
         .is_some()
@@ -414,6 +413,9 @@ pub(crate) async fn rate_final(
                 .into(),
         ));
     }
+    let Some((read_at, energy)) = final_reading else {
+        return Ok(remainder);
+    };
     let last_read_at: DateTime<Utc> = state.try_get("last_read_at")?;
     let last_energy: i64 = state.try_get("last_energy_wh")?;
     if read_at <= last_read_at {

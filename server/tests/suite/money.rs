@@ -589,6 +589,53 @@ async fn the_balance_falls_by_exactly_what_the_rating_oracle_says_and_each_readi
         10_000 - 162,
         "nothing rated while held"
     );
+
+    // Closing waits for the review: a held interval would otherwise never be billed.
+    let (status, body) = app
+        .post_keyed(
+            &format!("/api/v1/accounts/{id}/close"),
+            &admin,
+            "close-held",
+            json!({"final_readings": [{"meter_id": meter, "energy_wh": 3_000}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+
+    // The operator releases the reset (0 Wh for it): rating goes on from the reset reading, so
+    // the 2,000 Wh after it cost 162.46 fen + the carried 0.46 = 162 fen, 0.92 carried.
+    let (status, body) = app
+        .post(
+            &format!("/api/v1/meters/{meter}/held/release"),
+            &admin,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["energy_wh"], 0);
+    let report = rating_pass(&app, &clock).await;
+    assert_eq!(report.readings_rated, 1, "{report:?}");
+    let (_, account) = app.get(&format!("/api/v1/accounts/{id}"), &admin).await;
+    assert_eq!(fen(&account, "available_fen"), 10_000 - 162 - 162);
+    let remainder: i64 = sqlx::query_scalar("select remainder_e5 from c_1.rating_state")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(remainder, 92_000);
+    let (status, _) = app
+        .post(
+            &format!("/api/v1/meters/{meter}/held/release"),
+            &admin,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "nothing is held any more");
+    let open_alarms: i64 = sqlx::query_scalar(
+        "select count(*) from c_1.field_alarms where kind = 'reading_held' and cleared_at is null",
+    )
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(open_alarms, 0, "the alarm is cleared");
     app.assert_ledger_clean().await;
 }
 
