@@ -113,19 +113,7 @@ pub(crate) async fn rate_meter(
     let mut last_read_at: DateTime<Utc> = state.try_get("last_read_at")?;
     let mut last_energy: i64 = state.try_get("last_energy_wh")?;
     let mut from_opening: bool = state.try_get("from_opening")?;
-    let mut rating_state = RatingState {
-        month: match (
-            state.try_get::<Option<i32>, _>("month_year")?,
-            state.try_get::<Option<i32>, _>("month")?,
-        ) {
-            (Some(y), Some(m)) => Some((y, u32::try_from(m).unwrap_or(1))),
-            _ => None,
-        },
-        month_wh: EnergyWh::from_wh(state.try_get("month_wh")?),
-        year: state.try_get("year")?,
-        year_wh: EnergyWh::from_wh(state.try_get("year_wh")?),
-        remainder_e5: state.try_get("remainder_e5")?,
-    };
+    let mut rating_state = counters_of(&state)?;
     let readings = sqlx::query(
         "select read_at, energy_wh, flag, counted_wh from readings
          where meter_id = $1 and read_at > $2 order by read_at limit $3",
@@ -204,6 +192,58 @@ pub(crate) async fn rate_meter(
         last_energy = energy_wh;
         from_opening = false;
     }
+    let position = Position {
+        read_at: last_read_at,
+        energy_wh: last_energy,
+        from_opening,
+        held: held.clone(),
+    };
+    save_state(conn, account, meter, &position, &rating_state, now).await?;
+    if let Some((at, why)) = &held {
+        raise_held_alarm(conn, meter, *at, why).await?;
+    }
+    Ok(MeterRated {
+        readings: rated,
+        held: held.is_some(),
+    })
+}
+
+/// The month/year counters and sub-fen rest of a `rating_state` row.
+fn counters_of(row: &sqlx::postgres::PgRow) -> CoreResult<RatingState> {
+    let month = match (
+        row.try_get::<Option<i32>, _>("month_year")?,
+        row.try_get::<Option<i32>, _>("month")?,
+    ) {
+        (Some(y), Some(m)) => Some((y, u32::try_from(m).unwrap_or(1))),
+        _ => None,
+    };
+    Ok(RatingState {
+        month,
+        month_wh: EnergyWh::from_wh(row.try_get("month_wh")?),
+        year: row.try_get("year")?,
+        year_wh: EnergyWh::from_wh(row.try_get("year_wh")?),
+        remainder_e5: row.try_get("remainder_e5")?,
+    })
+}
+
+/// Where a meter's rating stands: the reading the next interval starts from, and whether a
+/// held reading stopped it (when, why).
+struct Position {
+    read_at: DateTime<Utc>,
+    energy_wh: i64,
+    from_opening: bool,
+    held: Option<(DateTime<Utc>, String)>,
+}
+
+/// Writes a meter's rating state (`held: None` clears a hold).
+async fn save_state(
+    conn: &mut PgConnection,
+    account: Uuid,
+    meter: Uuid,
+    position: &Position,
+    counters: &RatingState,
+    now: DateTime<Utc>,
+) -> CoreResult<()> {
     sqlx::query(
         "update rating_state set last_read_at = $3, last_energy_wh = $4, from_opening = $5,
              month_year = $6, month = $7, month_wh = $8, year = $9, year_wh = $10, remainder_e5 = $11,
@@ -212,27 +252,21 @@ pub(crate) async fn rate_meter(
     )
     .bind(account)
     .bind(meter)
-    .bind(last_read_at)
-    .bind(last_energy)
-    .bind(from_opening)
-    .bind(rating_state.month.map(|(y, _)| y))
-    .bind(rating_state.month.map(|(_, m)| i32::try_from(m).unwrap_or(1)))
-    .bind(rating_state.month_wh.wh())
-    .bind(rating_state.year)
-    .bind(rating_state.year_wh.wh())
-    .bind(rating_state.remainder_e5)
-    .bind(held.as_ref().map(|_| now))
-    .bind(held.as_ref().map(|(_, why)| why.clone()))
+    .bind(position.read_at)
+    .bind(position.energy_wh)
+    .bind(position.from_opening)
+    .bind(counters.month.map(|(y, _)| y))
+    .bind(counters.month.map(|(_, m)| i32::try_from(m).unwrap_or(1)))
+    .bind(counters.month_wh.wh())
+    .bind(counters.year)
+    .bind(counters.year_wh.wh())
+    .bind(counters.remainder_e5)
+    .bind(position.held.as_ref().map(|_| now))
+    .bind(position.held.as_ref().map(|(_, why)| why.clone()))
     .bind(now)
     .execute(&mut *conn)
     .await?;
-    if let Some((at, why)) = &held {
-        raise_held_alarm(conn, meter, *at, why).await?;
-    }
-    Ok(MeterRated {
-        readings: rated,
-        held: held.is_some(),
-    })
+    Ok(())
 }
 
 async fn write_line(
@@ -431,19 +465,7 @@ pub(crate) async fn rate_final(
                 format!("below the meter's last reading ({} Wh)", last_energy),
             )
         })?;
-    let rating_state = RatingState {
-        month: match (
-            state.try_get::<Option<i32>, _>("month_year")?,
-            state.try_get::<Option<i32>, _>("month")?,
-        ) {
-            (Some(y), Some(m)) => Some((y, u32::try_from(m).unwrap_or(1))),
-            _ => None,
-        },
-        month_wh: EnergyWh::from_wh(state.try_get("month_wh")?),
-        year: state.try_get("year")?,
-        year_wh: EnergyWh::from_wh(state.try_get("year_wh")?),
-        remainder_e5: remainder,
-    };
+    let rating_state = counters_of(&state)?;
     let mut new_remainder = remainder;
     let mut new_state = rating_state;
     if wh > 0 {
@@ -467,24 +489,13 @@ pub(crate) async fn rate_final(
         new_remainder = result.state.remainder_e5;
         new_state = result.state;
     }
-    sqlx::query(
-        "update rating_state set last_read_at = $3, last_energy_wh = $4, from_opening = false,
-             month_year = $5, month = $6, month_wh = $7, year = $8, year_wh = $9, remainder_e5 = $10, updated_at = $11
-         where account_id = $1 and meter_id = $2",
-    )
-    .bind(account)
-    .bind(meter)
-    .bind(read_at)
-    .bind(energy.wh())
-    .bind(new_state.month.map(|(y, _)| y))
-    .bind(new_state.month.map(|(_, m)| i32::try_from(m).unwrap_or(1)))
-    .bind(new_state.month_wh.wh())
-    .bind(new_state.year)
-    .bind(new_state.year_wh.wh())
-    .bind(new_remainder)
-    .bind(principal.now())
-    .execute(&mut *conn)
-    .await?;
+    let position = Position {
+        read_at,
+        energy_wh: energy.wh(),
+        from_opening: false,
+        held: None,
+    };
+    save_state(conn, account, meter, &position, &new_state, principal.now()).await?;
     Ok(new_remainder)
 }
 
@@ -561,19 +572,7 @@ pub async fn release_held(
             )
         })?),
     };
-    let mut rating_state = RatingState {
-        month: match (
-            state.try_get::<Option<i32>, _>("month_year")?,
-            state.try_get::<Option<i32>, _>("month")?,
-        ) {
-            (Some(y), Some(m)) => Some((y, u32::try_from(m).unwrap_or(1))),
-            _ => None,
-        },
-        month_wh: EnergyWh::from_wh(state.try_get("month_wh")?),
-        year: state.try_get("year")?,
-        year_wh: EnergyWh::from_wh(state.try_get("year_wh")?),
-        remainder_e5: state.try_get("remainder_e5")?,
-    };
+    let mut rating_state = counters_of(&state)?;
     if energy > EnergyWh::ZERO {
         let versions = crate::tariff::plans::versions_by_meter(conn, &[meter])
             .await?
@@ -595,24 +594,20 @@ pub async fn release_held(
         write_line(conn, meter, account, &usage, &result, principal.now()).await?;
         rating_state = result.state;
     }
-    sqlx::query(
-        "update rating_state set last_read_at = $3, last_energy_wh = $4, from_opening = false,
-             month_year = $5, month = $6, month_wh = $7, year = $8, year_wh = $9, remainder_e5 = $10,
-             held_at = null, held_reason = null, updated_at = $11
-         where account_id = $1 and meter_id = $2",
+    let position = Position {
+        read_at,
+        energy_wh: read_energy,
+        from_opening: false,
+        held: None,
+    };
+    save_state(
+        conn,
+        account,
+        meter,
+        &position,
+        &rating_state,
+        principal.now(),
     )
-    .bind(account)
-    .bind(meter)
-    .bind(read_at)
-    .bind(read_energy)
-    .bind(rating_state.month.map(|(y, _)| y))
-    .bind(rating_state.month.map(|(_, m)| i32::try_from(m).unwrap_or(1)))
-    .bind(rating_state.month_wh.wh())
-    .bind(rating_state.year)
-    .bind(rating_state.year_wh.wh())
-    .bind(rating_state.remainder_e5)
-    .bind(principal.now())
-    .execute(&mut *conn)
     .await?;
     sqlx::query(
         "update field_alarms set cleared_at = $2 where kind = 'reading_held' and target_id = $1 and cleared_at is null",
