@@ -81,3 +81,18 @@ pub async fn account_close(
 ) -> Result<(), WebError> {
     super::server::account_close(csrf, account_id, final_kwh).await
 }
+
+#[server(prefix = "/sfn", endpoint = "approvals")]
+pub async fn get_approvals() -> Result<ApprovalsView, WebError> {
+    super::server::get_approvals().await
+}
+
+#[server(prefix = "/sfn", endpoint = "approval_decide")]
+pub async fn decide_approval(
+    csrf: String,
+    key: String,
+    id: String,
+    decision: String,
+) -> Result<(), WebError> {
+    super::server::decide_approval(csrf, key, id, decision).await
+}

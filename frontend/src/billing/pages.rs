@@ -12,7 +12,8 @@ use crate::web::query::query_param;
 use leptos::prelude::*;
 // Form actions name their server functions: a renamed endpoint cannot leave a form behind.
 use crate::billing::{
-    AccountClose, AccountOpen, AccountReverse, CounterRefund, CounterTopUp, ShiftClose, ShiftOpen,
+    AccountClose, AccountOpen, AccountReverse, CounterRefund, CounterTopUp, DecideApproval,
+    ShiftClose, ShiftOpen,
 };
 use leptos::server_fn::ServerFn as _;
 
@@ -350,5 +351,49 @@ fn AccountDetail(v: AccountPageView, csrf: String) -> impl IntoView {
                 <button type="submit" class="danger">{tr(lang, "account.close")}</button>
             </form>
         })}
+    }
+}
+
+/// The approvals inbox (审批): reversals above the company's threshold, waiting for an approver
+/// other than the one who asked.
+#[component]
+pub fn ApprovalsPage() -> impl IntoView {
+    let lang = use_lang();
+    let approvals = Resource::new(|| (), |_| crate::billing::get_approvals());
+    view! {
+        <Layout page=move |s| view! {
+            <h1>{tr(lang, "approvals.title")}</h1>
+            <Suspense fallback=|| ()>
+                {move || {
+                    let s = s.clone();
+                    Suspend::new(async move {
+                        match approvals.await {
+                            Ok(v) if v.items.is_empty() => view! { <p class="muted" id="no-approvals">{tr(lang, "approvals.none")}</p> }.into_any(),
+                            Ok(v) => view! {
+                                <ul class="approvals" id="approvals">
+                                    {v.items.iter().map(|a| view! {
+                                        <li>
+                                            <a href=format!("/accounts/{}", a.account_id)>{a.shop.clone()}</a>
+                                            " · " {tr(lang, "account.reverse")} " ¥" {yuan(a.amount_fen)} " · " {a.reason.clone()} " · " {a.requested_at.clone()}
+                                            {(v.can_approve && !a.own).then(|| view! {
+                                                <form method="post" action=DecideApproval::PATH class="inline">
+                                                    <Csrf token=s.csrf.clone()/>
+                                                    <input type="hidden" name="key" value=format!("{}-{}", v.form_key, a.id)/>
+                                                    <input type="hidden" name="id" value=a.id.clone()/>
+                                                    <button type="submit" name="decision" value="approve">{tr(lang, "approvals.approve")}</button>
+                                                    <button type="submit" name="decision" value="reject" class="secondary">{tr(lang, "approvals.reject")}</button>
+                                                </form>
+                                            })}
+                                            {a.own.then(|| view! { " · " <span class="muted">{tr(lang, "approvals.own")}</span> })}
+                                        </li>
+                                    }).collect_view()}
+                                </ul>
+                            }.into_any(),
+                            Err(_) => view! { <p class="flash error">{tr(lang, "error.not_found")}</p> }.into_any(),
+                        }
+                    })
+                }}
+            </Suspense>
+        }.into_any()/>
     }
 }

@@ -430,3 +430,69 @@ pub async fn account_close(
     .await;
     finish_keeping(result, "close-form", &kept)
 }
+
+pub async fn get_approvals() -> Result<ApprovalsView, WebError> {
+    let (principal, mut tx) = read_session().await?;
+    let waiting = powertab_core::billing::reversals::waiting(&mut tx, &principal)
+        .await
+        .map_err(read_err)?;
+    let tz = principal.tz();
+    let mut items = Vec::with_capacity(waiting.len());
+    for r in waiting {
+        let txn = powertab_core::billing::ledger::post::load(&mut tx, r.txn_id)
+            .await
+            .map_err(read_err)?;
+        let Some(account_id) = txn.and_then(|t| t.shop_account_id) else {
+            continue;
+        };
+        let account = accounts::get(&mut tx, &principal, account_id)
+            .await
+            .map_err(read_err)?;
+        items.push(ApprovalView {
+            id: r.id.to_string(),
+            account_id: account_id.to_string(),
+            shop: card(&account).shop,
+            amount_fen: r.amount_fen.fen(),
+            reason: r.reason,
+            requested_at: r
+                .requested_at
+                .with_timezone(&tz)
+                .format("%Y-%m-%d %H:%M")
+                .to_string(),
+            own: r.requested_by == principal.user_id,
+        });
+    }
+    Ok(ApprovalsView {
+        items,
+        form_key: Uuid::now_v7().to_string(),
+        can_approve: principal.can(Need::Act(Right::Approve)),
+    })
+}
+
+pub async fn decide_approval(
+    csrf: String,
+    key: String,
+    id: String,
+    decision: String,
+) -> Result<(), WebError> {
+    let result = async {
+        let (principal, mut tx) = session_for_change(&csrf).await?;
+        let id: Uuid = id.parse().map_err(|_| field_error("id"))?;
+        let done = match decision.as_str() {
+            "approve" => {
+                let key = key_of(&key)?;
+                powertab_core::billing::reversals::approve(&mut tx, &principal, id, &key).await?;
+                "approvals.approved"
+            }
+            "reject" => {
+                powertab_core::billing::reversals::reject(&mut tx, &principal, id).await?;
+                "approvals.rejected"
+            }
+            _ => return Err(field_error("decision")),
+        };
+        tx.commit().await?;
+        Ok(format!("/approvals?ok={done}"))
+    }
+    .await;
+    crate::web::server::finish(result)
+}

@@ -83,6 +83,27 @@ pub struct AccountPageView {
     pub can_close: bool,
 }
 
+/// A reversal waiting for an approver.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ApprovalView {
+    pub id: String,
+    pub account_id: String,
+    pub shop: String,
+    pub amount_fen: i64,
+    pub reason: String,
+    pub requested_at: String,
+    /// The caller asked for it (and so may not decide it).
+    pub own: bool,
+}
+
+/// The approvals inbox.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ApprovalsView {
+    pub items: Vec<ApprovalView>,
+    pub form_key: String,
+    pub can_approve: bool,
+}
+
 /// The open-account form as typed (yuan, kWh).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct OpenAccountForm {

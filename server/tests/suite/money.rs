@@ -1426,3 +1426,70 @@ async fn the_account_page_reverses_a_sale_and_closes_the_account_with_plain_form
     assert!(!html.contains("id=\"close-form\""));
     app.assert_ledger_clean().await;
 }
+
+#[tokio::test]
+async fn another_approver_decides_a_large_reversal_in_the_approvals_inbox() {
+    use crate::web::{csrf_of, logged_in_as, page, post_form};
+    let app = spawn_app().await;
+    let (_, admin) = app.company_with_admin("acme").await;
+    let (shop, meter) = shop_with_meter(&app, &admin, "961").await;
+    let id = open_account(&app, &admin, &shop, &meter).await;
+    let (_, sale) = app
+        .post_keyed(
+            &format!("/api/v1/accounts/{id}/top-up"),
+            &admin,
+            "big",
+            json!({"amount_fen": 60_000, "method": "card"}),
+        )
+        .await;
+    let txn = sale["transaction"]["id"].as_str().unwrap();
+    let (status, _) = app
+        .post_keyed(
+            &format!("/api/v1/transactions/{txn}/reversal"),
+            &admin,
+            "rv",
+            json!({"reason": "重复"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    // The requester sees it but cannot decide it.
+    let boss = logged_in_as(&app, "acme", "boss").await;
+    let html = page(&app, &boss, "/approvals").await;
+    assert!(
+        html.contains("id=\"approvals\"") && !html.contains("name=\"decision\""),
+        "{html}"
+    );
+    app.user(&admin, "acme", "checker", "operator", &["approve"])
+        .await;
+    let checker = logged_in_as(&app, "acme", "checker").await;
+    let html = page(&app, &checker, "/approvals").await;
+    let csrf = csrf_of(&html);
+    let key = key_after(&html, "id=\"approvals\"");
+    let request = html
+        .split("name=\"id\" value=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_owned();
+    let (_, location) = post_form(
+        &app,
+        &checker,
+        "/approvals",
+        "/sfn/approval_decide",
+        &[
+            ("csrf", &csrf),
+            ("key", &key),
+            ("id", &request),
+            ("decision", "approve"),
+        ],
+    )
+    .await;
+    assert_eq!(location, "/approvals?ok=approvals.approved");
+    let html = page(&app, &checker, &location).await;
+    assert!(html.contains("id=\"no-approvals\""), "the inbox is empty");
+    let (_, account) = app.get(&format!("/api/v1/accounts/{id}"), &admin).await;
+    assert_eq!(fen(&account, "wallet_fen"), 0);
+    app.assert_ledger_clean().await;
+}
