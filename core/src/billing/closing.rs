@@ -78,12 +78,12 @@ pub async fn close(
         .execute(&mut *conn)
         .await?;
     // (2)–(3) Final readings, everything rated and posted.
-    let settings = crate::tenancy::settings::load(conn).await?;
+    let company = rating::CompanyRules::load(conn).await?;
     let fresh_after =
-        principal.now() - chrono::Duration::seconds(i64::from(settings.stale_meter_s));
+        principal.now() - chrono::Duration::seconds(i64::from(company.settings.stale_meter_s));
     let mut rest_e5 = 0i64;
     for (i, meter) in account.meters.iter().enumerate() {
-        rating::rate_meter(conn, principal, account_id, meter.meter_id).await?;
+        rating::rate_meter(conn, principal, &company, account_id, meter.meter_id).await?;
         let latest: Option<(DateTime<Utc>, EnergyWh)> =
             sqlx::query("select read_at, energy_wh from meter_latest where meter_id = $1")
                 .bind(meter.meter_id)
@@ -124,7 +124,7 @@ pub async fn close(
         rest_e5 = rest_e5
             .checked_add(rest)
             .ok_or_else(|| CoreError::Internal("rest overflows".into()))?;
-        rating::post_if_due(conn, principal, account_id, meter.meter_id, true).await?;
+        rating::post_if_due(conn, principal, &company, account_id, meter.meter_id, true).await?;
         sqlx::query(
             "update account_meters set closing_energy_wh = $3, closing_read_at = $4, closing_manual = $5, left_at = $6
              where account_id = $1 and meter_id = $2",

@@ -147,7 +147,7 @@ async fn move_money(
     ]);
     let key = format!("client:{idempotency_key}");
     // A replay answers before the account's state is looked at: the original went through.
-    if let Some(posted) = replay(conn, &key, &digest).await? {
+    if let Some(posted) = post::replay(conn, &key, &digest).await? {
         return receipt(conn, principal, posted).await;
     }
     if account.state != AccountState::Open {
@@ -197,26 +197,6 @@ async fn move_money(
     )
     .await?;
     receipt(conn, principal, posted).await
-}
-
-/// The transaction posted before under `key`, when it was the same request.
-async fn replay(conn: &mut PgConnection, key: &str, digest: &str) -> CoreResult<Option<Posted>> {
-    let row =
-        sqlx::query("select id, request_hash from ledger_transactions where idempotency_key = $1")
-            .bind(key)
-            .fetch_optional(&mut *conn)
-            .await?;
-    let Some(row) = row else { return Ok(None) };
-    if row.try_get::<String, _>("request_hash")? != digest {
-        return Err(CoreError::IdempotencyKeyReused);
-    }
-    let txn = post::load(conn, row.try_get("id")?)
-        .await?
-        .ok_or(CoreError::NotFound("transaction"))?;
-    Ok(Some(Posted {
-        txn,
-        replayed: true,
-    }))
 }
 
 async fn receipt(

@@ -59,11 +59,17 @@ pub async fn run_pass(pool: &PgPool, principal: &Principal) -> CoreResult<PassRe
             .map(|r| Ok((r.try_get("account_id")?, r.try_get("meter_id")?)))
             .collect::<CoreResult<_>>()?
     };
+    let company = {
+        let mut tx = crate::db::begin_in(pool, &schema).await?;
+        let company = CompanyRules::load(&mut tx).await?;
+        tx.commit().await?;
+        company
+    };
     let mut report = PassReport::default();
     for (account, meter) in pairs {
         let mut tx = crate::db::begin_in(pool, &schema).await?;
-        let rated = rate_meter(&mut tx, principal, account, meter).await?;
-        let posted = post_if_due(&mut tx, principal, account, meter, false).await?;
+        let rated = rate_meter(&mut tx, principal, &company, account, meter).await?;
+        let posted = post_if_due(&mut tx, principal, &company, account, meter, false).await?;
         tx.commit().await?;
         report.meters += 1;
         report.readings_rated += rated.readings;
@@ -71,6 +77,22 @@ pub async fn run_pass(pool: &PgPool, principal: &Principal) -> CoreResult<PassRe
         report.postings += u64::from(posted);
     }
     Ok(report)
+}
+
+/// What rating needs of the company, loaded once per pass (not once per meter): the holiday
+/// calendar and the alarm and trip levels.
+pub(crate) struct CompanyRules {
+    pub(crate) calendar: crate::tariff::Calendar,
+    pub(crate) settings: settings::CompanySettings,
+}
+
+impl CompanyRules {
+    pub(crate) async fn load(conn: &mut PgConnection) -> CoreResult<CompanyRules> {
+        Ok(CompanyRules {
+            calendar: settings::calendar(conn).await?,
+            settings: settings::load(conn).await?,
+        })
+    }
 }
 
 pub(crate) struct MeterRated {
@@ -83,6 +105,7 @@ pub(crate) struct MeterRated {
 pub(crate) async fn rate_meter(
     conn: &mut PgConnection,
     principal: &Principal,
+    company: &CompanyRules,
     account: Uuid,
     meter: Uuid,
 ) -> CoreResult<MeterRated> {
@@ -133,7 +156,7 @@ pub(crate) async fn rate_meter(
         .await?
         .remove(&meter)
         .unwrap_or_default();
-    let calendar = settings::calendar(conn).await?;
+    let calendar = &company.calendar;
     let tz = principal.tz();
     let now = principal.now();
     let mut rated = 0u64;
@@ -176,7 +199,7 @@ pub(crate) async fn rate_meter(
                 energy_wh: EnergyWh::from_wh(wh),
                 tou_wh: None,
             };
-            match rating::rate(&usage, &versions, tz, &calendar, &rating_state) {
+            match rating::rate(&usage, &versions, tz, calendar, &rating_state) {
                 Ok(result) => {
                     write_line(conn, meter, account, &usage, &result, now).await?;
                     rating_state = result.state;
@@ -206,6 +229,31 @@ pub(crate) async fn rate_meter(
         readings: rated,
         held: held.is_some(),
     })
+}
+
+/// Rates one interval an operator settled (a typed final reading, a released or corrected held
+/// reading) and writes its charge line; a rating error names `field`. The new counters.
+async fn rate_operator_interval(
+    conn: &mut PgConnection,
+    principal: &Principal,
+    account: Uuid,
+    meter: Uuid,
+    usage: &Usage,
+    counters: &RatingState,
+    field: &str,
+) -> CoreResult<RatingState> {
+    let versions = crate::tariff::plans::versions_by_meter(conn, &[meter])
+        .await?
+        .remove(&meter)
+        .unwrap_or_default();
+    if versions.is_empty() {
+        return Err(CoreError::Conflict("the meter has no tariff plan".into()));
+    }
+    let calendar = settings::calendar(conn).await?;
+    let result = rating::rate(usage, &versions, principal.tz(), &calendar, counters)
+        .map_err(|e| CoreError::field(field, e.to_string()))?;
+    write_line(conn, meter, account, usage, &result, principal.now()).await?;
+    Ok(result.state)
 }
 
 /// The month/year counters and sub-fen rest of a `rating_state` row.
@@ -322,6 +370,7 @@ async fn raise_held_alarm(
 pub(crate) async fn post_if_due(
     conn: &mut PgConnection,
     principal: &Principal,
+    company: &CompanyRules,
     account: Uuid,
     meter: Uuid,
     force: bool,
@@ -340,7 +389,7 @@ pub(crate) async fn post_if_due(
     let batch = AmountFen::from_fen(row.try_get("fen")?);
     let oldest: DateTime<Utc> = row.try_get("oldest")?;
     let waited = principal.now() - oldest >= Duration::seconds(POSTING_INTERVAL_S);
-    if !force && !waited && !crosses_a_level(conn, account, batch).await? {
+    if !force && !waited && !crosses_a_level(conn, account, batch, &company.settings).await? {
         return Ok(false);
     }
     let txn = if batch > AmountFen::ZERO {
@@ -397,6 +446,7 @@ async fn crosses_a_level(
     conn: &mut PgConnection,
     account: Uuid,
     batch: AmountFen,
+    s: &settings::CompanySettings,
 ) -> CoreResult<bool> {
     if batch <= AmountFen::ZERO {
         return Ok(false);
@@ -407,7 +457,6 @@ async fn crosses_a_level(
     let before = after
         .checked_add(batch)
         .ok_or_else(|| CoreError::Internal("available balance overflows".into()))?;
-    let s = settings::load(conn).await?;
     let trip = s
         .overdraft_limit_fen
         .checked_neg()
@@ -469,25 +518,23 @@ pub(crate) async fn rate_final(
     let mut new_remainder = remainder;
     let mut new_state = rating_state;
     if wh > 0 {
-        let versions = crate::tariff::plans::versions_by_meter(conn, &[meter])
-            .await?
-            .remove(&meter)
-            .unwrap_or_default();
-        if versions.is_empty() {
-            return Err(CoreError::Conflict("the meter has no tariff plan".into()));
-        }
-        let calendar = settings::calendar(conn).await?;
         let usage = Usage {
             start: last_read_at,
             end: read_at,
             energy_wh: EnergyWh::from_wh(wh),
             tou_wh: None,
         };
-        let result = rating::rate(&usage, &versions, principal.tz(), &calendar, &rating_state)
-            .map_err(|e| CoreError::field("final_energy_wh", e.to_string()))?;
-        write_line(conn, meter, account, &usage, &result, principal.now()).await?;
-        new_remainder = result.state.remainder_e5;
-        new_state = result.state;
+        new_state = rate_operator_interval(
+            conn,
+            principal,
+            account,
+            meter,
+            &usage,
+            &rating_state,
+            "final_energy_wh",
+        )
+        .await?;
+        new_remainder = new_state.remainder_e5;
     }
     let position = Position {
         read_at,
@@ -574,14 +621,6 @@ pub async fn release_held(
     };
     let mut rating_state = counters_of(&state)?;
     if energy > EnergyWh::ZERO {
-        let versions = crate::tariff::plans::versions_by_meter(conn, &[meter])
-            .await?
-            .remove(&meter)
-            .unwrap_or_default();
-        if versions.is_empty() {
-            return Err(CoreError::Conflict("the meter has no tariff plan".into()));
-        }
-        let calendar = settings::calendar(conn).await?;
         let usage = Usage {
             start: last_read_at,
             end: read_at,
@@ -589,10 +628,16 @@ pub async fn release_held(
             tou_wh: None,
         };
         // Rated at the plan in force at the interval's time.
-        let result = rating::rate(&usage, &versions, principal.tz(), &calendar, &rating_state)
-            .map_err(|e| CoreError::field("energy_wh", e.to_string()))?;
-        write_line(conn, meter, account, &usage, &result, principal.now()).await?;
-        rating_state = result.state;
+        rating_state = rate_operator_interval(
+            conn,
+            principal,
+            account,
+            meter,
+            &usage,
+            &rating_state,
+            "energy_wh",
+        )
+        .await?;
     }
     let position = Position {
         read_at,

@@ -107,7 +107,7 @@ struct Part {
 }
 
 /// The UTC instant of `minute` past local midnight of `date` (the later instant after a DST gap).
-fn local_instant(tz: Tz, date: NaiveDate, minute: u32) -> DateTime<Utc> {
+pub fn local_instant(tz: Tz, date: NaiveDate, minute: u32) -> DateTime<Utc> {
     let naive = date
         .and_hms_opt(minute / 60, minute % 60, 0)
         .expect("a valid time of day");

@@ -119,11 +119,10 @@ pub struct OpenAccountForm {
     pub opening_credit: String,
 }
 
-/// Yuan with two decimals from integer fen; a negative available balance reads as arrears.
+/// Yuan with two decimals from integer fen (`AmountFen`'s own form); a negative available
+/// balance reads as arrears on the page.
 pub fn yuan(fen: i64) -> String {
-    let sign = if fen < 0 { "-" } else { "" };
-    let abs = fen.unsigned_abs();
-    format!("{sign}{}.{:02}", abs / 100, abs % 100)
+    powertab_core::kernel::money::AmountFen::from_fen(fen).to_string()
 }
 
 #[cfg(test)]

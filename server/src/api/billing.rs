@@ -11,7 +11,7 @@ use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;
-use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+use chrono::NaiveDate;
 use powertab_core::billing::accounts::{self, OpenAccount, ShopAccount, Statement};
 use powertab_core::billing::closing::{self, CloseAccount, Settlement};
 use powertab_core::billing::counter::{self, CounterInput, CounterMethod, CounterReceipt, Shift};
@@ -136,22 +136,12 @@ struct PeriodQuery {
     lang: Option<String>,
 }
 
-/// Local midnight of `day` in the company's zone (the later instant across a DST gap).
-fn local_start<T: TimeZone>(tz: &T, day: NaiveDate) -> DateTime<Utc> {
-    let midnight = day.and_hms_opt(0, 0, 0).unwrap_or_default();
-    tz.from_local_datetime(&midnight)
-        .earliest()
-        .or_else(|| {
-            tz.from_local_datetime(&(midnight + chrono::Duration::hours(1)))
-                .earliest()
-        })
-        .map_or_else(|| midnight.and_utc(), |t| t.with_timezone(&Utc))
-}
-
 async fn load_statement(session: &mut Session, id: Uuid, q: &PeriodQuery) -> ApiResult<Statement> {
     let tz = session.principal.tz();
-    let from = q.from.map(|d| local_start(&tz, d));
-    let to = q.to.and_then(|d| d.succ_opt()).map(|d| local_start(&tz, d));
+    // Local midnights (the later instant across a DST gap), as rating takes them.
+    let midnight = |day| powertab_core::tariff::rating::local_instant(tz, day, 0);
+    let from = q.from.map(midnight);
+    let to = q.to.and_then(|d| d.succ_opt()).map(midnight);
     Ok(accounts::statement(&mut session.tx, &session.principal, id, from, to).await?)
 }
 

@@ -120,15 +120,8 @@ pub async fn post(
         .bind(&posting.idempotency_key)
         .execute(&mut *conn)
         .await?;
-    if let Some(existing) = find_by_key(conn, &posting.idempotency_key).await? {
-        return if existing.1 == posting.request_hash {
-            Ok(Posted {
-                txn: existing.0,
-                replayed: true,
-            })
-        } else {
-            Err(CoreError::IdempotencyKeyReused)
-        };
+    if let Some(posted) = replay(conn, &posting.idempotency_key, &posting.request_hash).await? {
+        return Ok(posted);
     }
     let original = match posting.reverses {
         Some(id) => Some(
@@ -279,6 +272,23 @@ pub async fn balance(conn: &mut PgConnection, key: AccountKey) -> CoreResult<Amo
             .fetch_optional(&mut *conn)
             .await?;
     Ok(found.unwrap_or(AmountFen::ZERO))
+}
+
+/// The transaction posted before under `key`: the original when `request_hash` is the same
+/// request, `IdempotencyKeyReused` when it is another.
+pub async fn replay(
+    conn: &mut PgConnection,
+    key: &str,
+    request_hash: &str,
+) -> CoreResult<Option<Posted>> {
+    match find_by_key(conn, key).await? {
+        Some((txn, hash)) if hash == request_hash => Ok(Some(Posted {
+            txn,
+            replayed: true,
+        })),
+        Some(_) => Err(CoreError::IdempotencyKeyReused),
+        None => Ok(None),
+    }
 }
 
 async fn find_by_key(
