@@ -127,6 +127,7 @@ fn Header(session: SessionView) -> impl IntoView {
                 {staff.then(|| view! {
                     <a href="/counter">{tr(lang, "nav.counter")}</a>
                     <a href="/approvals">{tr(lang, "nav.approvals")}</a>
+                    <a href="/held-readings">{tr(lang, "nav.held")}</a>
                     <a href="/fleet">{tr(lang, "nav.fleet")}</a>
                     <a href="/property">{tr(lang, "nav.property")}</a>
                     <a href="/gateways">{tr(lang, "nav.gateways")}</a>

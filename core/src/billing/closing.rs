@@ -5,9 +5,12 @@
 //! carried rest of a fen rounded half-up to `rounding`, the deposit back to the wallet, and what
 //! is left to `refunds_payable` (paid out later at the counter) or `arrears_receivable` (state
 //! `closed_in_arrears`); (6) the meters leave the account and the shop is vacant again.
-//! Then payouts of what the account is owed, and collection of its arrears.
+//! Then payouts of what the account is owed; and of a `closed_in_arrears` account, collection of
+//! its arrears at the counter or their write-off with an approver (an `approvals` request) —
+//! either way the account is `closed` once nothing is owed.
 
 use super::accounts::{self, negate, AccountState, ShopAccount};
+use super::approvals::{self, ApprovalKind, ApprovalRequest, Ask};
 use super::counter::{clearing_for, CounterMethod};
 use super::ledger::post::{self, request_hash, Posting, Transaction};
 use super::ledger::{AccountKey, TxnKind};
@@ -53,6 +56,22 @@ pub struct Settlement {
     pub net_fen: AmountFen,
     /// What is still to be paid out (refunds payable less payouts made).
     pub payable_fen: AmountFen,
+    /// What the tenant still owes (arrears less collections and write-offs).
+    pub arrears_fen: AmountFen,
+    /// Each meter's final reading.
+    pub final_readings: Vec<ClosingReading>,
+}
+
+/// A meter's final reading as closing took it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClosingReading {
+    pub meter_id: Uuid,
+    pub meter_number: String,
+    pub energy_wh: Option<EnergyWh>,
+    pub read_at: Option<DateTime<Utc>>,
+    /// Typed in by an operator.
+    pub manual: bool,
 }
 
 /// Closes `account_id`. Idempotent by its derived key: closing a closed account answers with its
@@ -255,7 +274,29 @@ pub async fn settlement(
         )
     });
     let payable = payable(conn, account_id).await?;
+    let arrears_fen = arrears_owed(conn, account_id).await?;
+    let final_readings = sqlx::query(
+        "select am.meter_id, m.meter_number, am.closing_energy_wh, am.closing_read_at, am.closing_manual
+         from account_meters am join meters m on m.id = am.meter_id
+         where am.account_id = $1 order by m.meter_number",
+    )
+    .bind(account_id)
+    .fetch_all(&mut *conn)
+    .await?
+    .iter()
+    .map(|r| {
+        Ok(ClosingReading {
+            meter_id: r.try_get("meter_id")?,
+            meter_number: r.try_get("meter_number")?,
+            energy_wh: r.try_get("closing_energy_wh")?,
+            read_at: r.try_get("closing_read_at")?,
+            manual: r.try_get("closing_manual")?,
+        })
+    })
+    .collect::<CoreResult<Vec<_>>>()?;
     Ok(Settlement {
+        arrears_fen,
+        final_readings,
         account,
         close_out,
         deposit_returned_fen: deposit_returned,
@@ -351,4 +392,183 @@ pub async fn payout(
         .await?;
     }
     Ok(posted.txn)
+}
+
+/// What a closed account still owes: its `arrears_receivable` balance, as a positive amount.
+async fn arrears_owed(conn: &mut PgConnection, account_id: Uuid) -> CoreResult<AmountFen> {
+    negate(post::balance(conn, AccountKey::ArrearsReceivable(account_id)).await?)
+}
+
+/// Marks a `closed_in_arrears` account `closed` once nothing is owed.
+async fn settle_if_paid(conn: &mut PgConnection, account_id: Uuid) -> CoreResult<()> {
+    if arrears_owed(conn, account_id).await? == AmountFen::ZERO {
+        sqlx::query(
+            "update shop_accounts set state = 'closed' where id = $1 and state = 'closed_in_arrears'",
+        )
+        .bind(account_id)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Collects arrears of a `closed_in_arrears` account at the counter (right `top_up`): at most
+/// what is owed, with a receipt; the account is `closed` when nothing is left.
+#[tracing::instrument(skip_all)]
+pub async fn collect_arrears(
+    conn: &mut PgConnection,
+    principal: &Principal,
+    account_id: Uuid,
+    amount: AmountFen,
+    method: CounterMethod,
+    idempotency_key: &str,
+) -> CoreResult<Transaction> {
+    let account = accounts::lock_for_money(conn, principal, account_id).await?;
+    principal.require(Need::Act(Right::TopUp))?;
+    let key = format!("client:{idempotency_key}");
+    let digest = request_hash(&[
+        "arrears",
+        &account_id.to_string(),
+        &amount.fen().to_string(),
+        method.as_str(),
+    ]);
+    if let Some(done) = post::replay(conn, &key, &digest).await? {
+        return Ok(done.txn);
+    }
+    if account.state != AccountState::ClosedInArrears {
+        return Err(CoreError::Conflict(
+            "only a closed account in arrears has arrears to collect".into(),
+        ));
+    }
+    let owed = arrears_owed(conn, account_id).await?;
+    if amount <= AmountFen::ZERO || amount > owed {
+        return Err(CoreError::field(
+            "amount_fen",
+            format!("more than 0 and at most ¥{owed}"),
+        ));
+    }
+    let clearing = clearing_for(conn, principal, method).await?;
+    let posted = post::post(
+        conn,
+        principal,
+        &Posting {
+            kind: TxnKind::ArrearsCollected,
+            idempotency_key: key,
+            request_hash: digest,
+            shop_account: Some(account_id),
+            event_at: principal.now(),
+            method: Some(method.as_str().to_owned()),
+            receipt: true,
+            reverses: None,
+            memo: "欠费收回".into(),
+            legs: vec![
+                (AccountKey::ArrearsReceivable(account_id), amount),
+                (clearing, negate(amount)?),
+            ],
+            keep_at_least: None,
+        },
+    )
+    .await?;
+    settle_if_paid(conn, account_id).await?;
+    audit::record(
+        conn,
+        principal,
+        "account.arrears_collected",
+        "shop_account",
+        Some(account_id.to_string()),
+        None,
+        Some(serde_json::json!({ "amount_fen": amount, "method": method })),
+    )
+    .await?;
+    Ok(posted.txn)
+}
+
+/// Asks to write off what a `closed_in_arrears` account owes (right `accounts`); an approver
+/// other than the requester posts it ([`approve_write_off`]).
+#[tracing::instrument(skip_all)]
+pub async fn request_write_off(
+    conn: &mut PgConnection,
+    principal: &Principal,
+    account_id: Uuid,
+    reason: &str,
+    idempotency_key: &str,
+) -> CoreResult<ApprovalRequest> {
+    let account = accounts::lock_for_money(conn, principal, account_id).await?;
+    principal.require(Need::Act(Right::Accounts))?;
+    let reason = approvals::checked_reason(reason)?;
+    let owed = arrears_owed(conn, account_id).await?;
+    if account.state != AccountState::ClosedInArrears || owed == AmountFen::ZERO {
+        return Err(CoreError::Conflict(
+            "only a closed account in arrears has arrears to write off".into(),
+        ));
+    }
+    approvals::ask(
+        conn,
+        principal,
+        &Ask {
+            kind: ApprovalKind::WriteOff,
+            target_id: account_id,
+            read_at: None,
+            energy_wh: None,
+            amount_fen: Some(owed),
+            reason,
+            request_key: format!("client:{idempotency_key}"),
+        },
+    )
+    .await
+}
+
+/// Approves a write-off request and posts it (`arrears_receivable` against `adjustments`, keyed
+/// `writeoff:<request>`): what is owed now, at most the amount asked for; the account is then
+/// `closed` when nothing is left.
+#[tracing::instrument(skip_all)]
+pub async fn approve_write_off(
+    conn: &mut PgConnection,
+    principal: &Principal,
+    id: Uuid,
+    _idempotency_key: &str,
+) -> CoreResult<ApprovalRequest> {
+    principal.require_read_company()?;
+    let request = approvals::get(conn, id).await?;
+    if request.kind != ApprovalKind::WriteOff
+        || !approvals::visible(conn, principal, &request).await?
+    {
+        return Err(CoreError::NotFound("approval request"));
+    }
+    let account_id = request.target_id;
+    accounts::lock_for_money(conn, principal, account_id).await?;
+    let request = approvals::decidable(conn, principal, id).await?;
+    let asked = request
+        .amount_fen
+        .ok_or_else(|| CoreError::Internal("a write-off request without amount".into()))?;
+    let amount = arrears_owed(conn, account_id).await?.min(asked);
+    if amount <= AmountFen::ZERO {
+        approvals::decide(conn, principal, id, "rejected", None).await?;
+        return Err(CoreError::Conflict(
+            "nothing is owed any more: the request is closed".into(),
+        ));
+    }
+    let posted = post::post(
+        conn,
+        principal,
+        &Posting {
+            kind: TxnKind::WriteOff,
+            idempotency_key: format!("writeoff:{id}"),
+            request_hash: request_hash(&["writeoff", &id.to_string(), &amount.fen().to_string()]),
+            shop_account: Some(account_id),
+            event_at: principal.now(),
+            method: None,
+            receipt: false,
+            reverses: None,
+            memo: request.reason.clone(),
+            legs: vec![
+                (AccountKey::ArrearsReceivable(account_id), amount),
+                (AccountKey::Adjustments, negate(amount)?),
+            ],
+            keep_at_least: None,
+        },
+    )
+    .await?;
+    settle_if_paid(conn, account_id).await?;
+    approvals::decide(conn, principal, id, "done", Some(posted.txn.id)).await
 }

@@ -1,13 +1,16 @@
 //! Billing (DESIGN.md: Money and the ledger): the double-entry ledger and its check
 //! ([`ledger`]), shop accounts with their meters ([`accounts`]), the counter — top-ups, refunds
 //! (退电), reversals (冲正) and cashier shifts ([`counter`]) — and the rating worker that turns
-//! stored readings into charges on the wallet ([`rating`]). Money is posted here and nowhere
+//! stored readings into charges on the wallet ([`rating`]), with the review of held readings
+//! ([`review`]) and maker-checker requests ([`approvals`]). Money is posted here and nowhere
 //! else; amounts are `kernel::money::AmountFen`, always checked.
 
 pub mod ledger;
 
 #[cfg(feature = "db")]
 pub mod accounts;
+#[cfg(feature = "db")]
+pub mod approvals;
 #[cfg(feature = "db")]
 pub mod closing;
 #[cfg(feature = "db")]
@@ -16,3 +19,5 @@ pub mod counter;
 pub mod rating;
 #[cfg(feature = "db")]
 pub mod reversals;
+#[cfg(feature = "db")]
+pub mod review;

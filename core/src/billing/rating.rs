@@ -233,7 +233,7 @@ pub(crate) async fn rate_meter(
 
 /// Rates one interval an operator settled (a typed final reading, a released or corrected held
 /// reading) and writes its charge line; a rating error names `field`. The new counters.
-async fn rate_operator_interval(
+pub(crate) async fn rate_operator_interval(
     conn: &mut PgConnection,
     principal: &Principal,
     account: Uuid,
@@ -241,7 +241,7 @@ async fn rate_operator_interval(
     usage: &Usage,
     counters: &RatingState,
     field: &str,
-) -> CoreResult<RatingState> {
+) -> CoreResult<rating::Rated> {
     let versions = crate::tariff::plans::versions_by_meter(conn, &[meter])
         .await?
         .remove(&meter)
@@ -253,11 +253,11 @@ async fn rate_operator_interval(
     let result = rating::rate(usage, &versions, principal.tz(), &calendar, counters)
         .map_err(|e| CoreError::field(field, e.to_string()))?;
     write_line(conn, meter, account, usage, &result, principal.now()).await?;
-    Ok(result.state)
+    Ok(result)
 }
 
 /// The month/year counters and sub-fen rest of a `rating_state` row.
-fn counters_of(row: &sqlx::postgres::PgRow) -> CoreResult<RatingState> {
+pub(crate) fn counters_of(row: &sqlx::postgres::PgRow) -> CoreResult<RatingState> {
     let month = match (
         row.try_get::<Option<i32>, _>("month_year")?,
         row.try_get::<Option<i32>, _>("month")?,
@@ -276,15 +276,15 @@ fn counters_of(row: &sqlx::postgres::PgRow) -> CoreResult<RatingState> {
 
 /// Where a meter's rating stands: the reading the next interval starts from, and whether a
 /// held reading stopped it (when, why).
-struct Position {
-    read_at: DateTime<Utc>,
-    energy_wh: i64,
-    from_opening: bool,
-    held: Option<(DateTime<Utc>, String)>,
+pub(crate) struct Position {
+    pub(crate) read_at: DateTime<Utc>,
+    pub(crate) energy_wh: i64,
+    pub(crate) from_opening: bool,
+    pub(crate) held: Option<(DateTime<Utc>, String)>,
 }
 
 /// Writes a meter's rating state (`held: None` clears a hold).
-async fn save_state(
+pub(crate) async fn save_state(
     conn: &mut PgConnection,
     account: Uuid,
     meter: Uuid,
@@ -533,7 +533,8 @@ pub(crate) async fn rate_final(
             &rating_state,
             "final_energy_wh",
         )
-        .await?;
+        .await?
+        .state;
         new_remainder = new_state.remainder_e5;
     }
     let position = Position {
@@ -544,139 +545,4 @@ pub(crate) async fn rate_final(
     };
     save_state(conn, account, meter, &position, &new_state, principal.now()).await?;
     Ok(new_remainder)
-}
-
-/// Releases a meter whose rating stopped at a held reading (right `readings_review`): the held
-/// interval is rated with `energy_wh` when given (an operator's correction, audited with the
-/// reading as it was), else as DESIGN.md's flag table says — 0 Wh for a reset, the register
-/// difference for a gap or a jump; a ratio mismatch waits for the ratio to be resolved on the
-/// meter. Rating then continues from the held reading. Returns the Wh rated for the interval.
-#[tracing::instrument(skip_all)]
-pub async fn release_held(
-    conn: &mut PgConnection,
-    principal: &Principal,
-    meter: Uuid,
-    energy_wh: Option<EnergyWh>,
-) -> CoreResult<EnergyWh> {
-    principal.require_read_company()?;
-    let building: Option<Uuid> = sqlx::query_scalar(
-        "select s.building_id from meters m left join shops s on s.id = m.shop_id where m.id = $1",
-    )
-    .bind(meter)
-    .fetch_optional(&mut *conn)
-    .await?
-    .ok_or(CoreError::NotFound("meter"))?;
-    if let Some(limit) = principal.building_limit() {
-        if !building.is_some_and(|b| limit.contains(&b)) {
-            return Err(CoreError::NotFound("meter"));
-        }
-    }
-    principal.require(crate::tenancy::roles::Need::Act(
-        crate::tenancy::roles::Right::ReadingsReview,
-    ))?;
-    let state = sqlx::query(
-        "select r.account_id, r.last_read_at, r.last_energy_wh, r.from_opening, r.held_reason,
-                r.month_year, r.month, r.month_wh, r.year, r.year_wh, r.remainder_e5
-         from rating_state r join shop_accounts a on a.id = r.account_id and a.state in ('open', 'closing')
-         where r.meter_id = $1 and r.held_at is not null for update of r",
-    )
-    .bind(meter)
-    .fetch_optional(&mut *conn)
-    .await?
-    .ok_or_else(|| CoreError::Conflict("no reading of this meter is held".into()))?;
-    let account: Uuid = state.try_get("account_id")?;
-    let last_read_at: DateTime<Utc> = state.try_get("last_read_at")?;
-    let last_energy: i64 = state.try_get("last_energy_wh")?;
-    let held = sqlx::query(
-        "select read_at, energy_wh, flag from readings
-         where meter_id = $1 and read_at > $2 and flag is distinct from 'out_of_order'
-         order by read_at limit 1",
-    )
-    .bind(meter)
-    .bind(last_read_at)
-    .fetch_optional(&mut *conn)
-    .await?
-    .ok_or_else(|| CoreError::Internal("a held meter without its held reading".into()))?;
-    let read_at: DateTime<Utc> = held.try_get("read_at")?;
-    let read_energy: i64 = held.try_get("energy_wh")?;
-    let flag: Option<String> = held.try_get("flag")?;
-    let as_read = read_energy.checked_sub(last_energy).filter(|wh| *wh >= 0);
-    let energy = match (energy_wh, flag.as_deref()) {
-        (Some(wh), _) if wh < EnergyWh::ZERO => {
-            return Err(CoreError::field("energy_wh", "not negative"));
-        }
-        (_, Some("ratio_mismatch")) => {
-            return Err(CoreError::Conflict(
-                "resolve the meter's CT/PT ratio first: its readings do not match the configured one".into(),
-            ));
-        }
-        (Some(wh), _) => wh,
-        (None, Some("reset")) => EnergyWh::ZERO,
-        (None, _) => EnergyWh::from_wh(as_read.ok_or_else(|| {
-            CoreError::field(
-                "energy_wh",
-                "the register went back: enter the interval's energy",
-            )
-        })?),
-    };
-    let mut rating_state = counters_of(&state)?;
-    if energy > EnergyWh::ZERO {
-        let usage = Usage {
-            start: last_read_at,
-            end: read_at,
-            energy_wh: energy,
-            tou_wh: None,
-        };
-        // Rated at the plan in force at the interval's time.
-        rating_state = rate_operator_interval(
-            conn,
-            principal,
-            account,
-            meter,
-            &usage,
-            &rating_state,
-            "energy_wh",
-        )
-        .await?;
-    }
-    let position = Position {
-        read_at,
-        energy_wh: read_energy,
-        from_opening: false,
-        held: None,
-    };
-    save_state(
-        conn,
-        account,
-        meter,
-        &position,
-        &rating_state,
-        principal.now(),
-    )
-    .await?;
-    sqlx::query(
-        "update field_alarms set cleared_at = $2 where kind = 'reading_held' and target_id = $1 and cleared_at is null",
-    )
-    .bind(meter)
-    .bind(principal.now())
-    .execute(&mut *conn)
-    .await?;
-    crate::tenancy::audit::record(
-        conn,
-        principal,
-        if energy_wh.is_some() {
-            "reading.correct"
-        } else {
-            "reading.release"
-        },
-        "meter",
-        Some(meter.to_string()),
-        Some(serde_json::json!({
-            "read_at": read_at, "flag": flag, "energy_as_read_wh": as_read,
-            "held_reason": state.try_get::<Option<String>, _>("held_reason")?,
-        })),
-        Some(serde_json::json!({ "energy_wh": energy })),
-    )
-    .await?;
-    Ok(energy)
 }

@@ -147,6 +147,11 @@ pub const COMPANY: &[Migration] = &[
         name: "account_closing",
         sql: include_str!("../../../migrations/company/0018_account_closing.sql"),
     },
+    Migration {
+        version: 19,
+        name: "money_operations",
+        sql: include_str!("../../../migrations/company/0019_money_operations.sql"),
+    },
 ];
 
 /// Arbitrary constant for `pg_advisory_xact_lock`: "PT" migrations.

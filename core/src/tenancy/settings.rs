@@ -4,7 +4,7 @@
 
 use crate::auth::Principal;
 use crate::kernel::error::{CoreError, CoreResult};
-use crate::kernel::money::AmountFen;
+use crate::kernel::money::{AmountFen, EnergyWh};
 use crate::tariff::Calendar;
 use crate::tenancy::audit;
 use crate::tenancy::roles::{Need, Right};
@@ -40,10 +40,32 @@ pub struct CompanySettings {
     /// A gateway with every bus offline for longer is offline (alarm), seconds.
     #[serde(default = "default_alarm_after_s")]
     pub offline_gateway_s: i32,
+    /// Counter movements older than this many days are not reversed (1–366).
+    #[serde(default = "default_reversal_window_days")]
+    pub reversal_window_days: i32,
+    /// A reversal above this amount waits for another approver.
+    #[serde(default = "default_reversal_approval_above_fen")]
+    pub reversal_approval_above_fen: AmountFen,
+    /// A held reading released or corrected with more energy than this waits for another
+    /// approver.
+    #[serde(default = "default_correction_approval_above_wh")]
+    pub correction_approval_above_wh: EnergyWh,
 }
 
 fn default_alarm_after_s() -> i32 {
     300
+}
+
+fn default_reversal_window_days() -> i32 {
+    30
+}
+
+fn default_reversal_approval_above_fen() -> AmountFen {
+    AmountFen::from_fen(50_000)
+}
+
+fn default_correction_approval_above_wh() -> EnergyWh {
+    EnergyWh::from_wh(100_000)
 }
 
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -67,7 +89,8 @@ pub async fn get(conn: &mut PgConnection, principal: &Principal) -> CoreResult<C
 pub async fn load(conn: &mut PgConnection) -> CoreResult<CompanySettings> {
     let r = sqlx::query(
         "select alarm1_fen, alarm2_fen, overdraft_limit_fen, restore_level_fen, quiet_start_minute,
-                quiet_end_minute, no_trip_on_holidays, arrears_cap_fen, stale_meter_s, offline_gateway_s from settings",
+                quiet_end_minute, no_trip_on_holidays, arrears_cap_fen, stale_meter_s, offline_gateway_s,
+                reversal_window_days, reversal_approval_above_fen, correction_approval_above_wh from settings",
     )
     .fetch_one(conn)
     .await?;
@@ -82,6 +105,9 @@ pub async fn load(conn: &mut PgConnection) -> CoreResult<CompanySettings> {
         arrears_cap_fen: r.try_get("arrears_cap_fen")?,
         stale_meter_s: r.try_get("stale_meter_s")?,
         offline_gateway_s: r.try_get("offline_gateway_s")?,
+        reversal_window_days: r.try_get("reversal_window_days")?,
+        reversal_approval_above_fen: r.try_get("reversal_approval_above_fen")?,
+        correction_approval_above_wh: r.try_get("correction_approval_above_wh")?,
     })
 }
 
@@ -135,6 +161,25 @@ pub fn validate(s: &CompanySettings) -> Result<(), BTreeMap<String, String>> {
             fields.insert(field.to_owned(), "60 seconds to 1 day".to_owned());
         }
     }
+    if !(1..=366).contains(&s.reversal_window_days) {
+        fields.insert("reversal_window_days".into(), "1 to 366 days".into());
+    }
+    if !(AmountFen::ZERO..=AmountFen::from_fen(LEVEL_FEN_MAX))
+        .contains(&s.reversal_approval_above_fen)
+    {
+        fields.insert(
+            "reversal_approval_above_fen".into(),
+            "between 0 and 1,000,000 yuan".into(),
+        );
+    }
+    // 0 asks an approver for every release with energy; 100 MWh is beyond any shop's interval.
+    if !(EnergyWh::ZERO..=EnergyWh::from_wh(100_000_000)).contains(&s.correction_approval_above_wh)
+    {
+        fields.insert(
+            "correction_approval_above_wh".into(),
+            "between 0 and 100,000 kWh".into(),
+        );
+    }
     if fields.is_empty() {
         Ok(())
     } else {
@@ -157,7 +202,8 @@ pub async fn update(
     sqlx::query(
         "update settings set alarm1_fen = $1, alarm2_fen = $2, overdraft_limit_fen = $3, restore_level_fen = $4,
              quiet_start_minute = $5, quiet_end_minute = $6, no_trip_on_holidays = $7, arrears_cap_fen = $8,
-             stale_meter_s = $9, offline_gateway_s = $10, updated_at = now()",
+             stale_meter_s = $9, offline_gateway_s = $10, reversal_window_days = $11,
+             reversal_approval_above_fen = $12, correction_approval_above_wh = $13, updated_at = now()",
     )
     .bind(input.alarm1_fen)
     .bind(input.alarm2_fen)
@@ -169,6 +215,9 @@ pub async fn update(
     .bind(input.arrears_cap_fen)
     .bind(input.stale_meter_s)
     .bind(input.offline_gateway_s)
+    .bind(input.reversal_window_days)
+    .bind(input.reversal_approval_above_fen)
+    .bind(input.correction_approval_above_wh)
     .execute(&mut *conn)
     .await?;
     let after = load(conn).await?;
@@ -318,7 +367,29 @@ mod tests {
             arrears_cap_fen: AmountFen::from_fen(100_000),
             stale_meter_s: 300,
             offline_gateway_s: 300,
+            reversal_window_days: 30,
+            reversal_approval_above_fen: AmountFen::from_fen(50_000),
+            correction_approval_above_wh: EnergyWh::from_wh(100_000),
         }
+    }
+
+    #[test]
+    fn money_rules_are_bounded() {
+        let s = CompanySettings {
+            reversal_window_days: 0,
+            reversal_approval_above_fen: AmountFen::from_fen(-1),
+            correction_approval_above_wh: EnergyWh::from_wh(100_000_001),
+            ..defaults()
+        };
+        let errors = validate(&s).unwrap_err();
+        for field in [
+            "reversal_window_days",
+            "reversal_approval_above_fen",
+            "correction_approval_above_wh",
+        ] {
+            assert!(errors.contains_key(field), "{field}: {errors:?}");
+        }
+        assert!(validate(&defaults()).is_ok());
     }
 
     #[test]

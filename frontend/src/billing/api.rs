@@ -84,7 +84,7 @@ pub async fn account_close(
 
 #[server(prefix = "/sfn", endpoint = "approvals")]
 pub async fn get_approvals() -> Result<ApprovalsView, WebError> {
-    super::server::get_approvals().await
+    super::server::review::get_approvals().await
 }
 
 #[server(prefix = "/sfn", endpoint = "approval_decide")]
@@ -92,7 +92,58 @@ pub async fn decide_approval(
     csrf: String,
     key: String,
     id: String,
+    kind: String,
     decision: String,
 ) -> Result<(), WebError> {
-    super::server::decide_approval(csrf, key, id, decision).await
+    super::server::review::decide_approval(csrf, key, id, kind, decision).await
+}
+
+#[server(prefix = "/sfn", endpoint = "held_readings")]
+pub async fn get_held() -> Result<HeldPageView, WebError> {
+    super::server::review::get_held().await
+}
+
+#[server(prefix = "/sfn", endpoint = "held_release")]
+pub async fn held_release(
+    csrf: String,
+    key: String,
+    meter_id: String,
+    kwh: String,
+    reason: String,
+) -> Result<(), WebError> {
+    super::server::review::held_release(csrf, key, meter_id, kwh, reason).await
+}
+
+#[server(prefix = "/sfn", endpoint = "account_payout")]
+pub async fn account_payout(
+    csrf: String,
+    key: String,
+    account_id: String,
+    amount: String,
+    method: String,
+) -> Result<(), WebError> {
+    use super::server::settle::{account_money, AfterClose};
+    account_money(AfterClose::Payout, csrf, key, account_id, amount, method).await
+}
+
+#[server(prefix = "/sfn", endpoint = "account_collect")]
+pub async fn account_collect(
+    csrf: String,
+    key: String,
+    account_id: String,
+    amount: String,
+    method: String,
+) -> Result<(), WebError> {
+    use super::server::settle::{account_money, AfterClose};
+    account_money(AfterClose::Collect, csrf, key, account_id, amount, method).await
+}
+
+#[server(prefix = "/sfn", endpoint = "account_write_off")]
+pub async fn account_write_off(
+    csrf: String,
+    key: String,
+    account_id: String,
+    reason: String,
+) -> Result<(), WebError> {
+    super::server::settle::account_write_off(csrf, key, account_id, reason).await
 }

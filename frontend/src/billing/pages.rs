@@ -3,7 +3,7 @@
 //! cashier's shift opens and closes here; and a vacant shop's account is opened here. Plain
 //! forms (work with JavaScript off), each with a server-issued idempotency key.
 
-use super::views::{yuan, AccountPageView, CounterAccountView, CounterView};
+use super::views::{yuan, AccountPageView, CounterAccountView, CounterView, SettlementView};
 use crate::app::use_lang;
 use crate::billing::get_counter;
 use crate::components::{use_kept, Csrf, Layout};
@@ -12,8 +12,8 @@ use crate::web::query::query_param;
 use leptos::prelude::*;
 // Form actions name their server functions: a renamed endpoint cannot leave a form behind.
 use crate::billing::{
-    AccountClose, AccountOpen, AccountReverse, CounterRefund, CounterTopUp, DecideApproval,
-    ShiftClose, ShiftOpen,
+    AccountClose, AccountCollect, AccountOpen, AccountPayout, AccountReverse, AccountWriteOff,
+    CounterRefund, CounterTopUp, DecideApproval, HeldRelease, ShiftClose, ShiftOpen,
 };
 use leptos::server_fn::ServerFn as _;
 
@@ -295,15 +295,8 @@ fn AccountDetail(v: AccountPageView, csrf: String) -> impl IntoView {
         <p class="balance">{tr(lang, "counter.available")}": "
             <strong class="available" class:arrears=a.available_fen < 0>{balance_text(lang, a.available_fen)}</strong>
             " · " {tr(lang, "counter.deposit")} " ¥" {yuan(a.deposit_fen)}</p>
-        {v.settlement.map(|(net, payable)| view! {
-            <section class="settlement" id="settlement">
-                <h2>{tr(lang, "account.settlement")}</h2>
-                <p>{if net >= 0 { tr(lang, "account.owed_to_tenant") } else { tr(lang, "account.owed_by_tenant") }}
-                    " ¥" <strong id="settlement-net">{yuan(net.saturating_abs())}</strong>
-                    " · " {tr(lang, "account.to_pay_out")} " ¥" {yuan(payable)}</p>
-                <button type="button" class="no-print" onclick="window.print()">{tr(lang, "counter.print")}</button>
-            </section>
-        })}
+        {v.settlement.clone().map(|st| view! { <SettlementSlip st account=a.clone()/> })}
+        <AfterCloseForms v=v.clone() csrf=csrf.clone()/>
         <h2>{tr(lang, "account.movements")}</h2>
         <div class="table-wrap">
             <table id="movements">
@@ -354,8 +347,82 @@ fn AccountDetail(v: AccountPageView, csrf: String) -> impl IntoView {
     }
 }
 
-/// The approvals inbox (审批): reversals above the company's threshold, waiting for an approver
-/// other than the one who asked.
+/// The printable settlement slip (销户结算单) of a closed account.
+#[component]
+fn SettlementSlip(st: SettlementView, account: CounterAccountView) -> impl IntoView {
+    let lang = use_lang();
+    let net = st.net_fen;
+    view! {
+        <section class="settlement slip" id="settlement">
+            <h2>{tr(lang, "account.settlement")}</h2>
+            <dl>
+                <dt>{tr(lang, "account.shop")}</dt><dd>{account.shop.clone()}</dd>
+                <dt>{tr(lang, "account.holder")}</dt><dd>{account.holder.clone()}</dd>
+                <dt>{tr(lang, "account.closed_at")}</dt><dd>{st.closed_at.clone()}</dd>
+                {(!st.receipt_no.is_empty()).then(|| view! { <dt>{tr(lang, "counter.receipt_no")}</dt><dd>{st.receipt_no.clone()}</dd> })}
+                {st.final_readings.iter().map(|(meter, kwh, manual)| view! {
+                    <dt>{tr(lang, "account.final_reading")} " " {meter.clone()}</dt>
+                    <dd>{kwh.clone()} " kWh" {manual.then(|| view! { " (" {tr(lang, "account.typed")} ")" })}</dd>
+                }).collect_view()}
+                <dt>{tr(lang, "account.deposit_returned")}</dt><dd>"¥" {yuan(st.deposit_returned_fen)}</dd>
+                <dt>{tr(lang, "account.rounding")}</dt><dd>"¥" {yuan(st.rounding_fen)}</dd>
+                <dt>{if net >= 0 { tr(lang, "account.owed_to_tenant") } else { tr(lang, "account.owed_by_tenant") }}</dt>
+                <dd>"¥" <strong id="settlement-net">{yuan(net.saturating_abs())}</strong></dd>
+                <dt>{tr(lang, "account.to_pay_out")}</dt><dd id="settlement-payable">"¥" {yuan(st.payable_fen)}</dd>
+                <dt>{tr(lang, "account.arrears_left")}</dt><dd id="settlement-arrears">"¥" {yuan(st.arrears_fen)}</dd>
+            </dl>
+            <p class="signature">{tr(lang, "account.signature")} "：＿＿＿＿＿＿"</p>
+            <button type="button" class="no-print" onclick="window.print()">{tr(lang, "counter.print")}</button>
+        </section>
+    }
+}
+
+/// After a close: pay out what the account is owed, collect its arrears, or ask to write them off.
+#[component]
+fn AfterCloseForms(v: AccountPageView, csrf: String) -> impl IntoView {
+    let lang = use_lang();
+    let id = v.account.id.clone();
+    let methods = move |kept: &crate::web::KeptForm| {
+        ["cash", "card", "transfer"]
+            .map(|m| view! { <option value=m selected=kept.chose("method", m)>{tr(lang, &format!("counter.method.{m}"))}</option> })
+    };
+    let (kept_payout, kept_collect, kept_write_off) = (
+        use_kept("payout-form"),
+        use_kept("collect-form"),
+        use_kept("write-off-form"),
+    );
+    let money_form = |action: &'static str,
+                      form_id: &'static str,
+                      label: &'static str,
+                      kept: crate::web::KeptForm| {
+        view! {
+            <form method="post" action=action class="inline no-print" id=form_id>
+                <Csrf token=csrf.clone()/>
+                <input type="hidden" name="key" value=format!("{}-{form_id}", v.form_key)/>
+                <input type="hidden" name="account_id" value=id.clone()/>
+                <input name="amount" inputmode="decimal" required placeholder=tr(lang, "counter.amount") value=kept.value_or("amount", "") aria-invalid=kept.invalid("amount")/>
+                <select name="method" aria-label=tr(lang, "counter.method")>{methods(&kept)}</select>
+                <button type="submit">{tr(lang, label)}</button>
+            </form>
+        }
+    };
+    view! {
+        {v.can_payout.then(|| money_form(AccountPayout::PATH, "payout-form", "account.payout", kept_payout))}
+        {v.can_collect.then(|| money_form(AccountCollect::PATH, "collect-form", "account.collect", kept_collect))}
+        {v.can_write_off.then(|| view! {
+            <form method="post" action=AccountWriteOff::PATH class="inline no-print" id="write-off-form">
+                <Csrf token=csrf.clone()/>
+                <input type="hidden" name="key" value=format!("{}-write-off", v.form_key)/>
+                <input type="hidden" name="account_id" value=id.clone()/>
+                <input name="reason" required maxlength="200" placeholder=tr(lang, "counter.reason") value=kept_write_off.value_or("reason", "") aria-invalid=kept_write_off.invalid("reason")/>
+                <button type="submit" class="secondary">{tr(lang, "account.write_off")}</button>
+            </form>
+        })}
+    }
+}
+
+/// The approvals inbox (审批): reversals, corrections of held readings and write-offs, waiting for
+/// an approver other than the one who asked.
 #[component]
 pub fn ApprovalsPage() -> impl IntoView {
     let lang = use_lang();
@@ -372,14 +439,18 @@ pub fn ApprovalsPage() -> impl IntoView {
                             Ok(v) => view! {
                                 <ul class="approvals" id="approvals">
                                     {v.items.iter().map(|a| view! {
-                                        <li>
-                                            <a href=format!("/accounts/{}", a.account_id)>{a.shop.clone()}</a>
-                                            " · " {tr(lang, "account.reverse")} " ¥" {yuan(a.amount_fen)} " · " {a.reason.clone()} " · " {a.requested_at.clone()}
+                                        <li data-kind=a.kind.clone()>
+                                            <a href=a.link.clone()>{a.subject.clone()}</a>
+                                            " · " {tr(lang, &format!("approvals.kind.{}", a.kind))}
+                                            {a.amount_fen.map(|f| view! { " ¥" {yuan(f)} })}
+                                            {a.energy_kwh.clone().map(|k| view! { " " {k} " kWh" })}
+                                            " · " {a.reason.clone()} " · " {a.requested_at.clone()}
                                             {(v.can_approve && !a.own).then(|| view! {
                                                 <form method="post" action=DecideApproval::PATH class="inline">
                                                     <Csrf token=s.csrf.clone()/>
                                                     <input type="hidden" name="key" value=format!("{}-{}", v.form_key, a.id)/>
                                                     <input type="hidden" name="id" value=a.id.clone()/>
+                                                    <input type="hidden" name="kind" value=a.kind.clone()/>
                                                     <button type="submit" name="decision" value="approve">{tr(lang, "approvals.approve")}</button>
                                                     <button type="submit" name="decision" value="reject" class="secondary">{tr(lang, "approvals.reject")}</button>
                                                 </form>
@@ -395,5 +466,77 @@ pub fn ApprovalsPage() -> impl IntoView {
                 }}
             </Suspense>
         }.into_any()/>
+    }
+}
+
+/// Held readings (待审读数): meters whose rating stopped at a reset, gap, jump or ratio mismatch.
+/// Release as read (as the flag table says) or type the interval's energy (a correction, with a
+/// reason); above the company's threshold an approver decides.
+#[component]
+pub fn HeldReadingsPage() -> impl IntoView {
+    let lang = use_lang();
+    let held = Resource::new(|| (), |_| crate::billing::get_held());
+    view! {
+        <Layout page=move |s| view! {
+            <h1>{tr(lang, "held.title")}</h1>
+            <p><a href="/api/v1/held-readings.xlsx" download>{tr(lang, "common.export")}</a></p>
+            <Suspense fallback=|| ()>
+                {move || {
+                    let s = s.clone();
+                    Suspend::new(async move {
+                        match held.await {
+                            Ok(v) if v.items.is_empty() => view! { <p class="muted" id="no-held">{tr(lang, "held.none")}</p> }.into_any(),
+                            Ok(v) => view! { <HeldTable v csrf=s.csrf.clone()/> }.into_any(),
+                            Err(_) => view! { <p class="flash error">{tr(lang, "error.not_found")}</p> }.into_any(),
+                        }
+                    })
+                }}
+            </Suspense>
+        }.into_any()/>
+    }
+}
+
+#[component]
+fn HeldTable(v: super::views::HeldPageView, csrf: String) -> impl IntoView {
+    let lang = use_lang();
+    let kept = use_kept("release-form");
+    view! {
+        <p class="muted">{tr(lang, "held.approval_above")} " " {v.approval_above_kwh.clone()} " kWh"</p>
+        <div class="table-wrap">
+            <table id="held">
+                <thead><tr>
+                    <th>{tr(lang, "held.meter")}</th><th>{tr(lang, "held.reason")}</th>
+                    <th>{tr(lang, "held.previous")}</th><th>{tr(lang, "held.reading")}</th>
+                    <th>{tr(lang, "held.as_read")}</th><th></th>
+                </tr></thead>
+                <tbody>
+                    {v.items.iter().map(|h| {
+                        let kept = Some(kept.clone()).filter(|k| k.chose("meter_id", &h.meter_id)).unwrap_or_default();
+                        view! {
+                            <tr data-meter=h.meter_id.clone()>
+                                <td>{h.meter.clone()} <br/> <a href=format!("/accounts/{}", h.account_id)>{h.shop.clone()}</a></td>
+                                <td>{tr(lang, &format!("held.flag.{}", h.reason))}</td>
+                                <td>{h.previous_at.clone()} <br/> {h.previous_kwh.clone()} " kWh"</td>
+                                <td>{h.held_reading_at.clone()} <br/> {h.held_kwh.clone()} " kWh"</td>
+                                <td class="num">{h.as_read_kwh.clone()}</td>
+                                <td>
+                                    {h.waiting.then(|| view! { <span class="muted">{tr(lang, "held.waiting")}</span> })}
+                                    {(v.can_review && !h.waiting).then(|| view! {
+                                        <form method="post" action=HeldRelease::PATH class="inline release">
+                                            <Csrf token=csrf.clone()/>
+                                            <input type="hidden" name="key" value=format!("{}-{}", v.form_key, h.meter_id)/>
+                                            <input type="hidden" name="meter_id" value=h.meter_id.clone()/>
+                                            <input name="kwh" inputmode="decimal" placeholder=tr(lang, "held.kwh_hint") aria-label=tr(lang, "held.kwh") value=kept.value_or("kwh", "") aria-invalid=kept.invalid("kwh")/>
+                                            <input name="reason" maxlength="200" placeholder=tr(lang, "counter.reason") value=kept.value_or("reason", "") aria-invalid=kept.invalid("reason")/>
+                                            <button type="submit">{tr(lang, "held.release")}</button>
+                                        </form>
+                                    })}
+                                </td>
+                            </tr>
+                        }
+                    }).collect_view()}
+                </tbody>
+            </table>
+        </div>
     }
 }

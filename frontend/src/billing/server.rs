@@ -1,6 +1,9 @@
 //! The server side of the counter: form text parsed (yuan, kWh), `powertab_core::billing`
 //! called with the form's server-issued idempotency key, the outcome turned into a redirect.
 
+pub mod review;
+pub mod settle;
+
 use super::views::*;
 use crate::web::server::{
     encode, field_error, finish_keeping, non_empty, read_err, read_session, session_for_change,
@@ -128,7 +131,7 @@ pub async fn get_counter(q: String, receipt: String, txn: String) -> Result<Coun
     })
 }
 
-fn yuan_field(text: &str, field: &str) -> Result<AmountFen, UiError> {
+pub(super) fn yuan_field(text: &str, field: &str) -> Result<AmountFen, UiError> {
     AmountFen::parse_yuan(text).map_err(|_| field_error(field))
 }
 
@@ -139,7 +142,7 @@ fn optional_yuan(text: &str, field: &str) -> Result<AmountFen, UiError> {
     }
 }
 
-fn key_of(key: &str) -> Result<String, UiError> {
+pub(super) fn key_of(key: &str) -> Result<String, UiError> {
     let key = key.trim();
     if key.is_empty() || key.len() > 100 || !key.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(field_error("key"));
@@ -281,7 +284,7 @@ pub async fn account_open(
     finish_keeping(result, "open-form", &kept)
 }
 
-fn card(a: &powertab_core::billing::accounts::ShopAccount) -> CounterAccountView {
+pub(super) fn card(a: &powertab_core::billing::accounts::ShopAccount) -> CounterAccountView {
     CounterAccountView {
         id: a.id.to_string(),
         shop: format!("{} {}", a.shop_number, a.shop_name)
@@ -328,13 +331,11 @@ pub async fn get_account_page(id: String) -> Result<AccountPageView, WebError> {
         accounts::AccountState::Closed | accounts::AccountState::ClosedInArrears
     );
     let settlement = if closed {
-        let s = powertab_core::billing::closing::settlement(&mut tx, &principal, id)
-            .await
-            .map_err(read_err)?;
-        Some((s.net_fen.fen(), s.payable_fen.fen()))
+        Some(settle::settlement_view(&mut tx, &principal, id).await?)
     } else {
         None
     };
+    let owed = |f: fn(&SettlementView) -> i64| settlement.as_ref().is_some_and(|v| f(v) > 0);
     Ok(AccountPageView {
         account: card(&account),
         movements: statement
@@ -359,10 +360,13 @@ pub async fn get_account_page(id: String) -> Result<AccountPageView, WebError> {
                     && !originals.contains(&l.transaction_id),
             })
             .collect(),
-        settlement,
         form_key: Uuid::now_v7().to_string(),
         can_reverse: principal.can(Need::Act(Right::Reversal)),
         can_close: principal.can(Need::Act(Right::Accounts)) && !closed,
+        can_payout: principal.can(Need::Act(Right::Payout)) && owed(|v| v.payable_fen),
+        can_collect: principal.can(Need::Act(Right::TopUp)) && owed(|v| v.arrears_fen),
+        can_write_off: principal.can(Need::Act(Right::Accounts)) && owed(|v| v.arrears_fen),
+        settlement,
     })
 }
 
@@ -429,70 +433,4 @@ pub async fn account_close(
     }
     .await;
     finish_keeping(result, "close-form", &kept)
-}
-
-pub async fn get_approvals() -> Result<ApprovalsView, WebError> {
-    let (principal, mut tx) = read_session().await?;
-    let waiting = powertab_core::billing::reversals::waiting(&mut tx, &principal)
-        .await
-        .map_err(read_err)?;
-    let tz = principal.tz();
-    let mut items = Vec::with_capacity(waiting.len());
-    for r in waiting {
-        let txn = powertab_core::billing::ledger::post::load(&mut tx, r.txn_id)
-            .await
-            .map_err(read_err)?;
-        let Some(account_id) = txn.and_then(|t| t.shop_account_id) else {
-            continue;
-        };
-        let account = accounts::get(&mut tx, &principal, account_id)
-            .await
-            .map_err(read_err)?;
-        items.push(ApprovalView {
-            id: r.id.to_string(),
-            account_id: account_id.to_string(),
-            shop: card(&account).shop,
-            amount_fen: r.amount_fen.fen(),
-            reason: r.reason,
-            requested_at: r
-                .requested_at
-                .with_timezone(&tz)
-                .format("%Y-%m-%d %H:%M")
-                .to_string(),
-            own: r.requested_by == principal.user_id,
-        });
-    }
-    Ok(ApprovalsView {
-        items,
-        form_key: Uuid::now_v7().to_string(),
-        can_approve: principal.can(Need::Act(Right::Approve)),
-    })
-}
-
-pub async fn decide_approval(
-    csrf: String,
-    key: String,
-    id: String,
-    decision: String,
-) -> Result<(), WebError> {
-    let result = async {
-        let (principal, mut tx) = session_for_change(&csrf).await?;
-        let id: Uuid = id.parse().map_err(|_| field_error("id"))?;
-        let done = match decision.as_str() {
-            "approve" => {
-                let key = key_of(&key)?;
-                powertab_core::billing::reversals::approve(&mut tx, &principal, id, &key).await?;
-                "approvals.approved"
-            }
-            "reject" => {
-                powertab_core::billing::reversals::reject(&mut tx, &principal, id).await?;
-                "approvals.rejected"
-            }
-            _ => return Err(field_error("decision")),
-        };
-        tx.commit().await?;
-        Ok(format!("/approvals?ok={done}"))
-    }
-    .await;
-    crate::web::server::finish(result)
 }

@@ -76,20 +76,51 @@ pub struct MovementView {
 pub struct AccountPageView {
     pub account: CounterAccountView,
     pub movements: Vec<MovementView>,
-    /// (net fen: + owed to the tenant, − owed by the tenant; still to pay out fen).
-    pub settlement: Option<(i64, i64)>,
+    pub settlement: Option<SettlementView>,
     pub form_key: String,
     pub can_reverse: bool,
     pub can_close: bool,
+    /// Pay out what a closed account is owed.
+    pub can_payout: bool,
+    /// Collect arrears of a closed account in arrears.
+    pub can_collect: bool,
+    /// Ask to write off arrears.
+    pub can_write_off: bool,
 }
 
-/// A reversal waiting for an approver.
+/// How a closed account was settled (the printable slip).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SettlementView {
+    /// Local time of the close.
+    pub closed_at: String,
+    pub receipt_no: String,
+    pub close_txn: Option<String>,
+    pub deposit_returned_fen: i64,
+    pub rounding_fen: i64,
+    /// + owed to the tenant, − owed by the tenant, at the close.
+    pub net_fen: i64,
+    /// Still to pay out.
+    pub payable_fen: i64,
+    /// Still owed by the tenant.
+    pub arrears_fen: i64,
+    /// (meter number, final reading kWh, typed by hand).
+    pub final_readings: Vec<(String, String, bool)>,
+}
+
+/// A request waiting for an approver: a reversal, a held reading's correction or a write-off.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct ApprovalView {
     pub id: String,
-    pub account_id: String,
-    pub shop: String,
-    pub amount_fen: i64,
+    /// `reversal`, `reading_correction` or `write_off`.
+    pub kind: String,
+    /// Where the subject is shown (the account, or the held readings page).
+    pub link: String,
+    /// The shop (and meter for a correction).
+    pub subject: String,
+    /// Money asked for (reversal, write-off).
+    pub amount_fen: Option<i64>,
+    /// Energy asked for (correction), kWh as text formatted from Wh.
+    pub energy_kwh: Option<String>,
     pub reason: String,
     pub requested_at: String,
     /// The caller asked for it (and so may not decide it).
@@ -102,6 +133,35 @@ pub struct ApprovalsView {
     pub items: Vec<ApprovalView>,
     pub form_key: String,
     pub can_approve: bool,
+}
+
+/// A meter whose rating stopped at a held reading.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct HeldView {
+    pub meter_id: String,
+    pub meter: String,
+    pub shop: String,
+    pub account_id: String,
+    pub reason: String,
+    pub held_at: String,
+    pub previous_at: String,
+    pub previous_kwh: String,
+    pub held_reading_at: String,
+    pub held_kwh: String,
+    /// The register difference, kWh (empty when the register went back).
+    pub as_read_kwh: String,
+    /// A correction waits for an approver.
+    pub waiting: bool,
+}
+
+/// The held readings page.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct HeldPageView {
+    pub items: Vec<HeldView>,
+    pub form_key: String,
+    pub can_review: bool,
+    /// Energy above this (kWh) waits for an approver.
+    pub approval_above_kwh: String,
 }
 
 /// The open-account form as typed (yuan, kWh).

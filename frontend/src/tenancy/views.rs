@@ -156,6 +156,10 @@ pub struct SettingsView {
     /// Alarm limits, minutes.
     pub stale_meter_min: String,
     pub offline_gateway_min: String,
+    /// Money rules: reversal window (days), approval thresholds (yuan, kWh).
+    pub reversal_window_days: String,
+    pub reversal_approval_above: String,
+    pub correction_approval_above_kwh: String,
     pub time_zone: String,
     pub year: i32,
     /// (date, `holiday` | `workday`, name) of `year`.
@@ -180,4 +184,10 @@ pub struct SettingsForm {
     pub stale_meter_min: String,
     #[serde(default)]
     pub offline_gateway_min: String,
+    #[serde(default)]
+    pub reversal_window_days: String,
+    #[serde(default)]
+    pub reversal_approval_above: String,
+    #[serde(default)]
+    pub correction_approval_above_kwh: String,
 }

@@ -35,12 +35,13 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(close_account))
         .routes(routes!(get_settlement))
         .routes(routes!(payout))
+        .routes(routes!(collect_arrears))
+        .routes(routes!(request_write_off))
         .routes(routes!(refund))
         .routes(routes!(reverse))
         .routes(routes!(waiting_reversals))
         .routes(routes!(approve_reversal))
         .routes(routes!(reject_reversal))
-        .routes(routes!(release_held))
         .routes(routes!(current_shift))
         .routes(routes!(open_shift))
         .routes(routes!(close_shift))
@@ -264,6 +265,59 @@ async fn payout(
     Ok((StatusCode::CREATED, Json(txn)))
 }
 
+/// Collect arrears of a closed account in arrears (right `top_up`), at most what is owed, with a
+/// receipt; the account is `closed` when nothing is left.
+#[utoipa::path(post, path = "/api/v1/accounts/{id}/arrears/collect", tag = "billing", request_body = PayoutInput,
+    params(("Idempotency-Key" = String, Header, description = "one per collection")),
+    responses((status = 201, body = Object), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn collect_arrears(
+    mut session: Session,
+    Path(id): Path<Uuid>,
+    IdempotencyKey(key): IdempotencyKey,
+    ApiJson(input): ApiJson<PayoutInput>,
+) -> ApiResult<(
+    StatusCode,
+    Json<powertab_core::billing::ledger::post::Transaction>,
+)> {
+    let txn = closing::collect_arrears(
+        &mut session.tx,
+        &session.principal,
+        id,
+        input.amount_fen,
+        input.method,
+        &key,
+    )
+    .await?;
+    session.tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(txn)))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct WriteOffInput {
+    pub reason: String,
+}
+
+/// Ask to write off what a closed account in arrears owes (right `accounts`): an approver
+/// decides it under `/api/v1/approvals`.
+#[utoipa::path(post, path = "/api/v1/accounts/{id}/write-off", tag = "billing", request_body = WriteOffInput,
+    params(("Idempotency-Key" = String, Header, description = "asking again with it answers with the same request")),
+    responses((status = 202, body = powertab_core::billing::approvals::ApprovalRequest), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn request_write_off(
+    mut session: Session,
+    Path(id): Path<Uuid>,
+    IdempotencyKey(key): IdempotencyKey,
+    ApiJson(input): ApiJson<WriteOffInput>,
+) -> ApiResult<(
+    StatusCode,
+    Json<powertab_core::billing::approvals::ApprovalRequest>,
+)> {
+    let request =
+        closing::request_write_off(&mut session.tx, &session.principal, id, &input.reason, &key)
+            .await?;
+    session.tx.commit().await?;
+    Ok((StatusCode::ACCEPTED, Json(request)))
+}
+
 /// Sell credit at the counter (售电).
 #[utoipa::path(post, path = "/api/v1/accounts/{id}/top-up", tag = "billing", request_body = CounterInput,
     params(("Idempotency-Key" = String, Header, description = "one per top-up")),
@@ -371,38 +425,6 @@ async fn reject_reversal(
     let request = reversals::reject(&mut session.tx, &session.principal, id).await?;
     session.tx.commit().await?;
     Ok(Json(request))
-}
-
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-pub struct ReleaseInput {
-    /// The held interval's energy, when the operator corrects it; else as the flag table says.
-    #[serde(default)]
-    pub energy_wh: Option<powertab_core::kernel::money::EnergyWh>,
-}
-
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct Released {
-    pub energy_wh: powertab_core::kernel::money::EnergyWh,
-}
-
-/// Release (or correct) the held reading that stopped this meter's rating (right
-/// `readings_review`); rating continues from it.
-#[utoipa::path(post, path = "/api/v1/meters/{id}/held/release", tag = "billing", request_body = ReleaseInput,
-    responses((status = 200, body = Released), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
-async fn release_held(
-    mut session: Session,
-    Path(id): Path<Uuid>,
-    ApiJson(input): ApiJson<ReleaseInput>,
-) -> ApiResult<Json<Released>> {
-    let energy_wh = powertab_core::billing::rating::release_held(
-        &mut session.tx,
-        &session.principal,
-        id,
-        input.energy_wh,
-    )
-    .await?;
-    session.tx.commit().await?;
-    Ok(Json(Released { energy_wh }))
 }
 
 /// The caller's open cashier shift, or null.

@@ -10,6 +10,7 @@ pub mod fleet;
 pub mod import;
 pub mod platform;
 pub mod property;
+pub mod review;
 pub mod session;
 pub mod setup;
 pub mod users;
@@ -46,4 +47,5 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(fleet::router())
         .merge(import::router())
         .merge(billing::router())
+        .merge(review::router())
 }

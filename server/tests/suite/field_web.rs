@@ -244,10 +244,20 @@ async fn settings_calendar_seasonal_tiered_plans_and_the_preview() {
             ("quiet_end", "07:30"),
             ("no_trip_on_holidays", "on"),
             ("arrears_cap", "200"),
+            ("reversal_window_days", "14"),
+            ("reversal_approval_above", "200"),
+            ("correction_approval_above_kwh", "50.5"),
         ],
     )
     .await;
     assert!(location.contains("ok="), "{location}");
+    let saved: (i32, i64, i64) = sqlx::query_as(
+        "select reversal_window_days, reversal_approval_above_fen, correction_approval_above_wh from c_1.settings",
+    )
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(saved, (14, 20_000, 50_500), "the money rules are saved");
     let (_, location) = post_form(
         &app,
         &client,

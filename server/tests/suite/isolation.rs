@@ -31,6 +31,7 @@ struct CompanyB {
     account_id: String,
     txn_id: String,
     reversal_id: String,
+    approval_id: String,
     markers: Vec<String>,
 }
 
@@ -138,6 +139,18 @@ async fn company_b(app: &TestApp) -> CompanyB {
         .as_str()
         .expect("B's reversal request")
         .to_owned();
+    // A write-off request of B's (made in the database: reaching arrears takes a whole close).
+    let approval_id = uuid::Uuid::now_v7().to_string();
+    sqlx::query(&format!(
+        "insert into c_{company_id}.approval_requests (id, kind, target_id, amount_fen, reason, request_key, requested_by, requested_at)
+         values ($1, 'write_off', $2, 100, 'bravo-write-off-secret', 'bravo-write-off', $3, now())"
+    ))
+    .bind(approval_id.parse::<uuid::Uuid>().unwrap())
+    .bind(account_id.parse::<uuid::Uuid>().unwrap())
+    .bind(user_id.parse::<uuid::Uuid>().unwrap())
+    .execute(&app.db.pool)
+    .await
+    .unwrap();
     let (_, command) = app
         .post(
             &format!("/api/v1/meters/{meter_id}/read-now"),
@@ -174,6 +187,8 @@ async fn company_b(app: &TestApp) -> CompanyB {
             txn_id.clone(),
             reversal_id.clone(),
             "bravo-reason-secret".into(),
+            approval_id.clone(),
+            "bravo-write-off-secret".into(),
         ],
         user_id,
         building_id,
@@ -186,6 +201,7 @@ async fn company_b(app: &TestApp) -> CompanyB {
         account_id,
         txn_id,
         reversal_id,
+        approval_id,
     }
 }
 
@@ -215,6 +231,8 @@ fn b_id_for(path: &str, b: &CompanyB) -> String {
         b.txn_id.clone()
     } else if path.starts_with("/api/v1/reversals/{id}") {
         b.reversal_id.clone()
+    } else if path.starts_with("/api/v1/approvals/{id}") {
+        b.approval_id.clone()
     } else {
         panic!("isolation test: no company-B resource id known for {path}; add one to b_id_for")
     }

@@ -7,7 +7,11 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 /// A shop with one platform-side meter: (shop id, meter id).
-async fn shop_with_meter(app: &TestApp, admin: &Caller, number: &str) -> (String, String) {
+pub(crate) async fn shop_with_meter(
+    app: &TestApp,
+    admin: &Caller,
+    number: &str,
+) -> (String, String) {
     let (_, building) = app
         .post(
             "/api/v1/buildings",
@@ -56,7 +60,7 @@ async fn shop_with_meter(app: &TestApp, admin: &Caller, number: &str) -> (String
     )
 }
 
-async fn open_account(app: &TestApp, admin: &Caller, shop: &str, meter: &str) -> String {
+pub(crate) async fn open_account(app: &TestApp, admin: &Caller, shop: &str, meter: &str) -> String {
     let (status, account) = app
         .post_keyed(
             "/api/v1/accounts",
@@ -70,7 +74,7 @@ async fn open_account(app: &TestApp, admin: &Caller, shop: &str, meter: &str) ->
     account["id"].as_str().unwrap().to_owned()
 }
 
-fn fen(v: &Value, field: &str) -> i64 {
+pub(crate) fn fen(v: &Value, field: &str) -> i64 {
     v[field]
         .as_i64()
         .unwrap_or_else(|| panic!("{field} in {v}"))
@@ -446,7 +450,7 @@ async fn counter_rights_and_building_limits_hold() {
 }
 
 /// Stores a reading of `meter` as ingest would (classified against the previous one).
-async fn store_reading(
+pub(crate) async fn store_reading(
     app: &TestApp,
     meter: &str,
     at: chrono::DateTime<chrono::Utc>,
@@ -480,7 +484,7 @@ async fn store_reading(
 }
 
 /// One pass of the rating worker over company 1 at the instant of `clock`.
-async fn rating_pass(
+pub(crate) async fn rating_pass(
     app: &TestApp,
     clock: &std::sync::Arc<powertab_core::kernel::clock::ManualClock>,
 ) -> powertab_core::billing::rating::PassReport {
@@ -640,7 +644,7 @@ async fn the_balance_falls_by_exactly_what_the_rating_oracle_says_and_each_readi
 }
 
 /// The value of the hidden `key` field in the part of `html` after `marker`.
-fn key_after(html: &str, marker: &str) -> String {
+pub(crate) fn key_after(html: &str, marker: &str) -> String {
     let rest = html
         .split(marker)
         .nth(1)
@@ -1482,6 +1486,7 @@ async fn another_approver_decides_a_large_reversal_in_the_approvals_inbox() {
             ("csrf", &csrf),
             ("key", &key),
             ("id", &request),
+            ("kind", "reversal"),
             ("decision", "approve"),
         ],
     )

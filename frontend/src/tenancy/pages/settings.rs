@@ -55,6 +55,9 @@ fn SettingsForms(v: SettingsView, csrf: String, can_change: bool) -> impl IntoVi
             <label>{tr(lang, "settings.arrears_cap")}<input name="arrears_cap" value=kept.value_or("arrears_cap", &v.arrears_cap) inputmode="decimal" disabled=disabled aria-invalid=kept.invalid("arrears_cap")/></label>
             <label>{tr(lang, "settings.stale_meter_min")}<input name="stale_meter_min" value=kept.value_or("stale_meter_min", &v.stale_meter_min) inputmode="numeric" disabled=disabled aria-invalid=kept.invalid("stale_meter_min")/></label>
             <label>{tr(lang, "settings.offline_gateway_min")}<input name="offline_gateway_min" value=kept.value_or("offline_gateway_min", &v.offline_gateway_min) inputmode="numeric" disabled=disabled aria-invalid=kept.invalid("offline_gateway_min")/></label>
+            <label>{tr(lang, "settings.reversal_window_days")}<input name="reversal_window_days" value=kept.value_or("reversal_window_days", &v.reversal_window_days) inputmode="numeric" disabled=disabled aria-invalid=kept.invalid("reversal_window_days")/></label>
+            <label>{tr(lang, "settings.reversal_approval_above")}<input name="reversal_approval_above" value=kept.value_or("reversal_approval_above", &v.reversal_approval_above) inputmode="decimal" disabled=disabled aria-invalid=kept.invalid("reversal_approval_above")/></label>
+            <label>{tr(lang, "settings.correction_approval_above_kwh")}<input name="correction_approval_above_kwh" value=kept.value_or("correction_approval_above_kwh", &v.correction_approval_above_kwh) inputmode="decimal" disabled=disabled aria-invalid=kept.invalid("correction_approval_above_kwh")/></label>
             <label class="check"><input type="checkbox" name="no_trip_on_holidays" value="on" checked=v.no_trip_on_holidays disabled=disabled/>{tr(lang, "settings.no_trip_on_holidays")}</label>
             {can_change.then(|| view! { <button type="submit">{tr(lang, "common.save")}</button> })}
         </form>

@@ -9,7 +9,7 @@ use crate::web::server::{
 };
 use crate::web::WebError;
 use chrono::{Datelike, NaiveDate};
-use powertab_core::kernel::money::AmountFen;
+use powertab_core::kernel::money::{AmountFen, EnergyWh};
 use powertab_core::tenancy::settings::{self, CalendarDay, CompanySettings};
 
 fn hh_mm(minute: Option<i32>) -> String {
@@ -48,6 +48,9 @@ pub async fn get_settings(year: String) -> Result<SettingsView, WebError> {
         arrears_cap: yuan(s.arrears_cap_fen),
         stale_meter_min: (s.stale_meter_s / 60).to_string(),
         offline_gateway_min: (s.offline_gateway_s / 60).to_string(),
+        reversal_window_days: s.reversal_window_days.to_string(),
+        reversal_approval_above: yuan(s.reversal_approval_above_fen),
+        correction_approval_above_kwh: s.correction_approval_above_wh.to_string(),
         time_zone: tz.name().to_owned(),
         year,
         days,
@@ -94,6 +97,12 @@ const SETTINGS_FORM_NAMES: &[(&str, &str)] = &[
     ("arrears_cap_fen", "arrears_cap"),
     ("stale_meter_s", "stale_meter_min"),
     ("offline_gateway_s", "offline_gateway_min"),
+    ("reversal_window_days", "reversal_window_days"),
+    ("reversal_approval_above_fen", "reversal_approval_above"),
+    (
+        "correction_approval_above_wh",
+        "correction_approval_above_kwh",
+    ),
 ];
 
 pub async fn save_settings(csrf: String, form: SettingsForm) -> Result<(), WebError> {
@@ -111,6 +120,20 @@ pub async fn save_settings(csrf: String, form: SettingsForm) -> Result<(), WebEr
             arrears_cap_fen: fen(&form.arrears_cap, "arrears_cap_fen")?,
             stale_meter_s: minutes_as_s(&form.stale_meter_min, "stale_meter_s")?,
             offline_gateway_s: minutes_as_s(&form.offline_gateway_min, "offline_gateway_s")?,
+            // An empty field keeps the built-in default (30 days, ¥500, 100 kWh).
+            reversal_window_days: match form.reversal_window_days.trim() {
+                "" => 30,
+                t => t.parse().map_err(|_| field_error("reversal_window_days"))?,
+            },
+            reversal_approval_above_fen: match form.reversal_approval_above.trim() {
+                "" => AmountFen::from_fen(50_000),
+                t => fen(t, "reversal_approval_above_fen")?,
+            },
+            correction_approval_above_wh: match form.correction_approval_above_kwh.trim() {
+                "" => EnergyWh::from_wh(100_000),
+                t => EnergyWh::parse_kwh(t)
+                    .map_err(|_| field_error("correction_approval_above_wh"))?,
+            },
         };
         settings::update(&mut tx, &principal, &input).await?;
         tx.commit().await?;
