@@ -107,6 +107,7 @@ pub fn App() -> impl IntoView {
                 <Route path=path!("/counter") view=billing::pages::CounterPage ssr=SsrMode::Async/>
                 <Route path=path!("/approvals") view=billing::pages::ApprovalsPage ssr=SsrMode::Async/>
                 <Route path=path!("/held-readings") view=billing::pages::HeldReadingsPage ssr=SsrMode::Async/>
+                <Route path=path!("/books") view=billing::pages::BooksPage ssr=SsrMode::Async/>
                 <Route path=path!("/accounts/:id") view=billing::pages::AccountPage ssr=SsrMode::Async/>
                 <Route path=path!("/receipts/:id") view=billing::pages::ReceiptPage ssr=SsrMode::Async/>
                 <Route path=path!("/fleet") view=field::pages::fleet::FleetPage ssr=SsrMode::Async/>

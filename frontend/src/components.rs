@@ -128,6 +128,7 @@ fn Header(session: SessionView) -> impl IntoView {
                     <a href="/counter">{tr(lang, "nav.counter")}</a>
                     <a href="/approvals">{tr(lang, "nav.approvals")}</a>
                     <a href="/held-readings">{tr(lang, "nav.held")}</a>
+                    <a href="/books">{tr(lang, "nav.books")}</a>
                     <a href="/fleet">{tr(lang, "nav.fleet")}</a>
                     <a href="/property">{tr(lang, "nav.property")}</a>
                     <a href="/gateways">{tr(lang, "nav.gateways")}</a>

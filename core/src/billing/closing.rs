@@ -143,6 +143,8 @@ pub async fn close(
         rest_e5 = rest_e5
             .checked_add(rest)
             .ok_or_else(|| CoreError::Internal("rest overflows".into()))?;
+        // Fees up to the closing day are the account's too.
+        super::fees::post_due(conn, principal, account_id, meter.meter_id).await?;
         rating::post_if_due(conn, principal, &company, account_id, meter.meter_id, true).await?;
         sqlx::query(
             "update account_meters set closing_energy_wh = $3, closing_read_at = $4, closing_manual = $5, left_at = $6

@@ -224,6 +224,8 @@ async fn receipt(
 pub struct Shift {
     pub id: Uuid,
     pub user_id: Uuid,
+    /// The cashier's login name.
+    pub username: String,
     pub opened_at: DateTime<Utc>,
     pub float_fen: AmountFen,
     /// Cash taken less cash paid out in this shift.
@@ -253,8 +255,9 @@ pub async fn open_shift_of(
 
 async fn shift(conn: &mut PgConnection, id: Uuid) -> CoreResult<Shift> {
     let row = sqlx::query(
-        "select id, user_id, opened_at, float_fen, closed_at, counted_cash_fen, difference_fen
-         from cashier_shifts where id = $1",
+        "select s.id, s.user_id, u.username, s.opened_at, s.float_fen, s.closed_at, s.counted_cash_fen,
+                s.difference_fen
+         from cashier_shifts s join users u on u.id = s.user_id where s.id = $1",
     )
     .bind(id)
     .fetch_optional(&mut *conn)
@@ -268,6 +271,7 @@ async fn shift(conn: &mut PgConnection, id: Uuid) -> CoreResult<Shift> {
     Ok(Shift {
         id,
         user_id: row.try_get("user_id")?,
+        username: row.try_get("username")?,
         opened_at: row.try_get("opened_at")?,
         float_fen: row.try_get("float_fen")?,
         // The drawer's clearing account reads negative by what it took in.
@@ -276,6 +280,25 @@ async fn shift(conn: &mut PgConnection, id: Uuid) -> CoreResult<Shift> {
         counted_cash_fen: row.try_get("counted_cash_fen")?,
         difference_fen: row.try_get("difference_fen")?,
     })
+}
+
+/// The company's cashier shifts: every open one, then the latest 100 closed, newest first.
+#[tracing::instrument(skip_all)]
+pub async fn shifts(conn: &mut PgConnection, principal: &Principal) -> CoreResult<Vec<Shift>> {
+    principal.require_read_company()?;
+    let ids: Vec<Uuid> = sqlx::query_scalar(
+        "(select id, opened_at, 0 as o from cashier_shifts where closed_at is null)
+         union all
+         (select id, opened_at, 1 from cashier_shifts where closed_at is not null order by closed_at desc limit 100)
+         order by o, opened_at desc",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        out.push(shift(conn, id).await?);
+    }
+    Ok(out)
 }
 
 /// Opens the caller's shift with a cash float (one open shift per cashier).

@@ -2,7 +2,8 @@
 //! ([`ledger`]), shop accounts with their meters ([`accounts`]), the counter — top-ups, refunds
 //! (退电), reversals (冲正) and cashier shifts ([`counter`]) — and the rating worker that turns
 //! stored readings into charges on the wallet ([`rating`]), with the review of held readings
-//! ([`review`]) and maker-checker requests ([`approvals`]). Money is posted here and nowhere
+//! ([`review`]), fixed service fees ([`fees`]), maker-checker requests ([`approvals`]), the
+//! daily close ([`books`]) and invoice requests ([`invoices`]). Money is posted here and nowhere
 //! else; amounts are `kernel::money::AmountFen`, always checked.
 
 pub mod ledger;
@@ -12,9 +13,15 @@ pub mod accounts;
 #[cfg(feature = "db")]
 pub mod approvals;
 #[cfg(feature = "db")]
+pub mod books;
+#[cfg(feature = "db")]
 pub mod closing;
 #[cfg(feature = "db")]
 pub mod counter;
+#[cfg(feature = "db")]
+pub mod fees;
+#[cfg(feature = "db")]
+pub mod invoices;
 #[cfg(feature = "db")]
 pub mod rating;
 #[cfg(feature = "db")]

@@ -5,6 +5,7 @@
 //! wallet as one `charge_posting` keyed `post:<meter>:<last reading ms>` — every 5 minutes, or at
 //! once when the available balance would cross a level (alarm 1, alarm 2, the trip level).
 //!
+//! Each pass also posts the fixed service fees that fell due (`fees.rs`).
 //! Held readings (reset, gap, jump, ratio mismatch) stop that meter's rating and raise a
 //! `reading_held` alarm; power stays on. Out-of-order readings are never rated.
 //! Workers coordinate through the database (`for update skip locked` on each meter's rating
@@ -37,6 +38,8 @@ pub struct PassReport {
     pub readings_rated: u64,
     pub held: u64,
     pub postings: u64,
+    /// Fee transactions posted (one per meter, account and local date with fees).
+    pub fees: u64,
 }
 
 /// One pass over a company (the principal is the system worker inside it): rates what is new,
@@ -69,12 +72,14 @@ pub async fn run_pass(pool: &PgPool, principal: &Principal) -> CoreResult<PassRe
     for (account, meter) in pairs {
         let mut tx = crate::db::begin_in(pool, &schema).await?;
         let rated = rate_meter(&mut tx, principal, &company, account, meter).await?;
+        let fees = super::fees::post_due(&mut tx, principal, account, meter).await?;
         let posted = post_if_due(&mut tx, principal, &company, account, meter, false).await?;
         tx.commit().await?;
         report.meters += 1;
         report.readings_rated += rated.readings;
         report.held += u64::from(rated.held);
         report.postings += u64::from(posted);
+        report.fees += u64::from(fees);
     }
     Ok(report)
 }

@@ -147,3 +147,36 @@ pub async fn account_write_off(
 ) -> Result<(), WebError> {
     super::server::settle::account_write_off(csrf, key, account_id, reason).await
 }
+
+#[server(prefix = "/sfn", endpoint = "books")]
+pub async fn get_books(day: String) -> Result<BooksView, WebError> {
+    super::server::books::get_books(day).await
+}
+
+#[server(prefix = "/sfn", endpoint = "books_close")]
+pub async fn books_close(csrf: String, day: String) -> Result<(), WebError> {
+    super::server::books::books_close(csrf, day).await
+}
+
+#[server(prefix = "/sfn", endpoint = "invoice_request")]
+pub async fn invoice_request(
+    csrf: String,
+    key: String,
+    account_id: String,
+    title: String,
+    tax_number: String,
+    amount: String,
+) -> Result<(), WebError> {
+    super::server::books::invoice_request(csrf, key, account_id, title, tax_number, amount).await
+}
+
+#[server(prefix = "/sfn", endpoint = "invoice_settle")]
+pub async fn invoice_settle(
+    csrf: String,
+    account_id: String,
+    id: String,
+    invoice_number: String,
+    decision: String,
+) -> Result<(), WebError> {
+    super::server::books::invoice_settle(csrf, account_id, id, invoice_number, decision).await
+}

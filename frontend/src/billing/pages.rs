@@ -13,7 +13,8 @@ use leptos::prelude::*;
 // Form actions name their server functions: a renamed endpoint cannot leave a form behind.
 use crate::billing::{
     AccountClose, AccountCollect, AccountOpen, AccountPayout, AccountReverse, AccountWriteOff,
-    CounterRefund, CounterTopUp, DecideApproval, HeldRelease, ShiftClose, ShiftOpen,
+    BooksClose, CounterRefund, CounterTopUp, DecideApproval, HeldRelease, InvoiceRequest,
+    InvoiceSettle, ShiftClose, ShiftOpen,
 };
 use leptos::server_fn::ServerFn as _;
 
@@ -297,6 +298,7 @@ fn AccountDetail(v: AccountPageView, csrf: String) -> impl IntoView {
             " · " {tr(lang, "counter.deposit")} " ¥" {yuan(a.deposit_fen)}</p>
         {v.settlement.clone().map(|st| view! { <SettlementSlip st account=a.clone()/> })}
         <AfterCloseForms v=v.clone() csrf=csrf.clone()/>
+        <Invoices v=v.clone() csrf=csrf.clone()/>
         <h2>{tr(lang, "account.movements")}</h2>
         <div class="table-wrap">
             <table id="movements">
@@ -418,6 +420,145 @@ fn AfterCloseForms(v: AccountPageView, csrf: String) -> impl IntoView {
                 <button type="submit" class="secondary">{tr(lang, "account.write_off")}</button>
             </form>
         })}
+    }
+}
+
+/// The account's invoice (发票) requests: a form to record one, and for each waiting one the
+/// invoice number it was issued with (or cancel).
+#[component]
+fn Invoices(v: AccountPageView, csrf: String) -> impl IntoView {
+    let lang = use_lang();
+    let kept = use_kept("invoice-form");
+    let id = v.account.id.clone();
+    view! {
+        <h2>{tr(lang, "invoice.title")}</h2>
+        {(!v.invoices.is_empty()).then(|| view! {
+            <div class="table-wrap">
+                <table id="invoices">
+                    <thead><tr>
+                        <th>{tr(lang, "receipt.time")}</th><th>{tr(lang, "invoice.invoice_title")}</th><th>{tr(lang, "invoice.tax_number")}</th>
+                        <th>{tr(lang, "receipt.amount")}</th><th>{tr(lang, "invoice.state")}</th><th></th>
+                    </tr></thead>
+                    <tbody>
+                        {v.invoices.iter().map(|i| view! {
+                            <tr>
+                                <td>{i.requested_at.clone()}</td><td>{i.title.clone()}</td><td>{i.tax_number.clone()}</td>
+                                <td class="num">{yuan(i.amount_fen)}</td>
+                                <td>{tr(lang, &format!("invoice.state.{}", i.state))} " " {i.invoice_number.clone()}</td>
+                                <td>{(v.can_issue && i.state == "requested").then(|| view! {
+                                    <form method="post" action=InvoiceSettle::PATH class="inline issue">
+                                        <Csrf token=csrf.clone()/>
+                                        <input type="hidden" name="account_id" value=id.clone()/>
+                                        <input type="hidden" name="id" value=i.id.clone()/>
+                                        <input name="invoice_number" maxlength="40" placeholder=tr(lang, "invoice.number")/>
+                                        <button type="submit" name="decision" value="issue">{tr(lang, "invoice.issue")}</button>
+                                        <button type="submit" name="decision" value="cancel" class="secondary">{tr(lang, "invoice.cancel")}</button>
+                                    </form>
+                                })}</td>
+                            </tr>
+                        }).collect_view()}
+                    </tbody>
+                </table>
+            </div>
+        })}
+        {v.can_invoice.then(|| view! {
+            <form method="post" action=InvoiceRequest::PATH class="grid no-print" id="invoice-form">
+                <Csrf token=csrf.clone()/>
+                <input type="hidden" name="key" value=format!("{}-invoice", v.form_key)/>
+                <input type="hidden" name="account_id" value=id.clone()/>
+                <label>{tr(lang, "invoice.invoice_title")}<input name="title" required maxlength="200" value=kept.value_or("title", "") aria-invalid=kept.invalid("title")/></label>
+                <label>{tr(lang, "invoice.tax_number")}<input name="tax_number" maxlength="20" value=kept.value_or("tax_number", "") aria-invalid=kept.invalid("tax_number")/></label>
+                <label>{tr(lang, "counter.amount")}<input name="amount" inputmode="decimal" required value=kept.value_or("amount", "") aria-invalid=kept.invalid("amount")/></label>
+                <button type="submit">{tr(lang, "invoice.request")}</button>
+            </form>
+        })}
+    }
+}
+
+/// The books (交班与日结): the report of a day, per kind and method; its close once every shift
+/// holding its money is closed; the cashier shifts; the latest closes.
+#[component]
+pub fn BooksPage() -> impl IntoView {
+    let lang = use_lang();
+    let day = query_param("day");
+    let books = Resource::new(day, crate::billing::get_books);
+    view! {
+        <Layout page=move |s| view! {
+            <h1>{tr(lang, "books.title")}</h1>
+            <Suspense fallback=|| ()>
+                {move || {
+                    let s = s.clone();
+                    Suspend::new(async move {
+                        match books.await {
+                            Ok(v) => view! { <Books v csrf=s.csrf.clone()/> }.into_any(),
+                            Err(_) => view! { <p class="flash error">{tr(lang, "error.not_found")}</p> }.into_any(),
+                        }
+                    })
+                }}
+            </Suspense>
+        }.into_any()/>
+    }
+}
+
+#[component]
+fn Books(v: super::views::BooksView, csrf: String) -> impl IntoView {
+    let lang = use_lang();
+    let kept = use_kept("close-day-form");
+    let opt = |f: Option<i64>| f.map(yuan).unwrap_or_default();
+    view! {
+        <form method="get" class="filters" id="day-pick">
+            <label>{tr(lang, "books.day")}<input type="date" name="day" value=v.day.clone()/></label>
+            <button type="submit">{tr(lang, "common.search")}</button>
+            <a href=format!("/api/v1/day-report.xlsx?day={}", v.day) download>{tr(lang, "common.export")}</a>
+        </form>
+        <p>{tr(lang, "books.closed_through")} ": " <strong id="closed-through">{if v.closed_through.is_empty() { tr(lang, "books.none").to_string() } else { v.closed_through.clone() }}</strong></p>
+        <div class="table-wrap">
+            <table id="day-report">
+                <thead><tr><th>{tr(lang, "account.kind")}</th><th>{tr(lang, "counter.method")}</th><th>{tr(lang, "books.count")}</th><th>{tr(lang, "receipt.amount")}</th></tr></thead>
+                <tbody>
+                    {v.lines.iter().map(|l| view! {
+                        <tr>
+                            <td>{tr(lang, &format!("account.kind.{}", l.kind))}</td>
+                            <td>{(!l.method.is_empty()).then(|| tr(lang, &format!("counter.method.{}", l.method)))}</td>
+                            <td class="num">{l.count}</td><td class="num">{yuan(l.amount_fen)}</td>
+                        </tr>
+                    }).collect_view()}
+                </tbody>
+            </table>
+        </div>
+        {v.day_closed.then(|| view! { <p class="flash ok" id="day-closed">{tr(lang, "books.day_closed")}</p> })}
+        {(!v.day_closed && !v.blocking.is_empty()).then(|| view! {
+            <p class="flash error" id="blocking">{tr(lang, "books.blocking")} " " {v.blocking.join(", ")}</p>
+        })}
+        {(v.can_close && !v.day_closed).then(|| view! {
+            <form method="post" action=BooksClose::PATH class="inline" id="close-day-form">
+                <Csrf token=csrf.clone()/>
+                <input type="hidden" name="day" value=kept.value_or("day", &v.day)/>
+                <button type="submit" class="danger">{tr(lang, "books.close")} " " {v.day.clone()}</button>
+            </form>
+        })}
+        <h2>{tr(lang, "books.shifts")}</h2>
+        <div class="table-wrap">
+            <table id="shifts">
+                <thead><tr>
+                    <th>{tr(lang, "books.cashier")}</th><th>{tr(lang, "books.opened")}</th><th>{tr(lang, "books.closed")}</th>
+                    <th>{tr(lang, "books.float")}</th><th>{tr(lang, "books.cash_taken")}</th><th>{tr(lang, "books.counted")}</th><th>{tr(lang, "books.difference")}</th>
+                </tr></thead>
+                <tbody>
+                    {v.shifts.iter().map(|s| view! {
+                        <tr>
+                            <td>{s.username.clone()}</td><td>{s.opened_at.clone()}</td><td>{s.closed_at.clone()}</td>
+                            <td class="num">{yuan(s.float_fen)}</td><td class="num">{yuan(s.cash_taken_fen)}</td>
+                            <td class="num">{opt(s.counted_cash_fen)}</td><td class="num">{opt(s.difference_fen)}</td>
+                        </tr>
+                    }).collect_view()}
+                </tbody>
+            </table>
+        </div>
+        <h2>{tr(lang, "books.closes")}</h2>
+        <ul id="closes">
+            {v.closes.iter().map(|(day, at)| view! { <li><a href=format!("/books?day={day}")>{day.clone()}</a> " · " {at.clone()}</li> }).collect_view()}
+        </ul>
     }
 }
 

@@ -1,6 +1,7 @@
 //! The server side of the counter: form text parsed (yuan, kWh), `powertab_core::billing`
 //! called with the form's server-issued idempotency key, the outcome turned into a redirect.
 
+pub mod books;
 pub mod review;
 pub mod settle;
 
@@ -367,6 +368,9 @@ pub async fn get_account_page(id: String) -> Result<AccountPageView, WebError> {
         can_collect: principal.can(Need::Act(Right::TopUp)) && owed(|v| v.arrears_fen),
         can_write_off: principal.can(Need::Act(Right::Accounts)) && owed(|v| v.arrears_fen),
         settlement,
+        invoices: books::invoice_views(&mut tx, &principal, id).await?,
+        can_invoice: principal.can(Need::Act(Right::TopUp)),
+        can_issue: principal.can(Need::Act(Right::Accounts)),
     })
 }
 

@@ -86,6 +86,62 @@ pub struct AccountPageView {
     pub can_collect: bool,
     /// Ask to write off arrears.
     pub can_write_off: bool,
+    pub invoices: Vec<InvoiceView>,
+    /// Record invoice requests (the counter's right).
+    pub can_invoice: bool,
+    /// Mark them issued or cancel them.
+    pub can_issue: bool,
+}
+
+/// An invoice (发票) request of an account.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct InvoiceView {
+    pub id: String,
+    pub title: String,
+    pub tax_number: String,
+    pub amount_fen: i64,
+    /// `requested`, `issued` or `cancelled`.
+    pub state: String,
+    pub invoice_number: String,
+    pub requested_at: String,
+}
+
+/// One line of the day report: kind, method, count, amount.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct DayLineView {
+    pub kind: String,
+    pub method: String,
+    pub count: i64,
+    pub amount_fen: i64,
+}
+
+/// A cashier shift as the books page lists it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ShiftView {
+    pub username: String,
+    pub opened_at: String,
+    pub closed_at: String,
+    pub float_fen: i64,
+    pub cash_taken_fen: i64,
+    pub counted_cash_fen: Option<i64>,
+    pub difference_fen: Option<i64>,
+}
+
+/// The books page (交班与日结): the day report, the close, the shifts and the latest closes.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct BooksView {
+    /// The report's local date.
+    pub day: String,
+    pub day_closed: bool,
+    pub lines: Vec<DayLineView>,
+    /// Cashiers whose open shifts block the day's close.
+    pub blocking: Vec<String>,
+    /// The last closed date (empty: none yet).
+    pub closed_through: String,
+    /// (day, closed at) of the latest closes.
+    pub closes: Vec<(String, String)>,
+    pub shifts: Vec<ShiftView>,
+    pub can_close: bool,
 }
 
 /// How a closed account was settled (the printable slip).

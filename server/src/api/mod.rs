@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod billing;
+pub mod books;
 pub mod company;
 pub mod error;
 pub mod field;
@@ -48,4 +49,5 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(import::router())
         .merge(billing::router())
         .merge(review::router())
+        .merge(books::router())
 }

@@ -32,6 +32,7 @@ struct CompanyB {
     txn_id: String,
     reversal_id: String,
     approval_id: String,
+    invoice_id: String,
     markers: Vec<String>,
 }
 
@@ -139,6 +140,18 @@ async fn company_b(app: &TestApp) -> CompanyB {
         .as_str()
         .expect("B's reversal request")
         .to_owned();
+    let (_, invoice) = app
+        .post_keyed(
+            &format!("/api/v1/accounts/{account_id}/invoices"),
+            &admin,
+            "bravo-invoice",
+            json!({"title": "bravo-invoice-secret", "amount_fen": 1_000}),
+        )
+        .await;
+    let invoice_id = invoice["id"]
+        .as_str()
+        .expect("B's invoice request")
+        .to_owned();
     // A write-off request of B's (made in the database: reaching arrears takes a whole close).
     let approval_id = uuid::Uuid::now_v7().to_string();
     sqlx::query(&format!(
@@ -189,6 +202,8 @@ async fn company_b(app: &TestApp) -> CompanyB {
             "bravo-reason-secret".into(),
             approval_id.clone(),
             "bravo-write-off-secret".into(),
+            invoice_id.clone(),
+            "bravo-invoice-secret".into(),
         ],
         user_id,
         building_id,
@@ -202,6 +217,7 @@ async fn company_b(app: &TestApp) -> CompanyB {
         txn_id,
         reversal_id,
         approval_id,
+        invoice_id,
     }
 }
 
@@ -233,6 +249,8 @@ fn b_id_for(path: &str, b: &CompanyB) -> String {
         b.reversal_id.clone()
     } else if path.starts_with("/api/v1/approvals/{id}") {
         b.approval_id.clone()
+    } else if path.starts_with("/api/v1/invoices/{id}") {
+        b.invoice_id.clone()
     } else {
         panic!("isolation test: no company-B resource id known for {path}; add one to b_id_for")
     }

@@ -4,6 +4,7 @@
 mod helpers;
 mod import;
 mod money;
+mod money_books;
 mod money_review;
 
 mod auth;

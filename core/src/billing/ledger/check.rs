@@ -2,7 +2,8 @@
 //! what is stored, per company — every transaction sums to zero and matches its template (a
 //! reversal against its original), every cached balance equals its entries, a closed account
 //! holds nothing in its wallet or deposit, a reversal undoes a counter transaction at most
-//! once, and every charge line is posted at most once and in full. A report names every violation; the platform runs it nightly per company.
+//! once, every charge line is posted at most once and in full, and nothing is booked on a closed
+//! day after its close. A report names every violation; the platform runs it nightly per company.
 
 use super::post::{load_many, Transaction};
 use super::templates;
@@ -47,6 +48,7 @@ pub async fn check_company(pool: &PgPool, schema: &SchemaName) -> CoreResult<Rep
     check_balances(&mut tx, &mut report).await?;
     check_closed_accounts(&mut tx, &mut report).await?;
     check_charge_lines(&mut tx, &mut report).await?;
+    check_closed_days(&mut tx, &mut report).await?;
     tx.commit().await?;
     Ok(report)
 }
@@ -186,6 +188,28 @@ async fn check_charge_lines(conn: &mut sqlx::PgConnection, report: &mut Report) 
     if stray > 0 {
         report.violations.push(format!(
             "{stray} charge lines marked posted without their money (or the reverse)"
+        ));
+    }
+    Ok(())
+}
+
+/// Nothing is booked on a closed day after its close (DESIGN.md: Booking).
+async fn check_closed_days(conn: &mut sqlx::PgConnection, report: &mut Report) -> CoreResult<()> {
+    let rows = sqlx::query(
+        "select t.id, t.booked_on, c.day from ledger_transactions t
+         join day_closes c on t.booked_on <= c.day and t.posted_at > c.closed_at
+         order by t.posted_at limit 100",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    for row in rows {
+        let (id, booked, day): (Uuid, chrono::NaiveDate, chrono::NaiveDate) = (
+            row.try_get("id")?,
+            row.try_get("booked_on")?,
+            row.try_get("day")?,
+        );
+        report.violations.push(format!(
+            "transaction {id} is booked on {booked} after the books were closed through {day}"
         ));
     }
     Ok(())

@@ -138,6 +138,7 @@ pub async fn post(
     )
     .map_err(invariant)?;
     let booked_on = principal.today();
+    crate::billing::books::guard_open(conn, booked_on).await?;
     let receipt_no = if posting.receipt {
         Some(next_receipt_no(conn, booked_on).await?)
     } else {
