@@ -3,7 +3,7 @@
 //! (退电), reversals (冲正) and cashier shifts ([`counter`]) — and the rating worker that turns
 //! stored readings into charges on the wallet ([`rating`]), with the review of held readings
 //! ([`review`]), fixed service fees ([`fees`]), maker-checker requests ([`approvals`]), the
-//! daily close ([`books`]) and invoice requests ([`invoices`]). Money is posted here and nowhere
+//! daily close ([`books`]), invoice requests ([`invoices`]) and mid-account changes ([`changes`]). Money is posted here and nowhere
 //! else; amounts are `kernel::money::AmountFen`, always checked.
 
 pub mod ledger;
@@ -14,6 +14,8 @@ pub mod accounts;
 pub mod approvals;
 #[cfg(feature = "db")]
 pub mod books;
+#[cfg(feature = "db")]
+pub mod changes;
 #[cfg(feature = "db")]
 pub mod closing;
 #[cfg(feature = "db")]

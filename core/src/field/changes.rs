@@ -443,6 +443,20 @@ pub async fn swap_meter(
         .bind(new_id)
         .execute(&mut *conn)
         .await?;
+    // The money follows in the same transaction: the account's rating state moves to the new
+    // meter (DESIGN.md: mid-account changes).
+    crate::billing::changes::carry_swap(
+        conn,
+        principal,
+        &crate::billing::changes::Swap {
+            old_meter: meter_id,
+            new_meter: new_id,
+            at,
+            old_final: crate::kernel::money::EnergyWh::from_wh(input.old_final_energy_wh),
+            new_initial: crate::kernel::money::EnergyWh::from_wh(input.new_initial_energy_wh),
+        },
+    )
+    .await?;
     let swap_id = Uuid::now_v7();
     sqlx::query(
         "insert into meter_swaps (id, old_meter_id, new_meter_id, swapped_at, old_final_energy_wh,

@@ -641,6 +641,14 @@ pub async fn update_meter(
         ));
     }
     let checked = validate_meter(conn, principal, &input, Some(id)).await?;
+    // A new plan or ratio prices only what comes after the latest reading: what is stored is
+    // rated under the old one first (DESIGN.md: mid-account changes, never retroactively).
+    if input.tariff_plan_id != before.tariff_plan_id
+        || input.ct_ratio != Some(before.ct_ratio)
+        || input.pt_ratio != Some(before.pt_ratio)
+    {
+        crate::billing::changes::rate_before_change(conn, principal, id).await?;
+    }
     sqlx::query(
         "update meters set ct_ratio = $2, pt_ratio = $3, prepayment_mode = $4, role = $5, parent_id = $6, shop_id = $7,
              tariff_plan_id = $8, alarm1_fen = $9, alarm2_fen = $10, tou_registers_match = $11, updated_at = now()

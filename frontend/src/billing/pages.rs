@@ -555,6 +555,7 @@ fn Books(v: super::views::BooksView, csrf: String) -> impl IntoView {
                 </tbody>
             </table>
         </div>
+        <p><a href="/api/v1/unbilled-energy.xlsx" download id="unbilled">{tr(lang, "books.unbilled")}</a></p>
         <h2>{tr(lang, "books.closes")}</h2>
         <ul id="closes">
             {v.closes.iter().map(|(day, at)| view! { <li><a href=format!("/books?day={day}")>{day.clone()}</a> " · " {at.clone()}</li> }).collect_view()}

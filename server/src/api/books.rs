@@ -1,6 +1,6 @@
 //! `/api/v1/day-closes*`, `/api/v1/day-report*`, `/api/v1/shifts`, `/api/v1/invoices*`,
 //! `/api/v1/accounts/{id}/invoices`: the daily close (日结) and its report, the cashier shifts,
-//! and invoice (发票) requests.
+//! invoice (发票) requests, and the energy no account was billed for (`/api/v1/unbilled-energy`).
 
 use super::billing::IdempotencyKey;
 use super::error::{ApiResult, ErrorBody};
@@ -32,6 +32,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(waiting_invoices))
         .routes(routes!(issue_invoice))
         .routes(routes!(cancel_invoice))
+        .routes(routes!(unbilled_energy))
+        .routes(routes!(export_unbilled_energy))
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -236,4 +238,83 @@ async fn cancel_invoice(
     let done = invoices::settle(&mut session.tx, &session.principal, id, None).await?;
     session.tx.commit().await?;
     Ok(Json(done))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct PeriodQuery {
+    /// First local date (default: 30 days ago).
+    from: Option<NaiveDate>,
+    /// Last local date (default: today).
+    to: Option<NaiveDate>,
+    lang: Option<String>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct UnbilledList {
+    pub items: Vec<powertab_core::billing::changes::UnbilledDay>,
+    pub next_cursor: Option<String>,
+}
+
+async fn load_unbilled(
+    session: &mut Session,
+    q: &PeriodQuery,
+) -> ApiResult<Vec<powertab_core::billing::changes::UnbilledDay>> {
+    let to = q.to.unwrap_or_else(|| session.principal.today());
+    let from = q.from.unwrap_or(to - chrono::Duration::days(30));
+    Ok(
+        powertab_core::billing::changes::unbilled(&mut session.tx, &session.principal, from, to)
+            .await?,
+    )
+}
+
+/// Energy platform-side meters counted on days no open account held them (unbilled, never lost).
+#[utoipa::path(get, path = "/api/v1/unbilled-energy", tag = "billing", params(PeriodQuery),
+    responses((status = 200, body = UnbilledList), (status = 422, body = ErrorBody)))]
+async fn unbilled_energy(
+    mut session: Session,
+    ApiQuery(q): ApiQuery<PeriodQuery>,
+) -> ApiResult<Json<UnbilledList>> {
+    let items = load_unbilled(&mut session, &q).await?;
+    Ok(Json(UnbilledList {
+        items,
+        next_cursor: None,
+    }))
+}
+
+/// The unbilled energy as Excel.
+#[utoipa::path(get, path = "/api/v1/unbilled-energy.xlsx", tag = "billing", params(PeriodQuery),
+    responses((status = 200, content_type = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")))]
+async fn export_unbilled_energy(
+    mut session: Session,
+    ApiQuery(q): ApiQuery<PeriodQuery>,
+) -> ApiResult<Response> {
+    let items = load_unbilled(&mut session, &q).await?;
+    session.principal.require(Need::Act(Right::Export))?;
+    let zh = q.lang.as_deref() != Some("en");
+    let h = |a: &str, b: &str| if zh { a.to_owned() } else { b.to_owned() };
+    let rows = items
+        .iter()
+        .map(|u| {
+            vec![
+                Cell::Text(u.day.to_string()),
+                Cell::Text(u.meter_number.clone()),
+                Cell::Text(u.shop_number.clone().unwrap_or_default()),
+                Cell::Int(u.energy_wh.wh()),
+            ]
+        })
+        .collect();
+    let sheet = Sheet {
+        name: h("未计费电量", "Unbilled energy"),
+        columns: vec![
+            Column::new(h("日期", "Date"), 12.0),
+            Column::new(h("表号", "Meter"), 16.0),
+            Column::new(h("商铺", "Shop"), 10.0),
+            Column::new(h("电量(Wh)", "Energy (Wh)"), 14.0),
+        ],
+        rows,
+        totals: None,
+    };
+    let tz = session.principal.company()?.time_zone.clone();
+    xlsx::respond(sheet, tz, "unbilled-energy.xlsx").await
 }

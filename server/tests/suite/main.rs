@@ -5,6 +5,7 @@ mod helpers;
 mod import;
 mod money;
 mod money_books;
+mod money_changes;
 mod money_review;
 
 mod auth;
