@@ -12,6 +12,7 @@ mod auth;
 mod browser;
 mod cli;
 mod companies;
+mod crash;
 mod field;
 mod field_changes;
 mod field_web;
