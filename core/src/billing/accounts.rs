@@ -412,7 +412,7 @@ pub async fn get(
     principal: &Principal,
     id: Uuid,
 ) -> CoreResult<ShopAccount> {
-    principal.require_read_company()?;
+    require_read_accounts(principal)?;
     list_where(conn, principal, Some(id), None)
         .await?
         .into_iter()
@@ -426,8 +426,102 @@ pub async fn search(
     principal: &Principal,
     q: &str,
 ) -> CoreResult<Vec<ShopAccount>> {
-    principal.require_read_company()?;
+    require_read_accounts(principal)?;
     list_where(conn, principal, None, Some(q.trim())).await
+}
+
+/// Staff read every account of the company (within their buildings); a shop tenant reads the
+/// accounts linked to them (`account_users`), read-only, closed ones included.
+fn require_read_accounts(principal: &Principal) -> CoreResult<()> {
+    if principal.role == crate::tenancy::roles::Role::ShopTenant && principal.company.is_some() {
+        return Ok(());
+    }
+    principal.require_read_company()
+}
+
+/// A shop-tenant user of this company linked to `account` (right `accounts`): from now on they
+/// read it — and keep reading it after it closes. Audited.
+#[tracing::instrument(skip_all)]
+pub async fn link_user(
+    conn: &mut PgConnection,
+    principal: &Principal,
+    account: Uuid,
+    user: Uuid,
+) -> CoreResult<Vec<LinkedUser>> {
+    let found = get(conn, principal, account).await?;
+    principal.require(Need::Act(Right::Accounts))?;
+    if !matches!(found.state, AccountState::Open | AccountState::Closing) {
+        return Err(CoreError::Conflict(
+            "link tenants to an open account".into(),
+        ));
+    }
+    let role: Option<String> = sqlx::query_scalar("select role from users where id = $1")
+        .bind(user)
+        .fetch_optional(&mut *conn)
+        .await?;
+    if role.as_deref() != Some("shop_tenant") {
+        return Err(CoreError::field(
+            "user_id",
+            "a shop-tenant user of this company",
+        ));
+    }
+    sqlx::query(
+        "insert into account_users (account_id, user_id, linked_at, linked_by) values ($1, $2, $3, $4)
+         on conflict do nothing",
+    )
+    .bind(account)
+    .bind(user)
+    .bind(principal.now())
+    .bind((!principal.user_id.is_nil()).then_some(principal.user_id))
+    .execute(&mut *conn)
+    .await?;
+    crate::tenancy::audit::record(
+        conn,
+        principal,
+        "account.link_user",
+        "shop_account",
+        Some(account.to_string()),
+        None,
+        Some(serde_json::json!({ "user_id": user })),
+    )
+    .await?;
+    linked_users(conn, principal, account).await
+}
+
+/// A tenant user linked to an account.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LinkedUser {
+    pub user_id: Uuid,
+    pub username: String,
+    pub display_name: String,
+    pub linked_at: DateTime<Utc>,
+}
+
+/// The tenant users linked to `account`.
+pub async fn linked_users(
+    conn: &mut PgConnection,
+    principal: &Principal,
+    account: Uuid,
+) -> CoreResult<Vec<LinkedUser>> {
+    get(conn, principal, account).await?;
+    let rows = sqlx::query(
+        "select u.id, u.username, u.display_name, au.linked_at from account_users au
+         join users u on u.id = au.user_id where au.account_id = $1 order by au.linked_at",
+    )
+    .bind(account)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(LinkedUser {
+                user_id: r.try_get("id")?,
+                username: r.try_get("username")?,
+                display_name: r.try_get("display_name")?,
+                linked_at: r.try_get("linked_at")?,
+            })
+        })
+        .collect()
 }
 
 async fn list_where(
@@ -452,6 +546,7 @@ async fn list_where(
          from shop_accounts a join shops s on s.id = a.shop_id
          where ($1::uuid is null or a.id = $1)
            and ($2::uuid[] is null or s.building_id = any($2))
+           and ($4::uuid is null or exists (select 1 from account_users au where au.account_id = a.id and au.user_id = $4))
            and ($3::text is null or s.number ilike $3 or s.name ilike $3 or a.holder_name ilike $3
                 or a.holder_phone ilike $3
                 or exists (select 1 from account_meters am join meters m on m.id = am.meter_id
@@ -461,6 +556,8 @@ async fn list_where(
     .bind(id)
     .bind(principal.building_limit_param())
     .bind(pattern)
+    // A tenant sees only the accounts linked to them.
+    .bind((principal.role == crate::tenancy::roles::Role::ShopTenant).then_some(principal.user_id))
     .fetch_all(&mut *conn)
     .await?;
     let mut accounts = Vec::with_capacity(rows.len());

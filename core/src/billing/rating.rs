@@ -23,6 +23,8 @@ use chrono::{DateTime, Duration, Utc};
 use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
+/// Meters rated at once in a pass (each in its own transaction; the pool must allow them).
+const METERS_AT_ONCE: usize = 8;
 /// Readings rated per meter in one pass (the next pass continues).
 const READINGS_PER_PASS: i64 = 2_000;
 /// A meter's unposted charge lines wait at most this long for their batch.
@@ -68,13 +70,26 @@ pub async fn run_pass(pool: &PgPool, principal: &Principal) -> CoreResult<PassRe
         tx.commit().await?;
         company
     };
+    // Meters are independent (each its own transaction and row lock): several at once keep the
+    // database busy instead of waiting on one round trip after another.
+    use futures_util::stream::{self, StreamExt};
+    let mut results = stream::iter(pairs)
+        .map(|(account, meter)| {
+            let (schema, company) = (&schema, &company);
+            async move {
+                let mut tx = crate::db::begin_in(pool, schema).await?;
+                let rated = rate_meter(&mut tx, principal, company, account, meter).await?;
+                let fees = super::fees::post_due(&mut tx, principal, account, meter).await?;
+                let posted =
+                    post_if_due(&mut tx, principal, company, account, meter, false).await?;
+                tx.commit().await?;
+                Ok::<_, CoreError>((rated, fees, posted))
+            }
+        })
+        .buffer_unordered(METERS_AT_ONCE);
     let mut report = PassReport::default();
-    for (account, meter) in pairs {
-        let mut tx = crate::db::begin_in(pool, &schema).await?;
-        let rated = rate_meter(&mut tx, principal, &company, account, meter).await?;
-        let fees = super::fees::post_due(&mut tx, principal, account, meter).await?;
-        let posted = post_if_due(&mut tx, principal, &company, account, meter, false).await?;
-        tx.commit().await?;
+    while let Some(done) = results.next().await {
+        let (rated, fees, posted) = done?;
         report.meters += 1;
         report.readings_rated += rated.readings;
         report.held += u64::from(rated.held);
@@ -166,6 +181,8 @@ pub(crate) async fn rate_meter(
     let now = principal.now();
     let mut rated = 0u64;
     let mut held = None;
+    // The pass's lines go in with one statement at the end.
+    let mut pending = PendingLines::default();
     for r in &readings {
         let read_at: DateTime<Utc> = r.try_get("read_at")?;
         let energy_wh: i64 = r.try_get("energy_wh")?;
@@ -206,7 +223,7 @@ pub(crate) async fn rate_meter(
             };
             match rating::rate(&usage, &versions, tz, calendar, &rating_state) {
                 Ok(result) => {
-                    write_line(conn, meter, account, &usage, &result, now).await?;
+                    pending.push(&usage, &result)?;
                     rating_state = result.state;
                     rated += 1;
                 }
@@ -220,6 +237,7 @@ pub(crate) async fn rate_meter(
         last_energy = energy_wh;
         from_opening = false;
     }
+    pending.write(conn, meter, account, now).await?;
     let position = Position {
         read_at: last_read_at,
         energy_wh: last_energy,
@@ -320,6 +338,60 @@ pub(crate) async fn save_state(
     .execute(&mut *conn)
     .await?;
     Ok(())
+}
+
+/// Charge lines of one meter waiting to be written together.
+#[derive(Default)]
+struct PendingLines {
+    read_at: Vec<DateTime<Utc>>,
+    start: Vec<DateTime<Utc>>,
+    energy_wh: Vec<i64>,
+    debit_fen: Vec<i64>,
+    lines: Vec<serde_json::Value>,
+}
+
+impl PendingLines {
+    fn push(&mut self, usage: &Usage, result: &rating::Rated) -> CoreResult<()> {
+        self.read_at.push(usage.end);
+        self.start.push(usage.start);
+        self.energy_wh.push(usage.energy_wh.wh());
+        self.debit_fen.push(result.debit_fen.fen());
+        self.lines.push(
+            serde_json::to_value(&result.lines)
+                .map_err(|e| CoreError::Internal(format!("charge lines: {e}")))?,
+        );
+        Ok(())
+    }
+
+    /// One insert for all of them; a line already there (the same reading rated twice) fails the
+    /// key, so the whole meter's transaction rolls back.
+    async fn write(
+        self,
+        conn: &mut PgConnection,
+        meter: Uuid,
+        account: Uuid,
+        now: DateTime<Utc>,
+    ) -> CoreResult<()> {
+        if self.read_at.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "insert into charge_lines (meter_id, read_at, account_id, interval_start, energy_wh, debit_fen, lines, rated_at)
+             select $1, r, $2, s, e, d, l, $8
+             from unnest($3::timestamptz[], $4::timestamptz[], $5::bigint[], $6::bigint[], $7::jsonb[]) as u(r, s, e, d, l)",
+        )
+        .bind(meter)
+        .bind(account)
+        .bind(&self.read_at)
+        .bind(&self.start)
+        .bind(&self.energy_wh)
+        .bind(&self.debit_fen)
+        .bind(&self.lines)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
 }
 
 async fn write_line(

@@ -152,6 +152,11 @@ pub const COMPANY: &[Migration] = &[
         name: "money_operations",
         sql: include_str!("../../../migrations/company/0019_money_operations.sql"),
     },
+    Migration {
+        version: 20,
+        name: "account_users",
+        sql: include_str!("../../../migrations/company/0020_account_users.sql"),
+    },
 ];
 
 /// Arbitrary constant for `pg_advisory_xact_lock`: "PT" migrations.

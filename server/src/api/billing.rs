@@ -36,6 +36,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_settlement))
         .routes(routes!(payout))
         .routes(routes!(collect_arrears))
+        .routes(routes!(account_users, link_account_user))
         .routes(routes!(request_write_off))
         .routes(routes!(refund))
         .routes(routes!(reverse))
@@ -263,6 +264,50 @@ async fn payout(
     .await?;
     session.tx.commit().await?;
     Ok((StatusCode::CREATED, Json(txn)))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct LinkedUserList {
+    pub items: Vec<accounts::LinkedUser>,
+    pub next_cursor: Option<String>,
+}
+
+/// The shop-tenant users linked to the account (they read it, and keep reading it once closed).
+#[utoipa::path(get, path = "/api/v1/accounts/{id}/users", tag = "billing",
+    responses((status = 200, body = LinkedUserList), (status = 404, body = ErrorBody)))]
+async fn account_users(
+    mut session: Session,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Json<LinkedUserList>> {
+    let items = accounts::linked_users(&mut session.tx, &session.principal, id).await?;
+    Ok(Json(LinkedUserList {
+        items,
+        next_cursor: None,
+    }))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct LinkUserInput {
+    pub user_id: Uuid,
+}
+
+/// Link a shop-tenant user to an open account (right `accounts`).
+#[utoipa::path(post, path = "/api/v1/accounts/{id}/users", tag = "billing", request_body = LinkUserInput,
+    responses((status = 201, body = LinkedUserList), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn link_account_user(
+    mut session: Session,
+    Path(id): Path<Uuid>,
+    ApiJson(input): ApiJson<LinkUserInput>,
+) -> ApiResult<(StatusCode, Json<LinkedUserList>)> {
+    let items = accounts::link_user(&mut session.tx, &session.principal, id, input.user_id).await?;
+    session.tx.commit().await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(LinkedUserList {
+            items,
+            next_cursor: None,
+        }),
+    ))
 }
 
 /// Collect arrears of a closed account in arrears (right `top_up`), at most what is owed, with a

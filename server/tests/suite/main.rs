@@ -7,6 +7,7 @@ mod money;
 mod money_books;
 mod money_changes;
 mod money_review;
+mod money_tenants;
 
 mod auth;
 mod browser;
