@@ -488,6 +488,26 @@ pub async fn link_user(
     linked_users(conn, principal, account).await
 }
 
+/// Records a print of transaction `txn`'s receipt (the caller read it with [`receipt`]) and
+/// returns how many prints came before: more than 0 makes this one a reprint (补打).
+pub async fn record_print(
+    conn: &mut PgConnection,
+    principal: &Principal,
+    txn: Uuid,
+) -> CoreResult<i64> {
+    let before: i64 = sqlx::query_scalar("select count(*) from receipt_prints where txn_id = $1")
+        .bind(txn)
+        .fetch_one(&mut *conn)
+        .await?;
+    sqlx::query("insert into receipt_prints (txn_id, printed_at, printed_by) values ($1, $2, $3)")
+        .bind(txn)
+        .bind(principal.now())
+        .bind((!principal.user_id.is_nil()).then_some(principal.user_id))
+        .execute(&mut *conn)
+        .await?;
+    Ok(before)
+}
+
 /// A tenant user linked to an account.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

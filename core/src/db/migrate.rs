@@ -157,6 +157,11 @@ pub const COMPANY: &[Migration] = &[
         name: "account_users",
         sql: include_str!("../../../migrations/company/0020_account_users.sql"),
     },
+    Migration {
+        version: 21,
+        name: "receipt_prints",
+        sql: include_str!("../../../migrations/company/0021_receipt_prints.sql"),
+    },
 ];
 
 /// Arbitrary constant for `pg_advisory_xact_lock`: "PT" migrations.

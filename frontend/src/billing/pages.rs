@@ -231,6 +231,7 @@ pub fn ReceiptPage() -> impl IntoView {
                             Ok(r) => view! {
                                 <section class=format!("receipt {paper}") id="receipt">
                                     <h1>{r.company.clone()}</h1>
+                                    {r.reprint.then(|| view! { <p class="reprint" id="reprint">{tr(lang, "receipt.reprint")}</p> })}
                                     <p class="receipt-kind">{tr(lang, &format!("receipt.kind.{}", r.kind))}</p>
                                     <dl>
                                         <dt>{tr(lang, "counter.receipt_no")}</dt><dd id="receipt-number">{r.receipt_no.clone()}</dd>

@@ -25,6 +25,14 @@ pub async fn get_receipt(id: String) -> Result<ReceiptView, WebError> {
     let r = accounts::receipt(&mut tx, &principal, id)
         .await
         .map_err(read_err)?;
+    // Every print is recorded; any after the first is marked 补打.
+    let reprint = accounts::record_print(&mut tx, &principal, id)
+        .await
+        .map_err(read_err)?
+        > 0;
+    tx.commit()
+        .await
+        .map_err(|e| read_err(powertab_core::CoreError::from(e)))?;
     let slug = principal
         .company
         .as_ref()
@@ -60,6 +68,7 @@ pub async fn get_receipt(id: String) -> Result<ReceiptView, WebError> {
         amount_fen: r.amount_fen.fen(),
         available_fen: r.account.available_fen.fen(),
         memo: r.transaction.memo.clone(),
+        reprint,
         qr_link: format!("/t/{}?meter={}", encode(&slug), encode(&first_meter)),
     })
 }

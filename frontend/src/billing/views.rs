@@ -54,6 +54,8 @@ pub struct ReceiptView {
     pub memo: String,
     /// The shop's public QR link (company + meter; no secrets).
     pub qr_link: String,
+    /// Printed before: this copy is a reprint (补打).
+    pub reprint: bool,
 }
 
 /// One movement of the account page's statement.

@@ -556,3 +556,89 @@ async fn the_fleet_page_updates_without_a_reload() {
     assert_eq!(stayed, json!(true), "the page was not reloaded");
     b.client.clone().close().await.unwrap();
 }
+
+/// Types `text` into the field `name` of the form `form` (a CSS selector).
+async fn fill(c: &Client, form: &str, name: &str, text: &str) {
+    let field = c
+        .wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Css(&format!("{form} [name={name}]")))
+        .await
+        .unwrap_or_else(|e| panic!("{form} {name}: {e}"));
+    field.clear().await.unwrap();
+    field.send_keys(text).await.unwrap();
+}
+
+async fn submit(c: &Client, form: &str) {
+    c.find(Locator::Css(&format!("{form} button[type=submit]")))
+        .await
+        .unwrap_or_else(|e| panic!("{form}: {e}"))
+        .click()
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn the_counter_opens_an_account_sells_prints_and_closes_with_javascript_on() {
+    assert_bundle_built();
+    let app = spawn_app().await;
+    let (_, admin) = app.company_with_admin("acme").await;
+    let (_, meter) = crate::money::shop_with_meter(&app, &admin, "991").await;
+    let b = browser(true, 1280, 900).await;
+    let c = &b.client;
+    login(&app, c, "acme", "boss").await;
+    text_of(c, "#welcome").await;
+    c.goto(&app.url("/counter")).await.unwrap();
+    wait_for_hydration(c).await;
+
+    // Open the shop's account with a typed opening reading.
+    fill(c, "#open-form", "holder_name", "王小二").await;
+    fill(c, "#open-form", "reading_kwh", "1000").await;
+    submit(c, "#open-form").await;
+    let card = text_of(c, "#accounts .account").await;
+    assert!(card.contains("王小二"), "{card}");
+
+    // Sell ¥88.00 by card: the receipt number comes back with a print link.
+    fill(c, "#accounts .top-up", "amount", "88.00").await;
+    c.find(Locator::Css(
+        "#accounts .top-up select[name=method] option[value=card]",
+    ))
+    .await
+    .unwrap()
+    .click()
+    .await
+    .unwrap();
+    submit(c, "#accounts .top-up").await;
+    let receipt_no = text_of(c, "#receipt-no").await;
+    assert!(receipt_no.starts_with("PT"), "{receipt_no}");
+    let balance = text_of(c, "#accounts .available").await;
+    assert_eq!(balance, "¥88.00");
+    c.find(Locator::Css("#print-receipt"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let printed = powertab_testkit::wait_until(Duration::from_secs(20), || async {
+        c.source()
+            .await
+            .map(|html| html.contains(&receipt_no) && html.contains("88.00"))
+            .unwrap_or(false)
+    })
+    .await;
+    assert!(printed, "the receipt page shows the sale");
+
+    // Close the account from its page: the settlement owes the tenant the ¥88.
+    let (_, list) = app.get("/api/v1/accounts", &admin).await;
+    let id = list["items"][0]["id"].as_str().unwrap().to_owned();
+    c.goto(&app.url(&format!("/accounts/{id}"))).await.unwrap();
+    wait_for_hydration(c).await;
+    fill(c, "#close-form", "final_kwh", "1000").await;
+    submit(c, "#close-form").await;
+    assert_eq!(text_of(c, "#settlement-net").await, "88.00");
+    assert_eq!(text_of(c, "#account-state").await, "已销户");
+    let (_, account) = app.get(&format!("/api/v1/accounts/{id}"), &admin).await;
+    assert_eq!(account["state"], "closed", "{account} ({meter})");
+    app.assert_ledger_clean().await;
+    b.client.clone().close().await.unwrap();
+}

@@ -383,3 +383,37 @@ async fn the_account_page_prints_the_settlement_slip_and_pays_out_with_a_plain_f
     assert!(!html.contains("id=\"payout-form\""), "nothing left to pay");
     app.assert_ledger_clean().await;
 }
+
+#[tokio::test]
+async fn a_receipt_printed_again_is_marked_as_a_reprint() {
+    let app = spawn_app().await;
+    let (_, admin) = app.company_with_admin("acme").await;
+    let (shop, meter) = shop_with_meter(&app, &admin, "705").await;
+    let id = open_account(&app, &admin, &shop, &meter).await;
+    let (_, sale) = app
+        .post_keyed(
+            &format!("/api/v1/accounts/{id}/top-up"),
+            &admin,
+            "t1",
+            json!({"amount_fen": 1_234, "method": "card"}),
+        )
+        .await;
+    let txn = sale["transaction"]["id"].as_str().unwrap();
+    let boss = logged_in_as(&app, "acme", "boss").await;
+    let first = page(&app, &boss, &format!("/receipts/{txn}")).await;
+    assert!(
+        first.contains("12.34") && !first.contains("id=\"reprint\""),
+        "{first}"
+    );
+    let second = page(&app, &boss, &format!("/receipts/{txn}?paper=80")).await;
+    assert!(
+        second.contains("id=\"reprint\"") && second.contains("补打"),
+        "{second}"
+    );
+    let prints: i64 = sqlx::query_scalar("select count(*) from c_1.receipt_prints")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(prints, 2);
+    app.assert_ledger_clean().await;
+}
