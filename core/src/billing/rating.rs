@@ -42,6 +42,8 @@ pub struct PassReport {
     pub postings: u64,
     /// Fee transactions posted (one per meter, account and local date with fees).
     pub fees: u64,
+    /// Meters whose work failed and was rolled back (retried next pass).
+    pub errors: u64,
 }
 
 /// One pass over a company (the principal is the system worker inside it): rates what is new,
@@ -77,19 +79,33 @@ pub async fn run_pass(pool: &PgPool, principal: &Principal) -> CoreResult<PassRe
         .map(|(account, meter)| {
             let (schema, company) = (&schema, &company);
             async move {
-                let mut tx = crate::db::begin_in(pool, schema).await?;
-                let rated = rate_meter(&mut tx, principal, company, account, meter).await?;
-                let fees = super::fees::post_due(&mut tx, principal, account, meter).await?;
-                let posted =
-                    post_if_due(&mut tx, principal, company, account, meter, false).await?;
-                tx.commit().await?;
-                Ok::<_, CoreError>((rated, fees, posted))
+                async {
+                    let mut tx = crate::db::begin_in(pool, schema).await?;
+                    let rated = rate_meter(&mut tx, principal, company, account, meter).await?;
+                    let fees = super::fees::post_due(&mut tx, principal, account, meter).await?;
+                    let posted =
+                        post_if_due(&mut tx, principal, company, account, meter, false).await?;
+                    tx.commit().await?;
+                    Ok::<_, CoreError>((rated, fees, posted))
+                }
+                .await
+                .map_err(|e| (meter, e))
             }
         })
         .buffer_unordered(METERS_AT_ONCE);
     let mut report = PassReport::default();
     while let Some(done) = results.next().await {
-        let (rated, fees, posted) = done?;
+        // One meter's failure (rolled back whole) must not stop every other meter's billing:
+        // it is logged, counted, and tried again next pass.
+        let (rated, fees, posted) = match done {
+            Ok(done) => done,
+            Err((meter, e)) => {
+                tracing::error!(%meter, error = %e, "rating a meter failed; it is retried next pass");
+                metrics::counter!("rating_meter_errors_total").increment(1);
+                report.errors += 1;
+                continue;
+            }
+        };
         report.meters += 1;
         report.readings_rated += rated.readings;
         report.held += u64::from(rated.held);

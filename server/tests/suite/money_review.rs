@@ -417,3 +417,38 @@ async fn a_receipt_printed_again_is_marked_as_a_reprint() {
     assert_eq!(prints, 2);
     app.assert_ledger_clean().await;
 }
+
+#[tokio::test]
+async fn one_meter_that_fails_to_rate_does_not_stop_the_others() {
+    let app = spawn_app().await;
+    let (_, admin) = app.company_with_admin("acme").await;
+    let (shop_a, broken) = priced_shop(&app, &admin, "706").await;
+    let (shop_b, fine) = priced_shop(&app, &admin, "707").await;
+    open_account(&app, &admin, &shop_a, &broken).await;
+    let id_b = open_account(&app, &admin, &shop_b, &fine).await;
+    let t0 = chrono::Utc::now();
+    let at = t0 + chrono::Duration::seconds(60);
+    for meter in [&broken, &fine] {
+        store_reading(&app, meter, at, 1_001_234).await;
+    }
+    // A stray line under the broken meter's key: rating its reading fails on the key.
+    sqlx::query(
+        "insert into c_1.charge_lines (meter_id, read_at, account_id, interval_start, energy_wh, debit_fen, lines, rated_at, posted)
+         select meter_id, $2, account_id, $2, 0, 0, '[]', now(), true from c_1.rating_state where meter_id = $1",
+    )
+    .bind(broken.parse::<uuid::Uuid>().unwrap())
+    .bind(at)
+    .execute(&app.db.pool)
+    .await
+    .unwrap();
+    let clock = powertab_core::kernel::clock::ManualClock::at(t0 + chrono::Duration::seconds(400));
+    let report = rating_pass(&app, &clock).await;
+    assert_eq!((report.errors, report.readings_rated), (1, 1), "{report:?}");
+    let (_, account) = app.get(&format!("/api/v1/accounts/{id_b}"), &admin).await;
+    assert_eq!(
+        fen(&account, "available_fen"),
+        -100,
+        "the other meter is billed"
+    );
+    app.assert_ledger_clean().await;
+}
