@@ -104,6 +104,8 @@ pub async fn carry_swap(
         Some((swap.at, swap.old_final)),
     )
     .await?;
+    // Fees due so far are the old meter's (the new one carries on from the last fee date).
+    super::fees::post_due(conn, principal, account, swap.old_meter).await?;
     rating::post_if_due(conn, principal, &company, account, swap.old_meter, true).await?;
     let state = sqlx::query(
         "select month_year, month, month_wh, year, year_wh, remainder_e5, fees_through
