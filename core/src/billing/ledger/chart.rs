@@ -136,6 +136,24 @@ impl AccountKey {
     }
 
     /// The shop account this ledger account belongs to, if any.
+    /// Whether the account keeps a cached running balance, moved under a row lock by every
+    /// posting: the accounts of one shop, meter or cashier shift, which rules read (the overdraft
+    /// rule on a wallet, a drawer's count). The company-wide accounts (revenue, promotions,
+    /// refunds payable, adjustments, rounding, suspense, non-cash clearing) do not: every posting
+    /// of the company touches them, and one locked row would make all postings queue behind each
+    /// other; their balance is the sum of their entries.
+    pub fn keeps_running_balance(&self) -> bool {
+        matches!(
+            self,
+            AccountKey::Wallet(_)
+                | AccountKey::Deposit(_)
+                | AccountKey::ArrearsReceivable(_)
+                | AccountKey::InTransit(_)
+                | AccountKey::OnMeter(_)
+                | AccountKey::Clearing(ClearingMethod::Cash { .. })
+        )
+    }
+
     pub fn shop_account(&self) -> Option<Uuid> {
         match self {
             AccountKey::Wallet(id)

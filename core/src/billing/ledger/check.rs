@@ -143,6 +143,14 @@ async fn check_balances(conn: &mut sqlx::PgConnection, report: &mut Report) -> C
     .await?;
     for row in &rows {
         let key: String = row.try_get("key")?;
+        // A company-wide account keeps no running balance: its entries are its balance.
+        let running = key
+            .parse::<super::chart::AccountKey>()
+            .map(|k| k.keeps_running_balance())
+            .unwrap_or(true);
+        if !running {
+            continue;
+        }
         let cached: i64 = row.try_get("balance_fen")?;
         let summed: i64 = row.try_get("summed")?;
         let (count, counted): (i64, i64) = (row.try_get("entry_count")?, row.try_get("counted")?);

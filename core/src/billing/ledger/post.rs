@@ -197,14 +197,32 @@ async fn apply_entries(conn: &mut PgConnection, id: Uuid, posting: &Posting) -> 
     .bind(&meters)
     .execute(&mut *conn)
     .await?;
+    // Only accounts with a running balance are locked and moved (see
+    // `AccountKey::keeps_running_balance`); the company-wide ones are their entries' sum.
+    let running: Vec<String> = posting
+        .legs
+        .iter()
+        .filter(|(k, _)| k.keeps_running_balance())
+        .map(|(k, _)| k.to_string())
+        .collect();
     let rows = sqlx::query(
         "select key, balance_fen from ledger_accounts where key = any($1) order by key for update",
     )
-    .bind(&keys)
+    .bind(&running)
     .fetch_all(&mut *conn)
     .await?;
-    let mut new_balances = Vec::with_capacity(keys.len());
-    for (key, amount) in &posting.legs {
+    let mut new_balances = Vec::with_capacity(running.len());
+    if let Some((guarded, _)) = &posting.keep_at_least {
+        debug_assert!(
+            guarded.keeps_running_balance(),
+            "the overdraft rule reads a locked balance"
+        );
+    }
+    for (key, amount) in posting
+        .legs
+        .iter()
+        .filter(|(k, _)| k.keeps_running_balance())
+    {
         let text = key.to_string();
         let row = rows
             .iter()
@@ -265,8 +283,18 @@ async fn next_receipt_no(conn: &mut PgConnection, day: NaiveDate) -> CoreResult<
     Ok(format!("PT{}{n:04}", day.format("%Y%m%d")))
 }
 
-/// The balance of `key` (0 for an account never posted to).
+/// The balance of `key` (0 for an account never posted to): the cached running balance, or the
+/// sum of the entries of a company-wide account.
 pub async fn balance(conn: &mut PgConnection, key: AccountKey) -> CoreResult<AmountFen> {
+    if !key.keeps_running_balance() {
+        let summed: i64 = sqlx::query_scalar(
+            "select coalesce(sum(amount_fen), 0)::bigint from ledger_entries where account_key = $1",
+        )
+        .bind(key.to_string())
+        .fetch_one(&mut *conn)
+        .await?;
+        return Ok(AmountFen::from_fen(summed));
+    }
     let found: Option<AmountFen> =
         sqlx::query_scalar("select balance_fen from ledger_accounts where key = $1")
             .bind(key.to_string())
