@@ -69,7 +69,8 @@ struct Outcome {
     unanswered: BTreeSet<String>,
 }
 
-async fn store(
+/// Stores a reading as ingest would (classified against the meter's previous one).
+pub(crate) async fn store(
     pool: &sqlx::PgPool,
     meter: uuid::Uuid,
     at: chrono::DateTime<chrono::Utc>,

@@ -457,31 +457,7 @@ pub(crate) async fn store_reading(
     at: chrono::DateTime<chrono::Utc>,
     energy_wh: i64,
 ) {
-    use powertab_ingest::driver::MeterValues;
-    use powertab_ingest::store::{store_batch, NewReading};
-    let schema = powertab_core::kernel::names::SchemaName::from_stored("c_1").unwrap();
-    let reading = NewReading {
-        meter_id: meter.parse().unwrap(),
-        read_at: at,
-        values: MeterValues {
-            energy_wh,
-            tou_wh: None,
-            power_w: Some(1_000),
-            voltage_dv: vec![2200],
-            current_ca: vec![450],
-            pf_milli: None,
-            remaining_fen: None,
-            purchase_count: None,
-            relay_closed: Some(true),
-            alarms: vec![],
-            meter_ratios: None,
-        },
-        raw: vec![],
-        ratio_mismatch: false,
-    };
-    store_batch(&app.db.pool, &schema, &[reading])
-        .await
-        .unwrap();
+    crate::crash::store(&app.db.pool, meter.parse().unwrap(), at, energy_wh).await;
 }
 
 /// One pass of the rating worker over company 1 at the instant of `clock`.

@@ -14,10 +14,11 @@ use powertab_core::kernel::money::EnergyWh;
 use powertab_core::tenancy::roles::{Need, Right};
 use uuid::Uuid;
 
-fn local(principal: &powertab_core::auth::Principal, t: chrono::DateTime<chrono::Utc>) -> String {
-    t.with_timezone(&principal.tz())
-        .format("%Y-%m-%d %H:%M:%S")
-        .to_string()
+fn local_time_of(
+    principal: &powertab_core::auth::Principal,
+    t: chrono::DateTime<chrono::Utc>,
+) -> String {
+    crate::web::server::local_time(t, &principal.tz())
 }
 
 /// The locale word for why rating stopped (a rating error's text is not a word).
@@ -55,10 +56,13 @@ pub async fn get_held() -> Result<HeldPageView, WebError> {
                 .to_owned(),
                 account_id: h.account_id.to_string(),
                 reason: reason_word(h.flag.as_deref().or(h.held_reason.as_deref())).to_owned(),
-                held_at: local(&principal, h.held_at),
-                previous_at: local(&principal, h.previous_read_at),
+                held_at: local_time_of(&principal, h.held_at),
+                previous_at: local_time_of(&principal, h.previous_read_at),
                 previous_kwh: h.previous_energy_wh.to_string(),
-                held_reading_at: h.read_at.map(|t| local(&principal, t)).unwrap_or_default(),
+                held_reading_at: h
+                    .read_at
+                    .map(|t| local_time_of(&principal, t))
+                    .unwrap_or_default(),
                 held_kwh: kwh(h.energy_wh),
                 as_read_kwh: kwh(h.energy_as_read_wh),
                 waiting: h.waiting_request.is_some(),
@@ -125,7 +129,7 @@ pub async fn get_approvals() -> Result<ApprovalsView, WebError> {
             amount_fen: Some(r.amount_fen.fen()),
             energy_kwh: None,
             reason: r.reason,
-            requested_at: local(&principal, r.requested_at),
+            requested_at: local_time_of(&principal, r.requested_at),
             own: r.requested_by == principal.user_id,
         });
     }
@@ -158,7 +162,7 @@ pub async fn get_approvals() -> Result<ApprovalsView, WebError> {
             amount_fen: r.amount_fen.map(|a| a.fen()),
             energy_kwh: r.energy_wh.map(|e| e.to_string()),
             reason: r.reason,
-            requested_at: local(&principal, r.requested_at),
+            requested_at: local_time_of(&principal, r.requested_at),
             own: r.requested_by == principal.user_id,
         });
     }
