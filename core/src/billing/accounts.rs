@@ -126,6 +126,7 @@ pub async fn open(
     principal.require(Need::Act(Right::Accounts))?;
     let key = format!("client:{idempotency_key}");
     let digest = input.digest();
+    super::client_keys::claim(conn, idempotency_key, "open_account", input.shop_id).await?;
     sqlx::query("select pg_advisory_xact_lock(hashtextextended($1, 7))")
         .bind(&key)
         .execute(&mut *conn)
@@ -488,6 +489,32 @@ pub async fn link_user(
     linked_users(conn, principal, account).await
 }
 
+/// Links the shop-tenant user who logs in as `username` (a phone number) to `account`, as
+/// [`link_user`] does: the account page's form takes the login a person knows, not an id.
+pub async fn link_username(
+    conn: &mut PgConnection,
+    principal: &Principal,
+    account: Uuid,
+    username: &str,
+) -> CoreResult<Vec<LinkedUser>> {
+    // The account first: another company's id answers 404 before anything else.
+    get(conn, principal, account).await?;
+    principal.require(Need::Act(Right::Accounts))?;
+    let user: Option<Uuid> = sqlx::query_scalar(
+        "select id from users where username = $1 and role = 'shop_tenant' and status = 'active'",
+    )
+    .bind(username.trim())
+    .fetch_optional(&mut *conn)
+    .await?;
+    let user = user.ok_or_else(|| {
+        CoreError::field(
+            "username",
+            "no shop-tenant user of this company logs in with it",
+        )
+    })?;
+    link_user(conn, principal, account, user).await
+}
+
 /// Records a print of transaction `txn`'s receipt (the caller read it with [`receipt`]) and
 /// returns how many prints came before: more than 0 makes this one a reprint (补打).
 pub async fn record_print(
@@ -677,6 +704,54 @@ pub async fn meters_of_shop(
     .bind(principal.building_limit_param())
     .fetch_all(&mut *conn)
     .await?)
+}
+
+/// A meter of a shop as an opening sees it: its latest stored reading and whether that one is
+/// fresh enough to open from (or a reading must be typed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OpeningReading {
+    pub meter_id: Uuid,
+    pub meter_number: String,
+    pub latest: Option<(DateTime<Utc>, EnergyWh)>,
+    /// Read within the company's stale limit: the opening counts from it, a typed one is ignored.
+    pub fresh: bool,
+}
+
+/// The active meters of `shop` with what an opening would count from — the form's rows.
+pub async fn opening_readings(
+    conn: &mut PgConnection,
+    principal: &Principal,
+    shop: Uuid,
+) -> CoreResult<Vec<OpeningReading>> {
+    let meters = meters_of_shop(conn, principal, shop).await?;
+    let settings = crate::tenancy::settings::load(conn).await?;
+    // The same rule as `check_opening`.
+    let fresh_after =
+        principal.now() - chrono::Duration::seconds(i64::from(settings.stale_meter_s));
+    let rows = sqlx::query(
+        "select m.id, m.meter_number, l.read_at, l.energy_wh
+         from unnest($1::uuid[]) with ordinality as w(id, n)
+         join meters m on m.id = w.id left join meter_latest l on l.meter_id = m.id
+         order by w.n",
+    )
+    .bind(&meters)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let latest: Option<(DateTime<Utc>, EnergyWh)> =
+                match (r.try_get("read_at")?, r.try_get("energy_wh")?) {
+                    (Some(at), Some(wh)) => Some((at, wh)),
+                    _ => None,
+                };
+            Ok(OpeningReading {
+                meter_id: r.try_get("id")?,
+                meter_number: r.try_get("meter_number")?,
+                fresh: latest.is_some_and(|(at, _)| at >= fresh_after),
+                latest,
+            })
+        })
+        .collect()
 }
 
 /// One movement of an account's wallet.

@@ -82,6 +82,11 @@ pub(crate) async fn ask(
     principal: &Principal,
     ask: &Ask<'_>,
 ) -> CoreResult<ApprovalRequest> {
+    let client_key = ask
+        .request_key
+        .strip_prefix("client:")
+        .unwrap_or(&ask.request_key);
+    super::client_keys::claim(conn, client_key, ask.kind.as_str(), ask.target_id).await?;
     if let Some(existing) = by_key(conn, &ask.request_key).await? {
         if existing.kind != ask.kind || existing.target_id != ask.target_id {
             return Err(CoreError::IdempotencyKeyReused);

@@ -333,6 +333,7 @@ pub async fn payout(
 ) -> CoreResult<Transaction> {
     let account = accounts::lock_for_money(conn, principal, account_id).await?;
     principal.require(Need::Act(Right::Payout))?;
+    super::client_keys::claim(conn, idempotency_key, "payout", account_id).await?;
     let key = format!("client:{idempotency_key}");
     let digest = request_hash(&[
         "payout",
@@ -427,6 +428,7 @@ pub async fn collect_arrears(
 ) -> CoreResult<Transaction> {
     let account = accounts::lock_for_money(conn, principal, account_id).await?;
     principal.require(Need::Act(Right::TopUp))?;
+    super::client_keys::claim(conn, idempotency_key, "collect_arrears", account_id).await?;
     let key = format!("client:{idempotency_key}");
     let digest = request_hash(&[
         "arrears",
@@ -528,7 +530,7 @@ pub async fn approve_write_off(
     conn: &mut PgConnection,
     principal: &Principal,
     id: Uuid,
-    _idempotency_key: &str,
+    idempotency_key: &str,
 ) -> CoreResult<ApprovalRequest> {
     principal.require_read_company()?;
     let request = approvals::get(conn, id).await?;
@@ -537,6 +539,7 @@ pub async fn approve_write_off(
     {
         return Err(CoreError::NotFound("approval request"));
     }
+    super::client_keys::claim(conn, idempotency_key, "approve", id).await?;
     let account_id = request.target_id;
     accounts::lock_for_money(conn, principal, account_id).await?;
     let request = approvals::decidable(conn, principal, id).await?;

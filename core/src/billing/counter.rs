@@ -145,6 +145,7 @@ async fn move_money(
         input.method.as_str(),
         input.reason.trim(),
     ]);
+    super::client_keys::claim(conn, idempotency_key, kind.as_str(), account_id).await?;
     let key = format!("client:{idempotency_key}");
     // A replay answers before the account's state is looked at: the original went through.
     if let Some(posted) = post::replay(conn, &key, &digest).await? {

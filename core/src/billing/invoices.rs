@@ -103,6 +103,7 @@ pub async fn request(
 ) -> CoreResult<InvoiceRequest> {
     super::accounts::lock_for_money(conn, principal, account).await?;
     principal.require(Need::Act(Right::TopUp))?;
+    super::client_keys::claim(conn, idempotency_key, "invoice", account).await?;
     let key = format!("client:{idempotency_key}");
     if let Some(r) = sqlx::query(&format!("{SELECT} where request_key = $1"))
         .bind(&key)

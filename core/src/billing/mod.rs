@@ -13,9 +13,13 @@ pub mod accounts;
 #[cfg(feature = "db")]
 pub mod approvals;
 #[cfg(feature = "db")]
+mod batch;
+#[cfg(feature = "db")]
 pub mod books;
 #[cfg(feature = "db")]
 pub mod changes;
+#[cfg(feature = "db")]
+mod client_keys;
 #[cfg(feature = "db")]
 pub mod closing;
 #[cfg(feature = "db")]

@@ -23,10 +23,13 @@ use chrono::{DateTime, Duration, Utc};
 use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
-/// Meters rated at once in a pass (each in its own transaction; the pool must allow them).
-const METERS_AT_ONCE: usize = 8;
+/// Meters rated, charged and posted in one database transaction (whole accounts: a batch may run
+/// a little over).
+const METERS_PER_BATCH: usize = 250;
+/// Batches in flight at once in a pass (each holds one pooled connection).
+const BATCHES_AT_ONCE: usize = 2;
 /// Readings rated per meter in one pass (the next pass continues).
-const READINGS_PER_PASS: i64 = 2_000;
+pub(crate) const READINGS_PER_PASS: i64 = 2_000;
 /// A meter's unposted charge lines wait at most this long for their batch.
 pub const POSTING_INTERVAL_S: i64 = 300;
 /// The Postgres channel told when an account's available balance changed (the seam the
@@ -46,73 +49,119 @@ pub struct PassReport {
     pub errors: u64,
 }
 
+impl PassReport {
+    fn add(&mut self, other: &PassReport) {
+        self.meters += other.meters;
+        self.readings_rated += other.readings_rated;
+        self.held += other.held;
+        self.postings += other.postings;
+        self.fees += other.fees;
+        self.errors += other.errors;
+    }
+}
+
 /// One pass over a company (the principal is the system worker inside it): rates what is new,
-/// then posts what is due.
+/// charges the fees that fell due, then posts what is due — in batches of whole accounts, each
+/// batch one transaction (`batch.rs`); a batch that fails is redone meter by meter, so one bad
+/// meter is logged, counted and retried next pass without holding up the others.
 #[tracing::instrument(skip_all)]
 pub async fn run_pass(pool: &PgPool, principal: &Principal) -> CoreResult<PassReport> {
     let schema = principal.company()?.schema.clone();
-    let pairs: Vec<(Uuid, Uuid)> = {
+    let (pairs, company) = {
         let mut tx = crate::db::begin_in(pool, &schema).await?;
         let rows = sqlx::query(
             "select r.account_id, r.meter_id from rating_state r
              join account_meters am on am.account_id = r.account_id and am.meter_id = r.meter_id and am.left_at is null
              join shop_accounts a on a.id = r.account_id and a.state in ('open', 'closing')
-             where r.held_at is null order by r.meter_id",
+             where r.held_at is null order by r.account_id, r.meter_id",
         )
         .fetch_all(&mut *tx)
         .await?;
-        tx.commit().await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get("account_id")?, r.try_get("meter_id")?)))
-            .collect::<CoreResult<_>>()?
-    };
-    let company = {
-        let mut tx = crate::db::begin_in(pool, &schema).await?;
         let company = CompanyRules::load(&mut tx).await?;
         tx.commit().await?;
-        company
+        let pairs: Vec<(Uuid, Uuid)> = rows
+            .iter()
+            .map(|r| Ok((r.try_get("account_id")?, r.try_get("meter_id")?)))
+            .collect::<CoreResult<_>>()?;
+        (pairs, company)
     };
-    // Meters are independent (each its own transaction and row lock): several at once keep the
-    // database busy instead of waiting on one round trip after another.
+    // Batches are independent (disjoint accounts, so disjoint wallets and rating states): two at
+    // once keep the database busy while the worker rates the other.
     use futures_util::stream::{self, StreamExt};
-    let mut results = stream::iter(pairs)
-        .map(|(account, meter)| {
-            let (schema, company) = (&schema, &company);
+    let mut results = stream::iter(batches_of_accounts(&pairs, METERS_PER_BATCH))
+        .map(|batch: Vec<(Uuid, Uuid)>| {
+            let company = &company;
             async move {
-                async {
-                    let mut tx = crate::db::begin_in(pool, schema).await?;
-                    let rated = rate_meter(&mut tx, principal, company, account, meter).await?;
-                    let fees = super::fees::post_due(&mut tx, principal, account, meter).await?;
-                    let posted =
-                        post_if_due(&mut tx, principal, company, account, meter, false).await?;
-                    tx.commit().await?;
-                    Ok::<_, CoreError>((rated, fees, posted))
+                match super::batch::run(pool, principal, company, &batch).await {
+                    Ok(report) => report,
+                    Err(e) => {
+                        tracing::warn!(error = %e, meters = batch.len(), "a rating batch failed; its meters are redone one by one");
+                        meter_by_meter(pool, principal, company, &batch).await
+                    }
                 }
-                .await
-                .map_err(|e| (meter, e))
             }
         })
-        .buffer_unordered(METERS_AT_ONCE);
+        .buffer_unordered(BATCHES_AT_ONCE);
     let mut report = PassReport::default();
     while let Some(done) = results.next().await {
-        // One meter's failure (rolled back whole) must not stop every other meter's billing:
-        // it is logged, counted, and tried again next pass.
-        let (rated, fees, posted) = match done {
-            Ok(done) => done,
-            Err((meter, e)) => {
+        report.add(&done);
+    }
+    Ok(report)
+}
+
+/// `pairs` (sorted by account) cut into batches of about `size` meters, never splitting an
+/// account: concurrent batches then never lock the same wallet.
+fn batches_of_accounts(pairs: &[(Uuid, Uuid)], size: usize) -> Vec<Vec<(Uuid, Uuid)>> {
+    let mut batches = Vec::new();
+    let mut start = 0;
+    while start < pairs.len() {
+        let mut end = (start + size).min(pairs.len());
+        while end < pairs.len() && pairs[end].0 == pairs[end - 1].0 {
+            end += 1;
+        }
+        batches.push(pairs[start..end].to_vec());
+        start = end;
+    }
+    batches
+}
+
+/// The slow, isolating path: each meter in its own transaction; a failure is logged, counted
+/// and retried next pass.
+async fn meter_by_meter(
+    pool: &PgPool,
+    principal: &Principal,
+    company: &CompanyRules,
+    pairs: &[(Uuid, Uuid)],
+) -> PassReport {
+    let mut report = PassReport::default();
+    for &(account, meter) in pairs {
+        let done = async {
+            let schema = &principal.company()?.schema;
+            let mut tx = crate::db::begin_in(pool, schema).await?;
+            let rated = rate_meter(&mut tx, principal, company, account, meter).await?;
+            let fees = super::fees::post_due(&mut tx, principal, account, meter).await?;
+            let posted = post_if_due(&mut tx, principal, company, account, meter, false).await?;
+            tx.commit().await?;
+            Ok::<_, CoreError>((rated, fees, posted))
+        }
+        .await;
+        match done {
+            Ok((rated, fees, posted)) => report.add(&PassReport {
+                meters: 1,
+                readings_rated: rated.readings,
+                held: u64::from(rated.held),
+                postings: u64::from(posted),
+                fees: u64::from(fees),
+                errors: 0,
+            }),
+            Err(e) => {
                 tracing::error!(%meter, error = %e, "rating a meter failed; it is retried next pass");
                 metrics::counter!("rating_meter_errors_total").increment(1);
                 report.errors += 1;
-                continue;
             }
-        };
-        report.meters += 1;
-        report.readings_rated += rated.readings;
-        report.held += u64::from(rated.held);
-        report.postings += u64::from(posted);
-        report.fees += u64::from(fees);
+        }
     }
-    Ok(report)
+    report
 }
 
 /// What rating needs of the company, loaded once per pass (not once per meter): the holiday
@@ -169,19 +218,20 @@ pub(crate) async fn rate_meter(
             held: false,
         });
     }
-    let mut last_read_at: DateTime<Utc> = state.try_get("last_read_at")?;
-    let mut last_energy: i64 = state.try_get("last_energy_wh")?;
-    let mut from_opening: bool = state.try_get("from_opening")?;
-    let mut rating_state = counters_of(&state)?;
+    let start = Position::of_state(&state)?;
+    let counters = counters_of(&state)?;
     let readings = sqlx::query(
         "select read_at, energy_wh, flag, counted_wh from readings
          where meter_id = $1 and read_at > $2 order by read_at limit $3",
     )
     .bind(meter)
-    .bind(last_read_at)
+    .bind(start.read_at)
     .bind(READINGS_PER_PASS)
     .fetch_all(&mut *conn)
-    .await?;
+    .await?
+    .iter()
+    .map(StoredReading::from_row)
+    .collect::<CoreResult<Vec<_>>>()?;
     if readings.is_empty() {
         return Ok(MeterRated {
             readings: 0,
@@ -192,74 +242,23 @@ pub(crate) async fn rate_meter(
         .await?
         .remove(&meter)
         .unwrap_or_default();
-    let calendar = &company.calendar;
-    let tz = principal.tz();
     let now = principal.now();
-    let mut rated = 0u64;
-    let mut held = None;
-    // The pass's lines go in with one statement at the end.
     let mut pending = PendingLines::default();
-    for r in &readings {
-        let read_at: DateTime<Utc> = r.try_get("read_at")?;
-        let energy_wh: i64 = r.try_get("energy_wh")?;
-        let flag: Option<String> = r.try_get("flag")?;
-        let counted: Option<i64> = r.try_get("counted_wh")?;
-        match flag.as_deref() {
-            // Never rated, never held, never a baseline.
-            Some("out_of_order") => continue,
-            Some(hold @ ("reset" | "gap" | "jump" | "ratio_mismatch")) => {
-                held = Some((read_at, hold.to_owned()));
-                break;
-            }
-            _ => {}
-        }
-        // The first interval of an account counts from its opening register value; after that
-        // ingest's counted energy of the interval (rollovers included).
-        let energy = if from_opening {
-            match energy_wh.checked_sub(last_energy) {
-                Some(wh) if wh >= 0 => Some(wh),
-                _ => {
-                    held = Some((read_at, "reset".to_owned()));
-                    break;
-                }
-            }
-        } else {
-            counted
-        };
-        if let Some(wh) = energy.filter(|wh| *wh > 0) {
-            if versions.is_empty() {
-                held = Some((read_at, "no_tariff".to_owned()));
-                break;
-            }
-            let usage = Usage {
-                start: last_read_at,
-                end: read_at,
-                energy_wh: EnergyWh::from_wh(wh),
-                tou_wh: None,
-            };
-            match rating::rate(&usage, &versions, tz, calendar, &rating_state) {
-                Ok(result) => {
-                    pending.push(&usage, &result)?;
-                    rating_state = result.state;
-                    rated += 1;
-                }
-                Err(e) => {
-                    held = Some((read_at, format!("rating: {e}")));
-                    break;
-                }
-            }
-        }
-        last_read_at = read_at;
-        last_energy = energy_wh;
-        from_opening = false;
-    }
-    pending.write(conn, meter, account, now).await?;
-    let position = Position {
-        read_at: last_read_at,
-        energy_wh: last_energy,
-        from_opening,
-        held: held.clone(),
+    let rates = Rates {
+        versions: &versions,
+        tz: principal.tz(),
+        calendar: &company.calendar,
     };
+    let (position, rating_state, rated) = rate_readings(
+        start,
+        counters,
+        &readings,
+        &rates,
+        (meter, account),
+        &mut pending,
+    )?;
+    let held = position.held.clone();
+    pending.write(conn, now).await?;
     save_state(conn, account, meter, &position, &rating_state, now).await?;
     if let Some((at, why)) = &held {
         raise_held_alarm(conn, meter, *at, why).await?;
@@ -268,6 +267,118 @@ pub(crate) async fn rate_meter(
         readings: rated,
         held: held.is_some(),
     })
+}
+
+/// A stored reading as rating reads it.
+pub(crate) struct StoredReading {
+    pub(crate) read_at: DateTime<Utc>,
+    pub(crate) energy_wh: i64,
+    pub(crate) flag: Option<String>,
+    pub(crate) counted_wh: Option<i64>,
+}
+
+impl StoredReading {
+    pub(crate) fn from_row(row: &sqlx::postgres::PgRow) -> CoreResult<StoredReading> {
+        Ok(StoredReading {
+            read_at: row.try_get("read_at")?,
+            energy_wh: row.try_get("energy_wh")?,
+            flag: row.try_get("flag")?,
+            counted_wh: row.try_get("counted_wh")?,
+        })
+    }
+}
+
+/// What pricing a meter's energy needs: its plan's versions, the company's zone and calendar.
+pub(crate) struct Rates<'a> {
+    pub(crate) versions: &'a [crate::tariff::TariffVersion],
+    pub(crate) tz: chrono_tz::Tz,
+    pub(crate) calendar: &'a crate::tariff::Calendar,
+}
+
+/// Rates `readings` (in reading order, after `start`) into `pending`, without touching the
+/// database: the meter's new position (held when a reading stops it), its counters, and how
+/// many intervals were rated. The one rating loop of the per-meter and the batched pass.
+pub(crate) fn rate_readings(
+    start: Position,
+    counters: RatingState,
+    readings: &[StoredReading],
+    rates: &Rates<'_>,
+    (meter, account): (Uuid, Uuid),
+    pending: &mut PendingLines,
+) -> CoreResult<(Position, RatingState, u64)> {
+    let Position {
+        read_at: mut last_read_at,
+        energy_wh: mut last_energy,
+        mut from_opening,
+        ..
+    } = start;
+    let mut rating_state = counters;
+    let mut rated = 0u64;
+    let mut held = None;
+    for r in readings {
+        debug_assert!(r.read_at > last_read_at, "readings come after the position");
+        match r.flag.as_deref() {
+            // Never rated, never held, never a baseline.
+            Some("out_of_order") => continue,
+            Some(hold @ ("reset" | "gap" | "jump" | "ratio_mismatch")) => {
+                held = Some((r.read_at, hold.to_owned()));
+                break;
+            }
+            _ => {}
+        }
+        // The first interval of an account counts from its opening register value; after that
+        // ingest's counted energy of the interval (rollovers included).
+        let energy = if from_opening {
+            match r.energy_wh.checked_sub(last_energy) {
+                Some(wh) if wh >= 0 => Some(wh),
+                _ => {
+                    held = Some((r.read_at, "reset".to_owned()));
+                    break;
+                }
+            }
+        } else {
+            r.counted_wh
+        };
+        if let Some(wh) = energy.filter(|wh| *wh > 0) {
+            if rates.versions.is_empty() {
+                held = Some((r.read_at, "no_tariff".to_owned()));
+                break;
+            }
+            let usage = Usage {
+                start: last_read_at,
+                end: r.read_at,
+                energy_wh: EnergyWh::from_wh(wh),
+                tou_wh: None,
+            };
+            match rating::rate(
+                &usage,
+                rates.versions,
+                rates.tz,
+                rates.calendar,
+                &rating_state,
+            ) {
+                Ok(result) => {
+                    pending.push((meter, account), &usage, &result)?;
+                    rating_state = result.state;
+                    rated += 1;
+                }
+                Err(e) => {
+                    held = Some((r.read_at, format!("rating: {e}")));
+                    break;
+                }
+            }
+        }
+        last_read_at = r.read_at;
+        last_energy = r.energy_wh;
+        from_opening = false;
+    }
+    let position = Position {
+        read_at: last_read_at,
+        energy_wh: last_energy,
+        from_opening,
+        held,
+    };
+    Ok((position, rating_state, rated))
 }
 
 /// Rates one interval an operator settled (a typed final reading, a released or corrected held
@@ -322,6 +433,18 @@ pub(crate) struct Position {
     pub(crate) held: Option<(DateTime<Utc>, String)>,
 }
 
+impl Position {
+    /// The position a `rating_state` row holds (its hold is handled by the caller).
+    pub(crate) fn of_state(row: &sqlx::postgres::PgRow) -> CoreResult<Position> {
+        Ok(Position {
+            read_at: row.try_get("last_read_at")?,
+            energy_wh: row.try_get("last_energy_wh")?,
+            from_opening: row.try_get("from_opening")?,
+            held: None,
+        })
+    }
+}
+
 /// Writes a meter's rating state (`held: None` clears a hold).
 pub(crate) async fn save_state(
     conn: &mut PgConnection,
@@ -356,9 +479,11 @@ pub(crate) async fn save_state(
     Ok(())
 }
 
-/// Charge lines of one meter waiting to be written together.
+/// Charge lines waiting to be written together (one meter's, or a batch of meters').
 #[derive(Default)]
-struct PendingLines {
+pub(crate) struct PendingLines {
+    meter: Vec<Uuid>,
+    account: Vec<Uuid>,
     read_at: Vec<DateTime<Utc>>,
     start: Vec<DateTime<Utc>>,
     energy_wh: Vec<i64>,
@@ -367,7 +492,14 @@ struct PendingLines {
 }
 
 impl PendingLines {
-    fn push(&mut self, usage: &Usage, result: &rating::Rated) -> CoreResult<()> {
+    fn push(
+        &mut self,
+        (meter, account): (Uuid, Uuid),
+        usage: &Usage,
+        result: &rating::Rated,
+    ) -> CoreResult<()> {
+        self.meter.push(meter);
+        self.account.push(account);
         self.read_at.push(usage.end);
         self.start.push(usage.start);
         self.energy_wh.push(usage.energy_wh.wh());
@@ -380,24 +512,19 @@ impl PendingLines {
     }
 
     /// One insert for all of them; a line already there (the same reading rated twice) fails the
-    /// key, so the whole meter's transaction rolls back.
-    async fn write(
-        self,
-        conn: &mut PgConnection,
-        meter: Uuid,
-        account: Uuid,
-        now: DateTime<Utc>,
-    ) -> CoreResult<()> {
+    /// key, so the whole transaction rolls back.
+    pub(crate) async fn write(self, conn: &mut PgConnection, now: DateTime<Utc>) -> CoreResult<()> {
         if self.read_at.is_empty() {
             return Ok(());
         }
         sqlx::query(
             "insert into charge_lines (meter_id, read_at, account_id, interval_start, energy_wh, debit_fen, lines, rated_at)
-             select $1, r, $2, s, e, d, l, $8
-             from unnest($3::timestamptz[], $4::timestamptz[], $5::bigint[], $6::bigint[], $7::jsonb[]) as u(r, s, e, d, l)",
+             select m, r, a, s, e, d, l, $8
+             from unnest($1::uuid[], $2::uuid[], $3::timestamptz[], $4::timestamptz[], $5::bigint[], $6::bigint[], $7::jsonb[])
+                  as u(m, a, r, s, e, d, l)",
         )
-        .bind(meter)
-        .bind(account)
+        .bind(&self.meter)
+        .bind(&self.account)
         .bind(&self.read_at)
         .bind(&self.start)
         .bind(&self.energy_wh)
@@ -438,7 +565,7 @@ async fn write_line(
     Ok(())
 }
 
-async fn raise_held_alarm(
+pub(crate) async fn raise_held_alarm(
     conn: &mut PgConnection,
     meter: Uuid,
     at: DateTime<Utc>,
@@ -546,6 +673,20 @@ async fn crosses_a_level(
     }
     let wallet = post::balance(conn, AccountKey::Wallet(account)).await?;
     let unposted = super::accounts::unposted_charges(conn, account).await?;
+    batch_crosses_a_level(wallet, unposted, batch, s)
+}
+
+/// Whether the lines of `batch` (rated, among the account's `unposted` charges) took the
+/// available balance across alarm 1, alarm 2 or the trip level.
+pub(crate) fn batch_crosses_a_level(
+    wallet: AmountFen,
+    unposted: AmountFen,
+    batch: AmountFen,
+    s: &settings::CompanySettings,
+) -> CoreResult<bool> {
+    if batch <= AmountFen::ZERO {
+        return Ok(false);
+    }
     let after = super::accounts::available(wallet, unposted)?;
     let before = after
         .checked_add(batch)
@@ -638,4 +779,31 @@ pub(crate) async fn rate_final(
     };
     save_state(conn, account, meter, &position, &new_state, principal.now()).await?;
     Ok(new_remainder)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_never_split_an_account() {
+        let (a, b, c) = (Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3));
+        let m = Uuid::from_u128;
+        let pairs = vec![
+            (a, m(10)),
+            (a, m(11)),
+            (b, m(12)),
+            (b, m(13)),
+            (b, m(14)),
+            (c, m(15)),
+        ];
+        let batches = batches_of_accounts(&pairs, 3);
+        // The first batch runs over to take all of b.
+        assert_eq!(batches.len(), 2);
+        assert_eq!(batches[0].len(), 5);
+        assert_eq!(batches[1], vec![(c, m(15))]);
+        assert_eq!(batches.concat(), pairs, "every meter once, in order");
+        assert!(batches_of_accounts(&[], 3).is_empty());
+        assert_eq!(batches_of_accounts(&pairs, 1).len(), 3);
+    }
 }

@@ -118,6 +118,7 @@ pub async fn request(
     } else {
         wallet
     };
+    super::client_keys::claim(conn, idempotency_key, "reversal", txn).await?;
     let key = format!("client:{idempotency_key}");
     // The same key again answers with what it did the first time.
     if let Some(existing) = by_key(conn, &key).await? {
@@ -306,6 +307,7 @@ pub async fn approve(
     idempotency_key: &str,
 ) -> CoreResult<ReversalOutcome> {
     let request = decidable(conn, principal, id).await?;
+    super::client_keys::claim(conn, idempotency_key, "approve", id).await?;
     let (found, _, _) = original(conn, principal, request.txn_id).await?;
     let posted = post_reversal(
         conn,

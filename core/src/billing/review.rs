@@ -269,6 +269,7 @@ pub async fn approve_correction(
     conn: &mut PgConnection,
     principal: &Principal,
     id: Uuid,
+    idempotency_key: &str,
 ) -> CoreResult<ApprovalRequest> {
     principal.require_read_company()?;
     let request = approvals::get(conn, id).await?;
@@ -277,6 +278,7 @@ pub async fn approve_correction(
     {
         return Err(CoreError::NotFound("approval request"));
     }
+    super::client_keys::claim(conn, idempotency_key, "approve", id).await?;
     let request = approvals::decidable(conn, principal, id).await?;
     let meter = request.target_id;
     let hold = Hold::lock(conn, meter).await?;

@@ -162,6 +162,11 @@ pub const COMPANY: &[Migration] = &[
         name: "receipt_prints",
         sql: include_str!("../../../migrations/company/0021_receipt_prints.sql"),
     },
+    Migration {
+        version: 22,
+        name: "client_keys",
+        sql: include_str!("../../../migrations/company/0022_client_keys.sql"),
+    },
 ];
 
 /// Arbitrary constant for `pg_advisory_xact_lock`: "PT" migrations.

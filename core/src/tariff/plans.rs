@@ -96,21 +96,33 @@ pub async fn versions_by_meter(
     conn: &mut PgConnection,
     meter_ids: &[Uuid],
 ) -> CoreResult<std::collections::HashMap<Uuid, Vec<TariffVersion>>> {
-    let rows: Vec<(Uuid, serde_json::Value)> = sqlx::query_as(
-        "select m.id, v.body from meters m join tariff_versions v on v.plan_id = m.tariff_plan_id
-         where m.id = any($1) order by v.effective",
+    let meters: Vec<(Uuid, Uuid)> = sqlx::query_as(
+        "select id, tariff_plan_id from meters where id = any($1) and tariff_plan_id is not null",
     )
     .bind(meter_ids)
-    .fetch_all(conn)
+    .fetch_all(&mut *conn)
     .await?;
-    let mut by_meter: std::collections::HashMap<Uuid, Vec<TariffVersion>> = Default::default();
-    for (meter_id, body) in rows {
-        by_meter
-            .entry(meter_id)
+    let mut plan_ids: Vec<Uuid> = meters.iter().map(|(_, plan)| *plan).collect();
+    plan_ids.sort_unstable();
+    plan_ids.dedup();
+    // Many meters share a plan: each plan's versions are read and parsed once.
+    let rows: Vec<(Uuid, serde_json::Value)> = sqlx::query_as(
+        "select plan_id, body from tariff_versions where plan_id = any($1) order by effective",
+    )
+    .bind(&plan_ids)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut by_plan: std::collections::HashMap<Uuid, Vec<TariffVersion>> = Default::default();
+    for (plan_id, body) in rows {
+        by_plan
+            .entry(plan_id)
             .or_default()
             .push(stored_version(body)?);
     }
-    Ok(by_meter)
+    Ok(meters
+        .into_iter()
+        .filter_map(|(meter, plan)| by_plan.get(&plan).map(|v| (meter, v.clone())))
+        .collect())
 }
 
 #[tracing::instrument(skip_all)]

@@ -6,8 +6,13 @@ use crate::web::WebError;
 use leptos::prelude::*;
 
 #[server(prefix = "/sfn", endpoint = "counter")]
-pub async fn get_counter(q: String, receipt: String, txn: String) -> Result<CounterView, WebError> {
-    super::server::get_counter(q, receipt, txn).await
+pub async fn get_counter(
+    q: String,
+    receipt: String,
+    txn: String,
+    open: String,
+) -> Result<CounterView, WebError> {
+    super::server::get_counter(q, receipt, txn, open).await
 }
 
 #[server(prefix = "/sfn", endpoint = "receipt")]
@@ -156,6 +161,15 @@ pub async fn get_books(day: String) -> Result<BooksView, WebError> {
 #[server(prefix = "/sfn", endpoint = "books_close")]
 pub async fn books_close(csrf: String, day: String) -> Result<(), WebError> {
     super::server::books::books_close(csrf, day).await
+}
+
+#[server(prefix = "/sfn", endpoint = "account_link_tenant")]
+pub async fn account_link_tenant(
+    csrf: String,
+    account_id: String,
+    username: String,
+) -> Result<(), WebError> {
+    super::server::account_link_tenant(csrf, account_id, username).await
 }
 
 #[server(prefix = "/sfn", endpoint = "invoice_request")]

@@ -3,7 +3,10 @@
 //! cashier's shift opens and closes here; and a vacant shop's account is opened here. Plain
 //! forms (work with JavaScript off), each with a server-issued idempotency key.
 
-use super::views::{yuan, AccountPageView, CounterAccountView, CounterView, SettlementView};
+use super::views::{
+    yuan, AccountPageView, CounterAccountView, CounterView, OpeningMeterView, OpeningView,
+    SettlementView,
+};
 use crate::app::use_lang;
 use crate::billing::get_counter;
 use crate::components::{use_kept, Csrf, Layout};
@@ -12,9 +15,9 @@ use crate::web::query::query_param;
 use leptos::prelude::*;
 // Form actions name their server functions: a renamed endpoint cannot leave a form behind.
 use crate::billing::{
-    AccountClose, AccountCollect, AccountOpen, AccountPayout, AccountReverse, AccountWriteOff,
-    BooksClose, CounterRefund, CounterTopUp, DecideApproval, HeldRelease, InvoiceRequest,
-    InvoiceSettle, ShiftClose, ShiftOpen,
+    AccountClose, AccountCollect, AccountLinkTenant, AccountOpen, AccountPayout, AccountReverse,
+    AccountWriteOff, BooksClose, CounterRefund, CounterTopUp, DecideApproval, HeldRelease,
+    InvoiceRequest, InvoiceSettle, ShiftClose, ShiftOpen,
 };
 use leptos::server_fn::ServerFn as _;
 
@@ -36,11 +39,14 @@ pub fn balance_text(lang: Lang, fen: i64) -> String {
 pub fn CounterPage() -> impl IntoView {
     let lang = use_lang();
     let (q, receipt, txn) = (query_param("q"), query_param("receipt"), query_param("txn"));
+    let open = query_param("open");
     let source = {
         let (q, receipt, txn) = (q.clone(), receipt.clone(), txn.clone());
-        move || (q(), receipt(), txn())
+        move || (q(), receipt(), txn(), open())
     };
-    let counter = Resource::new(source, |(q, receipt, txn)| get_counter(q, receipt, txn));
+    let counter = Resource::new(source, |(q, receipt, txn, open)| {
+        get_counter(q, receipt, txn, open)
+    });
     view! {
         <Layout page=move |s| {
             let q = q.clone();
@@ -84,7 +90,7 @@ fn Counter(c: CounterView, csrf: String) -> impl IntoView {
             }).collect_view()}
         </div>
         {(!any).then(|| view! { <p class="muted">{tr(lang, "counter.none")}</p> })}
-        {c.can_open.then(|| view! { <OpenForm shops=c.vacant_shops.clone() csrf=csrf.clone() key=format!("{}-open", c.form_key)/> })}
+        {c.can_open.then(|| view! { <OpenForm shops=c.vacant_shops.clone() opening=c.opening.clone() csrf=csrf.clone() key=format!("{}-open", c.form_key)/> })}
     }
 }
 
@@ -178,28 +184,102 @@ fn AccountCard(
     }
 }
 
+/// Opening an account (开户): the short form (any vacant shop; one typed reading for a shop with
+/// one meter), or — once a shop is chosen with `?open=<shop>` (a plain GET form, so it works
+/// without JavaScript) — one row per meter with its latest stored reading and a field for a
+/// typed one.
 #[component]
-fn OpenForm(shops: Vec<(String, String)>, csrf: String, key: String) -> impl IntoView {
+fn OpenForm(
+    shops: Vec<(String, String)>,
+    opening: Option<OpeningView>,
+    csrf: String,
+    key: String,
+) -> impl IntoView {
     let lang = use_lang();
     let kept = use_kept("open-form");
-    view! {
-        <h2>{tr(lang, "counter.open_account")}</h2>
-        <form method="post" action=AccountOpen::PATH class="grid" id="open-form">
-            <Csrf token=csrf/>
-            <input type="hidden" name="key" value=key/>
+    let chosen = opening.as_ref().map(|o| o.shop_id.clone());
+    let choose = view! {
+        <form method="get" action="/counter" class="filters no-print" id="open-choose">
+            <label>{tr(lang, "counter.open_shop_meters")}
+                <select name="open">
+                    {shops.iter().map(|(id, name)| view! { <option value=id.clone() selected=chosen.as_deref() == Some(id.as_str())>{name.clone()}</option> }).collect_view()}
+                </select>
+            </label>
+            <button type="submit" class="secondary">{tr(lang, "counter.choose_shop")}</button>
+        </form>
+    };
+    let shop_field = match &opening {
+        Some(o) => view! {
+            <input type="hidden" name="shop_id" value=o.shop_id.clone()/>
+            <p class="wide"><strong id="opening-shop">{o.shop.clone()}</strong></p>
+        }.into_any(),
+        None => view! {
             <label>{tr(lang, "counter.shop")}
                 <select name="shop_id" required aria-invalid=kept.invalid("shop_id")>
                     {shops.into_iter().map(|(id, name)| view! { <option value=id.clone() selected=kept.chose("shop_id", &id)>{name}</option> }).collect_view()}
                 </select>
             </label>
+        }.into_any(),
+    };
+    let readings = match &opening {
+        Some(o) => view! { <OpeningRows meters=o.meters.clone()/> }.into_any(),
+        None => view! {
+            <label>{tr(lang, "counter.reading_kwh")}<input name="reading_kwh" inputmode="decimal" value=kept.value_or("reading_kwh", "") aria-invalid=kept.invalid("reading_kwh")/></label>
+        }.into_any(),
+    };
+    view! {
+        <h2>{tr(lang, "counter.open_account")}</h2>
+        {choose}
+        <form method="post" action=AccountOpen::PATH class="grid" id="open-form">
+            <Csrf token=csrf/>
+            <input type="hidden" name="key" value=key/>
+            {shop_field}
             <label>{tr(lang, "counter.holder_name")}<input name="holder_name" required value=kept.value_or("holder_name", "") aria-invalid=kept.invalid("holder_name")/></label>
             <label>{tr(lang, "users.phone")}<input name="holder_phone" inputmode="tel" value=kept.value_or("holder_phone", "") aria-invalid=kept.invalid("holder_phone")/></label>
-            <label>{tr(lang, "counter.reading_kwh")}<input name="reading_kwh" inputmode="decimal" value=kept.value_or("reading_kwh", "") aria-invalid=kept.invalid("reading_kwh")/></label>
+            {readings}
             <label>{tr(lang, "counter.deposit")}<input name="deposit" inputmode="decimal" placeholder="0.00" value=kept.value_or("deposit", "") aria-invalid=kept.invalid("deposit")/></label>
             <label>{tr(lang, "counter.opening_credit")}<input name="opening_credit" inputmode="decimal" placeholder="0.00" value=kept.value_or("opening_credit", "") aria-invalid=kept.invalid("opening_credit")/></label>
             <p class="muted wide">{tr(lang, "counter.open_hint")}</p>
             <button type="submit">{tr(lang, "counter.open")}</button>
         </form>
+    }
+}
+
+/// One row per meter of the shop being opened: the reading billing would count from, and a field
+/// for a typed one (needed only when no fresh reading is stored).
+#[component]
+fn OpeningRows(meters: Vec<OpeningMeterView>) -> impl IntoView {
+    let lang = use_lang();
+    let kept = use_kept("open-form");
+    view! {
+        <div class="table-wrap wide">
+            <table id="opening-meters">
+                <thead><tr>
+                    <th>{tr(lang, "counter.meter")}</th><th>{tr(lang, "counter.latest_reading")}</th><th>{tr(lang, "counter.reading_kwh")}</th>
+                </tr></thead>
+                <tbody>
+                    {meters.into_iter().enumerate().map(|(i, m)| {
+                        let field = format!("meters.{i}.reading_kwh");
+                        let latest = if m.latest_kwh.is_empty() {
+                            tr(lang, "counter.no_reading")
+                        } else {
+                            format!("{} kWh · {}", m.latest_kwh, m.latest_at)
+                        };
+                        view! {
+                            <tr>
+                                <td>{m.number.clone()}<input type="hidden" name=format!("meters[{i}][meter_id]") value=m.meter_id.clone()/></td>
+                                <td class:muted=!m.fresh>{latest}{(!m.fresh).then(|| view! { " · " {tr(lang, "counter.type_reading")} })}</td>
+                                <td><input name=format!("meters[{i}][reading_kwh]") inputmode="decimal"
+                                    aria-label=format!("{} {}", tr(lang, "counter.reading_kwh"), m.number)
+                                    placeholder=if m.fresh { tr(lang, "counter.fresh_used") } else { String::new() }
+                                    required=!m.fresh
+                                    value=kept.value_or(&field, "") aria-invalid=kept.invalid(&field)/></td>
+                            </tr>
+                        }
+                    }).collect_view()}
+                </tbody>
+            </table>
+        </div>
     }
 }
 
@@ -300,6 +380,7 @@ fn AccountDetail(v: AccountPageView, csrf: String) -> impl IntoView {
         {v.settlement.clone().map(|st| view! { <SettlementSlip st account=a.clone()/> })}
         <AfterCloseForms v=v.clone() csrf=csrf.clone()/>
         <Invoices v=v.clone() csrf=csrf.clone()/>
+        <Tenants v=v.clone() csrf=csrf.clone()/>
         <h2>{tr(lang, "account.movements")}</h2>
         <div class="table-wrap">
             <table id="movements">
@@ -471,6 +552,36 @@ fn Invoices(v: AccountPageView, csrf: String) -> impl IntoView {
                 <label>{tr(lang, "invoice.tax_number")}<input name="tax_number" maxlength="20" value=kept.value_or("tax_number", "") aria-invalid=kept.invalid("tax_number")/></label>
                 <label>{tr(lang, "counter.amount")}<input name="amount" inputmode="decimal" required value=kept.value_or("amount", "") aria-invalid=kept.invalid("amount")/></label>
                 <button type="submit">{tr(lang, "invoice.request")}</button>
+            </form>
+        })}
+    }
+}
+
+/// The shop-tenant users who see this account on their phones, and the form that links one by
+/// the login they use.
+#[component]
+fn Tenants(v: AccountPageView, csrf: String) -> impl IntoView {
+    let lang = use_lang();
+    let kept = use_kept("tenant-form");
+    view! {
+        <h2>{tr(lang, "account.tenants")}</h2>
+        {if v.tenants.is_empty() {
+            view! { <p class="muted">{tr(lang, "account.no_tenants")}</p> }.into_any()
+        } else {
+            view! {
+                <ul id="tenants">
+                    {v.tenants.iter().map(|t| view! {
+                        <li>{t.username.clone()} " " {t.display_name.clone()} " · " {tr(lang, "account.linked_at")} " " {t.linked_at.clone()}</li>
+                    }).collect_view()}
+                </ul>
+            }.into_any()
+        }}
+        {v.can_link.then(|| view! {
+            <form method="post" action=AccountLinkTenant::PATH class="grid no-print" id="tenant-form">
+                <Csrf token=csrf.clone()/>
+                <input type="hidden" name="account_id" value=v.account.id.clone()/>
+                <label>{tr(lang, "account.tenant_login")}<input name="username" required inputmode="tel" maxlength="64" value=kept.value_or("username", "") aria-invalid=kept.invalid("username")/></label>
+                <button type="submit">{tr(lang, "account.link_tenant")}</button>
             </form>
         })}
     }

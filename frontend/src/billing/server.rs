@@ -17,6 +17,42 @@ use powertab_core::kernel::money::{AmountFen, EnergyWh};
 use powertab_core::tenancy::roles::{Need, Right};
 use uuid::Uuid;
 
+/// The rows of the open-account form for `shop`, when it is one of the vacant shops listed.
+async fn opening_view(
+    tx: &mut sqlx::PgConnection,
+    principal: &powertab_core::auth::Principal,
+    shop: Uuid,
+    vacant: &[(String, String)],
+) -> Result<Option<OpeningView>, WebError> {
+    let Some((_, name)) = vacant.iter().find(|(id, _)| *id == shop.to_string()) else {
+        return Ok(None);
+    };
+    let tz = principal.tz();
+    let meters = accounts::opening_readings(tx, principal, shop)
+        .await
+        .map_err(read_err)?
+        .into_iter()
+        .map(|m| OpeningMeterView {
+            meter_id: m.meter_id.to_string(),
+            number: m.meter_number,
+            latest_kwh: m
+                .latest
+                .map(|(_, wh)| powertab_core::kernel::money::format_wh_as_kwh(wh.wh()))
+                .unwrap_or_default(),
+            latest_at: m
+                .latest
+                .map(|(at, _)| at.with_timezone(&tz).format("%Y-%m-%d %H:%M").to_string())
+                .unwrap_or_default(),
+            fresh: m.fresh,
+        })
+        .collect();
+    Ok(Some(OpeningView {
+        shop_id: shop.to_string(),
+        shop: name.clone(),
+        meters,
+    }))
+}
+
 pub async fn get_receipt(id: String) -> Result<ReceiptView, WebError> {
     let (principal, mut tx) = read_session().await?;
     let id: Uuid = id
@@ -73,7 +109,12 @@ pub async fn get_receipt(id: String) -> Result<ReceiptView, WebError> {
     })
 }
 
-pub async fn get_counter(q: String, receipt: String, txn: String) -> Result<CounterView, WebError> {
+pub async fn get_counter(
+    q: String,
+    receipt: String,
+    txn: String,
+    open: String,
+) -> Result<CounterView, WebError> {
     let (principal, mut tx) = read_session().await?;
     let found = accounts::search(&mut tx, &principal, &q)
         .await
@@ -92,6 +133,17 @@ pub async fn get_counter(q: String, receipt: String, txn: String) -> Result<Coun
     )
     .await
     .map_err(read_err)?;
+    let vacant_names: Vec<(String, String)> = vacant
+        .into_iter()
+        .map(|s| {
+            (
+                s.id.to_string(),
+                format!("{} · {} {}", s.building_name, s.number, s.name)
+                    .trim()
+                    .to_owned(),
+            )
+        })
+        .collect();
     Ok(CounterView {
         accounts: found
             .into_iter()
@@ -120,17 +172,7 @@ pub async fn get_counter(q: String, receipt: String, txn: String) -> Result<Coun
                 s.cash_taken_fen.fen(),
             )
         }),
-        vacant_shops: vacant
-            .into_iter()
-            .map(|s| {
-                (
-                    s.id.to_string(),
-                    format!("{} · {} {}", s.building_name, s.number, s.name)
-                        .trim()
-                        .to_owned(),
-                )
-            })
-            .collect(),
+        vacant_shops: vacant_names.clone(),
         form_key: Uuid::now_v7().to_string(),
         can_top_up: principal.can(Need::Act(Right::TopUp)),
         can_refund: principal.can(Need::Act(Right::Refund)),
@@ -138,6 +180,13 @@ pub async fn get_counter(q: String, receipt: String, txn: String) -> Result<Coun
         receipt: non_empty(receipt)
             .filter(|r| r.len() <= 40 && r.bytes().all(|b| b.is_ascii_alphanumeric())),
         receipt_txn: txn.parse::<Uuid>().ok().map(|t| t.to_string()),
+        opening: match open.parse::<Uuid>() {
+            // Only a vacant shop the caller sees is opened (the list is already filtered).
+            Ok(shop) if principal.can(Need::Act(Right::Accounts)) => {
+                opening_view(&mut tx, &principal, shop, &vacant_names).await?
+            }
+            _ => None,
+        },
     })
 }
 
@@ -243,6 +292,7 @@ pub async fn account_open(
         holder_name,
         holder_phone,
         reading_kwh,
+        meters: rows,
         deposit,
         opening_credit,
     } = form;
@@ -250,27 +300,27 @@ pub async fn account_open(
         let (principal, mut tx) = session_for_change(&csrf).await?;
         let key = key_of(&key)?;
         let shop: Uuid = shop_id.parse().map_err(|_| field_error("shop_id"))?;
-        let manual = match reading_kwh.trim() {
-            "" => None,
-            text => Some(EnergyWh::parse_kwh(text).map_err(|_| field_error("reading_kwh"))?),
+        let opening_meters = if rows.is_empty() {
+            short_form_meters(&mut tx, &principal, shop, &reading_kwh).await?
+        } else {
+            meter_rows(&rows)?
         };
-        let meters = accounts::meters_of_shop(&mut tx, &principal, shop).await?;
-        if meters.is_empty() {
-            return Err(field_error("shop_id"));
-        }
+        // The short form's one reading field answers for every meter's reading.
+        let renames: Vec<(String, String)> = (0..opening_meters.len())
+            .map(|i| {
+                let to = if rows.is_empty() {
+                    "reading_kwh".to_owned()
+                } else {
+                    format!("meters.{i}.reading_kwh")
+                };
+                (format!("meters.{i}.manual_energy_wh"), to)
+            })
+            .collect();
         let input = OpenAccount {
             shop_id: shop,
             holder_name,
             holder_phone,
-            // One typed reading is for a shop with one meter; with more, each needs a fresh
-            // stored reading (or the API, which takes one per meter).
-            meters: meters
-                .iter()
-                .map(|&meter_id| OpeningMeter {
-                    meter_id,
-                    manual_energy_wh: manual.filter(|_| meters.len() == 1),
-                })
-                .collect(),
+            meters: opening_meters,
             deposit_fen: optional_yuan(&deposit, "deposit")?,
             deposit_method: Some(CounterMethod::Cash),
             opening_credit_fen: optional_yuan(&opening_credit, "opening_credit")?,
@@ -278,11 +328,15 @@ pub async fn account_open(
         let account = accounts::open(&mut tx, &principal, &input, &key)
             .await
             .map_err(|e| {
-                UiError::from(e).renamed(&[
-                    ("meters.0.manual_energy_wh", "reading_kwh"),
+                let mut pairs: Vec<(&str, &str)> = renames
+                    .iter()
+                    .map(|(a, b)| (a.as_str(), b.as_str()))
+                    .collect();
+                pairs.extend([
                     ("deposit_fen", "deposit"),
                     ("opening_credit_fen", "opening_credit"),
-                ])
+                ]);
+                UiError::from(e).renamed(&pairs)
             })?;
         tx.commit().await?;
         Ok(format!(
@@ -292,6 +346,76 @@ pub async fn account_open(
     }
     .await;
     finish_keeping(result, "open-form", &kept)
+}
+
+/// The short form's meters: every active meter of the shop, the one typed reading for a shop
+/// with one meter (with more, each needs a fresh stored reading or the per-meter form).
+async fn short_form_meters(
+    tx: &mut sqlx::PgConnection,
+    principal: &powertab_core::auth::Principal,
+    shop: Uuid,
+    reading_kwh: &str,
+) -> Result<Vec<OpeningMeter>, UiError> {
+    let manual = match reading_kwh.trim() {
+        "" => None,
+        text => Some(EnergyWh::parse_kwh(text).map_err(|_| field_error("reading_kwh"))?),
+    };
+    let meters = accounts::meters_of_shop(tx, principal, shop).await?;
+    if meters.is_empty() {
+        return Err(field_error("shop_id"));
+    }
+    Ok(meters
+        .iter()
+        .map(|&meter_id| OpeningMeter {
+            meter_id,
+            manual_energy_wh: manual.filter(|_| meters.len() == 1),
+        })
+        .collect())
+}
+
+/// The per-meter form's rows (core checks each meter belongs to the shop).
+fn meter_rows(rows: &[OpeningMeterForm]) -> Result<Vec<OpeningMeter>, UiError> {
+    if rows.len() > 64 {
+        return Err(field_error("shop_id"));
+    }
+    rows.iter()
+        .enumerate()
+        .map(|(i, row)| {
+            let meter_id = row
+                .meter_id
+                .parse()
+                .map_err(|_| field_error(&format!("meters.{i}.meter_id")))?;
+            let manual_energy_wh = match row.reading_kwh.trim() {
+                "" => None,
+                text => Some(
+                    EnergyWh::parse_kwh(text)
+                        .map_err(|_| field_error(&format!("meters.{i}.reading_kwh")))?,
+                ),
+            };
+            Ok(OpeningMeter {
+                meter_id,
+                manual_energy_wh,
+            })
+        })
+        .collect()
+}
+
+/// Links a shop-tenant user, by the login they use (a phone number), to an account.
+pub async fn account_link_tenant(
+    csrf: String,
+    account_id: String,
+    username: String,
+) -> Result<(), WebError> {
+    let kept = serde_json::json!({ "username": &username });
+    let result = async {
+        let (principal, mut tx) = session_for_change(&csrf).await?;
+        let account: Uuid = account_id.parse().map_err(|_| field_error("account_id"))?;
+        accounts::link_username(&mut tx, &principal, account, &username).await?;
+        tx.commit().await?;
+        Ok(format!("/accounts/{account}?ok=account.tenant_linked"))
+    }
+    .await;
+    finish_keeping(result, "tenant-form", &kept)
 }
 
 pub(super) fn card(a: &powertab_core::billing::accounts::ShopAccount) -> CounterAccountView {
@@ -378,6 +502,21 @@ pub async fn get_account_page(id: String) -> Result<AccountPageView, WebError> {
         can_write_off: principal.can(Need::Act(Right::Accounts)) && owed(|v| v.arrears_fen),
         settlement,
         invoices: books::invoice_views(&mut tx, &principal, id).await?,
+        tenants: accounts::linked_users(&mut tx, &principal, id)
+            .await
+            .map_err(read_err)?
+            .into_iter()
+            .map(|u| TenantView {
+                username: u.username,
+                display_name: u.display_name,
+                linked_at: u
+                    .linked_at
+                    .with_timezone(&tz)
+                    .format("%Y-%m-%d %H:%M")
+                    .to_string(),
+            })
+            .collect(),
+        can_link: principal.can(Need::Act(Right::Accounts)) && !closed,
         can_invoice: principal.can(Need::Act(Right::TopUp)),
         can_issue: principal.can(Need::Act(Right::Accounts)),
     })

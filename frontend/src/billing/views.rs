@@ -34,6 +34,28 @@ pub struct CounterView {
     pub receipt: Option<String>,
     /// Its transaction, for the print link.
     pub receipt_txn: Option<String>,
+    /// The shop chosen to open (`?open=<shop id>`), with one reading row per meter.
+    pub opening: Option<OpeningView>,
+}
+
+/// A vacant shop being opened, meter by meter.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct OpeningView {
+    pub shop_id: String,
+    pub shop: String,
+    pub meters: Vec<OpeningMeterView>,
+}
+
+/// One meter of a shop being opened: what billing would count from.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct OpeningMeterView {
+    pub meter_id: String,
+    pub number: String,
+    /// The latest stored reading (kWh) and its local time; empty without one.
+    pub latest_kwh: String,
+    pub latest_at: String,
+    /// Fresh enough to open from: a typed reading is then not needed (and not taken).
+    pub fresh: bool,
 }
 
 /// A receipt as printed.
@@ -93,6 +115,18 @@ pub struct AccountPageView {
     pub can_invoice: bool,
     /// Mark them issued or cancel them.
     pub can_issue: bool,
+    /// The shop-tenant users linked to the account (they see it on their phones).
+    pub tenants: Vec<TenantView>,
+    /// Link another tenant user (an open account, the accounts right).
+    pub can_link: bool,
+}
+
+/// A shop-tenant user linked to an account.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct TenantView {
+    pub username: String,
+    pub display_name: String,
+    pub linked_at: String,
 }
 
 /// An invoice (发票) request of an account.
@@ -229,12 +263,25 @@ pub struct OpenAccountForm {
     pub holder_name: String,
     #[serde(default)]
     pub holder_phone: String,
+    /// The one reading of a shop with one meter (the short form).
     #[serde(default)]
     pub reading_kwh: String,
+    /// One row per meter (`meters[i][meter_id]`, `meters[i][reading_kwh]`), from the form of a
+    /// chosen shop.
+    #[serde(default)]
+    pub meters: Vec<OpeningMeterForm>,
     #[serde(default)]
     pub deposit: String,
     #[serde(default)]
     pub opening_credit: String,
+}
+
+/// A meter row of the open-account form.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct OpeningMeterForm {
+    pub meter_id: String,
+    #[serde(default)]
+    pub reading_kwh: String,
 }
 
 /// Yuan with two decimals from integer fen (`AmountFen`'s own form); a negative available

@@ -179,7 +179,7 @@ async fn approve(
 ) -> ApiResult<Json<ApprovalRequest>> {
     let request = match approvals::kind_of(&mut session.tx, id).await? {
         ApprovalKind::ReadingCorrection => {
-            review::approve_correction(&mut session.tx, &session.principal, id).await?
+            review::approve_correction(&mut session.tx, &session.principal, id, &key).await?
         }
         ApprovalKind::WriteOff => {
             powertab_core::billing::closing::approve_write_off(

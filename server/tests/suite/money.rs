@@ -1475,3 +1475,152 @@ async fn another_approver_decides_a_large_reversal_in_the_approvals_inbox() {
     assert_eq!(fen(&account, "wallet_fen"), 0);
     app.assert_ledger_clean().await;
 }
+
+#[tokio::test]
+async fn one_idempotency_key_serves_one_request_whatever_tables_they_write() {
+    let app = spawn_app().await;
+    let (_, admin) = app.company_with_admin("acme").await;
+    let (shop, meter) = shop_with_meter(&app, &admin, "601").await;
+    let id = open_account(&app, &admin, &shop, &meter).await;
+    let top_up = format!("/api/v1/accounts/{id}/top-up");
+    let card = |fen: i64| json!({"amount_fen": fen, "method": "card"});
+    // The opening's key (an account table, not the ledger) cannot post a top-up.
+    let (status, err) = app
+        .post_keyed(&top_up, &admin, &format!("open-{shop}"), card(500))
+        .await;
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("idempotency_key_reused")),
+        "{err}"
+    );
+    let (status, sale) = app
+        .post_keyed(&top_up, &admin, "k-sale", card(80_000))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{sale}");
+    let sale_id = sale["transaction"]["id"].as_str().unwrap().to_owned();
+    // A reversal request above the approval amount writes only `reversal_requests`; its key
+    // cannot then post a top-up either.
+    let (status, asked) = app
+        .post_keyed(
+            &format!("/api/v1/transactions/{sale_id}/reversal"),
+            &admin,
+            "k-ask",
+            json!({"reason": "重复收款"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{asked}");
+    let (status, _) = app.post_keyed(&top_up, &admin, "k-ask", card(500)).await;
+    assert_eq!(status, StatusCode::CONFLICT, "a reversal request's key");
+    // Nor can the sale's key ask for an invoice.
+    let (status, _) = app
+        .post_keyed(
+            &format!("/api/v1/accounts/{id}/invoices"),
+            &admin,
+            "k-sale",
+            json!({"title": "某某商贸有限公司", "tax_number": "91310000MA1FL0XX1A", "amount_fen": 1_000}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "a top-up's key");
+    // The refusals changed nothing: the sale's key still replays the sale.
+    let (status, again) = app
+        .post_keyed(&top_up, &admin, "k-sale", card(80_000))
+        .await;
+    assert_eq!(
+        (status, &again["transaction"]["id"], &again["replayed"]),
+        (StatusCode::OK, &sale["transaction"]["id"], &json!(true)),
+        "{again}"
+    );
+    let (_, account) = app.get(&format!("/api/v1/accounts/{id}"), &admin).await;
+    assert_eq!(
+        fen(&account, "wallet_fen"),
+        80_000,
+        "one top-up, nothing else"
+    );
+    let invoices: i64 = sqlx::query_scalar("select count(*) from c_1.invoice_requests")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(invoices, 0);
+    app.assert_ledger_clean().await;
+}
+
+#[tokio::test]
+async fn a_shop_with_two_meters_opens_from_the_page_with_a_reading_per_meter() {
+    use crate::web::{csrf_of, logged_in_as, page, post_form};
+    let app = spawn_app().await;
+    let (_, admin) = app.company_with_admin("acme").await;
+    let (shop, first) = shop_with_meter(&app, &admin, "302").await;
+    let (_, m1) = app.get(&format!("/api/v1/meters/{first}"), &admin).await;
+    let (status, second) = app
+        .post(
+            "/api/v1/meters",
+            &admin,
+            json!({"bus_id": m1["bus_id"], "model": "dtsy1352", "address": "2",
+                   "meter_number": "93023", "shop_id": shop}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{second}");
+    let second = second["id"].as_str().unwrap().to_owned();
+    // The second meter has a fresh stored reading, the first none.
+    store_reading(&app, &second, chrono::Utc::now(), 2_000_000).await;
+    let client = logged_in_as(&app, "acme", "boss").await;
+    let html = page(&app, &client, &format!("/counter?open={shop}")).await;
+    let csrf = csrf_of(&html);
+    let rows = html
+        .split("id=\"opening-meters\"")
+        .nth(1)
+        .expect("a row per meter");
+    let (at_first, at_second) = (rows.find("9302<").unwrap(), rows.find("93023<").unwrap());
+    assert!(at_first < at_second, "in meter-number order");
+    assert!(rows.contains("2000 kWh"), "the stored reading is shown");
+    let key = key_after(&html, "id=\"open-form\"");
+    let form = |typed: &'static str| {
+        vec![
+            ("csrf", csrf.clone()),
+            ("key", key.clone()),
+            ("shop_id", shop.clone()),
+            ("holder_name", "王五".to_owned()),
+            ("meters[0][meter_id]", first.clone()),
+            ("meters[0][reading_kwh]", typed.to_owned()),
+            ("meters[1][meter_id]", second.clone()),
+            ("meters[1][reading_kwh]", String::new()),
+        ]
+    };
+    let post = |fields: Vec<(&'static str, String)>| {
+        let (app, client) = (&app, &client);
+        let from = format!("/counter?open={shop}");
+        async move {
+            let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            post_form(app, client, &from, "/sfn/account_open", &fields)
+                .await
+                .1
+        }
+    };
+    // The first meter has no fresh reading: its own field is named.
+    let refused = post(form("")).await;
+    assert!(
+        refused.contains("error=validation_failed") && refused.contains("meters.0.reading_kwh"),
+        "{refused}"
+    );
+    let opened = post(form("1200.5")).await;
+    assert_eq!(opened, "/counter?q=302&ok=counter.opened");
+    let (_, list) = app.get("/api/v1/accounts?q=302", &admin).await;
+    let meters = &list["items"][0]["meters"];
+    let opening = |id: &str| {
+        meters
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["meter_id"] == id)
+            .map(|m| {
+                (
+                    m["opening_energy_wh"].as_i64(),
+                    m["opening_manual"].as_bool(),
+                )
+            })
+            .unwrap()
+    };
+    assert_eq!(opening(&first), (Some(1_200_500), Some(true)), "typed");
+    assert_eq!(opening(&second), (Some(2_000_000), Some(false)), "stored");
+    app.assert_ledger_clean().await;
+}

@@ -159,3 +159,61 @@ async fn a_former_tenant_keeps_their_history_and_never_sees_the_next_tenants_acc
     );
     app.assert_ledger_clean().await;
 }
+
+#[tokio::test]
+async fn the_account_page_links_a_tenant_by_their_login_with_a_plain_form() {
+    use crate::web::{csrf_of, logged_in_as, page, post_form};
+    let app = spawn_app().await;
+    let (_, admin) = app.company_with_admin("acme").await;
+    let (shop, meter) = shop_with_meter(&app, &admin, "953").await;
+    let id = open_account(&app, &admin, &shop, &meter).await;
+    let (_, tenant) = app
+        .user(&admin, "acme", "13900000003", "shop_tenant", &[])
+        .await;
+    app.user(&admin, "acme", "op9", "operator", &[]).await;
+    let client = logged_in_as(&app, "acme", "boss").await;
+    let path = format!("/accounts/{id}");
+    let html = page(&app, &client, &path).await;
+    assert!(html.contains("id=\"tenant-form\""), "the form to link one");
+    let csrf = csrf_of(&html);
+    let link = |username: &'static str| {
+        let (app, client, path, csrf, id) = (&app, &client, &path, &csrf, &id);
+        async move {
+            post_form(
+                app,
+                client,
+                path,
+                "/sfn/account_link_tenant",
+                &[("csrf", csrf), ("account_id", id), ("username", username)],
+            )
+            .await
+            .1
+        }
+    };
+    // An operator's login, or nobody's, is no tenant: the field is named and nothing is linked.
+    for wrong in ["op9", "13999999999"] {
+        let refused = link(wrong).await;
+        assert!(
+            refused.contains("error=validation_failed") && refused.contains("fields=username"),
+            "{wrong}: {refused}"
+        );
+    }
+    assert_eq!(
+        app.get(&format!("/api/v1/accounts/{id}"), &tenant).await.0,
+        StatusCode::NOT_FOUND,
+        "not linked yet"
+    );
+    let linked = link("13900000003").await;
+    assert_eq!(linked, format!("/accounts/{id}?ok=account.tenant_linked"));
+    let html = page(&app, &client, &path).await;
+    let tenants = html
+        .split("id=\"tenants\"")
+        .nth(1)
+        .expect("the linked list");
+    assert!(tenants.contains("13900000003"), "{tenants}");
+    assert_eq!(
+        app.get(&format!("/api/v1/accounts/{id}"), &tenant).await.0,
+        StatusCode::OK,
+        "the tenant reads it now"
+    );
+}

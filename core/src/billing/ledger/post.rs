@@ -164,7 +164,7 @@ pub async fn post(
     .bind(&posting.memo)
     .execute(&mut *conn)
     .await?;
-    apply_entries(conn, id, posting).await?;
+    apply_entries(conn, &[(id, posting)]).await?;
     let txn = load(conn, id)
         .await?
         .ok_or_else(|| invariant(format!("transaction {id} vanished")))?;
@@ -174,18 +174,117 @@ pub async fn post(
     })
 }
 
-/// Writes the entries and moves the cached balances, under row locks taken in key order (so two
-/// postings on the same accounts never deadlock).
-async fn apply_entries(conn: &mut PgConnection, id: Uuid, posting: &Posting) -> CoreResult<()> {
-    let keys: Vec<String> = posting.legs.iter().map(|(k, _)| k.to_string()).collect();
-    let classes: Vec<&str> = posting
-        .legs
-        .iter()
-        .map(|(k, _)| k.class().as_str())
-        .collect();
-    let shop_accounts: Vec<Option<Uuid>> =
-        posting.legs.iter().map(|(k, _)| k.shop_account()).collect();
-    let meters: Vec<Option<Uuid>> = posting.legs.iter().map(|(k, _)| k.meter()).collect();
+/// Posts many system postings at once in the caller's database transaction — the rating pass's
+/// batches of charges — with the same rules as [`post`] (templates, idempotency keys, the books
+/// lock, locked running balances, the overdraft rule) but a handful of statements for all of
+/// them. No receipts and no reversals here (those are one counter request each). Returns each
+/// posting's transaction id, in order: the original one for a replayed key.
+#[tracing::instrument(skip_all, fields(postings = postings.len()))]
+pub async fn post_many(
+    conn: &mut PgConnection,
+    principal: &Principal,
+    postings: &[Posting],
+) -> CoreResult<Vec<Uuid>> {
+    if postings.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut keys: Vec<&str> = Vec::with_capacity(postings.len());
+    for posting in postings {
+        if posting.receipt || posting.reverses.is_some() {
+            return Err(invariant(format!(
+                "{} posts alone: it takes a receipt or reverses",
+                posting.idempotency_key
+            )));
+        }
+        templates::conforms(posting.kind, &posting.legs, None).map_err(invariant)?;
+        keys.push(&posting.idempotency_key);
+    }
+    keys.sort_unstable();
+    if keys.windows(2).any(|w| w[0] == w[1]) {
+        return Err(invariant("one idempotency key twice in a batch".into()));
+    }
+    // The same per-key locks as `post`, taken in key order so two batches never deadlock.
+    sqlx::query(
+        "select count(pg_advisory_xact_lock(hashtextextended(k, 7)))
+         from (select k from unnest($1::text[]) as u(k) order by k) sorted",
+    )
+    .bind(&keys)
+    .execute(&mut *conn)
+    .await?;
+    let stored: std::collections::HashMap<String, (Uuid, String)> = sqlx::query(
+        "select idempotency_key, id, request_hash from ledger_transactions
+         where idempotency_key = any($1)",
+    )
+    .bind(&keys)
+    .fetch_all(&mut *conn)
+    .await?
+    .iter()
+    .map(|r| {
+        Ok((
+            r.try_get("idempotency_key")?,
+            (r.try_get("id")?, r.try_get("request_hash")?),
+        ))
+    })
+    .collect::<CoreResult<_>>()?;
+    let mut ids = Vec::with_capacity(postings.len());
+    let mut new: Vec<(Uuid, &Posting)> = Vec::new();
+    for posting in postings {
+        match stored.get(&posting.idempotency_key) {
+            Some((id, hash)) if *hash == posting.request_hash => ids.push(*id),
+            Some(_) => return Err(CoreError::IdempotencyKeyReused),
+            None => {
+                let id = Uuid::now_v7();
+                ids.push(id);
+                new.push((id, posting));
+            }
+        }
+    }
+    if new.is_empty() {
+        return Ok(ids);
+    }
+    let booked_on = principal.today();
+    crate::billing::books::guard_open(conn, booked_on).await?;
+    let column = |f: &dyn Fn(&Posting) -> Option<String>| -> Vec<Option<String>> {
+        new.iter().map(|(_, p)| f(p)).collect()
+    };
+    let txn_ids: Vec<Uuid> = new.iter().map(|(id, _)| *id).collect();
+    sqlx::query(
+        "insert into ledger_transactions (id, kind, idempotency_key, request_hash, shop_account_id,
+             event_at, booked_on, actor, method, memo)
+         select id, kind, k, h, a, e, $7, $8, m, memo
+         from unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::uuid[], $6::timestamptz[],
+                     $9::text[], $10::text[]) as u(id, kind, k, h, a, e, m, memo)",
+    )
+    .bind(&txn_ids)
+    .bind(column(&|p| Some(p.kind.to_string())))
+    .bind(column(&|p| Some(p.idempotency_key.clone())))
+    .bind(column(&|p| Some(p.request_hash.clone())))
+    .bind(new.iter().map(|(_, p)| p.shop_account).collect::<Vec<_>>())
+    .bind(new.iter().map(|(_, p)| p.event_at).collect::<Vec<_>>())
+    .bind(booked_on)
+    .bind(actor_text(principal))
+    .bind(column(&|p| p.method.clone()))
+    .bind(column(&|p| Some(p.memo.clone())))
+    .execute(&mut *conn)
+    .await?;
+    apply_entries(conn, &new).await?;
+    Ok(ids)
+}
+
+/// Writes the entries of newly inserted transactions and moves the cached balances, under row
+/// locks taken in key order (so two postings on the same accounts never deadlock). The postings
+/// apply in order, each one's overdraft rule checked on the balance it leaves.
+async fn apply_entries(conn: &mut PgConnection, postings: &[(Uuid, &Posting)]) -> CoreResult<()> {
+    let mut accounts: std::collections::BTreeMap<String, &AccountKey> = Default::default();
+    for (_, posting) in postings {
+        for (key, _) in &posting.legs {
+            accounts.entry(key.to_string()).or_insert(key);
+        }
+    }
+    let keys: Vec<&String> = accounts.keys().collect();
+    let classes: Vec<&str> = accounts.values().map(|k| k.class().as_str()).collect();
+    let shop_accounts: Vec<Option<Uuid>> = accounts.values().map(|k| k.shop_account()).collect();
+    let meters: Vec<Option<Uuid>> = accounts.values().map(|k| k.meter()).collect();
     sqlx::query(
         "insert into ledger_accounts (key, class, shop_account_id, meter_id)
          select * from unnest($1::text[], $2::text[], $3::uuid[], $4::uuid[])
@@ -199,11 +298,10 @@ async fn apply_entries(conn: &mut PgConnection, id: Uuid, posting: &Posting) -> 
     .await?;
     // Only accounts with a running balance are locked and moved (see
     // `AccountKey::keeps_running_balance`); the company-wide ones are their entries' sum.
-    let running: Vec<String> = posting
-        .legs
+    let running: Vec<&String> = accounts
         .iter()
-        .filter(|(k, _)| k.keeps_running_balance())
-        .map(|(k, _)| k.to_string())
+        .filter(|(_, k)| k.keeps_running_balance())
+        .map(|(text, _)| text)
         .collect();
     let rows = sqlx::query(
         "select key, balance_fen from ledger_accounts where key = any($1) order by key for update",
@@ -211,59 +309,71 @@ async fn apply_entries(conn: &mut PgConnection, id: Uuid, posting: &Posting) -> 
     .bind(&running)
     .fetch_all(&mut *conn)
     .await?;
-    let mut new_balances = Vec::with_capacity(running.len());
-    if let Some((guarded, _)) = &posting.keep_at_least {
-        debug_assert!(
-            guarded.keeps_running_balance(),
-            "the overdraft rule reads a locked balance"
-        );
-    }
-    for (key, amount) in posting
-        .legs
+    // Each running account: (balance, postings that moved it).
+    let mut balances: std::collections::BTreeMap<String, (AmountFen, i64)> = rows
         .iter()
-        .filter(|(k, _)| k.keeps_running_balance())
-    {
-        let text = key.to_string();
-        let row = rows
-            .iter()
-            .find(|r| r.get::<String, _>("key") == text)
-            .ok_or_else(|| invariant(format!("account {text} not locked")))?;
-        let before: AmountFen = row.try_get("balance_fen")?;
-        let after = before
-            .checked_add(*amount)
-            .ok_or_else(|| CoreError::Conflict(format!("the balance of {text} would overflow")))?;
-        if let Some((guarded, floor)) = &posting.keep_at_least {
-            if guarded == key && after < *floor {
-                let available = before.checked_sub(*floor).unwrap_or(AmountFen::ZERO);
-                return Err(CoreError::InsufficientBalance(format!(
-                    "only ¥{available} is available"
-                )));
-            }
+        .map(|r| Ok((r.try_get("key")?, (r.try_get("balance_fen")?, 0))))
+        .collect::<CoreResult<_>>()?;
+    let (mut txn_ids, mut seqs, mut entry_keys, mut amounts) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (id, posting) in postings {
+        if let Some((guarded, _)) = &posting.keep_at_least {
+            debug_assert!(
+                guarded.keeps_running_balance(),
+                "the overdraft rule reads a locked balance"
+            );
         }
-        new_balances.push((text, after));
+        for (i, (key, amount)) in posting.legs.iter().enumerate() {
+            let text = key.to_string();
+            txn_ids.push(*id);
+            seqs.push(i16::try_from(i).unwrap_or(i16::MAX));
+            amounts.push(amount.fen());
+            entry_keys.push(text.clone());
+            if !key.keeps_running_balance() {
+                continue;
+            }
+            let (balance, moves) = balances
+                .get_mut(&text)
+                .ok_or_else(|| invariant(format!("account {text} not locked")))?;
+            let before = *balance;
+            let after = before.checked_add(*amount).ok_or_else(|| {
+                CoreError::Conflict(format!("the balance of {text} would overflow"))
+            })?;
+            if let Some((guarded, floor)) = &posting.keep_at_least {
+                if guarded == key && after < *floor {
+                    let available = before.checked_sub(*floor).unwrap_or(AmountFen::ZERO);
+                    return Err(CoreError::InsufficientBalance(format!(
+                        "only ¥{available} is available"
+                    )));
+                }
+            }
+            *balance = after;
+            *moves += 1;
+        }
     }
-    let seqs: Vec<i16> = (0..posting.legs.len())
-        .map(|i| i16::try_from(i).unwrap_or(i16::MAX))
-        .collect();
-    let amounts: Vec<i64> = posting.legs.iter().map(|(_, a)| a.fen()).collect();
     sqlx::query(
         "insert into ledger_entries (txn_id, seq, account_key, amount_fen)
-         select $1, * from unnest($2::smallint[], $3::text[], $4::bigint[])",
+         select * from unnest($1::uuid[], $2::smallint[], $3::text[], $4::bigint[])",
     )
-    .bind(id)
+    .bind(&txn_ids)
     .bind(&seqs)
-    .bind(&keys)
+    .bind(&entry_keys)
     .bind(&amounts)
     .execute(&mut *conn)
     .await?;
-    let (keys, balances): (Vec<String>, Vec<i64>) =
-        new_balances.into_iter().map(|(k, b)| (k, b.fen())).unzip();
+    let moved: Vec<(&String, &(AmountFen, i64))> =
+        balances.iter().filter(|(_, (_, n))| *n > 0).collect();
+    let keys: Vec<&String> = moved.iter().map(|(k, _)| *k).collect();
+    let new_balances: Vec<i64> = moved.iter().map(|(_, (b, _))| b.fen()).collect();
+    let counts: Vec<i64> = moved.iter().map(|(_, (_, n))| *n).collect();
     sqlx::query(
-        "update ledger_accounts a set balance_fen = n.balance, entry_count = a.entry_count + 1
-         from unnest($1::text[], $2::bigint[]) as n(key, balance) where a.key = n.key",
+        "update ledger_accounts a set balance_fen = n.balance, entry_count = a.entry_count + n.moves
+         from unnest($1::text[], $2::bigint[], $3::bigint[]) as n(key, balance, moves)
+         where a.key = n.key",
     )
     .bind(&keys)
-    .bind(&balances)
+    .bind(&new_balances)
+    .bind(&counts)
     .execute(&mut *conn)
     .await?;
     Ok(())

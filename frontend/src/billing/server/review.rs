@@ -197,7 +197,7 @@ pub async fn decide_approval(
                 reversals::reject(&mut tx, &principal, id).await?;
             }
             ("reading_correction", true) => {
-                review::approve_correction(&mut tx, &principal, id).await?;
+                review::approve_correction(&mut tx, &principal, id, &key_of(&key)?).await?;
             }
             ("write_off", true) => {
                 powertab_core::billing::closing::approve_write_off(
