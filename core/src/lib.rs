@@ -23,6 +23,7 @@ pub mod commands;
 pub mod field;
 pub mod kernel;
 pub mod payments;
+pub mod power;
 pub mod reports;
 pub mod tariff;
 pub mod tenancy;

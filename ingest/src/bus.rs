@@ -346,7 +346,10 @@ async fn adopt(
 
 /// Carries out one command: claims it in the queue (another process, or an earlier turn, may
 /// have it already), runs it and reports the outcome. `read_now` polls the meter at once: the
-/// answer acknowledges it, and it is verified when the writer has stored the reading.
+/// answer acknowledges it, and it is verified when the writer has stored the reading. A relay
+/// command is written through the meter's driver; once the meter accepts it the meter is polled
+/// at once, and the reading's relay state verifies it (DESIGN.md: "verified when" — a `release`
+/// or `keep_power_off` has nothing to read back, so the accepted write verifies it).
 async fn run_command<T: Transport>(
     pool: &PgPool,
     wire: &mut T,
@@ -382,6 +385,25 @@ async fn run_command<T: Transport>(
         settle(State::Failed, "the meter is not on this bus").await;
         return Ok(());
     };
+    if let Some(control) = crate::commands::control_op(claimed.op) {
+        match write_control(wire, slot, link, control).await? {
+            Ok(()) => {
+                settle(
+                    claimed.op.state_after_done(None),
+                    "the meter accepted the command",
+                )
+                .await;
+                // The read-back: its relay state verifies trip, close and keep-power-on.
+                tokio::time::sleep(link.gap).await;
+                poll_meter(wire, slot, link, writer).await?;
+            }
+            Err(why) => {
+                metrics::counter!("ingest_control_failures_total").increment(1);
+                settle(State::Failed, why).await;
+            }
+        }
+        return Ok(());
+    }
     let answered = poll_meter(wire, slot, link, writer).await?;
     if answered {
         settle(State::Acknowledged, "the meter answered").await;
@@ -389,6 +411,44 @@ async fn run_command<T: Transport>(
         settle(State::Failed, "no answer").await;
     }
     Ok(())
+}
+
+/// Writes a relay command to one meter (each step retried like a poll's: the write is the same
+/// every time, so a repeat is harmless). `Ok(Err(why))` when the meter cannot or will not;
+/// I/O errors end the session.
+async fn write_control<T: Transport>(
+    wire: &mut T,
+    slot: &Slot,
+    link: &BusLink,
+    op: driver::ControlOp,
+) -> anyhow::Result<Result<(), &'static str>> {
+    let Ok(steps) = slot.driver.control(op) else {
+        return Ok(Err("this meter's driver cannot carry out the command"));
+    };
+    for (i, step) in steps.iter().enumerate() {
+        if i > 0 && !link.gap.is_zero() {
+            tokio::time::sleep(link.gap).await;
+        }
+        let mut reply = None;
+        for attempt in 0..=RETRIES {
+            if attempt > 0 {
+                tokio::time::sleep(link.gap).await;
+            }
+            if let Some((r, _)) = wire.transact(step, link.timeout).await? {
+                reply = Some(r);
+                break;
+            }
+        }
+        match reply {
+            None => return Ok(Err("no answer")),
+            Some(Reply::Rtu(framing::rtu::Reply::Exception(_)))
+            | Some(Reply::Dlt645(framing::dlt645::Reply::Error(_))) => {
+                return Ok(Err("the meter refused the command"));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(Ok(()))
 }
 
 /// Polls one meter; `Ok(true)` when it answered. I/O errors end the session.

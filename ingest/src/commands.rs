@@ -18,9 +18,30 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-/// The operations DTU and Modbus-TCP buses carry out today; the others stay queued until their
-/// driver support lands (trip/close with the power issue, secure frames with the prepayment one).
-pub const BUS_OPS: &[Op] = &[Op::ReadNow];
+/// The operations DTU and Modbus-TCP buses carry out: read-now and the relay commands (through
+/// the meter's driver: Acrel's 0x0057 register, DL/T 645's 0x1C); the others stay queued until
+/// their driver support lands (secure frames with the meter-side prepayment issue).
+pub const BUS_OPS: &[Op] = &[
+    Op::ReadNow,
+    Op::Trip,
+    Op::Close,
+    Op::Release,
+    Op::KeepPowerOn,
+    Op::KeepPowerOff,
+];
+
+/// The driver's form of a relay command.
+pub fn control_op(op: Op) -> Option<crate::driver::ControlOp> {
+    use crate::driver::ControlOp;
+    match op {
+        Op::Trip => Some(ControlOp::Trip),
+        Op::Close => Some(ControlOp::Close),
+        Op::Release => Some(ControlOp::Release),
+        Op::KeepPowerOn => Some(ControlOp::KeepPowerOn),
+        Op::KeepPowerOff => Some(ControlOp::KeepPowerOff),
+        _ => None,
+    }
+}
 
 /// The operations an MQTT gateway takes (MQTT-GATEWAY.md: Commands).
 pub const MQTT_OPS: &[Op] = &[

@@ -165,13 +165,19 @@ async fn a_dlt645_bus_on_port_2_and_refused_registrations() {
 
 /// Queues a read-now as the server does (row + NOTIFY); returns its id.
 async fn queue_read_now(field: &Field, meter: uuid::Uuid) -> uuid::Uuid {
+    queue(field, meter, "read_now").await
+}
+
+/// Queues command `op` for `meter` as the server does (row + NOTIFY); returns its id.
+async fn queue(field: &Field, meter: uuid::Uuid, op: &str) -> uuid::Uuid {
     let id = uuid::Uuid::now_v7();
     let mut tx = powertab_core::db::begin_in(&field.db.pool, &field.schema)
         .await
         .unwrap();
-    sqlx::query("insert into commands (id, meter_id, op, source, expires_at) values ($1, $2, 'read_now', 'test', now() + interval '2 minutes')")
+    sqlx::query("insert into commands (id, meter_id, op, source, expires_at) values ($1, $2, $3, 'test', now() + interval '2 minutes')")
         .bind(id)
         .bind(meter)
+        .bind(op)
         .execute(&mut *tx)
         .await
         .unwrap();
@@ -373,4 +379,124 @@ async fn connections_beyond_the_cap_are_closed_at_once() {
     })
     .await;
     assert!(freed, "a slot is free again once a connection ends");
+}
+
+/// The state and detail of command `id`.
+async fn command_state(field: &Field, id: uuid::Uuid) -> (String, String) {
+    sqlx::query_as(&format!(
+        "select state, detail from {}.commands where id = $1",
+        field.schema.as_str()
+    ))
+    .bind(id)
+    .fetch_one(&field.db.pool)
+    .await
+    .unwrap()
+}
+
+/// The relay state of `meter`'s latest stored reading.
+async fn latest_relay(field: &Field, meter: uuid::Uuid) -> Option<bool> {
+    sqlx::query_scalar(&format!(
+        "select relay_closed from {}.meter_latest where meter_id = $1",
+        field.schema.as_str()
+    ))
+    .bind(meter)
+    .fetch_optional(&field.db.pool)
+    .await
+    .unwrap()
+    .flatten()
+}
+
+#[tokio::test]
+async fn trip_and_close_travel_over_the_dtu_and_the_relay_read_back_verifies_them() {
+    let field = Field::new("acme", "dtu-1", b"PT-0001", &["modbus_rtu", "dlt645"]).await;
+    let acrel = field.meter(0, "dtsy1352", "1", "1001").await;
+    let dlt = field.meter(1, "dlt645", "202611250001", "2001").await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (writer, _task) = Writer::start(field.db.pool.clone());
+    // A long interval: only the commands' read-backs make readings after the first poll.
+    let config = DtuConfig {
+        poll_interval: Duration::from_secs(3600),
+        ..Default::default()
+    };
+    tokio::spawn(dtu::serve(listener, field.db.pool.clone(), writer, config));
+    let modbus = SimBus::modbus(vec![SimMeter::new(
+        SimModel::Dtsy1352 { address: 1 },
+        ShopType::Retail,
+        80_000,
+        100_000,
+    )]);
+    let address = dlt645::address_bytes("202611250001").unwrap();
+    let serial = SimBus::dlt645(vec![SimMeter::new(
+        SimModel::Dlt645 { address },
+        ShopType::Retail,
+        80_000,
+        200_000,
+    )]);
+    let port1 = dtu(b"PT-0001", modbus, DtuFaults::default());
+    let port2 = dtu(b"PT-00012", serial, DtuFaults::default());
+    let running = [
+        tokio::spawn(async move { port1.run(addr).await }),
+        tokio::spawn(async move { port2.run(addr).await }),
+    ];
+    for meter in [acrel, dlt] {
+        assert!(
+            wait_until(Duration::from_secs(20), || async {
+                latest_relay(&field, meter).await == Some(true)
+            })
+            .await,
+            "first poll: the relay is closed"
+        );
+        // Trip: the meter accepts the write, and the reading right after shows it open.
+        let trip = queue(&field, meter, "trip").await;
+        assert!(
+            wait_until(Duration::from_secs(15), || async {
+                command_state(&field, trip).await.0 == "verified"
+            })
+            .await,
+            "{:?}",
+            command_state(&field, trip).await
+        );
+        assert_eq!(
+            latest_relay(&field, meter).await,
+            Some(false),
+            "read back open"
+        );
+        let close = queue(&field, meter, "close").await;
+        assert!(
+            wait_until(Duration::from_secs(15), || async {
+                command_state(&field, close).await.0 == "verified"
+            })
+            .await,
+            "{:?}",
+            command_state(&field, close).await
+        );
+        assert_eq!(
+            latest_relay(&field, meter).await,
+            Some(true),
+            "read back closed"
+        );
+    }
+    // Release has nothing to read back: Acrel's accepted write verifies it; DL/T 645 has no
+    // release, and says so instead of pretending.
+    let release = queue(&field, acrel, "release").await;
+    let not_645 = queue(&field, dlt, "release").await;
+    assert!(
+        wait_until(Duration::from_secs(15), || async {
+            command_state(&field, release).await.0 == "verified"
+                && command_state(&field, not_645).await.0 == "failed"
+        })
+        .await,
+        "{:?} {:?}",
+        command_state(&field, release).await,
+        command_state(&field, not_645).await
+    );
+    assert!(
+        command_state(&field, not_645).await.1.contains("cannot"),
+        "{:?}",
+        command_state(&field, not_645).await
+    );
+    for task in running {
+        task.abort();
+    }
 }

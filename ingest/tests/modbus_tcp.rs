@@ -203,3 +203,56 @@ async fn a_gateway_that_comes_up_later_is_found_again() {
         "read after the gateway came up"
     );
 }
+
+/// A trip queued for a meter behind a Modbus-TCP gateway is written with FC 0x10 through
+/// tokio-modbus when the bus session starts, and the reading right after verifies it.
+#[tokio::test]
+async fn a_trip_travels_over_modbus_tcp_and_is_verified_by_the_read_back() {
+    let field = Field::new("acme", "dtu-unused", b"UNUSED", &[]).await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let bus = modbus_gateway(&field, port).await;
+    let meter = meter_on(&field, bus, "1").await;
+    let s = field.schema.as_str();
+    let trip = Uuid::now_v7();
+    sqlx::query(&format!("insert into {s}.commands (id, meter_id, op, source, expires_at) values ($1, $2, 'trip', 'test', now() + interval '2 minutes')"))
+        .bind(trip)
+        .bind(meter)
+        .execute(&field.db.pool)
+        .await
+        .unwrap();
+    let sim_bus = SimBus::modbus(vec![SimMeter::new(
+        SimModel::Dtsy1352 { address: 1 },
+        ShopType::Retail,
+        90_000,
+        3_000_000,
+    )]);
+    tokio::spawn(modbus_gateway::serve(
+        listener,
+        Arc::new(Mutex::new(sim_bus)),
+    ));
+    start_ingest(&field);
+    let state = || async {
+        sqlx::query_scalar::<_, String>(&format!("select state from {s}.commands where id = $1"))
+            .bind(trip)
+            .fetch_one(&field.db.pool)
+            .await
+            .unwrap()
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), || async {
+            state().await == "verified"
+        })
+        .await,
+        "{}",
+        state().await
+    );
+    let relay: Option<bool> = sqlx::query_scalar(&format!(
+        "select relay_closed from {s}.meter_latest where meter_id = $1"
+    ))
+    .bind(meter)
+    .fetch_one(&field.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(relay, Some(false), "the relay reads back open");
+}

@@ -1,8 +1,10 @@
 //! The money workers a server process runs beside the API: the rating worker, a pass over every
-//! company every few seconds (DESIGN.md: platform-side meters), and the daily ledger check of
-//! every company, recorded for platform staff. Several server processes may run
-//! them at once: each meter is rated under `for update skip locked`, each posting has its
-//! derived idempotency key.
+//! company every few seconds (DESIGN.md: platform-side meters), the daily ledger check of every
+//! company, recorded for platform staff, and the power rules (`core::power`): evaluated for an
+//! account the moment a posting moves its wallet (LISTEN `available_changed`), and swept every
+//! few seconds so a trip notice that ran out or a quiet window that ended is never missed. Several
+//! server processes may run them at once: each meter is rated under `for update skip locked`,
+//! each posting has its derived idempotency key, and the rules lock the account's power row.
 
 use powertab_core::auth::{self, Principal};
 use powertab_core::billing::rating;
@@ -19,8 +21,30 @@ const RATING_PAUSE: Duration = Duration::from_secs(5);
 const LEDGER_CHECK_EVERY_H: i64 = 24;
 const LEDGER_CHECK_LOOK: Duration = Duration::from_secs(600);
 
-/// Starts the rating worker and the nightly ledger check; they stop with the process.
+/// How often the power rules sweep every company.
+const POWER_SWEEP: Duration = Duration::from_secs(10);
+
+/// Starts the rating worker, the nightly ledger check and the power rules; they stop with the
+/// process.
 pub fn spawn(pool: PgPool, clock: SharedClock) {
+    let (listen_pool, listen_clock) = (pool.clone(), clock.clone());
+    tokio::spawn(async move {
+        loop {
+            if let Err(e) = listen_for_balances(&listen_pool, &listen_clock).await {
+                tracing::error!(error = %e, "the power rules' listener stopped; restarting");
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+    let (sweep_pool, sweep_clock) = (pool.clone(), clock.clone());
+    tokio::spawn(async move {
+        loop {
+            if let Err(e) = sweep_every_company(&sweep_pool, &sweep_clock).await {
+                tracing::error!(error = %e, "a power sweep failed; retrying");
+            }
+            tokio::time::sleep(POWER_SWEEP).await;
+        }
+    });
     let (check_pool, check_clock) = (pool.clone(), clock.clone());
     tokio::spawn(async move {
         loop {
@@ -64,6 +88,75 @@ async fn rate_every_company(pool: &PgPool, clock: &SharedClock) -> anyhow::Resul
             }
             Ok(_) => {}
             Err(e) => tracing::error!(company = id, error = %e, "rating failed for a company"),
+        }
+    }
+    Ok(())
+}
+
+/// Evaluates the power rules for each account whose wallet a committed posting moved.
+async fn listen_for_balances(pool: &PgPool, clock: &SharedClock) -> anyhow::Result<()> {
+    let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
+    listener
+        .listen(powertab_core::billing::ledger::post::AVAILABLE_CHANGED_CHANNEL)
+        .await?;
+    loop {
+        let note = listener.recv().await?;
+        let Some((schema, account)) = note.payload().split_once(':') else {
+            continue;
+        };
+        let Ok(account) = account.parse::<uuid::Uuid>() else {
+            continue;
+        };
+        let company_id: Option<i64> =
+            sqlx::query_scalar("select id from control.company where schema_name = $1")
+                .bind(schema)
+                .fetch_optional(pool)
+                .await?;
+        let Some(id) = company_id else { continue };
+        if let Err(e) = evaluate_one(pool, clock, id, account).await {
+            tracing::error!(%account, error = %e, "the power rules failed for an account");
+            metrics::counter!("power_rule_errors_total").increment(1);
+        }
+    }
+}
+
+async fn evaluate_one(
+    pool: &PgPool,
+    clock: &SharedClock,
+    company: i64,
+    account: uuid::Uuid,
+) -> anyhow::Result<()> {
+    let mut conn = pool.acquire().await?;
+    let Some(scope) = auth::load_company(&mut conn, company).await? else {
+        return Ok(());
+    };
+    drop(conn);
+    let principal = Principal::system("power", clock.clone()).in_company(scope);
+    let mut tx = powertab_core::db::begin_in(pool, &principal.company()?.schema).await?;
+    powertab_core::power::evaluate(&mut tx, &principal, account).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn sweep_every_company(pool: &PgPool, clock: &SharedClock) -> anyhow::Result<()> {
+    let ids: Vec<i64> = sqlx::query_scalar("select id from control.company order by id")
+        .fetch_all(pool)
+        .await?;
+    for id in ids {
+        let mut conn = pool.acquire().await?;
+        let Some(scope) = auth::load_company(&mut conn, id).await? else {
+            continue;
+        };
+        drop(conn);
+        let principal = Principal::system("power", clock.clone()).in_company(scope);
+        match powertab_core::power::sweep(pool, &principal).await {
+            Ok(report) if report.actions > 0 || report.errors > 0 => {
+                tracing::info!(company = id, ?report, "power rules swept");
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(company = id, error = %e, "the power sweep failed for a company")
+            }
         }
     }
     Ok(())

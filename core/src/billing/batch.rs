@@ -11,8 +11,7 @@ use super::ledger::post::{post_many, request_hash, Posting};
 use super::ledger::{AccountKey, TxnKind};
 use super::rating::{
     batch_crosses_a_level, counters_of, raise_held_alarm, rate_readings, CompanyRules, PassReport,
-    PendingLines, Position, Rates, StoredReading, AVAILABLE_CHANGED_CHANNEL, POSTING_INTERVAL_S,
-    READINGS_PER_PASS,
+    PendingLines, Position, Rates, StoredReading, POSTING_INTERVAL_S, READINGS_PER_PASS,
 };
 use crate::auth::Principal;
 use crate::kernel::error::{CoreError, CoreResult};
@@ -277,7 +276,7 @@ struct Unposted {
 
 /// Posts every held meter's unposted lines that are due (the oldest waited
 /// [`POSTING_INTERVAL_S`], or the available balance crossed a level) as one `charge_posting`
-/// each, all with one [`post_many`]; marks the lines and tells the accounts' listeners once.
+/// each, all with one [`post_many`] (which tells the accounts' listeners); marks the lines.
 /// Returns the transactions posted.
 async fn post_due(
     conn: &mut PgConnection,
@@ -325,15 +324,6 @@ async fn post_due(
         .map(|(u, id)| (u.meter, *id))
         .collect();
     mark_posted(conn, &due, &txn_of).await?;
-    let changed: BTreeSet<String> = charged.iter().map(|u| u.account.to_string()).collect();
-    if !changed.is_empty() {
-        let changed: Vec<String> = changed.into_iter().collect();
-        sqlx::query("select count(pg_notify($1, a)) from unnest($2::text[]) as u(a)")
-            .bind(AVAILABLE_CHANGED_CHANNEL)
-            .bind(&changed)
-            .execute(&mut *conn)
-            .await?;
-    }
     Ok(postings.len() as u64)
 }
 

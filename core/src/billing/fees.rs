@@ -121,13 +121,6 @@ pub(crate) async fn post_due(
         }
         done = Some(date);
     }
-    if posted > 0 {
-        sqlx::query("select pg_notify($1, $2)")
-            .bind(super::rating::AVAILABLE_CHANGED_CHANNEL)
-            .bind(account.to_string())
-            .execute(&mut *conn)
-            .await?;
-    }
     if let Some(date) = done {
         sqlx::query(
             "update rating_state set fees_through = $3 where account_id = $1 and meter_id = $2",

@@ -32,9 +32,8 @@ const BATCHES_AT_ONCE: usize = 2;
 pub(crate) const READINGS_PER_PASS: i64 = 2_000;
 /// A meter's unposted charge lines wait at most this long for their batch.
 pub const POSTING_INTERVAL_S: i64 = 300;
-/// The Postgres channel told when an account's available balance changed (the seam the
-/// power-follows-money issue listens on).
-pub const AVAILABLE_CHANGED_CHANNEL: &str = "available_changed";
+/// Where postings tell that an account's available balance changed (`ledger::post` sends it).
+pub use super::ledger::post::AVAILABLE_CHANGED_CHANNEL;
 
 /// What one pass did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -650,13 +649,6 @@ pub(crate) async fn post_if_due(
     .execute(&mut *conn)
     .await?;
     debug_assert!(marked.rows_affected() > 0);
-    if txn.is_some() {
-        sqlx::query("select pg_notify($1, $2)")
-            .bind(AVAILABLE_CHANGED_CHANNEL)
-            .bind(account.to_string())
-            .execute(&mut *conn)
-            .await?;
-    }
     Ok(txn.is_some())
 }
 

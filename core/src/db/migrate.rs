@@ -167,6 +167,11 @@ pub const COMPANY: &[Migration] = &[
         name: "client_keys",
         sql: include_str!("../../../migrations/company/0022_client_keys.sql"),
     },
+    Migration {
+        version: 23,
+        name: "power",
+        sql: include_str!("../../../migrations/company/0023_power.sql"),
+    },
 ];
 
 /// Arbitrary constant for `pg_advisory_xact_lock`: "PT" migrations.

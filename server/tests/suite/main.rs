@@ -20,6 +20,7 @@ mod field_web;
 mod fleet;
 mod isolation;
 mod ops;
+mod power;
 mod property;
 mod roles;
 mod setup;

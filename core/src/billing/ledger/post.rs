@@ -13,6 +13,10 @@ use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
+/// The Postgres channel told, in the posting's transaction, when a shop account's wallet moved
+/// (payload `<schema>:<account id>`): the power rules listen on it (`power::evaluate`).
+pub const AVAILABLE_CHANGED_CHANNEL: &str = "available_changed";
+
 /// A money movement to post.
 #[derive(Debug, Clone)]
 pub struct Posting {
@@ -165,6 +169,7 @@ pub async fn post(
     .execute(&mut *conn)
     .await?;
     apply_entries(conn, &[(id, posting)]).await?;
+    tell_wallets(conn, principal, &[(id, posting)]).await?;
     let txn = load(conn, id)
         .await?
         .ok_or_else(|| invariant(format!("transaction {id} vanished")))?;
@@ -268,7 +273,36 @@ pub async fn post_many(
     .execute(&mut *conn)
     .await?;
     apply_entries(conn, &new).await?;
+    tell_wallets(conn, principal, &new).await?;
     Ok(ids)
+}
+
+/// NOTIFYs [`AVAILABLE_CHANGED_CHANNEL`] once per shop account whose wallet the postings moved
+/// (delivered only if the transaction commits).
+async fn tell_wallets(
+    conn: &mut PgConnection,
+    principal: &Principal,
+    postings: &[(Uuid, &Posting)],
+) -> CoreResult<()> {
+    let accounts: std::collections::BTreeSet<Uuid> = postings
+        .iter()
+        .flat_map(|(_, p)| p.legs.iter())
+        .filter_map(|(key, _)| match key {
+            AccountKey::Wallet(account) => Some(*account),
+            _ => None,
+        })
+        .collect();
+    if accounts.is_empty() {
+        return Ok(());
+    }
+    let schema = principal.company()?.schema.as_str().to_owned();
+    let payloads: Vec<String> = accounts.iter().map(|a| format!("{schema}:{a}")).collect();
+    sqlx::query("select count(pg_notify($1, p)) from unnest($2::text[]) as u(p)")
+        .bind(AVAILABLE_CHANGED_CHANNEL)
+        .bind(&payloads)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }
 
 /// Writes the entries of newly inserted transactions and moves the cached balances, under row

@@ -1,0 +1,36 @@
+-- Power follows money (core::power; DESIGN.md: Alarms, trip and restore). What the rules already
+-- did for each account (alarms fired, the trip notice, tripped), how long a trip notice runs,
+-- keep-power (保电) per meter, and the messages the rules send (the sandbox channel keeps them
+-- here; the vendor channels arrive with the notifications work).
+create table account_power (
+    account_id uuid primary key references shop_accounts (id),
+    alarm1_fired boolean not null default false,
+    alarm2_fired boolean not null default false,
+    -- The trip notice was given then (the trip condition first held).
+    noticed_at timestamptz,
+    -- The account's meters were sent a trip then, and no restore since.
+    tripped_at timestamptz,
+    updated_at timestamptz not null default now()
+);
+
+alter table settings add column trip_notice_s integer not null default 600
+    check (trip_notice_s between 0 and 86400);
+
+-- A meter under keep-power is never tripped, automatically or remotely.
+alter table meters add column keep_power boolean not null default false;
+
+create table notifications (
+    id uuid primary key,
+    account_id uuid references shop_accounts (id),
+    -- alarm1, alarm2, trip_notice, tripped, restored, …
+    kind text not null,
+    -- A phone number, or a user's login.
+    recipient text not null,
+    channel text not null default 'sandbox',
+    body text not null,
+    created_at timestamptz not null,
+    -- Messages in the night window wait for 08:00 local (trip notices never wait).
+    deliver_after timestamptz not null,
+    state text not null default 'queued' check (state in ('queued', 'sent', 'delivered', 'failed'))
+);
+create index notifications_account on notifications (account_id, created_at);
