@@ -34,3 +34,9 @@ create table notifications (
     state text not null default 'queued' check (state in ('queued', 'sent', 'delivered', 'failed'))
 );
 create index notifications_account on notifications (account_id, created_at);
+
+-- A meter whose relay stays out of step with what the rules intend, after the re-sent commands
+-- ran out (core::power::relay).
+alter table field_alarms drop constraint field_alarms_kind_check;
+alter table field_alarms add constraint field_alarms_kind_check
+    check (kind in ('meter_stale', 'gateway_offline', 'reading_held', 'relay_mismatch'));

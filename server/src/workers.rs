@@ -150,7 +150,11 @@ async fn sweep_every_company(pool: &PgPool, clock: &SharedClock) -> anyhow::Resu
         drop(conn);
         let principal = Principal::system("power", clock.clone()).in_company(scope);
         match powertab_core::power::sweep(pool, &principal).await {
-            Ok(report) if report.actions > 0 || report.errors > 0 => {
+            Ok(report)
+                if report.actions > 0
+                    || report.errors > 0
+                    || report.relay != Default::default() =>
+            {
                 tracing::info!(company = id, ?report, "power rules swept");
             }
             Ok(_) => {}

@@ -4,7 +4,7 @@
 //! (the sandbox channel: `notifications`). [`sweep`] evaluates every account whose rules may
 //! have something to do now (a notice running, tripped, or a wallet near a level), so a trip
 //! notice that ran out while nothing was posted, or a quiet window that ended, is never missed —
-//! also after a restart.
+//! also after a restart; then it compares every relay with the intended state (`relay.rs`).
 
 use super::{decide, Action, Levels, PowerState, Situation};
 use crate::auth::Principal;
@@ -313,6 +313,8 @@ pub struct SweepReport {
     pub accounts: u64,
     pub actions: u64,
     pub errors: u64,
+    /// The comparison of relays with the intended state ([`super::relay`]).
+    pub relay: super::relay::RelayReport,
 }
 
 /// Evaluates every open account of the principal's company whose rules may act now: a notice
@@ -356,6 +358,10 @@ pub async fn sweep(pool: &PgPool, principal: &Principal) -> CoreResult<SweepRepo
             }
         }
     }
+    // Then every relay against what the rules now intend.
+    let mut tx = crate::db::begin_in(pool, &schema).await?;
+    report.relay = super::relay::reconcile(&mut tx, principal).await?;
+    tx.commit().await?;
     Ok(report)
 }
 

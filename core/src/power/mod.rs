@@ -7,12 +7,15 @@
 //! the company's cap, and a meter under keep-power is never tripped; the restore (close) comes at
 //! the restore level, for every meter of the account. The database side (`evaluate`, `db`
 //! feature) runs the rules for one account under a row lock and turns actions into typed
-//! commands (`rule:balance`) and tenant messages.
+//! commands (`rule:balance`) and tenant messages; [`relay`] compares each meter's latest reading
+//! with the state the rules intend and sends again what was lost.
 
 #[cfg(feature = "db")]
 mod evaluate;
 #[cfg(feature = "db")]
 pub use evaluate::*;
+#[cfg(feature = "db")]
+pub mod relay;
 
 use crate::kernel::money::AmountFen;
 use chrono::{DateTime, Duration, Utc};

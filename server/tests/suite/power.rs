@@ -229,3 +229,92 @@ async fn the_server_worker_hears_a_posting_and_runs_the_rules_at_once() {
     assert!(heard, "the refund's NOTIFY ran the rules: alarm 1 went out");
     app.assert_ledger_clean().await;
 }
+
+/// Stores a reading of `meter` at `at` whose relay reads `closed`.
+async fn store_relay(app: &TestApp, meter: &str, at: chrono::DateTime<Utc>, closed: bool) {
+    use powertab_ingest::driver::MeterValues;
+    use powertab_ingest::store::{store_batch, NewReading};
+    let schema = powertab_core::kernel::names::SchemaName::from_stored("c_1").unwrap();
+    let reading = NewReading {
+        meter_id: meter.parse().unwrap(),
+        read_at: at,
+        values: MeterValues {
+            energy_wh: 1_000_000,
+            tou_wh: None,
+            power_w: Some(0),
+            voltage_dv: vec![2200],
+            current_ca: vec![0],
+            pf_milli: None,
+            remaining_fen: None,
+            purchase_count: None,
+            relay_closed: Some(closed),
+            alarms: vec![],
+            meter_ratios: None,
+        },
+        raw: vec![],
+        ratio_mismatch: false,
+    };
+    store_batch(&app.db.pool, &schema, &[reading])
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_paid_shop_left_dark_gets_its_close_again_and_a_stubborn_relay_an_alarm() {
+    let app = spawn_app().await;
+    let (_, admin) = app.company_with_admin("acme").await;
+    let (shop, meter) = shop_with_meter(&app, &admin, "704").await;
+    let id = open_account(&app, &admin, &shop, &meter).await;
+    money(&app, &admin, &id, "top-up", "t1", 6_000).await;
+    let t0 = Utc::now() - Duration::minutes(10);
+    let clock = ManualClock::at(t0);
+    let open_alarms = || async {
+        sqlx::query_scalar::<_, i64>(
+            "select count(*) from c_1.field_alarms where kind = 'relay_mismatch' and cleared_at is null",
+        )
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap()
+    };
+    // Paid, but the relay reads open (a close that expired on the way, say): sent again, and
+    // not again while that one is open.
+    for round in 0..3 {
+        let at = t0 + Duration::seconds(61 * round);
+        clock.set(at);
+        store_relay(&app, &meter, at, false).await;
+        let report = sweep(&app, &clock).await;
+        assert_eq!(report.relay.resent, 1, "round {round}: {report:?}");
+        assert_eq!(sweep(&app, &clock).await.relay.resent, 0, "one at a time");
+        // That close is lost too.
+        sqlx::query(
+            "update c_1.commands set state = 'expired', updated_at = $1 where state = 'queued'",
+        )
+        .bind(at)
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    }
+    let sent = commands(&app, &meter).await;
+    assert_eq!(sent.len(), 3);
+    assert!(sent
+        .iter()
+        .all(|(op, _, source)| op == "close" && source == "rule:relay_state"));
+    // A fourth mismatch within the hour asks a person instead.
+    let at = t0 + Duration::seconds(61 * 3);
+    clock.set(at);
+    store_relay(&app, &meter, at, false).await;
+    let report = sweep(&app, &clock).await;
+    assert_eq!(
+        (report.relay.resent, report.relay.alarms),
+        (0, 1),
+        "{report:?}"
+    );
+    assert_eq!(open_alarms().await, 1);
+    // The relay closes at last: the alarm clears.
+    let at = at + Duration::seconds(30);
+    clock.set(at);
+    store_relay(&app, &meter, at, true).await;
+    assert_eq!(sweep(&app, &clock).await.relay.cleared, 1);
+    assert_eq!(open_alarms().await, 0);
+    app.assert_ledger_clean().await;
+}
