@@ -40,3 +40,9 @@ create index notifications_account on notifications (account_id, created_at);
 alter table field_alarms drop constraint field_alarms_kind_check;
 alter table field_alarms add constraint field_alarms_kind_check
     check (kind in ('meter_stale', 'gateway_offline', 'reading_held', 'relay_mismatch'));
+
+-- An operator's remote trip or close (core::power::control): the relay state people asked for,
+-- which the intended-state comparison keeps until an operator releases it. An operator's trip
+-- sticks (a safety trip is not undone by a top-up); an operator's close lasts until the rules
+-- trip the account again.
+alter table meters add column relay_override text check (relay_override in ('open', 'closed'));

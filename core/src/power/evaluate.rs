@@ -161,7 +161,9 @@ fn is_quiet(
     }
 }
 
-/// Enqueues `op` for every meter of `account` (a trip skips meters under keep-power).
+/// Enqueues `op` for every meter of `account`: a trip skips meters under keep-power and ends an
+/// operator's close; a close skips a meter an operator tripped (that trip sticks until an
+/// operator releases it).
 async fn control(
     conn: &mut PgConnection,
     principal: &Principal,
@@ -169,8 +171,8 @@ async fn control(
     op: Op,
     available: AmountFen,
 ) -> CoreResult<()> {
-    let meters: Vec<(Uuid, bool)> = sqlx::query_as(
-        "select m.id, m.keep_power from account_meters am join meters m on m.id = am.meter_id
+    let meters: Vec<(Uuid, bool, Option<String>)> = sqlx::query_as(
+        "select m.id, m.keep_power, m.relay_override from account_meters am join meters m on m.id = am.meter_id
          where am.account_id = $1 and am.left_at is null order by m.meter_number",
     )
     .bind(account)
@@ -183,10 +185,20 @@ async fn control(
     } else {
         CLOSE_VALID_S
     };
-    for (meter, keep_power) in meters {
+    for (meter, keep_power, relay_override) in meters {
         if op == Op::Trip && keep_power {
             tracing::info!(%meter, "keep-power: the meter is not tripped");
             continue;
+        }
+        if op == Op::Close && relay_override.as_deref() == Some("open") {
+            tracing::info!(%meter, "an operator tripped the meter: the rules do not close it");
+            continue;
+        }
+        if op == Op::Trip && relay_override.is_some() {
+            sqlx::query("update meters set relay_override = null where id = $1")
+                .bind(meter)
+                .execute(&mut *conn)
+                .await?;
         }
         commands::enqueue(
             conn,
@@ -203,6 +215,36 @@ async fn control(
         .await?;
     }
     Ok(())
+}
+
+/// Tells `account`'s tenants about `action` now, with the account's current balance (the message
+/// the rules would send; keep-power's release sends a fresh trip notice through it).
+pub(crate) async fn tell(
+    conn: &mut PgConnection,
+    principal: &Principal,
+    account: Uuid,
+    action: Action,
+) -> CoreResult<()> {
+    let (shop, phone): (String, String) = sqlx::query_as(
+        "select s.number || ' ' || s.name, a.holder_phone
+         from shop_accounts a join shops s on s.id = a.shop_id where a.id = $1",
+    )
+    .bind(account)
+    .fetch_one(&mut *conn)
+    .await?;
+    let notice_s: i32 = sqlx::query_scalar("select trip_notice_s from settings")
+        .fetch_one(&mut *conn)
+        .await?;
+    let wallet = balance(conn, AccountKey::Wallet(account)).await?;
+    let available = available(wallet, unposted_charges(conn, account).await?)?;
+    let message = Message {
+        account,
+        shop: shop.trim(),
+        phone: &phone,
+        available,
+        notice_s,
+    };
+    notify(conn, principal, &message, action).await
 }
 
 /// What a tenant message says about one account.

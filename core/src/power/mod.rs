@@ -15,6 +15,8 @@ mod evaluate;
 #[cfg(feature = "db")]
 pub use evaluate::*;
 #[cfg(feature = "db")]
+pub mod control;
+#[cfg(feature = "db")]
 pub mod relay;
 
 use crate::kernel::money::AmountFen;

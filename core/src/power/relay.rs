@@ -1,7 +1,8 @@
 //! The intended relay state (DESIGN.md: "From balance, keep-power, quiet hours and operator
 //! overrides the platform knows each meter's intended relay state and compares it with every
-//! reading"). A meter of an open account should be closed unless its account is tripped and it
-//! is not under keep-power. When its latest reading shows the other state, no control command of
+//! reading"). A meter of an open account should be closed under keep-power; else as an
+//! operator's trip or close left it (`relay_override`); else closed unless its account is
+//! tripped. When its latest reading shows the other state, no control command of
 //! the meter is open, and the last one ended at least [`SETTLE_S`] before that reading, the
 //! command is sent again (`rule:relay_state`) — so a shop that has paid is never left dark by an
 //! expired or lost `close`, and a trip lost on the way is repeated. After [`RESENDS_MAX`]
@@ -40,7 +41,8 @@ pub async fn reconcile(conn: &mut PgConnection, principal: &Principal) -> CoreRe
     // one index scan, not a statement each.
     let rows = sqlx::query(
         "select * from (
-           select m.id, m.keep_power, (p.tripped_at is not null) as tripped, l.relay_closed, l.read_at,
+           select m.id, m.keep_power, m.relay_override, (p.tripped_at is not null) as tripped,
+                  l.relay_closed, l.read_at,
                   exists (select 1 from field_alarms f where f.kind = 'relay_mismatch'
                             and f.target_id = m.id and f.cleared_at is null) as alarmed
            from shop_accounts a
@@ -59,7 +61,8 @@ pub async fn reconcile(conn: &mut PgConnection, principal: &Principal) -> CoreRe
                   (select count(*) from commands c where c.meter_id = s.id and c.source = $1
                      and c.created_at > $2) as resent_lately
          ) c
-         where s.relay_closed <> (s.keep_power or not s.tripped) or s.alarmed",
+         where s.relay_closed <> (s.keep_power or coalesce(s.relay_override = 'closed', not s.tripped))
+            or s.alarmed",
     )
     .bind(RELAY_RULE_SOURCE)
     .bind(now - Duration::hours(1))
@@ -70,7 +73,13 @@ pub async fn reconcile(conn: &mut PgConnection, principal: &Principal) -> CoreRe
     for r in &rows {
         let meter: Uuid = r.try_get("id")?;
         let keep_power: bool = r.try_get("keep_power")?;
-        let intended_closed = keep_power || !r.try_get::<bool, _>("tripped")?;
+        let relay_override: Option<String> = r.try_get("relay_override")?;
+        // Keep-power first, then a person's trip or close, then the rules.
+        let intended_closed = keep_power
+            || match relay_override.as_deref() {
+                Some(wanted) => wanted == "closed",
+                None => !r.try_get::<bool, _>("tripped")?,
+            };
         let relay_closed: bool = r.try_get("relay_closed")?;
         if relay_closed == intended_closed {
             // Only alarmed meters that agree again come back here.

@@ -2,7 +2,7 @@
 //! field as ingest sees it, read-only.
 
 use super::error::{ApiResult, ErrorBody};
-use super::session::{ApiQuery, Session};
+use super::session::{ApiJson, ApiQuery, Session};
 use super::xlsx::{self, ExportLang};
 use crate::app::AppState;
 use axum::extract::Path;
@@ -30,6 +30,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(unclaimed_registrations))
         .routes(routes!(registration_problems))
         .routes(routes!(read_now))
+        .routes(routes!(control_meter))
         .routes(routes!(list_field_alarms))
         .routes(routes!(get_command))
 }
@@ -170,6 +171,31 @@ async fn read_now(
     Path(id): Path<Uuid>,
 ) -> ApiResult<(StatusCode, Json<Command>)> {
     let command = commands::read_now(&mut session.tx, &session.principal, id).await?;
+    session.tx.commit().await?;
+    Ok((StatusCode::ACCEPTED, Json(command)))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+struct ControlInput {
+    /// `trip`, `close`, `release`, `keep_power_on` or `keep_power_off`.
+    op: String,
+}
+
+/// Remote control of one meter (right `trip_close` for trip, close and release; `keep_power`
+/// for keep-power on and off): answers 202 with the command (source `operator:<you>`); follow it
+/// at `/commands/{id}`. A trip of a meter under keep-power is refused (409).
+#[utoipa::path(post, path = "/api/v1/meters/{id}/control", tag = "fleet", params(("id" = Uuid, Path)),
+    request_body = ControlInput,
+    responses((status = 202, body = Command), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn control_meter(
+    mut session: Session,
+    Path(id): Path<Uuid>,
+    ApiJson(input): ApiJson<ControlInput>,
+) -> ApiResult<(StatusCode, Json<Command>)> {
+    let command =
+        powertab_core::power::control::operate(&mut session.tx, &session.principal, id, &input.op)
+            .await?;
     session.tx.commit().await?;
     Ok((StatusCode::ACCEPTED, Json(command)))
 }

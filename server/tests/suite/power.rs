@@ -318,3 +318,103 @@ async fn a_paid_shop_left_dark_gets_its_close_again_and_a_stubborn_relay_an_alar
     assert_eq!(open_alarms().await, 0);
     app.assert_ledger_clean().await;
 }
+
+#[tokio::test]
+async fn operators_trip_close_and_keep_power_with_the_rights_and_the_rules_keep_their_wish() {
+    let app = spawn_app().await;
+    let (_, admin) = app.company_with_admin("acme").await;
+    let (shop, meter) = shop_with_meter(&app, &admin, "705").await;
+    let id = open_account(&app, &admin, &shop, &meter).await;
+    money(&app, &admin, &id, "top-up", "t1", 6_000).await;
+    let control = format!("/api/v1/meters/{meter}/control");
+    let (_, clerk) = app.user(&admin, "acme", "clerk", "operator", &[]).await;
+    let (status, _) = app.post(&control, &clerk, json!({"op": "trip"})).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "trip_close is a right");
+    let (status, body) = app.post(&control, &admin, json!({"op": "purchase"})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let (_, other) = app.company_with_admin("bravo").await;
+    let (status, _) = app.post(&control, &other, json!({"op": "trip"})).await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "another company's meter does not exist"
+    );
+
+    // An operator's trip of a paying shop sticks: the comparison sends the trip again, never a
+    // close, and a top-up's restore leaves it alone.
+    let (status, trip) = app.post(&control, &admin, json!({"op": "trip"})).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{trip}");
+    assert!(
+        trip["source"].as_str().unwrap().starts_with("operator:"),
+        "{trip}"
+    );
+    sqlx::query(
+        "update c_1.commands set state = 'expired', updated_at = now() - interval '5 minutes'",
+    )
+    .execute(&app.db.pool)
+    .await
+    .unwrap();
+    let clock = ManualClock::at(Utc::now());
+    store_relay(&app, &meter, Utc::now(), true).await;
+    assert_eq!(sweep(&app, &clock).await.relay.resent, 1);
+    let last = commands(&app, &meter).await.pop().unwrap();
+    assert_eq!(
+        (last.0.as_str(), last.2.as_str()),
+        ("trip", "rule:relay_state")
+    );
+    sqlx::query("insert into c_1.account_power (account_id, tripped_at) values ($1, now())")
+        .bind(id.parse::<uuid::Uuid>().unwrap())
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(evaluate(&app, &clock, &id).await, vec![Action::Restore]);
+    let last = commands(&app, &meter).await.pop().unwrap();
+    assert_eq!(
+        last.0, "trip",
+        "the rules' restore does not undo an operator's trip"
+    );
+
+    // Keep-power: on, and no trip passes it; off on a tripped account gives a fresh notice.
+    let (status, _) = app.post(&control, &admin, json!({"op": "release"})).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let (status, _) = app
+        .post(&control, &admin, json!({"op": "keep_power_on"}))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let (status, body) = app.post(&control, &admin, json!({"op": "trip"})).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    sqlx::query("update c_1.account_power set tripped_at = now() where account_id = $1")
+        .bind(id.parse::<uuid::Uuid>().unwrap())
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    let (status, _) = app
+        .post(&control, &admin, json!({"op": "keep_power_off"}))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let (tripped, noticed): (Option<chrono::DateTime<Utc>>, Option<chrono::DateTime<Utc>>) =
+        sqlx::query_as(
+            "select tripped_at, noticed_at from c_1.account_power where account_id = $1",
+        )
+        .bind(id.parse::<uuid::Uuid>().unwrap())
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert!(
+        tripped.is_none() && noticed.is_some(),
+        "the notice starts again"
+    );
+    let notices: i64 =
+        sqlx::query_scalar("select count(*) from c_1.notifications where kind = 'trip_notice'")
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(notices, 1);
+    let audited: i64 =
+        sqlx::query_scalar("select count(*) from c_1.audit_log where action = 'meter.control'")
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(audited, 4, "trip, release, keep-power on and off");
+    app.assert_ledger_clean().await;
+}

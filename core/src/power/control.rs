@@ -1,0 +1,135 @@
+//! Remote control by people (DESIGN.md: Commands; Alarms, trip and restore): trip, close,
+//! release, keep-power on and off on one meter, as typed commands with source
+//! `operator:<user id>`, audited. Keep-power (保电) is a flag on the meter that no trip — the
+//! rules' or a person's — passes; releasing it on a tripped account gives the tenant a fresh
+//! trip notice and the full notice time before the rules trip again. An operator's trip or
+//! close is an override the intended-state comparison keeps (`meters.relay_override`) until a
+//! `release`.
+
+use super::{Action, RULE_SOURCE};
+use crate::auth::Principal;
+use crate::commands::{self, Command, NewCommand, Op};
+use crate::kernel::error::{CoreError, CoreResult};
+use crate::tenancy::audit;
+use crate::tenancy::roles::{Need, Right};
+use chrono::Duration;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+/// A person's relay command waits this long for its meter's bus.
+const OPERATOR_VALID_S: i64 = 600;
+
+/// Sends `op` (its text form) to `meter_id` for the principal (an operator with `trip_close`
+/// for trip, close and release, `keep_power` for keep-power on and off).
+#[tracing::instrument(skip_all, fields(%meter_id, op))]
+pub async fn operate(
+    conn: &mut PgConnection,
+    principal: &Principal,
+    meter_id: Uuid,
+    op: &str,
+) -> CoreResult<Command> {
+    // 404 before 403 and 422: a meter the caller may not see does not exist for them.
+    let meter = crate::field::meter(conn, principal, meter_id).await?;
+    let Some(op) = Op::parse(op.trim()).filter(|op| op.is_control()) else {
+        return Err(CoreError::field(
+            "op",
+            "one of trip, close, release, keep_power_on, keep_power_off",
+        ));
+    };
+    let right = match op {
+        Op::Trip | Op::Close | Op::Release => Right::TripClose,
+        // Keep-power on and off: the only other control commands.
+        _ => Right::KeepPower,
+    };
+    principal.require(Need::Act(right))?;
+    if meter.status != crate::field::MeterStatus::Active {
+        return Err(CoreError::Conflict("this meter was removed".into()));
+    }
+    let keep_power: bool =
+        sqlx::query_scalar("select keep_power from meters where id = $1 for update")
+            .bind(meter_id)
+            .fetch_one(&mut *conn)
+            .await?;
+    if op == Op::Trip && keep_power {
+        return Err(CoreError::Conflict(
+            "the meter keeps power (保电): turn keep-power off first".into(),
+        ));
+    }
+    let now = principal.now();
+    match op {
+        Op::Trip | Op::Close | Op::Release => {
+            let wanted = match op {
+                Op::Trip => Some("open"),
+                Op::Close => Some("closed"),
+                _ => None,
+            };
+            sqlx::query("update meters set relay_override = $2 where id = $1")
+                .bind(meter_id)
+                .bind(wanted)
+                .execute(&mut *conn)
+                .await?;
+        }
+        _ => {
+            sqlx::query("update meters set keep_power = $2, relay_override = null where id = $1")
+                .bind(meter_id)
+                .bind(op == Op::KeepPowerOn)
+                .execute(&mut *conn)
+                .await?;
+            if op == Op::KeepPowerOff {
+                renotice(conn, principal, meter_id).await?;
+            }
+        }
+    }
+    let schema = principal.company()?.schema.clone();
+    let command = commands::enqueue(
+        conn,
+        &schema,
+        &NewCommand {
+            meter_id,
+            op,
+            source: format!("operator:{}", principal.user_id),
+            detail: String::new(),
+            expires_at: Some(now + Duration::seconds(OPERATOR_VALID_S)),
+        },
+        now,
+    )
+    .await?;
+    audit::record(
+        conn,
+        principal,
+        "meter.control",
+        "meter",
+        Some(meter_id.to_string()),
+        None,
+        Some(serde_json::json!({ "op": op.as_str(), "command": command.id })),
+    )
+    .await?;
+    Ok(command)
+}
+
+/// Keep-power released on a meter of a tripped account: the account is no longer counted as
+/// tripped and its notice starts now, so the rules trip again only after the tenant was told
+/// and the full notice time ran (DESIGN.md: "releasing keep-power re-evaluates after a notice
+/// and a grace period").
+async fn renotice(
+    conn: &mut PgConnection,
+    principal: &Principal,
+    meter_id: Uuid,
+) -> CoreResult<()> {
+    let account: Option<Uuid> = sqlx::query_scalar(
+        "update account_power p set tripped_at = null, noticed_at = $2, updated_at = $2
+         from account_meters am
+         where am.meter_id = $1 and am.left_at is null and p.account_id = am.account_id
+           and p.tripped_at is not null
+         returning p.account_id",
+    )
+    .bind(meter_id)
+    .bind(principal.now())
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(account) = account {
+        super::evaluate::tell(conn, principal, account, Action::TripNotice).await?;
+        tracing::info!(%account, source = RULE_SOURCE, "keep-power released: a fresh trip notice");
+    }
+    Ok(())
+}
