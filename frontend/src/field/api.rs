@@ -160,6 +160,18 @@ pub async fn read_meter_now(csrf: String, id: String) -> Result<(), WebError> {
     super::server::read_meter_now(csrf, id).await
 }
 
+/// Remote control of the meter (trip, close, release, keep-power on or off), once the person
+/// ticked the confirmation naming the shop.
+#[server(prefix = "/sfn", endpoint = "meter_control")]
+pub async fn control_meter(
+    csrf: String,
+    id: String,
+    op: String,
+    #[server(default)] confirm: String,
+) -> Result<(), WebError> {
+    super::server::control_meter(csrf, id, op, confirm).await
+}
+
 /// Readings of a meter between local dates `from` and `to` (inclusive; empty = the last 7
 /// days), only flagged ones when `flagged` is `on`.
 #[server(prefix = "/sfn", endpoint = "meter_readings")]

@@ -860,6 +860,27 @@ pub async fn read_meter_now(csrf: String, id: String) -> Result<(), WebError> {
     finish(result)
 }
 
+pub async fn control_meter(
+    csrf: String,
+    id: String,
+    op: String,
+    confirm: String,
+) -> Result<(), WebError> {
+    let result = async {
+        let (principal, mut tx) = session_for_change(&csrf).await?;
+        let id: Uuid = id.parse().map_err(|_| ui("not_found"))?;
+        // The box the person ticked after reading which shop loses or gets power.
+        if confirm != "yes" {
+            return Err(field_error("confirm"));
+        }
+        powertab_core::power::control::operate(&mut tx, &principal, id, &op).await?;
+        tx.commit().await?;
+        Ok(format!("/meters/{id}?ok=control.sent"))
+    }
+    .await;
+    finish(result)
+}
+
 /// Rows shown on the readings page at most (the Excel export has up to 20,000).
 const READINGS_PAGE_MAX: i64 = 1000;
 

@@ -57,6 +57,8 @@ pub async fn session_view() -> Result<Option<SessionView>, WebError> {
         can_export: principal.can(Need::Act(Right::Export)) || principal.role.is_platform(),
         can_write_platform: principal.role == Role::PlatformAdmin,
         can_settings: principal.can(Need::Act(Right::Settings)),
+        can_control: principal.can(Need::Act(Right::TripClose))
+            || principal.can(Need::Act(Right::KeepPower)),
         field_alarms_open,
         kept: take_kept_form(),
     }))

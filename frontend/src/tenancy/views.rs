@@ -21,6 +21,9 @@ pub struct SessionView {
     pub can_write_platform: bool,
     /// May change the property setup (admins, operators with the `settings` right).
     pub can_settings: bool,
+    /// May switch meters remotely (the `trip_close` or `keep_power` right).
+    #[serde(default)]
+    pub can_control: bool,
     /// Company staff: open field alarms (stale meters, offline gateways), shown in the header.
     pub field_alarms_open: i64,
     /// The form this browser's last change was refused on, handed to that form

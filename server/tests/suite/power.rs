@@ -418,3 +418,58 @@ async fn operators_trip_close_and_keep_power_with_the_rights_and_the_rules_keep_
     assert_eq!(audited, 4, "trip, release, keep-power on and off");
     app.assert_ledger_clean().await;
 }
+
+#[tokio::test]
+async fn the_meter_page_switches_a_meter_only_after_the_confirmation_naming_the_shop() {
+    use crate::web::{csrf_of, logged_in_as, page, post_form};
+    let app = spawn_app().await;
+    let (_, admin) = app.company_with_admin("acme").await;
+    let (_, meter) = shop_with_meter(&app, &admin, "706").await;
+    app.user(&admin, "acme", "clerk", "operator", &[]).await;
+    let path = format!("/meters/{meter}");
+    let clerk = logged_in_as(&app, "acme", "clerk").await;
+    assert!(
+        !page(&app, &clerk, &path)
+            .await
+            .contains("id=\"meter-control\""),
+        "no control without the right"
+    );
+    let boss = logged_in_as(&app, "acme", "boss").await;
+    let html = page(&app, &boss, &path).await;
+    let form = html
+        .split("id=\"meter-control\"")
+        .nth(1)
+        .expect("the control form");
+    assert!(form.contains("706"), "the confirmation names the shop");
+    let csrf = csrf_of(&html);
+    let send = |confirm: &'static str| {
+        let (app, boss, path, csrf, meter) = (&app, &boss, &path, &csrf, &meter);
+        async move {
+            post_form(
+                app,
+                boss,
+                path,
+                "/sfn/meter_control",
+                &[
+                    ("csrf", csrf),
+                    ("id", meter),
+                    ("op", "trip"),
+                    ("confirm", confirm),
+                ],
+            )
+            .await
+            .1
+        }
+    };
+    let refused = send("").await;
+    assert!(refused.contains("fields=confirm"), "{refused}");
+    assert!(
+        commands(&app, &meter).await.is_empty(),
+        "nothing sent unconfirmed"
+    );
+    assert_eq!(send("yes").await, format!("{path}?ok=control.sent"));
+    let sent = commands(&app, &meter).await;
+    assert_eq!(sent.len(), 1);
+    assert_eq!((sent[0].0.as_str(), sent[0].1.as_str()), ("trip", "queued"));
+    assert!(sent[0].2.starts_with("operator:"));
+}

@@ -17,7 +17,7 @@ use leptos_router::hooks::use_params_map;
 // Form actions name their server functions: a renamed endpoint cannot leave a form behind.
 use crate::chart::EnergyChart;
 use crate::field::{
-    BulkMeters, CreateGateway, CreateMeter, GatewayStatus, ReadMeterNow, RemoveMeter,
+    BulkMeters, ControlMeter, CreateGateway, CreateMeter, GatewayStatus, ReadMeterNow, RemoveMeter,
     RotateGatewayCredential, SetGatewayBuses, SwapMeter, UpdateGateway, UpdateMeter,
 };
 use crate::web::WebError;
@@ -648,7 +648,7 @@ pub fn MeterPage() -> impl IntoView {
                     let s = s.clone();
                     Suspend::new(async move {
                         match meter.await {
-                            Ok(m) => view! { <MeterDetail m csrf=s.csrf.clone() can_change=s.can_settings can_export=s.can_export/> }.into_any(),
+                            Ok(m) => view! { <MeterDetail m csrf=s.csrf.clone() can_change=s.can_settings can_export=s.can_export can_control=s.can_control/> }.into_any(),
                             Err(_) => not_found(),
                         }
                     })
@@ -664,6 +664,7 @@ fn MeterDetail(
     csrf: String,
     can_change: bool,
     can_export: bool,
+    can_control: bool,
 ) -> impl IntoView {
     let lang = use_lang();
     let row = m.row.clone();
@@ -705,6 +706,7 @@ fn MeterDetail(
                 <button type="submit" class="secondary">{tr(lang, "live.read_now")}</button>
             </form>
         })}
+        {(active && can_control).then(|| view! { <MeterControl id=row.id.clone() shop=row.shop.clone() csrf=csrf.clone()/> })}
         <MeterLive id=row.id.clone() can_export=can_export/>
         {(!m.history.is_empty()).then(|| view! {
             <h2>{tr(lang, "meters.history")}</h2>
@@ -735,6 +737,39 @@ fn MeterDetail(
 }
 
 /// The meter's newest values, daily energy bars and latest readings, refreshed in place.
+/// Remote control of one meter: the command and a confirmation that names the shop whose power
+/// it switches (a plain form: works without JavaScript).
+#[component]
+fn MeterControl(id: String, shop: String, csrf: String) -> impl IntoView {
+    let lang = use_lang();
+    let ops = [
+        "trip",
+        "close",
+        "release",
+        "keep_power_on",
+        "keep_power_off",
+    ];
+    let shop = if shop.is_empty() {
+        tr(lang, "control.no_shop")
+    } else {
+        shop
+    };
+    view! {
+        <form method="post" action=ControlMeter::PATH class="grid no-print" id="meter-control">
+            <Csrf token=csrf/>
+            <input type="hidden" name="id" value=id/>
+            <label>{tr(lang, "control.op")}
+                <select name="op">
+                    {ops.into_iter().map(|op| view! { <option value=op>{tr(lang, &format!("control.op.{op}"))}</option> }).collect_view()}
+                </select>
+            </label>
+            <label class="wide"><input type="checkbox" name="confirm" value="yes" required/>
+                " " {tr(lang, "control.confirm")} " " <strong>{shop}</strong></label>
+            <button type="submit" class="danger">{tr(lang, "control.send")}</button>
+        </form>
+    }
+}
+
 #[component]
 fn MeterLive(id: String, can_export: bool) -> impl IntoView {
     let lang = use_lang();
