@@ -46,3 +46,19 @@ alter table field_alarms add constraint field_alarms_kind_check
 -- sticks (a safety trip is not undone by a top-up); an operator's close lasts until the rules
 -- trip the account again.
 alter table meters add column relay_override text check (relay_override in ('open', 'closed'));
+
+-- Emergency credit (应急电; core::power::emergency): moves no money; lowers the account's trip
+-- and restore levels by `amount_fen` until `expires_at` or until the available balance is ≥ 0
+-- again (`ended_at`); at most once per local calendar month per account.
+create table emergency_credits (
+    id uuid primary key,
+    account_id uuid not null references shop_accounts (id),
+    amount_fen bigint not null check (amount_fen > 0),
+    granted_at timestamptz not null,
+    expires_at timestamptz not null check (expires_at > granted_at),
+    ended_at timestamptz,
+    -- The local month it counts against, `YYYY-MM`.
+    local_month text not null,
+    granted_by text not null,
+    unique (account_id, local_month)
+);

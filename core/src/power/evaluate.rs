@@ -75,10 +75,11 @@ pub async fn evaluate(
     let notice_s: i32 = sqlx::query_scalar("select trip_notice_s from settings")
         .fetch_one(&mut *conn)
         .await?;
-    let levels = levels_of(&company)?;
     let wallet = balance(conn, AccountKey::Wallet(account)).await?;
     let available = available(wallet, unposted_charges(conn, account).await?)?;
     let now = principal.now();
+    let credit = super::emergency::in_force(conn, account, available, now).await?;
+    let levels = levels_of(&company, credit)?;
     let calendar = settings::calendar(conn).await?;
     let situation = Situation {
         available,
@@ -122,16 +123,22 @@ pub async fn evaluate(
     Ok(actions)
 }
 
-/// The company's levels (per-account levels arrive with the settings pages).
-fn levels_of(s: &CompanySettings) -> CoreResult<Levels> {
+/// The company's levels (per-account levels arrive with the settings pages), the trip and
+/// restore levels lowered by the emergency credit in force.
+fn levels_of(s: &CompanySettings, credit: AmountFen) -> CoreResult<Levels> {
+    let overflow = || CoreError::Internal("levels overflow".into());
     let trip = AmountFen::ZERO
         .checked_sub(s.overdraft_limit_fen)
-        .ok_or_else(|| CoreError::Internal("overdraft limit overflows".into()))?;
+        .and_then(|t| t.checked_sub(credit))
+        .ok_or_else(overflow)?;
     let levels = Levels {
         alarm1: s.alarm1_fen,
         alarm2: s.alarm2_fen,
         trip,
-        restore: s.restore_level_fen,
+        restore: s
+            .restore_level_fen
+            .checked_sub(credit)
+            .ok_or_else(overflow)?,
     };
     if !levels.are_ordered() {
         return Err(CoreError::Internal(format!(

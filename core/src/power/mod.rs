@@ -17,6 +17,8 @@ pub use evaluate::*;
 #[cfg(feature = "db")]
 pub mod control;
 #[cfg(feature = "db")]
+pub mod emergency;
+#[cfg(feature = "db")]
 pub mod relay;
 
 use crate::kernel::money::AmountFen;

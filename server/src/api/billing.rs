@@ -36,6 +36,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_settlement))
         .routes(routes!(payout))
         .routes(routes!(collect_arrears))
+        .routes(routes!(grant_emergency_credit))
         .routes(routes!(account_users, link_account_user))
         .routes(routes!(request_write_off))
         .routes(routes!(refund))
@@ -308,6 +309,40 @@ async fn link_account_user(
             next_cursor: None,
         }),
     ))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+struct EmergencyCreditInput {
+    #[schema(value_type = i64)]
+    amount_fen: powertab_core::kernel::money::AmountFen,
+    hours: i64,
+}
+
+/// Grant emergency credit (应急电; right `emergency_credit`): no money moves; the account's trip
+/// and restore levels drop by `amount_fen` for `hours` (1–72) or until the available balance is
+/// back above 0; once per local month (409 after). The power rules run at once (a tripped shop
+/// is closed again).
+#[utoipa::path(post, path = "/api/v1/accounts/{id}/emergency-credit", tag = "billing", request_body = EmergencyCreditInput,
+    responses((status = 201, body = powertab_core::power::emergency::EmergencyCredit), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn grant_emergency_credit(
+    mut session: Session,
+    Path(id): Path<Uuid>,
+    ApiJson(input): ApiJson<EmergencyCreditInput>,
+) -> ApiResult<(
+    StatusCode,
+    Json<powertab_core::power::emergency::EmergencyCredit>,
+)> {
+    let credit = powertab_core::power::emergency::grant(
+        &mut session.tx,
+        &session.principal,
+        id,
+        input.amount_fen,
+        input.hours,
+    )
+    .await?;
+    session.tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(credit)))
 }
 
 /// Collect arrears of a closed account in arrears (right `top_up`), at most what is owed, with a

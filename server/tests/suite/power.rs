@@ -473,3 +473,58 @@ async fn the_meter_page_switches_a_meter_only_after_the_confirmation_naming_the_
     assert_eq!((sent[0].0.as_str(), sent[0].1.as_str()), ("trip", "queued"));
     assert!(sent[0].2.starts_with("operator:"));
 }
+
+#[tokio::test]
+async fn emergency_credit_closes_a_tripped_shop_once_a_month_until_it_expires() {
+    let app = spawn_app().await;
+    let (_, admin) = app.company_with_admin("acme").await;
+    let (shop, meter) = shop_with_meter(&app, &admin, "707").await;
+    let id = open_account(&app, &admin, &shop, &meter).await;
+    let clock = ManualClock::at(Utc::now());
+    assert_eq!(
+        evaluate(&app, &clock, &id).await,
+        vec![Action::Alarm2, Action::TripNotice]
+    );
+    clock.advance(Duration::seconds(600));
+    assert_eq!(evaluate(&app, &clock, &id).await, vec![Action::Trip]);
+    let path = format!("/api/v1/accounts/{id}/emergency-credit");
+    let (_, clerk) = app.user(&admin, "acme", "clerk", "operator", &[]).await;
+    let (status, _) = app
+        .post(&path, &clerk, json!({"amount_fen": 1_000, "hours": 24}))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "emergency_credit is a right");
+    let (status, body) = app
+        .post(&path, &admin, json!({"amount_fen": 1_000, "hours": 99}))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let (status, credit) = app
+        .post(&path, &admin, json!({"amount_fen": 1_000, "hours": 24}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{credit}");
+    // No money moved; the rules closed the meter at once (the levels dropped by ¥10).
+    let (_, account) = app.get(&format!("/api/v1/accounts/{id}"), &admin).await;
+    assert_eq!(fen(&account, "wallet_fen"), 0);
+    // (The rules ran on the test's clock, the grant on the server's: compare without order.)
+    let mut sent = commands(&app, &meter).await;
+    sent.sort();
+    assert_eq!(
+        sent.iter()
+            .map(|(op, state, _)| (op.as_str(), state.as_str()))
+            .collect::<Vec<_>>(),
+        vec![("close", "queued"), ("trip", "cancelled")]
+    );
+    let (status, _) = app
+        .post(&path, &admin, json!({"amount_fen": 500, "hours": 1}))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "once per local month");
+    // A day later it has expired: the trip rule applies again, with a fresh notice.
+    clock.set(Utc::now() + Duration::hours(25));
+    assert_eq!(evaluate(&app, &clock, &id).await, vec![Action::TripNotice]);
+    let ended: Option<chrono::DateTime<Utc>> =
+        sqlx::query_scalar("select ended_at from c_1.emergency_credits")
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+    assert!(ended.is_some());
+    app.assert_ledger_clean().await;
+}
