@@ -62,3 +62,11 @@ create table emergency_credits (
     granted_by text not null,
     unique (account_id, local_month)
 );
+
+-- Per-account levels (DESIGN.md: "Levels per account (from company defaults, changeable per
+-- account)"): null takes the company's default from `settings`.
+alter table shop_accounts
+    add column alarm1_fen bigint check (alarm1_fen >= 0),
+    add column alarm2_fen bigint check (alarm2_fen >= 0),
+    add column overdraft_limit_fen bigint check (overdraft_limit_fen >= 0),
+    add column restore_level_fen bigint;

@@ -6,7 +6,7 @@
 //! notice that ran out while nothing was posted, or a quiet window that ended, is never missed —
 //! also after a restart; then it compares every relay with the intended state (`relay.rs`).
 
-use super::{decide, Action, Levels, PowerState, Situation};
+use super::{decide, Action, PowerState, Situation};
 use crate::auth::Principal;
 use crate::billing::accounts::{available, unposted_charges};
 use crate::billing::ledger::post::balance;
@@ -79,7 +79,14 @@ pub async fn evaluate(
     let available = available(wallet, unposted_charges(conn, account).await?)?;
     let now = principal.now();
     let credit = super::emergency::in_force(conn, account, available, now).await?;
-    let levels = levels_of(&company, credit)?;
+    let own = super::levels::own(conn, account).await?;
+    let mut levels = super::levels::in_force(&own, &company).for_rules(credit)?;
+    if !levels.are_ordered() {
+        // The company's defaults changed under the account's own levels: the rules keep
+        // working on the defaults (valid by the settings' checks) until someone fixes them.
+        tracing::warn!(%account, ?levels, "the account's levels are out of order; using the company's");
+        levels = super::levels::in_force(&Default::default(), &company).for_rules(credit)?;
+    }
     let calendar = settings::calendar(conn).await?;
     let situation = Situation {
         available,
@@ -121,31 +128,6 @@ pub async fn evaluate(
         tracing::info!(%account, ?actions, available_fen = available.fen(), "power rules acted");
     }
     Ok(actions)
-}
-
-/// The company's levels (per-account levels arrive with the settings pages), the trip and
-/// restore levels lowered by the emergency credit in force.
-fn levels_of(s: &CompanySettings, credit: AmountFen) -> CoreResult<Levels> {
-    let overflow = || CoreError::Internal("levels overflow".into());
-    let trip = AmountFen::ZERO
-        .checked_sub(s.overdraft_limit_fen)
-        .and_then(|t| t.checked_sub(credit))
-        .ok_or_else(overflow)?;
-    let levels = Levels {
-        alarm1: s.alarm1_fen,
-        alarm2: s.alarm2_fen,
-        trip,
-        restore: s
-            .restore_level_fen
-            .checked_sub(credit)
-            .ok_or_else(overflow)?,
-    };
-    if !levels.are_ordered() {
-        return Err(CoreError::Internal(format!(
-            "the company's levels are out of order: {levels:?}"
-        )));
-    }
-    Ok(levels)
 }
 
 /// Inside the company's quiet hours, or on a holiday when holidays are quiet.
@@ -380,7 +362,8 @@ pub async fn sweep(pool: &PgPool, principal: &Principal) -> CoreResult<SweepRepo
              left join ledger_accounts w on w.key = 'wallet:' || a.id
              where a.state = 'open'
                and (p.noticed_at is not null or p.tripped_at is not null or p.alarm1_fired
-                    or coalesce(w.balance_fen, 0) <= (select alarm1_fen from settings))
+                    or coalesce(w.balance_fen, 0)
+                       <= coalesce(a.alarm1_fen, (select alarm1_fen from settings)))
              order by a.id",
         )
         .fetch_all(&mut *tx)

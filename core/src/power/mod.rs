@@ -19,6 +19,8 @@ pub mod control;
 #[cfg(feature = "db")]
 pub mod emergency;
 #[cfg(feature = "db")]
+pub mod levels;
+#[cfg(feature = "db")]
 pub mod relay;
 
 use crate::kernel::money::AmountFen;

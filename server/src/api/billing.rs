@@ -37,6 +37,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(payout))
         .routes(routes!(collect_arrears))
         .routes(routes!(grant_emergency_credit))
+        .routes(routes!(get_levels, set_levels))
         .routes(routes!(account_users, link_account_user))
         .routes(routes!(request_write_off))
         .routes(routes!(refund))
@@ -309,6 +310,37 @@ async fn link_account_user(
             next_cursor: None,
         }),
     ))
+}
+
+/// An account's alarm, trip and restore levels: its own (null = the company default) and the ones
+/// in force.
+#[utoipa::path(get, path = "/api/v1/accounts/{id}/levels", tag = "billing",
+    responses((status = 200, body = powertab_core::power::levels::LevelsView), (status = 404, body = ErrorBody)))]
+async fn get_levels(
+    mut session: Session,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Json<powertab_core::power::levels::LevelsView>> {
+    Ok(Json(
+        powertab_core::power::levels::get(&mut session.tx, &session.principal, id).await?,
+    ))
+}
+
+/// Set an account's own levels (right `accounts`; null follows the company default): the levels
+/// in force must keep alarm 1 ≥ alarm 2 ≥ 0 and restore above −overdraft limit. Audited; the
+/// power rules run at once.
+#[utoipa::path(put, path = "/api/v1/accounts/{id}/levels", tag = "billing",
+    request_body = powertab_core::power::levels::AccountLevels,
+    responses((status = 200, body = powertab_core::power::levels::LevelsView), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn set_levels(
+    mut session: Session,
+    Path(id): Path<Uuid>,
+    ApiJson(input): ApiJson<powertab_core::power::levels::AccountLevels>,
+) -> ApiResult<Json<powertab_core::power::levels::LevelsView>> {
+    let view =
+        powertab_core::power::levels::set(&mut session.tx, &session.principal, id, &input).await?;
+    session.tx.commit().await?;
+    Ok(Json(view))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

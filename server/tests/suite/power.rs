@@ -528,3 +528,63 @@ async fn emergency_credit_closes_a_tripped_shop_once_a_month_until_it_expires() 
     assert!(ended.is_some());
     app.assert_ledger_clean().await;
 }
+
+#[tokio::test]
+async fn an_accounts_own_levels_replace_the_defaults_in_order_and_take_effect_at_once() {
+    use reqwest::Method;
+    let app = spawn_app().await;
+    let (_, admin) = app.company_with_admin("acme").await;
+    let (shop, meter) = shop_with_meter(&app, &admin, "708").await;
+    let id = open_account(&app, &admin, &shop, &meter).await;
+    money(&app, &admin, &id, "top-up", "t1", 6_000).await;
+    let path = format!("/api/v1/accounts/{id}/levels");
+    let (status, levels) = app.get(&path, &admin).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        (
+            levels["alarm1_fen"].as_i64(),
+            levels["own"]["alarm1_fen"].is_null()
+        ),
+        (Some(5_000), true),
+        "the company default: {levels}"
+    );
+    let set = |body: serde_json::Value| {
+        let (app, admin, path) = (&app, &admin, &path);
+        async move { app.call(Method::PUT, path, Some(admin), Some(body)).await }
+    };
+    let (_, clerk) = app.user(&admin, "acme", "clerk", "operator", &[]).await;
+    let (status, _) = app
+        .call(
+            Method::PUT,
+            &path,
+            Some(&clerk),
+            Some(json!({"alarm1_fen": 1})),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "the accounts right sets levels"
+    );
+    let (status, body) = set(json!({"alarm1_fen": 1_000, "alarm2_fen": 3_000})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body["error"]["fields"]["alarm2_fen"].is_string(), "{body}");
+    let (status, body) =
+        set(json!({"overdraft_limit_fen": 2_000, "restore_level_fen": -2_000})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body["error"]["fields"]["restore_level_fen"].is_string());
+    // ¥100 for alarm 1: the ¥60 wallet is below it now, and the rules say so at once.
+    let (status, levels) = set(json!({"alarm1_fen": 10_000})).await;
+    assert_eq!(status, StatusCode::OK, "{levels}");
+    assert_eq!(levels["alarm1_fen"], 10_000);
+    let alarms: i64 =
+        sqlx::query_scalar("select count(*) from c_1.notifications where kind = 'alarm1'")
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(alarms, 1);
+    let (_, other) = app.company_with_admin("bravo").await;
+    let (status, _) = app.get(&path, &other).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    app.assert_ledger_clean().await;
+}
