@@ -213,22 +213,9 @@ async fn read_now_jumps_the_schedule() {
     )]);
     let sim = dtu(b"PT-0001", bus, DtuFaults::default());
     let running = tokio::spawn(async move { sim.run(addr).await });
-    let state = |id: uuid::Uuid| {
-        let field = &field;
-        async move {
-            sqlx::query_scalar::<_, String>(&format!(
-                "select state from {}.commands where id = $1",
-                field.schema.as_str()
-            ))
-            .bind(id)
-            .fetch_one(&field.db.pool)
-            .await
-            .unwrap()
-        }
-    };
     assert!(
         wait_until(Duration::from_secs(15), || async {
-            state(early).await == "verified"
+            command_state(&field, early).await.0 == "verified"
         })
         .await
     );
@@ -236,7 +223,7 @@ async fn read_now_jumps_the_schedule() {
     let later = queue_read_now(&field, meter).await;
     assert!(
         wait_until(Duration::from_secs(15), || async {
-            state(later).await == "verified"
+            command_state(&field, later).await.0 == "verified"
         })
         .await,
         "read at once"

@@ -71,17 +71,32 @@ pub fn spawn(pool: PgPool, clock: SharedClock) {
     });
 }
 
+/// Every company's id, in order.
+async fn company_ids(pool: &PgPool) -> anyhow::Result<Vec<i64>> {
+    Ok(
+        sqlx::query_scalar("select id from control.company order by id")
+            .fetch_all(pool)
+            .await?,
+    )
+}
+
+/// The system worker `worker` inside company `id` (none when the company is gone).
+async fn worker_in(
+    pool: &PgPool,
+    clock: &SharedClock,
+    worker: &str,
+    id: i64,
+) -> anyhow::Result<Option<Principal>> {
+    let mut conn = pool.acquire().await?;
+    let scope = auth::load_company(&mut conn, id).await?;
+    Ok(scope.map(|scope| Principal::system(worker, clock.clone()).in_company(scope)))
+}
+
 async fn rate_every_company(pool: &PgPool, clock: &SharedClock) -> anyhow::Result<()> {
-    let ids: Vec<i64> = sqlx::query_scalar("select id from control.company order by id")
-        .fetch_all(pool)
-        .await?;
-    for id in ids {
-        let mut conn = pool.acquire().await?;
-        let Some(scope) = auth::load_company(&mut conn, id).await? else {
+    for id in company_ids(pool).await? {
+        let Some(principal) = worker_in(pool, clock, "rating", id).await? else {
             continue;
         };
-        drop(conn);
-        let principal = Principal::system("rating", clock.clone()).in_company(scope);
         match rating::run_pass(pool, &principal).await {
             Ok(report) if report.readings_rated > 0 || report.postings > 0 || report.held > 0 => {
                 tracing::info!(company = id, ?report, "rated");
@@ -126,12 +141,9 @@ async fn evaluate_one(
     company: i64,
     account: uuid::Uuid,
 ) -> anyhow::Result<()> {
-    let mut conn = pool.acquire().await?;
-    let Some(scope) = auth::load_company(&mut conn, company).await? else {
+    let Some(principal) = worker_in(pool, clock, "power", company).await? else {
         return Ok(());
     };
-    drop(conn);
-    let principal = Principal::system("power", clock.clone()).in_company(scope);
     let mut tx = powertab_core::db::begin_in(pool, &principal.company()?.schema).await?;
     powertab_core::power::evaluate(&mut tx, &principal, account).await?;
     tx.commit().await?;
@@ -139,16 +151,10 @@ async fn evaluate_one(
 }
 
 async fn sweep_every_company(pool: &PgPool, clock: &SharedClock) -> anyhow::Result<()> {
-    let ids: Vec<i64> = sqlx::query_scalar("select id from control.company order by id")
-        .fetch_all(pool)
-        .await?;
-    for id in ids {
-        let mut conn = pool.acquire().await?;
-        let Some(scope) = auth::load_company(&mut conn, id).await? else {
+    for id in company_ids(pool).await? {
+        let Some(principal) = worker_in(pool, clock, "power", id).await? else {
             continue;
         };
-        drop(conn);
-        let principal = Principal::system("power", clock.clone()).in_company(scope);
         match powertab_core::power::sweep(pool, &principal).await {
             Ok(report)
                 if report.actions > 0

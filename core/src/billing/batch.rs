@@ -7,11 +7,11 @@
 //! only the plumbing differs. A batch that fails rolls back whole and the pass redoes its meters
 //! one by one, so one bad meter costs only itself.
 
-use super::ledger::post::{post_many, request_hash, Posting};
-use super::ledger::{AccountKey, TxnKind};
+use super::ledger::post::{post_many, Posting};
 use super::rating::{
-    batch_crosses_a_level, counters_of, raise_held_alarm, rate_readings, CompanyRules, PassReport,
-    PendingLines, Position, Rates, StoredReading, POSTING_INTERVAL_S, READINGS_PER_PASS,
+    batch_crosses_a_level, charge_posting, counters_of, raise_held_alarm, rate_readings,
+    CompanyRules, PassReport, PendingLines, Position, Rates, StoredReading, POSTING_INTERVAL_S,
+    READINGS_PER_PASS,
 };
 use crate::auth::Principal;
 use crate::kernel::error::{CoreError, CoreResult};
@@ -315,7 +315,7 @@ async fn post_due(
         .collect();
     let postings: Vec<Posting> = charged
         .iter()
-        .map(|u| charge_posting(u))
+        .map(|u| charge_posting(u.account, u.meter, u.fen, u.last_read_at))
         .collect::<CoreResult<_>>()?;
     let ids = post_many(conn, principal, &postings).await?;
     let txn_of: HashMap<Uuid, Uuid> = charged
@@ -325,30 +325,6 @@ async fn post_due(
         .collect();
     mark_posted(conn, &due, &txn_of).await?;
     Ok(postings.len() as u64)
-}
-
-/// The `charge_posting` of a meter's unposted lines, keyed as `rating::post_if_due` keys it (so
-/// a batch and a lone meter can never post the same lines twice).
-fn charge_posting(u: &Unposted) -> CoreResult<Posting> {
-    Ok(Posting {
-        kind: TxnKind::ChargePosting,
-        idempotency_key: format!("post:{}:{}", u.meter, u.last_read_at.timestamp_millis()),
-        request_hash: request_hash(&["post", &u.meter.to_string(), &u.fen.fen().to_string()]),
-        shop_account: Some(u.account),
-        event_at: u.last_read_at,
-        method: None,
-        receipt: false,
-        reverses: None,
-        memo: String::new(),
-        legs: vec![
-            (
-                AccountKey::Wallet(u.account),
-                super::accounts::negate(u.fen)?,
-            ),
-            (AccountKey::RevenueEnergy, u.fen),
-        ],
-        keep_at_least: None,
-    })
 }
 
 async fn unposted_lines(conn: &mut PgConnection, held: &[Held]) -> CoreResult<Vec<Unposted>> {

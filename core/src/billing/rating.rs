@@ -612,28 +612,8 @@ pub(crate) async fn post_if_due(
         return Ok(false);
     }
     let txn = if batch > AmountFen::ZERO {
-        let posted = post::post(
-            conn,
-            principal,
-            &Posting {
-                kind: TxnKind::ChargePosting,
-                idempotency_key: format!("post:{meter}:{}", last.timestamp_millis()),
-                request_hash: request_hash(&["post", &meter.to_string(), &batch.fen().to_string()]),
-                shop_account: Some(account),
-                event_at: last,
-                method: None,
-                receipt: false,
-                reverses: None,
-                memo: String::new(),
-                legs: vec![
-                    (AccountKey::Wallet(account), super::accounts::negate(batch)?),
-                    (AccountKey::RevenueEnergy, batch),
-                ],
-                keep_at_least: None,
-            },
-        )
-        .await?;
-        Some(posted.txn.id)
+        let posting = charge_posting(account, meter, batch, last)?;
+        Some(post::post(conn, principal, &posting).await?.txn.id)
     } else {
         // A batch worth 0 fen posts nothing; its lines are done all the same.
         None
@@ -650,6 +630,33 @@ pub(crate) async fn post_if_due(
     .await?;
     debug_assert!(marked.rows_affected() > 0);
     Ok(txn.is_some())
+}
+
+/// The `charge_posting` of `meter`'s unposted lines worth `batch`, the last read at `last`: keyed
+/// `post:<meter>:<last ms>`, the one form the per-meter and the batched pass both post (so the
+/// same lines can never post twice, whichever path takes them).
+pub(crate) fn charge_posting(
+    account: Uuid,
+    meter: Uuid,
+    batch: AmountFen,
+    last: DateTime<Utc>,
+) -> CoreResult<Posting> {
+    Ok(Posting {
+        kind: TxnKind::ChargePosting,
+        idempotency_key: format!("post:{meter}:{}", last.timestamp_millis()),
+        request_hash: request_hash(&["post", &meter.to_string(), &batch.fen().to_string()]),
+        shop_account: Some(account),
+        event_at: last,
+        method: None,
+        receipt: false,
+        reverses: None,
+        memo: String::new(),
+        legs: vec![
+            (AccountKey::Wallet(account), super::accounts::negate(batch)?),
+            (AccountKey::RevenueEnergy, batch),
+        ],
+        keep_at_least: None,
+    })
 }
 
 /// Whether taking `batch` would move the account's available balance across alarm 1, alarm 2 or

@@ -38,14 +38,11 @@ pub async fn evaluate(
     principal: &Principal,
     account: Uuid,
 ) -> CoreResult<Vec<Action>> {
-    let found: Option<(String, String, String)> = sqlx::query_as(
-        "select a.state, s.number || ' ' || s.name, a.holder_phone
-         from shop_accounts a join shops s on s.id = a.shop_id where a.id = $1",
-    )
-    .bind(account)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let Some((state, shop, phone)) = found else {
+    let state: Option<String> = sqlx::query_scalar("select state from shop_accounts where id = $1")
+        .bind(account)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let Some(state) = state else {
         return Err(CoreError::NotFound("account"));
     };
     // Closing and closed accounts settle their money; the rules stop at the close.
@@ -109,20 +106,14 @@ pub async fn evaluate(
     .bind(now)
     .execute(&mut *conn)
     .await?;
-    let message = Message {
-        account,
-        shop: shop.trim(),
-        phone: &phone,
-        available,
-        notice_s,
-    };
     for action in &actions {
         match action {
             Action::Trip => control(conn, principal, account, Op::Trip, available).await?,
             Action::Restore => control(conn, principal, account, Op::Close, available).await?,
             _ => {}
         }
-        notify(conn, principal, &message, *action).await?;
+        // Rare (a crossing): the message reads the account afresh.
+        tell(conn, principal, account, *action).await?;
     }
     if !actions.is_empty() {
         tracing::info!(%account, ?actions, available_fen = available.fen(), "power rules acted");
@@ -206,8 +197,8 @@ async fn control(
     Ok(())
 }
 
-/// Tells `account`'s tenants about `action` now, with the account's current balance (the message
-/// the rules would send; keep-power's release sends a fresh trip notice through it).
+/// Tells `account`'s tenants about `action` now, with the account's current balance: the one way
+/// the rules' messages are written (keep-power's release sends a fresh trip notice through it).
 pub(crate) async fn tell(
     conn: &mut PgConnection,
     principal: &Principal,

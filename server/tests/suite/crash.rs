@@ -76,6 +76,17 @@ pub(crate) async fn store(
     at: chrono::DateTime<chrono::Utc>,
     energy_wh: i64,
 ) {
+    store_with_relay(pool, meter, at, energy_wh, true).await;
+}
+
+/// [`store`], with the relay state the reading shows.
+pub(crate) async fn store_with_relay(
+    pool: &sqlx::PgPool,
+    meter: uuid::Uuid,
+    at: chrono::DateTime<chrono::Utc>,
+    energy_wh: i64,
+    relay_closed: bool,
+) {
     use powertab_ingest::driver::MeterValues;
     use powertab_ingest::store::{store_batch, NewReading};
     let schema = powertab_core::kernel::names::SchemaName::from_stored("c_1").unwrap();
@@ -91,7 +102,7 @@ pub(crate) async fn store(
             pf_milli: None,
             remaining_fen: None,
             purchase_count: None,
-            relay_closed: Some(true),
+            relay_closed: Some(relay_closed),
             alarms: vec![],
             meter_ratios: None,
         },

@@ -12,16 +12,19 @@ use reqwest::StatusCode;
 use serde_json::json;
 use std::sync::Arc;
 
-/// Runs the rules for `account` of company 1 at the clock's instant.
-async fn evaluate(app: &TestApp, clock: &Arc<ManualClock>, account: &str) -> Vec<Action> {
+/// The power worker inside company 1, on `clock`.
+async fn worker(app: &TestApp, clock: &Arc<ManualClock>) -> powertab_core::auth::Principal {
     let mut conn = app.db.pool.acquire().await.unwrap();
     let scope = powertab_core::auth::load_company(&mut conn, 1)
         .await
         .unwrap()
         .unwrap();
-    drop(conn);
-    let principal =
-        powertab_core::auth::Principal::system("power", clock.clone()).in_company(scope);
+    powertab_core::auth::Principal::system("power", clock.clone()).in_company(scope)
+}
+
+/// Runs the rules for `account` of company 1 at the clock's instant.
+async fn evaluate(app: &TestApp, clock: &Arc<ManualClock>, account: &str) -> Vec<Action> {
+    let principal = worker(app, clock).await;
     let mut tx = powertab_core::db::begin_in(&app.db.pool, &principal.company().unwrap().schema)
         .await
         .unwrap();
@@ -34,14 +37,7 @@ async fn evaluate(app: &TestApp, clock: &Arc<ManualClock>, account: &str) -> Vec
 
 /// The sweep of company 1 at the clock's instant.
 async fn sweep(app: &TestApp, clock: &Arc<ManualClock>) -> powertab_core::power::SweepReport {
-    let mut conn = app.db.pool.acquire().await.unwrap();
-    let scope = powertab_core::auth::load_company(&mut conn, 1)
-        .await
-        .unwrap()
-        .unwrap();
-    drop(conn);
-    let principal =
-        powertab_core::auth::Principal::system("power", clock.clone()).in_company(scope);
+    let principal = worker(app, clock).await;
     powertab_core::power::sweep(&app.db.pool, &principal)
         .await
         .unwrap()
@@ -232,31 +228,8 @@ async fn the_server_worker_hears_a_posting_and_runs_the_rules_at_once() {
 
 /// Stores a reading of `meter` at `at` whose relay reads `closed`.
 async fn store_relay(app: &TestApp, meter: &str, at: chrono::DateTime<Utc>, closed: bool) {
-    use powertab_ingest::driver::MeterValues;
-    use powertab_ingest::store::{store_batch, NewReading};
-    let schema = powertab_core::kernel::names::SchemaName::from_stored("c_1").unwrap();
-    let reading = NewReading {
-        meter_id: meter.parse().unwrap(),
-        read_at: at,
-        values: MeterValues {
-            energy_wh: 1_000_000,
-            tou_wh: None,
-            power_w: Some(0),
-            voltage_dv: vec![2200],
-            current_ca: vec![0],
-            pf_milli: None,
-            remaining_fen: None,
-            purchase_count: None,
-            relay_closed: Some(closed),
-            alarms: vec![],
-            meter_ratios: None,
-        },
-        raw: vec![],
-        ratio_mismatch: false,
-    };
-    store_batch(&app.db.pool, &schema, &[reading])
-        .await
-        .unwrap();
+    crate::crash::store_with_relay(&app.db.pool, meter.parse().unwrap(), at, 1_000_000, closed)
+        .await;
 }
 
 #[tokio::test]
