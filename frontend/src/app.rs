@@ -3,7 +3,7 @@
 use crate::i18n::{Lang, LANG_COOKIE};
 use crate::tenancy::{get_session, SessionView};
 use crate::web::WebError;
-use crate::{billing, field, import, property, tariff, tenancy};
+use crate::{billing, field, import, power, property, tariff, tenancy};
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, MetaTags, Title};
 use leptos_router::components::{FlatRoutes, Route, Router};
@@ -111,6 +111,10 @@ pub fn App() -> impl IntoView {
                 <Route path=path!("/accounts/:id") view=billing::pages::AccountPage ssr=SsrMode::Async/>
                 <Route path=path!("/receipts/:id") view=billing::pages::ReceiptPage ssr=SsrMode::Async/>
                 <Route path=path!("/fleet") view=field::pages::fleet::FleetPage ssr=SsrMode::Async/>
+                <Route path=path!("/commands") view=power::pages::CommandsPage ssr=SsrMode::Async/>
+                <Route path=path!("/alarms") view=power::pages::AlarmsPage ssr=SsrMode::Async/>
+                <Route path=path!("/control") view=power::pages::BatchPage ssr=SsrMode::Async/>
+                <Route path=path!("/control/batches/:id") view=power::pages::BatchProgressPage ssr=SsrMode::Async/>
                 <Route path=path!("/gateways") view=field::pages::meters::GatewaysPage ssr=SsrMode::Async/>
                 <Route path=path!("/gateways/:id") view=field::pages::meters::GatewayPage ssr=SsrMode::Async/>
                 <Route path=path!("/meters") view=field::pages::meters::MetersPage ssr=SsrMode::Async/>

@@ -130,6 +130,8 @@ fn Header(session: SessionView) -> impl IntoView {
                     <a href="/held-readings">{tr(lang, "nav.held")}</a>
                     <a href="/books">{tr(lang, "nav.books")}</a>
                     <a href="/fleet">{tr(lang, "nav.fleet")}</a>
+                    <a href="/commands">{tr(lang, "nav.commands")}</a>
+                    <a href="/alarms">{tr(lang, "nav.alarms")}</a>
                     <a href="/property">{tr(lang, "nav.property")}</a>
                     <a href="/gateways">{tr(lang, "nav.gateways")}</a>
                     <a href="/meters">{tr(lang, "nav.meters")}</a>

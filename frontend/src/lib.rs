@@ -16,6 +16,7 @@ pub mod web;
 pub mod billing;
 pub mod field;
 pub mod import;
+pub mod power;
 pub mod property;
 pub mod tariff;
 pub mod tenancy;

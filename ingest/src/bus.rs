@@ -247,6 +247,7 @@ pub async fn run<T: Transport>(
     mark(&pool, &link, true, &peer).await;
     let (command_tx, mut command_rx) = crate::commands::channel();
     let mut pending: VecDeque<(Uuid, Uuid)> = VecDeque::new();
+    let mut retries: Vec<(Instant, (Uuid, Uuid))> = Vec::new();
     let mut slots = load_slots(&pool, &link, &[]).await?;
     pending.extend(adopt(&pool, &link, &slots, &dispatch, &command_tx).await);
     let mut reloaded = Instant::now();
@@ -255,8 +256,21 @@ pub async fn run<T: Transport>(
         while let Ok(command) = command_rx.try_recv() {
             pending.push_back(command);
         }
+        // Commands waiting to be sent again after no answer rejoin the line when due.
+        let now = Instant::now();
+        retries.retain(|(due, command)| {
+            let waiting = *due > now;
+            if !waiting {
+                pending.push_back(*command);
+            }
+            waiting
+        });
         if let Some(command) = pending.pop_front() {
-            run_command(&pool, &mut wire, &slots, &link, &writer, command).await?;
+            if let Some(retry) =
+                run_command(&pool, &mut wire, &slots, &link, &writer, command).await?
+            {
+                retries.push(retry);
+            }
             tokio::time::sleep(link.gap).await;
             continue;
         }
@@ -274,11 +288,16 @@ pub async fn run<T: Transport>(
             mark(&pool, &link, true, &peer).await;
             seen = Instant::now();
         }
-        let next = slots.iter().map(|s| s.next_due).min();
+        let next = slots
+            .iter()
+            .map(|s| s.next_due)
+            .chain(retries.iter().map(|(due, _)| *due))
+            .min();
         let until = match next {
             // No meters yet: keep the connection, look again at the next reload.
             None => reloaded + RELOAD_EVERY.min(interval),
             Some(due) if due > Instant::now() => due.min(reloaded + RELOAD_EVERY),
+            Some(_) if retries.iter().any(|(due, _)| *due <= Instant::now()) => continue,
             Some(_) => {
                 let slot = slots
                     .iter_mut()
@@ -345,7 +364,10 @@ async fn adopt(
 }
 
 /// Carries out one command: claims it in the queue (another process, or an earlier turn, may
-/// have it already), runs it and reports the outcome. `read_now` polls the meter at once: the
+/// have it already), runs it and reports the outcome. A relay command the meter did not answer
+/// stays this session's (`sent`) and comes back as `Some(when, command)` to be sent again after
+/// a growing wait (`commands::retry_backoff_s`), until it fails after `CONTROL_SENDS_MAX` sends
+/// or expires. `read_now` polls the meter at once: the
 /// answer acknowledges it, and it is verified when the writer has stored the reading. A relay
 /// command is written through the meter's driver; once the meter accepts it the meter is polled
 /// at once, and the reading's relay state verifies it (DESIGN.md: "verified when" — a `release`
@@ -357,7 +379,7 @@ async fn run_command<T: Transport>(
     link: &BusLink,
     writer: &Writer,
     (meter_id, command): (Uuid, Uuid),
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<(Instant, (Uuid, Uuid))>> {
     use powertab_core::commands::{self as queue, State};
     let claimed = async {
         let mut tx = powertab_core::db::begin_in(pool, &link.schema).await?;
@@ -376,14 +398,14 @@ async fn run_command<T: Transport>(
     }
     .await?;
     let Ok(claimed) = claimed else {
-        return Ok(());
+        return Ok(None);
     };
     let settle = |to: State, detail: &'static str| {
         crate::commands::settle(pool, &link.schema, claimed.id, to, detail, None)
     };
     let Some(slot) = slots.iter().find(|s| s.meter_id == meter_id) else {
         settle(State::Failed, "the meter is not on this bus").await;
-        return Ok(());
+        return Ok(None);
     };
     if let Some(control) = crate::commands::control_op(claimed.op) {
         match write_control(wire, slot, link, control).await? {
@@ -397,20 +419,74 @@ async fn run_command<T: Transport>(
                 tokio::time::sleep(link.gap).await;
                 poll_meter(wire, slot, link, writer).await?;
             }
+            Err(NO_ANSWER) => {
+                if let Some(retry) = retry_later(pool, link, &claimed).await {
+                    return Ok(Some(retry));
+                }
+                metrics::counter!("ingest_control_failures_total").increment(1);
+                settle(State::Failed, "no answer").await;
+            }
             Err(why) => {
                 metrics::counter!("ingest_control_failures_total").increment(1);
                 settle(State::Failed, why).await;
             }
         }
-        return Ok(());
+        return Ok(None);
     }
     let answered = poll_meter(wire, slot, link, writer).await?;
     if answered {
         settle(State::Acknowledged, "the meter answered").await;
     } else {
-        settle(State::Failed, "no answer").await;
+        settle(State::Failed, NO_ANSWER).await;
     }
-    Ok(())
+    Ok(None)
+}
+
+/// A relay command's outcome when every try of a step went unanswered.
+const NO_ANSWER: &str = "no answer";
+
+/// Keeps an unanswered relay command for another send after its backoff, if it has sends left
+/// and time before its expiry; `None` when it should fail now.
+async fn retry_later(
+    pool: &PgPool,
+    link: &BusLink,
+    claimed: &powertab_core::commands::Claimed,
+) -> Option<(Instant, (Uuid, Uuid))> {
+    let wait_s = powertab_core::commands::retry_backoff_s(claimed.attempts)?;
+    let now = Utc::now();
+    let at = now + chrono::Duration::seconds(wait_s);
+    let detail = format!(
+        "no answer to send {}; sending again at {}",
+        claimed.attempts,
+        at.to_rfc3339()
+    );
+    let held = async {
+        let mut tx = powertab_core::db::begin_in(pool, &link.schema).await?;
+        let held = powertab_core::commands::retry_later(
+            &mut tx,
+            claimed.id,
+            crate::commands::holder(),
+            at,
+            crate::commands::BUS_LEASE,
+            &detail,
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        anyhow::Ok(held)
+    }
+    .await
+    .unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "keeping a command for its retry failed");
+        false
+    });
+    if !held {
+        return None;
+    }
+    metrics::counter!("ingest_control_retries_total").increment(1);
+    tracing::info!(command = %claimed.id, attempts = claimed.attempts, wait_s, "no answer: the command is sent again later");
+    let wait = Duration::from_secs(u64::try_from(wait_s).unwrap_or(0));
+    Some((Instant::now() + wait, (claimed.meter_id, claimed.id)))
 }
 
 /// Writes a relay command to one meter (each step retried like a poll's: the write is the same
@@ -440,7 +516,7 @@ async fn write_control<T: Transport>(
             }
         }
         match reply {
-            None => return Ok(Err("no answer")),
+            None => return Ok(Err(NO_ANSWER)),
             Some(Reply::Rtu(framing::rtu::Reply::Exception(_)))
             | Some(Reply::Dlt645(framing::dlt645::Reply::Error(_))) => {
                 return Ok(Err("the meter refused the command"));

@@ -24,6 +24,8 @@ async fn enqueue(field: &Field, meter_id: Uuid, op: Op, valid_s: Option<i64>) ->
             source: "rule:test".into(),
             detail: String::new(),
             expires_at: valid_s.map(|s| now + Duration::seconds(s)),
+            batch_id: None,
+            retry_of: None,
         },
         now,
     )
@@ -304,9 +306,127 @@ async fn a_newer_control_command_cancels_a_queued_opposite_and_old_ones_expire()
             source: "rule:test".into(),
             detail: String::new(),
             expires_at: Some(Utc::now()),
+            batch_id: None,
+            retry_of: None,
         },
         Utc::now(),
     )
     .await;
     assert!(refused.is_err());
+}
+
+#[tokio::test]
+async fn an_unanswered_command_waits_with_its_sender_for_the_next_send_and_no_one_else_takes_it() {
+    let field = Field::new("acme", "dtu-1", b"REG-0001", &["modbus_rtu"]).await;
+    let meter = field.meter(0, "dtsy1352", "1", "1001").await;
+    let id = enqueue(&field, meter, Op::Trip, Some(600)).await;
+    let t0 = Utc::now();
+    let lease = Duration::seconds(60);
+    let retry_later =
+        |holder: &'static str, at: chrono::DateTime<Utc>, now: chrono::DateTime<Utc>| {
+            let field = &field;
+            async move {
+                let mut tx = db::begin_in(&field.db.pool, &field.schema).await.unwrap();
+                let held = commands::retry_later(&mut tx, id, holder, at, lease, "no answer", now)
+                    .await
+                    .unwrap();
+                tx.commit().await.unwrap();
+                held
+            }
+        };
+    let mut sends = 0;
+    let mut now = t0;
+    // Every unanswered send waits longer; the sender keeps the command `sent` meanwhile.
+    while let Some(wait_s) = commands::retry_backoff_s(sends + 1).filter(|_| sends < 10) {
+        let claimed = claim(&field, id, meter, "bus-a", lease, now).await.unwrap();
+        sends = claimed.attempts;
+        let at = now + Duration::seconds(wait_s);
+        assert!(
+            !retry_later("bus-b", at, now).await,
+            "only its holder keeps it"
+        );
+        assert!(retry_later("bus-a", at, now).await);
+        assert_eq!(state(&field, id).await, ("sent".into(), sends));
+        // Before its time it is not sent again, and another bus does not take it.
+        assert_eq!(
+            claim(&field, id, meter, "bus-a", lease, at - Duration::seconds(1)).await,
+            Err(NotClaimed::Gone)
+        );
+        assert_eq!(
+            claim(&field, id, meter, "bus-b", lease, at).await,
+            Err(NotClaimed::Gone)
+        );
+        let mut tx = db::begin_in(&field.db.pool, &field.schema).await.unwrap();
+        assert_eq!(
+            commands::recover(&mut tx, &[meter], at).await.unwrap(),
+            0,
+            "the lease covers the wait"
+        );
+        tx.commit().await.unwrap();
+        now = at;
+    }
+    assert_eq!(sends, commands::CONTROL_SENDS_MAX - 1, "5 s, 15 s, 45 s");
+    // The last send: nothing is left to wait for, the bus settles it failed.
+    let last = claim(&field, id, meter, "bus-a", lease, now).await.unwrap();
+    assert_eq!(last.attempts, commands::CONTROL_SENDS_MAX);
+    assert_eq!(commands::retry_backoff_s(last.attempts), None);
+    assert_eq!(
+        settle(&field, id, State::Failed).await,
+        Settled::Moved(State::Sent)
+    );
+
+    // A newer opposite command ends one waiting for its retry: it would otherwise follow it.
+    let trip = enqueue(&field, meter, Op::Trip, Some(600)).await;
+    let t1 = Utc::now();
+    claim(&field, trip, meter, "bus-a", lease, t1)
+        .await
+        .unwrap();
+    let mut tx = db::begin_in(&field.db.pool, &field.schema).await.unwrap();
+    assert!(commands::retry_later(
+        &mut tx,
+        trip,
+        "bus-a",
+        t1 + Duration::seconds(5),
+        lease,
+        "no answer",
+        t1
+    )
+    .await
+    .unwrap());
+    tx.commit().await.unwrap();
+    enqueue(&field, meter, Op::Close, Some(600)).await;
+    assert_eq!(state(&field, trip).await.0, "failed");
+    assert_eq!(
+        claim(
+            &field,
+            trip,
+            meter,
+            "bus-a",
+            lease,
+            t1 + Duration::seconds(6)
+        )
+        .await,
+        Err(NotClaimed::Gone)
+    );
+    // One whose expiry comes during the wait expires instead of being sent again.
+    let read = enqueue(&field, meter, Op::ReadNow, Some(10)).await;
+    let t2 = Utc::now();
+    claim(&field, read, meter, "bus-a", lease, t2)
+        .await
+        .unwrap();
+    let mut tx = db::begin_in(&field.db.pool, &field.schema).await.unwrap();
+    assert!(
+        !commands::retry_later(
+            &mut tx,
+            read,
+            "bus-a",
+            t2 + Duration::seconds(30),
+            lease,
+            "no answer",
+            t2
+        )
+        .await
+        .unwrap(),
+        "no retry past the expiry"
+    );
 }

@@ -487,3 +487,78 @@ async fn trip_and_close_travel_over_the_dtu_and_the_relay_read_back_verifies_the
         task.abort();
     }
 }
+
+/// (state, attempts, waiting for a retry) of command `id`.
+async fn command_sends(field: &Field, id: uuid::Uuid) -> (String, i32, bool) {
+    sqlx::query_as(&format!(
+        "select state, attempts, next_try_at is not null from {}.commands where id = $1",
+        field.schema.as_str()
+    ))
+    .bind(id)
+    .fetch_one(&field.db.pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_trip_the_meter_does_not_answer_is_sent_again_after_a_backoff_and_then_verified() {
+    let field = Field::new("acme", "dtu-1", b"PT-0001", &["modbus_rtu"]).await;
+    let meter = field.meter(0, "dtsy1352", "1", "1001").await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (writer, _task) = Writer::start(field.db.pool.clone());
+    let config = DtuConfig {
+        poll_interval: Duration::from_secs(3600),
+        ..Default::default()
+    };
+    tokio::spawn(dtu::serve(listener, field.db.pool.clone(), writer, config));
+    let bus = Arc::new(Mutex::new(SimBus::modbus(vec![SimMeter::new(
+        SimModel::Dtsy1352 { address: 1 },
+        ShopType::Retail,
+        80_000,
+        100_000,
+    )])));
+    let sim = SimDtu {
+        registration: b"PT-0001".to_vec(),
+        heartbeat: vec![0xFE],
+        heartbeat_every: Duration::from_millis(70),
+        bus: bus.clone(),
+        faults: DtuFaults::default(),
+    };
+    let running = tokio::spawn(async move { sim.run(addr).await });
+    assert!(
+        wait_until(Duration::from_secs(20), || async {
+            latest_relay(&field, meter).await == Some(true)
+        })
+        .await
+    );
+    // The meter falls silent (a loose RS485 wire): the trip gets no answer, stays this bus's
+    // (`sent`) and waits for its next send instead of failing at once.
+    bus.lock().await.meters[0].silent = true;
+    let trip = queue(&field, meter, "trip").await;
+    assert!(
+        wait_until(Duration::from_secs(15), || async {
+            command_sends(&field, trip).await == ("sent".into(), 1, true)
+        })
+        .await,
+        "{:?}",
+        command_sends(&field, trip).await
+    );
+    assert!(command_state(&field, trip).await.1.contains("no answer"));
+    // The wire is fixed: the second send, 5 s later, trips it and the read-back verifies it.
+    bus.lock().await.meters[0].silent = false;
+    assert!(
+        wait_until(Duration::from_secs(20), || async {
+            command_sends(&field, trip).await.0 == "verified"
+        })
+        .await,
+        "{:?}",
+        command_state(&field, trip).await
+    );
+    assert_eq!(
+        command_sends(&field, trip).await,
+        ("verified".into(), 2, false)
+    );
+    assert_eq!(latest_relay(&field, meter).await, Some(false));
+    running.abort();
+}

@@ -145,6 +145,19 @@ impl Op {
     }
 }
 
+/// How many times a bus sends a relay command that gets no answer before it fails.
+pub const CONTROL_SENDS_MAX: i32 = 4;
+
+/// The wait before the next send of a command sent `attempts` times without an answer (5 s,
+/// 15 s, 45 s), or `None` once [`CONTROL_SENDS_MAX`] sends went unanswered. Growing waits let a
+/// bus that lost power or a meter that rebooted come back without flooding the line.
+pub fn retry_backoff_s(attempts: i32) -> Option<i64> {
+    if !(1..CONTROL_SENDS_MAX).contains(&attempts) {
+        return None;
+    }
+    Some(5 * 3_i64.pow(u32::try_from(attempts - 1).ok()?))
+}
+
 impl std::fmt::Display for Op {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
@@ -309,5 +322,13 @@ mod tests {
             vec![Op::Close, Op::Release, Op::KeepPowerOn, Op::KeepPowerOff]
         );
         assert!(Op::ReadNow.supersedes().is_empty());
+    }
+
+    #[test]
+    fn unanswered_commands_back_off_then_fail() {
+        let waits: Vec<Option<i64>> = (0..=CONTROL_SENDS_MAX).map(retry_backoff_s).collect();
+        assert_eq!(waits, vec![None, Some(5), Some(15), Some(45), None]);
+        assert_eq!(retry_backoff_s(i32::MAX), None);
+        assert_eq!(retry_backoff_s(-1), None);
     }
 }

@@ -42,12 +42,18 @@ pub struct Command {
     pub attempts: i32,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// The operator's batch it is part of.
+    pub batch_id: Option<Uuid>,
+    /// The command it sends again.
+    pub retry_of: Option<Uuid>,
+    /// When its sender tries again after no answer (it stays `sent` meanwhile).
+    pub next_try_at: Option<DateTime<Utc>>,
 }
 
-const COLUMNS: &str =
-    "id, meter_id, op, state, source, detail, expires_at, sent_at, attempts, created_at, updated_at";
+pub(crate) const COLUMNS: &str = "id, meter_id, op, state, source, detail, expires_at, sent_at, attempts, created_at, updated_at,
+     batch_id, retry_of, next_try_at";
 
-fn command_from(r: &sqlx::postgres::PgRow) -> CoreResult<Command> {
+pub(crate) fn command_from(r: &sqlx::postgres::PgRow) -> CoreResult<Command> {
     let op: String = r.try_get("op")?;
     let state: String = r.try_get("state")?;
     Ok(Command {
@@ -63,6 +69,9 @@ fn command_from(r: &sqlx::postgres::PgRow) -> CoreResult<Command> {
         attempts: r.try_get("attempts")?,
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
+        batch_id: r.try_get("batch_id")?,
+        retry_of: r.try_get("retry_of")?,
+        next_try_at: r.try_get("next_try_at")?,
     })
 }
 
@@ -80,6 +89,10 @@ pub struct NewCommand {
     pub detail: String,
     /// `None`: never expires (purchases and deducts, DESIGN.md).
     pub expires_at: Option<DateTime<Utc>>,
+    /// The operator's batch it is part of (`control_batches`).
+    pub batch_id: Option<Uuid>,
+    /// The failed command an operator sends again with it (command centre).
+    pub retry_of: Option<Uuid>,
 }
 
 /// Writes `new` as a queued command and notifies ingest in the caller's transaction (nothing is
@@ -109,10 +122,27 @@ pub async fn enqueue(
         .bind(now)
         .execute(&mut *conn)
         .await?;
+        // One waiting for its retry after no answer would be sent after the new one: it ends
+        // here (sent → failed; cancelled is only for queued commands).
+        sqlx::query(
+            "update commands set state = 'failed', detail = $3, updated_at = $4,
+                 lease_holder = null, lease_until = null, next_try_at = null
+             where meter_id = $1 and state = 'sent' and next_try_at is not null and op = any($2)",
+        )
+        .bind(new.meter_id)
+        .bind(texts(&superseded, Op::as_str))
+        .bind(format!(
+            "superseded by {} ({id}) while waiting to be sent again",
+            new.op
+        ))
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
     }
     let row = sqlx::query(&format!(
-        "insert into commands (id, meter_id, op, source, detail, expires_at, created_at, updated_at)
-         values ($1, $2, $3, $4, $5, $6, $7, $7) returning {COLUMNS}"
+        "insert into commands (id, meter_id, op, source, detail, expires_at, created_at, updated_at,
+             batch_id, retry_of)
+         values ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9) returning {COLUMNS}"
     ))
     .bind(id)
     .bind(new.meter_id)
@@ -121,6 +151,8 @@ pub async fn enqueue(
     .bind(&new.detail)
     .bind(new.expires_at)
     .bind(now)
+    .bind(new.batch_id)
+    .bind(new.retry_of)
     .fetch_one(&mut *conn)
     .await?;
     sqlx::query("select pg_notify($1, $2)")
@@ -167,6 +199,8 @@ pub async fn read_now(
         source: format!("operator:{}", principal.user_id),
         detail: String::new(),
         expires_at: Some(now + Duration::seconds(READ_NOW_VALID_S)),
+        batch_id: None,
+        retry_of: None,
     };
     let schema = principal.company()?.schema.clone();
     let command = enqueue(conn, &schema, &new, now).await?;
@@ -239,8 +273,10 @@ pub async fn claim(
     now: DateTime<Utc>,
 ) -> CoreResult<Result<Claimed, NotClaimed>> {
     let expired = sqlx::query(
-        "update commands set state = 'expired', updated_at = $3
-         where id = $1 and meter_id = $2 and state = 'queued' and expires_at <= $3",
+        "update commands set state = 'expired', updated_at = $3, lease_holder = null,
+             lease_until = null, next_try_at = null
+         where id = $1 and meter_id = $2 and expires_at <= $3
+           and (state = 'queued' or (state = 'sent' and next_try_at is not null))",
     )
     .bind(id)
     .bind(meter_id)
@@ -250,10 +286,15 @@ pub async fn claim(
     if expired.rows_affected() > 0 {
         return Ok(Err(NotClaimed::Expired));
     }
+    // A queued command, or one this holder keeps `sent` while it waits to try again (a retry
+    // after no answer: the same sender, so the state stays `sent` and DESIGN.md's transitions
+    // hold).
     let row = sqlx::query(
         "update commands set state = 'sent', sent_at = $4, lease_holder = $5, lease_until = $6,
-             attempts = attempts + 1, updated_at = $4
-         where id = $1 and meter_id = $2 and state = 'queued' and op = any($3)
+             attempts = attempts + 1, updated_at = $4, next_try_at = null
+         where id = $1 and meter_id = $2 and op = any($3)
+           and (state = 'queued'
+                or (state = 'sent' and lease_holder = $5 and next_try_at <= $4))
          returning op, attempts, expires_at",
     )
     .bind(id)
@@ -288,6 +329,35 @@ pub async fn claim(
         expires_at: row.try_get("expires_at")?,
         attempts: row.try_get("attempts")?,
     }))
+}
+
+/// After no answer, the holder of `sent` command `id` keeps it and tries again at `at` (the
+/// lease runs until `lease` after that, so a sender that dies meanwhile hands it to recovery).
+/// `false` when the command is no longer this holder's to retry (settled, expired, recovered).
+#[tracing::instrument(skip_all)]
+pub async fn retry_later(
+    conn: &mut PgConnection,
+    id: Uuid,
+    holder: &str,
+    at: DateTime<Utc>,
+    lease: Duration,
+    detail: &str,
+    now: DateTime<Utc>,
+) -> CoreResult<bool> {
+    let held = sqlx::query(
+        "update commands set next_try_at = $3, lease_until = $4, detail = $5, updated_at = $6
+         where id = $1 and state = 'sent' and lease_holder = $2
+           and (expires_at is null or expires_at > $3)",
+    )
+    .bind(id)
+    .bind(holder)
+    .bind(at)
+    .bind(at + lease)
+    .bind(detail)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(held.rows_affected() == 1)
 }
 
 /// What [`settle`] did.
@@ -346,7 +416,7 @@ async fn settle_from(
     let moved: Option<String> = sqlx::query_scalar(
         "with before as (select id, state from commands where id = $1 for update)
          update commands c set state = $2, detail = $3, updated_at = $5,
-             lease_holder = null, lease_until = null
+             lease_holder = null, lease_until = null, next_try_at = null
          from before b
          where c.id = b.id and c.state = any($4) and ($6::uuid[] is null or c.meter_id = any($6))
          returning b.state",
@@ -395,7 +465,8 @@ pub async fn op_of(conn: &mut PgConnection, id: Uuid, meters: &[Uuid]) -> CoreRe
 #[tracing::instrument(skip_all)]
 pub async fn expire_due(conn: &mut PgConnection, now: DateTime<Utc>) -> CoreResult<u64> {
     let done = sqlx::query(
-        "update commands set state = 'expired', updated_at = $1, lease_holder = null, lease_until = null
+        "update commands set state = 'expired', updated_at = $1, lease_holder = null, lease_until = null,
+             next_try_at = null
          where state in ('queued', 'sent', 'acknowledged') and expires_at <= $1",
     )
     .bind(now)
@@ -415,6 +486,7 @@ pub async fn recover(
 ) -> CoreResult<u64> {
     let done = sqlx::query(
         "update commands set state = 'queued', lease_holder = null, lease_until = null, updated_at = $2,
+             next_try_at = null,
              detail = 'recovered: its sender stopped answering for it'
          where state = 'sent' and meter_id = any($1) and lease_until < $2
            and (expires_at is null or expires_at > $2)",
@@ -482,6 +554,7 @@ pub async fn verify_by_readings(
     let relay: Vec<Option<bool>> = seen.iter().map(|s| s.relay_closed).collect();
     let done = sqlx::query(
         "update commands c set state = 'verified', updated_at = $7, lease_holder = null, lease_until = null,
+             next_try_at = null,
              detail = case when c.op = $4 then 'reading stored' else 'a reading shows the relay' end
          from unnest($1::uuid[], $2::timestamptz[], $3::boolean[]) as s(meter_id, read_at, relay_closed)
          where c.meter_id = s.meter_id and c.state in ('sent', 'acknowledged') and c.sent_at <= s.read_at

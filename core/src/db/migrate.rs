@@ -172,6 +172,11 @@ pub const COMPANY: &[Migration] = &[
         name: "power",
         sql: include_str!("../../../migrations/company/0023_power.sql"),
     },
+    Migration {
+        version: 24,
+        name: "command_centre",
+        sql: include_str!("../../../migrations/company/0024_command_centre.sql"),
+    },
 ];
 
 /// Arbitrary constant for `pg_advisory_xact_lock`: "PT" migrations.

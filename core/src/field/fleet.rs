@@ -112,6 +112,62 @@ pub struct FieldAlarm {
     pub raised_at: DateTime<Utc>,
     pub cleared_at: Option<DateTime<Utc>>,
     pub detail: String,
+    /// An operator saw it (the alarm stays open until its cause clears).
+    pub acknowledged_at: Option<DateTime<Utc>>,
+    /// `user:<id>` of who acknowledged it.
+    pub acknowledged_by: Option<String>,
+}
+
+/// Marks open field alarm `id` as seen by the principal (staff who act on meters or settings);
+/// audited. 404 for an alarm the caller may not see, 409 once cleared or acknowledged.
+#[tracing::instrument(skip_all, fields(%id))]
+pub async fn acknowledge_alarm(
+    conn: &mut PgConnection,
+    principal: &Principal,
+    id: Uuid,
+) -> CoreResult<FieldAlarm> {
+    let Some(alarm) = field_alarms(conn, principal, true)
+        .await?
+        .into_iter()
+        .find(|a| a.id == id)
+    else {
+        return Err(CoreError::NotFound("alarm"));
+    };
+    if ![Right::TripClose, Right::Settings, Right::ReadingsReview]
+        .into_iter()
+        .any(|r| principal.can(Need::Act(r)))
+    {
+        return Err(CoreError::Forbidden("your role may not do this".into()));
+    }
+    let done = sqlx::query(
+        "update field_alarms set acknowledged_at = $2, acknowledged_by = $3
+         where id = $1 and cleared_at is null and acknowledged_at is null",
+    )
+    .bind(id)
+    .bind(principal.now())
+    .bind(format!("user:{}", principal.user_id))
+    .execute(&mut *conn)
+    .await?;
+    if done.rows_affected() == 0 {
+        return Err(CoreError::Conflict(
+            "the alarm was cleared or acknowledged already".into(),
+        ));
+    }
+    crate::tenancy::audit::record(
+        conn,
+        principal,
+        "alarm.acknowledge",
+        "field_alarm",
+        Some(id.to_string()),
+        None,
+        Some(serde_json::json!({ "kind": alarm.kind, "target": alarm.target })),
+    )
+    .await?;
+    field_alarms(conn, principal, true)
+        .await?
+        .into_iter()
+        .find(|a| a.id == id)
+        .ok_or(CoreError::NotFound("alarm"))
 }
 
 /// How many field alarms are open (for the header of every page).
@@ -134,13 +190,13 @@ pub async fn field_alarms(
     principal.require_read_company()?;
     sqlx::query(
         "select a.id, a.kind, a.target_id, coalesce(m.meter_number, g.identity, '') as target, a.raised_at,
-                a.cleared_at, a.detail
-         from field_alarms a left join meters m on a.kind = 'meter_stale' and m.id = a.target_id
+                a.cleared_at, a.detail, a.acknowledged_at, a.acknowledged_by
+         from field_alarms a left join meters m on a.kind <> 'gateway_offline' and m.id = a.target_id
          left join shops s on s.id = m.shop_id
          left join gateways g on a.kind = 'gateway_offline' and g.id = a.target_id
          where ($1 or a.cleared_at is null)
            and ($2::uuid[] is null
-                or (a.kind = 'meter_stale' and s.building_id = any($2))
+                or (a.kind <> 'gateway_offline' and s.building_id = any($2))
                 or (a.kind = 'gateway_offline' and exists (
                     select 1 from buses vb join meters vm on vm.bus_id = vb.id join shops vs on vs.id = vm.shop_id
                     where vb.gateway_id = g.id and vm.status <> 'removed' and vs.building_id = any($2))))
@@ -160,9 +216,46 @@ pub async fn field_alarms(
             raised_at: r.try_get("raised_at")?,
             cleared_at: r.try_get("cleared_at")?,
             detail: r.try_get("detail")?,
+            acknowledged_at: r.try_get("acknowledged_at")?,
+            acknowledged_by: r.try_get("acknowledged_by")?,
         })
     })
     .collect()
+}
+
+/// The `.xlsx` twin of the alarm list, headers in `lang`.
+pub fn alarms_sheet(alarms: &[FieldAlarm], lang: &str) -> crate::kernel::xlsx::Sheet {
+    use crate::kernel::xlsx::{Cell, Column, Sheet};
+    let zh = lang != "en";
+    let header = |zh_text: &str, en_text: &str| if zh { zh_text } else { en_text }.to_owned();
+    let time = |t: Option<DateTime<Utc>>| t.map_or(Cell::Empty, Cell::Time);
+    Sheet {
+        name: header("告警", "Alarms"),
+        columns: vec![
+            Column::new(header("发生时间", "Raised at"), 20.0),
+            Column::new(header("类型", "Kind"), 16.0),
+            Column::new(header("对象", "Target"), 18.0),
+            Column::new(header("说明", "Detail"), 40.0),
+            Column::new(header("确认时间", "Acknowledged at"), 20.0),
+            Column::new(header("确认人", "Acknowledged by"), 24.0),
+            Column::new(header("解除时间", "Cleared at"), 20.0),
+        ],
+        rows: alarms
+            .iter()
+            .map(|a| {
+                vec![
+                    Cell::Time(a.raised_at),
+                    Cell::Text(a.kind.clone()),
+                    Cell::Text(a.target.clone()),
+                    Cell::Text(a.detail.clone()),
+                    time(a.acknowledged_at),
+                    Cell::Text(a.acknowledged_by.clone().unwrap_or_default()),
+                    time(a.cleared_at),
+                ]
+            })
+            .collect(),
+        totals: None,
+    }
 }
 
 /// Gateways and a page of active meters with their live state.

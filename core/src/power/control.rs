@@ -19,6 +19,72 @@ use uuid::Uuid;
 /// A person's relay command waits this long for its meter's bus.
 const OPERATOR_VALID_S: i64 = 600;
 
+/// What ties an operator's command to others: the batch it is part of, the failed command it
+/// sends again.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Link {
+    pub batch_id: Option<Uuid>,
+    pub retry_of: Option<Uuid>,
+}
+
+/// A meter's power state as people see it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct MeterPower {
+    /// Keep-power (保电): no trip reaches it.
+    pub keep_power: bool,
+    /// An operator's trip (`open`) or close (`closed`) that holds until a release.
+    pub relay_override: Option<String>,
+    /// Its account's rules tripped it.
+    pub tripped: bool,
+}
+
+/// The power state of `meter_id` (404 for a meter the caller may not see).
+pub async fn state(
+    conn: &mut PgConnection,
+    principal: &Principal,
+    meter_id: Uuid,
+) -> CoreResult<MeterPower> {
+    crate::field::meter(conn, principal, meter_id).await?;
+    let (keep_power, relay_override, tripped): (bool, Option<String>, bool) = sqlx::query_as(
+        "select m.keep_power, m.relay_override,
+                exists (select 1 from account_meters am
+                        join account_power p on p.account_id = am.account_id
+                        where am.meter_id = m.id and am.left_at is null and p.tripped_at is not null)
+         from meters m where m.id = $1",
+    )
+    .bind(meter_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(MeterPower {
+        keep_power,
+        relay_override,
+        tripped,
+    })
+}
+
+/// Parses an operator's control op (422 for anything else).
+pub fn control_op(text: &str) -> CoreResult<Op> {
+    Op::parse(text.trim())
+        .filter(|op| op.is_control())
+        .ok_or_else(|| {
+            CoreError::field(
+                "op",
+                "one of trip, close, release, keep_power_on, keep_power_off",
+            )
+        })
+}
+
+/// The right an op needs: `trip_close` for trip, close and release, `keep_power` for
+/// keep-power on and off.
+pub fn right_for(op: Op) -> Right {
+    match op {
+        Op::Trip | Op::Close | Op::Release => Right::TripClose,
+        // Keep-power on and off: the only other control commands.
+        _ => Right::KeepPower,
+    }
+}
+
 /// Sends `op` (its text form) to `meter_id` for the principal (an operator with `trip_close`
 /// for trip, close and release, `keep_power` for keep-power on and off).
 #[tracing::instrument(skip_all, fields(%meter_id, op))]
@@ -28,20 +94,21 @@ pub async fn operate(
     meter_id: Uuid,
     op: &str,
 ) -> CoreResult<Command> {
+    operate_linked(conn, principal, meter_id, op, Link::default()).await
+}
+
+/// [`operate`] for a command that sends a failed one again (`link.retry_of`).
+pub async fn operate_linked(
+    conn: &mut PgConnection,
+    principal: &Principal,
+    meter_id: Uuid,
+    op: &str,
+    link: Link,
+) -> CoreResult<Command> {
     // 404 before 403 and 422: a meter the caller may not see does not exist for them.
     let meter = crate::field::meter(conn, principal, meter_id).await?;
-    let Some(op) = Op::parse(op.trim()).filter(|op| op.is_control()) else {
-        return Err(CoreError::field(
-            "op",
-            "one of trip, close, release, keep_power_on, keep_power_off",
-        ));
-    };
-    let right = match op {
-        Op::Trip | Op::Close | Op::Release => Right::TripClose,
-        // Keep-power on and off: the only other control commands.
-        _ => Right::KeepPower,
-    };
-    principal.require(Need::Act(right))?;
+    let op = control_op(op)?;
+    principal.require(Need::Act(right_for(op)))?;
     if meter.status != crate::field::MeterStatus::Active {
         return Err(CoreError::Conflict("this meter was removed".into()));
     }
@@ -55,7 +122,31 @@ pub async fn operate(
             "the meter keeps power (保电): turn keep-power off first".into(),
         ));
     }
-    let now = principal.now();
+    apply(conn, principal, &[meter_id], op).await?;
+    let command = send(conn, principal, meter_id, op, link).await?;
+    audit::record(
+        conn,
+        principal,
+        "meter.control",
+        "meter",
+        Some(meter_id.to_string()),
+        None,
+        Some(serde_json::json!({ "op": op.as_str(), "command": command.id, "retry_of": link.retry_of })),
+    )
+    .await?;
+    Ok(command)
+}
+
+/// What an operator's `op` changes on `meters` before the commands go out: an operator's trip
+/// or close is the relay state the intended-state comparison keeps until a release; keep-power
+/// on or off sets the flag and drops any override (keep-power-off gives a tripped account a
+/// fresh notice).
+pub(crate) async fn apply(
+    conn: &mut PgConnection,
+    principal: &Principal,
+    meters: &[Uuid],
+    op: Op,
+) -> CoreResult<()> {
     match op {
         Op::Trip | Op::Close | Op::Release => {
             let wanted = match op {
@@ -63,25 +154,41 @@ pub async fn operate(
                 Op::Close => Some("closed"),
                 _ => None,
             };
-            sqlx::query("update meters set relay_override = $2 where id = $1")
-                .bind(meter_id)
+            sqlx::query("update meters set relay_override = $2 where id = any($1)")
+                .bind(meters)
                 .bind(wanted)
                 .execute(&mut *conn)
                 .await?;
         }
         _ => {
-            sqlx::query("update meters set keep_power = $2, relay_override = null where id = $1")
-                .bind(meter_id)
-                .bind(op == Op::KeepPowerOn)
-                .execute(&mut *conn)
-                .await?;
+            sqlx::query(
+                "update meters set keep_power = $2, relay_override = null where id = any($1)",
+            )
+            .bind(meters)
+            .bind(op == Op::KeepPowerOn)
+            .execute(&mut *conn)
+            .await?;
             if op == Op::KeepPowerOff {
-                renotice(conn, principal, meter_id).await?;
+                for meter in meters {
+                    renotice(conn, principal, *meter).await?;
+                }
             }
         }
     }
+    Ok(())
+}
+
+/// Enqueues an operator's `op` for `meter_id` (source `operator:<user id>`).
+pub(crate) async fn send(
+    conn: &mut PgConnection,
+    principal: &Principal,
+    meter_id: Uuid,
+    op: Op,
+    link: Link,
+) -> CoreResult<Command> {
+    let now = principal.now();
     let schema = principal.company()?.schema.clone();
-    let command = commands::enqueue(
+    commands::enqueue(
         conn,
         &schema,
         &NewCommand {
@@ -90,21 +197,12 @@ pub async fn operate(
             source: format!("operator:{}", principal.user_id),
             detail: String::new(),
             expires_at: Some(now + Duration::seconds(OPERATOR_VALID_S)),
+            batch_id: link.batch_id,
+            retry_of: link.retry_of,
         },
         now,
     )
-    .await?;
-    audit::record(
-        conn,
-        principal,
-        "meter.control",
-        "meter",
-        Some(meter_id.to_string()),
-        None,
-        Some(serde_json::json!({ "op": op.as_str(), "command": command.id })),
-    )
-    .await?;
-    Ok(command)
+    .await
 }
 
 /// Keep-power released on a meter of a tripped account: the account is no longer counted as

@@ -145,3 +145,23 @@ pub(crate) async fn in_force(
     }
     Ok(row.try_get("amount_fen")?)
 }
+
+/// The account's latest emergency credit, in force or not (404 for an account the caller may
+/// not see).
+pub async fn latest(
+    conn: &mut PgConnection,
+    principal: &Principal,
+    account: Uuid,
+) -> CoreResult<Option<EmergencyCredit>> {
+    crate::billing::accounts::get(conn, principal, account).await?;
+    let id: Option<Uuid> = sqlx::query_scalar(
+        "select id from emergency_credits where account_id = $1 order by granted_at desc limit 1",
+    )
+    .bind(account)
+    .fetch_optional(&mut *conn)
+    .await?;
+    match id {
+        Some(id) => Ok(Some(get(conn, id).await?)),
+        None => Ok(None),
+    }
+}

@@ -69,9 +69,7 @@ pub async fn evaluate(
             .is_some(),
     };
     let company = settings::load(conn).await?;
-    let notice_s: i32 = sqlx::query_scalar("select trip_notice_s from settings")
-        .fetch_one(&mut *conn)
-        .await?;
+    let notice_s = company.trip_notice_s;
     let wallet = balance(conn, AccountKey::Wallet(account)).await?;
     let available = available(wallet, unposted_charges(conn, account).await?)?;
     let now = principal.now();
@@ -112,8 +110,14 @@ pub async fn evaluate(
             Action::Restore => control(conn, principal, account, Op::Close, available).await?,
             _ => {}
         }
-        // Rare (a crossing): the message reads the account afresh.
-        tell(conn, principal, account, *action).await?;
+        match action {
+            // Told once the relays are seen so (`confirm.rs`).
+            Action::Trip | Action::Restore => {
+                super::confirm::expect(conn, account, *action, now).await?
+            }
+            // Rare (a crossing): the message reads the account afresh.
+            _ => tell(conn, principal, account, *action).await?,
+        }
     }
     if !actions.is_empty() {
         tracing::info!(%account, ?actions, available_fen = available.fen(), "power rules acted");
@@ -189,6 +193,8 @@ async fn control(
                 source: RULE_SOURCE.to_owned(),
                 detail: format!("available {}", money_text(available)),
                 expires_at: Some(now + Duration::seconds(valid_s)),
+                batch_id: None,
+                retry_of: None,
             },
             now,
         )
@@ -212,9 +218,7 @@ pub(crate) async fn tell(
     .bind(account)
     .fetch_one(&mut *conn)
     .await?;
-    let notice_s: i32 = sqlx::query_scalar("select trip_notice_s from settings")
-        .fetch_one(&mut *conn)
-        .await?;
+    let notice_s = settings::load(conn).await?.trip_notice_s;
     let wallet = balance(conn, AccountKey::Wallet(account)).await?;
     let available = available(wallet, unposted_charges(conn, account).await?)?;
     let message = Message {
@@ -292,6 +296,18 @@ async fn notify(
         after_night(now, principal.tz())
     };
     let text = body(m, action);
+    if deliver_after > now {
+        // Deferred to the morning: only the latest of each kind goes then.
+        sqlx::query(
+            "update notifications set state = 'superseded'
+             where account_id = $1 and kind = $2 and state = 'queued' and deliver_after > $3",
+        )
+        .bind(m.account)
+        .bind(action.as_str())
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    }
     for recipient in recipients {
         sqlx::query(
             "insert into notifications (id, account_id, kind, recipient, body, created_at, deliver_after)
@@ -337,6 +353,8 @@ pub struct SweepReport {
     pub errors: u64,
     /// The comparison of relays with the intended state ([`super::relay`]).
     pub relay: super::relay::RelayReport,
+    /// Accounts told their power was cut or is back ([`super::confirm`]).
+    pub told: u64,
 }
 
 /// Evaluates every open account of the principal's company whose rules may act now: a notice
@@ -384,6 +402,8 @@ pub async fn sweep(pool: &PgPool, principal: &Principal) -> CoreResult<SweepRepo
     // Then every relay against what the rules now intend.
     let mut tx = crate::db::begin_in(pool, &schema).await?;
     report.relay = super::relay::reconcile(&mut tx, principal).await?;
+    // And the cuts and restores now seen on every meter are told.
+    report.told = super::confirm::tell_confirmed(&mut tx, principal).await?;
     tx.commit().await?;
     Ok(report)
 }

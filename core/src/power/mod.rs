@@ -15,6 +15,12 @@ mod evaluate;
 #[cfg(feature = "db")]
 pub use evaluate::*;
 #[cfg(feature = "db")]
+pub mod batch;
+#[cfg(feature = "db")]
+pub mod centre;
+#[cfg(feature = "db")]
+mod confirm;
+#[cfg(feature = "db")]
 pub mod control;
 #[cfg(feature = "db")]
 pub mod emergency;

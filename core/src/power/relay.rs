@@ -114,6 +114,8 @@ pub async fn reconcile(conn: &mut PgConnection, principal: &Principal) -> CoreRe
                     if relay_closed { "closed" } else { "open" }
                 ),
                 expires_at: Some(now + Duration::seconds(RESEND_VALID_S)),
+                batch_id: None,
+                retry_of: None,
             },
             now,
         )

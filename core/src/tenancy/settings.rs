@@ -50,6 +50,13 @@ pub struct CompanySettings {
     /// approver.
     #[serde(default = "default_correction_approval_above_wh")]
     pub correction_approval_above_wh: EnergyWh,
+    /// Seconds between the trip notice and the trip (0–86,400; DESIGN.md: `trip_notice_s`).
+    #[serde(default = "default_trip_notice_s")]
+    pub trip_notice_s: i32,
+}
+
+fn default_trip_notice_s() -> i32 {
+    600
 }
 
 fn default_alarm_after_s() -> i32 {
@@ -90,7 +97,8 @@ pub async fn load(conn: &mut PgConnection) -> CoreResult<CompanySettings> {
     let r = sqlx::query(
         "select alarm1_fen, alarm2_fen, overdraft_limit_fen, restore_level_fen, quiet_start_minute,
                 quiet_end_minute, no_trip_on_holidays, arrears_cap_fen, stale_meter_s, offline_gateway_s,
-                reversal_window_days, reversal_approval_above_fen, correction_approval_above_wh from settings",
+                reversal_window_days, reversal_approval_above_fen, correction_approval_above_wh, trip_notice_s
+         from settings",
     )
     .fetch_one(conn)
     .await?;
@@ -108,6 +116,7 @@ pub async fn load(conn: &mut PgConnection) -> CoreResult<CompanySettings> {
         reversal_window_days: r.try_get("reversal_window_days")?,
         reversal_approval_above_fen: r.try_get("reversal_approval_above_fen")?,
         correction_approval_above_wh: r.try_get("correction_approval_above_wh")?,
+        trip_notice_s: r.try_get("trip_notice_s")?,
     })
 }
 
@@ -161,6 +170,9 @@ pub fn validate(s: &CompanySettings) -> Result<(), BTreeMap<String, String>> {
             fields.insert(field.to_owned(), "60 seconds to 1 day".to_owned());
         }
     }
+    if !(0..=86_400).contains(&s.trip_notice_s) {
+        fields.insert("trip_notice_s".into(), "0 seconds to 1 day".into());
+    }
     if !(1..=366).contains(&s.reversal_window_days) {
         fields.insert("reversal_window_days".into(), "1 to 366 days".into());
     }
@@ -203,7 +215,8 @@ pub async fn update(
         "update settings set alarm1_fen = $1, alarm2_fen = $2, overdraft_limit_fen = $3, restore_level_fen = $4,
              quiet_start_minute = $5, quiet_end_minute = $6, no_trip_on_holidays = $7, arrears_cap_fen = $8,
              stale_meter_s = $9, offline_gateway_s = $10, reversal_window_days = $11,
-             reversal_approval_above_fen = $12, correction_approval_above_wh = $13, updated_at = now()",
+             reversal_approval_above_fen = $12, correction_approval_above_wh = $13, trip_notice_s = $14,
+             updated_at = now()",
     )
     .bind(input.alarm1_fen)
     .bind(input.alarm2_fen)
@@ -218,6 +231,7 @@ pub async fn update(
     .bind(input.reversal_window_days)
     .bind(input.reversal_approval_above_fen)
     .bind(input.correction_approval_above_wh)
+    .bind(input.trip_notice_s)
     .execute(&mut *conn)
     .await?;
     let after = load(conn).await?;
@@ -370,6 +384,7 @@ mod tests {
             reversal_window_days: 30,
             reversal_approval_above_fen: AmountFen::from_fen(50_000),
             correction_approval_above_wh: EnergyWh::from_wh(100_000),
+            trip_notice_s: 600,
         }
     }
 

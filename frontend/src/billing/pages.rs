@@ -347,6 +347,9 @@ pub fn AccountPage() -> impl IntoView {
         move || params.read().get("id").unwrap_or_default(),
         crate::billing::get_account_page,
     );
+    let power = crate::power::pages::account_power_resource(move || {
+        params.read().get("id").unwrap_or_default()
+    });
     view! {
         <Layout page=move |s| view! {
             <Suspense fallback=|| ()>
@@ -354,7 +357,7 @@ pub fn AccountPage() -> impl IntoView {
                     let s = s.clone();
                     Suspend::new(async move {
                         match page.await {
-                            Ok(v) => view! { <AccountDetail v csrf=s.csrf.clone()/> }.into_any(),
+                            Ok(v) => view! { <AccountDetail v csrf=s.csrf.clone() power/> }.into_any(),
                             Err(_) => view! { <p class="flash error">{tr(lang, "error.not_found")}</p> }.into_any(),
                         }
                     })
@@ -365,7 +368,11 @@ pub fn AccountPage() -> impl IntoView {
 }
 
 #[component]
-fn AccountDetail(v: AccountPageView, csrf: String) -> impl IntoView {
+fn AccountDetail(
+    v: AccountPageView,
+    csrf: String,
+    power: crate::power::pages::AccountPowerResource,
+) -> impl IntoView {
     let lang = use_lang();
     let a = v.account.clone();
     let kept_close = use_kept("close-form");
@@ -381,6 +388,7 @@ fn AccountDetail(v: AccountPageView, csrf: String) -> impl IntoView {
         <AfterCloseForms v=v.clone() csrf=csrf.clone()/>
         <Invoices v=v.clone() csrf=csrf.clone()/>
         <Tenants v=v.clone() csrf=csrf.clone()/>
+        <crate::power::pages::AccountPower power csrf=csrf.clone()/>
         <h2>{tr(lang, "account.movements")}</h2>
         <div class="table-wrap">
             <table id="movements">

@@ -159,6 +159,8 @@ pub struct SettingsView {
     /// Alarm limits, minutes.
     pub stale_meter_min: String,
     pub offline_gateway_min: String,
+    /// Minutes between the trip notice and the trip.
+    pub trip_notice_min: String,
     /// Money rules: reversal window (days), approval thresholds (yuan, kWh).
     pub reversal_window_days: String,
     pub reversal_approval_above: String,
@@ -187,6 +189,8 @@ pub struct SettingsForm {
     pub stale_meter_min: String,
     #[serde(default)]
     pub offline_gateway_min: String,
+    #[serde(default)]
+    pub trip_notice_min: String,
     #[serde(default)]
     pub reversal_window_days: String,
     #[serde(default)]

@@ -32,6 +32,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(read_now))
         .routes(routes!(control_meter))
         .routes(routes!(list_field_alarms))
+        .routes(routes!(export_field_alarms))
+        .routes(routes!(acknowledge_field_alarm))
         .routes(routes!(get_command))
 }
 
@@ -225,4 +227,34 @@ async fn list_field_alarms(
     Ok(Json(
         fleet::field_alarms(&mut session.tx, &session.principal, q.all).await?,
     ))
+}
+
+/// The same list as `.xlsx` (right `export`): `all=true` adds the cleared ones.
+#[utoipa::path(get, path = "/api/v1/field-alarms.xlsx", params(AlarmsQuery, ExportLang), tag = "fleet",
+    responses((status = 200, content_type = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")))]
+async fn export_field_alarms(
+    mut session: Session,
+    ApiQuery(q): ApiQuery<AlarmsQuery>,
+    ApiQuery(lang): ApiQuery<ExportLang>,
+) -> ApiResult<Response> {
+    session.principal.require(Need::Act(Right::Export))?;
+    let alarms = fleet::field_alarms(&mut session.tx, &session.principal, q.all).await?;
+    let tz = session.principal.company()?.time_zone.clone();
+    let sheet = fleet::alarms_sheet(&alarms, lang.lang.as_deref().unwrap_or("zh"));
+    xlsx::respond(sheet, tz, "alarms.xlsx").await
+}
+
+/// Acknowledge an open field alarm (staff with `trip_close`, `settings` or `readings_review`):
+/// who saw it and when, audited; it stays open until its cause clears (409 once cleared or
+/// acknowledged).
+#[utoipa::path(post, path = "/api/v1/field-alarms/{id}/acknowledge", tag = "fleet", params(("id" = Uuid, Path)),
+    responses((status = 200, body = FieldAlarm), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody)))]
+async fn acknowledge_field_alarm(
+    mut session: Session,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Json<FieldAlarm>> {
+    let alarm = fleet::acknowledge_alarm(&mut session.tx, &session.principal, id).await?;
+    session.tx.commit().await?;
+    Ok(Json(alarm))
 }

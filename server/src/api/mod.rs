@@ -5,6 +5,7 @@ pub mod auth;
 pub mod billing;
 pub mod books;
 pub mod company;
+pub mod control;
 pub mod error;
 pub mod field;
 pub mod fleet;
@@ -46,6 +47,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(setup::router())
         .merge(field::router())
         .merge(fleet::router())
+        .merge(control::router())
         .merge(import::router())
         .merge(billing::router())
         .merge(review::router())

@@ -5,6 +5,7 @@
 
 use crate::helpers::{spawn_app, TestApp, PASSWORD};
 use fantoccini::{Client, ClientBuilder, Locator};
+use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -641,4 +642,41 @@ async fn the_counter_opens_an_account_sells_prints_and_closes_with_javascript_on
     assert_eq!(account["state"], "closed", "{account} ({meter})");
     app.assert_ledger_clean().await;
     b.client.clone().close().await.unwrap();
+}
+
+#[tokio::test]
+async fn remote_control_pages_hydrate_and_a_meters_commands_refresh_in_place() {
+    assert_bundle_built();
+    let app = spawn_app().await;
+    let (_, admin) = app.company_with_admin("acme").await;
+    let (_, meter) = crate::money::shop_with_meter(&app, &admin, "992").await;
+    let b = browser(true, 1280, 900).await;
+    let c = &b.client;
+    login(&app, c, "acme", "boss").await;
+    text_of(c, "#welcome").await;
+    for path in ["/commands", "/control?op=trip&q=992"] {
+        c.goto(&app.url(path)).await.unwrap();
+        wait_for_hydration(c).await;
+    }
+    assert!(text_of(c, "#batch-count").await.contains('1'));
+    c.goto(&app.url(&format!("/meters/{meter}"))).await.unwrap();
+    wait_for_hydration(c).await;
+    assert_eq!(text_of(c, "#meter-keep-power").await, "否");
+    // A command sent elsewhere (the API) shows up on the open page without a reload.
+    let (status, _) = app
+        .post(
+            &format!("/api/v1/meters/{meter}/control"),
+            &admin,
+            json!({"op": "keep_power_on"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let shown = powertab_testkit::wait_until(Duration::from_secs(20), || async {
+        c.find(Locator::Css("#meter-commands tr[data-op=keep_power_on]"))
+            .await
+            .is_ok()
+    })
+    .await;
+    assert!(shown, "the meter's commands refresh in place");
+    assert_eq!(text_of(c, "#meter-keep-power").await, "是");
 }

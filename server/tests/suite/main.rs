@@ -13,6 +13,7 @@ mod auth;
 mod browser;
 mod cli;
 mod companies;
+mod control;
 mod crash;
 mod field;
 mod field_changes;

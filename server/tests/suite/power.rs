@@ -6,7 +6,7 @@
 use crate::helpers::{spawn_app, Caller, TestApp};
 use crate::money::{fen, open_account, shop_with_meter};
 use chrono::{Duration, Utc};
-use powertab_core::kernel::clock::ManualClock;
+use powertab_core::kernel::clock::{Clock, ManualClock};
 use powertab_core::power::Action;
 use reqwest::StatusCode;
 use serde_json::json;
@@ -60,6 +60,14 @@ async fn money(app: &TestApp, admin: &Caller, account: &str, what: &str, key: &s
     assert_eq!(status, StatusCode::CREATED, "{r}");
 }
 
+/// The kinds of company 1's messages, oldest first.
+async fn kinds(app: &TestApp) -> Vec<String> {
+    sqlx::query_scalar("select kind from c_1.notifications order by created_at, id")
+        .fetch_all(&app.db.pool)
+        .await
+        .unwrap()
+}
+
 /// (op, state, source) of a meter's commands, oldest first.
 async fn commands(app: &TestApp, meter: &str) -> Vec<(String, String, String)> {
     sqlx::query_as(
@@ -110,6 +118,12 @@ async fn the_balance_falls_through_the_alarms_to_a_trip_and_a_top_up_restores_it
         commands(&app, &meter).await,
         vec![("trip".into(), "queued".into(), "rule:balance".into())]
     );
+    // The tenant hears of the cut once the meter is seen open, not when the trip is queued.
+    assert_eq!(kinds(&app).await, ["alarm1", "alarm2", "trip_notice"]);
+    assert_eq!(sweep(&app, &clock).await.told, 0, "not seen yet");
+    store_relay(&app, &meter, clock.now(), false).await;
+    assert_eq!(sweep(&app, &clock).await.told, 1);
+    assert_eq!(sweep(&app, &clock).await.told, 0, "told once");
     // Paying ¥0.50 is below the restore level (¥1): still off. ¥5 more restores.
     money(&app, &admin, &id, "top-up", "t2", 50).await;
     assert_eq!(evaluate(&app, &clock, &id).await, vec![]);
@@ -122,6 +136,18 @@ async fn the_balance_falls_through_the_alarms_to_a_trip_and_a_top_up_restores_it
             ("close".into(), "queued".into(), "rule:balance".into())
         ],
         "the queued trip is superseded by the close"
+    );
+    assert_eq!(
+        sweep(&app, &clock).await.told,
+        0,
+        "the relay still reads open"
+    );
+    clock.advance(Duration::seconds(5));
+    store_relay(&app, &meter, clock.now(), true).await;
+    assert_eq!(
+        sweep(&app, &clock).await.told,
+        1,
+        "seen closed: power is back"
     );
     // The holder's phone got every message, arrears never written with a minus sign.
     let sent: Vec<(String, String, String)> = sqlx::query_as(

@@ -632,6 +632,9 @@ fn NewMeterForm(list: MeterListView, csrf: String) -> impl IntoView {
     }
 }
 
+/// A meter's live values, refreshed every [`REFRESH_SECONDS`] in the browser.
+type LiveResource = Resource<Result<crate::field::MeterLiveView, crate::web::WebError>>;
+
 #[component]
 pub fn MeterPage() -> impl IntoView {
     let lang = use_lang();
@@ -639,6 +642,16 @@ pub fn MeterPage() -> impl IntoView {
     let meter = Resource::new(
         move || params.read().get("id").unwrap_or_default(),
         get_meter,
+    );
+    let power = crate::power::pages::meter_power_resource(move || {
+        params.read().get("id").unwrap_or_default()
+    });
+    let tick = refresh_tick(REFRESH_SECONDS);
+    // Made here, not in `MeterLive`: a resource first made inside a resolved `Suspend` is not
+    // ready when the page hydrates (the browser would draw its fallback over the server's HTML).
+    let live: LiveResource = Resource::new(
+        move || (tick.get(), params.read().get("id").unwrap_or_default()),
+        |(_, id)| get_meter_live(id),
     );
     view! {
         <Layout page=move |s| view! {
@@ -648,7 +661,7 @@ pub fn MeterPage() -> impl IntoView {
                     let s = s.clone();
                     Suspend::new(async move {
                         match meter.await {
-                            Ok(m) => view! { <MeterDetail m csrf=s.csrf.clone() can_change=s.can_settings can_export=s.can_export can_control=s.can_control/> }.into_any(),
+                            Ok(m) => view! { <MeterDetail m csrf=s.csrf.clone() can_change=s.can_settings can_export=s.can_export can_control=s.can_control power live/> }.into_any(),
                             Err(_) => not_found(),
                         }
                     })
@@ -665,6 +678,8 @@ fn MeterDetail(
     can_change: bool,
     can_export: bool,
     can_control: bool,
+    power: crate::power::pages::MeterPowerResource,
+    live: LiveResource,
 ) -> impl IntoView {
     let lang = use_lang();
     let row = m.row.clone();
@@ -707,7 +722,8 @@ fn MeterDetail(
             </form>
         })}
         {(active && can_control).then(|| view! { <MeterControl id=row.id.clone() shop=row.shop.clone() csrf=csrf.clone()/> })}
-        <MeterLive id=row.id.clone() can_export=can_export/>
+        <crate::power::pages::MeterPower power csrf=csrf.clone()/>
+        <MeterLive id=row.id.clone() can_export=can_export live/>
         {(!m.history.is_empty()).then(|| view! {
             <h2>{tr(lang, "meters.history")}</h2>
             <div class="table-wrap">
@@ -771,15 +787,10 @@ fn MeterControl(id: String, shop: String, csrf: String) -> impl IntoView {
 }
 
 #[component]
-fn MeterLive(id: String, can_export: bool) -> impl IntoView {
+fn MeterLive(id: String, can_export: bool, live: LiveResource) -> impl IntoView {
     let lang = use_lang();
-    let tick = refresh_tick(REFRESH_SECONDS);
     let export = format!("/api/v1/meters/{id}/readings.xlsx");
     let history = format!("/meters/{id}/readings");
-    let live = Resource::new(
-        move || (tick.get(), id.clone()),
-        |(_, id)| get_meter_live(id),
-    );
     view! {
         <Transition fallback=|| ()>
             {move || {

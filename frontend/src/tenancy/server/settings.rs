@@ -48,6 +48,7 @@ pub async fn get_settings(year: String) -> Result<SettingsView, WebError> {
         arrears_cap: yuan(s.arrears_cap_fen),
         stale_meter_min: (s.stale_meter_s / 60).to_string(),
         offline_gateway_min: (s.offline_gateway_s / 60).to_string(),
+        trip_notice_min: (s.trip_notice_s / 60).to_string(),
         reversal_window_days: s.reversal_window_days.to_string(),
         reversal_approval_above: yuan(s.reversal_approval_above_fen),
         correction_approval_above_kwh: s.correction_approval_above_wh.to_string(),
@@ -97,6 +98,7 @@ const SETTINGS_FORM_NAMES: &[(&str, &str)] = &[
     ("arrears_cap_fen", "arrears_cap"),
     ("stale_meter_s", "stale_meter_min"),
     ("offline_gateway_s", "offline_gateway_min"),
+    ("trip_notice_s", "trip_notice_min"),
     ("reversal_window_days", "reversal_window_days"),
     ("reversal_approval_above_fen", "reversal_approval_above"),
     (
@@ -120,6 +122,11 @@ pub async fn save_settings(csrf: String, form: SettingsForm) -> Result<(), WebEr
             arrears_cap_fen: fen(&form.arrears_cap, "arrears_cap_fen")?,
             stale_meter_s: minutes_as_s(&form.stale_meter_min, "stale_meter_s")?,
             offline_gateway_s: minutes_as_s(&form.offline_gateway_min, "offline_gateway_s")?,
+            // An empty field keeps the built-in 10 minutes.
+            trip_notice_s: match form.trip_notice_min.trim() {
+                "" => 600,
+                t => minutes_as_s(t, "trip_notice_s")?,
+            },
             // An empty field keeps the built-in default (30 days, ¥500, 100 kWh).
             reversal_window_days: match form.reversal_window_days.trim() {
                 "" => 30,

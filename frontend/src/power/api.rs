@@ -1,0 +1,100 @@
+//! Server functions of the remote-control pages.
+
+use super::views::*;
+use crate::web::WebError;
+use leptos::prelude::*;
+
+/// Commands of the company: `view` open (default), failed, stuck or all.
+#[server(prefix = "/sfn", endpoint = "commands")]
+pub async fn get_commands(view: String) -> Result<CommandsView, WebError> {
+    super::server::get_commands(view).await
+}
+
+/// Sends a failed, expired or cancelled command again.
+#[server(prefix = "/sfn", endpoint = "command_retry")]
+pub async fn retry_command(csrf: String, id: String) -> Result<(), WebError> {
+    super::server::retry_command(csrf, id).await
+}
+
+/// Cancels a command that has not reached its meter.
+#[server(prefix = "/sfn", endpoint = "command_cancel")]
+pub async fn cancel_command(csrf: String, id: String) -> Result<(), WebError> {
+    super::server::cancel_command(csrf, id).await
+}
+
+#[server(prefix = "/sfn", endpoint = "batch_form")]
+pub async fn get_batch_form() -> Result<BatchFormView, WebError> {
+    super::server::get_batch_form().await
+}
+
+/// How many meters and which shops the selection holds now.
+#[server(prefix = "/sfn", endpoint = "batch_preview")]
+pub async fn preview_batch(
+    op: String,
+    building: String,
+    floor: String,
+    gateway: String,
+    q: String,
+) -> Result<PreviewView, WebError> {
+    super::server::preview_batch(op, building, floor, gateway, q).await
+}
+
+/// Starts the batch the person confirmed (`confirm_meters`: the count they were shown).
+#[server(prefix = "/sfn", endpoint = "batch_start")]
+pub async fn start_batch(csrf: String, #[server(flatten)] form: BatchForm) -> Result<(), WebError> {
+    super::server::start_batch(csrf, form).await
+}
+
+#[server(prefix = "/sfn", endpoint = "batch")]
+pub async fn get_batch(id: String) -> Result<(BatchView, Vec<CommandRowView>), WebError> {
+    super::server::get_batch(id).await
+}
+
+/// Keep-power, override and the last commands of a meter.
+#[server(prefix = "/sfn", endpoint = "meter_power")]
+pub async fn get_meter_power(id: String) -> Result<MeterPowerView, WebError> {
+    super::server::get_meter_power(id).await
+}
+
+/// An account's levels and emergency credit.
+#[server(prefix = "/sfn", endpoint = "account_power")]
+pub async fn get_account_power(id: String) -> Result<AccountPowerView, WebError> {
+    super::server::get_account_power(id).await
+}
+
+/// Sets an account's own levels (yuan; an empty field follows the company default).
+#[server(prefix = "/sfn", endpoint = "account_levels")]
+pub async fn save_account_levels(
+    csrf: String,
+    id: String,
+    #[server(default)] alarm1: String,
+    #[server(default)] alarm2: String,
+    #[server(default)] overdraft_limit: String,
+    #[server(default)] restore_level: String,
+) -> Result<(), WebError> {
+    super::server::save_account_levels(csrf, id, [alarm1, alarm2, overdraft_limit, restore_level])
+        .await
+}
+
+/// Grants emergency credit (yuan, hours).
+#[server(prefix = "/sfn", endpoint = "account_emergency")]
+pub async fn grant_emergency(
+    csrf: String,
+    id: String,
+    amount: String,
+    hours: String,
+) -> Result<(), WebError> {
+    super::server::grant_emergency(csrf, id, amount, hours).await
+}
+
+/// Field alarms: open ones, or (`all` = `1`) the history too.
+#[server(prefix = "/sfn", endpoint = "alarms")]
+pub async fn get_alarms(all: String) -> Result<AlarmsView, WebError> {
+    super::server::get_alarms(all).await
+}
+
+/// Acknowledges an open field alarm.
+#[server(prefix = "/sfn", endpoint = "alarm_acknowledge")]
+pub async fn acknowledge_alarm(csrf: String, id: String) -> Result<(), WebError> {
+    super::server::acknowledge_alarm(csrf, id).await
+}

@@ -1,0 +1,475 @@
+//! The server side of the remote-control pages: form text is parsed here and everything else is
+//! left to `powertab_core::power` (`centre`, `batch`, `control`), which owns the rules.
+
+use super::views::{
+    BatchFormView, BatchView, CommandRowView, CommandsView, MeterPowerView, PreviewView,
+};
+use crate::web::server::{
+    field_error, finish, local_time, read_err, read_session, session_for_change, ui, UiError,
+};
+use crate::web::WebError;
+use powertab_core::auth::Principal;
+use powertab_core::commands::{Op, State};
+use powertab_core::power::batch::{self, Selection};
+use powertab_core::power::centre::{self, CentreFilter, CentreRow};
+use powertab_core::tenancy::roles::{Need, Right};
+use powertab_core::CoreError;
+use uuid::Uuid;
+
+/// Rows the pages show at most (the Excel export has up to 2,000).
+const PAGE_ROWS: i64 = 500;
+/// A meter page shows its last commands.
+const METER_ROWS: i64 = 20;
+
+fn may_act(principal: &Principal, op: Op) -> bool {
+    if op.is_control() {
+        principal.can(Need::Act(powertab_core::power::control::right_for(op)))
+    } else {
+        op == Op::ReadNow
+            && [Right::TopUp, Right::TripClose, Right::Settings]
+                .into_iter()
+                .any(|r| principal.can(Need::Act(r)))
+    }
+}
+
+fn row_view(principal: &Principal, r: CentreRow) -> CommandRowView {
+    let tz = principal.tz();
+    let c = r.command;
+    let acts = may_act(principal, c.op);
+    CommandRowView {
+        id: c.id.to_string(),
+        meter_id: c.meter_id.to_string(),
+        meter_number: r.meter_number,
+        shop: r.shop,
+        op: c.op.as_str().to_owned(),
+        state: c.state.as_str().to_owned(),
+        source: c.source,
+        detail: c.detail,
+        attempts: c.attempts,
+        created_at: local_time(c.created_at, &tz),
+        updated_at: local_time(c.updated_at, &tz),
+        stuck: r.stuck,
+        can_retry: acts
+            && (c.op.is_control() || c.op == Op::ReadNow)
+            && matches!(c.state, State::Failed | State::Expired | State::Cancelled),
+        can_cancel: acts
+            && !c.op.moves_money()
+            && (c.state == State::Queued || (c.state == State::Sent && c.next_try_at.is_some())),
+    }
+}
+
+async fn rows(
+    principal: &Principal,
+    tx: &mut powertab_core::db::Tx,
+    filter: &CentreFilter,
+) -> Result<Vec<CommandRowView>, WebError> {
+    Ok(centre::list(tx, principal, filter)
+        .await
+        .map_err(read_err)?
+        .into_iter()
+        .map(|r| row_view(principal, r))
+        .collect())
+}
+
+pub async fn get_commands(view: String) -> Result<CommandsView, WebError> {
+    let (principal, mut tx) = read_session().await?;
+    let filter = CentreFilter {
+        view: Some(view),
+        limit: Some(PAGE_ROWS),
+        ..Default::default()
+    };
+    Ok(CommandsView {
+        rows: rows(&principal, &mut tx, &filter).await?,
+        can_export: principal.can(Need::Act(Right::Export)),
+    })
+}
+
+/// The page a command form goes back to: the command centre, a meter's page or a batch's —
+/// only our own paths, never one a link could point elsewhere.
+fn back_to(back: &str) -> String {
+    let back = back.trim();
+    let ours = ["/commands", "/meters/", "/control/batches/"]
+        .iter()
+        .any(|p| back.starts_with(p));
+    if ours && !back.contains("//") && !back.contains('\\') {
+        back.to_owned()
+    } else {
+        "/commands".to_owned()
+    }
+}
+
+fn with_ok(path: &str, key: &str) -> String {
+    let sep = if path.contains('?') { '&' } else { '?' };
+    format!("{path}{sep}ok={key}")
+}
+
+pub async fn retry_command(csrf: String, id: String) -> Result<(), WebError> {
+    let result = async {
+        let (principal, mut tx) = session_for_change(&csrf).await?;
+        let id: Uuid = id.parse().map_err(|_| ui("not_found"))?;
+        centre::retry(&mut tx, &principal, id).await?;
+        tx.commit().await?;
+        Ok(with_ok(
+            &back_to(&crate::web::server::back_path()),
+            "commands.retried",
+        ))
+    }
+    .await;
+    finish(result)
+}
+
+pub async fn cancel_command(csrf: String, id: String) -> Result<(), WebError> {
+    let result = async {
+        let (principal, mut tx) = session_for_change(&csrf).await?;
+        let id: Uuid = id.parse().map_err(|_| ui("not_found"))?;
+        centre::cancel(&mut tx, &principal, id).await?;
+        tx.commit().await?;
+        Ok(with_ok(
+            &back_to(&crate::web::server::back_path()),
+            "commands.cancelled",
+        ))
+    }
+    .await;
+    finish(result)
+}
+
+pub async fn get_batch_form() -> Result<BatchFormView, WebError> {
+    let (principal, mut tx) = read_session().await?;
+    let tree = powertab_core::property::tree(&mut tx, &principal)
+        .await
+        .map_err(read_err)?;
+    let buildings = tree
+        .iter()
+        .map(|b| (b.id.to_string(), b.name.clone()))
+        .collect();
+    let floors = tree
+        .iter()
+        .flat_map(|b| {
+            b.floors
+                .iter()
+                .map(|f| (f.id.to_string(), format!("{} · {}", b.name, f.name)))
+        })
+        .collect();
+    let gateways = powertab_core::field::list_gateways(&mut tx, &principal)
+        .await
+        .map_err(read_err)?
+        .into_iter()
+        .map(|g| (g.id.to_string(), g.identity))
+        .collect();
+    Ok(BatchFormView {
+        buildings,
+        floors,
+        gateways,
+    })
+}
+
+/// An id field of the selection: empty means any; anything else must be an id.
+fn id_field(name: &str, text: &str) -> Result<Option<Uuid>, UiError> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse().map(Some).map_err(|_| field_error(name))
+}
+
+fn selection(building: &str, floor: &str, gateway: &str, q: &str) -> Result<Selection, UiError> {
+    Ok(Selection {
+        building_id: id_field("building", building)?,
+        floor_id: id_field("floor", floor)?,
+        gateway_id: id_field("gateway", gateway)?,
+        q: Some(q.trim().to_owned()).filter(|q| !q.is_empty()),
+    })
+}
+
+pub async fn preview_batch(
+    op: String,
+    building: String,
+    floor: String,
+    gateway: String,
+    q: String,
+) -> Result<PreviewView, WebError> {
+    let (principal, mut tx) = read_session().await?;
+    let selection = selection(&building, &floor, &gateway, &q)
+        .map_err(|_| read_err(CoreError::field("selection", "not an id")))?;
+    let p = batch::preview(&mut tx, &principal, &op, &selection)
+        .await
+        .map_err(read_err)?;
+    Ok(PreviewView {
+        op: p.op.as_str().to_owned(),
+        meters: p.meters,
+        skipped_keep_power: p.skipped_keep_power,
+        shops_total: p.shops_total,
+        shops: p.shops,
+    })
+}
+
+pub async fn start_batch(csrf: String, form: super::views::BatchForm) -> Result<(), WebError> {
+    let super::views::BatchForm {
+        op,
+        building,
+        floor,
+        gateway,
+        q,
+        confirm_meters,
+        confirm,
+    } = form;
+    let result = async {
+        let (principal, mut tx) = session_for_change(&csrf).await?;
+        // The box the person ticked after reading how many meters and which shops.
+        if confirm != "yes" {
+            return Err(field_error("confirm"));
+        }
+        let confirmed: usize = confirm_meters
+            .trim()
+            .parse()
+            .map_err(|_| field_error("confirm_meters"))?;
+        let selection = selection(&building, &floor, &gateway, &q)?;
+        let progress = batch::start(&mut tx, &principal, &op, &selection, confirmed)
+            .await
+            .map_err(|e| match e {
+                // The selection changed since the preview: show it again, with the new count.
+                CoreError::Conflict(_) => ui("batch_changed"),
+                e => e.into(),
+            })?;
+        tx.commit().await?;
+        Ok(format!(
+            "/control/batches/{}?ok=control.batch_started",
+            progress.id
+        ))
+    }
+    .await;
+    finish(result)
+}
+
+pub async fn get_batch(id: String) -> Result<(BatchView, Vec<CommandRowView>), WebError> {
+    let (principal, mut tx) = read_session().await?;
+    let id: Uuid = id
+        .parse()
+        .map_err(|_| read_err(CoreError::NotFound("batch")))?;
+    let p = batch::progress(&mut tx, &principal, id)
+        .await
+        .map_err(read_err)?;
+    let states = State::ALL
+        .iter()
+        .filter_map(|s| {
+            p.states
+                .get(s.as_str())
+                .map(|n| (s.as_str().to_owned(), *n))
+        })
+        .collect();
+    let view = BatchView {
+        id: p.id.to_string(),
+        op: p.op.as_str().to_owned(),
+        meters: p.meters,
+        skipped: p.skipped,
+        created_at: local_time(p.created_at, &principal.tz()),
+        states,
+        finished: p.finished,
+    };
+    // The batch's unfinished or failed commands first is what a person looks for.
+    let filter = CentreFilter {
+        view: Some("all".into()),
+        batch_id: Some(id),
+        limit: Some(PAGE_ROWS),
+        ..Default::default()
+    };
+    let mut commands = rows(&principal, &mut tx, &filter).await?;
+    commands.sort_by_key(|c| c.state == "verified");
+    Ok((view, commands))
+}
+
+pub async fn get_meter_power(id: String) -> Result<MeterPowerView, WebError> {
+    let (principal, mut tx) = read_session().await?;
+    let id: Uuid = id
+        .parse()
+        .map_err(|_| read_err(CoreError::NotFound("meter")))?;
+    let state = powertab_core::power::control::state(&mut tx, &principal, id)
+        .await
+        .map_err(read_err)?;
+    let filter = CentreFilter {
+        view: Some("all".into()),
+        meter_id: Some(id),
+        limit: Some(METER_ROWS),
+        ..Default::default()
+    };
+    Ok(MeterPowerView {
+        keep_power: state.keep_power,
+        relay_override: state.relay_override.unwrap_or_default(),
+        tripped: state.tripped,
+        commands: rows(&principal, &mut tx, &filter).await?,
+    })
+}
+
+pub async fn get_account_power(id: String) -> Result<super::views::AccountPowerView, WebError> {
+    use powertab_core::power::{emergency, levels};
+    let (principal, mut tx) = read_session().await?;
+    let account: Uuid = id
+        .parse()
+        .map_err(|_| read_err(CoreError::NotFound("account")))?;
+    let found = powertab_core::billing::accounts::get(&mut tx, &principal, account)
+        .await
+        .map_err(read_err)?;
+    let l = levels::get(&mut tx, &principal, account)
+        .await
+        .map_err(read_err)?;
+    let credit = emergency::latest(&mut tx, &principal, account)
+        .await
+        .map_err(read_err)?;
+    let now = principal.now();
+    let own = |v: Option<powertab_core::kernel::money::AmountFen>| {
+        v.map(|f| f.to_string()).unwrap_or_default()
+    };
+    Ok(super::views::AccountPowerView {
+        id: account.to_string(),
+        alarm1: l.alarm1_fen.to_string(),
+        alarm2: l.alarm2_fen.to_string(),
+        overdraft_limit: l.overdraft_limit_fen.to_string(),
+        restore_level: l.restore_level_fen.to_string(),
+        own_alarm1: own(l.own.alarm1_fen),
+        own_alarm2: own(l.own.alarm2_fen),
+        own_overdraft_limit: own(l.own.overdraft_limit_fen),
+        own_restore_level: own(l.own.restore_level_fen),
+        credit: credit.map(|c| {
+            (
+                c.amount_fen.to_string(),
+                local_time(c.expires_at, &principal.tz()),
+                c.ended_at.is_none() && c.expires_at > now,
+            )
+        }),
+        can_levels: principal.can(Need::Act(Right::Accounts)),
+        can_emergency: principal.can(Need::Act(Right::EmergencyCredit)),
+        open: found.state == powertab_core::billing::accounts::AccountState::Open,
+    })
+}
+
+/// Yuan text as a level: empty follows the default.
+fn level(
+    text: &str,
+    field: &str,
+) -> Result<Option<powertab_core::kernel::money::AmountFen>, UiError> {
+    match text.trim() {
+        "" => Ok(None),
+        t => powertab_core::kernel::money::AmountFen::parse_yuan(t)
+            .map(Some)
+            .map_err(|_| field_error(field)),
+    }
+}
+
+pub async fn save_account_levels(
+    csrf: String,
+    id: String,
+    [alarm1, alarm2, overdraft_limit, restore_level]: [String; 4],
+) -> Result<(), WebError> {
+    let result = async {
+        let (principal, mut tx) = session_for_change(&csrf).await?;
+        let account: Uuid = id.parse().map_err(|_| ui("not_found"))?;
+        let wanted = powertab_core::power::levels::AccountLevels {
+            alarm1_fen: level(&alarm1, "alarm1")?,
+            alarm2_fen: level(&alarm2, "alarm2")?,
+            overdraft_limit_fen: level(&overdraft_limit, "overdraft_limit")?,
+            restore_level_fen: level(&restore_level, "restore_level")?,
+        };
+        powertab_core::power::levels::set(&mut tx, &principal, account, &wanted)
+            .await
+            .map_err(|e| {
+                UiError::from(e).renamed(&[
+                    ("alarm1_fen", "alarm1"),
+                    ("alarm2_fen", "alarm2"),
+                    ("overdraft_limit_fen", "overdraft_limit"),
+                    ("restore_level_fen", "restore_level"),
+                ])
+            })?;
+        tx.commit().await?;
+        Ok(format!("/accounts/{account}?ok=common.saved"))
+    }
+    .await;
+    finish(result)
+}
+
+pub async fn grant_emergency(
+    csrf: String,
+    id: String,
+    amount: String,
+    hours: String,
+) -> Result<(), WebError> {
+    let result = async {
+        let (principal, mut tx) = session_for_change(&csrf).await?;
+        let account: Uuid = id.parse().map_err(|_| ui("not_found"))?;
+        let amount = powertab_core::kernel::money::AmountFen::parse_yuan(amount.trim())
+            .map_err(|_| field_error("amount"))?;
+        let hours: i64 = hours.trim().parse().map_err(|_| field_error("hours"))?;
+        powertab_core::power::emergency::grant(&mut tx, &principal, account, amount, hours)
+            .await
+            .map_err(|e| match e {
+                CoreError::Conflict(_) => ui("emergency_used"),
+                e => UiError::from(e).renamed(&[("amount_fen", "amount")]),
+            })?;
+        tx.commit().await?;
+        Ok(format!("/accounts/{account}?ok=power.emergency_granted"))
+    }
+    .await;
+    finish(result)
+}
+
+pub async fn get_alarms(all: String) -> Result<super::views::AlarmsView, WebError> {
+    let (principal, mut tx) = read_session().await?;
+    let tz = principal.tz();
+    let time = |t: Option<chrono::DateTime<chrono::Utc>>| {
+        t.map(|t| local_time(t, &tz)).unwrap_or_default()
+    };
+    let rows = powertab_core::field::fleet::field_alarms(&mut tx, &principal, all == "1")
+        .await
+        .map_err(read_err)?
+        .into_iter()
+        .map(|a| super::views::AlarmRowView {
+            id: a.id.to_string(),
+            kind: a.kind,
+            target: a.target,
+            detail: a.detail,
+            raised_at: local_time(a.raised_at, &tz),
+            cleared_at: time(a.cleared_at),
+            acknowledged_at: time(a.acknowledged_at),
+        })
+        .collect();
+    Ok(super::views::AlarmsView {
+        rows,
+        can_acknowledge: [Right::TripClose, Right::Settings, Right::ReadingsReview]
+            .into_iter()
+            .any(|r| principal.can(Need::Act(r))),
+        can_export: principal.can(Need::Act(Right::Export)),
+    })
+}
+
+pub async fn acknowledge_alarm(csrf: String, id: String) -> Result<(), WebError> {
+    let result = async {
+        let (principal, mut tx) = session_for_change(&csrf).await?;
+        let id: Uuid = id.parse().map_err(|_| ui("not_found"))?;
+        powertab_core::field::fleet::acknowledge_alarm(&mut tx, &principal, id).await?;
+        tx.commit().await?;
+        Ok("/alarms?ok=alarms.acknowledged".to_owned())
+    }
+    .await;
+    finish(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forms_go_back_only_to_our_own_pages() {
+        assert_eq!(back_to("/meters/abc"), "/meters/abc");
+        assert_eq!(back_to("/commands"), "/commands");
+        assert_eq!(back_to("/control/batches/1"), "/control/batches/1");
+        for hostile in [
+            "https://evil.example/commands",
+            "//evil.example",
+            "/meters//evil",
+            "/login",
+            "/meters/\\x",
+        ] {
+            assert_eq!(back_to(hostile), "/commands", "{hostile}");
+        }
+        assert_eq!(with_ok("/commands", "k"), "/commands?ok=k");
+    }
+}
