@@ -251,13 +251,14 @@ pub async fn progress(
     .ok_or(CoreError::NotFound("batch"))?;
     let selection: Selection = serde_json::from_value(row.try_get("selection")?)
         .map_err(|e| CoreError::Internal(format!("stored selection: {e}")))?;
-    // A person limited to some buildings sees only batches of those.
-    if let (Some(limit), Some(building)) = (principal.building_limit(), selection.building_id) {
-        if !limit.contains(&building) {
+    // A person limited to some buildings sees their own batches and those of their buildings.
+    let created_by: String = row.try_get("created_by")?;
+    if let Some(limit) = principal.building_limit() {
+        let own = created_by == format!("operator:{}", principal.user_id);
+        let theirs = selection.building_id.is_some_and(|b| limit.contains(&b));
+        if !own && !theirs {
             return Err(CoreError::NotFound("batch"));
         }
-    } else if principal.building_limit().is_some() {
-        return Err(CoreError::NotFound("batch"));
     }
     let op: String = row.try_get("op")?;
     // The newest command per meter: a retry stands for the failed one it sends again.
@@ -279,7 +280,7 @@ pub async fn progress(
         selection,
         meters: row.try_get("meters")?,
         skipped: row.try_get("skipped")?,
-        created_by: row.try_get("created_by")?,
+        created_by,
         created_at: row.try_get("created_at")?,
         states: counts.into_iter().collect(),
         finished,

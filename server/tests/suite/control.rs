@@ -450,3 +450,75 @@ async fn operators_acknowledge_alarms_which_stay_listed_until_their_cause_clears
             .unwrap();
     assert_eq!(audited, 1);
 }
+
+#[tokio::test]
+async fn a_person_limited_to_a_building_batches_and_sees_only_its_meters() {
+    use reqwest::Method;
+    let app = spawn_app().await;
+    let (_, admin) = app.company_with_admin("acme").await;
+    let (shop_a, meter_a) = shop_with_meter(&app, &admin, "841").await;
+    let (_, meter_b) = shop_with_meter(&app, &admin, "842").await;
+    let (_, shop) = app.get(&format!("/api/v1/shops/{shop_a}"), &admin).await;
+    let (limited_id, _) = app
+        .user(&admin, "acme", "limited", "operator", &["trip_close"])
+        .await;
+    let (status, _) = app
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/users/{limited_id}"),
+            Some(&admin),
+            Some(json!({"building_ids": [shop["building_id"]]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let limited = app.login("acme", "limited").await;
+    // "84" matches both shops; only the one in the person's building is theirs to switch.
+    let (_, preview) = app
+        .post(
+            "/api/v1/control-batches/preview",
+            &limited,
+            json!({"op": "trip", "q": "84"}),
+        )
+        .await;
+    assert_eq!(preview["meters"], 1, "{preview}");
+    assert_eq!(preview["shops"], json!(["841 奶茶店"]));
+    let (status, batch) = app
+        .post(
+            "/api/v1/control-batches",
+            &limited,
+            json!({"op": "trip", "q": "84", "confirm_meters": 1}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{batch}");
+    let (status, _) = app
+        .get(
+            &format!("/api/v1/control-batches/{}", batch["id"].as_str().unwrap()),
+            &limited,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "their own batch");
+    // Another operator's command on the other building's meter does not exist for them.
+    let (_, other) = app
+        .post(
+            &format!("/api/v1/meters/{meter_b}/control"),
+            &admin,
+            json!({"op": "trip"}),
+        )
+        .await;
+    let (_, listed) = app.get("/api/v1/commands?view=all", &limited).await;
+    let meters: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["meter_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(meters, [meter_a.as_str()]);
+    let (status, _) = app
+        .post(
+            &format!("/api/v1/commands/{}/cancel", other["id"].as_str().unwrap()),
+            &limited,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}

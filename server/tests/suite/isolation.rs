@@ -28,6 +28,8 @@ struct CompanyB {
     gateway_id: String,
     meter_id: String,
     command_id: String,
+    batch_id: String,
+    alarm_id: String,
     account_id: String,
     txn_id: String,
     reversal_id: String,
@@ -172,6 +174,22 @@ async fn company_b(app: &TestApp) -> CompanyB {
         )
         .await;
     let command_id = command["id"].as_str().expect("B's command").to_owned();
+    let (_, batch) = app
+        .post(
+            "/api/v1/control-batches",
+            &admin,
+            json!({"op": "release", "confirm_meters": 1}),
+        )
+        .await;
+    let batch_id = batch["id"].as_str().expect("B's batch").to_owned();
+    let alarm_id: String = sqlx::query_scalar(&format!(
+        "insert into c_{company_id}.field_alarms (id, kind, target_id, detail)
+         values (gen_random_uuid(), 'relay_mismatch', $1, 'bravo') returning id::text"
+    ))
+    .bind(meter_id.parse::<uuid::Uuid>().unwrap())
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
     let (status, _) = app
         .post(
             "/api/v1/calendar",
@@ -213,6 +231,8 @@ async fn company_b(app: &TestApp) -> CompanyB {
         gateway_id,
         meter_id,
         command_id,
+        batch_id,
+        alarm_id,
         account_id,
         txn_id,
         reversal_id,
@@ -241,6 +261,10 @@ fn b_id_for(path: &str, b: &CompanyB) -> String {
         b.meter_id.clone()
     } else if path.starts_with("/api/v1/commands/{id}") {
         b.command_id.clone()
+    } else if path.starts_with("/api/v1/control-batches/{id}") {
+        b.batch_id.clone()
+    } else if path.starts_with("/api/v1/field-alarms/{id}") {
+        b.alarm_id.clone()
     } else if path.starts_with("/api/v1/accounts/{id}") {
         b.account_id.clone()
     } else if path.starts_with("/api/v1/transactions/{id}") {
