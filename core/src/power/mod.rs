@@ -27,6 +27,8 @@ pub mod emergency;
 #[cfg(feature = "db")]
 pub mod levels;
 #[cfg(feature = "db")]
+pub mod messages;
+#[cfg(feature = "db")]
 pub mod relay;
 
 use crate::kernel::money::AmountFen;

@@ -98,3 +98,9 @@ pub async fn get_alarms(all: String) -> Result<AlarmsView, WebError> {
 pub async fn acknowledge_alarm(csrf: String, id: String) -> Result<(), WebError> {
     super::server::acknowledge_alarm(csrf, id).await
 }
+
+/// The notification log, newest first; `can_export` with it.
+#[server(prefix = "/sfn", endpoint = "notifications")]
+pub async fn get_messages() -> Result<(Vec<MessageRowView>, bool), WebError> {
+    super::server::get_messages().await
+}

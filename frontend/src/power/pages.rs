@@ -488,3 +488,53 @@ pub fn AlarmsPage() -> impl IntoView {
         }/>
     }
 }
+
+/// The notification log: every message written for tenants, with its channel and state.
+#[component]
+pub fn MessagesPage() -> impl IntoView {
+    let lang = use_lang();
+    let messages = Resource::new(|| (), |_| super::get_messages());
+    view! {
+        <Layout page=move |_| view! {
+            <h1>{tr(lang, "messages.title")}</h1>
+            <Suspense fallback=|| ()>
+                {move || Suspend::new(async move {
+                    let Ok((rows, can_export)) = messages.await else {
+                        return view! { <p class="flash error">{tr(lang, "error.not_found")}</p> }.into_any();
+                    };
+                    view! {
+                        {can_export.then(|| view! { <p><a href="/api/v1/notifications.xlsx" download>{tr(lang, "common.export")}</a></p> })}
+                        {if rows.is_empty() {
+                            view! { <p class="muted" id="no-messages">{tr(lang, "messages.none")}</p> }.into_any()
+                        } else {
+                            view! {
+                                <div class="table-wrap">
+                                    <table id="messages">
+                                        <thead><tr>
+                                            <th>{tr(lang, "messages.created_at")}</th><th>{tr(lang, "meters.shop")}</th>
+                                            <th>{tr(lang, "messages.recipient")}</th><th>{tr(lang, "messages.channel")}</th>
+                                            <th>{tr(lang, "common.status")}</th><th>{tr(lang, "messages.body")}</th>
+                                        </tr></thead>
+                                        <tbody>
+                                            {rows.into_iter().map(|m| view! {
+                                                <tr data-kind=m.kind.clone() data-state=m.state.clone()>
+                                                    <td>{m.created_at.clone()}
+                                                        {(m.deliver_after != m.created_at).then(|| view! { <br/><span class="muted">{tr(lang, "messages.not_before")} " " {m.deliver_after.clone()}</span> })}</td>
+                                                    <td>{m.shop.clone()}</td>
+                                                    <td class="mono">{m.recipient.clone()}</td>
+                                                    <td>{m.channel.clone()}</td>
+                                                    <td>{tr(lang, &format!("messages.state.{}", m.state))}</td>
+                                                    <td>{m.body.clone()}</td>
+                                                </tr>
+                                            }).collect_view()}
+                                        </tbody>
+                                    </table>
+                                </div>
+                            }.into_any()
+                        }}
+                    }.into_any()
+                })}
+            </Suspense>
+        }.into_any()/>
+    }
+}

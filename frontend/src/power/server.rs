@@ -452,6 +452,28 @@ pub async fn acknowledge_alarm(csrf: String, id: String) -> Result<(), WebError>
     finish(result)
 }
 
+pub async fn get_messages() -> Result<(Vec<super::views::MessageRowView>, bool), WebError> {
+    use powertab_core::power::messages::{self, MessageFilter};
+    let (principal, mut tx) = read_session().await?;
+    let tz = principal.tz();
+    let rows = messages::list(&mut tx, &principal, &MessageFilter::default())
+        .await
+        .map_err(read_err)?
+        .into_iter()
+        .map(|m| super::views::MessageRowView {
+            shop: m.shop,
+            kind: m.kind,
+            recipient: m.recipient,
+            channel: m.channel,
+            body: m.body,
+            created_at: local_time(m.created_at, &tz),
+            deliver_after: local_time(m.deliver_after, &tz),
+            state: m.state,
+        })
+        .collect();
+    Ok((rows, principal.can(Need::Act(Right::Export))))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -134,3 +134,16 @@ pub struct AlarmsView {
     pub can_acknowledge: bool,
     pub can_export: bool,
 }
+
+/// A message of the notification log (times in the property's zone).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct MessageRowView {
+    pub shop: String,
+    pub kind: String,
+    pub recipient: String,
+    pub channel: String,
+    pub body: String,
+    pub created_at: String,
+    pub deliver_after: String,
+    pub state: String,
+}

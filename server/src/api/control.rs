@@ -13,6 +13,7 @@ use axum::Json;
 use powertab_core::commands::Command;
 use powertab_core::power::batch::{self, Preview, Progress, Selection};
 use powertab_core::power::centre::{self, CentreFilter, CentreRow};
+use powertab_core::power::messages::{self, LoggedMessage, MessageFilter};
 use powertab_core::tenancy::roles::{Need, Right};
 use serde::Deserialize;
 use utoipa_axum::router::OpenApiRouter;
@@ -28,6 +29,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(preview_batch))
         .routes(routes!(start_batch))
         .routes(routes!(get_batch))
+        .routes(routes!(list_messages))
+        .routes(routes!(export_messages))
 }
 
 /// Commands across the company, newest first: `view=open` (default: queued, sent,
@@ -152,4 +155,37 @@ async fn get_batch(mut session: Session, Path(id): Path<Uuid>) -> ApiResult<Json
     Ok(Json(
         batch::progress(&mut session.tx, &session.principal, id).await?,
     ))
+}
+
+/// The notification log, newest first: every message the rules wrote for tenants (recipient,
+/// channel, when written, not before when — the night window — and state); `account_id`,
+/// `kind`, `limit` ≤ 5,000.
+#[utoipa::path(get, path = "/api/v1/notifications", tag = "control", params(MessageFilter),
+    responses((status = 200, body = Vec<LoggedMessage>), (status = 422, body = ErrorBody)))]
+async fn list_messages(
+    mut session: Session,
+    ApiQuery(filter): ApiQuery<MessageFilter>,
+) -> ApiResult<Json<Vec<LoggedMessage>>> {
+    Ok(Json(
+        messages::list(&mut session.tx, &session.principal, &filter).await?,
+    ))
+}
+
+/// The same log as `.xlsx` (right `export`).
+#[utoipa::path(get, path = "/api/v1/notifications.xlsx", tag = "control", params(MessageFilter, ExportLang),
+    responses((status = 200, content_type = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")))]
+async fn export_messages(
+    mut session: Session,
+    ApiQuery(filter): ApiQuery<MessageFilter>,
+    ApiQuery(lang): ApiQuery<ExportLang>,
+) -> ApiResult<Response> {
+    session.principal.require(Need::Act(Right::Export))?;
+    let rows = messages::list(&mut session.tx, &session.principal, &filter).await?;
+    let tz = session.principal.company()?.time_zone.clone();
+    xlsx::respond(
+        messages::sheet(&rows, lang.lang.as_deref().unwrap_or("zh")),
+        tz,
+        "notifications.xlsx",
+    )
+    .await
 }

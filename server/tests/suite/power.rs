@@ -171,6 +171,29 @@ async fn the_balance_falls_through_the_alarms_to_a_trip_and_a_top_up_restores_it
     );
     let (_, account) = app.get(&format!("/api/v1/accounts/{id}"), &admin).await;
     assert_eq!(fen(&account, "available_fen"), 550);
+    // The notification log: every message, newest first; nobody else's.
+    let (_, log) = app.get("/api/v1/notifications", &admin).await;
+    let logged: Vec<&str> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        logged,
+        ["restored", "tripped", "trip_notice", "alarm2", "alarm1"]
+    );
+    assert_eq!(log[0]["shop"], "701 奶茶店");
+    let (_, other) = app.company_with_admin("bravo").await;
+    let (_, theirs) = app.get("/api/v1/notifications", &other).await;
+    assert!(theirs.as_array().unwrap().is_empty());
+    let html = crate::web::page(
+        &app,
+        &crate::web::logged_in_as(&app, "acme", "boss").await,
+        "/notifications",
+    )
+    .await;
+    assert_eq!(html.matches("data-kind=").count(), 5, "the log page");
     app.assert_ledger_clean().await;
 }
 
@@ -585,5 +608,39 @@ async fn an_accounts_own_levels_replace_the_defaults_in_order_and_take_effect_at
     let (_, other) = app.company_with_admin("bravo").await;
     let (status, _) = app.get(&path, &other).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    app.assert_ledger_clean().await;
+}
+
+#[tokio::test]
+async fn at_night_only_the_latest_message_of_each_kind_waits_for_the_morning() {
+    let app = spawn_app().await;
+    let (_, admin) = app.company_with_admin("acme").await;
+    let (shop, meter) = shop_with_meter(&app, &admin, "709").await;
+    let id = open_account(&app, &admin, &shop, &meter).await;
+    // 23:30 in Shanghai: messages other than trip notices wait for 08:00.
+    let clock = ManualClock::at("2026-12-02T15:30:00Z".parse().unwrap());
+    money(&app, &admin, &id, "top-up", "t1", 6_000).await;
+    money(&app, &admin, &id, "refund", "r1", 2_000).await;
+    assert_eq!(evaluate(&app, &clock, &id).await, vec![Action::Alarm1]);
+    // Back above alarm 1 (re-armed), and below again: a second alarm 1 the same night.
+    money(&app, &admin, &id, "top-up", "t2", 2_000).await;
+    assert_eq!(evaluate(&app, &clock, &id).await, vec![]);
+    money(&app, &admin, &id, "refund", "r2", 2_000).await;
+    clock.advance(Duration::minutes(10));
+    assert_eq!(evaluate(&app, &clock, &id).await, vec![Action::Alarm1]);
+    let kept: Vec<(String, String, chrono::DateTime<Utc>)> = sqlx::query_as(
+        "select kind, state, deliver_after from c_1.notifications order by created_at, id",
+    )
+    .fetch_all(&app.db.pool)
+    .await
+    .unwrap();
+    let morning: chrono::DateTime<Utc> = "2026-12-03T00:00:00Z".parse().unwrap();
+    assert_eq!(
+        kept,
+        vec![
+            ("alarm1".into(), "superseded".into(), morning),
+            ("alarm1".into(), "queued".into(), morning)
+        ]
+    );
     app.assert_ledger_clean().await;
 }
