@@ -17,11 +17,16 @@ use tokio::net::TcpListener;
 use tokio::sync::Mutex;
 
 async fn start_ingest(field: &Field) -> std::net::SocketAddr {
+    start_ingest_every(field, Duration::from_millis(300)).await
+}
+
+/// A DTU listener on a free loopback port polling every `poll_interval`.
+async fn start_ingest_every(field: &Field, poll_interval: Duration) -> std::net::SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (writer, _task) = Writer::start(field.db.pool.clone());
     let config = DtuConfig {
-        poll_interval: Duration::from_millis(300),
+        poll_interval,
         ..Default::default()
     };
     tokio::spawn(dtu::serve(listener, field.db.pool.clone(), writer, config));
@@ -196,15 +201,8 @@ async fn read_now_jumps_the_schedule() {
     let meter = field.meter(0, "dtsy1352", "1", "1001").await;
     // Queued before the DTU is connected: picked up when its session starts.
     let early = queue_read_now(&field, meter).await;
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (writer, _task) = Writer::start(field.db.pool.clone());
     // A long interval: only commands make more readings after the first poll.
-    let config = DtuConfig {
-        poll_interval: Duration::from_secs(3600),
-        ..Default::default()
-    };
-    tokio::spawn(dtu::serve(listener, field.db.pool.clone(), writer, config));
+    let addr = start_ingest_every(&field, Duration::from_secs(3600)).await;
     let bus = SimBus::modbus(vec![SimMeter::new(
         SimModel::Dtsy1352 { address: 1 },
         ShopType::Retail,
@@ -398,15 +396,8 @@ async fn trip_and_close_travel_over_the_dtu_and_the_relay_read_back_verifies_the
     let field = Field::new("acme", "dtu-1", b"PT-0001", &["modbus_rtu", "dlt645"]).await;
     let acrel = field.meter(0, "dtsy1352", "1", "1001").await;
     let dlt = field.meter(1, "dlt645", "202611250001", "2001").await;
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (writer, _task) = Writer::start(field.db.pool.clone());
     // A long interval: only the commands' read-backs make readings after the first poll.
-    let config = DtuConfig {
-        poll_interval: Duration::from_secs(3600),
-        ..Default::default()
-    };
-    tokio::spawn(dtu::serve(listener, field.db.pool.clone(), writer, config));
+    let addr = start_ingest_every(&field, Duration::from_secs(3600)).await;
     let modbus = SimBus::modbus(vec![SimMeter::new(
         SimModel::Dtsy1352 { address: 1 },
         ShopType::Retail,
@@ -504,27 +495,15 @@ async fn command_sends(field: &Field, id: uuid::Uuid) -> (String, i32, bool) {
 async fn a_trip_the_meter_does_not_answer_is_sent_again_after_a_backoff_and_then_verified() {
     let field = Field::new("acme", "dtu-1", b"PT-0001", &["modbus_rtu"]).await;
     let meter = field.meter(0, "dtsy1352", "1", "1001").await;
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (writer, _task) = Writer::start(field.db.pool.clone());
-    let config = DtuConfig {
-        poll_interval: Duration::from_secs(3600),
-        ..Default::default()
-    };
-    tokio::spawn(dtu::serve(listener, field.db.pool.clone(), writer, config));
-    let bus = Arc::new(Mutex::new(SimBus::modbus(vec![SimMeter::new(
+    let addr = start_ingest_every(&field, Duration::from_secs(3600)).await;
+    let modbus = SimBus::modbus(vec![SimMeter::new(
         SimModel::Dtsy1352 { address: 1 },
         ShopType::Retail,
         80_000,
         100_000,
-    )])));
-    let sim = SimDtu {
-        registration: b"PT-0001".to_vec(),
-        heartbeat: vec![0xFE],
-        heartbeat_every: Duration::from_millis(70),
-        bus: bus.clone(),
-        faults: DtuFaults::default(),
-    };
+    )]);
+    let sim = dtu(b"PT-0001", modbus, DtuFaults::default());
+    let bus = sim.bus.clone();
     let running = tokio::spawn(async move { sim.run(addr).await });
     assert!(
         wait_until(Duration::from_secs(20), || async {

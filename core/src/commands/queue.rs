@@ -50,7 +50,7 @@ pub struct Command {
     pub next_try_at: Option<DateTime<Utc>>,
 }
 
-pub(crate) const COLUMNS: &str = "id, meter_id, op, state, source, detail, expires_at, sent_at, attempts, created_at, updated_at,
+const COLUMNS: &str = "id, meter_id, op, state, source, detail, expires_at, sent_at, attempts, created_at, updated_at,
      batch_id, retry_of, next_try_at";
 
 pub(crate) fn command_from(r: &sqlx::postgres::PgRow) -> CoreResult<Command> {
@@ -163,6 +163,13 @@ pub async fn enqueue(
     command_from(&row)
 }
 
+/// Staff who sell, switch or set up meters may ask for a read-now.
+pub fn may_read_now(principal: &Principal) -> bool {
+    [Right::TopUp, Right::TripClose, Right::Settings]
+        .into_iter()
+        .any(|r| principal.can(Need::Act(r)))
+}
+
 /// Asks ingest to read `meter_id` now, ahead of its schedule. Staff who sell, switch or set
 /// up meters may ask; an open read-now of the same meter is reused rather than doubled.
 #[tracing::instrument(skip_all)]
@@ -172,10 +179,7 @@ pub async fn read_now(
     meter_id: Uuid,
 ) -> CoreResult<Command> {
     let meter = crate::field::meter(conn, principal, meter_id).await?;
-    if ![Right::TopUp, Right::TripClose, Right::Settings]
-        .into_iter()
-        .any(|r| principal.can(Need::Act(r)))
-    {
+    if !may_read_now(principal) {
         return Err(CoreError::Forbidden("your role may not do this".into()));
     }
     if meter.status != crate::field::MeterStatus::Active {

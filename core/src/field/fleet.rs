@@ -118,6 +118,13 @@ pub struct FieldAlarm {
     pub acknowledged_by: Option<String>,
 }
 
+/// Staff who act on meters, settings or held readings acknowledge alarms.
+pub fn may_acknowledge(principal: &Principal) -> bool {
+    [Right::TripClose, Right::Settings, Right::ReadingsReview]
+        .into_iter()
+        .any(|r| principal.can(Need::Act(r)))
+}
+
 /// Marks open field alarm `id` as seen by the principal (staff who act on meters or settings);
 /// audited. 404 for an alarm the caller may not see, 409 once cleared or acknowledged.
 #[tracing::instrument(skip_all, fields(%id))]
@@ -133,10 +140,7 @@ pub async fn acknowledge_alarm(
     else {
         return Err(CoreError::NotFound("alarm"));
     };
-    if ![Right::TripClose, Right::Settings, Right::ReadingsReview]
-        .into_iter()
-        .any(|r| principal.can(Need::Act(r)))
-    {
+    if !may_acknowledge(principal) {
         return Err(CoreError::Forbidden("your role may not do this".into()));
     }
     let done = sqlx::query(

@@ -11,7 +11,7 @@ use crate::auth::Principal;
 use crate::commands::{self, Command, Op, Settled, State};
 use crate::kernel::error::{CoreError, CoreResult};
 use crate::tenancy::audit;
-use crate::tenancy::roles::{Need, Right};
+use crate::tenancy::roles::Need;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, QueryBuilder, Row};
@@ -94,16 +94,12 @@ pub async fn list(
     }
     let now = principal.now();
     let stuck_before = now - Duration::seconds(STUCK_AFTER_S);
-    let columns = commands::COLUMNS
-        .split(',')
-        .map(|c| format!("c.{}", c.trim()))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let mut q = QueryBuilder::new(format!(
-        "select {columns}, m.meter_number, coalesce(s.number || ' ' || s.name, '') as shop,
+    // `command_from` reads the command's columns by name.
+    let mut q = QueryBuilder::new(
+        "select c.*, m.meter_number, coalesce(s.number || ' ' || s.name, '') as shop,
            (c.state in ('queued', 'sent', 'acknowledged')
-            and coalesce(c.sent_at, c.created_at) < "
-    ));
+            and coalesce(c.sent_at, c.created_at) < ",
+    );
     q.push_bind(stuck_before);
     q.push(
         " and (c.next_try_at is null)) as stuck
@@ -148,18 +144,40 @@ pub async fn list(
         .collect()
 }
 
-/// Who may send `op` again or cancel it: the right a fresh one needs.
-fn require_for(principal: &Principal, op: Op) -> CoreResult<()> {
+/// Whether the principal may send `op` again or cancel it: the right a fresh one needs.
+pub fn may_act(principal: &Principal, op: Op) -> bool {
     if op.is_control() {
-        return principal.require(Need::Act(control::right_for(op)));
+        principal.can(Need::Act(control::right_for(op)))
+    } else {
+        commands::may_read_now(principal)
     }
-    if [Right::TopUp, Right::TripClose, Right::Settings]
-        .into_iter()
-        .any(|r| principal.can(Need::Act(r)))
-    {
-        return Ok(());
+}
+
+fn require_for(principal: &Principal, op: Op) -> CoreResult<()> {
+    if may_act(principal, op) {
+        Ok(())
+    } else {
+        Err(CoreError::Forbidden("your role may not do this".into()))
     }
-    Err(CoreError::Forbidden("your role may not do this".into()))
+}
+
+/// A failed, expired or cancelled relay command or read-now can be sent again ([`retry`]).
+fn retriable(c: &Command) -> bool {
+    (c.op.is_control() || c.op == Op::ReadNow)
+        && matches!(c.state, State::Failed | State::Expired | State::Cancelled)
+}
+
+/// A queued command, or one its bus holds for a retry, can be cancelled ([`cancel`]) unless it
+/// moves money.
+fn cancellable(c: &Command) -> bool {
+    !c.op.moves_money()
+        && (c.state == State::Queued || (c.state == State::Sent && c.next_try_at.is_some()))
+}
+
+/// What the principal may do with `c` from the command centre: (send again, cancel).
+pub fn actions(principal: &Principal, c: &Command) -> (bool, bool) {
+    let acts = may_act(principal, c.op);
+    (acts && retriable(c), acts && cancellable(c))
 }
 
 /// Sends failed, expired or cancelled command `id` again as a new command (`retry_of` = `id`;

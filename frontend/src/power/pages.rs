@@ -124,21 +124,15 @@ pub fn CommandsPage() -> impl IntoView {
 #[component]
 pub fn BatchPage() -> impl IntoView {
     let lang = use_lang();
-    let (op, building, floor, gateway, q) = (
-        query_param("op"),
-        query_param("building"),
-        query_param("floor"),
-        query_param("gateway"),
-        query_param("q"),
-    );
     let form = Resource::new(|| (), |_| get_batch_form());
+    // What the selection form asked for (op, building, floor, gateway, text), from the query.
     let asked = {
         let (op, building, floor, gateway, q) = (
-            op.clone(),
-            building.clone(),
-            floor.clone(),
-            gateway.clone(),
-            q.clone(),
+            query_param("op"),
+            query_param("building"),
+            query_param("floor"),
+            query_param("gateway"),
+            query_param("q"),
         );
         move || (op(), building(), floor(), gateway(), q())
     };
@@ -154,17 +148,13 @@ pub fn BatchPage() -> impl IntoView {
     view! {
         <Layout page=move |s| {
             let asked = asked.clone();
-            let (op_now, building_now, floor_now, gateway_now, q_now) = asked();
+            let chosen = asked.clone();
             view! {
                 <h1>{tr(lang, "control.batch_title")}</h1>
                 <p><a href="/commands">{tr(lang, "commands.title")}</a></p>
                 <Suspense fallback=|| ()>
-                    {
-                        let (op_now, building_now, floor_now, gateway_now, q_now) =
-                            (op_now.clone(), building_now.clone(), floor_now.clone(), gateway_now.clone(), q_now.clone());
-                        move || {
-                        let (op_now, building_now, floor_now, gateway_now, q_now) =
-                            (op_now.clone(), building_now.clone(), floor_now.clone(), gateway_now.clone(), q_now.clone());
+                    {move || {
+                        let (op_now, building_now, floor_now, gateway_now, q_now) = chosen();
                         Suspend::new(async move {
                             let Ok(f) = form.await else { return ().into_any() };
                             let option = |items: &[(String, String)], chosen: &str| items.iter().map(|(id, name)| {

@@ -9,7 +9,7 @@ use crate::web::server::{
 };
 use crate::web::WebError;
 use powertab_core::auth::Principal;
-use powertab_core::commands::{Op, State};
+use powertab_core::commands::State;
 use powertab_core::power::batch::{self, Selection};
 use powertab_core::power::centre::{self, CentreFilter, CentreRow};
 use powertab_core::tenancy::roles::{Need, Right};
@@ -21,21 +21,10 @@ const PAGE_ROWS: i64 = 500;
 /// A meter page shows its last commands.
 const METER_ROWS: i64 = 20;
 
-fn may_act(principal: &Principal, op: Op) -> bool {
-    if op.is_control() {
-        principal.can(Need::Act(powertab_core::power::control::right_for(op)))
-    } else {
-        op == Op::ReadNow
-            && [Right::TopUp, Right::TripClose, Right::Settings]
-                .into_iter()
-                .any(|r| principal.can(Need::Act(r)))
-    }
-}
-
 fn row_view(principal: &Principal, r: CentreRow) -> CommandRowView {
     let tz = principal.tz();
     let c = r.command;
-    let acts = may_act(principal, c.op);
+    let (can_retry, can_cancel) = centre::actions(principal, &c);
     CommandRowView {
         id: c.id.to_string(),
         meter_id: c.meter_id.to_string(),
@@ -49,12 +38,8 @@ fn row_view(principal: &Principal, r: CentreRow) -> CommandRowView {
         created_at: local_time(c.created_at, &tz),
         updated_at: local_time(c.updated_at, &tz),
         stuck: r.stuck,
-        can_retry: acts
-            && (c.op.is_control() || c.op == Op::ReadNow)
-            && matches!(c.state, State::Failed | State::Expired | State::Cancelled),
-        can_cancel: acts
-            && !c.op.moves_money()
-            && (c.state == State::Queued || (c.state == State::Sent && c.next_try_at.is_some())),
+        can_retry,
+        can_cancel,
     }
 }
 
@@ -433,9 +418,7 @@ pub async fn get_alarms(all: String) -> Result<super::views::AlarmsView, WebErro
         .collect();
     Ok(super::views::AlarmsView {
         rows,
-        can_acknowledge: [Right::TripClose, Right::Settings, Right::ReadingsReview]
-            .into_iter()
-            .any(|r| principal.can(Need::Act(r))),
+        can_acknowledge: powertab_core::field::fleet::may_acknowledge(&principal),
         can_export: principal.can(Need::Act(Right::Export)),
     })
 }

@@ -18,6 +18,27 @@ async fn state_of(app: &crate::helpers::TestApp, id: &str) -> (String, Option<Uu
         .unwrap()
 }
 
+/// How many audit records of `action` company 1 has.
+async fn audited(app: &crate::helpers::TestApp, action: &str) -> i64 {
+    sqlx::query_scalar("select count(*) from c_1.audit_log where action = $1")
+        .bind(action)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap()
+}
+
+/// `path` answers `caller` with an `.xlsx` (zip) file.
+async fn assert_xlsx(app: &crate::helpers::TestApp, caller: &crate::helpers::Caller, path: &str) {
+    let response = reqwest::Client::new()
+        .get(app.url(path))
+        .bearer_auth(&caller.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK, "{path}");
+    assert!(response.bytes().await.unwrap().starts_with(b"PK"), "{path}");
+}
+
 #[tokio::test]
 async fn a_batch_trips_the_confirmed_shops_skips_keep_power_and_reports_progress() {
     let app = spawn_app().await;
@@ -157,13 +178,7 @@ async fn a_batch_trips_the_confirmed_shops_skips_keep_power_and_reports_progress
         .get(&format!("/api/v1/control-batches/{batch_id}"), &other)
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let audited: i64 = sqlx::query_scalar(
-        "select count(*) from c_1.audit_log where action = 'meter.control_batch'",
-    )
-    .fetch_one(&app.db.pool)
-    .await
-    .unwrap();
-    assert_eq!(audited, 1);
+    assert_eq!(audited(&app, "meter.control_batch").await, 1);
 }
 
 #[tokio::test]
@@ -301,20 +316,8 @@ async fn the_command_centre_lists_stuck_and_failed_commands_and_retries_and_canc
         .await;
     assert_eq!(status, StatusCode::CONFLICT);
 
-    let response = reqwest::Client::new()
-        .get(app.url("/api/v1/commands.xlsx?view=all"))
-        .bearer_auth(&admin.token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    assert!(response.bytes().await.unwrap().starts_with(b"PK"));
-    let audited: i64 =
-        sqlx::query_scalar("select count(*) from c_1.audit_log where action = 'command.cancel'")
-            .fetch_one(&app.db.pool)
-            .await
-            .unwrap();
-    assert_eq!(audited, 2);
+    assert_xlsx(&app, &admin, "/api/v1/commands.xlsx?view=all").await;
+    assert_eq!(audited(&app, "command.cancel").await, 2);
 }
 
 #[tokio::test]
@@ -435,20 +438,8 @@ async fn operators_acknowledge_alarms_which_stay_listed_until_their_cause_clears
     assert!(open.as_array().unwrap().is_empty());
     let history = page(&app, &boss, "/alarms?all=1").await;
     assert!(history.contains("data-kind=\"relay_mismatch\""));
-    let response = reqwest::Client::new()
-        .get(app.url("/api/v1/field-alarms.xlsx?all=true"))
-        .bearer_auth(&admin.token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    assert!(response.bytes().await.unwrap().starts_with(b"PK"));
-    let audited: i64 =
-        sqlx::query_scalar("select count(*) from c_1.audit_log where action = 'alarm.acknowledge'")
-            .fetch_one(&app.db.pool)
-            .await
-            .unwrap();
-    assert_eq!(audited, 1);
+    assert_xlsx(&app, &admin, "/api/v1/field-alarms.xlsx?all=true").await;
+    assert_eq!(audited(&app, "alarm.acknowledge").await, 1);
 }
 
 #[tokio::test]
