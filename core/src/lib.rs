@@ -11,6 +11,7 @@
 //! | [`commands`] | the typed command queue meters are driven through |
 //! | [`tariff`] | tariff plans, rating, consumption profiles |
 //! | [`import`] | spreadsheet import of shops, gateways and meters |
+//! | [`notify`] | notification channels (sandbox, Aliyun/Tencent SMS, WeChat), sending, delivery reports, operator alerts |
 //! | [`billing`], [`payments`], [`reports`] | prepaid money (homes fixed, filled by their issues) |
 //!
 //! Without features this crate holds only plain types that also compile to WebAssembly for the
@@ -34,6 +35,8 @@ pub mod auth;
 pub mod db;
 #[cfg(feature = "db")]
 pub mod import;
+#[cfg(feature = "db")]
+pub mod notify;
 #[cfg(feature = "db")]
 pub mod property;
 

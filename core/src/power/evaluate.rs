@@ -270,25 +270,80 @@ fn body(m: &Message<'_>, action: Action) -> String {
     }
 }
 
-/// Stores the message for the account's holder phone and every tenant user linked to it; outside
-/// the night window it goes at once, inside it waits for 08:00 local (a trip notice never waits:
-/// the trip itself is on its way).
+/// The template parameters of a tenant message, in the order Tencent's positional templates
+/// take them: the shop, the money, and for a trip notice the minutes.
+fn params(m: &Message<'_>, action: Action) -> Vec<(String, String)> {
+    let mut params = vec![
+        ("shop".to_owned(), m.shop.to_owned()),
+        ("amount".to_owned(), money_text(m.available)),
+    ];
+    if action == Action::TripNotice {
+        params.push(("minutes".to_owned(), ((m.notice_s + 59) / 60).to_string()));
+    }
+    params
+}
+
+/// Who a tenant message goes to, and through which channel: the holder's phone, and every
+/// active tenant user linked to the account — by WeChat when they linked an account and the
+/// company has one, else by SMS to their phone (the sandbox for a login that is no phone
+/// number); users who turned the kind off are left out (core::notify::preferences).
+async fn recipients(
+    conn: &mut PgConnection,
+    m: &Message<'_>,
+    kind: &str,
+) -> CoreResult<Vec<(Option<Uuid>, String, String)>> {
+    let sms = crate::notify::accounts::delivery(conn).await?.sms_channel;
+    let by_phone = |to: &str| {
+        if crate::notify::is_phone(to) {
+            sms.clone()
+        } else {
+            "sandbox".to_owned()
+        }
+    };
+    let wechat: bool = sqlx::query_scalar(
+        "select exists (select 1 from notify_accounts where channel = 'wechat' and enabled)",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    let users: Vec<(Uuid, String, String, Option<String>)> = sqlx::query_as(
+        "select u.id, u.username, u.phone, u.wechat_openid
+         from account_users au join users u on u.id = au.user_id
+         where au.account_id = $1 and u.status = 'active' order by u.username",
+    )
+    .bind(m.account)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut found: Vec<(Option<Uuid>, String, String)> = Vec::new();
+    if !m.phone.is_empty() {
+        found.push((None, m.phone.to_owned(), by_phone(m.phone)));
+    }
+    for (id, username, phone, openid) in users {
+        if crate::notify::preferences::muted(conn, id, kind).await? {
+            continue;
+        }
+        let to = if phone.is_empty() { username } else { phone };
+        match openid {
+            Some(openid) if wechat => found.push((Some(id), openid, "wechat".to_owned())),
+            _ if found.iter().any(|(_, t, _)| *t == to) => {}
+            _ => {
+                let channel = by_phone(&to);
+                found.push((Some(id), to, channel));
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Stores the message for each of the account's recipients; outside the night window it goes
+/// at once, inside it waits for 08:00 local (a trip notice never waits: the trip itself is on
+/// its way).
 async fn notify(
     conn: &mut PgConnection,
     principal: &Principal,
     m: &Message<'_>,
     action: Action,
 ) -> CoreResult<()> {
-    let mut recipients: Vec<String> = sqlx::query_scalar(
-        "select u.username from account_users au join users u on u.id = au.user_id
-         where au.account_id = $1 order by u.username",
-    )
-    .bind(m.account)
-    .fetch_all(&mut *conn)
-    .await?;
-    if !m.phone.is_empty() && !recipients.iter().any(|r| r == m.phone) {
-        recipients.insert(0, m.phone.to_owned());
-    }
+    let recipients = recipients(conn, m, action.as_str()).await?;
     let now = principal.now();
     let deliver_after = if action == Action::TripNotice {
         now
@@ -296,6 +351,7 @@ async fn notify(
         after_night(now, principal.tz())
     };
     let text = body(m, action);
+    let params = serde_json::to_value(params(m, action)).unwrap_or_default();
     if deliver_after > now {
         // Deferred to the morning: only the latest of each kind goes then.
         sqlx::query(
@@ -308,10 +364,11 @@ async fn notify(
         .execute(&mut *conn)
         .await?;
     }
-    for recipient in recipients {
+    for (user_id, recipient, channel) in recipients {
         sqlx::query(
-            "insert into notifications (id, account_id, kind, recipient, body, created_at, deliver_after)
-             values ($1, $2, $3, $4, $5, $6, $7)",
+            "insert into notifications (id, account_id, kind, recipient, body, created_at,
+                 deliver_after, user_id, channel, params)
+             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(Uuid::now_v7())
         .bind(m.account)
@@ -320,6 +377,9 @@ async fn notify(
         .bind(&text)
         .bind(now)
         .bind(deliver_after)
+        .bind(user_id)
+        .bind(channel)
+        .bind(&params)
         .execute(&mut *conn)
         .await?;
     }
