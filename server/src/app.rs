@@ -33,6 +33,8 @@ pub struct AppState {
     pub leptos: LeptosOptions,
     /// Key-encryption keys for secrets at rest (none configured: secrets cannot be stored).
     pub keyring: Option<Arc<powertab_core::kernel::secrets::Keyring>>,
+    /// Notification vendors: their URLs, an HTTP client, the keyring.
+    pub vendors: powertab_core::notify::accounts::Vendors,
 }
 
 impl FromRef<AppState> for LeptosOptions {
@@ -52,12 +54,15 @@ impl AppState {
             .site_root(config.site_root.to_string_lossy().to_string())
             .site_pkg_dir("pkg")
             .build();
+        let vendors =
+            powertab_core::notify::accounts::Vendors::new(config.notify.urls(), keyring.clone());
         Ok(AppState {
             pool,
             auth: Arc::new(auth),
             config: Arc::new(config),
             leptos,
             keyring,
+            vendors,
         })
     }
 }

@@ -409,7 +409,11 @@ pub async fn serve(config: Config, with_ingest: bool) -> anyhow::Result<()> {
     tracing::info!(address = %listener.local_addr()?, "listening");
     let ingest = config.ingest.clone();
     let state = AppState::new(pool.clone(), config)?;
-    crate::workers::spawn(pool.clone(), state.auth.clock.clone());
+    crate::workers::spawn(
+        pool.clone(),
+        state.auth.clock.clone(),
+        state.vendors.clone(),
+    );
     if with_ingest {
         tokio::spawn(async move {
             if let Err(e) = powertab_ingest::run(pool, ingest, shutdown_signal()).await {

@@ -45,6 +45,39 @@ pub struct Config {
     pub secret_keys: Option<Secret>,
     /// The id new secrets are sealed with; the last of `secret_keys` when absent.
     pub secret_key_current: Option<String>,
+    /// Where notification vendors are reached (tests and staging point these at fakes).
+    pub notify: NotifyConfig,
+}
+
+/// The notification vendors' base URLs (platform configuration: a company never chooses the host
+/// the server calls).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct NotifyConfig {
+    pub aliyun_url: String,
+    pub tencent_url: String,
+    pub wechat_url: String,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        let urls = powertab_core::notify::accounts::VendorUrls::default();
+        NotifyConfig {
+            aliyun_url: urls.aliyun,
+            tencent_url: urls.tencent,
+            wechat_url: urls.wechat,
+        }
+    }
+}
+
+impl NotifyConfig {
+    pub fn urls(&self) -> powertab_core::notify::accounts::VendorUrls {
+        powertab_core::notify::accounts::VendorUrls {
+            aliyun: self.aliyun_url.clone(),
+            tencent: self.tencent_url.clone(),
+            wechat: self.wechat_url.clone(),
+        }
+    }
 }
 
 impl Default for Config {
@@ -67,6 +100,7 @@ impl Default for Config {
             metrics_token: None,
             secret_keys: None,
             secret_key_current: None,
+            notify: NotifyConfig::default(),
         }
     }
 }

@@ -5,6 +5,8 @@
 //! few seconds so a trip notice that ran out or a quiet window that ended is never missed. Several
 //! server processes may run them at once: each meter is rated under `for update skip locked`,
 //! each posting has its derived idempotency key, and the rules lock the account's power row.
+//! The notification worker (`core::notify`) writes operator alerts, sends due messages and pulls
+//! delivery reports every second or so; its messages are claimed under a lease.
 
 use powertab_core::auth::{self, Principal};
 use powertab_core::billing::rating;
@@ -24,9 +26,21 @@ const LEDGER_CHECK_LOOK: Duration = Duration::from_secs(600);
 /// How often the power rules sweep every company.
 const POWER_SWEEP: Duration = Duration::from_secs(10);
 
+/// Pause between notification passes (a trip notice should reach its phone within seconds).
+const NOTIFY_PAUSE: Duration = Duration::from_secs(2);
+
 /// Starts the rating worker, the nightly ledger check and the power rules; they stop with the
 /// process.
-pub fn spawn(pool: PgPool, clock: SharedClock) {
+pub fn spawn(pool: PgPool, clock: SharedClock, vendors: powertab_core::notify::accounts::Vendors) {
+    let (notify_pool, notify_clock) = (pool.clone(), clock.clone());
+    tokio::spawn(async move {
+        loop {
+            if let Err(e) = notify_every_company(&notify_pool, &notify_clock, &vendors).await {
+                tracing::error!(error = %e, "a notification pass failed; retrying");
+            }
+            tokio::time::sleep(NOTIFY_PAUSE).await;
+        }
+    });
     let (listen_pool, listen_clock) = (pool.clone(), clock.clone());
     tokio::spawn(async move {
         loop {
@@ -167,6 +181,36 @@ async fn sweep_every_company(pool: &PgPool, clock: &SharedClock) -> anyhow::Resu
             Err(e) => {
                 tracing::error!(company = id, error = %e, "the power sweep failed for a company")
             }
+        }
+    }
+    Ok(())
+}
+
+/// Operator alerts, due messages and delivery reports, company by company.
+async fn notify_every_company(
+    pool: &PgPool,
+    clock: &SharedClock,
+    vendors: &powertab_core::notify::accounts::Vendors,
+) -> anyhow::Result<()> {
+    use powertab_core::notify::{alerts, sender};
+    for id in company_ids(pool).await? {
+        let Some(principal) = worker_in(pool, clock, "notify", id).await? else {
+            continue;
+        };
+        let mut tx = powertab_core::db::begin_in(pool, &principal.company()?.schema).await?;
+        match alerts::sweep(&mut tx, &principal).await {
+            Ok(_) => tx.commit().await?,
+            Err(e) => tracing::error!(company = id, error = %e, "operator alerts failed"),
+        }
+        match sender::send_due(pool, &principal, vendors).await {
+            Ok(report) if report != Default::default() => {
+                tracing::info!(company = id, ?report, "notifications sent");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(company = id, error = %e, "sending notifications failed"),
+        }
+        if let Err(e) = sender::pull_reports(pool, &principal, vendors).await {
+            tracing::error!(company = id, error = %e, "pulling delivery reports failed");
         }
     }
     Ok(())

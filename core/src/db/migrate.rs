@@ -177,6 +177,11 @@ pub const COMPANY: &[Migration] = &[
         name: "command_centre",
         sql: include_str!("../../../migrations/company/0024_command_centre.sql"),
     },
+    Migration {
+        version: 25,
+        name: "notify",
+        sql: include_str!("../../../migrations/company/0025_notify.sql"),
+    },
 ];
 
 /// Arbitrary constant for `pg_advisory_xact_lock`: "PT" migrations.

@@ -155,9 +155,15 @@ fn check_input(channel: &str, input: &AccountInput) -> CoreResult<()> {
     let keys = config_keys(channel);
     for (key, value) in &input.config {
         if !keys.contains(&key.as_str()) {
-            fields.insert(format!("config.{key}"), "not a setting of this vendor".into());
+            fields.insert(
+                format!("config.{key}"),
+                "not a setting of this vendor".into(),
+            );
         } else if !printable(value, 100) {
-            fields.insert(format!("config.{key}"), "at most 100 printable characters".into());
+            fields.insert(
+                format!("config.{key}"),
+                "at most 100 printable characters".into(),
+            );
         }
     }
     if input.enabled {
@@ -175,10 +181,16 @@ fn check_input(channel: &str, input: &AccountInput) -> CoreResult<()> {
         if !KINDS.contains(&kind.as_str()) {
             fields.insert(format!("templates.{kind}"), "not a message kind".into());
         } else if !ok {
-            fields.insert(format!("templates.{kind}"), "at most 64 of A-Z a-z 0-9 _ -".into());
+            fields.insert(
+                format!("templates.{kind}"),
+                "at most 64 of A-Z a-z 0-9 _ -".into(),
+            );
         }
     }
-    for (name, value) in [("secret", &input.secret), ("callback_token", &input.callback_token)] {
+    for (name, value) in [
+        ("secret", &input.secret),
+        ("callback_token", &input.callback_token),
+    ] {
         if value.as_deref().is_some_and(|v| !printable(v, 200)) {
             fields.insert(name.into(), "at most 200 printable characters".into());
         }
@@ -303,11 +315,10 @@ pub async fn put(
 /// How the company's messages go.
 #[tracing::instrument(skip_all)]
 pub async fn delivery(conn: &mut PgConnection) -> CoreResult<Delivery> {
-    let r = sqlx::query(
-        "select sms_channel, per_phone_hour, escalate_after_min from notify_settings",
-    )
-    .fetch_one(conn)
-    .await?;
+    let r =
+        sqlx::query("select sms_channel, per_phone_hour, escalate_after_min from notify_settings")
+            .fetch_one(conn)
+            .await?;
     Ok(Delivery {
         sms_channel: r.try_get("sms_channel")?,
         per_phone_hour: r.try_get("per_phone_hour")?,
@@ -394,7 +405,9 @@ impl Ready {
             .get(kind)
             .filter(|t| !t.is_empty())
             .cloned()
-            .ok_or_else(|| SendError::Rejected(format!("no {} template for {kind}", self.channel.name())))
+            .ok_or_else(|| {
+                SendError::Rejected(format!("no {} template for {kind}", self.channel.name()))
+            })
     }
 }
 
@@ -419,20 +432,33 @@ pub async fn open(
     .fetch_optional(&mut *conn)
     .await?;
     let Some(row) = row else {
-        return Ok(Err(SendError::Rejected(format!("no {channel} account is set up"))));
+        return Ok(Err(SendError::Rejected(format!(
+            "no {channel} account is set up"
+        ))));
     };
     if !row.try_get::<bool, _>("enabled")? {
-        return Ok(Err(SendError::Rejected(format!("the {channel} account is off"))));
+        return Ok(Err(SendError::Rejected(format!(
+            "the {channel} account is off"
+        ))));
     }
-    if row.try_get::<Option<DateTime<Utc>>, _>("broken_at")?.is_some() {
+    if row
+        .try_get::<Option<DateTime<Utc>>, _>("broken_at")?
+        .is_some()
+    {
         let reason: String = row.try_get("broken_reason")?;
-        return Ok(Err(SendError::Auth(format!("account refused earlier: {reason}"))));
+        return Ok(Err(SendError::Auth(format!(
+            "account refused earlier: {reason}"
+        ))));
     }
     let Some(keyring) = vendors.keyring.as_deref() else {
-        return Ok(Err(SendError::Rejected("no secret keys on this server".into())));
+        return Ok(Err(SendError::Rejected(
+            "no secret keys on this server".into(),
+        )));
     };
     let Some(secret) = secrets::get(conn, keyring, &secret_name(channel)).await? else {
-        return Ok(Err(SendError::Rejected(format!("the {channel} secret is not set"))));
+        return Ok(Err(SendError::Rejected(format!(
+            "the {channel} secret is not set"
+        ))));
     };
     let config: BTreeMap<String, String> =
         serde_json::from_value(row.try_get("config")?).unwrap_or_default();

@@ -34,7 +34,11 @@ fn field_kind(kind: &str) -> &'static str {
     }
 }
 
-async fn sources(conn: &mut PgConnection, company_id: i64, now: DateTime<Utc>) -> CoreResult<Vec<Source>> {
+async fn sources(
+    conn: &mut PgConnection,
+    company_id: i64,
+    now: DateTime<Utc>,
+) -> CoreResult<Vec<Source>> {
     let mut found = Vec::new();
     let alarms = sqlx::query(
         "select a.id, a.kind, a.raised_at, a.detail,
@@ -59,7 +63,7 @@ async fn sources(conn: &mut PgConnection, company_id: i64, now: DateTime<Utc>) -
         });
     }
     let stuck = sqlx::query(
-        "select c.id, c.kind, coalesce(c.sent_at, c.created_at) as since, m.meter_number
+        "select c.id, c.op as kind, coalesce(c.sent_at, c.created_at) as since, m.meter_number
          from commands c join meters m on m.id = c.meter_id
          where c.state in ('queued', 'sent', 'acknowledged') and c.next_try_at is null
            and coalesce(c.sent_at, c.created_at) < $1
@@ -110,14 +114,26 @@ fn body(source: &Source, level: i16) -> String {
         "alert_command_stuck" => "指令未完成",
         _ => "账务核对异常",
     };
-    let prefix = if level == 2 { "【告警升级】" } else { "【运维告警】" };
+    let prefix = if level == 2 {
+        "【告警升级】"
+    } else {
+        "【运维告警】"
+    };
     format!("{prefix}{title}：{}，请及时处理。", source.what)
 }
 
 /// Level 1 goes to active operators (company admins when there are none), level 2 to active
 /// company admins; `(user_id, phone or login)`.
-async fn recipients(conn: &mut PgConnection, level: i16, kind: &str) -> CoreResult<Vec<(Uuid, String)>> {
-    let role = if level == 1 { "operator" } else { "company_admin" };
+async fn recipients(
+    conn: &mut PgConnection,
+    level: i16,
+    kind: &str,
+) -> CoreResult<Vec<(Uuid, String)>> {
+    let role = if level == 1 {
+        "operator"
+    } else {
+        "company_admin"
+    };
     let query = "select u.id, case when u.phone <> '' then u.phone else u.username end
          from users u where u.status = 'active' and u.role = $1
            and not exists (select 1 from notify_preferences p where p.user_id = u.id and p.kind = $2)

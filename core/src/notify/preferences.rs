@@ -47,10 +47,16 @@ pub async fn set_mine(
     }
     for kind in &wanted.muted {
         if ALWAYS_SENT.contains(&kind.as_str()) {
-            return Err(CoreError::field("muted", format!("{kind} cannot be turned off")));
+            return Err(CoreError::field(
+                "muted",
+                format!("{kind} cannot be turned off"),
+            ));
         }
         if !super::accounts::KINDS.contains(&kind.as_str()) {
-            return Err(CoreError::field("muted", format!("{kind} is not a message kind")));
+            return Err(CoreError::field(
+                "muted",
+                format!("{kind} is not a message kind"),
+            ));
         }
     }
     sqlx::query("delete from notify_preferences where user_id = $1")

@@ -13,7 +13,7 @@
 //! it already took a message it never answered for).
 
 use super::accounts::{self, Ready, Vendors};
-use super::{Outgoing, Pending, Report, SendError, sign};
+use super::{sign, Outgoing, Pending, Report, SendError};
 use crate::auth::Principal;
 use crate::db;
 use crate::kernel::error::{CoreError, CoreResult};
@@ -87,7 +87,9 @@ async fn claim(
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
-    rows.iter()
+    // `returning` keeps no order: oldest first, as the subquery chose them.
+    let mut claimed = rows
+        .iter()
         .map(|r| {
             let params: Vec<(String, String)> =
                 serde_json::from_value(r.try_get("params")?).unwrap_or_default();
@@ -101,10 +103,13 @@ async fn claim(
                 attempts: r.try_get("attempts")?,
             })
         })
-        .collect()
+        .collect::<CoreResult<Vec<Claimed>>>()?;
+    claimed.sort_by_key(|c| c.id);
+    Ok(claimed)
 }
 
-/// When `recipient` may get its next message under `per_hour`, or `None` when it may now.
+/// When `recipient` may get its next message under `per_hour`, or `None` when it may now
+/// (trip notices neither wait nor count).
 async fn held_until(
     conn: &mut PgConnection,
     recipient: &str,
@@ -113,7 +118,8 @@ async fn held_until(
 ) -> CoreResult<Option<DateTime<Utc>>> {
     let sent: Vec<DateTime<Utc>> = sqlx::query_scalar(
         "select sent_at from notifications
-         where recipient = $1 and sent_at > $2 order by sent_at desc limit $3",
+         where recipient = $1 and sent_at > $2 and kind <> 'trip_notice'
+         order by sent_at desc limit $3",
     )
     .bind(recipient)
     .bind(now - Duration::hours(1))
@@ -238,7 +244,11 @@ async fn refused(
     why: &str,
     now: DateTime<Utc>,
 ) -> CoreResult<()> {
-    tracing::error!(channel, reason = why, "a notification vendor refused the credentials");
+    tracing::error!(
+        channel,
+        reason = why,
+        "a notification vendor refused the credentials"
+    );
     metrics::counter!("notify_credentials_refused_total", "channel" => channel.to_owned())
         .increment(1);
     accounts::mark_broken(conn, channel, why, now).await

@@ -9,7 +9,7 @@
 //! The loopback fakes the tests run (server/tests) verify requests with these same functions.
 
 use hmac::{Hmac, Mac};
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
 
@@ -198,7 +198,10 @@ mod tests {
         );
         let signature = aliyun_signature(b"testSecret", &params);
         assert_eq!(signature, "zJDF+Lrzhj/ThnlvIToysFRq6t4=");
-        assert_eq!(aliyun_encode(&signature), "zJDF%2BLrzhj%2FThnlvIToysFRq6t4%3D");
+        assert_eq!(
+            aliyun_encode(&signature),
+            "zJDF%2BLrzhj%2FThnlvIToysFRq6t4%3D"
+        );
         assert_ne!(aliyun_signature(b"testSecreT", &params), signature);
     }
 
@@ -239,7 +242,11 @@ mod tests {
         let (id, scope, signed, signature) = tc3_parse_authorization(&header).unwrap();
         assert_eq!(
             (id.as_str(), scope.as_str(), signed.as_str()),
-            ("AKIDEXAMPLE", "2019-02-25/cvm/tc3_request", "content-type;host")
+            (
+                "AKIDEXAMPLE",
+                "2019-02-25/cvm/tc3_request",
+                "content-type;host"
+            )
         );
         assert!(same(&signature, &tc3_signature(secret, &request)));
         assert!(!same(&signature, &tc3_signature(b"wrong", &request)));

@@ -9,7 +9,7 @@ use super::sign;
 use super::{Accepted, Channel, ChannelFuture, Outgoing, Pending, Report, SendError};
 use crate::kernel::secrets::SecretBytes;
 use chrono::{DateTime, Duration, Utc};
-use serde_json::{Value, json};
+use serde_json::{json, Value};
 use std::sync::Mutex;
 
 /// How long one vendor call may take.
@@ -67,7 +67,10 @@ impl Channel for Sandbox {
         })
     }
 
-    fn reports<'a>(&'a self, _: &'a [Pending]) -> ChannelFuture<'a, Result<Vec<Report>, SendError>> {
+    fn reports<'a>(
+        &'a self,
+        _: &'a [Pending],
+    ) -> ChannelFuture<'a, Result<Vec<Report>, SendError>> {
         Box::pin(async { Ok(Vec::new()) })
     }
 }
@@ -156,7 +159,10 @@ impl AliyunSms {
             .to_string();
         let mut params = self.common("QuerySendDetails");
         params.extend([
-            ("PhoneNumber".into(), pending.to.trim_start_matches("+86").to_owned()),
+            (
+                "PhoneNumber".into(),
+                pending.to.trim_start_matches("+86").to_owned(),
+            ),
             ("BizId".into(), pending.vendor_ref.clone()),
             ("SendDate".into(), day),
             ("PageSize".into(), "10".into()),
@@ -194,10 +200,16 @@ impl Channel for AliyunSms {
                 .collect();
             let mut params = self.common("SendSms");
             params.extend([
-                ("PhoneNumbers".into(), message.to.trim_start_matches("+86").to_owned()),
+                (
+                    "PhoneNumbers".into(),
+                    message.to.trim_start_matches("+86").to_owned(),
+                ),
                 ("SignName".into(), self.sign_name.clone()),
                 ("TemplateCode".into(), message.template.clone()),
-                ("TemplateParam".into(), Value::Object(template_param).to_string()),
+                (
+                    "TemplateParam".into(),
+                    Value::Object(template_param).to_string(),
+                ),
                 ("OutId".into(), message.id.to_string()),
             ]);
             let answer = self.call(params).await?;
@@ -336,7 +348,10 @@ impl Channel for TencentSms {
         })
     }
 
-    fn reports<'a>(&'a self, _: &'a [Pending]) -> ChannelFuture<'a, Result<Vec<Report>, SendError>> {
+    fn reports<'a>(
+        &'a self,
+        _: &'a [Pending],
+    ) -> ChannelFuture<'a, Result<Vec<Report>, SendError>> {
         Box::pin(async move {
             // Tencent hands each report out once, for the whole application.
             let answer = self
@@ -415,7 +430,10 @@ impl WechatTemplate {
         let secret = String::from_utf8_lossy(self.app_secret.expose()).into_owned();
         let response = self
             .http
-            .get(format!("{}/cgi-bin/token", self.base_url.trim_end_matches('/')))
+            .get(format!(
+                "{}/cgi-bin/token",
+                self.base_url.trim_end_matches('/')
+            ))
             .query(&[
                 ("grant_type", "client_credential"),
                 ("appid", self.app_id.as_str()),
@@ -434,7 +452,10 @@ impl WechatTemplate {
                 other => other,
             });
         }
-        let expires_in = answer["expires_in"].as_i64().unwrap_or(7200).clamp(60, 86_400);
+        let expires_in = answer["expires_in"]
+            .as_i64()
+            .unwrap_or(7200)
+            .clamp(60, 86_400);
         self.fetched
             .store(true, std::sync::atomic::Ordering::Relaxed);
         if let Ok(mut guard) = self.token.lock() {
@@ -513,7 +534,10 @@ impl Channel for WechatTemplate {
         self.token.lock().ok().and_then(|t| t.clone())
     }
 
-    fn reports<'a>(&'a self, _: &'a [Pending]) -> ChannelFuture<'a, Result<Vec<Report>, SendError>> {
+    fn reports<'a>(
+        &'a self,
+        _: &'a [Pending],
+    ) -> ChannelFuture<'a, Result<Vec<Report>, SendError>> {
         // WeChat pushes TEMPLATESENDJOBFINISH to the account's callback instead.
         Box::pin(async { Ok(Vec::new()) })
     }
@@ -589,10 +613,15 @@ mod tests {
                 detail: "failed:user block".into()
             })
         );
-        assert!(wechat_job_finished(&xml.replace("failed:user block", "success"))
-            .unwrap()
-            .delivered);
-        assert_eq!(wechat_job_finished("<xml><Event>subscribe</Event></xml>"), None);
+        assert!(
+            wechat_job_finished(&xml.replace("failed:user block", "success"))
+                .unwrap()
+                .delivered
+        );
+        assert_eq!(
+            wechat_job_finished("<xml><Event>subscribe</Event></xml>"),
+            None
+        );
         assert_eq!(wechat_job_finished("<xml><MsgID>"), None);
     }
 }

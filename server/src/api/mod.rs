@@ -10,6 +10,7 @@ pub mod error;
 pub mod field;
 pub mod fleet;
 pub mod import;
+pub mod notify;
 pub mod platform;
 pub mod property;
 pub mod review;
@@ -48,6 +49,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(field::router())
         .merge(fleet::router())
         .merge(control::router())
+        .merge(notify::router())
         .merge(import::router())
         .merge(billing::router())
         .merge(review::router())

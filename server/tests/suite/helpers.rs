@@ -20,6 +20,8 @@ pub struct TestApp {
     pub addr: SocketAddr,
     pub db: TestDb,
     pub http: reqwest::Client,
+    /// The app's notification vendors (its keyring); tests point copies at their fakes.
+    pub vendors: powertab_core::notify::accounts::Vendors,
     _shutdown: oneshot::Sender<()>,
 }
 
@@ -117,6 +119,7 @@ async fn spawn_app_configured(config: Config) -> TestApp {
     .await
     .expect("platform support");
     let state = AppState::new(db.pool.clone(), config).expect("state");
+    let vendors = state.vendors.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = oneshot::channel::<()>();
@@ -130,6 +133,7 @@ async fn spawn_app_configured(config: Config) -> TestApp {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap(),
+        vendors,
         _shutdown: tx,
     }
 }

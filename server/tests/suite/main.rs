@@ -20,6 +20,7 @@ mod field_changes;
 mod field_web;
 mod fleet;
 mod isolation;
+mod notify;
 mod ops;
 mod power;
 mod property;

@@ -13,7 +13,10 @@ use serde_json::json;
 use std::sync::Arc;
 
 /// The power worker inside company 1, on `clock`.
-async fn worker(app: &TestApp, clock: &Arc<ManualClock>) -> powertab_core::auth::Principal {
+pub(crate) async fn worker(
+    app: &TestApp,
+    clock: &Arc<ManualClock>,
+) -> powertab_core::auth::Principal {
     let mut conn = app.db.pool.acquire().await.unwrap();
     let scope = powertab_core::auth::load_company(&mut conn, 1)
         .await
@@ -23,7 +26,11 @@ async fn worker(app: &TestApp, clock: &Arc<ManualClock>) -> powertab_core::auth:
 }
 
 /// Runs the rules for `account` of company 1 at the clock's instant.
-async fn evaluate(app: &TestApp, clock: &Arc<ManualClock>, account: &str) -> Vec<Action> {
+pub(crate) async fn evaluate(
+    app: &TestApp,
+    clock: &Arc<ManualClock>,
+    account: &str,
+) -> Vec<Action> {
     let principal = worker(app, clock).await;
     let mut tx = powertab_core::db::begin_in(&app.db.pool, &principal.company().unwrap().schema)
         .await
@@ -43,7 +50,14 @@ async fn sweep(app: &TestApp, clock: &Arc<ManualClock>) -> powertab_core::power:
         .unwrap()
 }
 
-async fn money(app: &TestApp, admin: &Caller, account: &str, what: &str, key: &str, amount: i64) {
+pub(crate) async fn money(
+    app: &TestApp,
+    admin: &Caller,
+    account: &str,
+    what: &str,
+    key: &str,
+    amount: i64,
+) {
     let body = if what == "refund" {
         json!({"amount_fen": amount, "method": "card", "reason": "测试"})
     } else {
@@ -258,7 +272,7 @@ async fn the_server_worker_hears_a_posting_and_runs_the_rules_at_once() {
     let id = open_account(&app, &admin, &shop, &meter).await;
     money(&app, &admin, &id, "top-up", "t1", 6_000).await;
     let clock = ManualClock::at("2026-12-02T02:00:00Z".parse().unwrap());
-    powertab_server::workers::spawn(app.db.pool.clone(), clock.clone());
+    powertab_server::workers::spawn(app.db.pool.clone(), clock.clone(), app.vendors.clone());
     // Time for the listener to LISTEN. The sweep ran at start (¥60: nothing to do) and runs
     // again only after 10 s, so an alarm within the wait below is the listener's.
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
