@@ -34,6 +34,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         trust_forwarded_for: state.config.trust_forwarded_for,
         gateway_secret: state.config.ingest.gateway_secret.clone(),
         mqtt_broker: state.config.ingest.mqtt_broker_for_gateways(),
+        keyring: state.keyring.clone(),
     };
     let options = state.leptos.clone();
     let pkg_dir = state.config.site_root.join("pkg");

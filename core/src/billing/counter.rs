@@ -197,6 +197,11 @@ async fn move_money(
         })),
     )
     .await?;
+    if kind == TxnKind::TopUp {
+        let receipt_no = posted.txn.receipt_no.clone().unwrap_or_default();
+        crate::power::tell_top_up(conn, principal, account_id, input.amount_fen, &receipt_no)
+            .await?;
+    }
     receipt(conn, principal, posted).await
 }
 

@@ -38,7 +38,7 @@ pub const KINDS: [&str; 12] = [
 ];
 
 /// The public settings each vendor needs (all required but Tencent's region).
-fn config_keys(channel: &str) -> &'static [&'static str] {
+pub fn config_keys(channel: &str) -> &'static [&'static str] {
     match channel {
         "aliyun" => &["access_key_id", "sign_name"],
         "tencent" => &["secret_id", "sdk_app_id", "sign_name", "region"],

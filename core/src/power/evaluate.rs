@@ -228,7 +228,60 @@ pub(crate) async fn tell(
         available,
         notice_s,
     };
-    notify(conn, principal, &message, action).await
+    let written = Written {
+        kind: action.as_str(),
+        text: body(&message, action),
+        params: params(&message, action),
+    };
+    notify(conn, principal, &message, written).await
+}
+
+/// Tells `account`'s tenants that `amount` was paid in (the top-up receipt), with the available
+/// balance after it. Deferred through the night like every message but the trip notice.
+pub(crate) async fn tell_top_up(
+    conn: &mut PgConnection,
+    principal: &Principal,
+    account: Uuid,
+    amount: AmountFen,
+    receipt_no: &str,
+) -> CoreResult<()> {
+    let (shop, phone): (String, String) = sqlx::query_as(
+        "select s.number || ' ' || s.name, a.holder_phone
+         from shop_accounts a join shops s on s.id = a.shop_id where a.id = $1",
+    )
+    .bind(account)
+    .fetch_one(&mut *conn)
+    .await?;
+    let wallet = balance(conn, AccountKey::Wallet(account)).await?;
+    let available = available(wallet, unposted_charges(conn, account).await?)?;
+    let message = Message {
+        account,
+        shop: shop.trim(),
+        phone: &phone,
+        available,
+        notice_s: 0,
+    };
+    let written = Written {
+        kind: "top_up",
+        text: format!(
+            "【充值成功】商铺 {} 充值 ¥{amount}（票据 {receipt_no}），可用余额 {}。",
+            message.shop,
+            money_text(available)
+        ),
+        params: vec![
+            ("shop".to_owned(), message.shop.to_owned()),
+            ("amount".to_owned(), format!("¥{amount}")),
+            ("balance".to_owned(), money_text(available)),
+        ],
+    };
+    notify(conn, principal, &message, written).await
+}
+
+/// A message as written: its kind, whole text and template parameters.
+struct Written {
+    kind: &'static str,
+    text: String,
+    params: Vec<(String, String)>,
 }
 
 /// What a tenant message says about one account.
@@ -341,17 +394,18 @@ async fn notify(
     conn: &mut PgConnection,
     principal: &Principal,
     m: &Message<'_>,
-    action: Action,
+    written: Written,
 ) -> CoreResult<()> {
-    let recipients = recipients(conn, m, action.as_str()).await?;
+    let kind = written.kind;
+    let recipients = recipients(conn, m, kind).await?;
     let now = principal.now();
-    let deliver_after = if action == Action::TripNotice {
+    let deliver_after = if kind == Action::TripNotice.as_str() {
         now
     } else {
         after_night(now, principal.tz())
     };
-    let text = body(m, action);
-    let params = serde_json::to_value(params(m, action)).unwrap_or_default();
+    let text = written.text;
+    let params = serde_json::to_value(written.params).unwrap_or_default();
     if deliver_after > now {
         // Deferred to the morning: only the latest of each kind goes then.
         sqlx::query(
@@ -359,7 +413,7 @@ async fn notify(
              where account_id = $1 and kind = $2 and state = 'queued' and deliver_after > $3",
         )
         .bind(m.account)
-        .bind(action.as_str())
+        .bind(kind)
         .bind(now)
         .execute(&mut *conn)
         .await?;
@@ -372,7 +426,7 @@ async fn notify(
         )
         .bind(Uuid::now_v7())
         .bind(m.account)
-        .bind(action.as_str())
+        .bind(kind)
         .bind(&recipient)
         .bind(&text)
         .bind(now)

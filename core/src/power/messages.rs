@@ -42,6 +42,10 @@ pub struct LoggedMessage {
     pub deliver_after: DateTime<Utc>,
     /// `queued`, `sent`, `delivered`, `failed` or `superseded`.
     pub state: String,
+    /// When the vendor took it.
+    pub sent_at: Option<DateTime<Utc>>,
+    /// Why it failed, or why it waits (a vendor's refusal, the per-phone limit).
+    pub error: String,
 }
 
 /// The messages `filter` asks for.
@@ -58,7 +62,8 @@ pub async fn list(
     }
     let mut q = QueryBuilder::new(
         "select n.id, n.account_id, coalesce(s.number || ' ' || s.name, '') as shop, n.kind,
-                n.recipient, n.channel, n.body, n.created_at, n.deliver_after, n.state
+                n.recipient, n.channel, n.body, n.created_at, n.deliver_after, n.state,
+                n.sent_at, n.error
          from notifications n left join shop_accounts a on a.id = n.account_id
          left join shops s on s.id = a.shop_id where true",
     );
@@ -89,6 +94,8 @@ pub async fn list(
                 created_at: r.try_get("created_at")?,
                 deliver_after: r.try_get("deliver_after")?,
                 state: r.try_get("state")?,
+                sent_at: r.try_get("sent_at")?,
+                error: r.try_get("error")?,
             })
         })
         .collect()
@@ -109,6 +116,8 @@ pub fn sheet(messages: &[LoggedMessage], lang: &str) -> crate::kernel::xlsx::She
             Column::new(header("接收人", "Recipient"), 16.0),
             Column::new(header("渠道", "Channel"), 10.0),
             Column::new(header("状态", "State"), 10.0),
+            Column::new(header("发送时间", "Sent at"), 20.0),
+            Column::new(header("说明", "Note"), 30.0),
             Column::new(header("内容", "Text"), 60.0),
         ],
         rows: messages
@@ -122,6 +131,8 @@ pub fn sheet(messages: &[LoggedMessage], lang: &str) -> crate::kernel::xlsx::She
                     Cell::Text(m.recipient.clone()),
                     Cell::Text(m.channel.clone()),
                     Cell::Text(m.state.clone()),
+                    m.sent_at.map(Cell::Time).unwrap_or(Cell::Empty),
+                    Cell::Text(m.error.clone()),
                     Cell::Text(m.body.clone()),
                 ]
             })

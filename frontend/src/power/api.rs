@@ -104,3 +104,39 @@ pub async fn acknowledge_alarm(csrf: String, id: String) -> Result<(), WebError>
 pub async fn get_messages() -> Result<(Vec<MessageRowView>, bool), WebError> {
     super::server::get_messages().await
 }
+
+/// The notification settings page: delivery, vendor accounts, the caller's preferences.
+#[server(prefix = "/sfn", endpoint = "notify_settings")]
+pub async fn get_notify_settings() -> Result<NotifySettingsView, WebError> {
+    super::server::get_notify_settings().await
+}
+
+/// How messages go: the SMS vendor, the per-phone limit, escalation.
+#[server(prefix = "/sfn", endpoint = "notify_delivery")]
+pub async fn save_notify_delivery(
+    csrf: String,
+    sms_channel: String,
+    per_phone_hour: String,
+    escalate_after_min: String,
+) -> Result<(), WebError> {
+    super::server::save_notify_delivery(csrf, sms_channel, per_phone_hour, escalate_after_min).await
+}
+
+/// One vendor account (secrets: empty keeps the stored one).
+#[server(prefix = "/sfn", endpoint = "notify_account")]
+pub async fn save_notify_account(
+    csrf: String,
+    channel: String,
+    #[server(flatten)] form: NotifyAccountForm,
+) -> Result<(), WebError> {
+    super::server::save_notify_account(csrf, channel, form).await
+}
+
+/// The caller's own preferences: the kinds checked are wanted.
+#[server(prefix = "/sfn", endpoint = "notify_preferences")]
+pub async fn save_notify_preferences(
+    csrf: String,
+    #[server(flatten)] form: NotifyPrefsForm,
+) -> Result<(), WebError> {
+    super::server::save_notify_preferences(csrf, form).await
+}

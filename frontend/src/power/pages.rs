@@ -513,7 +513,9 @@ pub fn MessagesPage() -> impl IntoView {
                                                     <td>{m.shop.clone()}</td>
                                                     <td class="mono">{m.recipient.clone()}</td>
                                                     <td>{m.channel.clone()}</td>
-                                                    <td>{tr(lang, &format!("messages.state.{}", m.state))}</td>
+                                                    <td>{tr(lang, &format!("messages.state.{}", m.state))}
+                                                        {(!m.sent_at.is_empty()).then(|| view! { <br/><span class="muted">{tr(lang, "messages.sent_at")} " " {m.sent_at.clone()}</span> })}
+                                                        {(!m.error.is_empty()).then(|| view! { <br/><span class="muted error-note">{m.error.clone()}</span> })}</td>
                                                     <td>{m.body.clone()}</td>
                                                 </tr>
                                             }).collect_view()}

@@ -452,9 +452,155 @@ pub async fn get_messages() -> Result<(Vec<super::views::MessageRowView>, bool),
             created_at: local_time(m.created_at, &tz),
             deliver_after: local_time(m.deliver_after, &tz),
             state: m.state,
+            sent_at: m.sent_at.map(|t| local_time(t, &tz)).unwrap_or_default(),
+            error: m.error,
         })
         .collect();
     Ok((rows, principal.can(Need::Act(Right::Export))))
+}
+
+pub async fn get_notify_settings() -> Result<super::views::NotifySettingsView, WebError> {
+    use powertab_core::notify::{accounts, preferences};
+    let (principal, mut tx) = read_session().await?;
+    principal.require_read_company().map_err(read_err)?;
+    let delivery = accounts::delivery(&mut tx).await.map_err(read_err)?;
+    let can_change = principal.can(Need::Act(Right::Settings));
+    let tz = principal.tz();
+    let accounts = if can_change {
+        accounts::list(&mut tx, &principal)
+            .await
+            .map_err(read_err)?
+            .into_iter()
+            .map(|a| vendor_view(a, &tz))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let muted = preferences::mine(&mut tx, &principal)
+        .await
+        .map_err(read_err)?
+        .muted;
+    let mine = super::views::NOTIFY_MUTABLE_KINDS
+        .iter()
+        .map(|k| (k.to_string(), !muted.iter().any(|m| m == k)))
+        .collect();
+    let company = principal.company().map_err(read_err)?.id;
+    Ok(super::views::NotifySettingsView {
+        sms_channel: delivery.sms_channel,
+        per_phone_hour: delivery.per_phone_hour,
+        escalate_after_min: delivery.escalate_after_min,
+        accounts,
+        can_change,
+        mine,
+        wechat_callback_path: format!("/api/v1/hooks/wechat/{company}"),
+    })
+}
+
+fn vendor_view(
+    a: powertab_core::notify::accounts::AccountView,
+    tz: &chrono_tz::Tz,
+) -> super::views::VendorAccountView {
+    let keys = powertab_core::notify::accounts::config_keys(&a.channel);
+    super::views::VendorAccountView {
+        config: keys
+            .iter()
+            .map(|k| (k.to_string(), a.config.get(*k).cloned().unwrap_or_default()))
+            .collect(),
+        templates: super::views::NOTIFY_KINDS
+            .iter()
+            .map(|k| {
+                (
+                    k.to_string(),
+                    a.templates.get(*k).cloned().unwrap_or_default(),
+                )
+            })
+            .collect(),
+        broken: a
+            .broken_at
+            .map(|t| format!("{} {}", local_time(t, tz), a.broken_reason))
+            .unwrap_or_default(),
+        channel: a.channel,
+        enabled: a.enabled,
+        secret_set: a.secret_set,
+        callback_token_set: a.callback_token_set,
+    }
+}
+
+pub async fn save_notify_delivery(
+    csrf: String,
+    sms_channel: String,
+    per_phone_hour: String,
+    escalate_after_min: String,
+) -> Result<(), WebError> {
+    use powertab_core::notify::accounts::{self, Delivery};
+    let result = async {
+        let (principal, mut tx) = session_for_change(&csrf).await?;
+        let number =
+            |text: &str, field: &str| text.trim().parse::<i32>().map_err(|_| field_error(field));
+        let wanted = Delivery {
+            sms_channel,
+            per_phone_hour: number(&per_phone_hour, "per_phone_hour")?,
+            escalate_after_min: number(&escalate_after_min, "escalate_after_min")?,
+        };
+        accounts::set_delivery(&mut tx, &principal, &wanted).await?;
+        tx.commit().await?;
+        Ok("/settings/notifications?ok=common.saved".to_owned())
+    }
+    .await;
+    finish(result)
+}
+
+pub async fn save_notify_account(
+    csrf: String,
+    channel: String,
+    form: super::views::NotifyAccountForm,
+) -> Result<(), WebError> {
+    use powertab_core::notify::accounts::{self, AccountInput};
+    let keyring = crate::web::server::ctx()?.keyring;
+    let result = async {
+        let (principal, mut tx) = session_for_change(&csrf).await?;
+        let keys = accounts::config_keys(&channel);
+        let input = AccountInput {
+            enabled: form.enabled.is_some(),
+            config: form
+                .config()
+                .iter()
+                .filter(|(k, _)| keys.contains(k))
+                .map(|(k, v)| (k.to_string(), v.trim().to_owned()))
+                .collect(),
+            templates: form
+                .templates()
+                .iter()
+                .filter(|(_, v)| !v.trim().is_empty())
+                .map(|(k, v)| (k.to_string(), v.trim().to_owned()))
+                .collect(),
+            secret: Some(form.secret.clone()).filter(|s| !s.is_empty()),
+            callback_token: Some(form.callback_token.clone()).filter(|s| !s.is_empty()),
+        };
+        accounts::put(&mut tx, &principal, keyring.as_deref(), &channel, &input).await?;
+        tx.commit().await?;
+        Ok("/settings/notifications?ok=common.saved".to_owned())
+    }
+    .await;
+    finish(result)
+}
+
+pub async fn save_notify_preferences(
+    csrf: String,
+    form: super::views::NotifyPrefsForm,
+) -> Result<(), WebError> {
+    use powertab_core::notify::preferences::{self, Preferences};
+    let result = async {
+        let (principal, mut tx) = session_for_change(&csrf).await?;
+        let wanted = Preferences {
+            muted: form.muted(),
+        };
+        preferences::set_mine(&mut tx, &principal, &wanted).await?;
+        tx.commit().await?;
+        Ok("/settings/notifications?ok=common.saved".to_owned())
+    }
+    .await;
+    finish(result)
 }
 
 #[cfg(test)]

@@ -146,4 +146,206 @@ pub struct MessageRowView {
     pub created_at: String,
     pub deliver_after: String,
     pub state: String,
+    pub sent_at: String,
+    /// Why it failed or waits.
+    pub error: String,
+}
+
+/// A vendor account on the notification settings page (secrets only as "set" or not).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct VendorAccountView {
+    pub channel: String,
+    pub enabled: bool,
+    /// (setting, value), in the vendor's order.
+    pub config: Vec<(String, String)>,
+    /// (message kind, template id), every kind.
+    pub templates: Vec<(String, String)>,
+    pub secret_set: bool,
+    pub callback_token_set: bool,
+    /// Empty unless the vendor refused the credentials; then when and why.
+    pub broken: String,
+}
+
+/// The notification settings page.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct NotifySettingsView {
+    pub sms_channel: String,
+    pub per_phone_hour: i32,
+    pub escalate_after_min: i32,
+    /// Only for people with the settings right.
+    pub accounts: Vec<VendorAccountView>,
+    pub can_change: bool,
+    /// The caller's own preferences: (kind, wanted), the kinds that may be turned off.
+    pub mine: Vec<(String, bool)>,
+    /// Where WeChat should push its events for this company.
+    pub wechat_callback_path: String,
+}
+
+/// A vendor account's form: every vendor's settings (each vendor reads its own), the secrets
+/// (empty keeps the stored one) and a template per message kind (`t_<kind>`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct NotifyAccountForm {
+    #[serde(default)]
+    pub enabled: Option<String>,
+    #[serde(default)]
+    pub access_key_id: String,
+    #[serde(default)]
+    pub sign_name: String,
+    #[serde(default)]
+    pub secret_id: String,
+    #[serde(default)]
+    pub sdk_app_id: String,
+    #[serde(default)]
+    pub region: String,
+    #[serde(default)]
+    pub app_id: String,
+    #[serde(default)]
+    pub secret: String,
+    #[serde(default)]
+    pub callback_token: String,
+    #[serde(default)]
+    pub t_alarm1: String,
+    #[serde(default)]
+    pub t_alarm2: String,
+    #[serde(default)]
+    pub t_trip_notice: String,
+    #[serde(default)]
+    pub t_tripped: String,
+    #[serde(default)]
+    pub t_restored: String,
+    #[serde(default)]
+    pub t_top_up: String,
+    #[serde(default)]
+    pub t_alert_meter_stale: String,
+    #[serde(default)]
+    pub t_alert_gateway_offline: String,
+    #[serde(default)]
+    pub t_alert_reading_held: String,
+    #[serde(default)]
+    pub t_alert_relay_mismatch: String,
+    #[serde(default)]
+    pub t_alert_command_stuck: String,
+    #[serde(default)]
+    pub t_alert_ledger_check: String,
+}
+
+/// Every vendor setting a form may carry, in the order pages show them.
+pub const NOTIFY_CONFIG_KEYS: [&str; 6] = [
+    "access_key_id",
+    "sign_name",
+    "secret_id",
+    "sdk_app_id",
+    "region",
+    "app_id",
+];
+
+/// The message kinds templates are set for, in the order pages show them.
+pub const NOTIFY_KINDS: [&str; 12] = [
+    "alarm1",
+    "alarm2",
+    "trip_notice",
+    "tripped",
+    "restored",
+    "top_up",
+    "alert_meter_stale",
+    "alert_gateway_offline",
+    "alert_reading_held",
+    "alert_relay_mismatch",
+    "alert_command_stuck",
+    "alert_ledger_check",
+];
+
+impl NotifyAccountForm {
+    /// (setting, value) pairs the form carries.
+    pub fn config(&self) -> [(&'static str, &str); 6] {
+        [
+            ("access_key_id", &self.access_key_id),
+            ("sign_name", &self.sign_name),
+            ("secret_id", &self.secret_id),
+            ("sdk_app_id", &self.sdk_app_id),
+            ("region", &self.region),
+            ("app_id", &self.app_id),
+        ]
+    }
+
+    /// (kind, template) pairs the form carries.
+    pub fn templates(&self) -> [(&'static str, &str); 12] {
+        [
+            ("alarm1", &self.t_alarm1),
+            ("alarm2", &self.t_alarm2),
+            ("trip_notice", &self.t_trip_notice),
+            ("tripped", &self.t_tripped),
+            ("restored", &self.t_restored),
+            ("top_up", &self.t_top_up),
+            ("alert_meter_stale", &self.t_alert_meter_stale),
+            ("alert_gateway_offline", &self.t_alert_gateway_offline),
+            ("alert_reading_held", &self.t_alert_reading_held),
+            ("alert_relay_mismatch", &self.t_alert_relay_mismatch),
+            ("alert_command_stuck", &self.t_alert_command_stuck),
+            ("alert_ledger_check", &self.t_alert_ledger_check),
+        ]
+    }
+}
+
+/// The caller's preferences form: one checkbox per kind that may be turned off (`w_<kind>`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct NotifyPrefsForm {
+    #[serde(default)]
+    pub w_alarm1: Option<String>,
+    #[serde(default)]
+    pub w_alarm2: Option<String>,
+    #[serde(default)]
+    pub w_restored: Option<String>,
+    #[serde(default)]
+    pub w_top_up: Option<String>,
+    #[serde(default)]
+    pub w_alert_meter_stale: Option<String>,
+    #[serde(default)]
+    pub w_alert_gateway_offline: Option<String>,
+    #[serde(default)]
+    pub w_alert_reading_held: Option<String>,
+    #[serde(default)]
+    pub w_alert_relay_mismatch: Option<String>,
+    #[serde(default)]
+    pub w_alert_command_stuck: Option<String>,
+    #[serde(default)]
+    pub w_alert_ledger_check: Option<String>,
+}
+
+/// The kinds a person may turn off, in the order pages show them.
+pub const NOTIFY_MUTABLE_KINDS: [&str; 10] = [
+    "alarm1",
+    "alarm2",
+    "restored",
+    "top_up",
+    "alert_meter_stale",
+    "alert_gateway_offline",
+    "alert_reading_held",
+    "alert_relay_mismatch",
+    "alert_command_stuck",
+    "alert_ledger_check",
+];
+
+impl NotifyPrefsForm {
+    /// The kinds left unticked: turned off.
+    pub fn muted(&self) -> Vec<String> {
+        let ticked = [
+            self.w_alarm1.is_some(),
+            self.w_alarm2.is_some(),
+            self.w_restored.is_some(),
+            self.w_top_up.is_some(),
+            self.w_alert_meter_stale.is_some(),
+            self.w_alert_gateway_offline.is_some(),
+            self.w_alert_reading_held.is_some(),
+            self.w_alert_relay_mismatch.is_some(),
+            self.w_alert_command_stuck.is_some(),
+            self.w_alert_ledger_check.is_some(),
+        ];
+        NOTIFY_MUTABLE_KINDS
+            .iter()
+            .zip(ticked)
+            .filter(|(_, on)| !on)
+            .map(|(k, _)| k.to_string())
+            .collect()
+    }
 }

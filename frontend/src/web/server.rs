@@ -29,6 +29,8 @@ pub struct WebContext {
     pub gateway_secret: Option<powertab_core::auth::Secret>,
     /// The broker address as MQTT gateways reach it, shown with their credential.
     pub mqtt_broker: String,
+    /// Key-encryption keys for secrets at rest (vendor accounts' secrets are sealed with them).
+    pub keyring: Option<Arc<powertab_core::kernel::secrets::Keyring>>,
 }
 
 pub(crate) fn internal(message: impl std::fmt::Display) -> WebError {

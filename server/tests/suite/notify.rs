@@ -280,7 +280,7 @@ async fn reports(app: &TestApp, clock: &Arc<ManualClock>, vendors: &Vendors) -> 
 async fn messages(app: &TestApp) -> Vec<(String, String, String, String, String)> {
     sqlx::query_as(
         "select kind, recipient, channel, state, error from c_1.notifications
-         order by created_at, id",
+         where kind <> 'top_up' order by created_at, id",
     )
     .fetch_all(&app.db.pool)
     .await
@@ -372,7 +372,7 @@ async fn aliyun_sms_goes_signed_and_delivered_comes_from_the_report() {
     );
     assert_eq!(reports(&app, &clock, &vendors).await, 1);
     assert_eq!(messages(&app).await[0].3, "delivered");
-    let (_, log) = app.get("/api/v1/notifications", &admin).await;
+    let (_, log) = app.get("/api/v1/notifications?kind=alarm1", &admin).await;
     assert_eq!(log[0]["state"], "delivered");
     assert_eq!(log[0]["channel"], "aliyun");
     app.assert_ledger_clean().await;
@@ -818,4 +818,105 @@ async fn operator_alerts_go_once_escalate_to_admins_unless_acknowledged_and_resp
     );
     let (_, mine) = app.get("/api/v1/notify/preferences", &operator).await;
     assert_eq!(mine["muted"], json!(["alert_relay_mismatch"]));
+}
+
+#[tokio::test]
+async fn the_settings_page_takes_a_vendor_account_without_javascript_and_never_shows_its_secret() {
+    use crate::web::{csrf_of, logged_in_as, page, post_form};
+    let app = spawn_app().await;
+    let (_, admin) = app.company_with_admin("acme").await;
+    let boss = logged_in_as(&app, "acme", "boss").await;
+    let html = page(&app, &boss, "/settings/notifications").await;
+    assert!(html.contains("id=\"notify-aliyun\"") && html.contains("id=\"notify-wechat\""));
+    assert!(
+        html.contains("/api/v1/hooks/wechat/1"),
+        "where WeChat should push"
+    );
+    let csrf = csrf_of(&html);
+    let (status, location) = post_form(
+        &app,
+        &boss,
+        "/settings/notifications",
+        "/sfn/notify_account",
+        &[
+            ("csrf", &csrf),
+            ("channel", "aliyun"),
+            ("enabled", "on"),
+            ("access_key_id", "LTAIweb"),
+            ("sign_name", "华庭物业"),
+            ("secret", "web-secret-123"),
+            ("t_alarm1", "SMS_9001"),
+            ("t_trip_notice", "SMS_9003"),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::FOUND);
+    assert!(location.contains("ok=common.saved"), "{location}");
+    let (_, accounts) = app.get("/api/v1/notify/accounts", &admin).await;
+    let aliyun = &accounts[0];
+    assert_eq!(aliyun["config"]["access_key_id"], "LTAIweb");
+    assert_eq!(aliyun["templates"]["trip_notice"], "SMS_9003");
+    assert_eq!(aliyun["secret_set"], true);
+    let html = page(&app, &boss, "/settings/notifications").await;
+    assert!(
+        !html.contains("web-secret-123"),
+        "the secret is never shown again"
+    );
+    assert!(html.contains("SMS_9001"));
+    // A bad template id is refused with the form's error, nothing stored.
+    let (_, location) = post_form(
+        &app,
+        &boss,
+        "/settings/notifications",
+        "/sfn/notify_account",
+        &[
+            ("csrf", &csrf),
+            ("channel", "aliyun"),
+            ("enabled", "on"),
+            ("access_key_id", "LTAIweb"),
+            ("sign_name", "华庭物业"),
+            ("t_alarm1", "SMS 1; drop"),
+        ],
+    )
+    .await;
+    assert!(location.contains("error"), "{location}");
+    let (_, accounts) = app.get("/api/v1/notify/accounts", &admin).await;
+    assert_eq!(accounts[0]["templates"]["alarm1"], "SMS_9001");
+    // The delivery form, and the person's own choices (unticked = off).
+    let (status, _) = post_form(
+        &app,
+        &boss,
+        "/settings/notifications",
+        "/sfn/notify_delivery",
+        &[
+            ("csrf", &csrf),
+            ("sms_channel", "aliyun"),
+            ("per_phone_hour", "5"),
+            ("escalate_after_min", "15"),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::FOUND);
+    let (_, delivery) = app.get("/api/v1/notify/delivery", &admin).await;
+    assert_eq!(
+        delivery,
+        json!({"sms_channel": "aliyun", "per_phone_hour": 5, "escalate_after_min": 15})
+    );
+    post_form(
+        &app,
+        &boss,
+        "/settings/notifications",
+        "/sfn/notify_preferences",
+        &[("csrf", &csrf), ("w_alarm1", "on"), ("w_alarm2", "on")],
+    )
+    .await;
+    let (_, mine) = app.get("/api/v1/notify/preferences", &admin).await;
+    let muted = mine["muted"].as_array().unwrap();
+    assert_eq!(muted.len(), 8, "{mine}");
+    assert!(!muted.contains(&json!("alarm1")) && !muted.contains(&json!("trip_notice")));
+    // Operators without the settings right see their own choices only.
+    app.user(&admin, "acme", "clerk", "operator", &[]).await;
+    let clerk = logged_in_as(&app, "acme", "clerk").await;
+    let html = page(&app, &clerk, "/settings/notifications").await;
+    assert!(html.contains("id=\"notify-mine\"") && !html.contains("id=\"notify-aliyun\""));
 }

@@ -76,10 +76,12 @@ pub(crate) async fn money(
 
 /// The kinds of company 1's messages, oldest first.
 async fn kinds(app: &TestApp) -> Vec<String> {
-    sqlx::query_scalar("select kind from c_1.notifications order by created_at, id")
-        .fetch_all(&app.db.pool)
-        .await
-        .unwrap()
+    sqlx::query_scalar(
+        "select kind from c_1.notifications where kind <> 'top_up' order by created_at, id",
+    )
+    .fetch_all(&app.db.pool)
+    .await
+    .unwrap()
 }
 
 /// (op, state, source) of a meter's commands, oldest first.
@@ -165,7 +167,7 @@ async fn the_balance_falls_through_the_alarms_to_a_trip_and_a_top_up_restores_it
     );
     // The holder's phone got every message, arrears never written with a minus sign.
     let sent: Vec<(String, String, String)> = sqlx::query_as(
-        "select kind, recipient, body from c_1.notifications order by created_at, id",
+        "select kind, recipient, body from c_1.notifications where kind <> 'top_up' order by created_at, id",
     )
     .fetch_all(&app.db.pool)
     .await
@@ -192,12 +194,28 @@ async fn the_balance_falls_through_the_alarms_to_a_trip_and_a_top_up_restores_it
         .unwrap()
         .iter()
         .map(|m| m["kind"].as_str().unwrap())
+        .filter(|k| *k != "top_up")
         .collect();
     assert_eq!(
         logged,
         ["restored", "tripped", "trip_notice", "alarm2", "alarm1"]
     );
     assert_eq!(log[0]["shop"], "701 奶茶店");
+    // Each of the three top-ups got its receipt, with the amount and the balance after it.
+    let receipts: Vec<&str> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["kind"] == "top_up")
+        .map(|m| m["body"].as_str().unwrap())
+        .collect();
+    assert_eq!(receipts.len(), 3, "{receipts:?}");
+    assert!(
+        receipts
+            .iter()
+            .any(|b| b.contains("充值 ¥5.00") && b.contains("可用余额 ¥5.50")),
+        "{receipts:?}"
+    );
     let (_, other) = app.company_with_admin("bravo").await;
     let (_, theirs) = app.get("/api/v1/notifications", &other).await;
     assert!(theirs.as_array().unwrap().is_empty());
@@ -207,7 +225,7 @@ async fn the_balance_falls_through_the_alarms_to_a_trip_and_a_top_up_restores_it
         "/notifications",
     )
     .await;
-    assert_eq!(html.matches("data-kind=").count(), 5, "the log page");
+    assert_eq!(html.matches("data-kind=").count(), 8, "the log page");
     app.assert_ledger_clean().await;
 }
 
@@ -248,7 +266,7 @@ async fn keep_power_prevents_the_trip_and_quiet_hours_postpone_it() {
     );
     // The notice waited for nobody, the other messages wait for 08:00 local.
     let waits: Vec<(String, chrono::DateTime<Utc>)> =
-        sqlx::query_as("select kind, deliver_after from c_1.notifications order by created_at, id")
+        sqlx::query_as("select kind, deliver_after from c_1.notifications where kind <> 'top_up' order by created_at, id")
             .fetch_all(&app.db.pool)
             .await
             .unwrap();
@@ -643,7 +661,7 @@ async fn at_night_only_the_latest_message_of_each_kind_waits_for_the_morning() {
     clock.advance(Duration::minutes(10));
     assert_eq!(evaluate(&app, &clock, &id).await, vec![Action::Alarm1]);
     let kept: Vec<(String, String, chrono::DateTime<Utc>)> = sqlx::query_as(
-        "select kind, state, deliver_after from c_1.notifications order by created_at, id",
+        "select kind, state, deliver_after from c_1.notifications where kind <> 'top_up' order by created_at, id",
     )
     .fetch_all(&app.db.pool)
     .await

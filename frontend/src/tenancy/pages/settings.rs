@@ -20,6 +20,7 @@ pub fn SettingsPage() -> impl IntoView {
     view! {
         <Layout page=move |s| view! {
             <h1>{tr(lang, "settings.title")}</h1>
+            <p><a href="/settings/notifications" id="to-notify">{tr(lang, "notify.title")} " →"</a></p>
             <Suspense fallback=|| ()>
                 {move || {
                     let s = s.clone();
