@@ -22,10 +22,11 @@ use sqlx::{PgConnection, PgPool, Row};
 use std::collections::BTreeMap;
 use uuid::Uuid;
 
-/// Messages one pass claims at most.
-pub const CLAIM_MAX: i64 = 100;
-/// How long a claim holds a message (longer than a vendor call may take).
-pub const CLAIM_S: i64 = 60;
+/// Messages one pass claims at most (sent one after another).
+pub const CLAIM_MAX: i64 = 20;
+/// How long a claim holds its messages: long enough for every one of them to take the longest
+/// vendor call, so no other sender takes one while this one is still on its way.
+pub const CLAIM_S: i64 = CLAIM_MAX * super::vendors::VENDOR_TIMEOUT_S + 30;
 /// Sends of one message at most (transient failures).
 pub const SEND_ATTEMPTS_MAX: i32 = 5;
 /// Seconds before the next try after the n-th transient failure.

@@ -13,13 +13,13 @@ use serde_json::{json, Value};
 use std::sync::Mutex;
 
 /// How long one vendor call may take.
-pub const VENDOR_TIMEOUT_S: u64 = 10;
+pub const VENDOR_TIMEOUT_S: i64 = 10;
 
 /// An HTTP client for vendor calls: bounded time, no redirects (a vendor never redirects an API
 /// call; following one would leave the configured host).
 pub fn http_client() -> reqwest::Client {
     reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(VENDOR_TIMEOUT_S))
+        .timeout(std::time::Duration::from_secs(VENDOR_TIMEOUT_S.unsigned_abs()))
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("a client with a timeout builds")

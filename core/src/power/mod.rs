@@ -129,21 +129,23 @@ pub fn decide(levels: &Levels, state: PowerState, s: &Situation) -> (PowerState,
         next.noticed_at = None;
         return (next, actions);
     }
-    match state.noticed_at {
+    let noticed_at = match state.noticed_at {
         None => {
             next.noticed_at = Some(s.now);
             actions.push(Action::TripNotice);
+            s.now
         }
-        Some(at) if s.now - at >= s.notice => {
-            let arrears = AmountFen::ZERO
-                .checked_sub(s.available)
-                .unwrap_or(AmountFen::from_fen(i64::MAX));
-            if !s.quiet || arrears > s.arrears_cap {
-                next.tripped = true;
-                actions.push(Action::Trip);
-            }
+        Some(at) => at,
+    };
+    // A zero notice trips in the same step (nothing to wait for); otherwise once it ran out.
+    if s.now - noticed_at >= s.notice {
+        let arrears = AmountFen::ZERO
+            .checked_sub(s.available)
+            .unwrap_or(AmountFen::from_fen(i64::MAX));
+        if !s.quiet || arrears > s.arrears_cap {
+            next.tripped = true;
+            actions.push(Action::Trip);
         }
-        Some(_) => {}
     }
     (next, actions)
 }
@@ -187,6 +189,25 @@ mod tests {
             state = next;
         }
         done
+    }
+
+    #[test]
+    fn a_zero_notice_gives_the_notice_and_trips_in_the_same_step() {
+        let s = Situation {
+            notice: Duration::zero(),
+            ..at(-1_000, 0)
+        };
+        let (next, actions) = decide(&LEVELS, PowerState::default(), &s);
+        assert_eq!(
+            actions,
+            vec![Action::Alarm2, Action::TripNotice, Action::Trip]
+        );
+        assert!(next.tripped);
+        // Quiet hours still postpone it.
+        let quiet = Situation { quiet: true, ..s };
+        let (next, actions) = decide(&LEVELS, PowerState::default(), &quiet);
+        assert_eq!(actions, vec![Action::Alarm2, Action::TripNotice]);
+        assert!(!next.tripped);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use powertab_core::auth::Secret;
 use powertab_testkit::TestDb;
 use std::process::Command;
 
-fn powertab(db: &TestDb, args: &[&str]) -> (bool, String) {
+pub(crate) fn powertab(db: &TestDb, args: &[&str]) -> (bool, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_powertab"))
         .args(args)
         .env("DATABASE_URL", &db.url)
@@ -152,11 +152,13 @@ async fn the_demo_prepares_a_property_with_every_role_and_can_run_again() {
     }
 }
 
-#[tokio::test]
-async fn the_demo_building_is_simulated_and_every_meter_is_read() {
-    // The DTU dials in to our DTU port; the MQTT gateway logs in to a broker with dynamic
-    // security, as infra/services.sh starts it, with the credential ingest provisioned there.
-    let db = TestDb::new().await;
+/// The demo's field simulated: its DTU dials in to our DTU port (polled every `poll`), its MQTT
+/// gateway (publishing every 15 s) logs in to a broker with dynamic security, as infra/services.sh starts it, with the
+/// credential ingest provisioned there. The broker lives as long as the value returned.
+pub(crate) async fn simulate_demo(
+    db: &TestDb,
+    poll: std::time::Duration,
+) -> powertab_testkit::broker::Broker {
     powertab_server::demo::prepare(&db.pool)
         .await
         .expect("demo data");
@@ -165,14 +167,21 @@ async fn the_demo_building_is_simulated_and_every_meter_is_read() {
     let target = listener.local_addr().unwrap();
     let (writer, _task) = powertab_ingest::writer::Writer::start(db.pool.clone());
     let config = powertab_ingest::dtu::DtuConfig {
-        poll_interval: std::time::Duration::from_millis(500),
+        poll_interval: poll,
         ..Default::default()
     };
-    tokio::spawn(powertab_ingest::dtu::serve(
+    // Commands reach the session that polls their meter's bus, as `powertab ingest` wires it.
+    let dispatch = powertab_ingest::commands::Dispatch::default();
+    tokio::spawn(powertab_ingest::commands::listen(
+        db.pool.clone(),
+        dispatch.clone(),
+    ));
+    tokio::spawn(powertab_ingest::dtu::serve_with(
         listener,
         db.pool.clone(),
         writer.clone(),
         config,
+        dispatch.clone(),
     ));
     let (username, password) = broker.admin.clone().unwrap();
     let admin = powertab_ingest::mqtt::client::MqttConfig {
@@ -203,7 +212,7 @@ async fn the_demo_building_is_simulated_and_every_meter_is_read() {
         mqtt,
         db.pool.clone(),
         writer,
-        powertab_ingest::commands::Dispatch::default(),
+        dispatch,
     ));
     let mqtt_target = powertab_ingest::sim::field::MqttTarget {
         host: "127.0.0.1".into(),
@@ -215,6 +224,13 @@ async fn the_demo_building_is_simulated_and_every_meter_is_read() {
             .await
             .expect("simulated field");
     assert_eq!(simulated, 6);
+    broker
+}
+
+#[tokio::test]
+async fn the_demo_building_is_simulated_and_every_meter_is_read() {
+    let db = TestDb::new().await;
+    let _broker = simulate_demo(&db, std::time::Duration::from_millis(500)).await;
     let read_by = |kind: &'static str| {
         let pool = db.pool.clone();
         async move {

@@ -23,6 +23,7 @@ mod isolation;
 mod notify;
 mod ops;
 mod power;
+mod power_e2e;
 mod property;
 mod roles;
 mod setup;
