@@ -186,6 +186,7 @@ pub async fn store_batch(
             meter_id: r.meter_id,
             read_at: r.read_at,
             relay_closed: r.values.relay_closed,
+            close_allowed: r.values.alarms.contains(&crate::driver::CLOSE_ALLOWED),
         })
         .collect();
     report.verified = usize::try_from(commands::verify_by_readings(&mut tx, &seen, now).await?)

@@ -479,6 +479,71 @@ async fn trip_and_close_travel_over_the_dtu_and_the_relay_read_back_verifies_the
     }
 }
 
+#[tokio::test]
+async fn a_dlt645_close_allowed_is_verified_by_status_word_3_while_the_relay_waits_for_the_button()
+{
+    let field = Field::new("acme", "dtu-1", b"PT-0001", &["dlt645"]).await;
+    let meter = field.meter(0, "dlt645", "202611250009", "2009").await;
+    let addr = start_ingest_every(&field, Duration::from_secs(3600)).await;
+    let address = dlt645::address_bytes("202611250009").unwrap();
+    let mut sim = SimMeter::new(
+        SimModel::Dlt645 { address },
+        ShopType::Retail,
+        80_000,
+        200_000,
+    );
+    sim.close_needs_button = true;
+    let port = dtu(b"PT-0001", SimBus::dlt645(vec![sim]), DtuFaults::default());
+    let bus = port.bus.clone();
+    let running = tokio::spawn(async move { port.run(addr).await });
+    assert!(
+        wait_until(Duration::from_secs(20), || async {
+            latest_relay(&field, meter).await == Some(true)
+        })
+        .await,
+        "first poll: closed"
+    );
+    let trip = queue(&field, meter, "trip").await;
+    assert!(
+        wait_until(Duration::from_secs(15), || async {
+            command_state(&field, trip).await.0 == "verified"
+        })
+        .await
+    );
+    // 1B only allows the close: the relay stays open, status word 3 shows the trip cleared.
+    let close = queue(&field, meter, "close").await;
+    assert!(
+        wait_until(Duration::from_secs(15), || async {
+            command_state(&field, close).await.0 == "verified"
+        })
+        .await,
+        "{:?}",
+        command_state(&field, close).await
+    );
+    assert!(command_state(&field, close).await.1.contains("button"));
+    assert_eq!(latest_relay(&field, meter).await, Some(false), "still open");
+    let alarms: Vec<String> = sqlx::query_scalar(&format!(
+        "select unnest(alarms) from {}.meter_latest where meter_id = $1",
+        field.schema.as_str()
+    ))
+    .bind(meter)
+    .fetch_all(&field.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(alarms, ["close_allowed"]);
+    // The tenant presses the button; the next reading shows power.
+    bus.lock().await.meters[0].press_button();
+    let read = queue(&field, meter, "read_now").await;
+    assert!(
+        wait_until(Duration::from_secs(15), || async {
+            command_state(&field, read).await.0 == "verified"
+        })
+        .await
+    );
+    assert_eq!(latest_relay(&field, meter).await, Some(true));
+    running.abort();
+}
+
 /// (state, attempts, waiting for a retry) of command `id`.
 async fn command_sends(field: &Field, id: uuid::Uuid) -> (String, i32, bool) {
     sqlx::query_as(&format!(

@@ -220,7 +220,10 @@ async fn latency(pool: &sqlx::PgPool, who: &Principal, trials: usize) {
         close_ms.push(until_verified(pool, meter, "close", since, started).await);
     }
     for (name, ms) in [
-        ("balance at the trip level → relay verified open", &mut trip_ms),
+        (
+            "balance at the trip level → relay verified open",
+            &mut trip_ms,
+        ),
         ("top-up → relay verified closed", &mut close_ms),
     ] {
         ms.sort_by(|a, b| a.total_cmp(b));
@@ -240,22 +243,51 @@ async fn latency(pool: &sqlx::PgPool, who: &Principal, trials: usize) {
 async fn bench_field(pool: &sqlx::PgPool, who: &Principal, meters: usize) -> Vec<String> {
     use powertab_core::import::{self, ImportKind};
     let dtus = meters.div_ceil(METERS_PER_BUS);
-    let mut shops = vec![vec!["building", "floor", "number", "name", "area_m2", "status"]
-        .into_iter()
-        .map(String::from)
-        .collect::<Vec<_>>()];
-    let mut gateways = vec![["identity", "name", "kind", "registration", "heartbeat", "heartbeat_is_hex", "bus", "protocol"]
-        .map(String::from)
-        .to_vec()];
-    let mut rows = vec![["gateway", "bus", "model", "address", "meter_number", "building", "shop_number", "tariff_plan"]
-        .map(String::from)
-        .to_vec()];
+    let mut shops = vec![
+        vec!["building", "floor", "number", "name", "area_m2", "status"]
+            .into_iter()
+            .map(String::from)
+            .collect::<Vec<_>>(),
+    ];
+    let mut gateways = vec![[
+        "identity",
+        "name",
+        "kind",
+        "registration",
+        "heartbeat",
+        "heartbeat_is_hex",
+        "bus",
+        "protocol",
+    ]
+    .map(String::from)
+    .to_vec()];
+    let mut rows = vec![[
+        "gateway",
+        "bus",
+        "model",
+        "address",
+        "meter_number",
+        "building",
+        "shop_number",
+        "tariff_plan",
+    ]
+    .map(String::from)
+    .to_vec()];
     let registrations: Vec<String> = (0..dtus).map(|d| format!("BENCH-{d:04}")).collect();
     for (d, registration) in registrations.iter().enumerate() {
         gateways.push(
-            [&format!("bench-dtu-{d:04}"), "bench", "dtu", registration, "", "", "1", "modbus_rtu"]
-                .map(String::from)
-                .to_vec(),
+            [
+                &format!("bench-dtu-{d:04}"),
+                "bench",
+                "dtu",
+                registration,
+                "",
+                "",
+                "1",
+                "modbus_rtu",
+            ]
+            .map(String::from)
+            .to_vec(),
         );
     }
     for n in 0..meters {
@@ -289,14 +321,22 @@ async fn bench_field(pool: &sqlx::PgPool, who: &Principal, meters: usize) -> Vec
         let mut tx = powertab_core::db::begin_in(pool, &who.company().unwrap().schema)
             .await
             .unwrap();
-        let report = import::import(&mut tx, who, kind, sheet, false).await.unwrap();
+        let report = import::import(&mut tx, who, kind, sheet, false)
+            .await
+            .unwrap();
         assert!(report.committed, "{kind:?}: {:?}", report.errors);
         tx.commit().await.unwrap();
     }
     registrations
 }
 
-async fn batch(pool: &sqlx::PgPool, who: &Principal, target: SocketAddr, meters: usize, delay_ms: u64) {
+async fn batch(
+    pool: &sqlx::PgPool,
+    who: &Principal,
+    target: SocketAddr,
+    meters: usize,
+    delay_ms: u64,
+) {
     let setup = Instant::now();
     let registrations = bench_field(pool, who, meters).await;
     for (d, registration) in registrations.iter().enumerate() {
@@ -344,10 +384,17 @@ async fn batch(pool: &sqlx::PgPool, who: &Principal, target: SocketAddr, meters:
             break now;
         }
         if last_report.elapsed() > Duration::from_secs(10) {
-            println!("  … {:.0} s: {:?}", started.elapsed().as_secs_f64(), now.states);
+            println!(
+                "  … {:.0} s: {:?}",
+                started.elapsed().as_secs_f64(),
+                now.states
+            );
             last_report = Instant::now();
         }
-        assert!(started.elapsed() < Duration::from_secs(1800), "the batch never finished");
+        assert!(
+            started.elapsed() < Duration::from_secs(1800),
+            "the batch never finished"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     println!(

@@ -148,6 +148,11 @@ impl Op {
 /// How many times a bus sends a relay command that gets no answer before it fails.
 pub const CONTROL_SENDS_MAX: i32 = 4;
 
+/// The status a DL/T 645 meter reports (among a reading's alarms) when its relay is open with
+/// the trip command cleared — "close allowed" (1B): the relay closes at the tenant's button. A
+/// `close` is verified by it (DESIGN.md's table), and the intended state "closed" agrees with it.
+pub const CLOSE_ALLOWED: &str = "close_allowed";
+
 /// The wait before the next send of a command sent `attempts` times without an answer (5 s,
 /// 15 s, 45 s), or `None` once [`CONTROL_SENDS_MAX`] sends went unanswered. Growing waits let a
 /// bus that lost power or a meter that rebooted come back without flooding the line.

@@ -531,6 +531,8 @@ pub struct Observed {
     pub meter_id: Uuid,
     pub read_at: DateTime<Utc>,
     pub relay_closed: Option<bool>,
+    /// The meter reports [`super::CLOSE_ALLOWED`]: a `close` it was sent is done.
+    pub close_allowed: bool,
 }
 
 /// Verifies the open commands the stored readings `seen` prove (DESIGN.md's table): a
@@ -556,14 +558,20 @@ pub async fn verify_by_readings(
     let meter_ids: Vec<Uuid> = seen.iter().map(|s| s.meter_id).collect();
     let read_at: Vec<DateTime<Utc>> = seen.iter().map(|s| s.read_at).collect();
     let relay: Vec<Option<bool>> = seen.iter().map(|s| s.relay_closed).collect();
+    let allowed: Vec<bool> = seen.iter().map(|s| s.close_allowed).collect();
     let done = sqlx::query(
         "update commands c set state = 'verified', updated_at = $7, lease_holder = null, lease_until = null,
              next_try_at = null,
-             detail = case when c.op = $4 then 'reading stored' else 'a reading shows the relay' end
-         from unnest($1::uuid[], $2::timestamptz[], $3::boolean[]) as s(meter_id, read_at, relay_closed)
+             detail = case when c.op = $4 then 'reading stored'
+                           when s.close_allowed and c.op = 'close' and s.relay_closed = false
+                             then 'close allowed: the relay waits for the tenant''s button'
+                           else 'a reading shows the relay' end
+         from unnest($1::uuid[], $2::timestamptz[], $3::boolean[], $8::boolean[])
+           as s(meter_id, read_at, relay_closed, close_allowed)
          where c.meter_id = s.meter_id and c.state in ('sent', 'acknowledged') and c.sent_at <= s.read_at
            and (c.op = $4 or (c.op = any($5) and s.relay_closed = false)
-                or (c.op = any($6) and s.relay_closed = true))",
+                or (c.op = any($6) and s.relay_closed = true)
+                or (c.op = 'close' and s.close_allowed))",
     )
     .bind(&meter_ids)
     .bind(&read_at)
@@ -572,6 +580,7 @@ pub async fn verify_by_readings(
     .bind(&opens)
     .bind(&closes)
     .bind(now)
+    .bind(&allowed)
     .execute(conn)
     .await?;
     Ok(done.rows_affected())

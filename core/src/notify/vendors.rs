@@ -19,7 +19,9 @@ pub const VENDOR_TIMEOUT_S: i64 = 10;
 /// call; following one would leave the configured host).
 pub fn http_client() -> reqwest::Client {
     reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(VENDOR_TIMEOUT_S.unsigned_abs()))
+        .timeout(std::time::Duration::from_secs(
+            VENDOR_TIMEOUT_S.unsigned_abs(),
+        ))
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("a client with a timeout builds")

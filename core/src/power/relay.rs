@@ -7,7 +7,9 @@
 //! command is sent again (`rule:relay_state`) — so a shop that has paid is never left dark by an
 //! expired or lost `close`, and a trip lost on the way is repeated. After [`RESENDS_MAX`]
 //! re-sends within an hour the meter gets a `relay_mismatch` field alarm instead, for a person
-//! to look at; the alarm clears once a reading agrees.
+//! to look at; the alarm clears once a reading agrees. A DL/T 645 meter reporting "close
+//! allowed" (relay open, trip command cleared: the tenant's button closes it) agrees with
+//! "closed".
 
 use crate::auth::Principal;
 use crate::commands::{self, NewCommand, Op};
@@ -42,7 +44,8 @@ pub async fn reconcile(conn: &mut PgConnection, principal: &Principal) -> CoreRe
     let rows = sqlx::query(
         "select * from (
            select m.id, m.keep_power, m.relay_override, (p.tripped_at is not null) as tripped,
-                  l.relay_closed, l.read_at,
+                  -- A DL/T 645 relay waiting for the tenant's button has done what a close can.
+                  (l.relay_closed or $3 = any(l.alarms)) as relay_closed, l.read_at,
                   exists (select 1 from field_alarms f where f.kind = 'relay_mismatch'
                             and f.target_id = m.id and f.cleared_at is null) as alarmed
            from shop_accounts a
@@ -66,6 +69,7 @@ pub async fn reconcile(conn: &mut PgConnection, principal: &Principal) -> CoreRe
     )
     .bind(RELAY_RULE_SOURCE)
     .bind(now - Duration::hours(1))
+    .bind(commands::CLOSE_ALLOWED)
     .fetch_all(&mut *conn)
     .await?;
     let mut report = RelayReport::default();

@@ -3,7 +3,7 @@
 //! be refused by meters that lack them) and remote control 0x1C with the meter's password and
 //! operator code.
 
-use super::{ControlOp, Driver, DriverError, MeterValues, Step};
+use super::{ControlOp, Driver, DriverError, MeterValues, Step, CLOSE_ALLOWED};
 use crate::framing::dlt645::{self, bcd_value, Expect as Dlt645Expect};
 use crate::framing::{Expect, Reply};
 
@@ -13,8 +13,11 @@ pub const DI_VOLTAGE_A: u32 = 0x0201_0100;
 pub const DI_CURRENT_A: u32 = 0x0202_0100;
 pub const DI_POWER_TOTAL: u32 = 0x0203_0000;
 pub const DI_REMAINING: u32 = 0x0090_0200;
-/// Operating status word 3; bit 4 set = relay open (verify).
+/// Operating status word 3 (运行状态字3): bit 4 the relay (0 closed, 1 open), bit 6 the relay
+/// command (0 close, 1 trip).
 pub const DI_STATUS_3: u32 = 0x0400_0503;
+const STATUS_3_RELAY_OPEN: u8 = 0x10;
+const STATUS_3_COMMAND_TRIP: u8 = 0x40;
 const POLL: [(u32, bool); 6] = [
     (DI_ENERGY_TOTAL, false),
     (DI_VOLTAGE_A, true),
@@ -95,9 +98,12 @@ impl Driver for Dlt645 {
         // XXXXXX.XX kWh → Wh.
         let energy = value(get(0), 4, false)
             .ok_or_else(|| DriverError::BadReply("no total energy".into()))?;
-        let relay_closed = data(get(5))
-            .filter(|d| !d.is_empty())
-            .map(|d| d[0] & 0x10 == 0);
+        let status = data(get(5)).filter(|d| !d.is_empty()).map(|d| d[0]);
+        let relay_closed = status.map(|s| s & STATUS_3_RELAY_OPEN == 0);
+        // "Close allowed" (1B): the trip command is cleared but the relay waits for the
+        // tenant's button — the close is done as far as the platform can do it (DESIGN.md).
+        let close_allowed =
+            status.is_some_and(|s| s & STATUS_3_RELAY_OPEN != 0 && s & STATUS_3_COMMAND_TRIP == 0);
         Ok(MeterValues {
             energy_wh: energy * 10,
             tou_wh: None,
@@ -110,7 +116,11 @@ impl Driver for Dlt645 {
             remaining_fen: value(get(4), 4, true), // XXXXXX.XX yuan
             purchase_count: None,
             relay_closed,
-            alarms: vec![],
+            alarms: if close_allowed {
+                vec![CLOSE_ALLOWED]
+            } else {
+                vec![]
+            },
             meter_ratios: None,
         })
     }

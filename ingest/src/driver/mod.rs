@@ -26,11 +26,17 @@ pub struct MeterValues {
     pub purchase_count: Option<i64>,
     /// Relay closed (power on), when the meter reports it.
     pub relay_closed: Option<bool>,
-    /// Any of `alarm1`, `alarm2`, `arrears`, `over_limit`, `fault`.
+    /// Any of `alarm1`, `alarm2`, `arrears`, `over_limit`, `fault`, and the status
+    /// [`CLOSE_ALLOWED`].
     pub alarms: Vec<&'static str>,
     /// The meter's own PT and CT ratios, when it reports them (checked against the configured).
     pub meter_ratios: Option<(i64, i64)>,
 }
+
+/// A DL/T 645 meter whose relay is open with the trip command cleared ("close allowed", 1B):
+/// it closes when the tenant presses its button. A `close` is verified by it, and the intended
+/// relay state "closed" agrees with it (`core::commands`, `core::power::relay`).
+pub const CLOSE_ALLOWED: &str = powertab_core::commands::CLOSE_ALLOWED;
 
 /// The canonical commands a driver may map (DESIGN.md: Commands).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

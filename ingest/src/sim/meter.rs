@@ -31,6 +31,11 @@ pub struct SimMeter {
     pub purchase_count: i64,
     /// Forced relay state from a command; `None` = the meter's own logic (closed).
     pub forced_closed: Option<bool>,
+    /// DL/T 645: a 1B "close allowed" only clears the trip command; the relay stays open until
+    /// [`SimMeter::press_button`] (some meters work so).
+    pub close_needs_button: bool,
+    /// DL/T 645: the trip command is cleared and the relay waits for the button.
+    pub close_allowed: bool,
     /// A silent meter never answers (fault injection).
     pub silent: bool,
     last_step: Option<DateTime<Utc>>,
@@ -48,6 +53,8 @@ impl SimMeter {
             remaining_fen: 100_000,
             purchase_count: 1,
             forced_closed: None,
+            close_needs_button: false,
+            close_allowed: false,
             silent: false,
             last_step: None,
         }
@@ -55,6 +62,14 @@ impl SimMeter {
 
     pub fn relay_closed(&self) -> bool {
         self.forced_closed.unwrap_or(true)
+    }
+
+    /// The tenant presses the meter's button: a relay whose close was allowed closes.
+    pub fn press_button(&mut self) {
+        if self.close_allowed {
+            self.close_allowed = false;
+            self.forced_closed = Some(true);
+        }
     }
 
     /// Runs the meter up to `now`: energy flows only while the relay is closed.
@@ -183,7 +198,16 @@ impl SimMeter {
                     0x0201_0100 => dlt645::bcd_bytes(v.voltage_dv[0] as u64, 2),
                     0x0202_0100 => dlt645::bcd_bytes((v.current_ca[0] * 10) as u64, 3),
                     0x0203_0000 => dlt645::bcd_bytes((v.power_w.unwrap_or(0) * 10) as u64, 3),
-                    0x0400_0503 => vec![if self.relay_closed() { 0x00 } else { 0x10 }, 0x00],
+                    // Status word 3: bit 4 the relay open, bit 6 the trip command.
+                    0x0400_0503 => {
+                        let relay = if self.relay_closed() { 0x00 } else { 0x10 };
+                        let command = if self.relay_closed() || self.close_allowed {
+                            0x00
+                        } else {
+                            0x40
+                        };
+                        vec![relay | command, 0x00]
+                    }
                     // No prepaid registers on this meter: "no such data".
                     _ => return Some(dlt645::frame(address, dlt645::READ | 0xC0, &[0x02])),
                 };
@@ -192,8 +216,12 @@ impl SimMeter {
                 Some(dlt645::frame(address, dlt645::READ | 0x80, &answer))
             }
             dlt645::REMOTE_CONTROL if data.len() >= 9 => {
+                self.close_allowed = false;
                 match data[8] {
                     0x1A => self.forced_closed = Some(false),
+                    0x1B if self.close_needs_button && !self.relay_closed() => {
+                        self.close_allowed = true;
+                    }
                     0x1B | 0x3A => self.forced_closed = Some(true),
                     _ => self.forced_closed = None,
                 }

@@ -676,3 +676,29 @@ async fn at_night_only_the_latest_message_of_each_kind_waits_for_the_morning() {
     );
     app.assert_ledger_clean().await;
 }
+
+#[tokio::test]
+async fn a_dlt645_relay_waiting_for_the_tenants_button_agrees_with_closed() {
+    let app = spawn_app().await;
+    let (_, admin) = app.company_with_admin("acme").await;
+    let (shop, meter) = shop_with_meter(&app, &admin, "711").await;
+    let id = open_account(&app, &admin, &shop, &meter).await;
+    money(&app, &admin, &id, "top-up", "t1", 6_000).await;
+    let clock = ManualClock::at(Utc::now());
+    // Paid; the relay reads open, but the meter says "close allowed" (1B): nothing to resend.
+    store_relay(&app, &meter, clock.now() - Duration::seconds(5), false).await;
+    sqlx::query("update c_1.meter_latest set alarms = '{close_allowed}' where meter_id = $1")
+        .bind(meter.parse::<uuid::Uuid>().unwrap())
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(sweep(&app, &clock).await.relay.resent, 0);
+    // Without the status the same reading is a shop left dark: the close goes again.
+    sqlx::query("update c_1.meter_latest set alarms = '{}' where meter_id = $1")
+        .bind(meter.parse::<uuid::Uuid>().unwrap())
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(sweep(&app, &clock).await.relay.resent, 1);
+    app.assert_ledger_clean().await;
+}

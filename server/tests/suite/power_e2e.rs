@@ -35,7 +35,9 @@ async fn counter_move(db: &TestDb, who: &Principal, account: Uuid, refund: Optio
                 method: CounterMethod::Card,
                 reason: "测试".into(),
             };
-            counter::refund(&mut tx, who, account, &input, &key).await.unwrap();
+            counter::refund(&mut tx, who, account, &input, &key)
+                .await
+                .unwrap();
         }
         None => {
             let input = CounterInput {
@@ -43,7 +45,9 @@ async fn counter_move(db: &TestDb, who: &Principal, account: Uuid, refund: Optio
                 method: CounterMethod::Card,
                 reason: String::new(),
             };
-            counter::top_up(&mut tx, who, account, &input, &key).await.unwrap();
+            counter::top_up(&mut tx, who, account, &input, &key)
+                .await
+                .unwrap();
         }
     }
     tx.commit().await.unwrap();
@@ -98,7 +102,10 @@ async fn a_shared_wallet_trips_its_dtu_and_mqtt_meters_and_a_top_up_closes_both_
     .fetch_all(&db.pool)
     .await
     .unwrap();
-    assert_eq!(meters.iter().map(|m| m.2.as_str()).collect::<Vec<_>>(), ["dtu", "mqtt"]);
+    assert_eq!(
+        meters.iter().map(|m| m.2.as_str()).collect::<Vec<_>>(),
+        ["dtu", "mqtt"]
+    );
     // Shop 101 takes over the second meter: one shop, one wallet, two meters, two transports.
     sqlx::query("update c_1.meters set shop_id = $1 where id = $2")
         .bind(meters[0].0)
@@ -120,13 +127,18 @@ async fn a_shared_wallet_trips_its_dtu_and_mqtt_meters_and_a_top_up_closes_both_
         holder_phone: "13800138000".into(),
         meters: meters
             .iter()
-            .map(|m| OpeningMeter { meter_id: m.1, manual_energy_wh: None })
+            .map(|m| OpeningMeter {
+                meter_id: m.1,
+                manual_energy_wh: None,
+            })
             .collect(),
         deposit_fen: AmountFen::ZERO,
         deposit_method: None,
         opening_credit_fen: AmountFen::ZERO,
     };
-    let account = accounts::open(&mut tx, &who, &input, "e2e-open").await.unwrap();
+    let account = accounts::open(&mut tx, &who, &input, "e2e-open")
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
     counter_move(&db, &who, account.id, None).await;
     for m in &meters {
@@ -138,13 +150,17 @@ async fn a_shared_wallet_trips_its_dtu_and_mqtt_meters_and_a_top_up_closes_both_
     let mut tx = powertab_core::db::begin_in(&db.pool, &who.company().unwrap().schema)
         .await
         .unwrap();
-    let all = accounts::get(&mut tx, &who, account.id).await.unwrap().available_fen;
+    let all = accounts::get(&mut tx, &who, account.id)
+        .await
+        .unwrap()
+        .available_fen;
     drop(tx);
     counter_move(&db, &who, account.id, Some(all)).await;
     let opened = wait_until(Duration::from_secs(30), || async {
         let mut done = true;
         for m in &meters {
-            done &= states(&db, m.1, "trip").await == ["verified"] && relay(&db, m.1).await == Some(false);
+            done &= states(&db, m.1, "trip").await == ["verified"]
+                && relay(&db, m.1).await == Some(false);
         }
         done
     })
@@ -163,7 +179,8 @@ async fn a_shared_wallet_trips_its_dtu_and_mqtt_meters_and_a_top_up_closes_both_
     let closed = wait_until(Duration::from_secs(30), || async {
         let mut done = true;
         for m in &meters {
-            done &= states(&db, m.1, "close").await == ["verified"] && relay(&db, m.1).await == Some(true);
+            done &= states(&db, m.1, "close").await == ["verified"]
+                && relay(&db, m.1).await == Some(true);
         }
         done
     })
