@@ -407,6 +407,10 @@ async fn run_command<T: Transport>(
         settle(State::Failed, "the meter is not on this bus").await;
         return Ok(None);
     };
+    if claimed.op == powertab_core::commands::Op::SyncClock {
+        sync_clock(wire, slot, link, &settle).await?;
+        return Ok(None);
+    }
     if let Some(control) = crate::commands::control_op(claimed.op) {
         match write_control(wire, slot, link, control).await? {
             Ok(()) => {
@@ -440,6 +444,40 @@ async fn run_command<T: Transport>(
         settle(State::Failed, NO_ANSWER).await;
     }
     Ok(None)
+}
+
+/// How long a broadcast is given on the line before the bus goes on (nobody answers it).
+const BROADCAST_WAIT: Duration = Duration::from_millis(200);
+
+/// Sets the meter's clock where its driver can (a DL/T 645 broadcast, which ends `acknowledged`:
+/// DESIGN.md), else fails the command saying so. Meters keep China time.
+async fn sync_clock<T: Transport, F, Fut>(
+    wire: &mut T,
+    slot: &Slot,
+    link: &BusLink,
+    settle: &F,
+) -> anyhow::Result<()>
+where
+    F: Fn(powertab_core::commands::State, &'static str) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    use powertab_core::commands::State;
+    let local = Utc::now()
+        .with_timezone(&chrono_tz::Asia::Shanghai)
+        .naive_local();
+    let Some(step) = slot.driver.sync_clock(local) else {
+        settle(State::Failed, "this meter's driver cannot set its clock").await;
+        return Ok(());
+    };
+    // No answer comes: the wait only keeps the line quiet while the meters take it.
+    let _ = wire.transact(&step, BROADCAST_WAIT).await?;
+    tokio::time::sleep(link.gap).await;
+    settle(
+        State::Acknowledged,
+        "broadcast time sent (DL/T 645 broadcasts are not answered)",
+    )
+    .await;
+    Ok(())
 }
 
 /// A relay command's outcome when every try of a step went unanswered.

@@ -23,6 +23,7 @@ use uuid::Uuid;
 /// their driver support lands (secure frames with the meter-side prepayment issue).
 pub const BUS_OPS: &[Op] = &[
     Op::ReadNow,
+    Op::SyncClock,
     Op::Trip,
     Op::Close,
     Op::Release,

@@ -544,6 +544,75 @@ async fn a_dlt645_close_allowed_is_verified_by_status_word_3_while_the_relay_wai
     running.abort();
 }
 
+#[tokio::test]
+async fn sync_clock_is_a_dlt645_broadcast_and_an_acrel_meter_says_it_cannot() {
+    let field = Field::new("acme", "dtu-1", b"PT-0001", &["dlt645", "modbus_rtu"]).await;
+    let dlt = field.meter(0, "dlt645", "202611250010", "2010").await;
+    let acrel = field.meter(1, "dtsy1352", "1", "1010").await;
+    let addr = start_ingest_every(&field, Duration::from_secs(3600)).await;
+    let address = dlt645::address_bytes("202611250010").unwrap();
+    let serial = dtu(
+        b"PT-0001",
+        SimBus::dlt645(vec![SimMeter::new(
+            SimModel::Dlt645 { address },
+            ShopType::Retail,
+            80_000,
+            200_000,
+        )]),
+        DtuFaults::default(),
+    );
+    let modbus = dtu(
+        b"PT-00012",
+        SimBus::modbus(vec![SimMeter::new(
+            SimModel::Dtsy1352 { address: 1 },
+            ShopType::Retail,
+            80_000,
+            100_000,
+        )]),
+        DtuFaults::default(),
+    );
+    let bus = serial.bus.clone();
+    let running = [
+        tokio::spawn(async move { serial.run(addr).await }),
+        tokio::spawn(async move { modbus.run(addr).await }),
+    ];
+    for meter in [dlt, acrel] {
+        assert!(
+            wait_until(Duration::from_secs(20), || async {
+                latest_relay(&field, meter).await.is_some()
+            })
+            .await
+        );
+    }
+    let synced = queue(&field, dlt, "sync_clock").await;
+    let refused = queue(&field, acrel, "sync_clock").await;
+    assert!(
+        wait_until(Duration::from_secs(15), || async {
+            command_state(&field, synced).await.0 == "acknowledged"
+                && command_state(&field, refused).await.0 == "failed"
+        })
+        .await,
+        "{:?} {:?}",
+        command_state(&field, synced).await,
+        command_state(&field, refused).await
+    );
+    assert!(command_state(&field, refused)
+        .await
+        .1
+        .contains("cannot set its clock"));
+    // The meter took the broadcast: its clock is China time now, within the ±5 s DESIGN allows.
+    let set = bus.lock().await.meters[0]
+        .clock_set_to
+        .expect("the broadcast arrived");
+    let now = chrono::Utc::now()
+        .with_timezone(&chrono_tz::Asia::Shanghai)
+        .naive_local();
+    assert!((now - set).num_seconds().abs() <= 5, "{set} vs {now}");
+    for task in running {
+        task.abort();
+    }
+}
+
 /// (state, attempts, waiting for a retry) of command `id`.
 async fn command_sends(field: &Field, id: uuid::Uuid) -> (String, i32, bool) {
     sqlx::query_as(&format!(

@@ -66,6 +66,7 @@ async fn sources(
         "select c.id, c.op as kind, coalesce(c.sent_at, c.created_at) as since, m.meter_number
          from commands c join meters m on m.id = c.meter_id
          where c.state in ('queued', 'sent', 'acknowledged') and c.next_try_at is null
+           and not (c.op = 'sync_clock' and c.state = 'acknowledged')
            and coalesce(c.sent_at, c.created_at) < $1
          order by since limit 500",
     )

@@ -102,7 +102,7 @@ pub async fn list(
     );
     q.push_bind(stuck_before);
     q.push(
-        " and (c.next_try_at is null)) as stuck
+        " and c.next_try_at is null and not (c.op = 'sync_clock' and c.state = 'acknowledged')) as stuck
          from commands c join meters m on m.id = c.meter_id left join shops s on s.id = m.shop_id
          where true",
     );
@@ -114,8 +114,13 @@ pub async fn list(
             q.push(" and c.state in ('failed', 'expired')");
         }
         CentreView::Stuck => {
-            q.push(" and c.state in ('queued', 'sent', 'acknowledged') and c.next_try_at is null and coalesce(c.sent_at, c.created_at) < ")
-                .push_bind(stuck_before);
+            // A DL/T 645 broadcast time ends acknowledged (nobody answers it): not stuck.
+            q.push(
+                " and c.state in ('queued', 'sent', 'acknowledged') and c.next_try_at is null
+                     and not (c.op = 'sync_clock' and c.state = 'acknowledged')
+                     and coalesce(c.sent_at, c.created_at) < ",
+            )
+            .push_bind(stuck_before);
         }
         CentreView::All => {}
     }

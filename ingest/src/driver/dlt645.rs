@@ -145,7 +145,34 @@ impl Driver for Dlt645 {
         // CT/PT ratio is applied by billing.
         false
     }
+
+    fn sync_clock(&self, local: chrono::NaiveDateTime) -> Option<Step> {
+        // 08H broadcast time: every meter on the line takes it, none answers.
+        use chrono::{Datelike, Timelike};
+        let bcd = |v: u32| dlt645::bcd_bytes(u64::from(v), 1)[0];
+        let data = [
+            bcd(local.second()),
+            bcd(local.minute()),
+            bcd(local.hour()),
+            bcd(local.day()),
+            bcd(local.month()),
+            bcd(u32::try_from(local.year() % 100).unwrap_or(0)),
+        ];
+        Some(Step {
+            request: dlt645::frame(BROADCAST_ADDRESS, dlt645::BROADCAST_TIME, &data),
+            expect: Expect::Dlt645(Dlt645Expect {
+                address: BROADCAST_ADDRESS,
+                control: dlt645::BROADCAST_TIME,
+                di: None,
+            }),
+            optional: true,
+            modbus: None,
+        })
+    }
 }
+
+/// The address every DL/T 645 meter takes (broadcasts are not answered).
+pub const BROADCAST_ADDRESS: [u8; 6] = [0x99; 6];
 
 impl Dlt645 {
     /// The 0x1C request for control type `n1`, valid until `expiry` (meter local time).

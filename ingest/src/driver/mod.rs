@@ -120,6 +120,11 @@ pub trait Driver: Send + Sync {
     fn control(&self, op: ControlOp) -> Result<Vec<Step>, DriverError>;
     /// Whether the energy registers are primary values already (DESIGN.md: CT/PT).
     fn energy_is_primary(&self) -> bool;
+    /// The request that sets the meter's clock to `local` (the meter's own time), sent without
+    /// waiting for an answer (a broadcast); `None` when the driver cannot set the clock.
+    fn sync_clock(&self, _local: chrono::NaiveDateTime) -> Option<Step> {
+        None
+    }
 }
 
 /// What a driver needs to know of a meter.

@@ -36,6 +36,8 @@ pub struct SimMeter {
     pub close_needs_button: bool,
     /// DL/T 645: the trip command is cleared and the relay waits for the button.
     pub close_allowed: bool,
+    /// DL/T 645: the time the last broadcast set the clock to (the meter's local time).
+    pub clock_set_to: Option<chrono::NaiveDateTime>,
     /// A silent meter never answers (fault injection).
     pub silent: bool,
     last_step: Option<DateTime<Utc>>,
@@ -55,6 +57,7 @@ impl SimMeter {
             forced_closed: None,
             close_needs_button: false,
             close_allowed: false,
+            clock_set_to: None,
             silent: false,
             last_step: None,
         }
@@ -179,7 +182,8 @@ impl SimMeter {
     fn answer_645(&mut self, address: [u8; 6], request: &[u8]) -> Option<Vec<u8>> {
         let start = request.iter().position(|&b| b == 0x68)?;
         let f = &request[start..];
-        if f.len() < 12 || f[1..7] != address || f[7] != 0x68 {
+        let broadcast = f.get(1..7) == Some(&[0x99; 6][..]);
+        if f.len() < 12 || (f[1..7] != address && !broadcast) || f[7] != 0x68 {
             return None;
         }
         let len = usize::from(f[9]);
@@ -189,6 +193,15 @@ impl SimMeter {
             .map(|b| b.wrapping_sub(0x33))
             .collect();
         let control = f[8];
+        if broadcast {
+            // Broadcast time (08H): taken by every meter, answered by none.
+            if control == dlt645::BROADCAST_TIME && data.len() == 6 {
+                let b = |i: usize| u32::from((data[i] >> 4) * 10 + (data[i] & 0x0F));
+                self.clock_set_to = chrono::NaiveDate::from_ymd_opt(2000 + b(5) as i32, b(4), b(3))
+                    .and_then(|d| d.and_hms_opt(b(2), b(1), b(0)));
+            }
+            return None;
+        }
         match control {
             dlt645::READ if data.len() >= 4 => {
                 let di = u32::from_le_bytes([data[0], data[1], data[2], data[3]]);
