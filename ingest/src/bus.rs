@@ -419,9 +419,11 @@ async fn run_command<T: Transport>(
                     "the meter accepted the command",
                 )
                 .await;
-                // The read-back: its relay state verifies trip, close and keep-power-on.
+                // The read-back: its relay state verifies trip, close and keep-power-on, as
+                // soon as it is stored.
                 tokio::time::sleep(link.gap).await;
                 poll_meter(wire, slot, link, writer).await?;
+                writer.flush_now().await;
             }
             Err(NO_ANSWER) => {
                 if let Some(retry) = retry_later(pool, link, &claimed).await {
@@ -438,6 +440,7 @@ async fn run_command<T: Transport>(
         return Ok(None);
     }
     let answered = poll_meter(wire, slot, link, writer).await?;
+    writer.flush_now().await;
     if answered {
         settle(State::Acknowledged, "the meter answered").await;
     } else {

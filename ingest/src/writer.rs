@@ -37,6 +37,8 @@ pub struct PollOutcome {
 pub enum Message {
     Reading(SchemaName, NewReading),
     Poll(SchemaName, PollOutcome),
+    /// Store what is pending now: a command's read-back waits for its reading to be stored.
+    Flush,
 }
 
 /// The sending side, cloned into every bus session.
@@ -56,6 +58,12 @@ impl Writer {
     pub async fn send(&self, message: Message) {
         // The channel is bounded: a slow database slows the polling instead of growing memory.
         let _ = self.tx.send(message).await;
+    }
+
+    /// Asks for what was sent so far to be stored now rather than at the next tick (a relay
+    /// command is verified by the reading that follows it: DESIGN.md's table).
+    pub async fn flush_now(&self) {
+        let _ = self.tx.send(Message::Flush).await;
     }
 }
 
@@ -99,6 +107,7 @@ impl Pending {
                     .or_default()
                     .push(outcome);
             }
+            Message::Flush => {}
         }
     }
 
@@ -126,6 +135,7 @@ async fn run(pool: PgPool, mut rx: mpsc::Receiver<Message>) {
     loop {
         tokio::select! {
             message = rx.recv() => match message {
+                Some(Message::Flush) => {}
                 Some(m) => {
                     pending.add(m);
                     if pending.buffered < BATCH_MAX {

@@ -28,6 +28,8 @@ const POWER_SWEEP: Duration = Duration::from_secs(10);
 
 /// Pause between notification passes (a trip notice should reach its phone within seconds).
 const NOTIFY_PAUSE: Duration = Duration::from_secs(2);
+/// Claims one company's sender takes in a row before the next company's turn.
+const NOTIFY_ROUNDS_MAX: usize = 50;
 
 /// Starts the rating worker, the nightly ledger check and the power rules; they stop with the
 /// process.
@@ -202,12 +204,27 @@ async fn notify_every_company(
             Ok(_) => tx.commit().await?,
             Err(e) => tracing::error!(company = id, error = %e, "operator alerts failed"),
         }
-        match sender::send_due(pool, &principal, vendors).await {
-            Ok(report) if report != Default::default() => {
-                tracing::info!(company = id, ?report, "notifications sent");
+        // A full claim means more are waiting: go on (bounded, so other companies get a turn).
+        for _ in 0..NOTIFY_ROUNDS_MAX {
+            match sender::send_due(pool, &principal, vendors).await {
+                Ok(report) => {
+                    let handled = report.sent
+                        + report.delivered
+                        + report.retried
+                        + report.held
+                        + report.failed;
+                    if handled > 0 {
+                        tracing::info!(company = id, ?report, "notifications sent");
+                    }
+                    if handled < sender::CLAIM_MAX.unsigned_abs() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(company = id, error = %e, "sending notifications failed");
+                    break;
+                }
             }
-            Ok(_) => {}
-            Err(e) => tracing::error!(company = id, error = %e, "sending notifications failed"),
         }
         if let Err(e) = sender::pull_reports(pool, &principal, vendors).await {
             tracing::error!(company = id, error = %e, "pulling delivery reports failed");

@@ -135,13 +135,15 @@ async fn held_until(
     })
 }
 
-/// Sends the company's due messages.
+/// Sends the company's due messages: different phones at once (up to [`SEND_CONCURRENCY`]), one
+/// phone's messages one after another (so the per-phone limit holds).
 #[tracing::instrument(skip_all)]
 pub async fn send_due(
     pool: &PgPool,
     principal: &Principal,
     vendors: &Vendors,
 ) -> CoreResult<SendReport> {
+    use futures_util::StreamExt;
     let now = principal.now();
     let until = now + Duration::seconds(CLAIM_S);
     let claimed = claim(pool, principal, until).await?;
@@ -150,72 +152,151 @@ pub async fn send_due(
         return Ok(report);
     }
     let schema = principal.company()?.schema.clone();
-    let mut conn = db::begin_in(pool, &schema).await?;
-    let delivery = accounts::delivery(&mut conn).await?;
-    conn.commit().await?;
+    let mut tx = db::begin_in(pool, &schema).await?;
+    let delivery = accounts::delivery(&mut tx).await?;
+    // Each channel is opened once per pass.
     let mut ready: BTreeMap<String, Result<Ready, SendError>> = BTreeMap::new();
-    for message in claimed {
-        let mut tx = db::begin_in(pool, &schema).await?;
-        if message.kind != "trip_notice" {
-            let held =
-                held_until(&mut tx, &message.recipient, delivery.per_phone_hour, now).await?;
-            if let Some(at) = held {
-                settle(
-                    &mut tx,
-                    &message,
-                    (until, now),
-                    Settle::Later(at, "held: per-phone limit"),
-                )
-                .await?;
-                tx.commit().await?;
-                report.held += 1;
-                continue;
-            }
-        }
+    for message in &claimed {
         if !ready.contains_key(&message.channel) {
             let opened = accounts::open(&mut tx, vendors, &message.channel, now).await?;
             ready.insert(message.channel.clone(), opened);
         }
-        let outcome = match ready.get(&message.channel) {
-            Some(Ok(ready)) => send_one(ready, &message).await,
-            Some(Err(e)) => Err(e.clone()),
-            None => Err(SendError::Rejected("no channel".into())),
-        };
-        let settled = match outcome {
-            Ok(accepted) if accepted.delivered => {
-                report.delivered += 1;
-                Settle::Delivered(accepted.vendor_ref)
+    }
+    tx.commit().await?;
+    let mut by_phone: BTreeMap<&str, Vec<&Claimed>> = BTreeMap::new();
+    for message in &claimed {
+        by_phone
+            .entry(&message.recipient)
+            .or_default()
+            .push(message);
+    }
+    let pass = Pass {
+        pool,
+        schema: &schema,
+        ready: &ready,
+        refused: std::sync::Mutex::new(BTreeMap::new()),
+        per_phone_hour: delivery.per_phone_hour,
+        claim: (until, now),
+    };
+    let mut groups = by_phone.into_values();
+    let mut running = futures_util::stream::FuturesUnordered::new();
+    let mut tallies = Vec::new();
+    loop {
+        while running.len() < SEND_CONCURRENCY {
+            match groups.next() {
+                Some(messages) => running.push(pass.phone(messages)),
+                None => break,
             }
-            Ok(accepted) => {
-                report.sent += 1;
-                Settle::Sent(accepted.vendor_ref)
+        }
+        match running.next().await {
+            Some(tally) => tallies.push(tally),
+            None => break,
+        }
+    }
+    for tally in tallies {
+        for t in tally? {
+            match t {
+                Tally::Sent => report.sent += 1,
+                Tally::Delivered => report.delivered += 1,
+                Tally::Retried => report.retried += 1,
+                Tally::Held => report.held += 1,
+                Tally::Failed => report.failed += 1,
             }
-            Err(SendError::Transient(why)) => match retry_after_s(message.attempts + 1) {
-                Some(after_s) => {
-                    report.retried += 1;
-                    Settle::Retry(now + Duration::seconds(after_s), why)
-                }
-                None => {
-                    report.failed += 1;
-                    Settle::Failed(why)
-                }
-            },
-            Err(SendError::Auth(why)) => {
-                refused(&mut tx, &message.channel, &why, now).await?;
-                ready.insert(message.channel.clone(), Err(SendError::Auth(why.clone())));
-                report.failed += 1;
-                Settle::Failed(format!("credentials refused: {why}"))
-            }
-            Err(SendError::Rejected(why)) => {
-                report.failed += 1;
-                Settle::Failed(why)
-            }
-        };
-        settle(&mut tx, &message, (until, now), settled).await?;
-        tx.commit().await?;
+        }
     }
     keep_tokens(pool, &schema, vendors, &ready).await?;
     Ok(report)
+}
+
+/// Phones sent to at once.
+pub const SEND_CONCURRENCY: usize = 8;
+
+/// What became of one message, for the report.
+enum Tally {
+    Sent,
+    Delivered,
+    Retried,
+    Held,
+    Failed,
+}
+
+/// One pass's shared state.
+struct Pass<'a> {
+    pool: &'a PgPool,
+    schema: &'a crate::kernel::names::SchemaName,
+    ready: &'a BTreeMap<String, Result<Ready, SendError>>,
+    /// Channels whose credentials were refused during this pass, and why.
+    refused: std::sync::Mutex<BTreeMap<String, String>>,
+    per_phone_hour: i32,
+    /// (the claim, now)
+    claim: (DateTime<Utc>, DateTime<Utc>),
+}
+
+impl Pass<'_> {
+    /// One phone's messages, in order.
+    async fn phone(&self, messages: Vec<&Claimed>) -> CoreResult<Vec<Tally>> {
+        let mut tallies = Vec::new();
+        for message in messages {
+            tallies.push(self.one(message).await?);
+        }
+        Ok(tallies)
+    }
+
+    async fn one(&self, message: &Claimed) -> CoreResult<Tally> {
+        let now = self.claim.1;
+        let mut tx = db::begin_in(self.pool, self.schema).await?;
+        if message.kind != "trip_notice" {
+            let held = held_until(&mut tx, &message.recipient, self.per_phone_hour, now).await?;
+            if let Some(at) = held {
+                let later = Settle::Later(at, "held: per-phone limit");
+                settle(&mut tx, message, self.claim, later).await?;
+                tx.commit().await?;
+                return Ok(Tally::Held);
+            }
+        }
+        let refused_before = self
+            .refused
+            .lock()
+            .ok()
+            .and_then(|r| r.get(&message.channel).cloned());
+        let outcome = match (refused_before, self.ready.get(&message.channel)) {
+            (Some(why), _) => Err(SendError::Auth(why)),
+            (None, Some(Ok(ready))) => send_one(ready, message).await,
+            (None, Some(Err(e))) => Err(e.clone()),
+            (None, None) => Err(SendError::Rejected("no channel".into())),
+        };
+        let (tally, settled) = match outcome {
+            Ok(accepted) if accepted.delivered => {
+                (Tally::Delivered, Settle::Delivered(accepted.vendor_ref))
+            }
+            Ok(accepted) => (Tally::Sent, Settle::Sent(accepted.vendor_ref)),
+            Err(SendError::Transient(why)) => match retry_after_s(message.attempts + 1) {
+                Some(after_s) => (
+                    Tally::Retried,
+                    Settle::Retry(now + Duration::seconds(after_s), why),
+                ),
+                None => (Tally::Failed, Settle::Failed(why)),
+            },
+            Err(SendError::Auth(why)) => {
+                let first = self
+                    .refused
+                    .lock()
+                    .map(|mut r| r.insert(message.channel.clone(), why.clone()).is_none())
+                    .unwrap_or(false);
+                if first {
+                    refused(&mut tx, &message.channel, &why, now).await?;
+                }
+                (
+                    Tally::Failed,
+                    Settle::Failed(format!("credentials refused: {why}")),
+                )
+            }
+            Err(SendError::Rejected(why)) => (Tally::Failed, Settle::Failed(why)),
+        };
+        settle(&mut tx, message, self.claim, settled).await?;
+        tx.commit().await?;
+        Ok(tally)
+    }
 }
 
 async fn send_one(ready: &Ready, message: &Claimed) -> Result<super::Accepted, SendError> {
