@@ -135,7 +135,13 @@ async fn run(pool: PgPool, mut rx: mpsc::Receiver<Message>) {
     loop {
         tokio::select! {
             message = rx.recv() => match message {
-                Some(Message::Flush) => {}
+                Some(Message::Flush) => {
+                    // Whatever else already waits goes into the same flush (many buses ask at
+                    // once: one batch, not one per ask).
+                    while let Ok(m) = rx.try_recv() {
+                        pending.add(m);
+                    }
+                }
                 Some(m) => {
                     pending.add(m);
                     if pending.buffered < BATCH_MAX {
