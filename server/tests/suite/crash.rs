@@ -357,3 +357,209 @@ async fn a_killed_server_loses_duplicates_and_half_does_nothing() {
         );
     }
 }
+
+/// `powertab ingest` as a child process on `port`, without the MQTT side.
+fn start_ingest(db: &TestDb, port: u16) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_powertab"))
+        .arg("ingest")
+        .env("DATABASE_URL", &db.url)
+        .env("POWERTAB_INGEST__DTU_LISTEN", format!("127.0.0.1:{port}"))
+        .env("POWERTAB_INGEST__POLL_INTERVAL_S", "1")
+        .env("RUST_LOG", "error")
+        .env_remove("MQTT_URL")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the powertab binary starts")
+}
+
+/// (op, state, detail) of `meter`'s commands, oldest first.
+async fn commands_of(pool: &sqlx::PgPool, meter: uuid::Uuid) -> Vec<(String, String, String)> {
+    sqlx::query_as(
+        "select op, state, detail from c_1.commands where meter_id = $1 order by created_at",
+    )
+    .bind(meter)
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+/// Ingest is killed (SIGKILL) while the rules' trip is `sent` to a meter that has not answered;
+/// a new ingest process takes the DTU over, recovers the command once its lease has run out, and
+/// the trip ends verified by the read-back — once: never stuck, never doubled. Bounded: 90 s for
+/// the lease, 30 s for the rest.
+#[tokio::test]
+async fn an_ingest_killed_while_a_trip_is_sent_leaves_it_to_the_next_one_verified_once() {
+    use powertab_core::billing::accounts::{self, OpenAccount, OpeningMeter};
+    use powertab_core::billing::counter::{self, CounterInput, CounterMethod};
+    use powertab_core::kernel::money::AmountFen;
+    use powertab_ingest::sim::{DtuFaults, SimBus, SimDtu, SimMeter, SimModel};
+    let db = TestDb::new().await;
+    powertab_server::demo::prepare(&db.pool)
+        .await
+        .expect("demo data");
+    sqlx::query(
+        "update c_1.settings set trip_notice_s = 0, quiet_start_minute = null,
+             quiet_end_minute = null, overdraft_limit_fen = 0, no_trip_on_holidays = false",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let port = free_port();
+    let mut first = start_ingest(&db, port);
+    let meters = (1..=3)
+        .map(|a| {
+            SimMeter::new(
+                SimModel::Dtsy1352 { address: a },
+                powertab_core::tariff::profile::ShopType::Retail,
+                30_000,
+                1_000_000,
+            )
+        })
+        .collect();
+    let dtu = SimDtu {
+        registration: b"DEMO-DTU-01".to_vec(),
+        heartbeat: vec![],
+        heartbeat_every: Duration::from_secs(3600),
+        bus: Arc::new(tokio::sync::Mutex::new(SimBus::modbus(meters))),
+        faults: DtuFaults::default(),
+    };
+    let bus = dtu.bus.clone();
+    let target: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let dialling = tokio::spawn(powertab_ingest::sim::field::dial_forever(dtu, target));
+    let (shop, meter): (uuid::Uuid, uuid::Uuid) = sqlx::query_as(
+        "select m.shop_id, m.id from c_1.meters m join c_1.buses b on b.id = m.bus_id
+         join c_1.gateways g on g.id = b.gateway_id where g.identity = 'demo-dtu-01' and m.address = '1'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    let relay = || async {
+        sqlx::query_scalar::<_, Option<bool>>(
+            "select relay_closed from c_1.meter_latest where meter_id = $1",
+        )
+        .bind(meter)
+        .fetch_optional(&db.pool)
+        .await
+        .unwrap()
+        .flatten()
+    };
+    assert!(
+        powertab_testkit::wait_until(Duration::from_secs(30), || async {
+            relay().await == Some(true)
+        })
+        .await,
+        "the first ingest reads the meter"
+    );
+    powertab_server::workers::spawn(
+        db.pool.clone(),
+        powertab_core::kernel::clock::system(),
+        powertab_core::notify::accounts::Vendors::new(Default::default(), None),
+    );
+    let who = {
+        let mut conn = db.pool.acquire().await.unwrap();
+        let scope = powertab_core::auth::load_company(&mut conn, 1)
+            .await
+            .unwrap()
+            .unwrap();
+        powertab_core::auth::Principal::system("fault", powertab_core::kernel::clock::system())
+            .in_company(scope)
+    };
+    let mut tx = powertab_core::db::begin_in(&db.pool, &who.company().unwrap().schema)
+        .await
+        .unwrap();
+    let input = OpenAccount {
+        shop_id: shop,
+        holder_name: "故障测试".into(),
+        holder_phone: String::new(),
+        meters: vec![OpeningMeter {
+            meter_id: meter,
+            manual_energy_wh: None,
+        }],
+        deposit_fen: AmountFen::ZERO,
+        deposit_method: None,
+        opening_credit_fen: AmountFen::ZERO,
+    };
+    let account = accounts::open(&mut tx, &who, &input, "fault-open")
+        .await
+        .unwrap();
+    let card = |amount: i64, reason: &str| CounterInput {
+        amount_fen: AmountFen::from_fen(amount),
+        method: CounterMethod::Card,
+        reason: reason.into(),
+    };
+    counter::top_up(&mut tx, &who, account.id, &card(1_000, ""), "fault-t1")
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    // The meter goes silent; the balance reaches the trip level; the trip is sent, unanswered.
+    bus.lock().await.meters[0].silent = true;
+    let mut tx = powertab_core::db::begin_in(&db.pool, &who.company().unwrap().schema)
+        .await
+        .unwrap();
+    let all = accounts::get(&mut tx, &who, account.id)
+        .await
+        .unwrap()
+        .available_fen;
+    counter::refund(
+        &mut tx,
+        &who,
+        account.id,
+        &card(all.fen(), "故障测试"),
+        "fault-r1",
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    assert!(
+        powertab_testkit::wait_until(Duration::from_secs(20), || async {
+            commands_of(&db.pool, meter)
+                .await
+                .iter()
+                .any(|(op, state, _)| op == "trip" && state == "sent")
+        })
+        .await,
+        "the trip is on its way: {:?}",
+        commands_of(&db.pool, meter).await
+    );
+    first.kill().unwrap();
+    first.wait().unwrap();
+    // The meter answers again; a second ingest takes the DTU once the first one's lease is over.
+    bus.lock().await.meters[0].silent = false;
+    let lease_over = powertab_testkit::wait_until(Duration::from_secs(90), || async {
+        sqlx::query_scalar::<_, bool>(
+            "select coalesce(bool_and(lease_until < now()), true) from c_1.commands
+             where meter_id = $1 and state = 'sent'",
+        )
+        .bind(meter)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+    })
+    .await;
+    assert!(lease_over, "the dead sender's lease runs out");
+    let mut second = start_ingest(&db, port);
+    let verified = powertab_testkit::wait_until(Duration::from_secs(30), || async {
+        commands_of(&db.pool, meter)
+            .await
+            .iter()
+            .any(|(op, state, _)| op == "trip" && state == "verified")
+    })
+    .await;
+    let history = commands_of(&db.pool, meter).await;
+    second.kill().ok();
+    second.wait().ok();
+    dialling.abort();
+    assert!(verified, "the trip ends verified: {history:?}");
+    let trips: Vec<&(String, String, String)> =
+        history.iter().filter(|(op, ..)| op == "trip").collect();
+    assert_eq!(trips.len(), 1, "one trip, never doubled: {history:?}");
+    assert_eq!(relay().await, Some(false), "read back open");
+    assert!(
+        !bus.lock().await.meters[0].relay_closed(),
+        "the meter itself is open"
+    );
+    let (ok, out) = crate::cli::powertab(&db, &["ledger", "check"]);
+    assert!(ok, "{out}");
+}
