@@ -152,16 +152,15 @@ async fn the_demo_prepares_a_property_with_every_role_and_can_run_again() {
     }
 }
 
-/// The demo's field simulated: its DTU dials in to our DTU port (polled every `poll`), its MQTT
-/// gateway (publishing every 15 s) logs in to a broker with dynamic security, as infra/services.sh starts it, with the
-/// credential ingest provisioned there. The broker lives as long as the value returned.
+/// The demo's field (`demo::prepare` first, and whatever a test adds) simulated: its DTU buses
+/// dial in to our DTU port (polled every `poll`), Modbus-TCP gateways on loopback are dialled,
+/// its MQTT gateway (publishing every 15 s) logs in to a broker with dynamic security, as infra/services.sh starts it, with the
+/// credential ingest provisioned there. The broker lives as long as the value returned, with
+/// how many meters the DTUs and the MQTT gateway simulate.
 pub(crate) async fn simulate_demo(
     db: &TestDb,
     poll: std::time::Duration,
-) -> powertab_testkit::broker::Broker {
-    powertab_server::demo::prepare(&db.pool)
-        .await
-        .expect("demo data");
+) -> (powertab_testkit::broker::Broker, usize) {
     let broker = powertab_testkit::broker::Broker::with_dynamic_security().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let target = listener.local_addr().unwrap();
@@ -182,6 +181,13 @@ pub(crate) async fn simulate_demo(
         writer.clone(),
         config,
         dispatch.clone(),
+    ));
+    tokio::spawn(powertab_ingest::modbus_tcp::serve(
+        db.pool.clone(),
+        writer.clone(),
+        poll,
+        dispatch.clone(),
+        powertab_ingest::dial_policy::DialPolicy::new(&["127.0.0.0/8".to_owned()]).unwrap(),
     ));
     let (username, password) = broker.admin.clone().unwrap();
     let admin = powertab_ingest::mqtt::client::MqttConfig {
@@ -223,14 +229,17 @@ pub(crate) async fn simulate_demo(
         powertab_ingest::sim::field::simulate_company(&db.pool, 1, target, Some(&mqtt_target))
             .await
             .expect("simulated field");
-    assert_eq!(simulated, 6);
-    broker
+    (broker, simulated)
 }
 
 #[tokio::test]
 async fn the_demo_building_is_simulated_and_every_meter_is_read() {
     let db = TestDb::new().await;
-    let _broker = simulate_demo(&db, std::time::Duration::from_millis(500)).await;
+    powertab_server::demo::prepare(&db.pool)
+        .await
+        .expect("demo data");
+    let (_broker, simulated) = simulate_demo(&db, std::time::Duration::from_millis(500)).await;
+    assert_eq!(simulated, 6);
     let read_by = |kind: &'static str| {
         let pool = db.pool.clone();
         async move {

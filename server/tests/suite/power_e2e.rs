@@ -53,6 +53,94 @@ async fn counter_move(db: &TestDb, who: &Principal, account: Uuid, refund: Optio
     tx.commit().await.unwrap();
 }
 
+/// The settings that make the trip due the moment the available balance reaches the trip level
+/// (0), day or night, and the server's workers running.
+async fn rules_at_once(db: &TestDb) {
+    sqlx::query(
+        "update c_1.settings set trip_notice_s = 0, quiet_start_minute = null,
+             quiet_end_minute = null, overdraft_limit_fen = 0, no_trip_on_holidays = false",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    powertab_server::workers::spawn(
+        db.pool.clone(),
+        clock::system(),
+        powertab_core::notify::accounts::Vendors::new(Default::default(), None),
+    );
+}
+
+/// Opens one account on `shop` with `meters` (once each has a reading), tops it up, takes the
+/// balance to the trip level and back, and checks every meter tripped and closed, read back.
+async fn prove_trip_and_close(db: &TestDb, shop: Uuid, meters: &[(Uuid, &str)]) {
+    let read = wait_until(Duration::from_secs(40), || async {
+        let mut all = true;
+        for m in meters {
+            all &= relay(db, m.0).await.is_some();
+        }
+        all
+    })
+    .await;
+    assert!(read, "every meter read before the account opens");
+    let who = company_worker(db).await;
+    let mut tx = powertab_core::db::begin_in(&db.pool, &who.company().unwrap().schema)
+        .await
+        .unwrap();
+    let input = OpenAccount {
+        shop_id: shop,
+        holder_name: "张三".into(),
+        holder_phone: "13800138000".into(),
+        meters: meters
+            .iter()
+            .map(|m| OpeningMeter {
+                meter_id: m.0,
+                manual_energy_wh: None,
+            })
+            .collect(),
+        deposit_fen: AmountFen::ZERO,
+        deposit_method: None,
+        opening_credit_fen: AmountFen::ZERO,
+    };
+    let account = accounts::open(&mut tx, &who, &input, "e2e-open")
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    counter_move(db, &who, account.id, None).await;
+    for m in meters {
+        assert_eq!(relay(db, m.0).await, Some(true), "closed before: {}", m.1);
+        assert!(states(db, m.0, "trip").await.is_empty());
+    }
+    let mut tx = powertab_core::db::begin_in(&db.pool, &who.company().unwrap().schema)
+        .await
+        .unwrap();
+    let all = accounts::get(&mut tx, &who, account.id)
+        .await
+        .unwrap()
+        .available_fen;
+    drop(tx);
+    counter_move(db, &who, account.id, Some(all)).await;
+    for (op, closed) in [("trip", false), ("close", true)] {
+        let done = wait_until(Duration::from_secs(30), || async {
+            let mut done = true;
+            for m in meters {
+                done &= states(db, m.0, op).await == ["verified"]
+                    && relay(db, m.0).await == Some(closed);
+            }
+            done
+        })
+        .await;
+        let mut seen = Vec::new();
+        for m in meters {
+            seen.push((m.1, states(db, m.0, op).await, relay(db, m.0).await));
+        }
+        assert!(done, "{op} verified and read back on every meter: {seen:?}");
+        if op == "trip" {
+            // A counter top-up closes them all again.
+            counter_move(db, &who, account.id, None).await;
+        }
+    }
+}
+
 /// The relay state the meter's latest reading reports.
 async fn relay(db: &TestDb, meter: Uuid) -> Option<bool> {
     sqlx::query_scalar("select relay_closed from c_1.meter_latest where meter_id = $1")
@@ -78,21 +166,11 @@ async fn states(db: &TestDb, meter: Uuid, op: &str) -> Vec<String> {
 #[tokio::test]
 async fn a_shared_wallet_trips_its_dtu_and_mqtt_meters_and_a_top_up_closes_both_read_back() {
     let db = TestDb::new().await;
+    powertab_server::demo::prepare(&db.pool)
+        .await
+        .expect("demo data");
     let _field = simulate_demo(&db, Duration::from_millis(500)).await;
-    // The trip is due the moment the available balance reaches the trip level (0).
-    sqlx::query(
-        "update c_1.settings set trip_notice_s = 0, quiet_start_minute = null,
-             quiet_end_minute = null, overdraft_limit_fen = 0, no_trip_on_holidays = false",
-    )
-    .execute(&db.pool)
-    .await
-    .unwrap();
-    powertab_server::workers::spawn(
-        db.pool.clone(),
-        clock::system(),
-        powertab_core::notify::accounts::Vendors::new(Default::default(), None),
-    );
-    let who = company_worker(&db).await;
+    rules_at_once(&db).await;
     // Shop 101's meter hangs on the DTU, shop 201's on the MQTT gateway: one wallet for both.
     let meters: Vec<(Uuid, Uuid, String)> = sqlx::query_as(
         "select s.id, m.id, g.kind from c_1.meters m join c_1.shops s on s.id = m.shop_id
@@ -113,84 +191,12 @@ async fn a_shared_wallet_trips_its_dtu_and_mqtt_meters_and_a_top_up_closes_both_
         .execute(&db.pool)
         .await
         .unwrap();
-    let read = wait_until(Duration::from_secs(40), || async {
-        relay(&db, meters[0].1).await.is_some() && relay(&db, meters[1].1).await.is_some()
-    })
+    prove_trip_and_close(
+        &db,
+        meters[0].0,
+        &[(meters[0].1, "dtu"), (meters[1].1, "mqtt")],
+    )
     .await;
-    assert!(read, "both meters read before the account opens");
-    let mut tx = powertab_core::db::begin_in(&db.pool, &who.company().unwrap().schema)
-        .await
-        .unwrap();
-    let input = OpenAccount {
-        shop_id: meters[0].0,
-        holder_name: "张三".into(),
-        holder_phone: "13800138000".into(),
-        meters: meters
-            .iter()
-            .map(|m| OpeningMeter {
-                meter_id: m.1,
-                manual_energy_wh: None,
-            })
-            .collect(),
-        deposit_fen: AmountFen::ZERO,
-        deposit_method: None,
-        opening_credit_fen: AmountFen::ZERO,
-    };
-    let account = accounts::open(&mut tx, &who, &input, "e2e-open")
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
-    counter_move(&db, &who, account.id, None).await;
-    for m in &meters {
-        assert_eq!(relay(&db, m.1).await, Some(true), "closed before: {}", m.2);
-    }
-    assert!(states(&db, meters[0].1, "trip").await.is_empty());
-
-    // The balance reaches the trip level: both relays open, read back open.
-    let mut tx = powertab_core::db::begin_in(&db.pool, &who.company().unwrap().schema)
-        .await
-        .unwrap();
-    let all = accounts::get(&mut tx, &who, account.id)
-        .await
-        .unwrap()
-        .available_fen;
-    drop(tx);
-    counter_move(&db, &who, account.id, Some(all)).await;
-    let opened = wait_until(Duration::from_secs(30), || async {
-        let mut done = true;
-        for m in &meters {
-            done &= states(&db, m.1, "trip").await == ["verified"]
-                && relay(&db, m.1).await == Some(false);
-        }
-        done
-    })
-    .await;
-    assert!(
-        opened,
-        "both tripped and read back open: dtu {:?} {:?}, mqtt {:?} {:?}",
-        states(&db, meters[0].1, "trip").await,
-        relay(&db, meters[0].1).await,
-        states(&db, meters[1].1, "trip").await,
-        relay(&db, meters[1].1).await
-    );
-
-    // A counter top-up closes both; the read-back confirms.
-    counter_move(&db, &who, account.id, None).await;
-    let closed = wait_until(Duration::from_secs(30), || async {
-        let mut done = true;
-        for m in &meters {
-            done &= states(&db, m.1, "close").await == ["verified"]
-                && relay(&db, m.1).await == Some(true);
-        }
-        done
-    })
-    .await;
-    assert!(
-        closed,
-        "both closed and read back closed: dtu {:?}, mqtt {:?}",
-        states(&db, meters[0].1, "close").await,
-        states(&db, meters[1].1, "close").await
-    );
     // The tenant heard of both, once each: after the relays were seen.
     let told = wait_until(Duration::from_secs(20), || async {
         let kinds: Vec<String> = sqlx::query_scalar(
@@ -203,6 +209,96 @@ async fn a_shared_wallet_trips_its_dtu_and_mqtt_meters_and_a_top_up_closes_both_
     })
     .await;
     assert!(told, "power cut, then power back");
+    let (ok, out) = crate::cli::powertab(&db, &["ledger", "check"]);
+    assert!(ok, "{out}");
+}
+
+#[tokio::test]
+async fn a_shared_wallet_trips_a_modbus_tcp_meter_and_a_dlt645_meter_and_closes_both_read_back() {
+    let db = TestDb::new().await;
+    powertab_server::demo::prepare(&db.pool)
+        .await
+        .expect("demo data");
+    // Shop 102 gets a meter behind a Modbus-TCP gateway on loopback and a DL/T 645 meter on a
+    // second port of the demo DTU.
+    let shop: Uuid = sqlx::query_scalar("select id from c_1.shops where number = '102'")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = i32::from(listener.local_addr().unwrap().port());
+    let (gateway, mb_bus, dlt_bus) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    sqlx::query("insert into c_1.gateways (id, identity, kind, host) values ($1, 'e2e-mb', 'modbus_tcp', '127.0.0.1')")
+        .bind(gateway)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    sqlx::query("insert into control.gateway_directory (identity, company_id, gateway_id, kind, status) values ('e2e-mb', 1, $1, 'modbus_tcp', 'enabled')")
+        .bind(gateway)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "insert into c_1.buses (id, gateway_id, number, protocol, baud, parity, stop_bits, gap_ms, timeout_ms, tcp_port)
+         values ($1, $2, 1, 'modbus_rtu', 9600, 'N', 1, 10, 400, $3)",
+    )
+    .bind(mb_bus)
+    .bind(gateway)
+    .bind(port)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "insert into c_1.buses (id, gateway_id, number, protocol, baud, parity, stop_bits, gap_ms, timeout_ms)
+         select $1, id, 2, 'dlt645', 2400, 'E', 1, 20, 1000 from c_1.gateways where identity = 'demo-dtu-01'",
+    )
+    .bind(dlt_bus)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let (mb_meter, dlt_meter) = (Uuid::now_v7(), Uuid::now_v7());
+    for (id, bus, model, address, number) in [
+        (mb_meter, mb_bus, "dtsy1352", "1", "E2E0001"),
+        (dlt_meter, dlt_bus, "dlt645", "202611250099", "E2E0002"),
+    ] {
+        sqlx::query(
+            "insert into c_1.meters (id, bus_id, model, address, meter_number, shop_id, tariff_plan_id)
+             values ($1, $2, $3, $4, $5, $6, (select id from c_1.tariff_plans limit 1))",
+        )
+        .bind(id)
+        .bind(bus)
+        .bind(model)
+        .bind(address)
+        .bind(number)
+        .bind(shop)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    }
+    let gateway_bus = std::sync::Arc::new(tokio::sync::Mutex::new(
+        powertab_ingest::sim::SimBus::modbus(vec![powertab_ingest::sim::SimMeter::new(
+            powertab_ingest::sim::SimModel::Dtsy1352 { address: 1 },
+            powertab_core::tariff::profile::ShopType::Retail,
+            30_000,
+            1_000_000,
+        )]),
+    ));
+    tokio::spawn(powertab_ingest::sim::modbus_gateway::serve(
+        listener,
+        gateway_bus,
+    ));
+    let (_field, simulated) = simulate_demo(&db, Duration::from_millis(500)).await;
+    assert_eq!(
+        simulated, 7,
+        "the DTU's second port carries the DL/T 645 meter"
+    );
+    rules_at_once(&db).await;
+    prove_trip_and_close(
+        &db,
+        shop,
+        &[(mb_meter, "modbus_tcp"), (dlt_meter, "dlt645")],
+    )
+    .await;
     let (ok, out) = crate::cli::powertab(&db, &["ledger", "check"]);
     assert!(ok, "{out}");
 }
