@@ -519,7 +519,7 @@ pub async fn wechat_callback(
         .await?
         .ok_or_else(refused)?;
     let expected = sign::wechat_callback_signature(&token, &query.timestamp, &query.nonce);
-    if !sign::same(&expected, &query.signature) {
+    if !crate::auth::constant_time_eq(&expected, &query.signature) {
         metrics::counter!("notify_callback_refused_total").increment(1);
         return Err(refused());
     }

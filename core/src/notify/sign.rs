@@ -149,15 +149,6 @@ pub fn wechat_callback_signature(token: &str, timestamp: &str, nonce: &str) -> S
     hex::encode(Sha1::digest(parts.concat().as_bytes()))
 }
 
-/// Equality in time independent of where the strings first differ.
-pub fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,8 +239,8 @@ mod tests {
                 "content-type;host"
             )
         );
-        assert!(same(&signature, &tc3_signature(secret, &request)));
-        assert!(!same(&signature, &tc3_signature(b"wrong", &request)));
+        assert_eq!(signature, tc3_signature(secret, &request));
+        assert_ne!(signature, tc3_signature(b"wrong", &request));
     }
 
     #[test]

@@ -211,16 +211,8 @@ pub(crate) async fn tell(
     account: Uuid,
     action: Action,
 ) -> CoreResult<()> {
-    let (shop, phone): (String, String) = sqlx::query_as(
-        "select s.number || ' ' || s.name, a.holder_phone
-         from shop_accounts a join shops s on s.id = a.shop_id where a.id = $1",
-    )
-    .bind(account)
-    .fetch_one(&mut *conn)
-    .await?;
+    let (shop, phone, available) = account_now(conn, account).await?;
     let notice_s = settings::load(conn).await?.trip_notice_s;
-    let wallet = balance(conn, AccountKey::Wallet(account)).await?;
-    let available = available(wallet, unposted_charges(conn, account).await?)?;
     let message = Message {
         account,
         shop: shop.trim(),
@@ -245,15 +237,7 @@ pub(crate) async fn tell_top_up(
     amount: AmountFen,
     receipt_no: &str,
 ) -> CoreResult<()> {
-    let (shop, phone): (String, String) = sqlx::query_as(
-        "select s.number || ' ' || s.name, a.holder_phone
-         from shop_accounts a join shops s on s.id = a.shop_id where a.id = $1",
-    )
-    .bind(account)
-    .fetch_one(&mut *conn)
-    .await?;
-    let wallet = balance(conn, AccountKey::Wallet(account)).await?;
-    let available = available(wallet, unposted_charges(conn, account).await?)?;
+    let (shop, phone, available) = account_now(conn, account).await?;
     let message = Message {
         account,
         shop: shop.trim(),
@@ -275,6 +259,23 @@ pub(crate) async fn tell_top_up(
         ],
     };
     notify(conn, principal, &message, written).await
+}
+
+/// `account`'s shop (`number name`), holder phone and available balance now.
+async fn account_now(
+    conn: &mut PgConnection,
+    account: Uuid,
+) -> CoreResult<(String, String, AmountFen)> {
+    let (shop, phone): (String, String) = sqlx::query_as(
+        "select s.number || ' ' || s.name, a.holder_phone
+         from shop_accounts a join shops s on s.id = a.shop_id where a.id = $1",
+    )
+    .bind(account)
+    .fetch_one(&mut *conn)
+    .await?;
+    let wallet = balance(conn, AccountKey::Wallet(account)).await?;
+    let available = available(wallet, unposted_charges(conn, account).await?)?;
+    Ok((shop, phone, available))
 }
 
 /// A message as written: its kind, whole text and template parameters.

@@ -390,21 +390,13 @@ async fn commands_of(pool: &sqlx::PgPool, meter: uuid::Uuid) -> Vec<(String, Str
 /// the lease, 30 s for the rest.
 #[tokio::test]
 async fn an_ingest_killed_while_a_trip_is_sent_leaves_it_to_the_next_one_verified_once() {
-    use powertab_core::billing::accounts::{self, OpenAccount, OpeningMeter};
-    use powertab_core::billing::counter::{self, CounterInput, CounterMethod};
-    use powertab_core::kernel::money::AmountFen;
+    use crate::power_e2e::{open_and_top_up, rules_at_once, to_trip_level};
     use powertab_ingest::sim::{DtuFaults, SimBus, SimDtu, SimMeter, SimModel};
     let db = TestDb::new().await;
     powertab_server::demo::prepare(&db.pool)
         .await
         .expect("demo data");
-    sqlx::query(
-        "update c_1.settings set trip_notice_s = 0, quiet_start_minute = null,
-             quiet_end_minute = null, overdraft_limit_fen = 0, no_trip_on_holidays = false",
-    )
-    .execute(&db.pool)
-    .await
-    .unwrap();
+    rules_at_once(&db).await;
     let port = free_port();
     let mut first = start_ingest(&db, port);
     let meters = (1..=3)
@@ -451,67 +443,11 @@ async fn an_ingest_killed_while_a_trip_is_sent_leaves_it_to_the_next_one_verifie
         .await,
         "the first ingest reads the meter"
     );
-    powertab_server::workers::spawn(
-        db.pool.clone(),
-        powertab_core::kernel::clock::system(),
-        powertab_core::notify::accounts::Vendors::new(Default::default(), None),
-    );
-    let who = {
-        let mut conn = db.pool.acquire().await.unwrap();
-        let scope = powertab_core::auth::load_company(&mut conn, 1)
-            .await
-            .unwrap()
-            .unwrap();
-        powertab_core::auth::Principal::system("fault", powertab_core::kernel::clock::system())
-            .in_company(scope)
-    };
-    let mut tx = powertab_core::db::begin_in(&db.pool, &who.company().unwrap().schema)
-        .await
-        .unwrap();
-    let input = OpenAccount {
-        shop_id: shop,
-        holder_name: "故障测试".into(),
-        holder_phone: String::new(),
-        meters: vec![OpeningMeter {
-            meter_id: meter,
-            manual_energy_wh: None,
-        }],
-        deposit_fen: AmountFen::ZERO,
-        deposit_method: None,
-        opening_credit_fen: AmountFen::ZERO,
-    };
-    let account = accounts::open(&mut tx, &who, &input, "fault-open")
-        .await
-        .unwrap();
-    let card = |amount: i64, reason: &str| CounterInput {
-        amount_fen: AmountFen::from_fen(amount),
-        method: CounterMethod::Card,
-        reason: reason.into(),
-    };
-    counter::top_up(&mut tx, &who, account.id, &card(1_000, ""), "fault-t1")
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
+    let account = open_and_top_up(&db, shop, &[meter]).await;
 
     // The meter goes silent; the balance reaches the trip level; the trip is sent, unanswered.
     bus.lock().await.meters[0].silent = true;
-    let mut tx = powertab_core::db::begin_in(&db.pool, &who.company().unwrap().schema)
-        .await
-        .unwrap();
-    let all = accounts::get(&mut tx, &who, account.id)
-        .await
-        .unwrap()
-        .available_fen;
-    counter::refund(
-        &mut tx,
-        &who,
-        account.id,
-        &card(all.fen(), "故障测试"),
-        "fault-r1",
-    )
-    .await
-    .unwrap();
-    tx.commit().await.unwrap();
+    to_trip_level(&db, account).await;
     assert!(
         powertab_testkit::wait_until(Duration::from_secs(20), || async {
             commands_of(&db.pool, meter)

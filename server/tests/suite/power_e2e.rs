@@ -55,7 +55,7 @@ async fn counter_move(db: &TestDb, who: &Principal, account: Uuid, refund: Optio
 
 /// The settings that make the trip due the moment the available balance reaches the trip level
 /// (0), day or night, and the server's workers running.
-async fn rules_at_once(db: &TestDb) {
+pub(crate) async fn rules_at_once(db: &TestDb) {
     sqlx::query(
         "update c_1.settings set trip_notice_s = 0, quiet_start_minute = null,
              quiet_end_minute = null, overdraft_limit_fen = 0, no_trip_on_holidays = false",
@@ -82,43 +82,14 @@ async fn prove_trip_and_close(db: &TestDb, shop: Uuid, meters: &[(Uuid, &str)]) 
     })
     .await;
     assert!(read, "every meter read before the account opens");
-    let who = company_worker(db).await;
-    let mut tx = powertab_core::db::begin_in(&db.pool, &who.company().unwrap().schema)
-        .await
-        .unwrap();
-    let input = OpenAccount {
-        shop_id: shop,
-        holder_name: "张三".into(),
-        holder_phone: "13800138000".into(),
-        meters: meters
-            .iter()
-            .map(|m| OpeningMeter {
-                meter_id: m.0,
-                manual_energy_wh: None,
-            })
-            .collect(),
-        deposit_fen: AmountFen::ZERO,
-        deposit_method: None,
-        opening_credit_fen: AmountFen::ZERO,
-    };
-    let account = accounts::open(&mut tx, &who, &input, "e2e-open")
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
-    counter_move(db, &who, account.id, None).await;
+    let ids: Vec<Uuid> = meters.iter().map(|m| m.0).collect();
+    let account = open_and_top_up(db, shop, &ids).await;
     for m in meters {
         assert_eq!(relay(db, m.0).await, Some(true), "closed before: {}", m.1);
         assert!(states(db, m.0, "trip").await.is_empty());
     }
-    let mut tx = powertab_core::db::begin_in(&db.pool, &who.company().unwrap().schema)
-        .await
-        .unwrap();
-    let all = accounts::get(&mut tx, &who, account.id)
-        .await
-        .unwrap()
-        .available_fen;
-    drop(tx);
-    counter_move(db, &who, account.id, Some(all)).await;
+    to_trip_level(db, account).await;
+    let who = company_worker(db).await;
     for (op, closed) in [("trip", false), ("close", true)] {
         let done = wait_until(Duration::from_secs(30), || async {
             let mut done = true;
@@ -136,9 +107,52 @@ async fn prove_trip_and_close(db: &TestDb, shop: Uuid, meters: &[(Uuid, &str)]) 
         assert!(done, "{op} verified and read back on every meter: {seen:?}");
         if op == "trip" {
             // A counter top-up closes them all again.
-            counter_move(db, &who, account.id, None).await;
+            counter_move(db, &who, account, None).await;
         }
     }
+}
+
+/// Opens one account on `shop` with `meters` (from their latest readings) and tops it up ¥20.
+pub(crate) async fn open_and_top_up(db: &TestDb, shop: Uuid, meters: &[Uuid]) -> Uuid {
+    let who = company_worker(db).await;
+    let mut tx = powertab_core::db::begin_in(&db.pool, &who.company().unwrap().schema)
+        .await
+        .unwrap();
+    let input = OpenAccount {
+        shop_id: shop,
+        holder_name: "张三".into(),
+        holder_phone: "13800138000".into(),
+        meters: meters
+            .iter()
+            .map(|m| OpeningMeter {
+                meter_id: *m,
+                manual_energy_wh: None,
+            })
+            .collect(),
+        deposit_fen: AmountFen::ZERO,
+        deposit_method: None,
+        opening_credit_fen: AmountFen::ZERO,
+    };
+    let account = accounts::open(&mut tx, &who, &input, &format!("e2e-open-{shop}"))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    counter_move(db, &who, account.id, None).await;
+    account.id
+}
+
+/// Refunds `account`'s whole available balance: it is at the trip level (0).
+pub(crate) async fn to_trip_level(db: &TestDb, account: Uuid) {
+    let who = company_worker(db).await;
+    let mut tx = powertab_core::db::begin_in(&db.pool, &who.company().unwrap().schema)
+        .await
+        .unwrap();
+    let all = accounts::get(&mut tx, &who, account)
+        .await
+        .unwrap()
+        .available_fen;
+    drop(tx);
+    counter_move(db, &who, account, Some(all)).await;
 }
 
 /// The relay state the meter's latest reading reports.
