@@ -72,7 +72,7 @@ pub(crate) async fn rules_at_once(db: &TestDb) {
 
 /// Opens one account on `shop` with `meters` (once each has a reading), tops it up, takes the
 /// balance to the trip level and back, and checks every meter tripped and closed, read back.
-async fn prove_trip_and_close(db: &TestDb, shop: Uuid, meters: &[(Uuid, &str)]) {
+async fn prove_trip_and_close(db: &TestDb, shop: Uuid, meters: &[(Uuid, &str)]) -> Uuid {
     let read = wait_until(Duration::from_secs(40), || async {
         let mut all = true;
         for m in meters {
@@ -110,6 +110,7 @@ async fn prove_trip_and_close(db: &TestDb, shop: Uuid, meters: &[(Uuid, &str)]) 
             counter_move(db, &who, account, None).await;
         }
     }
+    account
 }
 
 /// Opens one account on `shop` with `meters` (from their latest readings) and tops it up ¥20.
@@ -307,12 +308,48 @@ async fn a_shared_wallet_trips_a_modbus_tcp_meter_and_a_dlt645_meter_and_closes_
         "the DTU's second port carries the DL/T 645 meter"
     );
     rules_at_once(&db).await;
-    prove_trip_and_close(
+    let account = prove_trip_and_close(
         &db,
         shop,
         &[(mb_meter, "modbus_tcp"), (dlt_meter, "dlt645")],
     )
     .await;
+    // Keep-power on the DL/T 645 meter (3A, read back closed): the next time the balance reaches
+    // the trip level only the other meter trips.
+    let who = company_worker(&db).await;
+    let mut tx = powertab_core::db::begin_in(&db.pool, &who.company().unwrap().schema)
+        .await
+        .unwrap();
+    powertab_core::power::control::operate(&mut tx, &who, dlt_meter, "keep_power_on")
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let kept = wait_until(Duration::from_secs(30), || async {
+        states(&db, dlt_meter, "keep_power_on").await == ["verified"]
+    })
+    .await;
+    assert!(kept, "{:?}", states(&db, dlt_meter, "keep_power_on").await);
+    to_trip_level(&db, account).await;
+    let tripped = wait_until(Duration::from_secs(30), || async {
+        states(&db, mb_meter, "trip").await == ["verified", "verified"]
+            && relay(&db, mb_meter).await == Some(false)
+    })
+    .await;
+    assert!(
+        tripped,
+        "the other meter trips: {:?}",
+        states(&db, mb_meter, "trip").await
+    );
+    assert_eq!(
+        states(&db, dlt_meter, "trip").await,
+        ["verified"],
+        "keep-power: no new trip"
+    );
+    assert_eq!(
+        relay(&db, dlt_meter).await,
+        Some(true),
+        "and its power stays on"
+    );
     let (ok, out) = crate::cli::powertab(&db, &["ledger", "check"]);
     assert!(ok, "{out}");
 }
