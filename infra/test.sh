@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite (README: Tests; .ci/run calls this). On a fresh machine it first
 # finds or starts PostgreSQL and Mosquitto, installs Chromium and ChromeDriver for the browser
-# tests, builds the WebAssembly bundle, and installs cargo-nextest when missing.
+# tests (and PostgreSQL's server programs for the restart test), builds the WebAssembly bundle,
+# and installs cargo-nextest when missing.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
@@ -17,6 +18,12 @@ if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null || !
     echo "[test] the browser tests need chromium and chromium-driver (Debian packages)" >&2
     exit 1
   fi
+fi
+
+# The database-restart fault test starts a private cluster of its own: it needs the server
+# programs even when the suite's PostgreSQL is another machine's.
+if [ -z "$(_pt_pg_bin)" ]; then
+  _pt_apt_install postgresql || { echo "[test] the fault tests need PostgreSQL's server programs (Debian package postgresql)" >&2; exit 1; }
 fi
 
 infra/build-wasm.sh

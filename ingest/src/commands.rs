@@ -18,9 +18,10 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-/// The operations DTU and Modbus-TCP buses carry out: read-now and the relay commands (through
-/// the meter's driver: Acrel's 0x0057 register, DL/T 645's 0x1C); the others stay queued until
-/// their driver support lands (secure frames with the meter-side prepayment issue).
+/// The operations DTU and Modbus-TCP buses carry out: read-now, the relay commands (through
+/// the meter's driver: Acrel's 0x0057 register, DL/T 645's 0x1C) and `sync_clock` (DL/T 645).
+/// Core refuses the others when they are asked for (`commands::carried`); secure frames come
+/// with the meter-side prepayment issue.
 pub const BUS_OPS: &[Op] = &[
     Op::ReadNow,
     Op::SyncClock,
@@ -261,6 +262,23 @@ pub async fn listen(pool: PgPool, dispatch: Dispatch) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ops_ingest_takes_are_the_ones_core_lets_be_asked_for() {
+        use powertab_core::commands::{carried, Route};
+        use powertab_core::field::vocabulary::MeterModel;
+        for op in Op::ALL {
+            let by_some_bus = MeterModel::ALL
+                .iter()
+                .any(|model| carried(op, Route::Bus(*model)));
+            assert_eq!(BUS_OPS.contains(&op), by_some_bus, "{op} over buses");
+            assert_eq!(
+                MQTT_OPS.contains(&op),
+                carried(op, Route::Mqtt),
+                "{op} over MQTT"
+            );
+        }
+    }
 
     #[test]
     fn payloads_parse_strictly() {

@@ -430,3 +430,56 @@ async fn an_unanswered_command_waits_with_its_sender_for_the_next_send_and_no_on
         "no retry past the expiry"
     );
 }
+
+/// An op no driver of the meter carries is refused when it is asked for, with the reason, and
+/// nothing is queued; what its route does carry goes in.
+#[tokio::test]
+async fn an_op_the_meters_route_cannot_carry_is_refused_when_asked_for() {
+    let field = Field::new("acme", "dtu-1", b"REG-0001", &["modbus_rtu", "dlt645"]).await;
+    let acrel = field.meter(0, "dtsy1352", "1", "1001").await;
+    let dlt = field.meter(1, "dlt645", "202611250010", "1002").await;
+    let ask = |meter_id: Uuid, op: Op| {
+        let field = &field;
+        async move {
+            let mut tx = db::begin_in(&field.db.pool, &field.schema).await.unwrap();
+            let asked = commands::enqueue(
+                &mut tx,
+                &field.schema,
+                &NewCommand {
+                    meter_id,
+                    op,
+                    source: "rule:test".into(),
+                    detail: String::new(),
+                    expires_at: Some(Utc::now() + Duration::seconds(60)),
+                    batch_id: None,
+                    retry_of: None,
+                },
+                Utc::now(),
+            )
+            .await;
+            tx.commit().await.unwrap();
+            asked.map(|c| c.op).map_err(|e| e.to_string())
+        }
+    };
+    for op in [Op::SetPrepaidParams, Op::SetTouTable, Op::SyncClock] {
+        let refused = ask(acrel, op).await.unwrap_err();
+        assert!(
+            refused.contains("dtsy1352") && refused.contains(op.as_str()),
+            "{refused}"
+        );
+    }
+    assert_eq!(
+        ask(dlt, Op::SetPrepaidParams).await.unwrap_err(),
+        "set_prepaid_params cannot reach this meter: its driver (dlt645) does not carry it"
+    );
+    assert_eq!(ask(dlt, Op::SyncClock).await, Ok(Op::SyncClock));
+    assert_eq!(ask(acrel, Op::Trip).await, Ok(Op::Trip));
+    let queued: Vec<String> = sqlx::query_scalar(&format!(
+        "select op from {}.commands order by created_at",
+        field.schema.as_str()
+    ))
+    .fetch_all(&field.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(queued, ["sync_clock", "trip"], "nothing else was queued");
+}

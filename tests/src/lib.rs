@@ -2,9 +2,11 @@
 //! the server named by `DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`,
 //! which `infra/services.sh` provides) and dropped when the guard goes out of scope. Tests run in
 //! parallel, so pools stay small (PostgreSQL allows 100 connections in all). [`broker`] starts
-//! a private Mosquitto per test.
+//! a private Mosquitto per test; [`postgres`] a private PostgreSQL cluster for a test that
+//! restarts the database server.
 
 pub mod broker;
+pub mod postgres;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
@@ -26,14 +28,20 @@ pub struct TestDb {
     pub name: String,
     pub url: String,
     pub pool: PgPool,
+    /// The server's admin URL (to drop the database again).
+    admin_url: String,
 }
 
 impl TestDb {
     /// Creates an empty database with a unique name and a small pool on it.
     pub async fn new() -> TestDb {
+        TestDb::on(&admin_url()).await
+    }
+
+    /// [`TestDb::new`] on the server of `admin_url` (a [`postgres::PrivatePostgres`]).
+    pub async fn on(admin_url: &str) -> TestDb {
         let name = format!("pt_test_{}", uuid::Uuid::new_v4().simple());
-        let admin =
-            PgConnectOptions::from_str(&admin_url()).expect("DATABASE_URL is a postgres url");
+        let admin = PgConnectOptions::from_str(admin_url).expect("DATABASE_URL is a postgres url");
         let mut conn = admin
             .connect()
             .await
@@ -51,7 +59,12 @@ impl TestDb {
             .connect_with(options)
             .await
             .expect("connect to the test database");
-        TestDb { name, url, pool }
+        TestDb {
+            name,
+            url,
+            pool,
+            admin_url: admin_url.to_owned(),
+        }
     }
 }
 
@@ -62,13 +75,14 @@ impl Drop for TestDb {
         // connections the app still holds, and the app's tasks cannot run while this blocks the
         // test's (single-threaded) runtime. `with (force)` ends those backends instead.
         let name = self.name.clone();
+        let admin_url = self.admin_url.clone();
         let dropper = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .expect("a runtime for cleanup");
             rt.block_on(async move {
-                let admin = PgConnectOptions::from_str(&admin_url()).expect("url");
+                let admin = PgConnectOptions::from_str(&admin_url).expect("url");
                 if let Ok(mut conn) = PgConnection::connect_with(&admin).await {
                     let _ = sqlx::query(&format!("drop database if exists {name} with (force)"))
                         .execute(&mut conn)

@@ -145,6 +145,55 @@ impl Op {
     }
 }
 
+/// How a meter is reached, as far as commands care: which driver speaks to it on a bus (DTU or
+/// Modbus-TCP), or an MQTT gateway that takes the canonical `op`s itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    Bus(crate::field::vocabulary::MeterModel),
+    Mqtt,
+}
+
+impl Route {
+    /// The route of a meter of `model` behind a gateway of `kind`.
+    pub fn of(
+        model: crate::field::vocabulary::MeterModel,
+        kind: crate::field::vocabulary::GatewayKind,
+    ) -> Route {
+        match kind {
+            crate::field::vocabulary::GatewayKind::Mqtt => Route::Mqtt,
+            _ => Route::Bus(model),
+        }
+    }
+}
+
+/// Whether `op` can reach a meter by `route` today (DESIGN.md: Commands, "per driver"). Relay
+/// commands and read-now reach every meter. `sync_clock`: DL/T 645 (08H broadcast) and MQTT
+/// gateways; Acrel's clock register is undocumented. Secure frames (purchase, deduct, set price):
+/// MQTT gateways; over buses with the meter-side prepayment work. `set_tou_table` and
+/// `set_prepaid_params` reach no meter: the only register maps for them are marked "verify" in
+/// DOMAIN.md, and a platform-side meter needs neither (the platform rates and keeps the levels).
+/// Asking for an op a route cannot carry is refused when it is asked, rather than left queued
+/// until it expires.
+pub fn carried(op: Op, route: Route) -> bool {
+    use crate::field::vocabulary::MeterModel;
+    match op {
+        Op::ReadNow | Op::Trip | Op::Close | Op::Release | Op::KeepPowerOn | Op::KeepPowerOff => {
+            true
+        }
+        Op::SyncClock => matches!(route, Route::Mqtt | Route::Bus(MeterModel::Dlt645)),
+        Op::Purchase | Op::Deduct | Op::SetPrice => route == Route::Mqtt,
+        Op::SetTouTable | Op::SetPrepaidParams => false,
+    }
+}
+
+/// Whether `op` reaches every meter, whatever its route (no need to look the meter up).
+pub fn carried_everywhere(op: Op) -> bool {
+    carried(op, Route::Mqtt)
+        && crate::field::vocabulary::MeterModel::ALL
+            .iter()
+            .all(|model| carried(op, Route::Bus(*model)))
+}
+
 /// How many times a bus sends a relay command that gets no answer before it fails.
 pub const CONTROL_SENDS_MAX: i32 = 4;
 
@@ -255,6 +304,37 @@ impl std::fmt::Display for State {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn relay_commands_reach_every_meter_and_unmapped_registers_none() {
+        use crate::field::vocabulary::MeterModel;
+        for op in [
+            Op::ReadNow,
+            Op::Trip,
+            Op::Close,
+            Op::Release,
+            Op::KeepPowerOn,
+        ] {
+            assert!(carried_everywhere(op), "{op}");
+        }
+        for op in [Op::SetTouTable, Op::SetPrepaidParams] {
+            assert!(!carried(op, Route::Mqtt), "{op}");
+            for model in MeterModel::ALL {
+                assert!(!carried(op, Route::Bus(*model)), "{op} {model:?}");
+            }
+        }
+        assert!(carried(Op::SyncClock, Route::Bus(MeterModel::Dlt645)));
+        assert!(!carried(Op::SyncClock, Route::Bus(MeterModel::Dtsy1352)));
+        assert!(!carried_everywhere(Op::SyncClock));
+        assert!(carried(Op::Purchase, Route::Mqtt));
+        assert_eq!(
+            Route::of(
+                MeterModel::Dlt645,
+                crate::field::vocabulary::GatewayKind::Mqtt
+            ),
+            Route::Mqtt
+        );
+    }
 
     #[test]
     fn every_op_and_state_has_one_string_form() {

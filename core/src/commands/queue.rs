@@ -109,6 +109,7 @@ pub async fn enqueue(
             "purchases and deducts never expire".into(),
         ));
     }
+    refuse_unless_carried(conn, new.meter_id, new.op).await?;
     let id = Uuid::now_v7();
     let superseded = new.op.supersedes();
     if !superseded.is_empty() {
@@ -161,6 +162,42 @@ pub async fn enqueue(
         .execute(&mut *conn)
         .await?;
     command_from(&row)
+}
+
+/// A clear refusal for an op the meter's route cannot carry ([`super::carried`]), instead of a
+/// command that waits in the queue for nobody until it expires. Relay commands and read-now
+/// reach every meter: no lookup (a batch enqueues thousands).
+async fn refuse_unless_carried(conn: &mut PgConnection, meter_id: Uuid, op: Op) -> CoreResult<()> {
+    use crate::field::vocabulary::{GatewayKind, MeterModel};
+    if super::carried_everywhere(op) {
+        return Ok(());
+    }
+    let route: Option<(String, String)> = sqlx::query_as(
+        "select m.model, g.kind from meters m join buses b on b.id = m.bus_id
+         join gateways g on g.id = b.gateway_id where m.id = $1",
+    )
+    .bind(meter_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let route = route.and_then(|(model, kind)| {
+        Some(super::Route::of(
+            MeterModel::parse(&model)?,
+            GatewayKind::parse(&kind)?,
+        ))
+    });
+    match route {
+        Some(route) if super::carried(op, route) => Ok(()),
+        Some(super::Route::Bus(model)) => Err(CoreError::Conflict(format!(
+            "{op} cannot reach this meter: its driver ({}) does not carry it",
+            model.as_str()
+        ))),
+        Some(super::Route::Mqtt) => Err(CoreError::Conflict(format!(
+            "{op} cannot reach this meter: MQTT gateways do not take it"
+        ))),
+        None => Err(CoreError::Conflict(format!(
+            "{op} cannot reach this meter: it is on no bus of a known gateway"
+        ))),
+    }
 }
 
 /// Staff who sell, switch or set up meters may ask for a read-now.

@@ -353,3 +353,94 @@ async fn a_shared_wallet_trips_a_modbus_tcp_meter_and_a_dlt645_meter_and_closes_
     let (ok, out) = crate::cli::powertab(&db, &["ledger", "check"]);
     assert!(ok, "{out}");
 }
+
+/// Quiet hours through the whole path: the workers' clock is in the company's quiet window when
+/// the balance reaches the trip level, so nothing is sent to the DTU meter (it keeps power and
+/// keeps being read); once the clock passes the window's end, the sweep trips it and the relay is
+/// read back open. The workers' clock starts an hour behind the real one (and catches up), so the
+/// commands the sweep writes carry real times for ingest.
+#[tokio::test]
+async fn quiet_hours_postpone_the_trip_over_the_dtu_until_the_window_ends() {
+    use chrono::Timelike;
+    use powertab_core::kernel::clock::Clock;
+    let db = TestDb::new().await;
+    powertab_server::demo::prepare(&db.pool)
+        .await
+        .expect("demo data");
+    let _field = simulate_demo(&db, Duration::from_millis(500)).await;
+    let now = chrono::Utc::now();
+    let clock = clock::ManualClock::at(now - chrono::Duration::hours(1));
+    // The window: from 10 minutes before the workers' time to 5 minutes after it, local time.
+    let local = (clock.now() + chrono::Duration::hours(8)).time();
+    let minute = i32::try_from(local.hour() * 60 + local.minute()).unwrap();
+    let (start, end) = (
+        (minute - 10).rem_euclid(1440),
+        (minute + 5).rem_euclid(1440),
+    );
+    sqlx::query(
+        "update c_1.settings set trip_notice_s = 0, quiet_start_minute = $1, quiet_end_minute = $2,
+             overdraft_limit_fen = 0, no_trip_on_holidays = false, arrears_cap_fen = 1000000",
+    )
+    .bind(start)
+    .bind(end)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let settings_zone: String =
+        sqlx::query_scalar("select time_zone from control.company where id = 1")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        settings_zone, "Asia/Shanghai",
+        "the window above is in UTC+8"
+    );
+    powertab_server::workers::spawn(
+        db.pool.clone(),
+        clock.clone(),
+        powertab_core::notify::accounts::Vendors::new(Default::default(), None),
+    );
+    let (shop, meter): (Uuid, Uuid) = sqlx::query_as(
+        "select s.id, m.id from c_1.meters m join c_1.shops s on s.id = m.shop_id where s.number = '101'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(40), || async {
+            relay(&db, meter).await.is_some()
+        })
+        .await,
+        "the meter is read"
+    );
+    let account = open_and_top_up(&db, shop, &[meter]).await;
+    to_trip_level(&db, account).await;
+    // The trip notice (0 s) went out and the trip is due, but quiet: through a whole sweep
+    // (every 10 s) and many polls, no trip is written and the meter stays on.
+    let tripped_early = wait_until(Duration::from_secs(12), || async {
+        !states(&db, meter, "trip").await.is_empty()
+    })
+    .await;
+    assert!(!tripped_early, "quiet hours postpone the trip");
+    assert_eq!(relay(&db, meter).await, Some(true), "still on, still read");
+    let noticed: i64 =
+        sqlx::query_scalar("select count(*) from c_1.notifications where kind = 'trip_notice'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert!(noticed >= 1, "the tenant was told what is coming");
+    // The workers' clock reaches the real time: the window ended 55 minutes ago.
+    clock.set(chrono::Utc::now());
+    let tripped = wait_until(Duration::from_secs(30), || async {
+        states(&db, meter, "trip").await == ["verified"] && relay(&db, meter).await == Some(false)
+    })
+    .await;
+    assert!(
+        tripped,
+        "after the window the sweep trips it, read back open: {:?} {:?}",
+        states(&db, meter, "trip").await,
+        relay(&db, meter).await
+    );
+    let (ok, out) = crate::cli::powertab(&db, &["ledger", "check"]);
+    assert!(ok, "{out}");
+}
