@@ -11,6 +11,7 @@
 //! | [`commands`] | the typed command queue meters are driven through |
 //! | [`tariff`] | tariff plans, rating, consumption profiles |
 //! | [`import`] | spreadsheet import of shops, gateways and meters |
+//! | [`secure`] | the 3DES secure command (SECURE-COMMAND.md): keys, frames, acknowledgements |
 //! | [`notify`] | notification channels (sandbox, Aliyun/Tencent SMS, WeChat), sending, delivery reports, operator alerts |
 //! | [`billing`], [`payments`], [`reports`] | prepaid money (homes fixed, filled by their issues) |
 //!
@@ -39,5 +40,7 @@ pub mod import;
 pub mod notify;
 #[cfg(feature = "db")]
 pub mod property;
+#[cfg(feature = "db")]
+pub mod secure;
 
 pub use kernel::error::{CoreError, CoreResult};
