@@ -182,6 +182,11 @@ pub const COMPANY: &[Migration] = &[
         name: "notify",
         sql: include_str!("../../../migrations/company/0025_notify.sql"),
     },
+    Migration {
+        version: 26,
+        name: "secure",
+        sql: include_str!("../../../migrations/company/0026_secure.sql"),
+    },
 ];
 
 /// Arbitrary constant for `pg_advisory_xact_lock`: "PT" migrations.

@@ -3,9 +3,11 @@
 //! diversification, ISO/IEC 9797-1 padding method 2 and the retail MAC — the only code the
 //! simulated meter shares with the platform. [`frame`] derives a meter's keys, builds command
 //! frames and checks acknowledgements; frames are built here, in the server process, and ingest
-//! carries their bytes only (DESIGN.md).
+//! carries their bytes only (DESIGN.md). [`keys`] keeps each company's master keys (sealed at
+//! rest, versioned) and which version each meter holds.
 
 pub mod frame;
+pub mod keys;
 pub mod primitives;
 
 pub use frame::{
