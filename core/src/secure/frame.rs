@@ -14,6 +14,16 @@ pub const CIPHER_LEN: usize = 32;
 pub const FRAME_LEN: usize = 18 + CIPHER_LEN + 8;
 /// Acknowledgement: 29 bytes + MAC.
 pub const ACK_LEN: usize = 37;
+/// Modbus carriage (SECURE-COMMAND.md: Carriage, Counters read-back): the frame is written with
+/// FC 0x10 at [`FRAME_REGISTER`] (two bytes per register, an odd length padded with 0x00), the
+/// acknowledgement read with FC 0x03 from [`ACK_REGISTER`] ([`ACK_REGISTERS`] registers: 37
+/// bytes + one pad byte), the counters from [`COUNTERS_REGISTER`].
+pub const FRAME_REGISTER: u16 = 0x0C00;
+pub const ACK_REGISTER: u16 = 0x0C40;
+pub const ACK_REGISTERS: u16 = 19;
+/// Purchase count u32, control counter u32, remaining fen i64, price units u32.
+pub const COUNTERS_REGISTER: u16 = 0x0C60;
+pub const COUNTERS_REGISTERS: u16 = 10;
 /// The range a set price must lie in, price units (0.0001 yuan per kWh).
 pub const PRICE_UNITS_RANGE: std::ops::RangeInclusive<i64> = 1..=100_000;
 

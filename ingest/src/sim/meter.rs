@@ -1,12 +1,26 @@
 //! A simulated meter: consumption from a shop type's daily shape, a relay that obeys commands
 //! (and opens by itself when a meter-side balance runs out), prepaid registers, and the protocol
 //! side: it answers the Modbus RTU requests of the Acrel models and the DL/T 645 requests of a
-//! generic meter exactly as the drivers expect them.
+//! generic meter exactly as the drivers expect them. A meter-side meter carries the secure
+//! command's meter side ([`super::secure_meter`]) at 0x0C00 / 0x0C40 / 0x0C60 and counts down
+//! at the price pushed to it.
 
 use crate::driver::{acrel, MeterValues};
 use crate::framing::{dlt645, rtu};
 use chrono::{DateTime, Timelike, Utc};
+use powertab_core::secure::frame as secure;
 use powertab_core::tariff::profile::ShopType;
+
+/// A frame written two bytes per register loses its pad byte: the header says how long it is.
+fn unpad_frame(data: &[u8]) -> &[u8] {
+    let declared = data
+        .get(16..18)
+        .map(|n| 18 + usize::from(u16::from_be_bytes([n[0], n[1]])) + 8);
+    match declared {
+        Some(len) if data.len() == len + 1 && data[len] == 0 => &data[..len],
+        _ => data,
+    }
+}
 
 /// Which protocol and model the meter speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +54,13 @@ pub struct SimMeter {
     pub clock_set_to: Option<chrono::NaiveDateTime>,
     /// A silent meter never answers (fault injection).
     pub silent: bool,
+    /// Meter-side prepayment: the meter's secure side (SECURE-COMMAND.md), which then holds
+    /// the remaining amount, the counters and the relay; `None` for a platform-side meter.
+    pub secure: Option<super::secure_meter::SecureMeter>,
+    /// The acknowledgement of the last frame written at 0x0C00, read from 0x0C40.
+    last_secure_ack: Vec<u8>,
+    /// Sub-fen use carried between steps (Wh × price units, 1 fen = 100,000 of them).
+    carry_fen_units: i64,
     last_step: Option<DateTime<Utc>>,
 }
 
@@ -59,12 +80,24 @@ impl SimMeter {
             close_allowed: false,
             clock_set_to: None,
             silent: false,
+            secure: None,
+            last_secure_ack: Vec::new(),
+            carry_fen_units: 0,
             last_step: None,
         }
     }
 
+    /// This meter as a meter-side one, loaded with `secure` (its key and counters).
+    pub fn with_secure(mut self, secure: super::secure_meter::SecureMeter) -> SimMeter {
+        self.secure = Some(secure);
+        self
+    }
+
     pub fn relay_closed(&self) -> bool {
-        self.forced_closed.unwrap_or(true)
+        match &self.secure {
+            Some(secure) => secure.relay_closed(),
+            None => self.forced_closed.unwrap_or(true),
+        }
     }
 
     /// The tenant presses the meter's button: a relay whose close was allowed closes.
@@ -93,12 +126,26 @@ impl SimMeter {
         let wh = mwh / 1000;
         self.carry_mwh = mwh % 1000;
         self.energy_wh += wh;
+        self.count_down(wh);
         let slot = match hour {
             10..=11 | 18..=20 => 1, // peak
             23 | 0..=6 => 3,        // valley
             _ => 2,                 // flat
         };
         self.tou_wh[slot] += wh;
+    }
+
+    /// A meter-side meter counts its remaining amount down at its pushed price.
+    fn count_down(&mut self, wh: i64) {
+        let Some(secure) = self.secure.as_mut() else {
+            return;
+        };
+        // Price units are 0.0001 yuan per kWh: 1 Wh costs price/100,000 fen.
+        let units = wh
+            .saturating_mul(i64::from(secure.price_units))
+            .saturating_add(self.carry_fen_units);
+        secure.spend(units / 100_000);
+        self.carry_fen_units = units % 100_000;
     }
 
     /// The values the meter shows now.
@@ -122,8 +169,16 @@ impl SimMeter {
             voltage_dv: vec![2200; phases],
             current_ca: vec![power_w * 100 / 220 / phases as i64; phases],
             pf_milli: Some(950),
-            remaining_fen: Some(self.remaining_fen),
-            purchase_count: Some(self.purchase_count),
+            remaining_fen: Some(
+                self.secure
+                    .as_ref()
+                    .map_or(self.remaining_fen, |s| s.remaining_fen),
+            ),
+            purchase_count: Some(
+                self.secure
+                    .as_ref()
+                    .map_or(self.purchase_count, |s| i64::from(s.purchase_count)),
+            ),
             relay_closed: Some(self.relay_closed()),
             alarms: vec![],
             meter_ratios: Some((1, 1)),
@@ -165,12 +220,49 @@ impl SimMeter {
                 }
             }
             (0x10, acrel::CONTROL_REGISTER, 2) if request.len() >= 13 => {
-                match (word(7), word(9)) {
-                    (1, 1) => self.forced_closed = Some(false),
-                    (1, 0) => self.forced_closed = Some(true),
-                    _ => self.forced_closed = None,
+                let forced = match (word(7), word(9)) {
+                    (1, 1) => Some(false),
+                    (1, 0) => Some(true),
+                    _ => None,
+                };
+                self.forced_closed = forced;
+                if let Some(secure) = self.secure.as_mut() {
+                    use super::secure_meter::RelayControl;
+                    secure.control = match forced {
+                        Some(false) => RelayControl::ForcedOpen,
+                        Some(true) => RelayControl::ForcedClosed,
+                        None => RelayControl::Own,
+                    };
                 }
                 reply.extend_from_slice(&request[1..6]);
+            }
+            (0x10, secure::FRAME_REGISTER, count) if self.secure.is_some() => {
+                let bytes = usize::from(*request.get(6)?);
+                let data = request.get(7..7 + bytes)?;
+                if usize::from(count) * 2 != bytes {
+                    reply.extend_from_slice(&[0x90, 0x03]);
+                } else {
+                    let frame = unpad_frame(data);
+                    let secure = self.secure.as_mut()?;
+                    self.last_secure_ack = secure.handle(frame);
+                    reply.extend_from_slice(&request[1..6]);
+                }
+            }
+            (0x03, secure::ACK_REGISTER, secure::ACK_REGISTERS) if self.secure.is_some() => {
+                let mut bytes = self.last_secure_ack.clone();
+                bytes.resize(usize::from(secure::ACK_REGISTERS) * 2, 0);
+                reply.push(0x03);
+                reply.push(u8::try_from(bytes.len()).ok()?);
+                reply.extend_from_slice(&bytes);
+            }
+            (0x03, secure::COUNTERS_REGISTER, secure::COUNTERS_REGISTERS)
+                if self.secure.is_some() =>
+            {
+                let regs = self.secure.as_ref()?.counter_registers();
+                reply.extend_from_slice(&[0x03, 20]);
+                for r in regs {
+                    reply.extend_from_slice(&r.to_be_bytes());
+                }
             }
             (function, _, _) => reply.extend_from_slice(&[function | 0x80, 0x02]),
         }
@@ -262,6 +354,104 @@ mod tests {
             })
             .collect();
         driver.parse_poll(&replies).unwrap()
+    }
+
+    fn rtu(mut frame: Vec<u8>) -> Vec<u8> {
+        let crc = rtu::crc16(&frame);
+        frame.extend_from_slice(&crc.to_le_bytes());
+        frame
+    }
+
+    /// Writes `frame` at 0x0C00 and reads the acknowledgement from 0x0C40, as ingest will.
+    fn send_secure(meter: &mut SimMeter, frame: &[u8], now: DateTime<Utc>) -> Vec<u8> {
+        let mut padded = frame.to_vec();
+        if padded.len() % 2 == 1 {
+            padded.push(0);
+        }
+        let regs = u16::try_from(padded.len() / 2).unwrap();
+        let mut write = vec![1, 0x10];
+        write.extend_from_slice(&secure::FRAME_REGISTER.to_be_bytes());
+        write.extend_from_slice(&regs.to_be_bytes());
+        write.push(u8::try_from(padded.len()).unwrap());
+        write.extend_from_slice(&padded);
+        let echo = meter.answer(&rtu(write), now).unwrap();
+        assert_eq!(echo[1], 0x10, "the write is acknowledged");
+        let mut read = vec![1, 0x03];
+        read.extend_from_slice(&secure::ACK_REGISTER.to_be_bytes());
+        read.extend_from_slice(&secure::ACK_REGISTERS.to_be_bytes());
+        let reply = meter.answer(&rtu(read), now).unwrap();
+        assert_eq!(reply[2], 38);
+        reply[3..3 + 37].to_vec()
+    }
+
+    #[test]
+    fn a_meter_side_meter_takes_a_purchase_over_modbus_and_counts_down_at_its_price() {
+        use powertab_core::secure::frame::{MeterKeys, MeterNumber, Order, SecureOp};
+        use powertab_core::secure::{build, verify_ack, AckStatus};
+        let t0 = DateTime::parse_from_rfc3339("2026-11-25T04:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let master = [0x11; 16];
+        let number = MeterNumber::parse("202611250001").unwrap();
+        let keys = MeterKeys::derive(&master, &number);
+        let side =
+            super::super::secure_meter::SecureMeter::with_master_key("202611250001", &master)
+                .unwrap();
+        let mut meter = SimMeter::new(
+            SimModel::Dtsy1352 { address: 1 },
+            ShopType::Restaurant,
+            120_000,
+            5_000_000,
+        )
+        .with_secure(side);
+        assert!(
+            !meter.relay_closed(),
+            "nothing on it: its own rule keeps it open"
+        );
+        let order = |op, sequence, amount| Order {
+            op,
+            meter: number,
+            sequence,
+            amount,
+            issued_at: 1_764_028_800,
+            nonce: [7; 8],
+        };
+        let price = order(SecureOp::SetPrice, 1, 10_000); // ¥1.0000 per kWh
+        let ack = send_secure(&mut meter, &build(&keys, &price), t0);
+        assert_eq!(
+            verify_ack(&keys, &price, &ack).unwrap().status,
+            AckStatus::Accepted
+        );
+        let purchase = order(SecureOp::Purchase, 1, 5_000); // ¥50
+        let ack = send_secure(&mut meter, &build(&keys, &purchase), t0);
+        let ack = verify_ack(&keys, &purchase, &ack).unwrap();
+        assert_eq!(
+            (ack.status, ack.remaining_fen, ack.purchase_count),
+            (AckStatus::Accepted, 5_000, 1)
+        );
+        assert!(meter.relay_closed());
+        // An hour at the busiest time: 12 kWh at ¥1 = ¥12 off the meter.
+        meter.advance(t0);
+        meter.advance(t0 + chrono::Duration::hours(1));
+        let mut read = vec![1, 0x03];
+        read.extend_from_slice(&secure::COUNTERS_REGISTER.to_be_bytes());
+        read.extend_from_slice(&secure::COUNTERS_REGISTERS.to_be_bytes());
+        let reply = meter
+            .answer(&rtu(read), t0 + chrono::Duration::hours(1))
+            .unwrap();
+        let counters = &reply[3..23];
+        assert_eq!(&counters[..4], &1u32.to_be_bytes(), "purchase count");
+        assert_eq!(&counters[4..8], &1u32.to_be_bytes(), "control counter");
+        assert_eq!(&counters[8..16], &3_800i64.to_be_bytes(), "remaining ¥38");
+        assert_eq!(&counters[16..20], &10_000u32.to_be_bytes(), "price units");
+        assert_eq!(meter.values().remaining_fen, Some(3_800));
+        // A platform-side meter has no secure registers.
+        let mut plain = SimMeter::new(SimModel::Dtsy1352 { address: 1 }, ShopType::Retail, 1, 1);
+        let mut read = vec![1, 0x03];
+        read.extend_from_slice(&secure::COUNTERS_REGISTER.to_be_bytes());
+        read.extend_from_slice(&secure::COUNTERS_REGISTERS.to_be_bytes());
+        let refused = plain.answer(&rtu(read), t0).unwrap();
+        assert_eq!(&refused[1..3], &[0x83, 0x02], "illegal data address");
     }
 
     #[test]
