@@ -187,6 +187,11 @@ pub const COMPANY: &[Migration] = &[
         name: "secure",
         sql: include_str!("../../../migrations/company/0026_secure.sql"),
     },
+    Migration {
+        version: 27,
+        name: "secure_commands",
+        sql: include_str!("../../../migrations/company/0027_secure_commands.sql"),
+    },
 ];
 
 /// Arbitrary constant for `pg_advisory_xact_lock`: "PT" migrations.

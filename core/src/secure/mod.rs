@@ -4,8 +4,10 @@
 //! simulated meter shares with the platform. [`frame`] derives a meter's keys, builds command
 //! frames and checks acknowledgements; frames are built here, in the server process, and ingest
 //! carries their bytes only (DESIGN.md). [`keys`] keeps each company's master keys (sealed at
-//! rest, versioned) and which version each meter holds.
+//! rest, versioned) and which version each meter holds; [`commands`] puts secure frames into the
+//! command queue on the meter's counters.
 
+pub mod commands;
 pub mod frame;
 pub mod keys;
 pub mod primitives;
