@@ -1,7 +1,7 @@
 //! Secure frames in the command queue, checked by the simulated meter: a meter-side meter is
 //! commissioned with its counters first, then a purchase carries stored count + 1 in a frame
 //! stored with the command that the meter (loaded with the exported key) accepts once; a second
-//! purchase waits for the first; platform-side meters, uncommissioned meters and bad amounts are
+//! purchase (or secure control command) waits for the first; platform-side meters, uncommissioned meters and bad amounts are
 //! refused with the reason.
 
 mod common;
@@ -86,6 +86,8 @@ async fn a_commissioned_meter_side_meter_takes_the_queued_purchase_once() {
     let waits = ask(meter, SecureOp::Purchase, 1_000).await.unwrap_err();
     assert!(waits.to_string().contains("unfinished"), "{waits}");
     let trip = ask(meter, SecureOp::Trip, 0).await.unwrap();
+    let second = ask(meter, SecureOp::KeepPowerOn, 0).await.unwrap_err();
+    assert!(second.to_string().contains("secure control"), "{second}");
 
     // The meter, loaded with its exported key and its counters, takes the stored frame once.
     let mut admin = counter.clone();

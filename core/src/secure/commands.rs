@@ -3,7 +3,8 @@
 //! frame after that carries the stored counter + 1: purchase and deduct on the purchase count,
 //! the others on the control counter. The frame is built here, in the server process, and stored
 //! with the command in the same transaction (`commands.secure_frame`), so every resend is the
-//! same bytes. At most one purchase or deduct is unfinished per meter (a unique index backs it).
+//! same bytes. At most one purchase or deduct (a unique index backs it) and one secure control
+//! command are unfinished per meter.
 
 use super::frame::{self, Order, SecureOp};
 use super::keys;
@@ -79,6 +80,26 @@ async fn next_sequence(conn: &mut PgConnection, meter_id: Uuid, op: SecureOp) ->
         .ok_or_else(|| CoreError::Conflict("the meter's counter is exhausted".into()))
 }
 
+/// One secure control command at a time per meter (DESIGN.md): its frame carries control
+/// counter + 1, so a second one built meanwhile would be stale on arrival. Race-free under the
+/// meter's row lock taken by [`next_sequence`].
+async fn refuse_second_control(conn: &mut PgConnection, meter_id: Uuid) -> CoreResult<()> {
+    let open: bool = sqlx::query_scalar(
+        "select exists (select 1 from commands where meter_id = $1 and secure_frame is not null
+             and op not in ('purchase', 'deduct') and state in ('queued', 'sent', 'acknowledged'))",
+    )
+    .bind(meter_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    if open {
+        return Err(CoreError::Conflict(
+            "a secure control command is still unfinished on this meter; the next one waits for it"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Queues `op` for meter-side meter `meter_id` as a secure frame (`amount`: fen for purchase
 /// and deduct, price units for set price, 0 otherwise).
 pub async fn enqueue(
@@ -107,6 +128,9 @@ pub async fn enqueue(
     let (number, meter_keys) =
         keys::meter_keys(conn, keyring, meter_id, &principal.username).await?;
     let sequence = next_sequence(conn, meter_id, op).await?;
+    if !op.uses_purchase_count() {
+        refuse_second_control(conn, meter_id).await?;
+    }
     let now = principal.now();
     let mut nonce = [0u8; 8];
     rand::rngs::OsRng.fill_bytes(&mut nonce);
