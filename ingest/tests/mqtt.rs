@@ -428,3 +428,157 @@ async fn a_silent_mqtt_gateway_goes_offline_without_a_last_will() {
         "offline since it was last heard, ten minutes ago"
     );
 }
+
+/// A secure purchase over MQTT (MQTT-GATEWAY.md): the command message carries the frame the
+/// server stored, base64, byte for byte; the meter behind the gateway (loaded with the exported
+/// key) accepts it and its acknowledgement comes back in `secure_ack`, which ingest keeps with
+/// the command for the server to check — a malformed one is refused and kept nowhere.
+#[tokio::test]
+async fn a_secure_purchase_goes_out_with_its_stored_frame_and_its_acknowledgement_is_kept() {
+    use base64::Engine;
+    use powertab_core::secure::commands::{self as secure_commands, Counters};
+    use powertab_core::secure::frame::SecureOp;
+    use powertab_ingest::sim::secure_meter::SecureMeter;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let broker = Broker::start().await;
+    let field = Field::new("acme", "dtu-unused", b"UNUSED", &[]).await;
+    let meters = mqtt_gateway(&field).await;
+    let s = field.schema.as_str();
+    sqlx::query(&format!(
+        "update {s}.meters set meter_number = '202611250017', prepayment_mode = 'meter' where id = $1"
+    ))
+    .bind(meters[0])
+    .execute(&field.db.pool)
+    .await
+    .unwrap();
+    let mut conn = field.db.pool.acquire().await.unwrap();
+    let scope = powertab_core::auth::load_company(&mut conn, field.company_id)
+        .await
+        .unwrap()
+        .unwrap();
+    drop(conn);
+    let mut admin =
+        powertab_core::auth::Principal::system("test", powertab_core::kernel::clock::system())
+            .in_company(scope);
+    admin.role = powertab_core::tenancy::roles::Role::CompanyAdmin;
+    let keyring = powertab_core::kernel::secrets::Keyring::parse(
+        &powertab_core::kernel::secrets::Keyring::new_key_entry("k1"),
+        None,
+    )
+    .unwrap();
+    let mut tx = powertab_core::db::begin_in(&field.db.pool, &field.schema)
+        .await
+        .unwrap();
+    let counters = Counters {
+        purchase_count: 0,
+        control_count: 0,
+        remaining_fen: 0,
+        price_units: 10_000,
+    };
+    secure_commands::commission(
+        &mut tx,
+        &keyring,
+        meters[0],
+        counters,
+        chrono::Utc::now(),
+        "t",
+    )
+    .await
+    .unwrap();
+    let purchase = secure_commands::enqueue(
+        &mut tx,
+        &keyring,
+        &admin,
+        meters[0],
+        SecureOp::Purchase,
+        8_800,
+        "operator:test",
+    )
+    .await
+    .unwrap();
+    let (_, km_hex) =
+        powertab_core::secure::keys::export_meter_key(&mut tx, &keyring, &admin, meters[0])
+            .await
+            .unwrap();
+    let (stored, _) = secure_commands::stored_frame(&mut tx, purchase.id)
+        .await
+        .unwrap()
+        .unwrap();
+    tx.commit().await.unwrap();
+    let km: [u8; 16] = (0..32)
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&km_hex[i..i + 2], 16).unwrap())
+        .collect::<Vec<u8>>()
+        .try_into()
+        .unwrap();
+    let mut meter = SecureMeter::new("202611250017", &km).unwrap();
+
+    // The gateway: subscribed, answering by hand.
+    let mut options = MqttOptions::new("gw-1", "127.0.0.1", broker.port);
+    options.set_keep_alive(Duration::from_secs(5));
+    let (gw, mut events) = AsyncClient::new(options, 100);
+    gw.subscribe("pt/gw-1/down/command", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+    tokio::spawn(async move {
+        loop {
+            match events.poll().await {
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let _ = tx.send(p.payload.to_vec());
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (writer, _task) = Writer::start(field.db.pool.clone());
+    tokio::spawn(client::serve(
+        anonymous(&broker, "powertab-secure"),
+        field.db.pool.clone(),
+        writer,
+        Dispatch::default(),
+    ));
+    let sent = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("the purchase is sent")
+        .unwrap();
+    let sent: serde_json::Value = serde_json::from_slice(&sent).unwrap();
+    assert_eq!(sent["op"], "purchase");
+    let frame = b64
+        .decode(sent["secure"].as_str().expect("a secure frame"))
+        .unwrap();
+    assert_eq!(frame, stored, "the stored bytes, unchanged");
+    let answer = meter.handle(&frame);
+    assert_eq!(
+        (answer[16], meter.remaining_fen),
+        (0, 8_800),
+        "accepted once"
+    );
+    // A malformed acknowledgement first (refused, kept nowhere), then the meter's own.
+    for secure_ack in [b64.encode([1, 2, 3]), b64.encode(&answer)] {
+        let ack = serde_json::json!({"v": 1, "id": purchase.id.to_string(), "status": "done",
+            "secure_ack": secure_ack, "detail": ""});
+        gw.publish(
+            "pt/gw-1/up/ack",
+            QoS::AtLeastOnce,
+            false,
+            serde_json::to_vec(&ack).unwrap(),
+        )
+        .await
+        .unwrap();
+    }
+    let kept = wait_until(Duration::from_secs(10), || async {
+        let stored: Option<Vec<u8>> = sqlx::query_scalar(&format!(
+            "select secure_ack from {s}.commands where id = $1"
+        ))
+        .bind(purchase.id)
+        .fetch_one(&field.db.pool)
+        .await
+        .unwrap();
+        stored.as_deref() == Some(&answer[..])
+    })
+    .await;
+    assert!(kept, "the meter's acknowledgement is kept with the command");
+}

@@ -308,12 +308,46 @@ async fn apply_ack(pool: &PgPool, identity: &str, gateway: &Gateway, ack: &paylo
         Some("open") => Some(false),
         _ => None,
     };
+    if let Some(text) = ack.secure_ack.as_deref() {
+        store_secure_ack(pool, identity, gateway, id, &meters, text).await;
+    }
     let to = match ack.status.as_str() {
         "done" => op.state_after_done(relay_closed),
         "expired" => State::Expired,
         _ => State::Failed,
     };
     crate::commands::settle_ack(pool, &gateway.schema, id, to, &ack.detail, &meters).await;
+}
+
+/// Keeps a meter's secure acknowledgement (base64 of 37 bytes) with its command for the server
+/// to check against the meter's key — ingest holds no key and believes nothing in it. Anything
+/// else is refused and counted.
+async fn store_secure_ack(
+    pool: &PgPool,
+    identity: &str,
+    gateway: &Gateway,
+    id: Uuid,
+    meters: &[Uuid],
+    text: &str,
+) {
+    use base64::Engine;
+    const ACK_BASE64_MAX: usize = 64;
+    let bytes = (text.len() <= ACK_BASE64_MAX)
+        .then(|| base64::engine::general_purpose::STANDARD.decode(text).ok())
+        .flatten()
+        .filter(|b| b.len() == powertab_core::secure::frame::ACK_LEN);
+    let Some(bytes) = bytes else {
+        refused(identity, "secure_ack_malformed", 1);
+        return;
+    };
+    let query = sqlx::query(
+        "update commands set secure_ack = $2, updated_at = now()
+         where id = $1 and meter_id = any($3) and secure_frame is not null",
+    )
+    .bind(id)
+    .bind(bytes)
+    .bind(meters.to_vec());
+    crate::store::record(pool, &gateway.schema, query, "a secure acknowledgement").await;
 }
 
 /// The unexpired queued commands of the known MQTT meters, oldest first, after putting back
@@ -371,6 +405,11 @@ async fn send_command(
             now,
         )
         .await?;
+        // A secure command goes with the frame the server stored for it, byte for byte.
+        let frame = match &claimed {
+            Ok(_) => powertab_core::secure::commands::stored_frame(&mut tx, command).await?,
+            Err(_) => None,
+        };
         tx.commit().await?;
         let Ok(claimed) = claimed else { return Ok(()) };
         let expires_at = claimed
@@ -383,7 +422,10 @@ async fn send_command(
             addr,
             op: claimed.op.as_str().to_owned(),
             expires_at: expires_at.timestamp_millis(),
-            secure: None,
+            secure: frame.map(|(bytes, _)| {
+                use base64::Engine;
+                base64::engine::general_purpose::STANDARD.encode(bytes)
+            }),
         };
         client
             .publish(
