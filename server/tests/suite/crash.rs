@@ -373,32 +373,18 @@ fn start_ingest(db: &TestDb, port: u16) -> Child {
         .expect("the powertab binary starts")
 }
 
-/// (op, state, detail) of `meter`'s commands, oldest first.
-async fn commands_of(pool: &sqlx::PgPool, meter: uuid::Uuid) -> Vec<(String, String, String)> {
-    sqlx::query_as(
-        "select op, state, detail from c_1.commands where meter_id = $1 order by created_at",
-    )
-    .bind(meter)
-    .fetch_all(pool)
-    .await
-    .unwrap()
-}
-
-/// Ingest is killed (SIGKILL) while the rules' trip is `sent` to a meter that has not answered;
-/// a new ingest process takes the DTU over, recovers the command once its lease has run out, and
-/// the trip ends verified by the read-back — once: never stuck, never doubled. Bounded: 90 s for
-/// the lease, 30 s for the rest.
-#[tokio::test]
-async fn an_ingest_killed_while_a_trip_is_sent_leaves_it_to_the_next_one_verified_once() {
-    use crate::power_e2e::{open_and_top_up, rules_at_once, to_trip_level};
+/// The demo DTU simulated with three Acrel meters, dialling ingest at `port` until aborted; its
+/// bus (for faults), the dialling task, and shop 1's meter (address 1) with its shop.
+async fn demo_dtu_dials_in(
+    db: &TestDb,
+    port: u16,
+) -> (
+    Arc<tokio::sync::Mutex<powertab_ingest::sim::SimBus>>,
+    tokio::task::JoinHandle<()>,
+    uuid::Uuid,
+    uuid::Uuid,
+) {
     use powertab_ingest::sim::{DtuFaults, SimBus, SimDtu, SimMeter, SimModel};
-    let db = TestDb::new().await;
-    powertab_server::demo::prepare(&db.pool)
-        .await
-        .expect("demo data");
-    rules_at_once(&db).await;
-    let port = free_port();
-    let mut first = start_ingest(&db, port);
     let meters = (1..=3)
         .map(|a| {
             SimMeter::new(
@@ -426,16 +412,48 @@ async fn an_ingest_killed_while_a_trip_is_sent_leaves_it_to_the_next_one_verifie
     .fetch_one(&db.pool)
     .await
     .unwrap();
-    let relay = || async {
-        sqlx::query_scalar::<_, Option<bool>>(
-            "select relay_closed from c_1.meter_latest where meter_id = $1",
-        )
-        .bind(meter)
-        .fetch_optional(&db.pool)
+    (bus, dialling, shop, meter)
+}
+
+/// The relay state `meter`'s latest reading shows.
+async fn relay_of(pool: &sqlx::PgPool, meter: uuid::Uuid) -> Option<bool> {
+    sqlx::query_scalar::<_, Option<bool>>(
+        "select relay_closed from c_1.meter_latest where meter_id = $1",
+    )
+    .bind(meter)
+    .fetch_optional(pool)
+    .await
+    .unwrap()
+    .flatten()
+}
+
+/// (op, state, detail) of `meter`'s commands, oldest first.
+async fn commands_of(pool: &sqlx::PgPool, meter: uuid::Uuid) -> Vec<(String, String, String)> {
+    sqlx::query_as(
+        "select op, state, detail from c_1.commands where meter_id = $1 order by created_at",
+    )
+    .bind(meter)
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+/// Ingest is killed (SIGKILL) while the rules' trip is `sent` to a meter that has not answered;
+/// a new ingest process takes the DTU over, recovers the command once its lease has run out, and
+/// the trip ends verified by the read-back — once: never stuck, never doubled. Bounded: 90 s for
+/// the lease, 30 s for the rest.
+#[tokio::test]
+async fn an_ingest_killed_while_a_trip_is_sent_leaves_it_to_the_next_one_verified_once() {
+    use crate::power_e2e::{open_and_top_up, rules_at_once, to_trip_level};
+    let db = TestDb::new().await;
+    powertab_server::demo::prepare(&db.pool)
         .await
-        .unwrap()
-        .flatten()
-    };
+        .expect("demo data");
+    rules_at_once(&db).await;
+    let port = free_port();
+    let mut first = start_ingest(&db, port);
+    let (bus, dialling, shop, meter) = demo_dtu_dials_in(&db, port).await;
+    let relay = || relay_of(&db.pool, meter);
     assert!(
         powertab_testkit::wait_until(Duration::from_secs(30), || async {
             relay().await == Some(true)
@@ -508,7 +526,6 @@ async fn an_ingest_killed_while_a_trip_is_sent_leaves_it_to_the_next_one_verifie
 #[tokio::test]
 async fn a_database_restart_while_a_trip_is_sent_still_ends_it_verified_once() {
     use crate::power_e2e::{open_and_top_up, rules_at_once, to_trip_level};
-    use powertab_ingest::sim::{DtuFaults, SimBus, SimDtu, SimMeter, SimModel};
     let server = powertab_testkit::postgres::PrivatePostgres::start();
     let db = TestDb::on(&server.admin_url()).await;
     powertab_server::demo::prepare(&db.pool)
@@ -526,43 +543,8 @@ async fn a_database_restart_while_a_trip_is_sent_still_ends_it_verified_once() {
         .unwrap();
     let mut api = start(&db, api_port);
     ready(&http, &api_base).await;
-    let meters = (1..=3)
-        .map(|a| {
-            SimMeter::new(
-                SimModel::Dtsy1352 { address: a },
-                powertab_core::tariff::profile::ShopType::Retail,
-                30_000,
-                1_000_000,
-            )
-        })
-        .collect();
-    let dtu = SimDtu {
-        registration: b"DEMO-DTU-01".to_vec(),
-        heartbeat: vec![],
-        heartbeat_every: Duration::from_secs(3600),
-        bus: Arc::new(tokio::sync::Mutex::new(SimBus::modbus(meters))),
-        faults: DtuFaults::default(),
-    };
-    let bus = dtu.bus.clone();
-    let target: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let dialling = tokio::spawn(powertab_ingest::sim::field::dial_forever(dtu, target));
-    let (shop, meter): (uuid::Uuid, uuid::Uuid) = sqlx::query_as(
-        "select m.shop_id, m.id from c_1.meters m join c_1.buses b on b.id = m.bus_id
-         join c_1.gateways g on g.id = b.gateway_id where g.identity = 'demo-dtu-01' and m.address = '1'",
-    )
-    .fetch_one(&db.pool)
-    .await
-    .unwrap();
-    let relay = || async {
-        sqlx::query_scalar::<_, Option<bool>>(
-            "select relay_closed from c_1.meter_latest where meter_id = $1",
-        )
-        .bind(meter)
-        .fetch_optional(&db.pool)
-        .await
-        .unwrap()
-        .flatten()
-    };
+    let (bus, dialling, shop, meter) = demo_dtu_dials_in(&db, port).await;
+    let relay = || relay_of(&db.pool, meter);
     assert!(
         powertab_testkit::wait_until(Duration::from_secs(30), || async {
             relay().await == Some(true)
