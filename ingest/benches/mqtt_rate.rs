@@ -86,6 +86,7 @@ async fn main() {
                     relay_closed: Some(true),
                     alarms: vec![],
                     meter_ratios: None,
+                    secure: None,
                 },
             })
             .collect();

@@ -95,6 +95,7 @@ async fn main() {
                     relay_closed: Some(true),
                     alarms: vec![],
                     meter_ratios: Some((1, 1)),
+                    secure: None,
                 },
                 raw: vec![0u8; 101],
                 ratio_mismatch: false,

@@ -85,6 +85,9 @@ pub async fn load_link(
 struct Slot {
     meter_id: Uuid,
     driver: Box<dyn Driver>,
+    /// The Modbus unit id of a meter-side meter, whose secure frames and counters this bus
+    /// carries (SECURE-COMMAND.md: Carriage); `None` for platform-side meters.
+    secure_unit: Option<u8>,
     ratios: (i64, i64),
     next_due: Instant,
     failures: u32,
@@ -93,7 +96,8 @@ struct Slot {
 async fn load_slots(pool: &PgPool, link: &BusLink, old: &[Slot]) -> anyhow::Result<Vec<Slot>> {
     let mut tx = powertab_core::db::begin_in(pool, &link.schema).await?;
     let rows = sqlx::query(
-        "select id, model, address, register_map, dlt645_password, dlt645_operator, pt_ratio, ct_ratio
+        "select id, model, address, register_map, dlt645_password, dlt645_operator, pt_ratio, ct_ratio,
+                prepayment_mode
          from meters where bus_id = $1 and status = 'active' order by address",
     )
     .bind(link.bus_id)
@@ -126,9 +130,16 @@ async fn load_slots(pool: &PgPool, link: &BusLink, old: &[Slot]) -> anyhow::Resu
             .map_or((now + Duration::from_millis(i as u64 * 10), 0), |s| {
                 (s.next_due, s.failures)
             });
+        // Secure frames travel over Modbus (0x0C00); a meter-side meter of another protocol is
+        // polled but carries none.
+        let secure_unit = (r.try_get::<String, _>("prepayment_mode")? == "meter")
+            .then(|| config.address.parse::<u8>().ok())
+            .flatten()
+            .filter(|_| config.model != "dlt645");
         slots.push(Slot {
             meter_id,
             driver,
+            secure_unit,
             ratios: (
                 i64::from(r.try_get::<i32, _>("pt_ratio")?),
                 i64::from(r.try_get::<i32, _>("ct_ratio")?),
@@ -411,6 +422,19 @@ async fn run_command<T: Transport>(
         sync_clock(wire, slot, link, &settle).await?;
         return Ok(None);
     }
+    if let Some(unit) = slot.secure_unit {
+        if let Some(frame) = stored_frame(pool, link, &claimed).await? {
+            return run_secure(pool, wire, slot, link, writer, &claimed, unit, &frame).await;
+        }
+    }
+    if claimed.op.is_secure_only() {
+        settle(
+            State::Failed,
+            "a secure command needs a meter-side Modbus meter and a stored frame",
+        )
+        .await;
+        return Ok(None);
+    }
     if let Some(control) = crate::commands::control_op(claimed.op) {
         match write_control(wire, slot, link, control).await? {
             Ok(()) => {
@@ -448,6 +472,164 @@ async fn run_command<T: Transport>(
     }
     Ok(None)
 }
+
+/// The secure frame stored with a claimed command, if it has one.
+async fn stored_frame(
+    pool: &PgPool,
+    link: &BusLink,
+    claimed: &powertab_core::commands::Claimed,
+) -> anyhow::Result<Option<Vec<u8>>> {
+    let mut tx = powertab_core::db::begin_in(pool, &link.schema).await?;
+    let stored = powertab_core::secure::commands::stored_frame(&mut tx, claimed.id).await?;
+    tx.commit().await?;
+    Ok(stored.map(|(bytes, _)| bytes))
+}
+
+/// Sends `step` until it is answered, like a poll's required request; `None` when every try
+/// went unanswered.
+async fn transact_retried<T: Transport>(
+    wire: &mut T,
+    step: &Step,
+    link: &BusLink,
+) -> anyhow::Result<Option<Reply>> {
+    for attempt in 0..=RETRIES {
+        if attempt > 0 {
+            tokio::time::sleep(link.gap).await;
+        }
+        if let Some((reply, _)) = wire.transact(step, link.timeout).await? {
+            return Ok(Some(reply));
+        }
+    }
+    Ok(None)
+}
+
+/// Carries a secure command (SECURE-COMMAND.md: Carriage): the stored frame written at 0x0C00
+/// exactly as the server built it, the acknowledgement read from 0x0C40 and kept with the
+/// command, then the meter polled with its counters. Ingest judges nothing: the server's settle
+/// worker checks the acknowledgement's MAC and the counters. The command stays this session's
+/// (`sent`) and comes back for another send after a wait; a send after the meter applied it is
+/// harmless (the meter answers `05` to a byte-identical resend), and once the settle worker has
+/// moved it on, the next claim finds nothing to do. Purchases and deducts are never given up
+/// (DESIGN.md); control frames end with their expiry.
+#[allow(clippy::too_many_arguments)]
+async fn run_secure<T: Transport>(
+    pool: &PgPool,
+    wire: &mut T,
+    slot: &Slot,
+    link: &BusLink,
+    writer: &Writer,
+    claimed: &powertab_core::commands::Claimed,
+    unit: u8,
+    frame: &[u8],
+) -> anyhow::Result<Option<(Instant, (Uuid, Uuid))>> {
+    use powertab_core::commands::State;
+    let Some(write) = crate::secure::write_frame(unit, frame) else {
+        crate::commands::settle(
+            pool,
+            &link.schema,
+            claimed.id,
+            State::Failed,
+            "the stored frame is not a secure v1 frame",
+            None,
+        )
+        .await;
+        return Ok(None);
+    };
+    match transact_retried(wire, &write, link).await? {
+        None => metrics::counter!("ingest_secure_unanswered_total").increment(1),
+        Some(Reply::Rtu(framing::rtu::Reply::Exception(code))) => {
+            // The meter does not take secure frames here: resending cannot help.
+            metrics::counter!("ingest_secure_refused_total").increment(1);
+            let detail = format!("the meter refused the secure frame (Modbus exception {code})");
+            crate::commands::settle(pool, &link.schema, claimed.id, State::Failed, &detail, None)
+                .await;
+            return Ok(None);
+        }
+        Some(_) => {
+            tokio::time::sleep(link.gap).await;
+            let reply = transact_retried(wire, &crate::secure::read_ack(unit), link).await?;
+            match crate::secure::ack_bytes(reply.as_ref()) {
+                Some(ack) => store_ack(pool, link, claimed, &ack).await,
+                None => metrics::counter!("ingest_secure_ack_missing_total").increment(1),
+            }
+            // The read-back: the counters verify the command (settle worker).
+            tokio::time::sleep(link.gap).await;
+            poll_meter(wire, slot, link, writer).await?;
+            writer.flush_now().await;
+        }
+    }
+    Ok(secure_recheck(pool, link, claimed).await)
+}
+
+async fn store_ack(
+    pool: &PgPool,
+    link: &BusLink,
+    claimed: &powertab_core::commands::Claimed,
+    ack: &[u8],
+) {
+    let stored = async {
+        let mut tx = powertab_core::db::begin_in(pool, &link.schema).await?;
+        let stored = powertab_core::secure::readback::store_ack(
+            &mut tx,
+            &link.schema,
+            claimed.id,
+            &[claimed.meter_id],
+            ack,
+        )
+        .await?;
+        tx.commit().await?;
+        anyhow::Ok(stored)
+    }
+    .await;
+    if let Err(e) = stored {
+        tracing::warn!(command = %claimed.id, error = %e, "keeping a secure acknowledgement failed");
+    }
+}
+
+/// Keeps a secure command `sent` for another look after a growing wait (5 s doubling up to
+/// 60 s); `None` when it has no time left (a control frame past its expiry).
+async fn secure_recheck(
+    pool: &PgPool,
+    link: &BusLink,
+    claimed: &powertab_core::commands::Claimed,
+) -> Option<(Instant, (Uuid, Uuid))> {
+    let shift = u32::try_from(claimed.attempts.clamp(1, 5) - 1).unwrap_or(0);
+    let wait_s = (5_i64 << shift).min(SECURE_RECHECK_MAX_S);
+    let now = Utc::now();
+    let at = now + chrono::Duration::seconds(wait_s);
+    let detail = format!(
+        "secure frame sent {} time(s); looking again at {}",
+        claimed.attempts,
+        at.to_rfc3339()
+    );
+    let held = async {
+        let mut tx = powertab_core::db::begin_in(pool, &link.schema).await?;
+        let held = powertab_core::commands::retry_later(
+            &mut tx,
+            claimed.id,
+            crate::commands::holder(),
+            at,
+            crate::commands::BUS_LEASE,
+            &detail,
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        anyhow::Ok(held)
+    }
+    .await
+    .unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "keeping a secure command for its next look failed");
+        false
+    });
+    held.then(|| {
+        let wait = Duration::from_secs(u64::try_from(wait_s).unwrap_or(0));
+        (Instant::now() + wait, (claimed.meter_id, claimed.id))
+    })
+}
+
+/// The longest wait between two sends of an unsettled secure command.
+const SECURE_RECHECK_MAX_S: i64 = 60;
 
 /// How long a broadcast is given on the line before the bus goes on (nobody answers it).
 const BROADCAST_WAIT: Duration = Duration::from_millis(200);
@@ -605,7 +787,10 @@ async fn poll_meter<T: Transport>(
     let mut ok = false;
     if error.is_empty() {
         match slot.driver.parse_poll(&replies) {
-            Ok(values) => {
+            Ok(mut values) => {
+                if let Some(unit) = slot.secure_unit {
+                    read_secure_counters(wire, unit, link, &mut values, &mut raw).await?;
+                }
                 let ratio_mismatch = slot.driver.energy_is_primary()
                     && values.meter_ratios.is_some_and(|r| r != slot.ratios);
                 writer
@@ -641,6 +826,31 @@ async fn poll_meter<T: Transport>(
         ))
         .await;
     Ok(ok)
+}
+
+/// Adds a meter-side meter's secure counters (0x0C60) to its reading: they are its remaining
+/// amount and purchase count (DESIGN.md: reconcile the secure counters, not Acrel's own
+/// purchase-count register). A meter that does not answer them still gives its reading.
+async fn read_secure_counters<T: Transport>(
+    wire: &mut T,
+    unit: u8,
+    link: &BusLink,
+    values: &mut driver::MeterValues,
+    raw: &mut Vec<u8>,
+) -> anyhow::Result<()> {
+    tokio::time::sleep(link.gap).await;
+    let step = crate::secure::read_counters(unit);
+    let Some((reply, bytes)) = wire.transact(&step, link.timeout).await? else {
+        metrics::counter!("ingest_secure_counters_unanswered_total").increment(1);
+        return Ok(());
+    };
+    raw.extend_from_slice(&bytes);
+    if let Some(counters) = crate::secure::counters(Some(&reply)) {
+        values.remaining_fen = Some(counters.remaining_fen);
+        values.purchase_count = Some(i64::from(counters.purchase_count));
+        values.secure = Some(counters);
+    }
+    Ok(())
 }
 
 async fn mark(pool: &PgPool, link: &BusLink, online: bool, peer: &str) {

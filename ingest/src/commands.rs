@@ -19,9 +19,9 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 /// The operations DTU and Modbus-TCP buses carry out: read-now, the relay commands (through
-/// the meter's driver: Acrel's 0x0057 register, DL/T 645's 0x1C) and `sync_clock` (DL/T 645).
-/// Core refuses the others when they are asked for (`commands::carried`); secure frames come
-/// with the meter-side prepayment issue.
+/// the meter's driver: Acrel's 0x0057 register, DL/T 645's 0x1C), `sync_clock` (DL/T 645) and
+/// the secure frames of meter-side Acrel meters (0x0C00, `crate::secure`). Core refuses the
+/// others when they are asked for (`commands::carried`).
 pub const BUS_OPS: &[Op] = &[
     Op::ReadNow,
     Op::SyncClock,
@@ -30,6 +30,9 @@ pub const BUS_OPS: &[Op] = &[
     Op::Release,
     Op::KeepPowerOn,
     Op::KeepPowerOff,
+    Op::Purchase,
+    Op::Deduct,
+    Op::SetPrice,
 ];
 
 /// The driver's form of a relay command.

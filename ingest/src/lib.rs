@@ -16,6 +16,7 @@ pub mod framing;
 pub mod fuzzing;
 pub mod modbus_tcp;
 pub mod mqtt;
+pub mod secure;
 pub mod sim;
 pub mod store;
 pub mod writer;

@@ -191,6 +191,12 @@ pub async fn store_batch(
         .collect();
     report.verified = usize::try_from(commands::verify_by_readings(&mut tx, &seen, now).await?)
         .unwrap_or(usize::MAX);
+    // Meter-side meters' counters, for the settle worker (woken when this commits).
+    let counters: Vec<_> = accepted
+        .iter()
+        .filter_map(|r| r.values.secure.map(|c| (r.meter_id, c, r.read_at)))
+        .collect();
+    powertab_core::secure::readback::store_counters(&mut tx, schema, &counters).await?;
     tx.commit().await?;
     Ok(report)
 }

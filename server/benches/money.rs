@@ -196,6 +196,7 @@ async fn rating(pool: &sqlx::PgPool, pairs: &[(Uuid, Uuid)], t0: chrono::DateTim
                     relay_closed: Some(true),
                     alarms: vec![],
                     meter_ratios: None,
+                    secure: None,
                 },
                 raw: vec![],
                 ratio_mismatch: false,
@@ -336,6 +337,7 @@ async fn counter_bench(db: &TestDb, pairs: &[(Uuid, Uuid)]) {
                     amount_fen: AmountFen::from_fen(100),
                     method: CounterMethod::Card,
                     reason: String::new(),
+                    meter_id: None,
                 };
                 counter::top_up(&mut tx, &p, account, &input, &format!("{tag}-{client}-{i}"))
                     .await

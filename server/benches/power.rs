@@ -139,6 +139,7 @@ async fn money(pool: &sqlx::PgPool, who: &Principal, account: Uuid, refund: Opti
                 amount_fen: amount,
                 method: CounterMethod::Card,
                 reason: "bench".into(),
+                meter_id: None,
             };
             counter::refund(&mut tx, who, account, &input, &key)
                 .await
@@ -149,6 +150,7 @@ async fn money(pool: &sqlx::PgPool, who: &Principal, account: Uuid, refund: Opti
                 amount_fen: AmountFen::from_fen(2_000),
                 method: CounterMethod::Card,
                 reason: String::new(),
+                meter_id: None,
             };
             counter::top_up(&mut tx, who, account, &input, &key)
                 .await
@@ -189,6 +191,7 @@ async fn demo_accounts(pool: &sqlx::PgPool, who: &Principal) -> Vec<(Uuid, Uuid)
             meters: vec![OpeningMeter {
                 meter_id: meter,
                 manual_energy_wh: None,
+                accept_remaining_fen: None,
             }],
             deposit_fen: AmountFen::ZERO,
             deposit_method: None,
@@ -443,6 +446,7 @@ async fn main() {
         pool.clone(),
         clock::system(),
         powertab_core::notify::accounts::Vendors::new(Default::default(), None),
+        None,
     );
     tokio::spawn(powertab_ingest::sim::field::dial_forever(
         dtu("DEMO-DTU-01", 1..=3, delay_ms),

@@ -413,6 +413,7 @@ pub async fn serve(config: Config, with_ingest: bool) -> anyhow::Result<()> {
         pool.clone(),
         state.auth.clock.clone(),
         state.vendors.clone(),
+        state.keyring.clone(),
     );
     if with_ingest {
         tokio::spawn(async move {

@@ -6,7 +6,11 @@
 //! server processes may run them at once: each meter is rated under `for update skip locked`,
 //! each posting has its derived idempotency key, and the rules lock the account's power row.
 //! The notification worker (`core::notify`) writes operator alerts, sends due messages and pulls
-//! delivery reports every second or so; its messages are claimed under a lease.
+//! delivery reports every second or so; its messages are claimed under a lease. The secure
+//! settle worker (`core::secure::settle`: commissioning, acknowledgements and counters of
+//! meter-side meters, purchases from top-ups) runs the moment ingest brings something back or a
+//! top-up asks (LISTEN `pt_secure`) and every few seconds; it needs the keyring (meter keys), so
+//! it does not run without one.
 
 use powertab_core::auth::{self, Principal};
 use powertab_core::billing::rating;
@@ -33,7 +37,18 @@ const NOTIFY_ROUNDS_MAX: usize = 50;
 
 /// Starts the rating worker, the nightly ledger check and the power rules; they stop with the
 /// process.
-pub fn spawn(pool: PgPool, clock: SharedClock, vendors: powertab_core::notify::accounts::Vendors) {
+pub fn spawn(
+    pool: PgPool,
+    clock: SharedClock,
+    vendors: powertab_core::notify::accounts::Vendors,
+    keyring: Option<std::sync::Arc<powertab_core::kernel::secrets::Keyring>>,
+) {
+    match keyring {
+        Some(keyring) => spawn_secure(pool.clone(), clock.clone(), keyring),
+        None => {
+            tracing::warn!("no keyring is configured: meter-side (secure) commands are not settled")
+        }
+    }
     let (notify_pool, notify_clock) = (pool.clone(), clock.clone());
     tokio::spawn(async move {
         loop {
@@ -85,6 +100,104 @@ pub fn spawn(pool: PgPool, clock: SharedClock, vendors: powertab_core::notify::a
             tokio::time::sleep(RATING_PAUSE).await;
         }
     });
+}
+
+/// How often the secure settle worker looks at every company without being woken.
+const SECURE_SWEEP: Duration = Duration::from_secs(5);
+
+/// The settle worker: woken per company by `pt_secure`, and sweeping all of them regularly (a
+/// missed notification, a restart).
+fn spawn_secure(
+    pool: PgPool,
+    clock: SharedClock,
+    keyring: std::sync::Arc<powertab_core::kernel::secrets::Keyring>,
+) {
+    tokio::spawn(async move {
+        let mut last_sweep = tokio::time::Instant::now() - SECURE_SWEEP;
+        loop {
+            let listened = listen_secure(&pool, &clock, &keyring, &mut last_sweep).await;
+            if let Err(e) = listened {
+                tracing::error!(error = %e, "the secure settle worker stopped; restarting");
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+}
+
+async fn listen_secure(
+    pool: &PgPool,
+    clock: &SharedClock,
+    keyring: &powertab_core::kernel::secrets::Keyring,
+    last_sweep: &mut tokio::time::Instant,
+) -> anyhow::Result<()> {
+    let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
+    listener
+        .listen(powertab_core::secure::readback::CHANNEL)
+        .await?;
+    loop {
+        if last_sweep.elapsed() >= SECURE_SWEEP {
+            for id in company_ids(pool).await? {
+                settle_company(pool, clock, keyring, id).await;
+            }
+            *last_sweep = tokio::time::Instant::now();
+        }
+        let wait = SECURE_SWEEP.saturating_sub(last_sweep.elapsed());
+        let Ok(note) = tokio::time::timeout(wait, listener.recv()).await else {
+            continue;
+        };
+        let note = note?;
+        // Several notes of one company arriving together are one pass.
+        let mut schemas = std::collections::BTreeSet::new();
+        schemas.insert(
+            note.payload()
+                .split(':')
+                .next()
+                .unwrap_or_default()
+                .to_owned(),
+        );
+        while let Some(more) = listener.next_buffered() {
+            schemas.insert(
+                more.payload()
+                    .split(':')
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned(),
+            );
+        }
+        for schema in schemas {
+            let id: Option<i64> =
+                sqlx::query_scalar("select id from control.company where schema_name = $1")
+                    .bind(&schema)
+                    .fetch_optional(pool)
+                    .await?;
+            if let Some(id) = id {
+                settle_company(pool, clock, keyring, id).await;
+            }
+        }
+    }
+}
+
+async fn settle_company(
+    pool: &PgPool,
+    clock: &SharedClock,
+    keyring: &powertab_core::kernel::secrets::Keyring,
+    id: i64,
+) {
+    let principal = match worker_in(pool, clock, "secure", id).await {
+        Ok(Some(p)) => p,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::error!(company = id, error = %e, "the secure worker cannot act in a company");
+            return;
+        }
+    };
+    match powertab_core::secure::settle::run_pass(pool, &principal, keyring).await {
+        Ok(report) if report != Default::default() => {
+            tracing::info!(company = id, ?report, "secure commands settled")
+        }
+        Ok(_) => {}
+        Err(e) => tracing::error!(company = id, error = %e, "the secure pass failed for a company"),
+    }
 }
 
 /// Every company's id, in order.

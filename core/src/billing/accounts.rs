@@ -41,6 +41,8 @@ pub struct AccountMeter {
     pub opening_read_at: DateTime<Utc>,
     /// Typed in by an operator because no fresh reading was stored.
     pub opening_manual: bool,
+    /// Meter-side: the credit an operator confirmed was on the meter at opening.
+    pub opening_remaining_fen: Option<i64>,
 }
 
 /// A shop account with its balances.
@@ -63,6 +65,12 @@ pub struct ShopAccount {
     /// Wallet − unposted charges: what alarms and trips act on, and the most a refund may take.
     /// Negative is arrears (欠费).
     pub available_fen: AmountFen,
+    /// `platform` or `meter` (DESIGN.md: an account is one or the other, never mixed).
+    pub prepayment_mode: String,
+    /// Meter-side accounts: credit bought and not yet verified on the meters, and the credit the
+    /// meters hold by the platform's reckoning (the shadow balance).
+    pub in_transit_fen: AmountFen,
+    pub on_meter_fen: AmountFen,
 }
 
 /// A meter to put into a new account: its opening reading is its latest stored one when that is
@@ -73,6 +81,11 @@ pub struct OpeningMeter {
     pub meter_id: Uuid,
     #[serde(default)]
     pub manual_energy_wh: Option<EnergyWh>,
+    /// Meter-side meters: the credit the operator confirms is on the meter when its read-back
+    /// remaining amount is not 0 (an audited decision; it stays on the meter and is left out of
+    /// the drift).
+    #[serde(default)]
+    pub accept_remaining_fen: Option<i64>,
 }
 
 /// What opening an account takes.
@@ -99,7 +112,17 @@ impl OpenAccount {
         let meters: Vec<String> = self
             .meters
             .iter()
-            .map(|m| format!("{}={:?}", m.meter_id, m.manual_energy_wh.map(EnergyWh::wh)))
+            .map(|m| {
+                // The confirmation joins the digest only when given (older digests unchanged).
+                let accepted = m
+                    .accept_remaining_fen
+                    .map_or(String::new(), |fen| format!(";accept={fen}"));
+                format!(
+                    "{}={:?}{accepted}",
+                    m.meter_id,
+                    m.manual_energy_wh.map(EnergyWh::wh)
+                )
+            })
             .collect();
         request_hash(&[
             "open_account",
@@ -146,8 +169,9 @@ pub async fn open(
     let now = principal.now();
     let id = Uuid::now_v7();
     sqlx::query(
-        "insert into shop_accounts (id, shop_id, holder_name, holder_phone, opened_at, open_key, open_request_hash)
-         values ($1, $2, $3, $4, $5, $6, $7)",
+        "insert into shop_accounts (id, shop_id, holder_name, holder_phone, opened_at, open_key, open_request_hash,
+             prepayment_mode)
+         values ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(id)
     .bind(input.shop_id)
@@ -156,13 +180,15 @@ pub async fn open(
     .bind(now)
     .bind(&key)
     .bind(&digest)
+    .bind(&checked.mode)
     .execute(&mut *conn)
     .await
     .map_err(|e| taken(e.into()))?;
     for m in &checked.meters {
         sqlx::query(
-            "insert into account_meters (account_id, meter_id, opening_energy_wh, opening_read_at, opening_manual, joined_at)
-             values ($1, $2, $3, $4, $5, $6)",
+            "insert into account_meters (account_id, meter_id, opening_energy_wh, opening_read_at, opening_manual, joined_at,
+                 opening_remaining_fen)
+             values ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(id)
         .bind(m.meter_id)
@@ -170,6 +196,7 @@ pub async fn open(
         .bind(m.opening_read_at)
         .bind(m.opening_manual)
         .bind(now)
+        .bind(m.opening_remaining_fen)
         .execute(&mut *conn)
         .await
         .map_err(|e| taken(e.into()))?;
@@ -283,6 +310,8 @@ pub(crate) fn negate(amount: AmountFen) -> CoreResult<AmountFen> {
 struct CheckedOpening {
     phone: String,
     meters: Vec<AccountMeter>,
+    /// `platform` or `meter`: every meter of the account is the same.
+    mode: String,
 }
 
 async fn check_opening(
@@ -336,6 +365,7 @@ async fn check_opening(
     let fresh_after =
         principal.now() - chrono::Duration::seconds(i64::from(settings.stale_meter_s));
     let mut meters = Vec::new();
+    let mut modes = std::collections::BTreeSet::new();
     for (i, wanted) in input.meters.iter().enumerate() {
         let row = sqlx::query(
             "select m.meter_number, m.shop_id, m.status, m.prepayment_mode, l.read_at, l.energy_wh
@@ -357,14 +387,19 @@ async fn check_opening(
             fields.insert(field, "the meter was removed".into());
             continue;
         }
-        if row.try_get::<String, _>("prepayment_mode")? != "platform" {
-            // Meter-side accounts arrive with the meter-side issue.
-            fields.insert(
-                field,
-                "only platform-side meters can be opened for now".into(),
-            );
-            continue;
-        }
+        let mode: String = row.try_get("prepayment_mode")?;
+        let accepted = if mode == "meter" {
+            match meter_side_opening(conn, wanted).await? {
+                Ok(accepted) => accepted,
+                Err(why) => {
+                    fields.insert(field, why);
+                    continue;
+                }
+            }
+        } else {
+            None
+        };
+        modes.insert(mode);
         let latest: Option<(DateTime<Utc>, EnergyWh)> =
             match (row.try_get("read_at")?, row.try_get("energy_wh")?) {
                 (Some(at), Some(wh)) => Some((at, wh)),
@@ -396,7 +431,23 @@ async fn check_opening(
             opening_energy_wh: opening.0,
             opening_read_at: opening.1,
             opening_manual: opening.2,
+            opening_remaining_fen: accepted,
         });
+    }
+    if modes.len() > 1 {
+        fields.insert(
+            "meters".into(),
+            "an account is platform-side or meter-side, never mixed".into(),
+        );
+    }
+    let mode = modes.pop_first().unwrap_or_else(|| "platform".into());
+    if mode == "meter"
+        && (input.deposit_fen > AmountFen::ZERO || input.opening_credit_fen > AmountFen::ZERO)
+    {
+        fields.insert(
+            "opening_credit_fen".into(),
+            "meter-side accounts open without deposit or opening credit: top up to buy credit onto the meter".into(),
+        );
     }
     if !fields.is_empty() {
         return Err(CoreError::Validation {
@@ -404,7 +455,11 @@ async fn check_opening(
             fields,
         });
     }
-    Ok(CheckedOpening { phone, meters })
+    Ok(CheckedOpening {
+        phone,
+        meters,
+        mode,
+    })
 }
 
 /// One account, if the caller may see it (operators limited to buildings see their buildings').
@@ -587,7 +642,13 @@ async fn list_where(
     });
     let rows = sqlx::query(
         "select a.id, a.shop_id, s.building_id, s.number, s.name, a.holder_name, a.holder_phone,
-                a.state, a.opened_at, a.closed_at,
+                a.state, a.opened_at, a.closed_at, a.prepayment_mode,
+                coalesce((select sum(l.balance_fen) from ledger_accounts l join account_meters am
+                            on l.key = 'in_transit:' || am.meter_id
+                          where am.account_id = a.id and am.left_at is null), 0)::bigint as in_transit_fen,
+                coalesce((select sum(l.balance_fen) from ledger_accounts l join account_meters am
+                            on l.key = 'on_meter:' || am.meter_id
+                          where am.account_id = a.id and am.left_at is null), 0)::bigint as on_meter_fen,
                 coalesce((select balance_fen from ledger_accounts where key = 'wallet:' || a.id), 0) as wallet_fen,
                 coalesce((select balance_fen from ledger_accounts where key = 'deposit:' || a.id), 0) as deposit_fen
          from shop_accounts a join shops s on s.id = a.shop_id
@@ -629,6 +690,9 @@ async fn list_where(
             wallet_fen,
             deposit_fen: row.try_get("deposit_fen")?,
             available_fen: available(wallet_fen, unposted_charges(conn, id).await?)?,
+            prepayment_mode: row.try_get("prepayment_mode")?,
+            in_transit_fen: row.try_get("in_transit_fen")?,
+            on_meter_fen: row.try_get("on_meter_fen")?,
         });
     }
     Ok(accounts)
@@ -636,7 +700,8 @@ async fn list_where(
 
 async fn meters_of(conn: &mut PgConnection, account: Uuid) -> CoreResult<Vec<AccountMeter>> {
     let rows = sqlx::query(
-        "select am.meter_id, m.meter_number, am.opening_energy_wh, am.opening_read_at, am.opening_manual
+        "select am.meter_id, m.meter_number, am.opening_energy_wh, am.opening_read_at, am.opening_manual,
+                am.opening_remaining_fen
          from account_meters am join meters m on m.id = am.meter_id
          where am.account_id = $1 and am.left_at is null order by m.meter_number",
     )
@@ -651,6 +716,7 @@ async fn meters_of(conn: &mut PgConnection, account: Uuid) -> CoreResult<Vec<Acc
                 opening_energy_wh: r.try_get("opening_energy_wh")?,
                 opening_read_at: r.try_get("opening_read_at")?,
                 opening_manual: r.try_get("opening_manual")?,
+                opening_remaining_fen: r.try_get("opening_remaining_fen")?,
             })
         })
         .collect()
@@ -672,6 +738,40 @@ pub fn available(wallet: AmountFen, unposted: AmountFen) -> CoreResult<AmountFen
     wallet
         .checked_sub(unposted)
         .ok_or_else(|| CoreError::Internal("available balance overflows".into()))
+}
+
+/// A meter-side meter may open an account once the platform holds its counters and its
+/// read-back remaining amount is 0, or the operator confirms exactly what is on it. `Ok(Err(why))`
+/// refuses the meter; `Ok(Ok(accepted))` is the confirmed amount, if any.
+async fn meter_side_opening(
+    conn: &mut PgConnection,
+    wanted: &OpeningMeter,
+) -> CoreResult<Result<Option<i64>, String>> {
+    let commissioned: Option<Option<i64>> =
+        sqlx::query_scalar("select purchase_count from meter_secure where meter_id = $1")
+            .bind(wanted.meter_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    if commissioned.flatten().is_none() {
+        return Ok(Err(
+            "the meter's secure counters have not been read yet: wait for it to be commissioned"
+                .into(),
+        ));
+    }
+    let remaining: Option<i64> =
+        sqlx::query_scalar("select remaining_fen from meter_secure_readback where meter_id = $1")
+            .bind(wanted.meter_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let remaining = remaining.unwrap_or(0);
+    Ok(match wanted.accept_remaining_fen {
+        _ if remaining == 0 => Ok(None),
+        Some(accepted) if accepted == remaining => Ok(Some(accepted)),
+        _ => Err(format!(
+            "the meter holds {} yuan: confirm that amount to open (it stays on the meter, recorded)",
+            crate::kernel::money::AmountFen::from_fen(remaining)
+        )),
+    })
 }
 
 /// The account, locked for a money movement (the caller checks its state), if the caller may see

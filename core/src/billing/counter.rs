@@ -58,6 +58,10 @@ pub struct CounterInput {
     /// Why (required for refunds).
     #[serde(default)]
     pub reason: String,
+    /// Meter-side accounts: the meter a top-up's credit is bought for (DESIGN.md; by default
+    /// the account's first meter).
+    #[serde(default)]
+    pub meter_id: Option<Uuid>,
 }
 
 /// What the counter did: the transaction and the account after it.
@@ -197,12 +201,58 @@ async fn move_money(
         })),
     )
     .await?;
+    if kind == TxnKind::TopUp && account.prepayment_mode == "meter" && !posted.replayed {
+        request_purchase(conn, principal, account_id, input, posted.txn.id).await?;
+    }
     if kind == TxnKind::TopUp {
         let receipt_no = posted.txn.receipt_no.clone().unwrap_or_default();
         crate::power::tell_top_up(conn, principal, account_id, input.amount_fen, &receipt_no)
             .await?;
     }
     receipt(conn, principal, posted).await
+}
+
+/// A meter-side top-up asks for its credit to be bought onto the named meter (the settle worker
+/// builds the purchase: `core::secure::settle`). The meter must be one of the account's.
+async fn request_purchase(
+    conn: &mut PgConnection,
+    principal: &Principal,
+    account: Uuid,
+    input: &CounterInput,
+    txn: Uuid,
+) -> CoreResult<()> {
+    let meters: Vec<Uuid> = sqlx::query_scalar(
+        "select meter_id from account_meters where account_id = $1 and left_at is null
+         order by joined_at, meter_id",
+    )
+    .bind(account)
+    .fetch_all(&mut *conn)
+    .await?;
+    let meter = match input.meter_id {
+        Some(wanted) if meters.contains(&wanted) => wanted,
+        Some(_) => return Err(CoreError::field("meter_id", "not a meter of this account")),
+        None => *meters
+            .first()
+            .ok_or_else(|| CoreError::Conflict("the account has no meter to buy for".into()))?,
+    };
+    sqlx::query(
+        "insert into secure_purchase_requests (id, account_id, meter_id, amount_fen, source_txn, requested_at)
+         values ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(Uuid::now_v7())
+    .bind(account)
+    .bind(meter)
+    .bind(input.amount_fen.fen())
+    .bind(txn)
+    .bind(principal.now())
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("select pg_notify($1, $2)")
+        .bind(crate::secure::readback::CHANNEL)
+        .bind(format!("{}:{meter}", principal.company()?.schema.as_str()))
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }
 
 async fn receipt(

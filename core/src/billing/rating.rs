@@ -66,10 +66,10 @@ impl PassReport {
 #[tracing::instrument(skip_all)]
 pub async fn run_pass(pool: &PgPool, principal: &Principal) -> CoreResult<PassReport> {
     let schema = principal.company()?.schema.clone();
-    let (pairs, company) = {
+    let (pairs, company, meter_side) = {
         let mut tx = crate::db::begin_in(pool, &schema).await?;
         let rows = sqlx::query(
-            "select r.account_id, r.meter_id from rating_state r
+            "select r.account_id, r.meter_id, a.prepayment_mode from rating_state r
              join account_meters am on am.account_id = r.account_id and am.meter_id = r.meter_id and am.left_at is null
              join shop_accounts a on a.id = r.account_id and a.state in ('open', 'closing')
              where r.held_at is null order by r.account_id, r.meter_id",
@@ -78,11 +78,17 @@ pub async fn run_pass(pool: &PgPool, principal: &Principal) -> CoreResult<PassRe
         .await?;
         let company = CompanyRules::load(&mut tx).await?;
         tx.commit().await?;
-        let pairs: Vec<(Uuid, Uuid)> = rows
-            .iter()
-            .map(|r| Ok((r.try_get("account_id")?, r.try_get("meter_id")?)))
-            .collect::<CoreResult<_>>()?;
-        (pairs, company)
+        let mut pairs: Vec<(Uuid, Uuid)> = Vec::with_capacity(rows.len());
+        let mut meter_side: Vec<(Uuid, Uuid)> = Vec::new();
+        for r in &rows {
+            let pair = (r.try_get("account_id")?, r.try_get("meter_id")?);
+            if r.try_get::<String, _>("prepayment_mode")? == "meter" {
+                meter_side.push(pair);
+            } else {
+                pairs.push(pair);
+            }
+        }
+        (pairs, company, meter_side)
     };
     // Batches are independent (disjoint accounts, so disjoint wallets and rating states): two at
     // once keep the database busy while the worker rates the other.
@@ -105,6 +111,8 @@ pub async fn run_pass(pool: &PgPool, principal: &Principal) -> CoreResult<PassRe
     while let Some(done) = results.next().await {
         report.add(&done);
     }
+    // Meter-side meters: few, and each posts at once against its shadow balance.
+    report.add(&meter_by_meter(pool, principal, &company, &meter_side).await);
     Ok(report)
 }
 
@@ -608,11 +616,22 @@ pub(crate) async fn post_if_due(
     let batch = AmountFen::from_fen(row.try_get("fen")?);
     let oldest: DateTime<Utc> = row.try_get("oldest")?;
     let waited = principal.now() - oldest >= Duration::seconds(POSTING_INTERVAL_S);
-    if !force && !waited && !crosses_a_level(conn, account, batch, &company.settings).await? {
+    // A meter-side meter's charges post at once against the credit on it (the shadow balance
+    // is compared with the meter's own remaining amount reading by reading: drift).
+    let meter_side = is_meter_side(conn, account).await?;
+    if !force
+        && !waited
+        && !meter_side
+        && !crosses_a_level(conn, account, batch, &company.settings).await?
+    {
         return Ok(false);
     }
     let txn = if batch > AmountFen::ZERO {
-        let posting = charge_posting(account, meter, batch, last)?;
+        let mut posting = charge_posting(account, meter, batch, last)?;
+        if meter_side {
+            posting.kind = TxnKind::MeterCharge;
+            posting.legs[0].0 = AccountKey::OnMeter(meter);
+        }
         Some(post::post(conn, principal, &posting).await?.txn.id)
     } else {
         // A batch worth 0 fen posts nothing; its lines are done all the same.
@@ -630,6 +649,15 @@ pub(crate) async fn post_if_due(
     .await?;
     debug_assert!(marked.rows_affected() > 0);
     Ok(txn.is_some())
+}
+
+async fn is_meter_side(conn: &mut PgConnection, account: Uuid) -> CoreResult<bool> {
+    let mode: Option<String> =
+        sqlx::query_scalar("select prepayment_mode from shop_accounts where id = $1")
+            .bind(account)
+            .fetch_optional(&mut *conn)
+            .await?;
+    Ok(mode.as_deref() == Some("meter"))
 }
 
 /// The `charge_posting` of `meter`'s unposted lines worth `batch`, the last read at `last`: keyed

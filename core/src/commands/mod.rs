@@ -112,6 +112,12 @@ impl Op {
         matches!(self, Op::Purchase | Op::Deduct)
     }
 
+    /// These exist only as secure frames (SECURE-COMMAND.md): built by the server for a
+    /// meter-side meter and carried byte for byte.
+    pub fn is_secure_only(self) -> bool {
+        matches!(self, Op::Purchase | Op::Deduct | Op::SetPrice)
+    }
+
     /// Relay control: a newer one cancels a queued opposite one.
     pub fn is_control(self) -> bool {
         matches!(
@@ -169,7 +175,8 @@ impl Route {
 /// Whether `op` can reach a meter by `route` today (DESIGN.md: Commands, "per driver"). Relay
 /// commands and read-now reach every meter. `sync_clock`: DL/T 645 (08H broadcast) and MQTT
 /// gateways; Acrel's clock register is undocumented. Secure frames (purchase, deduct, set price):
-/// MQTT gateways; over buses with the meter-side prepayment work. `set_tou_table` and
+/// MQTT gateways, and Modbus meters on buses (0x0C00; the simulator's meter-side meters) — not
+/// DL/T 645 or generic Modbus maps, which have no secure register. `set_tou_table` and
 /// `set_prepaid_params` reach no meter: the only register maps for them are marked "verify" in
 /// DOMAIN.md, and a platform-side meter needs neither (the platform rates and keeps the levels).
 /// Asking for an op a route cannot carry is refused when it is asked, rather than left queued
@@ -181,7 +188,10 @@ pub fn carried(op: Op, route: Route) -> bool {
             true
         }
         Op::SyncClock => matches!(route, Route::Mqtt | Route::Bus(MeterModel::Dlt645)),
-        Op::Purchase | Op::Deduct | Op::SetPrice => route == Route::Mqtt,
+        Op::Purchase | Op::Deduct | Op::SetPrice => matches!(
+            route,
+            Route::Mqtt | Route::Bus(MeterModel::Dtsy1352 | MeterModel::Ddsy1352)
+        ),
         Op::SetTouTable | Op::SetPrepaidParams => false,
     }
 }

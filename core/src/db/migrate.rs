@@ -192,6 +192,11 @@ pub const COMPANY: &[Migration] = &[
         name: "secure_commands",
         sql: include_str!("../../../migrations/company/0027_secure_commands.sql"),
     },
+    Migration {
+        version: 28,
+        name: "secure_settle",
+        sql: include_str!("../../../migrations/company/0028_secure_settle.sql"),
+    },
 ];
 
 /// Arbitrary constant for `pg_advisory_xact_lock`: "PT" migrations.

@@ -38,15 +38,18 @@ pub async fn evaluate(
     principal: &Principal,
     account: Uuid,
 ) -> CoreResult<Vec<Action>> {
-    let state: Option<String> = sqlx::query_scalar("select state from shop_accounts where id = $1")
-        .bind(account)
-        .fetch_optional(&mut *conn)
-        .await?;
-    let Some(state) = state else {
+    let row: Option<(String, String)> =
+        sqlx::query_as("select state, prepayment_mode from shop_accounts where id = $1")
+            .bind(account)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let Some((state, mode)) = row else {
         return Err(CoreError::NotFound("account"));
     };
-    // Closing and closed accounts settle their money; the rules stop at the close.
-    if state != "open" {
+    // Closing and closed accounts settle their money; the rules stop at the close. Meter-side
+    // accounts' meters keep their own levels and trip themselves (DESIGN.md): their wallet
+    // only waits to become the next purchase, so the platform's balance rules never act on it.
+    if state != "open" || mode == "meter" {
         return Ok(Vec::new());
     }
     sqlx::query("insert into account_power (account_id) values ($1) on conflict do nothing")
@@ -484,7 +487,7 @@ pub async fn sweep(pool: &PgPool, principal: &Principal) -> CoreResult<SweepRepo
             "select a.id from shop_accounts a
              left join account_power p on p.account_id = a.id
              left join ledger_accounts w on w.key = 'wallet:' || a.id
-             where a.state = 'open'
+             where a.state = 'open' and a.prepayment_mode = 'platform'
                and (p.noticed_at is not null or p.tripped_at is not null or p.alarm1_fired
                     or coalesce(w.balance_fen, 0)
                        <= coalesce(a.alarm1_fen, (select alarm1_fen from settings)))

@@ -53,7 +53,8 @@ pub async fn reconcile(conn: &mut PgConnection, principal: &Principal) -> CoreRe
            join meters m on m.id = am.meter_id
            join meter_latest l on l.meter_id = m.id
            left join account_power p on p.account_id = a.id
-           where a.state = 'open' and l.relay_closed is not null
+           -- Meter-side meters open their own relay at zero credit: nothing to correct.
+           where a.state = 'open' and a.prepayment_mode = 'platform' and l.relay_closed is not null
          ) s
          cross join lateral (
            select (select max(c.updated_at) from commands c where c.meter_id = s.id

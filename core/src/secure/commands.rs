@@ -19,14 +19,7 @@ use uuid::Uuid;
 /// How long a secure control command may wait to be sent (money commands never expire).
 pub const CONTROL_VALID_S: i64 = 600;
 
-/// A meter's secure counters as read back (0x0C60 or an MQTT reading).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Counters {
-    pub purchase_count: u32,
-    pub control_count: u32,
-    pub remaining_fen: i64,
-    pub price_units: u32,
-}
+pub use super::frame::Counters;
 
 /// Records what commissioning read off the meter (and pins the key version it holds). The
 /// first secure command waits for this: the platform never guesses a meter's counters.
@@ -175,12 +168,16 @@ pub async fn enqueue(
             e
         }
     })?;
-    sqlx::query("update commands set secure_frame = $2, secure_sequence = $3 where id = $1")
-        .bind(command.id)
-        .bind(&bytes)
-        .bind(i64::from(sequence))
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query(
+        "update commands set secure_frame = $2, secure_sequence = $3, secure_amount = $4
+         where id = $1",
+    )
+    .bind(command.id)
+    .bind(&bytes)
+    .bind(i64::from(sequence))
+    .bind(amount)
+    .execute(&mut *conn)
+    .await?;
     Ok(command)
 }
 

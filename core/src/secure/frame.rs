@@ -27,6 +27,43 @@ pub const COUNTERS_REGISTERS: u16 = 10;
 /// The range a set price must lie in, price units (0.0001 yuan per kWh).
 pub const PRICE_UNITS_RANGE: std::ops::RangeInclusive<i64> = 1..=100_000;
 
+/// A meter's secure counters as read back (SECURE-COMMAND.md: Counters read-back; 0x0C60 over
+/// Modbus, the counter fields of an MQTT reading).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counters {
+    pub purchase_count: u32,
+    pub control_count: u32,
+    pub remaining_fen: i64,
+    pub price_units: u32,
+}
+
+impl Counters {
+    /// The counters from the registers at [`COUNTERS_REGISTER`]: purchase count u32, control
+    /// counter u32, remaining fen i64, price units u32, big-endian. A meter that answers only the
+    /// first 8 registers (before the price pair was added) reports price 0.
+    pub fn from_registers(regs: &[u16]) -> Option<Counters> {
+        if regs.len() < 8 {
+            return None;
+        }
+        let bytes: Vec<u8> = regs.iter().flat_map(|r| r.to_be_bytes()).collect();
+        Some(Counters {
+            purchase_count: be_u32(&bytes[0..4]),
+            control_count: be_u32(&bytes[4..8]),
+            remaining_fen: i64::from_be_bytes(bytes[8..16].try_into().ok()?),
+            price_units: bytes.get(16..20).map_or(0, be_u32),
+        })
+    }
+
+    /// The counter a command of `op` counts on.
+    pub fn count_for(&self, op: SecureOp) -> u32 {
+        if op.uses_purchase_count() {
+            self.purchase_count
+        } else {
+            self.control_count
+        }
+    }
+}
+
 /// The command byte (SECURE-COMMAND.md: Command frame, offset 3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SecureOp {

@@ -11,6 +11,8 @@ pub mod commands;
 pub mod frame;
 pub mod keys;
 pub mod primitives;
+pub mod readback;
+pub mod settle;
 
 pub use frame::{
     build, verify_ack, Ack, AckError, AckStatus, MeterKeys, MeterNumber, Order, SecureOp,

@@ -233,6 +233,7 @@ pub async fn move_money(
                 .parse::<CounterMethod>()
                 .map_err(|_| field_error("method"))?,
             reason: reason.clone().unwrap_or_default(),
+            meter_id: None,
         };
         let done = match reason {
             Some(_) => counter::refund(&mut tx, &principal, account, &input, &key).await,
@@ -369,6 +370,7 @@ async fn short_form_meters(
         .map(|&meter_id| OpeningMeter {
             meter_id,
             manual_energy_wh: manual.filter(|_| meters.len() == 1),
+            accept_remaining_fen: None,
         })
         .collect())
 }
@@ -395,6 +397,7 @@ fn meter_rows(rows: &[OpeningMeterForm]) -> Result<Vec<OpeningMeter>, UiError> {
             Ok(OpeningMeter {
                 meter_id,
                 manual_energy_wh,
+                accept_remaining_fen: None,
             })
         })
         .collect()

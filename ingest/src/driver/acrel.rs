@@ -84,6 +84,7 @@ pub fn parse_fast_read(regs: &[u16], three_phase: bool) -> Result<MeterValues, D
         relay_closed: Some(high & (1 << 5) != 0),
         alarms,
         meter_ratios: Some((i64::from(regs[at(0x0213)]), i64::from(regs[at(0x0214)]))),
+        secure: None,
     })
 }
 
@@ -224,6 +225,7 @@ mod tests {
             relay_closed: Some(true),
             alarms: vec!["arrears", "alarm1"],
             meter_ratios: Some((1, 40)),
+            secure: None,
         }
     }
 

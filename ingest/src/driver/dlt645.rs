@@ -122,6 +122,7 @@ impl Driver for Dlt645 {
                 vec![]
             },
             meter_ratios: None,
+            secure: None,
         })
     }
 

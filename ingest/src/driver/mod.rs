@@ -31,6 +31,9 @@ pub struct MeterValues {
     pub alarms: Vec<&'static str>,
     /// The meter's own PT and CT ratios, when it reports them (checked against the configured).
     pub meter_ratios: Option<(i64, i64)>,
+    /// Meter-side meters: the secure counters (SECURE-COMMAND.md: 0x0C60, MQTT's counter
+    /// fields), which the settle worker reconciles.
+    pub secure: Option<powertab_core::secure::frame::Counters>,
 }
 
 /// A DL/T 645 meter whose relay is open with the trip command cleared ("close allowed", 1B):

@@ -121,6 +121,14 @@ fn reading(v: &Value) -> Result<GatewayReading, String> {
         Some("open") => Some(false),
         Some(other) => return Err(format!("relay must be closed or open, not {other}")),
     };
+    let remaining_fen = int(v, "remaining_fen")?;
+    let purchase_count = int(v, "purchase_count")?;
+    let secure = secure_counters(
+        purchase_count,
+        int(v, "control_count")?,
+        remaining_fen,
+        int(v, "price_units")?,
+    )?;
     Ok(GatewayReading {
         bus: i32::try_from(bus).map_err(|_| "bus out of range")?,
         addr: normal_addr(&addr).ok_or("addr must be 1 to 247 or a 12-digit DL/T 645 address")?,
@@ -132,13 +140,38 @@ fn reading(v: &Value) -> Result<GatewayReading, String> {
             voltage_dv: int_list(v, "voltage_dv")?,
             current_ca: int_list(v, "current_ca")?,
             pf_milli: int(v, "pf_milli")?,
-            remaining_fen: int(v, "remaining_fen")?,
-            purchase_count: int(v, "purchase_count")?,
+            remaining_fen,
+            purchase_count,
             relay_closed,
             alarms,
             meter_ratios: None,
+            secure,
         },
     })
+}
+
+/// A meter-side meter's secure counters, when a reading carries all four (MQTT-GATEWAY.md);
+/// counts outside u32 refuse the reading.
+fn secure_counters(
+    purchase_count: Option<i64>,
+    control_count: Option<i64>,
+    remaining_fen: Option<i64>,
+    price_units: Option<i64>,
+) -> Result<Option<powertab_core::secure::frame::Counters>, String> {
+    let (Some(purchases), Some(controls), Some(remaining_fen), Some(price)) =
+        (purchase_count, control_count, remaining_fen, price_units)
+    else {
+        return Ok(None);
+    };
+    let u32_of = |name: &str, x: i64| {
+        u32::try_from(x).map_err(|_| format!("{name} must be 0 to 4294967295"))
+    };
+    Ok(Some(powertab_core::secure::frame::Counters {
+        purchase_count: u32_of("purchase_count", purchases)?,
+        control_count: u32_of("control_count", controls)?,
+        remaining_fen,
+        price_units: u32_of("price_units", price)?,
+    }))
 }
 
 /// One reading as a gateway sends it (the inverse of the parser; the simulator and the benchmark
@@ -161,6 +194,11 @@ pub fn reading_json(reading: &GatewayReading) -> Value {
         ("pf_milli", v.pf_milli.map(Value::from)),
         ("remaining_fen", v.remaining_fen.map(Value::from)),
         ("purchase_count", v.purchase_count.map(Value::from)),
+        (
+            "control_count",
+            v.secure.map(|c| Value::from(c.control_count)),
+        ),
+        ("price_units", v.secure.map(|c| Value::from(c.price_units))),
         (
             "relay",
             v.relay_closed

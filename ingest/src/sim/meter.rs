@@ -182,6 +182,13 @@ impl SimMeter {
             relay_closed: Some(self.relay_closed()),
             alarms: vec![],
             meter_ratios: Some((1, 1)),
+            // What an MQTT gateway reports of a meter-side meter (a bus reads 0x0C60 instead).
+            secure: self.secure.as_ref().map(|s| secure::Counters {
+                purchase_count: s.purchase_count,
+                control_count: s.control_count,
+                remaining_fen: s.remaining_fen,
+                price_units: s.price_units,
+            }),
         }
     }
 

@@ -105,6 +105,7 @@ pub(crate) async fn store_with_relay(
             relay_closed: Some(relay_closed),
             alarms: vec![],
             meter_ratios: None,
+            secure: None,
         },
         raw: vec![],
         ratio_mismatch: false,

@@ -20,6 +20,7 @@ mod field_changes;
 mod field_web;
 mod fleet;
 mod isolation;
+mod meter_side;
 mod notify;
 mod ops;
 mod power;

@@ -290,7 +290,12 @@ async fn the_server_worker_hears_a_posting_and_runs_the_rules_at_once() {
     let id = open_account(&app, &admin, &shop, &meter).await;
     money(&app, &admin, &id, "top-up", "t1", 6_000).await;
     let clock = ManualClock::at("2026-12-02T02:00:00Z".parse().unwrap());
-    powertab_server::workers::spawn(app.db.pool.clone(), clock.clone(), app.vendors.clone());
+    powertab_server::workers::spawn(
+        app.db.pool.clone(),
+        clock.clone(),
+        app.vendors.clone(),
+        None,
+    );
     // Time for the listener to LISTEN. The sweep ran at start (¥60: nothing to do) and runs
     // again only after 10 s, so an alarm within the wait below is the listener's.
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;

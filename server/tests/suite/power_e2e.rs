@@ -34,6 +34,7 @@ async fn counter_move(db: &TestDb, who: &Principal, account: Uuid, refund: Optio
                 amount_fen: amount,
                 method: CounterMethod::Card,
                 reason: "测试".into(),
+                meter_id: None,
             };
             counter::refund(&mut tx, who, account, &input, &key)
                 .await
@@ -44,6 +45,7 @@ async fn counter_move(db: &TestDb, who: &Principal, account: Uuid, refund: Optio
                 amount_fen: AmountFen::from_fen(2_000),
                 method: CounterMethod::Card,
                 reason: String::new(),
+                meter_id: None,
             };
             counter::top_up(&mut tx, who, account, &input, &key)
                 .await
@@ -67,6 +69,7 @@ pub(crate) async fn rules_at_once(db: &TestDb) {
         db.pool.clone(),
         clock::system(),
         powertab_core::notify::accounts::Vendors::new(Default::default(), None),
+        None,
     );
 }
 
@@ -128,6 +131,7 @@ pub(crate) async fn open_and_top_up(db: &TestDb, shop: Uuid, meters: &[Uuid]) ->
             .map(|m| OpeningMeter {
                 meter_id: *m,
                 manual_energy_wh: None,
+                accept_remaining_fen: None,
             })
             .collect(),
         deposit_fen: AmountFen::ZERO,
@@ -399,6 +403,7 @@ async fn quiet_hours_postpone_the_trip_over_the_dtu_until_the_window_ends() {
         db.pool.clone(),
         clock.clone(),
         powertab_core::notify::accounts::Vendors::new(Default::default(), None),
+        None,
     );
     let (shop, meter): (Uuid, Uuid) = sqlx::query_as(
         "select s.id, m.id from c_1.meters m join c_1.shops s on s.id = m.shop_id where s.number = '101'",

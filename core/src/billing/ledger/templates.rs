@@ -33,6 +33,9 @@ vocabulary! {
         PurchaseCancelled = "purchase_cancelled",
         /// Meter-side: a verified deduct: on_meter −, wallet +.
         DeductVerified = "deduct_verified",
+        /// Meter-side: charge lines posted against the credit on the meter (the shadow
+        /// balance): on_meter −, revenue:energy +.
+        MeterCharge = "meter_charge",
         /// Closing an account: rounding, the deposit back to the wallet, and the wallet to
         /// refunds payable or arrears receivable — the account's wallet and deposit end at 0.
         CloseOut = "close_out",
@@ -92,6 +95,7 @@ fn template(kind: TxnKind) -> Template {
         TxnKind::PurchaseVerified => pair(C::OnMeter, C::InTransit),
         TxnKind::PurchaseCancelled => pair(C::Wallet, C::InTransit),
         TxnKind::DeductVerified => pair(C::Wallet, C::OnMeter),
+        TxnKind::MeterCharge => pair(C::RevenueEnergy, C::OnMeter),
         TxnKind::CloseOut => Template::CloseOut {
             allowed: &[
                 C::Wallet,

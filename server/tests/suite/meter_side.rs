@@ -1,0 +1,331 @@
+//! Meter-side prepayment end to end over a DTU (issue: Proof): a simulated meter-side meter
+//! loaded with its exported key dials in; ingest reads its secure counters (0x0C60), the
+//! server's settle worker commissions it; a meter-side account opens on it; a counter top-up
+//! becomes one purchase — the frame written at 0x0C00 byte for byte, the ack read at 0x0C40 and
+//! believed only after its MAC, the counters verifying it — and the money goes wallet →
+//! `in_transit` → `on_meter`, while the meter's readings are rated against `on_meter`.
+
+use powertab_core::auth::Principal;
+use powertab_core::billing::accounts::{self, OpenAccount, OpeningMeter};
+use powertab_core::billing::counter::{self, CounterInput, CounterMethod};
+use powertab_core::kernel::clock;
+use powertab_core::kernel::money::AmountFen;
+use powertab_core::kernel::secrets::Keyring;
+use powertab_core::tariff::profile::ShopType;
+use powertab_core::tenancy::roles::Role;
+use powertab_ingest::sim::secure_meter::SecureMeter;
+use powertab_ingest::sim::{DtuFaults, SimBus, SimDtu, SimMeter, SimModel};
+use powertab_testkit::{wait_until, TestDb};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Mutex;
+use uuid::Uuid;
+
+const NUMBER: &str = "202612020901";
+const REGISTRATION: &[u8] = b"SECURE-DTU-0001";
+
+async fn worker(db: &TestDb) -> Principal {
+    let mut conn = db.pool.acquire().await.unwrap();
+    let scope = powertab_core::auth::load_company(&mut conn, 1)
+        .await
+        .unwrap()
+        .unwrap();
+    Principal::system("e2e", clock::system()).in_company(scope)
+}
+
+/// A DTU gateway with one Modbus bus and a meter-side DTSY-1352 at address 1 for demo shop 101
+/// (on the shop's tariff plan); the meter's id and the shop's.
+async fn add_secure_meter(db: &TestDb) -> (Uuid, Uuid) {
+    let (gateway, bus, meter) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    let hex: String = REGISTRATION.iter().map(|b| format!("{b:02x}")).collect();
+    sqlx::query("insert into c_1.gateways (id, identity, kind, registration_hex) values ($1, 'secure-dtu', 'dtu', $2)")
+        .bind(gateway)
+        .bind(&hex)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "insert into control.gateway_directory (identity, registration_hex, company_id, gateway_id, kind, status)
+         values ('secure-dtu', $1, 1, $2, 'dtu', 'enabled')",
+    )
+    .bind(&hex)
+    .bind(gateway)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "insert into c_1.buses (id, gateway_id, number, protocol, baud, parity, stop_bits, gap_ms, timeout_ms)
+         values ($1, $2, 1, 'modbus_rtu', 9600, 'N', 1, 20, 300)",
+    )
+    .bind(bus)
+    .bind(gateway)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let shop: Uuid = sqlx::query_scalar("select id from c_1.shops where number = '101'")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "insert into c_1.meters (id, bus_id, model, address, meter_number, prepayment_mode, shop_id, tariff_plan_id)
+         values ($1, $2, 'dtsy1352', '1', $3, 'meter', $4,
+                 (select tariff_plan_id from c_1.meters where shop_id = $4 and tariff_plan_id is not null limit 1))",
+    )
+    .bind(meter)
+    .bind(bus)
+    .bind(NUMBER)
+    .bind(shop)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    (meter, shop)
+}
+
+/// The meter's KM, exported by a company admin (audited), as the meter would be loaded with it.
+async fn exported_key(db: &TestDb, keyring: &Keyring, meter: Uuid) -> [u8; 16] {
+    let mut admin = worker(db).await;
+    admin.role = Role::CompanyAdmin;
+    admin.username = "boss".into();
+    let mut tx = powertab_core::db::begin_in(&db.pool, &admin.company().unwrap().schema)
+        .await
+        .unwrap();
+    let (_, hex) = powertab_core::secure::keys::export_meter_key(&mut tx, keyring, &admin, meter)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    (0..32)
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect::<Vec<u8>>()
+        .try_into()
+        .unwrap()
+}
+
+/// Ingest as `powertab ingest` wires it, for DTUs only; the listener's address.
+async fn start_ingest(db: &TestDb) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (writer, _task) = powertab_ingest::writer::Writer::start(db.pool.clone());
+    let dispatch = powertab_ingest::commands::Dispatch::default();
+    tokio::spawn(powertab_ingest::commands::listen(
+        db.pool.clone(),
+        dispatch.clone(),
+    ));
+    let config = powertab_ingest::dtu::DtuConfig {
+        poll_interval: Duration::from_millis(500),
+        ..Default::default()
+    };
+    tokio::spawn(powertab_ingest::dtu::serve_with(
+        listener,
+        db.pool.clone(),
+        writer,
+        config,
+        dispatch,
+    ));
+    addr
+}
+
+async fn scalar_i64(db: &TestDb, sql: &str, id: Uuid) -> Option<i64> {
+    sqlx::query_scalar(sql)
+        .bind(id)
+        .fetch_optional(&db.pool)
+        .await
+        .unwrap()
+        .flatten()
+}
+
+async fn balance(db: &TestDb, key: String) -> i64 {
+    sqlx::query_scalar::<_, i64>(
+        "select coalesce(max(balance_fen), 0)::bigint from c_1.ledger_accounts where key = $1",
+    )
+    .bind(key)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap()
+}
+
+async fn top_up(db: &TestDb, account: Uuid, fen: i64) {
+    let who = worker(db).await;
+    let mut tx = powertab_core::db::begin_in(&db.pool, &who.company().unwrap().schema)
+        .await
+        .unwrap();
+    let input = CounterInput {
+        amount_fen: AmountFen::from_fen(fen),
+        method: CounterMethod::Card,
+        reason: String::new(),
+        meter_id: None,
+    };
+    counter::top_up(&mut tx, &who, account, &input, &Uuid::now_v7().to_string())
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_counter_top_up_is_bought_onto_a_meter_side_meter_over_the_dtu_and_verified_by_its_counters(
+) {
+    let db = TestDb::new().await;
+    powertab_server::demo::prepare(&db.pool)
+        .await
+        .expect("demo data");
+    let keyring = Arc::new(Keyring::parse(&Keyring::new_key_entry("k1"), None).unwrap());
+    let (meter, shop) = add_secure_meter(&db).await;
+    let km = exported_key(&db, &keyring, meter).await;
+    // The meter as it leaves commissioning at the factory: 3 purchases, 7 control commands,
+    // nothing on it, ¥1.0000 per kWh.
+    let mut side = SecureMeter::new(NUMBER, &km).unwrap();
+    side.purchase_count = 3;
+    side.control_count = 7;
+    side.price_units = 10_000;
+    let sim = SimMeter::new(
+        SimModel::Dtsy1352 { address: 1 },
+        ShopType::Retail,
+        40_000,
+        500_000,
+    )
+    .with_secure(side);
+    let bus = Arc::new(Mutex::new(SimBus::modbus(vec![sim])));
+    let dtu = SimDtu {
+        registration: REGISTRATION.to_vec(),
+        heartbeat: vec![],
+        heartbeat_every: Duration::from_secs(3600),
+        bus: bus.clone(),
+        faults: DtuFaults::default(),
+    };
+    sqlx::query("update c_1.settings set trip_notice_s = 0")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    powertab_server::workers::spawn(
+        db.pool.clone(),
+        clock::system(),
+        powertab_core::notify::accounts::Vendors::new(Default::default(), None),
+        Some(keyring.clone()),
+    );
+    let addr = start_ingest(&db).await;
+    let running = tokio::spawn(async move { dtu.run(addr).await });
+
+    // Commissioning: the platform stores the counters the meter reads back, never guesses.
+    let commissioned = wait_until(Duration::from_secs(30), || async {
+        scalar_i64(
+            &db,
+            "select purchase_count from c_1.meter_secure where meter_id = $1",
+            meter,
+        )
+        .await
+            == Some(3)
+    })
+    .await;
+    let seen: (i64, i64, i64) = sqlx::query_as(
+        "select (select count(*) from c_1.meter_latest where meter_id = $1),
+                (select count(*) from c_1.meter_secure_readback where meter_id = $1),
+                (select count(*) from c_1.meter_secure where meter_id = $1)",
+    )
+    .bind(meter)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert!(
+        commissioned,
+        "the meter's counters are stored from its read-back (latest, readback, secure rows: {seen:?})"
+    );
+    assert_eq!(
+        scalar_i64(
+            &db,
+            "select control_count from c_1.meter_secure where meter_id = $1",
+            meter
+        )
+        .await,
+        Some(7)
+    );
+
+    // A meter-side account opens on it (nothing on the meter), without opening credit.
+    let who = worker(&db).await;
+    let mut tx = powertab_core::db::begin_in(&db.pool, &who.company().unwrap().schema)
+        .await
+        .unwrap();
+    let mut input = OpenAccount {
+        shop_id: shop,
+        holder_name: "李四".into(),
+        holder_phone: "13800138001".into(),
+        meters: vec![OpeningMeter {
+            meter_id: meter,
+            manual_energy_wh: None,
+            accept_remaining_fen: None,
+        }],
+        deposit_fen: AmountFen::ZERO,
+        deposit_method: None,
+        opening_credit_fen: AmountFen::from_fen(100),
+    };
+    let refused = accounts::open(&mut tx, &who, &input, "meter-side-open-1")
+        .await
+        .unwrap_err();
+    assert!(
+        refused.to_string().contains("cannot be opened"),
+        "{refused}"
+    );
+    drop(tx);
+    input.opening_credit_fen = AmountFen::ZERO;
+    let mut tx = powertab_core::db::begin_in(&db.pool, &who.company().unwrap().schema)
+        .await
+        .unwrap();
+    let account = accounts::open(&mut tx, &who, &input, "meter-side-open-2")
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(account.prepayment_mode, "meter");
+
+    // ¥20 at the counter: one purchase on count 4, verified by the read-back.
+    top_up(&db, account.id, 2_000).await;
+    let verified = wait_until(Duration::from_secs(30), || async {
+        let states: Vec<String> = sqlx::query_scalar(
+            "select state from c_1.commands where meter_id = $1 and op = 'purchase'",
+        )
+        .bind(meter)
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+        states == ["verified"]
+    })
+    .await;
+    let detail: Vec<(String, String, Option<String>)> = sqlx::query_as(
+        "select state, detail, secure_status from c_1.commands where meter_id = $1 and op = 'purchase'",
+    )
+    .bind(meter)
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert!(verified, "the purchase is verified: {detail:?}");
+    assert_eq!(
+        detail[0].2.as_deref(),
+        Some("00"),
+        "the meter's ack, MAC checked"
+    );
+    {
+        let bus = bus.lock().await;
+        let on_meter = bus.meters[0].secure.as_ref().unwrap();
+        assert_eq!(on_meter.purchase_count, 4, "applied once");
+        assert!(
+            on_meter.remaining_fen > 1_900 && on_meter.remaining_fen <= 2_000,
+            "the credit arrived and counts down: {}",
+            on_meter.remaining_fen
+        );
+    }
+    assert_eq!(
+        scalar_i64(
+            &db,
+            "select purchase_count from c_1.meter_secure where meter_id = $1",
+            meter
+        )
+        .await,
+        Some(4)
+    );
+    assert_eq!(balance(&db, format!("wallet:{}", account.id)).await, 0);
+    assert_eq!(balance(&db, format!("in_transit:{meter}")).await, 0);
+    // The shadow balance: the purchase less what rating charged against it.
+    let shadow = balance(&db, format!("on_meter:{meter}")).await;
+    assert!(shadow > 1_800 && shadow <= 2_000, "on_meter {shadow}");
+    let (ok, out) = crate::cli::powertab(&db, &["ledger", "check"]);
+    assert!(ok, "{out}");
+    running.abort();
+}
