@@ -57,3 +57,21 @@ create table secure_purchase_requests (
 );
 create index secure_purchase_requests_open on secure_purchase_requests (account_id, requested_at)
     where done_at is null;
+
+-- Closing a meter-side account (DESIGN.md: Account lifecycle, step 2): per meter, a verified
+-- secure trip (the meter stops counting down), the counters read back, a `deduct` of the
+-- remaining amount R when R > 0 — driven by the settle worker — or an operator's audited decision
+-- to close with the last read-back amount when the meter cannot be reached.
+create table meter_side_closing (
+    account_id uuid not null references shop_accounts(id),
+    meter_id uuid not null references meters(id),
+    stage text not null check (stage in ('trip', 'deduct', 'done')),
+    trip_command uuid references commands(id),
+    deduct_command uuid references commands(id),
+    -- R: what the meter held after the trip (taken back by the deduct), or, by decision, the last
+    -- read-back amount left on an unreachable meter.
+    remaining_fen bigint,
+    decided_by text,
+    updated_at timestamptz not null default now(),
+    primary key (account_id, meter_id)
+);

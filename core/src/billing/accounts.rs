@@ -389,7 +389,7 @@ async fn check_opening(
         }
         let mode: String = row.try_get("prepayment_mode")?;
         let accepted = if mode == "meter" {
-            match meter_side_opening(conn, wanted).await? {
+            match meter_side_opening(conn, principal, wanted).await? {
                 Ok(accepted) => accepted,
                 Err(why) => {
                     fields.insert(field, why);
@@ -745,6 +745,7 @@ pub fn available(wallet: AmountFen, unposted: AmountFen) -> CoreResult<AmountFen
 /// refuses the meter; `Ok(Ok(accepted))` is the confirmed amount, if any.
 async fn meter_side_opening(
     conn: &mut PgConnection,
+    principal: &Principal,
     wanted: &OpeningMeter,
 ) -> CoreResult<Result<Option<i64>, String>> {
     let commissioned: Option<Option<i64>> =
@@ -752,6 +753,16 @@ async fn meter_side_opening(
             .bind(wanted.meter_id)
             .fetch_optional(&mut *conn)
             .await?;
+    let versions = crate::tariff::plans::versions_by_meter(conn, &[wanted.meter_id])
+        .await?
+        .remove(&wanted.meter_id)
+        .unwrap_or_default();
+    let today = principal.now().with_timezone(&principal.tz()).date_naive();
+    if crate::secure::settle::flat_price_today(&versions, today).is_none() {
+        return Ok(Err(
+            "a meter-side meter needs a flat tariff plan (the meter counts at one price)".into(),
+        ));
+    }
     if commissioned.flatten().is_none() {
         return Ok(Err(
             "the meter's secure counters have not been read yet: wait for it to be commissioned"

@@ -40,6 +40,11 @@ pub struct FinalReading {
 pub struct CloseAccount {
     #[serde(default)]
     pub final_readings: Vec<FinalReading>,
+    /// Meter-side accounts whose meters cannot be reached: close with each meter's last
+    /// read-back remaining amount (returned to the wallet; audited) instead of waiting for the
+    /// secure trip and deduct.
+    #[serde(default)]
+    pub close_with_last_readback: bool,
 }
 
 /// The settlement of a closed account (the slip the counter prints).
@@ -60,6 +65,9 @@ pub struct Settlement {
     pub arrears_fen: AmountFen,
     /// Each meter's final reading.
     pub final_readings: Vec<ClosingReading>,
+    /// A meter-side account still taking its credit back off its meters (secure trip, counters,
+    /// deduct): what it waits for. The close finishes by itself when they are done.
+    pub pending: Option<String>,
 }
 
 /// A meter's final reading as closing took it.
@@ -96,6 +104,21 @@ pub async fn close(
         .bind(account_id)
         .execute(&mut *conn)
         .await?;
+    let meter_side = account.prepayment_mode == "meter";
+    let mut meter_stages = Vec::new();
+    if meter_side {
+        if input.close_with_last_readback {
+            crate::secure::closing::decide_unreachable(conn, principal, account_id).await?;
+        }
+        // (2) for meter-side meters: their credit comes back first (the settle worker).
+        meter_stages = crate::secure::closing::stages(conn, account_id).await?;
+        if meter_stages
+            .iter()
+            .any(|m| m.stage.as_deref() != Some("done"))
+        {
+            return settlement(conn, principal, account_id).await;
+        }
+    }
     // (2)–(3) Final readings, everything rated and posted.
     let company = rating::CompanyRules::load(conn).await?;
     let fresh_after =
@@ -158,6 +181,9 @@ pub async fn close(
         .bind(principal.now())
         .execute(&mut *conn)
         .await?;
+    }
+    if meter_side {
+        settle_meters(conn, principal, account_id, &meter_stages).await?;
     }
     // (4)–(5) One close-out transaction.
     let wallet = post::balance(conn, AccountKey::Wallet(account_id)).await?;
@@ -245,6 +271,84 @@ pub async fn close(
     Ok(done)
 }
 
+/// Meter-side close (DESIGN.md step 4): per meter, what the shadow balance still holds after the
+/// deduct leaves `on_meter`: an unreachable meter's last read-back amount R to the wallet (the
+/// operator's decision), the rest — shadow − R, the drift — to `adjustments`.
+async fn settle_meters(
+    conn: &mut PgConnection,
+    principal: &Principal,
+    account_id: Uuid,
+    meters: &[crate::secure::closing::MeterClosing],
+) -> CoreResult<()> {
+    for meter in meters {
+        let m = meter.meter_id;
+        if post::balance(conn, AccountKey::InTransit(m)).await? != AmountFen::ZERO {
+            return Err(CoreError::Conflict(
+                "a purchase's money is still in transit to a meter: it must be verified, or cancelled with approval, first"
+                    .into(),
+            ));
+        }
+        let shadow = post::balance(conn, AccountKey::OnMeter(m)).await?;
+        let returned = AmountFen::from_fen(if meter.decided_by.is_some() {
+            meter.remaining_fen.unwrap_or(0).max(0)
+        } else {
+            0
+        });
+        let drift = shadow
+            .checked_sub(returned)
+            .ok_or_else(|| CoreError::Internal("drift overflows".into()))?;
+        let mut legs = Vec::new();
+        for (key, amount) in [
+            (AccountKey::OnMeter(m), negate(shadow)?),
+            (AccountKey::Wallet(account_id), returned),
+            (AccountKey::Adjustments, drift),
+        ] {
+            if amount != AmountFen::ZERO {
+                legs.push((key, amount));
+            }
+        }
+        if legs.is_empty() {
+            continue;
+        }
+        post::post(
+            conn,
+            principal,
+            &Posting {
+                kind: TxnKind::MeterSettled,
+                idempotency_key: format!("close:{account_id}:meter:{m}"),
+                request_hash: request_hash(&[
+                    "close_meter",
+                    &account_id.to_string(),
+                    &m.to_string(),
+                ]),
+                shop_account: Some(account_id),
+                event_at: principal.now(),
+                method: None,
+                receipt: false,
+                reverses: None,
+                memo: "销户：表内余额结清".into(),
+                legs,
+                keep_at_least: None,
+            },
+        )
+        .await?;
+        audit::record(
+            conn,
+            principal,
+            "account.close.meter_settled",
+            "meter",
+            Some(m.to_string()),
+            None,
+            Some(serde_json::json!({
+                "account_id": account_id, "shadow_fen": shadow, "returned_fen": returned,
+                "adjusted_fen": drift, "decided_by": meter.decided_by,
+            })),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 /// The settlement of a closed account.
 pub async fn settlement(
     conn: &mut PgConnection,
@@ -296,7 +400,30 @@ pub async fn settlement(
         })
     })
     .collect::<CoreResult<Vec<_>>>()?;
+    let pending = if account.state == AccountState::Closing && account.prepayment_mode == "meter" {
+        let waiting: Vec<String> = crate::secure::closing::stages(conn, account_id)
+            .await?
+            .iter()
+            .filter(|m| m.stage.as_deref() != Some("done"))
+            .map(|m| {
+                format!(
+                    "{} ({})",
+                    m.meter_id,
+                    m.stage.as_deref().unwrap_or("trip queued")
+                )
+            })
+            .collect();
+        (!waiting.is_empty()).then(|| {
+            format!(
+                "taking the credit back off the meters (secure trip, then deduct): {}",
+                waiting.join(", ")
+            )
+        })
+    } else {
+        None
+    };
     Ok(Settlement {
+        pending,
         arrears_fen,
         final_readings,
         account,

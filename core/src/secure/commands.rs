@@ -67,6 +67,26 @@ async fn next_sequence(conn: &mut PgConnection, meter_id: Uuid, op: SecureOp) ->
             "the meter's secure counters have not been read yet: commission it first".into(),
         )
     })?;
+    // A meter that counts beyond what the platform verified took a command the platform did not
+    // send (an out-of-band purchase): nothing more is built on it until it is reconciled.
+    let seen: Option<(i64, i64)> = sqlx::query_as(
+        "select purchase_count, control_count from meter_secure_readback where meter_id = $1",
+    )
+    .bind(meter_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some((purchases, controls)) = seen {
+        let seen = if op.uses_purchase_count() {
+            purchases
+        } else {
+            controls
+        };
+        if seen > stored {
+            return Err(CoreError::Conflict(format!(
+                "the meter counts {seen} where the platform verified {stored}: it took a command the platform did not send; reconcile it first"
+            )));
+        }
+    }
     u32::try_from(stored)
         .ok()
         .and_then(|s| s.checked_add(1))

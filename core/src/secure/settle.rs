@@ -39,6 +39,10 @@ pub struct PassReport {
     pub failed: u64,
     pub acks_refused: u64,
     pub purchases: u64,
+    /// Meter-side accounts whose close finished (their meters' credit taken back).
+    pub closed: u64,
+    /// Set-price frames queued (commissioning, a new tariff version's day).
+    pub prices: u64,
     pub errors: u64,
 }
 
@@ -242,6 +246,20 @@ pub async fn run_pass(
             }
         }
     }
+    match sync_prices(pool, principal, keyring).await {
+        Ok(pushed) => report.prices += pushed,
+        Err(e) => {
+            tracing::warn!(error = %e, "pushing prices to meter-side meters failed");
+            report.errors += 1;
+        }
+    }
+    match super::closing::advance_all(pool, principal, keyring).await {
+        Ok(closed) => report.closed += closed,
+        Err(e) => {
+            tracing::warn!(error = %e, "advancing meter-side closes failed");
+            report.errors += 1;
+        }
+    }
     for (account, meter) in buyers {
         let done = async {
             let mut tx = crate::db::begin_in(pool, &schema).await?;
@@ -260,6 +278,74 @@ pub async fn run_pass(
         }
     }
     Ok(report)
+}
+
+/// The price a meter-side meter must count at today: its plan's version in force on the local
+/// date, when that version is flat (DESIGN.md: meter-side mode takes flat plans only).
+pub(crate) fn flat_price_today(
+    versions: &[crate::tariff::TariffVersion],
+    today: chrono::NaiveDate,
+) -> Option<i64> {
+    let version = versions
+        .iter()
+        .filter(|v| v.effective <= today)
+        .max_by_key(|v| v.effective)?;
+    let flat = version.seasons.is_empty()
+        && version.tiers.is_none()
+        && version
+            .prices
+            .keys()
+            .all(|p| *p == crate::tariff::Period::Flat);
+    flat.then(|| version.price_of(crate::tariff::Period::Flat))
+        .filter(|p| super::frame::PRICE_UNITS_RANGE.contains(p))
+}
+
+/// Pushes the price of the day to every commissioned meter-side meter that counts at another
+/// one (at commissioning, and at the first pass after a version's 00:00 local), one set-price
+/// frame at a time per meter. A meter on a plan that is not flat gets no price (and is reported
+/// by the drift).
+async fn sync_prices(pool: &PgPool, principal: &Principal, keyring: &Keyring) -> CoreResult<u64> {
+    let schema = principal.company()?.schema.clone();
+    let today = principal.now().with_timezone(&principal.tz()).date_naive();
+    let mut tx = crate::db::begin_in(pool, &schema).await?;
+    let rows: Vec<(Uuid, Option<i64>)> = sqlx::query_as(
+        "select m.id, s.price_units from meters m join meter_secure s on s.meter_id = m.id
+         where m.prepayment_mode = 'meter' and m.status = 'active' and s.purchase_count is not null
+           and m.tariff_plan_id is not null
+           and not exists (select 1 from commands c where c.meter_id = m.id and c.secure_frame is not null
+                 and c.op not in ('purchase', 'deduct') and c.state in ('queued', 'sent', 'acknowledged'))",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let ids: Vec<Uuid> = rows.iter().map(|(id, _)| *id).collect();
+    let versions = crate::tariff::plans::versions_by_meter(&mut tx, &ids).await?;
+    tx.commit().await?;
+    let mut pushed = 0;
+    for (meter, counting) in rows {
+        let Some(price) = versions
+            .get(&meter)
+            .and_then(|v| flat_price_today(v, today))
+        else {
+            continue;
+        };
+        if counting == Some(price) {
+            continue;
+        }
+        let mut tx = crate::db::begin_in(pool, &schema).await?;
+        secure_commands::enqueue(
+            &mut tx,
+            keyring,
+            principal,
+            meter,
+            SecureOp::SetPrice,
+            price,
+            "rule:price",
+        )
+        .await?;
+        tx.commit().await?;
+        pushed += 1;
+    }
+    Ok(pushed)
 }
 
 /// Stores the read-back counters of `meter` as its commissioned counters.
@@ -361,8 +447,24 @@ async fn settle_one(
         .await?
         .filter(|(_, at)| *at > created_at)
         .map(|(c, _)| c);
+    // A believed acknowledgement tells what the meter holds after it, whatever its status (a
+    // refused deduct is then asked again for what is really there).
+    let acked_remaining = match &ack {
+        Some(Ok(a)) => Some(a.remaining_fen),
+        _ => None,
+    };
     let decision = decide(op, state, expected, amount, ack, counters);
     let now = principal.now();
+    if let Some(fen) = acked_remaining {
+        sqlx::query(
+            "update meter_secure set remaining_fen = $2, updated_at = $3 where meter_id = $1",
+        )
+        .bind(meter)
+        .bind(fen)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    }
     if let Some(status) = &ack_status {
         sqlx::query("update commands set secure_status = $2 where id = $1")
             .bind(id)

@@ -579,7 +579,10 @@ pub async fn account_close(
             &mut tx,
             &principal,
             account,
-            &powertab_core::billing::closing::CloseAccount { final_readings },
+            &powertab_core::billing::closing::CloseAccount {
+                final_readings,
+                close_with_last_readback: false,
+            },
         )
         .await
         .map_err(|e| UiError::from(e).renamed(&[("final_readings.0.energy_wh", "final_kwh")]))?;

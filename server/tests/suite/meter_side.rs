@@ -1,12 +1,15 @@
 //! Meter-side prepayment end to end over a DTU (issue: Proof): a simulated meter-side meter
 //! loaded with its exported key dials in; ingest reads its secure counters (0x0C60), the
-//! server's settle worker commissions it; a meter-side account opens on it; a counter top-up
-//! becomes one purchase — the frame written at 0x0C00 byte for byte, the ack read at 0x0C40 and
-//! believed only after its MAC, the counters verifying it — and the money goes wallet →
-//! `in_transit` → `on_meter`, while the meter's readings are rated against `on_meter`.
+//! server's settle worker commissions it and pushes its flat plan's price; a meter-side account
+//! opens on it; a counter top-up becomes one purchase — the frame written at 0x0C00 byte for
+//! byte, the ack read at 0x0C40 and believed only after its MAC, the counters verifying it — and
+//! the money goes wallet → `in_transit` → `on_meter`, rated against `on_meter` as the meter counts
+//! down; the meter trips itself at zero, a new top-up restores it; the account closes through a
+//! verified secure trip and `deduct`; `ledger check` passes.
 
 use powertab_core::auth::Principal;
 use powertab_core::billing::accounts::{self, OpenAccount, OpeningMeter};
+use powertab_core::billing::closing::{self, CloseAccount};
 use powertab_core::billing::counter::{self, CounterInput, CounterMethod};
 use powertab_core::kernel::clock;
 use powertab_core::kernel::money::AmountFen;
@@ -23,6 +26,8 @@ use uuid::Uuid;
 
 const NUMBER: &str = "202612020901";
 const REGISTRATION: &[u8] = b"SECURE-DTU-0001";
+/// The flat plan's price, 0.0001 yuan per kWh: 1 fen per Wh.
+const PRICE_UNITS: i64 = 100_000;
 
 async fn worker(db: &TestDb) -> Principal {
     let mut conn = db.pool.acquire().await.unwrap();
@@ -66,15 +71,35 @@ async fn add_secure_meter(db: &TestDb) -> (Uuid, Uuid) {
         .fetch_one(&db.pool)
         .await
         .unwrap();
+    // Meter-side meters take flat plans: ¥10.0000 per kWh (1 fen a Wh keeps the sums readable).
+    let who = worker(db).await;
+    let mut tx = powertab_core::db::begin_in(&db.pool, &who.company().unwrap().schema)
+        .await
+        .unwrap();
+    let plan = powertab_core::tariff::plans::create(
+        &mut tx,
+        &who,
+        &powertab_core::tariff::plans::NewPlan {
+            name: "表内平价".into(),
+            description: String::new(),
+            version: powertab_core::tariff::TariffVersion::flat(
+                chrono::NaiveDate::from_ymd_opt(2020, 1, 1).unwrap(),
+                PRICE_UNITS,
+            ),
+        },
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
     sqlx::query(
         "insert into c_1.meters (id, bus_id, model, address, meter_number, prepayment_mode, shop_id, tariff_plan_id)
-         values ($1, $2, 'dtsy1352', '1', $3, 'meter', $4,
-                 (select tariff_plan_id from c_1.meters where shop_id = $4 and tariff_plan_id is not null limit 1))",
+         values ($1, $2, 'dtsy1352', '1', $3, 'meter', $4, $5)",
     )
     .bind(meter)
     .bind(bus)
     .bind(NUMBER)
     .bind(shop)
+    .bind(plan.id)
     .execute(&db.pool)
     .await
     .unwrap();
@@ -161,8 +186,47 @@ async fn top_up(db: &TestDb, account: Uuid, fen: i64) {
     tx.commit().await.unwrap();
 }
 
+async fn states(db: &TestDb, meter: Uuid, op: &str) -> Vec<String> {
+    sqlx::query_scalar(
+        "select state from c_1.commands where meter_id = $1 and op = $2 order by created_at",
+    )
+    .bind(meter)
+    .bind(op)
+    .fetch_all(&db.pool)
+    .await
+    .unwrap()
+}
+
+/// What the simulated meter holds: (purchase count, remaining fen, price units, relay closed).
+async fn on_the_meter(bus: &Mutex<SimBus>) -> (u32, i64, u32, bool) {
+    let bus = bus.lock().await;
+    let side = bus.meters[0].secure.as_ref().unwrap();
+    (
+        side.purchase_count,
+        side.remaining_fen,
+        side.price_units,
+        side.relay_closed(),
+    )
+}
+
+/// Drift: the platform's shadow balance less what the meter holds, once rating caught up with
+/// the meter's readings (the meter is not counting: tripped).
+async fn settled_drift(db: &TestDb, bus: &Mutex<SimBus>, meter: Uuid) -> i64 {
+    let mut last = i64::MIN;
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        let shadow = balance(db, format!("on_meter:{meter}")).await;
+        let drift = shadow - on_the_meter(bus).await.1;
+        if drift == last {
+            return drift;
+        }
+        last = drift;
+    }
+    last
+}
+
 #[tokio::test]
-async fn a_counter_top_up_is_bought_onto_a_meter_side_meter_over_the_dtu_and_verified_by_its_counters(
+async fn a_meter_side_shop_buys_credit_onto_its_meter_runs_it_down_tops_up_again_and_closes_through_deduct(
 ) {
     let db = TestDb::new().await;
     powertab_server::demo::prepare(&db.pool)
@@ -171,16 +235,17 @@ async fn a_counter_top_up_is_bought_onto_a_meter_side_meter_over_the_dtu_and_ver
     let keyring = Arc::new(Keyring::parse(&Keyring::new_key_entry("k1"), None).unwrap());
     let (meter, shop) = add_secure_meter(&db).await;
     let km = exported_key(&db, &keyring, meter).await;
-    // The meter as it leaves commissioning at the factory: 3 purchases, 7 control commands,
-    // nothing on it, ¥1.0000 per kWh.
+    // The meter as it leaves the factory: 3 purchases, 7 control commands, nothing on it,
+    // counting at ¥1.0000 per kWh until the platform pushes its plan's price.
     let mut side = SecureMeter::new(NUMBER, &km).unwrap();
     side.purchase_count = 3;
     side.control_count = 7;
     side.price_units = 10_000;
+    // A supermarket's refrigeration runs at every hour: about 70 Wh (70 fen) a second.
     let sim = SimMeter::new(
         SimModel::Dtsy1352 { address: 1 },
-        ShopType::Retail,
-        40_000,
+        ShopType::Supermarket,
+        10_000_000,
         500_000,
     )
     .with_secure(side);
@@ -192,10 +257,6 @@ async fn a_counter_top_up_is_bought_onto_a_meter_side_meter_over_the_dtu_and_ver
         bus: bus.clone(),
         faults: DtuFaults::default(),
     };
-    sqlx::query("update c_1.settings set trip_notice_s = 0")
-        .execute(&db.pool)
-        .await
-        .unwrap();
     powertab_server::workers::spawn(
         db.pool.clone(),
         clock::system(),
@@ -205,30 +266,18 @@ async fn a_counter_top_up_is_bought_onto_a_meter_side_meter_over_the_dtu_and_ver
     let addr = start_ingest(&db).await;
     let running = tokio::spawn(async move { dtu.run(addr).await });
 
-    // Commissioning: the platform stores the counters the meter reads back, never guesses.
+    // Commissioning: the platform stores the counters the meter reads back, never guesses, and
+    // pushes the plan's price with a set-price frame, verified by the price read back.
     let commissioned = wait_until(Duration::from_secs(30), || async {
-        scalar_i64(
-            &db,
-            "select purchase_count from c_1.meter_secure where meter_id = $1",
-            meter,
-        )
-        .await
-            == Some(3)
+        states(&db, meter, "set_price").await == ["verified"]
     })
     .await;
-    let seen: (i64, i64, i64) = sqlx::query_as(
-        "select (select count(*) from c_1.meter_latest where meter_id = $1),
-                (select count(*) from c_1.meter_secure_readback where meter_id = $1),
-                (select count(*) from c_1.meter_secure where meter_id = $1)",
-    )
-    .bind(meter)
-    .fetch_one(&db.pool)
-    .await
-    .unwrap();
     assert!(
         commissioned,
-        "the meter's counters are stored from its read-back (latest, readback, secure rows: {seen:?})"
+        "commissioned, price pushed: {:?}",
+        states(&db, meter, "set_price").await
     );
+    assert_eq!(on_the_meter(&bus).await.2, PRICE_UNITS as u32);
     assert_eq!(
         scalar_i64(
             &db,
@@ -236,7 +285,8 @@ async fn a_counter_top_up_is_bought_onto_a_meter_side_meter_over_the_dtu_and_ver
             meter
         )
         .await,
-        Some(7)
+        Some(8),
+        "the set price counted on the control counter"
     );
 
     // A meter-side account opens on it (nothing on the meter), without opening credit.
@@ -275,17 +325,10 @@ async fn a_counter_top_up_is_bought_onto_a_meter_side_meter_over_the_dtu_and_ver
     tx.commit().await.unwrap();
     assert_eq!(account.prepayment_mode, "meter");
 
-    // ¥20 at the counter: one purchase on count 4, verified by the read-back.
-    top_up(&db, account.id, 2_000).await;
+    // ¥5 at the counter: one purchase on count 4, verified by the read-back.
+    top_up(&db, account.id, 500).await;
     let verified = wait_until(Duration::from_secs(30), || async {
-        let states: Vec<String> = sqlx::query_scalar(
-            "select state from c_1.commands where meter_id = $1 and op = 'purchase'",
-        )
-        .bind(meter)
-        .fetch_all(&db.pool)
-        .await
-        .unwrap();
-        states == ["verified"]
+        states(&db, meter, "purchase").await == ["verified"]
     })
     .await;
     let detail: Vec<(String, String, Option<String>)> = sqlx::query_as(
@@ -301,30 +344,108 @@ async fn a_counter_top_up_is_bought_onto_a_meter_side_meter_over_the_dtu_and_ver
         Some("00"),
         "the meter's ack, MAC checked"
     );
-    {
-        let bus = bus.lock().await;
-        let on_meter = bus.meters[0].secure.as_ref().unwrap();
-        assert_eq!(on_meter.purchase_count, 4, "applied once");
-        assert!(
-            on_meter.remaining_fen > 1_900 && on_meter.remaining_fen <= 2_000,
-            "the credit arrived and counts down: {}",
-            on_meter.remaining_fen
-        );
-    }
-    assert_eq!(
-        scalar_i64(
-            &db,
-            "select purchase_count from c_1.meter_secure where meter_id = $1",
-            meter
-        )
-        .await,
-        Some(4)
+    let (count, remaining, _, closed) = on_the_meter(&bus).await;
+    assert_eq!(count, 4, "applied once");
+    assert!(
+        remaining <= 500 && closed,
+        "the credit arrived: {remaining}"
     );
     assert_eq!(balance(&db, format!("wallet:{}", account.id)).await, 0);
     assert_eq!(balance(&db, format!("in_transit:{meter}")).await, 0);
-    // The shadow balance: the purchase less what rating charged against it.
-    let shadow = balance(&db, format!("on_meter:{meter}")).await;
-    assert!(shadow > 1_800 && shadow <= 2_000, "on_meter {shadow}");
+
+    // The meter counts down at the pushed price and trips itself at zero.
+    let tripped = wait_until(Duration::from_secs(30), || async {
+        !on_the_meter(&bus).await.3
+    })
+    .await;
+    assert!(
+        tripped,
+        "the meter opened its relay at zero: {:?}",
+        on_the_meter(&bus).await
+    );
+    let drift = settled_drift(&db, &bus, meter).await;
+    assert!(
+        drift.abs() <= 80,
+        "the shadow balance follows the meter within a reading's charge: drift {drift} fen"
+    );
+
+    // A new top-up restores it: the next purchase builds on count 4.
+    top_up(&db, account.id, 300).await;
+    let restored = wait_until(Duration::from_secs(30), || async {
+        states(&db, meter, "purchase").await == ["verified", "verified"]
+            && on_the_meter(&bus).await.3
+    })
+    .await;
+    assert!(
+        restored,
+        "restored by the purchase: {:?}",
+        on_the_meter(&bus).await
+    );
+    assert_eq!(on_the_meter(&bus).await.0, 5);
+
+    // Closing: a secure trip (verified), the counters, a deduct of what is left.
+    let mut tx = powertab_core::db::begin_in(&db.pool, &who.company().unwrap().schema)
+        .await
+        .unwrap();
+    let started = closing::close(&mut tx, &who, account.id, &CloseAccount::default())
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert!(started.pending.is_some(), "the close waits for the meter");
+    let closed = wait_until(Duration::from_secs(40), || async {
+        let state: String = sqlx::query_scalar("select state from c_1.shop_accounts where id = $1")
+            .bind(account.id)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        state == "closed"
+    })
+    .await;
+    let (count, remaining, _, relay) = on_the_meter(&bus).await;
+    let why: Vec<(String, String, Option<String>, Option<i64>)> = sqlx::query_as(
+        "select state, detail, secure_status, secure_amount from c_1.commands where meter_id = $1 and op = 'deduct' order by created_at limit 3",
+    )
+    .bind(meter)
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert!(
+        closed,
+        "closed: deducts {why:?}, trips {:?}, deducts {:?}, meter {:?}",
+        states(&db, meter, "trip").await,
+        states(&db, meter, "deduct").await,
+        on_the_meter(&bus).await
+    );
+    assert!(!relay, "tripped: the meter stopped counting");
+    assert_eq!(remaining, 0, "everything taken back off the meter");
+    let deducts = states(&db, meter, "deduct").await;
+    assert_eq!(
+        count,
+        5 + deducts.len() as u32,
+        "the deduct counted on the purchase count"
+    );
+    assert_eq!(deducts.last().map(String::as_str), Some("verified"));
+    let entries: Vec<(String, i64, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
+        "select t.kind, e.amount_fen, t.posted_at from c_1.ledger_entries e join c_1.ledger_transactions t on t.id = e.txn_id
+         where e.account_key = $1 order by t.posted_at",
+    )
+    .bind(format!("on_meter:{meter}"))
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    let closed_at: Option<chrono::DateTime<chrono::Utc>> =
+        sqlx::query_scalar("select closed_at from c_1.shop_accounts where id = $1")
+            .bind(account.id)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        balance(&db, format!("on_meter:{meter}")).await,
+        0,
+        "{entries:?} closed {closed_at:?}"
+    );
+    assert_eq!(balance(&db, format!("in_transit:{meter}")).await, 0);
+    assert_eq!(balance(&db, format!("wallet:{}", account.id)).await, 0);
     let (ok, out) = crate::cli::powertab(&db, &["ledger", "check"]);
     assert!(ok, "{out}");
     running.abort();

@@ -36,6 +36,10 @@ vocabulary! {
         /// Meter-side: charge lines posted against the credit on the meter (the shadow
         /// balance): on_meter −, revenue:energy +.
         MeterCharge = "meter_charge",
+        /// Meter-side close: what the shadow balance still holds leaves `on_meter` — the part
+        /// an operator decided to return from an unreachable meter to the wallet, the rest
+        /// (shadow − R) to `adjustments` (audited).
+        MeterSettled = "meter_settled",
         /// Closing an account: rounding, the deposit back to the wallet, and the wallet to
         /// refunds payable or arrears receivable — the account's wallet and deposit end at 0.
         CloseOut = "close_out",
@@ -96,6 +100,9 @@ fn template(kind: TxnKind) -> Template {
         TxnKind::PurchaseCancelled => pair(C::Wallet, C::InTransit),
         TxnKind::DeductVerified => pair(C::Wallet, C::OnMeter),
         TxnKind::MeterCharge => pair(C::RevenueEnergy, C::OnMeter),
+        TxnKind::MeterSettled => Template::CloseOut {
+            allowed: &[C::OnMeter, C::Wallet, C::Adjustments],
+        },
         TxnKind::CloseOut => Template::CloseOut {
             allowed: &[
                 C::Wallet,
