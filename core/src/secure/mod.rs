@@ -13,6 +13,7 @@ pub mod frame;
 pub mod keys;
 pub mod primitives;
 pub mod readback;
+pub mod reports;
 pub mod settle;
 
 pub use frame::{

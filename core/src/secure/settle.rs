@@ -43,6 +43,8 @@ pub struct PassReport {
     pub closed: u64,
     /// Set-price frames queued (commissioning, a new tariff version's day).
     pub prices: u64,
+    /// Drift and out-of-band alarms raised.
+    pub alarms: u64,
     pub errors: u64,
 }
 
@@ -250,6 +252,20 @@ pub async fn run_pass(
         Ok(pushed) => report.prices += pushed,
         Err(e) => {
             tracing::warn!(error = %e, "pushing prices to meter-side meters failed");
+            report.errors += 1;
+        }
+    }
+    let alarms = async {
+        let mut tx = crate::db::begin_in(pool, &schema).await?;
+        let raised = super::reports::raise_alarms(&mut tx, principal).await?;
+        tx.commit().await?;
+        Ok::<_, CoreError>(raised)
+    }
+    .await;
+    match alarms {
+        Ok(raised) => report.alarms += raised,
+        Err(e) => {
+            tracing::warn!(error = %e, "raising drift and reconciliation alarms failed");
             report.errors += 1;
         }
     }

@@ -311,6 +311,13 @@ async fn apply_ack(pool: &PgPool, identity: &str, gateway: &Gateway, ack: &paylo
     if let Some(text) = ack.secure_ack.as_deref() {
         store_secure_ack(pool, identity, gateway, id, &meters, text).await;
     }
+    // A secure frame's outcome is the meter's, not the gateway's: the server's settle worker
+    // judges its acknowledgement and counters. A purchase or deduct is never ended by a
+    // message's fate either (MQTT-GATEWAY.md): it stays `sent` and goes out again with the same
+    // bytes when its lease lapses.
+    if op.is_secure_only() && (ack.status == "done" || op.moves_money()) {
+        return;
+    }
     let to = match ack.status.as_str() {
         "done" => op.state_after_done(relay_closed),
         "expired" => State::Expired,
@@ -340,14 +347,23 @@ async fn store_secure_ack(
         refused(identity, "secure_ack_malformed", 1);
         return;
     };
-    let query = sqlx::query(
-        "update commands set secure_ack = $2, updated_at = now()
-         where id = $1 and meter_id = any($3) and secure_frame is not null",
-    )
-    .bind(id)
-    .bind(bytes)
-    .bind(meters.to_vec());
-    crate::store::record(pool, &gateway.schema, query, "a secure acknowledgement").await;
+    let stored = async {
+        let mut tx = powertab_core::db::begin_in(pool, &gateway.schema).await?;
+        let stored = powertab_core::secure::readback::store_ack(
+            &mut tx,
+            &gateway.schema,
+            id,
+            meters,
+            &bytes,
+        )
+        .await?;
+        tx.commit().await?;
+        anyhow::Ok(stored)
+    }
+    .await;
+    if let Err(e) = stored {
+        tracing::warn!(%id, error = %e, "keeping a secure acknowledgement failed");
+    }
 }
 
 /// The unexpired queued commands of the known MQTT meters, oldest first, after putting back

@@ -14,6 +14,7 @@ pub mod notify;
 pub mod platform;
 pub mod property;
 pub mod review;
+pub mod secure;
 pub mod session;
 pub mod setup;
 pub mod users;
@@ -54,4 +55,5 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(billing::router())
         .merge(review::router())
         .merge(books::router())
+        .merge(secure::router())
 }

@@ -1,0 +1,147 @@
+//! `/api/v1/secure/…`: meter-side prepayment for operators (issue 13: Pages) — every meter-side
+//! meter's secure state with its drift and purchase-count reconciliation (JSON and `.xlsx`), one
+//! meter's secure command history with each frame's state, and the audited export of one
+//! meter's key for loading a meter or gateway (company admins); and for platform admins the
+//! rotation of a company's master key (`/api/v1/platform/companies/{id}/secure/rotate`).
+
+use super::error::{ApiResult, ErrorBody};
+use super::session::{ApiQuery, Session};
+use super::xlsx::{self, ExportLang};
+use crate::app::AppState;
+use axum::extract::{Path, State};
+use axum::response::Response;
+use axum::Json;
+use powertab_core::secure::reports::{self, SecureCommand, SecureState};
+use powertab_core::tenancy::roles::{Need, Right};
+use powertab_core::CoreError;
+use serde::Serialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_states))
+        .routes(routes!(export_states))
+        .routes(routes!(meter_history))
+        .routes(routes!(export_key))
+        .routes(routes!(rotate_master_key))
+}
+
+/// Every meter-side meter: counters the platform verified and the meter reads back, key version,
+/// commands in flight, shadow balance, read-back remaining amount and drift.
+#[utoipa::path(get, path = "/api/v1/secure/meters", tag = "secure",
+    responses((status = 200, body = Vec<SecureState>), (status = 404, body = ErrorBody)))]
+async fn list_states(mut session: Session) -> ApiResult<Json<Vec<SecureState>>> {
+    Ok(Json(
+        reports::states(&mut session.tx, &session.principal).await?,
+    ))
+}
+
+/// The same list as `.xlsx`: the drift and purchase-count reconciliation report (right `export`).
+#[utoipa::path(get, path = "/api/v1/secure/meters.xlsx", params(ExportLang), tag = "secure",
+    responses((status = 200, content_type = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")))]
+async fn export_states(
+    mut session: Session,
+    ApiQuery(lang): ApiQuery<ExportLang>,
+) -> ApiResult<Response> {
+    session.principal.require(Need::Act(Right::Export))?;
+    let states = reports::states(&mut session.tx, &session.principal).await?;
+    let tz = session.principal.company()?.time_zone.clone();
+    let sheet = reports::states_sheet(&states, lang.lang.as_deref().unwrap_or("zh"));
+    xlsx::respond(sheet, tz, "meter-side.xlsx").await
+}
+
+/// One meter's secure commands (purchases, deducts, set price, secure control), newest first,
+/// with the sequence each frame carries, its amount, state and the meter's acknowledgement.
+#[utoipa::path(get, path = "/api/v1/secure/meters/{id}/commands", tag = "secure",
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = Vec<SecureCommand>), (status = 404, body = ErrorBody)))]
+async fn meter_history(
+    mut session: Session,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Json<Vec<SecureCommand>>> {
+    Ok(Json(
+        reports::history(&mut session.tx, &session.principal, id).await?,
+    ))
+}
+
+/// A meter's key, as exported.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct ExportedKey {
+    key_version: i32,
+    /// KM, 16 bytes as hex: load it into the meter or its gateway; never stored in clear.
+    meter_key_hex: String,
+}
+
+/// Export one meter's key KM (company admins only; every export is in the audit log — who,
+/// which meter, which version — never the key).
+#[utoipa::path(post, path = "/api/v1/secure/meters/{id}/key-export", tag = "secure",
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = ExportedKey), (status = 403, body = ErrorBody),
+              (status = 409, body = ErrorBody)))]
+async fn export_key(
+    State(state): State<AppState>,
+    mut session: Session,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Json<ExportedKey>> {
+    let keyring = keyring(&state)?;
+    let (key_version, hex) = powertab_core::secure::keys::export_meter_key(
+        &mut session.tx,
+        keyring,
+        &session.principal,
+        id,
+    )
+    .await?;
+    session.tx.commit().await?;
+    Ok(Json(ExportedKey {
+        key_version,
+        meter_key_hex: hex.to_string(),
+    }))
+}
+
+/// The new master key version.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct Rotated {
+    version: i32,
+}
+
+/// Rotate a company's master key (platform admins): meters commissioned from now on get the new
+/// version; existing meters keep theirs until re-keyed. Audited in the company (the versions,
+/// never a key).
+#[utoipa::path(post, path = "/api/v1/platform/companies/{id}/secure/rotate", tag = "platform",
+    params(("id" = i64, Path)),
+    responses((status = 200, body = Rotated), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody)))]
+async fn rotate_master_key(
+    State(state): State<AppState>,
+    session: Session,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<Rotated>> {
+    let keyring = keyring(&state)?;
+    if session.principal.role != powertab_core::tenancy::roles::Role::PlatformAdmin {
+        return Err(CoreError::Forbidden(
+            "only platform admins rotate a company's master key".into(),
+        )
+        .into());
+    }
+    let mut conn = state.pool.acquire().await.map_err(CoreError::from)?;
+    let scope = powertab_core::auth::load_company(&mut conn, id)
+        .await?
+        .ok_or(CoreError::NotFound("company"))?;
+    drop(conn);
+    let mut tx = powertab_core::db::begin_in(&state.pool, &scope.schema).await?;
+    let version =
+        powertab_core::secure::keys::rotate_master(&mut tx, keyring, &session.principal).await?;
+    tx.commit().await?;
+    Ok(Json(Rotated { version }))
+}
+
+fn keyring(state: &AppState) -> ApiResult<&powertab_core::kernel::secrets::Keyring> {
+    state.keyring.as_deref().ok_or_else(|| {
+        CoreError::Conflict(
+            "no keyring is configured (POWERTAB_SECRET_KEYS): meter keys cannot be opened".into(),
+        )
+        .into()
+    })
+}
