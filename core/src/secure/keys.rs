@@ -179,7 +179,15 @@ pub async fn export_meter_key(
     principal: &Principal,
     meter_id: Uuid,
 ) -> CoreResult<(i32, zeroize::Zeroizing<String>)> {
-    // The company's own admin, not platform staff: the key is the company's.
+    // Another company's meter (or none) is not found, whoever asks; then only the company's own
+    // admin, not platform staff, gets the key: it is the company's.
+    let exists: bool = sqlx::query_scalar("select exists (select 1 from meters where id = $1)")
+        .bind(meter_id)
+        .fetch_one(&mut *conn)
+        .await?;
+    if !exists {
+        return Err(CoreError::NotFound("meter"));
+    }
     if principal.role != Role::CompanyAdmin || principal.company.is_none() {
         return Err(CoreError::Forbidden(
             "only the company's admins export a meter key".into(),

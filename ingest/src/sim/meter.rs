@@ -59,6 +59,15 @@ pub struct SimMeter {
     pub secure: Option<super::secure_meter::SecureMeter>,
     /// The acknowledgement of the last frame written at 0x0C00, read from 0x0C40.
     last_secure_ack: Vec<u8>,
+    /// Fault injection on the secure registers: the next this many frame writes are lost on
+    /// the line (not received, not applied, no reply) …
+    pub lose_frames: u32,
+    /// … and the next this many acknowledgement reads go unanswered (the frame was applied).
+    pub lose_acks: u32,
+    /// After applying the next frame the meter restarts ([`SimMeter::reboot`]) and answers none
+    /// of the next this many requests (the write's own reply included).
+    pub reboot_after_frame: Option<u32>,
+    deaf_for: u32,
     /// Sub-fen use carried between steps (Wh × price units, 1 fen = 100,000 of them).
     carry_fen_units: i64,
     last_step: Option<DateTime<Utc>>,
@@ -82,6 +91,10 @@ impl SimMeter {
             silent: false,
             secure: None,
             last_secure_ack: Vec::new(),
+            lose_frames: 0,
+            lose_acks: 0,
+            reboot_after_frame: None,
+            deaf_for: 0,
             carry_fen_units: 0,
             last_step: None,
         }
@@ -97,6 +110,16 @@ impl SimMeter {
         match &self.secure {
             Some(secure) => secure.relay_closed(),
             None => self.forced_closed.unwrap_or(true),
+        }
+    }
+
+    /// The meter restarts: counters, credit and relay rule survive (non-volatile), the last
+    /// acknowledgement and the memory of the last accepted frame do not — a resend of that frame
+    /// is then answered `03` (its count is already stored).
+    pub fn reboot(&mut self) {
+        self.last_secure_ack.clear();
+        if let Some(secure) = self.secure.as_mut() {
+            secure.forget_last_frame();
         }
     }
 
@@ -198,6 +221,10 @@ impl SimMeter {
         if self.silent {
             return None;
         }
+        if self.deaf_for > 0 {
+            self.deaf_for -= 1;
+            return None;
+        }
         self.advance(now);
         match self.model {
             SimModel::Dtsy1352 { address } | SimModel::Ddsy1352 { address } => {
@@ -243,6 +270,16 @@ impl SimMeter {
                 }
                 reply.extend_from_slice(&request[1..6]);
             }
+            (0x10, secure::FRAME_REGISTER, _) if self.secure.is_some() && self.lose_frames > 0 => {
+                self.lose_frames -= 1;
+                return None;
+            }
+            (0x03, secure::ACK_REGISTER, secure::ACK_REGISTERS)
+                if self.secure.is_some() && self.lose_acks > 0 =>
+            {
+                self.lose_acks -= 1;
+                return None;
+            }
             (0x10, secure::FRAME_REGISTER, count) if self.secure.is_some() => {
                 let bytes = usize::from(*request.get(6)?);
                 let data = request.get(7..7 + bytes)?;
@@ -252,6 +289,11 @@ impl SimMeter {
                     let frame = unpad_frame(data);
                     let secure = self.secure.as_mut()?;
                     self.last_secure_ack = secure.handle(frame);
+                    if let Some(deaf) = self.reboot_after_frame.take() {
+                        self.reboot();
+                        self.deaf_for = deaf;
+                        return None;
+                    }
                     reply.extend_from_slice(&request[1..6]);
                 }
             }

@@ -101,6 +101,11 @@ impl SecureMeter {
             }
     }
 
+    /// Forgets the last accepted frame (a restart): its resend is then judged on its count.
+    pub fn forget_last_frame(&mut self) {
+        self.last_accepted = None;
+    }
+
     /// Counts down `fen` of use (the meter's own metering at its price).
     pub fn spend(&mut self, fen: i64) {
         self.remaining_fen = self.remaining_fen.saturating_sub(fen);

@@ -118,13 +118,19 @@ async fn rotate_master_key(
     session: Session,
     Path(id): Path<i64>,
 ) -> ApiResult<Json<Rotated>> {
-    let keyring = keyring(&state)?;
-    if session.principal.role != powertab_core::tenancy::roles::Role::PlatformAdmin {
-        return Err(CoreError::Forbidden(
-            "only platform admins rotate a company's master key".into(),
-        )
-        .into());
+    use powertab_core::tenancy::roles::Role;
+    // Company staff see no platform resources at all (404); read-only platform staff may not.
+    match session.principal.role {
+        Role::PlatformAdmin => {}
+        Role::PlatformSupport => {
+            return Err(CoreError::Forbidden(
+                "only platform admins rotate a company's master key".into(),
+            )
+            .into())
+        }
+        _ => return Err(CoreError::NotFound("company").into()),
     }
+    let keyring = keyring(&state)?;
     let mut conn = state.pool.acquire().await.map_err(CoreError::from)?;
     let scope = powertab_core::auth::load_company(&mut conn, id)
         .await?

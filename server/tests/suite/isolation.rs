@@ -257,7 +257,9 @@ fn b_id_for(path: &str, b: &CompanyB) -> String {
         b.plan_id.clone()
     } else if path.starts_with("/api/v1/gateways/{id}") {
         b.gateway_id.clone()
-    } else if path.starts_with("/api/v1/meters/{id}") {
+    } else if path.starts_with("/api/v1/meters/{id}")
+        || path.starts_with("/api/v1/secure/meters/{id}")
+    {
         b.meter_id.clone()
     } else if path.starts_with("/api/v1/commands/{id}") {
         b.command_id.clone()

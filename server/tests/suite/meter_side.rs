@@ -225,9 +225,18 @@ async fn settled_drift(db: &TestDb, bus: &Mutex<SimBus>, meter: Uuid) -> i64 {
     last
 }
 
-#[tokio::test]
-async fn a_meter_side_shop_buys_credit_onto_its_meter_runs_it_down_tops_up_again_and_closes_through_deduct(
-) {
+/// Everything a meter-side test runs on: the demo company with the secure meter on its own DTU
+/// (simulated, with the meter's `shop_type`/`daily_wh`), the server's workers with a keyring,
+/// ingest — and the meter commissioned with its price pushed, and a meter-side account open.
+struct Rig {
+    db: TestDb,
+    meter: Uuid,
+    account: Uuid,
+    bus: Arc<Mutex<SimBus>>,
+    running: tokio::task::JoinHandle<std::io::Result<u64>>,
+}
+
+async fn rig(shop_type: ShopType, daily_wh: i64) -> Rig {
     let db = TestDb::new().await;
     powertab_server::demo::prepare(&db.pool)
         .await
@@ -241,11 +250,10 @@ async fn a_meter_side_shop_buys_credit_onto_its_meter_runs_it_down_tops_up_again
     side.purchase_count = 3;
     side.control_count = 7;
     side.price_units = 10_000;
-    // A supermarket's refrigeration runs at every hour: about 70 Wh (70 fen) a second.
     let sim = SimMeter::new(
         SimModel::Dtsy1352 { address: 1 },
-        ShopType::Supermarket,
-        10_000_000,
+        shop_type,
+        daily_wh,
         500_000,
     )
     .with_secure(side);
@@ -324,9 +332,29 @@ async fn a_meter_side_shop_buys_credit_onto_its_meter_runs_it_down_tops_up_again
         .unwrap();
     tx.commit().await.unwrap();
     assert_eq!(account.prepayment_mode, "meter");
+    Rig {
+        db,
+        meter,
+        account: account.id,
+        bus,
+        running,
+    }
+}
 
+#[tokio::test]
+async fn a_meter_side_shop_buys_credit_onto_its_meter_runs_it_down_tops_up_again_and_closes_through_deduct(
+) {
+    // A supermarket's refrigeration runs at every hour: about 70 Wh (70 fen) a second.
+    let Rig {
+        db,
+        meter,
+        account,
+        bus,
+        running,
+    } = rig(ShopType::Supermarket, 10_000_000).await;
+    let who = worker(&db).await;
     // ¥5 at the counter: one purchase on count 4, verified by the read-back.
-    top_up(&db, account.id, 500).await;
+    top_up(&db, account, 500).await;
     let verified = wait_until(Duration::from_secs(30), || async {
         states(&db, meter, "purchase").await == ["verified"]
     })
@@ -350,7 +378,7 @@ async fn a_meter_side_shop_buys_credit_onto_its_meter_runs_it_down_tops_up_again
         remaining <= 500 && closed,
         "the credit arrived: {remaining}"
     );
-    assert_eq!(balance(&db, format!("wallet:{}", account.id)).await, 0);
+    assert_eq!(balance(&db, format!("wallet:{}", account)).await, 0);
     assert_eq!(balance(&db, format!("in_transit:{meter}")).await, 0);
 
     // The meter counts down at the pushed price and trips itself at zero.
@@ -370,7 +398,7 @@ async fn a_meter_side_shop_buys_credit_onto_its_meter_runs_it_down_tops_up_again
     );
 
     // A new top-up restores it: the next purchase builds on count 4.
-    top_up(&db, account.id, 300).await;
+    top_up(&db, account, 300).await;
     let restored = wait_until(Duration::from_secs(30), || async {
         states(&db, meter, "purchase").await == ["verified", "verified"]
             && on_the_meter(&bus).await.3
@@ -387,14 +415,14 @@ async fn a_meter_side_shop_buys_credit_onto_its_meter_runs_it_down_tops_up_again
     let mut tx = powertab_core::db::begin_in(&db.pool, &who.company().unwrap().schema)
         .await
         .unwrap();
-    let started = closing::close(&mut tx, &who, account.id, &CloseAccount::default())
+    let started = closing::close(&mut tx, &who, account, &CloseAccount::default())
         .await
         .unwrap();
     tx.commit().await.unwrap();
     assert!(started.pending.is_some(), "the close waits for the meter");
     let closed = wait_until(Duration::from_secs(40), || async {
         let state: String = sqlx::query_scalar("select state from c_1.shop_accounts where id = $1")
-            .bind(account.id)
+            .bind(account)
             .fetch_one(&db.pool)
             .await
             .unwrap();
@@ -435,7 +463,7 @@ async fn a_meter_side_shop_buys_credit_onto_its_meter_runs_it_down_tops_up_again
     .unwrap();
     let closed_at: Option<chrono::DateTime<chrono::Utc>> =
         sqlx::query_scalar("select closed_at from c_1.shop_accounts where id = $1")
-            .bind(account.id)
+            .bind(account)
             .fetch_one(&db.pool)
             .await
             .unwrap();
@@ -445,8 +473,97 @@ async fn a_meter_side_shop_buys_credit_onto_its_meter_runs_it_down_tops_up_again
         "{entries:?} closed {closed_at:?}"
     );
     assert_eq!(balance(&db, format!("in_transit:{meter}")).await, 0);
-    assert_eq!(balance(&db, format!("wallet:{}", account.id)).await, 0);
+    assert_eq!(balance(&db, format!("wallet:{}", account)).await, 0);
     let (ok, out) = crate::cli::powertab(&db, &["ledger", "check"]);
     assert!(ok, "{out}");
     running.abort();
+}
+
+/// The purchases' money once nothing is consumed: every purchase applied once, none lost.
+async fn purchases_settle(rig: &Rig, count: usize) -> bool {
+    wait_until(Duration::from_secs(40), || async {
+        states(&rig.db, rig.meter, "purchase").await == vec!["verified".to_owned(); count]
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_lost_frame_a_lost_ack_and_a_reboot_between_send_and_read_back_each_end_applied_once() {
+    // Nothing is consumed: what is on the meter is exactly what was bought.
+    let rig = rig(ShopType::Office, 0).await;
+    // The frame is lost on the line three times (every try of the first send): nothing applied;
+    // the resend after the wait applies it.
+    rig.bus.lock().await.meters[0].lose_frames = 3;
+    top_up(&rig.db, rig.account, 100).await;
+    assert!(
+        purchases_settle(&rig, 1).await,
+        "{:?}",
+        states(&rig.db, rig.meter, "purchase").await
+    );
+    assert_eq!(on_the_meter(&rig.bus).await.0, 4);
+    assert_eq!(on_the_meter(&rig.bus).await.1, 100);
+    let attempts: i32 = sqlx::query_scalar(
+        "select attempts from c_1.commands where meter_id = $1 and op = 'purchase'",
+    )
+    .bind(rig.meter)
+    .fetch_one(&rig.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(attempts, 2, "sent again after the lost frame");
+
+    // The meter applies the frame but its acknowledgement is lost: the counters verify it.
+    rig.bus.lock().await.meters[0].lose_acks = 3;
+    top_up(&rig.db, rig.account, 200).await;
+    assert!(
+        purchases_settle(&rig, 2).await,
+        "{:?}",
+        states(&rig.db, rig.meter, "purchase").await
+    );
+    assert_eq!(on_the_meter(&rig.bus).await.0, 5);
+    assert_eq!(on_the_meter(&rig.bus).await.1, 300);
+
+    // The meter applies the frame and restarts before anything is read back: the resend is
+    // answered 03 (already counted), and the counters verify it — applied once.
+    rig.bus.lock().await.meters[0].reboot_after_frame = Some(3);
+    top_up(&rig.db, rig.account, 300).await;
+    assert!(
+        purchases_settle(&rig, 3).await,
+        "{:?}",
+        states(&rig.db, rig.meter, "purchase").await
+    );
+    assert_eq!(on_the_meter(&rig.bus).await.0, 6, "applied once");
+    assert_eq!(
+        on_the_meter(&rig.bus).await.1,
+        600,
+        "nothing bought twice, nothing lost"
+    );
+    let statuses: Vec<Option<String>> = sqlx::query_scalar(
+        "select secure_status from c_1.commands where meter_id = $1 and op = 'purchase' order by created_at",
+    )
+    .bind(rig.meter)
+    .fetch_all(&rig.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(statuses[0].as_deref(), Some("00"));
+    assert_eq!(statuses[1], None, "no acknowledgement ever came");
+    // Verified by the counters of the next poll after the restart, or — when the resend came
+    // first — after the meter answered it 03 (its count already stored): applied once either way.
+    assert!(
+        matches!(statuses[2].as_deref(), None | Some("03")),
+        "{statuses:?}"
+    );
+
+    // The money matches the meter: nothing in transit, the shadow balance is what it holds.
+    assert_eq!(
+        balance(&rig.db, format!("in_transit:{}", rig.meter)).await,
+        0
+    );
+    assert_eq!(
+        balance(&rig.db, format!("on_meter:{}", rig.meter)).await,
+        600
+    );
+    assert_eq!(balance(&rig.db, format!("wallet:{}", rig.account)).await, 0);
+    let (ok, out) = crate::cli::powertab(&rig.db, &["ledger", "check"]);
+    assert!(ok, "{out}");
+    rig.running.abort();
 }
