@@ -567,3 +567,118 @@ async fn a_lost_frame_a_lost_ack_and_a_reboot_between_send_and_read_back_each_en
     assert!(ok, "{out}");
     rig.running.abort();
 }
+
+#[tokio::test]
+async fn operators_read_the_secure_state_and_only_the_right_people_export_keys_or_rotate() {
+    use crate::helpers::spawn_app;
+    use reqwest::StatusCode;
+    let app = spawn_app().await;
+    let (company, admin) = app.company_with_admin("secure-co").await;
+    let (_, operator) = app
+        .user(&admin, "secure-co", "op1", "operator", &["top_up"])
+        .await;
+    let schema = format!("c_{company}");
+    let (gateway, bus, meter) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    sqlx::query(&format!(
+        "insert into {schema}.gateways (id, identity, kind, registration_hex) values ($1, 'sec-gw', 'dtu', '5345432d475731')"
+    ))
+    .bind(gateway)
+    .execute(&app.db.pool)
+    .await
+    .unwrap();
+    sqlx::query(&format!(
+        "insert into {schema}.buses (id, gateway_id, number, protocol, baud, parity, stop_bits, gap_ms, timeout_ms)
+         values ($1, $2, 1, 'modbus_rtu', 9600, 'N', 1, 20, 300)"
+    ))
+    .bind(bus)
+    .bind(gateway)
+    .execute(&app.db.pool)
+    .await
+    .unwrap();
+    sqlx::query(&format!(
+        "insert into {schema}.meters (id, bus_id, model, address, meter_number, prepayment_mode)
+         values ($1, $2, 'dtsy1352', '1', '202612020777', 'meter')"
+    ))
+    .bind(meter)
+    .bind(bus)
+    .execute(&app.db.pool)
+    .await
+    .unwrap();
+    // The meter read back counts 9 purchases while the platform verified 7: out of band.
+    sqlx::query(&format!(
+        "insert into {schema}.meter_secure_readback (meter_id, purchase_count, control_count, remaining_fen, price_units, read_at)
+         values ($1, 9, 2, 1234, 10000, now())"
+    ))
+    .bind(meter)
+    .execute(&app.db.pool)
+    .await
+    .unwrap();
+
+    // Only the company's admin exports the key; the operator is refused, the export audited.
+    let path = format!("/api/v1/secure/meters/{meter}/key-export");
+    let (status, body) = app.post(&path, &operator, serde_json::json!({})).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let (status, key) = app.post(&path, &admin, serde_json::json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{key}");
+    assert_eq!(key["key_version"], 1);
+    assert_eq!(key["meter_key_hex"].as_str().unwrap().len(), 32);
+    let audited: i64 = sqlx::query_scalar(&format!(
+        "select count(*) from {schema}.audit_log where action = 'secure.meter_key.export' and after::text not like '%' || $1 || '%'"
+    ))
+    .bind(key["meter_key_hex"].as_str().unwrap())
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(audited, 1, "audited once, without the key");
+    sqlx::query(&format!(
+        "update {schema}.meter_secure set purchase_count = 7, control_count = 2, remaining_fen = 1234 where meter_id = $1"
+    ))
+    .bind(meter)
+    .execute(&app.db.pool)
+    .await
+    .unwrap();
+
+    // The state: counters side by side, the out-of-band flag, drift against the read-back.
+    let (status, states) = app.get("/api/v1/secure/meters", &operator).await;
+    assert_eq!(status, StatusCode::OK, "{states}");
+    let row = &states[0];
+    assert_eq!(row["meter_number"], "202612020777");
+    assert_eq!(row["platform_purchase_count"], 7);
+    assert_eq!(row["meter_purchase_count"], 9);
+    assert_eq!(row["out_of_band"], true);
+    assert_eq!(
+        row["drift_fen"], -1234,
+        "nothing on the shadow, ¥12.34 on the meter"
+    );
+    assert_eq!(row["key_version"], 1);
+    let response = app
+        .http
+        .get(app.url("/api/v1/secure/meters.xlsx"))
+        .bearer_auth(&admin.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let bytes = response.bytes().await.unwrap();
+    assert_eq!(&bytes[..2], b"PK", "an .xlsx workbook");
+    let (status, history) = app
+        .get(
+            &format!("/api/v1/secure/meters/{meter}/commands"),
+            &operator,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{history}");
+    assert_eq!(history, serde_json::json!([]));
+
+    // Rotation: platform admins only; a company admin does not even see the resource.
+    let rotate = format!("/api/v1/platform/companies/{company}/secure/rotate");
+    let (status, _) = app.post(&rotate, &admin, serde_json::json!({})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let root = app.root().await;
+    let (status, rotated) = app.post(&rotate, &root, serde_json::json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{rotated}");
+    assert_eq!(rotated["version"], 2);
+    // The commissioned meter keeps the version it was loaded with.
+    let (_, states) = app.get("/api/v1/secure/meters", &admin).await;
+    assert_eq!(states[0]["key_version"], 1);
+}
