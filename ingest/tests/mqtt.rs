@@ -581,4 +581,49 @@ async fn a_secure_purchase_goes_out_with_its_stored_frame_and_its_acknowledgemen
     })
     .await;
     assert!(kept, "the meter's acknowledgement is kept with the command");
+    // The gateway's `done` does not settle a purchase: the server's settle worker does, from
+    // the acknowledgement and the counters.
+    let state: String =
+        sqlx::query_scalar(&format!("select state from {s}.commands where id = $1"))
+            .bind(purchase.id)
+            .fetch_one(&field.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(state, "sent");
+    // A reading with the four counter fields is the meter's read-back.
+    let reading = serde_json::json!({"v": 1, "readings": [{"bus": 1, "addr": "17",
+        "ts": chrono::Utc::now().timestamp_millis(), "energy_wh": {"total": 1_000_000},
+        "remaining_fen": meter.remaining_fen, "purchase_count": meter.purchase_count,
+        "control_count": meter.control_count, "price_units": meter.price_units}]});
+    gw.publish(
+        "pt/gw-1/up/reading",
+        QoS::AtLeastOnce,
+        false,
+        serde_json::to_vec(&reading).unwrap(),
+    )
+    .await
+    .unwrap();
+    let read_back = wait_until(Duration::from_secs(10), || async {
+        let row: Option<(i64, i64, i64, i64)> = sqlx::query_as(&format!(
+            "select purchase_count, control_count, remaining_fen, price_units
+             from {s}.meter_secure_readback where meter_id = $1"
+        ))
+        .bind(meters[0])
+        .fetch_optional(&field.db.pool)
+        .await
+        .unwrap();
+        row == Some((1, 0, 8_800, i64::from(meter.price_units)))
+    })
+    .await;
+    let readings: i64 = sqlx::query_scalar(&format!(
+        "select count(*) from {s}.readings where meter_id = $1"
+    ))
+    .bind(meters[0])
+    .fetch_one(&field.db.pool)
+    .await
+    .unwrap();
+    assert!(
+        read_back,
+        "the counters are stored for the settle worker ({readings} readings)"
+    );
 }

@@ -76,6 +76,33 @@ impl SimMqttGateway {
             return (ack, None);
         };
         m.meter.advance(now);
+        // A secure frame goes to the meter unchanged and its acknowledgement comes back
+        // (MQTT-GATEWAY.md); a reading right after carries the counters that verify it.
+        if let Some(text) = command.secure.as_deref() {
+            use base64::Engine;
+            let engine = base64::engine::general_purpose::STANDARD;
+            let (Ok(frame), Some(side)) = (engine.decode(text), m.meter.secure.as_mut()) else {
+                ack.status = "failed".into();
+                ack.detail = "the meter takes no secure frames".into();
+                return (ack, None);
+            };
+            ack.secure_ack = Some(engine.encode(side.handle(&frame)));
+            ack.relay = Some(
+                if m.meter.relay_closed() {
+                    "closed"
+                } else {
+                    "open"
+                }
+                .into(),
+            );
+            let reading = GatewayReading {
+                bus: m.bus,
+                addr: m.addr.clone(),
+                ts: now,
+                values: m.meter.values(),
+            };
+            return (ack, Some(reading));
+        }
         let forced = match command.op.as_str() {
             "read_now" => {
                 let reading = GatewayReading {
@@ -249,5 +276,43 @@ mod tests {
         expected.values.meter_ratios = None;
         expected.ts = DateTime::from_timestamp_millis(expected.ts.timestamp_millis()).unwrap();
         assert_eq!(parsed, vec![expected]);
+    }
+
+    #[test]
+    fn a_secure_frame_reaches_the_meter_unchanged_and_its_acknowledgement_comes_back() {
+        use base64::Engine;
+        use powertab_core::secure::frame::{self, MeterKeys, MeterNumber, Order, SecureOp};
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let km = [7u8; 16];
+        let mut gw = gateway();
+        gw.meters[0].meter = gw.meters[0]
+            .meter
+            .clone()
+            .with_secure(crate::sim::secure_meter::SecureMeter::new("17", &km).unwrap());
+        let keys = MeterKeys::from_meter_key(&km);
+        let order = Order {
+            op: SecureOp::Purchase,
+            meter: MeterNumber::parse("17").unwrap(),
+            sequence: 1,
+            amount: 500,
+            issued_at: 0,
+            nonce: [1; 8],
+        };
+        let mut asked = command("purchase", "17", 60_000);
+        asked.secure = Some(b64.encode(frame::build(&keys, &order)));
+        let (ack, reading) = gw.carry_out(&asked);
+        assert_eq!(ack.status, "done");
+        let answer = b64.decode(ack.secure_ack.unwrap()).unwrap();
+        let checked = frame::verify_ack(&keys, &order, &answer).unwrap();
+        assert_eq!(
+            (checked.status, checked.remaining_fen),
+            (frame::AckStatus::Accepted, 500)
+        );
+        let counters = reading.unwrap().values.secure.unwrap();
+        assert_eq!((counters.purchase_count, counters.remaining_fen), (1, 500));
+        // A platform-side meter takes no frame.
+        let mut plain = gateway();
+        let (ack, _) = plain.carry_out(&asked);
+        assert_eq!(ack.status, "failed");
     }
 }
