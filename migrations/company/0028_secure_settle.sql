@@ -18,6 +18,9 @@ create table meter_secure_readback (
 -- What the settle worker made of a command's secure acknowledgement (the status byte after the MAC
 -- checked out, or why it was not believed), for the purchase history page.
 alter table commands add column secure_status text;
+-- Acknowledgements of this command that did not check out under the meter's key (a meter loaded
+-- with another key answers so): after a few, the command fails with a key alarm.
+alter table commands add column secure_refusals integer not null default 0;
 -- The amount the frame carries (fen for purchase and deduct, price units for set price), so the
 -- settle worker posts exactly what the meter was sent without opening the frame.
 alter table commands add column secure_amount bigint;
@@ -75,3 +78,21 @@ create table meter_side_closing (
     updated_at timestamptz not null default now(),
     primary key (account_id, meter_id)
 );
+
+-- An approved cancel moves a failed purchase's money from `in_transit` back to the wallet
+-- (DESIGN.md: only an approved cancel does), asked and decided in `approval_requests`.
+do $$
+declare
+    c record;
+begin
+    for c in select conname from pg_constraint
+             where conrelid = 'approval_requests'::regclass and contype = 'c'
+               and pg_get_constraintdef(oid) like '%write_off%'
+    loop
+        execute format('alter table approval_requests drop constraint %I', c.conname);
+    end loop;
+end $$;
+alter table approval_requests add constraint approval_requests_kind_check
+    check (kind in ('reading_correction', 'write_off', 'purchase_cancel'));
+alter table approval_requests add constraint approval_requests_amount_check
+    check ((kind in ('write_off', 'purchase_cancel')) = (amount_fen is not null));

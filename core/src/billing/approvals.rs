@@ -26,6 +26,8 @@ vocabulary! {
         ReadingCorrection = "reading_correction",
         /// Write off a closed account's arrears.
         WriteOff = "write_off",
+        /// Move a failed purchase's money from `in_transit` back to the wallet (meter-side).
+        PurchaseCancel = "purchase_cancel",
     }
 }
 
@@ -251,6 +253,10 @@ pub(crate) async fn visible(
         ),
         ApprovalKind::WriteOff => sqlx::query_scalar(
             "select s.building_id from shop_accounts a join shops s on s.id = a.shop_id where a.id = $1",
+        ),
+        ApprovalKind::PurchaseCancel => sqlx::query_scalar(
+            "select s.building_id from commands c join meters m on m.id = c.meter_id
+             join shops s on s.id = m.shop_id where c.id = $1",
         ),
     }
     .bind(request.target_id)

@@ -19,7 +19,7 @@ pub mod books;
 #[cfg(feature = "db")]
 pub mod changes;
 #[cfg(feature = "db")]
-mod client_keys;
+pub(crate) mod client_keys;
 #[cfg(feature = "db")]
 pub mod closing;
 #[cfg(feature = "db")]

@@ -7,6 +7,7 @@
 //! rest, versioned) and which version each meter holds; [`commands`] puts secure frames into the
 //! command queue on the meter's counters.
 
+pub mod cancel;
 pub mod closing;
 pub mod commands;
 pub mod frame;

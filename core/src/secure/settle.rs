@@ -26,6 +26,9 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
+/// Acknowledgements of one command not believed (bad MAC, another meter) before it fails.
+pub const ACK_REFUSALS_MAX: i32 = 3;
+
 /// Who the worker is in audit rows and key look-ups.
 pub const WORKER: &str = "system:secure";
 
@@ -203,6 +206,10 @@ pub async fn run_pass(
         let buyers: Vec<(Uuid, Uuid)> = sqlx::query_as(
             "select distinct r.account_id, r.meter_id from secure_purchase_requests r
              where r.done_at is null
+               -- A meter with an open key or reconciliation alarm gets no more money until an
+               -- operator has looked: it would only join the purchase in transit.
+               and not exists (select 1 from field_alarms f where f.target_id = r.meter_id
+                     and f.kind in ('secure_key', 'secure_reconcile') and f.cleared_at is null)
                and not exists (select 1 from commands c where c.meter_id = r.meter_id
                      and c.op in ('purchase', 'deduct') and c.state in ('queued', 'sent', 'acknowledged'))",
         )
@@ -328,6 +335,11 @@ async fn sync_prices(pool: &PgPool, principal: &Principal, keyring: &Keyring) ->
         "select m.id, s.price_units from meters m join meter_secure s on s.meter_id = m.id
          where m.prepayment_mode = 'meter' and m.status = 'active' and s.purchase_count is not null
            and m.tariff_plan_id is not null
+           -- After a key or reconciliation alarm the price is tried again every 10 minutes, not
+           -- every pass (its verification clears a key alarm).
+           and not exists (select 1 from field_alarms f where f.target_id = m.id
+                 and f.kind in ('secure_key', 'secure_reconcile') and f.cleared_at is null
+                 and f.raised_at > now() - interval '10 minutes')
            and not exists (select 1 from commands c where c.meter_id = m.id and c.secure_frame is not null
                  and c.op not in ('purchase', 'deduct') and c.state in ('queued', 'sent', 'acknowledged'))",
     )
@@ -469,8 +481,27 @@ async fn settle_one(
         Some(Ok(a)) => Some(a.remaining_fen),
         _ => None,
     };
-    let decision = decide(op, state, expected, amount, ack, counters);
+    let mut decision = decide(op, state, expected, amount, ack, counters);
     let now = principal.now();
+    if let Decision::RefuseAck(why) = &decision {
+        let refusals: i32 = sqlx::query_scalar(
+            "update commands set secure_refusals = secure_refusals + 1 where id = $1
+             returning secure_refusals",
+        )
+        .bind(id)
+        .fetch_one(&mut *conn)
+        .await?;
+        // The counters have not shown it applied (they come first): a meter that keeps
+        // answering under another key never will.
+        if refusals >= ACK_REFUSALS_MAX {
+            decision = Decision::Failed {
+                detail: format!(
+                    "{refusals} acknowledgements did not check out under the meter's key ({why}): it holds another key"
+                ),
+                alarm: Some(Alarm::Key),
+            };
+        }
+    }
     if let Some(fen) = acked_remaining {
         sqlx::query(
             "update meter_secure set remaining_fen = $2, updated_at = $3 where meter_id = $1",
@@ -504,6 +535,15 @@ async fn settle_one(
             )
             .await?;
             advance_counters(conn, meter, op, expected, *remaining_fen, *price_units, now).await?;
+            // The meter took a frame under the platform's key: a key alarm's cause is gone.
+            sqlx::query(
+                "update field_alarms set cleared_at = $2 where target_id = $1 and kind = 'secure_key'
+                   and cleared_at is null",
+            )
+            .bind(meter)
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
             post_verified(conn, principal, id, meter, op, amount).await?;
         }
         Decision::Acknowledged => {

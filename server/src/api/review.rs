@@ -190,6 +190,10 @@ async fn approve(
             )
             .await?
         }
+        ApprovalKind::PurchaseCancel => {
+            powertab_core::secure::cancel::approve(&mut session.tx, &session.principal, id, &key)
+                .await?
+        }
     };
     session.tx.commit().await?;
     Ok(Json(request))

@@ -26,6 +26,41 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(meter_history))
         .routes(routes!(export_key))
         .routes(routes!(rotate_master_key))
+        .routes(routes!(request_cancel))
+}
+
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+struct CancelInput {
+    reason: String,
+}
+
+/// Ask to cancel a failed purchase (right `accounts`, a reason): once an approver other than the
+/// asker approves it under `/api/v1/approvals`, its money goes from `in_transit` back to the
+/// wallet. Refused while the meter's counters count the purchase (its credit is on the meter).
+#[utoipa::path(post, path = "/api/v1/secure/commands/{id}/cancel", tag = "secure",
+    request_body = CancelInput, params(("id" = Uuid, Path),
+        ("Idempotency-Key" = String, Header, description = "asking again with it answers with the same request")),
+    responses((status = 202, body = powertab_core::billing::approvals::ApprovalRequest),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn request_cancel(
+    mut session: Session,
+    Path(id): Path<Uuid>,
+    super::billing::IdempotencyKey(key): super::billing::IdempotencyKey,
+    super::session::ApiJson(input): super::session::ApiJson<CancelInput>,
+) -> ApiResult<(
+    axum::http::StatusCode,
+    Json<powertab_core::billing::approvals::ApprovalRequest>,
+)> {
+    let request = powertab_core::secure::cancel::request(
+        &mut session.tx,
+        &session.principal,
+        id,
+        &input.reason,
+        &key,
+    )
+    .await?;
+    session.tx.commit().await?;
+    Ok((axum::http::StatusCode::ACCEPTED, Json(request)))
 }
 
 /// Every meter-side meter: counters the platform verified and the meter reads back, key version,

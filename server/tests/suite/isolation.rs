@@ -261,7 +261,9 @@ fn b_id_for(path: &str, b: &CompanyB) -> String {
         || path.starts_with("/api/v1/secure/meters/{id}")
     {
         b.meter_id.clone()
-    } else if path.starts_with("/api/v1/commands/{id}") {
+    } else if path.starts_with("/api/v1/commands/{id}")
+        || path.starts_with("/api/v1/secure/commands/{id}")
+    {
         b.command_id.clone()
     } else if path.starts_with("/api/v1/control-batches/{id}") {
         b.batch_id.clone()

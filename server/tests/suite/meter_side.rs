@@ -682,3 +682,114 @@ async fn operators_read_the_secure_state_and_only_the_right_people_export_keys_o
     let (_, states) = app.get("/api/v1/secure/meters", &admin).await;
     assert_eq!(states[0]["key_version"], 1);
 }
+
+#[tokio::test]
+async fn a_meter_with_another_key_fails_the_purchase_with_a_key_alarm_and_an_approved_cancel_gives_the_money_back(
+) {
+    let rig = rig(ShopType::Office, 0).await;
+    let (db, meter, account, bus) = (&rig.db, rig.meter, rig.account, &rig.bus);
+    // The meter is replaced by one loaded with another key (same counters).
+    {
+        let mut bus = bus.lock().await;
+        let old = bus.meters[0].secure.clone().unwrap();
+        let mut other = SecureMeter::new(NUMBER, &[0x5A; 16]).unwrap();
+        other.purchase_count = old.purchase_count;
+        other.control_count = old.control_count;
+        other.price_units = old.price_units;
+        bus.meters[0].secure = Some(other);
+    }
+    top_up(db, account, 700).await;
+    let failed = wait_until(Duration::from_secs(30), || async {
+        states(db, meter, "purchase").await == ["failed"]
+    })
+    .await;
+    assert!(failed, "{:?}", states(db, meter, "purchase").await);
+    let alarms: Vec<String> = sqlx::query_scalar(
+        "select kind from c_1.field_alarms where target_id = $1 and cleared_at is null order by kind",
+    )
+    .bind(meter)
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        alarms,
+        ["secure_key", "secure_reconcile"],
+        "a key alarm, money out of step"
+    );
+    assert_eq!(on_the_meter(bus).await.1, 0, "nothing reached the meter");
+    assert_eq!(
+        balance(db, format!("in_transit:{meter}")).await,
+        700,
+        "kept in transit"
+    );
+    assert_eq!(balance(db, format!("wallet:{account}")).await, 0);
+    // While the alarm is open, a new top-up stays in the wallet: no money follows the first.
+    top_up(db, account, 100).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(states(db, meter, "purchase").await, ["failed"]);
+    assert_eq!(balance(db, format!("wallet:{account}")).await, 100);
+
+    // Only an approved cancel gives it back: asked by one person, approved by another.
+    let purchase: Uuid =
+        sqlx::query_scalar("select id from c_1.commands where meter_id = $1 and op = 'purchase'")
+            .bind(meter)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    let who = worker(db).await;
+    let mut asker = worker(db).await;
+    asker.user_id = Uuid::now_v7();
+    let mut approver = worker(db).await;
+    approver.user_id = Uuid::now_v7();
+    let mut tx = powertab_core::db::begin_in(&db.pool, &who.company().unwrap().schema)
+        .await
+        .unwrap();
+    let asked = powertab_core::secure::cancel::request(
+        &mut tx,
+        &asker,
+        purchase,
+        "表计密钥不符",
+        "cancel-1",
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let mut tx = powertab_core::db::begin_in(&db.pool, &who.company().unwrap().schema)
+        .await
+        .unwrap();
+    let refused = powertab_core::secure::cancel::approve(&mut tx, &asker, asked.id, "approve-0")
+        .await
+        .unwrap_err();
+    assert!(
+        refused.to_string().contains("other than the requester"),
+        "{refused}"
+    );
+    drop(tx);
+    let mut tx = powertab_core::db::begin_in(&db.pool, &who.company().unwrap().schema)
+        .await
+        .unwrap();
+    let done = powertab_core::secure::cancel::approve(&mut tx, &approver, asked.id, "approve-1")
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(done.state, "done");
+    assert_eq!(balance(db, format!("in_transit:{meter}")).await, 0);
+    assert_eq!(
+        balance(db, format!("wallet:{account}")).await,
+        800,
+        "the money is back"
+    );
+    // A second cancel of the same purchase is refused.
+    let mut tx = powertab_core::db::begin_in(&db.pool, &who.company().unwrap().schema)
+        .await
+        .unwrap();
+    let again =
+        powertab_core::secure::cancel::request(&mut tx, &asker, purchase, "再次", "cancel-2")
+            .await
+            .unwrap_err();
+    assert!(again.to_string().contains("cancelled already"), "{again}");
+    drop(tx);
+    let (ok, out) = crate::cli::powertab(db, &["ledger", "check"]);
+    assert!(ok, "{out}");
+    rig.running.abort();
+}

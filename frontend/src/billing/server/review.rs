@@ -153,6 +153,16 @@ pub async fn get_approvals() -> Result<ApprovalsView, WebError> {
                     .map_err(read_err)?;
                 (format!("/accounts/{}", r.target_id), card(&account).shop)
             }
+            ApprovalKind::PurchaseCancel => {
+                let meter: Option<String> = sqlx::query_scalar(
+                    "select m.meter_number from commands c join meters m on m.id = c.meter_id where c.id = $1",
+                )
+                .bind(r.target_id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(|e| read_err(e.into()))?;
+                ("/approvals".to_owned(), meter.unwrap_or_default())
+            }
         };
         items.push(ApprovalView {
             id: r.id.to_string(),
