@@ -123,6 +123,11 @@ impl SimMeter {
         }
     }
 
+    /// The meter answers again after [`SimMeter::reboot_after_frame`] kept it silent.
+    pub fn wake(&mut self) {
+        self.deaf_for = 0;
+    }
+
     /// The tenant presses the meter's button: a relay whose close was allowed closes.
     pub fn press_button(&mut self) {
         if self.close_allowed {

@@ -16,7 +16,7 @@ use std::time::Duration;
 const KILLS: usize = 4;
 const READINGS: u32 = 140;
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -360,7 +360,7 @@ async fn a_killed_server_loses_duplicates_and_half_does_nothing() {
 }
 
 /// `powertab ingest` as a child process on `port`, without the MQTT side.
-fn start_ingest(db: &TestDb, port: u16) -> Child {
+pub(crate) fn start_ingest(db: &TestDb, port: u16) -> Child {
     Command::new(env!("CARGO_BIN_EXE_powertab"))
         .arg("ingest")
         .env("DATABASE_URL", &db.url)

@@ -233,10 +233,28 @@ struct Rig {
     meter: Uuid,
     account: Uuid,
     bus: Arc<Mutex<SimBus>>,
-    running: tokio::task::JoinHandle<std::io::Result<u64>>,
+    running: tokio::task::JoinHandle<()>,
+    /// `powertab ingest` as a child process, when the rig runs it so (to be killed).
+    ingest: Option<KillOnDrop>,
+}
+
+/// A child process killed when dropped (a failing test leaves none behind).
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 async fn rig(shop_type: ShopType, daily_wh: i64) -> Rig {
+    rig_on(shop_type, daily_wh, None).await
+}
+
+/// [`rig`], with ingest as a `powertab ingest` child process on `child_port` when given (the
+/// simulated DTU dials it again whenever the connection drops).
+async fn rig_on(shop_type: ShopType, daily_wh: i64, child_port: Option<u16>) -> Rig {
     let db = TestDb::new().await;
     powertab_server::demo::prepare(&db.pool)
         .await
@@ -271,8 +289,21 @@ async fn rig(shop_type: ShopType, daily_wh: i64) -> Rig {
         powertab_core::notify::accounts::Vendors::new(Default::default(), None),
         Some(keyring.clone()),
     );
-    let addr = start_ingest(&db).await;
-    let running = tokio::spawn(async move { dtu.run(addr).await });
+    let (running, ingest) = match child_port {
+        None => {
+            let addr = start_ingest(&db).await;
+            let running = tokio::spawn(async move {
+                let _ = dtu.run(addr).await;
+            });
+            (running, None)
+        }
+        Some(port) => {
+            let child = crate::crash::start_ingest(&db, port);
+            let target: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+            let running = tokio::spawn(powertab_ingest::sim::field::dial_forever(dtu, target));
+            (running, Some(KillOnDrop(child)))
+        }
+    };
 
     // Commissioning: the platform stores the counters the meter reads back, never guesses, and
     // pushes the plan's price with a set-price frame, verified by the price read back.
@@ -338,6 +369,7 @@ async fn rig(shop_type: ShopType, daily_wh: i64) -> Rig {
         account: account.id,
         bus,
         running,
+        ingest,
     }
 }
 
@@ -351,6 +383,7 @@ async fn a_meter_side_shop_buys_credit_onto_its_meter_runs_it_down_tops_up_again
         account,
         bus,
         running,
+        ..
     } = rig(ShopType::Supermarket, 10_000_000).await;
     let who = worker(&db).await;
     // ¥5 at the counter: one purchase on count 4, verified by the read-back.
@@ -790,6 +823,51 @@ async fn a_meter_with_another_key_fails_the_purchase_with_a_key_alarm_and_an_app
     assert!(again.to_string().contains("cancelled already"), "{again}");
     drop(tx);
     let (ok, out) = crate::cli::powertab(db, &["ledger", "check"]);
+    assert!(ok, "{out}");
+    rig.running.abort();
+}
+
+#[tokio::test]
+async fn an_ingest_killed_after_the_frame_reached_the_meter_leaves_the_purchase_to_the_next_one_applied_once(
+) {
+    let port = crate::crash::free_port();
+    let mut rig = rig_on(ShopType::Office, 0, Some(port)).await;
+    // The meter takes the frame, then falls silent (it restarts and stays off the line) before
+    // anything is read back; the ingest that sent it is killed meanwhile.
+    rig.bus.lock().await.meters[0].reboot_after_frame = Some(u32::MAX);
+    top_up(&rig.db, rig.account, 400).await;
+    let applied = wait_until(Duration::from_secs(30), || async {
+        on_the_meter(&rig.bus).await.0 == 4
+    })
+    .await;
+    assert!(applied, "the frame reached the meter");
+    drop(rig.ingest.take());
+    assert_eq!(states(&rig.db, rig.meter, "purchase").await, ["sent"]);
+    // The meter is back; a new ingest takes the bus over once the dead sender's lease ran out
+    // and sends the same bytes again.
+    rig.bus.lock().await.meters[0].wake();
+    let second = KillOnDrop(crate::crash::start_ingest(&rig.db, port));
+    let verified = wait_until(Duration::from_secs(150), || async {
+        states(&rig.db, rig.meter, "purchase").await == ["verified"]
+    })
+    .await;
+    drop(second);
+    assert!(
+        verified,
+        "{:?}",
+        states(&rig.db, rig.meter, "purchase").await
+    );
+    let (count, remaining, _, _) = on_the_meter(&rig.bus).await;
+    assert_eq!((count, remaining), (4, 400), "applied exactly once");
+    assert_eq!(
+        balance(&rig.db, format!("in_transit:{}", rig.meter)).await,
+        0
+    );
+    assert_eq!(
+        balance(&rig.db, format!("on_meter:{}", rig.meter)).await,
+        400
+    );
+    let (ok, out) = crate::cli::powertab(&rig.db, &["ledger", "check"]);
     assert!(ok, "{out}");
     rig.running.abort();
 }
