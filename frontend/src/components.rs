@@ -132,6 +132,7 @@ fn Header(session: SessionView) -> impl IntoView {
                     <a href="/fleet">{tr(lang, "nav.fleet")}</a>
                     <a href="/commands">{tr(lang, "nav.commands")}</a>
                     <a href="/alarms">{tr(lang, "nav.alarms")}</a>
+                    <a href="/meter-side">{tr(lang, "nav.meter_side")}</a>
                     <a href="/notifications">{tr(lang, "nav.messages")}</a>
                     <a href="/property">{tr(lang, "nav.property")}</a>
                     <a href="/gateways">{tr(lang, "nav.gateways")}</a>

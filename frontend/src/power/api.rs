@@ -87,6 +87,13 @@ pub async fn grant_emergency(
     super::server::grant_emergency(csrf, id, amount, hours).await
 }
 
+/// Meter-side meters: their secure counters, shadow balance, read-back remaining and drift;
+/// `can_export` with them.
+#[server(prefix = "/sfn", endpoint = "meter_side")]
+pub async fn get_meter_side() -> Result<(Vec<MeterSideRowView>, bool), WebError> {
+    super::server::get_meter_side().await
+}
+
 /// Field alarms: open ones, or (`all` = `1`) the history too.
 #[server(prefix = "/sfn", endpoint = "alarms")]
 pub async fn get_alarms(all: String) -> Result<AlarmsView, WebError> {

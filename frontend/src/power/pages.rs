@@ -530,3 +530,64 @@ pub fn MessagesPage() -> impl IntoView {
         }.into_any()/>
     }
 }
+
+/// Meter-side meters (本地费控): what the platform verified against what each meter reads back
+/// — purchase counts (比对充值次数), the shadow balance, the remaining amount, the drift — with
+/// the `.xlsx` reconciliation report.
+#[component]
+pub fn MeterSidePage() -> impl IntoView {
+    let lang = use_lang();
+    let rows = Resource::new(|| (), |_| super::get_meter_side());
+    view! {
+        <Layout page=move |_| view! {
+            <h1>{tr(lang, "meter_side.title")}</h1>
+            <Suspense fallback=|| ()>
+                {move || Suspend::new(async move {
+                    let Ok((rows, can_export)) = rows.await else {
+                        return view! { <p class="flash error">{tr(lang, "error.not_found")}</p> }.into_any();
+                    };
+                    view! {
+                        {can_export.then(|| view! { <p><a href="/api/v1/secure/meters.xlsx" download>{tr(lang, "common.export")}</a></p> })}
+                        {if rows.is_empty() {
+                            view! { <p class="muted" id="no-meter-side">{tr(lang, "meter_side.none")}</p> }.into_any()
+                        } else {
+                            view! {
+                                <div class="table-wrap">
+                                    <table id="meter-side">
+                                        <thead><tr>
+                                            <th>{tr(lang, "meter_side.meter")}</th><th>{tr(lang, "meters.shop")}</th>
+                                            <th>{tr(lang, "meter_side.key_version")}</th>
+                                            <th>{tr(lang, "meter_side.purchases")}</th>
+                                            <th>{tr(lang, "meter_side.in_transit")}</th><th>{tr(lang, "meter_side.shadow")}</th>
+                                            <th>{tr(lang, "meter_side.remaining")}</th><th>{tr(lang, "meter_side.drift")}</th>
+                                            <th>{tr(lang, "meter_side.price")}</th><th>{tr(lang, "meter_side.read_back_at")}</th>
+                                            <th>{tr(lang, "meter_side.in_flight")}</th>
+                                        </tr></thead>
+                                        <tbody>
+                                            {rows.into_iter().map(|m| view! {
+                                                <tr data-meter=m.meter_id.clone() class:warn=m.out_of_band>
+                                                    <td class="mono">{m.meter_number.clone()}</td>
+                                                    <td>{m.shop.clone()}</td>
+                                                    <td>{m.key_version.clone()}</td>
+                                                    <td class="purchases">{format!("{} / {}", m.platform_purchases, m.meter_purchases)}
+                                                        {m.out_of_band.then(|| view! { <br/><span class="error-note">{tr(lang, "meter_side.out_of_band")}</span> })}</td>
+                                                    <td class="money">{m.in_transit.clone()}</td>
+                                                    <td class="money">{m.shadow.clone()}</td>
+                                                    <td class="money">{m.remaining.clone()}</td>
+                                                    <td class="money drift">{m.drift.clone()}</td>
+                                                    <td>{m.price.clone()}</td>
+                                                    <td>{m.read_back_at.clone()}</td>
+                                                    <td>{m.in_flight}</td>
+                                                </tr>
+                                            }).collect_view()}
+                                        </tbody>
+                                    </table>
+                                </div>
+                            }.into_any()
+                        }}
+                    }.into_any()
+                })}
+            </Suspense>
+        }.into_any()/>
+    }
+}

@@ -603,6 +603,44 @@ pub async fn save_notify_preferences(
     finish(result)
 }
 
+/// The meter-side page's rows (`core::secure::reports`), money formatted from integer fen.
+pub async fn get_meter_side() -> Result<(Vec<super::views::MeterSideRowView>, bool), WebError> {
+    use powertab_core::kernel::money::AmountFen;
+    use powertab_core::secure::reports;
+    let (principal, mut tx) = read_session().await?;
+    let tz = principal.tz();
+    let text = |v: Option<i64>| v.map(|x| x.to_string()).unwrap_or_default();
+    let yuan = |fen: i64| AmountFen::from_fen(fen).to_string();
+    let rows = reports::states(&mut tx, &principal)
+        .await
+        .map_err(read_err)?
+        .into_iter()
+        .map(|s| super::views::MeterSideRowView {
+            meter_id: s.meter_id.to_string(),
+            meter_number: s.meter_number,
+            shop: s.shop_number.unwrap_or_default(),
+            key_version: s.key_version.map(|v| v.to_string()).unwrap_or_default(),
+            platform_purchases: text(s.platform_purchase_count),
+            meter_purchases: text(s.meter_purchase_count),
+            out_of_band: s.out_of_band,
+            in_transit: yuan(s.in_transit_fen),
+            shadow: yuan(s.on_meter_fen),
+            remaining: s.meter_remaining_fen.map(yuan).unwrap_or_default(),
+            drift: s.drift_fen.map(yuan).unwrap_or_default(),
+            price: s
+                .meter_price_units
+                .map(powertab_core::tariff::format_price_units)
+                .unwrap_or_default(),
+            read_back_at: s
+                .read_back_at
+                .map(|t| local_time(t, &tz))
+                .unwrap_or_default(),
+            in_flight: s.commands_in_flight,
+        })
+        .collect();
+    Ok((rows, principal.can(Need::Act(Right::Export))))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -349,3 +349,22 @@ impl NotifyPrefsForm {
             .collect()
     }
 }
+
+/// One meter-side meter on the meter-side page: counters (platform vs meter), money, drift.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct MeterSideRowView {
+    pub meter_id: String,
+    pub meter_number: String,
+    pub shop: String,
+    pub key_version: String,
+    pub platform_purchases: String,
+    pub meter_purchases: String,
+    pub out_of_band: bool,
+    pub in_transit: String,
+    pub shadow: String,
+    pub remaining: String,
+    pub drift: String,
+    pub price: String,
+    pub read_back_at: String,
+    pub in_flight: i64,
+}

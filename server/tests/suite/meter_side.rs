@@ -703,6 +703,17 @@ async fn operators_read_the_secure_state_and_only_the_right_people_export_keys_o
     assert_eq!(status, StatusCode::OK, "{history}");
     assert_eq!(history, serde_json::json!([]));
 
+    // The page shows the same, in Chinese by default: counts side by side, out of band flagged,
+    // the drift in yuan from integer fen.
+    let browser = crate::web::logged_in_as(&app, "secure-co", "boss").await;
+    let html = crate::web::page(&app, &browser, "/meter-side").await;
+    assert!(html.contains("表内费控对账"), "{html}");
+    assert!(html.contains(&format!("data-meter=\"{meter}\"")), "{html}");
+    assert!(html.contains("7 / 9"), "{html}");
+    assert!(html.contains("有平台外购电"), "{html}");
+    assert!(html.contains("-12.34"), "{html}");
+    assert!(html.contains("/api/v1/secure/meters.xlsx"), "{html}");
+
     // Rotation: platform admins only; a company admin does not even see the resource.
     let rotate = format!("/api/v1/platform/companies/{company}/secure/rotate");
     let (status, _) = app.post(&rotate, &admin, serde_json::json!({})).await;
