@@ -158,7 +158,8 @@ fn AccountCard(
                 {(!open).then(|| view! { " · " <strong>{tr(lang, &format!("counter.state.{}", a.state))}</strong> })}</p>
             <p class="balance">{tr(lang, "counter.available")}": "
                 <strong class="available" class:arrears=a.available_fen < 0>{balance_text(lang, a.available_fen)}</strong>
-                {(a.deposit_fen > 0).then(|| view! { " · " {tr(lang, "counter.deposit")} " ¥" {yuan(a.deposit_fen)} })}</p>
+                {(a.deposit_fen > 0).then(|| view! { " · " {tr(lang, "counter.deposit")} " ¥" {yuan(a.deposit_fen)} })}
+                <MeterSideBalances a=a.clone()/></p>
             {(open && can_top_up).then(|| view! {
                 <form method="post" action=CounterTopUp::PATH class="inline top-up">
                     <Csrf token=csrf.clone()/>
@@ -383,7 +384,8 @@ fn AccountDetail(
         <p>{a.holder.clone()} " · " {a.meters.join(", ")} " · " <strong id="account-state">{tr(lang, &format!("counter.state.{}", a.state))}</strong></p>
         <p class="balance">{tr(lang, "counter.available")}": "
             <strong class="available" class:arrears=a.available_fen < 0>{balance_text(lang, a.available_fen)}</strong>
-            " · " {tr(lang, "counter.deposit")} " ¥" {yuan(a.deposit_fen)}</p>
+            " · " {tr(lang, "counter.deposit")} " ¥" {yuan(a.deposit_fen)}
+            <MeterSideBalances a=a.clone()/></p>
         {v.settlement.clone().map(|st| view! { <SettlementSlip st account=a.clone()/> })}
         <AfterCloseForms v=v.clone() csrf=csrf.clone()/>
         <Invoices v=v.clone() csrf=csrf.clone()/>
@@ -801,4 +803,18 @@ fn HeldTable(v: super::views::HeldPageView, csrf: String) -> impl IntoView {
             </table>
         </div>
     }
+}
+
+/// A meter-side account's credit on its meters (the shadow balance) and in transit to them.
+#[component]
+fn MeterSideBalances(a: CounterAccountView) -> impl IntoView {
+    let lang = use_lang();
+    a.meter_side.then(|| {
+        view! {
+            " · " <span class="on-meter">{format!("{} ¥{}", tr(lang, "counter.on_meter"), yuan(a.on_meter_fen))}</span>
+            {(a.in_transit_fen != 0).then(|| view! {
+                " · " <span class="in-transit">{format!("{} ¥{}", tr(lang, "counter.in_transit"), yuan(a.in_transit_fen))}</span>
+            })}
+        }
+    })
 }

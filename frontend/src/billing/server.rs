@@ -160,6 +160,9 @@ pub async fn get_counter(
                 wallet_fen: a.wallet_fen.fen(),
                 deposit_fen: a.deposit_fen.fen(),
                 available_fen: a.available_fen.fen(),
+                meter_side: a.prepayment_mode == "meter",
+                on_meter_fen: a.on_meter_fen.fen(),
+                in_transit_fen: a.in_transit_fen.fen(),
             })
             .collect(),
         shift: shift.map(|s| {
@@ -435,6 +438,9 @@ pub(super) fn card(a: &powertab_core::billing::accounts::ShopAccount) -> Counter
         wallet_fen: a.wallet_fen.fen(),
         deposit_fen: a.deposit_fen.fen(),
         available_fen: a.available_fen.fen(),
+        meter_side: a.prepayment_mode == "meter",
+        on_meter_fen: a.on_meter_fen.fen(),
+        in_transit_fen: a.in_transit_fen.fen(),
     }
 }
 

@@ -15,6 +15,14 @@ pub struct CounterAccountView {
     pub wallet_fen: i64,
     pub deposit_fen: i64,
     pub available_fen: i64,
+    /// Meter-side accounts: credit the meters hold by the platform's reckoning, and credit
+    /// bought but not yet verified on them.
+    #[serde(default)]
+    pub meter_side: bool,
+    #[serde(default)]
+    pub on_meter_fen: i64,
+    #[serde(default)]
+    pub in_transit_fen: i64,
 }
 
 /// The counter page: the accounts found, the caller's shift, vacant shops for opening, and a

@@ -414,6 +414,19 @@ async fn a_meter_side_shop_buys_credit_onto_its_meter_runs_it_down_tops_up_again
     assert_eq!(balance(&db, format!("wallet:{}", account)).await, 0);
     assert_eq!(balance(&db, format!("in_transit:{meter}")).await, 0);
 
+    // The account shows the credit on its meter (the shadow balance), nothing in transit.
+    let mut tx = powertab_core::db::begin_in(&db.pool, &who.company().unwrap().schema)
+        .await
+        .unwrap();
+    let shown = accounts::get(&mut tx, &who, account).await.unwrap();
+    drop(tx);
+    assert!(
+        shown.on_meter_fen > AmountFen::ZERO && shown.on_meter_fen <= AmountFen::from_fen(500),
+        "{:?}",
+        shown.on_meter_fen
+    );
+    assert_eq!(shown.in_transit_fen, AmountFen::ZERO);
+
     // The meter counts down at the pushed price and trips itself at zero.
     let tripped = wait_until(Duration::from_secs(30), || async {
         !on_the_meter(&bus).await.3
