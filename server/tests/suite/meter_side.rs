@@ -895,3 +895,98 @@ async fn an_ingest_killed_after_the_frame_reached_the_meter_leaves_the_purchase_
     assert!(ok, "{out}");
     rig.running.abort();
 }
+
+#[tokio::test]
+async fn an_unreachable_meter_closes_on_the_operators_decision_and_the_next_opening_confirms_its_credit(
+) {
+    let rig = rig(ShopType::Office, 0).await;
+    let (db, meter, account, bus) = (&rig.db, rig.meter, rig.account, &rig.bus);
+    top_up(db, account, 600).await;
+    assert!(
+        purchases_settle(&rig, 1).await,
+        "{:?}",
+        states(db, meter, "purchase").await
+    );
+    // The meter goes off the line: the close's secure trip cannot reach it.
+    bus.lock().await.meters[0].silent = true;
+    let who = worker(db).await;
+    let close = |input: CloseAccount| {
+        let who = who.clone();
+        async move {
+            let mut tx = powertab_core::db::begin_in(&db.pool, &who.company().unwrap().schema)
+                .await
+                .unwrap();
+            let done = closing::close(&mut tx, &who, account, &input)
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+            done
+        }
+    };
+    let waiting = close(CloseAccount::default()).await;
+    assert!(waiting.pending.is_some());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let state: String = sqlx::query_scalar("select state from c_1.shop_accounts where id = $1")
+        .bind(account)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(state, "closing", "waits for the meter");
+    // The operator decides: close with the last read-back amount (¥6.00 stays on the meter and
+    // goes back to the tenant).
+    let done = close(CloseAccount {
+        close_with_last_readback: true,
+        ..CloseAccount::default()
+    })
+    .await;
+    assert_eq!(done.pending, None);
+    assert_eq!(done.net_fen, AmountFen::from_fen(600), "owed to the tenant");
+    assert_eq!(balance(db, format!("on_meter:{meter}")).await, 0);
+    let decided: i64 = sqlx::query_scalar(
+        "select count(*) from c_1.audit_log where action = 'account.close.meter_unreachable'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(decided, 1, "the decision is audited");
+    let (ok, out) = crate::cli::powertab(db, &["ledger", "check"]);
+    assert!(ok, "{out}");
+
+    // The next tenant's opening sees ¥6.00 on the meter: refused until an operator confirms it.
+    let shop: Uuid = sqlx::query_scalar("select shop_id from c_1.meters where id = $1")
+        .bind(meter)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    let mut input = OpenAccount {
+        shop_id: shop,
+        holder_name: "赵六".into(),
+        holder_phone: "13800138003".into(),
+        meters: vec![OpeningMeter {
+            meter_id: meter,
+            manual_energy_wh: Some(powertab_core::kernel::money::EnergyWh::from_wh(500_000)),
+            accept_remaining_fen: None,
+        }],
+        deposit_fen: AmountFen::ZERO,
+        deposit_method: None,
+        opening_credit_fen: AmountFen::ZERO,
+    };
+    let mut tx = powertab_core::db::begin_in(&db.pool, &who.company().unwrap().schema)
+        .await
+        .unwrap();
+    let refused = accounts::open(&mut tx, &who, &input, "reopen-1")
+        .await
+        .unwrap_err();
+    assert!(format!("{refused:?}").contains("6.00"), "{refused:?}");
+    drop(tx);
+    input.meters[0].accept_remaining_fen = Some(600);
+    let mut tx = powertab_core::db::begin_in(&db.pool, &who.company().unwrap().schema)
+        .await
+        .unwrap();
+    let next = accounts::open(&mut tx, &who, &input, "reopen-2")
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(next.meters[0].opening_remaining_fen, Some(600), "recorded");
+    rig.running.abort();
+}
