@@ -142,13 +142,21 @@ async fn move_money(
     if input.reason.chars().count() > 200 {
         return Err(CoreError::field("reason", "at most 200 characters"));
     }
-    let digest = request_hash(&[
+    // The named meter joins the digest only when given (earlier digests unchanged), so the same
+    // key for another meter is a different request.
+    let meter = input.meter_id.map(|m| m.to_string()).unwrap_or_default();
+    let (account_text, amount_text) = (account_id.to_string(), input.amount_fen.fen().to_string());
+    let mut parts = vec![
         kind.as_str(),
-        &account_id.to_string(),
-        &input.amount_fen.fen().to_string(),
+        &account_text,
+        &amount_text,
         input.method.as_str(),
         input.reason.trim(),
-    ]);
+    ];
+    if !meter.is_empty() {
+        parts.push(&meter);
+    }
+    let digest = request_hash(&parts);
     super::client_keys::claim(conn, idempotency_key, kind.as_str(), account_id).await?;
     let key = format!("client:{idempotency_key}");
     // A replay answers before the account's state is looked at: the original went through.
