@@ -83,8 +83,11 @@ pub async fn account_close(
     csrf: String,
     account_id: String,
     final_kwh: String,
+    /// Meter-side: close with the last read-back amounts of meters that cannot be reached.
+    #[server(default)]
+    last_readback: Option<String>,
 ) -> Result<(), WebError> {
-    super::server::account_close(csrf, account_id, final_kwh).await
+    super::server::account_close(csrf, account_id, final_kwh, last_readback).await
 }
 
 #[server(prefix = "/sfn", endpoint = "approvals")]

@@ -435,6 +435,11 @@ fn AccountDetail(
                 })}
                 {(!one_meter).then(|| view! { <input type="hidden" name="final_kwh" value=""/> })}
                 <p class="muted wide">{tr(lang, "account.close_hint")}</p>
+                {a.meter_side.then(|| view! {
+                    {(a.state == "closing").then(|| view! { <p class="flash wide" id="meter-side-pending">{tr(lang, "account.meter_side_pending")}</p> })}
+                    <label class="wide"><input type="checkbox" name="last_readback" value="1"/>
+                        {tr(lang, "account.close_last_readback")}</label>
+                })}
                 <button type="submit" class="danger">{tr(lang, "account.close")}</button>
             </form>
         })}

@@ -563,6 +563,7 @@ pub async fn account_close(
     csrf: String,
     account_id: String,
     final_kwh: String,
+    last_readback: Option<String>,
 ) -> Result<(), WebError> {
     let kept = serde_json::json!({ "final_kwh": &final_kwh });
     let result = async {
@@ -581,19 +582,25 @@ pub async fn account_close(
             }],
             _ => vec![],
         };
-        powertab_core::billing::closing::close(
+        let settled = powertab_core::billing::closing::close(
             &mut tx,
             &principal,
             account,
             &powertab_core::billing::closing::CloseAccount {
                 final_readings,
-                close_with_last_readback: false,
+                close_with_last_readback: last_readback.is_some_and(|v| !v.is_empty()),
             },
         )
         .await
         .map_err(|e| UiError::from(e).renamed(&[("final_readings.0.energy_wh", "final_kwh")]))?;
         tx.commit().await?;
-        Ok(format!("/accounts/{account}?ok=account.closed"))
+        // A meter-side close waits for the meters' credit to come back (it finishes by itself).
+        let done = if settled.pending.is_some() {
+            "account.closing"
+        } else {
+            "account.closed"
+        };
+        Ok(format!("/accounts/{account}?ok={done}"))
     }
     .await;
     finish_keeping(result, "close-form", &kept)
