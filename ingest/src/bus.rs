@@ -595,13 +595,28 @@ async fn secure_recheck(
 ) -> Option<(Instant, (Uuid, Uuid))> {
     let shift = u32::try_from(claimed.attempts.clamp(1, 5) - 1).unwrap_or(0);
     let wait_s = (5_i64 << shift).min(SECURE_RECHECK_MAX_S);
+    hold_for(pool, link, claimed, wait_s, |at| {
+        format!(
+            "secure frame sent {} time(s); looking again at {at}",
+            claimed.attempts
+        )
+    })
+    .await
+}
+
+/// Keeps `claimed` this session's (`sent`) for another send in `wait_s` seconds, with the detail
+/// `detail(at)`; the (when, command) to send it again, or `None` when the queue would not keep
+/// it (expired by then, taken over, or the database failed — logged).
+async fn hold_for(
+    pool: &PgPool,
+    link: &BusLink,
+    claimed: &powertab_core::commands::Claimed,
+    wait_s: i64,
+    detail: impl FnOnce(String) -> String,
+) -> Option<(Instant, (Uuid, Uuid))> {
     let now = Utc::now();
     let at = now + chrono::Duration::seconds(wait_s);
-    let detail = format!(
-        "secure frame sent {} time(s); looking again at {}",
-        claimed.attempts,
-        at.to_rfc3339()
-    );
+    let detail = detail(at.to_rfc3339());
     let held = async {
         let mut tx = powertab_core::db::begin_in(pool, &link.schema).await?;
         let held = powertab_core::commands::retry_later(
@@ -619,7 +634,7 @@ async fn secure_recheck(
     }
     .await
     .unwrap_or_else(|e| {
-        tracing::warn!(error = %e, "keeping a secure command for its next look failed");
+        tracing::warn!(command = %claimed.id, error = %e, "keeping a command for its next send failed");
         false
     });
     held.then(|| {
@@ -676,40 +691,16 @@ async fn retry_later(
     claimed: &powertab_core::commands::Claimed,
 ) -> Option<(Instant, (Uuid, Uuid))> {
     let wait_s = powertab_core::commands::retry_backoff_s(claimed.attempts)?;
-    let now = Utc::now();
-    let at = now + chrono::Duration::seconds(wait_s);
-    let detail = format!(
-        "no answer to send {}; sending again at {}",
-        claimed.attempts,
-        at.to_rfc3339()
-    );
-    let held = async {
-        let mut tx = powertab_core::db::begin_in(pool, &link.schema).await?;
-        let held = powertab_core::commands::retry_later(
-            &mut tx,
-            claimed.id,
-            crate::commands::holder(),
-            at,
-            crate::commands::BUS_LEASE,
-            &detail,
-            now,
+    let retry = hold_for(pool, link, claimed, wait_s, |at| {
+        format!(
+            "no answer to send {}; sending again at {at}",
+            claimed.attempts
         )
-        .await?;
-        tx.commit().await?;
-        anyhow::Ok(held)
-    }
-    .await
-    .unwrap_or_else(|e| {
-        tracing::warn!(error = %e, "keeping a command for its retry failed");
-        false
-    });
-    if !held {
-        return None;
-    }
+    })
+    .await?;
     metrics::counter!("ingest_control_retries_total").increment(1);
     tracing::info!(command = %claimed.id, attempts = claimed.attempts, wait_s, "no answer: the command is sent again later");
-    let wait = Duration::from_secs(u64::try_from(wait_s).unwrap_or(0));
-    Some((Instant::now() + wait, (claimed.meter_id, claimed.id)))
+    Some(retry)
 }
 
 /// Writes a relay command to one meter (each step retried like a poll's: the write is the same

@@ -148,17 +148,15 @@ async fn start_trip(
 ) -> CoreResult<()> {
     // Busy with another secure control command, or alarmed (a key the meter does not share:
     // trips would fail forever — the operator decides, e.g. closing with the last read-back).
-    let busy: bool = sqlx::query_scalar(
-        "select exists (select 1 from commands where meter_id = $1 and secure_frame is not null
-             and op not in ('purchase', 'deduct') and state in ('queued', 'sent', 'acknowledged'))
-         or exists (select 1 from field_alarms where target_id = $1
+    let alarmed: bool = sqlx::query_scalar(
+        "select exists (select 1 from field_alarms where target_id = $1
              and kind in ('secure_key', 'secure_reconcile') and cleared_at is null
              and raised_at > now() - interval '10 minutes')",
     )
     .bind(meter)
     .fetch_one(&mut *conn)
     .await?;
-    if busy {
+    if alarmed || super::commands::control_unfinished(conn, meter).await? {
         return Ok(());
     }
     let trip = super::commands::enqueue(

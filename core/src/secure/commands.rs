@@ -97,20 +97,27 @@ async fn next_sequence(conn: &mut PgConnection, meter_id: Uuid, op: SecureOp) ->
 /// counter + 1, so a second one built meanwhile would be stale on arrival. Race-free under the
 /// meter's row lock taken by [`next_sequence`].
 async fn refuse_second_control(conn: &mut PgConnection, meter_id: Uuid) -> CoreResult<()> {
-    let open: bool = sqlx::query_scalar(
-        "select exists (select 1 from commands where meter_id = $1 and secure_frame is not null
-             and op not in ('purchase', 'deduct') and state in ('queued', 'sent', 'acknowledged'))",
-    )
-    .bind(meter_id)
-    .fetch_one(&mut *conn)
-    .await?;
-    if open {
+    if control_unfinished(conn, meter_id).await? {
         return Err(CoreError::Conflict(
             "a secure control command is still unfinished on this meter; the next one waits for it"
                 .into(),
         ));
     }
     Ok(())
+}
+
+/// Whether a secure control command (not a purchase or deduct) is unfinished on `meter_id`.
+pub(crate) async fn control_unfinished(
+    conn: &mut PgConnection,
+    meter_id: Uuid,
+) -> CoreResult<bool> {
+    Ok(sqlx::query_scalar(
+        "select exists (select 1 from commands where meter_id = $1 and secure_frame is not null
+             and op not in ('purchase', 'deduct') and state in ('queued', 'sent', 'acknowledged'))",
+    )
+    .bind(meter_id)
+    .fetch_one(&mut *conn)
+    .await?)
 }
 
 /// Queues `op` for meter-side meter `meter_id` as a secure frame (`amount`: fen for purchase
