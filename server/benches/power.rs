@@ -376,9 +376,10 @@ async fn batch(
     let mut tx = powertab_core::db::begin_in(pool, &who.company().unwrap().schema)
         .await
         .unwrap();
-    let progress = powertab_core::power::batch::start(&mut tx, who, "trip", &selection, meters)
-        .await
-        .unwrap();
+    let progress =
+        powertab_core::power::batch::start(&mut tx, who, None, "trip", &selection, meters)
+            .await
+            .unwrap();
     tx.commit().await.unwrap();
     let start_s = started.elapsed().as_secs_f64();
     let mut last_report = Instant::now();

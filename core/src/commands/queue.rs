@@ -575,7 +575,8 @@ pub struct Observed {
 /// Verifies the open commands the stored readings `seen` prove (DESIGN.md's table): a
 /// `read_now` by a reading read at or after it was sent, a relay command by a later reading
 /// showing the wanted relay state. Called in the transaction that stores the readings, so only
-/// stored readings count. Returns how many were verified.
+/// stored readings count. A secure command is left to its counters (the settle worker): a relay
+/// reading cannot tell which frame the meter counted. Returns how many were verified.
 #[tracing::instrument(skip_all)]
 pub async fn verify_by_readings(
     conn: &mut PgConnection,
@@ -606,6 +607,7 @@ pub async fn verify_by_readings(
          from unnest($1::uuid[], $2::timestamptz[], $3::boolean[], $8::boolean[])
            as s(meter_id, read_at, relay_closed, close_allowed)
          where c.meter_id = s.meter_id and c.state in ('sent', 'acknowledged') and c.sent_at <= s.read_at
+           and c.secure_frame is null
            and (c.op = $4 or (c.op = any($5) and s.relay_closed = false)
                 or (c.op = any($6) and s.relay_closed = true)
                 or (c.op = 'close' and s.close_allowed))",

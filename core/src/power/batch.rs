@@ -176,6 +176,7 @@ pub async fn preview(
 pub async fn start(
     conn: &mut PgConnection,
     principal: &Principal,
+    keyring: Option<&crate::kernel::secrets::Keyring>,
     op: &str,
     selection: &Selection,
     confirmed_meters: usize,
@@ -216,7 +217,7 @@ pub async fn start(
         retry_of: None,
     };
     for meter in &meters {
-        control::send(conn, principal, *meter, op, link).await?;
+        control::send(conn, principal, keyring, *meter, op, link).await?;
     }
     audit::record(
         conn,

@@ -193,6 +193,7 @@ pub fn actions(principal: &Principal, c: &Command) -> (bool, bool) {
 pub async fn retry(
     conn: &mut PgConnection,
     principal: &Principal,
+    keyring: Option<&crate::kernel::secrets::Keyring>,
     id: Uuid,
 ) -> CoreResult<Command> {
     // 404 for a command of a meter outside the caller's buildings.
@@ -220,7 +221,15 @@ pub async fn retry(
             batch_id: old.batch_id,
             retry_of: Some(id),
         };
-        return control::operate_linked(conn, principal, old.meter_id, old.op.as_str(), link).await;
+        return control::operate_linked(
+            conn,
+            principal,
+            keyring,
+            old.meter_id,
+            old.op.as_str(),
+            link,
+        )
+        .await;
     }
     if old.op == Op::ReadNow {
         let command = commands::read_now(conn, principal, old.meter_id).await?;

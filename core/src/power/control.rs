@@ -4,12 +4,16 @@
 //! rules' or a person's — passes; releasing it on a tripped account gives the tenant a fresh
 //! trip notice and the full notice time before the rules trip again. An operator's trip or
 //! close is an override the intended-state comparison keeps (`meters.relay_override`) until a
-//! `release`.
+//! `release`. A meter-side meter (本地费控) gets each of these as a secure frame on its control
+//! counter, and a close as `release`: it trips itself at zero credit, so the platform never
+//! forces its relay closed.
 
 use super::{Action, RULE_SOURCE};
 use crate::auth::Principal;
 use crate::commands::{self, Command, NewCommand, Op};
 use crate::kernel::error::{CoreError, CoreResult};
+use crate::kernel::secrets::Keyring;
+use crate::secure::frame::SecureOp;
 use crate::tenancy::audit;
 use crate::tenancy::roles::{Need, Right};
 use chrono::Duration;
@@ -91,16 +95,18 @@ pub fn right_for(op: Op) -> Right {
 pub async fn operate(
     conn: &mut PgConnection,
     principal: &Principal,
+    keyring: Option<&Keyring>,
     meter_id: Uuid,
     op: &str,
 ) -> CoreResult<Command> {
-    operate_linked(conn, principal, meter_id, op, Link::default()).await
+    operate_linked(conn, principal, keyring, meter_id, op, Link::default()).await
 }
 
 /// [`operate`] for a command that sends a failed one again (`link.retry_of`).
 pub async fn operate_linked(
     conn: &mut PgConnection,
     principal: &Principal,
+    keyring: Option<&Keyring>,
     meter_id: Uuid,
     op: &str,
     link: Link,
@@ -123,7 +129,7 @@ pub async fn operate_linked(
         ));
     }
     apply(conn, principal, &[meter_id], op).await?;
-    let command = send(conn, principal, meter_id, op, link).await?;
+    let command = send(conn, principal, keyring, meter_id, op, link).await?;
     audit::record(
         conn,
         principal,
@@ -154,11 +160,15 @@ pub(crate) async fn apply(
                 Op::Close => Some("closed"),
                 _ => None,
             };
-            sqlx::query("update meters set relay_override = $2 where id = any($1)")
-                .bind(meters)
-                .bind(wanted)
-                .execute(&mut *conn)
-                .await?;
+            // A meter-side meter is never held closed by the platform (its close is a release).
+            sqlx::query(
+                "update meters set relay_override = case when prepayment_mode = 'meter'
+                     and $2 = 'closed' then null else $2 end where id = any($1)",
+            )
+            .bind(meters)
+            .bind(wanted)
+            .execute(&mut *conn)
+            .await?;
         }
         _ => {
             sqlx::query(
@@ -178,14 +188,19 @@ pub(crate) async fn apply(
     Ok(())
 }
 
-/// Enqueues an operator's `op` for `meter_id` (source `operator:<user id>`).
+/// Enqueues an operator's `op` for `meter_id` (source `operator:<user id>`); a meter-side meter
+/// gets it as a secure frame ([`send_secure`]).
 pub(crate) async fn send(
     conn: &mut PgConnection,
     principal: &Principal,
+    keyring: Option<&Keyring>,
     meter_id: Uuid,
     op: Op,
     link: Link,
 ) -> CoreResult<Command> {
+    if is_meter_side(conn, meter_id).await? {
+        return send_secure(conn, principal, keyring, meter_id, op, link).await;
+    }
     let now = principal.now();
     let schema = principal.company()?.schema.clone();
     commands::enqueue(
@@ -203,6 +218,65 @@ pub(crate) async fn send(
         now,
     )
     .await
+}
+
+/// Whether `meter_id` holds its own wallet (本地费控).
+async fn is_meter_side(conn: &mut PgConnection, meter_id: Uuid) -> CoreResult<bool> {
+    Ok(
+        sqlx::query_scalar::<_, String>("select prepayment_mode from meters where id = $1")
+            .bind(meter_id)
+            .fetch_optional(&mut *conn)
+            .await?
+            .as_deref()
+            == Some("meter"),
+    )
+}
+
+/// The secure command a person's `op` becomes on a meter-side meter. Such a meter trips itself
+/// when its credit runs out, so the platform never forces its relay closed (DESIGN.md): a close
+/// is sent as `release`, which hands the relay back to the meter's own credit rule.
+pub fn secure_op_for(op: Op) -> SecureOp {
+    match op {
+        Op::Trip => SecureOp::Trip,
+        Op::KeepPowerOn => SecureOp::KeepPowerOn,
+        Op::KeepPowerOff => SecureOp::KeepPowerOff,
+        _ => SecureOp::Release,
+    }
+}
+
+/// [`send`] for a meter-side meter: a secure control frame on the meter's control counter, one
+/// unfinished at a time (a second gets 409 until the first is verified or failed).
+async fn send_secure(
+    conn: &mut PgConnection,
+    principal: &Principal,
+    keyring: Option<&Keyring>,
+    meter_id: Uuid,
+    op: Op,
+    link: Link,
+) -> CoreResult<Command> {
+    let keyring = keyring.ok_or_else(|| {
+        CoreError::Conflict(
+            "this meter is meter-side and no key store is configured: its secure commands cannot be built".into(),
+        )
+    })?;
+    let source = format!("operator:{}", principal.user_id);
+    let command = crate::secure::commands::enqueue(
+        conn,
+        keyring,
+        principal,
+        meter_id,
+        secure_op_for(op),
+        0,
+        &source,
+    )
+    .await?;
+    sqlx::query("update commands set batch_id = $2, retry_of = $3 where id = $1")
+        .bind(command.id)
+        .bind(link.batch_id)
+        .bind(link.retry_of)
+        .execute(&mut *conn)
+        .await?;
+    crate::commands::get(conn, principal, command.id).await
 }
 
 /// Keep-power released on a meter of a tripped account: the account is no longer counted as

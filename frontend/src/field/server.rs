@@ -866,6 +866,7 @@ pub async fn control_meter(
     op: String,
     confirm: String,
 ) -> Result<(), WebError> {
+    let keyring = crate::web::server::ctx()?.keyring;
     let result = async {
         let (principal, mut tx) = session_for_change(&csrf).await?;
         let id: Uuid = id.parse().map_err(|_| ui("not_found"))?;
@@ -873,7 +874,8 @@ pub async fn control_meter(
         if confirm != "yes" {
             return Err(field_error("confirm"));
         }
-        powertab_core::power::control::operate(&mut tx, &principal, id, &op).await?;
+        powertab_core::power::control::operate(&mut tx, &principal, keyring.as_deref(), id, &op)
+            .await?;
         tx.commit().await?;
         Ok(format!("/meters/{id}?ok=control.sent"))
     }

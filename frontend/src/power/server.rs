@@ -89,10 +89,11 @@ fn with_ok(path: &str, key: &str) -> String {
 }
 
 pub async fn retry_command(csrf: String, id: String) -> Result<(), WebError> {
+    let keyring = crate::web::server::ctx()?.keyring;
     let result = async {
         let (principal, mut tx) = session_for_change(&csrf).await?;
         let id: Uuid = id.parse().map_err(|_| ui("not_found"))?;
-        centre::retry(&mut tx, &principal, id).await?;
+        centre::retry(&mut tx, &principal, keyring.as_deref(), id).await?;
         tx.commit().await?;
         Ok(with_ok(
             &back_to(&crate::web::server::back_path()),
@@ -198,6 +199,7 @@ pub async fn start_batch(csrf: String, form: super::views::BatchForm) -> Result<
         confirm_meters,
         confirm,
     } = form;
+    let keyring = crate::web::server::ctx()?.keyring;
     let result = async {
         let (principal, mut tx) = session_for_change(&csrf).await?;
         // The box the person ticked after reading how many meters and which shops.
@@ -209,13 +211,20 @@ pub async fn start_batch(csrf: String, form: super::views::BatchForm) -> Result<
             .parse()
             .map_err(|_| field_error("confirm_meters"))?;
         let selection = selection(&building, &floor, &gateway, &q)?;
-        let progress = batch::start(&mut tx, &principal, &op, &selection, confirmed)
-            .await
-            .map_err(|e| match e {
-                // The selection changed since the preview: show it again, with the new count.
-                CoreError::Conflict(_) => ui("batch_changed"),
-                e => e.into(),
-            })?;
+        let progress = batch::start(
+            &mut tx,
+            &principal,
+            keyring.as_deref(),
+            &op,
+            &selection,
+            confirmed,
+        )
+        .await
+        .map_err(|e| match e {
+            // The selection changed since the preview: show it again, with the new count.
+            CoreError::Conflict(_) => ui("batch_changed"),
+            e => e.into(),
+        })?;
         tx.commit().await?;
         Ok(format!(
             "/control/batches/{}?ok=control.batch_started",

@@ -6,7 +6,7 @@ use super::error::{ApiResult, ErrorBody};
 use super::session::{ApiJson, ApiQuery, Session};
 use super::xlsx::{self, ExportLang};
 use crate::app::AppState;
-use axum::extract::Path;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;
@@ -69,10 +69,17 @@ async fn export_commands(
     responses((status = 202, body = Command), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
               (status = 409, body = ErrorBody)))]
 async fn retry_command(
+    State(state): State<AppState>,
     mut session: Session,
     Path(id): Path<Uuid>,
 ) -> ApiResult<(StatusCode, Json<Command>)> {
-    let command = centre::retry(&mut session.tx, &session.principal, id).await?;
+    let command = centre::retry(
+        &mut session.tx,
+        &session.principal,
+        state.keyring.as_deref(),
+        id,
+    )
+    .await?;
     session.tx.commit().await?;
     Ok((StatusCode::ACCEPTED, Json(command)))
 }
@@ -125,6 +132,7 @@ async fn preview_batch(
     responses((status = 202, body = Progress), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody),
               (status = 422, body = ErrorBody)))]
 async fn start_batch(
+    State(state): State<AppState>,
     mut session: Session,
     ApiJson(input): ApiJson<BatchInput>,
 ) -> ApiResult<(StatusCode, Json<Progress>)> {
@@ -138,6 +146,7 @@ async fn start_batch(
     let progress = batch::start(
         &mut session.tx,
         &session.principal,
+        state.keyring.as_deref(),
         &input.op,
         &input.selection,
         confirmed,

@@ -5,7 +5,7 @@ use super::error::{ApiResult, ErrorBody};
 use super::session::{ApiJson, ApiQuery, Session};
 use super::xlsx::{self, ExportLang};
 use crate::app::AppState;
-use axum::extract::Path;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;
@@ -191,13 +191,19 @@ struct ControlInput {
     responses((status = 202, body = Command), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
               (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn control_meter(
+    State(state): State<AppState>,
     mut session: Session,
     Path(id): Path<Uuid>,
     ApiJson(input): ApiJson<ControlInput>,
 ) -> ApiResult<(StatusCode, Json<Command>)> {
-    let command =
-        powertab_core::power::control::operate(&mut session.tx, &session.principal, id, &input.op)
-            .await?;
+    let command = powertab_core::power::control::operate(
+        &mut session.tx,
+        &session.principal,
+        state.keyring.as_deref(),
+        id,
+        &input.op,
+    )
+    .await?;
     session.tx.commit().await?;
     Ok((StatusCode::ACCEPTED, Json(command)))
 }

@@ -236,6 +236,7 @@ struct Rig {
     running: tokio::task::JoinHandle<()>,
     /// `powertab ingest` as a child process, when the rig runs it so (to be killed).
     ingest: Option<KillOnDrop>,
+    keyring: Arc<Keyring>,
 }
 
 /// A child process killed when dropped (a failing test leaves none behind).
@@ -370,6 +371,7 @@ async fn rig_on(shop_type: ShopType, daily_wh: i64, child_port: Option<u16>) -> 
         bus,
         running,
         ingest,
+        keyring,
     }
 }
 
@@ -531,6 +533,112 @@ async fn purchases_settle(rig: &Rig, count: usize) -> bool {
         states(&rig.db, rig.meter, "purchase").await == vec!["verified".to_owned(); count]
     })
     .await
+}
+
+/// Sends a person's `op` to the rig's meter as the control page does; the command's id, op and
+/// whether it carries a secure frame.
+async fn operate(rig: &Rig, op: &str) -> (Uuid, String, bool) {
+    let who = worker(&rig.db).await;
+    let mut tx = powertab_core::db::begin_in(&rig.db.pool, &who.company().unwrap().schema)
+        .await
+        .unwrap();
+    let command = powertab_core::power::control::operate(
+        &mut tx,
+        &who,
+        Some(rig.keyring.as_ref()),
+        rig.meter,
+        op,
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let framed: bool =
+        sqlx::query_scalar("select secure_frame is not null from c_1.commands where id = $1")
+            .bind(command.id)
+            .fetch_one(&rig.db.pool)
+            .await
+            .unwrap();
+    (command.id, command.op.as_str().to_owned(), framed)
+}
+
+async fn command_state(db: &TestDb, id: Uuid) -> String {
+    sqlx::query_scalar("select state from c_1.commands where id = $1")
+        .bind(id)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_person_trips_a_meter_side_meter_with_a_secure_frame_and_restores_it_with_release_never_a_forced_close(
+) {
+    let rig = rig(ShopType::Office, 0).await;
+    top_up(&rig.db, rig.account, 100).await;
+    assert!(purchases_settle(&rig, 1).await);
+    assert!(on_the_meter(&rig.bus).await.3, "credit on it: closed");
+
+    // A trip goes out as a secure frame on the control counter (8 after the price: 9).
+    let (trip, op, framed) = operate(&rig, "trip").await;
+    assert_eq!((op.as_str(), framed), ("trip", true));
+    let verified = wait_until(Duration::from_secs(30), || async {
+        command_state(&rig.db, trip).await == "verified"
+    })
+    .await;
+    assert!(verified, "{}", command_state(&rig.db, trip).await);
+    assert!(
+        !on_the_meter(&rig.bus).await.3,
+        "tripped although ¥1 is on it"
+    );
+    assert_eq!(
+        scalar_i64(
+            &rig.db,
+            "select control_count from c_1.meter_secure where meter_id = $1",
+            rig.meter
+        )
+        .await,
+        Some(9)
+    );
+
+    // A close is sent as release: the meter's own credit rule closes it (¥1 on it) and nothing
+    // holds it closed for the platform.
+    let (release, op, framed) = operate(&rig, "close").await;
+    assert_eq!((op.as_str(), framed), ("release", true));
+    let verified = wait_until(Duration::from_secs(30), || async {
+        command_state(&rig.db, release).await == "verified" && on_the_meter(&rig.bus).await.3
+    })
+    .await;
+    assert!(verified, "{}", command_state(&rig.db, release).await);
+    let held: Option<String> =
+        sqlx::query_scalar("select relay_override from c_1.meters where id = $1")
+            .bind(rig.meter)
+            .fetch_one(&rig.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        held, None,
+        "the platform does not hold a meter-side relay closed"
+    );
+    let bus = rig.bus.lock().await;
+    let side = bus.meters[0].secure.as_ref().unwrap();
+    assert_eq!(side.control_count, 10);
+    assert!(
+        !side.keep_power,
+        "released, not kept on: the meter's credit rule decides"
+    );
+    drop(bus);
+    // Nothing went through the plain relay register: every command carried a frame.
+    let plain: i64 = sqlx::query_scalar(
+        "select count(*) from c_1.commands where meter_id = $1 and secure_frame is null
+           and op in ('trip', 'close', 'release')",
+    )
+    .bind(rig.meter)
+    .fetch_one(&rig.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(plain, 0);
+    let (ok, out) = crate::cli::powertab(&rig.db, &["ledger", "check"]);
+    assert!(ok, "{out}");
+    rig.running.abort();
 }
 
 #[tokio::test]

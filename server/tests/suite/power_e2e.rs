@@ -324,7 +324,7 @@ async fn a_shared_wallet_trips_a_modbus_tcp_meter_and_a_dlt645_meter_and_closes_
     let mut tx = powertab_core::db::begin_in(&db.pool, &who.company().unwrap().schema)
         .await
         .unwrap();
-    powertab_core::power::control::operate(&mut tx, &who, dlt_meter, "keep_power_on")
+    powertab_core::power::control::operate(&mut tx, &who, None, dlt_meter, "keep_power_on")
         .await
         .unwrap();
     tx.commit().await.unwrap();
