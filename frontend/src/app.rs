@@ -114,6 +114,7 @@ pub fn App() -> impl IntoView {
                 <Route path=path!("/commands") view=power::pages::CommandsPage ssr=SsrMode::Async/>
                 <Route path=path!("/alarms") view=power::pages::AlarmsPage ssr=SsrMode::Async/>
                 <Route path=path!("/meter-side") view=power::pages::MeterSidePage ssr=SsrMode::Async/>
+                <Route path=path!("/meter-side/:id") view=power::meter_side_page::MeterSideMeterPage ssr=SsrMode::Async/>
                 <Route path=path!("/notifications") view=power::pages::MessagesPage ssr=SsrMode::Async/>
                 <Route path=path!("/settings/notifications") view=power::notify_page::NotifySettingsPage ssr=SsrMode::Async/>
                 <Route path=path!("/control") view=power::pages::BatchPage ssr=SsrMode::Async/>

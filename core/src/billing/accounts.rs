@@ -391,8 +391,12 @@ async fn check_opening(
         let accepted = if mode == "meter" {
             match meter_side_opening(conn, principal, wanted).await? {
                 Ok(accepted) => accepted,
-                Err(why) => {
+                Err(MeterSideRefusal::Meter(why)) => {
                     fields.insert(field, why);
+                    continue;
+                }
+                Err(MeterSideRefusal::Remaining(why)) => {
+                    fields.insert(format!("meters.{i}.accept_remaining_fen"), why);
                     continue;
                 }
             }
@@ -740,14 +744,21 @@ pub fn available(wallet: AmountFen, unposted: AmountFen) -> CoreResult<AmountFen
         .ok_or_else(|| CoreError::Internal("available balance overflows".into()))
 }
 
+/// Why a meter-side meter cannot open an account: the meter itself, or the credit on it that the
+/// operator has not confirmed.
+enum MeterSideRefusal {
+    Meter(String),
+    Remaining(String),
+}
+
 /// A meter-side meter may open an account once the platform holds its counters and its
 /// read-back remaining amount is 0, or the operator confirms exactly what is on it. `Ok(Err(why))`
-/// refuses the meter; `Ok(Ok(accepted))` is the confirmed amount, if any.
+/// refuses it; `Ok(Ok(accepted))` is the confirmed amount, if any.
 async fn meter_side_opening(
     conn: &mut PgConnection,
     principal: &Principal,
     wanted: &OpeningMeter,
-) -> CoreResult<Result<Option<i64>, String>> {
+) -> CoreResult<Result<Option<i64>, MeterSideRefusal>> {
     let commissioned: Option<Option<i64>> =
         sqlx::query_scalar("select purchase_count from meter_secure where meter_id = $1")
             .bind(wanted.meter_id)
@@ -759,15 +770,15 @@ async fn meter_side_opening(
         .unwrap_or_default();
     let today = principal.now().with_timezone(&principal.tz()).date_naive();
     if crate::secure::settle::flat_price_today(&versions, today).is_none() {
-        return Ok(Err(
+        return Ok(Err(MeterSideRefusal::Meter(
             "a meter-side meter needs a flat tariff plan (the meter counts at one price)".into(),
-        ));
+        )));
     }
     if commissioned.flatten().is_none() {
-        return Ok(Err(
+        return Ok(Err(MeterSideRefusal::Meter(
             "the meter's secure counters have not been read yet: wait for it to be commissioned"
                 .into(),
-        ));
+        )));
     }
     let remaining: Option<i64> =
         sqlx::query_scalar("select remaining_fen from meter_secure_readback where meter_id = $1")
@@ -778,10 +789,10 @@ async fn meter_side_opening(
     Ok(match wanted.accept_remaining_fen {
         _ if remaining == 0 => Ok(None),
         Some(accepted) if accepted == remaining => Ok(Some(accepted)),
-        _ => Err(format!(
+        _ => Err(MeterSideRefusal::Remaining(format!(
             "the meter holds {} yuan: confirm that amount to open (it stays on the meter, recorded)",
             crate::kernel::money::AmountFen::from_fen(remaining)
-        )),
+        ))),
     })
 }
 
@@ -826,6 +837,10 @@ pub struct OpeningReading {
     pub latest: Option<(DateTime<Utc>, EnergyWh)>,
     /// Read within the company's stale limit: the opening counts from it, a typed one is ignored.
     pub fresh: bool,
+    /// A meter-side meter: the remaining amount it last read back (fen; `None` before any), which
+    /// an opening must find 0 or have an operator confirm.
+    pub meter_side: bool,
+    pub read_back_remaining_fen: Option<i64>,
 }
 
 /// The active meters of `shop` with what an opening would count from — the form's rows.
@@ -840,9 +855,11 @@ pub async fn opening_readings(
     let fresh_after =
         principal.now() - chrono::Duration::seconds(i64::from(settings.stale_meter_s));
     let rows = sqlx::query(
-        "select m.id, m.meter_number, l.read_at, l.energy_wh
+        "select m.id, m.meter_number, l.read_at, l.energy_wh, m.prepayment_mode = 'meter' as meter_side,
+                b.remaining_fen
          from unnest($1::uuid[]) with ordinality as w(id, n)
          join meters m on m.id = w.id left join meter_latest l on l.meter_id = m.id
+         left join meter_secure_readback b on b.meter_id = m.id
          order by w.n",
     )
     .bind(&meters)
@@ -860,6 +877,8 @@ pub async fn opening_readings(
                 meter_number: r.try_get("meter_number")?,
                 fresh: latest.is_some_and(|(at, _)| at >= fresh_after),
                 latest,
+                meter_side: r.try_get("meter_side")?,
+                read_back_remaining_fen: r.try_get("remaining_fen")?,
             })
         })
         .collect()

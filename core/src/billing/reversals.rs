@@ -106,6 +106,7 @@ pub async fn request(
 ) -> CoreResult<ReversalOutcome> {
     let (found, _, wallet) = original(conn, principal, txn).await?;
     principal.require(Need::Act(Right::Reversal))?;
+    refuse_credit_on_meter(conn, txn).await?;
     let reason = reason.trim();
     if reason.is_empty() || reason.chars().count() > 200 {
         return Err(CoreError::field(
@@ -246,6 +247,24 @@ async fn insert_request(
 }
 
 /// Posts the reversal of `found`: its entries negated, cash in the poster's open shift.
+/// A meter-side top-up whose credit was bought onto the meter (in transit or on it) is not
+/// reversed: the money left the wallet, and only a verified `deduct` brings it back (DESIGN.md).
+/// One still waiting to be bought is reversed and no longer bought.
+async fn refuse_credit_on_meter(conn: &mut PgConnection, txn: Uuid) -> CoreResult<()> {
+    let bought: Option<bool> = sqlx::query_scalar(
+        "select bool_or(command_id is not null) from secure_purchase_requests where source_txn = $1",
+    )
+    .bind(txn)
+    .fetch_one(&mut *conn)
+    .await?;
+    if bought == Some(true) {
+        return Err(CoreError::Conflict(
+            "this top-up's credit was sent to the meter (表内费控): it cannot be reversed; take the credit back off the meter with a deduct (表内扣回) on the meter-side page, then refund it at the counter".into(),
+        ));
+    }
+    Ok(())
+}
+
 async fn post_reversal(
     conn: &mut PgConnection,
     principal: &Principal,
@@ -253,6 +272,20 @@ async fn post_reversal(
     reason: &str,
     key: &str,
 ) -> CoreResult<Posted> {
+    // Checked again at posting, under the account's row lock (the settle worker's purchase
+    // takes it first too): an approval may come after the purchase went out.
+    sqlx::query("select 1 from shop_accounts where id = $1 for update")
+        .bind(found.shop_account_id)
+        .execute(&mut *conn)
+        .await?;
+    refuse_credit_on_meter(conn, found.id).await?;
+    sqlx::query(
+        "update secure_purchase_requests set done_at = $2 where source_txn = $1 and done_at is null",
+    )
+    .bind(found.id)
+    .bind(principal.now())
+    .execute(&mut *conn)
+    .await?;
     let account = found
         .shop_account_id
         .ok_or_else(|| CoreError::Internal("a counter movement without account".into()))?;

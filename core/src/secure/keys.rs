@@ -120,6 +120,49 @@ pub async fn rotate_master(
     Ok(next)
 }
 
+/// [`rotate_master`] of company `company_id` by platform staff (the API's and the company page's
+/// action): company staff are told no such company exists, platform support may not.
+pub async fn rotate_company_master(
+    pool: &sqlx::PgPool,
+    keyring: Option<&Keyring>,
+    principal: &Principal,
+    company_id: i64,
+) -> CoreResult<i32> {
+    match principal.role {
+        Role::PlatformAdmin => {}
+        Role::PlatformSupport => {
+            return Err(CoreError::Forbidden(
+                "only platform admins rotate a company's master key".into(),
+            ))
+        }
+        _ => return Err(CoreError::NotFound("company")),
+    }
+    let keyring = keyring.ok_or_else(|| {
+        CoreError::Conflict(
+            "no keyring is configured (POWERTAB_SECRET_KEYS): master keys cannot be made".into(),
+        )
+    })?;
+    let mut conn = pool.acquire().await?;
+    let scope = crate::auth::load_company(&mut conn, company_id)
+        .await?
+        .ok_or(CoreError::NotFound("company"))?;
+    drop(conn);
+    let mut tx = crate::db::begin_in(pool, &scope.schema).await?;
+    let version = rotate_master(&mut tx, keyring, principal).await?;
+    tx.commit().await?;
+    Ok(version)
+}
+
+/// The newest master key version of the company whose schema `conn` is in (`None` before its
+/// first use); makes nothing.
+pub async fn latest_version(conn: &mut PgConnection) -> CoreResult<Option<i32>> {
+    Ok(
+        sqlx::query_scalar("select max(version) from secure_master_keys")
+            .fetch_one(&mut *conn)
+            .await?,
+    )
+}
+
 /// A meter's number as the secure frames carry it, and the key version it holds — recorded
 /// with the current version the first time the meter is asked for (commissioning).
 pub async fn meter_version(

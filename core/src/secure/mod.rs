@@ -10,6 +10,7 @@
 pub mod cancel;
 pub mod closing;
 pub mod commands;
+pub mod deduct;
 pub mod frame;
 pub mod keys;
 pub mod primitives;

@@ -27,8 +27,9 @@ pub async fn counter_top_up(
     account_id: String,
     amount: String,
     method: String,
+    meter_id: Option<String>,
 ) -> Result<(), WebError> {
-    super::server::move_money(csrf, key, account_id, amount, method, None).await
+    super::server::move_money(csrf, key, account_id, amount, method, None, meter_id).await
 }
 
 #[server(prefix = "/sfn", endpoint = "counter_refund")]
@@ -40,7 +41,7 @@ pub async fn counter_refund(
     method: String,
     reason: String,
 ) -> Result<(), WebError> {
-    super::server::move_money(csrf, key, account_id, amount, method, Some(reason)).await
+    super::server::move_money(csrf, key, account_id, amount, method, Some(reason), None).await
 }
 
 #[server(prefix = "/sfn", endpoint = "shift_open")]

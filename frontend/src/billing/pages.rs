@@ -167,6 +167,14 @@ fn AccountCard(
                     <input type="hidden" name="account_id" value=a.id.clone()/>
                     <label>{tr(lang, "counter.amount")}<input name="amount" inputmode="decimal" required value=kept_top_up.value_or("amount", "") aria-invalid=kept_top_up.invalid("amount")/></label>
                     <select name="method" aria-label=tr(lang, "counter.method")>{top_up_methods}</select>
+                    {(!a.meter_choices.is_empty()).then(|| view! {
+                        <label>{tr(lang, "counter.top_up_meter")}
+                            <select name="meter_id" required aria-invalid=kept_top_up.invalid("meter_id")>
+                                {a.meter_choices.iter().map(|(id, number)| view! {
+                                    <option value=id.clone() selected=kept_top_up.chose("meter_id", id)>{number.clone()}</option>
+                                }).collect_view()}
+                            </select></label>
+                    })}
                     <button type="submit">{tr(lang, "counter.top_up")}</button>
                 </form>
             })}
@@ -274,7 +282,16 @@ fn OpeningRows(meters: Vec<OpeningMeterView>) -> impl IntoView {
                                     aria-label=format!("{} {}", tr(lang, "counter.reading_kwh"), m.number)
                                     placeholder=if m.fresh { tr(lang, "counter.fresh_used") } else { String::new() }
                                     required=!m.fresh
-                                    value=kept.value_or(&field, "") aria-invalid=kept.invalid(&field)/></td>
+                                    value=kept.value_or(&field, "") aria-invalid=kept.invalid(&field)/>
+                                    {(!m.remaining_on_meter.is_empty()).then(|| {
+                                        let accept = format!("meters.{i}.accept_remaining");
+                                        view! {
+                                            <label class="accept-remaining">{format!("{} ¥{}", tr(lang, "counter.remaining_on_meter"), m.remaining_on_meter)}
+                                                <input name=format!("meters[{i}][accept_remaining]") inputmode="decimal" required
+                                                    placeholder=m.remaining_on_meter.clone()
+                                                    value=kept.value_or(&accept, "") aria-invalid=kept.invalid(&accept)/></label>
+                                        }
+                                    })}</td>
                             </tr>
                         }
                     }).collect_view()}

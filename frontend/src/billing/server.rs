@@ -44,6 +44,11 @@ async fn opening_view(
                 .map(|(at, _)| at.with_timezone(&tz).format("%Y-%m-%d %H:%M").to_string())
                 .unwrap_or_default(),
             fresh: m.fresh,
+            remaining_on_meter: m
+                .read_back_remaining_fen
+                .filter(|fen| m.meter_side && *fen != 0)
+                .map(|fen| AmountFen::from_fen(fen).to_string())
+                .unwrap_or_default(),
         })
         .collect();
     Ok(Some(OpeningView {
@@ -145,26 +150,7 @@ pub async fn get_counter(
         })
         .collect();
     Ok(CounterView {
-        accounts: found
-            .into_iter()
-            .map(|a| CounterAccountView {
-                id: a.id.to_string(),
-                shop: format!("{} {}", a.shop_number, a.shop_name)
-                    .trim()
-                    .to_owned(),
-                holder: format!("{} {}", a.holder_name, a.holder_phone)
-                    .trim()
-                    .to_owned(),
-                state: a.state.to_string(),
-                meters: a.meters.iter().map(|m| m.meter_number.clone()).collect(),
-                wallet_fen: a.wallet_fen.fen(),
-                deposit_fen: a.deposit_fen.fen(),
-                available_fen: a.available_fen.fen(),
-                meter_side: a.prepayment_mode == "meter",
-                on_meter_fen: a.on_meter_fen.fen(),
-                in_transit_fen: a.in_transit_fen.fen(),
-            })
-            .collect(),
+        accounts: found.into_iter().map(|a| card(&a)).collect(),
         shift: shift.map(|s| {
             (
                 s.opened_at
@@ -219,13 +205,14 @@ pub async fn move_money(
     amount: String,
     method: String,
     reason: Option<String>,
+    meter_id: Option<String>,
 ) -> Result<(), WebError> {
     let form_id = if reason.is_some() {
         "refund-form"
     } else {
         "top-up-form"
     };
-    let kept = serde_json::json!({ "account_id": &account_id, "amount": &amount, "method": &method, "reason": &reason });
+    let kept = serde_json::json!({ "account_id": &account_id, "amount": &amount, "method": &method, "reason": &reason, "meter_id": &meter_id });
     let result = async {
         let (principal, mut tx) = session_for_change(&csrf).await?;
         let key = key_of(&key)?;
@@ -236,7 +223,12 @@ pub async fn move_money(
                 .parse::<CounterMethod>()
                 .map_err(|_| field_error("method"))?,
             reason: reason.clone().unwrap_or_default(),
-            meter_id: None,
+            // A meter-side top-up names the meter it credits (core: the account's only one
+            // when none is named).
+            meter_id: match meter_id.as_deref().map(str::trim) {
+                None | Some("") => None,
+                Some(text) => Some(text.parse().map_err(|_| field_error("meter_id"))?),
+            },
         };
         let done = match reason {
             Some(_) => counter::refund(&mut tx, &principal, account, &input, &key).await,
@@ -319,6 +311,12 @@ pub async fn account_open(
                 };
                 (format!("meters.{i}.manual_energy_wh"), to)
             })
+            .chain((0..opening_meters.len()).map(|i| {
+                (
+                    format!("meters.{i}.accept_remaining_fen"),
+                    format!("meters.{i}.accept_remaining"),
+                )
+            }))
             .collect();
         let input = OpenAccount {
             shop_id: shop,
@@ -397,10 +395,19 @@ fn meter_rows(rows: &[OpeningMeterForm]) -> Result<Vec<OpeningMeter>, UiError> {
                         .map_err(|_| field_error(&format!("meters.{i}.reading_kwh")))?,
                 ),
             };
+            // The operator's audited decision about credit already on a meter-side meter.
+            let accept_remaining_fen = match row.accept_remaining.trim() {
+                "" => None,
+                text => Some(
+                    AmountFen::parse_yuan(text)
+                        .map_err(|_| field_error(&format!("meters.{i}.accept_remaining")))?
+                        .fen(),
+                ),
+            };
             Ok(OpeningMeter {
                 meter_id,
                 manual_energy_wh,
-                accept_remaining_fen: None,
+                accept_remaining_fen,
             })
         })
         .collect()
@@ -441,6 +448,14 @@ pub(super) fn card(a: &powertab_core::billing::accounts::ShopAccount) -> Counter
         meter_side: a.prepayment_mode == "meter",
         on_meter_fen: a.on_meter_fen.fen(),
         in_transit_fen: a.in_transit_fen.fen(),
+        meter_choices: if a.prepayment_mode == "meter" && a.meters.len() > 1 {
+            a.meters
+                .iter()
+                .map(|m| (m.meter_id.to_string(), m.meter_number.clone()))
+                .collect()
+        } else {
+            Vec::new()
+        },
     }
 }
 

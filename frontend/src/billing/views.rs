@@ -23,6 +23,10 @@ pub struct CounterAccountView {
     pub on_meter_fen: i64,
     #[serde(default)]
     pub in_transit_fen: i64,
+    /// A meter-side account with several meters: (meter id, number) to choose the one a top-up
+    /// credits; empty otherwise (the only meter, or platform-side).
+    #[serde(default)]
+    pub meter_choices: Vec<(String, String)>,
 }
 
 /// The counter page: the accounts found, the caller's shift, vacant shops for opening, and a
@@ -64,6 +68,10 @@ pub struct OpeningMeterView {
     pub latest_at: String,
     /// Fresh enough to open from: a typed reading is then not needed (and not taken).
     pub fresh: bool,
+    /// A meter-side meter holding credit (yuan, as it reads back): the opening needs the
+    /// operator to confirm that amount; empty when nothing is on it.
+    #[serde(default)]
+    pub remaining_on_meter: String,
 }
 
 /// A receipt as printed.
@@ -290,6 +298,9 @@ pub struct OpeningMeterForm {
     pub meter_id: String,
     #[serde(default)]
     pub reading_kwh: String,
+    /// For a meter-side meter holding credit: the yuan the operator confirms is on it.
+    #[serde(default)]
+    pub accept_remaining: String,
 }
 
 /// Yuan with two decimals from integer fen (`AmountFen`'s own form); a negative available

@@ -147,3 +147,38 @@ pub async fn save_notify_preferences(
 ) -> Result<(), WebError> {
     super::server::save_notify_preferences(csrf, form).await
 }
+
+/// One meter-side meter: its state, counters and secure command history.
+#[server(prefix = "/sfn", endpoint = "meter_side_meter")]
+pub async fn get_meter_side_meter(id: String) -> Result<MeterSideDetailView, WebError> {
+    super::server::get_meter_side_meter(id).await
+}
+
+/// A meter's key KM for loading it into a meter or gateway (company admins; audited).
+#[server(prefix = "/sfn", endpoint = "meter_side_key")]
+pub async fn export_meter_key(id: String) -> Result<ExportedKeyView, WebError> {
+    super::server::export_meter_key(id).await
+}
+
+/// Asks for the cancel of a failed purchase whose money waits in transit.
+#[server(prefix = "/sfn", endpoint = "meter_side_cancel")]
+pub async fn request_purchase_cancel(
+    csrf: String,
+    meter: String,
+    command: String,
+    reason: String,
+    key: String,
+) -> Result<(), WebError> {
+    super::server::request_purchase_cancel(csrf, meter, command, reason, key).await
+}
+
+/// Takes credit back off a meter-side meter (a verified deduct puts it in the wallet).
+#[server(prefix = "/sfn", endpoint = "meter_side_deduct")]
+pub async fn take_back_credit(
+    csrf: String,
+    meter: String,
+    amount: String,
+    reason: String,
+) -> Result<(), WebError> {
+    super::server::take_back_credit(csrf, meter, amount, reason).await
+}

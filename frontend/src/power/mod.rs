@@ -6,6 +6,7 @@
 //! (`ssr` only), `pages` the pages; the direction is pages → api → server → views.
 
 pub mod api;
+pub mod meter_side_page;
 pub mod notify_page;
 pub mod pages;
 #[cfg(feature = "ssr")]

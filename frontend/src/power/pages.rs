@@ -566,7 +566,7 @@ pub fn MeterSidePage() -> impl IntoView {
                                         <tbody>
                                             {rows.into_iter().map(|m| view! {
                                                 <tr data-meter=m.meter_id.clone() class:warn=m.out_of_band>
-                                                    <td class="mono">{m.meter_number.clone()}</td>
+                                                    <td class="mono"><a href=format!("/meter-side/{}", m.meter_id)>{m.meter_number.clone()}</a></td>
                                                     <td>{m.shop.clone()}</td>
                                                     <td>{m.key_version.clone()}</td>
                                                     <td class="purchases">{format!("{} / {}", m.platform_purchases, m.meter_purchases)}

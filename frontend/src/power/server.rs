@@ -614,15 +614,24 @@ pub async fn save_notify_preferences(
 
 /// The meter-side page's rows (`core::secure::reports`), money formatted from integer fen.
 pub async fn get_meter_side() -> Result<(Vec<super::views::MeterSideRowView>, bool), WebError> {
-    use powertab_core::kernel::money::AmountFen;
-    use powertab_core::secure::reports;
     let (principal, mut tx) = read_session().await?;
+    let states = powertab_core::secure::reports::states(&mut tx, &principal)
+        .await
+        .map_err(read_err)?;
+    let rows = meter_side_rows(&principal, states);
+    Ok((rows, principal.can(Need::Act(Right::Export))))
+}
+
+/// The reconciliation report's rows as the pages show them.
+fn meter_side_rows(
+    principal: &Principal,
+    states: Vec<powertab_core::secure::reports::SecureState>,
+) -> Vec<super::views::MeterSideRowView> {
+    use powertab_core::kernel::money::AmountFen;
     let tz = principal.tz();
     let text = |v: Option<i64>| v.map(|x| x.to_string()).unwrap_or_default();
     let yuan = |fen: i64| AmountFen::from_fen(fen).to_string();
-    let rows = reports::states(&mut tx, &principal)
-        .await
-        .map_err(read_err)?
+    states
         .into_iter()
         .map(|s| super::views::MeterSideRowView {
             meter_id: s.meter_id.to_string(),
@@ -646,8 +655,136 @@ pub async fn get_meter_side() -> Result<(Vec<super::views::MeterSideRowView>, bo
                 .unwrap_or_default(),
             in_flight: s.commands_in_flight,
         })
+        .collect()
+}
+
+/// One meter-side meter's page (`core::secure::reports`): its row of the reconciliation report,
+/// its control counters and its secure commands with each frame's state.
+pub async fn get_meter_side_meter(
+    id: String,
+) -> Result<super::views::MeterSideDetailView, WebError> {
+    use powertab_core::kernel::money::AmountFen;
+    use powertab_core::secure::reports;
+    let (principal, mut tx) = read_session().await?;
+    let id: Uuid = id.parse().map_err(|_| WebError::new("not_found"))?;
+    let tz = principal.tz();
+    let history = reports::history(&mut tx, &principal, id)
+        .await
+        .map_err(read_err)?;
+    let state = reports::states(&mut tx, &principal)
+        .await
+        .map_err(read_err)?
+        .into_iter()
+        .find(|s| s.meter_id == id)
+        .ok_or_else(|| WebError::new("not_found"))?;
+    let text = |v: Option<i64>| v.map(|x| x.to_string()).unwrap_or_default();
+    let (platform_controls, meter_controls) = (
+        text(state.platform_control_count),
+        text(state.meter_control_count),
+    );
+    let in_transit = state.in_transit_fen > 0;
+    let history = history
+        .into_iter()
+        .map(|c| super::views::SecureCommandView {
+            id: c.id.to_string(),
+            amount: match (c.op.as_str(), c.amount) {
+                ("purchase" | "deduct", Some(fen)) => AmountFen::from_fen(fen).to_string(),
+                ("set_price", Some(units)) => powertab_core::tariff::format_price_units(units),
+                _ => String::new(),
+            },
+            cancellable: in_transit && c.op == "purchase" && c.state == "failed",
+            op: c.op,
+            state: c.state,
+            sequence: text(c.sequence),
+            ack_status: c.ack_status.unwrap_or_default(),
+            attempts: c.attempts,
+            detail: c.detail,
+            created_at: local_time(c.created_at, &tz),
+            updated_at: local_time(c.updated_at, &tz),
+        })
         .collect();
-    Ok((rows, principal.can(Need::Act(Right::Export))))
+    let row = meter_side_rows(&principal, vec![state])
+        .into_iter()
+        .next()
+        .ok_or_else(|| WebError::new("not_found"))?;
+    Ok(super::views::MeterSideDetailView {
+        row,
+        platform_controls,
+        meter_controls,
+        history,
+        can_export_key: principal.role == powertab_core::tenancy::roles::Role::CompanyAdmin,
+        can_deduct: principal.can(Need::Act(Right::Refund)),
+    })
+}
+
+/// Exports meter `id`'s key for its page (`core::secure::keys::export_meter_key`: company admins
+/// only, audited without the key). Asked for by opening the page with `key=show`.
+pub async fn export_meter_key(id: String) -> Result<super::views::ExportedKeyView, WebError> {
+    let keyring = crate::web::server::ctx()?
+        .keyring
+        .ok_or_else(|| WebError::new("keyring_missing"))?;
+    let (principal, mut tx) = read_session().await?;
+    let id: Uuid = id.parse().map_err(|_| WebError::new("not_found"))?;
+    let (key_version, hex) =
+        powertab_core::secure::keys::export_meter_key(&mut tx, &keyring, &principal, id)
+            .await
+            .map_err(read_err)?;
+    tx.commit().await.map_err(|e| read_err(e.into()))?;
+    Ok(super::views::ExportedKeyView {
+        key_version,
+        meter_key_hex: hex.to_string(),
+    })
+}
+
+/// Takes `amount` yuan back off meter-side meter `meter` (`core::secure::deduct::take_back`).
+pub async fn take_back_credit(
+    csrf: String,
+    meter: String,
+    amount: String,
+    reason: String,
+) -> Result<(), WebError> {
+    use powertab_core::kernel::money::AmountFen;
+    let keyring = crate::web::server::ctx()?.keyring;
+    let kept = serde_json::json!({ "amount": &amount, "reason": &reason });
+    let result = async {
+        let (principal, mut tx) = session_for_change(&csrf).await?;
+        let meter: Uuid = meter.parse().map_err(|_| ui("not_found"))?;
+        let keyring = keyring.ok_or_else(|| ui("keyring_missing"))?;
+        let amount = AmountFen::parse_yuan(&amount).map_err(|_| field_error("amount"))?;
+        powertab_core::secure::deduct::take_back(
+            &mut tx, &keyring, &principal, meter, amount, &reason,
+        )
+        .await
+        .map_err(|e| UiError::from(e).renamed(&[("amount_fen", "amount")]))?;
+        tx.commit().await?;
+        Ok(format!("/meter-side/{meter}?ok=meter_side.deduct_sent"))
+    }
+    .await;
+    crate::web::server::finish_keeping(result, "deduct-form", &kept)
+}
+
+/// Asks for the cancel of failed purchase `command` (`core::secure::cancel::request`; an
+/// approver other than the asker decides on the approvals page).
+pub async fn request_purchase_cancel(
+    csrf: String,
+    meter: String,
+    command: String,
+    reason: String,
+    key: String,
+) -> Result<(), WebError> {
+    let result = async {
+        let (principal, mut tx) = session_for_change(&csrf).await?;
+        let meter: Uuid = meter.parse().map_err(|_| ui("not_found"))?;
+        let command: Uuid = command.parse().map_err(|_| ui("not_found"))?;
+        if reason.trim().is_empty() {
+            return Err(field_error("reason"));
+        }
+        powertab_core::secure::cancel::request(&mut tx, &principal, command, &reason, &key).await?;
+        tx.commit().await?;
+        Ok(format!("/meter-side/{meter}?ok=meter_side.cancel_asked"))
+    }
+    .await;
+    finish(result)
 }
 
 #[cfg(test)]

@@ -368,3 +368,42 @@ pub struct MeterSideRowView {
     pub read_back_at: String,
     pub in_flight: i64,
 }
+
+/// One meter-side meter's page: its state, control counters, secure command history and what the
+/// viewer may do there.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct MeterSideDetailView {
+    pub row: MeterSideRowView,
+    pub platform_controls: String,
+    pub meter_controls: String,
+    pub history: Vec<SecureCommandView>,
+    /// A company admin: may export the meter's key (audited).
+    pub can_export_key: bool,
+    /// May take credit back off the meter (right `refund`).
+    pub can_deduct: bool,
+}
+
+/// One secure command of a meter's history (money formatted from integer fen).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SecureCommandView {
+    pub id: String,
+    pub op: String,
+    pub state: String,
+    pub sequence: String,
+    /// Yuan for purchase and deduct, yuan per kWh for set price, empty otherwise.
+    pub amount: String,
+    pub ack_status: String,
+    pub attempts: i32,
+    pub detail: String,
+    pub created_at: String,
+    pub updated_at: String,
+    /// A failed purchase whose money waits in transit: a cancel may be asked for.
+    pub cancellable: bool,
+}
+
+/// A meter key as exported once on its page.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ExportedKeyView {
+    pub key_version: i32,
+    pub meter_key_hex: String,
+}

@@ -27,6 +27,22 @@ pub async fn get_company(id: i64) -> Result<CompanyRow, WebError> {
     super::server::get_company(id).await
 }
 
+/// The company's newest master key version for meter-side meters.
+#[server(prefix = "/sfn", endpoint = "company_master_key")]
+pub async fn get_company_master_key(id: i64) -> Result<Option<i32>, WebError> {
+    super::server::get_company_master_key(id).await
+}
+
+/// Rotates the company's master key (platform admins).
+#[server(prefix = "/sfn", endpoint = "company_master_key_rotate")]
+pub async fn rotate_company_master_key(
+    csrf: String,
+    id: i64,
+    confirm: String,
+) -> Result<(), WebError> {
+    super::server::rotate_company_master_key(csrf, id, confirm).await
+}
+
 #[server(prefix = "/sfn", endpoint = "users")]
 pub async fn list_users(
     q: String,

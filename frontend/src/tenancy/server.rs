@@ -101,6 +101,50 @@ pub async fn get_company(id: i64) -> Result<CompanyRow, WebError> {
         .map_err(read_err)
 }
 
+/// Company `id`'s newest master key version for meter-side meters (`None` before first use);
+/// platform staff only, as the company itself.
+pub async fn get_company_master_key(id: i64) -> Result<Option<i32>, WebError> {
+    let (principal, _tx) = read_session().await?;
+    let pool = ctx()?.pool;
+    // 404 for whoever may not see the company.
+    let company = companies::get(&pool, &principal, id)
+        .await
+        .map_err(read_err)?;
+    let schema = powertab_core::kernel::names::SchemaName::for_company(company.id);
+    let mut tx = powertab_core::db::begin_in(&pool, &schema)
+        .await
+        .map_err(read_err)?;
+    powertab_core::secure::keys::latest_version(&mut tx)
+        .await
+        .map_err(read_err)
+}
+
+/// Rotates company `id`'s master key (platform admins; `confirm` = the box saying existing
+/// meters keep theirs).
+pub async fn rotate_company_master_key(
+    csrf: String,
+    id: i64,
+    confirm: String,
+) -> Result<(), WebError> {
+    let result = async {
+        let (principal, _tx) = session_for_change(&csrf).await?;
+        if confirm != "yes" {
+            return Err(crate::web::server::field_error("confirm"));
+        }
+        let web = ctx().map_err(|_| ui("internal"))?;
+        powertab_core::secure::keys::rotate_company_master(
+            &web.pool,
+            web.keyring.as_deref(),
+            &principal,
+            id,
+        )
+        .await?;
+        Ok(format!("/platform/companies/{id}?ok=companies.key_rotated"))
+    }
+    .await;
+    finish(result)
+}
+
 fn user_row(u: users::User, tz: &chrono_tz::Tz) -> UserRow {
     UserRow {
         id: u.id.to_string(),

@@ -27,6 +27,44 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(export_key))
         .routes(routes!(rotate_master_key))
         .routes(routes!(request_cancel))
+        .routes(routes!(take_back))
+}
+
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+struct DeductInput {
+    amount_fen: powertab_core::kernel::money::AmountFen,
+    reason: String,
+}
+
+/// Take credit back off a meter-side meter (right `refund`, a reason): a `deduct` frame on the
+/// purchase count; once the meter's counters verify it the amount moves from the meter to the
+/// account's wallet, to be refunded at the counter. At most what the meter holds and the
+/// platform reckons is on it; 409 while another purchase or deduct is unfinished on the meter.
+#[utoipa::path(post, path = "/api/v1/secure/meters/{id}/deduct", tag = "secure",
+    request_body = DeductInput, params(("id" = Uuid, Path)),
+    responses((status = 202, body = powertab_core::commands::Command), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn take_back(
+    State(state): State<AppState>,
+    mut session: Session,
+    Path(id): Path<Uuid>,
+    super::session::ApiJson(input): super::session::ApiJson<DeductInput>,
+) -> ApiResult<(
+    axum::http::StatusCode,
+    Json<powertab_core::commands::Command>,
+)> {
+    let keyring = keyring(&state)?;
+    let command = powertab_core::secure::deduct::take_back(
+        &mut session.tx,
+        keyring,
+        &session.principal,
+        id,
+        input.amount_fen,
+        &input.reason,
+    )
+    .await?;
+    session.tx.commit().await?;
+    Ok((axum::http::StatusCode::ACCEPTED, Json(command)))
 }
 
 #[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
@@ -153,28 +191,13 @@ async fn rotate_master_key(
     session: Session,
     Path(id): Path<i64>,
 ) -> ApiResult<Json<Rotated>> {
-    use powertab_core::tenancy::roles::Role;
-    // Company staff see no platform resources at all (404); read-only platform staff may not.
-    match session.principal.role {
-        Role::PlatformAdmin => {}
-        Role::PlatformSupport => {
-            return Err(CoreError::Forbidden(
-                "only platform admins rotate a company's master key".into(),
-            )
-            .into())
-        }
-        _ => return Err(CoreError::NotFound("company").into()),
-    }
-    let keyring = keyring(&state)?;
-    let mut conn = state.pool.acquire().await.map_err(CoreError::from)?;
-    let scope = powertab_core::auth::load_company(&mut conn, id)
-        .await?
-        .ok_or(CoreError::NotFound("company"))?;
-    drop(conn);
-    let mut tx = powertab_core::db::begin_in(&state.pool, &scope.schema).await?;
-    let version =
-        powertab_core::secure::keys::rotate_master(&mut tx, keyring, &session.principal).await?;
-    tx.commit().await?;
+    let version = powertab_core::secure::keys::rotate_company_master(
+        &state.pool,
+        state.keyring.as_deref(),
+        &session.principal,
+        id,
+    )
+    .await?;
     Ok(Json(Rotated { version }))
 }
 

@@ -642,6 +642,106 @@ async fn a_person_trips_a_meter_side_meter_with_a_secure_frame_and_restores_it_w
 }
 
 #[tokio::test]
+async fn credit_comes_back_off_the_meter_by_a_verified_deduct_before_a_refund_and_its_top_up_is_not_reversed(
+) {
+    let rig = rig(ShopType::Office, 0).await;
+    let who = worker(&rig.db).await;
+    let schema = who.company().unwrap().schema.clone();
+    let input = |fen: i64| CounterInput {
+        amount_fen: AmountFen::from_fen(fen),
+        method: CounterMethod::Card,
+        reason: "退租".into(),
+        meter_id: None,
+    };
+    let mut tx = powertab_core::db::begin_in(&rig.db.pool, &schema)
+        .await
+        .unwrap();
+    let top_up = counter::top_up(&mut tx, &who, rig.account, &input(300), "deduct-top-up")
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert!(purchases_settle(&rig, 1).await);
+    assert_eq!(on_the_meter(&rig.bus).await.1, 300);
+
+    // The top-up's credit is on the meter: a reversal is refused with what to do instead.
+    let mut tx = powertab_core::db::begin_in(&rig.db.pool, &schema)
+        .await
+        .unwrap();
+    let refused = powertab_core::billing::reversals::request(
+        &mut tx,
+        &who,
+        top_up.transaction.id,
+        "输错金额",
+        "deduct-reversal",
+    )
+    .await
+    .unwrap_err();
+    drop(tx);
+    assert!(refused.to_string().contains("deduct"), "{refused}");
+
+    // More than the meter holds is refused at the amount; ¥1 comes back by a verified deduct.
+    let take = |fen: i64| {
+        let (db, keyring, who, meter) = (&rig.db, rig.keyring.clone(), who.clone(), rig.meter);
+        async move {
+            let mut tx = powertab_core::db::begin_in(&db.pool, &who.company().unwrap().schema)
+                .await
+                .unwrap();
+            let done = powertab_core::secure::deduct::take_back(
+                &mut tx,
+                &keyring,
+                &who,
+                meter,
+                AmountFen::from_fen(fen),
+                "退租退费",
+            )
+            .await;
+            if done.is_ok() {
+                tx.commit().await.unwrap();
+            }
+            done
+        }
+    };
+    let too_much = take(301).await.unwrap_err();
+    assert!(too_much.to_string().contains("3.00"), "{too_much}");
+    let deduct = take(100).await.unwrap();
+    let verified = wait_until(Duration::from_secs(30), || async {
+        command_state(&rig.db, deduct.id).await == "verified"
+    })
+    .await;
+    assert!(verified, "{}", command_state(&rig.db, deduct.id).await);
+    assert_eq!(on_the_meter(&rig.bus).await.1, 200, "taken off the meter");
+    assert_eq!(on_the_meter(&rig.bus).await.0, 5, "on the purchase count");
+    assert_eq!(
+        balance(&rig.db, format!("on_meter:{}", rig.meter)).await,
+        200
+    );
+    assert_eq!(
+        balance(&rig.db, format!("wallet:{}", rig.account)).await,
+        100
+    );
+
+    // Now the counter refunds it from the wallet; the meter keeps the rest.
+    let mut tx = powertab_core::db::begin_in(&rig.db.pool, &schema)
+        .await
+        .unwrap();
+    counter::refund(&mut tx, &who, rig.account, &input(100), "deduct-refund")
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(balance(&rig.db, format!("wallet:{}", rig.account)).await, 0);
+    let audited: i64 = sqlx::query_scalar(
+        "select count(*) from c_1.audit_log where action = 'secure.deduct' and after->>'amount_fen' = '100'",
+    )
+    .fetch_one(&rig.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(audited, 1);
+    let (ok, out) = crate::cli::powertab(&rig.db, &["ledger", "check"]);
+    assert!(ok, "{out}");
+    rig.running.abort();
+}
+
+#[tokio::test]
 async fn a_lost_frame_a_lost_ack_and_a_reboot_between_send_and_read_back_each_end_applied_once() {
     // Nothing is consumed: what is on the meter is exactly what was bought.
     let rig = rig(ShopType::Office, 0).await;
@@ -834,6 +934,58 @@ async fn operators_read_the_secure_state_and_only_the_right_people_export_keys_o
     assert!(html.contains("有平台外购电"), "{html}");
     assert!(html.contains("-12.34"), "{html}");
     assert!(html.contains("/api/v1/secure/meters.xlsx"), "{html}");
+    assert!(
+        html.contains(&format!("href=\"/meter-side/{meter}\"")),
+        "{html}"
+    );
+
+    // The meter's own page: its counters, no history yet, the deduct form (the admin has the
+    // refund right) and the key only when asked for — then the same key, audited again.
+    let own = format!("/meter-side/{meter}");
+    let html = crate::web::page(&app, &browser, &own).await;
+    assert!(html.contains("表内费控电表 202612020777"), "{html}");
+    assert!(html.contains("7 / 9") && html.contains("2 / 2"), "{html}");
+    assert!(html.contains("还没有安全指令"), "{html}");
+    assert!(html.contains("id=\"deduct-form\""), "{html}");
+    assert!(html.contains("id=\"key-show\""), "{html}");
+    let hex = key["meter_key_hex"].as_str().unwrap();
+    assert!(
+        !html.contains(hex),
+        "the key is not on the page unless asked for"
+    );
+    let shown = crate::web::page(&app, &browser, &format!("{own}?key=show")).await;
+    assert!(shown.contains(hex), "{shown}");
+    let audited: i64 = sqlx::query_scalar(&format!(
+        "select count(*) from {schema}.audit_log where action = 'secure.meter_key.export'"
+    ))
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    assert!(audited >= 2, "each look is audited: {audited}");
+    // An operator without the right sees no deduct form, and the key is not theirs to see.
+    let op_browser = crate::web::logged_in_as(&app, "secure-co", "op1").await;
+    let html = crate::web::page(&app, &op_browser, &format!("{own}?key=show")).await;
+    assert!(
+        !html.contains("id=\"deduct-form\"") && !html.contains(hex),
+        "{html}"
+    );
+    // No account holds the meter: a deduct is refused with the reason, at the form.
+    let csrf = crate::web::csrf_of(&crate::web::page(&app, &browser, &own).await);
+    let (status, location) = crate::web::post_form(
+        &app,
+        &browser,
+        &own,
+        "/sfn/meter_side_deduct",
+        &[
+            ("csrf", &csrf),
+            ("meter", &meter.to_string()),
+            ("amount", "1.00"),
+            ("reason", "退租"),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::FOUND, "{location}");
+    assert!(location.contains("error"), "{location}");
 
     // Rotation: platform admins only; a company admin does not even see the resource.
     let rotate = format!("/api/v1/platform/companies/{company}/secure/rotate");
@@ -846,6 +998,37 @@ async fn operators_read_the_secure_state_and_only_the_right_people_export_keys_o
     // The commissioned meter keeps the version it was loaded with.
     let (_, states) = app.get("/api/v1/secure/meters", &admin).await;
     assert_eq!(states[0]["key_version"], 1);
+
+    // The platform's company page shows the version and rotates it, after the confirmation.
+    let staff = crate::web::logged_in_as(&app, "", "root").await;
+    let company_page = format!("/platform/companies/{company}");
+    let html = crate::web::page(&app, &staff, &company_page).await;
+    assert!(html.contains("密钥版本: 2"), "{html}");
+    let csrf = crate::web::csrf_of(&html);
+    let id = company.to_string();
+    let (_, location) = crate::web::post_form(
+        &app,
+        &staff,
+        &company_page,
+        "/sfn/company_master_key_rotate",
+        &[("csrf", &csrf), ("id", &id), ("confirm", "")],
+    )
+    .await;
+    assert!(
+        location.contains("error"),
+        "not without the confirmation: {location}"
+    );
+    let (_, location) = crate::web::post_form(
+        &app,
+        &staff,
+        &company_page,
+        "/sfn/company_master_key_rotate",
+        &[("csrf", &csrf), ("id", &id), ("confirm", "yes")],
+    )
+    .await;
+    assert!(location.contains("ok=companies.key_rotated"), "{location}");
+    let html = crate::web::page(&app, &staff, &company_page).await;
+    assert!(html.contains("密钥版本: 3"), "{html}");
 }
 
 #[tokio::test]

@@ -4,12 +4,14 @@
 use crate::app::use_lang;
 use crate::components::{use_kept, Csrf, Layout};
 use crate::i18n::tr;
-use crate::tenancy::{get_company, list_companies, CompanyRow};
+use crate::tenancy::{get_company, get_company_master_key, list_companies, CompanyRow};
 use crate::web::query::query_param;
 use leptos::prelude::*;
 use leptos_router::hooks::use_params_map;
 // Form actions name their server functions: a renamed endpoint cannot leave a form behind.
-use crate::tenancy::{CompanyStatus, CreateCompany, CreateCompanyAdmin, EnterCompany};
+use crate::tenancy::{
+    CompanyStatus, CreateCompany, CreateCompanyAdmin, EnterCompany, RotateCompanyMasterKey,
+};
 use leptos::server_fn::ServerFn as _;
 
 fn status_name(lang: crate::i18n::Lang, status: &str) -> String {
@@ -173,6 +175,7 @@ fn CompanyDetail(c: CompanyRow, s: crate::tenancy::SessionView) -> impl IntoView
                 </form>
             })}
         </div>
+        <MasterKey id=c.id can_rotate=s.can_write_platform csrf=s.csrf.clone()/>
         {s.can_write_platform.then(|| view! {
             <h2>{tr(lang, "companies.new_admin")}</h2>
             <form method="post" action=CreateCompanyAdmin::PATH class="grid" id="admin-form">
@@ -182,6 +185,36 @@ fn CompanyDetail(c: CompanyRow, s: crate::tenancy::SessionView) -> impl IntoView
                 <label>{tr(lang, "users.display_name")}<input name="display_name" value=kept.value_or("display_name", "") aria-invalid=kept.invalid("display_name")/></label>
                 <label>{tr(lang, "users.initial_password")}<input name="password" type="password" required minlength="10"/></label>
                 <button type="submit">{tr(lang, "common.create")}</button>
+            </form>
+        })}
+    }
+}
+
+/// The company's master key for meter-side meters: its newest version and, for platform admins,
+/// the rotation (new meters get the new key; existing ones keep theirs until re-keyed).
+#[component]
+fn MasterKey(id: i64, can_rotate: bool, csrf: String) -> impl IntoView {
+    let lang = use_lang();
+    let version = Resource::new(move || id, get_company_master_key);
+    view! {
+        <h2>{tr(lang, "companies.master_key")}</h2>
+        <Suspense fallback=|| ()>
+            {move || Suspend::new(async move {
+                let shown = match version.await {
+                    Ok(Some(v)) => v.to_string(),
+                    Ok(None) => tr(lang, "companies.master_key_none"),
+                    Err(_) => String::new(),
+                };
+                view! { <p id="master-key-version">{format!("{}: {shown}", tr(lang, "meter_side.key_version"))}</p> }
+            })}
+        </Suspense>
+        {can_rotate.then(|| view! {
+            <form method="post" action=RotateCompanyMasterKey::PATH class="grid" id="master-key-rotate">
+                <Csrf token=csrf/>
+                <input type="hidden" name="id" value=id/>
+                <label class="check"><input type="checkbox" name="confirm" value="yes" required/>
+                    {tr(lang, "companies.master_key_confirm")}</label>
+                <button type="submit" class="secondary">{tr(lang, "companies.master_key_rotate")}</button>
             </form>
         })}
     }
