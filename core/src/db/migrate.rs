@@ -197,6 +197,11 @@ pub const COMPANY: &[Migration] = &[
         name: "secure_settle",
         sql: include_str!("../../../migrations/company/0028_secure_settle.sql"),
     },
+    Migration {
+        version: 29,
+        name: "secure_rekey",
+        sql: include_str!("../../../migrations/company/0029_secure_rekey.sql"),
+    },
 ];
 
 /// Arbitrary constant for `pg_advisory_xact_lock`: "PT" migrations.

@@ -106,6 +106,22 @@ async fn refuse_second_control(conn: &mut PgConnection, meter_id: Uuid) -> CoreR
     Ok(())
 }
 
+/// No money goes to a meter being re-keyed: once the field loads the new key, a frame under the
+/// old one would be refused with its money in transit.
+async fn refuse_money_while_rekeying(conn: &mut PgConnection, meter_id: Uuid) -> CoreResult<()> {
+    let pending: Option<Option<i32>> =
+        sqlx::query_scalar("select rekey_to_version from meter_secure where meter_id = $1")
+            .bind(meter_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    if let Some(Some(version)) = pending {
+        return Err(CoreError::Conflict(format!(
+            "the meter is being re-keyed to key version {version}: money waits until the new key is verified"
+        )));
+    }
+    Ok(())
+}
+
 /// Whether a secure control command (not a purchase or deduct) is unfinished on `meter_id`.
 pub(crate) async fn control_unfinished(
     conn: &mut PgConnection,
@@ -121,7 +137,7 @@ pub(crate) async fn control_unfinished(
 }
 
 /// Queues `op` for meter-side meter `meter_id` as a secure frame (`amount`: fen for purchase
-/// and deduct, price units for set price, 0 otherwise).
+/// and deduct, price units for set price, 0 otherwise), under the key version the meter holds.
 pub async fn enqueue(
     conn: &mut PgConnection,
     keyring: &Keyring,
@@ -130,6 +146,21 @@ pub async fn enqueue(
     op: SecureOp,
     amount: i64,
     source: &str,
+) -> CoreResult<Command> {
+    enqueue_under(conn, keyring, principal, meter_id, op, amount, source, None).await
+}
+
+/// [`enqueue`] under master key `version` when given (a re-key's probe: `super::rekey`).
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn enqueue_under(
+    conn: &mut PgConnection,
+    keyring: &Keyring,
+    principal: &Principal,
+    meter_id: Uuid,
+    op: SecureOp,
+    amount: i64,
+    source: &str,
+    version: Option<i32>,
 ) -> CoreResult<Command> {
     let mode: Option<String> =
         sqlx::query_scalar("select prepayment_mode from meters where id = $1")
@@ -145,9 +176,13 @@ pub async fn enqueue(
             ))
         }
     }
-    let (number, meter_keys) =
-        keys::meter_keys(conn, keyring, meter_id, &principal.username).await?;
+    let (_, held) = keys::meter_version(conn, keyring, meter_id, &principal.username).await?;
+    let version = version.unwrap_or(held);
+    let (number, meter_keys) = keys::meter_keys_at(conn, keyring, meter_id, version).await?;
     let sequence = next_sequence(conn, meter_id, op).await?;
+    if op.uses_purchase_count() {
+        refuse_money_while_rekeying(conn, meter_id).await?;
+    }
     if !op.uses_purchase_count() {
         refuse_second_control(conn, meter_id).await?;
     }
@@ -196,13 +231,15 @@ pub async fn enqueue(
         }
     })?;
     sqlx::query(
-        "update commands set secure_frame = $2, secure_sequence = $3, secure_amount = $4
+        "update commands set secure_frame = $2, secure_sequence = $3, secure_amount = $4,
+             secure_key_version = $5
          where id = $1",
     )
     .bind(command.id)
     .bind(&bytes)
     .bind(i64::from(sequence))
     .bind(amount)
+    .bind(version)
     .execute(&mut *conn)
     .await?;
     Ok(command)

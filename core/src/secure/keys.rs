@@ -202,6 +202,29 @@ pub async fn meter_version(
     Ok((number, version))
 }
 
+/// The working keys of `meter_id` under master key `version` (a re-key's probe is built under
+/// the version the meter is to hold, its acknowledgement checked under the frame's version).
+pub async fn meter_keys_at(
+    conn: &mut PgConnection,
+    keyring: &Keyring,
+    meter_id: Uuid,
+    version: i32,
+) -> CoreResult<(MeterNumber, MeterKeys)> {
+    let number: Option<String> =
+        sqlx::query_scalar("select meter_number from meters where id = $1")
+            .bind(meter_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let number = number.ok_or(CoreError::NotFound("meter"))?;
+    let number = MeterNumber::parse(&number).map_err(|e| {
+        CoreError::Conflict(format!(
+            "meter number {number:?} cannot take secure commands: {e}"
+        ))
+    })?;
+    let master = zeroize::Zeroizing::new(open_master(conn, keyring, version).await?);
+    Ok((number, MeterKeys::derive(&master, &number)))
+}
+
 /// The working keys of `meter_id` (KE, KA under the version it holds).
 pub async fn meter_keys(
     conn: &mut PgConnection,
@@ -214,8 +237,9 @@ pub async fn meter_keys(
     Ok((number, MeterKeys::derive(&master, &number)))
 }
 
-/// One meter's KM as hex, for loading into the meter or its gateway: company admins only, and
-/// every export is in the audit log (who, which meter, which version — never the key).
+/// One meter's KM as hex, for loading into the meter or its gateway — during a re-key, the key
+/// of the version to come: company admins only, and every export is in the audit log (who,
+/// which meter, which version — never the key).
 pub async fn export_meter_key(
     conn: &mut PgConnection,
     keyring: &Keyring,
@@ -236,7 +260,15 @@ pub async fn export_meter_key(
             "only the company's admins export a meter key".into(),
         ));
     }
-    let (number, version) = meter_version(conn, keyring, meter_id, &principal.username).await?;
+    let (number, held) = meter_version(conn, keyring, meter_id, &principal.username).await?;
+    // During a re-key the field loads the key of the version to come (`super::rekey`).
+    let pending: Option<i32> =
+        sqlx::query_scalar("select rekey_to_version from meter_secure where meter_id = $1")
+            .bind(meter_id)
+            .fetch_optional(&mut *conn)
+            .await?
+            .flatten();
+    let version = pending.unwrap_or(held);
     let master = zeroize::Zeroizing::new(open_master(conn, keyring, version).await?);
     let km = zeroize::Zeroizing::new(MeterKeys::meter_key(&master, &number));
     let hex: String = km.iter().map(|b| format!("{b:02x}")).collect();

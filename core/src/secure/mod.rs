@@ -15,6 +15,7 @@ pub mod frame;
 pub mod keys;
 pub mod primitives;
 pub mod readback;
+pub mod rekey;
 pub mod reports;
 pub mod settle;
 

@@ -23,6 +23,8 @@ pub struct SecureState {
     pub account_id: Option<Uuid>,
     /// The master-key version the meter holds (none before commissioning).
     pub key_version: Option<i32>,
+    /// The version a waiting re-key takes it to (`core::secure::rekey`).
+    pub rekey_to_version: Option<i32>,
     /// Counters as the platform verified them.
     pub platform_purchase_count: Option<i64>,
     pub platform_control_count: Option<i64>,
@@ -52,6 +54,7 @@ pub async fn states(
     principal.require_read_company()?;
     let rows = sqlx::query(
         "select m.id, m.meter_number, sh.number as shop_number, am.account_id, s.key_version,
+                s.rekey_to_version,
                 s.purchase_count as p_count, s.control_count as c_count,
                 b.purchase_count as m_count, b.control_count as m_controls, b.remaining_fen,
                 b.price_units, b.read_at,
@@ -88,6 +91,7 @@ fn state_of(r: &sqlx::postgres::PgRow) -> CoreResult<SecureState> {
         shop_number: r.try_get("shop_number")?,
         account_id: r.try_get("account_id")?,
         key_version: r.try_get("key_version")?,
+        rekey_to_version: r.try_get("rekey_to_version")?,
         platform_purchase_count,
         platform_control_count: r.try_get("c_count")?,
         meter_purchase_count,

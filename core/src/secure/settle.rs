@@ -211,7 +211,10 @@ pub async fn run_pass(
                and not exists (select 1 from field_alarms f where f.target_id = r.meter_id
                      and f.kind in ('secure_key', 'secure_reconcile') and f.cleared_at is null)
                and not exists (select 1 from commands c where c.meter_id = r.meter_id
-                     and c.op in ('purchase', 'deduct') and c.state in ('queued', 'sent', 'acknowledged'))",
+                     and c.op in ('purchase', 'deduct') and c.state in ('queued', 'sent', 'acknowledged'))
+               -- A meter being re-keyed takes no money until its new key is verified.
+               and not exists (select 1 from meter_secure s where s.meter_id = r.meter_id
+                     and s.rekey_to_version is not null)",
         )
         .fetch_all(&mut *tx)
         .await?;
@@ -334,7 +337,7 @@ async fn sync_prices(pool: &PgPool, principal: &Principal, keyring: &Keyring) ->
     let rows: Vec<(Uuid, Option<i64>)> = sqlx::query_as(
         "select m.id, s.price_units from meters m join meter_secure s on s.meter_id = m.id
          where m.prepayment_mode = 'meter' and m.status = 'active' and s.purchase_count is not null
-           and m.tariff_plan_id is not null
+           and m.tariff_plan_id is not null and s.rekey_to_version is null
            -- After a key or reconciliation alarm the price is tried again every 10 minutes, not
            -- every pass (its verification clears a key alarm).
            and not exists (select 1 from field_alarms f where f.target_id = m.id
@@ -427,9 +430,11 @@ async fn settle_one(
     id: Uuid,
 ) -> CoreResult<Option<Decision>> {
     let row = sqlx::query(
-        "select meter_id, op, state, secure_sequence, secure_ack, secure_amount, created_at
-         from commands where id = $1 and state in ('sent', 'acknowledged') and secure_frame is not null
-         for update skip locked",
+        "select c.meter_id, c.op, c.state, c.secure_sequence, c.secure_ack, c.secure_amount,
+                c.created_at, c.secure_key_version, s.key_version as held_version
+         from commands c left join meter_secure s on s.meter_id = c.meter_id
+         where c.id = $1 and c.state in ('sent', 'acknowledged') and c.secure_frame is not null
+         for update of c skip locked",
     )
     .bind(id)
     .fetch_optional(&mut *conn)
@@ -451,21 +456,23 @@ async fn settle_one(
     let amount: i64 = row.try_get::<Option<i64>, _>("secure_amount")?.unwrap_or(0);
     let created_at: DateTime<Utc> = row.try_get("created_at")?;
     let ack_bytes: Option<Vec<u8>> = row.try_get("secure_ack")?;
-    let ack = match ack_bytes {
-        Some(bytes) => {
-            let (number, meter_keys) = keys::meter_keys(conn, keyring, meter, WORKER).await?;
-            let order = Order {
-                op,
-                meter: number,
-                sequence: expected,
-                amount,
-                issued_at: 0,
-                nonce: [0; 8],
-            };
-            Some(verify_ack(&meter_keys, &order, &bytes))
-        }
-        None => None,
-    };
+    let held: Option<i32> = row.try_get("held_version")?;
+    // The frame's own version (a re-key's probe is built under the version to come).
+    let built: Option<i32> = row
+        .try_get::<Option<i32>, _>("secure_key_version")?
+        .or(held);
+    let probe = built.is_some() && built != held;
+    let ack = check_ack(
+        conn, keyring, meter, op, expected, amount, &ack_bytes, built,
+    )
+    .await?;
+    // A probe the meter answered under the key it still holds: it was not re-keyed yet.
+    let still_old = probe
+        && matches!(ack, Some(Err(_)))
+        && matches!(
+            check_ack(conn, keyring, meter, op, expected, amount, &ack_bytes, held).await?,
+            Some(Ok(_))
+        );
     let ack_status = ack.as_ref().map(|a| match a {
         Ok(ack) => format!("{:02x}", ack.status.code()),
         Err(e) => format!("refused: {e}"),
@@ -482,6 +489,15 @@ async fn settle_one(
         _ => None,
     };
     let mut decision = decide(op, state, expected, amount, ack, counters);
+    if still_old {
+        decision = Decision::Failed {
+            detail: format!(
+                "the meter answered under key version {}: it was not re-keyed yet; load the new key, then verify again",
+                held.unwrap_or_default()
+            ),
+            alarm: None,
+        };
+    }
     let now = principal.now();
     if let Decision::RefuseAck(why) = &decision {
         let refusals: i32 = sqlx::query_scalar(
@@ -535,6 +551,9 @@ async fn settle_one(
             )
             .await?;
             advance_counters(conn, meter, op, expected, *remaining_fen, *price_units, now).await?;
+            if probe {
+                super::rekey::switched(conn, principal, meter, built.unwrap_or_default()).await?;
+            }
             // The meter took a frame under the platform's key: a key alarm's cause is gone.
             sqlx::query(
                 "update field_alarms set cleared_at = $2 where target_id = $1 and kind = 'secure_key'
@@ -595,6 +614,34 @@ async fn settle_one(
         }
     }
     Ok(Some(decision))
+}
+
+/// Acknowledgement `bytes` of the frame (`op`, `sequence`, `amount`) checked under master key
+/// `version` of `meter` (`None` without an acknowledgement or a version).
+#[allow(clippy::too_many_arguments)]
+async fn check_ack(
+    conn: &mut PgConnection,
+    keyring: &Keyring,
+    meter: Uuid,
+    op: SecureOp,
+    sequence: u32,
+    amount: i64,
+    bytes: &Option<Vec<u8>>,
+    version: Option<i32>,
+) -> CoreResult<Option<Result<Ack, AckError>>> {
+    let (Some(bytes), Some(version)) = (bytes, version) else {
+        return Ok(None);
+    };
+    let (number, meter_keys) = keys::meter_keys_at(conn, keyring, meter, version).await?;
+    let order = Order {
+        op,
+        meter: number,
+        sequence,
+        amount,
+        issued_at: 0,
+        nonce: [0; 8],
+    };
+    Ok(Some(verify_ack(&meter_keys, &order, bytes)))
 }
 
 /// The meter's stored counters after a verified command.

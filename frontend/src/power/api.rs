@@ -182,3 +182,9 @@ pub async fn take_back_credit(
 ) -> Result<(), WebError> {
     super::server::take_back_credit(csrf, meter, amount, reason).await
 }
+
+/// Starts, verifies or abandons a meter's re-key onto the newest master key version.
+#[server(prefix = "/sfn", endpoint = "meter_side_rekey")]
+pub async fn rekey_meter(csrf: String, meter: String, action: String) -> Result<(), WebError> {
+    super::server::rekey_meter(csrf, meter, action).await
+}

@@ -7,7 +7,9 @@
 //! Plain forms and links: they work without JavaScript.
 
 use super::views::{ExportedKeyView, MeterSideDetailView, SecureCommandView};
-use super::{export_meter_key, get_meter_side_meter, RequestPurchaseCancel, TakeBackCredit};
+use super::{
+    export_meter_key, get_meter_side_meter, RekeyMeter, RequestPurchaseCancel, TakeBackCredit,
+};
 use crate::app::use_lang;
 use crate::components::{use_kept, Csrf, Layout};
 use crate::i18n::{tr, Lang};
@@ -80,7 +82,11 @@ fn MeterSideDetail(m: MeterSideDetailView, csrf: String, key: KeyResource) -> im
         </dl>
         <p><a href=format!("/meters/{}", r.meter_id)>{tr(lang, "meter_side.meter_page")}</a></p>
         {m.can_deduct.then(|| view! { <Deduct meter_id=r.meter_id.clone() csrf=csrf.clone()/> })}
-        {m.can_export_key.then(|| view! { <KeyExport meter_id=r.meter_id.clone() key/> })}
+        {m.can_export_key.then(|| view! {
+            <Rekey meter_id=r.meter_id.clone() held=r.key_version.clone() rekey_to=m.rekey_to
+                newest=m.newest_key_version csrf=csrf.clone()/>
+            <KeyExport meter_id=r.meter_id.clone() key/>
+        })}
         <h2>{tr(lang, "meter_side.history")}</h2>
         <History rows=m.history meter_id=r.meter_id csrf/>
     }
@@ -103,6 +109,47 @@ fn Deduct(meter_id: String, csrf: String) -> impl IntoView {
                 value=kept.value_or("reason", "") aria-invalid=kept.invalid("reason")/></label>
             <button type="submit" class="secondary">{tr(lang, "meter_side.deduct")}</button>
         </form>
+    }
+}
+
+/// The meter's re-key onto the newest master key version (company admins): start it, then —
+/// once the field loaded the exported new key — verify it, or abandon it.
+#[component]
+fn Rekey(
+    meter_id: String,
+    held: String,
+    rekey_to: Option<i32>,
+    newest: Option<i32>,
+    csrf: String,
+) -> impl IntoView {
+    let lang = use_lang();
+    let behind = newest.is_some_and(|n| held.parse::<i32>().is_ok_and(|h| h < n));
+    let form = move |action: &'static str, label: &'static str| {
+        view! {
+            <form method="post" action=RekeyMeter::PATH class="inline">
+                <Csrf token=csrf.clone()/>
+                <input type="hidden" name="meter" value=meter_id.clone()/>
+                <input type="hidden" name="action" value=action/>
+                <button type="submit" class="secondary" id=format!("rekey-{action}")>{tr(lang, label)}</button>
+            </form>
+        }
+    };
+    match rekey_to {
+        Some(to) => view! {
+            <h2>{tr(lang, "meter_side.rekey")}</h2>
+            <p id="rekey-state">{format!("{} {held} → {to}", tr(lang, "meter_side.rekey_waiting"))}</p>
+            <p class="muted">{tr(lang, "meter_side.rekey_steps")}</p>
+            <div class="actions">
+                {form("verify", "meter_side.rekey_verify")}
+                {form("abandon", "meter_side.rekey_abandon")}
+            </div>
+        }.into_any(),
+        None if behind => view! {
+            <h2>{tr(lang, "meter_side.rekey")}</h2>
+            <p id="rekey-state">{format!("{} {held} / {}", tr(lang, "meter_side.rekey_behind"), newest.unwrap_or_default())}</p>
+            {form("start", "meter_side.rekey_start")}
+        }.into_any(),
+        None => ().into_any(),
     }
 }
 

@@ -683,6 +683,10 @@ pub async fn get_meter_side_meter(
         text(state.meter_control_count),
     );
     let in_transit = state.in_transit_fen > 0;
+    let rekey_to = state.rekey_to_version;
+    let newest_key_version = powertab_core::secure::keys::latest_version(&mut tx)
+        .await
+        .map_err(read_err)?;
     let history = history
         .into_iter()
         .map(|c| super::views::SecureCommandView {
@@ -714,6 +718,8 @@ pub async fn get_meter_side_meter(
         history,
         can_export_key: principal.role == powertab_core::tenancy::roles::Role::CompanyAdmin,
         can_deduct: principal.can(Need::Act(Right::Refund)),
+        rekey_to,
+        newest_key_version,
     })
 }
 
@@ -734,6 +740,37 @@ pub async fn export_meter_key(id: String) -> Result<super::views::ExportedKeyVie
         key_version,
         meter_key_hex: hex.to_string(),
     })
+}
+
+/// Starts, verifies or abandons (`action`) the re-key of meter-side meter `meter`
+/// (`core::secure::rekey`).
+pub async fn rekey_meter(csrf: String, meter: String, action: String) -> Result<(), WebError> {
+    use powertab_core::secure::rekey;
+    let keyring = crate::web::server::ctx()?.keyring;
+    let result = async {
+        let (principal, mut tx) = session_for_change(&csrf).await?;
+        let meter: Uuid = meter.parse().map_err(|_| ui("not_found"))?;
+        let keyring = keyring.ok_or_else(|| ui("keyring_missing"))?;
+        let ok = match action.as_str() {
+            "start" => {
+                rekey::start(&mut tx, &keyring, &principal, meter).await?;
+                "meter_side.rekey_started"
+            }
+            "verify" => {
+                rekey::verify(&mut tx, &keyring, &principal, meter).await?;
+                "meter_side.rekey_verifying"
+            }
+            "abandon" => {
+                rekey::abandon(&mut tx, &principal, meter).await?;
+                "meter_side.rekey_abandoned"
+            }
+            _ => return Err(field_error("action")),
+        };
+        tx.commit().await?;
+        Ok(format!("/meter-side/{meter}?ok={ok}"))
+    }
+    .await;
+    finish(result)
 }
 
 /// Takes `amount` yuan back off meter-side meter `meter` (`core::secure::deduct::take_back`).

@@ -381,6 +381,9 @@ pub struct MeterSideDetailView {
     pub can_export_key: bool,
     /// May take credit back off the meter (right `refund`).
     pub can_deduct: bool,
+    /// The version a waiting re-key takes the meter to, and the company's newest version.
+    pub rekey_to: Option<i32>,
+    pub newest_key_version: Option<i32>,
 }
 
 /// One secure command of a meter's history (money formatted from integer fen).

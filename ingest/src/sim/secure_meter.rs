@@ -86,6 +86,13 @@ impl SecureMeter {
         })
     }
 
+    /// Loads a new meter key KM in the field (a re-key): counters, credit and price stay.
+    pub fn load_key(&mut self, meter_key: &Key16) {
+        self.enc_key = primitives::diversify(meter_key, &[0, 0, 0, 0, 0, 0, 0, 1]);
+        self.mac_key = primitives::diversify(meter_key, &[0, 0, 0, 0, 0, 0, 0, 2]);
+        self.last_accepted = None;
+    }
+
     /// A meter loaded the factory's way: KM = Div(MK, M).
     pub fn with_master_key(number: &str, master_key: &Key16) -> Option<SecureMeter> {
         let km = primitives::diversify(master_key, &bcd(number)?);

@@ -28,6 +28,67 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(rotate_master_key))
         .routes(routes!(request_cancel))
         .routes(routes!(take_back))
+        .routes(routes!(rekey_start))
+        .routes(routes!(rekey_verify))
+        .routes(routes!(rekey_abandon))
+}
+
+/// Start re-keying a meter onto the company's newest master key version (company admins;
+/// audited). The meter takes no purchase or deduct until the new key is verified; export its new
+/// key with `key-export`, load it in the field, then `rekey/verify`.
+#[utoipa::path(post, path = "/api/v1/secure/meters/{id}/rekey", tag = "secure",
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = powertab_core::secure::rekey::KeyVersions), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn rekey_start(
+    State(state): State<AppState>,
+    mut session: Session,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Json<powertab_core::secure::rekey::KeyVersions>> {
+    let keyring = keyring(&state)?;
+    let versions =
+        powertab_core::secure::rekey::start(&mut session.tx, keyring, &session.principal, id)
+            .await?;
+    session.tx.commit().await?;
+    Ok(Json(versions))
+}
+
+/// Prove the field loaded the new key: a set-price frame at the meter's price under the new
+/// version; when its counters verify it the meter holds the new version (follow the command). A
+/// meter still on its old key fails it, and the re-key keeps waiting.
+#[utoipa::path(post, path = "/api/v1/secure/meters/{id}/rekey/verify", tag = "secure",
+    params(("id" = Uuid, Path)),
+    responses((status = 202, body = powertab_core::commands::Command), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn rekey_verify(
+    State(state): State<AppState>,
+    mut session: Session,
+    Path(id): Path<Uuid>,
+) -> ApiResult<(
+    axum::http::StatusCode,
+    Json<powertab_core::commands::Command>,
+)> {
+    let keyring = keyring(&state)?;
+    let command =
+        powertab_core::secure::rekey::verify(&mut session.tx, keyring, &session.principal, id)
+            .await?;
+    session.tx.commit().await?;
+    Ok((axum::http::StatusCode::ACCEPTED, Json(command)))
+}
+
+/// Abandon a waiting re-key: the meter keeps its version and takes money again.
+#[utoipa::path(post, path = "/api/v1/secure/meters/{id}/rekey/abandon", tag = "secure",
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = powertab_core::secure::rekey::KeyVersions), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn rekey_abandon(
+    mut session: Session,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Json<powertab_core::secure::rekey::KeyVersions>> {
+    let versions =
+        powertab_core::secure::rekey::abandon(&mut session.tx, &session.principal, id).await?;
+    session.tx.commit().await?;
+    Ok(Json(versions))
 }
 
 #[derive(Debug, serde::Deserialize, utoipa::ToSchema)]

@@ -742,6 +742,141 @@ async fn credit_comes_back_off_the_meter_by_a_verified_deduct_before_a_refund_an
 }
 
 #[tokio::test]
+async fn a_meter_is_re_keyed_onto_a_rotated_master_key_by_a_key_loaded_in_the_field_and_a_verified_probe(
+) {
+    let rig = rig(ShopType::Office, 0).await;
+    top_up(&rig.db, rig.account, 100).await;
+    assert!(purchases_settle(&rig, 1).await);
+    let schema = worker(&rig.db).await.company().unwrap().schema.clone();
+    let mut admin = worker(&rig.db).await;
+    admin.role = Role::CompanyAdmin;
+    let mut root = worker(&rig.db).await;
+    root.role = Role::PlatformAdmin;
+    let in_tx = || powertab_core::db::begin_in(&rig.db.pool, &schema);
+    let held = || async {
+        scalar_i64(
+            &rig.db,
+            "select key_version::bigint from c_1.meter_secure where meter_id = $1",
+            rig.meter,
+        )
+        .await
+    };
+
+    // The platform rotates the master key; the meter keeps version 1 until re-keyed.
+    let mut tx = in_tx().await.unwrap();
+    let version = powertab_core::secure::keys::rotate_master(&mut tx, &rig.keyring, &root)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(version, 2);
+    let mut tx = in_tx().await.unwrap();
+    let started = powertab_core::secure::rekey::start(&mut tx, &rig.keyring, &admin, rig.meter)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!((started.held, started.rekey_to), (1, Some(2)));
+
+    // While it waits, a top-up stays in the wallet: no frame under a key about to change.
+    top_up(&rig.db, rig.account, 50).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(states(&rig.db, rig.meter, "purchase").await.len(), 1);
+    assert_eq!(
+        balance(&rig.db, format!("wallet:{}", rig.account)).await,
+        50
+    );
+
+    // Verifying before the field loaded the key: the meter answers under its old key — the
+    // probe fails, no key alarm, the meter still holds version 1.
+    let verify = || async {
+        let mut tx = in_tx().await.unwrap();
+        let probe = powertab_core::secure::rekey::verify(&mut tx, &rig.keyring, &admin, rig.meter)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        probe.id
+    };
+    let probe = verify().await;
+    let failed = wait_until(Duration::from_secs(30), || async {
+        command_state(&rig.db, probe).await == "failed"
+    })
+    .await;
+    assert!(failed, "{}", command_state(&rig.db, probe).await);
+    let detail: String = sqlx::query_scalar("select detail from c_1.commands where id = $1")
+        .bind(probe)
+        .fetch_one(&rig.db.pool)
+        .await
+        .unwrap();
+    assert!(detail.contains("not re-keyed yet"), "{detail}");
+    let key_alarms: i64 = sqlx::query_scalar(
+        "select count(*) from c_1.field_alarms where target_id = $1 and kind = 'secure_key'",
+    )
+    .bind(rig.meter)
+    .fetch_one(&rig.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(key_alarms, 0);
+    assert_eq!(held().await, Some(1));
+
+    // The field loads the exported new key (version 2); the probe verifies and the meter holds 2.
+    let km = exported_key(&rig.db, &rig.keyring, rig.meter).await;
+    rig.bus.lock().await.meters[0]
+        .secure
+        .as_mut()
+        .unwrap()
+        .load_key(&km);
+    let probe = verify().await;
+    let switched = wait_until(Duration::from_secs(30), || async {
+        command_state(&rig.db, probe).await == "verified" && held().await == Some(2)
+    })
+    .await;
+    assert!(
+        switched,
+        "{} {:?}",
+        command_state(&rig.db, probe).await,
+        held().await
+    );
+    assert_eq!(
+        on_the_meter(&rig.bus).await.2,
+        PRICE_UNITS as u32,
+        "the price it counted at"
+    );
+
+    // The waiting top-up goes out under the new key and is verified: ¥1.50 on the meter.
+    let bought = wait_until(Duration::from_secs(30), || async {
+        states(&rig.db, rig.meter, "purchase").await == ["verified", "verified"]
+    })
+    .await;
+    assert!(bought, "{:?}", states(&rig.db, rig.meter, "purchase").await);
+    assert_eq!(on_the_meter(&rig.bus).await.1, 150);
+    let versions: Vec<Option<i32>> = sqlx::query_scalar(
+        "select secure_key_version from c_1.commands where meter_id = $1 and op = 'purchase' order by created_at",
+    )
+    .bind(rig.meter)
+    .fetch_all(&rig.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(versions, [Some(1), Some(2)]);
+    let audited: Vec<String> = sqlx::query_scalar(
+        "select action from c_1.audit_log where action like 'secure.rekey.%' order by id",
+    )
+    .fetch_all(&rig.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        audited,
+        [
+            "secure.rekey.start",
+            "secure.rekey.verify",
+            "secure.rekey.verify",
+            "secure.rekey.done"
+        ]
+    );
+    let (ok, out) = crate::cli::powertab(&rig.db, &["ledger", "check"]);
+    assert!(ok, "{out}");
+    rig.running.abort();
+}
+
+#[tokio::test]
 async fn a_lost_frame_a_lost_ack_and_a_reboot_between_send_and_read_back_each_end_applied_once() {
     // Nothing is consumed: what is on the meter is exactly what was bought.
     let rig = rig(ShopType::Office, 0).await;
@@ -1029,6 +1164,42 @@ async fn operators_read_the_secure_state_and_only_the_right_people_export_keys_o
     assert!(location.contains("ok=companies.key_rotated"), "{location}");
     let html = crate::web::page(&app, &staff, &company_page).await;
     assert!(html.contains("密钥版本: 3"), "{html}");
+
+    // The company admin sees the meter behind and starts its re-key from the meter's page.
+    let html = crate::web::page(&app, &browser, &own).await;
+    assert!(html.contains("id=\"rekey-start\""), "{html}");
+    let csrf = crate::web::csrf_of(&html);
+    let meter_text = meter.to_string();
+    let (_, location) = crate::web::post_form(
+        &app,
+        &browser,
+        &own,
+        "/sfn/meter_side_rekey",
+        &[("csrf", &csrf), ("meter", &meter_text), ("action", "start")],
+    )
+    .await;
+    assert!(
+        location.contains("ok=meter_side.rekey_started"),
+        "{location}"
+    );
+    let html = crate::web::page(&app, &browser, &own).await;
+    assert!(
+        html.contains("1 → 3") && html.contains("id=\"rekey-verify\""),
+        "{html}"
+    );
+    // The key shown now is the one to load: version 3's.
+    let (_, key3) = app.post(&path, &admin, serde_json::json!({})).await;
+    assert_eq!(key3["key_version"], 3);
+    assert_ne!(key3["meter_key_hex"], key["meter_key_hex"]);
+    // An operator cannot start or abandon one.
+    let (status, _) = app
+        .post(
+            &format!("/api/v1/secure/meters/{meter}/rekey/abandon"),
+            &operator,
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
 }
 
 #[tokio::test]
