@@ -1452,3 +1452,234 @@ async fn an_unreachable_meter_closes_on_the_operators_decision_and_the_next_open
     assert_eq!(next.meters[0].opening_remaining_fen, Some(600), "recorded");
     rig.running.abort();
 }
+
+/// The field as a test drives it on a manual clock: every queued or waiting secure command of
+/// `meter` is claimed, its stored frame handed to the simulated meter, the meter's answer kept.
+async fn field_step(
+    db: &TestDb,
+    meter: Uuid,
+    sim: &mut SimMeter,
+    at: chrono::DateTime<chrono::Utc>,
+) {
+    use powertab_core::commands::{self as queue, Op};
+    let who = worker(db).await;
+    let schema = who.company().unwrap().schema.clone();
+    let ids: Vec<Uuid> = sqlx::query_scalar(
+        "select id from c_1.commands where meter_id = $1 and secure_frame is not null
+           and state in ('queued', 'sent') order by created_at",
+    )
+    .bind(meter)
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    for id in ids {
+        let mut tx = powertab_core::db::begin_in(&db.pool, &schema)
+            .await
+            .unwrap();
+        let _ = queue::claim(
+            &mut tx,
+            id,
+            meter,
+            &Op::ALL,
+            "e2e",
+            chrono::Duration::seconds(30),
+            at,
+        )
+        .await
+        .unwrap();
+        let (frame, _) = powertab_core::secure::commands::stored_frame(&mut tx, id)
+            .await
+            .unwrap()
+            .unwrap();
+        let ack = sim.secure.as_mut().unwrap().handle(&frame);
+        powertab_core::secure::readback::store_ack(&mut tx, &schema, id, &[meter], &ack)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+}
+
+/// One poll of the simulated meter at `at`: its energy and its secure counters stored as ingest
+/// stores them.
+async fn poll(db: &TestDb, meter: Uuid, sim: &mut SimMeter, at: chrono::DateTime<chrono::Utc>) {
+    sim.advance(at);
+    let schema = worker(db).await.company().unwrap().schema.clone();
+    let reading = powertab_ingest::store::NewReading {
+        meter_id: meter,
+        read_at: at,
+        values: sim.values(),
+        raw: vec![],
+        ratio_mismatch: false,
+    };
+    let report = powertab_ingest::store::store_batch(&db.pool, &schema, &[reading])
+        .await
+        .unwrap();
+    assert_eq!(report.stored, 1, "{report:?}");
+}
+
+#[tokio::test]
+async fn a_tariff_version_changes_the_meters_price_at_local_midnight_and_the_drift_stays_within_one_readings_charge(
+) {
+    use chrono::TimeZone;
+    let db = TestDb::new().await;
+    powertab_server::demo::prepare(&db.pool)
+        .await
+        .expect("demo data");
+    let keyring = Keyring::parse(&Keyring::new_key_entry("k1"), None).unwrap();
+    let (meter, shop) = add_secure_meter(&db).await;
+    let km = exported_key(&db, &keyring, meter).await;
+    // The last local midnight (Asia/Shanghai, the company's zone), in the past so ingest stores
+    // readings around it; the workers run on a manual clock from ten minutes before it.
+    let tz = clock::DEFAULT_TIME_ZONE;
+    let today = chrono::Utc::now().with_timezone(&tz).date_naive();
+    let midnight = tz
+        .from_local_datetime(&today.and_hms_opt(0, 0, 0).unwrap())
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    let start = midnight - chrono::Duration::minutes(10);
+    let clock = clock::ManualClock::at(start);
+    let scope = {
+        let mut conn = db.pool.acquire().await.unwrap();
+        powertab_core::auth::load_company(&mut conn, 1)
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    let who = Principal::system("e2e", clock.clone()).in_company(scope);
+    let schema = who.company().unwrap().schema.clone();
+
+    // From today the plan costs half: ¥5.0000 per kWh (50,000 price units), added yesterday.
+    let plan: Uuid = sqlx::query_scalar("select tariff_plan_id from c_1.meters where id = $1")
+        .bind(meter)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    let mut tx = powertab_core::db::begin_in(&db.pool, &schema)
+        .await
+        .unwrap();
+    powertab_core::tariff::plans::add_version(
+        &mut tx,
+        &who,
+        plan,
+        &powertab_core::tariff::TariffVersion::flat(today, PRICE_UNITS / 2),
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+
+    // Refrigeration all night: about 70 Wh a minute.
+    let mut side = SecureMeter::new(NUMBER, &km).unwrap();
+    side.price_units = 10_000;
+    let mut sim = SimMeter::new(
+        SimModel::Dtsy1352 { address: 1 },
+        ShopType::Supermarket,
+        100_000,
+        500_000,
+    )
+    .with_secure(side);
+    let pass = |at: chrono::DateTime<chrono::Utc>| {
+        let (pool, who, keyring, clock) = (&db.pool, &who, &keyring, clock.clone());
+        async move {
+            clock.set(at);
+            powertab_core::billing::rating::run_pass(pool, who)
+                .await
+                .unwrap();
+            powertab_core::secure::settle::run_pass(pool, who, keyring)
+                .await
+                .unwrap();
+        }
+    };
+    // Commissioning and yesterday's price, then a meter-side account with ¥50 bought onto it.
+    let mut at = start;
+    poll(&db, meter, &mut sim, at).await;
+    pass(at).await;
+    field_step(&db, meter, &mut sim, at).await;
+    at += chrono::Duration::seconds(5);
+    poll(&db, meter, &mut sim, at).await;
+    pass(at).await;
+    assert_eq!(states(&db, meter, "set_price").await, ["verified"]);
+    assert_eq!(sim.secure.as_ref().unwrap().price_units, PRICE_UNITS as u32);
+    let mut tx = powertab_core::db::begin_in(&db.pool, &schema)
+        .await
+        .unwrap();
+    let account = accounts::open(
+        &mut tx,
+        &who,
+        &OpenAccount {
+            shop_id: shop,
+            holder_name: "王五".into(),
+            holder_phone: "13800138002".into(),
+            meters: vec![OpeningMeter {
+                meter_id: meter,
+                manual_energy_wh: None,
+                accept_remaining_fen: None,
+            }],
+            deposit_fen: AmountFen::ZERO,
+            deposit_method: None,
+            opening_credit_fen: AmountFen::ZERO,
+        },
+        "midnight-open",
+    )
+    .await
+    .unwrap();
+    let input = CounterInput {
+        amount_fen: AmountFen::from_fen(5_000),
+        method: CounterMethod::Card,
+        reason: String::new(),
+        meter_id: None,
+    };
+    counter::top_up(&mut tx, &who, account.id, &input, "midnight-top-up")
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    pass(at).await;
+    field_step(&db, meter, &mut sim, at).await;
+
+    // A poll a minute across midnight; the rating and settle passes after each.
+    let mut worst_reading_fen = 0;
+    let mut price_before_midnight = 0;
+    while at < midnight + chrono::Duration::minutes(10) {
+        let before = sim.values().energy_wh;
+        at += chrono::Duration::minutes(1);
+        poll(&db, meter, &mut sim, at).await;
+        let used_wh = sim.values().energy_wh - before;
+        worst_reading_fen = worst_reading_fen.max(used_wh * PRICE_UNITS / 100_000);
+        pass(at).await;
+        field_step(&db, meter, &mut sim, at).await;
+        if at < midnight {
+            price_before_midnight = sim.secure.as_ref().unwrap().price_units;
+        }
+    }
+    // One more poll: the read-back after the last frame, and rating caught up with it.
+    at += chrono::Duration::seconds(5);
+    poll(&db, meter, &mut sim, at).await;
+    pass(at).await;
+    assert_eq!(
+        price_before_midnight, PRICE_UNITS as u32,
+        "yesterday's price until midnight"
+    );
+    assert_eq!(
+        states(&db, meter, "set_price").await,
+        ["verified", "verified"],
+        "today's price pushed once"
+    );
+    assert_eq!(
+        sim.secure.as_ref().unwrap().price_units,
+        (PRICE_UNITS / 2) as u32,
+        "the meter counts at today's price"
+    );
+    assert_eq!(states(&db, meter, "purchase").await, ["verified"]);
+    let remaining = sim.secure.as_ref().unwrap().remaining_fen;
+    assert!(
+        remaining > 0 && remaining < 5_000,
+        "it counted down: {remaining}"
+    );
+    let shadow = balance(&db, format!("on_meter:{meter}")).await;
+    let drift = shadow - remaining;
+    assert!(
+        worst_reading_fen > 0 && drift.abs() <= worst_reading_fen,
+        "drift {drift} fen within one reading's charge ({worst_reading_fen} fen)"
+    );
+    let (ok, out) = crate::cli::powertab(&db, &["ledger", "check"]);
+    assert!(ok, "{out}");
+}
