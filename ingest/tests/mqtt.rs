@@ -550,15 +550,70 @@ async fn a_secure_purchase_goes_out_with_its_stored_frame_and_its_acknowledgemen
         .decode(sent["secure"].as_str().expect("a secure frame"))
         .unwrap();
     assert_eq!(frame, stored, "the stored bytes, unchanged");
+    // The gateway lets this message expire (the meter never saw it): it ends that message only;
+    // the purchase goes again as a new message — a new id, the same bytes. A repeat of the
+    // expired message's acknowledgement is ignored (no third message).
+    let first_id = sent["id"].as_str().unwrap().to_owned();
+    assert_ne!(first_id, purchase.id.to_string(), "a message id of its own");
+    // Its acknowledgement carries a malformed `secure_ack`: refused, kept nowhere.
+    for _ in 0..2 {
+        let expired = serde_json::json!({"v": 1, "id": &first_id, "status": "expired",
+            "secure_ack": b64.encode([1, 2, 3]), "detail": ""});
+        gw.publish(
+            "pt/gw-1/up/ack",
+            QoS::AtLeastOnce,
+            false,
+            serde_json::to_vec(&expired).unwrap(),
+        )
+        .await
+        .unwrap();
+    }
+    let sent = tokio::time::timeout(Duration::from_secs(15), rx.recv())
+        .await
+        .expect("the purchase is sent again")
+        .unwrap();
+    let sent: serde_json::Value = serde_json::from_slice(&sent).unwrap();
+    let second_id = sent["id"].as_str().unwrap().to_owned();
+    assert_ne!(second_id, first_id, "a new message");
+    assert_eq!(
+        b64.decode(sent["secure"].as_str().unwrap()).unwrap(),
+        stored,
+        "the same secure bytes"
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_secs(7), rx.recv())
+            .await
+            .is_err(),
+        "the repeated acknowledgement sent nothing more"
+    );
+    let messages: Vec<(Option<String>,)> = sqlx::query_as(&format!(
+        "select outcome from {s}.command_messages where command_id = $1 order by sent_at"
+    ))
+    .bind(purchase.id)
+    .fetch_all(&field.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(messages, [(Some("expired".to_owned()),), (None,)]);
     let answer = meter.handle(&frame);
     assert_eq!(
         (answer[16], meter.remaining_fen),
         (0, 8_800),
         "accepted once"
     );
-    // A malformed acknowledgement first (refused, kept nowhere), then the meter's own.
-    for secure_ack in [b64.encode([1, 2, 3]), b64.encode(&answer)] {
-        let ack = serde_json::json!({"v": 1, "id": purchase.id.to_string(), "status": "done",
+    let kept_before: Option<Vec<u8>> = sqlx::query_scalar(&format!(
+        "select secure_ack from {s}.commands where id = $1"
+    ))
+    .bind(purchase.id)
+    .fetch_one(&field.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        kept_before, None,
+        "the malformed acknowledgement is kept nowhere"
+    );
+    // The meter's own acknowledgement, on the message that reached it.
+    for secure_ack in [b64.encode(&answer)] {
+        let ack = serde_json::json!({"v": 1, "id": &second_id, "status": "done",
             "secure_ack": secure_ack, "detail": ""});
         gw.publish(
             "pt/gw-1/up/ack",

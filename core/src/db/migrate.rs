@@ -202,6 +202,11 @@ pub const COMPANY: &[Migration] = &[
         name: "secure_rekey",
         sql: include_str!("../../../migrations/company/0029_secure_rekey.sql"),
     },
+    Migration {
+        version: 30,
+        name: "command_messages",
+        sql: include_str!("../../../migrations/company/0030_command_messages.sql"),
+    },
 ];
 
 /// Arbitrary constant for `pg_advisory_xact_lock`: "PT" migrations.

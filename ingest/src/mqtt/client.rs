@@ -164,7 +164,15 @@ pub async fn serve(config: MqttConfig, pool: PgPool, writer: Writer, dispatch: D
                     });
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
-                    handle(&pool, &writer, &known, &p.topic, &p.payload).await;
+                    if let Some((wait, meter, command)) =
+                        handle(&pool, &writer, &known, &p.topic, &p.payload).await
+                    {
+                        let again = command_tx.clone();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(wait).await;
+                            let _ = again.send((meter, command)).await;
+                        });
+                    }
                 }
                 Ok(_) => {}
                 Err(e) => {
@@ -180,14 +188,21 @@ pub async fn serve(config: MqttConfig, pool: PgPool, writer: Writer, dispatch: D
     }
 }
 
-async fn handle(pool: &PgPool, writer: &Writer, known: &Known, topic: &str, bytes: &[u8]) {
+/// Applies one incoming message; a money command to send again as a new message, if any.
+async fn handle(
+    pool: &PgPool,
+    writer: &Writer,
+    known: &Known,
+    topic: &str,
+    bytes: &[u8],
+) -> Option<Resend> {
     let Some((identity, kind)) = parse_topic(topic) else {
         refused("", "topic", 1);
-        return;
+        return None;
     };
     let Some(gateway) = known.gateways.get(identity) else {
         refused(identity, "unknown_gateway", 1);
-        return;
+        return None;
     };
     if kind != "status" {
         // Any message says the gateway is there; a clean disconnect sends no last will, so
@@ -227,11 +242,12 @@ async fn handle(pool: &PgPool, writer: &Writer, known: &Known, topic: &str, byte
             None => refused(identity, "status", 1),
         },
         "ack" => match payload::parse_ack(bytes) {
-            Some(ack) => apply_ack(pool, identity, gateway, &ack).await,
+            Some(ack) => return apply_ack(pool, identity, gateway, &ack).await,
             None => refused(identity, "ack", 1),
         },
         _ => refused(identity, "topic", 1),
     }
+    None
 }
 
 /// How often a busy gateway's last-seen time is written: every message would be a write.
@@ -278,13 +294,70 @@ async fn set_online(pool: &PgPool, gateway: &Gateway, online: bool) {
 /// `done` verifies what the ack itself proves (DESIGN.md's table: a release, or a relay command
 /// whose ack carries the wanted relay state) and acknowledges the rest (a read-now is verified
 /// when its reading is stored).
-async fn apply_ack(pool: &PgPool, identity: &str, gateway: &Gateway, ack: &payload::Ack) {
-    use powertab_core::commands::{self as queue, State};
-    let Ok(id) = ack.id.parse::<Uuid>() else {
-        return;
+/// A money command to send again as a new message: (when, meter, command).
+type Resend = (Duration, Uuid, Uuid);
+
+/// The command a message id names and whether this is the message's first acknowledgement
+/// (`None`: no message of this gateway's meters; plain commands are their own message).
+async fn command_of_message(
+    pool: &PgPool,
+    gateway: &Gateway,
+    message: Uuid,
+    meters: &[Uuid],
+    status: &str,
+) -> anyhow::Result<Option<(Uuid, bool)>> {
+    let mut tx = powertab_core::db::begin_in(pool, &gateway.schema).await?;
+    // The first acknowledgement of a message counts; a repeat finds it answered.
+    let first: Option<Uuid> = sqlx::query_scalar(
+        "update command_messages m set outcome = $3, answered_at = now()
+         from commands c where m.id = $1 and c.id = m.command_id and c.meter_id = any($2)
+           and m.answered_at is null
+         returning m.command_id",
+    )
+    .bind(message)
+    .bind(meters)
+    .bind(status)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let found = match first {
+        Some(command) => Some((command, true)),
+        None => sqlx::query_scalar::<_, Uuid>(
+            "select m.command_id from command_messages m join commands c on c.id = m.command_id
+             where m.id = $1 and c.meter_id = any($2)",
+        )
+        .bind(message)
+        .bind(meters)
+        .fetch_optional(&mut *tx)
+        .await?
+        .map(|command| (command, false)),
     };
+    tx.commit().await?;
+    Ok(found.or(Some((message, true))))
+}
+
+async fn apply_ack(
+    pool: &PgPool,
+    identity: &str,
+    gateway: &Gateway,
+    ack: &payload::Ack,
+) -> Option<Resend> {
+    use powertab_core::commands::{self as queue, State};
+    let message = ack.id.parse::<Uuid>().ok()?;
     // Only commands for this gateway's meters: a gateway cannot settle another's.
     let meters: Vec<Uuid> = gateway.meters.values().copied().collect();
+    let id = match command_of_message(pool, gateway, message, &meters, &ack.status).await {
+        Ok(Some((command, true))) => command,
+        Ok(Some((_, false))) => {
+            // MQTT-GATEWAY.md: the first acknowledgement of a message is applied, repeats ignored.
+            metrics::counter!("ingest_mqtt_duplicate_acks_total").increment(1);
+            return None;
+        }
+        Ok(None) => return None,
+        Err(e) => {
+            tracing::warn!(error = %e, "reading an acknowledged message failed");
+            return None;
+        }
+    };
     let op = async {
         let mut tx = powertab_core::db::begin_in(pool, &gateway.schema).await?;
         let op = queue::op_of(&mut tx, id, &meters).await?;
@@ -296,11 +369,11 @@ async fn apply_ack(pool: &PgPool, identity: &str, gateway: &Gateway, ack: &paylo
         Ok(Some(op)) => op,
         Ok(None) => {
             refused(identity, "ack_unknown_command", 1);
-            return;
+            return None;
         }
         Err(e) => {
             tracing::warn!(error = %e, "reading an acknowledged command failed");
-            return;
+            return None;
         }
     };
     let relay_closed = match ack.relay.as_deref() {
@@ -313,10 +386,16 @@ async fn apply_ack(pool: &PgPool, identity: &str, gateway: &Gateway, ack: &paylo
     }
     // A secure frame's outcome is the meter's, not the gateway's: the server's settle worker
     // judges its acknowledgement and counters. A purchase or deduct is never ended by a
-    // message's fate either (MQTT-GATEWAY.md): it stays `sent` and goes out again with the same
-    // bytes when its lease lapses.
-    if op.is_secure_only() && (ack.status == "done" || op.moves_money()) {
-        return;
+    // message's fate either (MQTT-GATEWAY.md): a message that expired or failed is followed by
+    // a new one with the same bytes.
+    if op.moves_money() {
+        return match ack.status.as_str() {
+            "done" => None,
+            _ => resend_later(pool, gateway, id, &ack.status).await,
+        };
+    }
+    if op.is_secure_only() && ack.status == "done" {
+        return None;
     }
     let to = match ack.status.as_str() {
         "done" => op.state_after_done(relay_closed),
@@ -324,6 +403,46 @@ async fn apply_ack(pool: &PgPool, identity: &str, gateway: &Gateway, ack: &paylo
         _ => State::Failed,
     };
     crate::commands::settle_ack(pool, &gateway.schema, id, to, &ack.detail, &meters).await;
+    None
+}
+
+/// Keeps money command `id` ours (`sent`) for its next message after one ended `status`: in
+/// 5 s, doubling with each send to 60 s (a gateway that keeps refusing is not flooded).
+async fn resend_later(pool: &PgPool, gateway: &Gateway, id: Uuid, status: &str) -> Option<Resend> {
+    let held = async {
+        let mut tx = powertab_core::db::begin_in(pool, &gateway.schema).await?;
+        let row: Option<(Uuid, i32)> =
+            sqlx::query_as("select meter_id, attempts from commands where id = $1")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some((meter, attempts)) = row else {
+            return anyhow::Ok(None);
+        };
+        let wait_s = (5i64 << attempts.clamp(1, 5).saturating_sub(1)).min(60);
+        let now = chrono::Utc::now();
+        let at = now + chrono::Duration::seconds(wait_s);
+        let held = powertab_core::commands::retry_later(
+            &mut tx,
+            id,
+            crate::commands::holder(),
+            at,
+            chrono::Duration::from_std(COMMAND_VALID)?,
+            &format!(
+                "the gateway answered {status}: sent again as a new message at {}",
+                at.to_rfc3339()
+            ),
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(held.then(|| (Duration::from_secs(wait_s.unsigned_abs()), meter, id)))
+    }
+    .await;
+    held.unwrap_or_else(|e| {
+        tracing::warn!(command = %id, error = %e, "keeping a money command for its next message failed");
+        None
+    })
 }
 
 /// Keeps a meter's secure acknowledgement (base64 of 37 bytes) with its command for the server
@@ -426,14 +545,35 @@ async fn send_command(
             Ok(_) => powertab_core::secure::commands::stored_frame(&mut tx, command).await?,
             Err(_) => None,
         };
-        tx.commit().await?;
-        let Ok(claimed) = claimed else { return Ok(()) };
+        let Ok(claimed) = claimed else {
+            tx.commit().await?;
+            return Ok(());
+        };
         let expires_at = claimed
             .expires_at
             .map_or(claimed.lease_until, |at| at.min(claimed.lease_until));
+        // A purchase or deduct goes out as a new message each time (its own id, acknowledged
+        // on its own); other commands are their own message.
+        let message_id = if claimed.op.moves_money() {
+            let id = Uuid::now_v7();
+            sqlx::query(
+                "insert into command_messages (id, command_id, sent_at, expires_at)
+                 values ($1, $2, $3, $4)",
+            )
+            .bind(id)
+            .bind(command)
+            .bind(now)
+            .bind(expires_at)
+            .execute(&mut *tx)
+            .await?;
+            id
+        } else {
+            command
+        };
+        tx.commit().await?;
         let message = CommandMessage {
             v: 1,
-            id: command.to_string(),
+            id: message_id.to_string(),
             bus,
             addr,
             op: claimed.op.as_str().to_owned(),
