@@ -36,8 +36,14 @@ pub async fn store_counters(
     let column =
         |f: &dyn Fn(&Counters) -> i64| -> Vec<i64> { newest.values().map(|(c, _)| f(c)).collect() };
     let at: Vec<DateTime<Utc>> = newest.values().map(|(_, at)| *at).collect();
+    // The worker is woken only when it has something to do: a first read-back (commissioning),
+    // a count that moved, or a secure command waiting on this meter's counters — not for every
+    // poll of a meter counting down.
     let changed: Vec<Uuid> = sqlx::query_scalar(
-        "insert into meter_secure_readback as b (meter_id, purchase_count, control_count, remaining_fen,
+        "with old as (select meter_id, purchase_count, control_count from meter_secure_readback
+                      where meter_id = any($1)),
+         up as (
+         insert into meter_secure_readback as b (meter_id, purchase_count, control_count, remaining_fen,
              price_units, read_at)
          select * from unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[],
              $6::timestamptz[])
@@ -45,7 +51,12 @@ pub async fn store_counters(
              control_count = excluded.control_count, remaining_fen = excluded.remaining_fen,
              price_units = excluded.price_units, read_at = excluded.read_at, updated_at = now()
          where b.read_at < excluded.read_at
-         returning meter_id",
+         returning meter_id, purchase_count, control_count)
+         select up.meter_id from up left join old on old.meter_id = up.meter_id
+         where old.meter_id is null or old.purchase_count <> up.purchase_count
+            or old.control_count <> up.control_count
+            or exists (select 1 from commands c where c.meter_id = up.meter_id
+                         and c.secure_frame is not null and c.state in ('queued', 'sent', 'acknowledged'))",
     )
     .bind(&meters)
     .bind(column(&|c| i64::from(c.purchase_count)))

@@ -266,6 +266,11 @@ pub async fn run_pass(
         }
     }
     let alarms = async {
+        // Drift and out-of-band alarms look at every meter-side meter of the company: once a
+        // minute, not on every pass (a pass follows each acknowledgement and count change).
+        if !alarms_due(&schema, principal.now()) {
+            return Ok(0);
+        }
         let mut tx = crate::db::begin_in(pool, &schema).await?;
         let raised = super::reports::raise_alarms(&mut tx, principal).await?;
         tx.commit().await?;
@@ -308,6 +313,27 @@ pub async fn run_pass(
 
 /// The price a meter-side meter must count at today: its plan's version in force on the local
 /// date, when that version is flat (DESIGN.md: meter-side mode takes flat plans only).
+/// How often a company's drift and reconciliation alarms are looked at.
+const ALARMS_EVERY_S: i64 = 60;
+
+/// Whether the company of `schema` is due for its alarm look at `now` (this process's record;
+/// another process looking too only repeats an idempotent check).
+fn alarms_due(schema: &crate::kernel::names::SchemaName, now: DateTime<Utc>) -> bool {
+    static LOOKED: std::sync::LazyLock<
+        std::sync::Mutex<std::collections::HashMap<String, DateTime<Utc>>>,
+    > = std::sync::LazyLock::new(Default::default);
+    let mut looked = LOOKED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let due = looked
+        .get(schema.as_str())
+        .is_none_or(|at| now - *at >= chrono::Duration::seconds(ALARMS_EVERY_S) || now < *at);
+    if due {
+        looked.insert(schema.as_str().to_owned(), now);
+    }
+    due
+}
+
 pub(crate) fn flat_price_today(
     versions: &[crate::tariff::TariffVersion],
     today: chrono::NaiveDate,
