@@ -311,8 +311,6 @@ pub async fn run_pass(
     Ok(report)
 }
 
-/// The price a meter-side meter must count at today: its plan's version in force on the local
-/// date, when that version is flat (DESIGN.md: meter-side mode takes flat plans only).
 /// How often a company's drift and reconciliation alarms are looked at.
 const ALARMS_EVERY_S: i64 = 60;
 
@@ -334,6 +332,8 @@ fn alarms_due(schema: &crate::kernel::names::SchemaName, now: DateTime<Utc>) -> 
     due
 }
 
+/// The price a meter-side meter must count at today: its plan's version in force on the local
+/// date, when that version is flat (DESIGN.md: meter-side mode takes flat plans only).
 pub(crate) fn flat_price_today(
     versions: &[crate::tariff::TariffVersion],
     today: chrono::NaiveDate,

@@ -308,6 +308,7 @@ async fn pages_fit_a_360_px_phone_screen() {
         "/tariffs/preview",
         "/settings",
         "/fleet",
+        "/meter-side",
     ] {
         c.goto(&app.url(path)).await.unwrap();
         text_of(c, "h1").await;
@@ -679,4 +680,68 @@ async fn remote_control_pages_hydrate_and_a_meters_commands_refresh_in_place() {
     .await;
     assert!(shown, "the meter's commands refresh in place");
     assert_eq!(text_of(c, "#meter-keep-power").await, "是");
+}
+
+#[tokio::test]
+async fn a_meter_side_meters_page_hydrates_and_shows_its_key_only_when_asked() {
+    assert_bundle_built();
+    let app = spawn_app().await;
+    let (company, admin) = app.company_with_admin("acme").await;
+    let (_, meter) = crate::money::shop_with_meter(&app, &admin, "993").await;
+    let meter: uuid::Uuid = meter.parse().unwrap();
+    let schema = format!("c_{company}");
+    sqlx::query(&format!(
+        "update {schema}.meters set prepayment_mode = 'meter', meter_number = '202612030001' where id = $1"
+    ))
+    .bind(meter)
+    .execute(&app.db.pool)
+    .await
+    .unwrap();
+    sqlx::query(&format!(
+        "insert into {schema}.meter_secure_readback (meter_id, purchase_count, control_count, remaining_fen, price_units, read_at)
+         values ($1, 3, 7, 0, 10000, now())"
+    ))
+    .bind(meter)
+    .execute(&app.db.pool)
+    .await
+    .unwrap();
+    let b = browser(true, 1280, 900).await;
+    let c = &b.client;
+    login(&app, c, "acme", "boss").await;
+    text_of(c, "#welcome").await;
+    c.goto(&app.url("/meter-side")).await.unwrap();
+    wait_for_hydration(c).await;
+    c.find(Locator::Css(&format!("a[href='/meter-side/{meter}']")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert_eq!(text_of(c, "h1").await, "表内费控电表 202612030001");
+    wait_for_hydration(c).await;
+    assert!(
+        c.find(Locator::Css("#meter-key-hex")).await.is_err(),
+        "no key unasked"
+    );
+    c.find(Locator::Css("#key-show"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let hex = text_of(c, "#meter-key-hex").await;
+    assert_eq!(hex.len(), 32, "{hex}");
+    let (_, exported) = app
+        .post(
+            &format!("/api/v1/secure/meters/{meter}/key-export"),
+            &admin,
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        exported["meter_key_hex"],
+        hex.as_str(),
+        "the same key as the API's"
+    );
+    b.client.clone().close().await.unwrap();
 }

@@ -1935,3 +1935,118 @@ async fn over_an_mqtt_gateway_a_meter_side_meter_is_commissioned_buys_credit_and
     assert!(ok, "{out}");
     running.abort();
 }
+
+#[tokio::test]
+async fn over_a_modbus_tcp_gateway_a_meter_side_meter_is_commissioned_and_buys_credit() {
+    let db = TestDb::new().await;
+    powertab_server::demo::prepare(&db.pool)
+        .await
+        .expect("demo data");
+    let keyring = Arc::new(Keyring::parse(&Keyring::new_key_entry("k1"), None).unwrap());
+    // A Modbus-TCP gateway on loopback that ingest dials, with the meter-side meter at unit 1.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = i32::from(listener.local_addr().unwrap().port());
+    let gateway = Uuid::now_v7();
+    sqlx::query("insert into c_1.gateways (id, identity, kind, host) values ($1, 'secure-mb', 'modbus_tcp', '127.0.0.1')")
+        .bind(gateway)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    sqlx::query("insert into control.gateway_directory (identity, company_id, gateway_id, kind, status) values ('secure-mb', 1, $1, 'modbus_tcp', 'enabled')")
+        .bind(gateway)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let (meter, shop) = add_secure_meter_on(&db, gateway, "1").await;
+    sqlx::query(
+        "update c_1.buses set tcp_port = $2, gap_ms = 10, timeout_ms = 400 where gateway_id = $1",
+    )
+    .bind(gateway)
+    .bind(port)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let km = exported_key(&db, &keyring, meter).await;
+    let mut side = SecureMeter::new(NUMBER, &km).unwrap();
+    side.purchase_count = 3;
+    side.control_count = 7;
+    side.price_units = 10_000;
+    let sim = SimMeter::new(
+        SimModel::Dtsy1352 { address: 1 },
+        ShopType::Office,
+        0,
+        500_000,
+    )
+    .with_secure(side);
+    let bus = Arc::new(Mutex::new(SimBus::modbus(vec![sim])));
+    tokio::spawn(powertab_ingest::sim::modbus_gateway::serve(
+        listener,
+        bus.clone(),
+    ));
+    powertab_server::workers::spawn(
+        db.pool.clone(),
+        clock::system(),
+        powertab_core::notify::accounts::Vendors::new(Default::default(), None),
+        Some(keyring.clone()),
+    );
+    let (writer, _task) = powertab_ingest::writer::Writer::start(db.pool.clone());
+    let dispatch = powertab_ingest::commands::Dispatch::default();
+    tokio::spawn(powertab_ingest::commands::listen(
+        db.pool.clone(),
+        dispatch.clone(),
+    ));
+    tokio::spawn(powertab_ingest::modbus_tcp::serve(
+        db.pool.clone(),
+        writer,
+        Duration::from_millis(500),
+        dispatch,
+        powertab_ingest::dial_policy::DialPolicy::new(&["127.0.0.0/8".to_owned()]).unwrap(),
+    ));
+
+    let commissioned = wait_until(Duration::from_secs(40), || async {
+        states(&db, meter, "set_price").await == ["verified"]
+    })
+    .await;
+    assert!(commissioned, "{:?}", states(&db, meter, "set_price").await);
+    assert_eq!(on_the_meter(&bus).await.2, PRICE_UNITS as u32);
+    let who = worker(&db).await;
+    let mut tx = powertab_core::db::begin_in(&db.pool, &who.company().unwrap().schema)
+        .await
+        .unwrap();
+    let account = accounts::open(
+        &mut tx,
+        &who,
+        &OpenAccount {
+            shop_id: shop,
+            holder_name: "钱七".into(),
+            holder_phone: "13800138004".into(),
+            meters: vec![OpeningMeter {
+                meter_id: meter,
+                manual_energy_wh: None,
+                accept_remaining_fen: None,
+            }],
+            deposit_fen: AmountFen::ZERO,
+            deposit_method: None,
+            opening_credit_fen: AmountFen::ZERO,
+        },
+        "modbus-tcp-open",
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    top_up(&db, account.id, 500).await;
+    let bought = wait_until(Duration::from_secs(40), || async {
+        states(&db, meter, "purchase").await == ["verified"]
+    })
+    .await;
+    assert!(bought, "{:?}", states(&db, meter, "purchase").await);
+    let (count, remaining, _, closed) = on_the_meter(&bus).await;
+    assert_eq!(
+        (count, remaining, closed),
+        (4, 500, true),
+        "applied once, credit on it"
+    );
+    assert_eq!(balance(&db, format!("on_meter:{meter}")).await, 500);
+    let (ok, out) = crate::cli::powertab(&db, &["ledger", "check"]);
+    assert!(ok, "{out}");
+}
