@@ -210,7 +210,15 @@ async fn move_money(
     )
     .await?;
     if kind == TxnKind::TopUp && account.prepayment_mode == "meter" && !posted.replayed {
-        request_purchase(conn, principal, account_id, input, posted.txn.id).await?;
+        request_purchase(
+            conn,
+            principal,
+            account_id,
+            input.meter_id,
+            input.amount_fen,
+            posted.txn.id,
+        )
+        .await?;
     }
     if kind == TxnKind::TopUp {
         let receipt_no = posted.txn.receipt_no.clone().unwrap_or_default();
@@ -222,11 +230,12 @@ async fn move_money(
 
 /// A meter-side top-up asks for its credit to be bought onto the named meter (the settle worker
 /// builds the purchase: `core::secure::settle`). The meter must be one of the account's.
-async fn request_purchase(
+pub(crate) async fn request_purchase(
     conn: &mut PgConnection,
     principal: &Principal,
     account: Uuid,
-    input: &CounterInput,
+    meter_id: Option<Uuid>,
+    amount: AmountFen,
     txn: Uuid,
 ) -> CoreResult<()> {
     let meters: Vec<Uuid> = sqlx::query_scalar(
@@ -236,7 +245,7 @@ async fn request_purchase(
     .bind(account)
     .fetch_all(&mut *conn)
     .await?;
-    let meter = match input.meter_id {
+    let meter = match meter_id {
         Some(wanted) if meters.contains(&wanted) => wanted,
         Some(_) => return Err(CoreError::field("meter_id", "not a meter of this account")),
         None => *meters
@@ -250,7 +259,7 @@ async fn request_purchase(
     .bind(Uuid::now_v7())
     .bind(account)
     .bind(meter)
-    .bind(input.amount_fen.fen())
+    .bind(amount.fen())
     .bind(txn)
     .bind(principal.now())
     .execute(&mut *conn)

@@ -207,6 +207,11 @@ pub const COMPANY: &[Migration] = &[
         name: "command_messages",
         sql: include_str!("../../../migrations/company/0030_command_messages.sql"),
     },
+    Migration {
+        version: 31,
+        name: "payment_orders",
+        sql: include_str!("../../../migrations/company/0031_payment_orders.sql"),
+    },
 ];
 
 /// Arbitrary constant for `pg_advisory_xact_lock`: "PT" migrations.

@@ -23,6 +23,7 @@ mod isolation;
 mod meter_side;
 mod notify;
 mod ops;
+mod payments;
 mod power;
 mod power_e2e;
 mod property;

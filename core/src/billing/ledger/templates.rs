@@ -51,6 +51,9 @@ vocabulary! {
         WriteOff = "write_off",
         /// An online payment credited: wallet +, clearing:<provider> −.
         OnlinePayment = "online_payment",
+        /// An online payment for an account that closed meanwhile: refunds_payable +,
+        /// clearing:<provider> − (paid back out, and an operator looks at it).
+        OnlinePaymentClosed = "online_payment_closed",
         /// An online refund asked of the provider: wallet −, refunds_payable +.
         OnlineRefundRequested = "online_refund_requested",
         /// The provider refunded: refunds_payable −, clearing:<provider> +.
@@ -117,6 +120,7 @@ fn template(kind: TxnKind) -> Template {
         TxnKind::ArrearsCollected => pair(C::ArrearsReceivable, C::ClearingCash),
         TxnKind::WriteOff => pair(C::ArrearsReceivable, C::Adjustments),
         TxnKind::OnlinePayment => pair(C::Wallet, C::ClearingOther),
+        TxnKind::OnlinePaymentClosed => pair(C::RefundsPayable, C::ClearingOther),
         TxnKind::OnlineRefundRequested => pair(C::RefundsPayable, C::Wallet),
         TxnKind::OnlineRefundSucceeded => pair(C::ClearingOther, C::RefundsPayable),
         TxnKind::OnlineRefundFailed => pair(C::Wallet, C::RefundsPayable),

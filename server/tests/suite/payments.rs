@@ -1,0 +1,309 @@
+//! Online payment orders and paid notices (issue 14: Payments): a verified paid notice credits
+//! its order once, keyed `pay:{provider}:{transaction_id}`; a notice for an expired order still
+//! credits and is flagged; another amount than the order's, a payment naming no order and a
+//! second payment of a paid order go to `suspense`; an account that closed meanwhile is owed the
+//! money back (`refunds_payable`). `ledger check` is clean after every case.
+
+use crate::helpers::spawn_app;
+use powertab_core::auth::Principal;
+use powertab_core::kernel::clock;
+use powertab_core::kernel::money::AmountFen;
+use powertab_core::payments::orders::{self, Credited, PaidNotice, Provider};
+use reqwest::StatusCode;
+use serde_json::json;
+use uuid::Uuid;
+
+/// An account's balance as the sum of its entries (company-wide accounts keep no running one).
+async fn balance(pool: &sqlx::PgPool, schema: &str, key: &str) -> i64 {
+    sqlx::query_scalar::<_, i64>(&format!(
+        "select coalesce(sum(amount_fen), 0)::bigint from {schema}.ledger_entries where account_key = $1"
+    ))
+    .bind(key)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+fn notice(order: &orders::Order, transaction_id: &str, fen: i64) -> PaidNotice {
+    PaidNotice {
+        provider: Provider::Sandbox,
+        out_trade_no: order.out_trade_no.clone(),
+        transaction_id: transaction_id.into(),
+        amount_fen: AmountFen::from_fen(fen),
+        paid_at: chrono::Utc::now(),
+    }
+}
+
+#[tokio::test]
+async fn a_paid_notice_credits_its_order_once_and_what_cannot_be_credited_waits_in_suspense() {
+    let app = spawn_app().await;
+    let (company, admin) = app.company_with_admin("payco").await;
+    let (shop, meter) = crate::money::shop_with_meter(&app, &admin, "301").await;
+    let account: Uuid = crate::money::open_account(&app, &admin, &shop, &meter)
+        .await
+        .parse()
+        .unwrap();
+    let schema = format!("c_{company}");
+    let clock = clock::ManualClock::at(chrono::Utc::now());
+    let scope = {
+        let mut conn = app.db.pool.acquire().await.unwrap();
+        powertab_core::auth::load_company(&mut conn, company)
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    let who = Principal::system("payments", clock.clone()).in_company(scope);
+    let in_tx = || powertab_core::db::begin_in(&app.db.pool, &who.company().unwrap().schema);
+    let create = |fen: i64| {
+        let (who, in_tx) = (&who, &in_tx);
+        async move {
+            let mut tx = in_tx().await.unwrap();
+            let order = orders::create(
+                &mut tx,
+                who,
+                account,
+                Provider::Sandbox,
+                AmountFen::from_fen(fen),
+                None,
+            )
+            .await;
+            if order.is_ok() {
+                tx.commit().await.unwrap();
+            }
+            order
+        }
+    };
+    let credit = |n: PaidNotice| {
+        let (who, in_tx) = (&who, &in_tx);
+        async move {
+            let mut tx = in_tx().await.unwrap();
+            let done = orders::credit(&mut tx, who, &n).await.unwrap();
+            tx.commit().await.unwrap();
+            done
+        }
+    };
+    let wallet = format!("wallet:{account}");
+
+    // Limits: ¥1 to ¥50,000.
+    let refused = create(99).await.unwrap_err();
+    assert!(format!("{refused:?}").contains("amount_fen"), "{refused:?}");
+
+    // ¥30 ordered and paid: the wallet has it once, however often the notice comes.
+    let order = create(3_000).await.unwrap();
+    assert_eq!(order.state, "created");
+    assert!(order.out_trade_no.starts_with("PT") && order.out_trade_no.len() == 22);
+    let first = credit(notice(&order, "SBX-0001", 3_000)).await;
+    let Credited::Wallet {
+        txn, flag: None, ..
+    } = first
+    else {
+        panic!("{first:?}")
+    };
+    for _ in 0..2 {
+        assert_eq!(
+            credit(notice(&order, "SBX-0001", 3_000)).await,
+            Credited::Already { txn }
+        );
+    }
+    assert_eq!(balance(&app.db.pool, &schema, &wallet).await, 3_000);
+    let mut tx = in_tx().await.unwrap();
+    let seen = orders::get(&mut tx, &who, order.id).await.unwrap();
+    drop(tx);
+    assert_eq!(
+        (
+            seen.state.as_str(),
+            seen.transaction_id.as_deref(),
+            seen.credited_txn
+        ),
+        ("credited", Some("SBX-0001"), Some(txn))
+    );
+    // The account's statement shows it, with a receipt number.
+    let (_, statement) = app
+        .get(&format!("/api/v1/accounts/{account}/statement"), &admin)
+        .await;
+    assert!(
+        statement.to_string().contains("online_payment"),
+        "{statement}"
+    );
+
+    // A second payment of the paid order (another transaction): suspense, flagged.
+    let twice = credit(notice(&order, "SBX-0002", 3_000)).await;
+    assert!(
+        matches!(twice, Credited::Suspense { order: Some(_), .. }),
+        "{twice:?}"
+    );
+    assert_eq!(balance(&app.db.pool, &schema, "suspense").await, 3_000);
+    assert_eq!(balance(&app.db.pool, &schema, &wallet).await, 3_000);
+
+    // Another amount than ordered: suspense, the order marked.
+    let order = create(5_000).await.unwrap();
+    let short = credit(notice(&order, "SBX-0003", 4_999)).await;
+    assert!(matches!(short, Credited::Suspense { .. }), "{short:?}");
+    let mut tx = in_tx().await.unwrap();
+    let seen = orders::get(&mut tx, &who, order.id).await.unwrap();
+    drop(tx);
+    assert_eq!(
+        (
+            seen.state.as_str(),
+            seen.flag.as_deref(),
+            seen.paid_amount_fen
+        ),
+        (
+            "amount_mismatch",
+            Some("amount_mismatch"),
+            Some(AmountFen::from_fen(4_999))
+        )
+    );
+    assert_eq!(balance(&app.db.pool, &schema, "suspense").await, 7_999);
+
+    // A payment naming no order of ours: suspense.
+    let stray = PaidNotice {
+        out_trade_no: "PT20261203NOSUCHORDER0".into(),
+        ..notice(&order, "SBX-0004", 1_000)
+    };
+    assert!(matches!(
+        credit(stray).await,
+        Credited::Suspense { order: None, .. }
+    ));
+    assert_eq!(balance(&app.db.pool, &schema, "suspense").await, 8_999);
+
+    // An order whose time ran out, paid late: still credited, and flagged.
+    let late = create(2_000).await.unwrap();
+    clock.advance(chrono::Duration::seconds(orders::ORDER_VALID_S + 1));
+    let mut tx = in_tx().await.unwrap();
+    assert_eq!(orders::expire_due(&mut tx, who.now()).await.unwrap(), 1);
+    tx.commit().await.unwrap();
+    let done = credit(notice(&late, "SBX-0005", 2_000)).await;
+    assert!(
+        matches!(
+            done,
+            Credited::Wallet {
+                flag: Some("paid_after_expiry"),
+                ..
+            }
+        ),
+        "{done:?}"
+    );
+    assert_eq!(balance(&app.db.pool, &schema, &wallet).await, 5_000);
+    assert_eq!(
+        balance(&app.db.pool, &schema, "clearing:sandbox").await,
+        -13_999
+    );
+    app.assert_ledger_clean().await;
+}
+
+#[tokio::test]
+async fn a_tenant_orders_only_for_their_own_account_and_a_payment_after_the_close_is_owed_back() {
+    let app = spawn_app().await;
+    let (company, admin) = app.company_with_admin("payco2").await;
+    let (shop, meter) = crate::money::shop_with_meter(&app, &admin, "302").await;
+    let account: Uuid = crate::money::open_account(&app, &admin, &shop, &meter)
+        .await
+        .parse()
+        .unwrap();
+    let (other_shop, other_meter) = crate::money::shop_with_meter(&app, &admin, "303").await;
+    let other: Uuid = crate::money::open_account(&app, &admin, &other_shop, &other_meter)
+        .await
+        .parse()
+        .unwrap();
+    let schema = format!("c_{company}");
+    let scope = {
+        let mut conn = app.db.pool.acquire().await.unwrap();
+        powertab_core::auth::load_company(&mut conn, company)
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    // The tenant of shop 302 (linked to its account only).
+    let (tenant_id, _) = app
+        .user(&admin, "payco2", "13900139000", "shop_tenant", &[])
+        .await;
+    let (status, body) = app
+        .post(
+            &format!("/api/v1/accounts/{account}/users"),
+            &admin,
+            json!({"user_id": tenant_id}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let tenant_id: Uuid = tenant_id.parse().unwrap();
+    let mut tenant = Principal::system("tenant", clock::system()).in_company(scope.clone());
+    tenant.role = powertab_core::tenancy::roles::Role::ShopTenant;
+    tenant.user_id = tenant_id;
+    tenant.rights = vec![];
+    let mut tx = powertab_core::db::begin_in(&app.db.pool, &tenant.company().unwrap().schema)
+        .await
+        .unwrap();
+    let theirs = orders::create(
+        &mut tx,
+        &tenant,
+        other,
+        Provider::Sandbox,
+        AmountFen::from_fen(1_000),
+        None,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        theirs.to_string(),
+        powertab_core::CoreError::NotFound("account").to_string()
+    );
+    let order = orders::create(
+        &mut tx,
+        &tenant,
+        account,
+        Provider::Sandbox,
+        AmountFen::from_fen(1_000),
+        None,
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+
+    // The account closes before the payment's notice arrives: the money is owed back.
+    let (status, body) = app
+        .post_keyed(
+            &format!("/api/v1/accounts/{account}/close"),
+            &admin,
+            "close-before-pay",
+            json!({"final_readings": [{"meter_id": meter, "energy_wh": 1_000_000}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let system = Principal::system("payments", clock::system()).in_company(scope);
+    let mut tx = powertab_core::db::begin_in(&app.db.pool, &system.company().unwrap().schema)
+        .await
+        .unwrap();
+    let done = orders::credit(
+        &mut tx,
+        &system,
+        &PaidNotice {
+            provider: Provider::Sandbox,
+            out_trade_no: order.out_trade_no.clone(),
+            transaction_id: "SBX-CLOSED-1".into(),
+            amount_fen: AmountFen::from_fen(1_000),
+            paid_at: chrono::Utc::now(),
+        },
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    assert!(matches!(done, Credited::RefundsPayable { .. }), "{done:?}");
+    assert_eq!(
+        balance(&app.db.pool, &schema, "refunds_payable").await,
+        1_000
+    );
+    assert_eq!(
+        balance(&app.db.pool, &schema, &format!("wallet:{account}")).await,
+        0
+    );
+    let flag: Option<String> = sqlx::query_scalar(&format!(
+        "select flag from {schema}.payment_orders where id = $1"
+    ))
+    .bind(order.id)
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(flag.as_deref(), Some("account_closed"));
+    app.assert_ledger_clean().await;
+}
