@@ -45,6 +45,9 @@ pub struct Config {
     pub secret_keys: Option<Secret>,
     /// The id new secrets are sealed with; the last of `secret_keys` when absent.
     pub secret_key_current: Option<String>,
+    /// The sandbox payment provider's key (demos and tests only). Without it no company can be
+    /// switched to sandbox payments; each company signs with a key derived from it and its slug.
+    pub sandbox_payment_key: Option<Secret>,
     /// Where notification vendors are reached (tests and staging point these at fakes).
     pub notify: NotifyConfig,
 }
@@ -100,6 +103,7 @@ impl Default for Config {
             metrics_token: None,
             secret_keys: None,
             secret_key_current: None,
+            sandbox_payment_key: None,
             notify: NotifyConfig::default(),
         }
     }

@@ -10,7 +10,9 @@
 //! settle worker (`core::secure::settle`: commissioning, acknowledgements and counters of
 //! meter-side meters, purchases from top-ups) runs the moment ingest brings something back or a
 //! top-up asks (LISTEN `pt_secure`) and every few seconds; it needs the keyring (meter keys), so
-//! it does not run without one.
+//! it does not run without one. The payments worker books payment notifications the inbox
+//! still holds (one that was not booked right after its answer: a crash, a busy database) and
+//! expires orders whose time ran out, every few seconds.
 
 use powertab_core::auth::{self, Principal};
 use powertab_core::billing::rating;
@@ -76,6 +78,15 @@ pub fn spawn(
             tokio::time::sleep(POWER_SWEEP).await;
         }
     });
+    let (pay_pool, pay_clock) = (pool.clone(), clock.clone());
+    tokio::spawn(async move {
+        loop {
+            if let Err(e) = payments_pass(&pay_pool, &pay_clock).await {
+                tracing::error!(error = %e, "a payments pass failed; retrying");
+            }
+            tokio::time::sleep(PAYMENTS_PAUSE).await;
+        }
+    });
     let (check_pool, check_clock) = (pool.clone(), clock.clone());
     tokio::spawn(async move {
         loop {
@@ -100,6 +111,27 @@ pub fn spawn(
             tokio::time::sleep(RATING_PAUSE).await;
         }
     });
+}
+
+/// Pause between payments passes (the inbox's leftovers and orders' expiry).
+const PAYMENTS_PAUSE: Duration = Duration::from_secs(5);
+
+/// Books what the payment inbox still holds, then expires every company's unpaid orders.
+async fn payments_pass(pool: &PgPool, clock: &SharedClock) -> anyhow::Result<()> {
+    powertab_core::payments::inbox::process_waiting(pool, clock, 500).await?;
+    for id in company_ids(pool).await? {
+        let Some(principal) = worker_in(pool, clock, "payments", id).await? else {
+            continue;
+        };
+        let mut tx =
+            powertab_core::db::begin_in(pool, &principal.company()?.schema.clone()).await?;
+        let expired = powertab_core::payments::orders::expire_due(&mut tx, clock.now()).await?;
+        tx.commit().await?;
+        if expired > 0 {
+            tracing::info!(company = id, expired, "unpaid payment orders expired");
+        }
+    }
+    Ok(())
 }
 
 /// How often the secure settle worker looks at every company without being woken.

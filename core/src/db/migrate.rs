@@ -53,6 +53,11 @@ pub const CONTROL: &[Migration] = &[
         name: "ledger_checks",
         sql: include_str!("../../../migrations/control/0007_ledger_checks.sql"),
     },
+    Migration {
+        version: 8,
+        name: "payments",
+        sql: include_str!("../../../migrations/control/0008_payments.sql"),
+    },
 ];
 
 /// Migrations of every company schema, in order. Never edit one once applied; add a new one.

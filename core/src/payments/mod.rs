@@ -1,6 +1,9 @@
 //! Online payments (the shop-tenant issue): payment orders and their reconciliation with the
 //! ledger. Provider HTTP clients and signature crypto do not live in core (no HTTP here): they go
 //! in the server-side `providers` crate (README: Architecture); this module owns the order states
-//! and how a verified paid notice becomes a ledger transaction ([`orders`]).
+//! and how a verified paid notice becomes a ledger transaction ([`orders`]), the notification
+//! inbox ([`inbox`]) and the sandbox provider's signed notices ([`sandbox`]).
 
+pub mod inbox;
 pub mod orders;
+pub mod sandbox;

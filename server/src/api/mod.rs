@@ -11,6 +11,7 @@ pub mod field;
 pub mod fleet;
 pub mod import;
 pub mod notify;
+pub mod payments;
 pub mod platform;
 pub mod property;
 pub mod review;
@@ -56,4 +57,5 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(review::router())
         .merge(books::router())
         .merge(secure::router())
+        .merge(payments::router())
 }

@@ -56,9 +56,13 @@ pub fn test_config(throttle: ThrottleConfig) -> Config {
         secret_keys: Some(Secret::new(
             powertab_core::kernel::secrets::Keyring::new_key_entry("test-1"),
         )),
+        sandbox_payment_key: Some(Secret::new(TEST_SANDBOX_PAYMENT_KEY)),
         ..Config::default()
     }
 }
+
+/// The sandbox payment provider's key of test apps.
+pub const TEST_SANDBOX_PAYMENT_KEY: &str = "test-sandbox-payment-key";
 
 /// The token key of test apps.
 pub const TEST_JWT_SECRET: &str = "test-jwt-secret-test-jwt-secret-0123";

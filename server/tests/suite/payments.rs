@@ -307,3 +307,159 @@ async fn a_tenant_orders_only_for_their_own_account_and_a_payment_after_the_clos
     assert_eq!(flag.as_deref(), Some("account_closed"));
     app.assert_ledger_clean().await;
 }
+
+/// Posts a sandbox notification for `slug`, signed with `signing_slug`'s key at `timestamp`.
+async fn post_notice(
+    app: &crate::helpers::TestApp,
+    slug: &str,
+    signing_slug: &str,
+    timestamp: i64,
+    body: &[u8],
+) -> (StatusCode, serde_json::Value) {
+    use powertab_core::payments::sandbox;
+    let key = sandbox::company_key(
+        &powertab_core::auth::Secret::new(crate::helpers::TEST_SANDBOX_PAYMENT_KEY),
+        signing_slug,
+    );
+    let ts = timestamp.to_string();
+    let nonce = Uuid::now_v7().to_string();
+    let response = app
+        .http
+        .post(app.url(&format!("/api/v1/payments/sandbox/notify/{slug}")))
+        .header(
+            sandbox::SIGNATURE_HEADER,
+            sandbox::sign(&key, &ts, &nonce, body),
+        )
+        .header(sandbox::TIMESTAMP_HEADER, &ts)
+        .header(sandbox::NONCE_HEADER, &nonce)
+        .header("content-type", "application/json")
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (
+        status,
+        response.json().await.unwrap_or(serde_json::Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn sandbox_notifications_are_believed_only_signed_fresh_and_for_their_company_and_book_once()
+{
+    let app = spawn_app().await;
+    let (company, admin) = app.company_with_admin("sbx-co").await;
+    let (other_company, _) = app.company_with_admin("sbx-other").await;
+    let (shop, meter) = crate::money::shop_with_meter(&app, &admin, "311").await;
+    let account = crate::money::open_account(&app, &admin, &shop, &meter).await;
+    let schema = format!("c_{company}");
+    let orders_path = format!("/api/v1/accounts/{account}/payment-orders");
+
+    // The sandbox is off until a platform admin switches it on (audited); company staff cannot.
+    let (status, body) = app
+        .post(
+            &orders_path,
+            &admin,
+            json!({"provider": "sandbox", "amount_fen": 2_000}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let switch = format!("/api/v1/platform/companies/{company}/sandbox-payments");
+    let (status, _) = app.post(&switch, &admin, json!({"enabled": true})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let root = app.root().await;
+    let (status, body) = app.post(&switch, &root, json!({"enabled": true})).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    let audited: i64 = sqlx::query_scalar(
+        "select count(*) from control.audit_log where action = 'company.sandbox_payments'",
+    )
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap_or(0);
+    let audited_here: i64 = sqlx::query_scalar(&format!(
+        "select count(*) from {schema}.audit_log where action = 'company.sandbox_payments'"
+    ))
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap_or(0);
+    assert!(audited + audited_here >= 1, "the switch is audited");
+    let (status, order) = app
+        .post(
+            &orders_path,
+            &admin,
+            json!({"provider": "sandbox", "amount_fen": 2_000}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{order}");
+    let body = serde_json::to_vec(&json!({
+        "out_trade_no": order["out_trade_no"], "transaction_id": "SBX-N-1", "amount_fen": 2_000,
+        "paid_at_ms": chrono::Utc::now().timestamp_millis(), "trade_state": "SUCCESS"}))
+    .unwrap();
+    let now = chrono::Utc::now().timestamp();
+
+    // Refused: signed for another company, a stale timestamp, a company without the sandbox,
+    // no signature at all.
+    let (status, answer) = post_notice(&app, "sbx-co", "sbx-other", now, &body).await;
+    assert_eq!(
+        (status, answer["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("FAIL"))
+    );
+    let (status, _) = post_notice(&app, "sbx-co", "sbx-co", now - 301, &body).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = post_notice(&app, "sbx-other", "sbx-other", now, &body).await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "company {other_company} takes no sandbox payments"
+    );
+    let unsigned = app
+        .http
+        .post(app.url("/api/v1/payments/sandbox/notify/sbx-co"))
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unsigned.status(), StatusCode::UNAUTHORIZED);
+    let kept: i64 = sqlx::query_scalar("select count(*) from control.payment_inbox")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(kept, 0, "nothing refused is kept");
+
+    // The good one, three times (a provider retries): kept each time, booked once.
+    for _ in 0..3 {
+        let (status, answer) = post_notice(&app, "sbx-co", "sbx-co", now, &body).await;
+        assert_eq!(
+            (status, answer["code"].as_str()),
+            (StatusCode::OK, Some("SUCCESS"))
+        );
+    }
+    let booked = powertab_testkit::wait_until(std::time::Duration::from_secs(10), || async {
+        let waiting: i64 = sqlx::query_scalar(
+            "select count(*) from control.payment_inbox where state <> 'processed'",
+        )
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+        waiting == 0
+    })
+    .await;
+    assert!(booked, "every notification is processed");
+    assert_eq!(
+        balance(&app.db.pool, &schema, &format!("wallet:{account}")).await,
+        2_000
+    );
+    let (_, seen) = app
+        .get(&format!("/api/v1/accounts/{account}"), &admin)
+        .await;
+    assert_eq!(crate::money::fen(&seen, "available_fen"), 2_000, "{seen}");
+    let state: String = sqlx::query_scalar(&format!(
+        "select state from {schema}.payment_orders where out_trade_no = $1"
+    ))
+    .bind(order["out_trade_no"].as_str().unwrap())
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(state, "credited");
+    app.assert_ledger_clean().await;
+}
