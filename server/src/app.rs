@@ -101,6 +101,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(ops)
         .merge(api_routes)
+        .merge(crate::sandbox_pay::router().with_state(state.clone()))
         .merge(web::router(state.clone()))
         .layer(middleware::from_fn_with_state(
             state.clone(),

@@ -7,5 +7,6 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod sandbox_pay;
 pub mod web;
 pub mod workers;

@@ -34,7 +34,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// What a provider's notification is answered (the providers' own shape: `SUCCESS` stops their
 /// retries, `FAIL` makes them send it again later).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-struct NotifyAnswer {
+pub(crate) struct NotifyAnswer {
     code: &'static str,
     message: String,
 }
@@ -67,8 +67,20 @@ async fn notify(
     headers: HeaderMap,
     body: Bytes,
 ) -> (StatusCode, Json<NotifyAnswer>) {
+    accept(&state, &provider, &slug, &headers, &body).await
+}
+
+/// Believes, keeps and (right after) books one notification; what to answer the provider. The
+/// sandbox's own pay page sends its notices through here too.
+pub(crate) async fn accept(
+    state: &AppState,
+    provider: &str,
+    slug: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> (StatusCode, Json<NotifyAnswer>) {
     let not_taken = || answer(StatusCode::NOT_FOUND, "FAIL", "no such payment endpoint");
-    if Provider::parse(&provider) != Some(Provider::Sandbox) || body.len() > 65_536 {
+    if Provider::parse(provider) != Some(Provider::Sandbox) || body.len() > 65_536 {
         return not_taken();
     }
     // The company by its slug, and whether it takes sandbox payments (a hostile slug finds
@@ -90,7 +102,7 @@ async fn notify(
     else {
         return not_taken();
     };
-    let key = sandbox::company_key(sandbox_key, &slug);
+    let key = sandbox::company_key(sandbox_key, slug);
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let now = state.auth.clock.now();
     if let Err(refusal) = sandbox::verify(
@@ -98,17 +110,17 @@ async fn notify(
         header(sandbox::SIGNATURE_HEADER),
         header(sandbox::TIMESTAMP_HEADER),
         header(sandbox::NONCE_HEADER),
-        &body,
+        body,
         now,
     ) {
         metrics::counter!("payment_notices_refused_total", "why" => "signature").increment(1);
         tracing::warn!(company = %slug, %refusal, "a sandbox payment notification is refused");
         return answer(StatusCode::UNAUTHORIZED, "FAIL", refusal.to_string());
     }
-    if let Err(refusal) = sandbox::parse(&body) {
+    if let Err(refusal) = sandbox::parse(body) {
         return answer(StatusCode::BAD_REQUEST, "FAIL", refusal.to_string());
     }
-    let stored = inbox::store(&state.pool, Provider::Sandbox, company_id, &body, now).await;
+    let stored = inbox::store(&state.pool, Provider::Sandbox, company_id, body, now).await;
     let id = match stored {
         Ok(id) => id,
         Err(e) => {

@@ -463,3 +463,74 @@ async fn sandbox_notifications_are_believed_only_signed_fresh_and_for_their_comp
     assert_eq!(state, "credited");
     app.assert_ledger_clean().await;
 }
+
+#[tokio::test]
+async fn the_sandbox_pay_page_pays_an_order_through_a_signed_notice_and_the_wallet_gets_it_once() {
+    let app = spawn_app().await;
+    let (company, admin) = app.company_with_admin("sbx-pay").await;
+    let (shop, meter) = crate::money::shop_with_meter(&app, &admin, "321").await;
+    let account = crate::money::open_account(&app, &admin, &shop, &meter).await;
+    let root = app.root().await;
+    let (status, _) = app
+        .post(
+            &format!("/api/v1/platform/companies/{company}/sandbox-payments"),
+            &root,
+            json!({"enabled": true}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, order) = app
+        .post(
+            &format!("/api/v1/accounts/{account}/payment-orders"),
+            &admin,
+            json!({"provider": "sandbox", "amount_fen": 8_800}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{order}");
+    let page = format!(
+        "/sandbox/pay/sbx-pay/{}",
+        order["out_trade_no"].as_str().unwrap()
+    );
+    let client = crate::web::browser_like();
+    let html = crate::web::page(&app, &client, &page).await;
+    assert!(
+        html.contains("¥88.00") && html.contains("sandbox-pay"),
+        "{html}"
+    );
+    // Paid twice (a double click): one payment, one credit.
+    for _ in 0..2 {
+        let (status, location) = crate::web::post_form(&app, &client, &page, &page, &[]).await;
+        assert!(status.is_redirection(), "{status}");
+        assert_eq!(location, page);
+    }
+    let credited = powertab_testkit::wait_until(std::time::Duration::from_secs(10), || async {
+        crate::web::page(&app, &client, &page)
+            .await
+            .contains("sandbox-paid")
+    })
+    .await;
+    assert!(credited, "the page shows the order paid and credited");
+    let schema = format!("c_{company}");
+    let (_, seen) = app
+        .get(&format!("/api/v1/accounts/{account}"), &admin)
+        .await;
+    assert_eq!(crate::money::fen(&seen, "available_fen"), 8_800, "{seen}");
+    assert_eq!(
+        balance(&app.db.pool, &schema, "clearing:sandbox").await,
+        -8_800
+    );
+    assert_eq!(balance(&app.db.pool, &schema, "suspense").await, 0, "not paid twice");
+    // Another company's order number, or a company without the sandbox: no page.
+    let (other, _) = app.company_with_admin("sbx-none").await;
+    let missing = app
+        .http
+        .get(app.url(&format!(
+            "/sandbox/pay/sbx-none/{}",
+            order["out_trade_no"].as_str().unwrap()
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND, "company {other}");
+    app.assert_ledger_clean().await;
+}
