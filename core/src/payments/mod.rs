@@ -4,6 +4,9 @@
 //! and how a verified paid notice becomes a ledger transaction ([`orders`]), the notification
 //! inbox ([`inbox`]) and the sandbox provider's signed notices ([`sandbox`]).
 
+#[cfg(feature = "db")]
 pub mod inbox;
+#[cfg(feature = "db")]
 pub mod orders;
+#[cfg(feature = "db")]
 pub mod sandbox;

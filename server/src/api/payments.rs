@@ -87,7 +87,7 @@ pub(crate) async fn accept(
     // nothing: it is only ever compared, never used as a name).
     let company: Option<(i64, bool)> =
         match sqlx::query_as("select id, sandbox_payments from control.company where slug = $1")
-            .bind(&slug)
+            .bind(slug)
             .fetch_optional(&state.pool)
             .await
         {
