@@ -590,6 +590,18 @@ async fn settle_one(
             .execute(&mut *conn)
             .await?;
             post_verified(conn, principal, id, meter, op, amount).await?;
+            if op == SecureOp::Purchase {
+                // Online payments bought with this purchase are on the meter now.
+                sqlx::query(
+                    "update payment_orders set state = 'delivered', updated_at = $2
+                     where state = 'credited' and credited_txn in
+                       (select source_txn from secure_purchase_requests where command_id = $1)",
+                )
+                .bind(id)
+                .bind(now)
+                .execute(&mut *conn)
+                .await?;
+            }
         }
         Decision::Acknowledged => {
             queue::settle(

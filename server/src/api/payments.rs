@@ -138,6 +138,15 @@ pub(crate) async fn accept(
     answer(StatusCode::OK, "SUCCESS", "")
 }
 
+/// An order as made, with where the tenant pays it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct MadeOrder {
+    #[serde(flatten)]
+    order: Order,
+    /// The provider's page for this order (the sandbox's hosted page).
+    pay_url: String,
+}
+
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 struct OrderInput {
     /// `sandbox` (where switched on), later `wechat` or `alipay`.
@@ -152,13 +161,13 @@ struct OrderInput {
 /// ¥50,000, valid 15 minutes. The provider must be one the company takes.
 #[utoipa::path(post, path = "/api/v1/accounts/{id}/payment-orders", tag = "payments",
     params(("id" = Uuid, Path)), request_body = OrderInput,
-    responses((status = 201, body = Order), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+    responses((status = 201, body = MadeOrder), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
               (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn create_order(
     mut session: Session,
     Path(id): Path<Uuid>,
     ApiJson(input): ApiJson<OrderInput>,
-) -> ApiResult<(StatusCode, Json<Order>)> {
+) -> ApiResult<(StatusCode, Json<MadeOrder>)> {
     // 404 before 422: an account the caller may not see does not exist for them.
     powertab_core::billing::accounts::get(&mut session.tx, &session.principal, id).await?;
     let provider = Provider::parse(&input.provider)
@@ -187,7 +196,9 @@ async fn create_order(
     )
     .await?;
     session.tx.commit().await?;
-    Ok((StatusCode::CREATED, Json(order)))
+    let slug = session.principal.company()?.slug.clone();
+    let pay_url = format!("/sandbox/pay/{slug}/{}", order.out_trade_no);
+    Ok((StatusCode::CREATED, Json(MadeOrder { order, pay_url })))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

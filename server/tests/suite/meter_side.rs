@@ -2050,3 +2050,70 @@ async fn over_a_modbus_tcp_gateway_a_meter_side_meter_is_commissioned_and_buys_c
     let (ok, out) = crate::cli::powertab(&db, &["ledger", "check"]);
     assert!(ok, "{out}");
 }
+
+#[tokio::test]
+async fn an_online_payment_of_a_meter_side_account_is_bought_onto_its_meter_and_the_order_delivered(
+) {
+    use powertab_core::payments::orders::{self, Credited, PaidNotice, Provider};
+    let rig = rig(ShopType::Office, 0).await;
+    let who = worker(&rig.db).await;
+    let schema = who.company().unwrap().schema.clone();
+    let mut tx = powertab_core::db::begin_in(&rig.db.pool, &schema)
+        .await
+        .unwrap();
+    let order = orders::create(
+        &mut tx,
+        &who,
+        rig.account,
+        Provider::Sandbox,
+        AmountFen::from_fen(1_200),
+        Some(rig.meter),
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let mut tx = powertab_core::db::begin_in(&rig.db.pool, &schema)
+        .await
+        .unwrap();
+    let done = orders::credit(
+        &mut tx,
+        &who,
+        &PaidNotice {
+            provider: Provider::Sandbox,
+            out_trade_no: order.out_trade_no.clone(),
+            transaction_id: "SBX-METER-1".into(),
+            amount_fen: AmountFen::from_fen(1_200),
+            paid_at: chrono::Utc::now(),
+        },
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    assert!(matches!(done, Credited::Wallet { .. }), "{done:?}");
+    // Credited into the wallet, then bought onto the meter: the order ends delivered.
+    let delivered = wait_until(Duration::from_secs(30), || async {
+        let state: String =
+            sqlx::query_scalar("select state from c_1.payment_orders where id = $1")
+                .bind(order.id)
+                .fetch_one(&rig.db.pool)
+                .await
+                .unwrap();
+        state == "delivered"
+    })
+    .await;
+    assert!(
+        delivered,
+        "{:?}",
+        states(&rig.db, rig.meter, "purchase").await
+    );
+    assert_eq!(states(&rig.db, rig.meter, "purchase").await, ["verified"]);
+    assert_eq!(on_the_meter(&rig.bus).await.1, 1_200);
+    assert_eq!(
+        balance(&rig.db, format!("on_meter:{}", rig.meter)).await,
+        1_200
+    );
+    assert_eq!(balance(&rig.db, format!("wallet:{}", rig.account)).await, 0);
+    let (ok, out) = crate::cli::powertab(&rig.db, &["ledger", "check"]);
+    assert!(ok, "{out}");
+    rig.running.abort();
+}

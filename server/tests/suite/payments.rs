@@ -491,6 +491,11 @@ async fn the_sandbox_pay_page_pays_an_order_through_a_signed_notice_and_the_wall
         "/sandbox/pay/sbx-pay/{}",
         order["out_trade_no"].as_str().unwrap()
     );
+    assert_eq!(
+        order["pay_url"],
+        page.as_str(),
+        "the order says where to pay"
+    );
     let client = crate::web::browser_like();
     let html = crate::web::page(&app, &client, &page).await;
     assert!(
@@ -519,7 +524,11 @@ async fn the_sandbox_pay_page_pays_an_order_through_a_signed_notice_and_the_wall
         balance(&app.db.pool, &schema, "clearing:sandbox").await,
         -8_800
     );
-    assert_eq!(balance(&app.db.pool, &schema, "suspense").await, 0, "not paid twice");
+    assert_eq!(
+        balance(&app.db.pool, &schema, "suspense").await,
+        0,
+        "not paid twice"
+    );
     // Another company's order number, or a company without the sandbox: no page.
     let (other, _) = app.company_with_admin("sbx-none").await;
     let missing = app
