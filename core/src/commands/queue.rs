@@ -490,16 +490,22 @@ fn stored_state(text: &str) -> CoreResult<State> {
     State::parse(text).ok_or_else(|| CoreError::Internal(format!("stored command state {text:?}")))
 }
 
-/// The op of command `id`, if it exists and belongs to one of `meters`.
+/// The op of command `id`, if it exists and belongs to one of `meters`, and whether it carries a
+/// secure frame (then the meter's counters, not a gateway's word, settle it).
 #[tracing::instrument(skip_all)]
-pub async fn op_of(conn: &mut PgConnection, id: Uuid, meters: &[Uuid]) -> CoreResult<Option<Op>> {
-    let op: Option<String> =
-        sqlx::query_scalar("select op from commands where id = $1 and meter_id = any($2)")
-            .bind(id)
-            .bind(meters)
-            .fetch_optional(&mut *conn)
-            .await?;
-    Ok(op.and_then(|op| Op::parse(&op)))
+pub async fn op_of(
+    conn: &mut PgConnection,
+    id: Uuid,
+    meters: &[Uuid],
+) -> CoreResult<Option<(Op, bool)>> {
+    let row: Option<(String, bool)> = sqlx::query_as(
+        "select op, secure_frame is not null from commands where id = $1 and meter_id = any($2)",
+    )
+    .bind(id)
+    .bind(meters)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(row.and_then(|(op, framed)| Op::parse(&op).map(|op| (op, framed))))
 }
 
 /// Settles every open command of this company past its expiry as `expired`; returns how many.

@@ -137,7 +137,7 @@ mod tests {
 
     #[test]
     fn a_signed_notice_verifies_and_any_change_or_another_company_is_refused() {
-        let now = Utc::now();
+        let now = DateTime::<Utc>::from_timestamp(1_764_000_000, 0).unwrap();
         let ts = now.timestamp().to_string();
         let body = br#"{"out_trade_no":"PT1","transaction_id":"T1","amount_fen":100,"paid_at_ms":0,"trade_state":"SUCCESS"}"#;
         let sig = sign(&key(), &ts, "n1", body);

@@ -216,8 +216,10 @@ pub async fn start(
         batch_id: Some(id),
         retry_of: None,
     };
+    let meter_side = control::meter_side_of(conn, &meters).await?;
     for meter in &meters {
-        control::send(conn, principal, keyring, *meter, op, link).await?;
+        let secure = meter_side.contains(meter);
+        control::send(conn, principal, keyring, *meter, secure, op, link).await?;
     }
     audit::record(
         conn,

@@ -129,7 +129,8 @@ pub async fn operate_linked(
         ));
     }
     apply(conn, principal, &[meter_id], op).await?;
-    let command = send(conn, principal, keyring, meter_id, op, link).await?;
+    let meter_side = meter_side_of(conn, &[meter_id]).await?.contains(&meter_id);
+    let command = send(conn, principal, keyring, meter_id, meter_side, op, link).await?;
     audit::record(
         conn,
         principal,
@@ -189,16 +190,17 @@ pub(crate) async fn apply(
 }
 
 /// Enqueues an operator's `op` for `meter_id` (source `operator:<user id>`); a meter-side meter
-/// gets it as a secure frame ([`send_secure`]).
+/// (`meter_side`, from [`meter_side_of`]) gets it as a secure frame ([`send_secure`]).
 pub(crate) async fn send(
     conn: &mut PgConnection,
     principal: &Principal,
     keyring: Option<&Keyring>,
     meter_id: Uuid,
+    meter_side: bool,
     op: Op,
     link: Link,
 ) -> CoreResult<Command> {
-    if is_meter_side(conn, meter_id).await? {
+    if meter_side {
         return send_secure(conn, principal, keyring, meter_id, op, link).await;
     }
     let now = principal.now();
@@ -220,16 +222,18 @@ pub(crate) async fn send(
     .await
 }
 
-/// Whether `meter_id` holds its own wallet (本地费控).
-async fn is_meter_side(conn: &mut PgConnection, meter_id: Uuid) -> CoreResult<bool> {
-    Ok(
-        sqlx::query_scalar::<_, String>("select prepayment_mode from meters where id = $1")
-            .bind(meter_id)
-            .fetch_optional(&mut *conn)
-            .await?
-            .as_deref()
-            == Some("meter"),
+/// Those of `meters` that hold their own wallet (本地费控), in one query for a whole batch.
+pub(crate) async fn meter_side_of(
+    conn: &mut PgConnection,
+    meters: &[Uuid],
+) -> CoreResult<std::collections::HashSet<Uuid>> {
+    let found: Vec<Uuid> = sqlx::query_scalar(
+        "select id from meters where id = any($1) and prepayment_mode = 'meter'",
     )
+    .bind(meters)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(found.into_iter().collect())
 }
 
 /// The secure command a person's `op` becomes on a meter-side meter. Such a meter trips itself

@@ -163,6 +163,21 @@ pub async fn latest_version(conn: &mut PgConnection) -> CoreResult<Option<i32>> 
     )
 }
 
+/// `meter_id`'s number as the secure frames carry it.
+async fn meter_number(conn: &mut PgConnection, meter_id: Uuid) -> CoreResult<MeterNumber> {
+    let number: Option<String> =
+        sqlx::query_scalar("select meter_number from meters where id = $1")
+            .bind(meter_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let number = number.ok_or(CoreError::NotFound("meter"))?;
+    MeterNumber::parse(&number).map_err(|e| {
+        CoreError::Conflict(format!(
+            "meter number {number:?} cannot take secure commands: {e}"
+        ))
+    })
+}
+
 /// A meter's number as the secure frames carry it, and the key version it holds — recorded
 /// with the current version the first time the meter is asked for (commissioning).
 pub async fn meter_version(
@@ -171,17 +186,7 @@ pub async fn meter_version(
     meter_id: Uuid,
     by: &str,
 ) -> CoreResult<(MeterNumber, i32)> {
-    let number: Option<String> =
-        sqlx::query_scalar("select meter_number from meters where id = $1")
-            .bind(meter_id)
-            .fetch_optional(&mut *conn)
-            .await?;
-    let number = number.ok_or(CoreError::NotFound("meter"))?;
-    let number = MeterNumber::parse(&number).map_err(|e| {
-        CoreError::Conflict(format!(
-            "meter number {number:?} cannot take secure commands: {e}"
-        ))
-    })?;
+    let number = meter_number(conn, meter_id).await?;
     let held: Option<i32> =
         sqlx::query_scalar("select key_version from meter_secure where meter_id = $1")
             .bind(meter_id)
@@ -210,17 +215,7 @@ pub async fn meter_keys_at(
     meter_id: Uuid,
     version: i32,
 ) -> CoreResult<(MeterNumber, MeterKeys)> {
-    let number: Option<String> =
-        sqlx::query_scalar("select meter_number from meters where id = $1")
-            .bind(meter_id)
-            .fetch_optional(&mut *conn)
-            .await?;
-    let number = number.ok_or(CoreError::NotFound("meter"))?;
-    let number = MeterNumber::parse(&number).map_err(|e| {
-        CoreError::Conflict(format!(
-            "meter number {number:?} cannot take secure commands: {e}"
-        ))
-    })?;
+    let number = meter_number(conn, meter_id).await?;
     let master = zeroize::Zeroizing::new(open_master(conn, keyring, version).await?);
     Ok((number, MeterKeys::derive(&master, &number)))
 }

@@ -365,8 +365,8 @@ async fn apply_ack(
         anyhow::Ok(op)
     }
     .await;
-    let op = match op {
-        Ok(Some(op)) => op,
+    let (op, framed) = match op {
+        Ok(Some(found)) => found,
         Ok(None) => {
             refused(identity, "ack_unknown_command", 1);
             return None;
@@ -396,7 +396,7 @@ async fn apply_ack(
     }
     // A secure control command (a frame on the control counter) is verified by the meter's
     // counters too, never by the gateway's word.
-    if ack.status == "done" && (op.is_secure_only() || has_frame(pool, gateway, id).await) {
+    if ack.status == "done" && (op.is_secure_only() || framed) {
         return None;
     }
     let to = match ack.status.as_str() {
@@ -406,26 +406,6 @@ async fn apply_ack(
     };
     crate::commands::settle_ack(pool, &gateway.schema, id, to, &ack.detail, &meters).await;
     None
-}
-
-/// Whether command `id` carries a secure frame (a failed look counts as one: then the settle
-/// worker, not the gateway, decides).
-async fn has_frame(pool: &PgPool, gateway: &Gateway, id: Uuid) -> bool {
-    let framed = async {
-        let mut tx = powertab_core::db::begin_in(pool, &gateway.schema).await?;
-        let framed: Option<bool> =
-            sqlx::query_scalar("select secure_frame is not null from commands where id = $1")
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        tx.commit().await?;
-        anyhow::Ok(framed.unwrap_or(false))
-    }
-    .await;
-    framed.unwrap_or_else(|e| {
-        tracing::warn!(command = %id, error = %e, "reading a command's frame failed");
-        true
-    })
 }
 
 /// Keeps money command `id` ours (`sent`) for its next message after one ended `status`: in
