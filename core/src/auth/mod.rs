@@ -14,6 +14,7 @@
 //!   is where every kind of request (REST, server function, upload) gets its session.
 
 pub mod boundary;
+pub mod tenant_code;
 
 use crate::db::{self, Tx};
 use crate::kernel::clock::SharedClock;
@@ -507,7 +508,9 @@ pub async fn login(
         ));
     }
     if let Some((_, _, status)) = &company {
-        if status != "active" {
+        // A suspended company's shop tenants still log in and pay (DESIGN.md: Tenancy): shops
+        // are not harmed by their landlord's account state.
+        if status != "active" && row.role != Role::ShopTenant {
             return Err(CoreError::Unauthorized("this company is suspended".into()));
         }
     }
@@ -794,17 +797,17 @@ async fn current_role(
     let Some(company) = load_company(tx, company_id).await? else {
         return Ok(None);
     };
-    if company.status != CompanyStatus::Active {
-        return Ok(None);
-    }
     db::set_schema(tx, &company.schema).await?;
     let role: Option<String> =
         sqlx::query_scalar("select role from users where id = $1 and status = 'active'")
             .bind(user_id)
             .fetch_optional(&mut **tx)
             .await?;
-    role.map(|r| r.parse().map_err(CoreError::Internal))
-        .transpose()
+    let role: Option<Role> = role
+        .map(|r| r.parse().map_err(CoreError::Internal))
+        .transpose()?;
+    // In a suspended company only shop tenants keep their sessions.
+    Ok(role.filter(|r| company.status == CompanyStatus::Active || *r == Role::ShopTenant))
 }
 
 /// Revokes one refresh token (logout). Unknown tokens are ignored: logging out twice is fine.
@@ -831,16 +834,32 @@ pub async fn revoke_user_tokens(conn: &mut sqlx::PgConnection, user_id: Uuid) ->
     Ok(())
 }
 
-/// Revokes every refresh token in a company (suspension).
+/// Revokes every staff refresh token in a company (suspension); shop tenants keep theirs.
 #[tracing::instrument(skip_all)]
 pub async fn revoke_company_tokens(
     conn: &mut sqlx::PgConnection,
     company_id: i64,
 ) -> CoreResult<()> {
-    sqlx::query("update control.refresh_token set revoked_at = now() where company_id = $1 and revoked_at is null")
-        .bind(company_id)
-        .execute(conn)
-        .await?;
+    // Shop tenants keep their sessions: they still log in and pay while the company is
+    // suspended (DESIGN.md: Tenancy). Their ids are read from the company's own schema.
+    let Some(company) = load_company(conn, company_id).await? else {
+        return Ok(());
+    };
+    let tenants: Vec<Uuid> = sqlx::query_scalar(&format!(
+        "select id from {}.users where role = 'shop_tenant'",
+        company.schema.as_str()
+    ))
+    .fetch_all(&mut *conn)
+    .await?;
+    sqlx::query(
+        "update control.refresh_token set revoked_at = now()
+         where company_id = $1 and revoked_at is null
+           and (is_platform_user or user_id <> all($2))",
+    )
+    .bind(company_id)
+    .bind(&tenants)
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
@@ -891,7 +910,11 @@ pub async fn resolve(
     };
     if let Some(company) = &company {
         // Platform staff may still enter a suspended company to look into it.
-        if company.status != CompanyStatus::Active && !claims.role.is_platform() {
+        // Shop tenants keep their balance and online top-up (DESIGN.md: Tenancy).
+        if company.status != CompanyStatus::Active
+            && !claims.role.is_platform()
+            && claims.role != Role::ShopTenant
+        {
             return Err(CoreError::Unauthorized("this company is suspended".into()));
         }
     }

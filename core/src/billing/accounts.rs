@@ -559,19 +559,80 @@ pub async fn link_username(
     // The account first: another company's id answers 404 before anything else.
     get(conn, principal, account).await?;
     principal.require(Need::Act(Right::Accounts))?;
-    let user: Option<Uuid> = sqlx::query_scalar(
-        "select id from users where username = $1 and role = 'shop_tenant' and status = 'active'",
-    )
-    .bind(username.trim())
-    .fetch_optional(&mut *conn)
-    .await?;
-    let user = user.ok_or_else(|| {
-        CoreError::field(
-            "username",
-            "no shop-tenant user of this company logs in with it",
-        )
-    })?;
+    let user: Option<(Uuid, String, String)> =
+        sqlx::query_as("select id, role, status from users where username = $1")
+            .bind(username.trim())
+            .fetch_optional(&mut *conn)
+            .await?;
+    let user = match user {
+        Some((id, role, status)) if role == "shop_tenant" && status == "active" => id,
+        Some(_) => {
+            return Err(CoreError::field(
+                "username",
+                "this login is not an active shop tenant's",
+            ))
+        }
+        // An invitation: a phone number nobody logs in with yet becomes the tenant's login,
+        // and they are told by SMS how to sign in with a code.
+        None => invite_tenant(conn, principal, account, username).await?,
+    };
     link_user(conn, principal, account, user).await
+}
+
+/// Creates the tenant login of `phone` (no password: they sign in with SMS codes and may set one
+/// with a reset code) and queues the invitation message.
+async fn invite_tenant(
+    conn: &mut PgConnection,
+    principal: &Principal,
+    account: Uuid,
+    phone: &str,
+) -> CoreResult<Uuid> {
+    let phone = crate::kernel::names::PhoneNumber::parse(phone)
+        .map_err(|e| CoreError::field("username", e.0))?;
+    let phone = phone.as_str();
+    let id = Uuid::now_v7();
+    let now = principal.now();
+    sqlx::query(
+        "insert into users (id, username, phone, password_hash, role, must_change_password,
+             created_at, updated_at)
+         values ($1, $2, $2, '!', 'shop_tenant', false, $3, $3)",
+    )
+    .bind(id)
+    .bind(phone)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    crate::tenancy::audit::record(
+        conn,
+        principal,
+        "user.invite",
+        "user",
+        Some(id.to_string()),
+        None,
+        Some(serde_json::json!({ "username": phone, "account_id": account })),
+    )
+    .await?;
+    let shop: String = sqlx::query_scalar(
+        "select s.number || ' ' || s.name from shop_accounts a join shops s on s.id = a.shop_id
+         where a.id = $1",
+    )
+    .bind(account)
+    .fetch_one(&mut *conn)
+    .await?;
+    let company = principal.company()?.name.clone();
+    let body = format!(
+        "{company}邀请您查看商铺 {shop} 的电费账户：扫描电表上的二维码，用本手机号和短信验证码登录。"
+    );
+    crate::notify::queue_to_phone(
+        conn,
+        "invitation",
+        phone,
+        &body,
+        &[("company", &company), ("shop", &shop)],
+        now,
+    )
+    .await?;
+    Ok(id)
 }
 
 /// Records a print of transaction `txn`'s receipt (the caller read it with [`receipt`]) and

@@ -217,6 +217,11 @@ pub const COMPANY: &[Migration] = &[
         name: "payment_orders",
         sql: include_str!("../../../migrations/company/0031_payment_orders.sql"),
     },
+    Migration {
+        version: 32,
+        name: "tenant_self_service",
+        sql: include_str!("../../../migrations/company/0032_tenant_self_service.sql"),
+    },
 ];
 
 /// Arbitrary constant for `pg_advisory_xact_lock`: "PT" migrations.

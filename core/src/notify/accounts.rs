@@ -22,7 +22,9 @@ use std::collections::BTreeMap;
 pub const VENDOR_CHANNELS: [&str; 3] = ["aliyun", "tencent", "wechat"];
 
 /// The message kinds a template can be set for: the tenants' and the operators'.
-pub const KINDS: [&str; 12] = [
+pub const KINDS: [&str; 14] = [
+    "login_code",
+    "invitation",
     "alarm1",
     "alarm2",
     "trip_notice",

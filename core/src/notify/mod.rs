@@ -136,6 +136,40 @@ pub fn e164(phone: &str) -> String {
     }
 }
 
+/// Queues one text message to `phone` that belongs to no account (a login code, an
+/// invitation), through the company's SMS channel, to go at once: the night window is for
+/// balance news, and a person waiting for a code is awake.
+pub async fn queue_to_phone(
+    conn: &mut sqlx::PgConnection,
+    kind: &str,
+    phone: &str,
+    body: &str,
+    params: &[(&str, &str)],
+    now: DateTime<Utc>,
+) -> crate::CoreResult<Uuid> {
+    let channel = accounts::delivery(conn).await?.sms_channel;
+    let params: Vec<[&str; 2]> = params.iter().map(|(k, v)| [*k, *v]).collect();
+    let id = Uuid::now_v7();
+    sqlx::query(
+        "insert into notifications (id, kind, recipient, channel, body, created_at, deliver_after, params)
+         values ($1, $2, $3, $4, $5, $6, $6, $7)",
+    )
+    .bind(id)
+    .bind(kind)
+    .bind(phone)
+    .bind(channel)
+    .bind(body)
+    .bind(now)
+    .bind(serde_json::to_value(params).unwrap_or_default())
+    .execute(conn)
+    .await?;
+    Ok(id)
+}
+
+/// Kinds that neither wait for nor count toward the per-phone hourly limit: a trip notice (the
+/// trip is on its way) and a login code (limited where it is asked for, and useless later).
+pub const UNLIMITED_KINDS: [&str; 2] = ["trip_notice", "login_code"];
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -119,12 +119,13 @@ async fn held_until(
 ) -> CoreResult<Option<DateTime<Utc>>> {
     let sent: Vec<DateTime<Utc>> = sqlx::query_scalar(
         "select sent_at from notifications
-         where recipient = $1 and sent_at > $2 and kind <> 'trip_notice'
+         where recipient = $1 and sent_at > $2 and kind <> all($4)
          order by sent_at desc limit $3",
     )
     .bind(recipient)
     .bind(now - Duration::hours(1))
     .bind(i64::from(per_hour))
+    .bind(&super::UNLIMITED_KINDS[..])
     .fetch_all(conn)
     .await?;
     Ok(match sent.last() {
@@ -245,7 +246,7 @@ impl Pass<'_> {
     async fn one(&self, message: &Claimed) -> CoreResult<Tally> {
         let now = self.claim.1;
         let mut tx = db::begin_in(self.pool, self.schema).await?;
-        if message.kind != "trip_notice" {
+        if !super::UNLIMITED_KINDS.contains(&message.kind.as_str()) {
             let held = held_until(&mut tx, &message.recipient, self.per_phone_hour, now).await?;
             if let Some(at) = held {
                 let later = Settle::Later(at, "held: per-phone limit");

@@ -204,6 +204,10 @@ pub struct NotifyAccountForm {
     #[serde(default)]
     pub callback_token: String,
     #[serde(default)]
+    pub t_login_code: String,
+    #[serde(default)]
+    pub t_invitation: String,
+    #[serde(default)]
     pub t_alarm1: String,
     #[serde(default)]
     pub t_alarm2: String,
@@ -240,7 +244,9 @@ pub const NOTIFY_CONFIG_KEYS: [&str; 6] = [
 ];
 
 /// The message kinds templates are set for, in the order pages show them.
-pub const NOTIFY_KINDS: [&str; 12] = [
+pub const NOTIFY_KINDS: [&str; 14] = [
+    "login_code",
+    "invitation",
     "alarm1",
     "alarm2",
     "trip_notice",
@@ -269,8 +275,10 @@ impl NotifyAccountForm {
     }
 
     /// (kind, template) pairs the form carries.
-    pub fn templates(&self) -> [(&'static str, &str); 12] {
+    pub fn templates(&self) -> [(&'static str, &str); 14] {
         [
+            ("login_code", &self.t_login_code),
+            ("invitation", &self.t_invitation),
             ("alarm1", &self.t_alarm1),
             ("alarm2", &self.t_alarm2),
             ("trip_notice", &self.t_trip_notice),

@@ -7,7 +7,8 @@ use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::Json;
-use powertab_core::auth::{self, LoginInput, Principal, TokenPair};
+use powertab_core::auth::tenant_code::{self, CodeLogin, CodeRequest};
+use powertab_core::auth::{self, LoginInput, LoginOutcome, Principal, TokenPair};
 use powertab_core::tenancy::roles::Role;
 use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
@@ -20,6 +21,9 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(logout))
         .routes(routes!(me))
         .routes(routes!(change_password))
+        .routes(routes!(tenant_code))
+        .routes(routes!(tenant_login))
+        .routes(routes!(tenant_password_reset))
 }
 
 /// What a successful login answers.
@@ -56,15 +60,62 @@ async fn login(
     ApiJson(input): ApiJson<LoginInput>,
 ) -> ApiResult<Json<LoginResponse>> {
     let outcome = auth::login(&state.pool, &state.auth, &input, ip.as_deref()).await?;
-    Ok(Json(LoginResponse {
-        access_token: outcome.tokens.access_token,
-        refresh_token: outcome.tokens.refresh_token,
-        expires_in: outcome.tokens.expires_in,
-        refresh_expires_in: outcome.tokens.refresh_expires_in,
-        role: outcome.role,
-        company: outcome.company_slug,
-        must_change_password: outcome.must_change_password,
-    }))
+    Ok(Json(LoginResponse::from(outcome)))
+}
+
+impl From<LoginOutcome> for LoginResponse {
+    fn from(outcome: LoginOutcome) -> Self {
+        LoginResponse {
+            access_token: outcome.tokens.access_token,
+            refresh_token: outcome.tokens.refresh_token,
+            expires_in: outcome.tokens.expires_in,
+            refresh_expires_in: outcome.tokens.refresh_expires_in,
+            role: outcome.role,
+            company: outcome.company_slug,
+            must_change_password: outcome.must_change_password,
+        }
+    }
+}
+
+/// Ask for a shop tenant's SMS code (login, or `purpose: reset` for a new password). The answer
+/// is the same whether or not the phone is registered; 429 past the per-phone and per-address
+/// limits.
+#[utoipa::path(post, path = "/api/v1/auth/tenant-codes", tag = "auth", request_body = CodeRequest,
+    responses((status = 202), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)))]
+async fn tenant_code(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    ApiJson(input): ApiJson<CodeRequest>,
+) -> ApiResult<StatusCode> {
+    tenant_code::send_code(&state.pool, &state.auth, &input, ip.as_deref()).await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+/// Log a shop tenant in with an SMS code: the first login creates the tenant's user and links
+/// every open account registered with the phone. Wrong codes count as failed logins.
+#[utoipa::path(post, path = "/api/v1/auth/tenant-login", tag = "auth", request_body = CodeLogin,
+    responses((status = 200, body = LoginResponse), (status = 401, body = ErrorBody),
+              (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)))]
+async fn tenant_login(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    ApiJson(input): ApiJson<CodeLogin>,
+) -> ApiResult<Json<LoginResponse>> {
+    let outcome =
+        tenant_code::login_with_code(&state.pool, &state.auth, &input, ip.as_deref()).await?;
+    Ok(Json(LoginResponse::from(outcome)))
+}
+
+/// Set a shop tenant's password with a reset code (`purpose: reset`); every session ends.
+#[utoipa::path(post, path = "/api/v1/auth/tenant-password-reset", tag = "auth", request_body = CodeLogin,
+    responses((status = 204), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)))]
+async fn tenant_password_reset(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    ApiJson(input): ApiJson<CodeLogin>,
+) -> ApiResult<StatusCode> {
+    tenant_code::reset_password(&state.pool, &state.auth, &input, ip.as_deref()).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

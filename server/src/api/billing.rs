@@ -290,10 +290,17 @@ async fn account_users(
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct LinkUserInput {
-    pub user_id: Uuid,
+    /// An existing shop-tenant user.
+    #[serde(default)]
+    pub user_id: Option<Uuid>,
+    /// Or the tenant's phone number: a phone nobody logs in with yet is invited (a tenant
+    /// login is created and an `invitation` SMS sent; they sign in with SMS codes).
+    #[serde(default)]
+    pub username: Option<String>,
 }
 
-/// Link a shop-tenant user to an open account (right `accounts`).
+/// Link a shop-tenant user to an open account (right `accounts`), by id or by phone number
+/// (inviting a new tenant).
 #[utoipa::path(post, path = "/api/v1/accounts/{id}/users", tag = "billing", request_body = LinkUserInput,
     responses((status = 201, body = LinkedUserList), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn link_account_user(
@@ -301,7 +308,19 @@ async fn link_account_user(
     Path(id): Path<Uuid>,
     ApiJson(input): ApiJson<LinkUserInput>,
 ) -> ApiResult<(StatusCode, Json<LinkedUserList>)> {
-    let items = accounts::link_user(&mut session.tx, &session.principal, id, input.user_id).await?;
+    let items = match (input.user_id, input.username.as_deref()) {
+        (Some(user), None) => {
+            accounts::link_user(&mut session.tx, &session.principal, id, user).await?
+        }
+        (None, Some(phone)) => {
+            accounts::link_username(&mut session.tx, &session.principal, id, phone).await?
+        }
+        _ => {
+            // Another company's account answers 404 before the input is judged.
+            accounts::get(&mut session.tx, &session.principal, id).await?;
+            return Err(CoreError::field("user_id", "give either user_id or username").into());
+        }
+    };
     session.tx.commit().await?;
     Ok((
         StatusCode::CREATED,

@@ -9,8 +9,11 @@ use serde_json::{json, Value};
 
 /// Operations that take no session (or only a refresh token in the body) and so have no
 /// company to leak.
-const PUBLIC: [&str; 3] = [
+const PUBLIC: [&str; 6] = [
     "/api/v1/auth/login",
+    "/api/v1/auth/tenant-codes",
+    "/api/v1/auth/tenant-login",
+    "/api/v1/auth/tenant-password-reset",
     "/api/v1/auth/refresh",
     "/api/v1/auth/logout",
 ];

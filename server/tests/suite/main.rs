@@ -29,5 +29,6 @@ mod power_e2e;
 mod property;
 mod roles;
 mod setup;
+mod tenant;
 mod users;
 mod web;

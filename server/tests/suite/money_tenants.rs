@@ -164,7 +164,7 @@ async fn a_former_tenant_keeps_their_history_and_never_sees_the_next_tenants_acc
 async fn the_account_page_links_a_tenant_by_their_login_with_a_plain_form() {
     use crate::web::{csrf_of, logged_in_as, page, post_form};
     let app = spawn_app().await;
-    let (_, admin) = app.company_with_admin("acme").await;
+    let (company, admin) = app.company_with_admin("acme").await;
     let (shop, meter) = shop_with_meter(&app, &admin, "953").await;
     let id = open_account(&app, &admin, &shop, &meter).await;
     let (_, tenant) = app
@@ -190,8 +190,9 @@ async fn the_account_page_links_a_tenant_by_their_login_with_a_plain_form() {
             .1
         }
     };
-    // An operator's login, or nobody's, is no tenant: the field is named and nothing is linked.
-    for wrong in ["op9", "13999999999"] {
+    // An operator's login, or a name that is no phone, is no tenant: the field is named and
+    // nothing is linked.
+    for wrong in ["op9", "shop-boss"] {
         let refused = link(wrong).await;
         assert!(
             refused.contains("error=validation_failed") && refused.contains("fields=username"),
@@ -216,4 +217,23 @@ async fn the_account_page_links_a_tenant_by_their_login_with_a_plain_form() {
         StatusCode::OK,
         "the tenant reads it now"
     );
+    // A phone nobody logs in with yet is invited: a tenant login without a password, and an SMS.
+    assert_eq!(
+        link("13999999999").await,
+        format!("/accounts/{id}?ok=account.tenant_linked")
+    );
+    let invited: (String, String) = sqlx::query_as(&format!(
+        "select u.role, u.password_hash from c_{company}.users u where u.username = '13999999999'"
+    ))
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(invited, ("shop_tenant".to_owned(), "!".to_owned()));
+    let sms: i64 = sqlx::query_scalar(&format!(
+        "select count(*) from c_{company}.notifications where kind = 'invitation' and recipient = '13999999999'"
+    ))
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(sms, 1);
 }
