@@ -42,5 +42,7 @@ pub mod notify;
 pub mod property;
 #[cfg(feature = "db")]
 pub mod secure;
+#[cfg(feature = "db")]
+pub mod selfservice;
 
 pub use kernel::error::{CoreError, CoreResult};

@@ -19,12 +19,12 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/sandbox/pay/{slug}/{out_trade_no}", get(page).post(pay))
 }
 
-/// The order as the page shows it: (company name, schema, amount, state).
+/// The order as the page shows it: (company name, amount, state, order id).
 async fn order_of(
     state: &AppState,
     slug: &str,
     out_trade_no: &str,
-) -> Option<(String, AmountFen, String)> {
+) -> Option<(String, AmountFen, String, uuid::Uuid)> {
     let company: Option<(String, String)> = sqlx::query_as(
         "select name, schema_name from control.company where slug = $1 and sandbox_payments",
     )
@@ -38,16 +38,16 @@ async fn order_of(
     let mut tx = powertab_core::db::begin_in(&state.pool, &schema)
         .await
         .ok()?;
-    let order: Option<(i64, String)> = sqlx::query_as(
-        "select amount_fen, state from payment_orders where provider = 'sandbox' and out_trade_no = $1",
+    let order: Option<(i64, String, uuid::Uuid)> = sqlx::query_as(
+        "select amount_fen, state, id from payment_orders where provider = 'sandbox' and out_trade_no = $1",
     )
     .bind(out_trade_no)
     .fetch_optional(&mut *tx)
     .await
     .ok()
     .flatten();
-    let (fen, order_state) = order?;
-    Some((name, AmountFen::from_fen(fen), order_state))
+    let (fen, order_state, id) = order?;
+    Some((name, AmountFen::from_fen(fen), order_state, id))
 }
 
 fn escape(text: &str) -> String {
@@ -61,14 +61,18 @@ async fn page(
     State(state): State<AppState>,
     Path((slug, out_trade_no)): Path<(String, String)>,
 ) -> Response {
-    let Some((company, amount, order_state)) = order_of(&state, &slug, &out_trade_no).await else {
+    let Some((company, amount, order_state, id)) = order_of(&state, &slug, &out_trade_no).await
+    else {
         return (StatusCode::NOT_FOUND, "no such sandbox order").into_response();
     };
     let action = match order_state.as_str() {
         "created" => format!(
             "<form method=\"post\"><button type=\"submit\" id=\"sandbox-pay\">确认支付 Pay ¥{amount}</button></form>"
         ),
-        "credited" | "delivered" => "<p id=\"sandbox-paid\">支付成功，已入账 Paid and credited</p>".into(),
+        "credited" | "delivered" => format!(
+            "<p id=\"sandbox-paid\">支付成功，已入账 Paid and credited</p>\
+             <p><a href=\"/my/orders/{id}\" id=\"sandbox-back\">返回 Back</a></p>"
+        ),
         other => format!("<p id=\"sandbox-state\">{}</p>", escape(other)),
     };
     Html(format!(
@@ -87,13 +91,14 @@ async fn pay(
     State(state): State<AppState>,
     Path((slug, out_trade_no)): Path<(String, String)>,
 ) -> Response {
-    let Some((_, amount, order_state)) = order_of(&state, &slug, &out_trade_no).await else {
+    let Some((_, amount, order_state, id)) = order_of(&state, &slug, &out_trade_no).await else {
         return (StatusCode::NOT_FOUND, "no such sandbox order").into_response();
     };
     let Some(sandbox_key) = state.config.sandbox_payment_key.clone() else {
         return (StatusCode::NOT_FOUND, "no such sandbox order").into_response();
     };
-    let back = format!("/sandbox/pay/{slug}/{out_trade_no}");
+    // Back where the payer came from, as a provider's return URL: the order's progress page.
+    let back = format!("/my/orders/{id}");
     if order_state != "created" {
         return Redirect::to(&back).into_response();
     }

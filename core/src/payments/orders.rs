@@ -166,6 +166,71 @@ pub async fn create(
     order_of(&row)
 }
 
+/// Whether the caller's company takes `provider` (the sandbox only where a platform admin
+/// switched it on; the real providers once their credentials are entered).
+pub async fn takes(
+    conn: &mut PgConnection,
+    principal: &Principal,
+    provider: Provider,
+) -> CoreResult<bool> {
+    let company = principal.company()?.id;
+    match provider {
+        Provider::Sandbox => Ok(sqlx::query_scalar(
+            "select sandbox_payments from control.company where id = $1",
+        )
+        .bind(company)
+        .fetch_one(&mut *conn)
+        .await?),
+        _ => Ok(false),
+    }
+}
+
+/// Where the payer pays `order` (the provider's cashier; the sandbox's hosted page).
+pub fn pay_url(company_slug: &str, order: &Order) -> String {
+    format!("/sandbox/pay/{company_slug}/{}", order.out_trade_no)
+}
+
+/// Makes an order as [`create`] does, once the company is known to take `provider`; answers it
+/// with where to pay it. 404 before anything else for an account the caller may not see.
+pub async fn start(
+    conn: &mut PgConnection,
+    principal: &Principal,
+    account_id: Uuid,
+    provider: Provider,
+    amount: AmountFen,
+    meter_id: Option<Uuid>,
+) -> CoreResult<(Order, String)> {
+    accounts::get(conn, principal, account_id).await?;
+    if !takes(conn, principal, provider).await? {
+        return Err(CoreError::field(
+            "provider",
+            "the company does not take this provider",
+        ));
+    }
+    let order = create(conn, principal, account_id, provider, amount, meter_id).await?;
+    let url = pay_url(&principal.company()?.slug, &order);
+    Ok((order, url))
+}
+
+/// The newest `limit` orders of `account`, if the caller may see it.
+pub async fn of_account(
+    conn: &mut PgConnection,
+    principal: &Principal,
+    account_id: Uuid,
+    limit: i64,
+) -> CoreResult<Vec<Order>> {
+    accounts::get(conn, principal, account_id).await?;
+    let rows = sqlx::query(&format!(
+        "select {COLUMNS} from payment_orders where account_id = $1
+         order by created_at desc limit $2"
+    ))
+    .bind(account_id)
+    .bind(limit.clamp(1, 200))
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter().map(order_of).collect()
+}
+
 /// Order `id`, if the caller may see its account.
 pub async fn get(conn: &mut PgConnection, principal: &Principal, id: Uuid) -> CoreResult<Order> {
     let row = sqlx::query(&format!(

@@ -40,8 +40,21 @@ pub async fn grant(
     amount: AmountFen,
     hours: i64,
 ) -> CoreResult<EmergencyCredit> {
-    let found = crate::billing::accounts::lock_for_money(conn, principal, account).await?;
+    crate::billing::accounts::get(conn, principal, account).await?;
     principal.require(Need::Act(Right::EmergencyCredit))?;
+    grant_allowed(conn, principal, account, amount, hours).await
+}
+
+/// [`grant`] once the caller is known to be allowed: an operator with the right, or the
+/// account's own tenant within the company's rules (`crate::selfservice`).
+pub(crate) async fn grant_allowed(
+    conn: &mut PgConnection,
+    principal: &Principal,
+    account: Uuid,
+    amount: AmountFen,
+    hours: i64,
+) -> CoreResult<EmergencyCredit> {
+    let found = crate::billing::accounts::lock_for_money(conn, principal, account).await?;
     if amount <= AmountFen::ZERO || amount > AmountFen::from_fen(AMOUNT_MAX_FEN) {
         return Err(CoreError::field(
             "amount_fen",

@@ -16,6 +16,7 @@ pub mod platform;
 pub mod property;
 pub mod review;
 pub mod secure;
+pub mod selfservice;
 pub mod session;
 pub mod setup;
 pub mod users;
@@ -58,4 +59,5 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(books::router())
         .merge(secure::router())
         .merge(payments::router())
+        .merge(selfservice::router())
 }

@@ -168,25 +168,12 @@ async fn create_order(
     Path(id): Path<Uuid>,
     ApiJson(input): ApiJson<OrderInput>,
 ) -> ApiResult<(StatusCode, Json<MadeOrder>)> {
-    // 404 before 422: an account the caller may not see does not exist for them.
-    powertab_core::billing::accounts::get(&mut session.tx, &session.principal, id).await?;
-    let provider = Provider::parse(&input.provider)
-        .ok_or_else(|| CoreError::field("provider", "sandbox, wechat or alipay"))?;
-    let company = session.principal.company()?.id;
-    let takes: bool = match provider {
-        Provider::Sandbox => {
-            sqlx::query_scalar("select sandbox_payments from control.company where id = $1")
-                .bind(company)
-                .fetch_one(&mut *session.tx)
-                .await
-                .map_err(CoreError::from)?
-        }
-        _ => false,
+    let Some(provider) = Provider::parse(&input.provider) else {
+        // 404 before 422: an account the caller may not see does not exist for them.
+        powertab_core::billing::accounts::get(&mut session.tx, &session.principal, id).await?;
+        return Err(CoreError::field("provider", "sandbox, wechat or alipay").into());
     };
-    if !takes {
-        return Err(CoreError::field("provider", "the company does not take this provider").into());
-    }
-    let order = orders::create(
+    let (order, pay_url) = orders::start(
         &mut session.tx,
         &session.principal,
         id,
@@ -196,8 +183,6 @@ async fn create_order(
     )
     .await?;
     session.tx.commit().await?;
-    let slug = session.principal.company()?.slug.clone();
-    let pay_url = format!("/sandbox/pay/{slug}/{}", order.out_trade_no);
     Ok((StatusCode::CREATED, Json(MadeOrder { order, pay_url })))
 }
 

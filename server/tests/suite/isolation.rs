@@ -38,6 +38,7 @@ struct CompanyB {
     reversal_id: String,
     approval_id: String,
     invoice_id: String,
+    order_id: String,
     markers: Vec<String>,
 }
 
@@ -169,6 +170,18 @@ async fn company_b(app: &TestApp) -> CompanyB {
     .execute(&app.db.pool)
     .await
     .unwrap();
+    // A payment order of B's (made in the database: B takes no online payments).
+    let order_id: String = sqlx::query_scalar(&format!(
+        "insert into c_{company_id}.payment_orders (id, provider, out_trade_no, account_id, amount_fen,
+             state, created_at, expires_at, updated_at)
+         values (gen_random_uuid(), 'sandbox', 'PTBRAVOSECRET0001', $1, 500, 'created', now(),
+                 now() + interval '15 minutes', now())
+         returning id::text"
+    ))
+    .bind(account_id.parse::<uuid::Uuid>().unwrap())
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
     let (_, command) = app
         .post(
             &format!("/api/v1/meters/{meter_id}/read-now"),
@@ -225,6 +238,8 @@ async fn company_b(app: &TestApp) -> CompanyB {
             "bravo-write-off-secret".into(),
             invoice_id.clone(),
             "bravo-invoice-secret".into(),
+            order_id.clone(),
+            "PTBRAVOSECRET0001".into(),
         ],
         user_id,
         building_id,
@@ -241,6 +256,7 @@ async fn company_b(app: &TestApp) -> CompanyB {
         reversal_id,
         approval_id,
         invoice_id,
+        order_id,
     }
 }
 
@@ -282,6 +298,8 @@ fn b_id_for(path: &str, b: &CompanyB) -> String {
         b.approval_id.clone()
     } else if path.starts_with("/api/v1/invoices/{id}") {
         b.invoice_id.clone()
+    } else if path.starts_with("/api/v1/payment-orders/{id}") {
+        b.order_id.clone()
     } else {
         panic!("isolation test: no company-B resource id known for {path}; add one to b_id_for")
     }

@@ -506,7 +506,11 @@ async fn the_sandbox_pay_page_pays_an_order_through_a_signed_notice_and_the_wall
     for _ in 0..2 {
         let (status, location) = crate::web::post_form(&app, &client, &page, &page, &[]).await;
         assert!(status.is_redirection(), "{status}");
-        assert_eq!(location, page);
+        assert_eq!(
+            location,
+            format!("/my/orders/{}", order["id"].as_str().unwrap()),
+            "back to the order's progress page"
+        );
     }
     let credited = powertab_testkit::wait_until(std::time::Duration::from_secs(10), || async {
         crate::web::page(&app, &client, &page)

@@ -422,3 +422,214 @@ async fn a_code_dies_after_five_wrong_guesses_or_ten_minutes_and_a_phone_gets_fi
         .iter()
         .all(|h| h.len() == 32 && !h.windows(6).any(|w| w == latest.as_bytes())));
 }
+
+#[tokio::test]
+async fn the_tenants_home_shows_balance_power_usage_by_tou_period_and_grants_emergency_credit_within_the_rules(
+) {
+    use crate::money::{fen, rating_pass, store_reading};
+    let app = spawn_app().await;
+    let (acme, admin) = app.company_with_admin("acme").await;
+    let (_, rival) = app.company_with_admin("rival").await;
+    let (_, plan) = app
+        .post(
+            "/api/v1/tariff-plans",
+            &admin,
+            json!({"name": "flat", "version": {"effective": "2020-01-01", "prices": {"flat": 8123}}}),
+        )
+        .await;
+    let (shop, meter) = shop_with_meter(&app, &admin, "105").await;
+    let (status, body) = app
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/meters/{meter}"),
+            Some(&admin),
+            Some(json!({"tariff_plan_id": plan["id"]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let account = open_account(&app, &admin, &shop, &meter).await;
+    app.post_keyed(
+        &format!("/api/v1/accounts/{account}/top-up"),
+        &admin,
+        "home-1",
+        json!({"amount_fen": 10_000, "method": "card"}),
+    )
+    .await;
+    let (tenant_id, tenant) = app
+        .user(&admin, "acme", "13900000006", "shop_tenant", &[])
+        .await;
+    let (status, _) = app
+        .post(
+            &format!("/api/v1/accounts/{account}/users"),
+            &admin,
+            json!({"user_id": tenant_id}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    // DESIGN.md's worked example: 1,234 Wh then 766 Wh at 0.8123 yuan/kWh → 100 + 62 fen.
+    let t0 = chrono::Utc::now();
+    store_reading(&app, &meter, t0 + chrono::Duration::seconds(60), 1_001_234).await;
+    store_reading(&app, &meter, t0 + chrono::Duration::seconds(120), 1_002_000).await;
+    let clock = ManualClock::at(t0 + chrono::Duration::seconds(150));
+    assert_eq!(rating_pass(&app, &clock).await.readings_rated, 2);
+
+    let (status, home) = app
+        .get(&format!("/api/v1/accounts/{account}/home"), &tenant)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{home}");
+    assert_eq!(fen(&home["account"], "available_fen"), 10_000 - 162);
+    assert_eq!(home["power"], "on");
+    assert_eq!(home["alarm_level"], 0);
+    assert_eq!(home["meters"][0]["energy_wh"], 1_002_000, "{home}");
+    assert_eq!(
+        home["meters"][0]["remaining_fen"],
+        Value::Null,
+        "platform-side"
+    );
+    assert_eq!(
+        home["rules"]["presets_fen"],
+        json!([5000, 10000, 20000, 50000])
+    );
+    assert_eq!(home["rules"]["providers"], json!([]), "no sandbox here");
+    assert_eq!(home["may_grant_emergency"], false);
+    // Another company's admin: the account does not exist.
+    for path in ["home", "usage", "payment-orders"] {
+        let (status, _) = app
+            .get(&format!("/api/v1/accounts/{account}/{path}"), &rival)
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
+    }
+
+    // Usage by day: 7 slots ending today; the 2 kWh all in the flat period, 162 fen.
+    let (status, days) = app
+        .get(
+            &format!("/api/v1/accounts/{account}/usage?by=day&count=7"),
+            &tenant,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{days}");
+    let items = days["items"].as_array().unwrap();
+    assert_eq!(items.len(), 7);
+    let sum = |key: &str| items.iter().map(|s| s[key].as_i64().unwrap()).sum::<i64>();
+    assert_eq!(
+        (sum("energy_wh"), sum("charge_fen")),
+        (2_000, 162),
+        "{days}"
+    );
+    let flat: i64 = items
+        .iter()
+        .map(|s| s["by_period_wh"][2].as_i64().unwrap())
+        .sum();
+    assert_eq!(flat, 2_000);
+    let today = (t0 + chrono::Duration::seconds(120))
+        .with_timezone(&powertab_core::kernel::clock::time_zone("Asia/Shanghai"))
+        .format("%Y-%m-%d")
+        .to_string();
+    assert_eq!(items[6]["label"], today.as_str());
+    assert_eq!(items[6]["energy_wh"], 2_000);
+    let (_, months) = app
+        .get(
+            &format!("/api/v1/accounts/{account}/usage?by=month"),
+            &tenant,
+        )
+        .await;
+    assert_eq!(months["items"].as_array().unwrap().len(), 12);
+    assert_eq!(months["items"][11]["energy_wh"], 2_000);
+    for bad in ["by=week", "count=100", "count=0"] {
+        let (status, _) = app
+            .get(&format!("/api/v1/accounts/{account}/usage?{bad}"), &tenant)
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
+    }
+
+    // Days left: the average of the account's life so far (at least a day), floored.
+    let opened_at: chrono::DateTime<chrono::Utc> = home["account"]["opened_at"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut conn = app.db.pool.acquire().await.unwrap();
+    sqlx::query(&format!("set search_path to c_{acme}"))
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let id: uuid::Uuid = account.parse().unwrap();
+    let average = powertab_core::selfservice::average_daily_charge(
+        &mut conn,
+        id,
+        opened_at,
+        t0 + chrono::Duration::days(1),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        average,
+        Some(powertab_core::kernel::money::AmountFen::from_fen(162))
+    );
+    assert_eq!(
+        powertab_core::selfservice::days_left(
+            powertab_core::kernel::money::AmountFen::from_fen(10_000 - 162),
+            average
+        ),
+        Some(60)
+    );
+    let later = powertab_core::selfservice::average_daily_charge(
+        &mut conn,
+        id,
+        opened_at,
+        t0 + chrono::Duration::days(10),
+    )
+    .await
+    .unwrap();
+    assert_eq!(later, None, "nothing charged in the last 7 days");
+    drop(conn);
+
+    // Emergency credit: refused until the company allows tenants to grant it, then once.
+    let grant = format!("/api/v1/accounts/{account}/emergency-credit/self");
+    let (status, body) = app.post(&grant, &tenant, json!({})).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    sqlx::query(&format!(
+        "update c_{acme}.settings set tenant_emergency_fen = 2000, tenant_emergency_hours = 12"
+    ))
+    .execute(&app.db.pool)
+    .await
+    .unwrap();
+    let (_, home) = app
+        .get(&format!("/api/v1/accounts/{account}/home"), &tenant)
+        .await;
+    assert_eq!(home["may_grant_emergency"], true, "{home}");
+    let (status, _) = app.post(&grant, &admin, json!({})).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "staff use the account page");
+    let (status, _) = app.post(&grant, &rival, json!({})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, credit) = app.post(&grant, &tenant, json!({})).await;
+    assert_eq!(status, StatusCode::CREATED, "{credit}");
+    assert_eq!(credit["amount_fen"], 2_000);
+    let (status, _) = app.post(&grant, &tenant, json!({})).await;
+    assert_eq!(status, StatusCode::CONFLICT, "once a month");
+    let (_, home) = app
+        .get(&format!("/api/v1/accounts/{account}/home"), &tenant)
+        .await;
+    assert_eq!(home["may_grant_emergency"], false);
+    assert_eq!(home["emergency"]["amount_fen"], 2_000);
+    let audited: i64 = sqlx::query_scalar(&format!(
+        "select count(*) from c_{acme}.audit_log where action = 'account.emergency_credit'
+         and actor_id = $1::uuid"
+    ))
+    .bind(&tenant_id)
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap_or(-1);
+    assert_eq!(audited, 1, "audited as the tenant's");
+    let (status, orders) = app
+        .get(
+            &format!("/api/v1/accounts/{account}/payment-orders"),
+            &tenant,
+        )
+        .await;
+    assert_eq!(
+        (status, orders["items"].clone()),
+        (StatusCode::OK, json!([]))
+    );
+    app.assert_ledger_clean().await;
+}
