@@ -3,7 +3,7 @@
 use crate::i18n::{Lang, LANG_COOKIE};
 use crate::tenancy::{get_session, SessionView};
 use crate::web::WebError;
-use crate::{billing, field, import, power, property, tariff, tenancy};
+use crate::{billing, field, import, power, property, selfservice, tariff, tenancy};
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, MetaTags, Title};
 use leptos_router::components::{FlatRoutes, Route, Router};
@@ -93,6 +93,11 @@ pub fn App() -> impl IntoView {
         <Router>
             <FlatRoutes fallback=move || view! { <p class="page">{crate::i18n::tr(lang, "error.page_not_found")}</p> }>
                 <Route path=path!("/login") view=tenancy::pages::login::LoginPage ssr=SsrMode::Async/>
+                <Route path=path!("/t/:slug") view=selfservice::pages::TenantLandingPage ssr=SsrMode::Async/>
+                <Route path=path!("/my") view=selfservice::pages::MyHomePage ssr=SsrMode::Async/>
+                <Route path=path!("/my/top-up") view=selfservice::pages::MyTopUpPage ssr=SsrMode::Async/>
+                <Route path=path!("/my/orders/:id") view=selfservice::pages::MyOrderPage ssr=SsrMode::Async/>
+                <Route path=path!("/my/preferences") view=selfservice::pages::MyPreferencesPage ssr=SsrMode::Async/>
                 <Route path=path!("/") view=tenancy::pages::home::HomePage ssr=SsrMode::Async/>
                 <Route path=path!("/password") view=tenancy::pages::password::PasswordPage ssr=SsrMode::Async/>
                 <Route path=path!("/platform/companies") view=tenancy::pages::companies::CompaniesPage ssr=SsrMode::Async/>

@@ -115,6 +115,93 @@ pub fn EnergyChart(
     }
 }
 
+/// One slot of a stacked chart: its parts in Wh, bottom first.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StackSlot {
+    pub label: String,
+    pub title: String,
+    pub parts_wh: Vec<i64>,
+}
+
+/// A stacked bar chart in kWh: each slot's parts (the TOU periods) one on another, each with
+/// its CSS class (`p-sharp` …) and, on hover, its name and value; a legend under it names the
+/// classes. The axis fits the tallest total. Slots with nothing are drawn empty (a day without
+/// use is a real 0 here: charge lines exist only for what was used).
+#[component]
+pub fn StackedEnergyChart(
+    id: &'static str,
+    slots: Vec<StackSlot>,
+    label_every: usize,
+    /// (CSS class, translated name) per part.
+    parts: Vec<(&'static str, String)>,
+) -> impl IntoView {
+    let peak = slots
+        .iter()
+        .map(|s| s.parts_wh.iter().fold(0i64, |a, b| a.saturating_add(*b)))
+        .max()
+        .unwrap_or(0);
+    let max = axis_max_wh(peak);
+    let n = i64::try_from(slots.len()).unwrap_or(0).max(1);
+    let width = LEFT + n * SLOT_W + 4;
+    let height = TOP + PLOT_H + BOTTOM;
+    let base = TOP + PLOT_H;
+    let grid = [max, max / 2, 0].map(|wh| {
+        let y = base - bar_height(wh, max).max(if wh == 0 { 0 } else { 1 });
+        view! {
+            <line x1=LEFT y1=y x2=width - 4 y2=y class="grid"/>
+            <text x=LEFT - 4 y=y + 4 class="y-label" text-anchor="end">{format_wh_as_kwh(wh)}</text>
+        }
+    });
+    let every = label_every.max(1);
+    let names = parts.clone();
+    let bars = slots
+        .into_iter()
+        .enumerate()
+        .map(|(i, slot)| {
+            let x = LEFT + i64::try_from(i).unwrap_or(0) * SLOT_W + (SLOT_W - BAR_W) / 2;
+            let label = (i % every == 0).then(|| {
+                view! {
+                    <text x=x + BAR_W / 2 y=base + 14 class="x-label" text-anchor="middle">{slot.label.clone()}</text>
+                }
+            });
+            // Heights from the running total, so rounding never makes a stack taller than its sum.
+            let mut below_wh = 0i64;
+            let pieces = slot
+                .parts_wh
+                .iter()
+                .enumerate()
+                .filter(|(_, wh)| **wh > 0)
+                .map(|(p, wh)| {
+                    let bottom = bar_height(below_wh, max);
+                    below_wh = below_wh.saturating_add(*wh);
+                    let top = bar_height(below_wh, max).max(bottom + 1);
+                    let (class, name) = names.get(p).cloned().unwrap_or(("bar", String::new()));
+                    let title = format!("{} · {name} {} kWh", slot.title, format_wh_as_kwh(*wh));
+                    view! {
+                        <rect x=x y=base - top width=BAR_W height=top - bottom class=format!("bar {class}")><title>{title}</title></rect>
+                    }
+                })
+                .collect_view();
+            view! { <g class="stack">{pieces}{label}</g> }
+        })
+        .collect_view();
+    let legend = parts
+        .into_iter()
+        .map(|(class, name)| view! { <span class="legend-item"><i class=format!("swatch {class}")></i>{name}</span> })
+        .collect_view();
+    view! {
+        <figure class="stacked">
+            <svg id=id class="chart" viewBox=format!("0 0 {width} {height}") role="img"
+                preserveAspectRatio="xMinYMin meet">
+                <text x=2 y=TOP + 4 class="unit">"kWh"</text>
+                {grid}
+                {bars}
+            </svg>
+            <figcaption class="legend">{legend}</figcaption>
+        </figure>
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -109,16 +109,23 @@ fn Header(session: SessionView) -> impl IntoView {
     let in_company = session.company_slug.is_some();
     let staff = in_company && session.role != "shop_tenant";
     let platform_nav = session.is_platform && !in_company;
+    let tenant = in_company && session.role == "shop_tenant";
+    // A shop tenant's home is their account (/my), not the staff landing page.
+    let home = if tenant { "/my" } else { "/" };
     view! {
         <header class="top">
-            <a class="brand" href="/">{tr(lang, "app.name")}</a>
+            <a class="brand" href=home>{tr(lang, "app.name")}</a>
             <nav>
                 {(staff && session.field_alarms_open > 0).then(|| view! {
                     <a href="/fleet?problems=1" class="alarm-badge" id="field-alarm-badge">
                         "⚠ " {session.field_alarms_open} " " {tr(lang, "nav.field_alarms")}
                     </a>
                 })}
-                <a href="/">{tr(lang, "nav.home")}</a>
+                {(!tenant).then(|| view! { <a href="/">{tr(lang, "nav.home")}</a> })}
+                {tenant.then(|| view! {
+                    <a href="/my">{tr(lang, "nav.my")}</a>
+                    <a href="/my/preferences">{tr(lang, "tenant.preferences")}</a>
+                })}
                 {platform_nav.then(|| view! {
                     <a href="/platform/companies">{tr(lang, "nav.companies")}</a>
                     <a href="/platform/audit">{tr(lang, "nav.platform_audit")}</a>

@@ -18,6 +18,7 @@ pub mod field;
 pub mod import;
 pub mod power;
 pub mod property;
+pub mod selfservice;
 pub mod tariff;
 pub mod tenancy;
 

@@ -66,11 +66,16 @@ pub async fn get_receipt(id: String) -> Result<ReceiptView, WebError> {
     let r = accounts::receipt(&mut tx, &principal, id)
         .await
         .map_err(read_err)?;
-    // Every print is recorded; any after the first is marked 补打.
-    let reprint = accounts::record_print(&mut tx, &principal, id)
-        .await
-        .map_err(read_err)?
-        > 0;
+    // Every print is recorded; any after the first is marked 补打. A tenant reading their own
+    // receipt on the phone prints nothing.
+    let reprint = if principal.role == powertab_core::tenancy::roles::Role::ShopTenant {
+        false
+    } else {
+        accounts::record_print(&mut tx, &principal, id)
+            .await
+            .map_err(read_err)?
+            > 0
+    };
     tx.commit()
         .await
         .map_err(|e| read_err(powertab_core::CoreError::from(e)))?;

@@ -286,6 +286,8 @@ pub async fn login(company: String, username: String, password: String) -> Resul
             set_cookies(cookies);
             Ok(if outcome.must_change_password {
                 "/password".to_owned()
+            } else if outcome.role == Role::ShopTenant {
+                "/my".to_owned()
             } else {
                 "/".to_owned()
             })

@@ -745,3 +745,187 @@ async fn a_meter_side_meters_page_hydrates_and_shows_its_key_only_when_asked() {
     );
     b.client.clone().close().await.unwrap();
 }
+
+/// The page is no wider than the phone's screen.
+async fn assert_fits_phone(c: &Client, what: &str) {
+    let widths = c
+        .execute(
+            "return [document.documentElement.scrollWidth, window.innerWidth]",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let (page, screen) = (widths[0].as_i64().unwrap(), widths[1].as_i64().unwrap());
+    assert!(
+        page <= screen,
+        "{what} is {page} px wide on a {screen} px screen"
+    );
+}
+
+async fn screenshot(c: &Client, name: &str) {
+    let png = c.screenshot().await.unwrap();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(name), png).unwrap();
+}
+
+/// Issue 14's proof: on a 360-px phone, a shop tenant whose power was cut opens the meter's QR
+/// link, signs in with the SMS code the sandbox channel carried, tops up through the sandbox pay
+/// page, follows the order until it is credited, sees the receipt — and the simulated meter's
+/// relay closes again, read back.
+#[tokio::test]
+async fn a_tenant_scans_the_qr_code_signs_in_by_sms_tops_up_and_the_power_comes_back() {
+    assert_bundle_built();
+    let app = spawn_app().await;
+    let db = &app.db;
+    powertab_server::demo::prepare(&db.pool)
+        .await
+        .expect("demo data");
+    let _field = crate::cli::simulate_demo(db, Duration::from_millis(500)).await;
+    crate::power_e2e::rules_at_once(db).await;
+    let (shop, meter, number): (uuid::Uuid, uuid::Uuid, String) = sqlx::query_as(
+        "select s.id, m.id, m.meter_number from c_1.meters m join c_1.shops s on s.id = m.shop_id
+         where s.number = '101'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    let relay = || async {
+        sqlx::query_scalar::<_, Option<bool>>(
+            "select relay_closed from c_1.meter_latest where meter_id = $1",
+        )
+        .bind(meter)
+        .fetch_optional(&db.pool)
+        .await
+        .unwrap()
+        .flatten()
+    };
+    assert!(
+        powertab_testkit::wait_until(Duration::from_secs(40), || async {
+            relay().await.is_some()
+        })
+        .await,
+        "the simulated meter is read"
+    );
+    // The shop's account (registered phone 13800138000), its balance spent: the power is cut.
+    let account = crate::power_e2e::open_and_top_up(db, shop, &[meter]).await;
+    crate::power_e2e::to_trip_level(db, account).await;
+    assert!(
+        powertab_testkit::wait_until(Duration::from_secs(30), || async {
+            relay().await == Some(false)
+        })
+        .await,
+        "tripped and read back open"
+    );
+    let root = app.root().await;
+    let (status, _) = app
+        .post(
+            "/api/v1/platform/companies/1/sandbox-payments",
+            &root,
+            json!({"enabled": true}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+
+    let b = browser(true, 360, 800).await;
+    let c = &b.client;
+    c.goto(&app.url(&format!("/t/demo?meter={number}")))
+        .await
+        .unwrap();
+    assert!(text_of(c, "#company-name").await.contains("演示广场"));
+    assert!(text_of(c, "#qr-meter").await.contains(&number));
+    assert_fits_phone(c, "the QR page").await;
+    fill(c, "#code-form", "phone", "13800138000").await;
+    submit(c, "#code-form").await;
+    text_of(c, "#code-sent").await;
+    let code: String = sqlx::query_scalar(
+        "select p->>1 from c_1.notifications n, jsonb_array_elements(n.params) p
+         where n.kind = 'login_code' and n.recipient = '13800138000' and p->>0 = 'code'
+         order by n.created_at desc limit 1",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .expect("the sandbox SMS channel holds the code");
+    fill(c, "#code-login-form", "code", &code).await;
+    submit(c, "#code-login-form").await;
+
+    // Home: the cut power and the empty balance, in Chinese.
+    let power = c
+        .wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Css("#power-state"))
+        .await
+        .unwrap();
+    assert_eq!(
+        power.attr("data-power").await.unwrap().as_deref(),
+        Some("off")
+    );
+    assert_eq!(power.text().await.unwrap(), "已断电");
+    assert_eq!(text_of(c, "#available").await, "¥0.00");
+    text_of(c, "#usage-days").await;
+    assert_fits_phone(c, "/my").await;
+    screenshot(c, "tenant-home-360.png").await;
+
+    // Top up ¥50 (the first preset) and pay on the sandbox's page.
+    c.find(Locator::Css("#top-up"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    text_of(c, "#presets").await;
+    assert_fits_phone(c, "/my/top-up").await;
+    c.find(Locator::Css("#presets button[data-amount='50.00']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert_eq!(text_of(c, "#sandbox-amount").await, "¥50.00");
+    c.find(Locator::Css("#sandbox-pay"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    // Back on our order page, which refreshes itself until the money is credited.
+    let credited = powertab_testkit::wait_until(Duration::from_secs(20), || async {
+        match c.find(Locator::Css("#order-steps")).await {
+            Ok(steps) => {
+                steps.attr("data-state").await.ok().flatten().as_deref() == Some("credited")
+            }
+            Err(_) => false,
+        }
+    })
+    .await;
+    assert!(credited, "the order page shows it credited");
+    assert_eq!(text_of(c, "#order-message").await, "充值成功");
+    assert_eq!(text_of(c, "#order-available").await, "¥50.00");
+    assert_fits_phone(c, "the order page").await;
+    screenshot(c, "tenant-order-360.png").await;
+    c.find(Locator::Css("#receipt"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert_eq!(text_of(c, "#receipt-amount").await, "¥50.00");
+
+    // The relay closes, read back from the simulated meter, and the home says so.
+    assert!(
+        powertab_testkit::wait_until(Duration::from_secs(30), || async {
+            relay().await == Some(true)
+        })
+        .await,
+        "the meter's relay closed again"
+    );
+    let on = powertab_testkit::wait_until(Duration::from_secs(20), || async {
+        c.goto(&app.url("/my")).await.unwrap();
+        text_of(c, "#power-state").await == "正常供电"
+    })
+    .await;
+    assert!(on, "the home shows the power back on");
+    b.client.clone().close().await.unwrap();
+    let (ok, out) = crate::cli::powertab(db, &["ledger", "check"]);
+    assert!(ok, "{out}");
+}

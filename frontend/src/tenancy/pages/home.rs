@@ -13,6 +13,9 @@ pub fn HomePage() -> impl IntoView {
     let lang = use_lang();
     view! {
         <Layout page=move |s| {
+            if s.role == "shop_tenant" && s.company_slug.is_some() {
+                return view! { <leptos_router::components::Redirect path="/my"/> }.into_any();
+            }
             let company = s.company_name.clone().unwrap_or_else(|| tr(lang, "home.platform"));
             let entered = s.is_platform && s.company_slug.is_some();
             view! {
