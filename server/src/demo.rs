@@ -138,6 +138,86 @@ pub async fn prepare(pool: &PgPool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What the demo company lets its tenants do: sandbox payments (what a platform admin switches on
+/// per company; `powertab demo` is that admin here; it moves no real money), and ¥20 of
+/// emergency credit for a day granted by the tenant.
+pub async fn show_tenant_features(pool: &PgPool, company_id: i64) -> anyhow::Result<()> {
+    sqlx::query("update control.company set sandbox_payments = true where id = $1")
+        .bind(company_id)
+        .execute(pool)
+        .await?;
+    let mut tx = db::begin_in(pool, &SchemaName::for_company(company_id)).await?;
+    sqlx::query("update settings set tenant_emergency_fen = 2000, tenant_emergency_hours = 24")
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Once shop 101's simulated meter has been read, opens the shop's account for the demo tenant
+/// (registered phone 13800138000, linked to their login) with ¥30 on it, unless the shop has an
+/// account already. Runs in the background: the first reading takes a poll cycle.
+async fn open_tenant_account(pool: PgPool, company_id: i64) {
+    if let Err(e) = try_open_tenant_account(&pool, company_id).await {
+        tracing::warn!(error = %e, "the demo tenant's account was not opened");
+    }
+}
+
+pub async fn try_open_tenant_account(pool: &PgPool, company_id: i64) -> anyhow::Result<()> {
+    use powertab_core::billing::accounts::{self, OpenAccount, OpeningMeter};
+    use powertab_core::billing::counter::{self, CounterInput, CounterMethod};
+    use powertab_core::kernel::money::AmountFen;
+    let schema = SchemaName::for_company(company_id);
+    let mut actor = Principal::system("demo", powertab_core::kernel::clock::system());
+    for _ in 0..120 {
+        let mut tx = db::begin_in(pool, &schema).await?;
+        let found: Option<(uuid::Uuid, uuid::Uuid, bool)> = sqlx::query_as(
+            "select s.id, m.id, exists (select 1 from shop_accounts a where a.shop_id = s.id
+                                         and a.state <> 'closed')
+             from shops s join meters m on m.shop_id = s.id
+             join meter_latest l on l.meter_id = m.id where s.number = '101' limit 1",
+        )
+        .fetch_optional(&mut *tx)
+        .await?;
+        match found {
+            Some((_, _, true)) => return Ok(()),
+            Some((shop, meter, false)) => {
+                actor.company = powertab_core::auth::load_company(&mut tx, company_id).await?;
+                let input = OpenAccount {
+                    shop_id: shop,
+                    holder_name: "张三".into(),
+                    holder_phone: "13800138000".into(),
+                    meters: vec![OpeningMeter {
+                        meter_id: meter,
+                        manual_energy_wh: None,
+                        accept_remaining_fen: None,
+                    }],
+                    deposit_fen: AmountFen::ZERO,
+                    deposit_method: None,
+                    opening_credit_fen: AmountFen::ZERO,
+                };
+                let account = accounts::open(&mut tx, &actor, &input, "demo-tenant-open").await?;
+                accounts::link_username(&mut tx, &actor, account.id, "13800138000").await?;
+                let top_up = CounterInput {
+                    amount_fen: AmountFen::from_fen(3_000),
+                    method: CounterMethod::Card,
+                    reason: String::new(),
+                    meter_id: None,
+                };
+                counter::top_up(&mut tx, &actor, account.id, &top_up, "demo-tenant-top-up").await?;
+                tx.commit().await?;
+                tracing::info!(account = %account.id, "the demo tenant's account is open");
+                return Ok(());
+            }
+            None => {
+                drop(tx);
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            }
+        }
+    }
+    anyhow::bail!("shop 101's meter was not read within four minutes")
+}
+
 /// A small mall: one building, two floors, six shops, a TOU tariff, a DTU with a Modbus bus of
 /// Acrel meters for the first floor and an MQTT gateway for the second. Loaded through the same
 /// import code a company uses.
@@ -219,6 +299,13 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
             powertab_core::auth::new_csrf_token() + &powertab_core::auth::new_csrf_token(),
         ));
     }
+    if config.sandbox_payment_key.is_none() {
+        // The sandbox payment provider, for the demo company only (DESIGN.md: Sandbox payments):
+        // a key per run, as above.
+        config.sandbox_payment_key = Some(Secret::new(
+            powertab_core::auth::new_csrf_token() + &powertab_core::auth::new_csrf_token(),
+        ));
+    }
     let pool = db::connect(config.database_url()?, 5).await?;
     prepare(&pool).await?;
     // The demo building's DTU and meters, simulated, dial in to our own DTU port.
@@ -234,6 +321,8 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     let meters =
         powertab_ingest::sim::field::simulate_company(&pool, demo.id, target, mqtt.as_ref())
             .await?;
+    show_tenant_features(&pool, demo.id).await?;
+    tokio::spawn(open_tenant_account(pool.clone(), demo.id));
     let url = format!("http://{}", config.listen);
     println!("\nPowerTab demo is running at {url}\n");
     println!(
@@ -256,6 +345,11 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         Some(m) => format!(" or log in to the MQTT broker {}:{}", m.host, m.port),
         None => " (no MQTT broker or gateway secret: the MQTT gateway's meters stay unread)".into(),
     };
+    println!(
+        "\nShop tenants: open {url}/t/{DEMO_COMPANY}?meter=202611250001 on a phone (the meter's QR \
+         code), sign in with 13800138000 and the SMS code (the sandbox channel keeps it: log in \
+         as admin and open /notifications), and top up through the sandbox pay page."
+    );
     println!(
         "\n{meters} simulated meters dial in to the DTU port {target}{mqtt_note}; their readings \
          appear within a minute (see /fleet).\nStop with Ctrl-C.\n"

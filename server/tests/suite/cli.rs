@@ -266,6 +266,48 @@ async fn the_demo_building_is_simulated_and_every_meter_is_read() {
     );
 }
 
+/// The demo shows the tenant's side: its company takes sandbox payments, and once shop 101's
+/// meter is read the shop's account is open for the demo tenant (linked, ¥30 on it) — once,
+/// however often the demo starts.
+#[tokio::test]
+async fn the_demo_opens_the_tenants_account_once_its_meter_is_read() {
+    let db = TestDb::new().await;
+    powertab_server::demo::prepare(&db.pool)
+        .await
+        .expect("demo data");
+    powertab_server::demo::show_tenant_features(&db.pool, 1)
+        .await
+        .unwrap();
+    let sandbox: bool =
+        sqlx::query_scalar("select sandbox_payments from control.company where id = 1")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert!(sandbox);
+    let _field = simulate_demo(&db, std::time::Duration::from_millis(500)).await;
+    for _ in 0..2 {
+        powertab_server::demo::try_open_tenant_account(&db.pool, 1)
+            .await
+            .unwrap();
+    }
+    let accounts: Vec<(String, String, i64)> = sqlx::query_as(
+        "select a.holder_phone, u.username,
+                (select coalesce(sum(e.amount_fen), 0)::bigint from c_1.ledger_entries e
+                 where e.account_key = 'wallet:' || a.id)
+         from c_1.shop_accounts a join c_1.account_users au on au.account_id = a.id
+         join c_1.users u on u.id = au.user_id",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        accounts,
+        vec![("13800138000".to_owned(), "13800138000".to_owned(), 3_000)]
+    );
+    let (ok, out) = powertab(&db, &["ledger", "check"]);
+    assert!(ok, "{out}");
+}
+
 /// `powertab readings rebuild` re-classifies stored readings of every company (here: a meter
 /// stuck behind a reset under the older rule) and says what it did.
 #[tokio::test]
