@@ -137,19 +137,12 @@ pub async fn average_daily_charge(
 }
 
 async fn rules(conn: &mut PgConnection, principal: &Principal) -> CoreResult<TenantRules> {
-    let row = sqlx::query(
-        "select tenant_emergency_fen, tenant_emergency_hours, top_up_presets_fen from settings limit 1",
-    )
-    .fetch_optional(&mut *conn)
-    .await?;
-    let (emergency_fen, emergency_hours, presets) = match row {
-        Some(r) => (
-            r.try_get::<i64, _>("tenant_emergency_fen")?,
-            i64::from(r.try_get::<i32, _>("tenant_emergency_hours")?),
-            r.try_get::<Vec<i64>, _>("top_up_presets_fen")?,
-        ),
-        None => (0, 24, vec![5_000, 10_000, 20_000, 50_000]),
-    };
+    let settings = crate::tenancy::settings::load(conn).await?;
+    let (emergency_fen, emergency_hours, presets) = (
+        settings.tenant_emergency_fen,
+        i64::from(settings.tenant_emergency_hours),
+        settings.top_up_presets_fen,
+    );
     let mut providers = vec![];
     if crate::payments::orders::takes(conn, principal, crate::payments::orders::Provider::Sandbox)
         .await?
@@ -157,11 +150,10 @@ async fn rules(conn: &mut PgConnection, principal: &Principal) -> CoreResult<Ten
         providers.push("sandbox".to_owned());
     }
     Ok(TenantRules {
-        emergency_fen: AmountFen::from_fen(emergency_fen),
+        emergency_fen,
         emergency_hours,
         presets_fen: presets
             .into_iter()
-            .map(AmountFen::from_fen)
             .filter(|p| {
                 *p >= crate::payments::orders::ONLINE_MIN
                     && *p <= crate::payments::orders::ONLINE_MAX

@@ -53,6 +53,28 @@ pub struct CompanySettings {
     /// Seconds between the trip notice and the trip (0–86,400; DESIGN.md: `trip_notice_s`).
     #[serde(default = "default_trip_notice_s")]
     pub trip_notice_s: i32,
+    /// Emergency credit a shop tenant may grant themselves on their phone, at most once a month
+    /// (0: only the property office grants it; at most ¥10,000).
+    #[serde(default)]
+    pub tenant_emergency_fen: AmountFen,
+    /// How long the tenant's own emergency credit lasts, hours (1–72).
+    #[serde(default = "default_tenant_emergency_hours")]
+    pub tenant_emergency_hours: i32,
+    /// The amounts the tenant's top-up page offers (1–8 of them, ¥1 to ¥50,000 each).
+    #[serde(default = "default_top_up_presets_fen")]
+    pub top_up_presets_fen: Vec<AmountFen>,
+}
+
+fn default_tenant_emergency_hours() -> i32 {
+    24
+}
+
+/// ¥50, ¥100, ¥200, ¥500.
+pub fn default_top_up_presets_fen() -> Vec<AmountFen> {
+    [5_000, 10_000, 20_000, 50_000]
+        .into_iter()
+        .map(AmountFen::from_fen)
+        .collect()
 }
 
 fn default_trip_notice_s() -> i32 {
@@ -97,7 +119,8 @@ pub async fn load(conn: &mut PgConnection) -> CoreResult<CompanySettings> {
     let r = sqlx::query(
         "select alarm1_fen, alarm2_fen, overdraft_limit_fen, restore_level_fen, quiet_start_minute,
                 quiet_end_minute, no_trip_on_holidays, arrears_cap_fen, stale_meter_s, offline_gateway_s,
-                reversal_window_days, reversal_approval_above_fen, correction_approval_above_wh, trip_notice_s
+                reversal_window_days, reversal_approval_above_fen, correction_approval_above_wh, trip_notice_s,
+                tenant_emergency_fen, tenant_emergency_hours, top_up_presets_fen
          from settings",
     )
     .fetch_one(conn)
@@ -117,6 +140,13 @@ pub async fn load(conn: &mut PgConnection) -> CoreResult<CompanySettings> {
         reversal_approval_above_fen: r.try_get("reversal_approval_above_fen")?,
         correction_approval_above_wh: r.try_get("correction_approval_above_wh")?,
         trip_notice_s: r.try_get("trip_notice_s")?,
+        tenant_emergency_fen: r.try_get("tenant_emergency_fen")?,
+        tenant_emergency_hours: r.try_get("tenant_emergency_hours")?,
+        top_up_presets_fen: r
+            .try_get::<Vec<i64>, _>("top_up_presets_fen")?
+            .into_iter()
+            .map(AmountFen::from_fen)
+            .collect(),
     })
 }
 
@@ -192,6 +222,31 @@ pub fn validate(s: &CompanySettings) -> Result<(), BTreeMap<String, String>> {
             "between 0 and 100,000 kWh".into(),
         );
     }
+    if !(AmountFen::ZERO..=AmountFen::from_fen(1_000_000)).contains(&s.tenant_emergency_fen) {
+        fields.insert(
+            "tenant_emergency_fen".into(),
+            "between 0 and 10,000 yuan".into(),
+        );
+    }
+    if !(1..=72).contains(&s.tenant_emergency_hours) {
+        fields.insert("tenant_emergency_hours".into(), "1 to 72 hours".into());
+    }
+    let preset_range = AmountFen::from_fen(100)..=AmountFen::from_fen(5_000_000);
+    let mut presets = s.top_up_presets_fen.clone();
+    presets.sort();
+    presets.dedup();
+    if !(1..=8).contains(&s.top_up_presets_fen.len())
+        || presets.len() != s.top_up_presets_fen.len()
+        || !s
+            .top_up_presets_fen
+            .iter()
+            .all(|p| preset_range.contains(p))
+    {
+        fields.insert(
+            "top_up_presets_fen".into(),
+            "1 to 8 different amounts of 1 to 50,000 yuan".into(),
+        );
+    }
     if fields.is_empty() {
         Ok(())
     } else {
@@ -216,6 +271,7 @@ pub async fn update(
              quiet_start_minute = $5, quiet_end_minute = $6, no_trip_on_holidays = $7, arrears_cap_fen = $8,
              stale_meter_s = $9, offline_gateway_s = $10, reversal_window_days = $11,
              reversal_approval_above_fen = $12, correction_approval_above_wh = $13, trip_notice_s = $14,
+             tenant_emergency_fen = $15, tenant_emergency_hours = $16, top_up_presets_fen = $17,
              updated_at = now()",
     )
     .bind(input.alarm1_fen)
@@ -232,6 +288,15 @@ pub async fn update(
     .bind(input.reversal_approval_above_fen)
     .bind(input.correction_approval_above_wh)
     .bind(input.trip_notice_s)
+    .bind(input.tenant_emergency_fen)
+    .bind(input.tenant_emergency_hours)
+    .bind(
+        input
+            .top_up_presets_fen
+            .iter()
+            .map(|p| p.fen())
+            .collect::<Vec<i64>>(),
+    )
     .execute(&mut *conn)
     .await?;
     let after = load(conn).await?;
@@ -385,6 +450,55 @@ mod tests {
             reversal_approval_above_fen: AmountFen::from_fen(50_000),
             correction_approval_above_wh: EnergyWh::from_wh(100_000),
             trip_notice_s: 600,
+            tenant_emergency_fen: AmountFen::ZERO,
+            tenant_emergency_hours: 24,
+            top_up_presets_fen: default_top_up_presets_fen(),
+        }
+    }
+
+    #[test]
+    fn tenant_rules_are_bounded() {
+        assert!(validate(&defaults()).is_ok());
+        let fen = AmountFen::from_fen;
+        for (s, field) in [
+            (
+                CompanySettings {
+                    tenant_emergency_fen: fen(1_000_001),
+                    ..defaults()
+                },
+                "tenant_emergency_fen",
+            ),
+            (
+                CompanySettings {
+                    tenant_emergency_hours: 0,
+                    ..defaults()
+                },
+                "tenant_emergency_hours",
+            ),
+            (
+                CompanySettings {
+                    top_up_presets_fen: vec![],
+                    ..defaults()
+                },
+                "top_up_presets_fen",
+            ),
+            (
+                CompanySettings {
+                    top_up_presets_fen: vec![fen(5_000), fen(5_000)],
+                    ..defaults()
+                },
+                "top_up_presets_fen",
+            ),
+            (
+                CompanySettings {
+                    top_up_presets_fen: vec![fen(99)],
+                    ..defaults()
+                },
+                "top_up_presets_fen",
+            ),
+        ] {
+            let fields = validate(&s).unwrap_err();
+            assert!(fields.contains_key(field), "{field}: {fields:?}");
         }
     }
 

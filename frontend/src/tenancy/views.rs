@@ -165,6 +165,10 @@ pub struct SettingsView {
     pub reversal_window_days: String,
     pub reversal_approval_above: String,
     pub correction_approval_above_kwh: String,
+    /// Shop tenants' own emergency credit (yuan, hours) and top-up presets (`50, 100, 200`).
+    pub tenant_emergency: String,
+    pub tenant_emergency_hours: String,
+    pub top_up_presets: String,
     pub time_zone: String,
     pub year: i32,
     /// (date, `holiday` | `workday`, name) of `year`.
@@ -197,4 +201,10 @@ pub struct SettingsForm {
     pub reversal_approval_above: String,
     #[serde(default)]
     pub correction_approval_above_kwh: String,
+    #[serde(default)]
+    pub tenant_emergency: String,
+    #[serde(default)]
+    pub tenant_emergency_hours: String,
+    #[serde(default)]
+    pub top_up_presets: String,
 }

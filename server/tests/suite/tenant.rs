@@ -588,16 +588,38 @@ async fn the_tenants_home_shows_balance_power_usage_by_tou_period_and_grants_eme
     let grant = format!("/api/v1/accounts/{account}/emergency-credit/self");
     let (status, body) = app.post(&grant, &tenant, json!({})).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
-    sqlx::query(&format!(
-        "update c_{acme}.settings set tenant_emergency_fen = 2000, tenant_emergency_hours = 12"
-    ))
-    .execute(&app.db.pool)
-    .await
-    .unwrap();
+    // The company's rules, as its admin sets them: bad ones refused by field, then ¥20 for 12 h.
+    let (_, mut rules) = app.get("/api/v1/settings", &admin).await;
+    rules["tenant_emergency_fen"] = json!(2_000_000);
+    rules["top_up_presets_fen"] = json!([5_000, 5_000]);
+    let (status, body) = app
+        .call(
+            Method::PUT,
+            "/api/v1/settings",
+            Some(&admin),
+            Some(rules.clone()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    for field in ["tenant_emergency_fen", "top_up_presets_fen"] {
+        assert!(
+            body["error"]["fields"][field].is_string(),
+            "{field}: {body}"
+        );
+    }
+    rules["tenant_emergency_fen"] = json!(2_000);
+    rules["tenant_emergency_hours"] = json!(12);
+    rules["top_up_presets_fen"] = json!([3_000, 8_000]);
+    let (status, body) = app
+        .call(Method::PUT, "/api/v1/settings", Some(&admin), Some(rules))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
     let (_, home) = app
         .get(&format!("/api/v1/accounts/{account}/home"), &tenant)
         .await;
     assert_eq!(home["may_grant_emergency"], true, "{home}");
+    assert_eq!(home["rules"]["presets_fen"], json!([3000, 8000]));
+    assert_eq!(home["rules"]["emergency_hours"], 12);
     let (status, _) = app.post(&grant, &admin, json!({})).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "staff use the account page");
     let (status, _) = app.post(&grant, &rival, json!({})).await;
@@ -605,6 +627,11 @@ async fn the_tenants_home_shows_balance_power_usage_by_tou_period_and_grants_eme
     let (status, credit) = app.post(&grant, &tenant, json!({})).await;
     assert_eq!(status, StatusCode::CREATED, "{credit}");
     assert_eq!(credit["amount_fen"], 2_000);
+    let granted: chrono::DateTime<chrono::Utc> =
+        credit["granted_at"].as_str().unwrap().parse().unwrap();
+    let expires: chrono::DateTime<chrono::Utc> =
+        credit["expires_at"].as_str().unwrap().parse().unwrap();
+    assert_eq!(expires - granted, chrono::Duration::hours(12));
     let (status, _) = app.post(&grant, &tenant, json!({})).await;
     assert_eq!(status, StatusCode::CONFLICT, "once a month");
     let (_, home) = app

@@ -52,6 +52,14 @@ pub async fn get_settings(year: String) -> Result<SettingsView, WebError> {
         reversal_window_days: s.reversal_window_days.to_string(),
         reversal_approval_above: yuan(s.reversal_approval_above_fen),
         correction_approval_above_kwh: s.correction_approval_above_wh.to_string(),
+        tenant_emergency: yuan(s.tenant_emergency_fen),
+        tenant_emergency_hours: s.tenant_emergency_hours.to_string(),
+        top_up_presets: s
+            .top_up_presets_fen
+            .iter()
+            .map(|p| p.to_string().trim_end_matches(".00").to_owned())
+            .collect::<Vec<_>>()
+            .join(", "),
         time_zone: tz.name().to_owned(),
         year,
         days,
@@ -105,7 +113,27 @@ const SETTINGS_FORM_NAMES: &[(&str, &str)] = &[
         "correction_approval_above_wh",
         "correction_approval_above_kwh",
     ),
+    ("tenant_emergency_fen", "tenant_emergency"),
+    ("tenant_emergency_hours", "tenant_emergency_hours"),
+    ("top_up_presets_fen", "top_up_presets"),
 ];
+
+/// `50, 100, 200.50` (commas, Chinese commas or spaces) as fen; empty is the built-in presets.
+fn presets(text: &str) -> Result<Vec<AmountFen>, UiError> {
+    let parts: Vec<&str> = text
+        .split([',', '，', ' ', '、'])
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .take(9)
+        .collect();
+    if parts.is_empty() {
+        return Ok(powertab_core::tenancy::settings::default_top_up_presets_fen());
+    }
+    parts
+        .into_iter()
+        .map(|p| fen(p, "top_up_presets_fen"))
+        .collect()
+}
 
 pub async fn save_settings(csrf: String, form: SettingsForm) -> Result<(), WebError> {
     let kept = form.clone();
@@ -141,6 +169,18 @@ pub async fn save_settings(csrf: String, form: SettingsForm) -> Result<(), WebEr
                 t => EnergyWh::parse_kwh(t)
                     .map_err(|_| field_error("correction_approval_above_wh"))?,
             },
+            // Empty: tenants grant none themselves; a day; ¥50, ¥100, ¥200, ¥500.
+            tenant_emergency_fen: match form.tenant_emergency.trim() {
+                "" => AmountFen::ZERO,
+                t => fen(t, "tenant_emergency_fen")?,
+            },
+            tenant_emergency_hours: match form.tenant_emergency_hours.trim() {
+                "" => 24,
+                t => t
+                    .parse()
+                    .map_err(|_| field_error("tenant_emergency_hours"))?,
+            },
+            top_up_presets_fen: presets(&form.top_up_presets)?,
         };
         settings::update(&mut tx, &principal, &input).await?;
         tx.commit().await?;
