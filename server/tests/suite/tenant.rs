@@ -660,3 +660,209 @@ async fn the_tenants_home_shows_balance_power_usage_by_tou_period_and_grants_eme
     );
     app.assert_ledger_clean().await;
 }
+
+#[tokio::test]
+async fn the_phone_pages_work_without_javascript_and_keep_what_was_typed() {
+    use crate::web::{browser_like, csrf_of, page, post_form};
+    let app = spawn_app().await;
+    let root = app.root().await;
+    let (acme, admin) = app.company_with_admin("acme").await;
+    let (_, rival) = app.company_with_admin("rival").await;
+    let (shop, meter) = shop_with_meter(&app, &admin, "106").await;
+    let account = open_account(&app, &admin, &shop, &meter).await;
+    let (rival_shop, rival_meter) = shop_with_meter(&app, &rival, "601").await;
+    let rival_account = open_account(&app, &rival, &rival_shop, &rival_meter).await;
+    app.post(
+        &format!("/api/v1/platform/companies/{acme}/sandbox-payments"),
+        &root,
+        json!({"enabled": true}),
+    )
+    .await;
+    let client = browser_like();
+
+    // The QR page of a company that does not exist says so and offers nothing; a hostile slug
+    // is never echoed.
+    let html = page(&app, &client, "/t/%3Cscript%3Ealert(1)%3C%2Fscript%3E").await;
+    assert!(html.contains("id=\"no-company\""), "{html}");
+    assert!(!html.contains("<script>alert"), "{html}");
+    let html = page(&app, &client, "/t/acme?meter=M-1").await;
+    assert!(
+        html.contains("acme plaza") && html.contains("id=\"code-form\""),
+        "{html}"
+    );
+
+    // A malformed phone: back to the page with the error at the field and the input kept.
+    let (status, location) = post_form(
+        &app,
+        &client,
+        "/t/acme",
+        "/sfn/tenant_send_code",
+        &[
+            ("company", "acme"),
+            ("phone", "12-34"),
+            ("purpose", "login"),
+            ("meter", "M-1"),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::FOUND);
+    assert!(
+        location.starts_with("/t/acme?")
+            && location.contains("phone=12-34")
+            && location.contains("meter=M-1")
+            && location.contains("fields=phone"),
+        "{location}"
+    );
+    let (_, location) = post_form(
+        &app,
+        &client,
+        "/t/acme",
+        "/sfn/tenant_send_code",
+        &[
+            ("company", "acme"),
+            ("phone", "13800138000"),
+            ("purpose", "login"),
+            ("meter", "M-1"),
+        ],
+    )
+    .await;
+    assert!(location.contains("sent=1"), "{location}");
+    let html = page(&app, &client, &location).await;
+    assert!(
+        html.contains("id=\"code-login-form\"") && html.contains("13800138000"),
+        "{html}"
+    );
+    let code = sent_code(&app, acme, "13800138000").await.unwrap();
+    let wrong = if code == "111111" { "111112" } else { "111111" };
+    let (_, location) = post_form(
+        &app,
+        &client,
+        "/t/acme",
+        "/sfn/tenant_code_login",
+        &[
+            ("company", "acme"),
+            ("phone", "13800138000"),
+            ("code", wrong),
+            ("meter", "M-1"),
+        ],
+    )
+    .await;
+    assert!(
+        location.contains("fields=code") && location.contains("sent=1"),
+        "{location}"
+    );
+    let (_, location) = post_form(
+        &app,
+        &client,
+        "/t/acme",
+        "/sfn/tenant_code_login",
+        &[
+            ("company", "acme"),
+            ("phone", "13800138000"),
+            ("code", &code),
+            ("meter", "M-1"),
+        ],
+    )
+    .await;
+    assert_eq!(location, "/my?meter=M-1");
+
+    // The home, the switcher-less single account, and nobody else's account.
+    let html = page(&app, &client, "/my").await;
+    assert!(
+        html.contains("id=\"balance-card\"") && html.contains("id=\"usage-days\""),
+        "{html}"
+    );
+    assert!(html.contains("106 奶茶店"), "{html}");
+    let html = page(&app, &client, &format!("/my?account={rival_account}")).await;
+    assert!(
+        html.contains("106 奶茶店") && !html.contains("601"),
+        "falls back to their own"
+    );
+    let html = page(
+        &app,
+        &client,
+        &format!("/my/top-up?account={rival_account}"),
+    )
+    .await;
+    assert!(
+        !html.contains("id=\"presets\""),
+        "another company's account: {html}"
+    );
+
+    // Top up: out of range refused at the field; ¥88 goes to the sandbox's page.
+    let html = page(&app, &client, &format!("/my/top-up?account={account}")).await;
+    assert!(html.contains("data-amount=\"50.00\""), "{html}");
+    let csrf = csrf_of(&html);
+    let top_up = |amount: &'static str| {
+        let (app, client, csrf, account) = (&app, &client, csrf.clone(), account.clone());
+        async move {
+            post_form(
+                app,
+                client,
+                "/my/top-up",
+                "/sfn/my_top_up",
+                &[
+                    ("csrf", &csrf),
+                    ("account_id", &account),
+                    ("amount", amount),
+                ],
+            )
+            .await
+            .1
+        }
+    };
+    for bad in ["0.50", "50001", "abc"] {
+        let location = top_up(bad).await;
+        assert!(location.contains("fields=amount"), "{bad}: {location}");
+    }
+    let location = top_up("88").await;
+    assert!(location.starts_with("/sandbox/pay/acme/PT"), "{location}");
+    let (status, back) = post_form(&app, &client, &location, &location, &[]).await;
+    assert!(status.is_redirection(), "{status}");
+    assert!(back.starts_with("/my/orders/"), "{back}");
+    let credited = powertab_testkit::wait_until(std::time::Duration::from_secs(10), || async {
+        page(&app, &client, &back)
+            .await
+            .contains("data-state=\"credited\"")
+    })
+    .await;
+    assert!(credited, "the order page shows it credited");
+    let html = page(&app, &client, &back).await;
+    assert!(
+        !html.contains("http-equiv=\"refresh\""),
+        "a settled order stops refreshing"
+    );
+    assert!(html.contains("id=\"receipt\""), "{html}");
+    // Another tenant's order id, or a made-up one: not found.
+    let html = page(
+        &app,
+        &client,
+        &format!("/my/orders/{}", uuid::Uuid::now_v7()),
+    )
+    .await;
+    assert!(html.contains("flash error"), "{html}");
+
+    // Preferences: turning a kind off is kept.
+    let html = page(&app, &client, "/my/preferences").await;
+    let csrf = csrf_of(&html);
+    let (_, location) = post_form(
+        &app,
+        &client,
+        "/my/preferences",
+        "/sfn/my_preferences_save",
+        &[("csrf", &csrf), ("on[0]", "alarm2"), ("on[1]", "restored")],
+    )
+    .await;
+    assert!(
+        location.contains("ok=tenant.preferences_saved"),
+        "{location}"
+    );
+    let muted: Vec<String> = sqlx::query_scalar(&format!(
+        "select kind from c_{acme}.notify_preferences order by kind"
+    ))
+    .fetch_all(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(muted, ["alarm1", "top_up"]);
+    app.assert_ledger_clean().await;
+}
