@@ -102,6 +102,7 @@ pub fn router(state: AppState) -> Router {
         .merge(ops)
         .merge(api_routes)
         .merge(crate::sandbox_pay::router().with_state(state.clone()))
+        .merge(crate::wechat_oauth::router().with_state(state.clone()))
         .merge(web::router(state.clone()))
         .layer(middleware::from_fn_with_state(
             state.clone(),

@@ -50,6 +50,9 @@ pub struct Config {
     pub sandbox_payment_key: Option<Secret>,
     /// Where notification vendors are reached (tests and staging point these at fakes).
     pub notify: NotifyConfig,
+    /// The site's address as phones reach it (`https://pt.example.com`): where WeChat sends a
+    /// tenant back after linking. Without it the request's `Host` is used.
+    pub public_url: Option<String>,
 }
 
 /// The notification vendors' base URLs (platform configuration: a company never chooses the host
@@ -60,6 +63,8 @@ pub struct NotifyConfig {
     pub aliyun_url: String,
     pub tencent_url: String,
     pub wechat_url: String,
+    /// WeChat's web authorisation page (tenants linking their WeChat).
+    pub wechat_open_url: String,
 }
 
 impl Default for NotifyConfig {
@@ -69,6 +74,7 @@ impl Default for NotifyConfig {
             aliyun_url: urls.aliyun,
             tencent_url: urls.tencent,
             wechat_url: urls.wechat,
+            wechat_open_url: urls.wechat_open,
         }
     }
 }
@@ -79,6 +85,7 @@ impl NotifyConfig {
             aliyun: self.aliyun_url.clone(),
             tencent: self.tencent_url.clone(),
             wechat: self.wechat_url.clone(),
+            wechat_open: self.wechat_open_url.clone(),
         }
     }
 }
@@ -105,6 +112,7 @@ impl Default for Config {
             secret_key_current: None,
             sandbox_payment_key: None,
             notify: NotifyConfig::default(),
+            public_url: None,
         }
     }
 }

@@ -9,4 +9,5 @@ pub mod config;
 pub mod demo;
 pub mod sandbox_pay;
 pub mod web;
+pub mod wechat_oauth;
 pub mod workers;

@@ -23,6 +23,9 @@ use tower_http::services::ServeDir;
 
 /// The stylesheet, compiled in so the server needs no files besides the wasm bundle.
 const STYLESHEET: &str = include_str!("../../frontend/style/powertab.css");
+/// The web app manifest and its icon: the tenant's pages install on a phone's home screen.
+const MANIFEST: &str = include_str!("../../frontend/style/manifest.webmanifest");
+const ICON_SVG: &str = include_str!("../../frontend/style/icon.svg");
 
 /// Web routes: pages, server functions, the stylesheet and the hydration bundle.
 pub fn router(state: AppState) -> Router<AppState> {
@@ -47,6 +50,19 @@ pub fn router(state: AppState) -> Router<AppState> {
                     STYLESHEET,
                 )
             }),
+        )
+        .route(
+            "/manifest.webmanifest",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "application/manifest+json")],
+                    MANIFEST,
+                )
+            }),
+        )
+        .route(
+            "/icon.svg",
+            get(|| async { ([(header::CONTENT_TYPE, "image/svg+xml")], ICON_SVG) }),
         )
         .nest_service(
             "/pkg",

@@ -54,6 +54,9 @@ pub struct VendorUrls {
     pub aliyun: String,
     pub tencent: String,
     pub wechat: String,
+    /// WeChat's web authorisation page (`https://open.weixin.qq.com`), where a tenant's phone
+    /// is sent to link their WeChat (`notify::oauth`).
+    pub wechat_open: String,
 }
 
 impl Default for VendorUrls {
@@ -62,6 +65,7 @@ impl Default for VendorUrls {
             aliyun: "https://dysmsapi.aliyuncs.com".into(),
             tencent: "https://sms.tencentcloudapi.com".into(),
             wechat: "https://api.weixin.qq.com".into(),
+            wechat_open: "https://open.weixin.qq.com".into(),
         }
     }
 }

@@ -21,6 +21,7 @@
 
 pub mod accounts;
 pub mod alerts;
+pub mod oauth;
 pub mod preferences;
 pub mod sender;
 pub mod sign;

@@ -205,9 +205,25 @@ pub fn MyHomePage() -> impl IntoView {
     }
 }
 
+/// Inside WeChat, a login not yet linked to the tenant's WeChat is sent once through the
+/// official account's silent authorisation (not again after a failure, which comes back with
+/// `error`); elsewhere a link offers it.
+#[component]
+fn WechatLink(linked: Option<bool>, in_wechat: bool) -> impl IntoView {
+    let lang = use_lang();
+    let failed = !query_param("error")().is_empty();
+    (linked == Some(false)).then(|| {
+        view! {
+            {(in_wechat && !failed).then(|| view! { <meta http-equiv="refresh" content="0;url=/wechat/oauth/start"/> })}
+            <p class="links"><a href="/wechat/oauth/start" id="wechat-link">{tr(lang, "tenant.wechat_link")}</a></p>
+        }
+    })
+}
+
 #[component]
 fn MyHome(h: MyHomeView, csrf: String) -> impl IntoView {
     let lang = use_lang();
+    let wechat = view! { <WechatLink linked=h.wechat_linked in_wechat=h.in_wechat/> };
     let switcher = (h.accounts.len() > 1).then(|| {
         let selected = h.selected.as_ref().map(|a| a.id.clone()).unwrap_or_default();
         let links = h
@@ -230,12 +246,14 @@ fn MyHome(h: MyHomeView, csrf: String) -> impl IntoView {
         return view! {
             <h1>{tr(lang, "tenant.home_title")}</h1>
             <p class="flash" id="no-account">{tr(lang, "tenant.no_account")}</p>
+            {wechat}
         }
         .into_any();
     };
     view! {
         {switcher}
         <MyAccount a csrf/>
+        {wechat}
     }
     .into_any()
 }

@@ -256,11 +256,30 @@ pub async fn get_my_home(account: String, meter: String) -> Result<MyHomeView, W
             state: a.state.to_string(),
         })
         .collect();
+    let wechat_linked = if powertab_core::notify::oauth::configured(&mut tx)
+        .await
+        .map_err(read_err)?
+    {
+        Some(
+            powertab_core::notify::oauth::linked(&mut tx, &principal)
+                .await
+                .map_err(read_err)?,
+        )
+    } else {
+        None
+    };
+    let in_wechat = parts()?
+        .headers
+        .get(http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ua| ua.contains("MicroMessenger"));
     let Some(id) = choose(&list, account.parse().ok(), meter.trim()) else {
         return Ok(MyHomeView {
             accounts: accounts_view,
             selected: None,
             company_slug,
+            wechat_linked,
+            in_wechat,
         });
     };
     let home = selfservice::home(&mut tx, &principal, id)
@@ -370,6 +389,8 @@ pub async fn get_my_home(account: String, meter: String) -> Result<MyHomeView, W
         accounts: accounts_view,
         selected: Some(selected),
         company_slug,
+        wechat_linked,
+        in_wechat,
     })
 }
 

@@ -97,6 +97,11 @@ pub struct MyHomeView {
     pub accounts: Vec<AccountChoice>,
     pub selected: Option<MyAccountView>,
     pub company_slug: String,
+    /// The company has a WeChat official account: whether this login is linked to the
+    /// tenant's WeChat (`None`: nothing to link with).
+    pub wechat_linked: Option<bool>,
+    /// The page was opened inside WeChat's browser.
+    pub in_wechat: bool,
 }
 
 /// `/my/top-up`.

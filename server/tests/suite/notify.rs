@@ -256,6 +256,7 @@ async fn fakes(
                 .with_state(w.clone()),
         )
         .await,
+        wechat_open: "http://127.0.0.1:9".into(),
     };
     let vendors = Vendors {
         urls,

@@ -866,3 +866,186 @@ async fn the_phone_pages_work_without_javascript_and_keep_what_was_typed() {
     assert_eq!(muted, ["alarm1", "top_up"]);
     app.assert_ledger_clean().await;
 }
+
+/// WeChat's OAuth token endpoint as a fake: `good-code` for app `wx-tenant` with its secret is
+/// the tenant's openid; anything else is WeChat's "invalid code".
+async fn fake_wechat_oauth() -> String {
+    use axum::extract::Query;
+    use axum::routing::get;
+    async fn token(
+        Query(q): Query<std::collections::HashMap<String, String>>,
+    ) -> axum::Json<Value> {
+        let right = q.get("appid").map(String::as_str) == Some("wx-tenant")
+            && q.get("secret").map(String::as_str) == Some("wx-tenant-secret")
+            && q.get("grant_type").map(String::as_str) == Some("authorization_code");
+        axum::Json(
+            if right && q.get("code").map(String::as_str) == Some("good-code") {
+                json!({"access_token": "at", "expires_in": 7200, "openid": "oTenantOpenId_1", "scope": "snsapi_base"})
+            } else {
+                json!({"errcode": 40029, "errmsg": "invalid code"})
+            },
+        )
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            axum::Router::new().route("/sns/oauth2/access_token", get(token)),
+        )
+        .await
+        .unwrap()
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn inside_wechat_the_tenants_login_is_linked_to_their_openid_by_the_official_accounts_oauth()
+{
+    use crate::web::{logged_in_as, page};
+    let wechat = fake_wechat_oauth().await;
+    let app = crate::helpers::spawn_app_changed(|c| {
+        c.notify.wechat_url = wechat.clone();
+        c.notify.wechat_open_url = "http://wechat-open.test".into();
+    })
+    .await;
+    let (acme, admin) = app.company_with_admin("acme").await;
+    let (tenant_id, _) = app
+        .user(&admin, "acme", "13900000007", "shop_tenant", &[])
+        .await;
+    let client = logged_in_as(&app, "acme", "13900000007").await;
+    let location = |response: reqwest::Response| {
+        response
+            .headers()
+            .get("location")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default()
+    };
+    // No official account yet: nothing to link with, and /my offers nothing.
+    let start = client
+        .get(app.url("/wechat/oauth/start"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(location(start), "/my?error=wechat_not_set_up");
+    let (status, body) = app
+        .call(
+            Method::PUT,
+            "/api/v1/notify/accounts/wechat",
+            Some(&admin),
+            Some(json!({"config": {"app_id": "wx-tenant"}, "templates": {}, "secret": "wx-tenant-secret"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    // Opened inside WeChat, /my sends the phone through the authorisation once.
+    let in_wechat = |path: &str| {
+        client
+            .get(app.url(path))
+            .header("accept", "text/html")
+            .header(
+                "user-agent",
+                "Mozilla/5.0 (Linux; Android 14) MicroMessenger/8.0.50",
+            )
+    };
+    let html = in_wechat("/my").send().await.unwrap().text().await.unwrap();
+    assert!(html.contains("url=/wechat/oauth/start"), "{html}");
+    let html = in_wechat("/my?error=wechat_link_failed")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !html.contains("url=/wechat/oauth/start") && html.contains("id=\"wechat-link\""),
+        "no loop after a failure"
+    );
+    let start = location(
+        client
+            .get(app.url("/wechat/oauth/start"))
+            .send()
+            .await
+            .unwrap(),
+    );
+    let prefix = format!(
+        "http://wechat-open.test/connect/oauth2/authorize?appid=wx-tenant&redirect_uri=http%3A%2F%2F{}%2Fwechat%2Foauth%2Fcallback&response_type=code&scope=snsapi_base&state=",
+        app.addr.to_string().replace(':', "%3A")
+    );
+    assert!(
+        start.starts_with(&prefix) && start.ends_with("#wechat_redirect"),
+        "{start}"
+    );
+    assert!(!start.contains("secret"));
+    let state = start[prefix.len()..start.len() - "#wechat_redirect".len()].to_owned();
+
+    let callback = |code: &str, state: &str| {
+        let url = app.url(&format!("/wechat/oauth/callback?code={code}&state={state}"));
+        let client = client.clone();
+        async move { location(client.get(url).send().await.unwrap()) }
+    };
+    let openid = || async {
+        sqlx::query_scalar::<_, Option<String>>(&format!(
+            "select wechat_openid from c_{acme}.users where id = $1::uuid"
+        ))
+        .bind(&tenant_id)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap()
+    };
+    // A code WeChat refuses, a forged or another user's state: nothing linked.
+    assert_eq!(
+        callback("bad-code", &state).await,
+        "/my?error=wechat_link_failed"
+    );
+    assert_eq!(
+        callback("good-code", "1.00").await,
+        "/my?error=wechat_link_failed"
+    );
+    let (_, other) = app
+        .user(&admin, "acme", "13900000008", "shop_tenant", &[])
+        .await;
+    drop(other);
+    let other_client = logged_in_as(&app, "acme", "13900000008").await;
+    let stolen = other_client
+        .get(app.url(&format!(
+            "/wechat/oauth/callback?code=good-code&state={state}"
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        location(stolen),
+        "/my?error=wechat_link_failed",
+        "a state is its user's"
+    );
+    assert_eq!(openid().await, None);
+    // The right code and state: linked, audited, and /my stops asking.
+    assert_eq!(
+        callback("good-code", &state).await,
+        "/my?ok=tenant.wechat_linked"
+    );
+    assert_eq!(openid().await.as_deref(), Some("oTenantOpenId_1"));
+    let audited: i64 = sqlx::query_scalar(&format!(
+        "select count(*) from c_{acme}.audit_log where action = 'user.wechat_link' and actor_id = $1::uuid"
+    ))
+    .bind(&tenant_id)
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(audited, 1);
+    let html = in_wechat("/my").send().await.unwrap().text().await.unwrap();
+    assert!(
+        !html.contains("wechat-link") && !html.contains("url=/wechat/oauth/start"),
+        "{html}"
+    );
+    // Signed out: the login page, nothing else.
+    let anonymous = crate::web::browser_like();
+    let start = anonymous
+        .get(app.url("/wechat/oauth/start"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(location(start), "/login");
+    let _ = page;
+}
