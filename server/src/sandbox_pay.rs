@@ -19,21 +19,21 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/sandbox/pay/{slug}/{out_trade_no}", get(page).post(pay))
 }
 
-/// The order as the page shows it: (company name, amount, state, order id).
+/// The order as the page shows it: (company name, amount, state, order id, company id).
 async fn order_of(
     state: &AppState,
     slug: &str,
     out_trade_no: &str,
-) -> Option<(String, AmountFen, String, uuid::Uuid)> {
-    let company: Option<(String, String)> = sqlx::query_as(
-        "select name, schema_name from control.company where slug = $1 and sandbox_payments",
+) -> Option<(String, AmountFen, String, uuid::Uuid, i64)> {
+    let company: Option<(String, String, i64)> = sqlx::query_as(
+        "select name, schema_name, id from control.company where slug = $1 and sandbox_payments",
     )
     .bind(slug)
     .fetch_optional(&state.pool)
     .await
     .ok()
     .flatten();
-    let (name, schema) = company?;
+    let (name, schema, company_id) = company?;
     let schema = powertab_core::kernel::names::SchemaName::from_stored(&schema).ok()?;
     let mut tx = powertab_core::db::begin_in(&state.pool, &schema)
         .await
@@ -47,7 +47,7 @@ async fn order_of(
     .ok()
     .flatten();
     let (fen, order_state, id) = order?;
-    Some((name, AmountFen::from_fen(fen), order_state, id))
+    Some((name, AmountFen::from_fen(fen), order_state, id, company_id))
 }
 
 fn escape(text: &str) -> String {
@@ -61,7 +61,7 @@ async fn page(
     State(state): State<AppState>,
     Path((slug, out_trade_no)): Path<(String, String)>,
 ) -> Response {
-    let Some((company, amount, order_state, id)) = order_of(&state, &slug, &out_trade_no).await
+    let Some((company, amount, order_state, id, _)) = order_of(&state, &slug, &out_trade_no).await
     else {
         return (StatusCode::NOT_FOUND, "no such sandbox order").into_response();
     };
@@ -91,7 +91,9 @@ async fn pay(
     State(state): State<AppState>,
     Path((slug, out_trade_no)): Path<(String, String)>,
 ) -> Response {
-    let Some((_, amount, order_state, id)) = order_of(&state, &slug, &out_trade_no).await else {
+    let Some((_, amount, order_state, id, company_id)) =
+        order_of(&state, &slug, &out_trade_no).await
+    else {
         return (StatusCode::NOT_FOUND, "no such sandbox order").into_response();
     };
     let Some(sandbox_key) = state.config.sandbox_payment_key.clone() else {
@@ -102,9 +104,30 @@ async fn pay(
     if order_state != "created" {
         return Redirect::to(&back).into_response();
     }
-    // One order, one payment: a second click sends the same payment again (booked once).
-    let transaction_id = format!("SBX-{out_trade_no}");
+    // The sandbox's own book first, as a provider's: one order, one payment (a second click
+    // sends the same payment again, booked once), and an order closed there cannot be paid.
     let now = state.auth.clock.now();
+    let paid = match state.pool.acquire().await {
+        Ok(mut conn) => {
+            powertab_core::payments::query::sandbox_pay(
+                &mut conn,
+                company_id,
+                &out_trade_no,
+                amount,
+                now,
+            )
+            .await
+        }
+        Err(e) => Err(e.into()),
+    };
+    let transaction_id = match paid {
+        Ok(Some(transaction_id)) => transaction_id,
+        Ok(None) => return Redirect::to(&back).into_response(),
+        Err(e) => {
+            tracing::error!(cause = %e, "the sandbox could not take the payment");
+            return (StatusCode::SERVICE_UNAVAILABLE, "try again").into_response();
+        }
+    };
     let body = serde_json::to_vec(&sandbox::NoticeBody {
         out_trade_no: out_trade_no.clone(),
         transaction_id,

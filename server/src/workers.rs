@@ -116,7 +116,8 @@ pub fn spawn(
 /// Pause between payments passes (the inbox's leftovers and orders' expiry).
 const PAYMENTS_PAUSE: Duration = Duration::from_secs(5);
 
-/// Books what the payment inbox still holds, then expires every company's unpaid orders.
+/// Books what the payment inbox still holds, then expires every company's unpaid orders and
+/// asks the provider about those without a notice.
 async fn payments_pass(pool: &PgPool, clock: &SharedClock) -> anyhow::Result<()> {
     powertab_core::payments::inbox::process_waiting(pool, clock, 500).await?;
     for id in company_ids(pool).await? {
@@ -126,9 +127,17 @@ async fn payments_pass(pool: &PgPool, clock: &SharedClock) -> anyhow::Result<()>
         let mut tx =
             powertab_core::db::begin_in(pool, &principal.company()?.schema.clone()).await?;
         let expired = powertab_core::payments::orders::expire_due(&mut tx, clock.now()).await?;
+        // Orders without a notice: the provider is asked (a lost notice is booked, an expired
+        // order closed there).
+        let asked = powertab_core::payments::query::query_unnotified(&mut tx, &principal).await?;
         tx.commit().await?;
-        if expired > 0 {
-            tracing::info!(company = id, expired, "unpaid payment orders expired");
+        if expired > 0 || asked.credited > 0 {
+            tracing::info!(
+                company = id,
+                expired,
+                ?asked,
+                "payment orders expired or found paid"
+            );
         }
     }
     Ok(())

@@ -58,6 +58,11 @@ pub const CONTROL: &[Migration] = &[
         name: "payments",
         sql: include_str!("../../../migrations/control/0008_payments.sql"),
     },
+    Migration {
+        version: 9,
+        name: "sandbox_trades",
+        sql: include_str!("../../../migrations/control/0009_sandbox_trades.sql"),
+    },
 ];
 
 /// Migrations of every company schema, in order. Never edit one once applied; add a new one.
@@ -221,6 +226,11 @@ pub const COMPANY: &[Migration] = &[
         version: 32,
         name: "tenant_self_service",
         sql: include_str!("../../../migrations/company/0032_tenant_self_service.sql"),
+    },
+    Migration {
+        version: 33,
+        name: "order_query",
+        sql: include_str!("../../../migrations/company/0033_order_query.sql"),
     },
 ];
 

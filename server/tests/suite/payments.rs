@@ -547,3 +547,165 @@ async fn the_sandbox_pay_page_pays_an_order_through_a_signed_notice_and_the_wall
     assert_eq!(missing.status(), StatusCode::NOT_FOUND, "company {other}");
     app.assert_ledger_clean().await;
 }
+
+/// A notice that never came: the payments worker's order query finds the payment at the provider
+/// and books it once (a late notice then changes nothing); an unpaid order that expired is
+/// closed at the provider and can no longer be paid; one paid at the last second before the
+/// close is credited and flagged.
+#[tokio::test]
+async fn the_order_query_books_a_payment_whose_notice_was_lost_and_closes_expired_orders() {
+    use powertab_core::payments::query::{self, TradeState};
+    let app = spawn_app().await;
+    let root = app.root().await;
+    let (company, admin) = app.company_with_admin("sbx-query").await;
+    let (shop, meter) = crate::money::shop_with_meter(&app, &admin, "321").await;
+    let account = crate::money::open_account(&app, &admin, &shop, &meter).await;
+    let (status, _) = app
+        .post(
+            &format!("/api/v1/platform/companies/{company}/sandbox-payments"),
+            &root,
+            json!({"enabled": true}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let schema = format!("c_{company}");
+    let order = |fen: i64| {
+        let (app, admin, account) = (&app, &admin, account.clone());
+        async move {
+            let (status, order) = app
+                .post(
+                    &format!("/api/v1/accounts/{account}/payment-orders"),
+                    admin,
+                    json!({"provider": "sandbox", "amount_fen": fen}),
+                )
+                .await;
+            assert_eq!(status, StatusCode::CREATED, "{order}");
+            order
+        }
+    };
+    let lost = order(1_100).await;
+    let expired = order(1_200).await;
+    let last_second = order(1_300).await;
+    let trade_no = |o: &serde_json::Value| o["out_trade_no"].as_str().unwrap().to_owned();
+    let t0 = chrono::Utc::now();
+    let mut conn = app.db.pool.acquire().await.unwrap();
+    // The tenant paid the first at the provider; its notice is lost.
+    let paid = query::sandbox_pay(
+        &mut conn,
+        company,
+        &trade_no(&lost),
+        AmountFen::from_fen(1_100),
+        t0,
+    )
+    .await
+    .unwrap();
+    assert!(paid.is_some());
+    drop(conn);
+    let pass = |at: chrono::DateTime<chrono::Utc>| {
+        let app = &app;
+        async move {
+            let clock = clock::ManualClock::at(at);
+            let mut conn = app.db.pool.acquire().await.unwrap();
+            let scope = powertab_core::auth::load_company(&mut conn, company)
+                .await
+                .unwrap()
+                .unwrap();
+            drop(conn);
+            let who = Principal::system("payments", clock).in_company(scope);
+            let mut tx = powertab_core::db::begin_in(&app.db.pool, &who.company().unwrap().schema)
+                .await
+                .unwrap();
+            orders::expire_due(&mut tx, at).await.unwrap();
+            let report = query::query_unnotified(&mut tx, &who).await.unwrap();
+            tx.commit().await.unwrap();
+            report
+        }
+    };
+    // Too young to ask about: the notice may still come.
+    assert_eq!(pass(t0).await.asked, 0);
+    let report = pass(t0 + chrono::Duration::seconds(61)).await;
+    assert_eq!(
+        (report.asked, report.credited, report.closed),
+        (3, 1, 0),
+        "{report:?}"
+    );
+    let wallet = format!("wallet:{account}");
+    assert_eq!(balance(&app.db.pool, &schema, &wallet).await, 1_100);
+    // Asked again within the minute: not at all; the late notice: booked already.
+    assert_eq!(pass(t0 + chrono::Duration::seconds(90)).await.asked, 0);
+    let body = serde_json::to_vec(&json!({
+        "out_trade_no": trade_no(&lost), "transaction_id": format!("SBX-{}", trade_no(&lost)),
+        "amount_fen": 1_100, "paid_at_ms": t0.timestamp_millis(), "trade_state": "SUCCESS"}))
+    .unwrap();
+    let (status, _) = post_notice(
+        &app,
+        "sbx-query",
+        "sbx-query",
+        chrono::Utc::now().timestamp(),
+        &body,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(balance(&app.db.pool, &schema, &wallet).await, 1_100, "once");
+
+    // Sixteen minutes on, the others expired: one was paid at the provider just before the
+    // close (credited, flagged), the other is closed there and can no longer be paid.
+    let mut conn = app.db.pool.acquire().await.unwrap();
+    query::sandbox_pay(
+        &mut conn,
+        company,
+        &trade_no(&last_second),
+        AmountFen::from_fen(1_300),
+        t0 + chrono::Duration::minutes(15),
+    )
+    .await
+    .unwrap();
+    drop(conn);
+    let report = pass(t0 + chrono::Duration::minutes(16)).await;
+    assert_eq!(
+        (report.asked, report.credited, report.closed),
+        (2, 1, 1),
+        "{report:?}"
+    );
+    assert_eq!(balance(&app.db.pool, &schema, &wallet).await, 1_100 + 1_300);
+    let states: Vec<(String, Option<String>, bool)> = sqlx::query_as(&format!(
+        "select state, flag, closed_at is not null from {schema}.payment_orders order by amount_fen"
+    ))
+    .fetch_all(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        states,
+        vec![
+            ("credited".to_owned(), None, false),
+            ("expired".to_owned(), None, true),
+            (
+                "credited".to_owned(),
+                Some("paid_after_expiry".to_owned()),
+                false
+            ),
+        ]
+    );
+    let mut conn = app.db.pool.acquire().await.unwrap();
+    assert_eq!(
+        query::sandbox_query(&mut conn, company, &trade_no(&expired))
+            .await
+            .unwrap(),
+        TradeState::Closed
+    );
+    let refused = query::sandbox_pay(
+        &mut conn,
+        company,
+        &trade_no(&expired),
+        AmountFen::from_fen(1_200),
+        chrono::Utc::now(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(refused, None, "a closed order cannot be paid");
+    drop(conn);
+    // A closed order is not asked about again.
+    assert_eq!(pass(t0 + chrono::Duration::minutes(30)).await.asked, 0);
+    app.assert_ledger_clean().await;
+}
