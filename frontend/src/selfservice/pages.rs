@@ -187,6 +187,10 @@ pub fn MyHomePage() -> impl IntoView {
     );
     view! {
         <Layout page=move |s| {
+            // The tenant's home; staff have theirs.
+            if s.role != "shop_tenant" {
+                return view! { <leptos_router::components::Redirect path="/"/> }.into_any();
+            }
             let csrf = s.csrf.clone();
             view! {
                 <Suspense fallback=|| ()>

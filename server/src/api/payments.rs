@@ -70,6 +70,14 @@ async fn notify(
     accept(&state, &provider, &slug, &headers, &body).await
 }
 
+/// Notices booked at once right after their answer.
+const BOOKINGS_AT_ONCE: usize = 4;
+
+fn booking_slots() -> &'static tokio::sync::Semaphore {
+    static SLOTS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    SLOTS.get_or_init(|| tokio::sync::Semaphore::new(BOOKINGS_AT_ONCE))
+}
+
 /// Believes, keeps and (right after) books one notification; what to answer the provider. The
 /// sandbox's own pay page sends its notices through here too.
 pub(crate) async fn accept(
@@ -128,9 +136,15 @@ pub(crate) async fn accept(
             return answer(StatusCode::SERVICE_UNAVAILABLE, "FAIL", "try again");
         }
     };
-    // Booked after the answer: the provider waits for nobody's ledger.
+    // Booked after the answer: the provider waits for nobody's ledger. At most a few bookings
+    // run at once, so a burst of notices (a thousand at the top of the hour) cannot take every
+    // connection of the pool and make the answers themselves wait: the rest queue here, holding
+    // no connection, and the payments worker's sweep books anything left behind.
     let (pool, clock) = (state.pool.clone(), state.auth.clock.clone());
     tokio::spawn(async move {
+        let Ok(_permit) = booking_slots().acquire().await else {
+            return;
+        };
         if let Err(e) = inbox::process(&pool, &clock, id).await {
             tracing::warn!(%id, error = %e, "booking a payment notification failed; the sweep tries again");
         }
