@@ -136,7 +136,8 @@ pub async fn average_daily_charge(
     Ok(Some(AmountFen::from_fen(average)))
 }
 
-async fn rules(conn: &mut PgConnection, principal: &Principal) -> CoreResult<TenantRules> {
+/// The company's rules for what its tenants do themselves (settings, and the providers it takes).
+pub async fn rules(conn: &mut PgConnection, principal: &Principal) -> CoreResult<TenantRules> {
     let settings = crate::tenancy::settings::load(conn).await?;
     let (emergency_fen, emergency_hours, presets) = (
         settings.tenant_emergency_fen,

@@ -52,6 +52,23 @@ pub fn bar_height(value_wh: i64, max_wh: i64) -> i64 {
     i64::try_from(h).unwrap_or(PLOT_H).max(1)
 }
 
+/// The SVG width of a chart of `slots` slots.
+fn chart_width(slots: usize) -> i64 {
+    LEFT + i64::try_from(slots).unwrap_or(0).max(1) * SLOT_W + 4
+}
+
+/// The y axis: gridlines at the maximum, half of it and 0, each labelled in kWh.
+fn grid_lines(max: i64, width: i64) -> impl IntoView {
+    let base = TOP + PLOT_H;
+    [max, max / 2, 0].map(|wh| {
+        let y = base - bar_height(wh, max).max(if wh == 0 { 0 } else { 1 });
+        view! {
+            <line x1=LEFT y1=y x2=width - 4 y2=y class="grid"/>
+            <text x=LEFT - 4 y=y + 4 class="y-label" text-anchor="end">{format_wh_as_kwh(wh)}</text>
+        }
+    })
+}
+
 /// A bar chart of `slots` in kWh. `label_every` thins the x labels (every slot labelled is too
 /// dense for 24 hours on a phone); `no_data` is the translated word for gaps.
 #[component]
@@ -63,17 +80,10 @@ pub fn EnergyChart(
 ) -> impl IntoView {
     let peak = slots.iter().filter_map(|s| s.value_wh).max().unwrap_or(0);
     let max = axis_max_wh(peak);
-    let n = i64::try_from(slots.len()).unwrap_or(0).max(1);
-    let width = LEFT + n * SLOT_W + 4;
+    let width = chart_width(slots.len());
     let height = TOP + PLOT_H + BOTTOM;
     let base = TOP + PLOT_H;
-    let grid = [max, max / 2, 0].map(|wh| {
-        let y = base - bar_height(wh, max).max(if wh == 0 { 0 } else { 1 });
-        view! {
-            <line x1=LEFT y1=y x2=width - 4 y2=y class="grid"/>
-            <text x=LEFT - 4 y=y + 4 class="y-label" text-anchor="end">{format_wh_as_kwh(wh)}</text>
-        }
-    });
+    let grid = grid_lines(max, width);
     let every = label_every.max(1);
     let bars = slots
         .into_iter()
@@ -141,17 +151,10 @@ pub fn StackedEnergyChart(
         .max()
         .unwrap_or(0);
     let max = axis_max_wh(peak);
-    let n = i64::try_from(slots.len()).unwrap_or(0).max(1);
-    let width = LEFT + n * SLOT_W + 4;
+    let width = chart_width(slots.len());
     let height = TOP + PLOT_H + BOTTOM;
     let base = TOP + PLOT_H;
-    let grid = [max, max / 2, 0].map(|wh| {
-        let y = base - bar_height(wh, max).max(if wh == 0 { 0 } else { 1 });
-        view! {
-            <line x1=LEFT y1=y x2=width - 4 y2=y class="grid"/>
-            <text x=LEFT - 4 y=y + 4 class="y-label" text-anchor="end">{format_wh_as_kwh(wh)}</text>
-        }
-    });
+    let grid = grid_lines(max, width);
     let every = label_every.max(1);
     let names = parts.clone();
     let bars = slots

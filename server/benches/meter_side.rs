@@ -10,6 +10,9 @@
 //! and checked under the meter's key, the counters read back at 0x0C60 and matched), polled
 //! every 2 ms. p50/p99 (goal p99 ≤ 1.5 s).
 
+mod common;
+
+use common::*;
 use powertab_core::auth::Principal;
 use powertab_core::billing::accounts::{self, OpenAccount, OpeningMeter};
 use powertab_core::billing::counter::{self, CounterInput, CounterMethod};
@@ -26,30 +29,6 @@ use uuid::Uuid;
 
 const NUMBER: &str = "202612029901";
 const REGISTRATION: &str = "BENCH-SECURE-01";
-
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn percentile(sorted_ms: &[f64], p: f64) -> f64 {
-    if sorted_ms.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted_ms.len() as f64 - 1.0) * p).round() as usize;
-    sorted_ms[i]
-}
-
-async fn worker(pool: &sqlx::PgPool) -> Principal {
-    let mut conn = pool.acquire().await.unwrap();
-    let scope = powertab_core::auth::load_company(&mut conn, 1)
-        .await
-        .unwrap()
-        .unwrap();
-    Principal::system("bench", clock::system()).in_company(scope)
-}
 
 /// The meter-side meter on its own DTU gateway and bus, for demo shop 103, on a flat plan.
 async fn add_meter(pool: &sqlx::PgPool, who: &Principal) -> (Uuid, Uuid) {

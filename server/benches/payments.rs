@@ -17,6 +17,9 @@
 //!    each was credited exactly once (one `pay:sandbox:…` transaction per order, the wallets up by
 //!    exactly the orders' sum, the ledger check clean).
 
+mod common;
+
+use common::*;
 use powertab_core::auth::{Principal, Secret};
 use powertab_core::billing::accounts::{self, OpenAccount, OpeningMeter};
 use powertab_core::billing::counter::{self, CounterInput, CounterMethod};
@@ -24,66 +27,12 @@ use powertab_core::kernel::clock;
 use powertab_core::kernel::money::AmountFen;
 use powertab_core::payments::orders::{self, Provider};
 use powertab_core::payments::sandbox;
-use powertab_ingest::sim::{DtuFaults, SimBus, SimDtu, SimMeter, SimModel};
 use powertab_testkit::TestDb;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 const SANDBOX_KEY: &str = "bench-sandbox-payment-key";
-
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn percentile(sorted_ms: &[f64], p: f64) -> f64 {
-    if sorted_ms.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted_ms.len() as f64 - 1.0) * p).round() as usize;
-    sorted_ms[i]
-}
-
-async fn worker(pool: &sqlx::PgPool) -> Principal {
-    let mut conn = pool.acquire().await.unwrap();
-    let scope = powertab_core::auth::load_company(&mut conn, 1)
-        .await
-        .unwrap()
-        .unwrap();
-    Principal::system("bench", clock::system()).in_company(scope)
-}
-
-fn dtu(registration: &str, addresses: std::ops::RangeInclusive<u8>, delay_ms: u64) -> SimDtu {
-    let meters = addresses
-        .map(|a| {
-            SimMeter::new(
-                SimModel::Dtsy1352 { address: a },
-                powertab_core::tariff::profile::ShopType::Retail,
-                30_000,
-                1_000_000 + i64::from(a) * 10_000,
-            )
-        })
-        .collect();
-    SimDtu {
-        registration: registration.as_bytes().to_vec(),
-        heartbeat: vec![],
-        heartbeat_every: Duration::from_secs(3600),
-        bus: Arc::new(tokio::sync::Mutex::new(SimBus::modbus(meters))),
-        faults: DtuFaults {
-            slow_reply_ms: 2 * delay_ms,
-            ..DtuFaults::default()
-        },
-    }
-}
-
-async fn free_port() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    listener.local_addr().unwrap()
-}
 
 /// The HTTP app on a free port with its own pool of 20 connections (as `powertab serve` has),
 /// taking sandbox payments signed with [`SANDBOX_KEY`].
@@ -241,38 +190,6 @@ async fn order_state(pool: &sqlx::PgPool, id: Uuid) -> String {
         .fetch_one(pool)
         .await
         .unwrap()
-}
-
-/// Milliseconds until `meter`'s newest `op` command created after `since` reads verified.
-async fn until_verified(
-    pool: &sqlx::PgPool,
-    meter: Uuid,
-    op: &str,
-    since: chrono::DateTime<chrono::Utc>,
-    started: Instant,
-) -> f64 {
-    loop {
-        let state: Option<String> = sqlx::query_scalar(
-            "select state from c_1.commands where meter_id = $1 and op = $2 and created_at >= $3
-             order by created_at desc limit 1",
-        )
-        .bind(meter)
-        .bind(op)
-        .bind(since)
-        .fetch_optional(pool)
-        .await
-        .unwrap();
-        match state.as_deref() {
-            Some("verified") => return started.elapsed().as_secs_f64() * 1000.0,
-            Some("failed" | "expired" | "cancelled") => panic!("{op} of {meter} ended {state:?}"),
-            _ => {}
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "{op} of {meter} never verified"
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
 }
 
 fn report(name: &str, ms: &mut [f64]) {

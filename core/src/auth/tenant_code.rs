@@ -294,12 +294,7 @@ async fn take_code(
         return Ok(false);
     };
     let given = code_hash(config, id, code.trim());
-    let same = given.len() == stored.len()
-        && given
-            .iter()
-            .zip(&stored)
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0;
+    let same = crate::secure::primitives::constant_time_eq(&given, &stored);
     let update = if same {
         "update tenant_codes set used_at = $2 where id = $1"
     } else {
@@ -358,19 +353,7 @@ async fn tenant_user(tx: &mut Tx, phone: &str, now: DateTime<Utc>) -> CoreResult
                 must_change_password: false,
             })),
         None => {
-            let id = Uuid::now_v7();
-            // No password yet ('!' is no argon2 hash, so no password matches it); the tenant
-            // sets one with a reset code when they want one.
-            sqlx::query(
-                "insert into users (id, username, phone, password_hash, role, must_change_password,
-                     created_at, updated_at)
-                 values ($1, $2, $2, '!', 'shop_tenant', false, $3, $3)",
-            )
-            .bind(id)
-            .bind(phone)
-            .bind(now)
-            .execute(&mut **tx)
-            .await?;
+            let id = crate::tenancy::users::insert_passwordless_tenant(tx, phone, now).await?;
             Ok(Some(LoginRow {
                 id,
                 password_hash: String::new(),

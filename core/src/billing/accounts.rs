@@ -590,18 +590,8 @@ async fn invite_tenant(
     let phone = crate::kernel::names::PhoneNumber::parse(phone)
         .map_err(|e| CoreError::field("username", e.0))?;
     let phone = phone.as_str();
-    let id = Uuid::now_v7();
     let now = principal.now();
-    sqlx::query(
-        "insert into users (id, username, phone, password_hash, role, must_change_password,
-             created_at, updated_at)
-         values ($1, $2, $2, '!', 'shop_tenant', false, $3, $3)",
-    )
-    .bind(id)
-    .bind(phone)
-    .bind(now)
-    .execute(&mut *conn)
-    .await?;
+    let id = crate::tenancy::users::insert_passwordless_tenant(conn, phone, now).await?;
     crate::tenancy::audit::record(
         conn,
         principal,

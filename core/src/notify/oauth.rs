@@ -85,13 +85,7 @@ pub fn state_ok(key: &Secret, user: Uuid, state: &str, now: DateTime<Utc>) -> bo
     };
     let age = now.timestamp() - issued_at;
     let expected = state_mac(key, user, issued_at);
-    (0..=STATE_TTL_S).contains(&age)
-        && expected.len() == mac.len()
-        && expected
-            .bytes()
-            .zip(mac.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
+    (0..=STATE_TTL_S).contains(&age) && crate::auth::constant_time_eq(&expected, mac)
 }
 
 /// WeChat's authorisation page for `app`, coming back to `redirect_uri` with `state`.

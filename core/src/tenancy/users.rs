@@ -529,3 +529,25 @@ pub fn to_sheet(users: &[User], lang: &str) -> Sheet {
         totals: None,
     }
 }
+
+/// Creates the shop-tenant login of `phone` with no password ('!' is no argon2 hash, so no
+/// password matches it): tenants sign in with SMS codes and may set a password with a reset
+/// code. Used by the first code login and by an operator's invitation; the caller audits.
+pub(crate) async fn insert_passwordless_tenant(
+    conn: &mut sqlx::PgConnection,
+    phone: &str,
+    now: DateTime<Utc>,
+) -> CoreResult<Uuid> {
+    let id = Uuid::now_v7();
+    sqlx::query(
+        "insert into users (id, username, phone, password_hash, role, must_change_password,
+             created_at, updated_at)
+         values ($1, $2, $2, '!', 'shop_tenant', false, $3, $3)",
+    )
+    .bind(id)
+    .bind(phone)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(id)
+}

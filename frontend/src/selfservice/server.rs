@@ -200,11 +200,11 @@ fn shop_label(a: &accounts::ShopAccount) -> String {
         .to_owned()
 }
 
-fn bars(slots: Vec<selfservice::UsageSlot>, short: fn(&str) -> String) -> Vec<UsageBar> {
+fn bars(slots: Vec<selfservice::UsageSlot>) -> Vec<UsageBar> {
     slots
         .into_iter()
         .map(|s| UsageBar {
-            label: short(&s.label),
+            label: short_label(&s.label),
             title: s.label,
             by_period_wh: s.by_period_wh,
             charge_fen: s.charge_fen.fen(),
@@ -212,12 +212,8 @@ fn bars(slots: Vec<selfservice::UsageSlot>, short: fn(&str) -> String) -> Vec<Us
         .collect()
 }
 
-/// `2026-12-04` → `12-04`; `2026-12` → `12`.
-fn day_label(label: &str) -> String {
-    label.get(5..).unwrap_or(label).to_owned()
-}
-
-fn month_label(label: &str) -> String {
+/// The axis label without the year: `2026-12-04` → `12-04`; `2026-12` → `12`.
+fn short_label(label: &str) -> String {
     label.get(5..).unwrap_or(label).to_owned()
 }
 
@@ -380,8 +376,8 @@ pub async fn get_my_home(account: String, meter: String) -> Result<MyHomeView, W
         can_top_up: a.state == AccountState::Open
             && !home.rules.providers.is_empty()
             && principal.role == Role::ShopTenant,
-        days: bars(days, day_label),
-        months: bars(months, month_label),
+        days: bars(days),
+        months: bars(months),
         lines,
         orders,
     };
@@ -424,10 +420,13 @@ pub async fn get_my_top_up(account: String, meter: String) -> Result<TopUpView, 
         .trim()
         .parse()
         .map_err(|_| read_err(CoreError::NotFound("account")))?;
-    let home = selfservice::home(&mut tx, &principal, id)
+    // The account and the company's rules only: the top-up page needs no usage or power.
+    let a = &accounts::get(&mut tx, &principal, id)
         .await
         .map_err(read_err)?;
-    let a = &home.account;
+    let rules = selfservice::rules(&mut tx, &principal)
+        .await
+        .map_err(read_err)?;
     let meter_side = a.prepayment_mode == "meter";
     let meters: Vec<(String, String)> = if meter_side {
         a.meters
@@ -452,10 +451,10 @@ pub async fn get_my_top_up(account: String, meter: String) -> Result<TopUpView, 
         shop: shop_label(a),
         available_fen: a.available_fen.fen(),
         open: a.state == AccountState::Open,
-        presets_fen: home.rules.presets_fen.iter().map(|p| p.fen()).collect(),
-        min_fen: home.rules.top_up_min_fen.fen(),
-        max_fen: home.rules.top_up_max_fen.fen(),
-        payable: !home.rules.providers.is_empty(),
+        presets_fen: rules.presets_fen.iter().map(|p| p.fen()).collect(),
+        min_fen: rules.top_up_min_fen.fen(),
+        max_fen: rules.top_up_max_fen.fen(),
+        payable: !rules.providers.is_empty(),
         meters,
         meter_id,
     })
